@@ -1,0 +1,51 @@
+//! The one binary codec: a format-version byte, then postcard.
+//!
+//! postcard tags enum variants by index, so event enums only ever grow at the end; a changed
+//! shape is a new variant, upcast on read.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The leading byte of every encoded record.
+pub const FORMAT_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("empty record")]
+    Empty,
+    #[error("unknown format version {0}")]
+    UnknownVersion(u8),
+    #[error("postcard: {0}")]
+    Postcard(#[from] postcard::Error),
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![FORMAT_VERSION];
+    let out = postcard::to_extend(value, std::mem::take(&mut out))?;
+    Ok(out)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match bytes.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&FORMAT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_byte_leads_and_is_checked() {
+        let bytes = encode(&(7u32, "x".to_string())).unwrap();
+        assert_eq!(bytes, vec![1, 7, 1, b'x']);
+        assert_eq!(decode::<(u32, String)>(&bytes).unwrap(), (7, "x".into()));
+        assert!(matches!(
+            decode::<(u32, String)>(&[9, 7, 1, b'x']),
+            Err(CodecError::UnknownVersion(9))
+        ));
+        assert!(matches!(decode::<u32>(&[]), Err(CodecError::Empty)));
+    }
+}

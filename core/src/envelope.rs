@@ -1,0 +1,60 @@
+//! The envelope every event travels in.
+
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// UUIDv7: time-ordered, the dedup key downstream and the AMQP message id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct EventId(pub Uuid);
+
+impl EventId {
+    pub fn new() -> EventId {
+        EventId(Uuid::now_v7())
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Who caused an event: the authenticated clientId and the request id, for audit.
+/// Reactors act as `taskledger/<reactor>` with no request id.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
+pub struct Actor {
+    pub client_id: String,
+    pub request_id: Option<Uuid>,
+}
+
+impl Actor {
+    pub fn system(name: &str) -> Actor {
+        Actor {
+            client_id: format!("taskledger/{name}"),
+            request_id: None,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Envelope<E> {
+    pub event_id: EventId,
+    /// The aggregate, e.g. `task/<taskId>`; the Kafka key.
+    pub stream_id: String,
+    /// Per stream, gap-free, starting at 1.
+    pub sequence: u64,
+    pub time: Millis,
+    pub actor: Actor,
+    /// The event that led a reactor to act, if any.
+    pub causation_id: Option<EventId>,
+    /// The epoch of the writer that appended this event (see DESIGN.md, "The write path").
+    pub writer_epoch: u64,
+    pub payload: E,
+}

@@ -1,0 +1,156 @@
+//! Identifiers. Parsed at the edge; past the gateway nothing is identified by a bare `String`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A slugid (taskId, taskGroupId, uploadId): 16 bytes of a v4 UUID, shown as 22 URL-safe
+/// base64 characters.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Slug(pub [u8; 16]);
+
+/// The identity of a task.
+pub type TaskId = Slug;
+/// The identity of a task group (a taskId by another name).
+pub type TaskGroupId = Slug;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a valid slugid")]
+pub struct InvalidSlug(pub String);
+
+impl Slug {
+    /// A fresh "nice" slugid (first bit cleared), as Taskcluster's generators make.
+    pub fn nice() -> Slug {
+        slugid::nice().parse().expect("slugid generates valid ids")
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+/// Taskcluster's slugid regex, without a regex engine.
+fn slug_shape_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let body = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+    b.len() == 22
+        && b.iter().all(|&c| body(c))
+        && (b'Q'..=b'T').contains(&b[8])
+        && b"CGKOSWaeimquy26-".contains(&b[10])
+        && b"AQgw".contains(&b[21])
+}
+
+impl FromStr for Slug {
+    type Err = InvalidSlug;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !slug_shape_ok(s) {
+            return Err(InvalidSlug(s.to_string()));
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| InvalidSlug(s.to_string()))?;
+        let arr: [u8; 16] = bytes.try_into().map_err(|_| InvalidSlug(s.to_string()))?;
+        Ok(Slug(arr))
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Slug({self})")
+    }
+}
+
+/// A task queue: `<provisionerId>/<workerType>`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct TaskQueueId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a valid taskQueueId")]
+pub struct InvalidTaskQueueId(pub String);
+
+/// `^[a-zA-Z0-9-_]{1,38}$`: provisionerId, workerGroup, workerId, schedulerId (URL form).
+pub fn is_ident38(s: &str) -> bool {
+    (1..=38).contains(&s.len())
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+/// `^[a-z]([-a-z0-9]{0,36}[a-z0-9])?$`: workerType in bodies.
+pub fn is_worker_type(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 38 || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    let last = b[b.len() - 1];
+    b.iter()
+        .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && (b.len() == 1 || last.is_ascii_lowercase() || last.is_ascii_digit())
+}
+
+impl TaskQueueId {
+    pub fn new(provisioner_id: &str, worker_type: &str) -> Result<Self, InvalidTaskQueueId> {
+        format!("{provisioner_id}/{worker_type}").parse()
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn provisioner_id(&self) -> &str {
+        self.0.split_once('/').map(|(p, _)| p).unwrap_or("")
+    }
+    pub fn worker_type(&self) -> &str {
+        self.0.split_once('/').map(|(_, w)| w).unwrap_or("")
+    }
+}
+
+impl FromStr for TaskQueueId {
+    type Err = InvalidTaskQueueId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((p, w)) if is_ident38(p) && is_worker_type(w) => Ok(TaskQueueId(s.to_string())),
+            _ => Err(InvalidTaskQueueId(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for TaskQueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_round_trips_and_rejects_bad_shapes() {
+        for _ in 0..200 {
+            let id = Slug::nice();
+            let text = id.to_string();
+            assert_eq!(text.len(), 22);
+            assert_eq!(text.parse::<Slug>().unwrap(), id);
+        }
+        for bad in ["", "abc", "AAAAAAAAAAAAAAAAAAAAAA", "fN1SbArXTPSVFNUvaOlinQ!"] {
+            assert!(bad.parse::<Slug>().is_err(), "{bad}");
+        }
+        assert!("fN1SbArXTPSVFNUvaOlinQ".parse::<Slug>().is_ok());
+    }
+
+    #[test]
+    fn task_queue_ids() {
+        let q: TaskQueueId = "proj-ci/linux-large".parse().unwrap();
+        assert_eq!(q.provisioner_id(), "proj-ci");
+        assert_eq!(q.worker_type(), "linux-large");
+        for bad in ["noslash", "p/Upper", "p/-x", "p/x-", "/w", "a b/c"] {
+            assert!(bad.parse::<TaskQueueId>().is_err(), "{bad}");
+        }
+    }
+}

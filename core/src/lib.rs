@@ -1,0 +1,14 @@
+//! taskledger-core: the pure domain. Ids, the event envelope and codec, the queue's state
+//! machine (`decide`/`apply`), scopes and scope expressions, Hawk and temporary-credential math,
+//! and the `EventLog` trait.
+//!
+//! Invariant: no I/O and no clock. Time and randomness are arguments.
+
+pub mod auth;
+pub mod codec;
+pub mod envelope;
+pub mod ids;
+pub mod log;
+pub mod queue;
+pub mod scopes;
+pub mod time;

@@ -1,0 +1,741 @@
+//! The queue's rules: `decide` functions turn a command and the current state into events or a
+//! refusal; `apply` moves state and holds no rules. The clock is an argument.
+
+use super::events::QueueEvent;
+use super::model::{
+    Artifact, ArtifactStorage, Priority, ReasonCreated, ReasonResolved, Resolution, Run, RunState,
+    Task, TaskDefinition, TaskGroup,
+};
+use crate::ids::{TaskId, TaskQueueId};
+use crate::time::{Millis, DAY, HOUR, MINUTE};
+
+/// Maximum runs per task.
+pub const MAX_RUNS: usize = 50;
+/// How far `created` may stray from the server's clock.
+pub const DRIFT_MS: i64 = 15 * MINUTE;
+/// Artifacts are accepted this long after a run resolved as `exception`.
+pub const ARTIFACT_GRACE_MS: i64 = 25 * MINUTE;
+
+/// Deployment settings the rules depend on.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub claim_timeout_ms: i64,
+    pub max_deadline_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            claim_timeout_ms: 1200 * 1000,
+            max_deadline_ms: 5 * DAY,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("Task `{0}` not found")]
+    TaskNotFound(TaskId),
+    #[error("Run {run_id} not found on task `{task_id}`")]
+    RunNotFound { task_id: TaskId, run_id: u32 },
+    #[error("Artifact not found")]
+    ArtifactNotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Input(String),
+}
+
+type Decision = Result<Vec<QueueEvent>, QueueError>;
+
+/// What createTask needs to know about one dependency.
+#[derive(Clone, Copy, Debug)]
+pub struct DependencyView {
+    pub task_id: TaskId,
+    /// `None` when the task does not exist.
+    pub found: Option<DependencyState>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct DependencyState {
+    pub resolution: Option<Resolution>,
+    pub expires: Millis,
+}
+
+fn satisfies(requires: super::model::Requires, resolution: Resolution) -> bool {
+    resolution == Resolution::Completed || requires == super::model::Requires::AllResolved
+}
+
+fn past_deadline(task: &Task, now: Millis) -> bool {
+    now >= task.definition.deadline
+}
+
+fn deadline_conflict(task: &Task, what: &str) -> QueueError {
+    QueueError::Conflict(format!(
+        "Task `{}` can't be {what} past its deadline of {}",
+        task.task_id, task.definition.deadline
+    ))
+}
+
+/// createTask (reference/queue.md §2.1, steps 5 to 9).
+pub fn create_task(
+    existing: Option<&Task>,
+    group: Option<&TaskGroup>,
+    dependencies: &[DependencyView],
+    task_id: TaskId,
+    def: TaskDefinition,
+    now: Millis,
+    limits: &Limits,
+) -> Decision {
+    if def.created < now.minus(DRIFT_MS) {
+        return Err(QueueError::Input(
+            "`created` cannot be in the past (max 15min drift)".into(),
+        ));
+    }
+    if def.created > now.plus(DRIFT_MS) {
+        return Err(QueueError::Input(
+            "`created` cannot be in the future (max 15min drift)".into(),
+        ));
+    }
+    if def.created > def.deadline {
+        return Err(QueueError::Input(
+            "`deadline` cannot be later than `created`".into(),
+        ));
+    }
+    if def.deadline < now {
+        return Err(QueueError::Input("`deadline` cannot be in the past".into()));
+    }
+    if def.deadline > now.plus(limits.max_deadline_ms + DRIFT_MS) {
+        return Err(QueueError::Input(format!(
+            "`deadline` cannot be more than {} days into the future",
+            limits.max_deadline_ms / DAY
+        )));
+    }
+    if def.expires < def.deadline {
+        return Err(QueueError::Input(
+            "`expires` cannot be before `deadline`".into(),
+        ));
+    }
+    if let Some(bad) = def.scopes.iter().find(|s| s.ends_with("**")) {
+        return Err(QueueError::Input(format!(
+            "scopes must not end with `**`: {bad}"
+        )));
+    }
+    if let Some(task) = existing {
+        return if task.definition == def {
+            Ok(vec![])
+        } else {
+            Err(QueueError::Conflict(format!(
+                "taskId `{task_id}` already used by another task. This could be the result of faulty idempotency!"
+            )))
+        };
+    }
+
+    let mut events = Vec::new();
+    let group_expires = def.expires.plus(HOUR);
+    match group {
+        Some(g) if g.scheduler_id != def.scheduler_id => {
+            return Err(QueueError::Conflict(format!(
+                "Task group `{}` contains tasks with a schedulerId other than `{}`. You are attempting to include a task with schedulerId `{}`.",
+                g.task_group_id, g.scheduler_id, def.scheduler_id
+            )))
+        }
+        Some(g) if g.sealed.is_some() => {
+            return Err(QueueError::Conflict(format!(
+                "Task group `{}` is sealed and does not accept new tasks.",
+                g.task_group_id
+            )))
+        }
+        Some(g) => {
+            if g.expires < group_expires {
+                events.push(QueueEvent::TaskGroupExpiresRaised {
+                    task_group_id: g.task_group_id,
+                    expires: group_expires,
+                });
+            }
+        }
+        None => events.push(QueueEvent::TaskGroupDefined {
+            task_group_id: def.task_group_id,
+            scheduler_id: def.scheduler_id.clone(),
+            expires: group_expires,
+        }),
+    }
+
+    let mut missing = Vec::new();
+    let mut expiring = Vec::new();
+    let mut unsatisfied = Vec::new();
+    for dep in dependencies {
+        if dep.task_id == task_id {
+            unsatisfied.push(task_id);
+            continue;
+        }
+        match dep.found {
+            None => missing.push(dep.task_id.to_string()),
+            Some(state) if state.expires < def.deadline => expiring.push(dep.task_id.to_string()),
+            Some(state) => {
+                if !state
+                    .resolution
+                    .is_some_and(|r| satisfies(def.requires, r))
+                {
+                    unsatisfied.push(dep.task_id);
+                }
+            }
+        }
+    }
+    if !missing.is_empty() || !expiring.is_empty() {
+        let mut msg = String::from("Task could not be created due to dependency problems.\n");
+        if !missing.is_empty() {
+            msg.push_str(&format!(
+                "The following tasks do not exist (missingTaskDependencies): {}\n",
+                missing.join(", ")
+            ));
+        }
+        if !expiring.is_empty() {
+            msg.push_str(&format!(
+                "The following tasks expire before this task's deadline (expiringTaskDependencies): {}\n",
+                expiring.join(", ")
+            ));
+        }
+        return Err(QueueError::Input(msg));
+    }
+    unsatisfied.sort();
+    unsatisfied.dedup();
+
+    let schedule = unsatisfied.is_empty();
+    let retries = def.retries;
+    events.push(QueueEvent::TaskDefined {
+        task_id,
+        definition: def,
+        unsatisfied,
+    });
+    if schedule {
+        events.push(QueueEvent::RunScheduled {
+            task_id,
+            run_id: 0,
+            reason: ReasonCreated::Scheduled,
+            retries_left: retries,
+            at: now,
+        });
+    }
+    Ok(events)
+}
+
+/// scheduleTask: run 0 of an unscheduled task, ignoring dependencies.
+pub fn schedule_task(task: &Task, now: Millis) -> Decision {
+    if past_deadline(task, now) {
+        return Err(deadline_conflict(task, "scheduled"));
+    }
+    if !task.runs.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(vec![QueueEvent::RunScheduled {
+        task_id: task.task_id,
+        run_id: 0,
+        reason: ReasonCreated::Scheduled,
+        retries_left: task.retries_left,
+        at: now,
+    }])
+}
+
+/// rerunTask (transitions 15 and 16).
+pub fn rerun_task(task: &Task, now: Millis) -> Decision {
+    if past_deadline(task, now) {
+        return Err(deadline_conflict(task, "rerun"));
+    }
+    if task.last_run().is_some_and(|r| !r.state.is_resolved()) {
+        return Ok(vec![]);
+    }
+    if task.runs.len() >= MAX_RUNS {
+        return Err(QueueError::Conflict(format!(
+            "Maximum number of runs reached ({MAX_RUNS})."
+        )));
+    }
+    let run_id = task.runs.len() as u32;
+    let retries_left = task
+        .definition
+        .retries
+        .min((MAX_RUNS - task.runs.len() - 1) as u32);
+    Ok(vec![QueueEvent::RunScheduled {
+        task_id: task.task_id,
+        run_id,
+        reason: ReasonCreated::Rerun,
+        retries_left,
+        at: now,
+    }])
+}
+
+/// Ends the task with `reason` and no retry: cancelTask (2, 5) and the deadline (3, 6).
+fn end_task(task: &Task, reason: ReasonResolved, now: Millis) -> Vec<QueueEvent> {
+    match task.last_run() {
+        None => vec![QueueEvent::RunExceptionRecorded {
+            task_id: task.task_id,
+            run_id: 0,
+            reason,
+            at: now,
+        }],
+        Some(run) if !run.state.is_resolved() => vec![QueueEvent::RunResolved {
+            task_id: task.task_id,
+            run_id: run.run_id,
+            reason,
+            at: now,
+        }],
+        Some(_) => vec![],
+    }
+}
+
+pub fn cancel_task(task: &Task, now: Millis) -> Decision {
+    if past_deadline(task, now) {
+        return Err(deadline_conflict(task, "canceled"));
+    }
+    Ok(end_task(task, ReasonResolved::Canceled, now))
+}
+
+/// The deadline reactor's command: a no-op before the deadline or on a resolved task.
+pub fn exceed_deadline(task: &Task, now: Millis) -> Decision {
+    if !past_deadline(task, now) {
+        return Ok(vec![]);
+    }
+    Ok(end_task(task, ReasonResolved::DeadlineExceeded, now))
+}
+
+fn run_of(task: &Task, run_id: u32) -> Result<&Run, QueueError> {
+    task.runs
+        .get(run_id as usize)
+        .ok_or(QueueError::RunNotFound {
+            task_id: task.task_id,
+            run_id,
+        })
+}
+
+fn is_last(task: &Task, run_id: u32) -> bool {
+    task.runs.len() == run_id as usize + 1
+}
+
+/// claimWork / claimTask (transition 4).
+pub fn claim_run(
+    task: &Task,
+    run_id: u32,
+    worker_group: &str,
+    worker_id: &str,
+    now: Millis,
+    limits: &Limits,
+) -> Decision {
+    let run = run_of(task, run_id)?;
+    if past_deadline(task, now) {
+        return Err(deadline_conflict(task, "claimed"));
+    }
+    if !is_last(task, run_id) || run.state != RunState::Pending {
+        return Err(QueueError::Conflict(format!(
+            "Run {run_id} of task `{}` is not pending",
+            task.task_id
+        )));
+    }
+    Ok(vec![QueueEvent::RunClaimed {
+        task_id: task.task_id,
+        run_id,
+        task_queue_id: task.definition.task_queue_id.clone(),
+        worker_group: worker_group.to_string(),
+        worker_id: worker_id.to_string(),
+        taken_until: now.plus(limits.claim_timeout_ms),
+        at: now,
+    }])
+}
+
+/// reclaimTask (transition 7): never moves `takenUntil` backwards.
+pub fn reclaim_run(task: &Task, run_id: u32, now: Millis, limits: &Limits) -> Decision {
+    let run = run_of(task, run_id)?;
+    if past_deadline(task, now) {
+        return Err(deadline_conflict(task, "reclaimed"));
+    }
+    if !is_last(task, run_id) || run.state != RunState::Running {
+        return Err(QueueError::Conflict(format!(
+            "Run {run_id} on task `{}` is resolved or not running.",
+            task.task_id
+        )));
+    }
+    let taken_until = now
+        .plus(limits.claim_timeout_ms)
+        .max(run.taken_until.unwrap_or(now));
+    Ok(vec![QueueEvent::RunReclaimed {
+        task_id: task.task_id,
+        run_id,
+        taken_until,
+    }])
+}
+
+/// Resolution of the running run with `reason`, plus the retry it earns.
+fn resolve_running(task: &Task, run: &Run, reason: ReasonResolved, now: Millis) -> Vec<QueueEvent> {
+    let mut events = vec![QueueEvent::RunResolved {
+        task_id: task.task_id,
+        run_id: run.run_id,
+        reason,
+        at: now,
+    }];
+    if let Some(retry) = reason.retry_reason() {
+        if task.retries_left > 0 && task.runs.len() < MAX_RUNS {
+            events.push(QueueEvent::RunScheduled {
+                task_id: task.task_id,
+                run_id: run.run_id + 1,
+                reason: retry,
+                retries_left: task.retries_left - 1,
+                at: now,
+            });
+        }
+    }
+    events
+}
+
+/// reportCompleted / reportFailed / reportException (transitions 8 to 12).
+pub fn report(task: &Task, run_id: u32, reason: ReasonResolved, now: Millis) -> Decision {
+    let run = run_of(task, run_id)?;
+    if is_last(task, run_id) && run.state == RunState::Running {
+        return Ok(resolve_running(task, run, reason, now));
+    }
+    let same = run.state == reason.state()
+        && (reason.state() != RunState::Exception || run.reason_resolved == Some(reason));
+    if same {
+        return Ok(vec![]);
+    }
+    Err(QueueError::Conflict(format!(
+        "Run {run_id} on task `{}` is resolved or not running.",
+        task.task_id
+    )))
+}
+
+/// Claim expiry (transition 13): only when the claim is still exactly the one that expired.
+pub fn expire_claim(task: &Task, run_id: u32, taken_until: Millis, now: Millis) -> Decision {
+    let Ok(run) = run_of(task, run_id) else {
+        return Ok(vec![]);
+    };
+    let current = is_last(task, run_id)
+        && run.state == RunState::Running
+        && run.taken_until == Some(taken_until)
+        && now >= taken_until;
+    if !current || past_deadline(task, now) {
+        return Ok(vec![]);
+    }
+    Ok(resolve_running(task, run, ReasonResolved::ClaimExpired, now))
+}
+
+/// A dependency resolved: mark the edge, and schedule run 0 when it was the last one.
+pub fn satisfy_dependency(
+    task: &Task,
+    dependency: TaskId,
+    resolution: Resolution,
+    now: Millis,
+) -> Decision {
+    if !task.unsatisfied.contains(&dependency)
+        || !satisfies(task.definition.requires, resolution)
+    {
+        return Ok(vec![]);
+    }
+    let mut events = vec![QueueEvent::DependencySatisfied {
+        task_id: task.task_id,
+        dependency,
+    }];
+    if task.unsatisfied.len() == 1 && task.runs.is_empty() && !past_deadline(task, now) {
+        events.push(QueueEvent::RunScheduled {
+            task_id: task.task_id,
+            run_id: 0,
+            reason: ReasonCreated::Scheduled,
+            retries_left: task.retries_left,
+            at: now,
+        });
+    }
+    Ok(events)
+}
+
+/// changeTaskPriority (§8).
+pub fn change_priority(task: &Task, new: Priority, now: Millis) -> Decision {
+    if past_deadline(task, now) {
+        return Err(deadline_conflict(task, "reprioritized"));
+    }
+    if task.resolution().is_some() || task.priority == new {
+        return Err(QueueError::Conflict(format!(
+            "Task `{}` is already resolved and cannot be reprioritized.",
+            task.task_id
+        )));
+    }
+    Ok(vec![QueueEvent::PriorityChanged {
+        task_id: task.task_id,
+        old: task.priority,
+        new,
+    }])
+}
+
+pub fn seal_group(group: &TaskGroup, now: Millis) -> Decision {
+    if group.sealed.is_some() {
+        return Ok(vec![]);
+    }
+    Ok(vec![QueueEvent::TaskGroupSealed {
+        task_group_id: group.task_group_id,
+        at: now,
+    }])
+}
+
+fn compatible(old: &Artifact, new: &Artifact) -> bool {
+    use ArtifactStorage as S;
+    let storage_ok = match (&old.storage, &new.storage) {
+        (S::Reference { .. }, S::Reference { .. } | S::Link { .. }) => true,
+        (S::Link { .. }, S::Link { .. }) => old.storage == new.storage,
+        (S::Object { .. }, S::Object { .. }) => {
+            // a retried create keeps the upload id it was given first
+            matches!((&old.storage, &new.storage),
+                (S::Object { content_length: a, .. }, S::Object { content_length: b, .. }) if a == b)
+        }
+        (a, b) => a == b,
+    };
+    let content_type_ok =
+        matches!(new.storage, S::Link { .. }) || old.content_type == new.content_type;
+    storage_ok && content_type_ok && new.expires >= old.expires
+}
+
+/// createArtifact (§10.2, steps 1 to 7). `existing` is the artifact of that name, if any.
+pub fn create_artifact(
+    task: Option<&Task>,
+    run_id: u32,
+    existing: Option<&Artifact>,
+    artifact: Artifact,
+    now: Millis,
+) -> Decision {
+    if artifact.expires < now.minus(DRIFT_MS) {
+        return Err(QueueError::Input("Expires must be in the future".into()));
+    }
+    let task = task.ok_or_else(|| QueueError::Input("Task not found".into()))?;
+    let run = task
+        .runs
+        .get(run_id as usize)
+        .ok_or_else(|| QueueError::Input("Run not found".into()))?;
+    if run.worker_group.is_none() {
+        return Err(QueueError::Input(
+            "Run was not claimed by a worker and so no artifacts can exist".into(),
+        ));
+    }
+    if artifact.expires > task.definition.expires {
+        return Err(QueueError::Input(format!(
+            "Artifact expires ({}) after the task expiration {} (task.expires < expires) - this is not allowed, artifacts may not expire after the task expires.",
+            artifact.expires, task.definition.expires
+        )));
+    }
+    let accepting = match run.state {
+        RunState::Running => true,
+        RunState::Exception => run
+            .resolved
+            .is_some_and(|r| now < r.plus(ARTIFACT_GRACE_MS)),
+        RunState::Pending | RunState::Completed | RunState::Failed => false,
+    };
+    if !accepting {
+        return Err(QueueError::Conflict(format!(
+            "Artifacts cannot be created for a task after it is resolved, unless it is resolved as exception, and even in this case only up to {} min past resolution. This is to ensure that artifacts have been uploaded before a task is 'Completed' and output is consumed by a dependent task.\n\nTask status: {}",
+            ARTIFACT_GRACE_MS / MINUTE,
+            run.state.as_str()
+        )));
+    }
+    let artifact = match (existing, artifact) {
+        (Some(old), new) if !compatible(old, &new) => {
+            return Err(QueueError::Conflict(
+                "Artifact already exists with different properties (storageType, contentType, expires or details)".into(),
+            ))
+        }
+        // a repeated object create keeps its upload id and presence
+        (Some(old), mut new) => {
+            if let (ArtifactStorage::Object { upload_id, .. }, ArtifactStorage::Object { upload_id: u, .. }) =
+                (&old.storage, &mut new.storage)
+            {
+                *u = *upload_id;
+            }
+            new.present = new.present || old.present;
+            new
+        }
+        (None, new) => new,
+    };
+    Ok(vec![QueueEvent::ArtifactCreated {
+        task_id: task.task_id,
+        run_id,
+        artifact,
+    }])
+}
+
+/// finishArtifact (§10.2).
+pub fn finish_artifact(
+    task_id: TaskId,
+    run_id: u32,
+    existing: Option<&Artifact>,
+    upload_id: TaskId,
+) -> Decision {
+    let artifact = existing.ok_or(QueueError::ArtifactNotFound)?;
+    let ArtifactStorage::Object { upload_id: expected, .. } = &artifact.storage else {
+        return Err(QueueError::Input(
+            "Only object artifacts can be finished".into(),
+        ));
+    };
+    if artifact.present {
+        return Ok(vec![]);
+    }
+    if *expected != upload_id {
+        return Err(QueueError::Input("uploadId does not match".into()));
+    }
+    Ok(vec![QueueEvent::ArtifactFinished {
+        task_id,
+        run_id,
+        name: artifact.name.clone(),
+    }])
+}
+
+/// A worker seen by claimWork, recorded at most every 30 minutes per worker.
+pub fn worker_seen(
+    task_queue_id: &TaskQueueId,
+    worker_group: &str,
+    worker_id: &str,
+    last_seen: Option<Millis>,
+    now: Millis,
+) -> Vec<QueueEvent> {
+    if last_seen.is_some_and(|t| now < t.plus(30 * MINUTE)) {
+        return vec![];
+    }
+    vec![QueueEvent::WorkerSeen {
+        task_queue_id: task_queue_id.clone(),
+        worker_group: worker_group.to_string(),
+        worker_id: worker_id.to_string(),
+        at: now,
+        expires: now.plus(DAY),
+    }]
+}
+
+impl Task {
+    /// The state a `TaskDefined` event creates.
+    pub fn defined(task_id: TaskId, definition: TaskDefinition, unsatisfied: Vec<TaskId>) -> Task {
+        Task {
+            task_id,
+            priority: definition.priority,
+            retries_left: definition.retries,
+            definition,
+            runs: Vec::new(),
+            unsatisfied,
+        }
+    }
+
+    /// Moves state; no rules. Events of other aggregates are ignored.
+    pub fn apply(&mut self, event: &QueueEvent) {
+        match event {
+            QueueEvent::TaskDefined { .. } => {}
+            QueueEvent::RunScheduled {
+                run_id,
+                reason,
+                retries_left,
+                at,
+                ..
+            } => {
+                self.retries_left = *retries_left;
+                self.runs.push(Run {
+                    run_id: *run_id,
+                    state: RunState::Pending,
+                    reason_created: *reason,
+                    reason_resolved: None,
+                    worker_group: None,
+                    worker_id: None,
+                    taken_until: None,
+                    scheduled: *at,
+                    started: None,
+                    resolved: None,
+                });
+            }
+            QueueEvent::RunClaimed {
+                run_id,
+                worker_group,
+                worker_id,
+                taken_until,
+                at,
+                ..
+            } => {
+                if let Some(run) = self.runs.get_mut(*run_id as usize) {
+                    run.state = RunState::Running;
+                    run.worker_group = Some(worker_group.clone());
+                    run.worker_id = Some(worker_id.clone());
+                    run.taken_until = Some(*taken_until);
+                    run.started = Some(*at);
+                }
+            }
+            QueueEvent::RunReclaimed {
+                run_id,
+                taken_until,
+                ..
+            } => {
+                if let Some(run) = self.runs.get_mut(*run_id as usize) {
+                    run.taken_until = Some(*taken_until);
+                }
+            }
+            QueueEvent::RunResolved {
+                run_id, reason, at, ..
+            } => {
+                if let Some(run) = self.runs.get_mut(*run_id as usize) {
+                    run.state = reason.state();
+                    run.reason_resolved = Some(*reason);
+                    run.resolved = Some(*at);
+                }
+            }
+            QueueEvent::RunExceptionRecorded {
+                run_id, reason, at, ..
+            } => self.runs.push(Run {
+                run_id: *run_id,
+                state: RunState::Exception,
+                reason_created: ReasonCreated::Exception,
+                reason_resolved: Some(*reason),
+                worker_group: None,
+                worker_id: None,
+                taken_until: None,
+                scheduled: *at,
+                started: None,
+                resolved: Some(*at),
+            }),
+            QueueEvent::DependencySatisfied { dependency, .. } => {
+                self.unsatisfied.retain(|d| d != dependency);
+            }
+            QueueEvent::PriorityChanged { new, .. } => self.priority = *new,
+            QueueEvent::TaskGroupDefined { .. }
+            | QueueEvent::TaskGroupExpiresRaised { .. }
+            | QueueEvent::TaskGroupSealed { .. }
+            | QueueEvent::ArtifactCreated { .. }
+            | QueueEvent::ArtifactFinished { .. }
+            | QueueEvent::WorkerSeen { .. }
+            | QueueEvent::WorkerQuarantined { .. } => {}
+        }
+    }
+}
+
+impl TaskGroup {
+    pub fn apply(group: Option<TaskGroup>, event: &QueueEvent) -> Option<TaskGroup> {
+        match event {
+            QueueEvent::TaskGroupDefined {
+                task_group_id,
+                scheduler_id,
+                expires,
+            } => Some(TaskGroup {
+                task_group_id: *task_group_id,
+                scheduler_id: scheduler_id.clone(),
+                expires: *expires,
+                sealed: None,
+            }),
+            QueueEvent::TaskGroupExpiresRaised { expires, .. } => group.map(|mut g| {
+                g.expires = *expires;
+                g
+            }),
+            QueueEvent::TaskGroupSealed { at, .. } => group.map(|mut g| {
+                g.sealed = Some(*at);
+                g
+            }),
+            QueueEvent::TaskDefined { .. }
+            | QueueEvent::RunScheduled { .. }
+            | QueueEvent::RunClaimed { .. }
+            | QueueEvent::RunReclaimed { .. }
+            | QueueEvent::RunResolved { .. }
+            | QueueEvent::RunExceptionRecorded { .. }
+            | QueueEvent::DependencySatisfied { .. }
+            | QueueEvent::PriorityChanged { .. }
+            | QueueEvent::ArtifactCreated { .. }
+            | QueueEvent::ArtifactFinished { .. }
+            | QueueEvent::WorkerSeen { .. }
+            | QueueEvent::WorkerQuarantined { .. } => group,
+        }
+    }
+}

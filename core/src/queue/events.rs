@@ -1,0 +1,177 @@
+//! Queue events: past-tense facts. This enum is also wire format V1: postcard tags variants by
+//! index, so variants are only ever appended, never edited, reordered or removed.
+
+use super::model::{Artifact, Priority, ReasonCreated, ReasonResolved, TaskDefinition};
+use crate::ids::{TaskGroupId, TaskId, TaskQueueId};
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum QueueEvent {
+    TaskDefined {
+        task_id: TaskId,
+        definition: TaskDefinition,
+        /// dependencies not satisfied at creation, sorted
+        unsatisfied: Vec<TaskId>,
+    },
+    /// A new `pending` run.
+    RunScheduled {
+        task_id: TaskId,
+        run_id: u32,
+        reason: ReasonCreated,
+        retries_left: u32,
+        at: Millis,
+    },
+    RunClaimed {
+        task_id: TaskId,
+        run_id: u32,
+        task_queue_id: TaskQueueId,
+        worker_group: String,
+        worker_id: String,
+        taken_until: Millis,
+        at: Millis,
+    },
+    RunReclaimed {
+        task_id: TaskId,
+        run_id: u32,
+        taken_until: Millis,
+    },
+    RunResolved {
+        task_id: TaskId,
+        run_id: u32,
+        reason: ReasonResolved,
+        at: Millis,
+    },
+    /// An unscheduled task canceled or past its deadline: run 0 born as `exception`.
+    RunExceptionRecorded {
+        task_id: TaskId,
+        run_id: u32,
+        reason: ReasonResolved,
+        at: Millis,
+    },
+    DependencySatisfied {
+        task_id: TaskId,
+        dependency: TaskId,
+    },
+    PriorityChanged {
+        task_id: TaskId,
+        old: Priority,
+        new: Priority,
+    },
+    TaskGroupDefined {
+        task_group_id: TaskGroupId,
+        scheduler_id: String,
+        expires: Millis,
+    },
+    TaskGroupExpiresRaised {
+        task_group_id: TaskGroupId,
+        expires: Millis,
+    },
+    TaskGroupSealed {
+        task_group_id: TaskGroupId,
+        at: Millis,
+    },
+    ArtifactCreated {
+        task_id: TaskId,
+        run_id: u32,
+        artifact: Artifact,
+    },
+    ArtifactFinished {
+        task_id: TaskId,
+        run_id: u32,
+        name: String,
+    },
+    WorkerSeen {
+        task_queue_id: TaskQueueId,
+        worker_group: String,
+        worker_id: String,
+        at: Millis,
+        expires: Millis,
+    },
+    WorkerQuarantined {
+        task_queue_id: TaskQueueId,
+        worker_group: String,
+        worker_id: String,
+        until: Millis,
+        info: String,
+        by: String,
+        at: Millis,
+    },
+}
+
+/// The aggregate an event belongs to.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Stream {
+    Task(TaskId),
+    TaskGroup(TaskGroupId),
+    Worker(String),
+}
+
+impl Stream {
+    pub fn id(&self) -> String {
+        match self {
+            Stream::Task(t) => format!("task/{t}"),
+            Stream::TaskGroup(g) => format!("task-group/{g}"),
+            Stream::Worker(w) => format!("worker/{w}"),
+        }
+    }
+}
+
+pub fn worker_key(q: &TaskQueueId, group: &str, id: &str) -> String {
+    format!("{q}/{group}/{id}")
+}
+
+impl QueueEvent {
+    pub fn stream(&self) -> Stream {
+        match self {
+            QueueEvent::TaskDefined { task_id, .. }
+            | QueueEvent::RunScheduled { task_id, .. }
+            | QueueEvent::RunClaimed { task_id, .. }
+            | QueueEvent::RunReclaimed { task_id, .. }
+            | QueueEvent::RunResolved { task_id, .. }
+            | QueueEvent::RunExceptionRecorded { task_id, .. }
+            | QueueEvent::DependencySatisfied { task_id, .. }
+            | QueueEvent::PriorityChanged { task_id, .. }
+            | QueueEvent::ArtifactCreated { task_id, .. }
+            | QueueEvent::ArtifactFinished { task_id, .. } => Stream::Task(*task_id),
+            QueueEvent::TaskGroupDefined { task_group_id, .. }
+            | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
+            | QueueEvent::TaskGroupSealed { task_group_id, .. } => {
+                Stream::TaskGroup(*task_group_id)
+            }
+            QueueEvent::WorkerSeen {
+                task_queue_id,
+                worker_group,
+                worker_id,
+                ..
+            }
+            | QueueEvent::WorkerQuarantined {
+                task_queue_id,
+                worker_group,
+                worker_id,
+                ..
+            } => Stream::Worker(worker_key(task_queue_id, worker_group, worker_id)),
+        }
+    }
+
+    /// The event's type name, carried in log headers.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            QueueEvent::TaskDefined { .. } => "TaskDefined",
+            QueueEvent::RunScheduled { .. } => "RunScheduled",
+            QueueEvent::RunClaimed { .. } => "RunClaimed",
+            QueueEvent::RunReclaimed { .. } => "RunReclaimed",
+            QueueEvent::RunResolved { .. } => "RunResolved",
+            QueueEvent::RunExceptionRecorded { .. } => "RunExceptionRecorded",
+            QueueEvent::DependencySatisfied { .. } => "DependencySatisfied",
+            QueueEvent::PriorityChanged { .. } => "PriorityChanged",
+            QueueEvent::TaskGroupDefined { .. } => "TaskGroupDefined",
+            QueueEvent::TaskGroupExpiresRaised { .. } => "TaskGroupExpiresRaised",
+            QueueEvent::TaskGroupSealed { .. } => "TaskGroupSealed",
+            QueueEvent::ArtifactCreated { .. } => "ArtifactCreated",
+            QueueEvent::ArtifactFinished { .. } => "ArtifactFinished",
+            QueueEvent::WorkerSeen { .. } => "WorkerSeen",
+            QueueEvent::WorkerQuarantined { .. } => "WorkerQuarantined",
+        }
+    }
+}
