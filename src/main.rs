@@ -1,1 +1,206 @@
-fn main() {}
+//! The `taskledger` binary: CLI wiring only.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskledger_core::auth::ClientRecord;
+use taskledger_core::queue::Limits;
+use taskledger_gateways::hawk::Clients;
+use taskledger_gateways::AppState;
+use taskledger_projections::{store, EmbeddedLog, Engine, QueueView};
+
+#[derive(Parser)]
+#[command(
+    name = "taskledger",
+    version,
+    about = "A Taskcluster-compatible task platform on an append-only event log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the queue API, its reactors and the embedded log in one process.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TASKLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where the log, the projections and artifact blobs live.
+    #[arg(long, env = "TASKLEDGER_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// The rootUrl clients use; defaults to http://<listen>.
+    #[arg(long, env = "TASKLEDGER_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How long a claim lasts before it must be reclaimed (Taskcluster: 1200 s).
+    #[arg(long, env = "TASKLEDGER_CLAIM_TIMEOUT_SECS", default_value_t = 1200)]
+    claim_timeout_secs: u64,
+    /// How long claimWork waits for a task (Taskcluster: 20 s).
+    #[arg(long, env = "TASKLEDGER_CLAIM_WORK_POLL_SECS", default_value_t = 20)]
+    claim_work_poll_secs: u64,
+    /// Also accept Taskcluster's conformance client `tester` / `no-secret` (never in production).
+    #[arg(long, env = "TASKLEDGER_TEST_CLIENTS", default_value_t = false)]
+    test_clients: bool,
+}
+
+/// Reads a secret from `path`, or makes one and stores it there (mode 0600).
+fn stored_secret(path: &Path, make: impl FnOnce() -> String) -> Result<(String, bool)> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        return Ok((s.trim().to_string(), false));
+    }
+    let s = make();
+    std::fs::write(path, &s).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok((s, true))
+}
+
+fn access_token() -> String {
+    format!("{}{}", slugid::v4(), slugid::v4())
+}
+
+fn far_future() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::<chrono::Utc>::MAX_UTC
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen))
+        .trim_end_matches('/')
+        .to_string();
+
+    let (root_token, generated) = match std::env::var("TASKLEDGER_ROOT_ACCESS_TOKEN") {
+        Ok(t) if !t.is_empty() => (t, false),
+        _ => stored_secret(&args.data_dir.join("root-access-token"), access_token)?,
+    };
+    let (queue_token, _) = stored_secret(&args.data_dir.join("queue-access-token"), access_token)?;
+    let (url_key, _) = stored_secret(&args.data_dir.join("url-signing-key"), access_token)?;
+
+    let mut clients = Clients::default();
+    let static_client = |id: &str, token: &str, scopes: &[&str]| ClientRecord {
+        client_id: id.to_string(),
+        access_token: token.to_string(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        expires: far_future(),
+        disabled: false,
+    };
+    clients.insert(static_client(
+        "static/taskcluster/root",
+        &root_token,
+        &["*"],
+    ));
+    clients.insert(static_client(
+        "static/taskcluster/queue",
+        &queue_token,
+        &["*"],
+    ));
+    if args.test_clients {
+        clients.insert(static_client("tester", "no-secret", &["test:*"]));
+    }
+
+    let db = store::open(&args.data_dir.join("db")).context("opening the database")?;
+    let log = Arc::new(EmbeddedLog::new(db.clone()));
+    let view = QueueView::new(db);
+    let limits = Limits {
+        claim_timeout_ms: args.claim_timeout_secs as i64 * 1000,
+        ..Limits::default()
+    };
+    let engine = Engine::start(view, log.clone(), limits)
+        .await
+        .context("starting the queue engine")?;
+
+    let blob_dir = args.data_dir.join("blobs");
+    std::fs::create_dir_all(&blob_dir)?;
+    let blobs = Arc::new(object_store_local(&blob_dir)?);
+
+    tokio::spawn(taskledger_workers::run_timers(engine.clone()));
+    tokio::spawn(taskledger_workers::run_dependencies(engine.clone(), log));
+    tokio::spawn(taskledger_workers::run_builtin_workers(engine.clone()));
+
+    let state = Arc::new(AppState {
+        engine,
+        clients,
+        queue_client: ("static/taskcluster/queue".into(), queue_token),
+        public_url: public_url.clone(),
+        blobs,
+        url_key: url_key.into_bytes(),
+        claim_work_poll: Duration::from_secs(args.claim_work_poll_secs),
+        started: Instant::now(),
+    });
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    println!("taskledger is serving the queue at {public_url}/api/queue/v1/");
+    println!("  TASKCLUSTER_ROOT_URL={public_url}");
+    println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
+    if generated {
+        println!("  TASKCLUSTER_ACCESS_TOKEN={root_token}");
+        println!(
+            "  (generated now and kept in {}; shown only this once)",
+            args.data_dir.join("root-access-token").display()
+        );
+    } else if std::env::var("TASKLEDGER_ROOT_ACCESS_TOKEN").is_ok() {
+        println!("  TASKCLUSTER_ACCESS_TOKEN=<from TASKLEDGER_ROOT_ACCESS_TOKEN>");
+    } else {
+        println!(
+            "  TASKCLUSTER_ACCESS_TOKEN=$(cat {})",
+            args.data_dir.join("root-access-token").display()
+        );
+    }
+    tracing::info!(listen = %args.listen, "ready");
+    axum::serve(listener, taskledger_gateways::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn object_store_local(dir: &Path) -> Result<taskledger_gateways::LocalBlobs> {
+    taskledger_gateways::LocalBlobs::new_with_prefix(dir).context("opening the blob directory")
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => rt.block_on(serve(args)),
+    }
+}

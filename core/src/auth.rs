@@ -1,1 +1,1661 @@
-// placeholder
+//! Hawk request authentication and temporary credentials (auth.md §3–4).
+//!
+//! `authenticate` runs Taskcluster's checks in Taskcluster's order: header
+//! parse, `ext` decoding, client loading, certificate, `authorizedScopes`,
+//! MAC, timestamp, payload hash. Failure texts are Taskcluster's own.
+//!
+//! **Invariant:** no I/O and no clock: the caller passes `now` and a
+//! `ClientSource`. Access tokens never appear in `Debug` output or errors.
+//! **Boundary:** role expansion is not done here; scopes are returned as the
+//! client (or certificate / `authorizedScopes`) states them, plus
+//! `assume:anonymous`.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::alphabet;
+use base64::engine::general_purpose::{
+    GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD,
+};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ring::{digest, hmac};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::scopes;
+
+/// Longest accepted `Authorization` header, in UTF-16 units as Node counts.
+const MAX_HEADER_LEN: usize = 4096;
+/// Allowed distance between the Hawk `ts` and `now`.
+const TIMESTAMP_SKEW_MS: i128 = 15 * 60 * 1000;
+/// Allowed clock skew for certificate `start`/`expiry`.
+const CERT_SKEW_MS: f64 = 5.0 * 60.0 * 1000.0;
+/// Longest allowed certificate lifetime.
+const CERT_MAX_LIFETIME_MS: f64 = 31.0 * 24.0 * 60.0 * 60.0 * 1000.0;
+/// Largest `ts` handed to the hawk crate (its parser panics near `u64::MAX`).
+const MAX_TS_SECS: u64 = 1 << 40;
+/// Every request holds this scope (auth.md §4.5, §4.7).
+const ANONYMOUS_SCOPE: &str = "assume:anonymous";
+
+/// What the gateway knows about a permanent client.
+#[derive(Clone)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub access_token: String,
+    /// Already expanded through roles.
+    pub scopes: Vec<String>,
+    pub expires: DateTime<Utc>,
+    pub disabled: bool,
+}
+
+impl fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("client_id", &self.client_id)
+            .field("access_token", &"[redacted]")
+            .field("scopes", &self.scopes)
+            .field("expires", &self.expires)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+/// Looks up permanent clients by id.
+pub trait ClientSource {
+    fn client(&self, client_id: &str) -> Option<ClientRecord>;
+}
+
+/// The parts of an HTTP request that Hawk authentication reads.
+#[derive(Clone, Copy, Debug)]
+pub struct HawkRequest<'a> {
+    /// e.g. "GET"; compared case-insensitively, the MAC uses upper case.
+    pub method: &'a str,
+    /// Raw path + "?" + query exactly as received.
+    pub resource: &'a str,
+    /// Host header without port.
+    pub host: &'a str,
+    pub port: u16,
+    /// The `Authorization` header value.
+    pub authorization: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// A successfully authenticated request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Authenticated {
+    /// The Hawk `id` (the credential name).
+    pub client_id: String,
+    /// Normalized; always includes `assume:anonymous` (no role expansion yet).
+    pub scopes: Vec<String>,
+    pub expires: DateTime<Utc>,
+}
+
+/// Authentication failure; the text is Taskcluster's (auth.md §3–4).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct AuthError(pub String);
+
+impl AuthError {
+    fn new(message: impl Into<String>) -> Self {
+        AuthError(message.into())
+    }
+
+    fn bad_request(message: impl fmt::Display) -> Self {
+        AuthError(format!("Bad Request: {message}"))
+    }
+
+    fn bad_mac() -> Self {
+        AuthError::new("Unauthorized: Bad mac")
+    }
+}
+
+/// Temporary credentials minted from a permanent client (auth.md §4.3).
+#[derive(Clone)]
+pub struct TemporaryCredentials {
+    pub client_id: String,
+    pub access_token: String,
+    /// The certificate as JSON text.
+    pub certificate: String,
+}
+
+impl fmt::Debug for TemporaryCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TemporaryCredentials")
+            .field("client_id", &self.client_id)
+            .field("access_token", &"[redacted]")
+            .field("certificate", &self.certificate)
+            .finish()
+    }
+}
+
+/// The credential name and issuer of a named certificate.
+#[derive(Clone, Copy, Debug)]
+pub struct CertificateName<'a> {
+    /// The clientId the temporary credentials are used under.
+    pub client_id: &'a str,
+    /// The permanent client that signed the certificate.
+    pub issuer: &'a str,
+}
+
+/// Authenticate a Hawk-signed request (auth.md §3.4 order).
+///
+/// # Errors
+///
+/// An `AuthError` with Taskcluster's 401 message when any step fails.
+pub fn authenticate(
+    req: &HawkRequest,
+    clients: &dyn ClientSource,
+    now: DateTime<Utc>,
+) -> Result<Authenticated, AuthError> {
+    let attrs = parse_authorization(req.authorization)?;
+    let ext = attrs.ext.map(parse_ext).transpose()?;
+    let creds = load_credentials(attrs.id, ext.as_ref(), clients, now)?;
+    // A header the hawk crate cannot represent exactly can never match.
+    let (header, ts_secs) = hawk_header(&attrs).ok_or_else(AuthError::bad_mac)?;
+    verify_mac(req, &header, &creds.access_token)?;
+    check_timestamp(ts_secs, now)?;
+    if let Some(hash) = attrs.hash {
+        check_payload_hash(hash, req)?;
+    }
+    let mut scopes = creds.scopes;
+    scopes.push(ANONYMOUS_SCOPE.to_owned());
+    Ok(Authenticated {
+        client_id: attrs.id.to_owned(),
+        scopes: scopes::normalize(scopes),
+        expires: creds.expires,
+    })
+}
+
+/// Mint temporary credentials as `issuer_id` with `issuer_token` (auth.md
+/// §4.3). `name` = Some(clientId) for named credentials (the certificate gets
+/// `issuer`, and the signature covers clientId and issuer); None for unnamed.
+/// `seed` is 44 characters (two slugids). The server, not this function,
+/// enforces the 31-day limit and the issuer's scopes.
+pub fn issue_temporary_credentials(
+    issuer_id: &str,
+    issuer_token: &str,
+    name: Option<&str>,
+    scopes: &[String],
+    start: DateTime<Utc>,
+    expiry: DateTime<Utc>,
+    seed: &str,
+) -> TemporaryCredentials {
+    let start_ms = start.timestamp_millis();
+    let expiry_ms = expiry.timestamp_millis();
+    let cert_name = name.map(|client_id| CertificateName {
+        client_id,
+        issuer: issuer_id,
+    });
+    let signature = certificate_signature(
+        issuer_token,
+        cert_name.as_ref(),
+        seed,
+        &start_ms.to_string(),
+        &expiry_ms.to_string(),
+        scopes,
+    );
+    let certificate = CertificateWire {
+        version: 1,
+        scopes,
+        start: start_ms,
+        expiry: expiry_ms,
+        seed,
+        signature,
+        issuer: name.map(|_| issuer_id),
+    };
+    TemporaryCredentials {
+        client_id: name.unwrap_or(issuer_id).to_owned(),
+        access_token: temporary_access_token(issuer_token, seed),
+        certificate: serde_json::to_string(&certificate).expect("a certificate always serializes"),
+    }
+}
+
+/// The certificate as official clients write it.
+#[derive(Serialize)]
+struct CertificateWire<'a> {
+    version: u32,
+    scopes: &'a [String],
+    start: i64,
+    expiry: i64,
+    seed: &'a str,
+    signature: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
+}
+
+/// Certificate signature: standard base64 of HMAC-SHA256 keyed with the
+/// issuer's access token over the lines of auth.md §4.3 (no trailing newline).
+/// `start` and `expiry` are the decimal texts of the millisecond timestamps,
+/// as JavaScript prints the certificate's numbers.
+pub fn certificate_signature(
+    issuer_token: &str,
+    name: Option<&CertificateName>,
+    seed: &str,
+    start: &str,
+    expiry: &str,
+    scopes: &[String],
+) -> String {
+    let mut lines: Vec<String> = vec!["version:1".to_owned()];
+    if let Some(name) = name {
+        lines.push(format!("clientId:{}", name.client_id));
+        lines.push(format!("issuer:{}", name.issuer));
+    }
+    lines.push(format!("seed:{seed}"));
+    lines.push(format!("start:{start}"));
+    lines.push(format!("expiry:{expiry}"));
+    lines.push("scopes:".to_owned());
+    lines.extend(scopes.iter().cloned());
+    STANDARD.encode(hmac_sha256(issuer_token, lines.join("\n").as_bytes()))
+}
+
+/// The temporary access token: HMAC-SHA256(issuer token, seed), base64url
+/// without padding (43 characters).
+pub fn temporary_access_token(issuer_token: &str, seed: &str) -> String {
+    URL_SAFE_NO_PAD.encode(hmac_sha256(issuer_token, seed.as_bytes()))
+}
+
+/// Hawk payload hash: base64 SHA-256 of `hawk.1.payload\n<ct>\n<body>\n`, where
+/// `ct` is the content type before any `;`, trimmed and lower-cased.
+pub fn payload_hash(content_type: Option<&str>, body: &[u8]) -> String {
+    let ct = content_type
+        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_lowercase())
+        .unwrap_or_default();
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"hawk.1.payload\n");
+    ctx.update(ct.as_bytes());
+    ctx.update(b"\n");
+    ctx.update(body);
+    ctx.update(b"\n");
+    STANDARD.encode(ctx.finish())
+}
+
+fn hmac_sha256(key: &str, message: &[u8]) -> hmac::Tag {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()), message)
+}
+
+/// Constant-time equality (the lengths are not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+// ---------------------------------------------------------------------------
+// Header parsing (node hawk's `parseAuthorizationHeader`)
+
+/// The attributes of a Hawk header, as sent.
+struct Attributes<'h> {
+    /// The text after the scheme, for the hawk crate's parser.
+    text: &'h str,
+    id: &'h str,
+    ts: &'h str,
+    hash: Option<&'h str>,
+    ext: Option<&'h str>,
+    app: Option<&'h str>,
+}
+
+/// JavaScript's `\w`.
+fn is_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// JavaScript's `\s` (close enough: Unicode white space).
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || c == '\u{feff}'
+}
+
+/// Characters that JavaScript's `.` does not match.
+fn is_line_terminator(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}')
+}
+
+fn parse_authorization(header: &str) -> Result<Attributes<'_>, AuthError> {
+    if header.encode_utf16().count() > MAX_HEADER_LEN {
+        return Err(AuthError::bad_request("Header length too long"));
+    }
+    // /^(\w+)(?:\s+(.*))?$/
+    let scheme_len = header.find(|c: char| !is_word(c)).unwrap_or(header.len());
+    let (scheme, rest) = header.split_at(scheme_len);
+    if scheme.is_empty() || !(rest.is_empty() || rest.starts_with(is_space)) {
+        return Err(AuthError::bad_request("Invalid header syntax"));
+    }
+    let text = rest.trim_start_matches(is_space);
+    if text.contains(is_line_terminator) {
+        return Err(AuthError::bad_request("Invalid header syntax"));
+    }
+    if !scheme.eq_ignore_ascii_case("hawk") {
+        return Err(AuthError::new("Unauthorized"));
+    }
+    if text.is_empty() {
+        return Err(AuthError::bad_request("Invalid header syntax"));
+    }
+
+    let mut found: Vec<(&str, &str)> = Vec::new();
+    let mut error: Option<String> = None;
+    let mut leftover = false;
+    let mut i = 0;
+    while i < text.len() {
+        match match_attribute(text, i) {
+            Some((name, value, end)) => {
+                if let Err(message) = record_attribute(&mut found, name, value) {
+                    error = Some(message);
+                }
+                i = end;
+            }
+            None => {
+                leftover = true;
+                i += text[i..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+    }
+    if let Some(message) = error {
+        return Err(AuthError::bad_request(message));
+    }
+    if leftover {
+        return Err(AuthError::bad_request("Bad header format"));
+    }
+
+    let get = |name: &str| found.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let (Some(id), Some(ts), Some(_nonce), Some(_mac)) =
+        (get("id"), get("ts"), get("nonce"), get("mac"))
+    else {
+        return Err(AuthError::bad_request("Missing attributes"));
+    };
+    Ok(Attributes {
+        text,
+        id,
+        ts,
+        hash: get("hash"),
+        ext: get("ext"),
+        app: get("app"),
+    })
+}
+
+/// Match `(\w+)="([^"\\]*)"\s*(?:,\s*|$)` at byte offset `start`; returns the
+/// name, the value and the end offset of the match.
+fn match_attribute(text: &str, start: usize) -> Option<(&str, &str, usize)> {
+    let rest = &text[start..];
+    let name_len = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
+    if name_len == 0 {
+        return None;
+    }
+    let quoted = rest[name_len..].strip_prefix("=\"")?;
+    let close = quoted.find(['"', '\\'])?;
+    if !quoted[close..].starts_with('"') {
+        return None;
+    }
+    let value = &quoted[..close];
+    let tail = quoted[close + 1..].trim_start_matches(is_space);
+    let tail = match tail.strip_prefix(',') {
+        Some(after_comma) => after_comma.trim_start_matches(is_space),
+        None if tail.is_empty() => tail,
+        None => return None,
+    };
+    Some((&rest[..name_len], value, text.len() - tail.len()))
+}
+
+fn record_attribute<'h>(
+    found: &mut Vec<(&'h str, &'h str)>,
+    name: &'h str,
+    value: &'h str,
+) -> Result<(), String> {
+    const NAMES: [&str; 8] = ["id", "ts", "nonce", "hash", "ext", "mac", "app", "dlg"];
+    if !NAMES.contains(&name) {
+        return Err(format!("Unknown attribute: {name}"));
+    }
+    // Printable ASCII without `"` and `\` (those never reach here).
+    if value.is_empty() || !value.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(format!("Bad attribute value: {name}"));
+    }
+    if found.iter().any(|(n, _)| *n == name) {
+        return Err(format!("Duplicate attribute: {name}"));
+    }
+    found.push((name, value));
+    Ok(())
+}
+
+/// The header as the hawk crate sees it, with its `ts` in seconds, when the
+/// crate can represent it exactly: `ts` in plain decimal (and small enough for
+/// its parser), `mac`/`hash` valid base64, and no `app` (the crate's MAC
+/// leaves out `app`/`dlg`).
+fn hawk_header(attrs: &Attributes) -> Option<(hawk::Header, u64)> {
+    let plain_decimal = !attrs.ts.is_empty()
+        && attrs.ts.bytes().all(|b| b.is_ascii_digit())
+        && (attrs.ts == "0" || !attrs.ts.starts_with('0'));
+    let ts_secs = attrs
+        .ts
+        .parse::<u64>()
+        .ok()
+        .filter(|ts| *ts <= MAX_TS_SECS)?;
+    if !plain_decimal || attrs.app.is_some() {
+        return None;
+    }
+    let header = attrs.text.parse::<hawk::Header>().ok()?;
+    Some((header, ts_secs))
+}
+
+// ---------------------------------------------------------------------------
+// ext, client and certificate (auth.md §4)
+
+/// Decode `ext`: base64 (standard or URL-safe alphabet, padding optional) of
+/// JSON.
+fn parse_ext(ext: &str) -> Result<Value, AuthError> {
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let failed = || AuthError::new("Failed to parse ext");
+    let standard: String = ext
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let bytes = LENIENT.decode(standard).map_err(|_| failed())?;
+    match serde_json::from_str::<Value>(&String::from_utf8_lossy(&bytes)) {
+        // JavaScript would fail reading `null.certificate`.
+        Ok(Value::Null) | Err(_) => Err(failed()),
+        Ok(value) => Ok(value),
+    }
+}
+
+/// The key, scopes and expiry that a request is checked against.
+struct Credentials {
+    access_token: String,
+    scopes: Vec<String>,
+    expires: DateTime<Utc>,
+}
+
+/// JavaScript truthiness of a JSON value.
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// A member of `value` that is JavaScript-truthy (`value.get` is None for
+/// anything but objects, as a JavaScript property read of a missing key).
+fn truthy_member<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+    value.get(key).filter(|v| truthy(v))
+}
+
+fn load_credentials(
+    credential_name: &str,
+    ext: Option<&Value>,
+    clients: &dyn ClientSource,
+    now: DateTime<Utc>,
+) -> Result<Credentials, AuthError> {
+    let certificate = ext.and_then(|e| truthy_member(e, "certificate"));
+    let issuer_id = match certificate.and_then(|c| truthy_member(c, "issuer")) {
+        None => credential_name,
+        Some(Value::String(issuer)) if issuer == credential_name => {
+            return Err(AuthError::new(
+                "ext.certificate.issuer must differ from the supplied clientId",
+            ))
+        }
+        Some(Value::String(issuer)) => issuer.as_str(),
+        Some(_) => return Err(AuthError::new("ext.certificate.issuer must be a string")),
+    };
+    let client = load_client(clients, issuer_id, now)?;
+    let mut creds = Credentials {
+        access_token: client.access_token.clone(),
+        scopes: client.scopes.clone(),
+        expires: client.expires,
+    };
+    if let Some(certificate) = certificate {
+        apply_certificate(
+            certificate,
+            credential_name,
+            issuer_id,
+            &client,
+            &mut creds,
+            now,
+        )?;
+    }
+    if let Some(authorized) = ext.and_then(|e| truthy_member(e, "authorizedScopes")) {
+        apply_authorized_scopes(authorized, &mut creds)?;
+    }
+    Ok(creds)
+}
+
+fn load_client(
+    clients: &dyn ClientSource,
+    client_id: &str,
+    now: DateTime<Utc>,
+) -> Result<ClientRecord, AuthError> {
+    let client = clients
+        .client(client_id)
+        .ok_or_else(|| AuthError(format!("Client with clientId '{client_id}' not found")))?;
+    if client.disabled {
+        return Err(AuthError(format!(
+            "Client with clientId '{client_id}' is disabled"
+        )));
+    }
+    if client.expires < now {
+        return Err(AuthError(format!(
+            "Client with clientId: '{client_id}' has expired"
+        )));
+    }
+    Ok(client)
+}
+
+/// An array of valid scopes, or None.
+fn scope_list(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .filter(|s| scopes::is_valid_scope(s))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// A JSON number as JavaScript's `String(n)` prints it (for the values a
+/// valid certificate can hold).
+fn js_number_text(n: &serde_json::Number) -> String {
+    if n.is_i64() || n.is_u64() {
+        return n.to_string();
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f.fract() == 0.0 && f.abs() < 1e21 {
+        format!("{f:.0}")
+    } else {
+        format!("{f}")
+    }
+}
+
+/// Certificate validation, auth.md §4.3 steps 1–6, then the switch to the
+/// temporary key, the certificate's scopes and the earlier expiry.
+fn apply_certificate(
+    cert: &Value,
+    credential_name: &str,
+    issuer_id: &str,
+    issuer: &ClientRecord,
+    creds: &mut Credentials,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    let fail = |message: &str| Err(AuthError::new(message));
+    // 1. shape (a JSON array is a JavaScript Object without `version`)
+    if !(cert.is_object() || cert.is_array()) {
+        return fail("ext.certificate must be a JSON object");
+    }
+    if cert.get("version").and_then(Value::as_f64) != Some(1.0) {
+        return fail("ext.certificate.version must be 1");
+    }
+    let Some(seed) = cert.get("seed").and_then(Value::as_str) else {
+        return fail("ext.certificate.seed must be a string");
+    };
+    if seed.encode_utf16().count() != 44 {
+        return fail("ext.certificate.seed must be 44 characters");
+    }
+    let Some(Value::Number(start)) = cert.get("start") else {
+        return fail("ext.certificate.start must be a number");
+    };
+    let Some(Value::Number(expiry)) = cert.get("expiry") else {
+        return fail("ext.certificate.expiry must be a number");
+    };
+    if !cert.get("scopes").is_some_and(Value::is_array) {
+        return fail("ext.certificate.scopes must be an array");
+    }
+    let Some(cert_scopes) = cert.get("scopes").and_then(scope_list) else {
+        return fail("ext.certificate.scopes must be an array of valid scopes");
+    };
+
+    // 2.–3. validity window
+    let now_ms = now.timestamp_millis() as f64;
+    let start_ms = start.as_f64().unwrap_or(f64::NAN);
+    let expiry_ms = expiry.as_f64().unwrap_or(f64::NAN);
+    if start_ms > now_ms + CERT_SKEW_MS {
+        return fail("ext.certificate.start > now");
+    }
+    if expiry_ms < now_ms - CERT_SKEW_MS {
+        return fail("ext.certificate.expiry < now");
+    }
+    if expiry_ms - start_ms > CERT_MAX_LIFETIME_MS {
+        return fail("ext.certificate cannot last longer than 31 days!");
+    }
+
+    // 4. named or unnamed
+    let named = issuer_id != credential_name;
+    if named {
+        let create_scope = format!("auth:create-client:{credential_name}");
+        if !scopes::any_satisfies(&issuer.scopes, &create_scope) {
+            return Err(AuthError(format!(
+                "ext.certificate issuer `{}` doesn't have `{create_scope}` for supplied clientId.",
+                issuer_id
+            )));
+        }
+    } else if cert.get("clientId").is_some() {
+        return fail("ext.certificate.clientId must only be used with ext.certificate.issuer");
+    }
+
+    // 5. the issuer holds every certificate scope
+    if !cert_scopes
+        .iter()
+        .all(|s| scopes::any_satisfies(&issuer.scopes, s))
+    {
+        return Err(AuthError(format!(
+            "ext.certificate issuer `{}` doesn't satisfiy all certificate scopes {}.  \
+             The temporary credentials were not generated correctly.",
+            issuer_id,
+            cert_scopes.join(", ")
+        )));
+    }
+
+    // 6. signature
+    let name = named.then_some(CertificateName {
+        client_id: credential_name,
+        issuer: issuer_id,
+    });
+    let expected = certificate_signature(
+        &issuer.access_token,
+        name.as_ref(),
+        seed,
+        &js_number_text(start),
+        &js_number_text(expiry),
+        &cert_scopes,
+    );
+    let signature_ok = cert
+        .get("signature")
+        .and_then(Value::as_str)
+        .is_some_and(|sig| constant_time_eq(sig.as_bytes(), expected.as_bytes()));
+    if !signature_ok {
+        return fail(if named {
+            "ext.certificate.signature is not valid, or wrong clientId provided"
+        } else {
+            "ext.certificate.signature is not valid"
+        });
+    }
+
+    creds.access_token = temporary_access_token(&issuer.access_token, seed);
+    // JavaScript's `new Date(ms)` truncates toward zero.
+    if let Some(cert_expires) = DateTime::from_timestamp_millis(expiry_ms as i64) {
+        creds.expires = creds.expires.min(cert_expires);
+    }
+    creds.scopes = cert_scopes;
+    Ok(())
+}
+
+/// auth.md §4.4: the current scopes plus `assume:anonymous` must satisfy
+/// every authorized scope; the scopes then become exactly those.
+fn apply_authorized_scopes(authorized: &Value, creds: &mut Credentials) -> Result<(), AuthError> {
+    if !authorized.is_array() {
+        return Err(AuthError::new("ext.authorizedScopes must be an array"));
+    }
+    let Some(authorized) = scope_list(authorized) else {
+        return Err(AuthError::new(
+            "ext.authorizedScopes must be an array of valid scopes",
+        ));
+    };
+    let mut held = creds.scopes.clone();
+    held.push(ANONYMOUS_SCOPE.to_owned());
+    if !authorized.iter().all(|s| scopes::any_satisfies(&held, s)) {
+        return Err(AuthError(format!(
+            "Supplied credentials do not satisfy authorizedScopes; \
+             credentials have scopes [{}]; authorizedScopes are [{}]",
+            creds.scopes.join(","),
+            authorized.join(",")
+        )));
+    }
+    creds.scopes = authorized;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// MAC, timestamp, payload (auth.md §3.2–3.4)
+
+/// Check the MAC with the hawk crate. For GET/HEAD a failed MAC over path +
+/// query is retried once over the path alone: the Rust client signs only the
+/// path (auth.md §3.3).
+fn verify_mac(
+    req: &HawkRequest,
+    header: &hawk::Header,
+    access_token: &str,
+) -> Result<(), AuthError> {
+    let key = hawk::Key::new(access_token.as_bytes(), hawk::DigestAlgorithm::Sha256)
+        .map_err(|_| AuthError::bad_mac())?;
+    let method = req.method.to_ascii_uppercase();
+    let host = req.host.to_lowercase();
+    // The staleness check is ours, against `now`; the crate's own check reads
+    // the system clock, so give it a skew it can never exceed.
+    let mac_matches = |resource: &str| {
+        hawk::RequestBuilder::new(&method, &host, req.port, resource)
+            .request()
+            .validate_header(header, &key, Duration::MAX)
+    };
+    if mac_matches(req.resource) {
+        return Ok(());
+    }
+    if method == "GET" || method == "HEAD" {
+        if let Some((path, _query)) = req.resource.split_once('?') {
+            if mac_matches(path) {
+                return Ok(());
+            }
+        }
+    }
+    Err(AuthError::bad_mac())
+}
+
+fn check_timestamp(ts_secs: u64, now: DateTime<Utc>) -> Result<(), AuthError> {
+    let skew = i128::from(ts_secs) * 1000 - i128::from(now.timestamp_millis());
+    if skew.abs() > TIMESTAMP_SKEW_MS {
+        return Err(AuthError::new("Unauthorized: Stale timestamp"));
+    }
+    Ok(())
+}
+
+fn check_payload_hash(hash: &str, req: &HawkRequest) -> Result<(), AuthError> {
+    let computed = payload_hash(req.content_type, req.body);
+    if constant_time_eq(hash.as_bytes(), computed.as_bytes()) {
+        return Ok(());
+    }
+    Err(AuthError(format!(
+        "Invalid payload hash: {hash}\n\
+         Computed payload hash: {computed}\n\
+         This happens when your request carries a signed hash of the payload and the hash \
+         doesn't match the hash we've computed on the server-side."
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const NOW: i64 = 1_700_000_000;
+    const HOST: &str = "tc.example.com";
+    const SEED: &str = "AAAAAAAAQ0KAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    const POST_BODY: &str = r#"{"clientScopes":["test:*"],"requiredScopes":["test:a"]}"#;
+    const POST_HASH: &str = "1sU7SQwg5+SUBSTojXLRtXC9UVZVwifopY4pHoNRiJM=";
+    const POST_EXT: &str = "eyJhdXRob3JpemVkU2NvcGVzIjpbInRlc3Q6YSJdfQ==";
+    const GET_HEADER: &str = r#"Hawk id="tester", ts="1700000000", nonce="Xy3kQ2", mac="4jhcxdfETHM2Lh9xs7ZT7Yq+ESQId6y85RIp5MLP8DM=""#;
+    const POST_HEADER: &str = r#"Hawk id="tester", ts="1700000000", nonce="Xy3kQ2", hash="1sU7SQwg5+SUBSTojXLRtXC9UVZVwifopY4pHoNRiJM=", ext="eyJhdXRob3JpemVkU2NvcGVzIjpbInRlc3Q6YSJdfQ==", mac="uHCvNCR5Qk6vWdTZXRYBDQ+haxPR5+NWTfFefeiQ1Qo=""#;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(ToString::to_string).collect()
+    }
+
+    fn client(id: &str, token: &str, scopes: &[&str]) -> ClientRecord {
+        ClientRecord {
+            client_id: id.into(),
+            access_token: token.into(),
+            scopes: strings(scopes),
+            expires: at(NOW + 365 * 86_400),
+            disabled: false,
+        }
+    }
+
+    struct Clients(Vec<ClientRecord>);
+
+    impl ClientSource for Clients {
+        fn client(&self, client_id: &str) -> Option<ClientRecord> {
+            self.0.iter().find(|c| c.client_id == client_id).cloned()
+        }
+    }
+
+    fn clients() -> Clients {
+        let mut disabled = client("disabled", "tok-d", &["x"]);
+        disabled.disabled = true;
+        let mut expired = client("expired", "tok-e", &["x"]);
+        expired.expires = at(NOW - 1);
+        let mut soon = client("soon", "tok-s", &["soon:*"]);
+        soon.expires = at(NOW + 600);
+        Clients(vec![
+            client(
+                "tester",
+                "no-secret",
+                &["test:*", "auth:create-client:test:*"],
+            ),
+            disabled,
+            expired,
+            soon,
+        ])
+    }
+
+    /// An owned request (GET unless changed); tests borrow it as a `HawkRequest`.
+    struct Req {
+        method: &'static str,
+        resource: String,
+        authorization: String,
+    }
+
+    impl Req {
+        fn method(self, method: &'static str) -> Self {
+            Req { method, ..self }
+        }
+    }
+
+    fn get(resource: &str, authorization: &str) -> Req {
+        Req {
+            method: "GET",
+            resource: resource.into(),
+            authorization: authorization.into(),
+        }
+    }
+
+    trait AsHawk {
+        fn as_hawk(&self) -> HawkRequest<'_>;
+    }
+
+    impl AsHawk for Req {
+        fn as_hawk(&self) -> HawkRequest<'_> {
+            HawkRequest {
+                method: self.method,
+                resource: &self.resource,
+                host: HOST,
+                port: 443,
+                authorization: &self.authorization,
+                content_type: None,
+                body: b"",
+            }
+        }
+    }
+
+    impl AsHawk for HawkRequest<'_> {
+        fn as_hawk(&self) -> HawkRequest<'_> {
+            *self
+        }
+    }
+
+    /// Sign with the hawk crate: the header value a Hawk client would send.
+    fn sign(
+        id: &str,
+        key: &str,
+        method: &str,
+        resource: &str,
+        ts: i64,
+        hash: Option<&str>,
+        ext: Option<&str>,
+    ) -> String {
+        let credentials = hawk::Credentials {
+            id: id.to_owned(),
+            key: hawk::Key::new(key.as_bytes(), hawk::DigestAlgorithm::Sha256).unwrap(),
+        };
+        let hash = hash.map(|h| STANDARD.decode(h).unwrap());
+        let header = hawk::RequestBuilder::new(method, HOST, 443, resource)
+            .hash(hash.as_deref())
+            .ext(ext)
+            .request()
+            .make_header_full(
+                &credentials,
+                UNIX_EPOCH + Duration::from_secs(ts as u64),
+                "n0nce",
+            )
+            .unwrap();
+        format!("Hawk {header}")
+    }
+
+    fn b64_json(value: &Value) -> String {
+        STANDARD.encode(value.to_string())
+    }
+
+    /// Authenticate `req` at `now` and compare the scopes, or the error text.
+    fn check(req: &impl AsHawk, now: i64, expected: Result<&[&str], &str>) {
+        let got = authenticate(&req.as_hawk(), &clients(), at(now));
+        match expected {
+            Ok(scopes) => assert_eq!(got.map(|a| a.scopes), Ok(strings(scopes))),
+            Err(message) => assert_eq!(got, Err(AuthError(message.into()))),
+        }
+    }
+
+    #[test]
+    fn mac_vectors() {
+        // auth.md §3.5, through the hawk crate and through the plain formula.
+        let credentials = hawk::Credentials {
+            id: "tester".into(),
+            key: hawk::Key::new(b"no-secret", hawk::DigestAlgorithm::Sha256).unwrap(),
+        };
+        let header =
+            hawk::RequestBuilder::new("GET", HOST, 443, "/api/auth/v1/test-authenticate-get/")
+                .request()
+                .make_header_full(
+                    &credentials,
+                    UNIX_EPOCH + Duration::from_secs(NOW as u64),
+                    "Xy3kQ2",
+                )
+                .unwrap();
+        assert_eq!(format!("Hawk {header}"), GET_HEADER);
+        let normalized = "hawk.1.header\n1700000000\nXy3kQ2\nGET\n/api/auth/v1/test-authenticate-get/\ntc.example.com\n443\n\n\n";
+        assert_eq!(
+            STANDARD.encode(hmac_sha256("no-secret", normalized.as_bytes())),
+            "4jhcxdfETHM2Lh9xs7ZT7Yq+ESQId6y85RIp5MLP8DM="
+        );
+        let key = hawk::Key::new(b"no-secret", hawk::DigestAlgorithm::Sha256).unwrap();
+        let hash = STANDARD.decode(POST_HASH).unwrap();
+        let mac = hawk::mac::Mac::new(
+            hawk::mac::MacType::Header,
+            &key,
+            UNIX_EPOCH + Duration::from_secs(NOW as u64),
+            "Xy3kQ2",
+            "POST",
+            HOST,
+            443,
+            "/api/auth/v1/test-authenticate",
+            Some(&hash),
+            Some(POST_EXT),
+        )
+        .unwrap();
+        assert_eq!(
+            STANDARD.encode(&*mac),
+            "uHCvNCR5Qk6vWdTZXRYBDQ+haxPR5+NWTfFefeiQ1Qo="
+        );
+        assert_eq!(
+            STANDARD.decode(POST_EXT).unwrap(),
+            br#"{"authorizedScopes":["test:a"]}"#
+        );
+    }
+
+    #[test]
+    fn payload_hash_vectors() {
+        assert_eq!(
+            payload_hash(Some("application/json"), POST_BODY.as_bytes()),
+            POST_HASH
+        );
+        assert_eq!(
+            payload_hash(
+                Some(" Application/JSON; charset=utf-8"),
+                POST_BODY.as_bytes()
+            ),
+            POST_HASH
+        );
+        assert_eq!(
+            payload_hash(None, b""),
+            "B0weSUXsMcb5UhL41FZbrUJCAotzSI3HawE1NPLRUz8="
+        );
+        let from_hawk =
+            hawk::PayloadHasher::hash("application/json", hawk::DigestAlgorithm::Sha256, POST_BODY)
+                .unwrap();
+        assert_eq!(STANDARD.encode(from_hawk), POST_HASH);
+    }
+
+    #[test]
+    fn certificate_vectors() {
+        let scopes = strings(&["test:a", "test:b"]);
+        let name = CertificateName {
+            client_id: "tester/temp",
+            issuer: "tester",
+        };
+        assert_eq!(
+            certificate_signature(
+                "no-secret",
+                Some(&name),
+                SEED,
+                "1700000000000",
+                "1700003600000",
+                &scopes
+            ),
+            "kdhr6BecQaRFwV2Jf2/RgP+zctJDyfrJik+u56SQ9Ls="
+        );
+        assert_eq!(
+            temporary_access_token("no-secret", SEED),
+            "01bthf79Vj4jmflLAel-sX-Bc38uQS-wHi4i_GI_i9U"
+        );
+        let creds = issue_temporary_credentials(
+            "tester",
+            "no-secret",
+            Some("tester/temp"),
+            &scopes,
+            DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+            DateTime::from_timestamp_millis(1_700_003_600_000).unwrap(),
+            SEED,
+        );
+        assert_eq!(creds.client_id, "tester/temp");
+        assert_eq!(
+            creds.access_token,
+            "01bthf79Vj4jmflLAel-sX-Bc38uQS-wHi4i_GI_i9U"
+        );
+        assert_eq!(
+            creds.certificate,
+            r#"{"version":1,"scopes":["test:a","test:b"],"start":1700000000000,"expiry":1700003600000,"seed":"AAAAAAAAQ0KAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","signature":"kdhr6BecQaRFwV2Jf2/RgP+zctJDyfrJik+u56SQ9Ls=","issuer":"tester"}"#
+        );
+        // Zero scopes: the signed text ends in "scopes:" (server form).
+        let text = "version:1\nseed:".to_owned() + SEED + "\nstart:1\nexpiry:2\nscopes:";
+        assert_eq!(
+            certificate_signature("k", None, SEED, "1", "2", &[]),
+            STANDARD.encode(hmac_sha256("k", text.as_bytes()))
+        );
+        assert_eq!(
+            js_number_text(&serde_json::Number::from_f64(1.7e12).unwrap()),
+            "1700000000000"
+        );
+        assert_eq!(
+            js_number_text(&serde_json::Number::from_f64(1.5).unwrap()),
+            "1.5"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let record = client("c", "super-secret-token", &[]);
+        let shown = format!("{record:?}");
+        assert!(shown.contains("[redacted]") && !shown.contains("super-secret-token"));
+        let temp = issue_temporary_credentials(
+            "tester",
+            "no-secret",
+            None,
+            &[],
+            at(NOW),
+            at(NOW + 60),
+            SEED,
+        );
+        let shown = format!("{temp:?}");
+        assert!(shown.contains("[redacted]") && !shown.contains(&temp.access_token));
+    }
+
+    #[test]
+    fn spec_get_vector_authenticates() {
+        let req = get("/api/auth/v1/test-authenticate-get/", GET_HEADER);
+        let got = authenticate(&req.as_hawk(), &clients(), at(NOW)).unwrap();
+        assert_eq!(
+            got,
+            Authenticated {
+                client_id: "tester".into(),
+                scopes: strings(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+                expires: at(NOW + 365 * 86_400),
+            }
+        );
+        // Method case does not matter; host case does not matter.
+        let req = HawkRequest {
+            method: "get",
+            host: "TC.Example.COM",
+            ..req.as_hawk()
+        };
+        check(
+            &req,
+            NOW,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+    }
+
+    #[test]
+    fn spec_post_vector_authenticates_with_authorized_scopes() {
+        let req = HawkRequest {
+            method: "POST",
+            resource: "/api/auth/v1/test-authenticate",
+            host: HOST,
+            port: 443,
+            authorization: POST_HEADER,
+            content_type: Some("application/json"),
+            body: POST_BODY.as_bytes(),
+        };
+        check(&req, NOW, Ok(&["assume:anonymous", "test:a"]));
+        // Payload-hash mismatch: the body changed after signing.
+        let tampered = HawkRequest {
+            body: br#"{"clientScopes":["*"]}"#,
+            ..req
+        };
+        let computed = payload_hash(Some("application/json"), tampered.body);
+        check(
+            &tampered,
+            NOW,
+            Err(&format!(
+                "Invalid payload hash: {POST_HASH}\nComputed payload hash: {computed}\n\
+                 This happens when your request carries a signed hash of the payload and the hash \
+                 doesn't match the hash we've computed on the server-side."
+            )),
+        );
+        // Other port: the MAC no longer matches.
+        check(
+            &HawkRequest { port: 80, ..req },
+            NOW,
+            Err("Unauthorized: Bad mac"),
+        );
+    }
+
+    #[test]
+    fn bad_mac_and_stale_timestamp() {
+        let resource = "/api/queue/v1/task/abc";
+        check(
+            &get(
+                resource,
+                &sign("tester", "wrong", "GET", resource, NOW, None, None),
+            ),
+            NOW,
+            Err("Unauthorized: Bad mac"),
+        );
+        check(
+            &get(
+                "/api/queue/v1/task/abd",
+                &sign("tester", "no-secret", "GET", resource, NOW, None, None),
+            ),
+            NOW,
+            Err("Unauthorized: Bad mac"),
+        );
+        let signed = get(
+            resource,
+            &sign("tester", "no-secret", "GET", resource, NOW, None, None),
+        );
+        check(
+            &signed,
+            NOW + 15 * 60,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+        check(
+            &signed,
+            NOW - 15 * 60,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+        check(
+            &signed,
+            NOW + 15 * 60 + 1,
+            Err("Unauthorized: Stale timestamp"),
+        );
+        check(
+            &signed,
+            NOW - 15 * 60 - 1,
+            Err("Unauthorized: Stale timestamp"),
+        );
+        // A MAC that does not decode, a ts the crate cannot represent, `app`.
+        check(
+            &get(
+                resource,
+                r#"Hawk id="tester", ts="1700000000", nonce="n", mac="!!""#,
+            ),
+            NOW,
+            Err("Unauthorized: Bad mac"),
+        );
+        check(
+            &get(
+                resource,
+                r#"Hawk id="tester", ts="99999999999999999999999", nonce="n", mac="AA==""#,
+            ),
+            NOW,
+            Err("Unauthorized: Bad mac"),
+        );
+        check(
+            &get(
+                resource,
+                r#"Hawk id="tester", ts="1e9", nonce="n", mac="AA==""#,
+            ),
+            NOW,
+            Err("Unauthorized: Bad mac"),
+        );
+        let with_app =
+            sign("tester", "no-secret", "GET", resource, NOW, None, None) + r#", app="x""#;
+        check(&get(resource, &with_app), NOW, Err("Unauthorized: Bad mac"));
+    }
+
+    #[test]
+    fn header_syntax() {
+        let r = "/x";
+        check(
+            &get(r, &format!("Hawk id=\"{}\"", "a".repeat(4090))),
+            NOW,
+            Err("Bad Request: Header length too long"),
+        );
+        check(
+            &get(
+                r,
+                r#"Hawk id="tester", ts="1", nonce="n", mac="m", foo="x""#,
+            ),
+            NOW,
+            Err("Bad Request: Unknown attribute: foo"),
+        );
+        check(
+            &get(
+                r,
+                r#"Hawk id="tester", id="other", ts="1", nonce="n", mac="m""#,
+            ),
+            NOW,
+            Err("Bad Request: Duplicate attribute: id"),
+        );
+        check(
+            &get(r, r#"Hawk id="tester", ts="1", mac="m""#),
+            NOW,
+            Err("Bad Request: Missing attributes"),
+        );
+        check(
+            &get(r, r#"Hawk id="tester", ts="", nonce="n", mac="m""#),
+            NOW,
+            Err("Bad Request: Bad attribute value: ts"),
+        );
+        check(
+            &get(r, r#"Hawk id="tester" ts="1", nonce="n", mac="m""#),
+            NOW,
+            Err("Bad Request: Bad header format"),
+        );
+        check(
+            &get(r, "Hawk"),
+            NOW,
+            Err("Bad Request: Invalid header syntax"),
+        );
+        check(
+            &get(r, "Hawk id=\"a\",\nts=\"1\""),
+            NOW,
+            Err("Bad Request: Invalid header syntax"),
+        );
+        check(&get(r, "Bearer abc"), NOW, Err("Unauthorized"));
+        // A long but legal header is not refused for its length.
+        let long_ext = STANDARD.encode(format!(r#"{{"pad":"{}"}}"#, "x".repeat(2800)));
+        let long = sign("tester", "no-secret", "GET", r, NOW, None, Some(&long_ext));
+        assert!(long.len() > 3000 && long.len() <= MAX_HEADER_LEN);
+        check(
+            &get(r, &long),
+            NOW,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+        // Python-client style: mac first, lower-case scheme, ext "e30=", hash of empty content.
+        let py = sign(
+            "tester",
+            "no-secret",
+            "GET",
+            r,
+            NOW,
+            Some("B0weSUXsMcb5UhL41FZbrUJCAotzSI3HawE1NPLRUz8="),
+            Some("e30="),
+        );
+        let attrs: Vec<&str> = py["Hawk ".len()..].split(", ").collect();
+        let mac = attrs.iter().find(|a| a.starts_with("mac=")).unwrap();
+        let rest: Vec<&str> = attrs
+            .iter()
+            .filter(|a| !a.starts_with("mac="))
+            .copied()
+            .collect();
+        let reordered = format!("hawk {mac}, {}", rest.join(", "));
+        check(
+            &get(r, &reordered),
+            NOW,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+    }
+
+    #[test]
+    fn client_loading() {
+        let r = "/x";
+        check(
+            &get(r, &sign("nobody", "k", "GET", r, NOW, None, None)),
+            NOW,
+            Err("Client with clientId 'nobody' not found"),
+        );
+        check(
+            &get(r, &sign("disabled", "tok-d", "GET", r, NOW, None, None)),
+            NOW,
+            Err("Client with clientId 'disabled' is disabled"),
+        );
+        check(
+            &get(r, &sign("expired", "tok-e", "GET", r, NOW, None, None)),
+            NOW,
+            Err("Client with clientId: 'expired' has expired"),
+        );
+        // Client loading precedes the MAC check.
+        check(
+            &get(r, r#"Hawk id="nobody", ts="1", nonce="n", mac="m""#),
+            NOW,
+            Err("Client with clientId 'nobody' not found"),
+        );
+    }
+
+    #[test]
+    fn ext_decoding() {
+        let r = "/x";
+        let fails = |ext: &str| {
+            check(
+                &get(
+                    r,
+                    &sign("tester", "no-secret", "GET", r, NOW, None, Some(ext)),
+                ),
+                NOW,
+                Err("Failed to parse ext"),
+            )
+        };
+        fails("not*base64");
+        fails(&STANDARD.encode("{not json"));
+        fails(&STANDARD.encode("null"));
+        // URL-safe alphabet without padding is accepted.
+        let json = r#"{"authorizedScopes":["test:aa??"]}"#;
+        let url_safe = URL_SAFE_NO_PAD.encode(json);
+        assert!(url_safe.contains('_') || url_safe.contains('-'));
+        let req = get(
+            r,
+            &sign("tester", "no-secret", "GET", r, NOW, None, Some(&url_safe)),
+        );
+        check(&req, NOW, Ok(&["assume:anonymous", "test:aa??"]));
+    }
+
+    #[test]
+    fn authorized_scopes() {
+        let r = "/x";
+        let with = |authorized: Value| {
+            let ext = b64_json(&serde_json::json!({ "authorizedScopes": authorized }));
+            get(
+                r,
+                &sign("tester", "no-secret", "GET", r, NOW, None, Some(&ext)),
+            )
+        };
+        check(
+            &with(serde_json::json!(["test:x", "test:y:*"])),
+            NOW,
+            Ok(&["assume:anonymous", "test:x", "test:y:*"]),
+        );
+        // `[]` counts: narrowed to nothing but anonymous.
+        check(&with(serde_json::json!([])), NOW, Ok(&["assume:anonymous"]));
+        check(
+            &with(serde_json::json!(["assume:anonymous"])),
+            NOW,
+            Ok(&["assume:anonymous"]),
+        );
+        check(
+            &with(serde_json::json!(["test:x", "queue:y"])),
+            NOW,
+            Err(
+                "Supplied credentials do not satisfy authorizedScopes; credentials have scopes \
+                 [test:*,auth:create-client:test:*]; authorizedScopes are [test:x,queue:y]",
+            ),
+        );
+        check(
+            &with(serde_json::json!("test:x")),
+            NOW,
+            Err("ext.authorizedScopes must be an array"),
+        );
+        check(
+            &with(serde_json::json!(["ok", "bad\nscope"])),
+            NOW,
+            Err("ext.authorizedScopes must be an array of valid scopes"),
+        );
+        check(
+            &with(serde_json::json!(null)),
+            NOW,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+    }
+
+    /// A request signed with temporary credentials; `edit` may alter the
+    /// certificate object after signing.
+    fn temp_request(creds: &TemporaryCredentials, now: i64, edit: impl FnOnce(&mut Value)) -> Req {
+        let mut cert: Value = serde_json::from_str(&creds.certificate).unwrap();
+        edit(&mut cert);
+        let ext = b64_json(&serde_json::json!({ "certificate": cert }));
+        get(
+            "/y",
+            &sign(
+                &creds.client_id,
+                &creds.access_token,
+                "GET",
+                "/y",
+                now,
+                None,
+                Some(&ext),
+            ),
+        )
+    }
+
+    fn issue(name: Option<&str>, scopes: &[&str], start: i64, expiry: i64) -> TemporaryCredentials {
+        issue_temporary_credentials(
+            "tester",
+            "no-secret",
+            name,
+            &strings(scopes),
+            at(start),
+            at(expiry),
+            SEED,
+        )
+    }
+
+    #[test]
+    fn temporary_credentials_round_trip() {
+        let creds = issue(None, &["test:a", "test:b"], NOW, NOW + 3600);
+        assert_eq!(creds.client_id, "tester");
+        let got = authenticate(
+            &temp_request(&creds, NOW, |_| {}).as_hawk(),
+            &clients(),
+            at(NOW),
+        )
+        .unwrap();
+        assert_eq!(got.client_id, "tester");
+        assert_eq!(
+            got.scopes,
+            strings(&["assume:anonymous", "test:a", "test:b"])
+        );
+        assert_eq!(got.expires, at(NOW + 3600));
+
+        let named = issue(Some("test:temp-1"), &["test:a"], NOW, NOW + 3600);
+        let got = authenticate(
+            &temp_request(&named, NOW, |_| {}).as_hawk(),
+            &clients(),
+            at(NOW),
+        )
+        .unwrap();
+        assert_eq!(got.client_id, "test:temp-1");
+        assert_eq!(got.scopes, strings(&["assume:anonymous", "test:a"]));
+
+        // The earlier expiry wins: here the issuer's.
+        let soon = issue_temporary_credentials(
+            "soon",
+            "tok-s",
+            None,
+            &strings(&["soon:x"]),
+            at(NOW),
+            at(NOW + 3600),
+            SEED,
+        );
+        let got = authenticate(
+            &temp_request(&soon, NOW, |_| {}).as_hawk(),
+            &clients(),
+            at(NOW),
+        )
+        .unwrap();
+        assert_eq!(got.expires, at(NOW + 600));
+
+        // Temporary credentials with authorizedScopes on top.
+        let cert: Value = serde_json::from_str(&creds.certificate).unwrap();
+        let ext =
+            b64_json(&serde_json::json!({ "certificate": cert, "authorizedScopes": ["test:a"] }));
+        let req = get(
+            "/y",
+            &sign(
+                "tester",
+                &creds.access_token,
+                "GET",
+                "/y",
+                NOW,
+                None,
+                Some(&ext),
+            ),
+        );
+        check(&req, NOW, Ok(&["assume:anonymous", "test:a"]));
+        // The permanent token is not the key once a certificate is present.
+        let req = get(
+            "/y",
+            &sign("tester", "no-secret", "GET", "/y", NOW, None, Some(&ext)),
+        );
+        check(&req, NOW, Err("Unauthorized: Bad mac"));
+    }
+
+    #[test]
+    fn certificate_rejections() {
+        let creds = issue(None, &["test:a"], NOW, NOW + 3600);
+        let tampered = temp_request(&creds, NOW, |c| {
+            c["expiry"] = serde_json::json!((NOW + 7200) * 1000)
+        });
+        check(
+            &tampered,
+            NOW,
+            Err("ext.certificate.signature is not valid"),
+        );
+        let tampered = temp_request(&creds, NOW, |c| c["scopes"] = serde_json::json!(["test:*"]));
+        check(
+            &tampered,
+            NOW,
+            Err("ext.certificate.signature is not valid"),
+        );
+
+        let long = issue(None, &["test:a"], NOW, NOW + 31 * 86_400 + 1);
+        check(
+            &temp_request(&long, NOW, |_| {}),
+            NOW,
+            Err("ext.certificate cannot last longer than 31 days!"),
+        );
+        let old = issue(None, &["test:a"], NOW - 7200, NOW - 3600);
+        check(
+            &temp_request(&old, NOW, |_| {}),
+            NOW,
+            Err("ext.certificate.expiry < now"),
+        );
+        let future = issue(None, &["test:a"], NOW + 301, NOW + 3600);
+        check(
+            &temp_request(&future, NOW, |_| {}),
+            NOW,
+            Err("ext.certificate.start > now"),
+        );
+        let greedy = issue(None, &["test:a", "queue:x"], NOW, NOW + 3600);
+        check(
+            &temp_request(&greedy, NOW, |_| {}),
+            NOW,
+            Err("ext.certificate issuer `tester` doesn't satisfiy all certificate scopes test:a, queue:x.  \
+                 The temporary credentials were not generated correctly."),
+        );
+        let misnamed = issue(Some("prod:x"), &["test:a"], NOW, NOW + 3600);
+        check(
+            &temp_request(&misnamed, NOW, |_| {}),
+            NOW,
+            Err("ext.certificate issuer `tester` doesn't have `auth:create-client:prod:x` for supplied clientId."),
+        );
+        let named = issue(Some("test:n"), &["test:a"], NOW, NOW + 3600);
+        let renamed = temp_request(&named, NOW, |_| {});
+        let renamed = Req {
+            authorization: renamed.authorization.replace("test:n", "test:m"),
+            ..renamed
+        };
+        check(
+            &renamed,
+            NOW,
+            Err("ext.certificate.signature is not valid, or wrong clientId provided"),
+        );
+
+        let shape = |edit: fn(&mut Value), message: &str| {
+            check(&temp_request(&creds, NOW, edit), NOW, Err(message))
+        };
+        shape(
+            |c| *c = serde_json::json!("cert"),
+            "ext.certificate must be a JSON object",
+        );
+        shape(
+            |c| c["version"] = serde_json::json!(2),
+            "ext.certificate.version must be 1",
+        );
+        shape(
+            |c| c["seed"] = serde_json::json!(5),
+            "ext.certificate.seed must be a string",
+        );
+        shape(
+            |c| c["seed"] = serde_json::json!("short"),
+            "ext.certificate.seed must be 44 characters",
+        );
+        shape(
+            |c| c["start"] = serde_json::json!("1"),
+            "ext.certificate.start must be a number",
+        );
+        shape(
+            |c| c["expiry"] = serde_json::json!(null),
+            "ext.certificate.expiry must be a number",
+        );
+        shape(
+            |c| c["scopes"] = serde_json::json!("test:a"),
+            "ext.certificate.scopes must be an array",
+        );
+        shape(
+            |c| c["scopes"] = serde_json::json!(["a\tb"]),
+            "ext.certificate.scopes must be an array of valid scopes",
+        );
+        shape(
+            |c| c["clientId"] = serde_json::json!("x"),
+            "ext.certificate.clientId must only be used with ext.certificate.issuer",
+        );
+        shape(
+            |c| c["issuer"] = serde_json::json!(7),
+            "ext.certificate.issuer must be a string",
+        );
+        shape(
+            |c| c["issuer"] = serde_json::json!("tester"),
+            "ext.certificate.issuer must differ from the supplied clientId",
+        );
+        shape(
+            |c| c["issuer"] = serde_json::json!("nobody"),
+            "Client with clientId 'nobody' not found",
+        );
+        shape(
+            |c| c["signature"] = serde_json::json!(1),
+            "ext.certificate.signature is not valid",
+        );
+        // A float-typed but integral start still verifies (JavaScript prints it without ".0").
+        let req = temp_request(&creds, NOW, |c| {
+            c["start"] = serde_json::json!((NOW * 1000) as f64)
+        });
+        check(&req, NOW, Ok(&["assume:anonymous", "test:a"]));
+    }
+
+    #[test]
+    fn rust_client_path_only_retry() {
+        let path = "/api/queue/v1/task-group/abc/list";
+        let resource = format!("{path}?limit=5&continuationToken=x");
+        // The Rust client signs the path alone.
+        let signed = sign("tester", "no-secret", "GET", path, NOW, None, None);
+        check(
+            &get(&resource, &signed),
+            NOW,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+        let head = get(
+            &resource,
+            &sign("tester", "no-secret", "HEAD", path, NOW, None, None),
+        )
+        .method("HEAD");
+        check(
+            &head,
+            NOW,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+        // Never for requests that change state.
+        let post = get(
+            &resource,
+            &sign("tester", "no-secret", "POST", path, NOW, None, None),
+        )
+        .method("POST");
+        check(&post, NOW, Err("Unauthorized: Bad mac"));
+        // A request signed over path + query still works as usual.
+        let full = sign("tester", "no-secret", "POST", &resource, NOW, None, None);
+        check(
+            &get(&resource, &full).method("POST"),
+            NOW,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+    }
+
+    #[test]
+    fn hawk_skew_never_uses_the_system_clock() {
+        // Far from the machine's clock, only `now` decides.
+        let long_ago = 1_000_000_000;
+        assert!(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                > long_ago as u64 + 86_400
+        );
+        let r = "/x";
+        check(
+            &get(
+                r,
+                &sign("tester", "no-secret", "GET", r, long_ago, None, None),
+            ),
+            long_ago,
+            Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+    }
+}

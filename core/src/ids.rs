@@ -138,7 +138,12 @@ mod tests {
             assert_eq!(text.len(), 22);
             assert_eq!(text.parse::<Slug>().unwrap(), id);
         }
-        for bad in ["", "abc", "AAAAAAAAAAAAAAAAAAAAAA", "fN1SbArXTPSVFNUvaOlinQ!"] {
+        for bad in [
+            "",
+            "abc",
+            "AAAAAAAAAAAAAAAAAAAAAA",
+            "fN1SbArXTPSVFNUvaOlinQ!",
+        ] {
             assert!(bad.parse::<Slug>().is_err(), "{bad}");
         }
         assert!("fN1SbArXTPSVFNUvaOlinQ".parse::<Slug>().is_ok());

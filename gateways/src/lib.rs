@@ -1,1 +1,134 @@
+//! taskledger-gateways: Taskcluster's REST API over axum. Hawk authentication, scope checks,
+//! Taskcluster's error bodies and headers; each service's routes in its own module.
+//!
+//! Boundary: nothing depends on this crate but the binary. Handlers read projections and send
+//! commands to the engine; they hold no state of their own.
 
+pub mod error;
+pub mod hawk;
+pub mod queue;
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskledger_projections::Engine;
+
+/// Everything handlers share.
+pub struct AppState {
+    pub engine: Engine,
+    pub clients: hawk::Clients,
+    /// `(clientId, accessToken)` of the queue's own client, the issuer of task credentials.
+    pub queue_client: (String, String),
+    /// The externally visible root URL, without a trailing slash.
+    pub public_url: String,
+    /// Blob storage for artifact bytes.
+    pub blobs: Arc<dyn object_store::ObjectStore>,
+    /// Key of the signatures on blob URLs.
+    pub url_key: Vec<u8>,
+    pub claim_work_poll: Duration,
+    pub started: Instant,
+}
+
+async fn ping(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
+    Json(json!({ "alive": true, "uptime": st.started.elapsed().as_secs_f64() })).into_response()
+}
+
+async fn empty() -> Response {
+    Json(json!({})).into_response()
+}
+
+async fn version() -> Response {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": option_env!("TASKLEDGER_COMMIT").unwrap_or("unknown"),
+        "source": "https://github.com/taskledger/taskledger",
+        "build": "taskledger",
+    }))
+    .into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" }))).into_response()
+}
+
+/// Built-in endpoints every service has.
+fn builtins() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/__lbheartbeat__", get(empty))
+        .route("/__heartbeat__", get(empty))
+        .route("/__version__", get(version))
+}
+
+const API_HEADERS: &[(&str, &str)] = &[
+    ("cache-control", "no-store no-cache must-revalidate"),
+    ("access-control-allow-origin", "*"),
+    ("access-control-max-age", "900"),
+    (
+        "access-control-allow-methods",
+        "OPTIONS,GET,HEAD,POST,PUT,DELETE,TRACE,CONNECT",
+    ),
+    ("access-control-request-method", "*"),
+    (
+        "access-control-allow-headers",
+        "X-Requested-With,Content-Type,Authorization,Accept,Origin,Cache-Control",
+    ),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; report-uri /__cspreport__",
+    ),
+    ("x-content-type-options", "nosniff"),
+];
+
+async fn api_headers(req: Request, next: Next) -> Response {
+    let trace = req
+        .headers()
+        .get("x-taskcluster-trace-id")
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("uuid is a header value")
+        });
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    for (k, v) in API_HEADERS {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    h.insert("x-for-trace-id", trace);
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        h.insert("x-for-request-id", v);
+    }
+    resp
+}
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>) -> Router {
+    let queue = builtins().merge(queue::routes()).fallback(not_found).layer(
+        middleware::from_fn_with_state(state.clone(), hawk::middleware),
+    );
+    Router::new()
+        .nest("/api/queue/v1", queue)
+        .route(
+            "/blobs/{*path}",
+            put(queue::artifacts::put_blob).get(queue::artifacts::get_blob),
+        )
+        .route(
+            "/robots.txt",
+            get(|| async { "User-Agent: *\nDisallow: /\n" }),
+        )
+        .route("/__heartbeat__", get(empty))
+        .route("/__lbheartbeat__", get(empty))
+        .route("/__version__", get(version))
+        .fallback(not_found)
+        .layer(middleware::from_fn(api_headers))
+        .with_state(state)
+}
+
+/// The local-directory blob store (object_store's file system backend).
+pub use object_store::local::LocalFileSystem as LocalBlobs;

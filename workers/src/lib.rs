@@ -1,1 +1,219 @@
+//! taskledger-workers: reactors that turn events and time into commands.
+//!
+//! - `timers`: claim expiry and deadlines, from the projection's time-ordered `timers` column
+//!   family; each fires within milliseconds of its instant.
+//! - `dependencies`: tails the queue log from its own checkpoint; when a task resolves, tells
+//!   each dependent.
+//! - `builtin`: Taskcluster's built-in workers, `built-in/succeed` and `built-in/fail`.
+//!
+//! Boundary: reactors only send commands to the engine; every rule stays in `core`.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use taskledger_core::codec;
+use taskledger_core::envelope::{Actor, Envelope};
+use taskledger_core::log::{EventLog, QUEUE_TOPIC};
+use taskledger_core::queue::{QueueEvent, ReasonResolved};
+use taskledger_core::time::Millis;
+use taskledger_projections::engine::QUEUE_PARTITION;
+use taskledger_projections::keys::TimerKind;
+use taskledger_projections::{Engine, Outcome, QueueCommand};
+
+/// Longest sleep between timer scans when nothing wakes the reactor earlier.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Fires claim-expiry and deadline timers as they come due.
+pub async fn run_timers(engine: Engine) {
+    let mut committed = engine.committed();
+    let mut fired: HashSet<(Millis, u8, [u8; 16], u32)> = HashSet::new();
+    loop {
+        let now = Millis::now();
+        let due = match engine.view().due_timers(now, 512) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "timer scan failed");
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+        };
+        let keys: HashSet<_> = due
+            .iter()
+            .map(|(t, k, id, r)| (*t, *k as u8, id.0, *r))
+            .collect();
+        fired.retain(|k| keys.contains(k));
+        for (at, kind, task_id, run_id) in due {
+            if !fired.insert((at, kind as u8, task_id.0, run_id)) {
+                continue;
+            }
+            let (name, cmd) = match kind {
+                TimerKind::ClaimExpiry => (
+                    "claim-resolver",
+                    QueueCommand::ExpireClaim {
+                        task_id,
+                        run_id,
+                        taken_until: at,
+                    },
+                ),
+                TimerKind::Deadline => (
+                    "deadline-resolver",
+                    QueueCommand::ExceedDeadline { task_id },
+                ),
+            };
+            if let Err(e) = engine.execute(Actor::system(name), cmd).await {
+                tracing::warn!(error = %e, %task_id, "timer command failed");
+            }
+        }
+        let wait = match engine.view().next_timer() {
+            Ok(Some(t)) => Duration::from_millis(
+                (t.0 - Millis::now().0).clamp(0, IDLE.as_millis() as i64) as u64,
+            ),
+            _ => IDLE,
+        };
+        if wait.is_zero() && !fired.is_empty() {
+            // everything due was fired already; wait for its effect or for new timers
+            let _ = tokio::time::timeout(IDLE / 10, committed.changed()).await;
+        } else {
+            let _ = tokio::time::timeout(wait, committed.changed()).await;
+        }
+    }
+}
+
+/// The dependency reactor's checkpoint name.
+pub const DEPENDENCY_CONSUMER: &str = "dependency-reactor";
+
+/// Tells dependents when a task resolves. Resumes from its stored offset after a restart;
+/// commands are idempotent, so replaying a few events twice is harmless.
+pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>) {
+    let mut committed = engine.committed();
+    let view = engine.view().clone();
+    loop {
+        let offset = match view.consumer_offset(DEPENDENCY_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "dependency checkpoint unreadable");
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+        };
+        let records = match log.read(QUEUE_TOPIC, QUEUE_PARTITION, offset, 1024).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "dependency reactor cannot read the log");
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+        };
+        if records.is_empty() {
+            let _ = tokio::time::timeout(IDLE, committed.changed()).await;
+            continue;
+        }
+        for r in &records {
+            let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&r.value) else {
+                continue;
+            };
+            if let Err(e) = on_event(&engine, &env).await {
+                tracing::warn!(error = %e, "dependency resolution failed; will retry");
+                tokio::time::sleep(IDLE).await;
+                break;
+            }
+            if let Err(e) = view.store_consumer_offset(
+                DEPENDENCY_CONSUMER,
+                QUEUE_TOPIC,
+                QUEUE_PARTITION,
+                r.offset + 1,
+            ) {
+                tracing::error!(error = %e, "dependency checkpoint write failed");
+            }
+        }
+    }
+}
+
+async fn on_event(
+    engine: &Engine,
+    env: &Envelope<QueueEvent>,
+) -> Result<(), taskledger_projections::EngineError> {
+    let task_id = match &env.payload {
+        QueueEvent::RunResolved { task_id, .. }
+        | QueueEvent::RunExceptionRecorded { task_id, .. } => *task_id,
+        _ => return Ok(()),
+    };
+    let Some(task) = engine.view().task(&task_id)? else {
+        return Ok(());
+    };
+    // a resolution followed by a retry is no resolution of the task
+    let Some(resolution) = task.resolution() else {
+        return Ok(());
+    };
+    let mut after = None;
+    loop {
+        let page = engine.view().dependents(&task_id, after.as_ref(), 500)?;
+        let Some(last) = page.last().copied() else {
+            return Ok(());
+        };
+        for dependent in page {
+            let cmd = QueueCommand::SatisfyDependency {
+                task_id: dependent,
+                dependency: task_id,
+                resolution,
+            };
+            match engine
+                .execute_caused(
+                    Actor::system("dependency-resolver"),
+                    Some(env.event_id),
+                    cmd,
+                )
+                .await
+            {
+                Ok(_) | Err(taskledger_projections::EngineError::Domain(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        after = Some(last);
+    }
+}
+
+/// Runs Taskcluster's built-in workers: tasks on `built-in/succeed` complete, tasks on
+/// `built-in/fail` fail, as soon as they are pending.
+pub async fn run_builtin_workers(engine: Engine) {
+    let notify = engine.pending_notify();
+    loop {
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let mut claimed_any = false;
+        for (queue, reason) in [
+            ("built-in/succeed", ReasonResolved::Completed),
+            ("built-in/fail", ReasonResolved::Failed),
+        ] {
+            let Ok(task_queue_id) = queue.parse() else {
+                continue;
+            };
+            let cmd = QueueCommand::ClaimWork {
+                task_queue_id,
+                worker_group: "built-in".into(),
+                worker_id: "built-in".into(),
+                max: 32,
+            };
+            let Ok(Outcome::Claims(claims)) =
+                engine.execute(Actor::system("built-in-workers"), cmd).await
+            else {
+                continue;
+            };
+            for (task, run_id) in claims {
+                claimed_any = true;
+                let cmd = QueueCommand::Report {
+                    task_id: task.task_id,
+                    run_id,
+                    reason,
+                };
+                if let Err(e) = engine.execute(Actor::system("built-in-workers"), cmd).await {
+                    tracing::warn!(error = %e, "built-in worker could not resolve a task");
+                }
+            }
+        }
+        if !claimed_any {
+            let _ = tokio::time::timeout(Duration::from_secs(5), woken).await;
+        }
+    }
+}

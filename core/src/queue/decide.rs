@@ -173,10 +173,7 @@ pub fn create_task(
             None => missing.push(dep.task_id.to_string()),
             Some(state) if state.expires < def.deadline => expiring.push(dep.task_id.to_string()),
             Some(state) => {
-                if !state
-                    .resolution
-                    .is_some_and(|r| satisfies(def.requires, r))
-                {
+                if !state.resolution.is_some_and(|r| satisfies(def.requires, r)) {
                     unsatisfied.push(dep.task_id);
                 }
             }
@@ -414,7 +411,12 @@ pub fn expire_claim(task: &Task, run_id: u32, taken_until: Millis, now: Millis) 
     if !current || past_deadline(task, now) {
         return Ok(vec![]);
     }
-    Ok(resolve_running(task, run, ReasonResolved::ClaimExpired, now))
+    Ok(resolve_running(
+        task,
+        run,
+        ReasonResolved::ClaimExpired,
+        now,
+    ))
 }
 
 /// A dependency resolved: mark the edge, and schedule run 0 when it was the last one.
@@ -424,9 +426,7 @@ pub fn satisfy_dependency(
     resolution: Resolution,
     now: Millis,
 ) -> Decision {
-    if !task.unsatisfied.contains(&dependency)
-        || !satisfies(task.definition.requires, resolution)
-    {
+    if !task.unsatisfied.contains(&dependency) || !satisfies(task.definition.requires, resolution) {
         return Ok(vec![]);
     }
     let mut events = vec![QueueEvent::DependencySatisfied {
@@ -564,7 +564,11 @@ pub fn finish_artifact(
     upload_id: TaskId,
 ) -> Decision {
     let artifact = existing.ok_or(QueueError::ArtifactNotFound)?;
-    let ArtifactStorage::Object { upload_id: expected, .. } = &artifact.storage else {
+    let ArtifactStorage::Object {
+        upload_id: expected,
+        ..
+    } = &artifact.storage
+    else {
         return Err(QueueError::Input(
             "Only object artifacts can be finished".into(),
         ));

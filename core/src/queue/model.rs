@@ -322,12 +322,24 @@ impl ErrorReason {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ArtifactStorage {
     /// Bytes in taskledger's blob store, uploaded through a signed URL; present after finish.
-    Object { upload_id: TaskId, content_length: Option<u64> },
+    Object {
+        upload_id: TaskId,
+        content_length: Option<u64>,
+    },
     /// Deprecated S3 type: bytes in the blob store too, present at once.
-    S3 { content_length: Option<u64> },
-    Reference { url: String },
-    Link { target: String },
-    Error { reason: ErrorReason, message: String },
+    S3 {
+        content_length: Option<u64>,
+    },
+    Reference {
+        url: String,
+    },
+    Link {
+        target: String,
+    },
+    Error {
+        reason: ErrorReason,
+        message: String,
+    },
 }
 
 impl ArtifactStorage {

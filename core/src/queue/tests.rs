@@ -55,7 +55,13 @@ fn given(events: &[QueueEvent]) -> Task {
                     unsatisfied,
                 },
                 _,
-            ) => task = Some(Task::defined(*task_id, definition.clone(), unsatisfied.clone())),
+            ) => {
+                task = Some(Task::defined(
+                    *task_id,
+                    definition.clone(),
+                    unsatisfied.clone(),
+                ))
+            }
             (e, Some(t)) => t.apply(e),
             (_, None) => {}
         }
@@ -64,7 +70,16 @@ fn given(events: &[QueueEvent]) -> Task {
 }
 
 fn created() -> Vec<QueueEvent> {
-    create_task(None, None, &[], tid(1), definition(tid(1)), NOW, &Limits::default()).unwrap()
+    create_task(
+        None,
+        None,
+        &[],
+        tid(1),
+        definition(tid(1)),
+        NOW,
+        &Limits::default(),
+    )
+    .unwrap()
 }
 
 fn claimed() -> Vec<QueueEvent> {
@@ -83,7 +98,15 @@ fn check(result: Result<Vec<QueueEvent>, QueueError>, expected: &[&str]) -> Vec<
 #[test]
 fn create_without_dependencies_schedules_run_zero() {
     let ev = check(
-        create_task(None, None, &[], tid(1), definition(tid(1)), NOW, &Limits::default()),
+        create_task(
+            None,
+            None,
+            &[],
+            tid(1),
+            definition(tid(1)),
+            NOW,
+            &Limits::default(),
+        ),
         &["TaskGroupDefined", "TaskDefined", "RunScheduled"],
     );
     let t = given(&ev);
@@ -96,7 +119,15 @@ fn create_without_dependencies_schedules_run_zero() {
 fn create_is_idempotent_and_conflicts_on_other_definition() {
     let t = given(&created());
     check(
-        create_task(Some(&t), None, &[], tid(1), definition(tid(1)), NOW, &Limits::default()),
+        create_task(
+            Some(&t),
+            None,
+            &[],
+            tid(1),
+            definition(tid(1)),
+            NOW,
+            &Limits::default(),
+        ),
         &[],
     );
     let mut other = definition(tid(1));
@@ -130,14 +161,45 @@ fn sealed_group_and_other_scheduler_conflict() {
         expires: NOW.plus(HOUR),
         sealed: Some(NOW),
     };
-    let r = create_task(None, Some(&group), &[], tid(1), definition(tid(9)), NOW, &Limits::default());
+    let r = create_task(
+        None,
+        Some(&group),
+        &[],
+        tid(1),
+        definition(tid(9)),
+        NOW,
+        &Limits::default(),
+    );
     assert!(matches!(r, Err(QueueError::Conflict(m)) if m.contains("sealed")));
-    let group = TaskGroup { sealed: None, scheduler_id: "other".into(), ..group };
-    let r = create_task(None, Some(&group), &[], tid(1), definition(tid(9)), NOW, &Limits::default());
+    let group = TaskGroup {
+        sealed: None,
+        scheduler_id: "other".into(),
+        ..group
+    };
+    let r = create_task(
+        None,
+        Some(&group),
+        &[],
+        tid(1),
+        definition(tid(9)),
+        NOW,
+        &Limits::default(),
+    );
     assert!(matches!(r, Err(QueueError::Conflict(m)) if m.contains("schedulerId")));
-    let group = TaskGroup { scheduler_id: "-".into(), ..group };
+    let group = TaskGroup {
+        scheduler_id: "-".into(),
+        ..group
+    };
     check(
-        create_task(None, Some(&group), &[], tid(1), definition(tid(9)), NOW, &Limits::default()),
+        create_task(
+            None,
+            Some(&group),
+            &[],
+            tid(1),
+            definition(tid(9)),
+            NOW,
+            &Limits::default(),
+        ),
         &["TaskGroupExpiresRaised", "TaskDefined", "RunScheduled"],
     );
 }
@@ -148,16 +210,30 @@ fn dependencies_wait_then_schedule() {
     d.dependencies = vec![tid(1)];
     let dep = DependencyView {
         task_id: tid(1),
-        found: Some(DependencyState { resolution: None, expires: NOW.plus(48 * HOUR) }),
+        found: Some(DependencyState {
+            resolution: None,
+            expires: NOW.plus(48 * HOUR),
+        }),
     };
     let ev = check(
-        create_task(None, None, &[dep], tid(2), d.clone(), NOW, &Limits::default()),
+        create_task(
+            None,
+            None,
+            &[dep],
+            tid(2),
+            d.clone(),
+            NOW,
+            &Limits::default(),
+        ),
         &["TaskGroupDefined", "TaskDefined"],
     );
     let t = given(&ev);
     assert_eq!(t.state_str(), "unscheduled");
     // a failed dependency does not satisfy all-completed
-    check(satisfy_dependency(&t, tid(1), Resolution::Unsuccessful, NOW), &[]);
+    check(
+        satisfy_dependency(&t, tid(1), Resolution::Unsuccessful, NOW),
+        &[],
+    );
     let ev2 = check(
         satisfy_dependency(&t, tid(1), Resolution::Completed, NOW),
         &["DependencySatisfied", "RunScheduled"],
@@ -179,10 +255,16 @@ fn missing_and_expiring_dependencies_are_input_errors() {
     let mut d = definition(tid(2));
     d.dependencies = vec![tid(1), tid(3)];
     let views = [
-        DependencyView { task_id: tid(1), found: None },
+        DependencyView {
+            task_id: tid(1),
+            found: None,
+        },
         DependencyView {
             task_id: tid(3),
-            found: Some(DependencyState { resolution: None, expires: NOW }),
+            found: Some(DependencyState {
+                resolution: None,
+                expires: NOW,
+            }),
         },
     ];
     let r = create_task(None, None, &views, tid(2), d, NOW, &Limits::default());
@@ -198,8 +280,14 @@ fn claim_reclaim_complete() {
     assert_eq!(t.runs[0].taken_until, Some(NOW.plus(1_200_000)));
     // a second claim conflicts
     assert!(claim_run(&t, 0, "wg", "other", NOW, &Limits::default()).is_err());
-    check(reclaim_run(&t, 0, NOW.plus(MINUTE), &Limits::default()), &["RunReclaimed"]);
-    let done = check(report(&t, 0, ReasonResolved::Completed, NOW), &["RunResolved"]);
+    check(
+        reclaim_run(&t, 0, NOW.plus(MINUTE), &Limits::default()),
+        &["RunReclaimed"],
+    );
+    let done = check(
+        report(&t, 0, ReasonResolved::Completed, NOW),
+        &["RunResolved"],
+    );
     let mut t2 = t.clone();
     done.iter().for_each(|e| t2.apply(e));
     assert_eq!(t2.state_str(), "completed");
@@ -207,7 +295,10 @@ fn claim_reclaim_complete() {
     check(report(&t2, 0, ReasonResolved::Completed, NOW), &[]);
     assert!(report(&t2, 0, ReasonResolved::Failed, NOW).is_err());
     assert!(reclaim_run(&t2, 0, NOW, &Limits::default()).is_err());
-    assert!(matches!(report(&t2, 5, ReasonResolved::Failed, NOW), Err(QueueError::RunNotFound { .. })));
+    assert!(matches!(
+        report(&t2, 5, ReasonResolved::Failed, NOW),
+        Err(QueueError::RunNotFound { .. })
+    ));
 }
 
 #[test]
@@ -220,7 +311,10 @@ fn worker_shutdown_retries_until_retries_run_out() {
         let t = given(&ev);
         if round < 2 {
             assert_eq!(out.len(), 2, "round {round} retries");
-            assert_eq!(t.runs[round as usize + 1].reason_created, ReasonCreated::Retry);
+            assert_eq!(
+                t.runs[round as usize + 1].reason_created,
+                ReasonCreated::Retry
+            );
             ev.extend(claim_run(&t, round + 1, "wg", "wi", NOW, &Limits::default()).unwrap());
         } else {
             assert_eq!(out.len(), 1, "no retries left");
@@ -233,8 +327,17 @@ fn worker_shutdown_retries_until_retries_run_out() {
 fn intermittent_task_retries_as_task_retry_and_malformed_payload_does_not() {
     let t = given(&claimed());
     let ev = report(&t, 0, ReasonResolved::IntermittentTask, NOW).unwrap();
-    assert!(matches!(ev[1], QueueEvent::RunScheduled { reason: ReasonCreated::TaskRetry, .. }));
-    check(report(&t, 0, ReasonResolved::MalformedPayload, NOW), &["RunResolved"]);
+    assert!(matches!(
+        ev[1],
+        QueueEvent::RunScheduled {
+            reason: ReasonCreated::TaskRetry,
+            ..
+        }
+    ));
+    check(
+        report(&t, 0, ReasonResolved::MalformedPayload, NOW),
+        &["RunResolved"],
+    );
 }
 
 #[test]
@@ -243,30 +346,62 @@ fn claim_expiry_only_for_the_current_claim() {
     let until = t.runs[0].taken_until.unwrap();
     check(expire_claim(&t, 0, until, until.minus(1)), &[]);
     check(expire_claim(&t, 0, until.minus(5), until), &[]);
-    let ev = check(expire_claim(&t, 0, until, until), &["RunResolved", "RunScheduled"]);
-    assert!(matches!(ev[0], QueueEvent::RunResolved { reason: ReasonResolved::ClaimExpired, .. }));
+    let ev = check(
+        expire_claim(&t, 0, until, until),
+        &["RunResolved", "RunScheduled"],
+    );
+    assert!(matches!(
+        ev[0],
+        QueueEvent::RunResolved {
+            reason: ReasonResolved::ClaimExpired,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn cancel_and_deadline() {
     let t = given(&created());
     let ev = check(cancel_task(&t, NOW), &["RunResolved"]);
-    assert!(matches!(ev[0], QueueEvent::RunResolved { reason: ReasonResolved::Canceled, .. }));
+    assert!(matches!(
+        ev[0],
+        QueueEvent::RunResolved {
+            reason: ReasonResolved::Canceled,
+            ..
+        }
+    ));
     let mut d = definition(tid(2));
     d.dependencies = vec![tid(2)];
     let unscheduled = given(
-        &create_task(None, None, &[DependencyView { task_id: tid(2), found: None }], tid(2), d, NOW, &Limits::default())
-            .unwrap(),
+        &create_task(
+            None,
+            None,
+            &[DependencyView {
+                task_id: tid(2),
+                found: None,
+            }],
+            tid(2),
+            d,
+            NOW,
+            &Limits::default(),
+        )
+        .unwrap(),
     );
     assert_eq!(unscheduled.state_str(), "unscheduled");
     check(cancel_task(&unscheduled, NOW), &["RunExceptionRecorded"]);
     let late = NOW.plus(HOUR);
     check(exceed_deadline(&unscheduled, NOW), &[]);
-    let ev = check(exceed_deadline(&unscheduled, late), &["RunExceptionRecorded"]);
+    let ev = check(
+        exceed_deadline(&unscheduled, late),
+        &["RunExceptionRecorded"],
+    );
     let mut t2 = unscheduled.clone();
     ev.iter().for_each(|e| t2.apply(e));
     assert_eq!(t2.runs[0].reason_created, ReasonCreated::Exception);
-    assert_eq!(t2.runs[0].reason_resolved, Some(ReasonResolved::DeadlineExceeded));
+    assert_eq!(
+        t2.runs[0].reason_resolved,
+        Some(ReasonResolved::DeadlineExceeded)
+    );
     // after the deadline: immutable
     assert!(cancel_task(&t, late).is_err());
     assert!(rerun_task(&t, late).is_err());
@@ -274,7 +409,15 @@ fn cancel_and_deadline() {
     let running = given(&claimed());
     check(exceed_deadline(&running, late), &["RunResolved"]);
     // claim expiry yields to the deadline
-    check(expire_claim(&running, 0, running.runs[0].taken_until.unwrap(), late.plus(HOUR)), &[]);
+    check(
+        expire_claim(
+            &running,
+            0,
+            running.runs[0].taken_until.unwrap(),
+            late.plus(HOUR),
+        ),
+        &[],
+    );
 }
 
 #[test]
@@ -285,19 +428,51 @@ fn rerun_and_schedule() {
     ev.extend(report(&t, 0, ReasonResolved::Failed, NOW).unwrap());
     let t = given(&ev);
     let r = check(rerun_task(&t, NOW), &["RunScheduled"]);
-    assert!(matches!(r[0], QueueEvent::RunScheduled { run_id: 1, reason: ReasonCreated::Rerun, retries_left: 2, .. }));
+    assert!(matches!(
+        r[0],
+        QueueEvent::RunScheduled {
+            run_id: 1,
+            reason: ReasonCreated::Rerun,
+            retries_left: 2,
+            ..
+        }
+    ));
     let mut d = definition(tid(3));
     d.dependencies = vec![tid(3)];
-    let u = given(&create_task(None, None, &[DependencyView { task_id: tid(3), found: None }], tid(3), d, NOW, &Limits::default()).unwrap());
+    let u = given(
+        &create_task(
+            None,
+            None,
+            &[DependencyView {
+                task_id: tid(3),
+                found: None,
+            }],
+            tid(3),
+            d,
+            NOW,
+            &Limits::default(),
+        )
+        .unwrap(),
+    );
     check(schedule_task(&u, NOW), &["RunScheduled"]);
     let r = check(rerun_task(&u, NOW), &["RunScheduled"]);
-    assert!(matches!(r[0], QueueEvent::RunScheduled { run_id: 0, reason: ReasonCreated::Rerun, .. }));
+    assert!(matches!(
+        r[0],
+        QueueEvent::RunScheduled {
+            run_id: 0,
+            reason: ReasonCreated::Rerun,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn priority_changes_until_resolved() {
     let t = given(&created());
-    check(change_priority(&t, Priority::High, NOW), &["PriorityChanged"]);
+    check(
+        change_priority(&t, Priority::High, NOW),
+        &["PriorityChanged"],
+    );
     assert!(change_priority(&t, Priority::Lowest, NOW).is_err());
     let mut ev = claimed();
     ev.extend(report(&given(&ev), 0, ReasonResolved::Completed, NOW).unwrap());
@@ -314,27 +489,101 @@ fn artifacts_follow_the_run() {
         present: true,
     };
     let pending = given(&created());
-    let r = create_artifact(Some(&pending), 0, None, art(ArtifactStorage::Reference { url: "https://a".into() }, NOW.plus(HOUR)), NOW);
+    let r = create_artifact(
+        Some(&pending),
+        0,
+        None,
+        art(
+            ArtifactStorage::Reference {
+                url: "https://a".into(),
+            },
+            NOW.plus(HOUR),
+        ),
+        NOW,
+    );
     assert!(matches!(r, Err(QueueError::Input(m)) if m.contains("not claimed")));
     let t = given(&claimed());
-    let first = art(ArtifactStorage::Reference { url: "https://a".into() }, NOW.plus(HOUR));
-    check(create_artifact(Some(&t), 0, None, first.clone(), NOW), &["ArtifactCreated"]);
+    let first = art(
+        ArtifactStorage::Reference {
+            url: "https://a".into(),
+        },
+        NOW.plus(HOUR),
+    );
+    check(
+        create_artifact(Some(&t), 0, None, first.clone(), NOW),
+        &["ArtifactCreated"],
+    );
     // reference may change its url; other storage may not replace it
-    check(create_artifact(Some(&t), 0, Some(&first), art(ArtifactStorage::Reference { url: "https://b".into() }, NOW.plus(HOUR)), NOW), &["ArtifactCreated"]);
-    let err = create_artifact(Some(&t), 0, Some(&first), art(ArtifactStorage::Error { reason: ErrorReason::FileMissingOnWorker, message: "m".into() }, NOW.plus(HOUR)), NOW);
+    check(
+        create_artifact(
+            Some(&t),
+            0,
+            Some(&first),
+            art(
+                ArtifactStorage::Reference {
+                    url: "https://b".into(),
+                },
+                NOW.plus(HOUR),
+            ),
+            NOW,
+        ),
+        &["ArtifactCreated"],
+    );
+    let err = create_artifact(
+        Some(&t),
+        0,
+        Some(&first),
+        art(
+            ArtifactStorage::Error {
+                reason: ErrorReason::FileMissingOnWorker,
+                message: "m".into(),
+            },
+            NOW.plus(HOUR),
+        ),
+        NOW,
+    );
     assert!(matches!(err, Err(QueueError::Conflict(_))));
-    let err = create_artifact(Some(&t), 0, None, art(ArtifactStorage::S3 { content_length: None }, NOW.plus(100 * HOUR)), NOW);
+    let err = create_artifact(
+        Some(&t),
+        0,
+        None,
+        art(
+            ArtifactStorage::S3 {
+                content_length: None,
+            },
+            NOW.plus(100 * HOUR),
+        ),
+        NOW,
+    );
     assert!(matches!(err, Err(QueueError::Input(_))));
     // object: finish with the right upload id only
-    let obj = Artifact { present: false, ..art(ArtifactStorage::Object { upload_id: tid(7), content_length: None }, NOW.plus(HOUR)) };
+    let obj = Artifact {
+        present: false,
+        ..art(
+            ArtifactStorage::Object {
+                upload_id: tid(7),
+                content_length: None,
+            },
+            NOW.plus(HOUR),
+        )
+    };
     assert!(finish_artifact(t.task_id, 0, Some(&obj), tid(8)).is_err());
-    check(finish_artifact(t.task_id, 0, Some(&obj), tid(7)), &["ArtifactFinished"]);
-    assert!(matches!(finish_artifact(t.task_id, 0, None, tid(7)), Err(QueueError::ArtifactNotFound)));
+    check(
+        finish_artifact(t.task_id, 0, Some(&obj), tid(7)),
+        &["ArtifactFinished"],
+    );
+    assert!(matches!(
+        finish_artifact(t.task_id, 0, None, tid(7)),
+        Err(QueueError::ArtifactNotFound)
+    ));
     // completed run: no more artifacts
     let mut ev = claimed();
     ev.extend(report(&t, 0, ReasonResolved::Completed, NOW).unwrap());
     let done = given(&ev);
-    assert!(matches!(create_artifact(Some(&done), 0, None, first, NOW), Err(QueueError::Conflict(_))));
+    assert!(matches!(
+        create_artifact(Some(&done), 0, None, first, NOW),
+        Err(QueueError::Conflict(_))
+    ));
 }
 
 #[derive(Clone, Debug)]
@@ -420,25 +669,48 @@ proptest! {
 /// Golden bytes: the encoded envelope of a `TaskDefined` must never change.
 #[test]
 fn golden_task_defined_v1() {
-    let ev = create_task(None, None, &[], tid(1), definition(tid(1)), NOW, &Limits::default()).unwrap();
+    let ev = create_task(
+        None,
+        None,
+        &[],
+        tid(1),
+        definition(tid(1)),
+        NOW,
+        &Limits::default(),
+    )
+    .unwrap();
     let envelope = crate::envelope::Envelope {
-        event_id: crate::envelope::EventId(uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001)),
+        event_id: crate::envelope::EventId(uuid::Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0001,
+        )),
         stream_id: "task/AQAAAAAAQACAAAAAAAAAAA".into(),
         sequence: 1,
         time: NOW,
-        actor: crate::envelope::Actor { client_id: "tester".into(), request_id: None },
+        actor: crate::envelope::Actor {
+            client_id: "tester".into(),
+            request_id: None,
+        },
         causation_id: None,
         writer_epoch: 1,
         payload: ev[1].clone(),
     };
-    let hex: String = crate::codec::encode(&envelope).unwrap().iter().map(|b| format!("{b:02x}")).collect();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/queue/task_defined_v1.hex");
+    let hex: String = crate::codec::encode(&envelope)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/queue/task_defined_v1.hex"
+    );
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
         std::fs::write(path, &hex).unwrap();
     }
-    let golden = std::fs::read_to_string(path).expect("golden file (regenerate with UPDATE_EXPECT=1)");
+    let golden =
+        std::fs::read_to_string(path).expect("golden file (regenerate with UPDATE_EXPECT=1)");
     assert_eq!(hex, golden.trim());
-    let back: crate::envelope::Envelope<QueueEvent> = crate::codec::decode(&crate::codec::encode(&envelope).unwrap()).unwrap();
+    let back: crate::envelope::Envelope<QueueEvent> =
+        crate::codec::decode(&crate::codec::encode(&envelope).unwrap()).unwrap();
     assert_eq!(back, envelope);
 }

@@ -1,0 +1,177 @@
+//! The one error type of the HTTP API and its Taskcluster-shaped body.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use taskledger_core::queue::QueueError;
+use taskledger_core::time::Millis;
+use taskledger_projections::store::StoreError;
+use taskledger_projections::EngineError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedPayload,
+    InvalidRequestArguments,
+    InputValidationError,
+    InputError,
+    AuthenticationFailed,
+    InsufficientScopes,
+    ResourceNotFound,
+    RequestConflict,
+    ResourceExpired,
+    InternalServerError,
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::MalformedPayload
+            | ErrorCode::InvalidRequestArguments
+            | ErrorCode::InputValidationError
+            | ErrorCode::InputError => StatusCode::BAD_REQUEST,
+            ErrorCode::AuthenticationFailed => StatusCode::UNAUTHORIZED,
+            ErrorCode::InsufficientScopes => StatusCode::FORBIDDEN,
+            ErrorCode::ResourceNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::RequestConflict => StatusCode::CONFLICT,
+            ErrorCode::ResourceExpired => StatusCode::GONE,
+            ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedPayload => "MalformedPayload",
+            ErrorCode::InvalidRequestArguments => "InvalidRequestArguments",
+            ErrorCode::InputValidationError => "InputValidationError",
+            ErrorCode::InputError => "InputError",
+            ErrorCode::AuthenticationFailed => "AuthenticationFailed",
+            ErrorCode::InsufficientScopes => "InsufficientScopes",
+            ErrorCode::ResourceNotFound => "ResourceNotFound",
+            ErrorCode::RequestConflict => "RequestConflict",
+            ErrorCode::ResourceExpired => "ResourceExpired",
+            ErrorCode::InternalServerError => "InternalServerError",
+            ErrorCode::ServiceUnavailable => "ServiceUnavailable",
+        }
+    }
+}
+
+/// An error raised while handling a call; becomes a `Failure` once the call is known.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn input(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::InputError, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::ResourceNotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::RequestConflict, message)
+    }
+    pub fn validation(schema: &str, errors: &[String]) -> ApiError {
+        let mut m = format!("\nSchema Validation Failed!\nRejecting Schema: {schema}\nErrors:\n");
+        for e in errors {
+            m.push_str(&format!("  * {e}\n"));
+        }
+        ApiError::new(ErrorCode::InputValidationError, m)
+    }
+    pub fn bad_param(name: &str, value: &str, re: &str) -> ApiError {
+        ApiError::new(
+            ErrorCode::InvalidRequestArguments,
+            format!("Invalid URL patterns:\nURL parameter '{name}' given as '{value}' must match regular expression: '{re}'"),
+        )
+    }
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        let incident = uuid::Uuid::new_v4();
+        tracing::error!(%incident, error = %cause, "internal error");
+        ApiError::new(
+            ErrorCode::InternalServerError,
+            format!("Internal Server Error, incidentId {incident}."),
+        )
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        match &err {
+            QueueError::TaskNotFound(_)
+            | QueueError::RunNotFound { .. }
+            | QueueError::ArtifactNotFound => ApiError::not_found(err.to_string()),
+            QueueError::Conflict(_) => ApiError::conflict(err.to_string()),
+            QueueError::Input(_) => ApiError::input(err.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Domain(e) => e.into(),
+            EngineError::Unavailable(m) => {
+                tracing::warn!(error = %m, "log unavailable");
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The event log is unavailable; try again shortly.",
+                )
+            }
+            EngineError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+/// A failed call: the error plus what Taskcluster echoes in `requestInfo`.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: ApiError,
+    pub method: &'static str,
+    pub params: Value,
+    pub payload: Value,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let code = self.error.code;
+        let time = Millis::now().to_rfc3339();
+        let message = format!(
+            "{}\n\n---\n\n* method:     {}\n* errorCode:  {}\n* statusCode: {}\n* time:       {}",
+            self.error.message,
+            self.method,
+            code.as_str(),
+            code.status().as_u16(),
+            time
+        );
+        let body = json!({
+            "code": code.as_str(),
+            "message": message,
+            "requestInfo": {
+                "method": self.method,
+                "params": self.params,
+                "payload": self.payload,
+                "time": time,
+            }
+        });
+        let mut resp = (code.status(), axum::Json(body)).into_response();
+        if code == ErrorCode::AuthenticationFailed {
+            resp.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("hawk"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,224 @@
+//! The plumbing every queue handler shares: the call's name and parameters for error bodies,
+//! body and query parsing, URL-parameter checks, pagination tokens, temporary credentials.
+
+use crate::error::{ApiError, ErrorCode, Failure};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use taskledger_core::auth::issue_temporary_credentials;
+use taskledger_core::ids::{is_ident38, Slug, TaskId, TaskQueueId};
+use taskledger_core::time::Millis;
+
+/// What a failing call echoes back in `requestInfo`.
+pub struct Call {
+    pub name: &'static str,
+    pub params: Value,
+    pub payload: Value,
+}
+
+impl Call {
+    pub fn new(name: &'static str, params: Value) -> Call {
+        Call {
+            name,
+            params,
+            payload: json!({}),
+        }
+    }
+    pub fn with_payload(mut self, payload: &Value) -> Call {
+        self.payload = payload.clone();
+        self
+    }
+    pub async fn run<F>(self, f: F) -> Response
+    where
+        F: Future<Output = Result<Response, ApiError>>,
+    {
+        match f.await {
+            Ok(r) => r,
+            Err(error) => Failure {
+                error,
+                method: self.name,
+                params: self.params,
+                payload: self.payload,
+            }
+            .into_response(),
+        }
+    }
+}
+
+pub fn ok(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The JSON body of an endpoint with an input schema.
+pub fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let is_json = headers
+        .get("content-type")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            ErrorCode::MalformedPayload,
+            "Payload must be JSON with content-type: application/json",
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
+        Ok(_) => Err(ApiError::new(
+            ErrorCode::MalformedPayload,
+            "Payload must be a JSON object or array",
+        )),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::MalformedPayload,
+            format!("Failed to parse JSON: {e}"),
+        )),
+    }
+}
+
+/// A body that may be absent (reportCompleted and friends take none).
+pub fn optional_body(headers: &HeaderMap, body: &Bytes) -> Value {
+    json_body(headers, body).unwrap_or_else(|_| json!({}))
+}
+
+pub const SLUGID_RE: &str =
+    "^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$";
+pub const IDENT_RE: &str = "^[a-zA-Z0-9-_]{1,38}$";
+pub const TASK_QUEUE_RE: &str = "^[a-zA-Z0-9-_]{1,38}/[a-z]([-a-z0-9]{0,36}[a-z0-9])?$";
+
+pub fn slug_param(name: &str, v: &str) -> Result<TaskId, ApiError> {
+    v.parse::<Slug>()
+        .map_err(|_| ApiError::bad_param(name, v, SLUGID_RE))
+}
+
+pub fn run_param(v: &str) -> Result<u32, ApiError> {
+    let ok =
+        !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0'));
+    match v.parse::<u32>() {
+        Ok(n) if ok => Ok(n),
+        _ => Err(ApiError::bad_param("runId", v, "^[1-9]*[0-9]+$")),
+    }
+}
+
+pub fn ident_param(name: &str, v: &str) -> Result<(), ApiError> {
+    if is_ident38(v) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_param(name, v, IDENT_RE))
+    }
+}
+
+pub fn queue_param(v: &str) -> Result<TaskQueueId, ApiError> {
+    v.parse::<TaskQueueId>()
+        .map_err(|_| ApiError::bad_param("taskQueueId", v, TASK_QUEUE_RE))
+}
+
+/// Query-string parameters, only those the endpoint declares (plus `bewit`).
+pub fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    for (k, v) in url_pairs(uri.query().unwrap_or("")) {
+        if k == "bewit" {
+            continue;
+        }
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequestArguments,
+                format!("Query-string parameter: {k} is not supported!"),
+            ));
+        }
+        if out.insert(k.clone(), v).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequestArguments,
+                format!("Query-string parameter: {k} was given more than once"),
+            ));
+        }
+    }
+    if let Some(l) = out.get("limit") {
+        if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequestArguments,
+                "Query-string parameter: limit must match ^[0-9]+$",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn url_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// `limit`, 1000 at most and by default.
+pub fn limit(q: &HashMap<String, String>) -> usize {
+    q.get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .map_or(1000, |l| l.clamp(1, 1000))
+}
+
+/// Keyset continuation tokens: the last key seen, URL-safe base64.
+pub fn encode_token(key: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(key)
+}
+
+pub fn decode_token(q: &HashMap<String, String>) -> Result<Option<Vec<u8>>, ApiError> {
+    match q.get("continuationToken") {
+        None => Ok(None),
+        Some(t) => URL_SAFE_NO_PAD
+            .decode(t)
+            .map(Some)
+            .map_err(|_| ApiError::input("Invalid continuation token")),
+    }
+}
+
+/// Fresh 44-character seed: two slugids.
+fn seed() -> String {
+    format!("{}{}", slugid::v4(), slugid::v4())
+}
+
+/// Temporary credentials issued by the queue's own client.
+pub fn credentials(state: &AppState, client_id: &str, scopes: &[String], expiry: Millis) -> Value {
+    let now = Millis::now();
+    let creds = issue_temporary_credentials(
+        &state.queue_client.0,
+        &state.queue_client.1,
+        Some(client_id),
+        scopes,
+        now.minus(0).to_datetime(),
+        expiry.to_datetime(),
+        &seed(),
+    );
+    json!({
+        "clientId": creds.client_id,
+        "accessToken": creds.access_token,
+        "certificate": creds.certificate,
+    })
+}
+
+/// `until/<takenUntil>`: Unix seconds, with a fraction only when there is one.
+pub fn unix_seconds(t: Millis) -> String {
+    if t.0 % 1000 == 0 {
+        format!("{}", t.0 / 1000)
+    } else {
+        format!("{}.{:03}", t.0 / 1000, t.0 % 1000)
+    }
+}

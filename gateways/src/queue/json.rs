@@ -1,0 +1,455 @@
+//! The queue's JSON shapes: task definitions in and out, status, artifacts, and the
+//! create-task-request checks that Taskcluster's JSON schema performs.
+
+use crate::error::ApiError;
+use serde_json::{json, Map, Value};
+use taskledger_core::ids::{is_ident38, is_worker_type, Slug, TaskId, TaskQueueId};
+use taskledger_core::queue::{
+    Artifact, JsonText, Metadata, Priority, Requires, Run, Task, TaskDefinition,
+};
+use taskledger_core::time::Millis;
+
+fn raw(text: &JsonText) -> Value {
+    serde_json::from_str(&text.0).unwrap_or(Value::Null)
+}
+
+pub fn task_json(def: &TaskDefinition) -> Value {
+    json!({
+        "provisionerId": def.task_queue_id.provisioner_id(),
+        "workerType": def.task_queue_id.worker_type(),
+        "taskQueueId": def.task_queue_id.as_str(),
+        "schedulerId": def.scheduler_id,
+        "projectId": def.project_id,
+        "taskGroupId": def.task_group_id.to_string(),
+        "dependencies": def.dependencies.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "requires": def.requires.as_str(),
+        "routes": def.routes,
+        "priority": def.priority.as_str(),
+        "retries": def.retries,
+        "created": def.created.to_rfc3339(),
+        "deadline": def.deadline.to_rfc3339(),
+        "expires": def.expires.to_rfc3339(),
+        "scopes": def.scopes,
+        "payload": raw(&def.payload),
+        "metadata": {
+            "name": def.metadata.name,
+            "description": def.metadata.description,
+            "owner": def.metadata.owner,
+            "source": def.metadata.source,
+        },
+        "tags": raw(&def.tags),
+        "extra": raw(&def.extra),
+    })
+}
+
+pub fn run_json(run: &Run) -> Value {
+    let mut m = Map::new();
+    m.insert("runId".into(), json!(run.run_id));
+    m.insert("state".into(), json!(run.state.as_str()));
+    m.insert("reasonCreated".into(), json!(run.reason_created.as_str()));
+    if let Some(r) = run.reason_resolved {
+        m.insert("reasonResolved".into(), json!(r.as_str()));
+    }
+    if let Some(g) = &run.worker_group {
+        m.insert("workerGroup".into(), json!(g));
+    }
+    if let Some(w) = &run.worker_id {
+        m.insert("workerId".into(), json!(w));
+    }
+    if let Some(t) = run.taken_until {
+        m.insert("takenUntil".into(), json!(t.to_rfc3339()));
+    }
+    m.insert("scheduled".into(), json!(run.scheduled.to_rfc3339()));
+    if let Some(t) = run.started {
+        m.insert("started".into(), json!(t.to_rfc3339()));
+    }
+    if let Some(t) = run.resolved {
+        m.insert("resolved".into(), json!(t.to_rfc3339()));
+    }
+    Value::Object(m)
+}
+
+pub fn status_json(task: &Task) -> Value {
+    let def = &task.definition;
+    json!({
+        "taskId": task.task_id.to_string(),
+        "provisionerId": def.task_queue_id.provisioner_id(),
+        "workerType": def.task_queue_id.worker_type(),
+        "taskQueueId": def.task_queue_id.as_str(),
+        "schedulerId": def.scheduler_id,
+        "projectId": def.project_id,
+        "taskGroupId": def.task_group_id.to_string(),
+        "priority": task.priority.as_str(),
+        "deadline": def.deadline.to_rfc3339(),
+        "expires": def.expires.to_rfc3339(),
+        "retriesLeft": task.retries_left,
+        "state": task.state_str(),
+        "runs": task.runs.iter().map(run_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn artifact_info(a: &Artifact) -> Value {
+    let mut v = json!({
+        "storageType": a.storage.type_str(),
+        "name": a.name,
+        "expires": a.expires.to_rfc3339(),
+        "contentType": a.content_type,
+    });
+    if let taskledger_core::queue::ArtifactStorage::Object {
+        content_length: Some(n),
+        ..
+    }
+    | taskledger_core::queue::ArtifactStorage::S3 {
+        content_length: Some(n),
+    } = &a.storage
+    {
+        v["contentLength"] = json!(n);
+    }
+    v
+}
+
+/// Collects schema errors the way Taskcluster lists them.
+#[derive(Default)]
+pub struct Checks {
+    pub errors: Vec<String>,
+}
+
+impl Checks {
+    pub fn fail(&mut self, msg: String) {
+        self.errors.push(msg);
+    }
+    pub fn string<'a>(
+        &mut self,
+        obj: &'a Map<String, Value>,
+        key: &str,
+        required: bool,
+    ) -> Option<&'a str> {
+        match obj.get(key) {
+            None if required => {
+                self.fail(format!("data should have required property '{key}'"));
+                None
+            }
+            None => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                self.fail(format!("data.{key} should be string"));
+                None
+            }
+        }
+    }
+    pub fn finish(self, schema: &str) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(schema, &self.errors))
+        }
+    }
+}
+
+const CREATE_TASK_KEYS: &[&str] = &[
+    "taskQueueId",
+    "provisionerId",
+    "workerType",
+    "schedulerId",
+    "projectId",
+    "taskGroupId",
+    "dependencies",
+    "requires",
+    "routes",
+    "priority",
+    "retries",
+    "created",
+    "deadline",
+    "expires",
+    "scopes",
+    "payload",
+    "metadata",
+    "tags",
+    "extra",
+];
+
+pub const CREATE_TASK_SCHEMA: &str = "/schemas/queue/v1/create-task-request.json#";
+
+fn string_list(
+    c: &mut Checks,
+    obj: &Map<String, Value>,
+    key: &str,
+    max_items: usize,
+    unique: bool,
+) -> Vec<String> {
+    match obj.get(key) {
+        None => vec![],
+        Some(Value::Array(items)) => {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(s) => out.push(s.to_string()),
+                    None => c.fail(format!("data.{key}[{i}] should be string")),
+                }
+            }
+            if out.len() > max_items {
+                c.fail(format!(
+                    "data.{key} should NOT have more than {max_items} items"
+                ));
+            }
+            if unique {
+                let mut sorted = out.clone();
+                sorted.sort();
+                sorted.dedup();
+                if sorted.len() != out.len() {
+                    c.fail(format!("data.{key} should NOT have duplicate items"));
+                }
+            }
+            out
+        }
+        Some(_) => {
+            c.fail(format!("data.{key} should be array"));
+            vec![]
+        }
+    }
+}
+
+fn date(c: &mut Checks, obj: &Map<String, Value>, key: &str, required: bool) -> Option<Millis> {
+    let s = c.string(obj, key, required)?;
+    let t = Millis::parse_rfc3339(s);
+    if t.is_none() {
+        c.fail(format!("data.{key} should match format \"date-time\""));
+    }
+    t
+}
+
+/// Parses and checks a createTask body; fills defaults; reconciles the queue-id forms.
+pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefinition, ApiError> {
+    let mut c = Checks::default();
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::validation(
+            CREATE_TASK_SCHEMA,
+            &["data should be object".into()],
+        ));
+    };
+    for key in obj.keys() {
+        if !CREATE_TASK_KEYS.contains(&key.as_str()) {
+            c.fail(format!(
+                "data should NOT have additional properties: '{key}'"
+            ));
+        }
+    }
+    let tq = c.string(obj, "taskQueueId", false);
+    let prov = c.string(obj, "provisionerId", false);
+    let wt = c.string(obj, "workerType", false);
+    if let Some(p) = prov {
+        if !is_ident38(p) {
+            c.fail("data.provisionerId should match pattern \"^[a-zA-Z0-9-_]{1,38}$\"".into());
+        }
+    }
+    if let Some(w) = wt {
+        if !is_worker_type(w) {
+            c.fail(
+                "data.workerType should match pattern \"^[a-z]([-a-z0-9]{0,36}[a-z0-9])?$\"".into(),
+            );
+        }
+    }
+    if let Some(q) = tq {
+        if q.parse::<TaskQueueId>().is_err() {
+            c.fail("data.taskQueueId should match pattern \"^[a-zA-Z0-9-_]{1,38}/[a-z]([-a-z0-9]{0,36}[a-z0-9])?$\"".into());
+        }
+    }
+    let scheduler_id = c
+        .string(obj, "schedulerId", false)
+        .unwrap_or("-")
+        .to_string();
+    if !is_ident38(&scheduler_id) {
+        c.fail("data.schedulerId should match pattern \"^([a-zA-Z0-9-_]*)$\"".into());
+    }
+    let project_id = c
+        .string(obj, "projectId", false)
+        .unwrap_or("none")
+        .to_string();
+    if project_id.is_empty()
+        || project_id.len() > 500
+        || !project_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
+    {
+        c.fail("data.projectId should match pattern \"^([a-zA-Z0-9._/-]*)$\"".into());
+    }
+    let group = match c.string(obj, "taskGroupId", false) {
+        None => Some(task_id),
+        Some(g) => match g.parse::<Slug>() {
+            Ok(g) => Some(g),
+            Err(_) => {
+                c.fail("data.taskGroupId should match the slugid pattern".into());
+                None
+            }
+        },
+    };
+    let deps_text = string_list(&mut c, obj, "dependencies", 10000, true);
+    let mut dependencies = Vec::new();
+    for d in &deps_text {
+        match d.parse::<Slug>() {
+            Ok(d) => dependencies.push(d),
+            Err(_) => c.fail(format!(
+                "data.dependencies item `{d}` should match the slugid pattern"
+            )),
+        }
+    }
+    let requires = match c.string(obj, "requires", false) {
+        None => Requires::AllCompleted,
+        Some(r) => Requires::parse(r).unwrap_or_else(|| {
+            c.fail("data.requires should be equal to one of the allowed values".into());
+            Requires::AllCompleted
+        }),
+    };
+    let routes = string_list(&mut c, obj, "routes", 64, true);
+    if routes.iter().any(|r| r.is_empty() || r.len() > 249) {
+        c.fail("data.routes items should be 1 to 249 characters".into());
+    }
+    let priority = match c.string(obj, "priority", false) {
+        None => Priority::Lowest,
+        Some(p) => Priority::parse(p).unwrap_or_else(|| {
+            c.fail("data.priority should be equal to one of the allowed values".into());
+            Priority::Lowest
+        }),
+    };
+    let retries = match obj.get("retries") {
+        None => 5,
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= 49 => n as u32,
+            _ => {
+                c.fail("data.retries should be an integer from 0 to 49".into());
+                0
+            }
+        },
+    };
+    let created = date(&mut c, obj, "created", true);
+    let deadline = date(&mut c, obj, "deadline", true);
+    let expires = date(&mut c, obj, "expires", false);
+    let scopes = string_list(&mut c, obj, "scopes", usize::MAX, false);
+    if scopes
+        .iter()
+        .any(|s| !taskledger_core::scopes::is_valid_scope(s))
+    {
+        c.fail("data.scopes items should be printable ASCII".into());
+    }
+    let payload = match obj.get("payload") {
+        Some(v @ Value::Object(_)) => JsonText(v.to_string()),
+        Some(_) => {
+            c.fail("data.payload should be object".into());
+            JsonText::default()
+        }
+        None => {
+            c.fail("data should have required property 'payload'".into());
+            JsonText::default()
+        }
+    };
+    let metadata = match obj.get("metadata") {
+        Some(Value::Object(m)) => {
+            for key in m.keys() {
+                if !["name", "description", "owner", "source"].contains(&key.as_str()) {
+                    c.fail(format!(
+                        "data.metadata should NOT have additional properties: '{key}'"
+                    ));
+                }
+            }
+            let mut field = |k: &str, max: usize| {
+                let v = c.string(m, k, true).unwrap_or("").to_string();
+                if v.len() > max {
+                    c.fail(format!(
+                        "data.metadata.{k} should NOT be longer than {max} characters"
+                    ));
+                }
+                v
+            };
+            let md = Metadata {
+                name: field("name", 255),
+                description: field("description", 32768),
+                owner: field("owner", 255),
+                source: field("source", 4096),
+            };
+            let src_ok = ["http://", "https://", "ssh://", "git@"]
+                .iter()
+                .any(|p| md.source.starts_with(p));
+            if m.contains_key("source") && !src_ok {
+                c.fail(
+                    "data.metadata.source should match pattern \"^(https?|ssh)://|^git@\"".into(),
+                );
+            }
+            Some(md)
+        }
+        Some(_) => {
+            c.fail("data.metadata should be object".into());
+            None
+        }
+        None => {
+            c.fail("data should have required property 'metadata'".into());
+            None
+        }
+    };
+    let tags = match obj.get("tags") {
+        None => JsonText("{}".into()),
+        Some(Value::Object(t)) => {
+            if t.values()
+                .any(|v| !v.as_str().is_some_and(|s| s.len() <= 4096))
+            {
+                c.fail("data.tags values should be strings of at most 4096 characters".into());
+            }
+            JsonText(Value::Object(t.clone()).to_string())
+        }
+        Some(_) => {
+            c.fail("data.tags should be object".into());
+            JsonText::default()
+        }
+    };
+    let extra = match obj.get("extra") {
+        None => JsonText("{}".into()),
+        Some(v @ Value::Object(_)) => JsonText(v.to_string()),
+        Some(_) => {
+            c.fail("data.extra should be object".into());
+            JsonText::default()
+        }
+    };
+    c.finish(CREATE_TASK_SCHEMA)?;
+
+    let task_queue_id = match (tq, prov, wt) {
+        (Some(q), Some(p), Some(w)) if q != format!("{p}/{w}") => {
+            return Err(ApiError::input(
+                "taskQueueId must match \"provisionerId/workerType\"",
+            ))
+        }
+        (Some(q), _, _) => q.parse::<TaskQueueId>().ok(),
+        (None, Some(p), Some(w)) => TaskQueueId::new(p, w).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::input(
+            "at least a provisionerId and a workerType or a taskQueueId must be provided",
+        )
+    })?;
+    let (Some(created), Some(deadline), Some(metadata), Some(task_group_id)) =
+        (created, deadline, metadata, group)
+    else {
+        return Err(ApiError::validation(
+            CREATE_TASK_SCHEMA,
+            &["data is incomplete".into()],
+        ));
+    };
+    Ok(TaskDefinition {
+        task_queue_id,
+        scheduler_id,
+        project_id,
+        task_group_id,
+        dependencies,
+        requires,
+        routes,
+        priority,
+        retries,
+        created,
+        deadline,
+        expires: expires.unwrap_or_else(|| deadline.plus_one_year()),
+        scopes,
+        payload,
+        metadata,
+        tags,
+        extra,
+    })
+}

@@ -1,0 +1,867 @@
+//! Task endpoints: create, read, schedule, rerun, cancel, priority, claims, reports, groups,
+//! dependents.
+
+use super::call::*;
+use super::json::{parse_task_definition, status_json, task_json};
+use crate::error::ApiError;
+use crate::hawk::{Auth, Caller};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use taskledger_core::envelope::Actor;
+use taskledger_core::ids::TaskId;
+use taskledger_core::queue::{Priority, ReasonResolved, Task};
+use taskledger_core::scopes::ScopeExpr;
+use taskledger_projections::{Outcome, QueueCommand};
+
+type St = State<Arc<AppState>>;
+
+fn s(scope: String) -> ScopeExpr {
+    ScopeExpr::scope(scope)
+}
+
+pub fn actor(caller: &Caller) -> Actor {
+    Actor {
+        client_id: caller.actor_id(),
+        request_id: Some(uuid::Uuid::new_v4()),
+    }
+}
+
+fn load(state: &AppState, id: &TaskId) -> Result<Task, ApiError> {
+    state
+        .engine
+        .view()
+        .task(id)?
+        .ok_or_else(|| ApiError::not_found(format!("Task `{id}` not found")))
+}
+
+async fn exec_task(state: &AppState, caller: &Caller, cmd: QueueCommand) -> Result<Task, ApiError> {
+    match state.engine.execute(actor(caller), cmd).await? {
+        Outcome::Task(t) => Ok(t),
+        other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+fn status_reply(task: &Task) -> Response {
+    ok(json!({ "status": status_json(task) }))
+}
+
+pub async fn task(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_id): Path<String>,
+) -> Response {
+    Call::new("task", json!({ "taskId": task_id }))
+        .run(async {
+            let caller = auth.caller()?;
+            caller.require(&s(format!("queue:get-task:{task_id}")))?;
+            let id = slug_param("taskId", &task_id)?;
+            Ok(ok(task_json(&load(&st, &id)?.definition)))
+        })
+        .await
+}
+
+pub async fn status(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_id): Path<String>,
+) -> Response {
+    Call::new("status", json!({ "taskId": task_id }))
+        .run(async {
+            let caller = auth.caller()?;
+            caller.require(&s(format!("queue:status:{task_id}")))?;
+            let id = slug_param("taskId", &task_id)?;
+            Ok(status_reply(&load(&st, &id)?))
+        })
+        .await
+}
+
+/// `tasks` and `statuses`: several ids at once, unknown ones skipped.
+async fn many(
+    st: &AppState,
+    auth: &Auth,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    scope: &str,
+    list: &str,
+    render: fn(&Task) -> Value,
+) -> Result<Response, ApiError> {
+    let caller = auth.caller()?;
+    let q = query(uri, &["continuationToken", "limit"])?;
+    let body = json_body(headers, body)?;
+    let ids: Vec<String> = body
+        .get("taskIds")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .ok_or_else(|| {
+            ApiError::validation(
+                "/schemas/queue/v1/task-ids-request.json#",
+                &["data should have required property 'taskIds'".into()],
+            )
+        })?;
+    caller.require(&ScopeExpr::all(
+        ids.iter().map(|i| s(format!("{scope}:{i}"))).collect(),
+    ))?;
+    let start = match decode_token(&q)? {
+        Some(t) => String::from_utf8(t)
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::input("Invalid continuation token"))?,
+        None => 0,
+    };
+    let lim = limit(&q);
+    let mut out = Vec::new();
+    for text in ids.iter().skip(start).take(lim) {
+        let id = slug_param("taskIds", text)?;
+        if let Some(t) = st.engine.view().task(&id)? {
+            out.push(json!({ "taskId": text, list: render(&t) }));
+        }
+    }
+    let mut v = json!({ format!("{list}s"): out });
+    if start + lim < ids.len() {
+        v["continuationToken"] = json!(encode_token((start + lim).to_string().as_bytes()));
+    }
+    Ok(ok(v))
+}
+
+pub async fn tasks(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new("tasks", json!({}))
+        .run(many(
+            &st,
+            &auth,
+            &uri,
+            &headers,
+            &body,
+            "queue:get-task",
+            "task",
+            |t| task_json(&t.definition),
+        ))
+        .await
+}
+
+pub async fn statuses(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new("statuses", json!({}))
+        .run(many(
+            &st,
+            &auth,
+            &uri,
+            &headers,
+            &body,
+            "queue:status",
+            "status",
+            status_json,
+        ))
+        .await
+}
+
+pub async fn create_task(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let payload = optional_body(&headers, &body);
+    Call::new("createTask", json!({ "taskId": task_id }))
+        .with_payload(&payload)
+        .run(async {
+            let body = json_body(&headers, &body)?;
+            let caller = auth.caller()?;
+            let id = slug_param("taskId", &task_id)?;
+            let def = parse_task_definition(&body, id)?;
+            let mut required: Vec<ScopeExpr> =
+                def.scopes.iter().cloned().map(ScopeExpr::scope).collect();
+            required.extend(def.routes.iter().map(|r| s(format!("queue:route:{r}"))));
+            required.push(s(format!("queue:create-task:project:{}", def.project_id)));
+            required.push(s(format!("queue:scheduler-id:{}", def.scheduler_id)));
+            required.push(ScopeExpr::any(
+                def.priority
+                    .at_least()
+                    .map(|p| {
+                        s(format!(
+                            "queue:create-task:{}:{}",
+                            p.as_str(),
+                            def.task_queue_id
+                        ))
+                    })
+                    .collect(),
+            ));
+            caller.require(&ScopeExpr::all(required))?;
+            let task = exec_task(
+                &st,
+                caller,
+                QueueCommand::CreateTask {
+                    task_id: id,
+                    definition: def,
+                },
+            )
+            .await?;
+            Ok(status_reply(&task))
+        })
+        .await
+}
+
+/// The three alternatives of schedule/rerun/cancel (§12).
+fn manipulate_scopes(verb: &str, t: &Task) -> ScopeExpr {
+    let d = &t.definition;
+    ScopeExpr::any(vec![
+        s(format!(
+            "queue:{verb}:{}/{}/{}",
+            d.scheduler_id, d.task_group_id, t.task_id
+        )),
+        s(format!("queue:{verb}-in-project:{}", d.project_id)),
+        ScopeExpr::all(vec![
+            s(format!("queue:{verb}")),
+            s(format!(
+                "assume:scheduler-id:{}/{}",
+                d.scheduler_id, d.task_group_id
+            )),
+        ]),
+    ])
+}
+
+async fn manipulate(
+    st: &AppState,
+    auth: &Auth,
+    task_id: &str,
+    verb: &str,
+    cmd: fn(TaskId) -> QueueCommand,
+) -> Result<Response, ApiError> {
+    let caller = auth.caller()?;
+    let id = slug_param("taskId", task_id)?;
+    let t = load(st, &id)?;
+    caller.require(&manipulate_scopes(verb, &t))?;
+    Ok(status_reply(&exec_task(st, caller, cmd(id)).await?))
+}
+
+pub async fn schedule_task(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_id): Path<String>,
+) -> Response {
+    Call::new("scheduleTask", json!({ "taskId": task_id }))
+        .run(manipulate(
+            &st,
+            &auth,
+            &task_id,
+            "schedule-task",
+            |task_id| QueueCommand::ScheduleTask { task_id },
+        ))
+        .await
+}
+
+pub async fn rerun_task(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_id): Path<String>,
+) -> Response {
+    Call::new("rerunTask", json!({ "taskId": task_id }))
+        .run(manipulate(&st, &auth, &task_id, "rerun-task", |task_id| {
+            QueueCommand::RerunTask { task_id }
+        }))
+        .await
+}
+
+pub async fn cancel_task(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_id): Path<String>,
+) -> Response {
+    Call::new("cancelTask", json!({ "taskId": task_id }))
+        .run(manipulate(&st, &auth, &task_id, "cancel-task", |task_id| {
+            QueueCommand::CancelTask { task_id }
+        }))
+        .await
+}
+
+fn new_priority(body: &Value) -> Result<Priority, ApiError> {
+    body.get("newPriority")
+        .and_then(|p| p.as_str())
+        .and_then(Priority::parse)
+        .ok_or_else(|| {
+            ApiError::validation(
+                "/schemas/queue/v1/change-task-priority-request.json#",
+                &["data.newPriority should be equal to one of the allowed values".into()],
+            )
+        })
+}
+
+pub async fn change_task_priority(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new("changeTaskPriority", json!({ "taskId": task_id }))
+        .run(async {
+            let body = json_body(&headers, &body)?;
+            let caller = auth.caller()?;
+            let id = slug_param("taskId", &task_id)?;
+            let priority = new_priority(&body)?;
+            let t = load(&st, &id)?;
+            caller.require(&ScopeExpr::any(vec![
+                s(format!("queue:change-task-priority:{id}")),
+                s(format!(
+                    "queue:change-task-priority-in-queue:{}",
+                    t.definition.task_queue_id
+                )),
+            ]))?;
+            Ok(status_reply(
+                &exec_task(
+                    &st,
+                    caller,
+                    QueueCommand::ChangePriority {
+                        task_id: id,
+                        priority,
+                    },
+                )
+                .await?,
+            ))
+        })
+        .await
+}
+
+fn claim_json(st: &AppState, task: &Task, run_id: u32, with_task: bool) -> Value {
+    let run = &task.runs[run_id as usize];
+    let taken_until = run.taken_until.unwrap_or_default();
+    let wg = run.worker_group.clone().unwrap_or_default();
+    let wi = run.worker_id.clone().unwrap_or_default();
+    let client_id = format!(
+        "task-client/{}/{run_id}/on/{wg}/{wi}/until/{}",
+        task.task_id,
+        unix_seconds(taken_until)
+    );
+    let mut scopes = vec![
+        format!("queue:reclaim-task:{}/{run_id}", task.task_id),
+        format!("queue:resolve-task:{}/{run_id}", task.task_id),
+        format!("queue:create-artifact:{}/{run_id}", task.task_id),
+    ];
+    scopes.extend(task.definition.scopes.iter().cloned());
+    let mut v = json!({
+        "status": status_json(task),
+        "runId": run_id,
+        "workerGroup": wg,
+        "workerId": wi,
+        "takenUntil": taken_until.to_rfc3339(),
+        "credentials": credentials(st, &client_id, &scopes, taken_until),
+    });
+    if with_task {
+        v["task"] = task_json(&task.definition);
+    }
+    v
+}
+
+fn worker_fields(body: &Value, schema: &str) -> Result<(String, String), ApiError> {
+    let get = |k: &str| {
+        body.get(k)
+            .and_then(|v| v.as_str())
+            .filter(|v| taskledger_core::ids::is_ident38(v))
+            .map(str::to_string)
+    };
+    match (get("workerGroup"), get("workerId")) {
+        (Some(g), Some(w)) => Ok((g, w)),
+        _ => Err(ApiError::validation(
+            schema,
+            &[
+                "data.workerGroup and data.workerId should match pattern \"^([a-zA-Z0-9-_]*)$\""
+                    .into(),
+            ],
+        )),
+    }
+}
+
+pub async fn claim_work(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_queue_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new("claimWork", json!({ "taskQueueId": task_queue_id }))
+        .run(async {
+            let body = json_body(&headers, &body)?;
+            let caller = auth.caller()?;
+            let queue = queue_param(&task_queue_id)?;
+            let schema = "/schemas/queue/v1/claim-work-request.json#";
+            let (wg, wi) = worker_fields(&body, schema)?;
+            let max = match body.get("tasks") {
+                None => 1,
+                Some(v) => match v.as_u64() {
+                    Some(n @ 1..=32) => n as usize,
+                    _ => {
+                        return Err(ApiError::validation(
+                            schema,
+                            &["data.tasks should be an integer from 1 to 32".into()],
+                        ))
+                    }
+                },
+            };
+            caller.require(&ScopeExpr::all(vec![
+                s(format!("queue:claim-work:{queue}")),
+                s(format!("queue:worker-id:{wg}/{wi}")),
+            ]))?;
+            let deadline = tokio::time::Instant::now() + st.claim_work_poll;
+            let notify = st.engine.pending_notify();
+            loop {
+                // register for wake-ups before looking, so a task made pending meanwhile wakes us
+                let woken = notify.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let cmd = QueueCommand::ClaimWork {
+                    task_queue_id: queue.clone(),
+                    worker_group: wg.clone(),
+                    worker_id: wi.clone(),
+                    max,
+                };
+                let claims = match st.engine.execute(actor(caller), cmd).await? {
+                    Outcome::Claims(c) => c,
+                    other => {
+                        return Err(ApiError::internal(format!("unexpected outcome {other:?}")))
+                    }
+                };
+                if !claims.is_empty() {
+                    let items: Vec<Value> = claims
+                        .iter()
+                        .map(|(t, r)| claim_json(&st, t, *r, true))
+                        .collect();
+                    return Ok(ok(json!({ "tasks": items })));
+                }
+                if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                    return Ok(ok(json!({ "tasks": [] })));
+                }
+            }
+        })
+        .await
+}
+
+pub async fn claim_task(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((task_id, run_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new("claimTask", json!({ "taskId": task_id, "runId": run_id }))
+        .run(async {
+            let body = json_body(&headers, &body)?;
+            let caller = auth.caller()?;
+            let id = slug_param("taskId", &task_id)?;
+            let run = run_param(&run_id)?;
+            let (wg, wi) = worker_fields(&body, "/schemas/queue/v1/task-claim-request.json#")?;
+            let t = load(&st, &id)?;
+            caller.require(&ScopeExpr::all(vec![
+                s(format!("queue:claim-task:{}", t.definition.task_queue_id)),
+                s(format!("queue:worker-id:{wg}/{wi}")),
+            ]))?;
+            let t = exec_task(
+                &st,
+                caller,
+                QueueCommand::ClaimTask {
+                    task_id: id,
+                    run_id: run,
+                    worker_group: wg,
+                    worker_id: wi,
+                },
+            )
+            .await?;
+            Ok(ok(claim_json(&st, &t, run, true)))
+        })
+        .await
+}
+
+pub async fn reclaim_task(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((task_id, run_id)): Path<(String, String)>,
+) -> Response {
+    Call::new("reclaimTask", json!({ "taskId": task_id, "runId": run_id }))
+        .run(async {
+            let caller = auth.caller()?;
+            caller.require(&s(format!("queue:reclaim-task:{task_id}/{run_id}")))?;
+            let id = slug_param("taskId", &task_id)?;
+            let run = run_param(&run_id)?;
+            load(&st, &id)?;
+            let t = exec_task(
+                &st,
+                caller,
+                QueueCommand::ReclaimTask {
+                    task_id: id,
+                    run_id: run,
+                },
+            )
+            .await?;
+            Ok(ok(claim_json(&st, &t, run, false)))
+        })
+        .await
+}
+
+async fn report(
+    st: &AppState,
+    auth: &Auth,
+    task_id: &str,
+    run_id: &str,
+    reason: Result<ReasonResolved, ApiError>,
+) -> Result<Response, ApiError> {
+    let caller = auth.caller()?;
+    caller.require(&s(format!("queue:resolve-task:{task_id}/{run_id}")))?;
+    let id = slug_param("taskId", task_id)?;
+    let run = run_param(run_id)?;
+    let reason = reason?;
+    load(st, &id)?;
+    Ok(status_reply(
+        &exec_task(
+            st,
+            caller,
+            QueueCommand::Report {
+                task_id: id,
+                run_id: run,
+                reason,
+            },
+        )
+        .await?,
+    ))
+}
+
+pub async fn report_completed(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((task_id, run_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // legacy: `{"success": false}` reports a failure
+    let failed = optional_body(&headers, &body).get("success") == Some(&Value::Bool(false));
+    let reason = if failed {
+        ReasonResolved::Failed
+    } else {
+        ReasonResolved::Completed
+    };
+    Call::new(
+        "reportCompleted",
+        json!({ "taskId": task_id, "runId": run_id }),
+    )
+    .run(report(&st, &auth, &task_id, &run_id, Ok(reason)))
+    .await
+}
+
+pub async fn report_failed(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((task_id, run_id)): Path<(String, String)>,
+) -> Response {
+    Call::new(
+        "reportFailed",
+        json!({ "taskId": task_id, "runId": run_id }),
+    )
+    .run(report(
+        &st,
+        &auth,
+        &task_id,
+        &run_id,
+        Ok(ReasonResolved::Failed),
+    ))
+    .await
+}
+
+pub async fn report_exception(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((task_id, run_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let payload = optional_body(&headers, &body);
+    let reason = json_body(&headers, &body).and_then(|b| {
+        b.get("reason")
+            .and_then(|r| r.as_str())
+            .and_then(ReasonResolved::parse_worker_reason)
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "/schemas/queue/v1/task-exception-request.json#",
+                    &["data.reason should be equal to one of the allowed values".into()],
+                )
+            })
+    });
+    Call::new(
+        "reportException",
+        json!({ "taskId": task_id, "runId": run_id }),
+    )
+    .with_payload(&payload)
+    .run(report(&st, &auth, &task_id, &run_id, reason))
+    .await
+}
+
+fn group_json(g: &taskledger_core::queue::TaskGroup) -> Value {
+    let mut v = json!({
+        "taskGroupId": g.task_group_id.to_string(),
+        "schedulerId": g.scheduler_id,
+        "expires": g.expires.to_rfc3339(),
+    });
+    if let Some(sealed) = g.sealed {
+        v["sealed"] = json!(sealed.to_rfc3339());
+    }
+    v
+}
+
+fn load_group(st: &AppState, id: &TaskId) -> Result<taskledger_core::queue::TaskGroup, ApiError> {
+    st.engine
+        .view()
+        .group(id)?
+        .ok_or_else(|| ApiError::not_found(format!("Task group `{id}` not found")))
+}
+
+pub async fn get_task_group(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(group): Path<String>,
+) -> Response {
+    Call::new("getTaskGroup", json!({ "taskGroupId": group }))
+        .run(async {
+            auth.caller()?
+                .require(&s(format!("queue:list-task-group:{group}")))?;
+            let id = slug_param("taskGroupId", &group)?;
+            Ok(ok(group_json(&load_group(&st, &id)?)))
+        })
+        .await
+}
+
+/// A page of tasks by id (group members or dependents), keyset-paginated by taskId.
+fn task_page(
+    st: &AppState,
+    q: &std::collections::HashMap<String, String>,
+    ids: impl Fn(Option<&TaskId>, usize) -> Result<Vec<TaskId>, ApiError>,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let after = match decode_token(q)? {
+        Some(b) => {
+            Some(taskledger_core::ids::Slug(b.try_into().map_err(|_| {
+                ApiError::input("Invalid continuation token")
+            })?))
+        }
+        None => None,
+    };
+    let lim = limit(q);
+    let page = ids(after.as_ref(), lim + 1)?;
+    let more = page.len() > lim;
+    let mut out = Vec::new();
+    for id in page.iter().take(lim) {
+        if let Some(t) = st.engine.view().task(id)? {
+            out.push(json!({ "status": status_json(&t), "task": task_json(&t.definition) }));
+        }
+    }
+    let token = if more {
+        page.get(lim - 1).map(|last| encode_token(&last.0))
+    } else {
+        None
+    };
+    Ok((out, token))
+}
+
+pub async fn list_task_group(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(group): Path<String>,
+    uri: Uri,
+) -> Response {
+    Call::new("listTaskGroup", json!({ "taskGroupId": group }))
+        .run(async {
+            auth.caller()?
+                .require(&s(format!("queue:list-task-group:{group}")))?;
+            let id = slug_param("taskGroupId", &group)?;
+            let q = query(&uri, &["continuationToken", "limit"])?;
+            let g = load_group(&st, &id)?;
+            let (tasks, token) = task_page(&st, &q, |after, n| {
+                Ok(st.engine.view().group_members(&id, after, n)?)
+            })?;
+            let mut v = group_json(&g);
+            v["tasks"] = json!(tasks);
+            if let Some(t) = token {
+                v["continuationToken"] = json!(t);
+            }
+            Ok(ok(v))
+        })
+        .await
+}
+
+pub async fn list_dependent_tasks(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(task_id): Path<String>,
+    uri: Uri,
+) -> Response {
+    Call::new("listDependentTasks", json!({ "taskId": task_id }))
+        .run(async {
+            auth.caller()?
+                .require(&s(format!("queue:list-dependent-tasks:{task_id}")))?;
+            let id = slug_param("taskId", &task_id)?;
+            let q = query(&uri, &["continuationToken", "limit"])?;
+            load(&st, &id)?;
+            let (tasks, token) = task_page(&st, &q, |after, n| {
+                Ok(st.engine.view().dependents(&id, after, n)?)
+            })?;
+            let mut v = json!({ "taskId": task_id, "tasks": tasks });
+            if let Some(t) = token {
+                v["continuationToken"] = json!(t);
+            }
+            Ok(ok(v))
+        })
+        .await
+}
+
+pub async fn seal_task_group(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(group): Path<String>,
+) -> Response {
+    Call::new("sealTaskGroup", json!({ "taskGroupId": group }))
+        .run(async {
+            let caller = auth.caller()?;
+            let id = slug_param("taskGroupId", &group)?;
+            let g = load_group(&st, &id)?;
+            caller.require(&s(format!("queue:seal-task-group:{}/{id}", g.scheduler_id)))?;
+            match st
+                .engine
+                .execute(
+                    actor(caller),
+                    QueueCommand::SealTaskGroup { task_group_id: id },
+                )
+                .await?
+            {
+                Outcome::Group(g) => Ok(ok(group_json(&g))),
+                other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            }
+        })
+        .await
+}
+
+/// Every member of a group, for cancel and priority changes.
+fn all_members(st: &AppState, id: &TaskId) -> Result<Vec<Task>, ApiError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = st.engine.view().group_members(id, after.as_ref(), 1000)?;
+        let Some(last) = page.last().copied() else {
+            return Ok(out);
+        };
+        for t in &page {
+            if let Some(task) = st.engine.view().task(t)? {
+                out.push(task);
+            }
+        }
+        after = Some(last);
+    }
+}
+
+pub async fn cancel_task_group(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(group): Path<String>,
+) -> Response {
+    Call::new("cancelTaskGroup", json!({ "taskGroupId": group }))
+        .run(async {
+            let caller = auth.caller()?;
+            let id = slug_param("taskGroupId", &group)?;
+            let g = load_group(&st, &id)?;
+            if g.sealed.is_none() {
+                return Err(ApiError::conflict("Cannot cancel unsealed task group"));
+            }
+            caller.require(&s(format!(
+                "queue:cancel-task-group:{}/{id}",
+                g.scheduler_id
+            )))?;
+            let members = all_members(&st, &id)?;
+            let now = taskledger_core::time::Millis::now();
+            let mut canceled = Vec::new();
+            for t in &members {
+                let open = t.last_run().is_none_or(|r| !r.state.is_resolved());
+                if open && now < t.definition.deadline {
+                    let after =
+                        exec_task(&st, caller, QueueCommand::CancelTask { task_id: t.task_id })
+                            .await?;
+                    if after.runs.len() != t.runs.len() || after.last_run() != t.last_run() {
+                        canceled.push(t.task_id.to_string());
+                    }
+                }
+            }
+            Ok(ok(json!({
+                "taskGroupId": group,
+                "taskGroupSize": members.len(),
+                "cancelledCount": canceled.len(),
+                "taskIds": canceled,
+            })))
+        })
+        .await
+}
+
+pub async fn change_task_group_priority(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new("changeTaskGroupPriority", json!({ "taskGroupId": group }))
+        .run(async {
+            let body = json_body(&headers, &body)?;
+            let caller = auth.caller()?;
+            let id = slug_param("taskGroupId", &group)?;
+            let priority = new_priority(&body)?;
+            let g = load_group(&st, &id)?;
+            caller.require(&s(format!(
+                "queue:change-task-group-priority:{}/{id}",
+                g.scheduler_id
+            )))?;
+            let now = taskledger_core::time::Millis::now();
+            let mut changed = Vec::new();
+            for t in all_members(&st, &id)? {
+                if t.resolution().is_none() && now < t.definition.deadline && t.priority != priority
+                {
+                    exec_task(
+                        &st,
+                        caller,
+                        QueueCommand::ChangePriority {
+                            task_id: t.task_id,
+                            priority,
+                        },
+                    )
+                    .await?;
+                    changed.push(t.task_id.to_string());
+                }
+            }
+            Ok(ok(json!({
+                "taskGroupId": group,
+                "schedulerId": g.scheduler_id,
+                "newPriority": priority.as_str(),
+                "tasksAffected": changed.len(),
+                "taskIds": changed,
+            })))
+        })
+        .await
+}
+
+/// Long-poll length, exposed so a drained shutdown does not wait on it.
+pub fn default_claim_work_poll() -> Duration {
+    Duration::from_secs(20)
+}

@@ -1,0 +1,536 @@
+//! Task queues, provisioners, worker types, workers, counts and pending/claimed listings.
+
+use super::call::*;
+use super::json::task_json;
+use super::tasks::actor;
+use crate::error::ApiError;
+use crate::hawk::Auth;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use taskledger_core::ids::TaskQueueId;
+use taskledger_core::scopes::ScopeExpr;
+use taskledger_core::time::Millis;
+use taskledger_projections::queue_view::{ClaimRecord, TaskQueueRecord, WorkerRecord};
+use taskledger_projections::{keys, QueueCommand, QueueView};
+
+type St = State<Arc<AppState>>;
+
+fn s(scope: String) -> ScopeExpr {
+    ScopeExpr::scope(scope)
+}
+
+fn counts(st: &AppState, q: &TaskQueueId) -> Result<(usize, usize), ApiError> {
+    let view = st.engine.view();
+    Ok((
+        view.count(keys::CF_PENDING, q.as_str())?,
+        view.count(keys::CF_CLAIMS, q.as_str())?,
+    ))
+}
+
+pub async fn pending_tasks(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(queue): Path<String>,
+) -> Response {
+    Call::new("pendingTasks", json!({ "taskQueueId": queue }))
+        .run(async {
+            auth.caller()?
+                .require(&s(format!("queue:pending-count:{queue}")))?;
+            let q = queue_param(&queue)?;
+            let (pending, _) = counts(&st, &q)?;
+            Ok(ok(json!({
+                "provisionerId": q.provisioner_id(), "workerType": q.worker_type(),
+                "taskQueueId": q.as_str(), "pendingTasks": pending,
+            })))
+        })
+        .await
+}
+
+fn all_queues(st: &AppState) -> Result<Vec<(String, TaskQueueRecord)>, ApiError> {
+    let rows = st
+        .engine
+        .view()
+        .scan(keys::CF_TASK_QUEUES, b"", None, usize::MAX)?;
+    let now = Millis::now();
+    let mut out = Vec::new();
+    for (k, v) in rows {
+        let r: TaskQueueRecord = QueueView::decode(&v)?;
+        if r.expires > now {
+            out.push((String::from_utf8_lossy(&k).into_owned(), r));
+        }
+    }
+    Ok(out)
+}
+
+fn queue_json(id: &str, r: &TaskQueueRecord) -> Value {
+    json!({
+        "taskQueueId": id, "expires": r.expires.to_rfc3339(), "lastDateActive": r.last_date_active.to_rfc3339(),
+        "description": "", "stability": "experimental",
+    })
+}
+
+/// An offset page over an in-memory list; the token is the offset.
+fn offset_page<T: Clone>(
+    items: &[T],
+    q: &std::collections::HashMap<String, String>,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let start = match decode_token(q)? {
+        Some(t) => String::from_utf8(t)
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::input("Invalid continuation token"))?,
+        None => 0,
+    };
+    let lim = limit(q);
+    let page: Vec<T> = items.iter().skip(start).take(lim).cloned().collect();
+    let token =
+        (start + lim < items.len()).then(|| encode_token((start + lim).to_string().as_bytes()));
+    Ok((page, token))
+}
+
+fn paged(mut v: Value, token: Option<String>) -> Response {
+    if let Some(t) = token {
+        v["continuationToken"] = json!(t);
+    }
+    ok(v)
+}
+
+pub async fn list_task_queues(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    uri: Uri,
+) -> Response {
+    Call::new("listTaskQueues", json!({}))
+        .run(async {
+            auth.caller()?
+                .require(&s("queue:list-task-queues".into()))?;
+            let q = query(&uri, &["continuationToken", "limit"])?;
+            let queues: Vec<Value> = all_queues(&st)?
+                .iter()
+                .map(|(id, r)| queue_json(id, r))
+                .collect();
+            let (page, token) = offset_page(&queues, &q)?;
+            Ok(paged(json!({ "taskQueues": page }), token))
+        })
+        .await
+}
+
+/// `/task-queues/<rest>`: getTaskQueue, or the counts, pending and claimed sub-resources.
+pub async fn task_queue_routes(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(rest): Path<String>,
+    uri: Uri,
+) -> Response {
+    if let Some(queue) = rest.strip_suffix("/counts") {
+        return Call::new("taskQueueCounts", json!({ "taskQueueId": queue })).run(async {
+            auth.caller()?.require(&ScopeExpr::all(vec![
+                s(format!("queue:pending-count:{queue}")),
+                s(format!("queue:claimed-count:{queue}")),
+            ]))?;
+            let q = queue_param(queue)?;
+            let (pending, claimed) = counts(&st, &q)?;
+            Ok(ok(json!({
+                "provisionerId": q.provisioner_id(), "workerType": q.worker_type(), "taskQueueId": q.as_str(),
+                "pendingTasks": pending, "claimedTasks": claimed,
+            })))
+        }).await;
+    }
+    if let Some(queue) = rest.strip_suffix("/pending") {
+        return Call::new("listPendingTasks", json!({ "taskQueueId": queue })).run(async {
+            auth.caller()?.require(&s(format!("queue:pending-list:{queue}")))?;
+            let q = queue_param(queue)?;
+            let qs = query(&uri, &["continuationToken", "limit"])?;
+            let after = decode_token(&qs)?;
+            let lim = limit(&qs);
+            let rows = st.engine.view().scan(keys::CF_PENDING, &keys::queue_prefix(q.as_str()), after.as_deref(), lim + 1)?;
+            let mut out = Vec::new();
+            for (k, _) in rows.iter().take(lim) {
+                let Some((task_id, run_id)) = keys::task_run_suffix(k) else { continue };
+                if let Some(t) = st.engine.view().task(&task_id)? {
+                    let inserted = t.runs.get(run_id as usize).map(|r| r.scheduled).unwrap_or_default();
+                    out.push(json!({ "taskId": task_id.to_string(), "runId": run_id, "task": task_json(&t.definition), "inserted": inserted.to_rfc3339() }));
+                }
+            }
+            let token = (rows.len() > lim).then(|| encode_token(&rows[lim - 1].0));
+            Ok(paged(json!({ "tasks": out }), token))
+        }).await;
+    }
+    if let Some(queue) = rest.strip_suffix("/claimed") {
+        return Call::new("listClaimedTasks", json!({ "taskQueueId": queue })).run(async {
+            auth.caller()?.require(&s(format!("queue:claimed-list:{queue}")))?;
+            let q = queue_param(queue)?;
+            let qs = query(&uri, &["continuationToken", "limit"])?;
+            let after = decode_token(&qs)?;
+            let lim = limit(&qs);
+            let rows = st.engine.view().scan(keys::CF_CLAIMS, &keys::queue_prefix(q.as_str()), after.as_deref(), lim + 1)?;
+            let mut out = Vec::new();
+            for (k, v) in rows.iter().take(lim) {
+                let Some((task_id, run_id)) = keys::task_run_suffix(k) else { continue };
+                let c: ClaimRecord = QueueView::decode(v)?;
+                if let Some(t) = st.engine.view().task(&task_id)? {
+                    out.push(json!({
+                        "taskId": task_id.to_string(), "runId": run_id, "workerGroup": c.worker_group,
+                        "workerId": c.worker_id, "claimed": c.claimed.to_rfc3339(), "task": task_json(&t.definition),
+                    }));
+                }
+            }
+            let token = (rows.len() > lim).then(|| encode_token(&rows[lim - 1].0));
+            Ok(paged(json!({ "tasks": out }), token))
+        }).await;
+    }
+    Call::new("getTaskQueue", json!({ "taskQueueId": rest }))
+        .run(async {
+            auth.caller()?
+                .require(&s(format!("queue:get-task-queue:{rest}")))?;
+            let q = queue_param(&rest)?;
+            let found = all_queues(&st)?
+                .into_iter()
+                .find(|(id, _)| id == q.as_str());
+            let (id, r) =
+                found.ok_or_else(|| ApiError::not_found(format!("Task queue `{q}` not found")))?;
+            Ok(ok(queue_json(&id, &r)))
+        })
+        .await
+}
+
+pub async fn task_queue_counts_batch(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new("taskQueueCountsBatch", json!({}))
+        .run(async {
+            let body = json_body(&headers, &body)?;
+            let caller = auth.caller()?;
+            let ids: Vec<String> = body
+                .get("taskQueueIds")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "/schemas/queue/v1/task-queue-counts-request.json#",
+                        &["data should have required property 'taskQueueIds'".into()],
+                    )
+                })?;
+            let mut required = Vec::new();
+            for id in &ids {
+                required.push(s(format!("queue:pending-count:{id}")));
+                required.push(s(format!("queue:claimed-count:{id}")));
+            }
+            caller.require(&ScopeExpr::all(required))?;
+            let mut out = Vec::new();
+            for id in &ids {
+                let q = queue_param(id)?;
+                let (pending, claimed) = counts(&st, &q)?;
+                out.push(
+                    json!({ "taskQueueId": id, "pendingTasks": pending, "claimedTasks": claimed }),
+                );
+            }
+            Ok(ok(json!({ "counts": out })))
+        })
+        .await
+}
+
+/// Provisioners: the distinct first halves of live task queues.
+fn provisioners(st: &AppState) -> Result<BTreeMap<String, (Millis, Millis)>, ApiError> {
+    let mut out: BTreeMap<String, (Millis, Millis)> = BTreeMap::new();
+    for (id, r) in all_queues(st)? {
+        let p = id.split('/').next().unwrap_or("").to_string();
+        let e = out.entry(p).or_insert((r.expires, r.last_date_active));
+        e.0 = e.0.max(r.expires);
+        e.1 = e.1.max(r.last_date_active);
+    }
+    Ok(out)
+}
+
+fn provisioner_json(p: &str, (expires, last): (Millis, Millis)) -> Value {
+    json!({ "provisionerId": p, "expires": expires.to_rfc3339(), "lastDateActive": last.to_rfc3339(), "description": "", "stability": "experimental" })
+}
+
+pub async fn list_provisioners(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    uri: Uri,
+) -> Response {
+    Call::new("listProvisioners", json!({}))
+        .run(async {
+            auth.caller()?
+                .require(&s("queue:list-provisioners".into()))?;
+            let q = query(&uri, &["continuationToken", "limit"])?;
+            let all: Vec<Value> = provisioners(&st)?
+                .into_iter()
+                .map(|(p, t)| provisioner_json(&p, t))
+                .take(limit(&q))
+                .collect();
+            Ok(ok(json!({ "provisioners": all })))
+        })
+        .await
+}
+
+pub async fn get_provisioner(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(p): Path<String>,
+) -> Response {
+    Call::new("getProvisioner", json!({ "provisionerId": p }))
+        .run(async {
+            auth.caller()?
+                .require(&s(format!("queue:get-provisioner:{p}")))?;
+            ident_param("provisionerId", &p)?;
+            let all = provisioners(&st)?;
+            let t = all
+                .get(&p)
+                .ok_or_else(|| ApiError::not_found(format!("Provisioner `{p}` not found")))?;
+            Ok(ok(provisioner_json(&p, *t)))
+        })
+        .await
+}
+
+fn worker_type_json(id: &str, r: &TaskQueueRecord) -> Value {
+    let (p, w) = id.split_once('/').unwrap_or((id, ""));
+    json!({
+        "provisionerId": p, "workerType": w, "taskQueueId": id, "expires": r.expires.to_rfc3339(),
+        "lastDateActive": r.last_date_active.to_rfc3339(), "description": "", "stability": "experimental",
+    })
+}
+
+pub async fn list_worker_types(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(p): Path<String>,
+    uri: Uri,
+) -> Response {
+    Call::new("listWorkerTypes", json!({ "provisionerId": p }))
+        .run(async {
+            auth.caller()?
+                .require(&s(format!("queue:list-worker-types:{p}")))?;
+            ident_param("provisionerId", &p)?;
+            let q = query(&uri, &["continuationToken", "limit"])?;
+            let prefix = format!("{p}/");
+            let all: Vec<Value> = all_queues(&st)?
+                .iter()
+                .filter(|(id, _)| id.starts_with(&prefix))
+                .map(|(id, r)| worker_type_json(id, r))
+                .collect();
+            let (page, token) = offset_page(&all, &q)?;
+            Ok(paged(json!({ "workerTypes": page }), token))
+        })
+        .await
+}
+
+pub async fn get_worker_type(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((p, w)): Path<(String, String)>,
+) -> Response {
+    Call::new(
+        "getWorkerType",
+        json!({ "provisionerId": p, "workerType": w }),
+    )
+    .run(async {
+        auth.caller()?
+            .require(&s(format!("queue:get-worker-type:{p}/{w}")))?;
+        ident_param("provisionerId", &p)?;
+        ident_param("workerType", &w)?;
+        let id = format!("{p}/{w}");
+        let found = all_queues(&st)?.into_iter().find(|(q, _)| *q == id);
+        let (id, r) =
+            found.ok_or_else(|| ApiError::not_found(format!("Worker type `{id}` not found")))?;
+        Ok(ok(worker_type_json(&id, &r)))
+    })
+    .await
+}
+
+fn workers_of(st: &AppState, queue: &str) -> Result<Vec<(String, String, WorkerRecord)>, ApiError> {
+    let rows = st.engine.view().scan(
+        keys::CF_WORKERS,
+        &keys::queue_prefix(queue),
+        None,
+        usize::MAX,
+    )?;
+    let mut out = Vec::new();
+    for (k, v) in rows {
+        let parts: Vec<&[u8]> = k.split(|b| *b == 0).collect();
+        if parts.len() >= 3 {
+            let w: WorkerRecord = QueueView::decode(&v)?;
+            out.push((
+                String::from_utf8_lossy(parts[1]).into_owned(),
+                String::from_utf8_lossy(parts[2]).into_owned(),
+                w,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn worker_summary(g: &str, id: &str, w: &WorkerRecord, now: Millis) -> Value {
+    let mut v =
+        json!({ "workerGroup": g, "workerId": id, "firstClaim": w.first_claim.to_rfc3339() });
+    if let Some(l) = w.last_date_active {
+        v["lastDateActive"] = json!(l.to_rfc3339());
+    }
+    if let Some((t, r)) = w.recent_tasks.last() {
+        v["latestTask"] = json!({ "taskId": t.to_string(), "runId": r });
+    }
+    if let Some(q) = w.quarantine_until.filter(|q| *q > now) {
+        v["quarantineUntil"] = json!(q.to_rfc3339());
+    }
+    v
+}
+
+pub async fn list_workers(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((p, w)): Path<(String, String)>,
+    uri: Uri,
+) -> Response {
+    Call::new(
+        "listWorkers",
+        json!({ "provisionerId": p, "workerType": w }),
+    )
+    .run(async {
+        auth.caller()?
+            .require(&s(format!("queue:list-workers:{p}/{w}")))?;
+        ident_param("provisionerId", &p)?;
+        ident_param("workerType", &w)?;
+        let q = query(&uri, &["continuationToken", "limit", "quarantined"])?;
+        let now = Millis::now();
+        let want = q.get("quarantined").map(|v| v == "true");
+        let all: Vec<Value> = workers_of(&st, &format!("{p}/{w}"))?
+            .iter()
+            .filter(|(_, _, r)| {
+                let quarantined = r.quarantine_until.is_some_and(|q| q > now);
+                want.is_none_or(|want| want == quarantined) && (r.expires > now || quarantined)
+            })
+            .map(|(g, id, r)| worker_summary(g, id, r, now))
+            .collect();
+        let (page, token) = offset_page(&all, &q)?;
+        Ok(paged(json!({ "workers": page }), token))
+    })
+    .await
+}
+
+fn worker_full(p: &str, w: &str, g: &str, id: &str, r: &WorkerRecord) -> Value {
+    let mut v = json!({
+        "provisionerId": p, "workerType": w, "taskQueueId": format!("{p}/{w}"), "workerGroup": g, "workerId": id,
+        "recentTasks": r.recent_tasks.iter().map(|(t, run)| json!({ "taskId": t.to_string(), "runId": run })).collect::<Vec<_>>(),
+        "expires": r.expires.to_rfc3339(), "firstClaim": r.first_claim.to_rfc3339(),
+        "quarantineUntil": r.quarantine_until.map(|q| q.to_rfc3339()),
+    });
+    if let Some(l) = r.last_date_active {
+        v["lastDateActive"] = json!(l.to_rfc3339());
+    }
+    v
+}
+
+pub async fn get_worker(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((p, w, g, id)): Path<(String, String, String, String)>,
+) -> Response {
+    Call::new(
+        "getWorker",
+        json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
+    )
+    .run(async {
+        auth.caller()?
+            .require(&s(format!("queue:get-worker:{p}/{w}/{g}/{id}")))?;
+        for (n, v) in [
+            ("provisionerId", &p),
+            ("workerType", &w),
+            ("workerGroup", &g),
+            ("workerId", &id),
+        ] {
+            ident_param(n, v)?;
+        }
+        let now = Millis::now();
+        let r = st
+            .engine
+            .view()
+            .worker(&format!("{p}/{w}"), &g, &id)?
+            .filter(|r| r.expires > now || r.quarantine_until.is_some_and(|q| q > now))
+            .ok_or_else(|| ApiError::not_found("Worker not found"))?;
+        Ok(ok(worker_full(&p, &w, &g, &id, &r)))
+    })
+    .await
+}
+
+pub async fn quarantine_worker(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((p, w, g, id)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new(
+        "quarantineWorker",
+        json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
+    )
+    .run(async {
+        let body = json_body(&headers, &body)?;
+        let caller = auth.caller()?;
+        caller.require(&s(format!("queue:quarantine-worker:{p}/{w}/{g}/{id}")))?;
+        for (n, v) in [
+            ("provisionerId", &p),
+            ("workerType", &w),
+            ("workerGroup", &g),
+            ("workerId", &id),
+        ] {
+            ident_param(n, v)?;
+        }
+        let schema = "/schemas/queue/v1/quarantine-worker-request.json#";
+        let until = body
+            .get("quarantineUntil")
+            .and_then(|v| v.as_str())
+            .and_then(Millis::parse_rfc3339)
+            .ok_or_else(|| {
+                ApiError::validation(
+                    schema,
+                    &["data.quarantineUntil should match format \"date-time\"".into()],
+                )
+            })?;
+        let info = body
+            .get("quarantineInfo")
+            .and_then(|v| v.as_str())
+            .unwrap_or("[unspecified]")
+            .to_string();
+        if info.len() > 4000 {
+            return Err(ApiError::validation(
+                schema,
+                &["data.quarantineInfo should NOT be longer than 4000 characters".into()],
+            ));
+        }
+        let queue =
+            TaskQueueId::new(&p, &w).map_err(|_| ApiError::not_found("Worker not found"))?;
+        if st.engine.view().worker(queue.as_str(), &g, &id)?.is_none() {
+            return Err(ApiError::not_found("Worker not found"));
+        }
+        let cmd = QueueCommand::QuarantineWorker {
+            task_queue_id: queue.clone(),
+            worker_group: g.clone(),
+            worker_id: id.clone(),
+            until,
+            info,
+        };
+        st.engine.execute(actor(caller), cmd).await?;
+        let r = st
+            .engine
+            .view()
+            .worker(queue.as_str(), &g, &id)?
+            .ok_or_else(|| ApiError::not_found("Worker not found"))?;
+        Ok(ok(worker_full(&p, &w, &g, &id, &r)))
+    })
+    .await
+}

@@ -1,0 +1,744 @@
+//! The command engine: load state -> decide -> append -> apply -> answer.
+//!
+//! One writer thread owns the queue partition. It drains every command waiting in its channel,
+//! decides each against the projection plus the effects of the commands before it in the same
+//! batch, appends all resulting events in one durable write (group commit), folds them into the
+//! projection, and only then answers the callers: once a call returns, every read sees it.
+
+use crate::queue_view::QueueView;
+use crate::store::StoreError;
+use std::collections::HashMap;
+use std::sync::Arc;
+use taskledger_core::codec;
+use taskledger_core::envelope::{Actor, Envelope, EventId};
+use taskledger_core::ids::{TaskId, TaskQueueId};
+use taskledger_core::log::{EventLog, Record, QUEUE_TOPIC};
+use taskledger_core::queue::{
+    self, Artifact, DependencyState, DependencyView, Limits, Priority, QueueError, QueueEvent,
+    ReasonResolved, Resolution, Task, TaskDefinition, TaskGroup,
+};
+use taskledger_core::time::Millis;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// The queue's single partition (more come with the Kafka log).
+pub const QUEUE_PARTITION: u32 = 0;
+/// The projection's consumer name for its stored offset.
+pub const VIEW_CONSUMER: &str = "queue-view";
+/// Most commands decided in one group commit.
+const MAX_BATCH: usize = 1024;
+
+/// What callers ask of the queue. Imperative; the engine may refuse.
+#[derive(Clone, Debug)]
+pub enum QueueCommand {
+    CreateTask {
+        task_id: TaskId,
+        definition: TaskDefinition,
+    },
+    ScheduleTask {
+        task_id: TaskId,
+    },
+    RerunTask {
+        task_id: TaskId,
+    },
+    CancelTask {
+        task_id: TaskId,
+    },
+    ClaimWork {
+        task_queue_id: TaskQueueId,
+        worker_group: String,
+        worker_id: String,
+        max: usize,
+    },
+    ClaimTask {
+        task_id: TaskId,
+        run_id: u32,
+        worker_group: String,
+        worker_id: String,
+    },
+    ReclaimTask {
+        task_id: TaskId,
+        run_id: u32,
+    },
+    Report {
+        task_id: TaskId,
+        run_id: u32,
+        reason: ReasonResolved,
+    },
+    ExpireClaim {
+        task_id: TaskId,
+        run_id: u32,
+        taken_until: Millis,
+    },
+    ExceedDeadline {
+        task_id: TaskId,
+    },
+    SatisfyDependency {
+        task_id: TaskId,
+        dependency: TaskId,
+        resolution: Resolution,
+    },
+    ChangePriority {
+        task_id: TaskId,
+        priority: Priority,
+    },
+    SealTaskGroup {
+        task_group_id: TaskId,
+    },
+    CreateArtifact {
+        task_id: TaskId,
+        run_id: u32,
+        artifact: Artifact,
+    },
+    FinishArtifact {
+        task_id: TaskId,
+        run_id: u32,
+        name: String,
+        upload_id: TaskId,
+    },
+    QuarantineWorker {
+        task_queue_id: TaskQueueId,
+        worker_group: String,
+        worker_id: String,
+        until: Millis,
+        info: String,
+    },
+}
+
+/// The state a command leaves behind, for the answer.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Task(Task),
+    Claims(Vec<(Task, u32)>),
+    Group(TaskGroup),
+    Artifact(Artifact),
+    Done,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Domain(#[from] QueueError),
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+struct Job {
+    actor: Actor,
+    causation: Option<EventId>,
+    command: QueueCommand,
+    reply: oneshot::Sender<Result<Outcome, EngineError>>,
+}
+
+/// A handle to the queue's writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Job>,
+    view: QueueView,
+    pending: Arc<Notify>,
+    committed: watch::Receiver<u64>,
+    limits: Limits,
+}
+
+impl Engine {
+    /// Catches the projection up with the log, then starts the writer thread.
+    pub async fn start<L: EventLog + 'static>(
+        view: QueueView,
+        log: Arc<L>,
+        limits: Limits,
+    ) -> Result<Engine, EngineError> {
+        let handle = tokio::runtime::Handle::current();
+        let end = catch_up(&view, &*log).await?;
+        let (tx, rx) = mpsc::channel(8192);
+        let pending = Arc::new(Notify::new());
+        let (committed_tx, committed) = watch::channel(end);
+        let writer = Writer {
+            view: view.clone(),
+            log,
+            handle,
+            limits,
+            pending: pending.clone(),
+            committed: committed_tx,
+            next_offset: end,
+        };
+        std::thread::Builder::new()
+            .name("queue-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        Ok(Engine {
+            tx,
+            view,
+            pending,
+            committed,
+            limits,
+        })
+    }
+
+    pub async fn execute(
+        &self,
+        actor: Actor,
+        command: QueueCommand,
+    ) -> Result<Outcome, EngineError> {
+        self.execute_caused(actor, None, command).await
+    }
+
+    pub async fn execute_caused(
+        &self,
+        actor: Actor,
+        causation: Option<EventId>,
+        command: QueueCommand,
+    ) -> Result<Outcome, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                actor,
+                causation,
+                command,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::Unavailable("writer stopped".into()))?;
+        rx.await
+            .map_err(|_| EngineError::Unavailable("writer stopped".into()))?
+    }
+
+    pub fn view(&self) -> &QueueView {
+        &self.view
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Woken whenever a run becomes pending.
+    pub fn pending_notify(&self) -> Arc<Notify> {
+        self.pending.clone()
+    }
+
+    /// The log's end offset after each group commit.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+}
+
+/// Applies every log record the projection has not seen yet; returns the log's end offset.
+pub async fn catch_up<L: EventLog>(view: &QueueView, log: &L) -> Result<u64, EngineError> {
+    let mut offset = view.consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)?;
+    loop {
+        let records = log
+            .read(QUEUE_TOPIC, QUEUE_PARTITION, offset, 4096)
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        if records.is_empty() {
+            return Ok(offset);
+        }
+        let envelopes = records
+            .iter()
+            .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::from)?;
+        view.apply(
+            VIEW_CONSUMER,
+            QUEUE_TOPIC,
+            QUEUE_PARTITION,
+            offset,
+            &envelopes,
+        )?;
+        offset += records.len() as u64;
+    }
+}
+
+struct Writer<L> {
+    view: QueueView,
+    log: Arc<L>,
+    handle: tokio::runtime::Handle,
+    limits: Limits,
+    pending: Arc<Notify>,
+    committed: watch::Sender<u64>,
+    next_offset: u64,
+}
+
+/// The batch's view of state: the projection plus what earlier commands of the batch did.
+struct Overlay<'a> {
+    view: &'a QueueView,
+    tasks: HashMap<TaskId, Option<Task>>,
+    groups: HashMap<TaskId, Option<TaskGroup>>,
+    artifacts: HashMap<(TaskId, u32, String), Option<Artifact>>,
+    streams: HashMap<String, u64>,
+    workers_seen: HashMap<String, Option<Millis>>,
+    claimed_in_batch: HashMap<String, usize>,
+}
+
+impl<'a> Overlay<'a> {
+    fn task(&mut self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+        if let Some(t) = self.tasks.get(id) {
+            return Ok(t.clone());
+        }
+        let t = self.view.task(id)?;
+        self.tasks.insert(*id, t.clone());
+        Ok(t)
+    }
+    fn existing_task(&mut self, id: &TaskId) -> Result<Task, EngineError> {
+        self.task(id)?
+            .ok_or(EngineError::Domain(QueueError::TaskNotFound(*id)))
+    }
+    fn group(&mut self, id: &TaskId) -> Result<Option<TaskGroup>, StoreError> {
+        if let Some(g) = self.groups.get(id) {
+            return Ok(g.clone());
+        }
+        let g = self.view.group(id)?;
+        self.groups.insert(*id, g.clone());
+        Ok(g)
+    }
+    fn artifact(
+        &mut self,
+        t: &TaskId,
+        run: u32,
+        name: &str,
+    ) -> Result<Option<Artifact>, StoreError> {
+        let key = (*t, run, name.to_string());
+        if let Some(a) = self.artifacts.get(&key) {
+            return Ok(a.clone());
+        }
+        let a = self.view.artifact(t, run, name)?;
+        self.artifacts.insert(key, a.clone());
+        Ok(a)
+    }
+    fn next_sequence(&mut self, stream: &str) -> Result<u64, StoreError> {
+        let current = match self.streams.get(stream) {
+            Some(s) => *s,
+            None => {
+                let bytes = self.view.db().get_pinned_cf(
+                    crate::store::cf(self.view.db(), crate::keys::CF_STREAMS)?,
+                    stream.as_bytes(),
+                )?;
+                bytes.map_or(0, |b| {
+                    u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8]))
+                })
+            }
+        };
+        self.streams.insert(stream.to_string(), current + 1);
+        Ok(current + 1)
+    }
+    fn apply(&mut self, event: &QueueEvent) {
+        match event {
+            QueueEvent::TaskDefined {
+                task_id,
+                definition,
+                unsatisfied,
+            } => {
+                self.tasks.insert(
+                    *task_id,
+                    Some(Task::defined(
+                        *task_id,
+                        definition.clone(),
+                        unsatisfied.clone(),
+                    )),
+                );
+            }
+            QueueEvent::TaskGroupDefined { task_group_id, .. }
+            | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
+            | QueueEvent::TaskGroupSealed { task_group_id, .. } => {
+                let g = self.groups.get(task_group_id).cloned().flatten();
+                self.groups
+                    .insert(*task_group_id, TaskGroup::apply(g, event));
+            }
+            QueueEvent::ArtifactCreated {
+                task_id,
+                run_id,
+                artifact,
+            } => {
+                self.artifacts.insert(
+                    (*task_id, *run_id, artifact.name.clone()),
+                    Some(artifact.clone()),
+                );
+            }
+            QueueEvent::ArtifactFinished {
+                task_id,
+                run_id,
+                name,
+            } => {
+                if let Some(Some(a)) = self.artifacts.get_mut(&(*task_id, *run_id, name.clone())) {
+                    a.present = true;
+                }
+            }
+            QueueEvent::WorkerSeen {
+                task_queue_id,
+                worker_group,
+                worker_id,
+                at,
+                ..
+            } => {
+                self.workers_seen.insert(
+                    queue::worker_key(task_queue_id, worker_group, worker_id),
+                    Some(*at),
+                );
+            }
+            QueueEvent::WorkerQuarantined { .. } => {}
+            QueueEvent::RunScheduled { task_id, .. }
+            | QueueEvent::RunClaimed { task_id, .. }
+            | QueueEvent::RunReclaimed { task_id, .. }
+            | QueueEvent::RunResolved { task_id, .. }
+            | QueueEvent::RunExceptionRecorded { task_id, .. }
+            | QueueEvent::DependencySatisfied { task_id, .. }
+            | QueueEvent::PriorityChanged { task_id, .. } => {
+                if let Some(Some(t)) = self.tasks.get_mut(task_id) {
+                    t.apply(event);
+                }
+            }
+        }
+    }
+}
+
+impl<L: EventLog + 'static> Writer<L> {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.commit(jobs);
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<Job>) {
+        let now = Millis::now();
+        let mut overlay = Overlay {
+            view: &self.view,
+            tasks: HashMap::new(),
+            groups: HashMap::new(),
+            artifacts: HashMap::new(),
+            streams: HashMap::new(),
+            workers_seen: HashMap::new(),
+            claimed_in_batch: HashMap::new(),
+        };
+        let mut envelopes: Vec<Envelope<QueueEvent>> = Vec::new();
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut became_pending = false;
+        for job in jobs {
+            let result = decide(&mut overlay, &job.command, now, &self.limits);
+            let result = result.and_then(|(events, outcome)| {
+                for event in events {
+                    became_pending |= matches!(event, QueueEvent::RunScheduled { .. });
+                    let stream_id = event.stream().id();
+                    let sequence = overlay.next_sequence(&stream_id)?;
+                    envelopes.push(Envelope {
+                        event_id: EventId::new(),
+                        stream_id,
+                        sequence,
+                        time: now,
+                        actor: job.actor.clone(),
+                        causation_id: job.causation,
+                        writer_epoch: 1,
+                        payload: event,
+                    });
+                }
+                Ok(outcome)
+            });
+            answers.push((job.reply, result));
+        }
+        if !envelopes.is_empty() {
+            if let Err(e) = self.append_and_apply(&envelopes) {
+                tracing::error!(error = %e, "group commit failed");
+                for (reply, result) in answers {
+                    let _ = reply.send(result.and(Err(EngineError::Unavailable(e.to_string()))));
+                }
+                return;
+            }
+        }
+        for (reply, result) in answers {
+            let _ = reply.send(result);
+        }
+        if became_pending {
+            self.pending.notify_waiters();
+        }
+    }
+
+    fn append_and_apply(&mut self, envelopes: &[Envelope<QueueEvent>]) -> Result<(), EngineError> {
+        let records = envelopes
+            .iter()
+            .map(|e| {
+                Ok(Record {
+                    key: e.stream_id.clone(),
+                    event_type: e.payload.type_name(),
+                    value: codec::encode(e).map_err(StoreError::from)?,
+                })
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        let first = self
+            .handle
+            .block_on(self.log.append(QUEUE_TOPIC, QUEUE_PARTITION, records))
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        if first != self.next_offset {
+            // someone else appended: fold what we missed before our own events
+            self.handle.block_on(catch_up(&self.view, &*self.log))?;
+        } else {
+            self.view.apply(
+                VIEW_CONSUMER,
+                QUEUE_TOPIC,
+                QUEUE_PARTITION,
+                first,
+                envelopes,
+            )?;
+        }
+        self.next_offset = first + envelopes.len() as u64;
+        let _ = self.committed.send(self.next_offset);
+        Ok(())
+    }
+}
+
+type Decided = Result<(Vec<QueueEvent>, Outcome), EngineError>;
+
+fn task_outcome(overlay: &mut Overlay, id: &TaskId, events: Vec<QueueEvent>) -> Decided {
+    for e in &events {
+        overlay.apply(e);
+    }
+    let task = overlay.existing_task(id)?;
+    Ok((events, Outcome::Task(task)))
+}
+
+fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &Limits) -> Decided {
+    match command {
+        QueueCommand::CreateTask {
+            task_id,
+            definition,
+        } => {
+            let existing = overlay.task(task_id)?;
+            let group = overlay.group(&definition.task_group_id)?;
+            let mut deps = Vec::with_capacity(definition.dependencies.len());
+            for dep in &definition.dependencies {
+                let found = overlay.task(dep)?.map(|t| DependencyState {
+                    resolution: t.resolution(),
+                    expires: t.definition.expires,
+                });
+                deps.push(DependencyView {
+                    task_id: *dep,
+                    found,
+                });
+            }
+            let events = queue::create_task(
+                existing.as_ref(),
+                group.as_ref(),
+                &deps,
+                *task_id,
+                definition.clone(),
+                now,
+                limits,
+            )?;
+            task_outcome(overlay, task_id, events)
+        }
+        QueueCommand::ScheduleTask { task_id } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(overlay, task_id, queue::schedule_task(&t, now)?)
+        }
+        QueueCommand::RerunTask { task_id } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(overlay, task_id, queue::rerun_task(&t, now)?)
+        }
+        QueueCommand::CancelTask { task_id } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(overlay, task_id, queue::cancel_task(&t, now)?)
+        }
+        QueueCommand::ClaimWork {
+            task_queue_id,
+            worker_group,
+            worker_id,
+            max,
+        } => {
+            let key = queue::worker_key(task_queue_id, worker_group, worker_id);
+            let last_seen = match overlay.workers_seen.get(&key) {
+                Some(s) => *s,
+                None => overlay
+                    .view
+                    .worker(task_queue_id.as_str(), worker_group, worker_id)?
+                    .and_then(|w| w.last_date_active),
+            };
+            let mut events =
+                queue::worker_seen(task_queue_id, worker_group, worker_id, last_seen, now);
+            for e in &events {
+                overlay.apply(e);
+            }
+            let quarantined = overlay
+                .view
+                .worker(task_queue_id.as_str(), worker_group, worker_id)?
+                .and_then(|w| w.quarantine_until)
+                .is_some_and(|q| q > now);
+            let mut claims = Vec::new();
+            if !quarantined {
+                let skip = overlay
+                    .claimed_in_batch
+                    .get(task_queue_id.as_str())
+                    .copied()
+                    .unwrap_or(0);
+                let candidates = overlay
+                    .view
+                    .pending(task_queue_id.as_str(), skip + max * 2 + 8)?;
+                for (task_id, run_id) in candidates {
+                    if claims.len() >= *max {
+                        break;
+                    }
+                    let Some(task) = overlay.task(&task_id)? else {
+                        continue;
+                    };
+                    let Ok(claimed) =
+                        queue::claim_run(&task, run_id, worker_group, worker_id, now, limits)
+                    else {
+                        continue;
+                    };
+                    for e in &claimed {
+                        overlay.apply(e);
+                    }
+                    events.extend(claimed);
+                    if let Some(t) = overlay.task(&task_id)? {
+                        claims.push((t, run_id));
+                    }
+                }
+                *overlay
+                    .claimed_in_batch
+                    .entry(task_queue_id.as_str().to_string())
+                    .or_default() += claims.len();
+            }
+            Ok((events, Outcome::Claims(claims)))
+        }
+        QueueCommand::ClaimTask {
+            task_id,
+            run_id,
+            worker_group,
+            worker_id,
+        } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(
+                overlay,
+                task_id,
+                queue::claim_run(&t, *run_id, worker_group, worker_id, now, limits)?,
+            )
+        }
+        QueueCommand::ReclaimTask { task_id, run_id } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(
+                overlay,
+                task_id,
+                queue::reclaim_run(&t, *run_id, now, limits)?,
+            )
+        }
+        QueueCommand::Report {
+            task_id,
+            run_id,
+            reason,
+        } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(overlay, task_id, queue::report(&t, *run_id, *reason, now)?)
+        }
+        QueueCommand::ExpireClaim {
+            task_id,
+            run_id,
+            taken_until,
+        } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(
+                overlay,
+                task_id,
+                queue::expire_claim(&t, *run_id, *taken_until, now)?,
+            )
+        }
+        QueueCommand::ExceedDeadline { task_id } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(overlay, task_id, queue::exceed_deadline(&t, now)?)
+        }
+        QueueCommand::SatisfyDependency {
+            task_id,
+            dependency,
+            resolution,
+        } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(
+                overlay,
+                task_id,
+                queue::satisfy_dependency(&t, *dependency, *resolution, now)?,
+            )
+        }
+        QueueCommand::ChangePriority { task_id, priority } => {
+            let t = overlay.existing_task(task_id)?;
+            task_outcome(
+                overlay,
+                task_id,
+                queue::change_priority(&t, *priority, now)?,
+            )
+        }
+        QueueCommand::SealTaskGroup { task_group_id } => {
+            let g = overlay.group(task_group_id)?.ok_or_else(|| {
+                QueueError::Input(format!("task group {task_group_id} not found"))
+            })?;
+            let events = queue::seal_group(&g, now)?;
+            for e in &events {
+                overlay.apply(e);
+            }
+            let g = overlay.group(task_group_id)?.unwrap_or(g);
+            Ok((events, Outcome::Group(g)))
+        }
+        QueueCommand::CreateArtifact {
+            task_id,
+            run_id,
+            artifact,
+        } => {
+            let t = overlay.task(task_id)?;
+            let existing = overlay.artifact(task_id, *run_id, &artifact.name)?;
+            let events = queue::create_artifact(
+                t.as_ref(),
+                *run_id,
+                existing.as_ref(),
+                artifact.clone(),
+                now,
+            )?;
+            for e in &events {
+                overlay.apply(e);
+            }
+            let stored = overlay
+                .artifact(task_id, *run_id, &artifact.name)?
+                .unwrap_or_else(|| artifact.clone());
+            Ok((events, Outcome::Artifact(stored)))
+        }
+        QueueCommand::FinishArtifact {
+            task_id,
+            run_id,
+            name,
+            upload_id,
+        } => {
+            let existing = overlay.artifact(task_id, *run_id, name)?;
+            let events = queue::finish_artifact(*task_id, *run_id, existing.as_ref(), *upload_id)?;
+            for e in &events {
+                overlay.apply(e);
+            }
+            Ok((events, Outcome::Done))
+        }
+        QueueCommand::QuarantineWorker {
+            task_queue_id,
+            worker_group,
+            worker_id,
+            until,
+            info,
+        } => {
+            if overlay
+                .view
+                .worker(task_queue_id.as_str(), worker_group, worker_id)?
+                .is_none()
+            {
+                return Err(QueueError::Input("worker not found".into()).into());
+            }
+            let events = vec![QueueEvent::WorkerQuarantined {
+                task_queue_id: task_queue_id.clone(),
+                worker_group: worker_group.clone(),
+                worker_id: worker_id.clone(),
+                until: *until,
+                info: info.clone(),
+                by: String::new(),
+                at: now,
+            }];
+            Ok((events, Outcome::Done))
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Column families and key layouts: the only place keys are built. Integers are big-endian so
+//! byte order is numeric order; strings are followed by a 0 byte where more follows.
+
+use taskledger_core::ids::{Slug, TaskId};
+use taskledger_core::time::Millis;
+
+pub const CF_LOG: &str = "log";
+pub const CF_META: &str = "meta";
+pub const CF_STREAMS: &str = "streams";
+pub const CF_TASKS: &str = "tasks";
+pub const CF_GROUPS: &str = "groups";
+pub const CF_GROUP_MEMBERS: &str = "group_members";
+pub const CF_DEPENDENTS: &str = "dependents";
+pub const CF_PENDING: &str = "pending";
+pub const CF_CLAIMS: &str = "claims";
+pub const CF_TIMERS: &str = "timers";
+pub const CF_ARTIFACTS: &str = "artifacts";
+pub const CF_WORKERS: &str = "workers";
+pub const CF_TASK_QUEUES: &str = "task_queues";
+
+pub const ALL_CFS: &[&str] = &[
+    CF_LOG,
+    CF_META,
+    CF_STREAMS,
+    CF_TASKS,
+    CF_GROUPS,
+    CF_GROUP_MEMBERS,
+    CF_DEPENDENTS,
+    CF_PENDING,
+    CF_CLAIMS,
+    CF_TIMERS,
+    CF_ARTIFACTS,
+    CF_WORKERS,
+    CF_TASK_QUEUES,
+];
+
+/// The projection column families (everything but the log), for digests and rebuilds.
+pub const PROJECTION_CFS: &[&str] = &[
+    CF_STREAMS,
+    CF_TASKS,
+    CF_GROUPS,
+    CF_GROUP_MEMBERS,
+    CF_DEPENDENTS,
+    CF_PENDING,
+    CF_CLAIMS,
+    CF_TIMERS,
+    CF_ARTIFACTS,
+    CF_WORKERS,
+    CF_TASK_QUEUES,
+];
+
+fn with_str(mut out: Vec<u8>, s: &str) -> Vec<u8> {
+    out.extend_from_slice(s.as_bytes());
+    out.push(0);
+    out
+}
+
+/// `log`: topic, partition, offset.
+pub fn log_key(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut k = with_str(Vec::new(), topic);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = with_str(Vec::new(), topic);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+pub fn offset_from_log_key(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// `meta`: the next offset a consumer (a projection or a reactor) will read.
+pub fn consumer_offset(consumer: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = with_str(b"offset/".to_vec(), consumer);
+    k = with_str(k, topic);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+pub fn task(id: &TaskId) -> Vec<u8> {
+    id.0.to_vec()
+}
+
+pub fn pair(a: &Slug, b: &Slug) -> Vec<u8> {
+    let mut k = a.0.to_vec();
+    k.extend_from_slice(&b.0);
+    k
+}
+
+pub fn second_of_pair(key: &[u8]) -> Option<Slug> {
+    Some(Slug(key.get(16..32)?.try_into().ok()?))
+}
+
+/// `pending`: queue, priority rank, time pending, taskId, runId.
+pub fn pending(queue: &str, rank: u8, at: Millis, task: &TaskId, run: u32) -> Vec<u8> {
+    let mut k = with_str(Vec::new(), queue);
+    k.push(rank);
+    k.extend_from_slice(&(at.0 as u64).to_be_bytes());
+    k.extend_from_slice(&task.0);
+    k.extend_from_slice(&run.to_be_bytes());
+    k
+}
+
+pub fn queue_prefix(queue: &str) -> Vec<u8> {
+    with_str(Vec::new(), queue)
+}
+
+/// The taskId and runId at the end of a `pending` or `claims` key.
+pub fn task_run_suffix(key: &[u8]) -> Option<(TaskId, u32)> {
+    let n = key.len();
+    let task: [u8; 16] = key.get(n.checked_sub(20)?..n - 4)?.try_into().ok()?;
+    let run: [u8; 4] = key.get(n - 4..)?.try_into().ok()?;
+    Some((Slug(task), u32::from_be_bytes(run)))
+}
+
+/// `claims`: queue, taskId, runId -> takenUntil.
+pub fn claim(queue: &str, task: &TaskId, run: u32) -> Vec<u8> {
+    let mut k = with_str(Vec::new(), queue);
+    k.extend_from_slice(&task.0);
+    k.extend_from_slice(&run.to_be_bytes());
+    k
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TimerKind {
+    Deadline = 1,
+    ClaimExpiry = 2,
+}
+
+/// `timers`: time, kind, taskId, runId. Ordered by time, so the earliest is first.
+pub fn timer(at: Millis, kind: TimerKind, task: &TaskId, run: u32) -> Vec<u8> {
+    let mut k = (at.0 as u64).to_be_bytes().to_vec();
+    k.push(kind as u8);
+    k.extend_from_slice(&task.0);
+    k.extend_from_slice(&run.to_be_bytes());
+    k
+}
+
+pub fn parse_timer(key: &[u8]) -> Option<(Millis, TimerKind, TaskId, u32)> {
+    if key.len() != 29 {
+        return None;
+    }
+    let at = u64::from_be_bytes(key[0..8].try_into().ok()?) as i64;
+    let kind = match key[8] {
+        1 => TimerKind::Deadline,
+        2 => TimerKind::ClaimExpiry,
+        _ => return None,
+    };
+    let task = Slug(key[9..25].try_into().ok()?);
+    let run = u32::from_be_bytes(key[25..29].try_into().ok()?);
+    Some((Millis(at), kind, task, run))
+}
+
+/// `artifacts`: taskId, runId, name.
+pub fn artifact(task: &TaskId, run: u32, name: &str) -> Vec<u8> {
+    let mut k = artifact_prefix(task, run);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn artifact_prefix(task: &TaskId, run: u32) -> Vec<u8> {
+    let mut k = task.0.to_vec();
+    k.extend_from_slice(&run.to_be_bytes());
+    k
+}
+
+/// `workers`: queue, workerGroup, workerId.
+pub fn worker(queue: &str, group: &str, id: &str) -> Vec<u8> {
+    let k = with_str(Vec::new(), queue);
+    let k = with_str(k, group);
+    with_str(k, id)
+}
+
+pub fn task_queue(queue: &str) -> Vec<u8> {
+    queue.as_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_and_parse() {
+        let t = Slug([7; 16]);
+        assert!(pending("q/a", 0, Millis(5), &t, 0) < pending("q/a", 1, Millis(1), &t, 0));
+        assert!(pending("q/a", 1, Millis(1), &t, 0) < pending("q/a", 1, Millis(2), &t, 0));
+        assert_eq!(
+            task_run_suffix(&pending("q/a", 3, Millis(9), &t, 4)),
+            Some((t, 4))
+        );
+        let k = timer(Millis(77), TimerKind::ClaimExpiry, &t, 2);
+        assert_eq!(
+            parse_timer(&k),
+            Some((Millis(77), TimerKind::ClaimExpiry, t, 2))
+        );
+        assert!(
+            timer(Millis(1), TimerKind::ClaimExpiry, &t, 0)
+                < timer(Millis(2), TimerKind::Deadline, &t, 0)
+        );
+        assert_eq!(offset_from_log_key(&log_key("x", 0, 42)), Some(42));
+    }
+}

@@ -1,0 +1,618 @@
+//! The queue projection: folds queue events into tasks, groups, the pending queues, claims,
+//! timers, artifacts and worker records, and answers the gateway's reads.
+
+use crate::keys::{self, TimerKind};
+use crate::store::{cf, StoreError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use taskledger_core::codec;
+use taskledger_core::envelope::Envelope;
+use taskledger_core::ids::{TaskId, TaskQueueId};
+use taskledger_core::queue::{Artifact, QueueEvent, RunState, Task, TaskGroup};
+use taskledger_core::time::{Millis, DAY};
+
+/// A worker as the queue knows it (derived from claims, sightings and quarantines).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct WorkerRecord {
+    pub first_claim: Millis,
+    pub last_date_active: Option<Millis>,
+    pub expires: Millis,
+    pub quarantine_until: Option<Millis>,
+    pub quarantine_info: Option<String>,
+    /// The last 20 claims, oldest first.
+    pub recent_tasks: Vec<(TaskId, u32)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskQueueRecord {
+    pub expires: Millis,
+    pub last_date_active: Millis,
+}
+
+/// A claimed run as listed by `listClaimedTasks`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    pub taken_until: Millis,
+    pub worker_group: String,
+    pub worker_id: String,
+    pub claimed: Millis,
+}
+
+/// Read and fold access to the queue's projection.
+#[derive(Clone)]
+pub struct QueueView {
+    db: Arc<DB>,
+}
+
+fn get<T: serde::de::DeserializeOwned>(
+    db: &DB,
+    cf_name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match db.get_pinned_cf(cf(db, cf_name)?, key)? {
+        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// The state the events of one batch are folded over: read through to the database, written
+/// back into the batch once at the end.
+struct Fold<'a> {
+    db: &'a DB,
+    tasks: HashMap<TaskId, Option<Task>>,
+    groups: HashMap<TaskId, Option<TaskGroup>>,
+    workers: HashMap<Vec<u8>, Option<WorkerRecord>>,
+    queues: HashMap<String, Option<TaskQueueRecord>>,
+    artifacts: HashMap<Vec<u8>, Option<Artifact>>,
+    streams: HashMap<String, u64>,
+}
+
+impl<'a> Fold<'a> {
+    fn task(&mut self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+        if let Some(t) = self.tasks.get(id) {
+            return Ok(t.clone());
+        }
+        let t: Option<Task> = get(self.db, keys::CF_TASKS, &keys::task(id))?;
+        self.tasks.insert(*id, t.clone());
+        Ok(t)
+    }
+    fn group(&mut self, id: &TaskId) -> Result<Option<TaskGroup>, StoreError> {
+        if let Some(g) = self.groups.get(id) {
+            return Ok(g.clone());
+        }
+        let g: Option<TaskGroup> = get(self.db, keys::CF_GROUPS, &keys::task(id))?;
+        self.groups.insert(*id, g.clone());
+        Ok(g)
+    }
+    fn worker(&mut self, key: &[u8]) -> Result<Option<WorkerRecord>, StoreError> {
+        if let Some(w) = self.workers.get(key) {
+            return Ok(w.clone());
+        }
+        let w: Option<WorkerRecord> = get(self.db, keys::CF_WORKERS, key)?;
+        self.workers.insert(key.to_vec(), w.clone());
+        Ok(w)
+    }
+    fn queue(&mut self, q: &str) -> Result<Option<TaskQueueRecord>, StoreError> {
+        if let Some(r) = self.queues.get(q) {
+            return Ok(r.clone());
+        }
+        let r: Option<TaskQueueRecord> = get(self.db, keys::CF_TASK_QUEUES, &keys::task_queue(q))?;
+        self.queues.insert(q.to_string(), r.clone());
+        Ok(r)
+    }
+    fn artifact(&mut self, key: &[u8]) -> Result<Option<Artifact>, StoreError> {
+        if let Some(a) = self.artifacts.get(key) {
+            return Ok(a.clone());
+        }
+        let a: Option<Artifact> = get(self.db, keys::CF_ARTIFACTS, key)?;
+        self.artifacts.insert(key.to_vec(), a.clone());
+        Ok(a)
+    }
+    fn stream_seq(&mut self, stream: &str) -> Result<u64, StoreError> {
+        if let Some(s) = self.streams.get(stream) {
+            return Ok(*s);
+        }
+        let s = match self
+            .db
+            .get_pinned_cf(cf(self.db, keys::CF_STREAMS)?, stream.as_bytes())?
+        {
+            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
+        self.streams.insert(stream.to_string(), s);
+        Ok(s)
+    }
+}
+
+impl QueueView {
+    pub fn new(db: Arc<DB>) -> QueueView {
+        QueueView { db }
+    }
+
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// Folds envelopes read from `topic`/`partition` at consecutive offsets starting at
+    /// `first_offset`, and stores the next offset in the same write batch.
+    pub fn apply(
+        &self,
+        consumer: &str,
+        topic: &str,
+        partition: u32,
+        first_offset: u64,
+        envelopes: &[Envelope<QueueEvent>],
+    ) -> Result<(), StoreError> {
+        let db = &*self.db;
+        let mut batch = WriteBatch::default();
+        let mut fold = Fold {
+            db,
+            tasks: HashMap::new(),
+            groups: HashMap::new(),
+            workers: HashMap::new(),
+            queues: HashMap::new(),
+            artifacts: HashMap::new(),
+            streams: HashMap::new(),
+        };
+        for env in envelopes {
+            // an envelope at or below the stream's applied sequence was applied already
+            if env.sequence <= fold.stream_seq(&env.stream_id)? {
+                continue;
+            }
+            fold.streams.insert(env.stream_id.clone(), env.sequence);
+            self.fold_event(&mut batch, &mut fold, &env.payload)?;
+        }
+        for (id, t) in &fold.tasks {
+            if let Some(t) = t {
+                batch.put_cf(cf(db, keys::CF_TASKS)?, keys::task(id), codec::encode(t)?);
+            }
+        }
+        for (id, g) in &fold.groups {
+            if let Some(g) = g {
+                batch.put_cf(cf(db, keys::CF_GROUPS)?, keys::task(id), codec::encode(g)?);
+            }
+        }
+        for (k, w) in &fold.workers {
+            if let Some(w) = w {
+                batch.put_cf(cf(db, keys::CF_WORKERS)?, k, codec::encode(w)?);
+            }
+        }
+        for (q, r) in &fold.queues {
+            if let Some(r) = r {
+                batch.put_cf(
+                    cf(db, keys::CF_TASK_QUEUES)?,
+                    keys::task_queue(q),
+                    codec::encode(r)?,
+                );
+            }
+        }
+        for (k, a) in &fold.artifacts {
+            if let Some(a) = a {
+                batch.put_cf(cf(db, keys::CF_ARTIFACTS)?, k, codec::encode(a)?);
+            }
+        }
+        for (s, seq) in &fold.streams {
+            batch.put_cf(cf(db, keys::CF_STREAMS)?, s.as_bytes(), seq.to_be_bytes());
+        }
+        let next = first_offset + envelopes.len() as u64;
+        batch.put_cf(
+            cf(db, keys::CF_META)?,
+            keys::consumer_offset(consumer, topic, partition),
+            next.to_be_bytes(),
+        );
+        db.write(batch)?;
+        Ok(())
+    }
+
+    fn fold_event(
+        &self,
+        batch: &mut WriteBatch,
+        fold: &mut Fold,
+        event: &QueueEvent,
+    ) -> Result<(), StoreError> {
+        let db = &*self.db;
+        match event {
+            QueueEvent::TaskDefined {
+                task_id,
+                definition,
+                unsatisfied,
+            } => {
+                let task = Task::defined(*task_id, definition.clone(), unsatisfied.clone());
+                batch.put_cf(
+                    cf(db, keys::CF_GROUP_MEMBERS)?,
+                    keys::pair(&definition.task_group_id, task_id),
+                    [],
+                );
+                for dep in &definition.dependencies {
+                    batch.put_cf(cf(db, keys::CF_DEPENDENTS)?, keys::pair(dep, task_id), []);
+                }
+                batch.put_cf(
+                    cf(db, keys::CF_TIMERS)?,
+                    keys::timer(definition.deadline, TimerKind::Deadline, task_id, 0),
+                    [],
+                );
+                fold.tasks.insert(*task_id, Some(task));
+            }
+            QueueEvent::TaskGroupDefined { task_group_id, .. }
+            | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
+            | QueueEvent::TaskGroupSealed { task_group_id, .. } => {
+                let g = fold.group(task_group_id)?;
+                fold.groups
+                    .insert(*task_group_id, TaskGroup::apply(g, event));
+            }
+            QueueEvent::ArtifactCreated {
+                task_id,
+                run_id,
+                artifact,
+            } => {
+                fold.artifacts.insert(
+                    keys::artifact(task_id, *run_id, &artifact.name),
+                    Some(artifact.clone()),
+                );
+            }
+            QueueEvent::ArtifactFinished {
+                task_id,
+                run_id,
+                name,
+            } => {
+                let key = keys::artifact(task_id, *run_id, name);
+                if let Some(mut a) = fold.artifact(&key)? {
+                    a.present = true;
+                    fold.artifacts.insert(key, Some(a));
+                }
+            }
+            QueueEvent::WorkerSeen {
+                task_queue_id,
+                worker_group,
+                worker_id,
+                at,
+                expires,
+            } => {
+                let key = keys::worker(task_queue_id.as_str(), worker_group, worker_id);
+                let mut w = fold.worker(&key)?.unwrap_or(WorkerRecord {
+                    first_claim: *at,
+                    ..Default::default()
+                });
+                w.last_date_active = Some(*at);
+                w.expires = w.expires.max(*expires);
+                fold.workers.insert(key, Some(w));
+                self.queue_seen(fold, task_queue_id, *at, *expires)?;
+            }
+            QueueEvent::WorkerQuarantined {
+                task_queue_id,
+                worker_group,
+                worker_id,
+                until,
+                info,
+                ..
+            } => {
+                let key = keys::worker(task_queue_id.as_str(), worker_group, worker_id);
+                if let Some(mut w) = fold.worker(&key)? {
+                    w.quarantine_until = Some(*until);
+                    w.quarantine_info = Some(info.clone());
+                    fold.workers.insert(key, Some(w));
+                }
+            }
+            QueueEvent::RunScheduled { .. }
+            | QueueEvent::RunClaimed { .. }
+            | QueueEvent::RunReclaimed { .. }
+            | QueueEvent::RunResolved { .. }
+            | QueueEvent::RunExceptionRecorded { .. }
+            | QueueEvent::DependencySatisfied { .. }
+            | QueueEvent::PriorityChanged { .. } => self.fold_task_event(batch, fold, event)?,
+        }
+        Ok(())
+    }
+
+    fn queue_seen(
+        &self,
+        fold: &mut Fold,
+        q: &TaskQueueId,
+        at: Millis,
+        expires: Millis,
+    ) -> Result<(), StoreError> {
+        let r = fold.queue(q.as_str())?;
+        let expires = r.as_ref().map_or(expires, |r| r.expires.max(expires));
+        fold.queues.insert(
+            q.as_str().to_string(),
+            Some(TaskQueueRecord {
+                expires,
+                last_date_active: at,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Run-level events: keep the pending queue, claims and timers in step with the task.
+    fn fold_task_event(
+        &self,
+        batch: &mut WriteBatch,
+        fold: &mut Fold,
+        event: &QueueEvent,
+    ) -> Result<(), StoreError> {
+        let db = &*self.db;
+        let task_id = match event.stream() {
+            taskledger_core::queue::Stream::Task(t) => t,
+            _ => return Ok(()),
+        };
+        let Some(mut task) = fold.task(&task_id)? else {
+            return Ok(());
+        };
+        let queue = task.definition.task_queue_id.as_str().to_string();
+        let before = task.last_run().cloned();
+        let pending_key = |t: &Task, run: &taskledger_core::queue::Run| {
+            keys::pending(
+                &queue,
+                t.priority.rank(),
+                run.scheduled,
+                &t.task_id,
+                run.run_id,
+            )
+        };
+        // remove the index entries of the run's state before the event
+        if let Some(run) = &before {
+            match run.state {
+                RunState::Pending => {
+                    batch.delete_cf(cf(db, keys::CF_PENDING)?, pending_key(&task, run))
+                }
+                RunState::Running => {
+                    batch.delete_cf(
+                        cf(db, keys::CF_CLAIMS)?,
+                        keys::claim(&queue, &task_id, run.run_id),
+                    );
+                    if let Some(t) = run.taken_until {
+                        batch.delete_cf(
+                            cf(db, keys::CF_TIMERS)?,
+                            keys::timer(t, TimerKind::ClaimExpiry, &task_id, run.run_id),
+                        );
+                    }
+                }
+                RunState::Completed | RunState::Failed | RunState::Exception => {}
+            }
+        }
+        task.apply(event);
+        let after = task.last_run().cloned();
+        if let Some(run) = &after {
+            match run.state {
+                RunState::Pending => {
+                    batch.put_cf(cf(db, keys::CF_PENDING)?, pending_key(&task, run), [])
+                }
+                RunState::Running => {
+                    let claim = ClaimRecord {
+                        taken_until: run.taken_until.unwrap_or_default(),
+                        worker_group: run.worker_group.clone().unwrap_or_default(),
+                        worker_id: run.worker_id.clone().unwrap_or_default(),
+                        claimed: run.started.unwrap_or_default(),
+                    };
+                    batch.put_cf(
+                        cf(db, keys::CF_CLAIMS)?,
+                        keys::claim(&queue, &task_id, run.run_id),
+                        codec::encode(&claim)?,
+                    );
+                    batch.put_cf(
+                        cf(db, keys::CF_TIMERS)?,
+                        keys::timer(
+                            claim.taken_until,
+                            TimerKind::ClaimExpiry,
+                            &task_id,
+                            run.run_id,
+                        ),
+                        [],
+                    );
+                }
+                RunState::Completed | RunState::Failed | RunState::Exception => {}
+            }
+        }
+        let deadline_timer =
+            keys::timer(task.definition.deadline, TimerKind::Deadline, &task_id, 0);
+        match task.resolution() {
+            Some(_) => batch.delete_cf(cf(db, keys::CF_TIMERS)?, deadline_timer),
+            None => batch.put_cf(cf(db, keys::CF_TIMERS)?, deadline_timer, []),
+        }
+        if let QueueEvent::RunClaimed {
+            task_queue_id,
+            worker_group,
+            worker_id,
+            run_id,
+            at,
+            ..
+        } = event
+        {
+            let key = keys::worker(task_queue_id.as_str(), worker_group, worker_id);
+            let mut w = fold.worker(&key)?.unwrap_or(WorkerRecord {
+                first_claim: *at,
+                expires: at.plus(DAY),
+                ..Default::default()
+            });
+            w.recent_tasks.push((task_id, *run_id));
+            if w.recent_tasks.len() > 20 {
+                w.recent_tasks.remove(0);
+            }
+            fold.workers.insert(key, Some(w));
+        }
+        fold.tasks.insert(task_id, Some(task));
+        Ok(())
+    }
+
+    // ---- reads ----
+
+    pub fn task(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+        get(&self.db, keys::CF_TASKS, &keys::task(id))
+    }
+
+    pub fn group(&self, id: &TaskId) -> Result<Option<TaskGroup>, StoreError> {
+        get(&self.db, keys::CF_GROUPS, &keys::task(id))
+    }
+
+    pub fn artifact(
+        &self,
+        task: &TaskId,
+        run: u32,
+        name: &str,
+    ) -> Result<Option<Artifact>, StoreError> {
+        get(
+            &self.db,
+            keys::CF_ARTIFACTS,
+            &keys::artifact(task, run, name),
+        )
+    }
+
+    pub fn worker(
+        &self,
+        q: &str,
+        group: &str,
+        id: &str,
+    ) -> Result<Option<WorkerRecord>, StoreError> {
+        get(&self.db, keys::CF_WORKERS, &keys::worker(q, group, id))
+    }
+
+    pub fn consumer_offset(
+        &self,
+        consumer: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<u64, StoreError> {
+        Ok(
+            match self.db.get_pinned_cf(
+                cf(&self.db, keys::CF_META)?,
+                keys::consumer_offset(consumer, topic, partition),
+            )? {
+                Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+                None => 0,
+            },
+        )
+    }
+
+    pub fn store_consumer_offset(
+        &self,
+        consumer: &str,
+        topic: &str,
+        partition: u32,
+        next: u64,
+    ) -> Result<(), StoreError> {
+        self.db.put_cf(
+            cf(&self.db, keys::CF_META)?,
+            keys::consumer_offset(consumer, topic, partition),
+            next.to_be_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Keys and values under `prefix`, starting after `after` (exclusive), at most `limit`.
+    pub fn scan(
+        &self,
+        cf_name: &'static str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+        let start = match after {
+            Some(a) => {
+                let mut s = a.to_vec();
+                s.push(0);
+                s
+            }
+            None => prefix.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            cf(&self.db, cf_name)?,
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// Pending runs of a queue in claim order: priority, then time pending.
+    pub fn pending(&self, queue: &str, limit: usize) -> Result<Vec<(TaskId, u32)>, StoreError> {
+        Ok(self
+            .scan(keys::CF_PENDING, &keys::queue_prefix(queue), None, limit)?
+            .iter()
+            .filter_map(|(k, _)| keys::task_run_suffix(k))
+            .collect())
+    }
+
+    pub fn count(&self, cf_name: &'static str, queue: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .scan(cf_name, &keys::queue_prefix(queue), None, usize::MAX)?
+            .len())
+    }
+
+    /// Timers due at or before `now`, earliest first.
+    pub fn due_timers(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(Millis, TimerKind, TaskId, u32)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, keys::CF_TIMERS)?, IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            let Some(t) = keys::parse_timer(&k) else {
+                continue;
+            };
+            if t.0 > now || out.len() >= limit {
+                break;
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    /// The time of the earliest timer.
+    pub fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
+        let mut it = self
+            .db
+            .iterator_cf(cf(&self.db, keys::CF_TIMERS)?, IteratorMode::Start);
+        Ok(match it.next() {
+            Some(item) => keys::parse_timer(&item?.0).map(|t| t.0),
+            None => None,
+        })
+    }
+
+    pub fn dependents(
+        &self,
+        task: &TaskId,
+        after: Option<&TaskId>,
+        limit: usize,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        self.pairs(keys::CF_DEPENDENTS, task, after, limit)
+    }
+
+    pub fn group_members(
+        &self,
+        group: &TaskId,
+        after: Option<&TaskId>,
+        limit: usize,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        self.pairs(keys::CF_GROUP_MEMBERS, group, after, limit)
+    }
+
+    fn pairs(
+        &self,
+        cf_name: &'static str,
+        first: &TaskId,
+        after: Option<&TaskId>,
+        limit: usize,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let after_key = after.map(|a| keys::pair(first, a));
+        Ok(self
+            .scan(cf_name, &keys::task(first), after_key.as_deref(), limit)?
+            .iter()
+            .filter_map(|(k, _)| keys::second_of_pair(k))
+            .collect())
+    }
+
+    pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+        Ok(codec::decode(bytes)?)
+    }
+}

@@ -1,0 +1,411 @@
+//! End-to-end tests: the real binary, driven by the official `taskcluster` crate.
+
+mod harness;
+mod layout;
+
+use harness::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+use taskcluster::Credentials;
+
+#[tokio::test]
+async fn whole_task_life_with_task_credentials() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let task_id = slugid::nice();
+    let created = q
+        .createTask(&task_id, &task_def(&queue, 600))
+        .await
+        .unwrap();
+    assert_eq!(created["status"]["state"], "pending");
+    assert_eq!(created["status"]["runs"][0]["reasonCreated"], "scheduled");
+
+    let task = q.task(&task_id).await.unwrap();
+    assert_eq!(task["taskQueueId"], queue.as_str());
+    assert_eq!(task["retries"], 5);
+    assert_eq!(task["priority"], "lowest");
+
+    let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    let item = &claim["tasks"][0];
+    assert_eq!(item["status"]["taskId"], task_id.as_str());
+    assert_eq!(item["runId"], 0);
+    assert_eq!(item["task"]["payload"]["command"][1], "hello");
+    let creds = &item["credentials"];
+    let client_id = creds["clientId"].as_str().unwrap();
+    assert!(client_id.starts_with(&format!(
+        "task-client/{task_id}/0/on/it-group/it-worker/until/"
+    )));
+
+    // the worker acts with the task credentials from now on
+    let worker = server.queue_as(Credentials::new_with_certificate(
+        client_id,
+        creds["accessToken"].as_str().unwrap(),
+        creds["certificate"].as_str().unwrap(),
+    ));
+    let reclaimed = worker.reclaimTask(&task_id, "0").await.unwrap();
+    assert!(reclaimed["takenUntil"].as_str().unwrap() >= item["takenUntil"].as_str().unwrap());
+
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let art = worker
+        .createArtifact(
+            &task_id,
+            "0",
+            "public/logs/live.log",
+            &json!({ "storageType": "s3", "contentType": "text/plain", "expires": expires }),
+        )
+        .await
+        .unwrap();
+    let put_url = art["putUrl"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let put = http
+        .put(put_url)
+        .header("content-type", "text/plain")
+        .body("hello from the task")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    // the task credentials cannot touch another task's run
+    let other = slugid::nice();
+    let denied = worker.reportCompleted(&other, "0").await.unwrap_err();
+    assert_eq!(status_of(&denied), Some(403));
+
+    let done = worker.reportCompleted(&task_id, "0").await.unwrap();
+    assert_eq!(done["status"]["state"], "completed");
+    assert_eq!(done["status"]["runs"][0]["reasonResolved"], "completed");
+
+    // read the artifact back through the queue's signed URL
+    let content = q
+        .artifact(&task_id, "0", "public/logs/live.log")
+        .await
+        .unwrap();
+    let url = content["url"].as_str().unwrap();
+    let body = http.get(url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "hello from the task");
+    let listed = q.listArtifacts(&task_id, "0", None, None).await.unwrap();
+    assert_eq!(listed["artifacts"][0]["name"], "public/logs/live.log");
+    // a tampered signature is refused
+    let bad = http.get(format!("{url}x")).send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn create_task_is_idempotent_and_conflicts_on_change() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let task_id = slugid::nice();
+    let def = task_def(&queue, 600);
+    q.createTask(&task_id, &def).await.unwrap();
+    let again = q.createTask(&task_id, &def).await.unwrap();
+    assert_eq!(again["status"]["runs"].as_array().unwrap().len(), 1);
+    let mut changed = def.clone();
+    changed["retries"] = json!(1);
+    let err = q.createTask(&task_id, &changed).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+    assert!(format!("{err:#}").contains("already used by another task"));
+}
+
+#[tokio::test]
+async fn dependencies_schedule_when_satisfied() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let (a, b) = (slugid::nice(), slugid::nice());
+    q.createTask(&a, &task_def(&queue, 600)).await.unwrap();
+    let mut def_b = task_def(&queue, 600);
+    def_b["dependencies"] = json!([a]);
+    let created = q.createTask(&b, &def_b).await.unwrap();
+    assert_eq!(created["status"]["state"], "unscheduled");
+    let dependents = q.listDependentTasks(&a, None, None).await.unwrap();
+    assert_eq!(dependents["tasks"][0]["status"]["taskId"], b.as_str());
+
+    let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    assert_eq!(claim["tasks"][0]["status"]["taskId"], a.as_str());
+    q.reportCompleted(&a, "0").await.unwrap();
+    eventually(Duration::from_secs(5), || async {
+        (state_of(&q, &b).await["state"] == "pending").then_some(())
+    })
+    .await;
+
+    // a missing dependency is an input error
+    let mut def_c = task_def(&queue, 600);
+    def_c["dependencies"] = json!([slugid::nice()]);
+    let err = q.createTask(&slugid::nice(), &def_c).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+}
+
+#[tokio::test]
+async fn claim_work_serves_higher_priority_first_and_long_polls() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let (low, high) = (slugid::nice(), slugid::nice());
+    q.createTask(&low, &task_def(&queue, 600)).await.unwrap();
+    let mut def = task_def(&queue, 600);
+    def["priority"] = json!("high");
+    q.createTask(&high, &def).await.unwrap();
+    let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    assert_eq!(claim["tasks"][0]["status"]["taskId"], high.as_str());
+    let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    assert_eq!(claim["tasks"][0]["status"]["taskId"], low.as_str());
+
+    // an empty queue holds the poll until a task arrives
+    let waiting = {
+        let q = server.queue();
+        let queue = queue.clone();
+        tokio::spawn(async move { q.claimWork(&queue, &worker_body(1)).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "claimWork must wait while the queue is empty"
+    );
+    let late = slugid::nice();
+    q.createTask(&late, &task_def(&queue, 600)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the new task")
+        .unwrap();
+    assert_eq!(got["tasks"][0]["status"]["taskId"], late.as_str());
+}
+
+#[tokio::test]
+async fn rerun_retry_and_cancel() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let t = slugid::nice();
+    q.createTask(&t, &task_def(&queue, 600)).await.unwrap();
+    q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    let s = q
+        .reportException(&t, "0", &json!({ "reason": "worker-shutdown" }))
+        .await
+        .unwrap();
+    assert_eq!(s["status"]["runs"][0]["reasonResolved"], "worker-shutdown");
+    assert_eq!(s["status"]["runs"][1]["state"], "pending");
+    assert_eq!(s["status"]["runs"][1]["reasonCreated"], "retry");
+    assert_eq!(s["status"]["retriesLeft"], 4);
+
+    q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    let failed = q.reportFailed(&t, "1").await.unwrap();
+    assert_eq!(failed["status"]["state"], "failed");
+    let rerun = q.rerunTask(&t).await.unwrap();
+    assert_eq!(rerun["status"]["runs"][2]["reasonCreated"], "rerun");
+    assert_eq!(rerun["status"]["state"], "pending");
+
+    let canceled = q.cancelTask(&t).await.unwrap();
+    assert_eq!(canceled["status"]["state"], "exception");
+    assert_eq!(canceled["status"]["runs"][2]["reasonResolved"], "canceled");
+    // resolving a canceled run conflicts
+    let err = q.reportCompleted(&t, "2").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+}
+
+#[tokio::test]
+async fn claims_expire_and_retry() {
+    let server = Server::start(&[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "1")]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let t = slugid::nice();
+    q.createTask(&t, &task_def(&queue, 600)).await.unwrap();
+    q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    let status = eventually(Duration::from_secs(5), || async {
+        let s = state_of(&q, &t).await;
+        (s["runs"].as_array().unwrap().len() == 2).then_some(s)
+    })
+    .await;
+    assert_eq!(status["runs"][0]["state"], "exception");
+    assert_eq!(status["runs"][0]["reasonResolved"], "claim-expired");
+    assert_eq!(status["runs"][1]["state"], "pending");
+    assert_eq!(status["runs"][1]["reasonCreated"], "retry");
+}
+
+#[tokio::test]
+async fn deadline_exceeded_resolves_the_task() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let t = slugid::nice();
+    q.createTask(&t, &task_def(&queue, 1)).await.unwrap();
+    let status = eventually(Duration::from_secs(5), || async {
+        let s = state_of(&q, &t).await;
+        (s["state"] == "exception").then_some(s)
+    })
+    .await;
+    assert_eq!(status["runs"][0]["reasonResolved"], "deadline-exceeded");
+    let err = q.rerunTask(&t).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+}
+
+#[tokio::test]
+async fn builtin_workers_resolve_their_tasks() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let (ok_task, fail_task) = (slugid::nice(), slugid::nice());
+    q.createTask(&ok_task, &task_def("built-in/succeed", 600))
+        .await
+        .unwrap();
+    q.createTask(&fail_task, &task_def("built-in/fail", 600))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), || async {
+        let a = state_of(&q, &ok_task).await;
+        let b = state_of(&q, &fail_task).await;
+        (a["state"] == "completed" && b["state"] == "failed").then_some(())
+    })
+    .await;
+}
+
+/// Error bodies in Taskcluster's shape, over raw HTTP so status and body are both visible.
+#[tokio::test]
+async fn error_statuses_and_bodies() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let http = reqwest::Client::new();
+    let base = format!("{}/api/queue/v1", server.root_url);
+
+    // 404: unknown task, in the standard shape
+    let r = http
+        .get(format!("{base}/task/{}", slugid::nice()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "anonymous callers hold no queue:get-task scope"
+    );
+    let err = q.task(&slugid::nice()).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
+
+    // 400: bad URL parameter and bad body
+    let r = http
+        .get(format!("{base}/task/not-a-slug/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let err = q.status("not-a-slug").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+    let mut def = task_def(&fresh_queue(), 600);
+    def["unknownField"] = json!(1);
+    let err = q.createTask(&slugid::nice(), &def).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+    assert!(format!("{err:#}").contains("Schema Validation Failed"));
+
+    // 401: a wrong token; the body names the code and the header asks for Hawk
+    let wrong = server.queue_as(Credentials::new(
+        "static/taskcluster/root",
+        "wrong-token-wrong-token-wrong",
+    ));
+    let err = wrong.status(&slugid::nice()).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(401));
+
+    // 403: a client without the scopes
+    let tester = server.queue_as(Credentials::new("tester", "no-secret"));
+    let err = tester
+        .createTask(&slugid::nice(), &task_def(&fresh_queue(), 600))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(403));
+    assert!(format!("{err:#}").contains("queue:create-task"));
+
+    // the raw body shape
+    let r = http
+        .get(format!("{base}/task/{}/status", slugid::nice()))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "InsufficientScopes");
+    assert_eq!(body["requestInfo"]["method"], "status");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("* errorCode:  InsufficientScopes"));
+
+    // unknown route
+    let r = http
+        .get(format!("{base}/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({ "error": "Not found" })
+    );
+
+    // 409 on a conflicting report was covered elsewhere; here a reclaim of a pending run
+    let t = slugid::nice();
+    q.createTask(&t, &task_def(&fresh_queue(), 600))
+        .await
+        .unwrap();
+    let err = q.reclaimTask(&t, "0").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+}
+
+#[tokio::test]
+async fn task_groups_seal_and_cancel() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let group = slugid::nice();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let t = slugid::nice();
+        let mut def = task_def(&queue, 600);
+        def["taskGroupId"] = json!(group);
+        q.createTask(&t, &def).await.unwrap();
+        ids.push(t);
+    }
+    let listed = q.listTaskGroup(&group, None, None).await.unwrap();
+    assert_eq!(listed["tasks"].as_array().unwrap().len(), 3);
+    let err = q.cancelTaskGroup(&group).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+    let sealed = q.sealTaskGroup(&group).await.unwrap();
+    assert!(sealed["sealed"].is_string());
+    let mut def = task_def(&queue, 600);
+    def["taskGroupId"] = json!(group);
+    let err = q.createTask(&slugid::nice(), &def).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+    let canceled = q.cancelTaskGroup(&group).await.unwrap();
+    assert_eq!(canceled["cancelledCount"], 3);
+    for t in &ids {
+        assert_eq!(state_of(&q, t).await["state"], "exception");
+    }
+}
+
+#[tokio::test]
+async fn restart_keeps_acknowledged_tasks_and_claims_still_expire() {
+    let mut server = Server::start(&[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "2")]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let t = slugid::nice();
+        q.createTask(&t, &task_def(&queue, 600)).await.unwrap();
+        ids.push(t);
+    }
+    let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    let claimed = claim["tasks"][0]["status"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.restart().await;
+    let q = server.queue();
+    for t in &ids {
+        let s = state_of(&q, t).await;
+        assert_eq!(s["taskId"], t.as_str());
+    }
+    let status = eventually(Duration::from_secs(8), || async {
+        let s = state_of(&q, &claimed).await;
+        (s["runs"].as_array().unwrap().len() == 2).then_some(s)
+    })
+    .await;
+    assert_eq!(status["runs"][0]["reasonResolved"], "claim-expired");
+    let counts = q.taskQueueCounts(&queue).await.unwrap();
+    assert_eq!(counts["pendingTasks"], 20);
+}

@@ -1,0 +1,119 @@
+"""The queue driven by the official Python client (`pip install taskcluster`)."""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+import requests
+import taskcluster
+
+ROOT_TOKEN = "python-test-root-access-token-0123456789abc"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def root_url():
+    binary = os.environ["TASKLEDGER_BIN"]
+    port = free_port()
+    data = tempfile.mkdtemp(prefix="taskledger-py-")
+    env = dict(os.environ, TASKLEDGER_LISTEN=f"127.0.0.1:{port}", TASKLEDGER_DATA_DIR=data,
+               TASKLEDGER_ROOT_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="warn")
+    proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/queue/v1/ping") as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.time() < deadline, "taskledger did not start"
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0, "SIGTERM must stop the server cleanly"
+
+
+def queue(root_url, creds=None):
+    creds = creds or {"clientId": "static/taskcluster/root", "accessToken": ROOT_TOKEN}
+    return taskcluster.Queue({"rootUrl": root_url, "credentials": creds, "maxRetries": 0})
+
+
+def definition(task_queue):
+    return {
+        "taskQueueId": task_queue,
+        "created": taskcluster.stringDate(taskcluster.fromNow("0 seconds")),
+        "deadline": taskcluster.stringDate(taskcluster.fromNow("1 hour")),
+        "payload": {"command": ["true"]},
+        "metadata": {"name": "py", "description": "python client", "owner": "py@example.com",
+                     "source": "https://example.com/py"},
+    }
+
+
+def test_task_life_with_task_credentials(root_url):
+    q = queue(root_url)
+    task_queue = "py-prov/life"
+    task_id = taskcluster.slugId()
+    status = q.createTask(task_id, definition(task_queue))["status"]
+    assert status["state"] == "pending"
+
+    claim = q.claimWork(task_queue, {"workerGroup": "py", "workerId": "w1", "tasks": 1})
+    item = claim["tasks"][0]
+    assert item["status"]["taskId"] == task_id
+    worker = queue(root_url, item["credentials"])
+    worker.reclaimTask(task_id, "0")
+    art = worker.createArtifact(task_id, "0", "public/out.txt", {
+        "storageType": "s3", "contentType": "text/plain",
+        "expires": taskcluster.stringDate(taskcluster.fromNow("1 day"))})
+    put = requests.put(art["putUrl"], data=b"from python", headers={"Content-Type": "text/plain"})
+    assert put.status_code == 200
+    done = worker.reportCompleted(task_id, "0")["status"]
+    assert done["state"] == "completed"
+
+    content = q.artifact(task_id, "0", "public/out.txt")
+    assert requests.get(content["url"]).content == b"from python"
+    assert q.listArtifacts(task_id, "0")["artifacts"][0]["name"] == "public/out.txt"
+
+
+def test_errors_map_to_client_exceptions(root_url):
+    q = queue(root_url)
+    with pytest.raises(taskcluster.TaskclusterRestFailure) as e:
+        q.status(taskcluster.slugId())
+    assert e.value.status_code == 404
+
+    task_id = taskcluster.slugId()
+    d = definition("py-prov/errors")
+    q.createTask(task_id, d)
+    q.createTask(task_id, d)  # idempotent
+    d2 = dict(d, retries=1)
+    with pytest.raises(taskcluster.TaskclusterRestFailure) as e:
+        q.createTask(task_id, d2)
+    assert e.value.status_code == 409
+
+    bad = queue(root_url, {"clientId": "static/taskcluster/root", "accessToken": "nope-nope-nope-nope-nope"})
+    with pytest.raises(taskcluster.TaskclusterAuthFailure) as e:
+        bad.status(task_id)
+    assert e.value.status_code == 401
+
+
+def test_rerun_and_paginated_group_listing(root_url):
+    q = queue(root_url)
+    group = taskcluster.slugId()
+    for _ in range(5):
+        d = definition("py-prov/group")
+        d["taskGroupId"] = group
+        q.createTask(taskcluster.slugId(), d)
+    seen = []
+    q.listTaskGroup(group, paginationHandler=lambda page: seen.extend(page["tasks"]),
+                    query={"limit": 2})
+    assert len(seen) == 5
