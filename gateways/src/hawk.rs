@@ -117,6 +117,10 @@ fn signed_host_port(headers: &HeaderMap) -> (String, u16) {
 }
 
 pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    // `Router::layer` also wraps nested routes; authenticate once, on the whole request target
+    if req.extensions().get::<Auth>().is_some() {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -151,6 +155,7 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
                     content_type,
                     body: &bytes,
                 };
+                tracing::debug!(resource, host = %host, port, "hawk request");
                 authenticate(&req, &state.clients, chrono::Utc::now())
                     .map(|a| Caller { client_id: Some(a.client_id), scopes: a.scopes })
                     .map_err(|e| e.0)

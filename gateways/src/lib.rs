@@ -126,6 +126,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/__lbheartbeat__", get(empty))
         .route("/__version__", get(version))
         .fallback(not_found)
+        // outside `nest`, so Hawk sees the whole request target it must verify
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            hawk::middleware,
+        ))
         .layer(middleware::from_fn(api_headers))
         .with_state(state)
 }

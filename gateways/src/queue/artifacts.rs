@@ -117,11 +117,24 @@ fn blob_signature(st: &AppState, method: &str, path: &str, expires: i64) -> Stri
     URL_SAFE_NO_PAD.encode(tag.as_ref())
 }
 
-fn blob_path(task: &TaskId, run: u32, name: &str) -> String {
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
-    format!("{}/{run}/{}", task, enc(name))
+/// Everything but RFC 3986's unreserved characters is escaped, so no client re-encodes it.
+const BLOB_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// What a blob URL's signature covers: the decoded `<taskId>/<runId>/<name>`, so a client's
+/// re-encoding of the URL cannot break it.
+fn blob_canonical(task: &TaskId, run: u32, name: &str) -> String {
+    format!("{task}/{run}/{name}")
+}
+
+/// Where the bytes live in the blob store: the name as one escaped path segment, so no name can
+/// reach outside its run's directory.
+fn blob_key(task: &TaskId, run: u32, name: &str) -> object_store::path::Path {
+    let escaped = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    object_store::path::Path::from(format!("{task}/{run}/{escaped}"))
 }
 
 fn signed_blob_url(
@@ -132,10 +145,13 @@ fn signed_blob_url(
     name: &str,
     valid_ms: i64,
 ) -> String {
-    let path = blob_path(task, run, name);
     let expires = Millis::now().plus(valid_ms).0;
-    let sig = blob_signature(st, method, &path, expires);
-    format!("{}/blobs/{path}?expires={expires}&sig={sig}", st.public_url)
+    let sig = blob_signature(st, method, &blob_canonical(task, run, name), expires);
+    let encoded = percent_encoding::utf8_percent_encode(name, BLOB_NAME);
+    format!(
+        "{}/blobs/{task}/{run}/{encoded}?expires={expires}&sig={sig}",
+        st.public_url
+    )
 }
 
 pub async fn create_artifact(
@@ -585,7 +601,7 @@ fn check_signature(st: &AppState, method: &str, path: &str, uri: &Uri) -> Result
     Ok(())
 }
 
-/// `/blobs/<taskId>/<runId>/<name>`, the raw (still encoded) path after `/blobs/`.
+/// `/blobs/<taskId>/<runId>/<name>`: the canonical (decoded) path and its parts.
 fn blob_target(uri: &Uri) -> Option<(String, TaskId, u32, String)> {
     let raw = uri.path().strip_prefix("/blobs/")?;
     let mut parts = raw.splitn(3, '/');
@@ -595,11 +611,11 @@ fn blob_target(uri: &Uri) -> Option<(String, TaskId, u32, String)> {
         .decode_utf8()
         .ok()?
         .into_owned();
-    Some((raw.to_string(), task, run, name))
+    Some((blob_canonical(&task, run, &name), task, run, name))
 }
 
 pub async fn put_blob(State(st): St, uri: Uri, body: Bytes) -> Response {
-    let Some((path, _, _, _)) = blob_target(&uri) else {
+    let Some((path, task, run, name)) = blob_target(&uri) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if let Err(code) = check_signature(&st, "PUT", &path, &uri) {
@@ -608,7 +624,7 @@ pub async fn put_blob(State(st): St, uri: Uri, body: Bytes) -> Response {
     match st
         .blobs
         .as_ref()
-        .put(&object_store::path::Path::from(path.as_str()), body.into())
+        .put(&blob_key(&task, run, &name), body.into())
         .await
     {
         Ok(_) => StatusCode::OK.into_response(),
@@ -634,12 +650,7 @@ pub async fn get_blob(State(st): St, uri: Uri) -> Response {
         .flatten()
         .map(|a| a.content_type)
         .unwrap_or_else(|| "application/octet-stream".into());
-    match st
-        .blobs
-        .as_ref()
-        .get(&object_store::path::Path::from(path.as_str()))
-        .await
-    {
+    match st.blobs.as_ref().get(&blob_key(&task, run, &name)).await {
         Ok(r) => match r.bytes().await {
             Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
             Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),

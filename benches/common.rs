@@ -1,0 +1,72 @@
+//! Inputs shared by the criterion benchmarks: a realistic task definition and its events.
+
+#![allow(dead_code)]
+
+use taskledger_core::envelope::{Actor, Envelope, EventId};
+use taskledger_core::ids::Slug;
+use taskledger_core::queue::{
+    self, JsonText, Limits, Metadata, Priority, QueueEvent, Requires, TaskDefinition,
+};
+use taskledger_core::time::{Millis, HOUR};
+
+pub fn definition(now: Millis) -> TaskDefinition {
+    let id = Slug::nice();
+    TaskDefinition {
+        task_queue_id: "bench-prov/bench-wt".parse().unwrap(),
+        scheduler_id: "-".into(),
+        project_id: "none".into(),
+        task_group_id: id,
+        dependencies: vec![],
+        requires: Requires::AllCompleted,
+        routes: vec!["index.project.bench.latest".into()],
+        priority: Priority::Lowest,
+        retries: 5,
+        created: now,
+        deadline: now.plus(HOUR),
+        expires: now.plus(48 * HOUR),
+        scopes: vec!["secrets:get:project/bench".into()],
+        payload: JsonText(r#"{"command":["/bin/bash","-c","echo hello"],"maxRunTime":600,"image":"ubuntu:24.04"}"#.into()),
+        metadata: Metadata {
+            name: "bench task".into(),
+            description: "a task shaped like a real CI task".into(),
+            owner: "bench@example.com".into(),
+            source: "https://example.com/bench".into(),
+        },
+        tags: JsonText("{}".into()),
+        extra: JsonText("{}".into()),
+    }
+}
+
+/// The events of one full lifecycle: define (+group, +pending), claim, complete.
+pub fn lifecycle_events(now: Millis) -> Vec<QueueEvent> {
+    let id = Slug::nice();
+    let limits = Limits::default();
+    let mut events =
+        queue::create_task(None, None, &[], id, definition(now), now, &limits).unwrap();
+    let mut task = queue::Task::defined(id, definition(now), vec![]);
+    for e in &events {
+        task.apply(e);
+    }
+    let claimed = queue::claim_run(&task, 0, "g", "w", now, &limits).unwrap();
+    claimed.iter().for_each(|e| task.apply(e));
+    let done = queue::report(&task, 0, queue::ReasonResolved::Completed, now).unwrap();
+    events.extend(claimed);
+    events.extend(done);
+    events
+}
+
+pub fn envelope(payload: QueueEvent, sequence: u64, now: Millis) -> Envelope<QueueEvent> {
+    Envelope {
+        event_id: EventId::new(),
+        stream_id: payload.stream().id(),
+        sequence,
+        time: now,
+        actor: Actor {
+            client_id: "static/taskcluster/root".into(),
+            request_id: Some(uuid::Uuid::new_v4()),
+        },
+        causation_id: None,
+        writer_epoch: 1,
+        payload,
+    }
+}

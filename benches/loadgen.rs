@@ -1,0 +1,348 @@
+//! Load generator: starts the real binary and drives the queue API with Hawk-signed requests
+//! from many concurrent clients, then measures the raw RocksDB ceiling for the same event bytes.
+//!
+//! `cargo bench --bench loadgen` (env: LOADGEN_SECS per phase, default 10; LOADGEN_CLIENTS,
+//! default 64). Prints one table; ratios are within this one run.
+
+mod common;
+
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskledger_core::codec;
+use taskledger_core::time::Millis;
+
+const TOKEN: &str = "loadgen-root-access-token-0123456789abcdefgh";
+
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    port: u16,
+    creds: Arc<hawk::Credentials>,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let full = format!("/api/queue/v1{path}");
+        let header = hawk::RequestBuilder::new(method, "127.0.0.1", self.port, &full)
+            .request()
+            .make_header(&self.creds)
+            .expect("hawk header");
+        let url = format!("{}{}", self.base, full);
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .header("authorization", format!("Hawk {header}"));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v
+    }
+}
+
+fn task_def(queue: &str) -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "taskQueueId": queue,
+        "created": now.to_rfc3339(),
+        "deadline": (now + chrono::Duration::hours(2)).to_rfc3339(),
+        "payload": {"command": ["/bin/bash", "-c", "echo hello"], "maxRunTime": 600},
+        "metadata": {"name": "load", "description": "loadgen", "owner": "load@example.com", "source": "https://example.com/load"},
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs `per_client` on `clients` tasks for `secs`; returns operations/s and sorted latencies (ms).
+async fn phase<F, Fut>(clients: usize, secs: u64, per_client: F) -> (f64, Vec<f64>)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = u64> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    let start = Instant::now();
+    for i in 0..clients {
+        let (stop, count, lat, f) = (stop.clone(), count.clone(), lat.clone(), per_client.clone());
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let n = f(i).await;
+                mine.push(t.elapsed().as_secs_f64() * 1000.0);
+                count.fetch_add(n, Ordering::Relaxed);
+            }
+            lat.lock().unwrap().extend(mine);
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut l = lat.lock().unwrap().clone();
+    l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (count.load(Ordering::Relaxed) as f64 / elapsed, l)
+}
+
+/// Synced RocksDB writes of the same envelope bytes, batched like group commit.
+fn rocksdb_ceiling(secs: u64, batch_events: usize) -> f64 {
+    let dir = std::env::temp_dir().join(format!("taskledger-loadgen-raw-{}", std::process::id()));
+    let db = rocksdb::DB::open_default(&dir).unwrap();
+    let now = Millis::now();
+    let bytes: Vec<Vec<u8>> = common::lifecycle_events(now)
+        .into_iter()
+        .map(|e| codec::encode(&common::envelope(e, 1, now)).unwrap())
+        .collect();
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    let start = Instant::now();
+    let mut n: u64 = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let mut batch = rocksdb::WriteBatch::default();
+        for _ in 0..batch_events {
+            batch.put(n.to_be_bytes(), &bytes[(n as usize) % bytes.len()]);
+            n += 1;
+        }
+        db.write_opt(batch, &wo).unwrap();
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    rate
+}
+
+fn main() {
+    let secs: u64 = std::env::var("LOADGEN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let clients: usize = std::env::var("LOADGEN_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(secs, clients));
+}
+
+async fn run(secs: u64, clients: usize) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = std::env::temp_dir().join(format!("taskledger-loadgen-{}", std::process::id()));
+    let mut server = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .arg("serve")
+        .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TASKLEDGER_DATA_DIR", &data)
+        .env("TASKLEDGER_ROOT_ACCESS_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start taskledger");
+    let api = Api {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .build()
+            .unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        creds: Arc::new(hawk::Credentials {
+            id: "static/taskcluster/root".into(),
+            key: hawk::Key::new(TOKEN, hawk::DigestAlgorithm::Sha256).unwrap(),
+        }),
+    };
+    let ready = Instant::now();
+    while reqwest::get(format!("{}/api/queue/v1/ping", api.base))
+        .await
+        .is_err()
+    {
+        assert!(ready.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
+
+    // createTask at full speed
+    let a = api.clone();
+    let (create_rate, create_lat) = phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            a.call(
+                "PUT",
+                &format!("/task/{}", slugid::nice()),
+                Some(&task_def(&format!("load/create-{i}"))),
+            )
+            .await;
+            1
+        }
+    })
+    .await;
+
+    // lifecycle: each client has its own queue with a pending backlog, so claimWork never waits
+    for i in 0..clients {
+        for _ in 0..4 {
+            api.call(
+                "PUT",
+                &format!("/task/{}", slugid::nice()),
+                Some(&task_def(&format!("load/life-{i}"))),
+            )
+            .await;
+        }
+    }
+    let a = api.clone();
+    let (life_rate, life_lat) = phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            let queue = format!("load/life-{i}");
+            a.call(
+                "PUT",
+                &format!("/task/{}", slugid::nice()),
+                Some(&task_def(&queue)),
+            )
+            .await;
+            let claim = a
+                .call(
+                    "POST",
+                    &format!("/claim-work/{}", queue.replace('/', "%2F")),
+                    Some(&json!({"workerGroup": "g", "workerId": format!("w{i}"), "tasks": 1})),
+                )
+                .await;
+            let t = &claim["tasks"][0];
+            let (task_id, run_id) = (
+                t["status"]["taskId"].as_str().unwrap().to_string(),
+                t["runId"].as_u64().unwrap(),
+            );
+            a.call(
+                "POST",
+                &format!("/task/{task_id}/runs/{run_id}/completed"),
+                None,
+            )
+            .await;
+            1
+        }
+    })
+    .await;
+
+    // getTaskStatus over tasks that exist
+    let ids: Arc<Vec<String>> = Arc::new((0..256).map(|_| slugid::nice()).collect());
+    for id in ids.iter() {
+        api.call(
+            "PUT",
+            &format!("/task/{id}"),
+            Some(&task_def("load/status")),
+        )
+        .await;
+    }
+    let a = api.clone();
+    let ids2 = ids.clone();
+    let (status_rate, status_lat) = phase(clients, secs, move |i| {
+        let (a, ids) = (a.clone(), ids2.clone());
+        async move {
+            a.call("GET", &format!("/task/{}/status", ids[i % ids.len()]), None)
+                .await;
+            1
+        }
+    })
+    .await;
+
+    // createTask latency at half of the peak rate, paced
+    let target = create_rate / 2.0;
+    let per_client_interval = Duration::from_secs_f64(clients as f64 / target.max(1.0));
+    let a = api.clone();
+    let (half_rate, half_lat) = phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            let started = Instant::now();
+            a.call(
+                "PUT",
+                &format!("/task/{}", slugid::nice()),
+                Some(&task_def(&format!("load/half-{i}"))),
+            )
+            .await;
+            if let Some(rest) = per_client_interval.checked_sub(started.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+            1
+        }
+    })
+    .await;
+    // latencies of the paced phase include the pacing sleep; measure the call alone
+    let _ = half_lat;
+    let a = api.clone();
+    let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l2 = lat.clone();
+    let (_, _) = phase(clients, secs, move |i| {
+        let (a, l) = (a.clone(), l2.clone());
+        async move {
+            let started = Instant::now();
+            a.call(
+                "PUT",
+                &format!("/task/{}", slugid::nice()),
+                Some(&task_def(&format!("load/half-{i}"))),
+            )
+            .await;
+            l.lock()
+                .unwrap()
+                .push(started.elapsed().as_secs_f64() * 1000.0);
+            if let Some(rest) = per_client_interval.checked_sub(started.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+            1
+        }
+    })
+    .await;
+    let mut paced = lat.lock().unwrap().clone();
+    paced.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+
+    let events_per_life = common::lifecycle_events(Millis::now()).len() as f64;
+    let raw = rocksdb_ceiling(secs.min(5), 64);
+
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| createTask/s (peak) | {create_rate:.0} (p50 {:.2} ms, p99 {:.2} ms) |",
+        percentile(&create_lat, 0.5),
+        percentile(&create_lat, 0.99)
+    );
+    println!("| lifecycle tasks/s (create+claimWork+reportCompleted) | {life_rate:.0} (p50 {:.2} ms per lifecycle) |", percentile(&life_lat, 0.5));
+    println!(
+        "| getTaskStatus/s | {status_rate:.0} (p50 {:.2} ms) |",
+        percentile(&status_lat, 0.5)
+    );
+    println!(
+        "| createTask at half peak ({half_rate:.0}/s achieved) | p50 {:.2} ms, p99 {:.2} ms |",
+        percentile(&paced, 0.5),
+        percentile(&paced, 0.99)
+    );
+    println!("| raw RocksDB synced batched puts (64 events/batch) | {raw:.0} events/s = {:.0} lifecycles/s |", raw / events_per_life);
+    println!();
+    println!("ratios (this run): lifecycle / raw-RocksDB-lifecycle ceiling = {:.3}; lifecycle vs Taskcluster's 42/s = {:.0}x; getTaskStatus vs Taskcluster's 333/s = {:.0}x",
+        life_rate / (raw / events_per_life), life_rate / 42.0, status_rate / 333.0);
+}
