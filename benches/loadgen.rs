@@ -147,21 +147,30 @@ fn main() {
 }
 
 async fn run(secs: u64, clients: usize) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // LOADGEN_PORT: drive a server already running on that loopback port (root token TOKEN),
+    // e.g. one under a profiler; otherwise start our own.
+    let existing: Option<u16> = std::env::var("LOADGEN_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    let port = existing.unwrap_or_else(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    });
     let data = std::env::temp_dir().join(format!("taskledger-loadgen-{}", std::process::id()));
-    let mut server = Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .arg("serve")
-        .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TASKLEDGER_DATA_DIR", &data)
-        .env("TASKLEDGER_ROOT_ACCESS_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start taskledger");
+    let mut server = existing.is_none().then(|| {
+        Command::new(env!("CARGO_BIN_EXE_taskledger"))
+            .arg("serve")
+            .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TASKLEDGER_DATA_DIR", &data)
+            .env("TASKLEDGER_ROOT_ACCESS_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start taskledger")
+    });
     let api = Api {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(clients)
@@ -316,12 +325,18 @@ async fn run(secs: u64, clients: usize) {
     let mut paced = lat.lock().unwrap().clone();
     paced.sort_by(|a, b| a.partial_cmp(b).unwrap());
 
-    let _ = server.kill();
-    let _ = server.wait();
+    if let Some(server) = server.as_mut() {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
     let _ = std::fs::remove_dir_all(&data);
 
     let events_per_life = common::lifecycle_events(Millis::now()).len() as f64;
-    let raw = rocksdb_ceiling(secs.min(5), 64);
+    let raw = if std::env::var_os("LOADGEN_SKIP_RAW").is_some() {
+        f64::NAN
+    } else {
+        rocksdb_ceiling(secs.min(5), 64)
+    };
 
     println!();
     println!("| measure | value |");

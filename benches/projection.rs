@@ -9,7 +9,7 @@ use taskledger_projections::{store, QueueView};
 fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("taskledger-bench-proj-{}", std::process::id()));
     let db = store::open(&dir).unwrap();
-    let view = QueueView::new(db);
+    let view = QueueView::new(db).unwrap();
     let now = Millis::now();
     let tasks_per_batch = 100;
     let mut offset = 0u64;

@@ -114,7 +114,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     let db = store::open(&args.data_dir.join("db")).context("opening the database")?;
     let log = Arc::new(EmbeddedLog::new(db.clone()));
-    let view = QueueView::new(db);
+    let view = QueueView::new(db).context("loading the queue projection")?;
     let limits = Limits {
         claim_timeout_ms: args.claim_timeout_secs as i64 * 1000,
         ..Limits::default()

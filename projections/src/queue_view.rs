@@ -5,8 +5,8 @@ use crate::keys::{self, TimerKind};
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::ids::{TaskId, TaskQueueId};
@@ -40,10 +40,33 @@ pub struct ClaimRecord {
     pub claimed: Millis,
 }
 
+/// Column families kept in memory too: their keys are inserted and deleted constantly, and a
+/// RocksDB scan would walk every tombstone since the last compaction.
+const MIRRORED: &[&str] = &[keys::CF_PENDING, keys::CF_CLAIMS, keys::CF_TIMERS];
+
+type Mirror = HashMap<&'static str, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// The writes of one fold: applied to RocksDB in one batch, then to the in-memory mirror.
+#[derive(Default)]
+struct Writes {
+    ops: Vec<(&'static str, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Writes {
+    fn put(&mut self, cf_name: &'static str, key: impl Into<Vec<u8>>, value: impl AsRef<[u8]>) {
+        self.ops
+            .push((cf_name, key.into(), Some(value.as_ref().to_vec())));
+    }
+    fn delete(&mut self, cf_name: &'static str, key: impl Into<Vec<u8>>) {
+        self.ops.push((cf_name, key.into(), None));
+    }
+}
+
 /// Read and fold access to the queue's projection.
 #[derive(Clone)]
 pub struct QueueView {
     db: Arc<DB>,
+    mirror: Arc<RwLock<Mirror>>,
 }
 
 fn get<T: serde::de::DeserializeOwned>(
@@ -127,8 +150,21 @@ impl<'a> Fold<'a> {
 }
 
 impl QueueView {
-    pub fn new(db: Arc<DB>) -> QueueView {
-        QueueView { db }
+    /// Opens the view, loading the mirrored column families into memory.
+    pub fn new(db: Arc<DB>) -> Result<QueueView, StoreError> {
+        let mut mirror = Mirror::new();
+        for name in MIRRORED {
+            let mut map = BTreeMap::new();
+            for item in db.iterator_cf(cf(&db, name)?, IteratorMode::Start) {
+                let (k, v) = item?;
+                map.insert(k.to_vec(), v.to_vec());
+            }
+            mirror.insert(name, map);
+        }
+        Ok(QueueView {
+            db,
+            mirror: Arc::new(RwLock::new(mirror)),
+        })
     }
 
     pub fn db(&self) -> &Arc<DB> {
@@ -146,7 +182,7 @@ impl QueueView {
         envelopes: &[Envelope<QueueEvent>],
     ) -> Result<(), StoreError> {
         let db = &*self.db;
-        let mut batch = WriteBatch::default();
+        let mut batch = Writes::default();
         let mut fold = Fold {
             db,
             tasks: HashMap::new(),
@@ -166,53 +202,65 @@ impl QueueView {
         }
         for (id, t) in &fold.tasks {
             if let Some(t) = t {
-                batch.put_cf(cf(db, keys::CF_TASKS)?, keys::task(id), codec::encode(t)?);
+                batch.put(keys::CF_TASKS, keys::task(id), codec::encode(t)?);
             }
         }
         for (id, g) in &fold.groups {
             if let Some(g) = g {
-                batch.put_cf(cf(db, keys::CF_GROUPS)?, keys::task(id), codec::encode(g)?);
+                batch.put(keys::CF_GROUPS, keys::task(id), codec::encode(g)?);
             }
         }
         for (k, w) in &fold.workers {
             if let Some(w) = w {
-                batch.put_cf(cf(db, keys::CF_WORKERS)?, k, codec::encode(w)?);
+                batch.put(keys::CF_WORKERS, k.clone(), codec::encode(w)?);
             }
         }
         for (q, r) in &fold.queues {
             if let Some(r) = r {
-                batch.put_cf(
-                    cf(db, keys::CF_TASK_QUEUES)?,
-                    keys::task_queue(q),
-                    codec::encode(r)?,
-                );
+                batch.put(keys::CF_TASK_QUEUES, keys::task_queue(q), codec::encode(r)?);
             }
         }
         for (k, a) in &fold.artifacts {
             if let Some(a) = a {
-                batch.put_cf(cf(db, keys::CF_ARTIFACTS)?, k, codec::encode(a)?);
+                batch.put(keys::CF_ARTIFACTS, k.clone(), codec::encode(a)?);
             }
         }
         for (s, seq) in &fold.streams {
-            batch.put_cf(cf(db, keys::CF_STREAMS)?, s.as_bytes(), seq.to_be_bytes());
+            batch.put(keys::CF_STREAMS, s.as_bytes(), seq.to_be_bytes());
         }
         let next = first_offset + envelopes.len() as u64;
-        batch.put_cf(
-            cf(db, keys::CF_META)?,
+        batch.put(
+            keys::CF_META,
             keys::consumer_offset(consumer, topic, partition),
             next.to_be_bytes(),
         );
-        db.write(batch)?;
+        let mut wb = WriteBatch::default();
+        for (cf_name, key, value) in &batch.ops {
+            match value {
+                Some(v) => wb.put_cf(cf(db, cf_name)?, key, v),
+                None => wb.delete_cf(cf(db, cf_name)?, key),
+            }
+        }
+        db.write(wb)?;
+        // the write is durable in the database: now mirror it for scans
+        let mut mirror = self.mirror.write().expect("mirror lock");
+        for (cf_name, key, value) in batch.ops {
+            if let Some(map) = mirror.get_mut(cf_name) {
+                match value {
+                    Some(v) => map.insert(key, v),
+                    None => map.remove(&key),
+                };
+            }
+        }
         Ok(())
     }
 
     fn fold_event(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Writes,
         fold: &mut Fold,
         event: &QueueEvent,
     ) -> Result<(), StoreError> {
-        let db = &*self.db;
         match event {
             QueueEvent::TaskDefined {
                 task_id,
@@ -220,16 +268,16 @@ impl QueueView {
                 unsatisfied,
             } => {
                 let task = Task::defined(*task_id, definition.clone(), unsatisfied.clone());
-                batch.put_cf(
-                    cf(db, keys::CF_GROUP_MEMBERS)?,
+                batch.put(
+                    keys::CF_GROUP_MEMBERS,
                     keys::pair(&definition.task_group_id, task_id),
                     [],
                 );
                 for dep in &definition.dependencies {
-                    batch.put_cf(cf(db, keys::CF_DEPENDENTS)?, keys::pair(dep, task_id), []);
+                    batch.put(keys::CF_DEPENDENTS, keys::pair(dep, task_id), []);
                 }
-                batch.put_cf(
-                    cf(db, keys::CF_TIMERS)?,
+                batch.put(
+                    keys::CF_TIMERS,
                     keys::timer(definition.deadline, TimerKind::Deadline, task_id, 0),
                     [],
                 );
@@ -328,11 +376,10 @@ impl QueueView {
     /// Run-level events: keep the pending queue, claims and timers in step with the task.
     fn fold_task_event(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Writes,
         fold: &mut Fold,
         event: &QueueEvent,
     ) -> Result<(), StoreError> {
-        let db = &*self.db;
         let task_id = match event.stream() {
             taskledger_core::queue::Stream::Task(t) => t,
             _ => return Ok(()),
@@ -354,17 +401,12 @@ impl QueueView {
         // remove the index entries of the run's state before the event
         if let Some(run) = &before {
             match run.state {
-                RunState::Pending => {
-                    batch.delete_cf(cf(db, keys::CF_PENDING)?, pending_key(&task, run))
-                }
+                RunState::Pending => batch.delete(keys::CF_PENDING, pending_key(&task, run)),
                 RunState::Running => {
-                    batch.delete_cf(
-                        cf(db, keys::CF_CLAIMS)?,
-                        keys::claim(&queue, &task_id, run.run_id),
-                    );
+                    batch.delete(keys::CF_CLAIMS, keys::claim(&queue, &task_id, run.run_id));
                     if let Some(t) = run.taken_until {
-                        batch.delete_cf(
-                            cf(db, keys::CF_TIMERS)?,
+                        batch.delete(
+                            keys::CF_TIMERS,
                             keys::timer(t, TimerKind::ClaimExpiry, &task_id, run.run_id),
                         );
                     }
@@ -376,9 +418,7 @@ impl QueueView {
         let after = task.last_run().cloned();
         if let Some(run) = &after {
             match run.state {
-                RunState::Pending => {
-                    batch.put_cf(cf(db, keys::CF_PENDING)?, pending_key(&task, run), [])
-                }
+                RunState::Pending => batch.put(keys::CF_PENDING, pending_key(&task, run), []),
                 RunState::Running => {
                     let claim = ClaimRecord {
                         taken_until: run.taken_until.unwrap_or_default(),
@@ -386,13 +426,13 @@ impl QueueView {
                         worker_id: run.worker_id.clone().unwrap_or_default(),
                         claimed: run.started.unwrap_or_default(),
                     };
-                    batch.put_cf(
-                        cf(db, keys::CF_CLAIMS)?,
+                    batch.put(
+                        keys::CF_CLAIMS,
                         keys::claim(&queue, &task_id, run.run_id),
                         codec::encode(&claim)?,
                     );
-                    batch.put_cf(
-                        cf(db, keys::CF_TIMERS)?,
+                    batch.put(
+                        keys::CF_TIMERS,
                         keys::timer(
                             claim.taken_until,
                             TimerKind::ClaimExpiry,
@@ -408,8 +448,8 @@ impl QueueView {
         let deadline_timer =
             keys::timer(task.definition.deadline, TimerKind::Deadline, &task_id, 0);
         match task.resolution() {
-            Some(_) => batch.delete_cf(cf(db, keys::CF_TIMERS)?, deadline_timer),
-            None => batch.put_cf(cf(db, keys::CF_TIMERS)?, deadline_timer, []),
+            Some(_) => batch.delete(keys::CF_TIMERS, deadline_timer),
+            None => batch.put(keys::CF_TIMERS, deadline_timer, []),
         }
         if let QueueEvent::RunClaimed {
             task_queue_id,
@@ -517,6 +557,15 @@ impl QueueView {
             None => prefix.to_vec(),
         };
         let mut out = Vec::new();
+        if let Some(map) = self.mirror.read().expect("mirror lock").get(cf_name) {
+            for (k, v) in map.range(start..) {
+                if !k.starts_with(prefix) || out.len() >= limit {
+                    break;
+                }
+                out.push((k.clone().into_boxed_slice(), v.clone().into_boxed_slice()));
+            }
+            return Ok(out);
+        }
         for item in self.db.iterator_cf(
             cf(&self.db, cf_name)?,
             IteratorMode::From(&start, Direction::Forward),
@@ -552,12 +601,13 @@ impl QueueView {
         limit: usize,
     ) -> Result<Vec<(Millis, TimerKind, TaskId, u32)>, StoreError> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(cf(&self.db, keys::CF_TIMERS)?, IteratorMode::Start)
+        let mirror = self.mirror.read().expect("mirror lock");
+        for k in mirror
+            .get(keys::CF_TIMERS)
+            .into_iter()
+            .flat_map(|m| m.keys())
         {
-            let (k, _) = item?;
-            let Some(t) = keys::parse_timer(&k) else {
+            let Some(t) = keys::parse_timer(k) else {
                 continue;
             };
             if t.0 > now || out.len() >= limit {
@@ -570,13 +620,12 @@ impl QueueView {
 
     /// The time of the earliest timer.
     pub fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
-        let mut it = self
-            .db
-            .iterator_cf(cf(&self.db, keys::CF_TIMERS)?, IteratorMode::Start);
-        Ok(match it.next() {
-            Some(item) => keys::parse_timer(&item?.0).map(|t| t.0),
-            None => None,
-        })
+        let mirror = self.mirror.read().expect("mirror lock");
+        Ok(mirror
+            .get(keys::CF_TIMERS)
+            .and_then(|m| m.keys().next())
+            .and_then(|k| keys::parse_timer(k))
+            .map(|t| t.0))
     }
 
     pub fn dependents(
