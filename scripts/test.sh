@@ -10,7 +10,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/taskledger/target}"
 cache="$HOME/.cache/taskledger"
 mkdir -p "$cache"
 
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p | grep -q libclang; then
+# bindgen loads libclang.so / libclang-N.so; libclang-cpp (often preinstalled) does not count.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 \
+   && ! ldconfig -p | grep -qE 'libclang(-[0-9.]+)?\.so'; then
   echo "== installing libclang-dev (needed by librocksdb-sys)"
   apt-get update -qq && apt-get install -y -qq libclang-dev >/dev/null
 fi

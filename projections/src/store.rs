@@ -1,7 +1,7 @@
 //! The one RocksDB instance: the embedded log and every projection, in column families.
 
 use crate::keys;
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,9 +24,19 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
     opts.create_missing_column_families(true);
     opts.increase_parallelism(2);
     opts.set_max_background_jobs(2);
+    // one block cache for every column family; bloom filters make point lookups of absent
+    // keys (new tasks, new streams) cheap instead of probing every level
+    let cache = Cache::new_lru_cache(256 << 20);
     let cfs = keys::ALL_CFS.iter().map(|name| {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
         let mut cf = Options::default();
         cf.set_write_buffer_size(32 << 20);
+        cf.set_block_based_table_factory(&table);
+        cf.set_memtable_prefix_bloom_ratio(0.02);
+        cf.set_memtable_whole_key_filtering(true);
         ColumnFamilyDescriptor::new(*name, cf)
     });
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
