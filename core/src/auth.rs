@@ -6,9 +6,8 @@
 //!
 //! **Invariant:** no I/O and no clock: the caller passes `now` and a
 //! `ClientSource`. Access tokens never appear in `Debug` output or errors.
-//! **Boundary:** role expansion is not done here; scopes are returned as the
-//! client (or certificate / `authorizedScopes`) states them, plus
-//! `assume:anonymous`.
+//! **Boundary:** role expansion belongs to the `ClientSource` (`expand`): the
+//! final scopes are `expand(current ∪ {assume:anonymous})` (auth.md §4.5).
 
 use std::fmt;
 use std::time::Duration;
@@ -65,6 +64,12 @@ impl fmt::Debug for ClientRecord {
 /// Looks up permanent clients by id.
 pub trait ClientSource {
     fn client(&self, client_id: &str) -> Option<ClientRecord>;
+
+    /// Expands a scope set through roles and normalizes it (auth.md §7). Without roles:
+    /// normalization only.
+    fn expand(&self, scopes: Vec<String>) -> Vec<String> {
+        scopes::normalize(scopes)
+    }
 }
 
 /// The parts of an HTTP request that Hawk authentication reads.
@@ -81,6 +86,9 @@ pub struct HawkRequest<'a> {
     pub authorization: &'a str,
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
+    /// Verify the `hash` attribute against `body` (false for authenticateHawk, whose caller
+    /// verifies the hash it is handed back).
+    pub check_hash: bool,
 }
 
 /// A successfully authenticated request.
@@ -88,9 +96,11 @@ pub struct HawkRequest<'a> {
 pub struct Authenticated {
     /// The Hawk `id` (the credential name).
     pub client_id: String,
-    /// Normalized; always includes `assume:anonymous` (no role expansion yet).
+    /// Expanded through roles and normalized; always includes `assume:anonymous`.
     pub scopes: Vec<String>,
     pub expires: DateTime<Utc>,
+    /// The header's `hash` attribute, if any.
+    pub hash: Option<String>,
 }
 
 /// Authentication failure; the text is Taskcluster's (auth.md §3–4).
@@ -153,20 +163,141 @@ pub fn authenticate(
     let attrs = parse_authorization(req.authorization)?;
     let ext = attrs.ext.map(parse_ext).transpose()?;
     let creds = load_credentials(attrs.id, ext.as_ref(), clients, now)?;
+    let hash = attrs.hash.map(str::to_owned);
     // A header the hawk crate cannot represent exactly can never match.
     let (header, ts_secs) = hawk_header(&attrs).ok_or_else(AuthError::bad_mac)?;
     verify_mac(req, &header, &creds.access_token)?;
     check_timestamp(ts_secs, now)?;
     if let Some(hash) = attrs.hash {
-        check_payload_hash(hash, req)?;
+        if req.check_hash {
+            check_payload_hash(hash, req)?;
+        }
     }
     let mut scopes = creds.scopes;
     scopes.push(ANONYMOUS_SCOPE.to_owned());
     Ok(Authenticated {
         client_id: attrs.id.to_owned(),
-        scopes: scopes::normalize(scopes),
+        scopes: clients.expand(scopes),
         expires: creds.expires,
+        hash,
     })
+}
+
+/// The parts of a bewit-signed request (auth.md §6).
+#[derive(Clone, Copy, Debug)]
+pub struct BewitRequest<'a> {
+    pub method: &'a str,
+    /// Raw path + "?" + query exactly as received, bewit included.
+    pub resource: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+}
+
+/// Authenticate a request signed with a `bewit` query parameter (auth.md §6).
+///
+/// # Errors
+///
+/// An `AuthError` with Taskcluster's 401 message when any step fails.
+pub fn authenticate_bewit(
+    req: &BewitRequest,
+    clients: &dyn ClientSource,
+    now: DateTime<Utc>,
+) -> Result<Authenticated, AuthError> {
+    let method = req.method.to_ascii_uppercase();
+    if method != "GET" && method != "HEAD" {
+        return Err(AuthError::new("Invalid method"));
+    }
+    if req.resource.len() > MAX_HEADER_LEN {
+        return Err(AuthError::new("Resource path exceeds max length"));
+    }
+    let (stripped, bewit) =
+        split_bewit(req.resource).ok_or_else(|| AuthError::new("Empty bewit"))?;
+    let decoded =
+        base64url_lenient(bewit).ok_or_else(|| AuthError::new("Invalid bewit encoding"))?;
+    let decoded =
+        String::from_utf8(decoded).map_err(|_| AuthError::new("Invalid bewit encoding"))?;
+    let parts: Vec<&str> = decoded.split('\\').collect();
+    let [id, exp, mac, ext_text] = parts[..] else {
+        return Err(AuthError::new("Invalid bewit structure"));
+    };
+    if id.is_empty() || exp.is_empty() || mac.is_empty() {
+        return Err(AuthError::new("Missing bewit attributes"));
+    }
+    let exp_secs: i64 = exp
+        .parse()
+        .map_err(|_| AuthError::new("Invalid bewit structure"))?;
+    if exp_secs.saturating_mul(1000) <= now.timestamp_millis() {
+        return Err(AuthError::new("Access expired"));
+    }
+    let ext = (!ext_text.is_empty())
+        .then(|| parse_ext(ext_text))
+        .transpose()?;
+    let creds = load_credentials(id, ext.as_ref(), clients, now)?;
+    let normalized = format!(
+        "hawk.1.bewit\n{exp}\n\nGET\n{stripped}\n{}\n{}\n\n{}\n",
+        req.host.to_lowercase(),
+        req.port,
+        ext_text.replace('\\', "\\\\").replace('\n', "\\n"),
+    );
+    let expected = STANDARD.encode(hmac_sha256(&creds.access_token, normalized.as_bytes()));
+    if !constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
+        return Err(AuthError::bad_mac());
+    }
+    let mut scopes = creds.scopes;
+    scopes.push(ANONYMOUS_SCOPE.to_owned());
+    Ok(Authenticated {
+        client_id: id.to_owned(),
+        scopes: clients.expand(scopes),
+        expires: creds.expires,
+        hash: None,
+    })
+}
+
+/// Makes a bewit for `resource` (path + query, without a bewit) valid until `exp_secs`.
+pub fn bewit(
+    client_id: &str,
+    access_token: &str,
+    host: &str,
+    port: u16,
+    resource: &str,
+    exp_secs: i64,
+    ext: &str,
+) -> String {
+    let normalized = format!(
+        "hawk.1.bewit\n{exp_secs}\n\nGET\n{resource}\n{}\n{port}\n\n{}\n",
+        host.to_lowercase(),
+        ext.replace('\\', "\\\\").replace('\n', "\\n"),
+    );
+    let mac = STANDARD.encode(hmac_sha256(access_token, normalized.as_bytes()));
+    URL_SAFE_NO_PAD.encode(format!("{client_id}\\{exp_secs}\\{mac}\\{ext}"))
+}
+
+/// The resource without its `bewit` parameter, and the bewit's value.
+fn split_bewit(resource: &str) -> Option<(String, &str)> {
+    let (path, query) = resource.split_once('?')?;
+    let mut kept: Vec<&str> = Vec::new();
+    let mut found = None;
+    for pair in query.split('&') {
+        match pair.strip_prefix("bewit=") {
+            Some(v) if found.is_none() => found = Some(v),
+            _ => kept.push(pair),
+        }
+    }
+    let value = found.filter(|v| !v.is_empty())?;
+    let stripped = if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    Some((stripped, value))
+}
+
+fn base64url_lenient(text: &str) -> Option<Vec<u8>> {
+    let engine = GeneralPurpose::new(
+        &alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    engine.decode(text).ok()
 }
 
 /// Mint temporary credentials as `issuer_id` with `issuer_token` (auth.md
@@ -523,7 +654,7 @@ fn load_credentials(
         )?;
     }
     if let Some(authorized) = ext.and_then(|e| truthy_member(e, "authorizedScopes")) {
-        apply_authorized_scopes(authorized, &mut creds)?;
+        apply_authorized_scopes(authorized, &mut creds, clients)?;
     }
     Ok(creds)
 }
@@ -690,7 +821,11 @@ fn apply_certificate(
 
 /// auth.md §4.4: the current scopes plus `assume:anonymous` must satisfy
 /// every authorized scope; the scopes then become exactly those.
-fn apply_authorized_scopes(authorized: &Value, creds: &mut Credentials) -> Result<(), AuthError> {
+fn apply_authorized_scopes(
+    authorized: &Value,
+    creds: &mut Credentials,
+    clients: &dyn ClientSource,
+) -> Result<(), AuthError> {
     if !authorized.is_array() {
         return Err(AuthError::new("ext.authorizedScopes must be an array"));
     }
@@ -701,6 +836,7 @@ fn apply_authorized_scopes(authorized: &Value, creds: &mut Credentials) -> Resul
     };
     let mut held = creds.scopes.clone();
     held.push(ANONYMOUS_SCOPE.to_owned());
+    let held = clients.expand(held);
     if !authorized.iter().all(|s| scopes::any_satisfies(&held, s)) {
         return Err(AuthError(format!(
             "Supplied credentials do not satisfy authorizedScopes; \
@@ -863,6 +999,7 @@ mod tests {
                 authorization: &self.authorization,
                 content_type: None,
                 body: b"",
+                check_hash: true,
             }
         }
     }
@@ -1068,6 +1205,7 @@ mod tests {
                 client_id: "tester".into(),
                 scopes: strings(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
                 expires: at(NOW + 365 * 86_400),
+                hash: None,
             }
         );
         // Method case does not matter; host case does not matter.
@@ -1093,11 +1231,13 @@ mod tests {
             authorization: POST_HEADER,
             content_type: Some("application/json"),
             body: POST_BODY.as_bytes(),
+            check_hash: true,
         };
         check(&req, NOW, Ok(&["assume:anonymous", "test:a"]));
         // Payload-hash mismatch: the body changed after signing.
         let tampered = HawkRequest {
             body: br#"{"clientScopes":["*"]}"#,
+            check_hash: true,
             ..req
         };
         let computed = payload_hash(Some("application/json"), tampered.body);
@@ -1656,6 +1796,56 @@ mod tests {
             ),
             long_ago,
             Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+        );
+    }
+
+    #[test]
+    fn bewit_vector_and_checks() {
+        let expected =
+            "dGVzdGVyXDE3MDAwMDA5MDBcWnhoeXp5WDB4bW50dHViT0pUaUVlRTBWRGlBTzN0QmNna2QwYWdzMFlXOD1c";
+        let made = bewit(
+            "tester",
+            "no-secret",
+            HOST,
+            443,
+            "/api/auth/v1/test-authenticate-get/",
+            1_700_000_900,
+            "",
+        );
+        assert_eq!(made, expected);
+        let req = |method, resource: &str| BewitRequest {
+            method,
+            resource: Box::leak(resource.to_string().into_boxed_str()),
+            host: HOST,
+            port: 443,
+        };
+        let url = format!("/api/auth/v1/test-authenticate-get/?bewit={expected}");
+        let ok = authenticate_bewit(&req("GET", &url), &clients(), at(NOW)).unwrap();
+        assert_eq!(ok.client_id, "tester");
+        assert!(ok.scopes.contains(&"test:*".to_string()));
+        // other parameters around the bewit are kept in the signed resource
+        let with_query = bewit(
+            "tester",
+            "no-secret",
+            HOST,
+            443,
+            "/x?a=1&b=2",
+            1_700_000_900,
+            "",
+        );
+        let url = format!("/x?a=1&bewit={with_query}&b=2");
+        assert!(authenticate_bewit(&req("GET", &url), &clients(), at(NOW)).is_ok());
+        let err = |r: BewitRequest, now| authenticate_bewit(&r, &clients(), at(now)).unwrap_err().0;
+        let url = format!("/api/auth/v1/test-authenticate-get/?bewit={expected}");
+        assert_eq!(err(req("POST", &url), NOW), "Invalid method");
+        assert_eq!(err(req("GET", &url), 1_700_000_900), "Access expired");
+        assert_eq!(
+            err(req("GET", &format!("/other?bewit={expected}")), NOW),
+            "Unauthorized: Bad mac"
+        );
+        assert_eq!(
+            err(req("GET", "/x?bewit=%%%"), NOW),
+            "Invalid bewit encoding"
         );
     }
 }

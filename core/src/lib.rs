@@ -4,6 +4,7 @@
 //!
 //! Invariant: no I/O and no clock. Time and randomness are arguments.
 
+pub mod access;
 pub mod auth;
 pub mod codec;
 pub mod envelope;

@@ -3,10 +3,11 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use taskledger_core::access::AuthError;
 use taskledger_core::queue::QueueError;
 use taskledger_core::time::Millis;
 use taskledger_projections::store::StoreError;
-use taskledger_projections::EngineError;
+use taskledger_projections::{AuthEngineError, EngineError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -126,6 +127,35 @@ impl From<EngineError> for ApiError {
                 )
             }
             EngineError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::ClientNotFound(_) => ApiError::not_found("Client not found"),
+            AuthError::RoleNotFound(_) => ApiError::not_found("Role not found"),
+            AuthError::ClientExists(_) => ApiError::conflict("Client already exists"),
+            AuthError::RoleExists(_) => ApiError::conflict("Role already exists"),
+            AuthError::InvalidRole(e) => ApiError::input(e.0),
+            AuthError::Input(m) => ApiError::input(m),
+        }
+    }
+}
+
+impl From<AuthEngineError> for ApiError {
+    fn from(err: AuthEngineError) -> Self {
+        match err {
+            AuthEngineError::Domain(e) => e.into(),
+            AuthEngineError::Unavailable(m) => {
+                tracing::warn!(error = %m, "log unavailable");
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The event log is unavailable; try again shortly.",
+                )
+            }
+            AuthEngineError::Store(e) => ApiError::internal(e),
         }
     }
 }

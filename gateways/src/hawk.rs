@@ -11,27 +11,92 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
-use taskledger_core::auth::{authenticate, ClientRecord, ClientSource, HawkRequest};
+use taskledger_core::access::seal::SealKey;
+use taskledger_core::auth::{
+    authenticate, authenticate_bewit, BewitRequest, ClientRecord, ClientSource, HawkRequest,
+};
 use taskledger_core::scopes::{any_satisfies, insufficient_scopes_message, ScopeExpr};
+use taskledger_projections::AuthView;
 
 /// Body size limit, as upstream.
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
 
-/// The permanent clients this node knows (static clients until the auth service lands).
-#[derive(Default)]
+/// The permanent clients this node knows: static clients from configuration, then the auth
+/// projection's clients, with scopes expanded through the projection's roles.
 pub struct Clients {
-    by_id: HashMap<String, ClientRecord>,
+    statics: HashMap<String, ClientRecord>,
+    view: Option<Arc<AuthView>>,
+    key: SealKey,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            statics: HashMap::new(),
+            view: None,
+            key: SealKey::new([0; 32]),
+        }
+    }
 }
 
 impl Clients {
+    /// Clients backed by the auth projection; tokens are opened with `key`.
+    pub fn new(view: Arc<AuthView>, key: SealKey) -> Clients {
+        Clients {
+            statics: HashMap::new(),
+            view: Some(view),
+            key,
+        }
+    }
+
+    /// Adds a static client (scopes unexpanded, as configured).
     pub fn insert(&mut self, client: ClientRecord) {
-        self.by_id.insert(client.client_id.clone(), client);
+        self.statics.insert(client.client_id.clone(), client);
+    }
+
+    /// The static clients, by id.
+    pub fn statics(&self) -> impl Iterator<Item = &ClientRecord> {
+        self.statics.values()
+    }
+
+    pub fn static_client(&self, id: &str) -> Option<&ClientRecord> {
+        self.statics.get(id)
+    }
+
+    pub fn seal_key(&self) -> &SealKey {
+        &self.key
+    }
+
+    /// The scopes of an anonymous request: `assume:anonymous` expanded.
+    pub fn anonymous_scopes(&self) -> Vec<String> {
+        self.expand(vec!["assume:anonymous".to_string()])
     }
 }
 
 impl ClientSource for Clients {
     fn client(&self, client_id: &str) -> Option<ClientRecord> {
-        self.by_id.get(client_id).cloned()
+        if let Some(c) = self.statics.get(client_id) {
+            let mut c = c.clone();
+            c.scopes = self.expand(c.scopes);
+            return Some(c);
+        }
+        let view = self.view.as_ref()?;
+        let stored = view.client(client_id)?;
+        let access_token = self.key.open(client_id, &stored.token)?;
+        Some(ClientRecord {
+            client_id: stored.client_id,
+            access_token,
+            scopes: view.expand(stored.scopes).to_vec(),
+            expires: stored.expires.to_datetime(),
+            disabled: stored.disabled,
+        })
+    }
+
+    fn expand(&self, scopes: Vec<String>) -> Vec<String> {
+        match &self.view {
+            Some(view) => view.expand(scopes).to_vec(),
+            None => taskledger_core::scopes::normalize(scopes),
+        }
     }
 }
 
@@ -87,7 +152,7 @@ impl Auth {
 }
 
 /// The host and port the client signed: `Host`, `X-Forwarded-Port`, `X-Forwarded-Proto`.
-fn signed_host_port(headers: &HeaderMap) -> (String, u16) {
+pub fn signed_host_port(headers: &HeaderMap) -> (String, u16) {
     let host = headers
         .get("host")
         .and_then(|h| h.to_str().ok())
@@ -154,6 +219,7 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
                     authorization,
                     content_type,
                     body: &bytes,
+                    check_hash: true,
                 };
                 tracing::debug!(resource, host = %host, port, "hawk request");
                 authenticate(&req, &state.clients, chrono::Utc::now())
@@ -162,8 +228,22 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
             }
             Err(_) => Err("Bad Request: invalid header".to_string()),
         },
-        None if has_bewit => Err("bewit authentication is not supported yet".to_string()),
-        None => Ok(Caller::anonymous()),
+        None if has_bewit => {
+            let (host, port) = signed_host_port(&parts.headers);
+            let req = BewitRequest {
+                method: parts.method.as_str(),
+                resource,
+                host: &host,
+                port,
+            };
+            authenticate_bewit(&req, &state.clients, chrono::Utc::now())
+                .map(|a| Caller { client_id: Some(a.client_id), scopes: a.scopes })
+                .map_err(|e| e.0)
+        }
+        None => Ok(Caller {
+            client_id: None,
+            scopes: state.clients.anonymous_scopes(),
+        }),
     };
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(Auth(Arc::new(result)));

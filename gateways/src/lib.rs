@@ -4,6 +4,7 @@
 //! Boundary: nothing depends on this crate but the binary. Handlers read projections and send
 //! commands to the engine; they hold no state of their own.
 
+pub mod auth;
 pub mod error;
 pub mod hawk;
 pub mod queue;
@@ -17,11 +18,14 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use taskledger_projections::Engine;
+use taskledger_projections::{AuthEngine, Engine};
 
 /// Everything handlers share.
 pub struct AppState {
     pub engine: Engine,
+    /// The auth service's writer (and, through it, the auth projection).
+    pub auth: AuthEngine,
+    /// Static clients plus the auth projection's clients; expands scopes through roles.
     pub clients: hawk::Clients,
     /// `(clientId, accessToken)` of the queue's own client, the issuer of task credentials.
     pub queue_client: (String, String),
@@ -33,6 +37,7 @@ pub struct AppState {
     pub url_key: Vec<u8>,
     pub claim_work_poll: Duration,
     pub started: Instant,
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 async fn ping(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
@@ -112,8 +117,17 @@ pub fn app(state: Arc<AppState>) -> Router {
     let queue = builtins().merge(queue::routes()).fallback(not_found).layer(
         middleware::from_fn_with_state(state.clone(), hawk::middleware),
     );
+    let auth =
+        builtins()
+            .merge(auth::routes())
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                hawk::middleware,
+            ));
     Router::new()
         .nest("/api/queue/v1", queue)
+        .nest("/api/auth/v1", auth)
         .route(
             "/blobs/{*path}",
             put(queue::artifacts::put_blob).get(queue::artifacts::get_blob),

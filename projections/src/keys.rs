@@ -17,6 +17,8 @@ pub const CF_TIMERS: &str = "timers";
 pub const CF_ARTIFACTS: &str = "artifacts";
 pub const CF_WORKERS: &str = "workers";
 pub const CF_TASK_QUEUES: &str = "task_queues";
+/// The auth projection: clients, roles, stream sequences and the audit indexes.
+pub const CF_AUTH: &str = "auth";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
@@ -32,6 +34,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_ARTIFACTS,
     CF_WORKERS,
     CF_TASK_QUEUES,
+    CF_AUTH,
 ];
 
 /// The projection column families (everything but the log), for digests and rebuilds.
@@ -47,6 +50,7 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_ARTIFACTS,
     CF_WORKERS,
     CF_TASK_QUEUES,
+    CF_AUTH,
 ];
 
 fn with_str(mut out: Vec<u8>, s: &str) -> Vec<u8> {
@@ -204,4 +208,52 @@ mod tests {
         );
         assert_eq!(offset_from_log_key(&log_key("x", 0, 42)), Some(42));
     }
+}
+
+/// `auth`: a client by id.
+pub fn auth_client(id: &str) -> Vec<u8> {
+    with_str(b"c".to_vec(), id)
+}
+
+/// `auth`: a role by id.
+pub fn auth_role(id: &str) -> Vec<u8> {
+    with_str(b"r".to_vec(), id)
+}
+
+/// `auth`: the last applied sequence of a stream.
+pub fn auth_stream(stream: &str) -> Vec<u8> {
+    with_str(b"s".to_vec(), stream)
+}
+
+/// Prefixes of the `auth` CF's kinds of rows.
+pub const AUTH_CLIENT_PREFIX: &[u8] = b"c";
+pub const AUTH_ROLE_PREFIX: &[u8] = b"r";
+pub const AUTH_STREAM_PREFIX: &[u8] = b"s";
+
+/// The id of an `auth_client`/`auth_role`/`auth_stream` key.
+pub fn auth_id(key: &[u8]) -> Option<&str> {
+    let body = key.get(1..key.len().checked_sub(1)?)?;
+    std::str::from_utf8(body).ok()
+}
+
+/// `auth`: an audit entry of an entity (kind, id), in log order.
+pub fn audit_entity(kind: &str, id: &str, offset: u64) -> Vec<u8> {
+    let mut k = audit_entity_prefix(kind, id);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn audit_entity_prefix(kind: &str, id: &str) -> Vec<u8> {
+    with_str(with_str(b"e".to_vec(), kind), id)
+}
+
+/// `auth`: an audit entry by the client that acted, in log order.
+pub fn audit_actor(client_id: &str, offset: u64) -> Vec<u8> {
+    let mut k = audit_actor_prefix(client_id);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn audit_actor_prefix(client_id: &str) -> Vec<u8> {
+    with_str(b"a".to_vec(), client_id)
 }

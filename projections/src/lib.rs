@@ -4,12 +4,14 @@
 //!
 //! Invariant: a projection's state and the offset it has consumed are written in one batch.
 
+pub mod auth_view;
 pub mod embedded_log;
 pub mod engine;
 pub mod keys;
 pub mod queue_view;
 pub mod store;
 
+pub use auth_view::{AuditEntry, AuthEngine, AuthEngineError, AuthView};
 pub use embedded_log::EmbeddedLog;
 pub use engine::{Engine, EngineError, Outcome, QueueCommand};
 pub use queue_view::QueueView;

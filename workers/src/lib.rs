@@ -217,3 +217,32 @@ pub async fn run_builtin_workers(engine: Engine) {
         }
     }
 }
+
+/// How often the client-expiry reactor looks for expired clients (upstream: daily).
+const CLIENT_EXPIRY_SCAN: Duration = Duration::from_secs(60);
+
+/// Deletes clients past their `expires` that asked for it (`deleteOnExpiration`), as
+/// `ClientDeleted { expired: true }` events. Clients that did not ask stay and simply stop
+/// authenticating.
+pub async fn run_client_expiry(auth: taskledger_projections::AuthEngine) {
+    loop {
+        let now = Millis::now();
+        let expired: Vec<String> = auth.view().read(|s| {
+            s.clients
+                .values()
+                .filter(|c| c.delete_on_expiration && c.expires < now)
+                .map(|c| c.client_id.clone())
+                .collect()
+        });
+        for client_id in expired {
+            let cmd = taskledger_core::access::AuthCommand::ExpireClient {
+                client_id: client_id.clone(),
+            };
+            match auth.execute(Actor::system("client-expiry"), cmd).await {
+                Ok(_) => tracing::info!(%client_id, "expired client deleted"),
+                Err(e) => tracing::warn!(%client_id, error = %e, "client expiry failed"),
+            }
+        }
+        tokio::time::sleep(CLIENT_EXPIRY_SCAN).await;
+    }
+}

@@ -1,0 +1,730 @@
+//! The auth service's domain: clients and roles as event-sourced aggregates (reference/auth.md
+//! §7–9), role expansion (`roles`) and the sealing of access tokens (`seal`).
+//!
+//! **Invariant:** an access token never enters an event in clear: events carry a `Sealed`
+//! token (AES-256-GCM), made by the caller, which owns the key and the randomness.
+
+pub mod roles;
+pub mod seal;
+
+use crate::scopes;
+use crate::time::Millis;
+use roles::{RoleError, RoleSet};
+use seal::Sealed;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Topic of the auth service's events.
+pub const AUTH_TOPIC: &str = "taskledger.auth";
+
+/// Client ids reserved for configuration (auth.md §8).
+pub const STATIC_PREFIX: &str = "static/";
+
+/// Auth events. Wire format V1: variants are only ever appended.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum AuthEvent {
+    ClientCreated {
+        client_id: String,
+        description: String,
+        expires: Millis,
+        scopes: Vec<String>,
+        delete_on_expiration: bool,
+        token: Sealed,
+    },
+    ClientUpdated {
+        client_id: String,
+        description: String,
+        expires: Millis,
+        scopes: Vec<String>,
+        delete_on_expiration: bool,
+    },
+    AccessTokenReset {
+        client_id: String,
+        token: Sealed,
+    },
+    ClientEnabled {
+        client_id: String,
+    },
+    ClientDisabled {
+        client_id: String,
+    },
+    ClientDeleted {
+        client_id: String,
+        /// Deleted by the expiry reactor rather than by a call.
+        expired: bool,
+    },
+    RoleCreated {
+        role_id: String,
+        description: String,
+        scopes: Vec<String>,
+    },
+    RoleUpdated {
+        role_id: String,
+        description: String,
+        scopes: Vec<String>,
+    },
+    RoleDeleted {
+        role_id: String,
+    },
+}
+
+/// The entity an auth event is about.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EntityType {
+    Client,
+    Role,
+}
+
+impl EntityType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityType::Client => "client",
+            EntityType::Role => "role",
+        }
+    }
+}
+
+impl AuthEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            AuthEvent::ClientCreated { .. } => "ClientCreated",
+            AuthEvent::ClientUpdated { .. } => "ClientUpdated",
+            AuthEvent::AccessTokenReset { .. } => "AccessTokenReset",
+            AuthEvent::ClientEnabled { .. } => "ClientEnabled",
+            AuthEvent::ClientDisabled { .. } => "ClientDisabled",
+            AuthEvent::ClientDeleted { .. } => "ClientDeleted",
+            AuthEvent::RoleCreated { .. } => "RoleCreated",
+            AuthEvent::RoleUpdated { .. } => "RoleUpdated",
+            AuthEvent::RoleDeleted { .. } => "RoleDeleted",
+        }
+    }
+
+    /// The entity and its id.
+    pub fn entity(&self) -> (EntityType, &str) {
+        match self {
+            AuthEvent::ClientCreated { client_id, .. }
+            | AuthEvent::ClientUpdated { client_id, .. }
+            | AuthEvent::AccessTokenReset { client_id, .. }
+            | AuthEvent::ClientEnabled { client_id }
+            | AuthEvent::ClientDisabled { client_id }
+            | AuthEvent::ClientDeleted { client_id, .. } => (EntityType::Client, client_id),
+            AuthEvent::RoleCreated { role_id, .. }
+            | AuthEvent::RoleUpdated { role_id, .. }
+            | AuthEvent::RoleDeleted { role_id } => (EntityType::Role, role_id),
+        }
+    }
+
+    /// The stream (aggregate) the event belongs to.
+    pub fn stream_id(&self) -> String {
+        let (kind, id) = self.entity();
+        format!("{}/{id}", kind.as_str())
+    }
+
+    /// Taskcluster's audit `actionType` (auth.md §9).
+    pub fn action_type(&self) -> &'static str {
+        match self {
+            AuthEvent::ClientCreated { .. } | AuthEvent::RoleCreated { .. } => "created",
+            AuthEvent::ClientUpdated { .. } | AuthEvent::RoleUpdated { .. } => "updated",
+            AuthEvent::AccessTokenReset { .. } => "access token reset",
+            AuthEvent::ClientEnabled { .. } => "client enabled",
+            AuthEvent::ClientDisabled { .. } => "client disabled",
+            AuthEvent::ClientDeleted { expired: true, .. } => "expired",
+            AuthEvent::ClientDeleted { expired: false, .. } | AuthEvent::RoleDeleted { .. } => {
+                "deleted"
+            }
+        }
+    }
+}
+
+/// A client as the projection holds it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Client {
+    pub client_id: String,
+    pub description: String,
+    pub expires: Millis,
+    /// As stored (sorted, unexpanded).
+    pub scopes: Vec<String>,
+    pub delete_on_expiration: bool,
+    pub disabled: bool,
+    pub created: Millis,
+    pub last_modified: Millis,
+    pub last_rotated: Millis,
+    pub last_date_used: Millis,
+    pub token: Sealed,
+}
+
+/// A role as the projection holds it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Role {
+    pub role_id: String,
+    pub description: String,
+    /// Sorted.
+    pub scopes: Vec<String>,
+    pub created: Millis,
+    pub last_modified: Millis,
+}
+
+/// Everything the auth service decides against.
+#[derive(Clone, Debug, Default)]
+pub struct AuthState {
+    pub clients: BTreeMap<String, Client>,
+    pub roles: BTreeMap<String, Role>,
+    /// The roles as an expansion-ready snapshot, rebuilt on every role change.
+    pub role_set: RoleSet,
+}
+
+/// Commands. Token material arrives sealed; the gateway has already checked the caller's
+/// scopes, static ids and input shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuthCommand {
+    CreateClient {
+        client_id: String,
+        description: String,
+        expires: Millis,
+        scopes: Vec<String>,
+        delete_on_expiration: bool,
+        token: Sealed,
+    },
+    UpdateClient {
+        client_id: String,
+        description: String,
+        expires: Millis,
+        scopes: Option<Vec<String>>,
+        delete_on_expiration: Option<bool>,
+    },
+    ResetAccessToken {
+        client_id: String,
+        token: Sealed,
+    },
+    EnableClient {
+        client_id: String,
+    },
+    DisableClient {
+        client_id: String,
+    },
+    DeleteClient {
+        client_id: String,
+    },
+    /// The expiry reactor: delete a client whose `expires` passed, if it asked for that.
+    ExpireClient {
+        client_id: String,
+    },
+    CreateRole {
+        role_id: String,
+        description: String,
+        scopes: Vec<String>,
+    },
+    UpdateRole {
+        role_id: String,
+        description: String,
+        scopes: Vec<String>,
+    },
+    DeleteRole {
+        role_id: String,
+    },
+}
+
+impl AuthCommand {
+    /// The stream the command acts on.
+    pub fn stream_id(&self) -> String {
+        match self {
+            AuthCommand::CreateClient { client_id, .. }
+            | AuthCommand::UpdateClient { client_id, .. }
+            | AuthCommand::ResetAccessToken { client_id, .. }
+            | AuthCommand::EnableClient { client_id }
+            | AuthCommand::DisableClient { client_id }
+            | AuthCommand::DeleteClient { client_id }
+            | AuthCommand::ExpireClient { client_id } => format!("client/{client_id}"),
+            AuthCommand::CreateRole { role_id, .. }
+            | AuthCommand::UpdateRole { role_id, .. }
+            | AuthCommand::DeleteRole { role_id } => format!("role/{role_id}"),
+        }
+    }
+}
+
+/// Why a command is refused; the gateway maps each to Taskcluster's error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("Client `{0}` not found")]
+    ClientNotFound(String),
+    #[error("Client with clientId `{0}` already exists")]
+    ClientExists(String),
+    #[error("Role `{0}` not found")]
+    RoleNotFound(String),
+    #[error("Role with roleId `{0}` already exists")]
+    RoleExists(String),
+    #[error("{0}")]
+    InvalidRole(#[from] RoleError),
+    #[error("{0}")]
+    Input(String),
+}
+
+fn sorted(mut s: Vec<String>) -> Vec<String> {
+    s.sort();
+    s.dedup();
+    s
+}
+
+fn check_client_scopes(scopes_: &[String]) -> Result<(), AuthError> {
+    for s in scopes_ {
+        if !scopes::is_valid_scope(s) {
+            return Err(AuthError::Input(format!(
+                "scope `{s}` is not a valid scope"
+            )));
+        }
+        if s.ends_with("**") {
+            return Err(AuthError::Input("scopes must not end with `**`".into()));
+        }
+    }
+    Ok(())
+}
+
+impl AuthState {
+    /// The pure decision: events for `cmd`, or why not. An empty list means "already so".
+    pub fn decide(&self, cmd: &AuthCommand, now: Millis) -> Result<Vec<AuthEvent>, AuthError> {
+        let client = |id: &str| {
+            self.clients
+                .get(id)
+                .ok_or_else(|| AuthError::ClientNotFound(id.to_string()))
+        };
+        Ok(match cmd.clone() {
+            AuthCommand::CreateClient {
+                client_id,
+                description,
+                expires,
+                scopes,
+                delete_on_expiration,
+                token,
+            } => {
+                check_client_scopes(&scopes)?;
+                if self.clients.contains_key(&client_id) {
+                    return Err(AuthError::ClientExists(client_id));
+                }
+                vec![AuthEvent::ClientCreated {
+                    client_id,
+                    description,
+                    expires,
+                    scopes: sorted(scopes),
+                    delete_on_expiration,
+                    token,
+                }]
+            }
+            AuthCommand::UpdateClient {
+                client_id,
+                description,
+                expires,
+                scopes,
+                delete_on_expiration,
+            } => {
+                let c = client(&client_id)?;
+                if let Some(s) = &scopes {
+                    check_client_scopes(s)?;
+                }
+                vec![AuthEvent::ClientUpdated {
+                    scopes: scopes.map(sorted).unwrap_or_else(|| c.scopes.clone()),
+                    delete_on_expiration: delete_on_expiration.unwrap_or(c.delete_on_expiration),
+                    client_id,
+                    description,
+                    expires,
+                }]
+            }
+            AuthCommand::ResetAccessToken { client_id, token } => {
+                client(&client_id)?;
+                vec![AuthEvent::AccessTokenReset { client_id, token }]
+            }
+            AuthCommand::EnableClient { client_id } => {
+                if client(&client_id)?.disabled {
+                    vec![AuthEvent::ClientEnabled { client_id }]
+                } else {
+                    vec![]
+                }
+            }
+            AuthCommand::DisableClient { client_id } => {
+                if client(&client_id)?.disabled {
+                    vec![]
+                } else {
+                    vec![AuthEvent::ClientDisabled { client_id }]
+                }
+            }
+            AuthCommand::DeleteClient { client_id } => match self.clients.get(&client_id) {
+                Some(_) => vec![AuthEvent::ClientDeleted {
+                    client_id,
+                    expired: false,
+                }],
+                None => vec![],
+            },
+            AuthCommand::ExpireClient { client_id } => match self.clients.get(&client_id) {
+                Some(c) if c.delete_on_expiration && c.expires < now => {
+                    vec![AuthEvent::ClientDeleted {
+                        client_id,
+                        expired: true,
+                    }]
+                }
+                _ => vec![],
+            },
+            AuthCommand::CreateRole {
+                role_id,
+                description,
+                scopes,
+            } => {
+                let scopes = sorted(scopes);
+                if let Some(existing) = self.roles.get(&role_id) {
+                    if existing.description == description && existing.scopes == scopes {
+                        return Ok(vec![]);
+                    }
+                    return Err(AuthError::RoleExists(role_id));
+                }
+                self.role_set.with_role(&role_id, scopes.clone())?;
+                vec![AuthEvent::RoleCreated {
+                    role_id,
+                    description,
+                    scopes,
+                }]
+            }
+            AuthCommand::UpdateRole {
+                role_id,
+                description,
+                scopes,
+            } => {
+                if !self.roles.contains_key(&role_id) {
+                    return Err(AuthError::RoleNotFound(role_id));
+                }
+                let scopes = sorted(scopes);
+                self.role_set.with_role(&role_id, scopes.clone())?;
+                vec![AuthEvent::RoleUpdated {
+                    role_id,
+                    description,
+                    scopes,
+                }]
+            }
+            AuthCommand::DeleteRole { role_id } => match self.roles.get(&role_id) {
+                Some(_) => vec![AuthEvent::RoleDeleted { role_id }],
+                None => vec![],
+            },
+        })
+    }
+
+    /// Moves state; no rules. `at` is the event's time.
+    pub fn apply(&mut self, event: &AuthEvent, at: Millis) {
+        match event.clone() {
+            AuthEvent::ClientCreated {
+                client_id,
+                description,
+                expires,
+                scopes,
+                delete_on_expiration,
+                token,
+            } => {
+                self.clients.insert(
+                    client_id.clone(),
+                    Client {
+                        client_id,
+                        description,
+                        expires,
+                        scopes,
+                        delete_on_expiration,
+                        disabled: false,
+                        created: at,
+                        last_modified: at,
+                        last_rotated: at,
+                        last_date_used: at,
+                        token,
+                    },
+                );
+            }
+            AuthEvent::ClientUpdated {
+                client_id,
+                description,
+                expires,
+                scopes,
+                delete_on_expiration,
+            } => {
+                if let Some(c) = self.clients.get_mut(&client_id) {
+                    c.description = description;
+                    c.expires = expires;
+                    c.scopes = scopes;
+                    c.delete_on_expiration = delete_on_expiration;
+                    c.last_modified = at;
+                }
+            }
+            AuthEvent::AccessTokenReset { client_id, token } => {
+                if let Some(c) = self.clients.get_mut(&client_id) {
+                    c.token = token;
+                    c.last_rotated = at;
+                    c.last_modified = at;
+                }
+            }
+            AuthEvent::ClientEnabled { client_id } => {
+                if let Some(c) = self.clients.get_mut(&client_id) {
+                    c.disabled = false;
+                    c.last_modified = at;
+                }
+            }
+            AuthEvent::ClientDisabled { client_id } => {
+                if let Some(c) = self.clients.get_mut(&client_id) {
+                    c.disabled = true;
+                    c.last_modified = at;
+                }
+            }
+            AuthEvent::ClientDeleted { client_id, .. } => {
+                self.clients.remove(&client_id);
+            }
+            AuthEvent::RoleCreated {
+                role_id,
+                description,
+                scopes,
+            } => {
+                self.roles.insert(
+                    role_id.clone(),
+                    Role {
+                        role_id,
+                        description,
+                        scopes,
+                        created: at,
+                        last_modified: at,
+                    },
+                );
+                self.rebuild_roles();
+            }
+            AuthEvent::RoleUpdated {
+                role_id,
+                description,
+                scopes,
+            } => {
+                if let Some(r) = self.roles.get_mut(&role_id) {
+                    r.description = description;
+                    r.scopes = scopes;
+                    r.last_modified = at;
+                }
+                self.rebuild_roles();
+            }
+            AuthEvent::RoleDeleted { role_id } => {
+                self.roles.remove(&role_id);
+                self.rebuild_roles();
+            }
+        }
+    }
+
+    /// Rebuilds the expansion snapshot from the roles.
+    pub fn rebuild_roles(&mut self) {
+        self.role_set = RoleSet::new(
+            self.roles
+                .values()
+                .map(|r| (r.role_id.clone(), r.scopes.clone())),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Sealed {
+        Sealed {
+            nonce: [7; 12],
+            ciphertext: vec![1, 2, 3],
+        }
+    }
+
+    fn create(id: &str, scopes_: &[&str]) -> AuthCommand {
+        AuthCommand::CreateClient {
+            client_id: id.into(),
+            description: "d".into(),
+            expires: Millis(10_000),
+            scopes: scopes_.iter().map(|s| s.to_string()).collect(),
+            delete_on_expiration: true,
+            token: token(),
+        }
+    }
+
+    fn run(state: &mut AuthState, cmd: AuthCommand, now: i64) -> Result<Vec<AuthEvent>, AuthError> {
+        let events = state.decide(&cmd, Millis(now))?;
+        for e in &events {
+            state.apply(e, Millis(now));
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn client_lifecycle() {
+        let mut s = AuthState::default();
+        run(&mut s, create("c", &["b", "a", "a"]), 1).unwrap();
+        assert_eq!(s.clients["c"].scopes, vec!["a", "b"]);
+        assert_eq!(
+            run(&mut s, create("c", &[]), 2),
+            Err(AuthError::ClientExists("c".into()))
+        );
+        assert_eq!(
+            run(
+                &mut s,
+                AuthCommand::EnableClient {
+                    client_id: "c".into()
+                },
+                3
+            ),
+            Ok(vec![])
+        );
+        assert_eq!(
+            run(
+                &mut s,
+                AuthCommand::DisableClient {
+                    client_id: "c".into()
+                },
+                3
+            )
+            .unwrap()
+            .len(),
+            1
+        );
+        assert!(s.clients["c"].disabled);
+        let upd = AuthCommand::UpdateClient {
+            client_id: "c".into(),
+            description: "new".into(),
+            expires: Millis(20_000),
+            scopes: None,
+            delete_on_expiration: None,
+        };
+        run(&mut s, upd, 4).unwrap();
+        assert_eq!(s.clients["c"].scopes, vec!["a", "b"]);
+        assert_eq!(s.clients["c"].last_modified, Millis(4));
+        // not yet expired: the reactor's command does nothing
+        assert_eq!(
+            run(
+                &mut s,
+                AuthCommand::ExpireClient {
+                    client_id: "c".into()
+                },
+                5
+            ),
+            Ok(vec![])
+        );
+        let gone = run(
+            &mut s,
+            AuthCommand::ExpireClient {
+                client_id: "c".into(),
+            },
+            20_001,
+        )
+        .unwrap();
+        assert_eq!(gone[0].action_type(), "expired");
+        assert!(s.clients.is_empty());
+        assert_eq!(
+            run(
+                &mut s,
+                AuthCommand::DeleteClient {
+                    client_id: "c".into()
+                },
+                6
+            ),
+            Ok(vec![])
+        );
+        assert_eq!(
+            run(
+                &mut s,
+                AuthCommand::ResetAccessToken {
+                    client_id: "c".into(),
+                    token: token()
+                },
+                7
+            ),
+            Err(AuthError::ClientNotFound("c".into()))
+        );
+        assert!(run(&mut s, create("d", &["x**"]), 8).is_err());
+    }
+
+    #[test]
+    fn roles_are_idempotent_and_acyclic() {
+        let mut s = AuthState::default();
+        let mk = |id: &str, scopes_: &[&str]| AuthCommand::CreateRole {
+            role_id: id.into(),
+            description: "d".into(),
+            scopes: scopes_.iter().map(|x| x.to_string()).collect(),
+        };
+        run(&mut s, mk("r", &["b", "assume:q"]), 1).unwrap();
+        assert_eq!(run(&mut s, mk("r", &["assume:q", "b"]), 2), Ok(vec![]));
+        assert_eq!(
+            run(&mut s, mk("r", &["c"]), 2),
+            Err(AuthError::RoleExists("r".into()))
+        );
+        run(&mut s, mk("q", &["qq"]), 3).unwrap();
+        assert_eq!(
+            s.role_set.expand_role("r"),
+            vec!["assume:q", "assume:r", "b", "qq"]
+        );
+        let cyc = AuthCommand::UpdateRole {
+            role_id: "q".into(),
+            description: "d".into(),
+            scopes: vec!["assume:r".into()],
+        };
+        assert!(matches!(
+            run(&mut s, cyc, 4),
+            Err(AuthError::InvalidRole(_))
+        ));
+        run(
+            &mut s,
+            AuthCommand::DeleteRole {
+                role_id: "q".into(),
+            },
+            5,
+        )
+        .unwrap();
+        assert_eq!(
+            s.role_set.expand_role("r"),
+            vec!["assume:q", "assume:r", "b"]
+        );
+    }
+
+    /// Pins the V1 wire bytes of the auth events (regenerate with UPDATE_EXPECT=1 only when
+    /// adding a variant; a changed file for an existing variant is a broken log).
+    #[test]
+    fn golden_auth_events_v1() {
+        let events = vec![
+            AuthEvent::ClientCreated {
+                client_id: "c".into(),
+                description: "d".into(),
+                expires: Millis(1_700_000_000_000),
+                scopes: vec!["a".into()],
+                delete_on_expiration: true,
+                token: token(),
+            },
+            AuthEvent::ClientDeleted {
+                client_id: "c".into(),
+                expired: true,
+            },
+            AuthEvent::RoleCreated {
+                role_id: "r*".into(),
+                description: "".into(),
+                scopes: vec!["x<..>".into()],
+            },
+        ];
+        let envelope = crate::envelope::Envelope {
+            event_id: crate::envelope::EventId(uuid::Uuid::from_u128(1)),
+            stream_id: "client/c".into(),
+            sequence: 1,
+            time: Millis(1_700_000_000_000),
+            actor: crate::envelope::Actor {
+                client_id: "root".into(),
+                request_id: None,
+            },
+            causation_id: None,
+            writer_epoch: 1,
+            payload: events,
+        };
+        let hex: String = crate::codec::encode(&envelope)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/auth/events_v1.hex"
+        );
+        if std::env::var_os("UPDATE_EXPECT").is_some() {
+            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+            std::fs::write(path, &hex).unwrap();
+        }
+        let golden =
+            std::fs::read_to_string(path).expect("golden file (regenerate with UPDATE_EXPECT=1)");
+        assert_eq!(hex, golden.trim());
+    }
+}

@@ -1,0 +1,520 @@
+//! The auth projection and its writer.
+//!
+//! `AuthView` folds `AuthEvent`s into the `auth` column family (clients, roles, stream
+//! sequences, audit indexes by entity and by acting client) and keeps the whole state in
+//! memory: clients and roles are few and every request reads them. Role expansion results are
+//! cached per scope set and the cache is dropped whenever a role changes (the expanded-role
+//! index of the auth issue).
+//!
+//! `AuthEngine` is the auth partition's single writer: load -> decide -> append -> apply ->
+//! answer, one command at a time (auth writes are rare; the queue's group commit is not needed).
+//!
+//! **Invariant:** state, sequences, audit rows and the consumed offset go in one batch.
+
+use crate::keys;
+use crate::store::{cf, StoreError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use taskledger_core::access::{
+    AuthCommand, AuthError, AuthEvent, AuthState, Client, Role, AUTH_TOPIC,
+};
+use taskledger_core::codec;
+use taskledger_core::envelope::{Actor, Envelope, EventId};
+use taskledger_core::log::{EventLog, Record};
+use taskledger_core::time::Millis;
+use tokio::sync::{mpsc, oneshot};
+
+/// The auth service's single partition.
+pub const AUTH_PARTITION: u32 = 0;
+/// The projection's consumer name for its stored offset.
+pub const AUTH_CONSUMER: &str = "auth-view";
+/// Cached expansions kept before the cache starts over.
+const EXPAND_CACHE_MAX: usize = 10_000;
+
+/// One row of Taskcluster's audit history (auth.md §9, getEntityHistory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub client_id: String,
+    pub action_type: String,
+    pub created: Millis,
+    pub entity_id: String,
+    pub entity_type: String,
+    /// The log offset of the event, for tools that want the event itself.
+    pub offset: u64,
+}
+
+struct Inner {
+    state: AuthState,
+    /// Last applied sequence per stream (kept after deletions so ids can be reused).
+    sequences: HashMap<String, u64>,
+}
+
+pub struct AuthView {
+    db: Arc<DB>,
+    inner: RwLock<Inner>,
+    expanded: Mutex<HashMap<Vec<String>, Arc<Vec<String>>>>,
+}
+
+fn decode_err(e: codec::CodecError) -> StoreError {
+    StoreError::Codec(e)
+}
+
+impl AuthView {
+    /// Loads the projection's rows into memory.
+    pub fn open(db: Arc<DB>) -> Result<AuthView, StoreError> {
+        let mut state = AuthState::default();
+        let mut sequences = HashMap::new();
+        let auth = cf(&db, keys::CF_AUTH)?;
+        for item in db.iterator_cf(auth, IteratorMode::Start) {
+            let (k, v) = item?;
+            match k.first() {
+                Some(b'c') => {
+                    let c: Client = codec::decode(&v).map_err(decode_err)?;
+                    state.clients.insert(c.client_id.clone(), c);
+                }
+                Some(b'r') => {
+                    let r: Role = codec::decode(&v).map_err(decode_err)?;
+                    state.roles.insert(r.role_id.clone(), r);
+                }
+                Some(b's') => {
+                    if let (Some(id), Ok(b)) = (keys::auth_id(&k), <[u8; 8]>::try_from(&v[..])) {
+                        sequences.insert(id.to_string(), u64::from_be_bytes(b));
+                    }
+                }
+                _ => {}
+            }
+        }
+        state.rebuild_roles();
+        Ok(AuthView {
+            db,
+            inner: RwLock::new(Inner { state, sequences }),
+            expanded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads the state under the lock.
+    pub fn read<R>(&self, f: impl FnOnce(&AuthState) -> R) -> R {
+        f(&self.inner.read().expect("auth state lock").state)
+    }
+
+    pub fn client(&self, id: &str) -> Option<Client> {
+        self.read(|s| s.clients.get(id).cloned())
+    }
+
+    pub fn role(&self, id: &str) -> Option<Role> {
+        self.read(|s| s.roles.get(id).cloned())
+    }
+
+    /// Expansion through the current roles, cached per input set.
+    pub fn expand(&self, scopes: Vec<String>) -> Arc<Vec<String>> {
+        let mut key = scopes;
+        key.sort();
+        key.dedup();
+        if let Some(hit) = self.expanded.lock().expect("expand cache").get(&key) {
+            return hit.clone();
+        }
+        let result = Arc::new(self.read(|s| s.role_set.expand(&key)));
+        let mut cache = self.expanded.lock().expect("expand cache");
+        if cache.len() >= EXPAND_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, result.clone());
+        result
+    }
+
+    /// Expansion without the cache (for benchmarks and checks).
+    pub fn expand_uncached(&self, scopes: &[String]) -> Vec<String> {
+        self.read(|s| s.role_set.expand(scopes))
+    }
+
+    fn sequence(&self, stream: &str) -> u64 {
+        self.inner
+            .read()
+            .expect("auth state lock")
+            .sequences
+            .get(stream)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn consumer_offset(&self) -> Result<u64, StoreError> {
+        Ok(
+            match self.db.get_pinned_cf(
+                cf(&self.db, keys::CF_META)?,
+                keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
+            )? {
+                Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+                None => 0,
+            },
+        )
+    }
+
+    /// Folds envelopes read from `first_offset` on; one batch with the new offset.
+    pub fn apply(
+        &self,
+        first_offset: u64,
+        envelopes: &[Envelope<AuthEvent>],
+    ) -> Result<(), StoreError> {
+        let auth = cf(&self.db, keys::CF_AUTH)?;
+        let meta = cf(&self.db, keys::CF_META)?;
+        let mut batch = WriteBatch::default();
+        let mut inner = self.inner.write().expect("auth state lock");
+        let mut roles_changed = false;
+        for (i, env) in envelopes.iter().enumerate() {
+            let offset = first_offset + i as u64;
+            let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
+            if env.sequence <= seen {
+                continue;
+            }
+            let event = &env.payload;
+            inner.state.apply(event, env.time);
+            inner.sequences.insert(env.stream_id.clone(), env.sequence);
+            batch.put_cf(
+                auth,
+                keys::auth_stream(&env.stream_id),
+                env.sequence.to_be_bytes(),
+            );
+            let (kind, id) = event.entity();
+            match kind {
+                taskledger_core::access::EntityType::Client => match inner.state.clients.get(id) {
+                    Some(c) => batch.put_cf(auth, keys::auth_client(id), codec::encode(c)?),
+                    None => batch.delete_cf(auth, keys::auth_client(id)),
+                },
+                taskledger_core::access::EntityType::Role => {
+                    roles_changed = true;
+                    match inner.state.roles.get(id) {
+                        Some(r) => batch.put_cf(auth, keys::auth_role(id), codec::encode(r)?),
+                        None => batch.delete_cf(auth, keys::auth_role(id)),
+                    }
+                }
+            }
+            let entry = AuditEntry {
+                client_id: env.actor.client_id.clone(),
+                action_type: event.action_type().to_string(),
+                created: env.time,
+                entity_id: id.to_string(),
+                entity_type: kind.as_str().to_string(),
+                offset,
+            };
+            let bytes = codec::encode(&entry)?;
+            batch.put_cf(auth, keys::audit_entity(kind.as_str(), id, offset), &bytes);
+            batch.put_cf(
+                auth,
+                keys::audit_actor(&env.actor.client_id, offset),
+                &bytes,
+            );
+        }
+        batch.put_cf(
+            meta,
+            keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
+            (first_offset + envelopes.len() as u64).to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        drop(inner);
+        if roles_changed {
+            self.expanded.lock().expect("expand cache").clear();
+        }
+        Ok(())
+    }
+
+    /// Audit rows under `prefix`, after the row key `after`, at most `limit`; and the key
+    /// to continue from when more remain.
+    fn audit_rows(
+        &self,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), StoreError> {
+        let auth = cf(&self.db, keys::CF_AUTH)?;
+        let start = match &after {
+            Some(k) if k.starts_with(&prefix) => {
+                let mut k = k.clone();
+                k.push(0);
+                k
+            }
+            _ => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        for item in self
+            .db
+            .iterator_cf(auth, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
+                if k.starts_with(&prefix) {
+                    continue;
+                }
+                break;
+            }
+            if out.len() == limit {
+                return Ok((out, last));
+            }
+            out.push(codec::decode(&v)?);
+            last = Some(k.to_vec());
+        }
+        Ok((out, None))
+    }
+
+    /// getEntityHistory: what happened to one entity, oldest first.
+    pub fn entity_history(
+        &self,
+        kind: &str,
+        id: &str,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), StoreError> {
+        self.audit_rows(keys::audit_entity_prefix(kind, id), after, limit)
+    }
+
+    /// listAuditHistory: what one client did, oldest first.
+    pub fn actor_history(
+        &self,
+        client_id: &str,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), StoreError> {
+        self.audit_rows(keys::audit_actor_prefix(client_id), after, limit)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthEngineError {
+    #[error(transparent)]
+    Domain(#[from] AuthError),
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+struct Job {
+    actor: Actor,
+    command: AuthCommand,
+    reply: oneshot::Sender<Result<Vec<AuthEvent>, AuthEngineError>>,
+}
+
+/// A handle to the auth writer. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthEngine {
+    tx: mpsc::Sender<Job>,
+    view: Arc<AuthView>,
+}
+
+/// Applies every auth record the projection has not seen yet; returns the log's end offset.
+pub async fn catch_up_auth<L: EventLog>(view: &AuthView, log: &L) -> Result<u64, AuthEngineError> {
+    let mut offset = view.consumer_offset()?;
+    loop {
+        let records = log
+            .read(AUTH_TOPIC, AUTH_PARTITION, offset, 4096)
+            .await
+            .map_err(|e| AuthEngineError::Unavailable(e.to_string()))?;
+        if records.is_empty() {
+            return Ok(offset);
+        }
+        let envelopes = records
+            .iter()
+            .map(|r| codec::decode::<Envelope<AuthEvent>>(&r.value))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::from)?;
+        view.apply(offset, &envelopes)?;
+        offset += records.len() as u64;
+    }
+}
+
+impl AuthEngine {
+    /// Catches the projection up with the log, then starts the writer task.
+    pub async fn start<L: EventLog + 'static>(
+        view: Arc<AuthView>,
+        log: Arc<L>,
+    ) -> Result<AuthEngine, AuthEngineError> {
+        catch_up_auth(&view, &*log).await?;
+        let (tx, mut rx) = mpsc::channel::<Job>(256);
+        let writer_view = view.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let result = write(&writer_view, &*log, job.actor, job.command).await;
+                let _ = job.reply.send(result);
+            }
+        });
+        Ok(AuthEngine { tx, view })
+    }
+
+    pub fn view(&self) -> &Arc<AuthView> {
+        &self.view
+    }
+
+    /// Runs a command; answers once its events are durable and applied.
+    pub async fn execute(
+        &self,
+        actor: Actor,
+        command: AuthCommand,
+    ) -> Result<Vec<AuthEvent>, AuthEngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                actor,
+                command,
+                reply,
+            })
+            .await
+            .map_err(|_| AuthEngineError::Unavailable("auth writer stopped".into()))?;
+        rx.await
+            .map_err(|_| AuthEngineError::Unavailable("auth writer stopped".into()))?
+    }
+}
+
+async fn write<L: EventLog>(
+    view: &AuthView,
+    log: &L,
+    actor: Actor,
+    command: AuthCommand,
+) -> Result<Vec<AuthEvent>, AuthEngineError> {
+    let now = Millis::now();
+    let events = view.read(|s| s.decide(&command, now))?;
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let stream = command.stream_id();
+    let mut sequence = view.sequence(&stream);
+    let mut envelopes = Vec::with_capacity(events.len());
+    let mut records = Vec::with_capacity(events.len());
+    for event in &events {
+        sequence += 1;
+        let env = Envelope {
+            event_id: EventId::new(),
+            stream_id: stream.clone(),
+            sequence,
+            time: now,
+            actor: actor.clone(),
+            causation_id: None,
+            writer_epoch: 1,
+            payload: event.clone(),
+        };
+        records.push(Record {
+            key: stream.clone(),
+            event_type: event.type_name(),
+            value: codec::encode(&env).map_err(StoreError::from)?,
+        });
+        envelopes.push(env);
+    }
+    let first = log
+        .append(AUTH_TOPIC, AUTH_PARTITION, records)
+        .await
+        .map_err(|e| AuthEngineError::Unavailable(e.to_string()))?;
+    view.apply(first, &envelopes)?;
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{store, EmbeddedLog};
+    use taskledger_core::access::seal::SealKey;
+
+    #[tokio::test]
+    async fn commands_fold_persist_and_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SealKey::new([3; 32]);
+        let token = "tokentokentokentokentokentokentokentokentok";
+        {
+            let db = store::open(dir.path()).unwrap();
+            let log = Arc::new(EmbeddedLog::new(db.clone()));
+            let view = Arc::new(AuthView::open(db).unwrap());
+            let engine = AuthEngine::start(view.clone(), log).await.unwrap();
+            let alice = Actor {
+                client_id: "alice".into(),
+                request_id: None,
+            };
+            engine
+                .execute(
+                    alice.clone(),
+                    AuthCommand::CreateClient {
+                        client_id: "c1".into(),
+                        description: "d".into(),
+                        expires: Millis(i64::MAX / 2),
+                        scopes: vec!["assume:r".into()],
+                        delete_on_expiration: false,
+                        token: key.seal("c1", token, [5; 12]),
+                    },
+                )
+                .await
+                .unwrap();
+            engine
+                .execute(
+                    alice.clone(),
+                    AuthCommand::CreateRole {
+                        role_id: "r".into(),
+                        description: "d".into(),
+                        scopes: vec!["s".into()],
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(*view.expand(vec!["assume:r".into()]), vec!["assume:r", "s"]);
+            engine
+                .execute(
+                    alice,
+                    AuthCommand::UpdateRole {
+                        role_id: "r".into(),
+                        description: "d".into(),
+                        scopes: vec!["t".into()],
+                    },
+                )
+                .await
+                .unwrap();
+            // the role change dropped the cached expansion
+            assert_eq!(*view.expand(vec!["assume:r".into()]), vec!["assume:r", "t"]);
+            let err = engine
+                .execute(
+                    Actor::system("x"),
+                    AuthCommand::DeleteClient {
+                        client_id: "c1".into(),
+                    },
+                )
+                .await;
+            assert_eq!(err.unwrap().len(), 1);
+        }
+        // reopen once the writer task has seen its channel close and dropped the database
+        let mut opened = store::open(dir.path());
+        for _ in 0..500 {
+            if opened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            opened = store::open(dir.path());
+        }
+        let db = opened.expect("the database reopens once the writer stopped");
+        let view = AuthView::open(db.clone()).unwrap();
+        assert!(view.client("c1").is_none());
+        assert_eq!(view.role("r").unwrap().scopes, vec!["t"]);
+        let (rows, more) = view.entity_history("client", "c1", None, 10).unwrap();
+        let actions: Vec<&str> = rows.iter().map(|r| r.action_type.as_str()).collect();
+        assert_eq!(actions, vec!["created", "deleted"]);
+        assert!(more.is_none());
+        let (page, more) = view.actor_history("alice", None, 2).unwrap();
+        assert_eq!(page.len(), 2);
+        let (rest, _) = view.actor_history("alice", more, 2).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].action_type, "updated");
+        // the log re-applied from zero leaves the same state (sequences skip duplicates)
+        let log = EmbeddedLog::new(db);
+        let records = log.read_sync(AUTH_TOPIC, AUTH_PARTITION, 0, 100).unwrap();
+        assert_eq!(records.len(), 4);
+        for r in &records {
+            assert!(!r.value.windows(token.len()).any(|w| w == token.as_bytes()));
+        }
+        let envs: Vec<Envelope<AuthEvent>> = records
+            .iter()
+            .map(|r| codec::decode(&r.value).unwrap())
+            .collect();
+        view.apply(0, &envs).unwrap();
+        assert_eq!(view.role("r").unwrap().scopes, vec!["t"]);
+        assert_eq!(
+            view.entity_history("role", "r", None, 10).unwrap().0.len(),
+            2
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! The auth service end to end with the official `taskcluster` crate: clients and roles decide
+//! what a caller may do, temporary credentials, disable/reset, audit history, bewits, and no
+//! access token in the raw log.
+
+use crate::harness::*;
+use serde_json::json;
+use std::time::Duration;
+use taskcluster::{Auth, ClientBuilder, Credentials, Queue};
+
+fn auth_as(s: &Server, creds: Credentials) -> Auth {
+    Auth::new(ClientBuilder::new(&s.root_url).credentials(creds)).unwrap()
+}
+
+fn root_auth(s: &Server) -> Auth {
+    auth_as(s, Credentials::new("static/taskcluster/root", ROOT_TOKEN))
+}
+
+fn client_body(scopes: &[&str]) -> serde_json::Value {
+    json!({
+        "description": "integration test client",
+        "expires": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
+        "scopes": scopes,
+    })
+}
+
+async fn create_client(s: &Server, id: &str, scopes: &[&str]) -> Credentials {
+    let created = root_auth(s)
+        .createClient(id, &client_body(scopes))
+        .await
+        .unwrap();
+    assert_eq!(created["clientId"], id);
+    let token = created["accessToken"].as_str().unwrap();
+    assert_eq!(token.len(), 44);
+    Credentials::new(id, token)
+}
+
+fn queue_as(s: &Server, creds: Credentials) -> Queue {
+    Queue::new(ClientBuilder::new(&s.root_url).credentials(creds)).unwrap()
+}
+
+/// createTask as `creds` on `queue`: Ok, or the HTTP status.
+async fn try_create(s: &Server, creds: &Credentials, queue: &str) -> Result<(), u16> {
+    queue_as(s, creds.clone())
+        .createTask(&slugid::nice(), &task_def(queue, 600))
+        .await
+        .map(|_| ())
+        .map_err(|e| status_of(&e).unwrap_or(0))
+}
+
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            files_contain(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+#[tokio::test]
+async fn client_scopes_and_roles_decide_create_task() {
+    let s = Server::start(&[]).await;
+    let allowed = fresh_queue();
+    let other = fresh_queue();
+    let base = ["queue:create-task:project:none", "queue:scheduler-id:-"];
+
+    // a client with exactly the scopes for one queue
+    let mut scopes = base.to_vec();
+    let create_scope = format!("queue:create-task:lowest:{allowed}");
+    scopes.push(&create_scope);
+    let limited = create_client(&s, "it/limited", &scopes).await;
+    assert_eq!(try_create(&s, &limited, &allowed).await, Ok(()));
+    assert_eq!(try_create(&s, &limited, &other).await, Err(403));
+
+    // a parameterized role grants the other queue through `assume:`
+    let worker_type = other.split('/').nth(1).unwrap().to_string();
+    root_auth(&s)
+        .createRole(
+            "it-queue:*",
+            &json!({ "description": "d", "scopes": ["queue:create-task:lowest:it-prov/<..>"] }),
+        )
+        .await
+        .unwrap();
+    let assume = format!("assume:it-queue:{worker_type}");
+    let mut role_scopes = base.to_vec();
+    role_scopes.push(&assume);
+    let via_role = create_client(&s, "it/via-role", &role_scopes).await;
+    assert_eq!(try_create(&s, &via_role, &other).await, Ok(()));
+    assert_eq!(try_create(&s, &via_role, &allowed).await, Err(403));
+    let client = root_auth(&s).client("it/via-role").await.unwrap();
+    let expanded: Vec<&str> = client["expandedScopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(expanded.contains(&format!("queue:create-task:lowest:{other}").as_str()));
+
+    // changing the role changes what the client may do, at once
+    root_auth(&s)
+        .updateRole("it-queue:*", &json!({ "description": "d", "scopes": [] }))
+        .await
+        .unwrap();
+    assert_eq!(try_create(&s, &via_role, &other).await, Err(403));
+
+    // a role that would assume itself is refused
+    let err = root_auth(&s)
+        .createRole(
+            "loop",
+            &json!({ "description": "d", "scopes": ["assume:loop"] }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+
+    // a client may only grant scopes it holds
+    let grantor = create_client(&s, "it/grantor", &["auth:create-client:it/sub/*", "a:b"]).await;
+    let grantor_auth = auth_as(&s, grantor);
+    assert!(grantor_auth
+        .createClient("it/sub/ok", &client_body(&["a:b"]))
+        .await
+        .is_ok());
+    let err = grantor_auth
+        .createClient("it/sub/wide", &client_body(&["a:c"]))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(403));
+    let err = grantor_auth
+        .createClient("it/elsewhere", &client_body(&["a:b"]))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(403));
+    let err = root_auth(&s)
+        .createClient("it/sub/ok", &client_body(&[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+    let err = root_auth(&s)
+        .createClient("static/mine", &client_body(&[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+}
+
+#[tokio::test]
+async fn temporary_credentials_disable_reset_and_no_token_in_the_log() {
+    let s = Server::start(&[]).await;
+    let q = fresh_queue();
+    let create_scope = format!("queue:create-task:lowest:{q}");
+    let perm = create_client(
+        &s,
+        "it/issuer",
+        &[
+            "queue:create-task:project:none",
+            "queue:scheduler-id:-",
+            &create_scope,
+            "auth:create-client:it/issuer/*",
+            "auth:current-scopes",
+        ],
+    )
+    .await;
+
+    // narrower named temporary credentials work; wider ones are refused with 401
+    let narrow = perm
+        .create_named_temp_creds(
+            "it/issuer/temp",
+            Duration::from_secs(600),
+            [
+                "queue:create-task:project:none",
+                "queue:scheduler-id:-",
+                create_scope.as_str(),
+                "auth:current-scopes",
+            ],
+        )
+        .unwrap();
+    assert_eq!(try_create(&s, &narrow, &q).await, Ok(()));
+    let narrower = perm
+        .create_temp_creds(Duration::from_secs(600), ["queue:scheduler-id:-"])
+        .unwrap();
+    assert_eq!(try_create(&s, &narrower, &q).await, Err(403));
+    let wider = perm
+        .create_temp_creds(Duration::from_secs(600), ["queue:create-task:lowest:*"])
+        .unwrap();
+    assert_eq!(try_create(&s, &wider, &q).await, Err(401));
+    let who = auth_as(&s, narrow.clone()).currentScopes().await.unwrap();
+    assert!(who["scopes"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(create_scope)));
+
+    // disabled clients (and their temporary credentials) stop authenticating
+    let root = root_auth(&s);
+    root.disableClient("it/issuer").await.unwrap();
+    assert_eq!(try_create(&s, &perm, &q).await, Err(401));
+    assert_eq!(try_create(&s, &narrow, &q).await, Err(401));
+    root.enableClient("it/issuer").await.unwrap();
+    assert_eq!(try_create(&s, &perm, &q).await, Ok(()));
+
+    // a reset token replaces the old one
+    let reset = root.resetAccessToken("it/issuer").await.unwrap();
+    let new_token = reset["accessToken"].as_str().unwrap().to_string();
+    assert_ne!(new_token, perm.access_token);
+    assert_eq!(try_create(&s, &perm, &q).await, Err(401));
+    let renewed = Credentials::new("it/issuer", &new_token);
+    assert_eq!(try_create(&s, &renewed, &q).await, Ok(()));
+
+    // the audit history says who did what
+    let history = root
+        .getEntityHistory("client", "it/issuer", None, None)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = history["auditHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actionType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "created",
+            "client disabled",
+            "client enabled",
+            "access token reset"
+        ]
+    );
+    assert_eq!(
+        history["auditHistory"][0]["clientId"],
+        "static/taskcluster/root"
+    );
+
+    // neither token is anywhere in the data directory in clear (log, projections, WAL)
+    let db = s.data_dir.join("db");
+    assert!(
+        files_contain(&db, b"it/issuer"),
+        "the scan must see the client id"
+    );
+    assert!(!files_contain(&db, perm.access_token.as_bytes()));
+    assert!(!files_contain(&db, new_token.as_bytes()));
+
+    // the tokens survive a restart (sealed in the log, opened with the data dir's key)
+    let mut s = s;
+    s.restart().await;
+    assert_eq!(try_create(&s, &renewed, &q).await, Ok(()));
+}
+
+#[tokio::test]
+async fn listing_expansion_bewit_and_conformance_endpoints() {
+    let s = Server::start(&[]).await;
+    let root = root_auth(&s);
+    for i in 0..5 {
+        create_client(&s, &format!("it/list/{i}"), &[]).await;
+    }
+    // paging with limit 2 sees every client exactly once
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = root
+            .listClients(Some("it/list/"), token.as_deref(), Some("2"))
+            .await
+            .unwrap();
+        for c in page["clients"].as_array().unwrap() {
+            seen.push(c["clientId"].as_str().unwrap().to_string());
+        }
+        match page["continuationToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..5).map(|i| format!("it/list/{i}")).collect::<Vec<_>>()
+    );
+
+    root.createRole(
+        "group:devs",
+        &json!({ "description": "d", "scopes": ["dev-scope"] }),
+    )
+    .await
+    .unwrap();
+    root.createRole(
+        "group:admins",
+        &json!({ "description": "d", "scopes": ["admin-scope", "assume:group:devs"] }),
+    )
+    .await
+    .unwrap();
+    let expanded = root
+        .expandScopes(&json!({ "scopes": ["assume:group:admins", "my-scope"] }))
+        .await
+        .unwrap();
+    assert_eq!(
+        expanded["scopes"],
+        json!([
+            "admin-scope",
+            "assume:group:admins",
+            "assume:group:devs",
+            "dev-scope",
+            "my-scope"
+        ])
+    );
+    let ids = root.listRoleIds(None, None).await.unwrap();
+    assert_eq!(ids["roleIds"], json!(["group:admins", "group:devs"]));
+    let err = root.role("nope").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
+
+    // the anonymous role applies to requests without credentials
+    let anonymous = Auth::new(ClientBuilder::new(&s.root_url)).unwrap();
+    assert_eq!(
+        status_of(&anonymous.listRoleIds(None, None).await.unwrap_err()),
+        Some(403)
+    );
+    root.createRole(
+        "anonymous",
+        &json!({ "description": "public", "scopes": ["auth:list-roles"] }),
+    )
+    .await
+    .unwrap();
+    assert!(anonymous.listRoleIds(None, None).await.is_ok());
+
+    // conformance endpoints: tester/no-secret, with a header and with a bewit
+    let tester = auth_as(&s, Credentials::new("tester", "no-secret"));
+    let got = tester
+        .testAuthenticate(&json!({ "clientScopes": ["test:*"], "requiredScopes": ["test:a"] }))
+        .await
+        .unwrap();
+    assert_eq!(got["clientId"], "tester");
+    let err = tester
+        .testAuthenticate(&json!({ "clientScopes": ["test:a"], "requiredScopes": ["test:b"] }))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(403));
+    let url = tester
+        .testAuthenticateGet_signed_url(Duration::from_secs(300))
+        .unwrap();
+    assert!(url.contains("bewit="));
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["clientId"], "tester");
+    let tampered = url.replace("?bewit=", "?x=1&bewit=");
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 401);
+
+    // authenticateHawk answers for other services
+    let res = root
+        .authenticateHawk(&json!({
+            "method": "get", "resource": "/x", "host": "example.com", "port": 443,
+            "authorization": "Hawk id=\"nobody\", ts=\"1\", nonce=\"n\", mac=\"bQ==\""
+        }))
+        .await
+        .unwrap();
+    assert_eq!(res["status"], "auth-failed");
+
+    // a signed URL for a queue endpoint, made by a client of the auth projection
+    let reader = create_client(&s, "it/reader", &["auth:list-roles"]).await;
+    let url = auth_as(&s, reader)
+        .listRoles_signed_url(Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+
+    // cloud credentials are not configured
+    let err = root.sentryDSN("proj").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
+}
