@@ -34,6 +34,113 @@ enum Command {
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// Read the event log.
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Question the log: verify its hash chain, an entity's history, its state at an instant.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Rebuild projections from offset zero into a fresh database; `--verify` compares them
+    /// with the live ones.
+    Replay(ReplayArgs),
+}
+
+/// The data directory the log tools read (a stopped server's, or beside a running one).
+#[derive(clap::Args, Clone)]
+struct DataDir {
+    #[arg(long, env = "TASKLEDGER_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Decoded events as JSON lines (secrets shown as [redacted]).
+    Tail {
+        /// queue, auth or all.
+        #[arg(long, default_value = "all")]
+        service: String,
+        #[arg(long, default_value_t = 0)]
+        from_offset: u64,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep waiting for new events.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// Which entity: exactly one of these.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Entity {
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    task_group: Option<String>,
+    #[arg(long)]
+    client: Option<String>,
+    #[arg(long)]
+    role: Option<String>,
+}
+
+impl Entity {
+    fn kind_and_id(&self) -> (&'static str, String) {
+        let pairs = [
+            ("task", &self.task),
+            ("task-group", &self.task_group),
+            ("client", &self.client),
+            ("role", &self.role),
+        ];
+        pairs
+            .into_iter()
+            .find_map(|(k, v)| v.clone().map(|v| (k, v)))
+            .expect("clap requires one entity")
+    }
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Walk the log and prove its hash chain intact, or name the first broken link.
+    Verify {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Every event of one entity: time, actor, request id, what changed.
+    History {
+        #[command(flatten)]
+        entity: Entity,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// The entity as it was at TIME (RFC 3339), folded from its events.
+    AsOf {
+        time: String,
+        #[command(flatten)]
+        entity: Entity,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// queue, auth or all.
+    #[arg(long, default_value = "all")]
+    projection: String,
+    /// Compare the rebuilt projection with the live one; fail naming the first differing key.
+    #[arg(long)]
+    verify: bool,
+    /// Keep the rebuilt database here (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    into: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataDir,
 }
 
 /// Where the server is and who is asking; the usual Taskcluster environment variables.
@@ -59,7 +166,9 @@ struct Connection {
 enum AuthCmd {
     /// Create a client; prints it with its access token (shown only this once).
     CreateClient {
-        client_id: String,
+        /// The new client's id.
+        #[arg(value_name = "CLIENT_ID")]
+        new_client_id: String,
         /// A scope to grant (repeatable).
         #[arg(long = "scope")]
         scopes: Vec<String>,
@@ -318,6 +427,9 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::Auth(cmd) => rt.block_on(auth_command(cmd)),
+        Command::Events(cmd) => events_command(cmd),
+        Command::Audit(cmd) => audit_command(cmd),
+        Command::Replay(args) => replay_command(args),
     }
 }
 
@@ -331,7 +443,7 @@ fn auth_client(conn: &Connection) -> Result<taskcluster::Auth> {
 async fn auth_command(cmd: AuthCmd) -> Result<()> {
     match cmd {
         AuthCmd::CreateClient {
-            client_id,
+            new_client_id: client_id,
             scopes,
             description,
             expires_in_days,
@@ -369,6 +481,231 @@ async fn auth_command(cmd: AuthCmd) -> Result<()> {
             };
             println!("{}", serde_json::to_string_pretty(&role)?);
         }
+    }
+    Ok(())
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        TempDir(std::env::temp_dir().join(format!(
+            "taskledger-{what}-{}-{}",
+            std::process::id(),
+            slugid::nice()
+        )))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The data directory's database, read-only beside whatever else has it open.
+fn open_read_only(data: &DataDir) -> Result<(Arc<rocksdb::DB>, TempDir)> {
+    let db_dir = data.data_dir.join("db");
+    anyhow::ensure!(
+        db_dir.exists(),
+        "no database under {}",
+        data.data_dir.display()
+    );
+    let secondary = TempDir::new("secondary");
+    let db = store::open_secondary(&db_dir, &secondary.0)
+        .with_context(|| format!("opening {}", db_dir.display()))?;
+    Ok((db, secondary))
+}
+
+fn topics(service: &str) -> Result<Vec<&'static str>> {
+    use taskledger_core::access::AUTH_TOPIC;
+    use taskledger_core::log::QUEUE_TOPIC;
+    Ok(match service {
+        "queue" => vec![QUEUE_TOPIC],
+        "auth" => vec![AUTH_TOPIC],
+        "all" => vec![QUEUE_TOPIC, AUTH_TOPIC],
+        other => anyhow::bail!("unknown service {other}: queue, auth or all"),
+    })
+}
+
+fn events_command(cmd: EventsCmd) -> Result<()> {
+    let EventsCmd::Tail {
+        service,
+        from_offset,
+        since,
+        follow,
+        data,
+    } = cmd;
+    let since = match since {
+        Some(t) => Some(
+            taskledger_core::time::Millis::parse_rfc3339(&t)
+                .with_context(|| format!("--since {t} is not an RFC 3339 time"))?,
+        ),
+        None => None,
+    };
+    let (db, _secondary) = open_read_only(&data)?;
+    let log = EmbeddedLog::new(db.clone());
+    let topics = topics(&service)?;
+    let mut offsets: Vec<u64> = vec![from_offset; topics.len()];
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        let mut any = false;
+        for (topic, offset) in topics.iter().zip(offsets.iter_mut()) {
+            loop {
+                let records = log.read_sync(topic, 0, *offset, 1024)?;
+                if records.is_empty() {
+                    break;
+                }
+                any = true;
+                for r in &records {
+                    let line = taskledger_projections::audit::record_json(topic, r)?;
+                    let at = line["envelope"]["time"].as_i64().unwrap_or(i64::MAX);
+                    if since.is_none_or(|s| at >= s.0) {
+                        use std::io::Write;
+                        writeln!(out, "{line}")?;
+                    }
+                }
+                *offset = records.last().map_or(*offset, |r| r.offset + 1);
+            }
+        }
+        use std::io::Write;
+        out.flush()?;
+        if !follow {
+            return Ok(());
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        db.try_catch_up_with_primary()
+            .context("following the running server")?;
+    }
+}
+
+fn audit_command(cmd: AuditCmd) -> Result<()> {
+    use taskledger_projections::audit;
+    match cmd {
+        AuditCmd::Verify { data } => {
+            let (db, _secondary) = open_read_only(&data)?;
+            let started = Instant::now();
+            let report = audit::verify_chain(&db)?;
+            let total: u64 = report.partitions.iter().map(|p| p.2).sum();
+            for ((topic, partition, n), head) in report.partitions.iter().zip(&report.heads) {
+                println!("{topic}/{partition}: {n} events, head {head}");
+            }
+            let secs = started.elapsed().as_secs_f64();
+            if let Some(b) = report.broken {
+                eprintln!(
+                    "BROKEN: {}/{} offset {}: {}",
+                    b.topic, b.partition, b.offset, b.reason
+                );
+                std::process::exit(1);
+            }
+            println!(
+                "ok: {total} events verified in {secs:.2} s ({:.0} events/s)",
+                total as f64 / secs.max(1e-9)
+            );
+        }
+        AuditCmd::History { entity, json, data } => {
+            let (kind, id) = entity.kind_and_id();
+            let (db, _secondary) = open_read_only(&data)?;
+            let (topic, stream) = audit::stream_of(kind, &id).context("unknown entity kind")?;
+            let records = audit::stream_records(&db, topic, &stream)?;
+            anyhow::ensure!(!records.is_empty(), "no events for {kind} {id}");
+            for r in &records {
+                let line = audit::record_json(topic, r)?;
+                if json {
+                    println!("{line}");
+                    continue;
+                }
+                let env = &line["envelope"];
+                let payload = env["payload"].as_object().and_then(|o| o.values().next());
+                println!(
+                    "{}  {:<28} {:<38} {:<22} {}",
+                    env["timeIso"].as_str().unwrap_or("?"),
+                    env["actor"]["client_id"].as_str().unwrap_or("?"),
+                    env["actor"]["request_id"].as_str().unwrap_or("-"),
+                    line["eventType"].as_str().unwrap_or("?"),
+                    payload.map(|p| p.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        AuditCmd::AsOf { time, entity, data } => {
+            let (kind, id) = entity.kind_and_id();
+            let at = taskledger_core::time::Millis::parse_rfc3339(&time)
+                .with_context(|| format!("{time} is not an RFC 3339 time"))?;
+            let (db, _secondary) = open_read_only(&data)?;
+            let state = audit::as_of(&db, kind, &id, at)?.context("unknown entity kind")?;
+            let value = match state {
+                audit::AsOf::Task(Some(t)) => taskledger_gateways::queue::json::status_json(&t),
+                audit::AsOf::TaskGroup(Some(g)) => serde_json::to_value(&g)?,
+                audit::AsOf::Client(Some(c)) => serde_json::to_value(&c)?,
+                audit::AsOf::Role(Some(r)) => serde_json::to_value(&r)?,
+                _ => anyhow::bail!("{kind} {id} did not exist at {time}"),
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+    }
+    Ok(())
+}
+
+fn replay_command(args: ReplayArgs) -> Result<()> {
+    use taskledger_projections::audit;
+    let names: Vec<&str> = match args.projection.as_str() {
+        "all" => audit::PROJECTIONS.to_vec(),
+        p if audit::PROJECTIONS.contains(&p) => vec![p],
+        other => anyhow::bail!("unknown projection {other}: queue, auth or all"),
+    };
+    let (live, _secondary) = open_read_only(&args.data)?;
+    let mut failed = false;
+    for name in names {
+        let temp = TempDir::new("replay");
+        let dir = match &args.into {
+            Some(d) => d.join(name),
+            None => temp.0.clone(),
+        };
+        anyhow::ensure!(
+            !dir.exists(),
+            "{} exists; replay writes a fresh database",
+            dir.display()
+        );
+        let scratch = store::open(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>6} [{bar:40}] {pos}/{len} events  {per_sec}  eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(name.to_string());
+        let report = audit::replay(&live, &scratch, name, args.verify, &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })?;
+        bar.finish_and_clear();
+        println!(
+            "{name}: {} events in {:.2} s ({:.0} events/s), digest {}",
+            report.events,
+            report.seconds,
+            report.events as f64 / report.seconds.max(1e-9),
+            report.rebuilt_digest
+        );
+        if let Some(live_digest) = &report.live_digest {
+            match &report.difference {
+                None => println!("{name}: verified, live digest {live_digest}"),
+                Some(d) => {
+                    failed = true;
+                    eprintln!(
+                        "{name}: DIFFERS from the live projection: column family {}, key {}: {}",
+                        d.cf, d.key, d.detail
+                    );
+                }
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! Boundary: nothing depends on this crate but the binary. Handlers read projections and send
 //! commands to the engine; they hold no state of their own.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod hawk;
@@ -125,9 +126,13 @@ pub fn app(state: Arc<AppState>) -> Router {
                 state.clone(),
                 hawk::middleware,
             ));
+    let audit = builtins().merge(audit::routes()).fallback(not_found).layer(
+        middleware::from_fn_with_state(state.clone(), hawk::middleware),
+    );
     Router::new()
         .nest("/api/queue/v1", queue)
         .nest("/api/auth/v1", auth)
+        .nest("/api/audit/v1", audit)
         .route(
             "/blobs/{*path}",
             put(queue::artifacts::put_blob).get(queue::artifacts::get_blob),

@@ -1,7 +1,13 @@
 //! The embedded event log: records in the `log` column family, appended with a synced write.
+//!
+//! Each append also writes, in the same batch, the record's link of the partition's hash chain
+//! (`log_chain`: SHA-256 of the previous link, the offset and the stored bytes) and its entry in
+//! the stream index (`log_index`), so `audit verify` can prove the log untampered and
+//! `audit history` can find a stream's events without scanning the log.
 
 use crate::keys;
 use crate::store::cf;
+use ring::digest;
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -11,16 +17,43 @@ use taskledger_core::log::{EventLog, LogError, Record, Stored};
 
 /// What a log entry holds besides its position: key, event-type header, encoded envelope.
 #[derive(Serialize, Deserialize)]
-struct Entry {
-    key: String,
-    event_type: String,
-    value: Vec<u8>,
+pub struct Entry {
+    pub key: String,
+    pub event_type: String,
+    pub value: Vec<u8>,
+}
+
+/// The link of the hash chain before offset 0.
+pub const CHAIN_START: [u8; 32] = [0; 32];
+
+/// The chain link of the record stored as `bytes` at `offset` after link `prev`.
+pub fn chain_link(prev: &[u8; 32], offset: u64, bytes: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(prev);
+    ctx.update(&offset.to_be_bytes());
+    ctx.update(bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The stream key of a stored record's bytes (for the index).
+pub fn entry_key(bytes: &[u8]) -> Result<String, LogError> {
+    let entry: Entry = codec::decode(bytes).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    Ok(entry.key)
+}
+
+/// Where a partition ends: the next offset and the last chain link.
+#[derive(Clone, Copy)]
+struct End {
+    next: u64,
+    link: [u8; 32],
 }
 
 pub struct EmbeddedLog {
     db: Arc<DB>,
-    /// Next offset per (topic, partition); loaded lazily from the last key.
-    ends: Mutex<HashMap<(String, u32), u64>>,
+    /// Per (topic, partition); loaded lazily from the last key.
+    ends: Mutex<HashMap<(String, u32), End>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> LogError {
@@ -52,13 +85,75 @@ impl EmbeddedLog {
     }
 
     fn end(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        Ok(self.end_and_link(topic, partition)?.next)
+    }
+
+    fn end_and_link(&self, topic: &str, partition: u32) -> Result<End, LogError> {
         let mut ends = self.ends.lock().expect("log offsets lock");
         if let Some(end) = ends.get(&(topic.to_string(), partition)) {
             return Ok(*end);
         }
-        let end = self.stored_end(topic, partition)?;
+        let next = self.stored_end(topic, partition)?;
+        let link = if next == 0 {
+            CHAIN_START
+        } else {
+            let chain = cf(&self.db, keys::CF_LOG_CHAIN).map_err(unavailable)?;
+            match self
+                .db
+                .get_cf(chain, keys::log_key(topic, partition, next - 1))
+                .map_err(unavailable)?
+            {
+                Some(v) => v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| LogError::Corrupt("bad chain link".into()))?,
+                None => self.backfill(topic, partition)?,
+            }
+        };
+        let end = End { next, link };
         ends.insert((topic.to_string(), partition), end);
         Ok(end)
+    }
+
+    /// Writes the chain and the stream index of a partition written before they existed;
+    /// returns the last link.
+    fn backfill(&self, topic: &str, partition: u32) -> Result<[u8; 32], LogError> {
+        tracing::info!(
+            topic,
+            partition,
+            "building the log's hash chain and stream index"
+        );
+        let log = cf(&self.db, keys::CF_LOG).map_err(unavailable)?;
+        let chain = cf(&self.db, keys::CF_LOG_CHAIN).map_err(unavailable)?;
+        let index = cf(&self.db, keys::CF_LOG_INDEX).map_err(unavailable)?;
+        let prefix = keys::log_prefix(topic, partition);
+        let mut link = CHAIN_START;
+        let mut batch = WriteBatch::default();
+        for item in self
+            .db
+            .iterator_cf(log, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(unavailable)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let offset = keys::offset_from_log_key(&k)
+                .ok_or_else(|| LogError::Corrupt("bad log key".into()))?;
+            link = chain_link(&link, offset, &v);
+            batch.put_cf(chain, &k, link);
+            batch.put_cf(
+                index,
+                keys::log_index(topic, partition, &entry_key(&v)?, offset),
+                [],
+            );
+            if batch.len() >= 4096 {
+                self.db
+                    .write(std::mem::take(&mut batch))
+                    .map_err(unavailable)?;
+            }
+        }
+        self.db.write(batch).map_err(unavailable)?;
+        Ok(link)
     }
 
     /// Synchronous append; the async trait method wraps it.
@@ -68,26 +163,39 @@ impl EmbeddedLog {
         partition: u32,
         records: Vec<Record>,
     ) -> Result<u64, LogError> {
-        let first = self.end(topic, partition)?;
-        let cf = cf(&self.db, keys::CF_LOG).map_err(unavailable)?;
+        let End {
+            next: first,
+            mut link,
+        } = self.end_and_link(topic, partition)?;
+        let log = cf(&self.db, keys::CF_LOG).map_err(unavailable)?;
+        let chain = cf(&self.db, keys::CF_LOG_CHAIN).map_err(unavailable)?;
+        let index = cf(&self.db, keys::CF_LOG_INDEX).map_err(unavailable)?;
         let mut batch = WriteBatch::default();
         let n = records.len() as u64;
         for (i, r) in records.into_iter().enumerate() {
+            let offset = first + i as u64;
+            batch.put_cf(index, keys::log_index(topic, partition, &r.key, offset), []);
             let entry = Entry {
                 key: r.key,
                 event_type: r.event_type.to_string(),
                 value: r.value,
             };
             let bytes = codec::encode(&entry).map_err(unavailable)?;
-            batch.put_cf(cf, keys::log_key(topic, partition, first + i as u64), bytes);
+            link = chain_link(&link, offset, &bytes);
+            let key = keys::log_key(topic, partition, offset);
+            batch.put_cf(chain, &key, link);
+            batch.put_cf(log, key, bytes);
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo).map_err(unavailable)?;
-        self.ends
-            .lock()
-            .expect("log offsets lock")
-            .insert((topic.to_string(), partition), first + n);
+        self.ends.lock().expect("log offsets lock").insert(
+            (topic.to_string(), partition),
+            End {
+                next: first + n,
+                link,
+            },
+        );
         Ok(first)
     }
 

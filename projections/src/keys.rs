@@ -17,11 +17,17 @@ pub const CF_TIMERS: &str = "timers";
 pub const CF_ARTIFACTS: &str = "artifacts";
 pub const CF_WORKERS: &str = "workers";
 pub const CF_TASK_QUEUES: &str = "task_queues";
+/// The embedded log's hash chain: for each log key, SHA-256(previous hash, offset, record).
+pub const CF_LOG_CHAIN: &str = "log_chain";
+/// The embedded log's index by stream (record key): topic, partition, key, offset -> ().
+pub const CF_LOG_INDEX: &str = "log_index";
 /// The auth projection: clients, roles, stream sequences and the audit indexes.
 pub const CF_AUTH: &str = "auth";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
+    CF_LOG_CHAIN,
+    CF_LOG_INDEX,
     CF_META,
     CF_STREAMS,
     CF_TASKS,
@@ -71,6 +77,31 @@ pub fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
     let mut k = with_str(Vec::new(), topic);
     k.extend_from_slice(&partition.to_be_bytes());
     k
+}
+
+/// Topic, partition and offset of a `log` (or `log_chain`) key.
+pub fn parse_log_key(key: &[u8]) -> Option<(String, u32, u64)> {
+    let nul = key.iter().position(|b| *b == 0)?;
+    let topic = std::str::from_utf8(&key[..nul]).ok()?.to_string();
+    let rest = key.get(nul + 1..)?;
+    if rest.len() != 12 {
+        return None;
+    }
+    let partition = u32::from_be_bytes(rest[..4].try_into().ok()?);
+    let offset = u64::from_be_bytes(rest[4..].try_into().ok()?);
+    Some((topic, partition, offset))
+}
+
+/// `log_index`: the records of one stream in offset order.
+pub fn log_index(topic: &str, partition: u32, stream: &str, offset: u64) -> Vec<u8> {
+    let mut k = log_index_prefix(topic, partition, stream);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn log_index_prefix(topic: &str, partition: u32, stream: &str) -> Vec<u8> {
+    let mut k = log_prefix(topic, partition);
+    with_str(k.split_off(0), stream)
 }
 
 pub fn offset_from_log_key(key: &[u8]) -> Option<u64> {

@@ -4,6 +4,7 @@
 //!
 //! Invariant: a projection's state and the offset it has consumed are written in one batch.
 
+pub mod audit;
 pub mod auth_view;
 pub mod embedded_log;
 pub mod engine;

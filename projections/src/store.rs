@@ -42,6 +42,16 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
 }
 
+/// Opens the database under `primary` read-only as a secondary instance (its own state in
+/// `secondary`), so tools can read beside a running server; works on a stopped one too.
+pub fn open_secondary(primary: &Path, secondary: &Path) -> Result<Arc<DB>, StoreError> {
+    let mut opts = Options::default();
+    opts.set_max_open_files(-1);
+    let db = DB::open_cf_as_secondary(&opts, primary, secondary, keys::ALL_CFS.iter().copied())?;
+    db.try_catch_up_with_primary()?;
+    Ok(Arc::new(db))
+}
+
 pub(crate) fn cf<'a>(
     db: &'a DB,
     name: &'static str,

@@ -361,6 +361,41 @@ async fn listing_expansion_bewit_and_conformance_endpoints() {
         .unwrap();
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
 
+    // the operator CLI: create-client prints the client with its token; create-role creates
+    // and, run again, updates
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+            .args(args)
+            .env("TASKCLUSTER_ROOT_URL", &s.root_url)
+            .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
+            .env("TASKCLUSTER_ACCESS_TOKEN", ROOT_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let made = run(&[
+        "auth",
+        "create-client",
+        "it/cli",
+        "--scope",
+        "a:b",
+        "--scope",
+        "c:d",
+    ]);
+    assert_eq!(made["accessToken"].as_str().unwrap().len(), 44);
+    assert_eq!(
+        root.client("it/cli").await.unwrap()["scopes"],
+        json!(["a:b", "c:d"])
+    );
+    run(&["auth", "create-role", "cli-role", "--scope", "x"]);
+    let updated = run(&["auth", "create-role", "cli-role", "--scope", "y"]);
+    assert_eq!(updated["scopes"], json!(["y"]));
+
     // cloud credentials are not configured
     let err = root.sentryDSN("proj").await.unwrap_err();
     assert_eq!(status_of(&err), Some(404));

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary, driven by the official `taskcluster` crate.
 
+mod audit;
 mod auth;
 mod harness;
 mod layout;

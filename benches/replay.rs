@@ -1,0 +1,87 @@
+//! Replay and audit rates on the embedded log, in one run: a log of `REPLAY_EVENTS` queue
+//! events (default 1,000,000; full task lifecycles) is written, then
+//! - the raw sequential read of the log (the ceiling),
+//! - `audit::replay` rebuilding the queue projection from offset zero,
+//! - `audit::verify_chain` walking the hash chain,
+//! are timed and reported as events/s and as ratios to the raw read.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Instant;
+use taskledger_core::codec;
+use taskledger_core::log::{Record, QUEUE_TOPIC};
+use taskledger_core::time::Millis;
+use taskledger_projections::engine::VIEW_CONSUMER;
+use taskledger_projections::{audit, keys, store, EmbeddedLog};
+
+fn main() {
+    let target: u64 = std::env::var("REPLAY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let root = std::env::temp_dir().join(format!("taskledger-bench-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let live = store::open(&root.join("live")).unwrap();
+    let log = EmbeddedLog::new(live.clone());
+    let now = Millis::now();
+
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut seqs: HashMap<String, u64> = HashMap::new();
+    while written < target {
+        let mut records = Vec::with_capacity(5000);
+        while records.len() < 5000 {
+            for e in common::lifecycle_events(now) {
+                let seq = seqs.entry(e.stream().id()).or_insert(0);
+                *seq += 1;
+                let env = common::envelope(e, *seq, now);
+                records.push(Record {
+                    key: env.stream_id.clone(),
+                    event_type: env.payload.type_name(),
+                    value: codec::encode(&env).unwrap(),
+                });
+            }
+        }
+        written += records.len() as u64;
+        log.append_sync(QUEUE_TOPIC, 0, records).unwrap();
+    }
+    // the live projection "has consumed" the whole log, so replay rebuilds all of it
+    live.put_cf(
+        live.cf_handle(keys::CF_META).unwrap(),
+        keys::consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, 0),
+        written.to_be_bytes(),
+    )
+    .unwrap();
+    println!(
+        "wrote {written} events in {:.1} s ({:.0} events/s, synced appends of 5,000)",
+        started.elapsed().as_secs_f64(),
+        written as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let n = audit::read_all(&live).unwrap();
+    let raw = n as f64 / t.elapsed().as_secs_f64();
+    println!("raw sequential read: {n} records, {raw:.0} records/s");
+
+    let t = Instant::now();
+    let chain = audit::verify_chain(&live).unwrap();
+    assert!(chain.broken.is_none());
+    let verify = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "audit verify: {verify:.0} events/s (ratio to raw read {:.2})",
+        verify / raw
+    );
+
+    let scratch = store::open(&root.join("rebuilt")).unwrap();
+    let report = audit::replay(&live, &scratch, "queue", false, &mut |_, _| {}).unwrap();
+    let rate = report.events as f64 / report.seconds;
+    println!(
+        "replay (queue projection): {} events in {:.1} s, {rate:.0} events/s (ratio to raw read {:.3})",
+        report.events,
+        report.seconds,
+        rate / raw
+    );
+    drop((log, live, scratch));
+    let _ = std::fs::remove_dir_all(&root);
+}
