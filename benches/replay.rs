@@ -7,6 +7,10 @@
 
 mod common;
 
+/// The allocator the `taskledger` binary (and so `taskledger replay`) runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::time::Instant;
 use taskledger_core::codec;

@@ -60,6 +60,8 @@ pub fn verify_chain(db: &DB) -> Result<ChainReport, StoreError> {
                 report.heads.push(hex(link));
             }
         };
+    // both column families have the same keys: walk them side by side
+    let mut links = db.iterator_cf(chain, IteratorMode::Start);
     for item in db.iterator_cf(log, IteratorMode::Start) {
         let (k, v) = item?;
         let Some((topic, partition, offset)) = keys::parse_log_key(&k) else {
@@ -89,15 +91,15 @@ pub fn verify_chain(db: &DB) -> Result<ChainReport, StoreError> {
             return Ok(report);
         }
         link = chain_link(&link, offset, &v);
-        match db.get_cf(chain, &k)? {
-            Some(stored) if stored.as_slice() == link => {}
-            Some(_) => {
+        match links.next().transpose()? {
+            Some((lk, stored)) if *lk == *k && *stored == link => {}
+            Some((lk, _)) if *lk == *k => {
                 report.broken = Some(broken(
                     "hash mismatch: the record or an earlier one changed",
                 ));
                 return Ok(report);
             }
-            None => {
+            _ => {
                 report.broken = Some(broken("missing chain link"));
                 return Ok(report);
             }
