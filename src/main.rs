@@ -209,6 +209,9 @@ struct ServeArgs {
     /// How long claimWork waits for a task (Taskcluster: 20 s).
     #[arg(long, env = "TASKLEDGER_CLAIM_WORK_POLL_SECS", default_value_t = 20)]
     claim_work_poll_secs: u64,
+    /// Republish every event to Pulse (AMQP), e.g. amqp://guest:guest@127.0.0.1:5672/%2f.
+    #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
+    pulse_url: Option<String>,
     /// More static clients: a JSON array of {clientId, accessToken, scopes?, description?}
     /// (upstream's STATIC_CLIENTS). Ids must start with `static/`.
     #[arg(long, env = "TASKLEDGER_STATIC_CLIENTS", hide_env_values = true)]
@@ -349,9 +352,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let blobs = Arc::new(object_store_local(&blob_dir)?);
 
     tokio::spawn(taskledger_workers::run_timers(engine.clone()));
-    tokio::spawn(taskledger_workers::run_dependencies(engine.clone(), log));
+    tokio::spawn(taskledger_workers::run_dependencies(
+        engine.clone(),
+        log.clone(),
+    ));
     tokio::spawn(taskledger_workers::run_builtin_workers(engine.clone()));
     tokio::spawn(taskledger_workers::run_client_expiry(auth.clone()));
+    if let Some(url) = &args.pulse_url {
+        let state = taskledger_bridge::BridgeState::open(&args.data_dir.join("bridge"))
+            .context("opening the bridge's state")?;
+        tokio::spawn(taskledger_bridge::run(
+            log.clone(),
+            Arc::new(state),
+            url.clone(),
+            Some(engine.committed()),
+            Arc::new(taskledger_bridge::BridgeStats::default()),
+        ));
+        println!("  republishing events to Pulse (AMQP)");
+    }
 
     let state = Arc::new(AppState {
         engine,

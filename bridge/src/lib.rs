@@ -1,3 +1,441 @@
-//! taskledger-bridge: will republish every event to Pulse (AMQP, lapin) in Taskcluster's
-//! exchange, routing-key and message format. Not built yet (issue 5); the crate exists so the
-//! workspace layout and its dependency rules are in place.
+//! taskledger-bridge: the log republished to Pulse (AMQP 0-9-1, lapin) in Taskcluster's
+//! exchanges, routing keys and bodies (`messages`), with publisher confirms.
+//!
+//! The bridge tails each topic of the log from its own offsets, folds the task, task-group and
+//! pending-artifact state a message needs, publishes a batch, waits until the broker confirmed
+//! every message of it, and only then stores the new state and offsets in one RocksDB batch of
+//! its own database. A crash or a broker restart therefore re-sends at most the unconfirmed
+//! batch: at-least-once, never a loss; duplicates share their message id (= the event id).
+//!
+//! **Invariant:** no domain rule lives here; the messages are a pure function of events and
+//! folded state (`core`'s `apply`).
+
+pub mod messages;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use messages::Message;
+use rocksdb::{WriteBatch, DB};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
+use taskledger_core::codec;
+use taskledger_core::envelope::Envelope;
+use taskledger_core::log::QUEUE_TOPIC;
+use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, Task, TaskGroup};
+use taskledger_projections::EmbeddedLog;
+use tokio::sync::watch;
+
+/// Records read (and published) per confirmed batch.
+const BATCH: usize = 512;
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused (nacked) a message")]
+    Nacked,
+    #[error("state: {0}")]
+    State(#[from] rocksdb::Error),
+    #[error("codec: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("log: {0}")]
+    Log(#[from] taskledger_core::log::LogError),
+}
+
+/// Counters for operators (and the tests).
+#[derive(Default, Debug)]
+pub struct BridgeStats {
+    pub published: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Events of the log not yet confirmed by the broker, after the last batch.
+    pub lag_events: AtomicU64,
+}
+
+/// The bridge's own database: offsets and the folded state its messages need.
+pub struct BridgeState {
+    db: DB,
+}
+
+fn offset_key(topic: &str) -> Vec<u8> {
+    [b"o".as_slice(), topic.as_bytes()].concat()
+}
+fn task_key(id: &[u8]) -> Vec<u8> {
+    [b"t".as_slice(), id].concat()
+}
+fn group_key(id: &[u8]) -> Vec<u8> {
+    [b"g".as_slice(), id].concat()
+}
+fn artifact_key(task: &[u8], run: u32, name: &str) -> Vec<u8> {
+    [b"a".as_slice(), task, &run.to_be_bytes(), name.as_bytes()].concat()
+}
+
+impl BridgeState {
+    pub fn open(dir: &Path) -> Result<BridgeState, BridgeError> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        Ok(BridgeState {
+            db: DB::open(&opts, dir)?,
+        })
+    }
+
+    pub fn offset(&self, topic: &str) -> Result<u64, BridgeError> {
+        Ok(self
+            .db
+            .get(offset_key(topic))?
+            .and_then(|v| v.as_slice().try_into().ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, BridgeError> {
+        match self.db.get(key)? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A batch's view of the folded state: the stored state plus this batch's changes.
+struct Overlay<'a> {
+    state: &'a BridgeState,
+    tasks: HashMap<Vec<u8>, Option<Task>>,
+    groups: HashMap<Vec<u8>, Option<TaskGroup>>,
+    artifacts: HashMap<Vec<u8>, Option<Artifact>>,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(state: &'a BridgeState) -> Self {
+        Overlay {
+            state,
+            tasks: HashMap::new(),
+            groups: HashMap::new(),
+            artifacts: HashMap::new(),
+        }
+    }
+
+    fn task(&mut self, key: Vec<u8>) -> Result<Option<Task>, BridgeError> {
+        if let Some(t) = self.tasks.get(&key) {
+            return Ok(t.clone());
+        }
+        let t: Option<Task> = self.state.get(&key)?;
+        self.tasks.insert(key, t.clone());
+        Ok(t)
+    }
+
+    fn group(&mut self, key: Vec<u8>) -> Result<Option<TaskGroup>, BridgeError> {
+        if let Some(g) = self.groups.get(&key) {
+            return Ok(g.clone());
+        }
+        let g: Option<TaskGroup> = self.state.get(&key)?;
+        self.groups.insert(key, g.clone());
+        Ok(g)
+    }
+
+    fn artifact(&mut self, key: Vec<u8>) -> Result<Option<Artifact>, BridgeError> {
+        if let Some(a) = self.artifacts.get(&key) {
+            return Ok(a.clone());
+        }
+        let a: Option<Artifact> = self.state.get(&key)?;
+        self.artifacts.insert(key, a.clone());
+        Ok(a)
+    }
+
+    /// Folds one queue event; returns the artifact an `ArtifactFinished` finished.
+    fn apply(&mut self, event: &QueueEvent) -> Result<Option<Artifact>, BridgeError> {
+        match event {
+            QueueEvent::TaskDefined {
+                task_id,
+                definition,
+                unsatisfied,
+            } => {
+                let t = Task::defined(*task_id, definition.clone(), unsatisfied.clone());
+                self.tasks.insert(task_key(&task_id.0), Some(t));
+            }
+            QueueEvent::TaskGroupDefined { task_group_id, .. }
+            | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
+            | QueueEvent::TaskGroupSealed { task_group_id, .. } => {
+                let key = group_key(&task_group_id.0);
+                let g = TaskGroup::apply(self.group(key.clone())?, event);
+                self.groups.insert(key, g);
+            }
+            QueueEvent::ArtifactCreated {
+                task_id,
+                run_id,
+                artifact,
+            } => {
+                if matches!(artifact.storage, ArtifactStorage::Object { .. }) {
+                    let key = artifact_key(&task_id.0, *run_id, &artifact.name);
+                    self.artifacts.insert(key, Some(artifact.clone()));
+                }
+            }
+            QueueEvent::ArtifactFinished {
+                task_id,
+                run_id,
+                name,
+            } => {
+                let key = artifact_key(&task_id.0, *run_id, name);
+                let a = self.artifact(key.clone())?;
+                self.artifacts.insert(key, None);
+                return Ok(a);
+            }
+            QueueEvent::WorkerSeen { .. } | QueueEvent::WorkerQuarantined { .. } => {}
+            QueueEvent::RunScheduled { task_id, .. }
+            | QueueEvent::RunClaimed { task_id, .. }
+            | QueueEvent::RunReclaimed { task_id, .. }
+            | QueueEvent::RunResolved { task_id, .. }
+            | QueueEvent::RunExceptionRecorded { task_id, .. }
+            | QueueEvent::DependencySatisfied { task_id, .. }
+            | QueueEvent::PriorityChanged { task_id, .. } => {
+                let key = task_key(&task_id.0);
+                if let Some(mut t) = self.task(key.clone())? {
+                    t.apply(event);
+                    self.tasks.insert(key, Some(t));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn commit(self, batch: &mut WriteBatch) -> Result<(), BridgeError> {
+        for (k, t) in self.tasks {
+            match t {
+                Some(t) => batch.put(k, codec::encode(&t)?),
+                None => batch.delete(k),
+            }
+        }
+        for (k, g) in self.groups {
+            match g {
+                Some(g) => batch.put(k, codec::encode(&g)?),
+                None => batch.delete(k),
+            }
+        }
+        for (k, a) in self.artifacts {
+            match a {
+                Some(a) => batch.put(k, codec::encode(&a)?),
+                None => batch.delete(k),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One outgoing message with its envelope's identity.
+struct Outgoing {
+    message: Message,
+    event_id: String,
+    stream: String,
+    sequence: u64,
+}
+
+/// Envelopes of one command: same stream, time, actor and cause, back to back.
+fn same_command<E>(a: &Envelope<E>, b: &Envelope<E>) -> bool {
+    a.stream_id == b.stream_id
+        && a.time == b.time
+        && a.actor == b.actor
+        && a.causation_id == b.causation_id
+}
+
+/// Messages for a batch of queue records; the state after each command renders its messages.
+fn queue_batch(
+    overlay: &mut Overlay,
+    envelopes: &[Envelope<QueueEvent>],
+) -> Result<Vec<Outgoing>, BridgeError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < envelopes.len() {
+        let mut j = i + 1;
+        while j < envelopes.len() && same_command(&envelopes[i], &envelopes[j]) {
+            j += 1;
+        }
+        let mut finished = Vec::new();
+        for env in &envelopes[i..j] {
+            finished.push(overlay.apply(&env.payload)?);
+        }
+        for (env, fin) in envelopes[i..j].iter().zip(finished) {
+            let (task, group) = match env.payload.stream() {
+                taskledger_core::queue::Stream::Task(id) => (overlay.task(task_key(&id.0))?, None),
+                taskledger_core::queue::Stream::TaskGroup(id) => {
+                    (None, overlay.group(group_key(&id.0))?)
+                }
+                taskledger_core::queue::Stream::Worker(_) => (None, None),
+            };
+            if let Some(message) =
+                messages::queue_message(&env.payload, task.as_ref(), group.as_ref(), fin.as_ref())
+            {
+                out.push(Outgoing {
+                    message,
+                    event_id: env.event_id.to_string(),
+                    stream: env.stream_id.clone(),
+                    sequence: env.sequence,
+                });
+            }
+        }
+        i = j;
+    }
+    Ok(out)
+}
+
+fn properties(o: &Outgoing) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if !o.message.cc.is_empty() {
+        let cc: Vec<AMQPValue> = o
+            .message
+            .cc
+            .iter()
+            .map(|r| AMQPValue::LongString(LongString::from(r.as_str())))
+            .collect();
+        headers.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(cc)));
+    }
+    headers.insert(
+        "taskledger-stream".into(),
+        AMQPValue::LongString(LongString::from(o.stream.as_str())),
+    );
+    headers.insert(
+        "taskledger-sequence".into(),
+        AMQPValue::LongLongInt(o.sequence as i64),
+    );
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_content_encoding("utf-8".into())
+        .with_delivery_mode(2)
+        .with_message_id(o.event_id.as_str().into())
+        .with_headers(headers)
+}
+
+/// Runs the bridge until the process ends: reconnects with backoff, never skips an event.
+/// `wake` (the queue engine's commit counter) shortens the idle wait.
+pub async fn run(
+    log: Arc<EmbeddedLog>,
+    state: Arc<BridgeState>,
+    url: String,
+    mut wake: Option<watch::Receiver<u64>>,
+    stats: Arc<BridgeStats>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match session(&log, &state, &url, &mut wake, &stats, &mut backoff).await {
+            Ok(()) => return,
+            Err(e) => {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in = ?backoff, "pulse bridge: reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn session(
+    log: &EmbeddedLog,
+    state: &BridgeState,
+    url: &str,
+    wake: &mut Option<watch::Receiver<u64>>,
+    stats: &BridgeStats,
+    backoff: &mut Duration,
+) -> Result<(), BridgeError> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let exchanges = messages::QUEUE_EXCHANGES
+        .iter()
+        .map(|e| format!("{}{e}", messages::QUEUE_EXCHANGE_PREFIX))
+        .chain(
+            messages::AUTH_EXCHANGES
+                .iter()
+                .map(|e| format!("{}{e}", messages::AUTH_EXCHANGE_PREFIX)),
+        );
+    for exchange in exchanges {
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    tracing::info!("pulse bridge connected");
+    *backoff = Duration::from_millis(100);
+    loop {
+        let mut progressed = false;
+        let mut lag = 0u64;
+        for topic in [QUEUE_TOPIC, AUTH_TOPIC] {
+            let offset = state.offset(topic)?;
+            let records = log.read_sync(topic, 0, offset, BATCH)?;
+            if records.is_empty() {
+                continue;
+            }
+            progressed = true;
+            let mut overlay = Overlay::new(state);
+            let outgoing = if topic == QUEUE_TOPIC {
+                let envs = records
+                    .iter()
+                    .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value))
+                    .collect::<Result<Vec<_>, _>>()?;
+                queue_batch(&mut overlay, &envs)?
+            } else {
+                records
+                    .iter()
+                    .map(|r| {
+                        let env = codec::decode::<Envelope<AuthEvent>>(&r.value)?;
+                        Ok(Outgoing {
+                            message: messages::auth_message(&env.payload),
+                            event_id: env.event_id.to_string(),
+                            stream: env.stream_id,
+                            sequence: env.sequence,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, BridgeError>>()?
+            };
+            let mut confirms = Vec::with_capacity(outgoing.len());
+            for o in &outgoing {
+                let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
+                confirms.push(
+                    channel
+                        .basic_publish(
+                            o.message.exchange.as_str().into(),
+                            o.message.routing_key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &body,
+                            properties(o),
+                        )
+                        .await?,
+                );
+            }
+            for c in confirms {
+                if !c.await?.is_ack() {
+                    return Err(BridgeError::Nacked);
+                }
+            }
+            let next = offset + records.len() as u64;
+            let mut batch = WriteBatch::default();
+            overlay.commit(&mut batch)?;
+            batch.put(offset_key(topic), next.to_be_bytes());
+            state.db.write(batch)?;
+            stats
+                .published
+                .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
+            lag += log.end_offset_sync(topic, 0)?.saturating_sub(next);
+        }
+        stats.lag_events.store(lag, Ordering::Relaxed);
+        if !progressed {
+            match wake.as_mut() {
+                Some(w) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+                }
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}

@@ -199,6 +199,12 @@ impl EmbeddedLog {
         Ok(first)
     }
 
+    /// The offset the next append will get, read from storage (not the writer's cache), so a
+    /// reader beside another process's writer sees it move.
+    pub fn end_offset_sync(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.stored_end(topic, partition)
+    }
+
     pub fn read_sync(
         &self,
         topic: &str,

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod harness;
 mod layout;
+mod pulse;
 
 use harness::*;
 use serde_json::{json, Value};

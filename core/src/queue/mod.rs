@@ -2,6 +2,7 @@
 
 pub mod decide;
 pub mod events;
+pub mod json;
 pub mod model;
 
 #[cfg(test)]

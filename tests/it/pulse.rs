@@ -1,0 +1,352 @@
+//! The Pulse bridge against the real RabbitMQ on 127.0.0.1:5672: a plain AMQP consumer (lapin)
+//! sees a task's messages with Taskcluster's exchanges, routing keys, bodies, CC routes and
+//! message ids; group bindings select; a kill -9 mid-flow loses nothing; no token is published.
+
+use crate::harness::*;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use taskcluster::{Auth, ClientBuilder, Credentials};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const Q: &str = "exchange/taskcluster-queue/v1/";
+
+struct Got {
+    exchange: String,
+    routing_key: String,
+    message_id: String,
+    cc: Vec<String>,
+    body: Value,
+}
+
+/// A fresh exclusive queue bound to `(exchange, pattern)` pairs.
+async fn listen(channel: &Channel, bindings: &[(String, String)]) -> Consumer {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for (exchange, pattern) in bindings {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.as_str().into(),
+                pattern.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Messages until `done` says enough, or the time limit.
+async fn collect(
+    consumer: &mut Consumer,
+    limit: Duration,
+    done: impl Fn(&[Got]) -> bool,
+) -> Vec<Got> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !done(&out) && start.elapsed() < limit {
+        let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.next()).await
+        else {
+            continue;
+        };
+        let props = &d.properties;
+        let cc = props
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("CC").cloned())
+            .map(|v| match v {
+                AMQPValue::FieldArray(a) => a
+                    .as_slice()
+                    .iter()
+                    .filter_map(|x| match x {
+                        AMQPValue::LongString(s) => Some(s.to_string()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => vec![],
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            props.content_type().as_ref().map(|c| c.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(*props.delivery_mode(), Some(2));
+        out.push(Got {
+            exchange: d.exchange.to_string(),
+            routing_key: d.routing_key.to_string(),
+            message_id: props
+                .message_id()
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            cc,
+            body: serde_json::from_slice(&d.data).unwrap(),
+        });
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    out
+}
+
+async fn channel() -> (Connection, Channel) {
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// Waits until the bridge has declared the exchanges (binding to a missing one fails).
+async fn wait_for_exchanges(ch: &Channel) {
+    let start = Instant::now();
+    loop {
+        let probe = ch
+            .exchange_declare(
+                format!("{Q}task-completed").into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if probe.is_ok() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the bridge never declared its exchanges"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_running_task_is_published_as_taskcluster_does() {
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (_conn, probe) = channel().await;
+    wait_for_exchanges(&probe).await;
+    let (_c2, ch) = channel().await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    let (prov, wt) = tq.split_once('/').unwrap();
+    let task_id = slugid::nice();
+    let route = format!(
+        "it.{}.done",
+        slugid::nice().replace('-', "x").replace('_', "y")
+    );
+    let mut def = task_def(&tq, 600);
+    def["routes"] = json!([route]);
+    def["tags"] = json!({ "kind": "it" });
+
+    let names = [
+        "task-defined",
+        "task-pending",
+        "task-running",
+        "artifact-created",
+        "task-completed",
+    ];
+    let bindings: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (format!("{Q}{n}"), format!("primary.{task_id}.#")))
+        .collect();
+    let mut by_task = listen(&ch, &bindings).await;
+    let mut by_route = listen(
+        &ch,
+        &[(format!("{Q}task-completed"), format!("route.{route}"))],
+    )
+    .await;
+
+    q.createTask(&task_id, &def).await.unwrap();
+    q.claimWork(&tq, &worker_body(1)).await.unwrap();
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    q.createArtifact(
+        &task_id,
+        "0",
+        "public/ref",
+        &json!({ "storageType": "reference", "url": "https://example.com/x", "contentType": "text/plain", "expires": expires }),
+    )
+    .await
+    .unwrap();
+    q.reportCompleted(&task_id, "0").await.unwrap();
+
+    let got = collect(&mut by_task, Duration::from_secs(20), |g| g.len() >= 5).await;
+    let exchanges: Vec<String> = got.iter().map(|g| g.exchange.clone()).collect();
+    assert_eq!(
+        exchanges,
+        names.iter().map(|n| format!("{Q}{n}")).collect::<Vec<_>>()
+    );
+    let group = def["taskGroupId"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| task_id.clone());
+    assert_eq!(
+        got[0].routing_key,
+        format!("primary.{task_id}._._._.{prov}.{wt}.-.{group}._")
+    );
+    assert_eq!(
+        got[1].routing_key,
+        format!("primary.{task_id}.0._._.{prov}.{wt}.-.{group}._")
+    );
+    assert_eq!(
+        got[2].routing_key,
+        format!("primary.{task_id}.0.it-group.it-worker.{prov}.{wt}.-.{group}._")
+    );
+    // task-defined already shows the pending run the same command created, as upstream's does
+    assert_eq!(got[0].body["status"]["state"], "pending");
+    assert_eq!(got[0].body["version"], 1);
+    assert_eq!(got[0].body["task"], json!({ "tags": { "kind": "it" } }));
+    assert_eq!(got[2].body["workerId"], "it-worker");
+    assert!(got[2].body["takenUntil"].is_string());
+    assert_eq!(got[3].body["artifact"]["name"], "public/ref");
+    assert_eq!(got[3].body["artifact"]["storageType"], "reference");
+    assert_eq!(got[4].body["status"]["state"], "completed");
+    assert_eq!(got[4].body["runId"], 0);
+    for g in &got {
+        assert_eq!(g.cc, vec![format!("route.{route}")]);
+    }
+    let ids: std::collections::HashSet<&str> = got.iter().map(|g| g.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 5, "one message id per event");
+    assert!(got
+        .iter()
+        .all(|g| uuid::Uuid::parse_str(&g.message_id).is_ok()));
+
+    let routed = collect(&mut by_route, Duration::from_secs(10), |g| !g.is_empty()).await;
+    assert_eq!(routed.len(), 1);
+    assert_eq!(routed[0].body["status"]["taskId"], task_id.as_str());
+
+    // auth exchanges: a client's creation is announced with its id only, never its token
+    let mut auth_q = listen(
+        &ch,
+        &[(
+            "exchange/taskcluster-auth/v1/client-created".into(),
+            "#".into(),
+        )],
+    )
+    .await;
+    let created = Auth::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap()
+    .createClient(
+        "it/pulse",
+        &json!({ "description": "d", "expires": expires, "scopes": [] }),
+    )
+    .await
+    .unwrap();
+    let token = created["accessToken"].as_str().unwrap();
+    let msgs = collect(&mut auth_q, Duration::from_secs(10), |g| !g.is_empty()).await;
+    assert_eq!(
+        msgs[0].body,
+        json!({ "version": 1, "clientId": "it/pulse" })
+    );
+    assert_eq!(msgs[0].routing_key, "_");
+    for g in got.iter().chain(&msgs) {
+        assert!(!g.body.to_string().contains(token));
+    }
+}
+
+#[tokio::test]
+async fn group_bindings_select_and_a_crash_loses_nothing() {
+    let mut s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (_conn, ch) = channel().await;
+    wait_for_exchanges(&ch).await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    let g1 = slugid::nice();
+    let g2 = slugid::nice();
+    let mut group_q = listen(
+        &ch,
+        &[(
+            format!("{Q}task-defined"),
+            format!("primary.*.*.*.*.*.*.*.{g1}.#"),
+        )],
+    )
+    .await;
+    let mut all_q = listen(
+        &ch,
+        &[(
+            format!("{Q}task-defined"),
+            format!("primary.*.*.*.*.*.{}.#", tq.split('/').nth(1).unwrap()),
+        )],
+    )
+    .await;
+
+    // 150 tasks, 1 in 3 in group g1; kill -9 the server half-way and restart it
+    let mut expected: HashMap<String, bool> = HashMap::new();
+    for i in 0..150 {
+        let id = slugid::nice();
+        let g = if i % 3 == 0 { &g1 } else { &g2 };
+        let mut def = task_def(&tq, 600);
+        def["taskGroupId"] = json!(g);
+        q.createTask(&id, &def).await.unwrap();
+        expected.insert(id, i % 3 == 0);
+        if i == 75 {
+            s.restart().await;
+        }
+    }
+    let got = collect(&mut all_q, Duration::from_secs(30), |g| {
+        let seen: std::collections::HashSet<&str> = g
+            .iter()
+            .filter_map(|m| m.body["status"]["taskId"].as_str())
+            .collect();
+        seen.len() >= 150
+    })
+    .await;
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for m in &got {
+        let id = m.body["status"]["taskId"].as_str().unwrap().to_string();
+        // a duplicate (re-sent after the crash) carries the same message id
+        if let Some(prev) = seen.insert(id, m.message_id.clone()) {
+            assert_eq!(prev, m.message_id);
+        }
+    }
+    for id in expected.keys() {
+        assert!(seen.contains_key(id), "task-defined of {id} never arrived");
+    }
+    let in_group = collect(&mut group_q, Duration::from_secs(10), |g| {
+        g.iter()
+            .filter_map(|m| m.body["status"]["taskId"].as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            >= 50
+    })
+    .await;
+    for m in &in_group {
+        assert_eq!(m.body["status"]["taskGroupId"], g1.as_str());
+    }
+    assert_eq!(
+        in_group
+            .iter()
+            .filter_map(|m| m.body["status"]["taskId"].as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        50
+    );
+}
