@@ -17,7 +17,7 @@ if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so*
   apt-get update -qq && apt-get install -y -qq libclang-dev >/dev/null
 fi
 
-# RabbitMQ is not used by the queue tests yet; the Pulse bridge's tests will need it.
+# The Pulse bridge's tests publish to and consume from the real RabbitMQ on 127.0.0.1:5672.
 if command -v rabbitmq-server >/dev/null && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   echo "== starting RabbitMQ"
   rabbitmq-server -detached || true
