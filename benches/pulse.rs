@@ -26,7 +26,10 @@ const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 #[tokio::main]
 async fn main() {
-    let target: u64 = std::env::var("PULSE_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let target: u64 = std::env::var("PULSE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let root = std::env::temp_dir().join(format!("taskledger-bench-pulse-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let db = store::open(&root.join("db")).unwrap();
@@ -51,35 +54,70 @@ async fn main() {
     }
 
     // a consumer that keeps every published body
-    let conn = Connection::connect(AMQP, ConnectionProperties::default()).await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let sink = ch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await
         .unwrap();
-    for name in taskledger_bridge::messages::QUEUE_EXCHANGES {
-        let exchange = format!("{}{name}", taskledger_bridge::messages::QUEUE_EXCHANGE_PREFIX);
-        ch.exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
+    let ch = conn.create_channel().await.unwrap();
+    let sink = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await
         .unwrap();
-        ch.queue_bind(sink.name().clone(), exchange.as_str().into(), "primary.#".into(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+    for name in taskledger_bridge::messages::QUEUE_EXCHANGES {
+        let exchange = format!(
+            "{}{name}",
+            taskledger_bridge::messages::QUEUE_EXCHANGE_PREFIX
+        );
+        ch.exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            sink.name().clone(),
+            exchange.as_str().into(),
+            "primary.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     }
     let mut consumer = ch
-        .basic_consume(sink.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            sink.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
 
     let state = Arc::new(BridgeState::open(&root.join("bridge")).unwrap());
     let stats = Arc::new(BridgeStats::default());
     let started = Instant::now();
-    tokio::spawn(taskledger_bridge::run(log.clone(), state.clone(), AMQP.into(), None, stats.clone()));
+    tokio::spawn(taskledger_bridge::run(
+        log.clone(),
+        state.clone(),
+        AMQP.into(),
+        None,
+        stats.clone(),
+    ));
     while state.offset(QUEUE_TOPIC).unwrap() < written {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -91,18 +129,34 @@ async fn main() {
     let mut bodies = Vec::new();
     while (bodies.len() as u64) < published {
         match tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {
-            Ok(Some(Ok(d))) => bodies.push((d.exchange.to_string(), d.routing_key.to_string(), d.data)),
+            Ok(Some(Ok(d))) => {
+                bodies.push((d.exchange.to_string(), d.routing_key.to_string(), d.data))
+            }
             _ => break,
         }
     }
     let pch = conn.create_channel().await.unwrap();
-    pch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let started = Instant::now();
     for chunk in bodies.chunks(512) {
         let mut confirms = Vec::new();
         for (exchange, key, body) in chunk {
-            let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
-            confirms.push(pch.basic_publish(exchange.as_str().into(), key.as_str().into(), BasicPublishOptions::default(), body, props).await.unwrap());
+            let props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2);
+            confirms.push(
+                pch.basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await
+                .unwrap(),
+            );
         }
         for c in confirms {
             assert!(c.await.unwrap().is_ack());
@@ -110,7 +164,10 @@ async fn main() {
     }
     let raw_secs = started.elapsed().as_secs_f64();
     let raw_rate = bodies.len() as f64 / raw_secs;
-    println!("raw lapin publish with confirms, same {} bodies, batches of 512: {raw_rate:.0} msg/s", bodies.len());
+    println!(
+        "raw lapin publish with confirms, same {} bodies, batches of 512: {raw_rate:.0} msg/s",
+        bodies.len()
+    );
     println!("ratio bridge / raw: {:.2}", bridge_rate / raw_rate);
     let _ = std::fs::remove_dir_all(&root);
 }

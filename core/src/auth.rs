@@ -1848,4 +1848,45 @@ mod tests {
             "Invalid bewit encoding"
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Header-ish text: Hawk attributes, quotes, commas, odd bytes, long runs.
+        fn header() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "Hawk( [a-z]{1,6}=\"[ -~]{0,40}\",?){0,8}",
+                "(hawk|HAWK|Hawk) id=\"tester\", ts=\"[0-9]{0,25}\", nonce=\"[a-z]{0,5}\", (ext|hash|mac|app|dlg)=\"[A-Za-z0-9+/=]{0,60}\", mac=\"[A-Za-z0-9+/=]{0,50}\"",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            /// Any Authorization header gives a result (almost always a 401 text), never a panic.
+            #[test]
+            fn any_header_never_panics(h in header(), body in any::<Vec<u8>>()) {
+                let req = HawkRequest {
+                    method: "POST",
+                    resource: "/api/queue/v1/task/x",
+                    host: HOST,
+                    port: 443,
+                    authorization: &h,
+                    content_type: Some("application/json"),
+                    body: &body,
+                    check_hash: true,
+                };
+                let _ = authenticate(&req, &clients(), at(NOW));
+            }
+
+            /// Any bewit query gives a result, never a panic.
+            #[test]
+            fn any_bewit_never_panics(b in any::<String>(), tail in "[a-z=&]{0,10}") {
+                let resource = format!("/x?{tail}bewit={b}");
+                let req = BewitRequest { method: "GET", resource: &resource, host: HOST, port: 443 };
+                let _ = authenticate_bewit(&req, &clients(), at(NOW));
+            }
+        }
+    }
 }

@@ -34,8 +34,10 @@ it cannot be changed through the API.";
 
 /// Routes under `/api/auth/v1`.
 pub fn routes() -> Router<Arc<AppState>> {
+    // each listing route twice: upstream's express routing ignores a trailing slash
     Router::new()
         .route("/clients/", get(list_clients))
+        .route("/clients", get(list_clients))
         .route(
             "/clients/{clientId}",
             get(client)
@@ -49,8 +51,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/clients/{clientId}/audit", get(list_audit_history))
         .route("/audit/{entityType}/{entityId}", get(get_entity_history))
         .route("/roles/", get(list_roles))
+        .route("/roles", get(list_roles))
         .route("/roles2/", get(list_roles2))
+        .route("/roles2", get(list_roles2))
         .route("/roleids/", get(list_role_ids))
+        .route("/roleids", get(list_role_ids))
         .route(
             "/roles/{roleId}",
             get(role)
@@ -91,6 +96,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/authenticate-hawk", post(authenticate_hawk))
         .route("/test-authenticate", post(test_authenticate))
         .route("/test-authenticate-get/", get(test_authenticate_get))
+        .route("/test-authenticate-get", get(test_authenticate_get))
 }
 
 fn s(scope: String) -> ScopeExpr {

@@ -64,3 +64,40 @@ def test_conformance_endpoints_with_python_signing(root_url):
     with urllib.request.urlopen(url) as r:
         assert r.status == 200
     assert requests.get(url.replace("bewit=", "x=1&bewit=")).status_code == 401
+
+
+def test_authorized_scopes_delete_and_oversize_bodies(root_url):
+    root = auth(root_url)
+    created = root.createClient("py/narrowed", {
+        "description": "authorizedScopes",
+        "expires": taskcluster.stringDate(taskcluster.fromNow("1 day")),
+        "scopes": ["auth:current-scopes", "auth:list-roles", "a:*"],
+    })
+    creds = {"clientId": "py/narrowed", "accessToken": created["accessToken"]}
+    narrowed = taskcluster.Auth({"rootUrl": root_url, "credentials": creds, "maxRetries": 0,
+                                 "authorizedScopes": ["auth:current-scopes", "a:b"]})
+    scopes = narrowed.currentScopes()["scopes"]
+    assert "a:b" in scopes and "a:*" not in scopes and "auth:list-roles" not in scopes
+    with pytest.raises(taskcluster.TaskclusterRestFailure) as e:
+        narrowed.listRoleIds()
+    assert e.value.status_code == 403
+    wider = taskcluster.Auth({"rootUrl": root_url, "credentials": creds, "maxRetries": 0,
+                              "authorizedScopes": ["auth:current-scopes", "b:c"]})
+    with pytest.raises(taskcluster.TaskclusterAuthFailure):
+        wider.currentScopes()
+
+    # a deleted client stops authenticating at once; deleting again is fine
+    root.deleteClient("py/narrowed")
+    root.deleteClient("py/narrowed")
+    with pytest.raises(taskcluster.TaskclusterAuthFailure):
+        auth(root_url, creds).currentScopes()
+    assert [h["actionType"] for h in root.getEntityHistory("client", "py/narrowed")["auditHistory"]] \
+        == ["created", "deleted"]
+
+    # bodies over 10 MiB are refused before anything else runs
+    r = requests.put(f"{root_url}/api/auth/v1/clients/py%2Fbig", data=b"x" * (11 * 1024 * 1024),
+                     headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    with pytest.raises(taskcluster.TaskclusterRestFailure) as e:
+        root.client("py/big")
+    assert e.value.status_code == 404
