@@ -70,3 +70,34 @@ pub fn envelope(payload: QueueEvent, sequence: u64, now: Millis) -> Envelope<Que
         payload,
     }
 }
+
+/// Appends full lifecycles to the queue topic of `log` until at least `target` events are
+/// written (synced appends of about `batch` events); returns how many.
+pub fn write_lifecycles(
+    log: &taskledger_projections::EmbeddedLog,
+    target: u64,
+    batch: usize,
+) -> u64 {
+    let now = Millis::now();
+    let mut written = 0u64;
+    let mut seqs: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    while written < target {
+        let mut records = Vec::with_capacity(batch);
+        while records.len() < batch {
+            for e in lifecycle_events(now) {
+                let seq = seqs.entry(e.stream().id()).or_insert(0);
+                *seq += 1;
+                let env = envelope(e, *seq, now);
+                records.push(taskledger_core::log::Record {
+                    key: env.stream_id.clone(),
+                    event_type: env.payload.type_name(),
+                    value: taskledger_core::codec::encode(&env).unwrap(),
+                });
+            }
+        }
+        written += records.len() as u64;
+        log.append_sync(taskledger_core::log::QUEUE_TOPIC, 0, records)
+            .unwrap();
+    }
+    written
+}

@@ -13,13 +13,10 @@ use futures::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_bridge::{BridgeState, BridgeStats};
-use taskledger_core::codec;
-use taskledger_core::log::{Record, QUEUE_TOPIC};
-use taskledger_core::time::Millis;
+use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_projections::{store, EmbeddedLog};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -34,25 +31,7 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&root);
     let db = store::open(&root.join("db")).unwrap();
     let log = Arc::new(EmbeddedLog::new(db));
-    let now = Millis::now();
-    let mut written = 0u64;
-    let mut seqs: HashMap<String, u64> = HashMap::new();
-    while written < target {
-        let mut records = Vec::new();
-        for e in common::lifecycle_events(now) {
-            let seq = seqs.entry(e.stream().id()).or_insert(0);
-            *seq += 1;
-            let env = common::envelope(e, *seq, now);
-            records.push(Record {
-                key: env.stream_id.clone(),
-                event_type: env.payload.type_name(),
-                value: codec::encode(&env).unwrap(),
-            });
-        }
-        written += records.len() as u64;
-        log.append_sync(QUEUE_TOPIC, 0, records).unwrap();
-    }
-
+    let written = common::write_lifecycles(&log, target, 5);
     // a consumer that keeps every published body
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await

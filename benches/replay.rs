@@ -11,11 +11,8 @@ mod common;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::HashMap;
 use std::time::Instant;
-use taskledger_core::codec;
-use taskledger_core::log::{Record, QUEUE_TOPIC};
-use taskledger_core::time::Millis;
+use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_projections::engine::VIEW_CONSUMER;
 use taskledger_projections::{audit, keys, store, EmbeddedLog};
 
@@ -28,28 +25,8 @@ fn main() {
     let _ = std::fs::remove_dir_all(&root);
     let live = store::open(&root.join("live")).unwrap();
     let log = EmbeddedLog::new(live.clone());
-    let now = Millis::now();
-
     let started = Instant::now();
-    let mut written = 0u64;
-    let mut seqs: HashMap<String, u64> = HashMap::new();
-    while written < target {
-        let mut records = Vec::with_capacity(5000);
-        while records.len() < 5000 {
-            for e in common::lifecycle_events(now) {
-                let seq = seqs.entry(e.stream().id()).or_insert(0);
-                *seq += 1;
-                let env = common::envelope(e, *seq, now);
-                records.push(Record {
-                    key: env.stream_id.clone(),
-                    event_type: env.payload.type_name(),
-                    value: codec::encode(&env).unwrap(),
-                });
-            }
-        }
-        written += records.len() as u64;
-        log.append_sync(QUEUE_TOPIC, 0, records).unwrap();
-    }
+    let written = common::write_lifecycles(&log, target, 5000);
     // the live projection "has consumed" the whole log, so replay rebuilds all of it
     live.put_cf(
         live.cf_handle(keys::CF_META).unwrap(),

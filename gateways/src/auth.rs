@@ -749,6 +749,22 @@ async fn role(State(st): St, Extension(auth): Extension<Auth>, Path(id): Path<St
         .await
 }
 
+/// Runs a role command and answers with the role as it now is.
+async fn write_role(
+    st: &AppState,
+    caller: &Caller,
+    cmd: AuthCommand,
+    id: &str,
+) -> Result<Response, ApiError> {
+    st.auth.execute(actor(caller), cmd).await?;
+    let r = st
+        .auth
+        .view()
+        .role(id)
+        .ok_or_else(|| ApiError::internal("role vanished"))?;
+    Ok(ok(role_json(st, &r)))
+}
+
 async fn create_role(
     State(st): St,
     Extension(auth): Extension<Auth>,
@@ -773,13 +789,7 @@ async fn create_role(
                 description,
                 scopes: scopes_,
             };
-            st.auth.execute(actor(caller), cmd).await?;
-            let r = st
-                .auth
-                .view()
-                .role(&id)
-                .ok_or_else(|| ApiError::internal("role vanished"))?;
-            Ok(ok(role_json(&st, &r)))
+            write_role(&st, caller, cmd, &id).await
         })
         .await
 }
@@ -820,13 +830,7 @@ async fn update_role(
                 description,
                 scopes: scopes_,
             };
-            st.auth.execute(actor(caller), cmd).await?;
-            let r = st
-                .auth
-                .view()
-                .role(&id)
-                .ok_or_else(|| ApiError::internal("role vanished"))?;
-            Ok(ok(role_json(&st, &r)))
+            write_role(&st, caller, cmd, &id).await
         })
         .await
 }
