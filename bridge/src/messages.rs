@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 use taskledger_core::access::AuthEvent;
-use taskledger_core::queue::json::status_json;
+use taskledger_core::queue::json::{artifact_info, status_json};
 use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, RunState, Task, TaskGroup};
 
 pub const QUEUE_EXCHANGE_PREFIX: &str = "exchange/taskcluster-queue/v1/";
@@ -90,19 +90,14 @@ fn run_worker(task: &Task, run_id: u32) -> Option<(String, String)> {
     Some((run.worker_group.clone()?, run.worker_id.clone()?))
 }
 
+/// The API's artifact info without `contentLength`, which the message schema does not allow
+/// (reference/pulse.md §5.1).
 fn artifact_json(a: &Artifact) -> Value {
-    json!({
-        "storageType": match a.storage {
-            ArtifactStorage::Object { .. } => "object",
-            ArtifactStorage::S3 { .. } => "s3",
-            ArtifactStorage::Reference { .. } => "reference",
-            ArtifactStorage::Link { .. } => "link",
-            ArtifactStorage::Error { .. } => "error",
-        },
-        "name": a.name,
-        "expires": a.expires.to_rfc3339(),
-        "contentType": a.content_type,
-    })
+    let mut v = artifact_info(a);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("contentLength");
+    }
+    v
 }
 
 /// The message for a queue event, given the task (and group) state after the command, and the

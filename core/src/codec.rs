@@ -33,6 +33,25 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
 }
 
+/// Test support: compares `value`'s encoding, as hex, with the golden file at `path`
+/// (rewritten first when `UPDATE_EXPECT` is set: only when adding a variant).
+#[cfg(test)]
+pub(crate) fn assert_golden<T: Serialize>(value: &T, path: &str) {
+    let hex: String = encode(value)
+        .expect("encodes")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().expect("a parent"))
+            .expect("golden dir");
+        std::fs::write(path, &hex).expect("golden write");
+    }
+    let golden =
+        std::fs::read_to_string(path).expect("golden file (regenerate with UPDATE_EXPECT=1)");
+    assert_eq!(hex, golden.trim());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! Cloud-credential endpoints answer "not configured" (no backend is configured yet).
 
 use crate::error::{ApiError, ErrorCode};
-use crate::hawk::{signed_host_port, Auth, Caller};
+use crate::hawk::{actor, authenticate_headers, authenticate_request, Auth, Caller, Signed};
 use crate::queue::call::*;
 use crate::AppState;
 use axum::body::Bytes;
@@ -17,10 +17,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use taskledger_core::access::seal::{SealKey, Sealed};
 use taskledger_core::access::{AuthCommand, Client, Role, STATIC_PREFIX};
-use taskledger_core::auth::{
-    authenticate, authenticate_bewit, BewitRequest, ClientRecord, ClientSource, HawkRequest,
-};
-use taskledger_core::envelope::Actor;
+use taskledger_core::auth::{ClientRecord, ClientSource};
 use taskledger_core::scopes::{self, ScopeExpr};
 use taskledger_core::time::Millis;
 use taskledger_projections::AuditEntry;
@@ -101,13 +98,6 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 fn s(scope: String) -> ScopeExpr {
     ScopeExpr::scope(scope)
-}
-
-fn actor(caller: &Caller) -> Actor {
-    Actor {
-        client_id: caller.actor_id(),
-        request_id: Some(uuid::Uuid::new_v4()),
-    }
 }
 
 fn client_param(id: &str) -> Result<(), ApiError> {
@@ -1121,45 +1111,28 @@ async fn authenticate_hawk(State(st): St, headers: HeaderMap, body: Bytes) -> Re
                 .ok_or_else(|| {
                     ApiError::validation(schema, &["data/port must be an integer".into()])
                 })?;
-            let now = chrono::Utc::now();
-            let has_bewit = resource.contains("?bewit=") || resource.contains("&bewit=");
-            let result = match text("authorization") {
-                Some(_) if has_bewit => {
-                    Err("Cannot use two authentication schemes at once".to_string())
-                }
-                Some(authorization) => authenticate(
-                    &HawkRequest {
-                        method: &method,
-                        resource: &resource,
-                        host: &host,
-                        port,
-                        authorization: &authorization,
-                        content_type: None,
-                        body: b"",
-                        check_hash: false,
-                    },
-                    &st.clients,
-                    now,
-                )
-                .map_err(|e| e.0),
-                None if has_bewit => authenticate_bewit(
-                    &BewitRequest {
-                        method: &method,
-                        resource: &resource,
-                        host: &host,
-                        port,
-                    },
-                    &st.clients,
-                    now,
-                )
-                .map_err(|e| e.0),
-                None => {
+            let authorization = text("authorization");
+            let signed = Signed {
+                method: &method,
+                resource: &resource,
+                host: &host,
+                port,
+                authorization: authorization.as_deref(),
+                content_type: None,
+                body: b"",
+                check_hash: false,
+            };
+            let result = match authenticate_request(&signed, &st.clients) {
+                Ok(Some(a)) => Ok(a),
+                Err(message) => Err(message),
+                Ok(None) => {
+                    let expires = Millis::now().plus(15 * 60_000);
                     return Ok(ok(json!({
                         "status": "no-auth",
                         "scheme": "none",
                         "scopes": st.clients.anonymous_scopes(),
-                        "expires": (Millis::from(now).plus(15 * 60_000)).to_rfc3339(),
-                    })))
+                        "expires": expires.to_rfc3339(),
+                    })));
                 }
             };
             Ok(ok(match result {
@@ -1206,46 +1179,14 @@ fn test_caller(
     body: &[u8],
 ) -> Result<Caller, ApiError> {
     let resource = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let (host, port) = signed_host_port(headers);
-    let now = chrono::Utc::now();
-    let result = match headers.get("authorization").and_then(|h| h.to_str().ok()) {
-        Some(authorization) => authenticate(
-            &HawkRequest {
-                method: method.as_str(),
-                resource,
-                host: &host,
-                port,
-                authorization,
-                content_type: headers.get("content-type").and_then(|c| c.to_str().ok()),
-                body,
-                check_hash: true,
-            },
-            source,
-            now,
-        ),
-        None if resource.contains("bewit=") => authenticate_bewit(
-            &BewitRequest {
-                method: method.as_str(),
-                resource,
-                host: &host,
-                port,
-            },
-            source,
-            now,
-        ),
-        None => {
-            return Ok(Caller {
-                client_id: None,
-                scopes: vec!["assume:anonymous".into()],
-            })
-        }
-    };
-    result
-        .map(|a| Caller {
-            client_id: Some(a.client_id),
-            scopes: a.scopes,
-        })
-        .map_err(|e| ApiError::new(ErrorCode::AuthenticationFailed, e.0))
+    match authenticate_headers(method.as_str(), resource, headers, body, source) {
+        Ok(Some(a)) => Ok(Caller::from(a)),
+        Ok(None) => Ok(Caller {
+            client_id: None,
+            scopes: vec!["assume:anonymous".into()],
+        }),
+        Err(message) => Err(ApiError::new(ErrorCode::AuthenticationFailed, message)),
+    }
 }
 
 async fn test_authenticate(

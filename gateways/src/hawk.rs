@@ -13,8 +13,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use taskledger_core::access::seal::SealKey;
 use taskledger_core::auth::{
-    authenticate, authenticate_bewit, BewitRequest, ClientRecord, ClientSource, HawkRequest,
+    authenticate, authenticate_bewit, Authenticated, BewitRequest, ClientRecord, ClientSource,
+    HawkRequest,
 };
+use taskledger_core::envelope::Actor;
 use taskledger_core::scopes::{any_satisfies, insufficient_scopes_message, ScopeExpr};
 use taskledger_projections::AuthView;
 
@@ -138,6 +140,23 @@ impl Caller {
     }
 }
 
+impl From<Authenticated> for Caller {
+    fn from(a: Authenticated) -> Caller {
+        Caller {
+            client_id: Some(a.client_id),
+            scopes: a.scopes,
+        }
+    }
+}
+
+/// Who an event records as its cause: the caller's clientId and a fresh request id.
+pub fn actor(caller: &Caller) -> Actor {
+    Actor {
+        client_id: caller.actor_id(),
+        request_id: Some(uuid::Uuid::new_v4()),
+    }
+}
+
 /// The authentication outcome, as handlers find it.
 #[derive(Clone, Debug)]
 pub struct Auth(pub Arc<Result<Caller, String>>);
@@ -181,6 +200,93 @@ pub fn signed_host_port(headers: &HeaderMap) -> (String, u16) {
     (name, port)
 }
 
+/// What authentication reads of a request.
+pub struct Signed<'a> {
+    pub method: &'a str,
+    /// Raw path + query, bewit included.
+    pub resource: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub authorization: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+    /// Verify a Hawk `hash` against `body` (authenticateHawk hands the hash back instead).
+    pub check_hash: bool,
+}
+
+/// Picks the scheme (auth.md §2: header, bewit, or none) and authenticates against `source`.
+/// `Ok(None)`: no credentials; the caller decides what an anonymous request holds.
+pub fn authenticate_request(
+    r: &Signed,
+    source: &dyn ClientSource,
+) -> Result<Option<Authenticated>, String> {
+    let has_bewit = r.resource.contains("?bewit=") || r.resource.contains("&bewit=");
+    let now = chrono::Utc::now();
+    let result = match r.authorization {
+        Some(_) if has_bewit => {
+            return Err(
+                "Cannot use two authentication schemes at once; this request has both \
+                        bewit and Authorization header"
+                    .to_string(),
+            )
+        }
+        Some(authorization) => {
+            let req = HawkRequest {
+                method: r.method,
+                resource: r.resource,
+                host: r.host,
+                port: r.port,
+                authorization,
+                content_type: r.content_type,
+                body: r.body,
+                check_hash: r.check_hash,
+            };
+            authenticate(&req, source, now)
+        }
+        None if has_bewit => {
+            let req = BewitRequest {
+                method: r.method,
+                resource: r.resource,
+                host: r.host,
+                port: r.port,
+            };
+            authenticate_bewit(&req, source, now)
+        }
+        None => return Ok(None),
+    };
+    result.map(Some).map_err(|e| e.0)
+}
+
+/// `authenticate_request` for an HTTP request as received: signed host and port from the
+/// headers, the `Authorization` and `Content-Type` headers, the body.
+pub fn authenticate_headers(
+    method: &str,
+    resource: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    source: &dyn ClientSource,
+) -> Result<Option<Authenticated>, String> {
+    let authorization = match headers.get("authorization").map(|v| v.to_str()) {
+        Some(Err(_)) => return Err("Bad Request: invalid header".to_string()),
+        Some(Ok(a)) => Some(a),
+        None => None,
+    };
+    let (host, port) = signed_host_port(headers);
+    authenticate_request(
+        &Signed {
+            method,
+            resource,
+            host: &host,
+            port,
+            authorization,
+            content_type: headers.get("content-type").and_then(|c| c.to_str().ok()),
+            body,
+            check_hash: true,
+        },
+        source,
+    )
+}
+
 pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     // `Router::layer` also wraps nested routes; authenticate once, on the whole request target
     if req.extensions().get::<Auth>().is_some() {
@@ -204,47 +310,20 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let has_bewit = resource.contains("?bewit=") || resource.contains("&bewit=");
-    let result = match parts.headers.get("authorization") {
-        Some(_) if has_bewit => Err("Cannot use two authentication schemes at once; this request has both bewit and Authorization header".to_string()),
-        Some(value) => match value.to_str() {
-            Ok(authorization) => {
-                let (host, port) = signed_host_port(&parts.headers);
-                let content_type = parts.headers.get("content-type").and_then(|c| c.to_str().ok());
-                let req = HawkRequest {
-                    method: parts.method.as_str(),
-                    resource,
-                    host: &host,
-                    port,
-                    authorization,
-                    content_type,
-                    body: &bytes,
-                    check_hash: true,
-                };
-                tracing::debug!(resource, host = %host, port, "hawk request");
-                authenticate(&req, &state.clients, chrono::Utc::now())
-                    .map(|a| Caller { client_id: Some(a.client_id), scopes: a.scopes })
-                    .map_err(|e| e.0)
-            }
-            Err(_) => Err("Bad Request: invalid header".to_string()),
-        },
-        None if has_bewit => {
-            let (host, port) = signed_host_port(&parts.headers);
-            let req = BewitRequest {
-                method: parts.method.as_str(),
-                resource,
-                host: &host,
-                port,
-            };
-            authenticate_bewit(&req, &state.clients, chrono::Utc::now())
-                .map(|a| Caller { client_id: Some(a.client_id), scopes: a.scopes })
-                .map_err(|e| e.0)
-        }
-        None => Ok(Caller {
+    let result = authenticate_headers(
+        parts.method.as_str(),
+        resource,
+        &parts.headers,
+        &bytes,
+        &state.clients,
+    )
+    .map(|found| match found {
+        Some(a) => Caller::from(a),
+        None => Caller {
             client_id: None,
             scopes: state.clients.anonymous_scopes(),
-        }),
-    };
+        },
+    });
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(Auth(Arc::new(result)));
     next.run(req).await

@@ -710,21 +710,12 @@ mod tests {
             writer_epoch: 1,
             payload: events,
         };
-        let hex: String = crate::codec::encode(&envelope)
-            .unwrap()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/golden/auth/events_v1.hex"
+        crate::codec::assert_golden(
+            &envelope,
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/golden/auth/events_v1.hex"
+            ),
         );
-        if std::env::var_os("UPDATE_EXPECT").is_some() {
-            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
-            std::fs::write(path, &hex).unwrap();
-        }
-        let golden =
-            std::fs::read_to_string(path).expect("golden file (regenerate with UPDATE_EXPECT=1)");
-        assert_eq!(hex, golden.trim());
     }
 }

@@ -694,22 +694,13 @@ fn golden_task_defined_v1() {
         writer_epoch: 1,
         payload: ev[1].clone(),
     };
-    let hex: String = crate::codec::encode(&envelope)
-        .unwrap()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/queue/task_defined_v1.hex"
+    crate::codec::assert_golden(
+        &envelope,
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/queue/task_defined_v1.hex"
+        ),
     );
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
-        std::fs::write(path, &hex).unwrap();
-    }
-    let golden =
-        std::fs::read_to_string(path).expect("golden file (regenerate with UPDATE_EXPECT=1)");
-    assert_eq!(hex, golden.trim());
     let back: crate::envelope::Envelope<QueueEvent> =
         crate::codec::decode(&crate::codec::encode(&envelope).unwrap()).unwrap();
     assert_eq!(back, envelope);

@@ -2,8 +2,8 @@
 
 use super::call::*;
 use super::json::{artifact_info, Checks};
-use super::tasks::actor;
 use crate::error::{ApiError, ErrorCode};
+use crate::hawk::actor;
 use crate::hawk::Auth;
 use crate::AppState;
 use axum::body::Bytes;

@@ -4,7 +4,7 @@
 use super::call::*;
 use super::json::{parse_task_definition, status_json, task_json};
 use crate::error::ApiError;
-use crate::hawk::{Auth, Caller};
+use crate::hawk::{actor, Auth, Caller};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
@@ -13,7 +13,6 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use taskledger_core::envelope::Actor;
 use taskledger_core::ids::TaskId;
 use taskledger_core::queue::{Priority, ReasonResolved, Task};
 use taskledger_core::scopes::ScopeExpr;
@@ -23,13 +22,6 @@ type St = State<Arc<AppState>>;
 
 fn s(scope: String) -> ScopeExpr {
     ScopeExpr::scope(scope)
-}
-
-pub fn actor(caller: &Caller) -> Actor {
-    Actor {
-        client_id: caller.actor_id(),
-        request_id: Some(uuid::Uuid::new_v4()),
-    }
 }
 
 fn load(state: &AppState, id: &TaskId) -> Result<Task, ApiError> {

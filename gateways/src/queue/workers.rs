@@ -2,8 +2,8 @@
 
 use super::call::*;
 use super::json::task_json;
-use super::tasks::actor;
 use crate::error::ApiError;
+use crate::hawk::actor;
 use crate::hawk::Auth;
 use crate::AppState;
 use axum::body::Bytes;
