@@ -4,6 +4,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod worker_cli;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,11 @@ enum Command {
     /// Rebuild projections from offset zero into a fresh database; `--verify` compares them
     /// with the live ones.
     Replay(ReplayArgs),
+    /// Run tasks: generic-worker's protocol and process engine, against any
+    /// Taskcluster-compatible queue.
+    Worker(worker_cli::WorkerArgs),
+    /// Create a task running CMD ARGS, stream its live log here, exit with its result.
+    RunTask(worker_cli::RunTaskArgs),
 }
 
 /// The data directory the log tools read (a stopped server's, or beside a running one).
@@ -448,6 +455,14 @@ fn main() -> Result<()> {
         Command::Events(cmd) => events_command(cmd),
         Command::Audit(cmd) => audit_command(cmd),
         Command::Replay(args) => replay_command(args),
+        Command::Worker(args) => {
+            let code = rt.block_on(worker_cli::worker_command(args))?;
+            std::process::exit(code);
+        }
+        Command::RunTask(args) => {
+            let code = rt.block_on(worker_cli::run_task_command(args))?;
+            std::process::exit(code);
+        }
     }
 }
 

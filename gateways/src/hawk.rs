@@ -292,6 +292,10 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
     if req.extensions().get::<Auth>().is_some() {
         return next.run(req).await;
     }
+    // blob URLs carry their own signature and stream bodies of any size: never buffered here
+    if req.uri().path().starts_with("/blobs/") {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

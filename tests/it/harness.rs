@@ -165,3 +165,107 @@ where
 pub async fn state_of(q: &Queue, task_id: &str) -> Value {
     q.status(task_id).await.unwrap()["status"].clone()
 }
+
+/// A `taskledger worker` process claiming from one task queue of a test server.
+pub struct WorkerProc {
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts `taskledger worker` with the root credentials; `extra` are more flags.
+    pub fn start_worker(&self, task_queue: &str, worker_id: &str, extra: &[&str]) -> WorkerProc {
+        let work_dir = self.data_dir.join(format!("worker-{worker_id}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+            .arg("worker")
+            .args(["--task-queue-id", task_queue])
+            .args(["--worker-group", "it-group", "--worker-id", worker_id])
+            .arg("--work-dir")
+            .arg(&work_dir)
+            .args(["--status-poll-secs", "1"])
+            .args(extra)
+            .env("TASKCLUSTER_ROOT_URL", &self.root_url)
+            .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
+            .env("TASKCLUSTER_ACCESS_TOKEN", ROOT_TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start taskledger worker");
+        WorkerProc { child: Some(child) }
+    }
+
+    /// A URL that fetches an artifact with root's signature (follows redirects to the bytes).
+    pub fn artifact_url(&self, task_id: &str, run_id: u32, name: &str) -> String {
+        self.queue()
+            .getArtifact_signed_url(task_id, &run_id.to_string(), name, Duration::from_secs(600))
+            .unwrap()
+    }
+
+    pub async fn artifact_text(&self, task_id: &str, run_id: u32, name: &str) -> String {
+        let r = reqwest::get(self.artifact_url(task_id, run_id, name))
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{name}: {}", r.status());
+        r.text().await.unwrap()
+    }
+}
+
+impl WorkerProc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// The exit code, waiting at most `limit`.
+    pub async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s.code();
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A task definition running `command` (argv lists) on the process engine.
+pub fn process_task(queue: &str, payload: Value) -> Value {
+    let mut def = task_def(queue, 600);
+    def["payload"] = payload;
+    def
+}
+
+/// True once `pid` is gone (or a zombie waiting for its reaper), polling up to 10 s.
+pub async fn process_gone(pid: i32) -> bool {
+    for _ in 0..100 {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(s) if s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')) => return true,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    false
+}

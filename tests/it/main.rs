@@ -5,6 +5,7 @@ mod auth;
 mod harness;
 mod layout;
 mod pulse;
+mod worker;
 
 use harness::*;
 use serde_json::{json, Value};

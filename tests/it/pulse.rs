@@ -120,10 +120,12 @@ async fn channel() -> (Connection, Channel) {
     (conn, ch)
 }
 
-/// Waits until the bridge has declared the exchanges (binding to a missing one fails).
-async fn wait_for_exchanges(ch: &Channel) {
+/// Waits until the bridge has declared the exchanges (binding to a missing one fails). A
+/// failed passive declare closes its channel, so each probe gets a fresh one.
+async fn wait_for_exchanges(conn: &Connection) {
     let start = Instant::now();
     loop {
+        let ch = conn.create_channel().await.unwrap();
         let probe = ch
             .exchange_declare(
                 format!("{Q}task-completed").into(),
@@ -149,8 +151,8 @@ async fn wait_for_exchanges(ch: &Channel) {
 #[tokio::test]
 async fn a_running_task_is_published_as_taskcluster_does() {
     let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
-    let (_conn, probe) = channel().await;
-    wait_for_exchanges(&probe).await;
+    let (conn, _) = channel().await;
+    wait_for_exchanges(&conn).await;
     let (_c2, ch) = channel().await;
     let q = s.queue();
     let tq = fresh_queue();
@@ -275,8 +277,8 @@ async fn a_running_task_is_published_as_taskcluster_does() {
 #[tokio::test]
 async fn group_bindings_select_and_a_crash_loses_nothing() {
     let mut s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
-    let (_conn, ch) = channel().await;
-    wait_for_exchanges(&ch).await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
     let q = s.queue();
     let tq = fresh_queue();
     let g1 = slugid::nice();

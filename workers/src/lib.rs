@@ -5,8 +5,12 @@
 //! - `dependencies`: tails the queue log from its own checkpoint; when a task resolves, tells
 //!   each dependent.
 //! - `builtin`: Taskcluster's built-in workers, `built-in/succeed` and `built-in/fail`.
+//! - `worker`: `taskledger worker`, generic-worker's protocol and process engine, which talks
+//!   to any Taskcluster-compatible queue over HTTP.
 //!
 //! Boundary: reactors only send commands to the engine; every rule stays in `core`.
+
+pub mod worker;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -614,25 +614,47 @@ fn blob_target(uri: &Uri) -> Option<(String, TaskId, u32, String)> {
     Some((blob_canonical(&task, run, &name), task, run, name))
 }
 
-pub async fn put_blob(State(st): St, uri: Uri, body: Bytes) -> Response {
+/// Streams the request body into the blob store (no size cap beyond the disk: artifacts and
+/// task logs can be large).
+pub async fn put_blob(State(st): St, uri: Uri, body: axum::body::Body) -> Response {
     let Some((path, task, run, name)) = blob_target(&uri) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if let Err(code) = check_signature(&st, "PUT", &path, &uri) {
         return code.into_response();
     }
-    match st
-        .blobs
-        .as_ref()
-        .put(&blob_key(&task, run, &name), body.into())
-        .await
-    {
-        Ok(_) => StatusCode::OK.into_response(),
+    match write_blob(&st, &blob_key(&task, run, &name), body).await {
+        Ok(()) => StatusCode::OK.into_response(),
         Err(e) => {
             tracing::error!(error = %e, "blob write failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+async fn write_blob(
+    st: &AppState,
+    key: &object_store::path::Path,
+    body: axum::body::Body,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let upload = st.blobs.as_ref().put_multipart(key).await?;
+    let mut writer = object_store::WriteMultipart::new(upload);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                writer.wait_for_capacity(4).await?;
+                writer.write(&bytes);
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(anyhow::anyhow!("reading the upload: {e}"));
+            }
+        }
+    }
+    writer.finish().await?;
+    Ok(())
 }
 
 pub async fn get_blob(State(st): St, uri: Uri) -> Response {

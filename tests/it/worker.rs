@@ -1,0 +1,353 @@
+//! `taskledger worker` end to end: the real binary serving, the real binary working, tasks run
+//! as real processes, results read back through the official client.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn resolved(server: &Server, task_id: &str) -> Value {
+    let q = server.queue();
+    eventually(LONG, || async {
+        let s = state_of(&q, task_id).await;
+        matches!(s["state"].as_str(), Some("completed" | "failed" | "exception")).then_some(s)
+    })
+    .await
+}
+
+async fn running(server: &Server, task_id: &str) {
+    let q = server.queue();
+    eventually(LONG, || async {
+        (state_of(&q, task_id).await["state"] == "running").then_some(())
+    })
+    .await
+}
+
+async fn read_pid(path: &std::path::Path) -> i32 {
+    eventually(LONG, || async {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn worker_runs_tasks_to_each_resolution() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let _worker = server.start_worker(&queue, "w-main", &["--capacity", "4"]);
+    let q = server.queue();
+
+    let hello = slugid::nice();
+    q.createTask(
+        &hello,
+        &process_task(
+            &queue,
+            json!({
+                "command": [["sh", "-c", "echo hello; mkdir -p out/sub; echo data > out/result.txt; echo deep > out/sub/x.txt; echo \"task=$TASK_ID run=$RUN_ID\""]],
+                "maxRunTime": 60,
+                "artifacts": [
+                    {"type": "file", "path": "out/result.txt", "name": "public/result.txt"},
+                    {"type": "directory", "path": "out/sub", "name": "public/sub"}
+                ]
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let fail = slugid::nice();
+    q.createTask(
+        &fail,
+        &process_task(&queue, json!({"command": [["sh", "-c", "echo about to fail; exit 1"]], "maxRunTime": 60})),
+    )
+    .await
+    .unwrap();
+    let missing = slugid::nice();
+    q.createTask(
+        &missing,
+        &process_task(
+            &queue,
+            json!({"command": [["true"]], "maxRunTime": 60,
+                   "artifacts": [{"type": "file", "path": "nope.txt", "name": "public/nope.txt"},
+                                 {"type": "file", "path": "maybe.txt", "name": "public/maybe.txt", "optional": true}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let malformed = slugid::nice();
+    q.createTask(
+        &malformed,
+        &process_task(&queue, json!({"command": [["true"]], "maxRunTime": 60, "unknownField": 1})),
+    )
+    .await
+    .unwrap();
+    let mut retry_def = process_task(
+        &queue,
+        json!({"command": [["sh", "-c", "if [ \"$RUN_ID\" = 0 ]; then exit 75; fi; echo second run"]],
+               "maxRunTime": 60, "onExitStatus": {"retry": [75]}}),
+    );
+    retry_def["retries"] = json!(1);
+    let retried = slugid::nice();
+    q.createTask(&retried, &retry_def).await.unwrap();
+
+    // a task that completes: its log and artifacts are in the queue
+    let s = resolved(&server, &hello).await;
+    assert_eq!(s["state"], "completed", "{s}");
+    assert_eq!(s["runs"][0]["workerId"], "w-main");
+    let log = server.artifact_text(&hello, 0, "public/logs/live_backing.log").await;
+    assert!(log.contains("hello\n"), "{log}");
+    assert!(log.contains(&format!("task={hello} run=0")), "{log}");
+    assert!(log.contains("=== Task Finished ==="), "{log}");
+    assert_eq!(server.artifact_text(&hello, 0, "public/result.txt").await, "data\n");
+    assert_eq!(server.artifact_text(&hello, 0, "public/sub/x.txt").await, "deep\n");
+    // live.log became a link to the backing log
+    let via_link = server.artifact_text(&hello, 0, "public/logs/live.log").await;
+    assert_eq!(via_link, log);
+    let listed = q.listArtifacts(&hello, "0", None, None).await.unwrap();
+    let live = listed["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "public/logs/live.log")
+        .cloned()
+        .unwrap();
+    assert_eq!(live["storageType"], "link", "{live}");
+
+    let s = resolved(&server, &fail).await;
+    assert_eq!(s["state"], "failed", "{s}");
+    let log = server.artifact_text(&fail, 0, "public/logs/live_backing.log").await;
+    assert!(log.contains("about to fail\n") && log.contains("exited with code 1"), "{log}");
+
+    let s = resolved(&server, &missing).await;
+    assert_eq!(s["state"], "failed", "{s}");
+    let listed = q.listArtifacts(&missing, "0", None, None).await.unwrap();
+    let names: Vec<&str> = listed["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert!(names.contains(&"public/nope.txt"), "{names:?}");
+    assert!(!names.contains(&"public/maybe.txt"), "{names:?}");
+    let nope = q.artifactInfo(&missing, "0", "public/nope.txt").await.unwrap();
+    assert_eq!(nope["storageType"], "error", "{nope}");
+
+    let s = resolved(&server, &malformed).await;
+    assert_eq!(s["state"], "exception", "{s}");
+    assert_eq!(s["runs"][0]["reasonResolved"], "malformed-payload");
+    let log = server.artifact_text(&malformed, 0, "public/logs/live_backing.log").await;
+    assert!(log.contains("unknownField"), "{log}");
+
+    let s = eventually(LONG, || async {
+        let s = state_of(&q, &retried).await;
+        (s["state"] == "completed").then_some(s)
+    })
+    .await;
+    assert_eq!(s["runs"][0]["state"], "exception");
+    assert_eq!(s["runs"][0]["reasonResolved"], "intermittent-task");
+    assert_eq!(s["runs"][1]["reasonCreated"], "task-retry");
+}
+
+#[tokio::test]
+async fn max_run_time_fails_the_task_and_kills_its_process_tree() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let _worker = server.start_worker(&queue, "w-timeout", &[]);
+    let pidfile = server.data_dir.join("timeout-child.pid");
+    let task_id = slugid::nice();
+    let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+    server
+        .queue()
+        .createTask(
+            &task_id,
+            &process_task(&queue, json!({"command": [["sh", "-c", script]], "maxRunTime": 2})),
+        )
+        .await
+        .unwrap();
+    let pid = read_pid(&pidfile).await;
+    let s = resolved(&server, &task_id).await;
+    assert_eq!(s["state"], "failed", "{s}");
+    assert!(process_gone(pid).await, "the task's background child {pid} survived");
+    let log = server.artifact_text(&task_id, 0, "public/logs/live_backing.log").await;
+    assert!(log.contains("max run time exceeded"), "{log}");
+}
+
+#[tokio::test]
+async fn cancelling_a_running_task_kills_it() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let _worker = server.start_worker(&queue, "w-cancel", &[]);
+    let pidfile = server.data_dir.join("cancel-child.pid");
+    let task_id = slugid::nice();
+    let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+    let q = server.queue();
+    q.createTask(
+        &task_id,
+        &process_task(&queue, json!({"command": [["sh", "-c", script]], "maxRunTime": 600})),
+    )
+    .await
+    .unwrap();
+    let pid = read_pid(&pidfile).await;
+    q.cancelTask(&task_id).await.unwrap();
+    assert!(process_gone(pid).await, "the cancelled task's process {pid} still runs");
+    let s = state_of(&q, &task_id).await;
+    assert_eq!(s["runs"][0]["reasonResolved"], "canceled", "{s}");
+    // the log of the cancelled run still arrives (exception runs accept artifacts for a while)
+    let log = eventually(LONG, || async {
+        let r = reqwest::get(server.artifact_url(&task_id, 0, "public/logs/live_backing.log"))
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let text = r.text().await.ok()?;
+        text.contains("=== Task Finished ===").then_some(text)
+    })
+    .await;
+    assert!(log.contains("stopping the task"), "{log}");
+}
+
+#[tokio::test]
+async fn live_log_is_readable_while_the_task_runs() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let _worker = server.start_worker(&queue, "w-live", &[]);
+    let task_id = slugid::nice();
+    let q = server.queue();
+    q.createTask(
+        &task_id,
+        &process_task(
+            &queue,
+            // the printed words never appear in the echoed command line itself
+            json!({"command": [["sh", "-c", "echo first-$((1+1)); sleep 4; echo second-$((2+1))"]], "maxRunTime": 60}),
+        ),
+    )
+    .await
+    .unwrap();
+    running(&server, &task_id).await;
+    // the reference artifact leads (303) to the worker's stream
+    let resp = eventually(LONG, || async {
+        let r = reqwest::get(server.artifact_url(&task_id, 0, "public/logs/live.log"))
+            .await
+            .ok()?;
+        r.status().is_success().then_some(r)
+    })
+    .await;
+    use futures::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("first-2") {
+        let chunk = tokio::time::timeout(LONG, stream.next())
+            .await
+            .expect("live log stalled")
+            .expect("live log ended early")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("second-3"));
+    assert_eq!(
+        state_of(&q, &task_id).await["state"],
+        "running",
+        "first line read while the task still runs"
+    );
+    while let Some(chunk) = tokio::time::timeout(LONG, stream.next()).await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    assert!(text.contains("second-3") && text.contains("=== Task Finished ==="), "{text}");
+    assert_eq!(resolved(&server, &task_id).await["state"], "completed");
+}
+
+#[tokio::test]
+async fn sigterm_resolves_worker_shutdown_and_another_worker_retries() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let mut first = server.start_worker(&queue, "w-first", &[]);
+    let pidfile = server.data_dir.join("term-child.pid");
+    let task_id = slugid::nice();
+    let script = format!(
+        "if [ \"$RUN_ID\" = 0 ]; then sleep 600 & echo $! > {}; wait; fi; echo finished elsewhere",
+        pidfile.display()
+    );
+    let q = server.queue();
+    q.createTask(
+        &task_id,
+        &process_task(&queue, json!({"command": [["sh", "-c", script]], "maxRunTime": 600})),
+    )
+    .await
+    .unwrap();
+    let pid = read_pid(&pidfile).await;
+    first.signal("TERM");
+    assert_eq!(first.exit_code(LONG).await, Some(72), "generic-worker's shutdown exit code");
+    assert!(process_gone(pid).await, "task process {pid} outlived its worker");
+    let s = state_of(&q, &task_id).await;
+    assert_eq!(s["runs"][0]["state"], "exception", "{s}");
+    assert_eq!(s["runs"][0]["reasonResolved"], "worker-shutdown");
+    assert_eq!(s["runs"][1]["state"], "pending");
+
+    let _second = server.start_worker(&queue, "w-second", &[]);
+    let s = resolved(&server, &task_id).await;
+    assert_eq!(s["state"], "completed", "{s}");
+    assert_eq!(s["runs"][1]["workerId"], "w-second");
+    let log = server.artifact_text(&task_id, 1, "public/logs/live_backing.log").await;
+    assert!(log.contains("finished elsewhere"), "{log}");
+}
+
+#[tokio::test]
+async fn a_killed_workers_task_is_retried_after_its_claim_expires() {
+    let server = Server::start(&[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "3")]).await;
+    let queue = fresh_queue();
+    let mut first = server.start_worker(&queue, "w-doomed", &[]);
+    let pidfile = server.data_dir.join("doomed-child.pid");
+    let task_id = slugid::nice();
+    let script = format!(
+        "if [ \"$RUN_ID\" = 0 ]; then sleep 600 & echo $! > {}; wait; fi; echo survived",
+        pidfile.display()
+    );
+    let q = server.queue();
+    q.createTask(
+        &task_id,
+        &process_task(&queue, json!({"command": [["sh", "-c", script]], "maxRunTime": 600})),
+    )
+    .await
+    .unwrap();
+    let orphan = read_pid(&pidfile).await;
+    first.signal("KILL");
+    let _ = first.exit_code(LONG).await;
+    let _second = server.start_worker(&queue, "w-rescuer", &[]);
+    let s = resolved(&server, &task_id).await;
+    // the orphaned process of the killed worker is no test subject; clean it up
+    let _ = std::process::Command::new("kill").arg("-9").arg(orphan.to_string()).status();
+    assert_eq!(s["state"], "completed", "{s}");
+    assert_eq!(s["runs"][0]["reasonResolved"], "claim-expired", "{s}");
+    assert_eq!(s["runs"][1]["workerId"], "w-rescuer");
+}
+
+#[tokio::test]
+async fn run_task_streams_the_log_and_exits_with_the_result() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let _worker = server.start_worker(&queue, "w-cli", &[]);
+    let ok = run_task(&server, &queue, &["sh", "-c", "echo hello from run-task"]).await.unwrap();
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{out}\n{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(out.matches("hello from run-task").count(), 2, "the command line and its output, once each: {out}");
+    let bad = run_task(&server, &queue, &["sh", "-c", "exit 3"]).await.unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("failed"));
+}
+
+async fn run_task(server: &Server, queue: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .arg("run-task")
+        .args(["--task-queue-id", queue])
+        .arg("--")
+        .args(args)
+        .env("TASKCLUSTER_ROOT_URL", &server.root_url)
+        .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
+        .env("TASKCLUSTER_ACCESS_TOKEN", ROOT_TOKEN)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+}

@@ -1,0 +1,352 @@
+//! `taskledger worker`: generic-worker's protocol and process engine
+//! (reference/worker-protocol.md), against any Taskcluster-compatible queue.
+//!
+//! - the main loop claims work (long-poll) for its free capacity and runs each task in its own
+//!   tokio task;
+//! - `task`: one claimed run from start to resolution — payload checks, live log, commands,
+//!   artifacts, backing log, reportCompleted/Failed/Exception — every queue call on the task's
+//!   behalf made with the task's own credentials, which the reclaimer renews;
+//! - `process`: a command in its own process group, output straight into the task log;
+//! - `livelog`: the task log file and the HTTP server that streams it while it grows;
+//! - `artifacts`: payload artifacts and the backing log uploaded through the queue.
+//!
+//! Boundary: this module only speaks HTTP to a queue; it never touches the log or projections.
+
+mod artifacts;
+pub mod livelog;
+pub mod payload;
+pub mod process;
+mod task;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use taskcluster::{ClientBuilder, Credentials, Queue};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use process::Abort;
+
+/// Exit codes of generic-worker (worker-protocol.md §10).
+pub mod exit {
+    pub const TASKS_DONE: i32 = 0;
+    pub const IDLE_TIMEOUT: i32 = 68;
+    pub const INTERNAL_ERROR: i32 = 69;
+    pub const INTERRUPTED: i32 = 71;
+    pub const SHUTDOWN: i32 = 72;
+    pub const INVALID_CONFIG: i32 = 73;
+}
+
+/// The worker's configuration; field names follow generic-worker's config file where one
+/// exists, so a generic-worker JSON config mostly loads as is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerConfig {
+    #[serde(rename = "rootURL")]
+    pub root_url: String,
+    pub client_id: String,
+    pub access_token: String,
+    pub certificate: Option<String>,
+    pub provisioner_id: String,
+    pub worker_type: String,
+    pub worker_group: String,
+    pub worker_id: String,
+    pub capacity: u32,
+    pub tasks_dir: PathBuf,
+    /// Largest maxRunTime a payload may ask for, in seconds.
+    pub max_task_run_time: u64,
+    /// 0 = run forever.
+    pub number_of_tasks_to_run: u64,
+    /// Exit after this many seconds without a task (0 = never).
+    pub idle_timeout_secs: u64,
+    pub enable_live_log: bool,
+    /// Where the live log server listens.
+    pub livelog_listen: SocketAddr,
+    /// How readers reach it (default `http://<bound address>`).
+    pub livelog_public_url: Option<String>,
+    /// How often a running task's status is checked, so a cancelled run stops within this
+    /// time rather than at the next reclaim (0 = only at reclaim, as generic-worker).
+    pub status_poll_secs: u64,
+    /// Keep task directories after the run (for debugging).
+    pub keep_task_dirs: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            root_url: String::new(),
+            client_id: String::new(),
+            access_token: String::new(),
+            certificate: None,
+            provisioner_id: String::new(),
+            worker_type: String::new(),
+            worker_group: String::new(),
+            worker_id: String::new(),
+            capacity: 1,
+            tasks_dir: PathBuf::from("tasks"),
+            max_task_run_time: 86_400,
+            number_of_tasks_to_run: 0,
+            idle_timeout_secs: 0,
+            enable_live_log: true,
+            livelog_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            livelog_public_url: None,
+            status_poll_secs: 10,
+            keep_task_dirs: false,
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    (1..=38).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl WorkerConfig {
+    pub fn task_queue_id(&self) -> String {
+        format!("{}/{}", self.provisioner_id, self.worker_type)
+    }
+
+    /// Sets provisionerId/workerType from `<provisionerId>/<workerType>`.
+    pub fn set_task_queue_id(&mut self, id: &str) -> Result<()> {
+        let (p, w) = id
+            .split_once('/')
+            .with_context(|| format!("task queue id {id:?} is not <provisionerId>/<workerType>"))?;
+        self.provisioner_id = p.into();
+        self.worker_type = w.into();
+        Ok(())
+    }
+
+    /// What generic-worker refuses to start without (worker-protocol.md §1).
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for (name, value) in [
+            ("rootURL", &self.root_url),
+            ("clientId", &self.client_id),
+            ("accessToken", &self.access_token),
+        ] {
+            if value.is_empty() {
+                errors.push(format!("{name} must be set"));
+            }
+        }
+        for (name, value) in [
+            ("provisionerId", &self.provisioner_id),
+            ("workerType", &self.worker_type),
+            ("workerGroup", &self.worker_group),
+            ("workerId", &self.worker_id),
+        ] {
+            if !is_identifier(value) {
+                errors.push(format!(
+                    "{name} {value:?} must be 1 to 38 of [a-zA-Z0-9-_]"
+                ));
+            }
+        }
+        if self.capacity == 0 || self.capacity > 32 {
+            errors.push("capacity must be between 1 and 32".into());
+        }
+        if self.max_task_run_time == 0 {
+            errors.push("maxTaskRunTime must be at least 1 second".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            client_id: self.client_id.clone(),
+            access_token: self.access_token.clone(),
+            certificate: self.certificate.clone(),
+        }
+    }
+}
+
+/// How the worker is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Running,
+    /// SIGINT: claim nothing more, let running tasks finish (exit 71).
+    Finish,
+    /// SIGTERM: kill running tasks, resolve them `worker-shutdown` (exit 72).
+    Now,
+}
+
+/// What every task of this worker shares.
+pub(crate) struct Ctx {
+    config: WorkerConfig,
+    live: Option<livelog::LiveLogs>,
+    http: reqwest::Client,
+    /// The worker's own client: claimWork, and status checks (task credentials hold no
+    /// `queue:status:` scope; an anonymous caller holds it only where the deployment's
+    /// anonymous role grants it).
+    worker_queue: Arc<Queue>,
+    /// The worker's environment minus its secrets: the base of every command's environment.
+    base_env: BTreeMap<String, String>,
+}
+
+fn task_base_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k != "TASKCLUSTER_ACCESS_TOKEN"
+                && k != "TASKCLUSTER_CERTIFICATE"
+                && !k.starts_with("TASKLEDGER_")
+        })
+        .collect()
+}
+
+/// Runs the worker until it is told to stop (or has run its number of tasks); returns
+/// generic-worker's exit code.
+pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> Result<i32> {
+    if let Err(errors) = config.validate() {
+        for e in &errors {
+            tracing::error!("invalid worker config: {e}");
+        }
+        return Ok(exit::INVALID_CONFIG);
+    }
+    std::fs::create_dir_all(&config.tasks_dir)
+        .with_context(|| format!("creating {}", config.tasks_dir.display()))?;
+    let live = if config.enable_live_log {
+        match livelog::LiveLogs::start(config.livelog_listen, config.livelog_public_url.clone())
+            .await
+        {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "no live logs: the server could not start");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let queue = Queue::new(
+        ClientBuilder::new(&config.root_url)
+            .credentials(config.credentials())
+            .timeout(Duration::from_secs(60)),
+    )?;
+    let queue = Arc::new(queue);
+    let ctx = Arc::new(Ctx {
+        worker_queue: queue.clone(),
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .build()?,
+        base_env: task_base_env(),
+        live,
+        config,
+    });
+    let task_queue_id = ctx.config.task_queue_id();
+    tracing::info!(
+        task_queue_id,
+        worker_group = ctx.config.worker_group,
+        worker_id = ctx.config.worker_id,
+        capacity = ctx.config.capacity,
+        "worker started"
+    );
+
+    let (abort_all, _) = watch::channel::<Option<Abort>>(None);
+    let mut running: JoinSet<()> = JoinSet::new();
+    // at most one claimWork in flight; it is never dropped while the worker runs, because a
+    // reply dropped unread would leave its tasks claimed by nobody until their claims expire
+    let mut in_flight: Option<(tokio::task::JoinHandle<Result<serde_json::Value>>, u64)> = None;
+    let mut claimed: u64 = 0;
+    let mut idle_since = tokio::time::Instant::now();
+    let limit = ctx.config.number_of_tasks_to_run;
+    loop {
+        while running.try_join_next().is_some() {}
+        let requested = *stop.borrow();
+        match requested {
+            Stop::Now => {
+                tracing::warn!(running = running.len(), "shutting down: aborting running tasks");
+                if let Some((h, _)) = in_flight.take() {
+                    h.abort();
+                }
+                abort_all.send_replace(Some(Abort::WorkerShutdown));
+                while running.join_next().await.is_some() {}
+                return Ok(exit::SHUTDOWN);
+            }
+            Stop::Finish => {
+                tracing::warn!(running = running.len(), "interrupted: finishing running tasks");
+                if let Some((h, _)) = in_flight.take() {
+                    h.abort();
+                }
+                // a second signal (SIGTERM) still aborts them
+                loop {
+                    tokio::select! {
+                        r = running.join_next() => if r.is_none() { return Ok(exit::INTERRUPTED) },
+                        _ = stop.changed() => if *stop.borrow() == Stop::Now {
+                            abort_all.send_replace(Some(Abort::WorkerShutdown));
+                        },
+                    }
+                }
+            }
+            Stop::Running => {}
+        }
+        if limit > 0 && claimed >= limit && in_flight.is_none() {
+            while running.join_next().await.is_some() {}
+            return Ok(exit::TASKS_DONE);
+        }
+        if !running.is_empty() || in_flight.is_some() {
+            if !running.is_empty() {
+                idle_since = tokio::time::Instant::now();
+            }
+        } else if ctx.config.idle_timeout_secs > 0
+            && idle_since.elapsed() >= Duration::from_secs(ctx.config.idle_timeout_secs)
+        {
+            tracing::info!("idle timeout reached");
+            return Ok(exit::IDLE_TIMEOUT);
+        }
+        if in_flight.is_none() {
+            let mut free = (ctx.config.capacity as u64).saturating_sub(running.len() as u64);
+            if limit > 0 {
+                free = free.min(limit - claimed);
+            }
+            if free > 0 {
+                let body = json!({
+                    "tasks": free,
+                    "workerGroup": ctx.config.worker_group,
+                    "workerId": ctx.config.worker_id,
+                });
+                let (queue, tq) = (queue.clone(), task_queue_id.clone());
+                let h = tokio::spawn(async move { queue.claimWork(&tq, &body).await });
+                in_flight = Some((h, free));
+            }
+        }
+        let claim = tokio::select! {
+            r = async { (&mut in_flight.as_mut().expect("guarded").0).await }, if in_flight.is_some() => {
+                in_flight = None;
+                r
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => continue,
+            _ = stop.changed() => continue,
+        };
+        match claim {
+            Ok(Ok(reply)) => {
+                let tasks = reply["tasks"].as_array().cloned().unwrap_or_default();
+                for t in tasks {
+                    claimed += 1;
+                    idle_since = tokio::time::Instant::now();
+                    let ctx = ctx.clone();
+                    let aborts = abort_all.subscribe();
+                    running.spawn(task::run_claimed(ctx, t, aborts));
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "claimWork failed; trying again in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "claimWork task failed");
+                return Ok(exit::INTERNAL_ERROR);
+            }
+        }
+    }
+}

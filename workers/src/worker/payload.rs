@@ -1,0 +1,389 @@
+//! The generic-worker payload of the process engine (reference/worker-protocol.md §9), parsed
+//! and checked before anything runs. A payload this worker cannot honour is refused with
+//! `malformed-payload` and the reasons, never half-run.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+pub const DEFAULT_LIVE_LOG: &str = "public/logs/live.log";
+pub const DEFAULT_BACKING_LOG: &str = "public/logs/live_backing.log";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Raw {
+    command: Vec<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    max_run_time: i64,
+    #[serde(default)]
+    artifacts: Vec<RawArtifact>,
+    #[serde(default)]
+    mounts: Vec<serde_json::Value>,
+    #[serde(default)]
+    os_groups: Vec<String>,
+    #[serde(default)]
+    on_exit_status: OnExitStatus,
+    #[serde(default)]
+    features: Features,
+    #[serde(default)]
+    logs: Logs,
+    #[serde(default)]
+    #[allow(dead_code)]
+    taskcluster_proxy_interface: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    superseder_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawArtifact {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    name: Option<String>,
+    expires: Option<DateTime<Utc>>,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    #[serde(default)]
+    optional: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OnExitStatus {
+    #[serde(default)]
+    pub retry: Vec<i64>,
+    #[serde(default)]
+    pub purge_caches: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Features {
+    #[serde(default = "yes")]
+    pub live_log: bool,
+    #[serde(default = "yes")]
+    pub backing_log: bool,
+    #[serde(default)]
+    pub taskcluster_proxy: bool,
+    #[serde(default)]
+    pub interactive: bool,
+    #[serde(default = "yes")]
+    pub resource_monitor: bool,
+    #[serde(default)]
+    pub loopback_audio: bool,
+    #[serde(default)]
+    pub loopback_video: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            live_log: true,
+            backing_log: true,
+            taskcluster_proxy: false,
+            interactive: false,
+            resource_monitor: true,
+            loopback_audio: false,
+            loopback_video: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    #[serde(default = "live_default")]
+    pub live: String,
+    #[serde(default = "backing_default")]
+    pub backing: String,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs {
+            live: DEFAULT_LIVE_LOG.into(),
+            backing: DEFAULT_BACKING_LOG.into(),
+        }
+    }
+}
+
+fn live_default() -> String {
+    DEFAULT_LIVE_LOG.into()
+}
+fn backing_default() -> String {
+    DEFAULT_BACKING_LOG.into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    File,
+    Directory,
+}
+
+/// One payload artifact with its defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactSpec {
+    pub kind: ArtifactKind,
+    /// Relative to the task directory unless absolute.
+    pub path: String,
+    /// Artifact name (for a directory: the prefix of every file's name).
+    pub name: String,
+    pub expires: DateTime<Utc>,
+    pub content_type: Option<String>,
+    pub optional: bool,
+}
+
+/// A payload that passed every check.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub command: Vec<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub max_run_time_secs: u64,
+    pub artifacts: Vec<ArtifactSpec>,
+    pub on_exit_status: OnExitStatus,
+    pub features: Features,
+    pub logs: Logs,
+}
+
+/// What the payload is checked against: the task's own times and this worker's limits.
+pub struct Limits {
+    pub task_deadline: DateTime<Utc>,
+    pub task_expires: DateTime<Utc>,
+    pub max_task_run_time_secs: u64,
+}
+
+/// Parses and validates `payload`; on refusal, every reason found (for the task log).
+pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Vec<String>> {
+    if payload.get("image").is_some() {
+        return Err(vec![
+            "this is a docker-worker payload (it has `image`); this worker runs the \
+             generic-worker process engine and does not translate docker-worker payloads"
+                .into(),
+        ]);
+    }
+    let raw: Raw = serde_json::from_value(payload.clone())
+        .map_err(|e| vec![format!("payload does not match the schema: {e}")])?;
+    let mut errors = Vec::new();
+    if raw.command.is_empty() {
+        errors.push("`command` must hold at least one command".into());
+    }
+    for (i, argv) in raw.command.iter().enumerate() {
+        if argv.is_empty() {
+            errors.push(format!("`command[{i}]` must hold at least the program to run"));
+        }
+    }
+    if raw.max_run_time < 1 {
+        errors.push("`maxRunTime` must be at least 1 second".into());
+    } else if raw.max_run_time as u64 > limits.max_task_run_time_secs {
+        errors.push(format!(
+            "`maxRunTime` {} exceeds this worker's maximum of {} seconds",
+            raw.max_run_time, limits.max_task_run_time_secs
+        ));
+    }
+    if !raw.mounts.is_empty() {
+        errors.push("`mounts` are not supported by this worker (no caches or mounts yet)".into());
+    }
+    if !raw.os_groups.is_empty() {
+        errors.push("`osGroups` are not supported by this worker".into());
+    }
+    for (flag, name) in [
+        (raw.features.taskcluster_proxy, "taskclusterProxy"),
+        (raw.features.interactive, "interactive"),
+        (raw.features.loopback_audio, "loopbackAudio"),
+        (raw.features.loopback_video, "loopbackVideo"),
+    ] {
+        if flag {
+            errors.push(format!(
+                "this task is attempting to use feature {name}, which is not enabled on this worker"
+            ));
+        }
+    }
+    for code in &raw.on_exit_status.retry {
+        if *code < 1 {
+            errors.push(format!("`onExitStatus.retry` codes must be ≥ 1, got {code}"));
+        }
+    }
+    for code in &raw.on_exit_status.purge_caches {
+        if *code < 0 {
+            errors.push(format!("`onExitStatus.purgeCaches` codes must be ≥ 0, got {code}"));
+        }
+    }
+    let mut artifacts = Vec::new();
+    for (i, a) in raw.artifacts.iter().enumerate() {
+        if raw.artifacts[..i].contains(a) {
+            errors.push(format!("`artifacts[{i}]` repeats an earlier artifact"));
+            continue;
+        }
+        let kind = match a.kind.as_str() {
+            "file" => ArtifactKind::File,
+            "directory" => ArtifactKind::Directory,
+            other => {
+                errors.push(format!(
+                    "`artifacts[{i}].type` must be file or directory, not {other:?}"
+                ));
+                continue;
+            }
+        };
+        if let Some(enc) = &a.content_encoding {
+            if enc != "identity" && enc != "gzip" {
+                errors.push(format!(
+                    "`artifacts[{i}].contentEncoding` must be identity or gzip"
+                ));
+            }
+        }
+        let expires = a.expires.unwrap_or(limits.task_expires);
+        if expires < limits.task_deadline - chrono::Duration::seconds(1) {
+            errors.push(format!(
+                "`artifacts[{i}].expires` {expires} is before the task deadline {}",
+                limits.task_deadline
+            ));
+        }
+        if expires > limits.task_expires + chrono::Duration::seconds(1) {
+            errors.push(format!(
+                "`artifacts[{i}].expires` {expires} is after the task expiry {}",
+                limits.task_expires
+            ));
+        }
+        let name = a.name.clone().unwrap_or_else(|| a.path.clone());
+        artifacts.push(ArtifactSpec {
+            kind,
+            path: a.path.clone(),
+            name,
+            expires,
+            content_type: a.content_type.clone(),
+            optional: a.optional,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Payload {
+        command: raw.command,
+        env: raw.env,
+        max_run_time_secs: raw.max_run_time as u64,
+        artifacts,
+        on_exit_status: raw.on_exit_status,
+        features: raw.features,
+        logs: raw.logs,
+    })
+}
+
+/// Content type of an uploaded file: `.log` → text/plain, `.jsonl` → application/jsonl, then
+/// common extensions, else application/octet-stream (worker-protocol.md §6).
+pub fn content_type_for(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("log" | "txt") => "text/plain; charset=utf-8",
+        Some("jsonl") => "application/jsonl",
+        Some("json") => "application/json",
+        Some("html" | "htm") => "text/html",
+        Some("xml") => "application/xml",
+        Some("css") => "text/css",
+        Some("js") => "text/javascript",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("svg") => "image/svg+xml",
+        Some("gz" | "tgz") => "application/gzip",
+        Some("zip") => "application/zip",
+        Some("xz") => "application/x-xz",
+        Some("zst") => "application/zstd",
+        Some("tar") => "application/x-tar",
+        Some("pdf") => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limits() -> Limits {
+        let now = Utc::now();
+        Limits {
+            task_deadline: now + chrono::Duration::hours(1),
+            task_expires: now + chrono::Duration::days(7),
+            max_task_run_time_secs: 3600,
+        }
+    }
+
+    #[test]
+    fn minimal_payload_gets_defaults() {
+        let l = limits();
+        let p = parse(&json!({"command": [["true"]], "maxRunTime": 10}), &l).unwrap();
+        assert_eq!(p.command, vec![vec!["true".to_string()]]);
+        assert_eq!(p.max_run_time_secs, 10);
+        assert!(p.features.live_log && p.features.backing_log);
+        assert_eq!(p.logs.live, DEFAULT_LIVE_LOG);
+        assert_eq!(p.logs.backing, DEFAULT_BACKING_LOG);
+        assert!(p.artifacts.is_empty());
+    }
+
+    #[test]
+    fn artifacts_default_name_and_expiry() {
+        let l = limits();
+        let p = parse(
+            &json!({"command": [["true"]], "maxRunTime": 10,
+                    "artifacts": [{"type": "file", "path": "out/a.txt"},
+                                  {"type": "directory", "path": "out", "name": "public/out"}]}),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(p.artifacts[0].name, "out/a.txt");
+        assert_eq!(p.artifacts[0].expires, l.task_expires);
+        assert_eq!(p.artifacts[1].kind, ArtifactKind::Directory);
+        assert_eq!(p.artifacts[1].name, "public/out");
+    }
+
+    #[test]
+    fn refusals_name_every_problem() {
+        let l = limits();
+        let early = (l.task_deadline - chrono::Duration::minutes(5)).to_rfc3339();
+        let errs = parse(
+            &json!({"command": [[]], "maxRunTime": 7200,
+                    "mounts": [{"file": "x", "content": {"raw": "y"}}],
+                    "features": {"taskclusterProxy": true},
+                    "artifacts": [{"type": "socket", "path": "a"},
+                                  {"type": "file", "path": "b", "expires": early}]}),
+            &l,
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        for needle in [
+            "command[0]",
+            "maxRunTime",
+            "mounts",
+            "taskclusterProxy",
+            "artifacts[0].type",
+            "artifacts[1].expires",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from {all}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_are_refused() {
+        let l = limits();
+        assert!(parse(&json!({"command": [["true"]], "maxRunTime": 1, "bogus": 1}), &l).is_err());
+        assert!(parse(&json!({"command": "true", "maxRunTime": 1}), &l).is_err());
+        assert!(parse(&json!({"command": [["true"]]}), &l).is_err());
+        assert!(parse(&json!({"image": "ubuntu", "command": ["true"]}), &l).is_err());
+        assert!(parse(&json!(["not", "an", "object"]), &l).is_err());
+    }
+
+    #[test]
+    fn content_types_by_extension() {
+        assert_eq!(content_type_for("public/logs/x.log"), "text/plain; charset=utf-8");
+        assert_eq!(content_type_for("a.jsonl"), "application/jsonl");
+        assert_eq!(content_type_for("a.TAR"), "application/x-tar");
+        assert_eq!(content_type_for("noext"), "application/octet-stream");
+    }
+}

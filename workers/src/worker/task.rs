@@ -1,0 +1,540 @@
+//! One claimed run, from start to resolution (worker-protocol.md §4-§7).
+
+use super::artifacts::{self, Problem};
+use super::livelog::TaskLog;
+use super::payload::{self, Limits, Payload};
+use super::process::{self, Abort, CommandEnd};
+use super::Ctx;
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use taskcluster::{ClientBuilder, Credentials, Queue};
+use tokio::sync::watch;
+
+const LOG_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// How a run ends, as far as the worker decides it. The first problem recorded wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Completed,
+    Failed,
+    Exception(&'static str),
+    /// The run is no longer ours (cancelled, claim lost): nothing to report.
+    Lost,
+}
+
+impl Outcome {
+    fn worsen(&mut self, to: Outcome) {
+        if *self == Outcome::Completed {
+            *self = to;
+        }
+    }
+}
+
+/// The claim as claimWork handed it over.
+struct Claim {
+    task_id: String,
+    run_id: String,
+    task: Value,
+    taken_until: DateTime<Utc>,
+    credentials: Credentials,
+}
+
+fn parse_claim(v: &Value) -> Result<Claim> {
+    let task_id = v["status"]["taskId"]
+        .as_str()
+        .context("claim without status.taskId")?
+        .to_string();
+    let run_id = v["runId"].as_u64().context("claim without runId")?.to_string();
+    let taken_until = v["takenUntil"]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .context("claim without takenUntil")?
+        .with_timezone(&Utc);
+    let credentials: Credentials =
+        serde_json::from_value(v["credentials"].clone()).context("claim without credentials")?;
+    Ok(Claim {
+        task_id,
+        run_id,
+        task: v["task"].clone(),
+        taken_until,
+        credentials,
+    })
+}
+
+fn time_of(task: &Value, field: &str) -> Result<DateTime<Utc>> {
+    task[field]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| anyhow!("task definition without {field}"))
+}
+
+/// The queue client of the moment: the task's credentials change at every reclaim.
+#[derive(Clone)]
+pub(crate) struct TaskQueue(Arc<RwLock<Arc<Queue>>>);
+
+impl TaskQueue {
+    fn new(root_url: &str, creds: Credentials) -> Result<TaskQueue> {
+        Ok(TaskQueue(Arc::new(RwLock::new(Arc::new(task_client(root_url, creds)?)))))
+    }
+
+    pub(crate) fn get(&self) -> Arc<Queue> {
+        self.0.read().expect("queue lock").clone()
+    }
+
+    fn replace(&self, q: Queue) {
+        *self.0.write().expect("queue lock") = Arc::new(q);
+    }
+}
+
+fn task_client(root_url: &str, creds: Credentials) -> Result<Queue> {
+    Queue::new(ClientBuilder::new(root_url).credentials(creds))
+}
+
+/// Runs one claim to its end. Never panics on a bad claim: what cannot be run is resolved
+/// `exception` with the reason, when the claim gives enough to do so.
+pub(crate) async fn run_claimed(ctx: Arc<Ctx>, claim: Value, aborts: watch::Receiver<Option<Abort>>) {
+    let claim = match parse_claim(&claim) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "unusable claimWork reply entry");
+            return;
+        }
+    };
+    let (task_id, run_id) = (claim.task_id.clone(), claim.run_id.clone());
+    let queue = match TaskQueue::new(&ctx.config.root_url, claim.credentials.clone()) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(%task_id, error = %e, "cannot build a client with the task credentials");
+            return;
+        }
+    };
+    let dir = ctx
+        .config
+        .tasks_dir
+        .join(format!("task_{}_{}", claim.task_id, claim.run_id));
+    let started = std::time::Instant::now();
+    tracing::info!(%task_id, %run_id, "task claimed");
+    let outcome = match Run::prepare(&ctx, &claim, &queue, dir.clone()) {
+        Ok(run) => run.execute(aborts).await,
+        Err(e) => {
+            tracing::error!(%task_id, error = %e, "task setup failed");
+            Outcome::Exception("internal-error")
+        }
+    };
+    resolve(&ctx, &queue, &task_id, &run_id, &outcome).await;
+    if !ctx.config.keep_task_dirs {
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+    }
+    tracing::info!(%task_id, %run_id, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "task finished");
+}
+
+async fn resolve(ctx: &Ctx, queue: &TaskQueue, task_id: &str, run_id: &str, outcome: &Outcome) {
+    let q = queue.get();
+    let result = match outcome {
+        Outcome::Completed => q.reportCompleted(task_id, run_id).await,
+        Outcome::Failed => q.reportFailed(task_id, run_id).await,
+        Outcome::Exception(reason) => {
+            q.reportException(task_id, run_id, &json!({ "reason": reason }))
+                .await
+        }
+        Outcome::Lost => return,
+    };
+    if let Err(e) = result {
+        // learn the real state of the run, for the operator
+        let state = ctx
+            .worker_queue
+            .status(task_id)
+            .await
+            .ok()
+            .and_then(|s| {
+                let run = &s["status"]["runs"][run_id.parse::<usize>().unwrap_or(0)];
+                Some(format!(
+                    "{}/{}",
+                    run["state"].as_str()?,
+                    run["reasonResolved"].as_str().unwrap_or("-")
+                ))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        tracing::warn!(task_id, run_id, error = %e, run_state = %state, "resolving the run failed");
+    }
+}
+
+struct Run<'a> {
+    ctx: &'a Ctx,
+    claim: &'a Claim,
+    queue: &'a TaskQueue,
+    dir: PathBuf,
+    log: Arc<TaskLog>,
+    deadline: DateTime<Utc>,
+    expires: DateTime<Utc>,
+}
+
+impl<'a> Run<'a> {
+    fn prepare(ctx: &'a Ctx, claim: &'a Claim, queue: &'a TaskQueue, dir: PathBuf) -> Result<Run<'a>> {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let log = TaskLog::create(&dir.join("generic-worker").join("live_backing.log"))?;
+        Ok(Run {
+            deadline: time_of(&claim.task, "deadline")?,
+            expires: time_of(&claim.task, "expires")?,
+            ctx,
+            claim,
+            queue,
+            dir,
+            log,
+        })
+    }
+
+    async fn execute(self, mut aborts: watch::Receiver<Option<Abort>>) -> Outcome {
+        let c = &self.ctx.config;
+        let log = &self.log;
+        log.plain(format!(
+            "Worker Type ({}) settings:\n  {{\"workerGroup\": {:?}, \"workerId\": {:?}}}",
+            c.task_queue_id(),
+            c.worker_group,
+            c.worker_id
+        ));
+        log.info(format!("Task ID: {}", self.claim.task_id));
+        log.info(format!("Run ID: {}", self.claim.run_id));
+        log.info("=== Task Starting ===");
+        let limits = Limits {
+            task_deadline: self.deadline,
+            task_expires: self.expires,
+            max_task_run_time_secs: c.max_task_run_time,
+        };
+        let payload = match payload::parse(&self.claim.task["payload"], &limits) {
+            Ok(p) => Some(p),
+            Err(errors) => {
+                log.error("TASK FAIL since the task payload is invalid:");
+                for e in &errors {
+                    log.error(e);
+                }
+                None
+            }
+        };
+        let mut outcome;
+        let live = match &payload {
+            Some(p) if p.features.live_log => self.start_live_log(p).await,
+            _ => None,
+        };
+
+        // this run's own abort signal: worker shutdown, lost reclaim, or cancellation
+        let (abort_tx, mut abort_rx) = watch::channel::<Option<Abort>>(None);
+        let abort_tx = Arc::new(abort_tx);
+        let watchers = {
+            let mut set = tokio::task::JoinSet::new();
+            let tx = abort_tx.clone();
+            set.spawn(async move {
+                if let Ok(a) = aborts.wait_for(|a| a.is_some()).await {
+                    let a = *a;
+                    tx.send_replace(a);
+                }
+            });
+            set.spawn(reclaimer(
+                self.ctx.config.root_url.clone(),
+                self.queue.clone(),
+                self.claim.task_id.clone(),
+                self.claim.run_id.clone(),
+                self.claim.taken_until,
+                abort_tx.clone(),
+                self.log.clone(),
+            ));
+            if c.status_poll_secs > 0 {
+                set.spawn(status_poller(
+                    self.ctx.worker_queue.clone(),
+                    self.claim.task_id.clone(),
+                    self.claim.run_id.parse().unwrap_or(0),
+                    Duration::from_secs(c.status_poll_secs),
+                    abort_tx.clone(),
+                    self.log.clone(),
+                ));
+            }
+            set
+        };
+
+        match &payload {
+            None => outcome = Outcome::Exception("malformed-payload"),
+            Some(p) => {
+                outcome = self.run_commands(p, &mut abort_rx).await;
+                let problems = artifacts::upload_payload(
+                    self.queue,
+                    &self.ctx.http,
+                    &self.claim.task_id,
+                    &self.claim.run_id,
+                    &self.dir,
+                    &p.artifacts,
+                    &[p.logs.live.as_str(), p.logs.backing.as_str()],
+                    log,
+                )
+                .await;
+                for problem in problems {
+                    let lost = outcome == Outcome::Lost;
+                    match problem {
+                        Problem::Missing => outcome.worsen(Outcome::Failed),
+                        Problem::ServerError => {
+                            outcome.worsen(Outcome::Exception("resource-unavailable"))
+                        }
+                        Problem::Conflict => outcome.worsen(Outcome::Exception("malformed-payload")),
+                        Problem::Refused if !lost => outcome.worsen(Outcome::Exception("internal-error")),
+                        Problem::Refused => {}
+                    }
+                }
+            }
+        }
+        if let Some(a) = *abort_rx.borrow() {
+            if outcome == Outcome::Completed {
+                outcome = match a {
+                    Abort::RunLost => Outcome::Lost,
+                    Abort::WorkerShutdown => Outcome::Exception("worker-shutdown"),
+                };
+            }
+        }
+
+        match &outcome {
+            Outcome::Completed => log.info("Resolving task as completed"),
+            Outcome::Failed => log.info("Resolving task as failed"),
+            Outcome::Exception(r) => log.info(format!("Resolving task as exception ({r})")),
+            Outcome::Lost => log.warn("The run is no longer ours; it is not resolved by this worker"),
+        }
+        let backing = payload
+            .as_ref()
+            .map(|p| p.logs.backing.clone())
+            .unwrap_or_else(|| payload::DEFAULT_BACKING_LOG.into());
+        let wants_backing = payload.as_ref().is_none_or(|p| p.features.backing_log);
+        if let Some((secret, live_name)) = &live {
+            if wants_backing {
+                let link = json!({
+                    "storageType": "link",
+                    "artifact": backing,
+                    "contentType": LOG_CONTENT_TYPE,
+                    "expires": self.expires.to_rfc3339(),
+                });
+                if let Err(e) = self.queue.get().createArtifact(&self.claim.task_id, &self.claim.run_id, live_name, &link).await {
+                    log.warn(format!("could not turn {live_name} into a link to {backing}: {e}"));
+                }
+            }
+            log.info("=== Task Finished ===");
+            log.info(format!("Task Duration: {:.3}s", self.started_secs()));
+            log.close();
+            if let Some(l) = &self.ctx.live {
+                l.retire(secret);
+            }
+        } else {
+            log.info("=== Task Finished ===");
+            log.info(format!("Task Duration: {:.3}s", self.started_secs()));
+            log.close();
+        }
+        if wants_backing {
+            let r = artifacts::upload_file(
+                self.queue,
+                &self.ctx.http,
+                &self.claim.task_id,
+                &self.claim.run_id,
+                &backing,
+                log.path(),
+                LOG_CONTENT_TYPE,
+                self.expires,
+            )
+            .await;
+            if let Err(problem) = r {
+                tracing::warn!(task_id = self.claim.task_id, ?problem, "backing log upload failed");
+                if outcome != Outcome::Lost {
+                    outcome.worsen(match problem {
+                        Problem::ServerError => Outcome::Exception("resource-unavailable"),
+                        _ => Outcome::Exception("internal-error"),
+                    });
+                }
+            }
+        }
+        // reclaiming stops when the resolve call starts
+        drop(watchers);
+        outcome
+    }
+
+    fn started_secs(&self) -> f64 {
+        (Utc::now() - self.claim_time()).num_milliseconds() as f64 / 1000.0
+    }
+
+    fn claim_time(&self) -> DateTime<Utc> {
+        // the log file's creation is the local start of the run
+        std::fs::metadata(self.log.path())
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_else(|_| Utc::now())
+    }
+
+    /// Publishes the live log as a reference artifact; best effort.
+    async fn start_live_log(&self, p: &Payload) -> Option<(String, String)> {
+        let server = self.ctx.live.as_ref()?;
+        let (secret, url) = server.publish(self.log.clone());
+        let expires = (Utc::now() + chrono::Duration::seconds(p.max_run_time_secs as i64 + 900))
+            .min(self.expires);
+        let body = json!({
+            "storageType": "reference",
+            "url": url,
+            "contentType": LOG_CONTENT_TYPE,
+            "expires": expires.to_rfc3339(),
+        });
+        match self
+            .queue
+            .get()
+            .createArtifact(&self.claim.task_id, &self.claim.run_id, &p.logs.live, &body)
+            .await
+        {
+            Ok(_) => Some((secret, p.logs.live.clone())),
+            Err(e) => {
+                self.log.warn(format!("no live log: {e}"));
+                server.retire(&secret);
+                None
+            }
+        }
+    }
+
+    async fn run_commands(&self, p: &Payload, abort: &mut watch::Receiver<Option<Abort>>) -> Outcome {
+        let mut env = self.ctx.base_env.clone();
+        env.extend(p.env.clone());
+        let c = &self.ctx.config;
+        env.insert("TASK_ID".into(), self.claim.task_id.clone());
+        env.insert("RUN_ID".into(), self.claim.run_id.clone());
+        env.insert("TASK_WORKDIR".into(), self.dir.display().to_string());
+        env.insert(
+            "TASK_GROUP_ID".into(),
+            self.claim.task["taskGroupId"].as_str().unwrap_or_default().into(),
+        );
+        env.insert("TASKCLUSTER_ROOT_URL".into(), c.root_url.clone());
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(p.max_run_time_secs);
+        for (i, argv) in p.command.iter().enumerate() {
+            self.log.info(format!("Executing command {i}: {}", shell_words(argv)));
+            let end = process::run(argv, &self.dir, &env, &self.log, deadline, abort).await;
+            match end {
+                CommandEnd::Exited(0) => self.log.info(format!("Exit Code: 0")),
+                CommandEnd::Exited(code) => {
+                    self.log.info(format!("Exit Code: {code}"));
+                    if p.on_exit_status.retry.contains(&(code as i64)) {
+                        self.log.info(format!(
+                            "Exit code {code} is listed in onExitStatus.retry: the task will be retried"
+                        ));
+                        return Outcome::Exception("intermittent-task");
+                    }
+                    self.log.error(format!("Command {i} exited with code {code}"));
+                    return Outcome::Failed;
+                }
+                CommandEnd::SpawnFailed(why) => {
+                    self.log.error(format!("Command {i} could not be started: {why}"));
+                    return Outcome::Failed;
+                }
+                CommandEnd::TimedOut => {
+                    self.log.error(format!(
+                        "task aborted - max run time exceeded ({} s)",
+                        p.max_run_time_secs
+                    ));
+                    return Outcome::Failed;
+                }
+                CommandEnd::Aborted(Abort::RunLost) => {
+                    self.log.error("task aborted - the run was resolved elsewhere (cancelled, deadline or claim lost)");
+                    return Outcome::Lost;
+                }
+                CommandEnd::Aborted(Abort::WorkerShutdown) => {
+                    self.log.error("task aborted - the worker is shutting down");
+                    return Outcome::Exception("worker-shutdown");
+                }
+            }
+        }
+        Outcome::Completed
+    }
+}
+
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Reclaims before `takenUntil` (3 minutes before, or a third of the claim when claims are
+/// shorter) and swaps in the new credentials; a refused reclaim means the run is lost.
+async fn reclaimer(
+    root_url: String,
+    queue: TaskQueue,
+    task_id: String,
+    run_id: String,
+    mut taken_until: DateTime<Utc>,
+    abort: Arc<watch::Sender<Option<Abort>>>,
+    log: Arc<TaskLog>,
+) {
+    loop {
+        let left = (taken_until - Utc::now()).to_std().unwrap_or_default();
+        let margin = Duration::from_secs(180).min(left / 3);
+        tokio::time::sleep(left - margin).await;
+        match queue.get().reclaimTask(&task_id, &run_id).await {
+            Ok(reply) => {
+                let next = reply["takenUntil"]
+                    .as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                let creds: Option<Credentials> =
+                    serde_json::from_value(reply["credentials"].clone()).ok();
+                match (next, creds.and_then(|c| task_client(&root_url, c).ok())) {
+                    (Some(t), Some(q)) => {
+                        taken_until = t;
+                        queue.replace(q);
+                        log.info(format!("Reclaimed task; claim now runs until {t}"));
+                    }
+                    _ => {
+                        log.error("reclaimTask answered without takenUntil or credentials");
+                        abort.send_replace(Some(Abort::RunLost));
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                log.error(format!("reclaimTask failed: {e}; stopping the task"));
+                abort.send_replace(Some(Abort::RunLost));
+                return;
+            }
+        }
+    }
+}
+
+/// Watches the run's state so a cancelled or otherwise resolved run stops promptly.
+async fn status_poller(
+    queue: Arc<Queue>,
+    task_id: String,
+    run_id: usize,
+    every: Duration,
+    abort: Arc<watch::Sender<Option<Abort>>>,
+    log: Arc<TaskLog>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Ok(s) = queue.status(&task_id).await else {
+            continue;
+        };
+        let run = &s["status"]["runs"][run_id];
+        let state = run["state"].as_str().unwrap_or("running");
+        if state != "running" {
+            log.error(format!(
+                "the run is now {state} ({}); stopping the task",
+                run["reasonResolved"].as_str().unwrap_or("-")
+            ));
+            abort.send_replace(Some(Abort::RunLost));
+            return;
+        }
+    }
+}
