@@ -126,9 +126,14 @@ pub(crate) async fn run_claimed(ctx: Arc<Ctx>, claim: Value, aborts: watch::Rece
             Outcome::Exception("internal-error")
         }
     };
+    let resolving = std::time::Instant::now();
     resolve(&ctx, &queue, &task_id, &run_id, &outcome).await;
+    tracing::debug!(%task_id, us = resolving.elapsed().as_micros() as u64, "resolved");
     if !ctx.config.keep_task_dirs {
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        // off the slot's critical path: the next claim need not wait for the unlink
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        });
     }
     tracing::info!(%task_id, %run_id, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "task finished");
 }
@@ -220,10 +225,12 @@ impl<'a> Run<'a> {
             }
         };
         let mut outcome;
+        let t0 = std::time::Instant::now();
         let live = match &payload {
             Some(p) if p.features.live_log => self.start_live_log(p).await,
             _ => None,
         };
+        tracing::debug!(task_id = self.claim.task_id, us = t0.elapsed().as_micros() as u64, "live log published");
 
         // this run's own abort signal: worker shutdown, lost reclaim, or cancellation
         let (abort_tx, mut abort_rx) = watch::channel::<Option<Abort>>(None);
@@ -263,6 +270,7 @@ impl<'a> Run<'a> {
             None => outcome = Outcome::Exception("malformed-payload"),
             Some(p) => {
                 outcome = self.run_commands(p, &mut abort_rx).await;
+                tracing::debug!(task_id = self.claim.task_id, us = t0.elapsed().as_micros() as u64, "commands done");
                 let problems = artifacts::upload_payload(
                     self.queue,
                     &self.ctx.http,
@@ -308,31 +316,32 @@ impl<'a> Run<'a> {
             .map(|p| p.logs.backing.clone())
             .unwrap_or_else(|| payload::DEFAULT_BACKING_LOG.into());
         let wants_backing = payload.as_ref().is_none_or(|p| p.features.backing_log);
-        if let Some((secret, live_name)) = &live {
-            if wants_backing {
-                let link = json!({
-                    "storageType": "link",
-                    "artifact": backing,
-                    "contentType": LOG_CONTENT_TYPE,
-                    "expires": self.expires.to_rfc3339(),
-                });
-                if let Err(e) = self.queue.get().createArtifact(&self.claim.task_id, &self.claim.run_id, live_name, &link).await {
-                    log.warn(format!("could not turn {live_name} into a link to {backing}: {e}"));
-                }
+        log.info("=== Task Finished ===");
+        log.info(format!("Task Duration: {:.3}s", self.started_secs()));
+        log.close();
+        tracing::debug!(task_id = self.claim.task_id, us = t0.elapsed().as_micros() as u64, "log closed");
+        // the link may name the backing log before it exists: links resolve when read
+        let link = async {
+            let Some((_, live_name)) = &live else { return };
+            if !wants_backing {
+                return;
             }
-            log.info("=== Task Finished ===");
-            log.info(format!("Task Duration: {:.3}s", self.started_secs()));
-            log.close();
-            if let Some(l) = &self.ctx.live {
-                l.retire(secret);
+            let body = json!({
+                "storageType": "link",
+                "artifact": backing,
+                "contentType": LOG_CONTENT_TYPE,
+                "expires": self.expires.to_rfc3339(),
+            });
+            let q = self.queue.get();
+            if let Err(e) = q.createArtifact(&self.claim.task_id, &self.claim.run_id, live_name, &body).await {
+                tracing::warn!(task_id = self.claim.task_id, error = %e, "could not turn {live_name} into a link to {backing}");
             }
-        } else {
-            log.info("=== Task Finished ===");
-            log.info(format!("Task Duration: {:.3}s", self.started_secs()));
-            log.close();
-        }
-        if wants_backing {
-            let r = artifacts::upload_file(
+        };
+        let upload = async {
+            if !wants_backing {
+                return Ok(());
+            }
+            artifacts::upload_file(
                 self.queue,
                 &self.ctx.http,
                 &self.claim.task_id,
@@ -342,17 +351,22 @@ impl<'a> Run<'a> {
                 LOG_CONTENT_TYPE,
                 self.expires,
             )
-            .await;
-            if let Err(problem) = r {
-                tracing::warn!(task_id = self.claim.task_id, ?problem, "backing log upload failed");
-                if outcome != Outcome::Lost {
-                    outcome.worsen(match problem {
-                        Problem::ServerError => Outcome::Exception("resource-unavailable"),
-                        _ => Outcome::Exception("internal-error"),
-                    });
-                }
+            .await
+        };
+        let ((), uploaded) = tokio::join!(link, upload);
+        if let (Some((secret, _)), Some(server)) = (&live, &self.ctx.live) {
+            server.retire(secret);
+        }
+        if let Err(problem) = uploaded {
+            tracing::warn!(task_id = self.claim.task_id, ?problem, "backing log upload failed");
+            if outcome != Outcome::Lost {
+                outcome.worsen(match problem {
+                    Problem::ServerError => Outcome::Exception("resource-unavailable"),
+                    _ => Outcome::Exception("internal-error"),
+                });
             }
         }
+        tracing::debug!(task_id = self.claim.task_id, us = t0.elapsed().as_micros() as u64, "backing log uploaded");
         // reclaiming stops when the resolve call starts
         drop(watchers);
         outcome
