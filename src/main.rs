@@ -16,7 +16,10 @@ use taskledger_core::auth::ClientRecord;
 use taskledger_core::queue::Limits;
 use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
-use taskledger_projections::{store, AuthEngine, AuthView, EmbeddedLog, Engine, QueueView};
+use taskledger_projections::{
+    store, AuthEngine, AuthView, EmbeddedLog, Engine, QueueView, WorkerManagerEngine,
+    WorkerManagerView,
+};
 
 #[derive(Parser)]
 #[command(
@@ -31,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the queue and auth APIs, their reactors and the embedded log in one process.
+    /// Run the queue, auth and worker-manager APIs, their reactors and the embedded log in one
+    /// process.
     Serve(ServeArgs),
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
     #[command(subcommand)]
@@ -63,7 +67,7 @@ struct DataDir {
 enum EventsCmd {
     /// Decoded events as JSON lines (secrets shown as [redacted]).
     Tail {
-        /// queue, auth or all.
+        /// queue, auth, worker-manager or all.
         #[arg(long, default_value = "all")]
         service: String,
         #[arg(long, default_value_t = 0)]
@@ -137,7 +141,7 @@ enum AuditCmd {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// queue, auth or all.
+    /// queue, auth, worker-manager or all.
     #[arg(long, default_value = "all")]
     projection: String,
     /// Compare the rebuilt projection with the live one; fail naming the first differing key.
@@ -278,6 +282,24 @@ fn seal_key(data_dir: &Path) -> Result<SealKey> {
     Ok(SealKey::new(key))
 }
 
+/// The worker-manager's own client: the issuer of worker credentials.
+const WORKER_MANAGER_CLIENT: &str = "static/taskcluster/worker-manager";
+
+/// What worker credentials may hold (worker-manager.md §2), plus naming them `worker/...`.
+const WORKER_MANAGER_SCOPES: &[&str] = &[
+    "assume:worker-type:*",
+    "assume:worker-pool:*",
+    "assume:worker-id:*",
+    "queue:worker-id:*",
+    "secrets:get:worker-type:*",
+    "secrets:get:worker-pool:*",
+    "queue:claim-work:*",
+    "worker-manager:remove-worker:*",
+    "worker-manager:reregister-worker:*",
+    "worker-manager:should-worker-terminate:*",
+    "auth:create-client:worker/*",
+];
+
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StaticClientConfig {
@@ -303,6 +325,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let (queue_token, _) = stored_secret(&args.data_dir.join("queue-access-token"), access_token)?;
     let (url_key, _) = stored_secret(&args.data_dir.join("url-signing-key"), access_token)?;
+    let (worker_manager_token, _) = stored_secret(
+        &args.data_dir.join("worker-manager-access-token"),
+        access_token,
+    )?;
 
     let db = store::open(&args.data_dir.join("db")).context("opening the database")?;
     let log = Arc::new(EmbeddedLog::new(db.clone()));
@@ -310,6 +336,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let auth = AuthEngine::start(auth_view.clone(), log.clone())
         .await
         .context("starting the auth engine")?;
+    let worker_manager_view = Arc::new(
+        WorkerManagerView::open(db.clone()).context("loading the worker-manager projection")?,
+    );
+    let worker_manager = WorkerManagerEngine::start(worker_manager_view, log.clone())
+        .await
+        .context("starting the worker-manager engine")?;
     let mut clients = Clients::new(auth_view, seal_key(&args.data_dir)?);
     let static_client = |id: &str, token: &str, scopes: &[&str]| ClientRecord {
         client_id: id.to_string(),
@@ -327,6 +359,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "static/taskcluster/queue",
         &queue_token,
         &["*"],
+    ));
+    clients.insert(static_client(
+        WORKER_MANAGER_CLIENT,
+        &worker_manager_token,
+        WORKER_MANAGER_SCOPES,
     ));
     if let Some(json) = &args.static_clients {
         let list: Vec<StaticClientConfig> =
@@ -383,6 +420,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         auth,
         clients,
         queue_client: ("static/taskcluster/queue".into(), queue_token),
+        worker_manager,
+        worker_manager_client: (WORKER_MANAGER_CLIENT.into(), worker_manager_token),
         public_url: public_url.clone(),
         blobs,
         url_key: url_key.into_bytes(),
@@ -393,7 +432,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    println!("taskledger is serving Taskcluster's queue and auth APIs at {public_url}/api/");
+    println!(
+        "taskledger is serving Taskcluster's queue, auth and worker-manager APIs at {public_url}/api/"
+    );
     println!("  TASKCLUSTER_ROOT_URL={public_url}");
     println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
     if generated {
@@ -554,11 +595,13 @@ fn open_read_only(data: &DataDir) -> Result<(Arc<rocksdb::DB>, TempDir)> {
 fn topics(service: &str) -> Result<Vec<&'static str>> {
     use taskledger_core::access::AUTH_TOPIC;
     use taskledger_core::log::QUEUE_TOPIC;
+    use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
     Ok(match service {
         "queue" => vec![QUEUE_TOPIC],
         "auth" => vec![AUTH_TOPIC],
-        "all" => vec![QUEUE_TOPIC, AUTH_TOPIC],
-        other => anyhow::bail!("unknown service {other}: queue, auth or all"),
+        "worker-manager" => vec![WORKER_MANAGER_TOPIC],
+        "all" => vec![QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC],
+        other => anyhow::bail!("unknown service {other}: queue, auth, worker-manager or all"),
     })
 }
 
@@ -687,7 +730,7 @@ fn replay_command(args: ReplayArgs) -> Result<()> {
     let names: Vec<&str> = match args.projection.as_str() {
         "all" => audit::PROJECTIONS.to_vec(),
         p if audit::PROJECTIONS.contains(&p) => vec![p],
-        other => anyhow::bail!("unknown projection {other}: queue, auth or all"),
+        other => anyhow::bail!("unknown projection {other}: queue, auth, worker-manager or all"),
     };
     let (live, _secondary) = open_read_only(&args.data)?;
     let mut failed = false;

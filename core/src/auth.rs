@@ -408,7 +408,7 @@ fn hmac_sha256(key: &str, message: &[u8]) -> hmac::Tag {
 }
 
 /// Constant-time equality (the lengths are not secret).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

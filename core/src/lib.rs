@@ -1,6 +1,7 @@
 //! taskledger-core: the pure domain. Ids, the event envelope and codec, the queue's state
 //! machine (`decide`/`apply`), scopes and scope expressions, Hawk and temporary-credential math,
-//! and the `EventLog` trait.
+//! the worker-manager's domain (`worker_manager`: pools, static workers, registration), and the
+//! `EventLog` trait.
 //!
 //! Invariant: no I/O and no clock. Time and randomness are arguments.
 
@@ -13,3 +14,4 @@ pub mod log;
 pub mod queue;
 pub mod scopes;
 pub mod time;
+pub mod worker_manager;

@@ -142,7 +142,8 @@ fn new_access_token() -> String {
     format!("{}{}", slugid::v4(), slugid::v4())
 }
 
-fn seal(key: &SealKey, client_id: &str, token: &str) -> Result<Sealed, ApiError> {
+/// Seals `token` for `client_id` (any owner) with a nonce from the system's randomness.
+pub(crate) fn seal(key: &SealKey, client_id: &str, token: &str) -> Result<Sealed, ApiError> {
     let mut nonce = [0u8; 12];
     SystemRandom::new()
         .fill(&mut nonce)
@@ -154,7 +155,7 @@ fn seal(key: &SealKey, client_id: &str, token: &str) -> Result<Sealed, ApiError>
 
 /// Checks an input object against its allowed and required keys (the schemas'
 /// `additionalProperties: false`), Taskcluster's InputValidationError otherwise.
-fn check_keys(
+pub(crate) fn check_keys(
     body: &Value,
     schema: &str,
     allowed: &[&str],

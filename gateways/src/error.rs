@@ -6,8 +6,9 @@ use serde_json::{json, Value};
 use taskledger_core::access::AuthError;
 use taskledger_core::queue::QueueError;
 use taskledger_core::time::Millis;
+use taskledger_core::worker_manager::WorkerManagerError;
 use taskledger_projections::store::StoreError;
-use taskledger_projections::{AuthEngineError, EngineError};
+use taskledger_projections::{AuthEngineError, EngineError, WorkerManagerEngineError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -156,6 +157,39 @@ impl From<AuthEngineError> for ApiError {
                 )
             }
             AuthEngineError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<WorkerManagerError> for ApiError {
+    fn from(err: WorkerManagerError) -> Self {
+        match err {
+            WorkerManagerError::NotFound(m) => ApiError::not_found(m),
+            WorkerManagerError::Input(m) => ApiError::input(m),
+            WorkerManagerError::Conflict(m) => ApiError::conflict(m),
+            WorkerManagerError::InvalidConfig {
+                provider_type,
+                errors,
+            } => ApiError::validation(
+                &format!("/schemas/worker-manager/v1/config-{provider_type}.json#"),
+                &errors,
+            ),
+        }
+    }
+}
+
+impl From<WorkerManagerEngineError> for ApiError {
+    fn from(err: WorkerManagerEngineError) -> Self {
+        match err {
+            WorkerManagerEngineError::Domain(e) => e.into(),
+            WorkerManagerEngineError::Unavailable(m) => {
+                tracing::warn!(error = %m, "log unavailable");
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The event log is unavailable; try again shortly.",
+                )
+            }
+            WorkerManagerEngineError::Store(e) => ApiError::internal(e),
         }
     }
 }

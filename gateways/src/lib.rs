@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod hawk;
 pub mod queue;
+pub mod worker_manager;
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -19,7 +20,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use taskledger_projections::{AuthEngine, Engine};
+use taskledger_projections::{AuthEngine, Engine, WorkerManagerEngine};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -30,6 +31,11 @@ pub struct AppState {
     pub clients: hawk::Clients,
     /// `(clientId, accessToken)` of the queue's own client, the issuer of task credentials.
     pub queue_client: (String, String),
+    /// The worker-manager's writer (and, through it, its projection).
+    pub worker_manager: WorkerManagerEngine,
+    /// `(clientId, accessToken)` of the worker-manager's own client, the issuer of worker
+    /// credentials (its scopes must cover worker-manager.md §2).
+    pub worker_manager_client: (String, String),
     /// The externally visible root URL, without a trailing slash.
     pub public_url: String,
     /// Blob storage for artifact bytes.
@@ -59,7 +65,7 @@ async fn version() -> Response {
     .into_response()
 }
 
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" }))).into_response()
 }
 
@@ -129,10 +135,18 @@ pub fn app(state: Arc<AppState>) -> Router {
     let audit = builtins().merge(audit::routes()).fallback(not_found).layer(
         middleware::from_fn_with_state(state.clone(), hawk::middleware),
     );
+    let worker_manager = builtins()
+        .merge(worker_manager::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            hawk::middleware,
+        ));
     Router::new()
         .nest("/api/queue/v1", queue)
         .nest("/api/auth/v1", auth)
         .nest("/api/audit/v1", audit)
+        .nest("/api/worker-manager/v1", worker_manager)
         .route(
             "/blobs/{*path}",
             put(queue::artifacts::put_blob).get(queue::artifacts::get_blob),

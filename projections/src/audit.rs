@@ -11,6 +11,9 @@ use crate::engine::{QUEUE_PARTITION, VIEW_CONSUMER};
 use crate::keys;
 use crate::queue_view::QueueView;
 use crate::store::{cf, StoreError};
+use crate::worker_manager_view::{
+    WorkerManagerView, WORKER_MANAGER_CONSUMER, WORKER_MANAGER_PARTITION,
+};
 use rocksdb::{Direction, IteratorMode, DB};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::log::{Stored, QUEUE_TOPIC};
 use taskledger_core::queue::QueueEvent;
+use taskledger_core::worker_manager::{WorkerEvent, WORKER_MANAGER_TOPIC};
 
 /// The first place the chain does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +166,10 @@ pub fn record_json(topic: &str, record: &Stored) -> Result<Value, StoreError> {
             let env: Envelope<AuthEvent> = codec::decode(&record.value)?;
             (env.payload.type_name(), serde_json::to_value(&env))
         }
+        t if t == WORKER_MANAGER_TOPIC => {
+            let env: Envelope<WorkerEvent> = codec::decode(&record.value)?;
+            (env.payload.type_name(), serde_json::to_value(&env))
+        }
         _ => ("unknown", Ok(Value::Null)),
     };
     let mut v = envelope.unwrap_or(Value::Null);
@@ -198,16 +206,17 @@ pub struct ReplayReport {
 }
 
 /// Projections `replay` knows.
-pub const PROJECTIONS: &[&str] = &["queue", "auth"];
+pub const PROJECTIONS: &[&str] = &["queue", "auth", "worker-manager"];
 
 /// The column families a projection owns.
 fn projection_cfs(name: &str) -> Vec<&'static str> {
     match name {
         "auth" => vec![keys::CF_AUTH],
+        "worker-manager" => vec![keys::CF_WORKER_MANAGER],
         _ => keys::PROJECTION_CFS
             .iter()
             .copied()
-            .filter(|c| *c != keys::CF_AUTH)
+            .filter(|c| *c != keys::CF_AUTH && *c != keys::CF_WORKER_MANAGER)
             .collect(),
     }
 }
@@ -293,6 +302,11 @@ pub fn replay(
     let started = std::time::Instant::now();
     let (topic, partition, consumer) = match projection {
         "auth" => (AUTH_TOPIC, AUTH_PARTITION, AUTH_CONSUMER),
+        "worker-manager" => (
+            WORKER_MANAGER_TOPIC,
+            WORKER_MANAGER_PARTITION,
+            WORKER_MANAGER_CONSUMER,
+        ),
         _ => (QUEUE_TOPIC, QUEUE_PARTITION, VIEW_CONSUMER),
     };
     let live_offset = match live.get_cf(
@@ -307,6 +321,9 @@ pub fn replay(
         .transpose()?;
     let auth = (projection == "auth")
         .then(|| AuthView::open(scratch.clone()))
+        .transpose()?;
+    let worker_manager = (projection == "worker-manager")
+        .then(|| WorkerManagerView::open(scratch.clone()))
         .transpose()?;
     let mut offset = 0u64;
     while offset < live_offset {
@@ -328,6 +345,13 @@ pub fn replay(
                 .map(|r| codec::decode::<Envelope<AuthEvent>>(&r.value))
                 .collect::<Result<Vec<_>, _>>()?;
             a.apply(offset, &envs)?;
+        }
+        if let Some(w) = &worker_manager {
+            let envs = records
+                .iter()
+                .map(|r| codec::decode::<Envelope<WorkerEvent>>(&r.value))
+                .collect::<Result<Vec<_>, _>>()?;
+            w.apply(offset, &envs)?;
         }
         offset += records.len() as u64;
         progress(offset, live_offset);

@@ -23,6 +23,8 @@ pub const CF_LOG_CHAIN: &str = "log_chain";
 pub const CF_LOG_INDEX: &str = "log_index";
 /// The auth projection: clients, roles, stream sequences and the audit indexes.
 pub const CF_AUTH: &str = "auth";
+/// The worker-manager projection: pools, workers, stream sequences and pool errors.
+pub const CF_WORKER_MANAGER: &str = "worker_manager";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
@@ -41,6 +43,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_WORKERS,
     CF_TASK_QUEUES,
     CF_AUTH,
+    CF_WORKER_MANAGER,
 ];
 
 /// The projection column families (everything but the log), for digests and rebuilds.
@@ -57,6 +60,7 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_WORKERS,
     CF_TASK_QUEUES,
     CF_AUTH,
+    CF_WORKER_MANAGER,
 ];
 
 fn with_str(mut out: Vec<u8>, s: &str) -> Vec<u8> {
@@ -215,32 +219,6 @@ pub fn task_queue(queue: &str) -> Vec<u8> {
     queue.as_bytes().to_vec()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_sort_and_parse() {
-        let t = Slug([7; 16]);
-        assert!(pending("q/a", 0, Millis(5), &t, 0) < pending("q/a", 1, Millis(1), &t, 0));
-        assert!(pending("q/a", 1, Millis(1), &t, 0) < pending("q/a", 1, Millis(2), &t, 0));
-        assert_eq!(
-            task_run_suffix(&pending("q/a", 3, Millis(9), &t, 4)),
-            Some((t, 4))
-        );
-        let k = timer(Millis(77), TimerKind::ClaimExpiry, &t, 2);
-        assert_eq!(
-            parse_timer(&k),
-            Some((Millis(77), TimerKind::ClaimExpiry, t, 2))
-        );
-        assert!(
-            timer(Millis(1), TimerKind::ClaimExpiry, &t, 0)
-                < timer(Millis(2), TimerKind::Deadline, &t, 0)
-        );
-        assert_eq!(offset_from_log_key(&log_key("x", 0, 42)), Some(42));
-    }
-}
-
 /// `auth`: a client by id.
 pub fn auth_client(id: &str) -> Vec<u8> {
     with_str(b"c".to_vec(), id)
@@ -287,4 +265,70 @@ pub fn audit_actor(client_id: &str, offset: u64) -> Vec<u8> {
 
 pub fn audit_actor_prefix(client_id: &str) -> Vec<u8> {
     with_str(b"a".to_vec(), client_id)
+}
+
+/// `worker_manager`: a pool by id.
+pub fn wm_pool(id: &str) -> Vec<u8> {
+    with_str(WM_POOL_PREFIX.to_vec(), id)
+}
+
+/// `worker_manager`: a worker by pool, group and id (so a pool's workers are contiguous).
+pub fn wm_worker(pool: &str, group: &str, id: &str) -> Vec<u8> {
+    with_str(
+        with_str(with_str(WM_WORKER_PREFIX.to_vec(), pool), group),
+        id,
+    )
+}
+
+/// `worker_manager`: the last applied sequence of a stream.
+pub fn wm_stream(stream: &str) -> Vec<u8> {
+    with_str(WM_STREAM_PREFIX.to_vec(), stream)
+}
+
+/// `worker_manager`: an error of a pool, in log order.
+pub fn wm_error(pool: &str, offset: u64) -> Vec<u8> {
+    let mut k = wm_error_prefix(pool);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn wm_error_prefix(pool: &str) -> Vec<u8> {
+    with_str(WM_ERROR_PREFIX.to_vec(), pool)
+}
+
+/// Prefixes of the `worker_manager` CF's kinds of rows.
+pub const WM_POOL_PREFIX: &[u8] = b"p";
+pub const WM_WORKER_PREFIX: &[u8] = b"w";
+pub const WM_STREAM_PREFIX: &[u8] = b"s";
+pub const WM_ERROR_PREFIX: &[u8] = b"e";
+
+/// The stream of a `wm_stream` key.
+pub fn wm_stream_id(key: &[u8]) -> Option<&str> {
+    auth_id(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_and_parse() {
+        let t = Slug([7; 16]);
+        assert!(pending("q/a", 0, Millis(5), &t, 0) < pending("q/a", 1, Millis(1), &t, 0));
+        assert!(pending("q/a", 1, Millis(1), &t, 0) < pending("q/a", 1, Millis(2), &t, 0));
+        assert_eq!(
+            task_run_suffix(&pending("q/a", 3, Millis(9), &t, 4)),
+            Some((t, 4))
+        );
+        let k = timer(Millis(77), TimerKind::ClaimExpiry, &t, 2);
+        assert_eq!(
+            parse_timer(&k),
+            Some((Millis(77), TimerKind::ClaimExpiry, t, 2))
+        );
+        assert!(
+            timer(Millis(1), TimerKind::ClaimExpiry, &t, 0)
+                < timer(Millis(2), TimerKind::Deadline, &t, 0)
+        );
+        assert_eq!(offset_from_log_key(&log_key("x", 0, 42)), Some(42));
+    }
 }

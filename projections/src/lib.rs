@@ -1,6 +1,6 @@
-//! taskledger-projections: the event logs (embedded RocksDB today, Kafka next), the queue
-//! projection in RocksDB column families, and the command engine that turns commands into
-//! durable events with group commit.
+//! taskledger-projections: the event logs (embedded RocksDB today, Kafka next), the queue,
+//! auth and worker-manager projections in RocksDB column families, and the command engines
+//! that turn commands into durable events (the queue's with group commit).
 //!
 //! Invariant: a projection's state and the offset it has consumed are written in one batch.
 
@@ -11,8 +11,10 @@ pub mod engine;
 pub mod keys;
 pub mod queue_view;
 pub mod store;
+pub mod worker_manager_view;
 
 pub use auth_view::{AuditEntry, AuthEngine, AuthEngineError, AuthView};
 pub use embedded_log::EmbeddedLog;
 pub use engine::{Engine, EngineError, Outcome, QueueCommand};
 pub use queue_view::QueueView;
+pub use worker_manager_view::{WorkerManagerEngine, WorkerManagerEngineError, WorkerManagerView};

@@ -180,7 +180,8 @@ async fn history_time_travel_replay_and_tamper_evidence() {
     }
     let (ok, out, err) = cli(&s, &["replay", "--verify"]);
     assert!(ok, "replay --verify beside the server: {out}{err}");
-    assert_eq!(out.matches("verified").count(), 2, "{out}");
+    // queue, auth and worker-manager
+    assert_eq!(out.matches("verified").count(), 3, "{out}");
     let (ok, out, err) = cli(&s, &["audit", "verify"]);
     assert!(ok, "{out}{err}");
 

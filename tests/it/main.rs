@@ -6,6 +6,7 @@ mod harness;
 mod layout;
 mod pulse;
 mod worker;
+mod worker_manager;
 
 use harness::*;
 use serde_json::{json, Value};

@@ -1,0 +1,155 @@
+//! The worker-manager's HTTP API (reference/worker-manager.md §5) for the `static` provider:
+//! providers, worker pools (`pools`), workers (`workers`), registration (`register`) and
+//! worker-pool errors (`pools`). Bodies and answers in `json`.
+//!
+//! Left out: launch configs, the experimental stats endpoints, `listWorkers`/`getWorker`
+//! (queue-merged views), cloud providers, Pulse messages and the expiry crons.
+
+mod json;
+mod pools;
+mod register;
+mod workers;
+
+use crate::error::ApiError;
+use crate::queue::call::{ident_param, TASK_QUEUE_RE};
+use crate::AppState;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use taskledger_core::scopes::ScopeExpr;
+use taskledger_core::worker_manager::{WorkerKey, WorkerPoolId};
+
+/// Routes under `/api/worker-manager/v1`.
+pub fn routes() -> Router<Arc<AppState>> {
+    use pools as p;
+    use workers as w;
+    // listing routes twice: a trailing slash is optional upstream
+    Router::new()
+        .route("/providers", get(p::list_providers))
+        .route("/providers/", get(p::list_providers))
+        .route(
+            "/worker-pool/{*workerPoolId}",
+            get(p::worker_pool)
+                .put(p::create_worker_pool)
+                .post(p::update_worker_pool)
+                .delete(p::delete_worker_pool),
+        )
+        .route("/worker-pools", get(p::list_worker_pools))
+        .route("/worker-pools/", get(p::list_worker_pools))
+        .route(
+            "/worker-pool-errors/{*workerPoolId}",
+            get(p::list_worker_pool_errors).post(p::report_worker_error),
+        )
+        .route(
+            "/workers/{*rest}",
+            get(w::get_route)
+                .put(w::create_worker)
+                .post(w::update_worker)
+                .delete(w::remove_worker),
+        )
+        .route("/worker/register", post(register::register_worker))
+        .route("/worker/reregister", post(register::reregister_worker))
+}
+
+fn scope(s: String) -> ScopeExpr {
+    ScopeExpr::scope(s)
+}
+
+/// A `workerPoolId` URL parameter.
+fn pool_param(v: &str) -> Result<WorkerPoolId, ApiError> {
+    v.parse()
+        .map_err(|_| ApiError::bad_param("workerPoolId", v, TASK_QUEUE_RE))
+}
+
+/// The three URL parameters naming a worker.
+fn worker_param(pool: &str, group: &str, id: &str) -> Result<WorkerKey, ApiError> {
+    let worker_pool_id = pool_param(pool)?;
+    ident_param("workerGroup", group)?;
+    ident_param("workerId", id)?;
+    Ok(WorkerKey {
+        worker_pool_id,
+        worker_group: group.to_string(),
+        worker_id: id.to_string(),
+    })
+}
+
+/// Schema checks of one input document, with Taskcluster's InputValidationError.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    schema: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn invalid(&self, error: String) -> ApiError {
+        ApiError::validation(self.schema, &[error])
+    }
+
+    /// A string of at most `max` bytes (required: checked by `check_keys`).
+    fn text(&self, key: &str, max: usize) -> Result<String, ApiError> {
+        match self.obj.get(key).and_then(Value::as_str) {
+            Some(v) if v.len() <= max => Ok(v.to_string()),
+            _ => Err(self.invalid(format!(
+                "data/{key} must be a string of at most {max} characters"
+            ))),
+        }
+    }
+
+    /// An identifier: `^[a-zA-Z0-9-_]{1,38}$`.
+    fn ident(&self, key: &str) -> Result<String, ApiError> {
+        let v = self.text(key, 38)?;
+        if taskledger_core::ids::is_ident38(&v) {
+            Ok(v)
+        } else {
+            Err(self.invalid(format!(
+                "data/{key} must match pattern \"^([a-zA-Z0-9-_]*)$\" (1 to 38 characters)"
+            )))
+        }
+    }
+
+    fn pool_id(&self, key: &str) -> Result<WorkerPoolId, ApiError> {
+        let v = self.text(key, 77)?;
+        v.parse()
+            .map_err(|_| self.invalid(format!("data/{key} must match pattern \"{TASK_QUEUE_RE}\"")))
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, ApiError> {
+        self.obj
+            .get(key)
+            .and_then(Value::as_bool)
+            .ok_or_else(|| self.invalid(format!("data/{key} must be boolean")))
+    }
+
+    fn object(&self, key: &str) -> Result<Map<String, Value>, ApiError> {
+        self.obj
+            .get(key)
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or_else(|| self.invalid(format!("data/{key} must be object")))
+    }
+}
+
+/// Checks keys (`additionalProperties: false` and `required`), then hands out the fields.
+fn fields<'a>(
+    body: &'a Value,
+    schema: &'a str,
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<Fields<'a>, ApiError> {
+    crate::auth::check_keys(body, schema, allowed, required)?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::validation(schema, &["data must be object".into()]))?;
+    Ok(Fields { obj, schema })
+}
+
+/// A copy of `payload` fit for an error body: `providerInfo.staticSecret` omitted.
+fn scrubbed(payload: &Value) -> Value {
+    let mut p = payload.clone();
+    if let Some(info) = p.get_mut("providerInfo").and_then(Value::as_object_mut) {
+        if info.contains_key("staticSecret") {
+            info.insert("staticSecret".into(), Value::String("(OMITTED)".into()));
+        }
+    }
+    p
+}

@@ -1,0 +1,386 @@
+//! Providers, worker pools and worker-pool errors.
+
+use super::json::{error_json, pool_json};
+use super::{fields, pool_param, scope};
+use crate::error::{ApiError, ErrorCode};
+use crate::hawk::{actor, Auth};
+use crate::queue::call::*;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use taskledger_core::ids::Slug;
+use taskledger_core::scopes::ScopeExpr;
+use taskledger_core::worker_manager::{PoolInput, WorkerCommand, WorkerPoolId};
+
+type St = State<Arc<AppState>>;
+
+const CREATE_POOL_SCHEMA: &str = "/schemas/worker-manager/v1/create-worker-pool-request.json#";
+const UPDATE_POOL_SCHEMA: &str = "/schemas/worker-manager/v1/update-worker-pool-request.json#";
+const REPORT_ERROR_SCHEMA: &str = "/schemas/worker-manager/v1/report-worker-error-request.json#";
+const POOL_FIELDS: [&str; 5] = [
+    "providerId",
+    "description",
+    "config",
+    "owner",
+    "emailOnError",
+];
+
+// --- providers --------------------------------------------------------------------------
+
+/// A decimal query parameter of listProviders' own paging.
+fn decimal(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<usize>, ApiError> {
+    match q.get(key) {
+        None => Ok(None),
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(v.parse().unwrap_or(usize::MAX)))
+        }
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidRequestArguments,
+            format!("Query-string parameter: {key} must match ^[0-9]+$"),
+        )),
+    }
+}
+
+/// listProviders: the configured providers (not `null-provider`); offset paging.
+pub async fn list_providers(State(st): St, Extension(auth): Extension<Auth>, uri: Uri) -> Response {
+    Call::new("listProviders", json!({}))
+        .run(async {
+            auth.caller()?
+                .require(&scope("worker-manager:list-providers".into()))?;
+            let q = query(&uri, &["continuationToken", "limit"])?;
+            let start = decimal(&q, "continuationToken")?.unwrap_or(0);
+            let limit = decimal(&q, "limit")?.unwrap_or(100).max(1);
+            let providers: Vec<Value> = st.worker_manager.view().read(|s| {
+                s.providers
+                    .iter()
+                    .map(|(id, t)| json!({ "providerId": id, "providerType": t.as_str() }))
+                    .collect()
+            });
+            let end = start.saturating_add(limit);
+            let page: Vec<Value> = providers.iter().skip(start).take(limit).cloned().collect();
+            let mut out = json!({ "providers": page });
+            if end < providers.len() {
+                out["continuationToken"] = json!(end.to_string());
+            }
+            Ok(ok(out))
+        })
+        .await
+}
+
+// --- pools ------------------------------------------------------------------------------
+
+/// `owner`: JSON schema's `email` format, loosely (local part, `@`, domain, no spaces).
+fn is_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !s.contains(char::is_whitespace)
+                && !domain.contains('@')
+        }
+        None => false,
+    }
+}
+
+/// A pool definition from a create/update body (`extra`: allowed, ignored keys).
+fn pool_input(
+    body: &Value,
+    worker_pool_id: WorkerPoolId,
+    schema: &str,
+    extra: &[&str],
+) -> Result<PoolInput, ApiError> {
+    let allowed: Vec<&str> = POOL_FIELDS.iter().chain(extra).copied().collect();
+    let f = fields(body, schema, &allowed, &POOL_FIELDS)?;
+    let owner = f.text("owner", 10240)?;
+    if !is_email(&owner) {
+        return Err(f.invalid("data/owner must match format \"email\"".into()));
+    }
+    Ok(PoolInput {
+        worker_pool_id,
+        provider_id: f.ident("providerId")?,
+        description: f.text("description", 10240)?,
+        config: Value::Object(f.object("config")?),
+        owner,
+        email_on_error: f.boolean("emailOnError")?,
+    })
+}
+
+/// `AllOf[manage-worker-pool:<pool>, provider:<providerId>]`.
+fn manage_expr(input: &PoolInput) -> ScopeExpr {
+    ScopeExpr::all(vec![
+        scope(format!(
+            "worker-manager:manage-worker-pool:{}",
+            input.worker_pool_id
+        )),
+        scope(format!("worker-manager:provider:{}", input.provider_id)),
+    ])
+}
+
+/// The pool as worker-pool-full, or 404.
+fn pool_answer(st: &AppState, id: &WorkerPoolId) -> Result<Response, ApiError> {
+    st.worker_manager
+        .view()
+        .read(|s| s.pools.get(id).map(|p| pool_json(s, p)))
+        .map(ok)
+        .ok_or_else(|| ApiError::not_found("Worker pool does not exist"))
+}
+
+pub async fn create_worker_pool(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let payload = optional_body(&headers, &body);
+    Call::new("createWorkerPool", json!({ "workerPoolId": id }))
+        .with_payload(&payload)
+        .run(async {
+            let caller = auth.caller()?;
+            let pool = pool_param(&id)?;
+            let input = pool_input(&json_body(&headers, &body)?, pool, CREATE_POOL_SCHEMA, &[])?;
+            caller.require(&manage_expr(&input))?;
+            let pool = input.worker_pool_id.clone();
+            let cmd = WorkerCommand::CreateWorkerPool(input);
+            st.worker_manager.execute(actor(caller), cmd).await?;
+            pool_answer(&st, &pool)
+        })
+        .await
+}
+
+pub async fn update_worker_pool(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let payload = optional_body(&headers, &body);
+    Call::new("updateWorkerPool", json!({ "workerPoolId": id }))
+        .with_payload(&payload)
+        .run(async {
+            let caller = auth.caller()?;
+            let pool = pool_param(&id)?;
+            let body = json_body(&headers, &body)?;
+            let extra = ["workerPoolId", "created", "lastModified"];
+            let input = pool_input(&body, pool, UPDATE_POOL_SCHEMA, &extra)?;
+            caller.require(&manage_expr(&input))?;
+            if body
+                .get("workerPoolId")
+                .is_some_and(|v| v.as_str() != Some(input.worker_pool_id.as_str()))
+            {
+                return Err(ApiError::input("Incorrect workerPoolId in request body"));
+            }
+            let pool = input.worker_pool_id.clone();
+            let cmd = WorkerCommand::UpdateWorkerPool(input);
+            st.worker_manager.execute(actor(caller), cmd).await?;
+            pool_answer(&st, &pool)
+        })
+        .await
+}
+
+/// deleteWorkerPool: switches the pool to `null-provider`.
+pub async fn delete_worker_pool(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+) -> Response {
+    Call::new("deleteWorkerPool", json!({ "workerPoolId": id }))
+        .run(async {
+            let caller = auth.caller()?;
+            caller.require(&scope(format!("worker-manager:manage-worker-pool:{id}")))?;
+            let pool = pool_param(&id)?;
+            let cmd = WorkerCommand::DeleteWorkerPool {
+                worker_pool_id: pool.clone(),
+            };
+            st.worker_manager.execute(actor(caller), cmd).await?;
+            pool_answer(&st, &pool)
+        })
+        .await
+}
+
+/// `<pool>/stats` and `<pool>/launch-configs` (not implemented) rather than a pool id.
+fn is_unimplemented_suffix(id: &str) -> bool {
+    id.split('/').count() > 2 && (id.ends_with("/stats") || id.ends_with("/launch-configs"))
+}
+
+pub async fn worker_pool(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+) -> Response {
+    if is_unimplemented_suffix(&id) {
+        return crate::not_found().await.into_response();
+    }
+    Call::new("workerPool", json!({ "workerPoolId": id }))
+        .run(async {
+            auth.caller()?
+                .require(&scope(format!("worker-manager:get-worker-pool:{id}")))?;
+            let pool = pool_param(&id)?;
+            pool_answer(&st, &pool)
+        })
+        .await
+}
+
+pub async fn list_worker_pools(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    uri: Uri,
+) -> Response {
+    Call::new("listWorkerPools", json!({}))
+        .run(async {
+            auth.caller()?
+                .require(&scope("worker-manager:list-worker-pools".into()))?;
+            let q = query(&uri, &["continuationToken", "limit"])?;
+            let after = decode_token(&q)?.map(|t| String::from_utf8_lossy(&t).into_owned());
+            let limit = limit(&q);
+            let (page, more): (Vec<(String, Value)>, bool) = st.worker_manager.view().read(|s| {
+                let mut rows = s
+                    .pools
+                    .iter()
+                    .filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a))
+                    .map(|(id, p)| (id.to_string(), pool_json(s, p)));
+                let page: Vec<_> = rows.by_ref().take(limit).collect();
+                (page, rows.next().is_some())
+            });
+            let mut out = json!({ "workerPools": page.iter().map(|(_, v)| v).collect::<Vec<_>>() });
+            if let (true, Some((last, _))) = (more, page.last()) {
+                out["continuationToken"] = json!(encode_token(last.as_bytes()));
+            }
+            Ok(ok(out))
+        })
+        .await
+}
+
+// --- errors -----------------------------------------------------------------------------
+
+/// The fields of a report-worker-error-request.
+struct ErrorReport {
+    worker_group: String,
+    worker_id: String,
+    kind: String,
+    title: String,
+    description: String,
+    extra: serde_json::Map<String, Value>,
+}
+
+fn error_report(body: &Value) -> Result<ErrorReport, ApiError> {
+    let keys = [
+        "workerGroup",
+        "workerId",
+        "kind",
+        "title",
+        "description",
+        "extra",
+    ];
+    let f = fields(body, REPORT_ERROR_SCHEMA, &keys, &keys)?;
+    let kind = f.text("kind", 128)?;
+    // the schema's pattern is unanchored: one such character suffices
+    if !kind
+        .bytes()
+        .any(|b| b == b'-' || b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(f.invalid("data/kind must match pattern \"[-a-z0-9]+\"".into()));
+    }
+    Ok(ErrorReport {
+        worker_group: f.ident("workerGroup")?,
+        worker_id: f.ident("workerId")?,
+        kind,
+        title: f.text("title", 128)?,
+        description: f.text("description", 10240)?,
+        extra: f.object("extra")?,
+    })
+}
+
+/// reportWorkerError: the worker's own credentials may report (scopes from the body).
+pub async fn report_worker_error(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let payload = optional_body(&headers, &body);
+    Call::new("reportWorkerError", json!({ "workerPoolId": id }))
+        .with_payload(&payload)
+        .run(async {
+            let caller = auth.caller()?;
+            let pool = pool_param(&id)?;
+            let r = error_report(&json_body(&headers, &body)?)?;
+            caller.require(&ScopeExpr::all(vec![
+                scope(format!("assume:worker-pool:{pool}")),
+                scope(format!(
+                    "assume:worker-id:{}/{}",
+                    r.worker_group, r.worker_id
+                )),
+            ]))?;
+            let cmd = WorkerCommand::ReportWorkerError {
+                worker_pool_id: pool,
+                error_id: Slug::nice(),
+                worker_group: r.worker_group,
+                worker_id: r.worker_id,
+                kind: r.kind,
+                title: r.title,
+                description: r.description,
+                extra: r.extra,
+            };
+            let envelopes = st.worker_manager.execute(actor(caller), cmd).await?;
+            let row = envelopes.first().and_then(|e| {
+                taskledger_core::worker_manager::PoolError::from_event(&e.payload, e.time)
+            });
+            row.map(|r| ok(error_json(&r)))
+                .ok_or_else(|| ApiError::internal("reportWorkerError recorded no error"))
+        })
+        .await
+}
+
+pub async fn list_worker_pool_errors(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Response {
+    Call::new("listWorkerPoolErrors", json!({ "workerPoolId": id }))
+        .run(async {
+            auth.caller()?.require(&scope(format!(
+                "worker-manager:list-worker-pool-errors:{id}"
+            )))?;
+            let pool = pool_param(&id)?;
+            let q = query(
+                &uri,
+                &["continuationToken", "limit", "launchConfigId", "errorId"],
+            )?;
+            let launch_config = q.get("launchConfigId").cloned();
+            let error_id = q.get("errorId").cloned();
+            let keep = |e: &taskledger_core::worker_manager::PoolError| {
+                error_id
+                    .as_ref()
+                    .is_none_or(|id| e.error_id.to_string() == *id)
+                    && launch_config
+                        .as_ref()
+                        .is_none_or(|l| e.launch_config_id.as_ref() == Some(l))
+            };
+            let (rows, next) = st.worker_manager.view().errors(
+                pool.as_str(),
+                decode_token(&q)?,
+                limit(&q),
+                keep,
+            )?;
+            let mut out =
+                json!({ "workerPoolErrors": rows.iter().map(error_json).collect::<Vec<_>>() });
+            if let Some(next) = next {
+                out["continuationToken"] = json!(encode_token(&next));
+            }
+            Ok(ok(out))
+        })
+        .await
+}

@@ -1,0 +1,477 @@
+//! The worker-manager projection and its writer.
+//!
+//! `WorkerManagerView` folds `WorkerEvent`s (topic `taskledger.worker-manager`) into the
+//! `worker_manager` column family: pools, workers and stream sequences, which it also keeps in
+//! memory (static pools and workers are few), and pool errors, which stay on disk only (nothing
+//! decides against them; they are listed by pool in log order).
+//!
+//! `WorkerManagerEngine` is the partition's single writer, as `AuthEngine` is auth's: load ->
+//! decide -> append -> apply -> answer, one command at a time.
+//!
+//! **Invariant:** state, sequences, error rows and the consumed offset go in one batch.
+
+use crate::keys;
+use crate::store::{cf, StoreError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use taskledger_core::codec;
+use taskledger_core::envelope::{Actor, Envelope, EventId};
+use taskledger_core::log::{EventLog, Record};
+use taskledger_core::time::Millis;
+use taskledger_core::worker_manager::{
+    PoolError, Subject, Worker, WorkerCommand, WorkerEvent, WorkerManagerError, WorkerManagerState,
+    WorkerPool, WORKER_MANAGER_TOPIC,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// The worker-manager's single partition.
+pub const WORKER_MANAGER_PARTITION: u32 = 0;
+/// The projection's consumer name for its stored offset.
+pub const WORKER_MANAGER_CONSUMER: &str = "worker-manager-view";
+
+struct Inner {
+    state: WorkerManagerState,
+    /// Last applied sequence per stream.
+    sequences: HashMap<String, u64>,
+}
+
+pub struct WorkerManagerView {
+    db: Arc<DB>,
+    inner: RwLock<Inner>,
+}
+
+/// Calls `f` with every `worker_manager` row whose key starts with `prefix`.
+fn scan_prefix(
+    db: &DB,
+    prefix: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let wm = cf(db, keys::CF_WORKER_MANAGER)?;
+    for item in db.iterator_cf(wm, IteratorMode::From(prefix, Direction::Forward)) {
+        let (k, v) = item?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        f(&k, &v)?;
+    }
+    Ok(())
+}
+
+impl WorkerManagerView {
+    /// Loads pools, workers and sequences into memory (with the default providers).
+    pub fn open(db: Arc<DB>) -> Result<WorkerManagerView, StoreError> {
+        let mut state = WorkerManagerState::default();
+        let mut sequences = HashMap::new();
+        scan_prefix(&db, keys::WM_POOL_PREFIX, |_, v| {
+            let p: WorkerPool = codec::decode(v)?;
+            state.pools.insert(p.worker_pool_id.clone(), p);
+            Ok(())
+        })?;
+        scan_prefix(&db, keys::WM_WORKER_PREFIX, |_, v| {
+            let w: Worker = codec::decode(v)?;
+            state.workers.insert(w.key.clone(), w);
+            Ok(())
+        })?;
+        scan_prefix(&db, keys::WM_STREAM_PREFIX, |k, v| {
+            if let (Some(id), Ok(b)) = (keys::wm_stream_id(k), <[u8; 8]>::try_from(v)) {
+                sequences.insert(id.to_string(), u64::from_be_bytes(b));
+            }
+            Ok(())
+        })?;
+        Ok(WorkerManagerView {
+            db,
+            inner: RwLock::new(Inner { state, sequences }),
+        })
+    }
+
+    /// Reads the state under the lock.
+    pub fn read<R>(&self, f: impl FnOnce(&WorkerManagerState) -> R) -> R {
+        f(&self.inner.read().expect("worker-manager state lock").state)
+    }
+
+    fn sequence(&self, stream: &str) -> u64 {
+        self.inner
+            .read()
+            .expect("worker-manager state lock")
+            .sequences
+            .get(stream)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn offset_key() -> Vec<u8> {
+        keys::consumer_offset(
+            WORKER_MANAGER_CONSUMER,
+            WORKER_MANAGER_TOPIC,
+            WORKER_MANAGER_PARTITION,
+        )
+    }
+
+    pub fn consumer_offset(&self) -> Result<u64, StoreError> {
+        let meta = cf(&self.db, keys::CF_META)?;
+        Ok(match self.db.get_pinned_cf(meta, Self::offset_key())? {
+            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
+    }
+
+    /// Folds envelopes read from `first_offset` on; one batch with the new offset.
+    pub fn apply(
+        &self,
+        first_offset: u64,
+        envelopes: &[Envelope<WorkerEvent>],
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut inner = self.inner.write().expect("worker-manager state lock");
+        for (i, env) in envelopes.iter().enumerate() {
+            let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
+            if env.sequence <= seen {
+                continue;
+            }
+            inner.state.apply(&env.payload, env.time);
+            inner.sequences.insert(env.stream_id.clone(), env.sequence);
+            self.write_rows(&mut batch, &inner.state, env, first_offset + i as u64)?;
+        }
+        batch.put_cf(
+            cf(&self.db, keys::CF_META)?,
+            Self::offset_key(),
+            (first_offset + envelopes.len() as u64).to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// The rows one applied envelope changes: its stream's sequence and its subject's row.
+    fn write_rows(
+        &self,
+        batch: &mut WriteBatch,
+        state: &WorkerManagerState,
+        env: &Envelope<WorkerEvent>,
+        offset: u64,
+    ) -> Result<(), StoreError> {
+        let wm = cf(&self.db, keys::CF_WORKER_MANAGER)?;
+        batch.put_cf(
+            wm,
+            keys::wm_stream(&env.stream_id),
+            env.sequence.to_be_bytes(),
+        );
+        match env.payload.subject() {
+            Subject::Pool(id) => match state.pools.get(id) {
+                Some(p) => batch.put_cf(wm, keys::wm_pool(id.as_str()), codec::encode(p)?),
+                None => batch.delete_cf(wm, keys::wm_pool(id.as_str())),
+            },
+            Subject::Worker(k) => {
+                let key = keys::wm_worker(k.worker_pool_id.as_str(), &k.worker_group, &k.worker_id);
+                match state.workers.get(k) {
+                    Some(w) => batch.put_cf(wm, key, codec::encode(w)?),
+                    None => batch.delete_cf(wm, key),
+                }
+            }
+            Subject::PoolError(pool) => {
+                if let Some(row) = PoolError::from_event(&env.payload, env.time) {
+                    batch.put_cf(
+                        wm,
+                        keys::wm_error(pool.as_str(), offset),
+                        codec::encode(&row)?,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A pool's errors that `keep` accepts, in log order, after the row key `after`, at most
+    /// `limit`; and the key to continue from when more may remain.
+    pub fn errors(
+        &self,
+        pool: &str,
+        after: Option<Vec<u8>>,
+        limit: usize,
+        keep: impl Fn(&PoolError) -> bool,
+    ) -> Result<(Vec<PoolError>, Option<Vec<u8>>), StoreError> {
+        let prefix = keys::wm_error_prefix(pool);
+        let start = match after {
+            Some(mut k) if k.starts_with(&prefix) => {
+                k.push(0);
+                k
+            }
+            _ => prefix.clone(),
+        };
+        let wm = cf(&self.db, keys::CF_WORKER_MANAGER)?;
+        let mut out = Vec::new();
+        let mut last = None;
+        for item in self
+            .db
+            .iterator_cf(wm, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if out.len() == limit {
+                return Ok((out, last));
+            }
+            let row: PoolError = codec::decode(&v)?;
+            if keep(&row) {
+                out.push(row);
+            }
+            last = Some(k.to_vec());
+        }
+        Ok((out, None))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerManagerEngineError {
+    #[error(transparent)]
+    Domain(#[from] WorkerManagerError),
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+type Reply = oneshot::Sender<Result<Vec<Envelope<WorkerEvent>>, WorkerManagerEngineError>>;
+
+struct Job {
+    actor: Actor,
+    command: WorkerCommand,
+    reply: Reply,
+}
+
+/// A handle to the worker-manager writer. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerManagerEngine {
+    tx: mpsc::Sender<Job>,
+    view: Arc<WorkerManagerView>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> WorkerManagerEngineError {
+    WorkerManagerEngineError::Unavailable(e.to_string())
+}
+
+/// Applies every worker-manager record the projection has not seen; returns the log's end.
+pub async fn catch_up_worker_manager<L: EventLog>(
+    view: &WorkerManagerView,
+    log: &L,
+) -> Result<u64, WorkerManagerEngineError> {
+    let mut offset = view.consumer_offset()?;
+    loop {
+        let records = log
+            .read(WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION, offset, 4096)
+            .await
+            .map_err(unavailable)?;
+        if records.is_empty() {
+            return Ok(offset);
+        }
+        let envelopes = records
+            .iter()
+            .map(|r| codec::decode::<Envelope<WorkerEvent>>(&r.value))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::from)?;
+        view.apply(offset, &envelopes)?;
+        offset += records.len() as u64;
+    }
+}
+
+impl WorkerManagerEngine {
+    /// Catches the projection up with the log, then starts the writer task.
+    pub async fn start<L: EventLog + 'static>(
+        view: Arc<WorkerManagerView>,
+        log: Arc<L>,
+    ) -> Result<WorkerManagerEngine, WorkerManagerEngineError> {
+        catch_up_worker_manager(&view, &*log).await?;
+        let (tx, mut rx) = mpsc::channel::<Job>(256);
+        let writer_view = view.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let result = write(&writer_view, &*log, job.actor, job.command).await;
+                let _ = job.reply.send(result);
+            }
+        });
+        Ok(WorkerManagerEngine { tx, view })
+    }
+
+    pub fn view(&self) -> &Arc<WorkerManagerView> {
+        &self.view
+    }
+
+    /// Runs a command; answers with its envelopes (none: "already so") once they are durable
+    /// and applied.
+    pub async fn execute(
+        &self,
+        actor: Actor,
+        command: WorkerCommand,
+    ) -> Result<Vec<Envelope<WorkerEvent>>, WorkerManagerEngineError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            actor,
+            command,
+            reply,
+        };
+        let stopped = || unavailable("worker-manager writer stopped");
+        self.tx.send(job).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Decides against the projection, appends the events (one durable write), applies them.
+async fn write<L: EventLog>(
+    view: &WorkerManagerView,
+    log: &L,
+    actor: Actor,
+    command: WorkerCommand,
+) -> Result<Vec<Envelope<WorkerEvent>>, WorkerManagerEngineError> {
+    let now = Millis::now();
+    let events = view.read(|s| s.decide(&command, now))?;
+    if events.is_empty() {
+        return Ok(vec![]);
+    }
+    let stream = command.stream_id();
+    let first_sequence = view.sequence(&stream) + 1;
+    let mut envelopes = Vec::with_capacity(events.len());
+    let mut records = Vec::with_capacity(events.len());
+    for (sequence, event) in (first_sequence..).zip(&events) {
+        let env = Envelope {
+            event_id: EventId::new(),
+            stream_id: stream.clone(),
+            sequence,
+            time: now,
+            actor: actor.clone(),
+            causation_id: None,
+            writer_epoch: 1,
+            payload: event.clone(),
+        };
+        records.push(Record {
+            key: stream.clone(),
+            event_type: event.type_name(),
+            value: codec::encode(&env).map_err(StoreError::from)?,
+        });
+        envelopes.push(env);
+    }
+    let first = log
+        .append(WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION, records)
+        .await
+        .map_err(unavailable)?;
+    view.apply(first, &envelopes)?;
+    Ok(envelopes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{store, EmbeddedLog};
+    use taskledger_core::access::seal::SealKey;
+    use taskledger_core::ids::Slug;
+    use taskledger_core::worker_manager::{PoolInput, Proof, WorkerKey, WorkerState};
+
+    fn key() -> WorkerKey {
+        WorkerKey {
+            worker_pool_id: "prov/wt".parse().unwrap(),
+            worker_group: "g".into(),
+            worker_id: "w".into(),
+        }
+    }
+
+    async fn run(engine: &WorkerManagerEngine, cmd: WorkerCommand) -> Vec<Envelope<WorkerEvent>> {
+        engine.execute(Actor::system("test"), cmd).await.unwrap()
+    }
+
+    /// A pool, a worker, a registration and two errors, then removal.
+    async fn scenario(engine: &WorkerManagerEngine, seal: &SealKey, secret: &str) {
+        let pool = PoolInput {
+            worker_pool_id: key().worker_pool_id,
+            provider_id: "static".into(),
+            description: "d".into(),
+            config: serde_json::json!({}),
+            owner: "o@example.com".into(),
+            email_on_error: false,
+        };
+        run(engine, WorkerCommand::CreateWorkerPool(pool)).await;
+        let create = WorkerCommand::CreateWorker {
+            worker: key(),
+            expires: Millis::now().plus(3_600_000),
+            capacity: 2,
+            static_secret: Some(seal.seal(&key().static_secret_owner(), secret, [1; 12])),
+        };
+        run(engine, create).await;
+        let register = WorkerCommand::RegisterWorker {
+            worker: key(),
+            provider_id: "static".into(),
+            proof: Some(Proof::new(seal.clone(), secret)),
+            secret: seal.seal(&key().registration_secret_owner(), "r", [2; 12]),
+        };
+        assert_eq!(run(engine, register).await.len(), 1);
+        for n in 0..2u8 {
+            let report = WorkerCommand::ReportWorkerError {
+                worker_pool_id: key().worker_pool_id,
+                error_id: Slug([n; 16]),
+                worker_group: "g".into(),
+                worker_id: "w".into(),
+                kind: "k".into(),
+                title: "t".into(),
+                description: "d".into(),
+                extra: serde_json::Map::new(),
+            };
+            run(engine, report).await;
+        }
+        run(engine, WorkerCommand::RemoveWorker { worker: key() }).await;
+    }
+
+    #[tokio::test]
+    async fn commands_fold_persist_and_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let seal = SealKey::new([3; 32]);
+        let secret = "staticsecretstaticsecretstaticsecretstatics";
+        {
+            let db = store::open(dir.path()).unwrap();
+            let log = Arc::new(EmbeddedLog::new(db.clone()));
+            let view = Arc::new(WorkerManagerView::open(db).unwrap());
+            let engine = WorkerManagerEngine::start(view.clone(), log).await.unwrap();
+            scenario(&engine, &seal, secret).await;
+            let (page, next) = view.errors("prov/wt", None, 1, |_| true).unwrap();
+            assert_eq!(page[0].error_id, Slug([0; 16]));
+            let (rest, more) = view.errors("prov/wt", next, 1, |_| true).unwrap();
+            assert_eq!(rest[0].error_id, Slug([1; 16]));
+            assert!(more.is_none());
+        }
+        // reopen once the writer task has dropped the database
+        let mut opened = store::open(dir.path());
+        for _ in 0..500 {
+            if opened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            opened = store::open(dir.path());
+        }
+        let db = opened.expect("the database reopens once the writer stopped");
+        let view = WorkerManagerView::open(db.clone()).unwrap();
+        let worker = view.read(|s| s.workers[&key()].clone());
+        assert_eq!(worker.state, WorkerState::Stopped);
+        assert_eq!(worker.capacity, 2);
+        assert!(worker.secret.is_some());
+        // the static secret never reaches the log in clear; re-applying changes nothing
+        let log = EmbeddedLog::new(db);
+        let records = log
+            .read_sync(WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION, 0, 100)
+            .unwrap();
+        assert_eq!(records.len(), 6);
+        for r in &records {
+            assert!(!r
+                .value
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()));
+        }
+        let envs: Vec<Envelope<WorkerEvent>> = records
+            .iter()
+            .map(|r| codec::decode(&r.value).unwrap())
+            .collect();
+        view.apply(0, &envs).unwrap();
+        assert_eq!(
+            view.errors("prov/wt", None, 10, |_| true).unwrap().0.len(),
+            2
+        );
+        assert_eq!(view.read(|s| s.workers[&key()].clone()), worker);
+    }
+}

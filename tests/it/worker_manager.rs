@@ -1,0 +1,310 @@
+//! The worker-manager with the `static` provider, through the official `taskcluster` crate:
+//! pools, a static worker, registration whose credentials claim work, reregistration, errors,
+//! removal, and static secrets that never reach the data directory in clear.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use taskcluster::{ClientBuilder, Credentials, WorkerManager};
+
+const GROUP: &str = "it-group";
+const WORKER: &str = "it-worker";
+
+fn manager(s: &Server, creds: Option<Credentials>) -> WorkerManager {
+    let builder = ClientBuilder::new(&s.root_url);
+    let builder = match creds {
+        Some(c) => builder.credentials(c),
+        None => builder,
+    };
+    WorkerManager::new(builder).unwrap()
+}
+
+fn root(s: &Server) -> WorkerManager {
+    manager(
+        s,
+        Some(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+}
+
+fn secret() -> String {
+    format!("{}{}", slugid::nice(), slugid::nice())
+}
+
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            files_contain(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+fn pool_body(config: Value) -> Value {
+    json!({
+        "providerId": "static",
+        "description": "integration test pool",
+        "config": config,
+        "owner": "it@example.com",
+        "emailOnError": false,
+    })
+}
+
+fn register_body(pool: &str, static_secret: &str) -> Value {
+    json!({
+        "workerPoolId": pool,
+        "providerId": "static",
+        "workerGroup": GROUP,
+        "workerId": WORKER,
+        "workerIdentityProof": { "staticSecret": static_secret },
+    })
+}
+
+fn credentials_of(answer: &Value) -> Credentials {
+    let c = &answer["credentials"];
+    Credentials::new_with_certificate(
+        c["clientId"].as_str().unwrap(),
+        c["accessToken"].as_str().unwrap(),
+        c["certificate"].as_str().unwrap(),
+    )
+}
+
+/// Hours from now until an RFC 3339 time.
+fn hours_until(t: &Value) -> f64 {
+    let at = chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).unwrap();
+    (at.timestamp_millis() - chrono::Utc::now().timestamp_millis()) as f64 / 3_600_000.0
+}
+
+#[tokio::test]
+async fn pools_providers_and_bad_input() {
+    let s = Server::start(&[]).await;
+    let m = root(&s);
+    let providers = m.listProviders(None, None).await.unwrap();
+    assert_eq!(
+        providers["providers"],
+        json!([{ "providerId": "static", "providerType": "static" }])
+    );
+    let (a, b) = (fresh_queue(), fresh_queue());
+    let created = m.createWorkerPool(&a, &pool_body(json!({}))).await.unwrap();
+    assert_eq!(created["workerPoolId"], a.as_str());
+    assert_eq!(created["providerId"], "static");
+    assert_eq!(created["currentCapacity"], 0);
+    m.createWorkerPool(&b, &pool_body(json!({}))).await.unwrap();
+    let again = m
+        .createWorkerPool(&a, &pool_body(json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&again), Some(409));
+    // a config the static provider does not take, an unknown provider: 400, nothing created
+    let c = fresh_queue();
+    let bad = m
+        .createWorkerPool(&c, &pool_body(json!({ "minCapacity": 1 })))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&bad), Some(400));
+    let mut aws = pool_body(json!({}));
+    aws["providerId"] = json!("aws");
+    assert_eq!(
+        status_of(&m.createWorkerPool(&c, &aws).await.unwrap_err()),
+        Some(400)
+    );
+    assert_eq!(status_of(&m.workerPool(&c).await.unwrap_err()), Some(404));
+    // paging
+    let page = m.listWorkerPools(None, Some("1")).await.unwrap();
+    assert_eq!(page["workerPools"].as_array().unwrap().len(), 1);
+    let token = page["continuationToken"].as_str().unwrap().to_string();
+    let rest = m.listWorkerPools(Some(&token), Some("1")).await.unwrap();
+    assert_eq!(rest["workerPools"].as_array().unwrap().len(), 1);
+    assert!(rest.get("continuationToken").is_none());
+    // deleting switches to the null provider; the pool stays listed
+    let deleted = m.deleteWorkerPool(&b).await.unwrap();
+    assert_eq!(deleted["providerId"], "null-provider");
+    // a worker in a deleted pool cannot be created; a badly shaped secret is refused
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let body = json!({ "expires": expires, "providerInfo": { "staticSecret": secret() } });
+    let refused = m.createWorker(&b, GROUP, WORKER, &body).await.unwrap_err();
+    assert_eq!(status_of(&refused), Some(400));
+    let short = json!({ "expires": expires, "providerInfo": { "staticSecret": "short" } });
+    let refused = m.createWorker(&a, GROUP, WORKER, &short).await.unwrap_err();
+    assert_eq!(status_of(&refused), Some(400));
+    assert_eq!(
+        status_of(&m.worker(&a, GROUP, WORKER).await.unwrap_err()),
+        Some(404)
+    );
+    // anonymous callers hold no worker-manager scopes
+    let anon = manager(&s, None);
+    assert_eq!(
+        status_of(&anon.listWorkerPools(None, None).await.unwrap_err()),
+        Some(403)
+    );
+}
+
+#[tokio::test]
+async fn static_worker_registers_claims_work_and_is_removed() {
+    let s = Server::start(&[]).await;
+    let m = root(&s);
+    let pool = fresh_queue();
+    let config = json!({ "workerConfig": { "greeting": "hello" } });
+    m.createWorkerPool(&pool, &pool_body(config)).await.unwrap();
+    let static_secret = secret();
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let body = json!({
+        "expires": expires,
+        "capacity": 2,
+        "providerInfo": { "staticSecret": static_secret },
+    });
+    let worker = m.createWorker(&pool, GROUP, WORKER, &body).await.unwrap();
+    assert_eq!(worker["state"], "running");
+    assert_eq!(worker["capacity"], 2);
+    assert_eq!(worker["providerId"], "static");
+    // an identical re-create is accepted; a different one conflicts
+    m.createWorker(&pool, GROUP, WORKER, &body).await.unwrap();
+    let mut other = body.clone();
+    other["capacity"] = json!(3);
+    let conflict = m
+        .createWorker(&pool, GROUP, WORKER, &other)
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&conflict), Some(409));
+
+    let listed = m
+        .listWorkersForWorkerPool(&pool, None, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(listed["workers"][0]["workerId"], WORKER);
+    assert_eq!(listed["workers"].as_array().unwrap().len(), 1);
+    let by_group = m
+        .listWorkersForWorkerGroup(&pool, GROUP, None, None)
+        .await
+        .unwrap();
+    assert_eq!(by_group["workers"].as_array().unwrap().len(), 1);
+    let pool_state = m.workerPool(&pool).await.unwrap();
+    assert_eq!(pool_state["runningCount"], 1);
+    assert_eq!(pool_state["currentCapacity"], 2);
+
+    // registration: no credentials needed, the secret is the proof
+    let anon = manager(&s, None);
+    let wrong = anon
+        .registerWorker(&register_body(&pool, &secret()))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&wrong), Some(400));
+    let reg = anon
+        .registerWorker(&register_body(&pool, &static_secret))
+        .await
+        .unwrap();
+    let client_id = format!("worker/static/{pool}/{GROUP}/{WORKER}");
+    assert_eq!(reg["credentials"]["clientId"], client_id.as_str());
+    assert_eq!(reg["workerConfig"], json!({ "greeting": "hello" }));
+    let hours = hours_until(&reg["expires"]);
+    assert!((95.9..96.1).contains(&hours), "{hours}");
+    let first_secret = reg["secret"].as_str().unwrap().to_string();
+    assert_eq!(first_secret.len(), 44);
+
+    // the credentials carry exactly the scopes to claim from this pool's task queue
+    let task_id = slugid::nice();
+    s.queue()
+        .createTask(&task_id, &task_def(&pool, 600))
+        .await
+        .unwrap();
+    let creds = credentials_of(&reg);
+    let q = s.queue_as(creds.clone());
+    let claim_body = json!({ "workerGroup": GROUP, "workerId": WORKER, "tasks": 1 });
+    let claimed = q.claimWork(&pool, &claim_body).await.unwrap();
+    assert_eq!(claimed["tasks"][0]["status"]["taskId"], task_id.as_str());
+    let elsewhere = q.claimWork(&fresh_queue(), &claim_body).await.unwrap_err();
+    assert_eq!(status_of(&elsewhere), Some(403));
+    let as_other = json!({ "workerGroup": GROUP, "workerId": "someone-else", "tasks": 1 });
+    let spoofed = q.claimWork(&pool, &as_other).await.unwrap_err();
+    assert_eq!(status_of(&spoofed), Some(403));
+
+    // the worker's own credentials: reregister (the old secret is then spent), report errors
+    let own = manager(&s, Some(creds));
+    let rereg_body = |secret: &str| json!({ "workerPoolId": pool, "workerGroup": GROUP, "workerId": WORKER, "secret": secret });
+    let rereg = own
+        .reregisterWorker(&rereg_body(&first_secret))
+        .await
+        .unwrap();
+    let second_secret = rereg["secret"].as_str().unwrap().to_string();
+    assert_ne!(second_secret, first_secret);
+    assert_eq!(rereg["credentials"]["clientId"], client_id.as_str());
+    let spent = own
+        .reregisterWorker(&rereg_body(&first_secret))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&spent), Some(400));
+    let report = json!({
+        "workerGroup": GROUP,
+        "workerId": WORKER,
+        "kind": "disk-full",
+        "title": "Disk full",
+        "description": "no space left on /",
+        "extra": { "free": 0 },
+    });
+    let reported = own.reportWorkerError(&pool, &report).await.unwrap();
+    let errors = m
+        .listWorkerPoolErrors(&pool, None, None, None, None)
+        .await
+        .unwrap();
+    let listed = &errors["workerPoolErrors"];
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["errorId"], reported["errorId"]);
+    assert_eq!(listed[0]["kind"], "disk-full");
+    assert_eq!(
+        listed[0]["extra"],
+        json!({ "free": 0, "workerGroup": GROUP, "workerId": WORKER })
+    );
+    let as_other = json!({ "workerGroup": GROUP, "workerId": "someone-else", "kind": "k",
+        "title": "t", "description": "d", "extra": {} });
+    let denied = own.reportWorkerError(&pool, &as_other).await.unwrap_err();
+    assert_eq!(status_of(&denied), Some(403));
+
+    // removal: the worker is told to terminate and can no longer register
+    let verdict = own
+        .shouldWorkerTerminate(&pool, GROUP, WORKER)
+        .await
+        .unwrap();
+    assert_eq!(verdict, json!({ "terminate": false, "reason": "none" }));
+    own.removeWorker(&pool, GROUP, WORKER).await.unwrap();
+    let verdict = own
+        .shouldWorkerTerminate(&pool, GROUP, WORKER)
+        .await
+        .unwrap();
+    assert_eq!(verdict["terminate"], true);
+    assert_eq!(verdict["reason"], "worker was removed");
+    let after = anon
+        .registerWorker(&register_body(&pool, &static_secret))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&after), Some(400));
+    let stopped = m
+        .listWorkersForWorkerPool(&pool, None, None, None, Some("stopped"))
+        .await
+        .unwrap();
+    assert_eq!(stopped["workers"][0]["state"], "stopped");
+
+    // a restart reloads the projection from its column family
+    let mut s = s;
+    s.restart().await;
+    let m = root(&s);
+    assert_eq!(
+        m.worker(&pool, GROUP, WORKER).await.unwrap()["state"],
+        "stopped"
+    );
+    let errors = m
+        .listWorkerPoolErrors(&pool, None, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(errors["workerPoolErrors"].as_array().unwrap().len(), 1);
+
+    // no secret is stored in clear, anywhere under the data directory
+    for needle in [&static_secret, &first_secret, &second_secret] {
+        assert!(
+            !files_contain(&s.data_dir, needle.as_bytes()),
+            "a secret reached the data directory in clear"
+        );
+    }
+}
