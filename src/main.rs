@@ -491,7 +491,14 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Serve(args) => {
+            let served = rt.block_on(serve(args));
+            // every engine handle lived in the runtime's tasks; with them gone the writer
+            // threads finish and close the database before the process exits
+            drop(rt);
+            taskledger_projections::engine::join_writers();
+            served
+        }
         Command::Auth(cmd) => rt.block_on(auth_command(cmd)),
         Command::Events(cmd) => events_command(cmd),
         Command::Audit(cmd) => audit_command(cmd),

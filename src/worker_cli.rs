@@ -58,6 +58,16 @@ pub struct WorkerArgs {
     /// Keep task directories after their runs.
     #[arg(long)]
     keep_task_dirs: bool,
+    /// Register with worker-manager as a worker of this pool (`<provisionerId>/<workerType>`,
+    /// also the task queue) and use the credentials it issues; needs --static-secret.
+    #[arg(long, env = "TASKLEDGER_WORKER_POOL_ID")]
+    worker_pool_id: Option<String>,
+    /// The static secret given to worker-manager's createWorker for this worker.
+    #[arg(long, env = "TASKLEDGER_WORKER_STATIC_SECRET", hide_env_values = true)]
+    static_secret: Option<String>,
+    /// The pool's worker-manager provider (default static).
+    #[arg(long)]
+    provider_id: Option<String>,
 }
 
 fn host_name() -> String {
@@ -104,6 +114,9 @@ fn build_config(a: WorkerArgs) -> Result<WorkerConfig> {
     if let Some(v) = a.task_queue_id {
         c.set_task_queue_id(&v)?;
     }
+    if let Some(pool) = &a.worker_pool_id {
+        c.set_task_queue_id(pool)?;
+    }
     if c.provisioner_id.is_empty() && c.worker_type.is_empty() {
         c.set_task_queue_id(DEFAULT_TASK_QUEUE)?;
     }
@@ -141,6 +154,15 @@ fn build_config(a: WorkerArgs) -> Result<WorkerConfig> {
         c.status_poll_secs = v;
     }
     c.keep_task_dirs |= a.keep_task_dirs;
+    if a.worker_pool_id.is_some() {
+        c.worker_pool_id = a.worker_pool_id;
+    }
+    if a.static_secret.is_some() {
+        c.static_secret = a.static_secret;
+    }
+    if let Some(v) = a.provider_id {
+        c.provider_id = v;
+    }
     Ok(c)
 }
 

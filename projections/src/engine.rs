@@ -162,10 +162,11 @@ impl Engine {
             committed: committed_tx,
             next_offset: end,
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("queue-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        WRITERS.lock().expect("writer list").push(thread);
         Ok(Engine {
             tx,
             view,
@@ -219,6 +220,21 @@ impl Engine {
     /// The log's end offset after each group commit.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+}
+
+/// The writer threads started in this process.
+static WRITERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits for every writer thread to finish. A writer ends once the last `Engine` handle is
+/// dropped, and it closes the database it holds on its way out; a process that returned from
+/// `main` while a writer still ran would tear RocksDB down under it (exit's destructors), so
+/// call this after the runtime that held the engines is gone.
+pub fn join_writers() {
+    let threads: Vec<_> = std::mem::take(&mut *WRITERS.lock().expect("writer list"));
+    for t in threads {
+        let _ = t.join();
     }
 }
 

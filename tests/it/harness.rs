@@ -95,10 +95,6 @@ impl Server {
     pub fn queue_as(&self, creds: Credentials) -> Queue {
         Queue::new(ClientBuilder::new(&self.root_url).credentials(creds)).unwrap()
     }
-
-    pub fn anonymous_queue(&self) -> Queue {
-        Queue::new(ClientBuilder::new(&self.root_url)).unwrap()
-    }
 }
 
 impl Drop for Server {
@@ -174,8 +170,26 @@ pub struct WorkerProc {
 impl Server {
     /// Starts `taskledger worker` with the root credentials; `extra` are more flags.
     pub fn start_worker(&self, task_queue: &str, worker_id: &str, extra: &[&str]) -> WorkerProc {
+        self.spawn_worker(task_queue, worker_id, extra, true)
+    }
+
+    /// Starts `taskledger worker` with no credentials of its own: it must register with
+    /// worker-manager (`extra` holds --worker-pool-id and --static-secret).
+    pub fn start_pool_worker(&self, pool: &str, worker_id: &str, extra: &[&str]) -> WorkerProc {
+        self.spawn_worker(pool, worker_id, extra, false)
+    }
+
+    fn spawn_worker(&self, task_queue: &str, worker_id: &str, extra: &[&str], root: bool) -> WorkerProc {
         let work_dir = self.data_dir.join(format!("worker-{worker_id}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_taskledger"));
+        if root {
+            cmd.env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
+                .env("TASKCLUSTER_ACCESS_TOKEN", ROOT_TOKEN);
+        } else {
+            cmd.env_remove("TASKCLUSTER_CLIENT_ID")
+                .env_remove("TASKCLUSTER_ACCESS_TOKEN");
+        }
+        let child = cmd
             .arg("worker")
             .args(["--task-queue-id", task_queue])
             .args(["--worker-group", "it-group", "--worker-id", worker_id])
@@ -184,8 +198,6 @@ impl Server {
             .args(["--status-poll-secs", "1"])
             .args(extra)
             .env("TASKCLUSTER_ROOT_URL", &self.root_url)
-            .env("TASKCLUSTER_CLIENT_ID", "static/taskcluster/root")
-            .env("TASKCLUSTER_ACCESS_TOKEN", ROOT_TOKEN)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -351,3 +351,67 @@ async fn run_task(server: &Server, queue: &str, args: &[&str]) -> std::io::Resul
         .output()
         .await
 }
+
+#[tokio::test]
+async fn a_static_pool_worker_registers_runs_tasks_and_stops_when_removed() {
+    let server = Server::start(&[("TASKLEDGER_CLAIM_WORK_POLL_SECS", "2")]).await;
+    let pool = fresh_queue();
+    let wm = taskcluster::WorkerManager::new(
+        taskcluster::ClientBuilder::new(&server.root_url).credentials(taskcluster::Credentials::new(
+            "static/taskcluster/root",
+            ROOT_TOKEN,
+        )),
+    )
+    .unwrap();
+    wm.createWorkerPool(
+        &pool,
+        &json!({"providerId": "static", "description": "it", "config": {},
+                "owner": "it@example.com", "emailOnError": false}),
+    )
+    .await
+    .unwrap();
+    let secret = format!("{}{}", slugid::nice(), slugid::nice());
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    wm.createWorker(
+        &pool,
+        "it-group",
+        "w-static",
+        &json!({"expires": expires, "capacity": 1, "providerInfo": {"staticSecret": secret}}),
+    )
+    .await
+    .unwrap();
+    // a wrong secret buys nothing: the worker gives up at start
+    let mut impostor = server.start_pool_worker(
+        &pool,
+        "w-static",
+        &["--worker-pool-id", &pool, "--static-secret", &format!("{}{}", slugid::nice(), slugid::nice())],
+    );
+    assert_ne!(impostor.exit_code(LONG).await, Some(0));
+
+    let mut worker = server.start_pool_worker(
+        &pool,
+        "w-static",
+        &["--worker-pool-id", &pool, "--static-secret", &secret],
+    );
+    let task_id = slugid::nice();
+    server
+        .queue()
+        .createTask(
+            &task_id,
+            &process_task(&pool, json!({"command": [["sh", "-c", "echo registered worker ran me"]], "maxRunTime": 60})),
+        )
+        .await
+        .unwrap();
+    let s = resolved(&server, &task_id).await;
+    assert_eq!(s["state"], "completed", "{s}");
+    assert_eq!(s["runs"][0]["workerId"], "w-static");
+    let log = server.artifact_text(&task_id, 0, "public/logs/live_backing.log").await;
+    assert!(log.contains("registered worker ran me\n"), "{log}");
+
+    wm.removeWorker(&pool, "it-group", "w-static").await.unwrap();
+    assert_eq!(
+        worker.exit_code(LONG).await,
+        Some(70),
+        "shouldWorkerTerminate said stop: generic-worker's exit code 70"
+    );
+}

@@ -3,7 +3,7 @@
 
 use super::livelog::TaskLog;
 use super::payload::{content_type_for, ArtifactKind, ArtifactSpec};
-use super::task::TaskQueue;
+use super::SharedQueue;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::json;
@@ -164,7 +164,7 @@ fn kind_word(k: ArtifactKind) -> &'static str {
 /// Uploads the payload's artifacts; returns the problems met (logged as they happen).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn upload_payload(
-    queue: &TaskQueue,
+    queue: &SharedQueue,
     http: &reqwest::Client,
     task_id: &str,
     run_id: &str,
@@ -228,7 +228,7 @@ pub(crate) async fn upload_payload(
 /// `createArtifact` (storage type `s3`), then PUT the file's bytes, retrying the PUT.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn upload_file(
-    queue: &TaskQueue,
+    queue: &SharedQueue,
     http: &reqwest::Client,
     task_id: &str,
     run_id: &str,

@@ -16,6 +16,7 @@ mod artifacts;
 pub mod livelog;
 pub mod payload;
 pub mod process;
+mod registration;
 mod task;
 
 use anyhow::{Context, Result};
@@ -24,7 +25,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use taskcluster::{ClientBuilder, Credentials, Queue};
 use tokio::sync::watch;
@@ -32,9 +33,22 @@ use tokio::task::JoinSet;
 
 pub use process::Abort;
 
+/// How often a registered worker asks worker-manager whether to stop.
+const ASK_TERMINATE: Duration = Duration::from_secs(5);
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Exit codes of generic-worker (worker-protocol.md §10).
 pub mod exit {
     pub const TASKS_DONE: i32 = 0;
+    pub const TERMINATE: i32 = 70;
     pub const IDLE_TIMEOUT: i32 = 68;
     pub const INTERNAL_ERROR: i32 = 69;
     pub const INTERRUPTED: i32 = 71;
@@ -74,6 +88,12 @@ pub struct WorkerConfig {
     pub status_poll_secs: u64,
     /// Keep task directories after the run (for debugging).
     pub keep_task_dirs: bool,
+    /// With `static_secret`: register with worker-manager as this pool's worker and use the
+    /// credentials it issues (the pool id is also the task queue id).
+    pub worker_pool_id: Option<String>,
+    pub static_secret: Option<String>,
+    /// The worker-manager provider of the pool (default `static`).
+    pub provider_id: String,
 }
 
 impl Default for WorkerConfig {
@@ -97,6 +117,9 @@ impl Default for WorkerConfig {
             livelog_public_url: None,
             status_poll_secs: 10,
             keep_task_dirs: false,
+            worker_pool_id: None,
+            static_secret: None,
+            provider_id: "static".into(),
         }
     }
 }
@@ -125,14 +148,17 @@ impl WorkerConfig {
     /// What generic-worker refuses to start without (worker-protocol.md §1).
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
-        for (name, value) in [
-            ("rootURL", &self.root_url),
-            ("clientId", &self.client_id),
-            ("accessToken", &self.access_token),
-        ] {
-            if value.is_empty() {
-                errors.push(format!("{name} must be set"));
+        if self.root_url.is_empty() {
+            errors.push("rootURL must be set".into());
+        }
+        if self.static_secret.is_none() {
+            for (name, value) in [("clientId", &self.client_id), ("accessToken", &self.access_token)] {
+                if value.is_empty() {
+                    errors.push(format!("{name} must be set (or register with a static secret)"));
+                }
             }
+        } else if self.worker_pool_id.is_none() {
+            errors.push("a static secret needs the worker pool id to register in".into());
         }
         for (name, value) in [
             ("provisionerId", &self.provisioner_id),
@@ -168,6 +194,47 @@ impl WorkerConfig {
     }
 }
 
+/// A queue client whose credentials can change under it (task credentials at each reclaim,
+/// worker credentials at each reregistration).
+#[derive(Clone)]
+pub(crate) struct SharedQueue {
+    root_url: Arc<str>,
+    inner: Arc<RwLock<(Arc<Queue>, Credentials)>>,
+}
+
+impl SharedQueue {
+    pub(crate) fn new(root_url: &str, creds: Credentials) -> Result<SharedQueue> {
+        let q = queue_client(root_url, creds.clone())?;
+        Ok(SharedQueue {
+            root_url: root_url.into(),
+            inner: Arc::new(RwLock::new((Arc::new(q), creds))),
+        })
+    }
+
+    pub(crate) fn get(&self) -> Arc<Queue> {
+        self.inner.read().expect("queue lock").0.clone()
+    }
+
+    pub(crate) fn credentials(&self) -> Credentials {
+        self.inner.read().expect("queue lock").1.clone()
+    }
+
+    /// Later calls use `creds`.
+    pub(crate) fn renew(&self, creds: Credentials) -> Result<()> {
+        let q = queue_client(&self.root_url, creds.clone())?;
+        *self.inner.write().expect("queue lock") = (Arc::new(q), creds);
+        Ok(())
+    }
+}
+
+fn queue_client(root_url: &str, creds: Credentials) -> Result<Queue> {
+    Queue::new(
+        ClientBuilder::new(root_url)
+            .credentials(creds)
+            .timeout(Duration::from_secs(60)),
+    )
+}
+
 /// How the worker is asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -186,7 +253,7 @@ pub(crate) struct Ctx {
     /// The worker's own client: claimWork, and status checks (task credentials hold no
     /// `queue:status:` scope; an anonymous caller holds it only where the deployment's
     /// anonymous role grants it).
-    worker_queue: Arc<Queue>,
+    worker_queue: SharedQueue,
     /// The worker's environment minus its secrets: the base of every command's environment.
     base_env: BTreeMap<String, String>,
 }
@@ -203,7 +270,10 @@ fn task_base_env() -> BTreeMap<String, String> {
 
 /// Runs the worker until it is told to stop (or has run its number of tasks); returns
 /// generic-worker's exit code.
-pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> Result<i32> {
+pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> Result<i32> {
+    if let Some(pool) = config.worker_pool_id.clone() {
+        config.set_task_queue_id(&pool)?;
+    }
     if let Err(errors) = config.validate() {
         for e in &errors {
             tracing::error!("invalid worker config: {e}");
@@ -225,12 +295,35 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> Resul
     } else {
         None
     };
-    let queue = Queue::new(
-        ClientBuilder::new(&config.root_url)
-            .credentials(config.credentials())
-            .timeout(Duration::from_secs(60)),
-    )?;
-    let queue = Arc::new(queue);
+    let mut registered = None;
+    if let (Some(pool), Some(secret)) = (&config.worker_pool_id, &config.static_secret) {
+        let r = registration::register(
+            &config.root_url,
+            pool,
+            &config.provider_id,
+            &config.worker_group,
+            &config.worker_id,
+            secret,
+        )
+        .await?;
+        tracing::info!(client_id = r.credentials.client_id, expires = %r.expires, "registered with worker-manager");
+        config.client_id = r.credentials.client_id.clone();
+        config.access_token = r.credentials.access_token.clone();
+        config.certificate = r.credentials.certificate.clone();
+        registered = Some(r);
+    }
+    let queue = SharedQueue::new(&config.root_url, config.credentials())?;
+    let _renewal = registered.map(|r| {
+        let pool = config.worker_pool_id.clone().unwrap_or_default();
+        AbortOnDrop(tokio::spawn(registration::keep_registered(
+            config.root_url.clone(),
+            pool,
+            config.worker_group.clone(),
+            config.worker_id.clone(),
+            r,
+            queue.clone(),
+        )))
+    });
     let ctx = Arc::new(Ctx {
         worker_queue: queue.clone(),
         http: reqwest::Client::builder()
@@ -255,6 +348,7 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> Resul
     // reply dropped unread would leave its tasks claimed by nobody until their claims expire
     let mut in_flight: Option<(tokio::task::JoinHandle<Result<serde_json::Value>>, u64)> = None;
     let mut claimed: u64 = 0;
+    let mut last_asked = tokio::time::Instant::now() - ASK_TERMINATE;
     let mut idle_since = tokio::time::Instant::now();
     let limit = ctx.config.number_of_tasks_to_run;
     loop {
@@ -287,6 +381,23 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> Resul
             }
             Stop::Running => {}
         }
+        if in_flight.is_none() && ctx.config.static_secret.is_some() && last_asked.elapsed() >= ASK_TERMINATE {
+            last_asked = tokio::time::Instant::now();
+            let creds = ctx.worker_queue.credentials();
+            if let Some(reason) = registration::should_terminate(
+                &ctx.config.root_url,
+                creds,
+                &task_queue_id,
+                &ctx.config.worker_group,
+                &ctx.config.worker_id,
+            )
+            .await
+            {
+                tracing::warn!(reason, "worker-manager says terminate: finishing running tasks");
+                while running.join_next().await.is_some() {}
+                return Ok(exit::TERMINATE);
+            }
+        }
         if limit > 0 && claimed >= limit && in_flight.is_none() {
             while running.join_next().await.is_some() {}
             return Ok(exit::TASKS_DONE);
@@ -312,7 +423,7 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> Resul
                     "workerGroup": ctx.config.worker_group,
                     "workerId": ctx.config.worker_id,
                 });
-                let (queue, tq) = (queue.clone(), task_queue_id.clone());
+                let (queue, tq) = (ctx.worker_queue.get(), task_queue_id.clone());
                 let h = tokio::spawn(async move { queue.claimWork(&tq, &body).await });
                 in_flight = Some((h, free));
             }

@@ -4,14 +4,14 @@ use super::artifacts::{self, Problem};
 use super::livelog::TaskLog;
 use super::payload::{self, Limits, Payload};
 use super::process::{self, Abort, CommandEnd};
-use super::Ctx;
+use super::{Ctx, SharedQueue};
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-use taskcluster::{ClientBuilder, Credentials, Queue};
+use taskcluster::Credentials;
 use tokio::sync::watch;
 
 const LOG_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
@@ -73,28 +73,6 @@ fn time_of(task: &Value, field: &str) -> Result<DateTime<Utc>> {
         .ok_or_else(|| anyhow!("task definition without {field}"))
 }
 
-/// The queue client of the moment: the task's credentials change at every reclaim.
-#[derive(Clone)]
-pub(crate) struct TaskQueue(Arc<RwLock<Arc<Queue>>>);
-
-impl TaskQueue {
-    fn new(root_url: &str, creds: Credentials) -> Result<TaskQueue> {
-        Ok(TaskQueue(Arc::new(RwLock::new(Arc::new(task_client(root_url, creds)?)))))
-    }
-
-    pub(crate) fn get(&self) -> Arc<Queue> {
-        self.0.read().expect("queue lock").clone()
-    }
-
-    fn replace(&self, q: Queue) {
-        *self.0.write().expect("queue lock") = Arc::new(q);
-    }
-}
-
-fn task_client(root_url: &str, creds: Credentials) -> Result<Queue> {
-    Queue::new(ClientBuilder::new(root_url).credentials(creds))
-}
-
 /// Runs one claim to its end. Never panics on a bad claim: what cannot be run is resolved
 /// `exception` with the reason, when the claim gives enough to do so.
 pub(crate) async fn run_claimed(ctx: Arc<Ctx>, claim: Value, aborts: watch::Receiver<Option<Abort>>) {
@@ -106,7 +84,7 @@ pub(crate) async fn run_claimed(ctx: Arc<Ctx>, claim: Value, aborts: watch::Rece
         }
     };
     let (task_id, run_id) = (claim.task_id.clone(), claim.run_id.clone());
-    let queue = match TaskQueue::new(&ctx.config.root_url, claim.credentials.clone()) {
+    let queue = match SharedQueue::new(&ctx.config.root_url, claim.credentials.clone()) {
         Ok(q) => q,
         Err(e) => {
             tracing::error!(%task_id, error = %e, "cannot build a client with the task credentials");
@@ -138,7 +116,7 @@ pub(crate) async fn run_claimed(ctx: Arc<Ctx>, claim: Value, aborts: watch::Rece
     tracing::info!(%task_id, %run_id, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "task finished");
 }
 
-async fn resolve(ctx: &Ctx, queue: &TaskQueue, task_id: &str, run_id: &str, outcome: &Outcome) {
+async fn resolve(ctx: &Ctx, queue: &SharedQueue, task_id: &str, run_id: &str, outcome: &Outcome) {
     let q = queue.get();
     let result = match outcome {
         Outcome::Completed => q.reportCompleted(task_id, run_id).await,
@@ -153,6 +131,7 @@ async fn resolve(ctx: &Ctx, queue: &TaskQueue, task_id: &str, run_id: &str, outc
         // learn the real state of the run, for the operator
         let state = ctx
             .worker_queue
+            .get()
             .status(task_id)
             .await
             .ok()
@@ -172,7 +151,7 @@ async fn resolve(ctx: &Ctx, queue: &TaskQueue, task_id: &str, run_id: &str, outc
 struct Run<'a> {
     ctx: &'a Ctx,
     claim: &'a Claim,
-    queue: &'a TaskQueue,
+    queue: &'a SharedQueue,
     dir: PathBuf,
     log: Arc<TaskLog>,
     deadline: DateTime<Utc>,
@@ -180,7 +159,7 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn prepare(ctx: &'a Ctx, claim: &'a Claim, queue: &'a TaskQueue, dir: PathBuf) -> Result<Run<'a>> {
+    fn prepare(ctx: &'a Ctx, claim: &'a Claim, queue: &'a SharedQueue, dir: PathBuf) -> Result<Run<'a>> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -245,7 +224,6 @@ impl<'a> Run<'a> {
                 }
             });
             set.spawn(reclaimer(
-                self.ctx.config.root_url.clone(),
                 self.queue.clone(),
                 self.claim.task_id.clone(),
                 self.claim.run_id.clone(),
@@ -484,8 +462,7 @@ fn shell_words(argv: &[String]) -> String {
 /// Reclaims before `takenUntil` (3 minutes before, or a third of the claim when claims are
 /// shorter) and swaps in the new credentials; a refused reclaim means the run is lost.
 async fn reclaimer(
-    root_url: String,
-    queue: TaskQueue,
+    queue: SharedQueue,
     task_id: String,
     run_id: String,
     mut taken_until: DateTime<Utc>,
@@ -504,10 +481,9 @@ async fn reclaimer(
                     .map(|t| t.with_timezone(&Utc));
                 let creds: Option<Credentials> =
                     serde_json::from_value(reply["credentials"].clone()).ok();
-                match (next, creds.and_then(|c| task_client(&root_url, c).ok())) {
-                    (Some(t), Some(q)) => {
+                match (next, creds.and_then(|c| queue.renew(c).ok())) {
+                    (Some(t), Some(())) => {
                         taken_until = t;
-                        queue.replace(q);
                         log.info(format!("Reclaimed task; claim now runs until {t}"));
                     }
                     _ => {
@@ -528,7 +504,7 @@ async fn reclaimer(
 
 /// Watches the run's state so a cancelled or otherwise resolved run stops promptly.
 async fn status_poller(
-    queue: Arc<Queue>,
+    queue: SharedQueue,
     task_id: String,
     run_id: usize,
     every: Duration,
@@ -537,8 +513,17 @@ async fn status_poller(
 ) {
     loop {
         tokio::time::sleep(every).await;
-        let Ok(s) = queue.status(&task_id).await else {
-            continue;
+        let s = match queue.get().status(&task_id).await {
+            Ok(s) => s,
+            Err(e) if taskcluster::err_status_code(&e).map(|c| c.as_u16()) == Some(403) => {
+                tracing::info!(
+                    task_id,
+                    "the worker's credentials lack queue:status:<taskId>; a cancelled run is \
+                     noticed at its next reclaim only"
+                );
+                return;
+            }
+            Err(_) => continue,
         };
         let run = &s["status"]["runs"][run_id];
         let state = run["state"].as_str().unwrap_or("running");
