@@ -15,7 +15,11 @@ use taskcluster::{ClientBuilder, Credentials, Queue};
 const TOKEN: &str = "worker-bench-root-access-token-0123456789ab";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn direct(n: usize, parallel: usize) -> f64 {
@@ -34,9 +38,15 @@ fn direct(n: usize, parallel: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn through_worker(root_url: &str, data_dir: &std::path::Path, n: usize, capacity: u32) -> f64 {
+async fn through_worker(
+    root_url: &str,
+    data_dir: &std::path::Path,
+    n: usize,
+    capacity: u32,
+) -> f64 {
     let q = Queue::new(
-        ClientBuilder::new(root_url).credentials(Credentials::new("static/taskcluster/root", TOKEN)),
+        ClientBuilder::new(root_url)
+            .credentials(Credentials::new("static/taskcluster/root", TOKEN)),
     )
     .unwrap();
     let queue_id = format!("bench/cap{capacity}");
@@ -51,7 +61,11 @@ async fn through_worker(root_url: &str, data_dir: &std::path::Path, n: usize, ca
     futures::stream::iter(0..n)
         .map(|_| {
             let (q, def) = (&q, def.clone());
-            async move { q.createTask(&slugid::nice(), &def).await.expect("createTask") }
+            async move {
+                q.createTask(&slugid::nice(), &def)
+                    .await
+                    .expect("createTask")
+            }
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
@@ -59,8 +73,20 @@ async fn through_worker(root_url: &str, data_dir: &std::path::Path, n: usize, ca
     let start = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_taskledger"))
         .arg("worker")
-        .args(["--task-queue-id", &queue_id, "--worker-group", "bench", "--worker-id", &format!("cap{capacity}")])
-        .args(["--capacity", &capacity.to_string(), "--number-of-tasks-to-run", &n.to_string()])
+        .args([
+            "--task-queue-id",
+            &queue_id,
+            "--worker-group",
+            "bench",
+            "--worker-id",
+            &format!("cap{capacity}"),
+        ])
+        .args([
+            "--capacity",
+            &capacity.to_string(),
+            "--number-of-tasks-to-run",
+            &n.to_string(),
+        ])
         .arg("--work-dir")
         .arg(data_dir.join(format!("tasks-{capacity}")))
         .env("TASKCLUSTER_ROOT_URL", root_url)
@@ -74,7 +100,10 @@ async fn through_worker(root_url: &str, data_dir: &std::path::Path, n: usize, ca
 }
 
 fn main() {
-    let n: usize = std::env::var("WORKER_BENCH_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::var("WORKER_BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let data_dir = std::env::temp_dir().join(format!("taskledger-worker-bench-{}", slugid::nice()));
     let port = free_port();
     let root_url = format!("http://127.0.0.1:{port}");
@@ -91,8 +120,14 @@ fn main() {
     rt.block_on(async {
         let ping = format!("{root_url}/api/queue/v1/ping");
         let start = Instant::now();
-        while !reqwest::get(&ping).await.is_ok_and(|r| r.status().is_success()) {
-            assert!(start.elapsed() < Duration::from_secs(30), "server not ready");
+        while !reqwest::get(&ping)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "server not ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });

@@ -77,7 +77,13 @@ fn host_name() -> String {
     let id: String = raw
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(38)
         .collect();
     if id.is_empty() {
@@ -172,9 +178,10 @@ pub async fn worker_command(args: WorkerArgs) -> Result<i32> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::Running);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         loop {
@@ -246,15 +253,20 @@ pub async fn run_task_command(a: RunTaskArgs) -> Result<i32> {
             "source": "https://taskledger.invalid/run-task",
         },
     });
-    queue.createTask(&task_id, &def).await.context("createTask")?;
+    queue
+        .createTask(&task_id, &def)
+        .await
+        .context("createTask")?;
     eprintln!("task {task_id} created on {}", a.task_queue_id);
-    eprintln!("  {}/tasks/{task_id}", a.conn.root_url.trim_end_matches('/'));
 
     let mut printed = 0usize;
     let mut waited = std::time::Instant::now();
     loop {
         let status = queue.status(&task_id).await.context("status")?;
-        let runs = status["status"]["runs"].as_array().cloned().unwrap_or_default();
+        let runs = status["status"]["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let Some(last) = runs.last() else {
             bail!("task {task_id} has no run");
         };
@@ -263,7 +275,10 @@ pub async fn run_task_command(a: RunTaskArgs) -> Result<i32> {
         match state {
             "pending" => {
                 if waited.elapsed() > Duration::from_secs(10) {
-                    eprintln!("still pending: is a worker claiming from {}?", a.task_queue_id);
+                    eprintln!(
+                        "still pending: is a worker claiming from {}?",
+                        a.task_queue_id
+                    );
                     waited = std::time::Instant::now();
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -274,17 +289,23 @@ pub async fn run_task_command(a: RunTaskArgs) -> Result<i32> {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             _ => {
-                printed = follow_log(&queue, &task_id, run_id, printed).await;
-                let _ = printed;
+                follow_log(&queue, &task_id, run_id, printed).await;
                 let reason = last["reasonResolved"].as_str().unwrap_or("");
-                let will_retry = state == "exception"
-                    && status["status"]["state"].as_str() == Some("pending");
+                let will_retry =
+                    state == "exception" && status["status"]["state"].as_str() == Some("pending");
                 if will_retry {
                     eprintln!("run {run_id} ended: exception ({reason}); the task is retried");
                     printed = 0;
                     continue;
                 }
-                eprintln!("task {task_id} {state}{}", if reason.is_empty() || reason == state { String::new() } else { format!(" ({reason})") });
+                eprintln!(
+                    "task {task_id} {state}{}",
+                    if reason.is_empty() || reason == state {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    }
+                );
                 return Ok(match state {
                     "completed" => 0,
                     "failed" => 1,

@@ -179,7 +179,13 @@ impl Server {
         self.spawn_worker(pool, worker_id, extra, false)
     }
 
-    fn spawn_worker(&self, task_queue: &str, worker_id: &str, extra: &[&str], root: bool) -> WorkerProc {
+    fn spawn_worker(
+        &self,
+        task_queue: &str,
+        worker_id: &str,
+        extra: &[&str],
+        root: bool,
+    ) -> WorkerProc {
         let work_dir = self.data_dir.join(format!("worker-{worker_id}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_taskledger"));
         if root {

@@ -11,7 +11,11 @@ async fn resolved(server: &Server, task_id: &str) -> Value {
     let q = server.queue();
     eventually(LONG, || async {
         let s = state_of(&q, task_id).await;
-        matches!(s["state"].as_str(), Some("completed" | "failed" | "exception")).then_some(s)
+        matches!(
+            s["state"].as_str(),
+            Some("completed" | "failed" | "exception")
+        )
+        .then_some(s)
     })
     .await
 }
@@ -60,7 +64,10 @@ async fn worker_runs_tasks_to_each_resolution() {
     let fail = slugid::nice();
     q.createTask(
         &fail,
-        &process_task(&queue, json!({"command": [["sh", "-c", "echo about to fail; exit 1"]], "maxRunTime": 60})),
+        &process_task(
+            &queue,
+            json!({"command": [["sh", "-c", "echo about to fail; exit 1"]], "maxRunTime": 60}),
+        ),
     )
     .await
     .unwrap();
@@ -79,7 +86,10 @@ async fn worker_runs_tasks_to_each_resolution() {
     let malformed = slugid::nice();
     q.createTask(
         &malformed,
-        &process_task(&queue, json!({"command": [["true"]], "maxRunTime": 60, "unknownField": 1})),
+        &process_task(
+            &queue,
+            json!({"command": [["true"]], "maxRunTime": 60, "unknownField": 1}),
+        ),
     )
     .await
     .unwrap();
@@ -96,14 +106,24 @@ async fn worker_runs_tasks_to_each_resolution() {
     let s = resolved(&server, &hello).await;
     assert_eq!(s["state"], "completed", "{s}");
     assert_eq!(s["runs"][0]["workerId"], "w-main");
-    let log = server.artifact_text(&hello, 0, "public/logs/live_backing.log").await;
+    let log = server
+        .artifact_text(&hello, 0, "public/logs/live_backing.log")
+        .await;
     assert!(log.contains("hello\n"), "{log}");
     assert!(log.contains(&format!("task={hello} run=0")), "{log}");
     assert!(log.contains("=== Task Finished ==="), "{log}");
-    assert_eq!(server.artifact_text(&hello, 0, "public/result.txt").await, "data\n");
-    assert_eq!(server.artifact_text(&hello, 0, "public/sub/x.txt").await, "deep\n");
+    assert_eq!(
+        server.artifact_text(&hello, 0, "public/result.txt").await,
+        "data\n"
+    );
+    assert_eq!(
+        server.artifact_text(&hello, 0, "public/sub/x.txt").await,
+        "deep\n"
+    );
     // live.log became a link to the backing log
-    let via_link = server.artifact_text(&hello, 0, "public/logs/live.log").await;
+    let via_link = server
+        .artifact_text(&hello, 0, "public/logs/live.log")
+        .await;
     assert_eq!(via_link, log);
     let listed = q.listArtifacts(&hello, "0", None, None).await.unwrap();
     let live = listed["artifacts"]
@@ -117,8 +137,13 @@ async fn worker_runs_tasks_to_each_resolution() {
 
     let s = resolved(&server, &fail).await;
     assert_eq!(s["state"], "failed", "{s}");
-    let log = server.artifact_text(&fail, 0, "public/logs/live_backing.log").await;
-    assert!(log.contains("about to fail\n") && log.contains("exited with code 1"), "{log}");
+    let log = server
+        .artifact_text(&fail, 0, "public/logs/live_backing.log")
+        .await;
+    assert!(
+        log.contains("about to fail\n") && log.contains("exited with code 1"),
+        "{log}"
+    );
 
     let s = resolved(&server, &missing).await;
     assert_eq!(s["state"], "failed", "{s}");
@@ -131,13 +156,18 @@ async fn worker_runs_tasks_to_each_resolution() {
         .collect();
     assert!(names.contains(&"public/nope.txt"), "{names:?}");
     assert!(!names.contains(&"public/maybe.txt"), "{names:?}");
-    let nope = q.artifactInfo(&missing, "0", "public/nope.txt").await.unwrap();
+    let nope = q
+        .artifactInfo(&missing, "0", "public/nope.txt")
+        .await
+        .unwrap();
     assert_eq!(nope["storageType"], "error", "{nope}");
 
     let s = resolved(&server, &malformed).await;
     assert_eq!(s["state"], "exception", "{s}");
     assert_eq!(s["runs"][0]["reasonResolved"], "malformed-payload");
-    let log = server.artifact_text(&malformed, 0, "public/logs/live_backing.log").await;
+    let log = server
+        .artifact_text(&malformed, 0, "public/logs/live_backing.log")
+        .await;
     assert!(log.contains("unknownField"), "{log}");
 
     let s = eventually(LONG, || async {
@@ -162,15 +192,23 @@ async fn max_run_time_fails_the_task_and_kills_its_process_tree() {
         .queue()
         .createTask(
             &task_id,
-            &process_task(&queue, json!({"command": [["sh", "-c", script]], "maxRunTime": 2})),
+            &process_task(
+                &queue,
+                json!({"command": [["sh", "-c", script]], "maxRunTime": 2}),
+            ),
         )
         .await
         .unwrap();
     let pid = read_pid(&pidfile).await;
     let s = resolved(&server, &task_id).await;
     assert_eq!(s["state"], "failed", "{s}");
-    assert!(process_gone(pid).await, "the task's background child {pid} survived");
-    let log = server.artifact_text(&task_id, 0, "public/logs/live_backing.log").await;
+    assert!(
+        process_gone(pid).await,
+        "the task's background child {pid} survived"
+    );
+    let log = server
+        .artifact_text(&task_id, 0, "public/logs/live_backing.log")
+        .await;
     assert!(log.contains("max run time exceeded"), "{log}");
 }
 
@@ -185,13 +223,19 @@ async fn cancelling_a_running_task_kills_it() {
     let q = server.queue();
     q.createTask(
         &task_id,
-        &process_task(&queue, json!({"command": [["sh", "-c", script]], "maxRunTime": 600})),
+        &process_task(
+            &queue,
+            json!({"command": [["sh", "-c", script]], "maxRunTime": 600}),
+        ),
     )
     .await
     .unwrap();
     let pid = read_pid(&pidfile).await;
     q.cancelTask(&task_id).await.unwrap();
-    assert!(process_gone(pid).await, "the cancelled task's process {pid} still runs");
+    assert!(
+        process_gone(pid).await,
+        "the cancelled task's process {pid} still runs"
+    );
     let s = state_of(&q, &task_id).await;
     assert_eq!(s["runs"][0]["reasonResolved"], "canceled", "{s}");
     // the log of the cancelled run still arrives (exception runs accept artifacts for a while)
@@ -255,7 +299,10 @@ async fn live_log_is_readable_while_the_task_runs() {
     while let Some(chunk) = tokio::time::timeout(LONG, stream.next()).await.unwrap() {
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
     }
-    assert!(text.contains("second-3") && text.contains("=== Task Finished ==="), "{text}");
+    assert!(
+        text.contains("second-3") && text.contains("=== Task Finished ==="),
+        "{text}"
+    );
     assert_eq!(resolved(&server, &task_id).await["state"], "completed");
 }
 
@@ -273,14 +320,24 @@ async fn sigterm_resolves_worker_shutdown_and_another_worker_retries() {
     let q = server.queue();
     q.createTask(
         &task_id,
-        &process_task(&queue, json!({"command": [["sh", "-c", script]], "maxRunTime": 600})),
+        &process_task(
+            &queue,
+            json!({"command": [["sh", "-c", script]], "maxRunTime": 600}),
+        ),
     )
     .await
     .unwrap();
     let pid = read_pid(&pidfile).await;
     first.signal("TERM");
-    assert_eq!(first.exit_code(LONG).await, Some(72), "generic-worker's shutdown exit code");
-    assert!(process_gone(pid).await, "task process {pid} outlived its worker");
+    assert_eq!(
+        first.exit_code(LONG).await,
+        Some(72),
+        "generic-worker's shutdown exit code"
+    );
+    assert!(
+        process_gone(pid).await,
+        "task process {pid} outlived its worker"
+    );
     let s = state_of(&q, &task_id).await;
     assert_eq!(s["runs"][0]["state"], "exception", "{s}");
     assert_eq!(s["runs"][0]["reasonResolved"], "worker-shutdown");
@@ -290,7 +347,9 @@ async fn sigterm_resolves_worker_shutdown_and_another_worker_retries() {
     let s = resolved(&server, &task_id).await;
     assert_eq!(s["state"], "completed", "{s}");
     assert_eq!(s["runs"][1]["workerId"], "w-second");
-    let log = server.artifact_text(&task_id, 1, "public/logs/live_backing.log").await;
+    let log = server
+        .artifact_text(&task_id, 1, "public/logs/live_backing.log")
+        .await;
     assert!(log.contains("finished elsewhere"), "{log}");
 }
 
@@ -308,7 +367,10 @@ async fn a_killed_workers_task_is_retried_after_its_claim_expires() {
     let q = server.queue();
     q.createTask(
         &task_id,
-        &process_task(&queue, json!({"command": [["sh", "-c", script]], "maxRunTime": 600})),
+        &process_task(
+            &queue,
+            json!({"command": [["sh", "-c", script]], "maxRunTime": 600}),
+        ),
     )
     .await
     .unwrap();
@@ -318,7 +380,10 @@ async fn a_killed_workers_task_is_retried_after_its_claim_expires() {
     let _second = server.start_worker(&queue, "w-rescuer", &[]);
     let s = resolved(&server, &task_id).await;
     // the orphaned process of the killed worker is no test subject; clean it up
-    let _ = std::process::Command::new("kill").arg("-9").arg(orphan.to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(orphan.to_string())
+        .status();
     assert_eq!(s["state"], "completed", "{s}");
     assert_eq!(s["runs"][0]["reasonResolved"], "claim-expired", "{s}");
     assert_eq!(s["runs"][1]["workerId"], "w-rescuer");
@@ -329,16 +394,33 @@ async fn run_task_streams_the_log_and_exits_with_the_result() {
     let server = Server::start(&[]).await;
     let queue = fresh_queue();
     let _worker = server.start_worker(&queue, "w-cli", &[]);
-    let ok = run_task(&server, &queue, &["sh", "-c", "echo hello from run-task"]).await.unwrap();
+    let ok = run_task(&server, &queue, &["sh", "-c", "echo hello from run-task"])
+        .await
+        .unwrap();
     let out = String::from_utf8_lossy(&ok.stdout);
-    assert_eq!(ok.status.code(), Some(0), "{out}\n{}", String::from_utf8_lossy(&ok.stderr));
-    assert_eq!(out.matches("hello from run-task").count(), 2, "the command line and its output, once each: {out}");
-    let bad = run_task(&server, &queue, &["sh", "-c", "exit 3"]).await.unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        out.matches("hello from run-task").count(),
+        2,
+        "the command line and its output, once each: {out}"
+    );
+    let bad = run_task(&server, &queue, &["sh", "-c", "exit 3"])
+        .await
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("failed"));
 }
 
-async fn run_task(server: &Server, queue: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+async fn run_task(
+    server: &Server,
+    queue: &str,
+    args: &[&str],
+) -> std::io::Result<std::process::Output> {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
         .arg("run-task")
         .args(["--task-queue-id", queue])
@@ -357,10 +439,9 @@ async fn a_static_pool_worker_registers_runs_tasks_and_stops_when_removed() {
     let server = Server::start(&[("TASKLEDGER_CLAIM_WORK_POLL_SECS", "2")]).await;
     let pool = fresh_queue();
     let wm = taskcluster::WorkerManager::new(
-        taskcluster::ClientBuilder::new(&server.root_url).credentials(taskcluster::Credentials::new(
-            "static/taskcluster/root",
-            ROOT_TOKEN,
-        )),
+        taskcluster::ClientBuilder::new(&server.root_url).credentials(
+            taskcluster::Credentials::new("static/taskcluster/root", ROOT_TOKEN),
+        ),
     )
     .unwrap();
     wm.createWorkerPool(
@@ -384,7 +465,12 @@ async fn a_static_pool_worker_registers_runs_tasks_and_stops_when_removed() {
     let mut impostor = server.start_pool_worker(
         &pool,
         "w-static",
-        &["--worker-pool-id", &pool, "--static-secret", &format!("{}{}", slugid::nice(), slugid::nice())],
+        &[
+            "--worker-pool-id",
+            &pool,
+            "--static-secret",
+            &format!("{}{}", slugid::nice(), slugid::nice()),
+        ],
     );
     assert_ne!(impostor.exit_code(LONG).await, Some(0));
 
@@ -405,10 +491,14 @@ async fn a_static_pool_worker_registers_runs_tasks_and_stops_when_removed() {
     let s = resolved(&server, &task_id).await;
     assert_eq!(s["state"], "completed", "{s}");
     assert_eq!(s["runs"][0]["workerId"], "w-static");
-    let log = server.artifact_text(&task_id, 0, "public/logs/live_backing.log").await;
+    let log = server
+        .artifact_text(&task_id, 0, "public/logs/live_backing.log")
+        .await;
     assert!(log.contains("registered worker ran me\n"), "{log}");
 
-    wm.removeWorker(&pool, "it-group", "w-static").await.unwrap();
+    wm.removeWorker(&pool, "it-group", "w-static")
+        .await
+        .unwrap();
     assert_eq!(
         worker.exit_code(LONG).await,
         Some(70),

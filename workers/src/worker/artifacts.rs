@@ -145,7 +145,9 @@ fn plan(dir: &Path, specs: &[ArtifactSpec], reserved: &[&str], log: &TaskLog) ->
             Item::File { name, .. } | Item::Error { name, .. } => name,
         };
         if reserved.contains(&name.as_str()) {
-            log.warn(format!("artifact {name} is reserved for the task log; skipped"));
+            log.warn(format!(
+                "artifact {name} is reserved for the task log; skipped"
+            ));
             false
         } else {
             true
@@ -184,7 +186,17 @@ pub(crate) async fn upload_payload(
                     expires,
                 } => {
                     log.info(format!("Uploading artifact {name} from {}", path.display()));
-                    let r = upload_file(queue, http, task_id, run_id, &name, &path, &content_type, expires).await;
+                    let r = upload_file(
+                        queue,
+                        http,
+                        task_id,
+                        run_id,
+                        &name,
+                        &path,
+                        &content_type,
+                        expires,
+                    )
+                    .await;
                     if let Err(p) = r {
                         log.error(format!("Uploading artifact {name} failed ({p:?})"));
                     }
@@ -208,7 +220,11 @@ pub(crate) async fn upload_payload(
                         "message": message,
                         "expires": expires.to_rfc3339(),
                     });
-                    if let Err(e) = queue.get().createArtifact(task_id, run_id, &name, &body).await {
+                    if let Err(e) = queue
+                        .get()
+                        .createArtifact(task_id, run_id, &name, &body)
+                        .await
+                    {
                         log.error(format!("Recording error artifact {name} failed: {e}"));
                         let p = classify(&e);
                         if p != Problem::Refused {
@@ -260,7 +276,9 @@ pub(crate) async fn upload_file(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let file = tokio::fs::File::open(path).await.map_err(|_| Problem::Missing)?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|_| Problem::Missing)?;
         let stream = tokio_util::io::ReaderStream::new(file);
         let sent = http
             .put(put_url)

@@ -91,7 +91,10 @@ impl TaskLog {
 
     /// A handle the task's processes write to directly (O_APPEND, so lines interleave whole).
     pub fn stdio(&self) -> std::io::Result<std::process::Stdio> {
-        let f = self.file.lock().map_err(|_| std::io::Error::other("log poisoned"))?;
+        let f = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("log poisoned"))?;
         Ok(f.try_clone()?.into())
     }
 
@@ -106,10 +109,13 @@ impl TaskLog {
     }
 }
 
+/// Open logs by the secret in their URL.
+type Published = Arc<Mutex<HashMap<String, Arc<TaskLog>>>>;
+
 /// The HTTP server of live logs: `GET /log/<secret>`.
 #[derive(Clone)]
 pub struct LiveLogs {
-    logs: Arc<Mutex<HashMap<String, Arc<TaskLog>>>>,
+    logs: Published,
     base_url: String,
 }
 
@@ -123,7 +129,7 @@ impl LiveLogs {
             .unwrap_or_else(|| format!("http://{bound}"))
             .trim_end_matches('/')
             .to_string();
-        let logs: Arc<Mutex<HashMap<String, Arc<TaskLog>>>> = Arc::default();
+        let logs: Published = Arc::default();
         let app = Router::new()
             .route("/log/{secret}", get(stream_log))
             .with_state(logs.clone());
@@ -153,10 +159,7 @@ impl LiveLogs {
     }
 }
 
-async fn stream_log(
-    State(logs): State<Arc<Mutex<HashMap<String, Arc<TaskLog>>>>>,
-    UrlPath(secret): UrlPath<String>,
-) -> Response {
+async fn stream_log(State(logs): State<Published>, UrlPath(secret): UrlPath<String>) -> Response {
     let log = logs.lock().ok().and_then(|m| m.get(&secret).cloned());
     let Some(log) = log else {
         return (StatusCode::NOT_FOUND, "no such live log\n").into_response();

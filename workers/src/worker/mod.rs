@@ -152,9 +152,14 @@ impl WorkerConfig {
             errors.push("rootURL must be set".into());
         }
         if self.static_secret.is_none() {
-            for (name, value) in [("clientId", &self.client_id), ("accessToken", &self.access_token)] {
+            for (name, value) in [
+                ("clientId", &self.client_id),
+                ("accessToken", &self.access_token),
+            ] {
                 if value.is_empty() {
-                    errors.push(format!("{name} must be set (or register with a static secret)"));
+                    errors.push(format!(
+                        "{name} must be set (or register with a static secret)"
+                    ));
                 }
             }
         } else if self.worker_pool_id.is_none() {
@@ -167,9 +172,7 @@ impl WorkerConfig {
             ("workerId", &self.worker_id),
         ] {
             if !is_identifier(value) {
-                errors.push(format!(
-                    "{name} {value:?} must be 1 to 38 of [a-zA-Z0-9-_]"
-                ));
+                errors.push(format!("{name} {value:?} must be 1 to 38 of [a-zA-Z0-9-_]"));
             }
         }
         if self.capacity == 0 || self.capacity > 32 {
@@ -356,7 +359,10 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
         let requested = *stop.borrow();
         match requested {
             Stop::Now => {
-                tracing::warn!(running = running.len(), "shutting down: aborting running tasks");
+                tracing::warn!(
+                    running = running.len(),
+                    "shutting down: aborting running tasks"
+                );
                 if let Some((h, _)) = in_flight.take() {
                     h.abort();
                 }
@@ -365,7 +371,10 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                 return Ok(exit::SHUTDOWN);
             }
             Stop::Finish => {
-                tracing::warn!(running = running.len(), "interrupted: finishing running tasks");
+                tracing::warn!(
+                    running = running.len(),
+                    "interrupted: finishing running tasks"
+                );
                 if let Some((h, _)) = in_flight.take() {
                     h.abort();
                 }
@@ -381,7 +390,10 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
             }
             Stop::Running => {}
         }
-        if in_flight.is_none() && ctx.config.static_secret.is_some() && last_asked.elapsed() >= ASK_TERMINATE {
+        if in_flight.is_none()
+            && ctx.config.static_secret.is_some()
+            && last_asked.elapsed() >= ASK_TERMINATE
+        {
             last_asked = tokio::time::Instant::now();
             let creds = ctx.worker_queue.credentials();
             if let Some(reason) = registration::should_terminate(
@@ -393,7 +405,10 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
             )
             .await
             {
-                tracing::warn!(reason, "worker-manager says terminate: finishing running tasks");
+                tracing::warn!(
+                    reason,
+                    "worker-manager says terminate: finishing running tasks"
+                );
                 while running.join_next().await.is_some() {}
                 return Ok(exit::TERMINATE);
             }

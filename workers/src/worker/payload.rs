@@ -176,7 +176,9 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
     }
     for (i, argv) in raw.command.iter().enumerate() {
         if argv.is_empty() {
-            errors.push(format!("`command[{i}]` must hold at least the program to run"));
+            errors.push(format!(
+                "`command[{i}]` must hold at least the program to run"
+            ));
         }
     }
     if raw.max_run_time < 1 {
@@ -207,12 +209,16 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
     }
     for code in &raw.on_exit_status.retry {
         if *code < 1 {
-            errors.push(format!("`onExitStatus.retry` codes must be ≥ 1, got {code}"));
+            errors.push(format!(
+                "`onExitStatus.retry` codes must be ≥ 1, got {code}"
+            ));
         }
     }
     for code in &raw.on_exit_status.purge_caches {
         if *code < 0 {
-            errors.push(format!("`onExitStatus.purgeCaches` codes must be ≥ 0, got {code}"));
+            errors.push(format!(
+                "`onExitStatus.purgeCaches` codes must be ≥ 0, got {code}"
+            ));
         }
     }
     let mut artifacts = Vec::new();
@@ -372,7 +378,11 @@ mod tests {
     #[test]
     fn unknown_fields_and_wrong_types_are_refused() {
         let l = limits();
-        assert!(parse(&json!({"command": [["true"]], "maxRunTime": 1, "bogus": 1}), &l).is_err());
+        assert!(parse(
+            &json!({"command": [["true"]], "maxRunTime": 1, "bogus": 1}),
+            &l
+        )
+        .is_err());
         assert!(parse(&json!({"command": "true", "maxRunTime": 1}), &l).is_err());
         assert!(parse(&json!({"command": [["true"]]}), &l).is_err());
         assert!(parse(&json!({"image": "ubuntu", "command": ["true"]}), &l).is_err());
@@ -381,7 +391,10 @@ mod tests {
 
     #[test]
     fn content_types_by_extension() {
-        assert_eq!(content_type_for("public/logs/x.log"), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type_for("public/logs/x.log"),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(content_type_for("a.jsonl"), "application/jsonl");
         assert_eq!(content_type_for("a.TAR"), "application/x-tar");
         assert_eq!(content_type_for("noext"), "application/octet-stream");

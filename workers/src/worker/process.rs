@@ -125,11 +125,27 @@ mod tests {
         let (dir, log) = setup();
         let (_tx, mut rx) = watch::channel(None);
         let far = Instant::now() + Duration::from_secs(30);
-        let end = run(&argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]), &dir.0, &env(), &log, far, &mut rx).await;
+        let end = run(
+            &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+            &dir.0,
+            &env(),
+            &log,
+            far,
+            &mut rx,
+        )
+        .await;
         assert_eq!(end, CommandEnd::Exited(3));
         let text = std::fs::read_to_string(log.path()).unwrap();
         assert!(text.contains("out\n") && text.contains("err\n"), "{text}");
-        let missing = run(&argv(&["/no/such/program"]), &dir.0, &env(), &log, far, &mut rx).await;
+        let missing = run(
+            &argv(&["/no/such/program"]),
+            &dir.0,
+            &env(),
+            &log,
+            far,
+            &mut rx,
+        )
+        .await;
         assert!(matches!(missing, CommandEnd::SpawnFailed(_)), "{missing:?}");
     }
 
@@ -140,9 +156,21 @@ mod tests {
         let pidfile = dir.0.join("child.pid");
         let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
         let soon = Instant::now() + Duration::from_millis(500);
-        let end = run(&argv(&["sh", "-c", &script]), &dir.0, &env(), &log, soon, &mut rx).await;
+        let end = run(
+            &argv(&["sh", "-c", &script]),
+            &dir.0,
+            &env(),
+            &log,
+            soon,
+            &mut rx,
+        )
+        .await;
         assert_eq!(end, CommandEnd::TimedOut);
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(gone(pid).await, "background child {pid} survived");
     }
 

@@ -115,9 +115,12 @@ pub(crate) async fn should_terminate(
 ) -> Option<String> {
     let wm = WorkerManager::new(ClientBuilder::new(root_url).credentials(creds)).ok()?;
     match wm.shouldWorkerTerminate(pool, group, id).await {
-        Ok(v) if v["terminate"] == true => {
-            Some(v["reason"].as_str().unwrap_or("no reason given").to_string())
-        }
+        Ok(v) if v["terminate"] == true => Some(
+            v["reason"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_string(),
+        ),
         Ok(_) => None,
         Err(e) => {
             tracing::debug!(error = %e, "shouldWorkerTerminate failed");

@@ -48,7 +48,10 @@ fn parse_claim(v: &Value) -> Result<Claim> {
         .as_str()
         .context("claim without status.taskId")?
         .to_string();
-    let run_id = v["runId"].as_u64().context("claim without runId")?.to_string();
+    let run_id = v["runId"]
+        .as_u64()
+        .context("claim without runId")?
+        .to_string();
     let taken_until = v["takenUntil"]
         .as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -75,7 +78,11 @@ fn time_of(task: &Value, field: &str) -> Result<DateTime<Utc>> {
 
 /// Runs one claim to its end. Never panics on a bad claim: what cannot be run is resolved
 /// `exception` with the reason, when the claim gives enough to do so.
-pub(crate) async fn run_claimed(ctx: Arc<Ctx>, claim: Value, aborts: watch::Receiver<Option<Abort>>) {
+pub(crate) async fn run_claimed(
+    ctx: Arc<Ctx>,
+    claim: Value,
+    aborts: watch::Receiver<Option<Abort>>,
+) {
     let claim = match parse_claim(&claim) {
         Ok(c) => c,
         Err(e) => {
@@ -159,7 +166,12 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn prepare(ctx: &'a Ctx, claim: &'a Claim, queue: &'a SharedQueue, dir: PathBuf) -> Result<Run<'a>> {
+    fn prepare(
+        ctx: &'a Ctx,
+        claim: &'a Claim,
+        queue: &'a SharedQueue,
+        dir: PathBuf,
+    ) -> Result<Run<'a>> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -209,7 +221,11 @@ impl<'a> Run<'a> {
             Some(p) if p.features.live_log => self.start_live_log(p).await,
             _ => None,
         };
-        tracing::debug!(task_id = self.claim.task_id, us = t0.elapsed().as_micros() as u64, "live log published");
+        tracing::debug!(
+            task_id = self.claim.task_id,
+            us = t0.elapsed().as_micros() as u64,
+            "live log published"
+        );
 
         // this run's own abort signal: worker shutdown, lost reclaim, or cancellation
         let (abort_tx, mut abort_rx) = watch::channel::<Option<Abort>>(None);
@@ -248,7 +264,11 @@ impl<'a> Run<'a> {
             None => outcome = Outcome::Exception("malformed-payload"),
             Some(p) => {
                 outcome = self.run_commands(p, &mut abort_rx).await;
-                tracing::debug!(task_id = self.claim.task_id, us = t0.elapsed().as_micros() as u64, "commands done");
+                tracing::debug!(
+                    task_id = self.claim.task_id,
+                    us = t0.elapsed().as_micros() as u64,
+                    "commands done"
+                );
                 let problems = artifacts::upload_payload(
                     self.queue,
                     &self.ctx.http,
@@ -267,8 +287,12 @@ impl<'a> Run<'a> {
                         Problem::ServerError => {
                             outcome.worsen(Outcome::Exception("resource-unavailable"))
                         }
-                        Problem::Conflict => outcome.worsen(Outcome::Exception("malformed-payload")),
-                        Problem::Refused if !lost => outcome.worsen(Outcome::Exception("internal-error")),
+                        Problem::Conflict => {
+                            outcome.worsen(Outcome::Exception("malformed-payload"))
+                        }
+                        Problem::Refused if !lost => {
+                            outcome.worsen(Outcome::Exception("internal-error"))
+                        }
                         Problem::Refused => {}
                     }
                 }
@@ -287,7 +311,9 @@ impl<'a> Run<'a> {
             Outcome::Completed => log.info("Resolving task as completed"),
             Outcome::Failed => log.info("Resolving task as failed"),
             Outcome::Exception(r) => log.info(format!("Resolving task as exception ({r})")),
-            Outcome::Lost => log.warn("The run is no longer ours; it is not resolved by this worker"),
+            Outcome::Lost => {
+                log.warn("The run is no longer ours; it is not resolved by this worker")
+            }
         }
         let backing = payload
             .as_ref()
@@ -297,7 +323,11 @@ impl<'a> Run<'a> {
         log.info("=== Task Finished ===");
         log.info(format!("Task Duration: {:.3}s", self.started_secs()));
         log.close();
-        tracing::debug!(task_id = self.claim.task_id, us = t0.elapsed().as_micros() as u64, "log closed");
+        tracing::debug!(
+            task_id = self.claim.task_id,
+            us = t0.elapsed().as_micros() as u64,
+            "log closed"
+        );
         // the link may name the backing log before it exists: links resolve when read
         let link = async {
             let Some((_, live_name)) = &live else { return };
@@ -311,7 +341,10 @@ impl<'a> Run<'a> {
                 "expires": self.expires.to_rfc3339(),
             });
             let q = self.queue.get();
-            if let Err(e) = q.createArtifact(&self.claim.task_id, &self.claim.run_id, live_name, &body).await {
+            if let Err(e) = q
+                .createArtifact(&self.claim.task_id, &self.claim.run_id, live_name, &body)
+                .await
+            {
                 tracing::warn!(task_id = self.claim.task_id, error = %e, "could not turn {live_name} into a link to {backing}");
             }
         };
@@ -336,7 +369,11 @@ impl<'a> Run<'a> {
             server.retire(secret);
         }
         if let Err(problem) = uploaded {
-            tracing::warn!(task_id = self.claim.task_id, ?problem, "backing log upload failed");
+            tracing::warn!(
+                task_id = self.claim.task_id,
+                ?problem,
+                "backing log upload failed"
+            );
             if outcome != Outcome::Lost {
                 outcome.worsen(match problem {
                     Problem::ServerError => Outcome::Exception("resource-unavailable"),
@@ -344,7 +381,11 @@ impl<'a> Run<'a> {
                 });
             }
         }
-        tracing::debug!(task_id = self.claim.task_id, us = t0.elapsed().as_micros() as u64, "backing log uploaded");
+        tracing::debug!(
+            task_id = self.claim.task_id,
+            us = t0.elapsed().as_micros() as u64,
+            "backing log uploaded"
+        );
         // reclaiming stops when the resolve call starts
         drop(watchers);
         outcome
@@ -389,7 +430,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn run_commands(&self, p: &Payload, abort: &mut watch::Receiver<Option<Abort>>) -> Outcome {
+    async fn run_commands(
+        &self,
+        p: &Payload,
+        abort: &mut watch::Receiver<Option<Abort>>,
+    ) -> Outcome {
         let mut env = self.ctx.base_env.clone();
         env.extend(p.env.clone());
         let c = &self.ctx.config;
@@ -398,16 +443,19 @@ impl<'a> Run<'a> {
         env.insert("TASK_WORKDIR".into(), self.dir.display().to_string());
         env.insert(
             "TASK_GROUP_ID".into(),
-            self.claim.task["taskGroupId"].as_str().unwrap_or_default().into(),
+            self.claim.task["taskGroupId"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
         );
         env.insert("TASKCLUSTER_ROOT_URL".into(), c.root_url.clone());
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(p.max_run_time_secs);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(p.max_run_time_secs);
         for (i, argv) in p.command.iter().enumerate() {
-            self.log.info(format!("Executing command {i}: {}", shell_words(argv)));
+            self.log
+                .info(format!("Executing command {i}: {}", shell_words(argv)));
             let end = process::run(argv, &self.dir, &env, &self.log, deadline, abort).await;
             match end {
-                CommandEnd::Exited(0) => self.log.info(format!("Exit Code: 0")),
+                CommandEnd::Exited(0) => self.log.info("Exit Code: 0"),
                 CommandEnd::Exited(code) => {
                     self.log.info(format!("Exit Code: {code}"));
                     if p.on_exit_status.retry.contains(&(code as i64)) {
@@ -416,11 +464,13 @@ impl<'a> Run<'a> {
                         ));
                         return Outcome::Exception("intermittent-task");
                     }
-                    self.log.error(format!("Command {i} exited with code {code}"));
+                    self.log
+                        .error(format!("Command {i} exited with code {code}"));
                     return Outcome::Failed;
                 }
                 CommandEnd::SpawnFailed(why) => {
-                    self.log.error(format!("Command {i} could not be started: {why}"));
+                    self.log
+                        .error(format!("Command {i} could not be started: {why}"));
                     return Outcome::Failed;
                 }
                 CommandEnd::TimedOut => {
@@ -448,7 +498,8 @@ fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty()
-                && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
             {
                 a.clone()
             } else {
