@@ -306,28 +306,36 @@ async fn live_log_is_readable_while_the_task_runs() {
     assert_eq!(resolved(&server, &task_id).await["state"], "completed");
 }
 
+/// Creates a task whose run 0 hangs (its child's pid written to a file) and whose later runs
+/// print `done`; returns the task id once run 0 is running, and that child's pid.
+async fn hang_on_first_run(server: &Server, queue: &str, done: &str) -> (String, i32) {
+    let pidfile = server.data_dir.join(format!("{}.pid", slugid::nice()));
+    let task_id = slugid::nice();
+    let script = format!(
+        "if [ \"$RUN_ID\" = 0 ]; then sleep 600 & echo $! > {}; wait; fi; echo {done}",
+        pidfile.display()
+    );
+    server
+        .queue()
+        .createTask(
+            &task_id,
+            &process_task(
+                queue,
+                json!({"command": [["sh", "-c", script]], "maxRunTime": 600}),
+            ),
+        )
+        .await
+        .unwrap();
+    (task_id, read_pid(&pidfile).await)
+}
+
 #[tokio::test]
 async fn sigterm_resolves_worker_shutdown_and_another_worker_retries() {
     let server = Server::start(&[]).await;
     let queue = fresh_queue();
     let mut first = server.start_worker(&queue, "w-first", &[]);
-    let pidfile = server.data_dir.join("term-child.pid");
-    let task_id = slugid::nice();
-    let script = format!(
-        "if [ \"$RUN_ID\" = 0 ]; then sleep 600 & echo $! > {}; wait; fi; echo finished elsewhere",
-        pidfile.display()
-    );
+    let (task_id, pid) = hang_on_first_run(&server, &queue, "finished elsewhere").await;
     let q = server.queue();
-    q.createTask(
-        &task_id,
-        &process_task(
-            &queue,
-            json!({"command": [["sh", "-c", script]], "maxRunTime": 600}),
-        ),
-    )
-    .await
-    .unwrap();
-    let pid = read_pid(&pidfile).await;
     first.signal("TERM");
     assert_eq!(
         first.exit_code(LONG).await,
@@ -358,23 +366,7 @@ async fn a_killed_workers_task_is_retried_after_its_claim_expires() {
     let server = Server::start(&[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "3")]).await;
     let queue = fresh_queue();
     let mut first = server.start_worker(&queue, "w-doomed", &[]);
-    let pidfile = server.data_dir.join("doomed-child.pid");
-    let task_id = slugid::nice();
-    let script = format!(
-        "if [ \"$RUN_ID\" = 0 ]; then sleep 600 & echo $! > {}; wait; fi; echo survived",
-        pidfile.display()
-    );
-    let q = server.queue();
-    q.createTask(
-        &task_id,
-        &process_task(
-            &queue,
-            json!({"command": [["sh", "-c", script]], "maxRunTime": 600}),
-        ),
-    )
-    .await
-    .unwrap();
-    let orphan = read_pid(&pidfile).await;
+    let (task_id, orphan) = hang_on_first_run(&server, &queue, "survived").await;
     first.signal("KILL");
     let _ = first.exit_code(LONG).await;
     let _second = server.start_worker(&queue, "w-rescuer", &[]);
