@@ -346,7 +346,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let static_client = |id: &str, token: &str, scopes: &[&str]| ClientRecord {
         client_id: id.to_string(),
         access_token: token.to_string(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        scopes: Arc::new(scopes.iter().map(|s| s.to_string()).collect()),
+        final_scopes: false,
         expires: far_future(),
         disabled: false,
     };

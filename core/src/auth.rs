@@ -23,7 +23,7 @@ use ring::{digest, hmac};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::scopes;
+use crate::scopes::{self, ScopeSet};
 
 /// Longest accepted `Authorization` header, in UTF-16 units as Node counts.
 const MAX_HEADER_LEN: usize = 4096;
@@ -43,8 +43,11 @@ const ANONYMOUS_SCOPE: &str = "assume:anonymous";
 pub struct ClientRecord {
     pub client_id: String,
     pub access_token: String,
-    /// Already expanded through roles.
-    pub scopes: Vec<String>,
+    /// Expanded through roles.
+    pub scopes: ScopeSet,
+    /// True when `scopes` already equal `expand(scopes ∪ {assume:anonymous})`, so a request
+    /// holding exactly them needs no further expansion (the gateway's clients are made so).
+    pub final_scopes: bool,
     pub expires: DateTime<Utc>,
     pub disabled: bool,
 }
@@ -67,9 +70,20 @@ pub trait ClientSource {
 
     /// Expands a scope set through roles and normalizes it (auth.md §7). Without roles:
     /// normalization only.
-    fn expand(&self, scopes: Vec<String>) -> Vec<String> {
-        scopes::normalize(scopes)
+    fn expand(&self, scopes: Vec<String>) -> ScopeSet {
+        ScopeSet::new(scopes::normalize(scopes))
     }
+}
+
+/// A request's final scopes: `expand(held ∪ {assume:anonymous})` (auth.md §4.5), unless
+/// `held` is already that.
+fn final_scopes(creds: Credentials, clients: &dyn ClientSource) -> ScopeSet {
+    if creds.final_scopes {
+        return creds.scopes;
+    }
+    let mut held = creds.scopes.to_vec();
+    held.push(ANONYMOUS_SCOPE.to_owned());
+    clients.expand(held)
 }
 
 /// The parts of an HTTP request that Hawk authentication reads.
@@ -97,7 +111,7 @@ pub struct Authenticated {
     /// The Hawk `id` (the credential name).
     pub client_id: String,
     /// Expanded through roles and normalized; always includes `assume:anonymous`.
-    pub scopes: Vec<String>,
+    pub scopes: ScopeSet,
     pub expires: DateTime<Utc>,
     /// The header's `hash` attribute, if any.
     pub hash: Option<String>,
@@ -173,12 +187,11 @@ pub fn authenticate(
             check_payload_hash(hash, req)?;
         }
     }
-    let mut scopes = creds.scopes;
-    scopes.push(ANONYMOUS_SCOPE.to_owned());
+    let expires = creds.expires;
     Ok(Authenticated {
         client_id: attrs.id.to_owned(),
-        scopes: clients.expand(scopes),
-        expires: creds.expires,
+        scopes: final_scopes(creds, clients),
+        expires,
         hash,
     })
 }
@@ -243,12 +256,11 @@ pub fn authenticate_bewit(
     if !constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
         return Err(AuthError::bad_mac());
     }
-    let mut scopes = creds.scopes;
-    scopes.push(ANONYMOUS_SCOPE.to_owned());
+    let expires = creds.expires;
     Ok(Authenticated {
         client_id: id.to_owned(),
-        scopes: clients.expand(scopes),
-        expires: creds.expires,
+        scopes: final_scopes(creds, clients),
+        expires,
         hash: None,
     })
 }
@@ -599,7 +611,9 @@ fn parse_ext(ext: &str) -> Result<Value, AuthError> {
 /// The key, scopes and expiry that a request is checked against.
 struct Credentials {
     access_token: String,
-    scopes: Vec<String>,
+    scopes: ScopeSet,
+    /// `scopes` need no expansion (see `ClientRecord::final_scopes`).
+    final_scopes: bool,
     expires: DateTime<Utc>,
 }
 
@@ -641,6 +655,7 @@ fn load_credentials(
     let mut creds = Credentials {
         access_token: client.access_token.clone(),
         scopes: client.scopes.clone(),
+        final_scopes: client.final_scopes,
         expires: client.expires,
     };
     if let Some(certificate) = certificate {
@@ -815,7 +830,8 @@ fn apply_certificate(
     if let Some(cert_expires) = DateTime::from_timestamp_millis(expiry_ms as i64) {
         creds.expires = creds.expires.min(cert_expires);
     }
-    creds.scopes = cert_scopes;
+    creds.scopes = ScopeSet::new(cert_scopes);
+    creds.final_scopes = false;
     Ok(())
 }
 
@@ -834,7 +850,7 @@ fn apply_authorized_scopes(
             "ext.authorizedScopes must be an array of valid scopes",
         ));
     };
-    let mut held = creds.scopes.clone();
+    let mut held = creds.scopes.to_vec();
     held.push(ANONYMOUS_SCOPE.to_owned());
     let held = clients.expand(held);
     if !authorized.iter().all(|s| scopes::any_satisfies(&held, s)) {
@@ -845,7 +861,8 @@ fn apply_authorized_scopes(
             authorized.join(",")
         )));
     }
-    creds.scopes = authorized;
+    creds.scopes = ScopeSet::new(authorized);
+    creds.final_scopes = false;
     Ok(())
 }
 
@@ -931,7 +948,8 @@ mod tests {
         ClientRecord {
             client_id: id.into(),
             access_token: token.into(),
-            scopes: strings(scopes),
+            scopes: ScopeSet::new(strings(scopes)),
+            final_scopes: false,
             expires: at(NOW + 365 * 86_400),
             disabled: false,
         }
@@ -1046,7 +1064,7 @@ mod tests {
     fn check(req: &impl AsHawk, now: i64, expected: Result<&[&str], &str>) {
         let got = authenticate(&req.as_hawk(), &clients(), at(now));
         match expected {
-            Ok(scopes) => assert_eq!(got.map(|a| a.scopes), Ok(strings(scopes))),
+            Ok(scopes) => assert_eq!(got.map(|a| a.scopes.to_vec()), Ok(strings(scopes))),
             Err(message) => assert_eq!(got, Err(AuthError(message.into()))),
         }
     }
@@ -1203,7 +1221,11 @@ mod tests {
             got,
             Authenticated {
                 client_id: "tester".into(),
-                scopes: strings(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+                scopes: ScopeSet::new(strings(&[
+                    "assume:anonymous",
+                    "auth:create-client:test:*",
+                    "test:*"
+                ])),
                 expires: at(NOW + 365 * 86_400),
                 hash: None,
             }
@@ -1559,7 +1581,7 @@ mod tests {
         .unwrap();
         assert_eq!(got.client_id, "tester");
         assert_eq!(
-            got.scopes,
+            *got.scopes,
             strings(&["assume:anonymous", "test:a", "test:b"])
         );
         assert_eq!(got.expires, at(NOW + 3600));
@@ -1572,7 +1594,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got.client_id, "test:temp-1");
-        assert_eq!(got.scopes, strings(&["assume:anonymous", "test:a"]));
+        assert_eq!(*got.scopes, strings(&["assume:anonymous", "test:a"]));
 
         // The earlier expiry wins: here the issuer's.
         let soon = issue_temporary_credentials(

@@ -55,6 +55,10 @@ fn split_star(s: &str) -> (&str, bool) {
 
 /// Normalize a scope set: drop duplicates and every scope satisfied by another
 /// (star) scope of the set, and return the rest in canonical order.
+/// A scope set shared between the caches that computed it and every request holding it:
+/// a client's ~1,000 expanded scopes are never copied per request.
+pub type ScopeSet = std::sync::Arc<Vec<String>>;
+
 pub fn normalize(mut scopes: Vec<String>) -> Vec<String> {
     scopes.sort_by(|a, b| scope_compare(a, b));
     scopes.dedup();

@@ -298,7 +298,7 @@ fn client_json(st: &AppState, c: &Client) -> Value {
 fn static_client_json(st: &AppState, c: &ClientRecord) -> Value {
     let started = Millis::from(st.started_at);
     let expires = started.plus(1000 * 365 * 86_400_000);
-    let mut stored = c.scopes.clone();
+    let mut stored = c.scopes.to_vec();
     stored.sort();
     json!({
         "clientId": c.client_id,
@@ -310,7 +310,7 @@ fn static_client_json(st: &AppState, c: &ClientRecord) -> Value {
         "lastRotated": started.to_rfc3339(),
         "deleteOnExpiration": false,
         "scopes": stored,
-        "expandedScopes": st.clients.expand(c.scopes.clone()),
+        "expandedScopes": st.clients.expand(c.scopes.to_vec()).as_slice(),
         "disabled": false,
     })
 }
@@ -866,7 +866,7 @@ async fn expand_scopes(
             let obj = check_keys(&body, "v1/scopeset.json", &["scopes"], &[])?;
             let input =
                 string_list(obj.get("scopes"), "v1/scopeset.json", "scopes")?.unwrap_or_default();
-            Ok(ok(json!({ "scopes": st.clients.expand(input) })))
+            Ok(ok(json!({ "scopes": st.clients.expand(input).as_slice() })))
         })
         .await
 }
@@ -876,7 +876,7 @@ async fn current_scopes(Extension(auth): Extension<Auth>) -> Response {
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s("auth:current-scopes".into()))?;
-            Ok(ok(json!({ "scopes": caller.scopes })))
+            Ok(ok(json!({ "scopes": caller.scopes.as_slice() })))
         })
         .await
 }
@@ -1131,7 +1131,7 @@ async fn authenticate_hawk(State(st): St, headers: HeaderMap, body: Bytes) -> Re
                     return Ok(ok(json!({
                         "status": "no-auth",
                         "scheme": "none",
-                        "scopes": st.clients.anonymous_scopes(),
+                        "scopes": st.clients.anonymous_scopes().as_slice(),
                         "expires": expires.to_rfc3339(),
                     })));
                 }
@@ -1142,7 +1142,7 @@ async fn authenticate_hawk(State(st): St, headers: HeaderMap, body: Bytes) -> Re
                         "status": "auth-success",
                         "scheme": "hawk",
                         "clientId": a.client_id,
-                        "scopes": a.scopes,
+                        "scopes": a.scopes.as_slice(),
                         "expires": Millis::from(a.expires).to_rfc3339(),
                     });
                     if let Some(h) = a.hash {
@@ -1165,7 +1165,8 @@ impl ClientSource for TestClient {
         (client_id == "tester").then(|| ClientRecord {
             client_id: "tester".into(),
             access_token: "no-secret".into(),
-            scopes: self.0.clone(),
+            scopes: taskledger_core::scopes::ScopeSet::new(self.0.clone()),
+            final_scopes: false,
             expires: chrono::Utc::now() + chrono::Duration::days(365),
             disabled: false,
         })
@@ -1182,10 +1183,7 @@ fn test_caller(
     let resource = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     match authenticate_headers(method.as_str(), resource, headers, body, source) {
         Ok(Some(a)) => Ok(Caller::from(a)),
-        Ok(None) => Ok(Caller {
-            client_id: None,
-            scopes: vec!["assume:anonymous".into()],
-        }),
+        Ok(None) => Ok(Caller::anonymous()),
         Err(message) => Err(ApiError::new(ErrorCode::AuthenticationFailed, message)),
     }
 }
@@ -1210,7 +1208,7 @@ async fn test_authenticate(
             let caller = test_caller(&TestClient(client_scopes), &method, &uri, &headers, &body)?;
             caller.require(&ScopeExpr::all_of_scopes(&required))?;
             Ok(ok(
-                json!({ "clientId": caller.client_id, "scopes": caller.scopes }),
+                json!({ "clientId": caller.client_id, "scopes": caller.scopes.as_slice() }),
             ))
         })
         .await
@@ -1227,7 +1225,7 @@ async fn test_authenticate_get(
             let caller = test_caller(&source, &method, &uri, &headers, b"")?;
             caller.require(&s("test:authenticate-get".into()))?;
             Ok(ok(
-                json!({ "clientId": caller.client_id, "scopes": caller.scopes }),
+                json!({ "clientId": caller.client_id, "scopes": caller.scopes.as_slice() }),
             ))
         })
         .await

@@ -17,7 +17,7 @@ use taskledger_core::auth::{
     HawkRequest,
 };
 use taskledger_core::envelope::Actor;
-use taskledger_core::scopes::{any_satisfies, insufficient_scopes_message, ScopeExpr};
+use taskledger_core::scopes::{any_satisfies, insufficient_scopes_message, ScopeExpr, ScopeSet};
 use taskledger_projections::AuthView;
 
 /// Body size limit, as upstream.
@@ -70,7 +70,7 @@ impl Clients {
     }
 
     /// The scopes of an anonymous request: `assume:anonymous` expanded.
-    pub fn anonymous_scopes(&self) -> Vec<String> {
+    pub fn anonymous_scopes(&self) -> ScopeSet {
         self.expand(vec!["assume:anonymous".to_string()])
     }
 }
@@ -79,25 +79,34 @@ impl ClientSource for Clients {
     fn client(&self, client_id: &str) -> Option<ClientRecord> {
         if let Some(c) = self.statics.get(client_id) {
             let mut c = c.clone();
-            c.scopes = self.expand(c.scopes);
+            c.scopes = match &self.view {
+                Some(view) => view.final_scopes(&c.scopes),
+                None => {
+                    let mut held = c.scopes.to_vec();
+                    held.push("assume:anonymous".to_string());
+                    self.expand(held)
+                }
+            };
+            c.final_scopes = true;
             return Some(c);
         }
         let view = self.view.as_ref()?;
-        let stored = view.client(client_id)?;
-        let access_token = self.key.open(client_id, &stored.token)?;
+        let (token, expires, disabled, scopes) = view.client_for_auth(client_id)?;
+        let access_token = self.key.open(client_id, &token)?;
         Some(ClientRecord {
-            client_id: stored.client_id,
+            client_id: client_id.to_string(),
             access_token,
-            scopes: view.expand(stored.scopes).to_vec(),
-            expires: stored.expires.to_datetime(),
-            disabled: stored.disabled,
+            scopes,
+            final_scopes: true,
+            expires: expires.to_datetime(),
+            disabled,
         })
     }
 
-    fn expand(&self, scopes: Vec<String>) -> Vec<String> {
+    fn expand(&self, scopes: Vec<String>) -> ScopeSet {
         match &self.view {
-            Some(view) => view.expand(scopes).to_vec(),
-            None => taskledger_core::scopes::normalize(scopes),
+            Some(view) => view.expand(scopes),
+            None => ScopeSet::new(taskledger_core::scopes::normalize(scopes)),
         }
     }
 }
@@ -106,14 +115,14 @@ impl ClientSource for Clients {
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub client_id: Option<String>,
-    pub scopes: Vec<String>,
+    pub scopes: ScopeSet,
 }
 
 impl Caller {
     pub fn anonymous() -> Caller {
         Caller {
             client_id: None,
-            scopes: vec!["assume:anonymous".to_string()],
+            scopes: ScopeSet::new(vec!["assume:anonymous".to_string()]),
         }
     }
 

@@ -16,11 +16,14 @@ use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use taskledger_core::access::{
     AuthCommand, AuthError, AuthEvent, AuthState, Client, Role, AUTH_TOPIC,
 };
+use taskledger_core::access::seal::Sealed;
 use taskledger_core::codec;
+use taskledger_core::scopes::ScopeSet;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
 use taskledger_core::log::{EventLog, Record};
 use taskledger_core::time::Millis;
@@ -32,6 +35,9 @@ pub const AUTH_PARTITION: u32 = 0;
 pub const AUTH_CONSUMER: &str = "auth-view";
 /// Cached expansions kept before the cache starts over.
 const EXPAND_CACHE_MAX: usize = 10_000;
+
+/// Every request holds this scope (auth.md §4.5).
+const ANONYMOUS: &str = "assume:anonymous";
 
 /// One row of Taskcluster's audit history (auth.md §9, getEntityHistory).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +61,11 @@ pub struct AuthView {
     db: Arc<DB>,
     inner: RwLock<Inner>,
     expanded: Mutex<HashMap<Vec<String>, Arc<Vec<String>>>>,
+    /// Clients' final scopes, `expand(configured ∪ {assume:anonymous})`, by configured set.
+    finals: Mutex<HashMap<Vec<String>, ScopeSet>>,
+    /// Bumped on every role change; an expansion computed under an older generation is not
+    /// cached (it may have read the roles before the change).
+    generation: AtomicU64,
 }
 
 fn decode_err(e: codec::CodecError) -> StoreError {
@@ -91,6 +102,8 @@ impl AuthView {
             db,
             inner: RwLock::new(Inner { state, sequences }),
             expanded: Mutex::new(HashMap::new()),
+            finals: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -114,13 +127,56 @@ impl AuthView {
         if let Some(hit) = self.expanded.lock().expect("expand cache").get(&scopes) {
             return hit.clone();
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let result = Arc::new(self.read(|s| s.role_set.expand(&scopes)));
         let mut cache = self.expanded.lock().expect("expand cache");
-        if cache.len() >= EXPAND_CACHE_MAX {
-            cache.clear();
+        if self.generation.load(Ordering::Acquire) == generation {
+            if cache.len() >= EXPAND_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(scopes, result.clone());
         }
-        cache.insert(scopes, result.clone());
         result
+    }
+
+    /// A client's final scopes, `expand(configured ∪ {assume:anonymous})` (auth.md §4.5), cached
+    /// per configured set: a request of a known client costs one lookup and no copy.
+    pub fn final_scopes(&self, configured: &[String]) -> ScopeSet {
+        if let Some(hit) = self.finals.lock().expect("finals cache").get(configured) {
+            return hit.clone();
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut held = configured.to_vec();
+        held.push(ANONYMOUS.to_string());
+        let result = Arc::new(self.read(|s| s.role_set.expand(&held)));
+        let mut cache = self.finals.lock().expect("finals cache");
+        if self.generation.load(Ordering::Acquire) == generation {
+            if cache.len() >= EXPAND_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(configured.to_vec(), result.clone());
+        }
+        result
+    }
+
+    /// What authenticating `id` needs: its sealed token, expiry, disabled flag and final
+    /// scopes; None for an unknown client.
+    pub fn client_for_auth(&self, id: &str) -> Option<(Sealed, Millis, bool, ScopeSet)> {
+        let (token, expires, disabled, scopes) = self.read(|s| {
+            let c = s.clients.get(id)?;
+            let hit = self
+                .finals
+                .lock()
+                .expect("finals cache")
+                .get(c.scopes.as_slice())
+                .cloned();
+            Some((c.token.clone(), c.expires, c.disabled, hit.ok_or_else(|| c.scopes.clone())))
+        })?;
+        let scopes = match scopes {
+            Ok(hit) => hit,
+            Err(configured) => self.final_scopes(&configured),
+        };
+        Some((token, expires, disabled, scopes))
     }
 
     /// Expansion without the cache (for benchmarks and checks).
@@ -213,7 +269,9 @@ impl AuthView {
         self.db.write(batch)?;
         drop(inner);
         if roles_changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             self.expanded.lock().expect("expand cache").clear();
+            self.finals.lock().expect("finals cache").clear();
         }
         Ok(())
     }
