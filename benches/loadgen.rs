@@ -27,7 +27,23 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let full = format!("/api/queue/v1{path}");
+        self.call_at(method, &format!("/api/queue/v1{path}"), body).await
+    }
+
+    /// The same API as another client.
+    fn as_client(&self, id: &str, token: &str) -> Api {
+        Api {
+            creds: Arc::new(hawk::Credentials {
+                id: id.into(),
+                key: hawk::Key::new(token, hawk::DigestAlgorithm::Sha256).unwrap(),
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// A Hawk-signed call to any path of the server.
+    async fn call_at(&self, method: &str, full: &str, body: Option<&Value>) -> Value {
+        let full = full.to_string();
         let header = hawk::RequestBuilder::new(method, "127.0.0.1", self.port, &full)
             .request()
             .make_header(&self.creds)
@@ -45,7 +61,7 @@ impl Api {
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        assert!(status.is_success(), "{method} {full}: {status} {v}");
         v
     }
 }
@@ -192,6 +208,15 @@ async fn run(secs: u64, clients: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
+    if std::env::var("LOADGEN_ONLY_AUTH").is_ok() {
+        auth_phases(&api, clients, secs).await;
+        if let Some(mut s) = server {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = std::fs::remove_dir_all(&data);
+        return;
+    }
 
     // createTask at full speed
     let a = api.clone();
@@ -360,4 +385,85 @@ async fn run(secs: u64, clients: usize) {
     println!();
     println!("ratios (this run): lifecycle / raw-RocksDB-lifecycle ceiling = {:.3}; lifecycle vs Taskcluster's 42/s = {:.0}x; getTaskStatus vs Taskcluster's 333/s = {:.0}x",
         life_rate / (raw / events_per_life), life_rate / 42.0, status_rate / 333.0);
+}
+
+/// The auth issue's benchmark: currentScopes by a client holding 50 roles that expand to
+/// ~1,000 scopes, against the unauthenticated ping, in one run.
+async fn auth_phases(api: &Api, clients: usize, secs: u64) {
+    for r in 0..50 {
+        let scopes: Vec<String> = (0..20).map(|i| format!("project:p{r}:scope-{i}")).collect();
+        api.call_at(
+            "PUT",
+            &format!("/api/auth/v1/roles/load-team:r{r}"),
+            Some(&json!({"description": "loadgen", "scopes": scopes})),
+        )
+        .await;
+    }
+    let mut scopes: Vec<String> = (0..50).map(|r| format!("assume:load-team:r{r}")).collect();
+    scopes.push("auth:current-scopes".into());
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let created = api
+        .call_at(
+            "PUT",
+            &format!("/api/auth/v1/clients/load-{}", std::process::id()),
+            Some(&json!({"description": "loadgen", "expires": expires, "scopes": scopes})),
+        )
+        .await;
+    let member = api.as_client(
+        created["clientId"].as_str().unwrap(),
+        created["accessToken"].as_str().unwrap(),
+    );
+    let held = member.call_at("GET", "/api/auth/v1/scopes/current", None).await;
+    let held = held["scopes"].as_array().map_or(0, Vec::len);
+
+    let m = member.clone();
+    let (current_rate, current_lat) = phase(clients, secs, move |_| {
+        let m = m.clone();
+        async move {
+            m.call_at("GET", "/api/auth/v1/scopes/current", None).await;
+            1
+        }
+    })
+    .await;
+    // the same request cost without the 1,052-scope response body
+    let m = member.clone();
+    let (signed_ping_rate, signed_ping_lat) = phase(clients, secs, move |_| {
+        let m = m.clone();
+        async move {
+            m.call_at("GET", "/api/auth/v1/ping", None).await;
+            1
+        }
+    })
+    .await;
+    let (http, base) = (api.http.clone(), api.base.clone());
+    let (ping_rate, ping_lat) = phase(clients, secs, move |_| {
+        let (http, url) = (http.clone(), format!("{base}/api/auth/v1/ping"));
+        async move {
+            let r = http.get(url).send().await.expect("ping");
+            assert!(r.status().is_success());
+            let _ = r.bytes().await;
+            1
+        }
+    })
+    .await;
+    println!();
+    println!("| auth measure ({held} scopes held) | value |");
+    println!("|---|---|");
+    println!(
+        "| currentScopes, Hawk, 50 roles | {current_rate:.0} req/s (p50 {:.2} ms) |",
+        percentile(&current_lat, 0.5)
+    );
+    println!(
+        "| ping, Hawk-signed by that client (authenticated, tiny body) | {signed_ping_rate:.0} req/s (p50 {:.2} ms) |",
+        percentile(&signed_ping_lat, 0.5)
+    );
+    println!(
+        "| ping, unauthenticated | {ping_rate:.0} req/s (p50 {:.2} ms) |",
+        percentile(&ping_lat, 0.5)
+    );
+    println!(
+        "ratios (this run): currentScopes / unauthenticated ping = {:.3}; signed ping / unauthenticated ping = {:.3}",
+        current_rate / ping_rate,
+        signed_ping_rate / ping_rate
+    );
 }
