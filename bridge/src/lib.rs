@@ -387,14 +387,18 @@ async fn session(
             } else {
                 records
                     .iter()
-                    .map(|r| {
-                        let env = codec::decode::<Envelope<AuthEvent>>(&r.value)?;
-                        Ok(Outgoing {
-                            message: messages::auth_message(&env.payload),
+                    .filter_map(|r| {
+                        let env = match codec::decode::<Envelope<AuthEvent>>(&r.value) {
+                            Ok(env) => env,
+                            Err(e) => return Some(Err(e.into())),
+                        };
+                        let message = messages::auth_message(&env.payload)?;
+                        Some(Ok(Outgoing {
+                            message,
                             event_id: env.event_id.to_string(),
                             stream: env.stream_id,
                             sequence: env.sequence,
-                        })
+                        }))
                     })
                     .collect::<Result<Vec<_>, BridgeError>>()?
             };

@@ -254,8 +254,9 @@ fn artifact_message(task: Option<&Task>, run_id: u32, artifact: &Artifact) -> Op
     ))
 }
 
-/// The message for an auth event: `{version, clientId}` or `{version, roleId}`, routing key `_`.
-pub fn auth_message(event: &AuthEvent) -> Message {
+/// The message for an auth event: `{version, clientId}` or `{version, roleId}`, routing key `_`;
+/// None for a client's recorded use, which Taskcluster does not publish.
+pub fn auth_message(event: &AuthEvent) -> Option<Message> {
     let (name, body) = match event {
         AuthEvent::ClientCreated { client_id, .. } => {
             ("client-created", json!({ "clientId": client_id }))
@@ -272,13 +273,14 @@ pub fn auth_message(event: &AuthEvent) -> Message {
         AuthEvent::RoleCreated { role_id, .. } => ("role-created", json!({ "roleId": role_id })),
         AuthEvent::RoleUpdated { role_id, .. } => ("role-updated", json!({ "roleId": role_id })),
         AuthEvent::RoleDeleted { role_id } => ("role-deleted", json!({ "roleId": role_id })),
+        AuthEvent::ClientUsed { .. } => return None,
     };
     let mut body = body;
     body["version"] = json!(1);
-    Message {
+    Some(Message {
         exchange: format!("{AUTH_EXCHANGE_PREFIX}{name}"),
         routing_key: "_".into(),
         cc: vec![],
         body,
-    }
+    })
 }

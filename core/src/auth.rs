@@ -110,6 +110,9 @@ pub struct HawkRequest<'a> {
 pub struct Authenticated {
     /// The Hawk `id` (the credential name).
     pub client_id: String,
+    /// The permanent client whose key verified the request (for temporary credentials, the
+    /// certificate's issuer; otherwise `client_id`).
+    pub issuer: String,
     /// Expanded through roles and normalized; always includes `assume:anonymous`.
     pub scopes: ScopeSet,
     pub expires: DateTime<Utc>,
@@ -187,9 +190,10 @@ pub fn authenticate(
             check_payload_hash(hash, req)?;
         }
     }
-    let expires = creds.expires;
+    let (expires, issuer) = (creds.expires, creds.issuer.clone());
     Ok(Authenticated {
         client_id: attrs.id.to_owned(),
+        issuer,
         scopes: final_scopes(creds, clients),
         expires,
         hash,
@@ -256,9 +260,10 @@ pub fn authenticate_bewit(
     if !constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
         return Err(AuthError::bad_mac());
     }
-    let expires = creds.expires;
+    let (expires, issuer) = (creds.expires, creds.issuer.clone());
     Ok(Authenticated {
         client_id: id.to_owned(),
+        issuer,
         scopes: final_scopes(creds, clients),
         expires,
         hash: None,
@@ -610,6 +615,8 @@ fn parse_ext(ext: &str) -> Result<Value, AuthError> {
 
 /// The key, scopes and expiry that a request is checked against.
 struct Credentials {
+    /// The permanent client the key belongs to.
+    issuer: String,
     access_token: String,
     scopes: ScopeSet,
     /// `scopes` need no expansion (see `ClientRecord::final_scopes`).
@@ -653,6 +660,7 @@ fn load_credentials(
     };
     let client = load_client(clients, issuer_id, now)?;
     let mut creds = Credentials {
+        issuer: client.client_id.clone(),
         access_token: client.access_token.clone(),
         scopes: client.scopes.clone(),
         final_scopes: client.final_scopes,
@@ -1221,6 +1229,7 @@ mod tests {
             got,
             Authenticated {
                 client_id: "tester".into(),
+                issuer: "tester".into(),
                 scopes: ScopeSet::new(strings(&[
                     "assume:anonymous",
                     "auth:create-client:test:*",

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
 use taskledger_core::access::seal::SealKey;
+use taskledger_core::access::{AuthCommand, USED_REFRESH_MS};
 use taskledger_core::auth::{
     authenticate, authenticate_bewit, Authenticated, BewitRequest, ClientRecord, ClientSource,
     HawkRequest,
@@ -331,7 +332,10 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
         &state.clients,
     )
     .map(|found| match found {
-        Some(a) => Caller::from(a),
+        Some(a) => {
+            note_use(&state, &a.issuer);
+            Caller::from(a)
+        }
         None => Caller {
             client_id: None,
             scopes: state.clients.anonymous_scopes(),
@@ -340,4 +344,33 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(Auth(Arc::new(result)));
     next.run(req).await
+}
+
+/// Records, off the request path, that `issuer`'s key authenticated a request, when the
+/// client's `lastDateUsed` is older than `USED_REFRESH_MS` (auth.md §4.2). Static clients
+/// live in configuration and record nothing.
+fn note_use(state: &AppState, issuer: &str) {
+    let now = taskledger_core::time::Millis::now();
+    let stale = state.auth.view().read(|s| {
+        s.clients
+            .get(issuer)
+            .is_some_and(|c| now.0 - c.last_date_used.0 >= USED_REFRESH_MS)
+    });
+    if !stale {
+        return;
+    }
+    let engine = state.auth.clone();
+    let client_id = issuer.to_string();
+    tokio::spawn(async move {
+        let actor = Actor {
+            client_id: client_id.clone(),
+            request_id: None,
+        };
+        if let Err(e) = engine
+            .execute(actor, AuthCommand::MarkClientUsed { client_id })
+            .await
+        {
+            tracing::warn!(error = %e, "recording a client's use failed");
+        }
+    });
 }

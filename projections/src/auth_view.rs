@@ -245,6 +245,9 @@ impl AuthView {
                     }
                 }
             }
+            if !event.is_audited() {
+                continue;
+            }
             let entry = AuditEntry {
                 client_id: env.actor.client_id.clone(),
                 action_type: event.action_type().to_string(),

@@ -66,6 +66,21 @@ pub enum AuthEvent {
     RoleDeleted {
         role_id: String,
     },
+    /// A request authenticated with the client's key, at least `USED_REFRESH_MS` after the last
+    /// recorded use (auth.md §4.2: `lastDateUsed` is refreshed when older than 6 hours). Kept
+    /// in its own stream (`client-usage/<id>`), so the client's stream and its Pulse messages
+    /// hold only changes.
+    ClientUsed {
+        client_id: String,
+    },
+}
+
+/// How stale `lastDateUsed` may get before a request refreshes it.
+pub const USED_REFRESH_MS: i64 = 6 * crate::time::HOUR;
+
+/// The stream of a client's recorded uses.
+fn usage_stream(client_id: &str) -> String {
+    format!("client-usage/{client_id}")
 }
 
 /// The entity an auth event is about.
@@ -96,6 +111,7 @@ impl AuthEvent {
             AuthEvent::RoleCreated { .. } => "RoleCreated",
             AuthEvent::RoleUpdated { .. } => "RoleUpdated",
             AuthEvent::RoleDeleted { .. } => "RoleDeleted",
+            AuthEvent::ClientUsed { .. } => "ClientUsed",
         }
     }
 
@@ -107,7 +123,8 @@ impl AuthEvent {
             | AuthEvent::AccessTokenReset { client_id, .. }
             | AuthEvent::ClientEnabled { client_id }
             | AuthEvent::ClientDisabled { client_id }
-            | AuthEvent::ClientDeleted { client_id, .. } => (EntityType::Client, client_id),
+            | AuthEvent::ClientDeleted { client_id, .. }
+            | AuthEvent::ClientUsed { client_id } => (EntityType::Client, client_id),
             AuthEvent::RoleCreated { role_id, .. }
             | AuthEvent::RoleUpdated { role_id, .. }
             | AuthEvent::RoleDeleted { role_id } => (EntityType::Role, role_id),
@@ -116,8 +133,16 @@ impl AuthEvent {
 
     /// The stream (aggregate) the event belongs to.
     pub fn stream_id(&self) -> String {
+        if let AuthEvent::ClientUsed { client_id } = self {
+            return usage_stream(client_id);
+        }
         let (kind, id) = self.entity();
         format!("{}/{id}", kind.as_str())
+    }
+
+    /// Whether the event is an action in the audit history (a client's use is not).
+    pub fn is_audited(&self) -> bool {
+        !matches!(self, AuthEvent::ClientUsed { .. })
     }
 
     /// Taskcluster's audit `actionType` (auth.md §9).
@@ -132,6 +157,7 @@ impl AuthEvent {
             AuthEvent::ClientDeleted { expired: false, .. } | AuthEvent::RoleDeleted { .. } => {
                 "deleted"
             }
+            AuthEvent::ClientUsed { .. } => "used",
         }
     }
 }
@@ -209,6 +235,10 @@ pub enum AuthCommand {
     ExpireClient {
         client_id: String,
     },
+    /// The gateway: the client's key just authenticated a request.
+    MarkClientUsed {
+        client_id: String,
+    },
     CreateRole {
         role_id: String,
         description: String,
@@ -235,6 +265,7 @@ impl AuthCommand {
             | AuthCommand::DisableClient { client_id }
             | AuthCommand::DeleteClient { client_id }
             | AuthCommand::ExpireClient { client_id } => format!("client/{client_id}"),
+            AuthCommand::MarkClientUsed { client_id } => usage_stream(client_id),
             AuthCommand::CreateRole { role_id, .. }
             | AuthCommand::UpdateRole { role_id, .. }
             | AuthCommand::DeleteRole { role_id } => format!("role/{role_id}"),
@@ -362,6 +393,12 @@ impl AuthState {
                 }
                 _ => vec![],
             },
+            AuthCommand::MarkClientUsed { client_id } => match self.clients.get(&client_id) {
+                Some(c) if now.0 - c.last_date_used.0 >= USED_REFRESH_MS => {
+                    vec![AuthEvent::ClientUsed { client_id }]
+                }
+                _ => vec![],
+            },
             AuthCommand::CreateRole {
                 role_id,
                 description,
@@ -466,6 +503,11 @@ impl AuthState {
                     c.last_modified = at;
                 }
             }
+            AuthEvent::ClientUsed { client_id } => {
+                if let Some(c) = self.clients.get_mut(&client_id) {
+                    c.last_date_used = at;
+                }
+            }
             AuthEvent::ClientDeleted { client_id, .. } => {
                 self.clients.remove(&client_id);
             }
@@ -543,6 +585,30 @@ mod tests {
             state.apply(e, Millis(now));
         }
         Ok(events)
+    }
+
+    #[test]
+    fn use_is_recorded_at_most_every_six_hours_in_its_own_stream() {
+        let mut s = AuthState::default();
+        run(&mut s, create("c", &["a"]), 1_000).unwrap();
+        let used = AuthCommand::MarkClientUsed {
+            client_id: "c".into(),
+        };
+        assert_eq!(used.stream_id(), "client-usage/c");
+        // created counts as used: nothing until six hours later
+        assert_eq!(run(&mut s, used.clone(), 1_000 + USED_REFRESH_MS - 1), Ok(vec![]));
+        let events = run(&mut s, used.clone(), 1_000 + USED_REFRESH_MS).unwrap();
+        assert_eq!(events, vec![AuthEvent::ClientUsed { client_id: "c".into() }]);
+        assert_eq!(events[0].stream_id(), "client-usage/c");
+        assert!(!events[0].is_audited());
+        assert_eq!(s.clients["c"].last_date_used, Millis(1_000 + USED_REFRESH_MS));
+        // a use changes nothing else about the client
+        assert_eq!(s.clients["c"].last_modified, Millis(1_000));
+        assert_eq!(run(&mut s, used, 1_000 + USED_REFRESH_MS + 1), Ok(vec![]));
+        let unknown = AuthCommand::MarkClientUsed {
+            client_id: "nobody".into(),
+        };
+        assert_eq!(run(&mut s, unknown, 1_000 + 10 * USED_REFRESH_MS), Ok(vec![]));
     }
 
     #[test]
@@ -695,6 +761,9 @@ mod tests {
                 role_id: "r*".into(),
                 description: "".into(),
                 scopes: vec!["x<..>".into()],
+            },
+            AuthEvent::ClientUsed {
+                client_id: "c".into(),
             },
         ];
         let envelope = crate::envelope::Envelope {
