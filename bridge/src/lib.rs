@@ -61,7 +61,14 @@ pub struct BridgeStats {
 /// The bridge's own database: offsets and the folded state its messages need.
 pub struct BridgeState {
     db: DB,
+    /// Whether the per-group counts of never-resolved tasks were kept from the log's start
+    /// (false for a bridge database older than them: task-group-resolved stays off rather
+    /// than fire early).
+    group_counts: bool,
 }
+
+/// Marks a bridge database whose group counts start at offset 0.
+const GROUP_COUNTS_MARKER: &[u8] = b"v:group-counts";
 
 fn offset_key(topic: &str) -> Vec<u8> {
     [b"o".as_slice(), topic.as_bytes()].concat()
@@ -72,6 +79,16 @@ fn task_key(id: &[u8]) -> Vec<u8> {
 fn group_key(id: &[u8]) -> Vec<u8> {
     [b"g".as_slice(), id].concat()
 }
+/// Never-resolved tasks of a group.
+fn unresolved_key(group: &[u8]) -> Vec<u8> {
+    [b"u".as_slice(), group].concat()
+}
+
+/// Present once a task was counted as resolved in its group.
+fn counted_key(task: &[u8]) -> Vec<u8> {
+    [b"r".as_slice(), task].concat()
+}
+
 fn artifact_key(task: &[u8], run: u32, name: &str) -> Vec<u8> {
     [b"a".as_slice(), task, &run.to_be_bytes(), name.as_bytes()].concat()
 }
@@ -80,9 +97,23 @@ impl BridgeState {
     pub fn open(dir: &Path) -> Result<BridgeState, BridgeError> {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
-        Ok(BridgeState {
-            db: DB::open(&opts, dir)?,
-        })
+        let db = DB::open(&opts, dir)?;
+        let mut state = BridgeState {
+            db,
+            group_counts: false,
+        };
+        state.group_counts = state.db.get(GROUP_COUNTS_MARKER)?.is_some();
+        if !state.group_counts && state.offset(QUEUE_TOPIC)? == 0 {
+            state.db.put(GROUP_COUNTS_MARKER, b"1")?;
+            state.group_counts = true;
+        }
+        if !state.group_counts {
+            tracing::warn!(
+                "this bridge database predates task-group-resolved bookkeeping; \
+                 task-group-resolved is not published (delete <data-dir>/bridge to rebuild it)"
+            );
+        }
+        Ok(state)
     }
 
     pub fn offset(&self, topic: &str) -> Result<u64, BridgeError> {
@@ -107,6 +138,9 @@ struct Overlay<'a> {
     tasks: HashMap<Vec<u8>, Option<Task>>,
     groups: HashMap<Vec<u8>, Option<TaskGroup>>,
     artifacts: HashMap<Vec<u8>, Option<Artifact>>,
+    /// Never-resolved task counts by group, and tasks already counted as resolved.
+    counts: HashMap<Vec<u8>, u64>,
+    counted: HashMap<Vec<u8>, bool>,
 }
 
 impl<'a> Overlay<'a> {
@@ -116,7 +150,41 @@ impl<'a> Overlay<'a> {
             tasks: HashMap::new(),
             groups: HashMap::new(),
             artifacts: HashMap::new(),
+            counts: HashMap::new(),
+            counted: HashMap::new(),
         }
+    }
+
+    fn count(&mut self, key: &[u8]) -> Result<u64, BridgeError> {
+        if let Some(n) = self.counts.get(key) {
+            return Ok(*n);
+        }
+        let n = self
+            .state
+            .db
+            .get(key)?
+            .and_then(|v| v.as_slice().try_into().ok())
+            .map_or(0, u64::from_be_bytes);
+        self.counts.insert(key.to_vec(), n);
+        Ok(n)
+    }
+
+    /// The first time `task` is resolved, it leaves its group's never-resolved count.
+    /// Returns the count after this resolution.
+    fn resolve_in_group(&mut self, task: &Task) -> Result<u64, BridgeError> {
+        let group = unresolved_key(&task.definition.task_group_id.0);
+        let n = self.count(&group)?;
+        let key = counted_key(&task.task_id.0);
+        let already = match self.counted.get(&key) {
+            Some(b) => *b,
+            None => self.state.db.get(&key)?.is_some(),
+        };
+        if already {
+            return Ok(n);
+        }
+        self.counted.insert(key, true);
+        self.counts.insert(group, n.saturating_sub(1));
+        Ok(n.saturating_sub(1))
     }
 
     fn task(&mut self, key: Vec<u8>) -> Result<Option<Task>, BridgeError> {
@@ -156,6 +224,9 @@ impl<'a> Overlay<'a> {
             } => {
                 let t = Task::defined(*task_id, definition.clone(), unsatisfied.clone());
                 self.tasks.insert(task_key(&task_id.0), Some(t));
+                let group = unresolved_key(&definition.task_group_id.0);
+                let n = self.count(&group)?;
+                self.counts.insert(group, n + 1);
             }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
@@ -221,6 +292,12 @@ impl<'a> Overlay<'a> {
                 None => batch.delete(k),
             }
         }
+        for (k, n) in self.counts {
+            batch.put(k, n.to_be_bytes());
+        }
+        for (k, _) in self.counted {
+            batch.put(k, b"1");
+        }
         Ok(())
     }
 }
@@ -276,9 +353,48 @@ fn queue_batch(
                 });
             }
         }
+        if overlay.state.group_counts {
+            out.extend(group_resolved(overlay, &envelopes[i..j])?);
+        }
         i = j;
     }
     Ok(out)
+}
+
+/// task-group-resolved after a command that resolved a task (queue.md §8): when no task of its
+/// group is still never-resolved. Derived, not an event of its own: it carries the resolving
+/// event's stream and sequence, and that event's id suffixed `/task-group-resolved`.
+fn group_resolved(
+    overlay: &mut Overlay,
+    command: &[Envelope<QueueEvent>],
+) -> Result<Option<Outgoing>, BridgeError> {
+    let Some(env) = command.iter().find(|e| {
+        matches!(
+            e.payload,
+            QueueEvent::RunResolved { .. } | QueueEvent::RunExceptionRecorded { .. }
+        )
+    }) else {
+        return Ok(None);
+    };
+    let taskledger_core::queue::Stream::Task(id) = env.payload.stream() else {
+        return Ok(None);
+    };
+    // an exception that is retried leaves the task pending: not resolved
+    let Some(task) = overlay.task(task_key(&id.0))?.filter(|t| t.resolution().is_some()) else {
+        return Ok(None);
+    };
+    if overlay.resolve_in_group(&task)? > 0 {
+        return Ok(None);
+    }
+    let Some(group) = overlay.group(group_key(&task.definition.task_group_id.0))? else {
+        return Ok(None);
+    };
+    Ok(Some(Outgoing {
+        message: messages::group_message("task-group-resolved", &group),
+        event_id: format!("{}/task-group-resolved", env.event_id),
+        stream: env.stream_id.clone(),
+        sequence: env.sequence,
+    }))
 }
 
 fn properties(o: &Outgoing) -> BasicProperties {

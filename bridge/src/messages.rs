@@ -212,30 +212,33 @@ pub fn queue_message(
                 }),
             ))
         }
-        QueueEvent::TaskGroupSealed { task_group_id, .. } => {
-            let g = group?;
-            let mut body = json!({
-                "version": 1,
-                "taskGroupId": task_group_id.to_string(),
-                "schedulerId": g.scheduler_id,
-                "expires": g.expires.to_rfc3339(),
-            });
-            if let Some(at) = g.sealed {
-                body["sealed"] = json!(at.to_rfc3339());
-            }
-            Some(Message {
-                exchange: format!("{QUEUE_EXCHANGE_PREFIX}task-group-sealed"),
-                routing_key: format!("primary.{task_group_id}.{}._", g.scheduler_id),
-                cc: vec![],
-                body,
-            })
-        }
+        QueueEvent::TaskGroupSealed { .. } => Some(group_message("task-group-sealed", group?)),
         QueueEvent::RunReclaimed { .. }
         | QueueEvent::DependencySatisfied { .. }
         | QueueEvent::TaskGroupDefined { .. }
         | QueueEvent::TaskGroupExpiresRaised { .. }
         | QueueEvent::WorkerSeen { .. }
         | QueueEvent::WorkerQuarantined { .. } => None,
+    }
+}
+
+/// task-group-sealed / task-group-resolved: `{taskGroupId, schedulerId, expires, sealed?}`,
+/// routing key `primary.<taskGroupId>.<schedulerId>._` (pulse.md §3.2).
+pub fn group_message(name: &str, g: &TaskGroup) -> Message {
+    let mut body = json!({
+        "version": 1,
+        "taskGroupId": g.task_group_id.to_string(),
+        "schedulerId": g.scheduler_id,
+        "expires": g.expires.to_rfc3339(),
+    });
+    if let Some(at) = g.sealed {
+        body["sealed"] = json!(at.to_rfc3339());
+    }
+    Message {
+        exchange: format!("{QUEUE_EXCHANGE_PREFIX}{name}"),
+        routing_key: format!("primary.{}.{}._", g.task_group_id, g.scheduler_id),
+        cc: vec![],
+        body,
     }
 }
 

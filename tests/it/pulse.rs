@@ -352,3 +352,46 @@ async fn group_bindings_select_and_a_crash_loses_nothing() {
         50
     );
 }
+
+#[tokio::test]
+async fn task_group_resolved_fires_when_no_task_of_the_group_is_left_unresolved() {
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    let group = slugid::nice();
+    let mut resolved = listen(
+        &ch,
+        &[(format!("{Q}task-group-resolved"), format!("primary.{group}.#"))],
+    )
+    .await;
+    let (a, b) = (slugid::nice(), slugid::nice());
+    for id in [&a, &b] {
+        let mut def = task_def(&tq, 600);
+        def["taskGroupId"] = json!(group);
+        q.createTask(id, &def).await.unwrap();
+    }
+    q.claimWork(&tq, &worker_body(2)).await.unwrap();
+    q.reportCompleted(&a, "0").await.unwrap();
+    // b is still running: nothing yet
+    let early = collect(&mut resolved, Duration::from_secs(2), |g| !g.is_empty()).await;
+    assert!(early.is_empty(), "published while a task was unresolved");
+
+    q.reportFailed(&b, "0").await.unwrap();
+    let got = collect(&mut resolved, Duration::from_secs(20), |g| !g.is_empty()).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].routing_key, format!("primary.{group}.-._"));
+    assert_eq!(got[0].body["taskGroupId"], group.as_str());
+    assert_eq!(got[0].body["schedulerId"], "-");
+    assert_eq!(got[0].body["version"], 1);
+    assert!(got[0].body["expires"].is_string());
+
+    // a rerun that resolves again announces the group again (upstream: "may repeat")
+    q.rerunTask(&b).await.unwrap();
+    q.claimWork(&tq, &worker_body(1)).await.unwrap();
+    q.reportCompleted(&b, "1").await.unwrap();
+    let again = collect(&mut resolved, Duration::from_secs(20), |g| !g.is_empty()).await;
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].message_id, got[0].message_id);
+}
