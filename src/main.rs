@@ -4,6 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod metrics;
 mod worker_cli;
 
 use anyhow::{Context, Result};
@@ -403,15 +404,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     ));
     tokio::spawn(taskledger_workers::run_builtin_workers(engine.clone()));
     tokio::spawn(taskledger_workers::run_client_expiry(auth.clone()));
+    let mut bridge_stats = None;
     if let Some(url) = &args.pulse_url {
         let state = taskledger_bridge::BridgeState::open(&args.data_dir.join("bridge"))
             .context("opening the bridge's state")?;
+        let stats = Arc::new(taskledger_bridge::BridgeStats::default());
+        bridge_stats = Some(stats.clone());
         tokio::spawn(taskledger_bridge::run(
             log.clone(),
             Arc::new(state),
             url.clone(),
             Some(engine.committed()),
-            Arc::new(taskledger_bridge::BridgeStats::default()),
+            stats,
         ));
         println!("  republishing events to Pulse (AMQP)");
     }
@@ -453,7 +457,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     tracing::info!(listen = %args.listen, "ready");
-    axum::serve(listener, taskledger_gateways::app(state))
+    let app = taskledger_gateways::app(state).merge(metrics::router(log.clone(), bridge_stats));
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;

@@ -19,7 +19,7 @@ use messages::Message;
 use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
@@ -56,6 +56,65 @@ pub struct BridgeStats {
     pub reconnects: AtomicU64,
     /// Events of the log not yet confirmed by the broker, after the last batch.
     pub lag_events: AtomicU64,
+    /// Messages published and awaiting the broker's confirm right now.
+    pub confirms_pending: AtomicU64,
+    /// When the bridge last had nothing left to publish (ms since the epoch; 0: never).
+    pub caught_up_at_ms: AtomicI64,
+}
+
+impl BridgeStats {
+    /// Seconds the bridge is behind the log: 0 when caught up, else the time since it last was.
+    pub fn lag_seconds(&self, now_ms: i64) -> f64 {
+        if self.lag_events.load(Ordering::Relaxed) == 0 {
+            return 0.0;
+        }
+        match self.caught_up_at_ms.load(Ordering::Relaxed) {
+            0 => 0.0,
+            t => (now_ms - t).max(0) as f64 / 1000.0,
+        }
+    }
+
+    /// The Prometheus text exposition of these figures.
+    pub fn prometheus(&self, now_ms: i64) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        metric(
+            "taskledger_bridge_published_total",
+            "counter",
+            "Messages the Pulse bridge published and the broker confirmed.",
+            get(&self.published),
+        );
+        metric(
+            "taskledger_bridge_reconnects_total",
+            "counter",
+            "Times the Pulse bridge reconnected to the broker.",
+            get(&self.reconnects),
+        );
+        metric(
+            "taskledger_bridge_lag_events",
+            "gauge",
+            "Events in the log the Pulse bridge has not had confirmed yet.",
+            get(&self.lag_events),
+        );
+        metric(
+            "taskledger_bridge_lag_seconds",
+            "gauge",
+            "Seconds since the Pulse bridge was last caught up with the log (0 when it is).",
+            format!("{:.3}", self.lag_seconds(now_ms)),
+        );
+        metric(
+            "taskledger_bridge_confirms_pending",
+            "gauge",
+            "Messages published and awaiting the broker's confirm.",
+            get(&self.confirms_pending),
+        );
+        out
+    }
 }
 
 /// The bridge's own database: offsets and the folded state its messages need.
@@ -533,8 +592,21 @@ async fn session(
                         .await?,
                 );
             }
+            stats
+                .confirms_pending
+                .store(confirms.len() as u64, Ordering::Relaxed);
             for c in confirms {
-                if !c.await?.is_ack() {
+                let confirmed = c.await;
+                stats.confirms_pending.fetch_sub(1, Ordering::Relaxed);
+                let acked = match confirmed {
+                    Ok(conf) => conf.is_ack(),
+                    Err(e) => {
+                        stats.confirms_pending.store(0, Ordering::Relaxed);
+                        return Err(e.into());
+                    }
+                };
+                if !acked {
+                    stats.confirms_pending.store(0, Ordering::Relaxed);
                     return Err(BridgeError::Nacked);
                 }
             }
@@ -549,6 +621,11 @@ async fn session(
             lag += log.end_offset_sync(topic, 0)?.saturating_sub(next);
         }
         stats.lag_events.store(lag, Ordering::Relaxed);
+        if lag == 0 {
+            stats
+                .caught_up_at_ms
+                .store(taskledger_core::time::Millis::now().0, Ordering::Relaxed);
+        }
         if !progressed {
             match wake.as_mut() {
                 Some(w) => {

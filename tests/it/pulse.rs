@@ -242,6 +242,23 @@ async fn a_running_task_is_published_as_taskcluster_does() {
     assert_eq!(routed.len(), 1);
     assert_eq!(routed[0].body["status"]["taskId"], task_id.as_str());
 
+    // the bridge's progress is on the Prometheus endpoint: caught up, five messages confirmed
+    let metric = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let url = format!("{}/metrics", s.root_url);
+    let text = eventually(Duration::from_secs(10), || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        (metric(&text, "taskledger_bridge_lag_events") == Some(0.0)).then_some(text)
+    })
+    .await;
+    assert!(metric(&text, "taskledger_bridge_published_total").unwrap() >= 5.0, "{text}");
+    assert_eq!(metric(&text, "taskledger_bridge_lag_seconds"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "taskledger_bridge_confirms_pending"), Some(0.0), "{text}");
+    assert!(text.contains("taskledger_log_end_offset{topic=\"taskledger.queue\"}"), "{text}");
+
     // auth exchanges: a client's creation is announced with its id only, never its token
     let mut auth_q = listen(
         &ch,
