@@ -50,11 +50,38 @@ enum Command {
     /// Rebuild projections from offset zero into a fresh database; `--verify` compares them
     /// with the live ones.
     Replay(ReplayArgs),
+    /// The Pulse bridge's tools.
+    #[command(subcommand)]
+    Bridge(BridgeCmd),
     /// Run tasks: generic-worker's protocol and process engine, against any
     /// Taskcluster-compatible queue.
     Worker(worker_cli::WorkerArgs),
     /// Create a task running CMD ARGS, stream its live log here, exit with its result.
     RunTask(worker_cli::RunTaskArgs),
+}
+
+#[derive(Subcommand)]
+enum BridgeCmd {
+    /// Republish the matching history into one consumer's queue (e.g. after the queue was
+    /// deleted for growing too large): same bodies and message ids as first published.
+    Replay {
+        /// The exchange, e.g. task-completed or exchange/taskcluster-queue/v1/task-completed.
+        #[arg(long)]
+        exchange: String,
+        /// A binding pattern matched against the routing key and the CC'd routes.
+        #[arg(long, default_value = "#")]
+        routing_key: String,
+        /// Only events at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// The (existing) queue to fill.
+        #[arg(long)]
+        to_queue: String,
+        #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
+        pulse_url: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 /// The data directory the log tools read (a stopped server's, or beside a running one).
@@ -509,6 +536,7 @@ fn main() -> Result<()> {
         Command::Events(cmd) => events_command(cmd),
         Command::Audit(cmd) => audit_command(cmd),
         Command::Replay(args) => replay_command(args),
+        Command::Bridge(cmd) => rt.block_on(bridge_command(cmd)),
         Command::Worker(args) => {
             let code = rt.block_on(worker_cli::worker_command(args))?;
             std::process::exit(code);
@@ -616,6 +644,48 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
         "all" => vec![QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC],
         other => anyhow::bail!("unknown service {other}: queue, auth, worker-manager or all"),
     })
+}
+
+/// `taskledger bridge replay`.
+async fn bridge_command(cmd: BridgeCmd) -> Result<()> {
+    let BridgeCmd::Replay {
+        exchange,
+        routing_key,
+        since,
+        to_queue,
+        pulse_url,
+        data,
+    } = cmd;
+    use taskledger_bridge::messages::{
+        AUTH_EXCHANGES, AUTH_EXCHANGE_PREFIX, QUEUE_EXCHANGES, QUEUE_EXCHANGE_PREFIX,
+    };
+    let exchange = if exchange.contains('/') {
+        exchange
+    } else if QUEUE_EXCHANGES.contains(&exchange.as_str()) {
+        format!("{QUEUE_EXCHANGE_PREFIX}{exchange}")
+    } else if AUTH_EXCHANGES.contains(&exchange.as_str()) {
+        format!("{AUTH_EXCHANGE_PREFIX}{exchange}")
+    } else {
+        anyhow::bail!("unknown exchange {exchange}; the queue's are {QUEUE_EXCHANGES:?}, auth's {AUTH_EXCHANGES:?}");
+    };
+    let since = match since {
+        Some(t) => taskledger_core::time::Millis::parse_rfc3339(&t)
+            .with_context(|| format!("--since {t} is not an RFC 3339 time"))?,
+        None => taskledger_core::time::Millis(0),
+    };
+    let (db, _secondary) = open_read_only(&data)?;
+    let log = EmbeddedLog::new(db.clone());
+    let scratch = TempDir::new("bridge-replay");
+    let filter = taskledger_bridge::ReplayFilter {
+        exchange,
+        routing_key,
+        since,
+    };
+    let n = taskledger_bridge::replay(&log, &pulse_url, &filter, &to_queue, &scratch.0)
+        .await
+        .context("replaying into the queue")?;
+    println!("republished {n} messages into {to_queue}");
+    Ok(())
 }
 
 fn events_command(cmd: EventsCmd) -> Result<()> {

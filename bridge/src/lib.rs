@@ -26,6 +26,7 @@ use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::log::QUEUE_TOPIC;
+use taskledger_core::time::Millis;
 use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, Task, TaskGroup};
 use taskledger_projections::EmbeddedLog;
 use tokio::sync::watch;
@@ -367,6 +368,8 @@ struct Outgoing {
     event_id: String,
     stream: String,
     sequence: u64,
+    /// When the event happened.
+    time: Millis,
 }
 
 /// Envelopes of one command: same stream, time, actor and cause, back to back.
@@ -409,6 +412,7 @@ fn queue_batch(
                     event_id: env.event_id.to_string(),
                     stream: env.stream_id.clone(),
                     sequence: env.sequence,
+                    time: env.time,
                 });
             }
         }
@@ -453,6 +457,7 @@ fn group_resolved(
         event_id: format!("{}/task-group-resolved", env.event_id),
         stream: env.stream_id.clone(),
         sequence: env.sequence,
+        time: env.time,
     }))
 }
 
@@ -481,6 +486,152 @@ fn properties(o: &Outgoing) -> BasicProperties {
         .with_delivery_mode(2)
         .with_message_id(o.event_id.as_str().into())
         .with_headers(headers)
+}
+
+/// The messages of a batch of `topic`'s records, and the folded state after them.
+fn render<'a>(
+    state: &'a BridgeState,
+    topic: &str,
+    records: &[taskledger_core::log::Stored],
+) -> Result<(Overlay<'a>, Vec<Outgoing>), BridgeError> {
+    let mut overlay = Overlay::new(state);
+    let outgoing = if topic == QUEUE_TOPIC {
+        let envs = records
+            .iter()
+            .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value))
+            .collect::<Result<Vec<_>, _>>()?;
+        queue_batch(&mut overlay, &envs)?
+    } else {
+        records
+            .iter()
+            .filter_map(|r| {
+                let env = match codec::decode::<Envelope<AuthEvent>>(&r.value) {
+                    Ok(env) => env,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let message = messages::auth_message(&env.payload)?;
+                Some(Ok(Outgoing {
+                    message,
+                    event_id: env.event_id.to_string(),
+                    stream: env.stream_id,
+                    sequence: env.sequence,
+                    time: env.time,
+                }))
+            })
+            .collect::<Result<Vec<_>, BridgeError>>()?
+    };
+    Ok((overlay, outgoing))
+}
+
+/// AMQP topic matching (what a binding does): words split on `.`, `*` is one word, `#` zero
+/// or more.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match p.split_first() {
+            None => k.is_empty(),
+            Some((&"#", rest)) => (0..=k.len()).any(|i| go(rest, &k[i..])),
+            Some((w, rest)) => {
+                k.split_first().is_some_and(|(kw, krest)| (*w == "*" || w == kw) && go(rest, krest))
+            }
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+/// What `taskledger bridge replay` selects from the history.
+pub struct ReplayFilter {
+    /// The full exchange name.
+    pub exchange: String,
+    /// A binding pattern, matched against the routing key and every CC'd route.
+    pub routing_key: String,
+    /// Events before this instant are skipped.
+    pub since: Millis,
+}
+
+/// Republishes the history matching `filter` into the existing queue `queue` (through the
+/// default exchange, so only that queue receives it), with publisher confirms. The messages
+/// are the bridge's own (same bodies, message ids and headers) plus `taskledger-exchange` and
+/// `taskledger-routing-key` headers naming where they were first published. The fold state
+/// lives in `scratch`, a fresh directory. Returns how many messages were republished.
+pub async fn replay(
+    log: &EmbeddedLog,
+    url: &str,
+    filter: &ReplayFilter,
+    queue: &str,
+    scratch: &Path,
+) -> Result<u64, BridgeError> {
+    let state = BridgeState::open(scratch)?;
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut published = 0;
+    for topic in [QUEUE_TOPIC, AUTH_TOPIC] {
+        let mut offset = 0;
+        loop {
+            let records = log.read_sync(topic, 0, offset, BATCH)?;
+            if records.is_empty() {
+                break;
+            }
+            let (overlay, outgoing) = render(&state, topic, &records)?;
+            let mut batch = WriteBatch::default();
+            overlay.commit(&mut batch)?;
+            state.db.write(batch)?;
+            offset += records.len() as u64;
+            let mut confirms = Vec::new();
+            for o in outgoing.iter().filter(|o| {
+                o.message.exchange == filter.exchange
+                    && o.time >= filter.since
+                    && (topic_matches(&filter.routing_key, &o.message.routing_key)
+                        || o.message.cc.iter().any(|r| topic_matches(&filter.routing_key, r)))
+            }) {
+                let mut props = properties(o);
+                let mut headers = props.headers().clone().unwrap_or_default();
+                headers.insert(
+                    "taskledger-exchange".into(),
+                    AMQPValue::LongString(LongString::from(o.message.exchange.as_str())),
+                );
+                headers.insert(
+                    "taskledger-routing-key".into(),
+                    AMQPValue::LongString(LongString::from(o.message.routing_key.as_str())),
+                );
+                props = props.with_headers(headers);
+                let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
+                confirms.push(
+                    channel
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            &body,
+                            props,
+                        )
+                        .await?,
+                );
+            }
+            for c in confirms {
+                if !c.await?.is_ack() {
+                    return Err(BridgeError::Nacked);
+                }
+                published += 1;
+            }
+        }
+    }
+    let _ = conn.close(200, "replay done".into()).await;
+    Ok(published)
 }
 
 /// Runs the bridge until the process ends: reconnects with backoff, never skips an event.
@@ -552,31 +703,7 @@ async fn session(
                 continue;
             }
             progressed = true;
-            let mut overlay = Overlay::new(state);
-            let outgoing = if topic == QUEUE_TOPIC {
-                let envs = records
-                    .iter()
-                    .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value))
-                    .collect::<Result<Vec<_>, _>>()?;
-                queue_batch(&mut overlay, &envs)?
-            } else {
-                records
-                    .iter()
-                    .filter_map(|r| {
-                        let env = match codec::decode::<Envelope<AuthEvent>>(&r.value) {
-                            Ok(env) => env,
-                            Err(e) => return Some(Err(e.into())),
-                        };
-                        let message = messages::auth_message(&env.payload)?;
-                        Some(Ok(Outgoing {
-                            message,
-                            event_id: env.event_id.to_string(),
-                            stream: env.stream_id,
-                            sequence: env.sequence,
-                        }))
-                    })
-                    .collect::<Result<Vec<_>, BridgeError>>()?
-            };
+            let (overlay, outgoing) = render(state, topic, &records)?;
             let mut confirms = Vec::with_capacity(outgoing.len());
             for o in &outgoing {
                 let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
@@ -634,5 +761,24 @@ async fn session(
                 None => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns_match_as_amqp_bindings_do() {
+        assert!(topic_matches("primary.#", "primary.abc._._"));
+        assert!(topic_matches("#", "anything.at.all"));
+        assert!(topic_matches("primary.*.0.#", "primary.t1.0.g.w"));
+        assert!(!topic_matches("primary.*.0.#", "primary.t1.1.g.w"));
+        assert!(topic_matches("primary.#.grp.#", "primary.t.0._._.p.w.-.grp._"));
+        assert!(topic_matches("route.it.#", "route.it.x.done"));
+        assert!(!topic_matches("route.it.*", "route.it.x.done"));
+        assert!(topic_matches("a.#.b", "a.b"));
+        assert!(!topic_matches("a.*", "a"));
+        assert!(topic_matches("_", "_"));
     }
 }

@@ -412,3 +412,82 @@ async fn task_group_resolved_fires_when_no_task_of_the_group_is_left_unresolved(
     assert_eq!(again.len(), 1);
     assert_ne!(again[0].message_id, got[0].message_id);
 }
+
+#[tokio::test]
+async fn bridge_replay_refills_a_consumers_queue_from_the_log() {
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    let route = format!("it.replay.{}", slugid::nice().replace(['-', '_'], "x"));
+    let ids: Vec<String> = (0..3).map(|_| slugid::nice()).collect();
+    for id in &ids {
+        let mut def = task_def(&tq, 600);
+        def["routes"] = json!([route]);
+        q.createTask(id, &def).await.unwrap();
+    }
+    q.claimWork(&tq, &worker_body(3)).await.unwrap();
+    q.reportCompleted(&ids[0], "0").await.unwrap();
+    q.reportCompleted(&ids[1], "0").await.unwrap();
+    q.reportFailed(&ids[2], "0").await.unwrap();
+
+    // a consumer's (recreated) queue, bound to nothing: only the replay fills it
+    let name = format!("it-replay-{}", slugid::nice());
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let replay = |routing_key: String, since: Option<String>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"));
+        cmd.args(["bridge", "replay", "--exchange", "task-completed"])
+            .args(["--routing-key", &routing_key, "--to-queue", &name])
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .env("TASKLEDGER_PULSE_URL", AMQP)
+            .env("RUST_LOG", "warn");
+        if let Some(t) = since {
+            cmd.args(["--since", &t]);
+        }
+        cmd.output()
+    };
+    // routes are matched like bindings, CCs included
+    let out = replay(format!("route.{route}"), None).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("republished 2 messages"));
+    // nothing happened after tomorrow
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let out = replay("primary.#".into(), Some(tomorrow)).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("republished 0 messages"));
+
+    let mut consumer = ch
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let got = collect(&mut consumer, Duration::from_secs(10), |g| g.len() >= 2).await;
+    assert_eq!(got.len(), 2);
+    let mut tasks: Vec<&str> = got
+        .iter()
+        .map(|g| g.body["status"]["taskId"].as_str().unwrap())
+        .collect();
+    tasks.sort();
+    let mut want = vec![ids[0].as_str(), ids[1].as_str()];
+    want.sort();
+    assert_eq!(tasks, want);
+    for g in &got {
+        assert_eq!(g.body["status"]["state"], "completed");
+        assert!(uuid::Uuid::parse_str(&g.message_id).is_ok());
+        assert_eq!(g.cc, vec![format!("route.{route}")]);
+    }
+}
