@@ -62,6 +62,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BridgeCmd {
+    /// Run the Pulse bridge as its own process beside a running server (or on a stopped
+    /// server's data directory): the same component `serve --pulse-url` runs inside.
+    Run {
+        #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
+        pulse_url: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Republish the matching history into one consumer's queue (e.g. after the queue was
     /// deleted for growing too large): same bodies and message ids as first published.
     Replay {
@@ -648,14 +656,17 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
 
 /// `taskledger bridge replay`.
 async fn bridge_command(cmd: BridgeCmd) -> Result<()> {
-    let BridgeCmd::Replay {
-        exchange,
-        routing_key,
-        since,
-        to_queue,
-        pulse_url,
-        data,
-    } = cmd;
+    let (exchange, routing_key, since, to_queue, pulse_url, data) = match cmd {
+        BridgeCmd::Run { pulse_url, data } => return bridge_run(pulse_url, data).await,
+        BridgeCmd::Replay {
+            exchange,
+            routing_key,
+            since,
+            to_queue,
+            pulse_url,
+            data,
+        } => (exchange, routing_key, since, to_queue, pulse_url, data),
+    };
     use taskledger_bridge::messages::{
         AUTH_EXCHANGES, AUTH_EXCHANGE_PREFIX, QUEUE_EXCHANGES, QUEUE_EXCHANGE_PREFIX,
     };
@@ -685,6 +696,23 @@ async fn bridge_command(cmd: BridgeCmd) -> Result<()> {
         .await
         .context("replaying into the queue")?;
     println!("republished {n} messages into {to_queue}");
+    Ok(())
+}
+
+/// `taskledger bridge run`: the bridge on a secondary instance of the data directory's
+/// database, its position in `<data-dir>/bridge` (so it cannot run twice, nor beside
+/// `serve --pulse-url`), until SIGTERM or Ctrl-C.
+async fn bridge_run(pulse_url: String, data: DataDir) -> Result<()> {
+    let (db, _secondary) = open_read_only(&data)?;
+    let log = Arc::new(EmbeddedLog::new(db));
+    let state = taskledger_bridge::BridgeState::open(&data.data_dir.join("bridge"))
+        .context("opening the bridge's state (is another bridge running on this data dir?)")?;
+    eprintln!("taskledger bridge: republishing {} to Pulse", data.data_dir.display());
+    let stats = Arc::new(taskledger_bridge::BridgeStats::default());
+    tokio::select! {
+        _ = taskledger_bridge::run(log, Arc::new(state), pulse_url, None, stats) => {}
+        _ = shutdown_signal() => {}
+    }
     Ok(())
 }
 

@@ -635,7 +635,9 @@ pub async fn replay(
 }
 
 /// Runs the bridge until the process ends: reconnects with backoff, never skips an event.
-/// `wake` (the queue engine's commit counter) shortens the idle wait.
+/// `wake` (the queue engine's commit counter) shortens the idle wait; without it (a
+/// standalone bridge on a secondary instance of the server's database) the bridge polls and
+/// catches up with the primary before each read.
 pub async fn run(
     log: Arc<EmbeddedLog>,
     state: Arc<BridgeState>,
@@ -696,6 +698,9 @@ async fn session(
     loop {
         let mut progressed = false;
         let mut lag = 0u64;
+        if wake.is_none() {
+            log.follow_primary();
+        }
         for topic in [QUEUE_TOPIC, AUTH_TOPIC] {
             let offset = state.offset(topic)?;
             let records = log.read_sync(topic, 0, offset, BATCH)?;

@@ -205,6 +205,12 @@ impl EmbeddedLog {
         self.stored_end(topic, partition)
     }
 
+    /// For a log opened as a secondary instance (`store::open_secondary`): see what the
+    /// primary wrote since. A no-op error on a primary, which is ignored.
+    pub fn follow_primary(&self) {
+        let _ = self.db.try_catch_up_with_primary();
+    }
+
     pub fn read_sync(
         &self,
         topic: &str,

@@ -491,3 +491,38 @@ async fn bridge_replay_refills_a_consumers_queue_from_the_log() {
         assert_eq!(g.cc, vec![format!("route.{route}")]);
     }
 }
+
+#[tokio::test]
+async fn a_standalone_bridge_publishes_beside_a_running_server() {
+    let s = Server::start(&[]).await;
+    let mut bridge = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .args(["bridge", "run", "--data-dir"])
+        .arg(&s.data_dir)
+        .env("TASKLEDGER_PULSE_URL", AMQP)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let task_id = slugid::nice();
+    let mut defined = listen(
+        &ch,
+        &[(format!("{Q}task-defined"), format!("primary.{task_id}.#"))],
+    )
+    .await;
+    s.queue()
+        .createTask(&task_id, &task_def(&fresh_queue(), 600))
+        .await
+        .unwrap();
+    let got = collect(&mut defined, Duration::from_secs(20), |g| !g.is_empty()).await;
+    assert_eq!(got.len(), 1, "the standalone bridge saw the server's new event");
+    assert_eq!(got[0].body["status"]["taskId"], task_id.as_str());
+    let pid = bridge.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), bridge.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM stops the bridge cleanly: {status}");
+}
