@@ -27,10 +27,10 @@ echo "== cargo test (release profile: the binary and the tests share one build)"
 cargo test --release --workspace
 
 venv="$cache/venv"
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import taskcluster" 2>/dev/null; then
-  echo "== creating the Python venv with the official client"
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import taskcluster, pika" 2>/dev/null; then
+  echo "== creating the Python venv with the official client (and pika, a plain AMQP consumer)"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "taskcluster>=90" pytest requests
+  "$venv/bin/pip" install -q "taskcluster>=90" pytest requests "pika>=1.3"
 fi
 echo "== official Python client against the real binary"
 TASKLEDGER_BIN="$CARGO_TARGET_DIR/release/taskledger" "$venv/bin/pytest" -q tests/python
