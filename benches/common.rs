@@ -101,3 +101,27 @@ pub fn write_lifecycles(
     }
     written
 }
+
+/// Appends one task lifecycle stamped with the current time (one append per command, as the
+/// engine would); returns how many events it wrote.
+#[allow(dead_code)]
+pub fn append_lifecycle_now(log: &taskledger_projections::EmbeddedLog) -> u64 {
+    let now = Millis::now();
+    let events = lifecycle_events(now);
+    let n = events.len() as u64;
+    // each lifecycle is a fresh task: its streams start at sequence 1
+    let mut seqs: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for e in events {
+        let seq = seqs.entry(e.stream().id()).or_insert(0);
+        *seq += 1;
+        let env = envelope(e, *seq, now);
+        let record = taskledger_core::log::Record {
+            key: env.stream_id.clone(),
+            event_type: env.payload.type_name(),
+            value: taskledger_core::codec::encode(&env).unwrap(),
+        };
+        log.append_sync(taskledger_core::log::QUEUE_TOPIC, 0, vec![record])
+            .unwrap();
+    }
+    n
+}

@@ -148,5 +148,102 @@ async fn main() {
         bodies.len()
     );
     println!("ratio bridge / raw: {:.2}", bridge_rate / raw_rate);
+    live_latency(&conn, &root).await;
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Event-to-delivery latency while events arrive at a steady pace (the bridge woken by each
+/// append, as `serve` wakes it on each commit): the consumer subtracts each message's
+/// `taskledger-time` header from its arrival time.
+async fn live_latency(conn: &Connection, root: &std::path::Path) {
+    let lifecycles: usize = std::env::var("PULSE_LIVE_LIFECYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let log = Arc::new(EmbeddedLog::new(store::open(&root.join("live-db")).unwrap()));
+    let ch = conn.create_channel().await.unwrap();
+    let sink = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for name in taskledger_bridge::messages::QUEUE_EXCHANGES {
+        let exchange = format!("{}{name}", taskledger_bridge::messages::QUEUE_EXCHANGE_PREFIX);
+        ch.queue_bind(
+            sink.name().clone(),
+            exchange.as_str().into(),
+            "primary.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut consumer = ch
+        .basic_consume(
+            sink.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let state = Arc::new(BridgeState::open(&root.join("live-bridge")).unwrap());
+    let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(taskledger_bridge::run(
+        log.clone(),
+        state,
+        AMQP.into(),
+        Some(wake_rx),
+        Arc::new(BridgeStats::default()),
+    ));
+    let writer = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..lifecycles {
+                n += common::append_lifecycle_now(&log);
+                wake_tx.send_replace(n);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    // task-defined, -pending, -running, -completed and (each task is its own group)
+    // task-group-resolved per lifecycle
+    let expected = lifecycles * 5;
+    let mut latencies = Vec::with_capacity(expected);
+    while latencies.len() < expected {
+        let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await
+        else {
+            break;
+        };
+        let now = taskledger_core::time::Millis::now().0;
+        let sent = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("taskledger-time").cloned());
+        if let Some(lapin::types::AMQPValue::LongLongInt(t)) = sent {
+            latencies.push((now - t) as f64);
+        }
+    }
+    writer.await.unwrap();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "live: {lifecycles} lifecycles paced 2 ms apart, {} messages: event-to-delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
 }

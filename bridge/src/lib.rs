@@ -480,6 +480,8 @@ fn properties(o: &Outgoing) -> BasicProperties {
         "taskledger-sequence".into(),
         AMQPValue::LongLongInt(o.sequence as i64),
     );
+    // when the event happened (ms since the epoch): consumers can measure their lag
+    headers.insert("taskledger-time".into(), AMQPValue::LongLongInt(o.time.0));
     BasicProperties::default()
         .with_content_type("application/json".into())
         .with_content_encoding("utf-8".into())
