@@ -27,7 +27,8 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        self.call_at(method, &format!("/api/queue/v1{path}"), body).await
+        self.call_at(method, &format!("/api/queue/v1{path}"), body)
+            .await
     }
 
     /// The same API as another client.
@@ -413,7 +414,9 @@ async fn auth_phases(api: &Api, clients: usize, secs: u64) {
         created["clientId"].as_str().unwrap(),
         created["accessToken"].as_str().unwrap(),
     );
-    let held = member.call_at("GET", "/api/auth/v1/scopes/current", None).await;
+    let held = member
+        .call_at("GET", "/api/auth/v1/scopes/current", None)
+        .await;
     let held = held["scopes"].as_array().map_or(0, Vec::len);
 
     let m = member.clone();

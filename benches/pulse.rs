@@ -160,7 +160,9 @@ async fn live_latency(conn: &Connection, root: &std::path::Path) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let log = Arc::new(EmbeddedLog::new(store::open(&root.join("live-db")).unwrap()));
+    let log = Arc::new(EmbeddedLog::new(
+        store::open(&root.join("live-db")).unwrap(),
+    ));
     let ch = conn.create_channel().await.unwrap();
     let sink = ch
         .queue_declare(
@@ -174,7 +176,10 @@ async fn live_latency(conn: &Connection, root: &std::path::Path) {
         .await
         .unwrap();
     for name in taskledger_bridge::messages::QUEUE_EXCHANGES {
-        let exchange = format!("{}{name}", taskledger_bridge::messages::QUEUE_EXCHANGE_PREFIX);
+        let exchange = format!(
+            "{}{name}",
+            taskledger_bridge::messages::QUEUE_EXCHANGE_PREFIX
+        );
         ch.queue_bind(
             sink.name().clone(),
             exchange.as_str().into(),

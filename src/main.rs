@@ -707,7 +707,10 @@ async fn bridge_run(pulse_url: String, data: DataDir) -> Result<()> {
     let log = Arc::new(EmbeddedLog::new(db));
     let state = taskledger_bridge::BridgeState::open(&data.data_dir.join("bridge"))
         .context("opening the bridge's state (is another bridge running on this data dir?)")?;
-    eprintln!("taskledger bridge: republishing {} to Pulse", data.data_dir.display());
+    eprintln!(
+        "taskledger bridge: republishing {} to Pulse",
+        data.data_dir.display()
+    );
     let stats = Arc::new(taskledger_bridge::BridgeStats::default());
     tokio::select! {
         _ = taskledger_bridge::run(log, Arc::new(state), pulse_url, None, stats) => {}

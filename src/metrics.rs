@@ -39,7 +39,10 @@ fn render(log: &EmbeddedLog, bridge: Option<&BridgeStats>) -> impl IntoResponse 
         out.push_str(&stats.prometheus(Millis::now().0));
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
 }

@@ -26,8 +26,8 @@ use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::log::QUEUE_TOPIC;
-use taskledger_core::time::Millis;
 use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, Task, TaskGroup};
+use taskledger_core::time::Millis;
 use taskledger_projections::EmbeddedLog;
 use tokio::sync::watch;
 
@@ -443,7 +443,10 @@ fn group_resolved(
         return Ok(None);
     };
     // an exception that is retried leaves the task pending: not resolved
-    let Some(task) = overlay.task(task_key(&id.0))?.filter(|t| t.resolution().is_some()) else {
+    let Some(task) = overlay
+        .task(task_key(&id.0))?
+        .filter(|t| t.resolution().is_some())
+    else {
         return Ok(None);
     };
     if overlay.resolve_in_group(&task)? > 0 {
@@ -532,9 +535,9 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
         match p.split_first() {
             None => k.is_empty(),
             Some((&"#", rest)) => (0..=k.len()).any(|i| go(rest, &k[i..])),
-            Some((w, rest)) => {
-                k.split_first().is_some_and(|(kw, krest)| (*w == "*" || w == kw) && go(rest, krest))
-            }
+            Some((w, rest)) => k
+                .split_first()
+                .is_some_and(|(kw, krest)| (*w == "*" || w == kw) && go(rest, krest)),
         }
     }
     let p: Vec<&str> = pattern.split('.').collect();
@@ -598,7 +601,10 @@ pub async fn replay(
                 o.message.exchange == filter.exchange
                     && o.time >= filter.since
                     && (topic_matches(&filter.routing_key, &o.message.routing_key)
-                        || o.message.cc.iter().any(|r| topic_matches(&filter.routing_key, r)))
+                        || o.message
+                            .cc
+                            .iter()
+                            .any(|r| topic_matches(&filter.routing_key, r)))
             }) {
                 let mut props = properties(o);
                 let mut headers = props.headers().clone().unwrap_or_default();
@@ -781,7 +787,10 @@ mod replay_tests {
         assert!(topic_matches("#", "anything.at.all"));
         assert!(topic_matches("primary.*.0.#", "primary.t1.0.g.w"));
         assert!(!topic_matches("primary.*.0.#", "primary.t1.1.g.w"));
-        assert!(topic_matches("primary.#.grp.#", "primary.t.0._._.p.w.-.grp._"));
+        assert!(topic_matches(
+            "primary.#.grp.#",
+            "primary.t.0._._.p.w.-.grp._"
+        ));
         assert!(topic_matches("route.it.#", "route.it.x.done"));
         assert!(!topic_matches("route.it.*", "route.it.x.done"));
         assert!(topic_matches("a.#.b", "a.b"));

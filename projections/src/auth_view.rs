@@ -18,14 +18,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use taskledger_core::access::seal::Sealed;
 use taskledger_core::access::{
     AuthCommand, AuthError, AuthEvent, AuthState, Client, Role, AUTH_TOPIC,
 };
-use taskledger_core::access::seal::Sealed;
 use taskledger_core::codec;
-use taskledger_core::scopes::ScopeSet;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
 use taskledger_core::log::{EventLog, Record};
+use taskledger_core::scopes::ScopeSet;
 use taskledger_core::time::Millis;
 use tokio::sync::{mpsc, oneshot};
 
@@ -170,7 +170,12 @@ impl AuthView {
                 .expect("finals cache")
                 .get(c.scopes.as_slice())
                 .cloned();
-            Some((c.token.clone(), c.expires, c.disabled, hit.ok_or_else(|| c.scopes.clone())))
+            Some((
+                c.token.clone(),
+                c.expires,
+                c.disabled,
+                hit.ok_or_else(|| c.scopes.clone()),
+            ))
         })?;
         let scopes = match scopes {
             Ok(hit) => hit,

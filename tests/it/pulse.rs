@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use taskcluster::{Auth, ClientBuilder, Credentials};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Every test here shares the one RabbitMQ; the test that restarts it holds this exclusively.
+static RABBIT: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const Q: &str = "exchange/taskcluster-queue/v1/";
 
 struct Got {
@@ -150,6 +153,7 @@ async fn wait_for_exchanges(conn: &Connection) {
 
 #[tokio::test]
 async fn a_running_task_is_published_as_taskcluster_does() {
+    let _rabbit = RABBIT.read().await;
     let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
     let (conn, _) = channel().await;
     wait_for_exchanges(&conn).await;
@@ -254,10 +258,24 @@ async fn a_running_task_is_published_as_taskcluster_does() {
         (metric(&text, "taskledger_bridge_lag_events") == Some(0.0)).then_some(text)
     })
     .await;
-    assert!(metric(&text, "taskledger_bridge_published_total").unwrap() >= 5.0, "{text}");
-    assert_eq!(metric(&text, "taskledger_bridge_lag_seconds"), Some(0.0), "{text}");
-    assert_eq!(metric(&text, "taskledger_bridge_confirms_pending"), Some(0.0), "{text}");
-    assert!(text.contains("taskledger_log_end_offset{topic=\"taskledger.queue\"}"), "{text}");
+    assert!(
+        metric(&text, "taskledger_bridge_published_total").unwrap() >= 5.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "taskledger_bridge_lag_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "taskledger_bridge_confirms_pending"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("taskledger_log_end_offset{topic=\"taskledger.queue\"}"),
+        "{text}"
+    );
 
     // auth exchanges: a client's creation is announced with its id only, never its token
     let mut auth_q = listen(
@@ -293,6 +311,7 @@ async fn a_running_task_is_published_as_taskcluster_does() {
 
 #[tokio::test]
 async fn group_bindings_select_and_a_crash_loses_nothing() {
+    let _rabbit = RABBIT.read().await;
     let mut s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
     let (conn, ch) = channel().await;
     wait_for_exchanges(&conn).await;
@@ -372,6 +391,7 @@ async fn group_bindings_select_and_a_crash_loses_nothing() {
 
 #[tokio::test]
 async fn task_group_resolved_fires_when_no_task_of_the_group_is_left_unresolved() {
+    let _rabbit = RABBIT.read().await;
     let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
     let (conn, ch) = channel().await;
     wait_for_exchanges(&conn).await;
@@ -380,7 +400,10 @@ async fn task_group_resolved_fires_when_no_task_of_the_group_is_left_unresolved(
     let group = slugid::nice();
     let mut resolved = listen(
         &ch,
-        &[(format!("{Q}task-group-resolved"), format!("primary.{group}.#"))],
+        &[(
+            format!("{Q}task-group-resolved"),
+            format!("primary.{group}.#"),
+        )],
     )
     .await;
     let (a, b) = (slugid::nice(), slugid::nice());
@@ -415,6 +438,7 @@ async fn task_group_resolved_fires_when_no_task_of_the_group_is_left_unresolved(
 
 #[tokio::test]
 async fn bridge_replay_refills_a_consumers_queue_from_the_log() {
+    let _rabbit = RABBIT.read().await;
     let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
     let (conn, ch) = channel().await;
     wait_for_exchanges(&conn).await;
@@ -459,7 +483,11 @@ async fn bridge_replay_refills_a_consumers_queue_from_the_log() {
     };
     // routes are matched like bindings, CCs included
     let out = replay(format!("route.{route}"), None).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("republished 2 messages"));
     // nothing happened after tomorrow
     let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
@@ -494,6 +522,7 @@ async fn bridge_replay_refills_a_consumers_queue_from_the_log() {
 
 #[tokio::test]
 async fn a_standalone_bridge_publishes_beside_a_running_server() {
+    let _rabbit = RABBIT.read().await;
     let s = Server::start(&[]).await;
     let mut bridge = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
         .args(["bridge", "run", "--data-dir"])
@@ -516,13 +545,237 @@ async fn a_standalone_bridge_publishes_beside_a_running_server() {
         .await
         .unwrap();
     let got = collect(&mut defined, Duration::from_secs(20), |g| !g.is_empty()).await;
-    assert_eq!(got.len(), 1, "the standalone bridge saw the server's new event");
+    assert_eq!(
+        got.len(),
+        1,
+        "the standalone bridge saw the server's new event"
+    );
     assert_eq!(got[0].body["status"]["taskId"], task_id.as_str());
     let pid = bridge.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), bridge.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(status.success(), "SIGTERM stops the bridge cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM stops the bridge cleanly: {status}"
+    );
+}
+
+/// Declares the queue exchanges as the bridge does (idempotent), so a consumer can bind before
+/// any bridge ran.
+async fn declare_queue_exchanges(ch: &Channel) {
+    for name in taskledger_bridge_names() {
+        ch.exchange_declare(
+            format!("{Q}{name}").into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn taskledger_bridge_names() -> [&'static str; 2] {
+    ["task-defined", "task-pending"]
+}
+
+#[tokio::test]
+async fn killing_the_bridge_mid_flow_of_ten_thousand_events_loses_none() {
+    let _rabbit = RABBIT.read().await;
+    let s = Server::start(&[]).await;
+    let (_conn, ch) = channel().await;
+    declare_queue_exchanges(&ch).await;
+    let tq = fresh_queue();
+    let wt = tq.split('/').nth(1).unwrap().to_string();
+    let bindings: Vec<(String, String)> = taskledger_bridge_names()
+        .iter()
+        .map(|n| (format!("{Q}{n}"), format!("primary.*.*.*.*.*.{wt}.#")))
+        .collect();
+    let mut consumer = listen(&ch, &bindings).await;
+
+    // 5,000 tasks: 10,000 messages waiting in the log before any bridge runs
+    let q = s.queue();
+    let ids: Vec<String> = (0..5000).map(|_| slugid::nice()).collect();
+    futures::stream::iter(ids.iter())
+        .map(|id| {
+            let (q, def) = (&q, task_def(&tq, 600));
+            async move { q.createTask(id, &def).await.unwrap() }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+
+    let bridge = |s: &Server| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+            .args(["bridge", "run", "--data-dir"])
+            .arg(&s.data_dir)
+            .env("TASKLEDGER_PULSE_URL", AMQP)
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap()
+    };
+    let mut first = bridge(&s);
+    let before = collect(&mut consumer, Duration::from_secs(30), |g| g.len() >= 1000).await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert!(
+        before.len() >= 1000 && before.len() < 10_000,
+        "the kill came mid-flow ({} of 10,000 delivered)",
+        before.len()
+    );
+    let mut second = bridge(&s);
+    let mut all = before;
+    // (exchange, task) pairs seen, grown as messages arrive (not recounted each time)
+    let key = |m: &Got| (m.exchange.clone(), m.body["status"]["taskId"].to_string());
+    let seen = std::cell::RefCell::new(
+        all.iter()
+            .map(key)
+            .collect::<std::collections::HashSet<_>>(),
+    );
+    let counted = std::cell::Cell::new(0);
+    let rest = collect(&mut consumer, Duration::from_secs(60), |g| {
+        let mut seen = seen.borrow_mut();
+        seen.extend(g[counted.get()..].iter().map(key));
+        counted.set(g.len());
+        seen.len() >= 10_000
+    })
+    .await;
+    let _ = second.kill();
+    let _ = second.wait();
+    all.extend(rest);
+    // every message arrived at least once; a re-sent one carries its first message id
+    let mut ids_by_message: HashMap<(String, String), String> = HashMap::new();
+    for m in &all {
+        let key = (
+            m.exchange.clone(),
+            m.body["status"]["taskId"].as_str().unwrap().to_string(),
+        );
+        if let Some(prev) = ids_by_message.insert(key, m.message_id.clone()) {
+            assert_eq!(prev, m.message_id, "a duplicate with a new message id");
+        }
+    }
+    for id in &ids {
+        for n in taskledger_bridge_names() {
+            assert!(
+                ids_by_message.contains_key(&(format!("{Q}{n}"), id.clone())),
+                "{n} of {id} never arrived"
+            );
+        }
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl (RabbitMQ's own CLI) runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_rabbitmq_restart_mid_flow_loses_nothing() {
+    let _rabbit = RABBIT.write().await;
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let tq = fresh_queue();
+    let wt = tq.split('/').nth(1).unwrap().to_string();
+    // a durable queue keeps what it was given across the broker's restart
+    let name = format!("it-restart-{}", slugid::nice());
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        name.as_str().into(),
+        format!("{Q}task-defined").into(),
+        format!("primary.*.*.*.*.*.{wt}.#").into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+
+    let q = s.queue();
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let id = slugid::nice();
+        q.createTask(&id, &task_def(&tq, 600)).await.unwrap();
+        ids.push(id);
+        if i == 150 {
+            rabbitmqctl(&["stop_app"]);
+            rabbitmqctl(&["start_app"]);
+        }
+    }
+    let (conn, ch) = channel().await;
+    let mut consumer = ch
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let got = collect(&mut consumer, Duration::from_secs(60), |g| {
+        g.iter()
+            .filter_map(|m| m.body["status"]["taskId"].as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            >= ids.len()
+    })
+    .await;
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for m in &got {
+        let id = m.body["status"]["taskId"].as_str().unwrap().to_string();
+        if let Some(prev) = seen.insert(id, m.message_id.clone()) {
+            assert_eq!(prev, m.message_id, "a duplicate with a new message id");
+        }
+    }
+    for id in &ids {
+        assert!(
+            seen.contains_key(id),
+            "task-defined of {id} was lost in the restart"
+        );
+    }
+    // the bridge did live through the restart: it reconnected
+    let metrics = reqwest::get(format!("{}/metrics", s.root_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let reconnects: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("taskledger_bridge_reconnects_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(reconnects >= 1.0, "{metrics}");
+    let _ = ch
+        .queue_delete(
+            name.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+    drop(conn);
 }

@@ -596,19 +596,33 @@ mod tests {
         };
         assert_eq!(used.stream_id(), "client-usage/c");
         // created counts as used: nothing until six hours later
-        assert_eq!(run(&mut s, used.clone(), 1_000 + USED_REFRESH_MS - 1), Ok(vec![]));
+        assert_eq!(
+            run(&mut s, used.clone(), 1_000 + USED_REFRESH_MS - 1),
+            Ok(vec![])
+        );
         let events = run(&mut s, used.clone(), 1_000 + USED_REFRESH_MS).unwrap();
-        assert_eq!(events, vec![AuthEvent::ClientUsed { client_id: "c".into() }]);
+        assert_eq!(
+            events,
+            vec![AuthEvent::ClientUsed {
+                client_id: "c".into()
+            }]
+        );
         assert_eq!(events[0].stream_id(), "client-usage/c");
         assert!(!events[0].is_audited());
-        assert_eq!(s.clients["c"].last_date_used, Millis(1_000 + USED_REFRESH_MS));
+        assert_eq!(
+            s.clients["c"].last_date_used,
+            Millis(1_000 + USED_REFRESH_MS)
+        );
         // a use changes nothing else about the client
         assert_eq!(s.clients["c"].last_modified, Millis(1_000));
         assert_eq!(run(&mut s, used, 1_000 + USED_REFRESH_MS + 1), Ok(vec![]));
         let unknown = AuthCommand::MarkClientUsed {
             client_id: "nobody".into(),
         };
-        assert_eq!(run(&mut s, unknown, 1_000 + 10 * USED_REFRESH_MS), Ok(vec![]));
+        assert_eq!(
+            run(&mut s, unknown, 1_000 + 10 * USED_REFRESH_MS),
+            Ok(vec![])
+        );
     }
 
     #[test]
