@@ -152,6 +152,15 @@ impl Entity {
 enum AuditCmd {
     /// Walk the log and prove its hash chain intact, or name the first broken link.
     Verify {
+        /// Also check these signed checkpoints (JSON lines, as `serve` writes them into
+        /// `<data-dir>/checkpoints.jsonl`; keep your own copy): the log must still begin with
+        /// exactly what each one signed.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The signer's Ed25519 public key (hex), as `serve` printed it; without it a
+        /// checkpoint is only checked against the key it names itself.
+        #[arg(long)]
+        public_key: Option<String>,
         #[command(flatten)]
         data: DataDir,
     },
@@ -256,6 +265,11 @@ struct ServeArgs {
     /// How long claimWork waits for a task (Taskcluster: 20 s).
     #[arg(long, env = "TASKLEDGER_CLAIM_WORK_POLL_SECS", default_value_t = 20)]
     claim_work_poll_secs: u64,
+    /// How often the log's hash chain is verified and each partition's head signed into
+    /// `<data-dir>/checkpoints.jsonl` (Ed25519 key from TASKLEDGER_CHECKPOINT_KEY, base64
+    /// PKCS#8, or generated into the data directory); 0 turns it off.
+    #[arg(long, env = "TASKLEDGER_CHECKPOINT_SECS", default_value_t = 3600)]
+    checkpoint_secs: u64,
     /// Republish every event to Pulse (AMQP), e.g. amqp://guest:guest@127.0.0.1:5672/%2f.
     #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
     pulse_url: Option<String>,
@@ -419,7 +433,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         clients.insert(static_client("tester", "no-secret", &["test:*"]));
     }
 
-    let view = QueueView::new(db).context("loading the queue projection")?;
+    let view = QueueView::new(db.clone()).context("loading the queue projection")?;
     let limits = Limits {
         claim_timeout_ms: args.claim_timeout_secs as i64 * 1000,
         ..Limits::default()
@@ -492,7 +506,38 @@ async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     tracing::info!(listen = %args.listen, "ready");
-    let app = taskledger_gateways::app(state).merge(metrics::router(log.clone(), bridge_stats));
+    let audit_stats = Arc::new(metrics::AuditStats::default());
+    audit_stats
+        .chain_ok
+        .store(-1, std::sync::atomic::Ordering::Relaxed);
+    if args.checkpoint_secs > 0 {
+        use ring::signature::KeyPair;
+        let key = checkpoint_key(&args.data_dir)?;
+        let public: String = key
+            .public_key()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let file = args.data_dir.join("checkpoints.jsonl");
+        println!(
+            "  signing log checkpoints every {} s into {} (Ed25519 public key {public})",
+            args.checkpoint_secs,
+            file.display()
+        );
+        tokio::spawn(run_checkpoints(
+            db.clone(),
+            Arc::new(key),
+            file,
+            Duration::from_secs(args.checkpoint_secs),
+            audit_stats.clone(),
+        ));
+    }
+    let app = taskledger_gateways::app(state).merge(metrics::router(
+        log.clone(),
+        bridge_stats,
+        audit_stats,
+    ));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -719,6 +764,124 @@ async fn bridge_run(pulse_url: String, data: DataDir) -> Result<()> {
     Ok(())
 }
 
+/// `audit verify --checkpoints`: every checkpoint must be signed by the expected key and
+/// still match the log; exits 1 naming the first that does not.
+fn verify_checkpoints(db: &rocksdb::DB, path: &Path, public_key: Option<&str>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if public_key.is_none() {
+        eprintln!(
+            "warning: no --public-key: each checkpoint is checked only against the key it names"
+        );
+    }
+    let mut n = 0;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let cp: taskledger_projections::audit::Checkpoint = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a checkpoint", path.display(), i + 1))?;
+        let verdict = match public_key {
+            Some(k) if !k.eq_ignore_ascii_case(&cp.public_key) => {
+                Err("signed by another key".to_string())
+            }
+            _ => taskledger_projections::audit::verify_checkpoint(db, &cp),
+        };
+        if let Err(why) = verdict {
+            eprintln!(
+                "BROKEN: checkpoint {}:{} ({}/{} at {} records, signed {}): {why}",
+                path.display(),
+                i + 1,
+                cp.topic,
+                cp.partition,
+                cp.count,
+                cp.time
+            );
+            std::process::exit(1);
+        }
+        n += 1;
+    }
+    println!("ok: {n} signed checkpoints hold");
+    Ok(())
+}
+
+/// The Ed25519 key that signs checkpoints: TASKLEDGER_CHECKPOINT_KEY or the data directory's.
+fn checkpoint_key(data_dir: &Path) -> Result<ring::signature::Ed25519KeyPair> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let encoded = match std::env::var("TASKLEDGER_CHECKPOINT_KEY") {
+        Ok(k) if !k.is_empty() => k,
+        _ => {
+            stored_secret(&data_dir.join("checkpoint-key"), || {
+                let rng = ring::rand::SystemRandom::new();
+                let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                    .expect("the system RNG works");
+                b64.encode(pkcs8.as_ref())
+            })?
+            .0
+        }
+    };
+    let der = b64
+        .decode(encoded.trim())
+        .context("the checkpoint key is not base64")?;
+    ring::signature::Ed25519KeyPair::from_pkcs8(&der)
+        .map_err(|e| anyhow::anyhow!("the checkpoint key is not an Ed25519 PKCS#8 key: {e}"))
+}
+
+/// Every `every`: verify the chain, record the outcome for /metrics, and append signed
+/// checkpoints of the verified heads to `<data-dir>/checkpoints.jsonl`.
+async fn run_checkpoints(
+    db: Arc<rocksdb::DB>,
+    key: Arc<ring::signature::Ed25519KeyPair>,
+    file: PathBuf,
+    every: Duration,
+    stats: Arc<metrics::AuditStats>,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::time::sleep(every).await;
+        let (db, key, file, stats) = (db.clone(), key.clone(), file.clone(), stats.clone());
+        let done = tokio::task::spawn_blocking(move || -> Result<()> {
+            let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let (report, cps) = taskledger_projections::audit::checkpoints(&db, &key, &time)?;
+            stats.verified_events.store(
+                report.partitions.iter().map(|p| p.2).sum(),
+                Ordering::Relaxed,
+            );
+            stats
+                .last_run
+                .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+            let Some(cps) = cps else {
+                stats.chain_ok.store(0, Ordering::Relaxed);
+                if let Some(b) = report.broken {
+                    tracing::error!(
+                        topic = b.topic,
+                        offset = b.offset,
+                        reason = b.reason,
+                        "the log's hash chain is broken"
+                    );
+                }
+                return Ok(());
+            };
+            stats.chain_ok.store(1, Ordering::Relaxed);
+            use std::io::Write;
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)?;
+            for cp in cps {
+                writeln!(out, "{}", serde_json::to_string(&cp)?)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = done.map_err(anyhow::Error::from) {
+            tracing::error!(error = %e, "checkpointing failed");
+        }
+    }
+}
+
 fn events_command(cmd: EventsCmd) -> Result<()> {
     let EventsCmd::Tail {
         service,
@@ -775,8 +938,15 @@ fn events_command(cmd: EventsCmd) -> Result<()> {
 fn audit_command(cmd: AuditCmd) -> Result<()> {
     use taskledger_projections::audit;
     match cmd {
-        AuditCmd::Verify { data } => {
+        AuditCmd::Verify {
+            checkpoints,
+            public_key,
+            data,
+        } => {
             let (db, _secondary) = open_read_only(&data)?;
+            if let Some(path) = checkpoints {
+                verify_checkpoints(&db, &path, public_key.as_deref())?;
+            }
             let started = Instant::now();
             let report = audit::verify_chain(&db)?;
             let total: u64 = report.partitions.iter().map(|p| p.2).sum();

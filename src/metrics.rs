@@ -5,6 +5,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use taskledger_bridge::BridgeStats;
 use taskledger_core::access::AUTH_TOPIC;
@@ -13,17 +14,35 @@ use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_projections::EmbeddedLog;
 
-pub fn router(log: Arc<EmbeddedLog>, bridge: Option<Arc<BridgeStats>>) -> Router {
+/// The outcome of the last scheduled chain verification (and checkpoint signing).
+#[derive(Default)]
+pub struct AuditStats {
+    /// 1 verified, 0 broken, -1 not run yet.
+    pub chain_ok: AtomicI64,
+    pub verified_events: AtomicU64,
+    /// When it last ran (seconds since the epoch).
+    pub last_run: AtomicI64,
+}
+
+pub fn router(
+    log: Arc<EmbeddedLog>,
+    bridge: Option<Arc<BridgeStats>>,
+    audit: Arc<AuditStats>,
+) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
-            let (log, bridge) = (log.clone(), bridge.clone());
-            async move { render(&log, bridge.as_deref()) }
+            let (log, bridge, audit) = (log.clone(), bridge.clone(), audit.clone());
+            async move { render(&log, bridge.as_deref(), &audit) }
         }),
     )
 }
 
-fn render(log: &EmbeddedLog, bridge: Option<&BridgeStats>) -> impl IntoResponse {
+fn render(
+    log: &EmbeddedLog,
+    bridge: Option<&BridgeStats>,
+    audit: &AuditStats,
+) -> impl IntoResponse {
     let mut out = String::from(
         "# HELP taskledger_log_end_offset The offset the next event of the topic will get.\n\
          # TYPE taskledger_log_end_offset gauge\n",
@@ -38,6 +57,17 @@ fn render(log: &EmbeddedLog, bridge: Option<&BridgeStats>) -> impl IntoResponse 
     if let Some(stats) = bridge {
         out.push_str(&stats.prometheus(Millis::now().0));
     }
+    out.push_str(&format!(
+        "# HELP taskledger_audit_chain_ok The last scheduled hash-chain verification: 1 held, 0 broken, -1 not run yet.\n\
+         # TYPE taskledger_audit_chain_ok gauge\ntaskledger_audit_chain_ok {}\n\
+         # HELP taskledger_audit_chain_verified_events Events the last verification walked.\n\
+         # TYPE taskledger_audit_chain_verified_events gauge\ntaskledger_audit_chain_verified_events {}\n\
+         # HELP taskledger_audit_last_run_timestamp_seconds When the last verification ran.\n\
+         # TYPE taskledger_audit_last_run_timestamp_seconds gauge\ntaskledger_audit_last_run_timestamp_seconds {}\n",
+        audit.chain_ok.load(Ordering::Relaxed),
+        audit.verified_events.load(Ordering::Relaxed),
+        audit.last_run.load(Ordering::Relaxed),
+    ));
     (
         [(
             header::CONTENT_TYPE,

@@ -227,3 +227,121 @@ async fn history_time_travel_replay_and_tamper_evidence() {
     assert!(!ok, "{out}");
     assert!(err.contains("taskledger.queue/0 offset 2"), "{err}");
 }
+
+/// The queue partition's checkpoints in a checkpoint file.
+fn queue_checkpoints(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|c| c["topic"] == "taskledger.queue")
+        .collect()
+}
+
+#[tokio::test]
+async fn signed_checkpoints_catch_a_log_rewritten_with_a_consistent_chain() {
+    let mut s = Server::start(&[("TASKLEDGER_CHECKPOINT_SECS", "1")]).await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    for _ in 0..3 {
+        q.createTask(&slugid::nice(), &task_def(&tq, 600))
+            .await
+            .unwrap();
+    }
+    let file = s.data_dir.join("checkpoints.jsonl");
+    // a checkpoint covering the three tasks (each createTask appended at least 2 events)
+    let cp = eventually(Duration::from_secs(20), || async {
+        queue_checkpoints(&file)
+            .into_iter()
+            .find(|c| c["count"].as_u64().unwrap_or(0) >= 6)
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", s.root_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("taskledger_audit_chain_ok 1"), "{metrics}");
+    let key = cp["publicKey"].as_str().unwrap().to_string();
+    // the auditor keeps its own copy of what was signed
+    let copy =
+        std::env::temp_dir().join(format!("taskledger-checkpoints-{}.jsonl", slugid::nice()));
+    std::fs::write(&copy, format!("{cp}\n")).unwrap();
+    let copy_arg = copy.to_str().unwrap();
+    s.kill();
+
+    let (ok, out, err) = cli(
+        &s,
+        &[
+            "audit",
+            "verify",
+            "--checkpoints",
+            copy_arg,
+            "--public-key",
+            &key,
+        ],
+    );
+    assert!(
+        ok && out.contains("ok: 1 signed checkpoints hold"),
+        "{out}{err}"
+    );
+    let other = "00".repeat(32);
+    let (ok, _, err) = cli(
+        &s,
+        &[
+            "audit",
+            "verify",
+            "--checkpoints",
+            copy_arg,
+            "--public-key",
+            &other,
+        ],
+    );
+    assert!(!ok && err.contains("signed by another key"), "{err}");
+
+    // rewrite one event and recompute every chain link after it, as a careful forger would
+    {
+        let db = store::open(&s.data_dir.join("db")).unwrap();
+        let log = db.cf_handle(keys::CF_LOG).unwrap();
+        let chain = db.cf_handle(keys::CF_LOG_CHAIN).unwrap();
+        let topic = taskledger_core::log::QUEUE_TOPIC;
+        let key1 = keys::log_key(topic, 0, 1);
+        let mut v = db.get_cf(log, &key1).unwrap().unwrap();
+        let mid = v.len() / 2;
+        v[mid] ^= 0x40;
+        db.put_cf(log, &key1, &v).unwrap();
+        let mut link = taskledger_projections::embedded_log::CHAIN_START;
+        let prefix = keys::log_prefix(topic, 0);
+        let records: Vec<(Box<[u8]>, Box<[u8]>)> = db
+            .iterator_cf(
+                log,
+                rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+            )
+            .map(|r| r.unwrap())
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .collect();
+        for (offset, (k, v)) in records.iter().enumerate() {
+            link = taskledger_projections::embedded_log::chain_link(&link, offset as u64, v);
+            db.put_cf(chain, k, link).unwrap();
+        }
+    }
+    // the chain alone cannot tell...
+    let (ok, out, err) = cli(&s, &["audit", "verify"]);
+    assert!(ok, "the forged chain is self-consistent: {out}{err}");
+    // ...the signed checkpoint can
+    let (ok, out, err) = cli(
+        &s,
+        &[
+            "audit",
+            "verify",
+            "--checkpoints",
+            copy_arg,
+            "--public-key",
+            &key,
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(err.contains("no longer chain to the signed head"), "{err}");
+    let _ = std::fs::remove_file(&copy);
+}
