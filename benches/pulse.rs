@@ -37,55 +37,7 @@ async fn main() {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let sink = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    for name in taskledger_bridge::messages::QUEUE_EXCHANGES {
-        let exchange = format!(
-            "{}{name}",
-            taskledger_bridge::messages::QUEUE_EXCHANGE_PREFIX
-        );
-        ch.exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(
-            sink.name().clone(),
-            exchange.as_str().into(),
-            "primary.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    }
-    let mut consumer = ch
-        .basic_consume(
-            sink.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = sink(&ch).await;
 
     let state = Arc::new(BridgeState::open(&root.join("bridge")).unwrap());
     let stats = Arc::new(BridgeStats::default());
@@ -164,44 +116,7 @@ async fn live_latency(conn: &Connection, root: &std::path::Path) {
         store::open(&root.join("live-db")).unwrap(),
     ));
     let ch = conn.create_channel().await.unwrap();
-    let sink = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    for name in taskledger_bridge::messages::QUEUE_EXCHANGES {
-        let exchange = format!(
-            "{}{name}",
-            taskledger_bridge::messages::QUEUE_EXCHANGE_PREFIX
-        );
-        ch.queue_bind(
-            sink.name().clone(),
-            exchange.as_str().into(),
-            "primary.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    }
-    let mut consumer = ch
-        .basic_consume(
-            sink.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = sink(&ch).await;
     let state = Arc::new(BridgeState::open(&root.join("live-bridge")).unwrap());
     let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
     tokio::spawn(taskledger_bridge::run(
@@ -251,4 +166,57 @@ async fn live_latency(conn: &Connection, root: &std::path::Path) {
         pct(0.99),
         pct(1.0)
     );
+}
+
+/// An exclusive queue bound to every queue exchange (declared as the bridge declares them)
+/// with `primary.#`, consumed without acks.
+async fn sink(ch: &lapin::Channel) -> lapin::Consumer {
+    let sink = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for name in taskledger_bridge::messages::QUEUE_EXCHANGES {
+        let exchange = format!(
+            "{}{name}",
+            taskledger_bridge::messages::QUEUE_EXCHANGE_PREFIX
+        );
+        ch.exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            sink.name().clone(),
+            exchange.as_str().into(),
+            "primary.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    ch.basic_consume(
+        sink.name().clone(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
 }

@@ -313,17 +313,16 @@ async fn signed_checkpoints_catch_a_log_rewritten_with_a_consistent_chain() {
         db.put_cf(log, &key1, &v).unwrap();
         let mut link = taskledger_projections::embedded_log::CHAIN_START;
         let prefix = keys::log_prefix(topic, 0);
-        let records: Vec<(Box<[u8]>, Box<[u8]>)> = db
+        let records = db
             .iterator_cf(
                 log,
                 rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
             )
             .map(|r| r.unwrap())
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .collect();
-        for (offset, (k, v)) in records.iter().enumerate() {
-            link = taskledger_projections::embedded_log::chain_link(&link, offset as u64, v);
-            db.put_cf(chain, k, link).unwrap();
+            .take_while(|(k, _)| k.starts_with(&prefix));
+        for (offset, (k, v)) in records.enumerate() {
+            link = taskledger_projections::embedded_log::chain_link(&link, offset as u64, &v);
+            db.put_cf(chain, &k, link).unwrap();
         }
     }
     // the chain alone cannot tell...

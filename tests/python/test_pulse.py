@@ -2,18 +2,14 @@
 consumers are: exchanges, routing keys, CC routes, bodies and message ids."""
 
 import json
-import os
-import subprocess
-import tempfile
 import time
-import urllib.request
 import uuid
 
 import pika
 import pytest
 import taskcluster
 
-from test_queue import ROOT_TOKEN, definition, free_port, queue
+from test_queue import definition, queue, serve
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2f"
 Q = "exchange/taskcluster-queue/v1/"
@@ -21,27 +17,7 @@ Q = "exchange/taskcluster-queue/v1/"
 
 @pytest.fixture(scope="module")
 def pulse_root_url():
-    binary = os.environ["TASKLEDGER_BIN"]
-    port = free_port()
-    data = tempfile.mkdtemp(prefix="taskledger-py-pulse-")
-    env = dict(os.environ, TASKLEDGER_LISTEN=f"127.0.0.1:{port}", TASKLEDGER_DATA_DIR=data,
-               TASKLEDGER_ROOT_ACCESS_TOKEN=ROOT_TOKEN, TASKLEDGER_PULSE_URL=AMQP,
-               RUST_LOG="warn")
-    proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/queue/v1/ping") as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.time() < deadline, "taskledger did not start"
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
+    yield from serve(TASKLEDGER_PULSE_URL=AMQP)
 
 
 def wait_for_exchange(conn, name):

@@ -20,13 +20,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def root_url():
+def serve(**extra_env):
+    """Runs `taskledger serve` on a free port with a fresh data directory; yields its root URL
+    and checks that SIGTERM stops it cleanly."""
     binary = os.environ["TASKLEDGER_BIN"]
     port = free_port()
     data = tempfile.mkdtemp(prefix="taskledger-py-")
     env = dict(os.environ, TASKLEDGER_LISTEN=f"127.0.0.1:{port}", TASKLEDGER_DATA_DIR=data,
-               TASKLEDGER_ROOT_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="warn")
+               TASKLEDGER_ROOT_ACCESS_TOKEN=ROOT_TOKEN, RUST_LOG="warn", **extra_env)
     proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
@@ -42,6 +43,11 @@ def root_url():
     yield url
     proc.terminate()
     assert proc.wait(timeout=30) == 0, "SIGTERM must stop the server cleanly"
+
+
+@pytest.fixture(scope="module")
+def root_url():
+    yield from serve()
 
 
 def queue(root_url, creds=None):
