@@ -102,6 +102,13 @@ pub enum QueueCommand {
         until: Millis,
         info: String,
     },
+    /// declareWorker: creates or extends the worker and task queue records.
+    DeclareWorker {
+        task_queue_id: TaskQueueId,
+        worker_group: String,
+        worker_id: String,
+        expires: Millis,
+    },
 }
 
 /// The state a command leaves behind, for the answer.
@@ -753,6 +760,22 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
                 info: info.clone(),
                 by: String::new(),
                 at: now,
+            }];
+            Ok((events, Outcome::Done))
+        }
+        QueueCommand::DeclareWorker {
+            task_queue_id,
+            worker_group,
+            worker_id,
+            expires,
+        } => {
+            // the records' expiry is never shortened (the projection keeps the later one)
+            let events = vec![QueueEvent::WorkerSeen {
+                task_queue_id: task_queue_id.clone(),
+                worker_group: worker_group.clone(),
+                worker_id: worker_id.clone(),
+                at: now,
+                expires: *expires,
             }];
             Ok((events, Outcome::Done))
         }

@@ -414,3 +414,57 @@ async fn restart_keeps_acknowledged_tasks_and_claims_still_expire() {
     let counts = q.taskQueueCounts(&queue).await.unwrap();
     assert_eq!(counts["pendingTasks"], 20);
 }
+
+#[tokio::test]
+async fn declare_worker_creates_and_extends_but_never_shortens() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let tq = fresh_queue();
+    let (p, w) = tq.split_once('/').unwrap();
+    let at = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let later = chrono::Utc::now() + chrono::Duration::days(2);
+    let declared = q
+        .declareWorker(p, w, "dg", "dw", &json!({ "expires": later.to_rfc3339() }))
+        .await
+        .unwrap();
+    assert_eq!(declared["workerId"], "dw");
+    assert_eq!(at(&declared["expires"]), later.timestamp_millis());
+    // the worker and its task queue now exist
+    let got = q.getWorker(p, w, "dg", "dw").await.unwrap();
+    assert_eq!(at(&got["expires"]), later.timestamp_millis());
+    q.getWorkerType(p, w).await.unwrap();
+    // an earlier expiry does not shorten it
+    let sooner = chrono::Utc::now() + chrono::Duration::hours(1);
+    let again = q
+        .declareWorker(p, w, "dg", "dw", &json!({ "expires": sooner.to_rfc3339() }))
+        .await
+        .unwrap();
+    assert_eq!(at(&again["expires"]), later.timestamp_millis());
+    // unknown properties are refused and change nothing
+    let err = q
+        .declareWorker(
+            p,
+            w,
+            "dg",
+            "other",
+            &json!({ "expires": later.to_rfc3339(), "color": "red" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+    assert_eq!(
+        status_of(&q.getWorker(p, w, "dg", "other").await.unwrap_err()),
+        Some(404)
+    );
+    // one scope per property, for this very worker
+    let narrow = server.queue_as(Credentials::new("tester", "no-secret"));
+    let err = narrow
+        .declareWorker(p, w, "dg", "dw", &json!({ "expires": later.to_rfc3339() }))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(403));
+}

@@ -7,7 +7,7 @@ pub mod tasks;
 pub mod workers;
 
 use crate::AppState;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use std::sync::Arc;
 
@@ -60,5 +60,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(
             "/provisioners/{provisionerId}/worker-types/{workerType}/workers/{workerGroup}/{workerId}",
             get(w::get_worker).put(w::quarantine_worker),
+        )
+        // declareWorker: no `workers/` segment (reference/queue.md §12)
+        .route(
+            "/provisioners/{provisionerId}/worker-types/{workerType}/{workerGroup}/{workerId}",
+            put(w::declare_worker),
         )
 }

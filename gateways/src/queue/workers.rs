@@ -534,3 +534,72 @@ pub async fn quarantine_worker(
     })
     .await
 }
+
+/// declareWorker: creates or extends the worker and its task queue; one scope per body
+/// property (`queue:declare-worker:<p>/<w>/<g>/<id>#<property>`).
+pub async fn declare_worker(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path((p, w, g, id)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Call::new(
+        "declareWorker",
+        json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
+    )
+    .run(async {
+        let body = json_body(&headers, &body)?;
+        let caller = auth.caller()?;
+        let schema = "/schemas/queue/v1/update-worker-request.json#";
+        let obj = body
+            .as_object()
+            .ok_or_else(|| ApiError::validation(schema, &["data should be object".into()]))?;
+        if let Some(extra) = obj.keys().find(|k| *k != "expires") {
+            return Err(ApiError::validation(
+                schema,
+                &[format!(
+                    "data should NOT have additional properties ({extra})"
+                )],
+            ));
+        }
+        caller.require(&ScopeExpr::all(
+            obj.keys()
+                .map(|k| s(format!("queue:declare-worker:{p}/{w}/{g}/{id}#{k}")))
+                .collect(),
+        ))?;
+        for (n, v) in [
+            ("provisionerId", &p),
+            ("workerType", &w),
+            ("workerGroup", &g),
+            ("workerId", &id),
+        ] {
+            ident_param(n, v)?;
+        }
+        let expires = match obj.get("expires") {
+            None => Millis::now().plus(taskledger_core::time::DAY),
+            Some(v) => v.as_str().and_then(Millis::parse_rfc3339).ok_or_else(|| {
+                ApiError::validation(
+                    schema,
+                    &["data.expires should match format \"date-time\"".into()],
+                )
+            })?,
+        };
+        let queue = TaskQueueId::new(&p, &w)
+            .map_err(|e| ApiError::input(format!("invalid task queue {p}/{w}: {e}")))?;
+        let cmd = QueueCommand::DeclareWorker {
+            task_queue_id: queue.clone(),
+            worker_group: g.clone(),
+            worker_id: id.clone(),
+            expires,
+        };
+        st.engine.execute(actor(caller), cmd).await?;
+        let r = st
+            .engine
+            .view()
+            .worker(queue.as_str(), &g, &id)?
+            .ok_or_else(|| ApiError::not_found("Worker not found"))?;
+        Ok(ok(worker_full(&p, &w, &g, &id, &r)))
+    })
+    .await
+}
