@@ -447,14 +447,7 @@ pub async fn get_worker(
     .run(async {
         auth.caller()?
             .require(&s(format!("queue:get-worker:{p}/{w}/{g}/{id}")))?;
-        for (n, v) in [
-            ("provisionerId", &p),
-            ("workerType", &w),
-            ("workerGroup", &g),
-            ("workerId", &id),
-        ] {
-            ident_param(n, v)?;
-        }
+        worker_params(&p, &w, &g, &id)?;
         let now = Millis::now();
         let r = st
             .engine
@@ -482,14 +475,7 @@ pub async fn quarantine_worker(
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&s(format!("queue:quarantine-worker:{p}/{w}/{g}/{id}")))?;
-        for (n, v) in [
-            ("provisionerId", &p),
-            ("workerType", &w),
-            ("workerGroup", &g),
-            ("workerId", &id),
-        ] {
-            ident_param(n, v)?;
-        }
+        worker_params(&p, &w, &g, &id)?;
         let schema = "/schemas/queue/v1/quarantine-worker-request.json#";
         let until = body
             .get("quarantineUntil")
@@ -535,6 +521,19 @@ pub async fn quarantine_worker(
     .await
 }
 
+/// The four identifiers of a worker route, each 1 to 38 of `[a-zA-Z0-9-_]`.
+fn worker_params(p: &str, w: &str, g: &str, id: &str) -> Result<(), ApiError> {
+    for (n, v) in [
+        ("provisionerId", p),
+        ("workerType", w),
+        ("workerGroup", g),
+        ("workerId", id),
+    ] {
+        ident_param(n, v)?;
+    }
+    Ok(())
+}
+
 /// declareWorker: creates or extends the worker and its task queue; one scope per body
 /// property (`queue:declare-worker:<p>/<w>/<g>/<id>#<property>`).
 pub async fn declare_worker(
@@ -568,14 +567,7 @@ pub async fn declare_worker(
                 .map(|k| s(format!("queue:declare-worker:{p}/{w}/{g}/{id}#{k}")))
                 .collect(),
         ))?;
-        for (n, v) in [
-            ("provisionerId", &p),
-            ("workerType", &w),
-            ("workerGroup", &g),
-            ("workerId", &id),
-        ] {
-            ident_param(n, v)?;
-        }
+        worker_params(&p, &w, &g, &id)?;
         let expires = match obj.get("expires") {
             None => Millis::now().plus(taskledger_core::time::DAY),
             Some(v) => v.as_str().and_then(Millis::parse_rfc3339).ok_or_else(|| {
