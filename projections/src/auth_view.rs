@@ -11,6 +11,7 @@
 //!
 //! **Invariant:** state, sequences, audit rows and the consumed offset go in one batch.
 
+use crate::engine::{fold_log, FoldError};
 use crate::keys;
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
@@ -370,23 +371,15 @@ pub struct AuthEngine {
 
 /// Applies every auth record the projection has not seen yet; returns the log's end offset.
 pub async fn catch_up_auth<L: EventLog>(view: &AuthView, log: &L) -> Result<u64, AuthEngineError> {
-    let mut offset = view.consumer_offset()?;
-    loop {
-        let records = log
-            .read(AUTH_TOPIC, AUTH_PARTITION, offset, 4096)
-            .await
-            .map_err(|e| AuthEngineError::Unavailable(e.to_string()))?;
-        if records.is_empty() {
-            return Ok(offset);
-        }
-        let envelopes = records
-            .iter()
-            .map(|r| codec::decode::<Envelope<AuthEvent>>(&r.value))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::from)?;
-        view.apply(offset, &envelopes)?;
-        offset += records.len() as u64;
-    }
+    let from = view.consumer_offset()?;
+    fold_log(log, AUTH_TOPIC, AUTH_PARTITION, from, |offset, envs| {
+        view.apply(offset, envs)
+    })
+    .await
+    .map_err(|e| match e {
+        FoldError::Log(e) => AuthEngineError::Unavailable(e.to_string()),
+        FoldError::Store(e) => AuthEngineError::Store(e),
+    })
 }
 
 impl AuthEngine {

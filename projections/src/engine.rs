@@ -7,12 +7,13 @@
 
 use crate::queue_view::QueueView;
 use crate::store::StoreError;
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
 use taskledger_core::codec;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
 use taskledger_core::ids::{TaskId, TaskQueueId};
-use taskledger_core::log::{EventLog, Record, QUEUE_TOPIC};
+use taskledger_core::log::{EventLog, LogError, Record, QUEUE_TOPIC};
 use taskledger_core::queue::{
     self, Artifact, DependencyState, DependencyView, Limits, Priority, QueueError, QueueEvent,
     ReasonResolved, Resolution, Task, TaskDefinition, TaskGroup,
@@ -245,31 +246,59 @@ pub fn join_writers() {
     }
 }
 
-/// Applies every log record the projection has not seen yet; returns the log's end offset.
-pub async fn catch_up<L: EventLog>(view: &QueueView, log: &L) -> Result<u64, EngineError> {
-    let mut offset = view.consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)?;
+/// Why folding the log into a projection stopped.
+#[derive(Debug)]
+pub enum FoldError {
+    Log(LogError),
+    Store(StoreError),
+}
+
+/// Reads a partition from `offset` to its end in batches, decodes each record's envelope and
+/// hands each batch with its first offset to `apply`; returns the end offset. Every
+/// projection's catch-up is this loop.
+pub async fn fold_log<L: EventLog, E: DeserializeOwned>(
+    log: &L,
+    topic: &str,
+    partition: u32,
+    mut offset: u64,
+    mut apply: impl FnMut(u64, &[Envelope<E>]) -> Result<(), StoreError>,
+) -> Result<u64, FoldError> {
     loop {
         let records = log
-            .read(QUEUE_TOPIC, QUEUE_PARTITION, offset, 4096)
+            .read(topic, partition, offset, 4096)
             .await
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+            .map_err(FoldError::Log)?;
         if records.is_empty() {
             return Ok(offset);
         }
         let envelopes = records
             .iter()
-            .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value))
+            .map(|r| codec::decode::<Envelope<E>>(&r.value))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::from)?;
-        view.apply(
-            VIEW_CONSUMER,
-            QUEUE_TOPIC,
-            QUEUE_PARTITION,
-            offset,
-            &envelopes,
-        )?;
+            .map_err(|e| FoldError::Store(e.into()))?;
+        apply(offset, &envelopes).map_err(FoldError::Store)?;
         offset += records.len() as u64;
     }
+}
+
+impl From<FoldError> for EngineError {
+    fn from(e: FoldError) -> Self {
+        match e {
+            FoldError::Log(e) => EngineError::Unavailable(e.to_string()),
+            FoldError::Store(e) => EngineError::Store(e),
+        }
+    }
+}
+
+/// Applies every log record the projection has not seen yet; returns the log's end offset.
+pub async fn catch_up<L: EventLog>(view: &QueueView, log: &L) -> Result<u64, EngineError> {
+    let from = view.consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)?;
+    Ok(
+        fold_log(log, QUEUE_TOPIC, QUEUE_PARTITION, from, |offset, envs| {
+            view.apply(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION, offset, envs)
+        })
+        .await?,
+    )
 }
 
 struct Writer<L> {

@@ -10,6 +10,7 @@
 //!
 //! **Invariant:** state, sequences, error rows and the consumed offset go in one batch.
 
+use crate::engine::{fold_log, FoldError};
 use crate::keys;
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
@@ -256,23 +257,19 @@ pub async fn catch_up_worker_manager<L: EventLog>(
     view: &WorkerManagerView,
     log: &L,
 ) -> Result<u64, WorkerManagerEngineError> {
-    let mut offset = view.consumer_offset()?;
-    loop {
-        let records = log
-            .read(WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION, offset, 4096)
-            .await
-            .map_err(unavailable)?;
-        if records.is_empty() {
-            return Ok(offset);
-        }
-        let envelopes = records
-            .iter()
-            .map(|r| codec::decode::<Envelope<WorkerEvent>>(&r.value))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::from)?;
-        view.apply(offset, &envelopes)?;
-        offset += records.len() as u64;
-    }
+    let from = view.consumer_offset()?;
+    fold_log(
+        log,
+        WORKER_MANAGER_TOPIC,
+        WORKER_MANAGER_PARTITION,
+        from,
+        |offset, envs| view.apply(offset, envs),
+    )
+    .await
+    .map_err(|e| match e {
+        FoldError::Log(e) => unavailable(e),
+        FoldError::Store(e) => WorkerManagerEngineError::Store(e),
+    })
 }
 
 impl WorkerManagerEngine {
