@@ -90,26 +90,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn setup() -> (tempdir::Dir, std::sync::Arc<TaskLog>) {
-        let dir = tempdir::Dir::new();
-        let log = TaskLog::create(&dir.0.join("log.txt")).unwrap();
+    fn setup() -> (tempfile::TempDir, std::sync::Arc<TaskLog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TaskLog::create(&dir.path().join("log.txt")).unwrap();
         (dir, log)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Dir {
-                let p = std::env::temp_dir().join(format!("tl-proc-{}", slugid::nice()));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     fn env() -> BTreeMap<String, String> {
@@ -127,7 +111,7 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(30);
         let end = run(
             &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
-            &dir.0,
+            dir.path(),
             &env(),
             &log,
             far,
@@ -139,7 +123,7 @@ mod tests {
         assert!(text.contains("out\n") && text.contains("err\n"), "{text}");
         let missing = run(
             &argv(&["/no/such/program"]),
-            &dir.0,
+            dir.path(),
             &env(),
             &log,
             far,
@@ -153,12 +137,12 @@ mod tests {
     async fn timeout_kills_the_whole_group() {
         let (dir, log) = setup();
         let (_tx, mut rx) = watch::channel(None);
-        let pidfile = dir.0.join("child.pid");
+        let pidfile = dir.path().join("child.pid");
         let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
         let soon = Instant::now() + Duration::from_millis(500);
         let end = run(
             &argv(&["sh", "-c", &script]),
-            &dir.0,
+            dir.path(),
             &env(),
             &log,
             soon,
@@ -185,7 +169,15 @@ mod tests {
             tx.send_replace(Some(Abort::WorkerShutdown));
             tokio::time::sleep(Duration::from_secs(60)).await;
         });
-        let end = run(&argv(&["sleep", "600"]), &dir.0, &env(), &log, far, &mut rx).await;
+        let end = run(
+            &argv(&["sleep", "600"]),
+            dir.path(),
+            &env(),
+            &log,
+            far,
+            &mut rx,
+        )
+        .await;
         assert_eq!(end, CommandEnd::Aborted(Abort::WorkerShutdown));
         assert!(started.elapsed() < Duration::from_secs(30));
     }

@@ -163,6 +163,8 @@ struct Run<'a> {
     log: Arc<TaskLog>,
     deadline: DateTime<Utc>,
     expires: DateTime<Utc>,
+    /// When the run started on this worker (for the log's `Task Duration`).
+    started: std::time::Instant,
 }
 
 impl<'a> Run<'a> {
@@ -178,6 +180,7 @@ impl<'a> Run<'a> {
         std::fs::create_dir_all(&dir)?;
         let log = TaskLog::create(&dir.join("generic-worker").join("live_backing.log"))?;
         Ok(Run {
+            started: std::time::Instant::now(),
             deadline: time_of(&claim.task, "deadline")?,
             expires: time_of(&claim.task, "expires")?,
             ctx,
@@ -321,7 +324,10 @@ impl<'a> Run<'a> {
             .unwrap_or_else(|| payload::DEFAULT_BACKING_LOG.into());
         let wants_backing = payload.as_ref().is_none_or(|p| p.features.backing_log);
         log.info("=== Task Finished ===");
-        log.info(format!("Task Duration: {:.3}s", self.started_secs()));
+        log.info(format!(
+            "Task Duration: {:.3}s",
+            self.started.elapsed().as_secs_f64()
+        ));
         log.close();
         tracing::debug!(
             task_id = self.claim.task_id,
@@ -389,18 +395,6 @@ impl<'a> Run<'a> {
         // reclaiming stops when the resolve call starts
         drop(watchers);
         outcome
-    }
-
-    fn started_secs(&self) -> f64 {
-        (Utc::now() - self.claim_time()).num_milliseconds() as f64 / 1000.0
-    }
-
-    fn claim_time(&self) -> DateTime<Utc> {
-        // the log file's creation is the local start of the run
-        std::fs::metadata(self.log.path())
-            .and_then(|m| m.created().or_else(|_| m.modified()))
-            .map(DateTime::<Utc>::from)
-            .unwrap_or_else(|_| Utc::now())
     }
 
     /// Publishes the live log as a reference artifact; best effort.
