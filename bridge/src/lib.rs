@@ -528,6 +528,50 @@ fn render<'a>(
     Ok((overlay, outgoing))
 }
 
+/// Publishes every `(exchange, routing key, message, properties)` and waits for the broker to
+/// confirm each; `pending` counts the confirms still awaited. Any nack or channel error fails
+/// the whole batch (the caller publishes it again). Returns how many were confirmed.
+async fn publish_confirmed<'o>(
+    channel: &lapin::Channel,
+    items: impl Iterator<Item = (&'o str, &'o str, &'o Outgoing, BasicProperties)>,
+    pending: &AtomicU64,
+) -> Result<u64, BridgeError> {
+    let mut confirms = Vec::new();
+    for (exchange, routing_key, o, props) in items {
+        let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
+        confirms.push(
+            channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                )
+                .await?,
+        );
+    }
+    pending.store(confirms.len() as u64, Ordering::Relaxed);
+    let mut confirmed = 0;
+    for c in confirms {
+        let answer = c.await;
+        pending.fetch_sub(1, Ordering::Relaxed);
+        let acked = match answer {
+            Ok(conf) => conf.is_ack(),
+            Err(e) => {
+                pending.store(0, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        if !acked {
+            pending.store(0, Ordering::Relaxed);
+            return Err(BridgeError::Nacked);
+        }
+        confirmed += 1;
+    }
+    Ok(confirmed)
+}
+
 /// AMQP topic matching (what a binding does): words split on `.`, `*` is one word, `#` zero
 /// or more.
 pub fn topic_matches(pattern: &str, key: &str) -> bool {
@@ -596,8 +640,7 @@ pub async fn replay(
             overlay.commit(&mut batch)?;
             state.db.write(batch)?;
             offset += records.len() as u64;
-            let mut confirms = Vec::new();
-            for o in outgoing.iter().filter(|o| {
+            let selected = outgoing.iter().filter(|o| {
                 o.message.exchange == filter.exchange
                     && o.time >= filter.since
                     && (topic_matches(&filter.routing_key, &o.message.routing_key)
@@ -605,8 +648,10 @@ pub async fn replay(
                             .cc
                             .iter()
                             .any(|r| topic_matches(&filter.routing_key, r)))
-            }) {
-                let mut props = properties(o);
+            });
+            // through the default exchange: only `queue` receives them
+            let items = selected.map(|o| {
+                let props = properties(o);
                 let mut headers = props.headers().clone().unwrap_or_default();
                 headers.insert(
                     "taskledger-exchange".into(),
@@ -616,26 +661,9 @@ pub async fn replay(
                     "taskledger-routing-key".into(),
                     AMQPValue::LongString(LongString::from(o.message.routing_key.as_str())),
                 );
-                props = props.with_headers(headers);
-                let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
-                confirms.push(
-                    channel
-                        .basic_publish(
-                            "".into(),
-                            queue.into(),
-                            BasicPublishOptions::default(),
-                            &body,
-                            props,
-                        )
-                        .await?,
-                );
-            }
-            for c in confirms {
-                if !c.await?.is_ack() {
-                    return Err(BridgeError::Nacked);
-                }
-                published += 1;
-            }
+                ("", queue, o, props.with_headers(headers))
+            });
+            published += publish_confirmed(&channel, items, &AtomicU64::new(0)).await?;
         }
     }
     let _ = conn.close(200, "replay done".into()).await;
@@ -717,39 +745,15 @@ async fn session(
             }
             progressed = true;
             let (overlay, outgoing) = render(state, topic, &records)?;
-            let mut confirms = Vec::with_capacity(outgoing.len());
-            for o in &outgoing {
-                let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
-                confirms.push(
-                    channel
-                        .basic_publish(
-                            o.message.exchange.as_str().into(),
-                            o.message.routing_key.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &body,
-                            properties(o),
-                        )
-                        .await?,
-                );
-            }
-            stats
-                .confirms_pending
-                .store(confirms.len() as u64, Ordering::Relaxed);
-            for c in confirms {
-                let confirmed = c.await;
-                stats.confirms_pending.fetch_sub(1, Ordering::Relaxed);
-                let acked = match confirmed {
-                    Ok(conf) => conf.is_ack(),
-                    Err(e) => {
-                        stats.confirms_pending.store(0, Ordering::Relaxed);
-                        return Err(e.into());
-                    }
-                };
-                if !acked {
-                    stats.confirms_pending.store(0, Ordering::Relaxed);
-                    return Err(BridgeError::Nacked);
-                }
-            }
+            let items = outgoing.iter().map(|o| {
+                (
+                    o.message.exchange.as_str(),
+                    o.message.routing_key.as_str(),
+                    o,
+                    properties(o),
+                )
+            });
+            publish_confirmed(&channel, items, &stats.confirms_pending).await?;
             let next = offset + records.len() as u64;
             let mut batch = WriteBatch::default();
             overlay.commit(&mut batch)?;
