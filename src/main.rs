@@ -699,10 +699,10 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
     })
 }
 
-/// `taskledger bridge replay`.
+/// `taskledger bridge run|replay`.
 async fn bridge_command(cmd: BridgeCmd) -> Result<()> {
-    let (exchange, routing_key, since, to_queue, pulse_url, data) = match cmd {
-        BridgeCmd::Run { pulse_url, data } => return bridge_run(pulse_url, data).await,
+    match cmd {
+        BridgeCmd::Run { pulse_url, data } => bridge_run(pulse_url, data).await,
         BridgeCmd::Replay {
             exchange,
             routing_key,
@@ -710,8 +710,19 @@ async fn bridge_command(cmd: BridgeCmd) -> Result<()> {
             to_queue,
             pulse_url,
             data,
-        } => (exchange, routing_key, since, to_queue, pulse_url, data),
-    };
+        } => bridge_replay(exchange, routing_key, since, to_queue, pulse_url, data).await,
+    }
+}
+
+/// `taskledger bridge replay`.
+async fn bridge_replay(
+    exchange: String,
+    routing_key: String,
+    since: Option<String>,
+    to_queue: String,
+    pulse_url: String,
+    data: DataDir,
+) -> Result<()> {
     use taskledger_bridge::messages::{
         AUTH_EXCHANGES, AUTH_EXCHANGE_PREFIX, QUEUE_EXCHANGES, QUEUE_EXCHANGE_PREFIX,
     };
