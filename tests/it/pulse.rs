@@ -151,6 +151,56 @@ async fn wait_for_exchanges(conn: &Connection) {
     }
 }
 
+/// A metric's value in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The message id of each message by `key`, checking that a re-sent message (at-least-once)
+/// carries the id it was first sent with.
+fn first_message_ids<K: std::hash::Hash + Eq>(
+    got: &[Got],
+    key: impl Fn(&Got) -> K,
+) -> HashMap<K, String> {
+    let mut ids = HashMap::new();
+    for m in got {
+        if let Some(prev) = ids.insert(key(m), m.message_id.clone()) {
+            assert_eq!(prev, m.message_id, "a duplicate with a new message id");
+        }
+    }
+    ids
+}
+
+fn task_of(m: &Got) -> String {
+    m.body["status"]["taskId"].as_str().unwrap().to_string()
+}
+
+/// Consumes an existing named queue.
+async fn consume(ch: &Channel, name: &str) -> Consumer {
+    ch.basic_consume(
+        name.into(),
+        "".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// `taskledger bridge run` on the server's data directory.
+fn start_bridge(s: &Server) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .args(["bridge", "run", "--data-dir"])
+        .arg(&s.data_dir)
+        .env("TASKLEDGER_PULSE_URL", AMQP)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_running_task_is_published_as_taskcluster_does() {
     let _rabbit = RABBIT.read().await;
@@ -247,11 +297,6 @@ async fn a_running_task_is_published_as_taskcluster_does() {
     assert_eq!(routed[0].body["status"]["taskId"], task_id.as_str());
 
     // the bridge's progress is on the Prometheus endpoint: caught up, five messages confirmed
-    let metric = |text: &str, name: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-    };
     let url = format!("{}/metrics", s.root_url);
     let text = eventually(Duration::from_secs(10), || async {
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
@@ -357,14 +402,8 @@ async fn group_bindings_select_and_a_crash_loses_nothing() {
         seen.len() >= 150
     })
     .await;
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for m in &got {
-        let id = m.body["status"]["taskId"].as_str().unwrap().to_string();
-        // a duplicate (re-sent after the crash) carries the same message id
-        if let Some(prev) = seen.insert(id, m.message_id.clone()) {
-            assert_eq!(prev, m.message_id);
-        }
-    }
+    // a duplicate (re-sent after the crash) carries the same message id
+    let seen = first_message_ids(&got, task_of);
     for id in expected.keys() {
         assert!(seen.contains_key(id), "task-defined of {id} never arrived");
     }
@@ -494,15 +533,7 @@ async fn bridge_replay_refills_a_consumers_queue_from_the_log() {
     let out = replay("primary.#".into(), Some(tomorrow)).await.unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("republished 0 messages"));
 
-    let mut consumer = ch
-        .basic_consume(
-            name.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&ch, &name).await;
     let got = collect(&mut consumer, Duration::from_secs(10), |g| g.len() >= 2).await;
     assert_eq!(got.len(), 2);
     let mut tasks: Vec<&str> = got
@@ -524,14 +555,7 @@ async fn bridge_replay_refills_a_consumers_queue_from_the_log() {
 async fn a_standalone_bridge_publishes_beside_a_running_server() {
     let _rabbit = RABBIT.read().await;
     let s = Server::start(&[]).await;
-    let mut bridge = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(["bridge", "run", "--data-dir"])
-        .arg(&s.data_dir)
-        .env("TASKLEDGER_PULSE_URL", AMQP)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut bridge = start_bridge(&s);
     let (conn, ch) = channel().await;
     wait_for_exchanges(&conn).await;
     let task_id = slugid::nice();
@@ -614,25 +638,15 @@ async fn killing_the_bridge_mid_flow_of_ten_thousand_events_loses_none() {
         .collect::<Vec<_>>()
         .await;
 
-    let bridge = |s: &Server| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
-            .args(["bridge", "run", "--data-dir"])
-            .arg(&s.data_dir)
-            .env("TASKLEDGER_PULSE_URL", AMQP)
-            .env("RUST_LOG", "error")
-            .spawn()
-            .unwrap()
-    };
-    let mut first = bridge(&s);
+    let mut first = start_bridge(&s);
     let before = collect(&mut consumer, Duration::from_secs(30), |g| g.len() >= 1000).await;
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.kill().await.unwrap(); // SIGKILL, then reaped
     assert!(
         before.len() >= 1000 && before.len() < 10_000,
         "the kill came mid-flow ({} of 10,000 delivered)",
         before.len()
     );
-    let mut second = bridge(&s);
+    let mut second = start_bridge(&s);
     let mut all = before;
     // (exchange, task) pairs seen, grown as messages arrive (not recounted each time)
     let key = |m: &Got| (m.exchange.clone(), m.body["status"]["taskId"].to_string());
@@ -649,20 +663,10 @@ async fn killing_the_bridge_mid_flow_of_ten_thousand_events_loses_none() {
         seen.len() >= 10_000
     })
     .await;
-    let _ = second.kill();
-    let _ = second.wait();
+    let _ = second.kill().await;
     all.extend(rest);
     // every message arrived at least once; a re-sent one carries its first message id
-    let mut ids_by_message: HashMap<(String, String), String> = HashMap::new();
-    for m in &all {
-        let key = (
-            m.exchange.clone(),
-            m.body["status"]["taskId"].as_str().unwrap().to_string(),
-        );
-        if let Some(prev) = ids_by_message.insert(key, m.message_id.clone()) {
-            assert_eq!(prev, m.message_id, "a duplicate with a new message id");
-        }
-    }
+    let ids_by_message = first_message_ids(&all, |m| (m.exchange.clone(), task_of(m)));
     for id in &ids {
         for n in taskledger_bridge_names() {
             assert!(
@@ -728,15 +732,7 @@ async fn a_rabbitmq_restart_mid_flow_loses_nothing() {
         }
     }
     let (conn, ch) = channel().await;
-    let mut consumer = ch
-        .basic_consume(
-            name.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&ch, &name).await;
     let got = collect(&mut consumer, Duration::from_secs(60), |g| {
         g.iter()
             .filter_map(|m| m.body["status"]["taskId"].as_str())
@@ -745,13 +741,7 @@ async fn a_rabbitmq_restart_mid_flow_loses_nothing() {
             >= ids.len()
     })
     .await;
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for m in &got {
-        let id = m.body["status"]["taskId"].as_str().unwrap().to_string();
-        if let Some(prev) = seen.insert(id, m.message_id.clone()) {
-            assert_eq!(prev, m.message_id, "a duplicate with a new message id");
-        }
-    }
+    let seen = first_message_ids(&got, task_of);
     for id in &ids {
         assert!(
             seen.contains_key(id),
@@ -765,11 +755,7 @@ async fn a_rabbitmq_restart_mid_flow_loses_nothing() {
         .text()
         .await
         .unwrap();
-    let reconnects: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("taskledger_bridge_reconnects_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let reconnects = metric(&metrics, "taskledger_bridge_reconnects_total").unwrap();
     assert!(reconnects >= 1.0, "{metrics}");
     let _ = ch
         .queue_delete(
