@@ -61,7 +61,7 @@ struct Inner {
 pub struct AuthView {
     db: Arc<DB>,
     inner: RwLock<Inner>,
-    expanded: Mutex<HashMap<Vec<String>, Arc<Vec<String>>>>,
+    expanded: Mutex<HashMap<Vec<String>, ScopeSet>>,
     /// Clients' final scopes, `expand(configured ∪ {assume:anonymous})`, by configured set.
     finals: Mutex<HashMap<Vec<String>, ScopeSet>>,
     /// Bumped on every role change; an expansion computed under an older generation is not
@@ -125,37 +125,38 @@ impl AuthView {
     pub fn expand(&self, scopes: Vec<String>) -> Arc<Vec<String>> {
         // keyed by the input as given: a hit costs one hash and one comparison, no sort or
         // copy (the same client sends the same list every time)
-        if let Some(hit) = self.expanded.lock().expect("expand cache").get(&scopes) {
-            return hit.clone();
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        let result = Arc::new(self.read(|s| s.role_set.expand(&scopes)));
-        let mut cache = self.expanded.lock().expect("expand cache");
-        if self.generation.load(Ordering::Acquire) == generation {
-            if cache.len() >= EXPAND_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(scopes, result.clone());
-        }
-        result
+        self.memo(&self.expanded, &scopes, |s| s.role_set.expand(&scopes))
     }
 
     /// A client's final scopes, `expand(configured ∪ {assume:anonymous})` (auth.md §4.5), cached
     /// per configured set: a request of a known client costs one lookup and no copy.
     pub fn final_scopes(&self, configured: &[String]) -> ScopeSet {
-        if let Some(hit) = self.finals.lock().expect("finals cache").get(configured) {
+        self.memo(&self.finals, configured, |s| {
+            let mut held = configured.to_vec();
+            held.push(ANONYMOUS.to_string());
+            s.role_set.expand(&held)
+        })
+    }
+
+    /// `cache[key]`, else `compute` over the current state, kept under `key` unless a role
+    /// changed meanwhile (the computation may have read the roles before the change).
+    fn memo(
+        &self,
+        cache: &Mutex<HashMap<Vec<String>, ScopeSet>>,
+        key: &[String],
+        compute: impl FnOnce(&AuthState) -> Vec<String>,
+    ) -> ScopeSet {
+        if let Some(hit) = cache.lock().expect("scope cache").get(key) {
             return hit.clone();
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let mut held = configured.to_vec();
-        held.push(ANONYMOUS.to_string());
-        let result = Arc::new(self.read(|s| s.role_set.expand(&held)));
-        let mut cache = self.finals.lock().expect("finals cache");
+        let result = Arc::new(self.read(compute));
+        let mut cache = cache.lock().expect("scope cache");
         if self.generation.load(Ordering::Acquire) == generation {
             if cache.len() >= EXPAND_CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(configured.to_vec(), result.clone());
+            cache.insert(key.to_vec(), result.clone());
         }
         result
     }
