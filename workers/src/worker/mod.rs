@@ -417,11 +417,10 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
             while running.join_next().await.is_some() {}
             return Ok(exit::TASKS_DONE);
         }
-        if !running.is_empty() || in_flight.is_some() {
-            if !running.is_empty() {
-                idle_since = tokio::time::Instant::now();
-            }
-        } else if ctx.config.idle_timeout_secs > 0
+        if !running.is_empty() {
+            idle_since = tokio::time::Instant::now();
+        } else if in_flight.is_none()
+            && ctx.config.idle_timeout_secs > 0
             && idle_since.elapsed() >= Duration::from_secs(ctx.config.idle_timeout_secs)
         {
             tracing::info!("idle timeout reached");
