@@ -66,7 +66,8 @@ fn bench(c: &mut Criterion) {
             token: key.seal("bench", TOKEN, [1; 12]),
         },
     ));
-    view.apply(0, &events).unwrap();
+    let offsets: Vec<u64> = (0..events.len() as u64).collect();
+    view.apply(&offsets, events.len() as u64, &events).unwrap();
     let clients = Clients::new(view, key);
 
     let resource = "/api/auth/v1/scopes/current";

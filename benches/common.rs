@@ -91,6 +91,7 @@ pub fn write_lifecycles(
                 records.push(taskledger_core::log::Record {
                     key: env.stream_id.clone(),
                     event_type: env.payload.type_name(),
+                    event_id: env.event_id.to_string(),
                     value: taskledger_core::codec::encode(&env).unwrap(),
                 });
             }
@@ -118,6 +119,7 @@ pub fn append_lifecycle_now(log: &taskledger_projections::EmbeddedLog) -> u64 {
         let record = taskledger_core::log::Record {
             key: env.stream_id.clone(),
             event_type: env.payload.type_name(),
+            event_id: env.event_id.to_string(),
             value: taskledger_core::codec::encode(&env).unwrap(),
         };
         log.append_sync(taskledger_core::log::QUEUE_TOPIC, 0, vec![record])

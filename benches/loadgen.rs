@@ -26,6 +26,31 @@ struct Api {
 }
 
 impl Api {
+    /// An API handle for the server on `port`, once it answers its ping.
+    async fn connect(port: u16, clients: usize) -> Api {
+        let api = Api {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(clients)
+                .build()
+                .unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            creds: Arc::new(hawk::Credentials {
+                id: "static/taskcluster/root".into(),
+                key: hawk::Key::new(TOKEN, hawk::DigestAlgorithm::Sha256).unwrap(),
+            }),
+        };
+        let ready = Instant::now();
+        while reqwest::get(format!("{}/api/queue/v1/ping", api.base))
+            .await
+            .is_err()
+        {
+            assert!(ready.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        api
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         self.call_at(method, &format!("/api/queue/v1{path}"), body)
             .await
@@ -120,6 +145,69 @@ where
     (count.load(Ordering::Relaxed) as f64 / elapsed, l)
 }
 
+/// The full lifecycle (createTask, claimWork, reportCompleted) from every client at once. Each
+/// client has its own queue with a pending backlog, so claimWork never waits.
+async fn lifecycle_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>) {
+    for i in 0..clients {
+        for _ in 0..4 {
+            api.call(
+                "PUT",
+                &format!("/task/{}", slugid::nice()),
+                Some(&task_def(&format!("load/life-{i}"))),
+            )
+            .await;
+        }
+    }
+    let a = api.clone();
+    phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            let queue = format!("load/life-{i}");
+            a.call(
+                "PUT",
+                &format!("/task/{}", slugid::nice()),
+                Some(&task_def(&queue)),
+            )
+            .await;
+            let claim = a
+                .call(
+                    "POST",
+                    &format!("/claim-work/{}", queue.replace('/', "%2F")),
+                    Some(&json!({"workerGroup": "g", "workerId": format!("w{i}"), "tasks": 1})),
+                )
+                .await;
+            let t = &claim["tasks"][0];
+            let (task_id, run_id) = (
+                t["status"]["taskId"].as_str().unwrap().to_string(),
+                t["runId"].as_u64().unwrap(),
+            );
+            a.call(
+                "POST",
+                &format!("/task/{task_id}/runs/{run_id}/completed"),
+                None,
+            )
+            .await;
+            1
+        }
+    })
+    .await
+}
+
+fn spawn_server(port: u16, data: &std::path::Path, kafka: Option<&str>) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_taskledger"));
+    cmd.arg("serve")
+        .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TASKLEDGER_DATA_DIR", data)
+        .env("TASKLEDGER_ROOT_ACCESS_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    if let Some(brokers) = kafka {
+        cmd.env("TASKLEDGER_KAFKA_BROKERS", brokers)
+            .env("TASKLEDGER_KAFKA_TOPIC_PREFIX", format!("loadgen-{}.", std::process::id()));
+    }
+    cmd.spawn().expect("start taskledger")
+}
+
 /// Synced RocksDB writes of the same envelope bytes, batched like group commit.
 fn rocksdb_ceiling(secs: u64, batch_events: usize) -> f64 {
     let dir = std::env::temp_dir().join(format!("taskledger-loadgen-raw-{}", std::process::id()));
@@ -177,37 +265,8 @@ async fn run(secs: u64, clients: usize) {
             .port()
     });
     let data = std::env::temp_dir().join(format!("taskledger-loadgen-{}", std::process::id()));
-    let mut server = existing.is_none().then(|| {
-        Command::new(env!("CARGO_BIN_EXE_taskledger"))
-            .arg("serve")
-            .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("TASKLEDGER_DATA_DIR", &data)
-            .env("TASKLEDGER_ROOT_ACCESS_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start taskledger")
-    });
-    let api = Api {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(clients)
-            .build()
-            .unwrap(),
-        base: format!("http://127.0.0.1:{port}"),
-        port,
-        creds: Arc::new(hawk::Credentials {
-            id: "static/taskcluster/root".into(),
-            key: hawk::Key::new(TOKEN, hawk::DigestAlgorithm::Sha256).unwrap(),
-        }),
-    };
-    let ready = Instant::now();
-    while reqwest::get(format!("{}/api/queue/v1/ping", api.base))
-        .await
-        .is_err()
-    {
-        assert!(ready.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut server = existing.is_none().then(|| spawn_server(port, &data, None));
+    let api = Api::connect(port, clients).await;
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
     if std::env::var("LOADGEN_ONLY_AUTH").is_ok() {
         auth_phases(&api, clients, secs).await;
@@ -235,50 +294,7 @@ async fn run(secs: u64, clients: usize) {
     })
     .await;
 
-    // lifecycle: each client has its own queue with a pending backlog, so claimWork never waits
-    for i in 0..clients {
-        for _ in 0..4 {
-            api.call(
-                "PUT",
-                &format!("/task/{}", slugid::nice()),
-                Some(&task_def(&format!("load/life-{i}"))),
-            )
-            .await;
-        }
-    }
-    let a = api.clone();
-    let (life_rate, life_lat) = phase(clients, secs, move |i| {
-        let a = a.clone();
-        async move {
-            let queue = format!("load/life-{i}");
-            a.call(
-                "PUT",
-                &format!("/task/{}", slugid::nice()),
-                Some(&task_def(&queue)),
-            )
-            .await;
-            let claim = a
-                .call(
-                    "POST",
-                    &format!("/claim-work/{}", queue.replace('/', "%2F")),
-                    Some(&json!({"workerGroup": "g", "workerId": format!("w{i}"), "tasks": 1})),
-                )
-                .await;
-            let t = &claim["tasks"][0];
-            let (task_id, run_id) = (
-                t["status"]["taskId"].as_str().unwrap().to_string(),
-                t["runId"].as_u64().unwrap(),
-            );
-            a.call(
-                "POST",
-                &format!("/task/{task_id}/runs/{run_id}/completed"),
-                None,
-            )
-            .await;
-            1
-        }
-    })
-    .await;
+    let (life_rate, life_lat) = lifecycle_phase(&api, clients, secs).await;
 
     // getTaskStatus over tasks that exist
     let ids: Arc<Vec<String>> = Arc::new((0..256).map(|_| slugid::nice()).collect());
@@ -384,6 +400,27 @@ async fn run(secs: u64, clients: usize) {
     );
     println!("| raw RocksDB synced batched puts (64 events/batch) | {raw:.0} events/s = {:.0} lifecycles/s |", raw / events_per_life);
     println!();
+    // LOADGEN_KAFKA=host:port: the same lifecycle phase on a second server with its log in Kafka
+    if let Ok(brokers) = std::env::var("LOADGEN_KAFKA") {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = std::env::temp_dir().join(format!("taskledger-loadgen-k-{}", std::process::id()));
+        let mut server = spawn_server(port, &data, Some(&brokers));
+        let api = Api::connect(port, clients).await;
+        let (kafka_rate, kafka_lat) = lifecycle_phase(&api, clients, secs).await;
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = std::fs::remove_dir_all(&data);
+        println!(
+            "| lifecycle tasks/s on Kafka ({brokers}) | {kafka_rate:.0} (p50 {:.2} ms per lifecycle) |",
+            percentile(&kafka_lat, 0.5)
+        );
+        println!();
+        println!("ratio (this run): lifecycle on Kafka / on the embedded log = {:.3}", kafka_rate / life_rate);
+    }
     println!("ratios (this run): lifecycle / raw-RocksDB-lifecycle ceiling = {:.3}; lifecycle vs Taskcluster's 42/s = {:.0}x; getTaskStatus vs Taskcluster's 333/s = {:.0}x",
         life_rate / (raw / events_per_life), life_rate / 42.0, status_rate / 333.0);
 }

@@ -35,8 +35,8 @@ fn bench(c: &mut Criterion) {
                 envs
             },
             |envs| {
-                view.apply("bench", "bench", 0, offset, &envs).unwrap();
                 offset += envs.len() as u64;
+                view.apply("bench", "bench", 0, offset, &envs).unwrap();
             },
             criterion::BatchSize::SmallInput,
         )

@@ -44,6 +44,7 @@ async fn main() {
     let started = Instant::now();
     tokio::spawn(taskledger_bridge::run(
         log.clone(),
+        None,
         state.clone(),
         AMQP.into(),
         None,
@@ -121,6 +122,7 @@ async fn live_latency(conn: &Connection, root: &std::path::Path) {
     let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
     tokio::spawn(taskledger_bridge::run(
         log.clone(),
+        None,
         state,
         AMQP.into(),
         Some(wake_rx),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test taskledger has: Rust unit, property and end-to-end tests (official
 # `taskcluster` crate against the real binary), then the official Python client's scenario.
-# Installs what it needs on a fresh machine: libclang-dev (RocksDB's bindgen), a Python venv
-# with the `taskcluster` package.
+# Installs what it needs on a fresh machine: libclang-dev (RocksDB's bindgen), noida-db (a
+# Kafka-protocol broker), a Python venv with the `taskcluster` package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,30 @@ fi
 if command -v rabbitmq-server >/dev/null && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   echo "== starting RabbitMQ"
   rabbitmq-server -detached || true
+fi
+
+# The Kafka backend's tests run against a real Kafka-protocol broker: noida-db, pinned, from
+# crates.io (../shared/KAFKA.md has why). Set KAFKA_BOOTSTRAP to use a broker of your own.
+noida_root="$cache/noida-db"
+export NOIDA_DB_BIN="$noida_root/bin/noida-db"
+if [ ! -x "$NOIDA_DB_BIN" ]; then
+  echo "== installing noida-db 0.2.3 (a Kafka-protocol broker for the tests)"
+  CARGO_TARGET_DIR="$cache/noida-target" cargo install noida-db --version 0.2.3 --locked \
+    --no-default-features --features kafka --root "$noida_root"
+fi
+if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
+  kafka_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  kafka_dir=$(mktemp -d /tmp/taskledger-kafka.XXXXXX)
+  "$NOIDA_DB_BIN" start --only kafka --host 127.0.0.1 --kafka-port "$kafka_port" \
+    --data-dir "$kafka_dir/data" >"$kafka_dir/broker.log" 2>&1 &
+  kafka_pid=$!
+  trap 'kill "$kafka_pid" 2>/dev/null; wait "$kafka_pid" 2>/dev/null; rm -rf "$kafka_dir"' EXIT
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break
+    sleep 0.1
+  done
+  export KAFKA_BOOTSTRAP="127.0.0.1:$kafka_port"
+  echo "== Kafka-protocol broker (noida-db) at $KAFKA_BOOTSTRAP"
 fi
 
 echo "== cargo test (release profile: the binary and the tests share one build)"

@@ -17,9 +17,12 @@ use taskledger_core::auth::ClientRecord;
 use taskledger_core::queue::Limits;
 use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
+use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::log::{EventLog, QUEUE_TOPIC};
+use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_projections::{
-    store, AuthEngine, AuthView, EmbeddedLog, Engine, QueueView, WorkerManagerEngine,
-    WorkerManagerView,
+    store, AuthEngine, AuthView, EmbeddedLog, Engine, KafkaConfig, KafkaLog, QueueView,
+    WorkerManagerEngine, WorkerManagerView,
 };
 
 #[derive(Parser)]
@@ -280,6 +283,26 @@ struct ServeArgs {
     /// Also accept Taskcluster's conformance client `tester` / `no-secret` (never in production).
     #[arg(long, env = "TASKLEDGER_TEST_CLIENTS", default_value_t = false)]
     test_clients: bool,
+    /// Keep the event log in Kafka (`host:port[,host:port...]`) instead of the embedded log;
+    /// the projections stay in the data directory.
+    #[arg(long, env = "TASKLEDGER_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Kafka topic names: this prefix replaces `taskledger.` (`<prefix>queue`, `<prefix>auth`).
+    #[arg(long, env = "TASKLEDGER_KAFKA_TOPIC_PREFIX", default_value = "taskledger.")]
+    kafka_topic_prefix: String,
+    /// Partitions of the topics taskledger creates (events use partition 0 for now).
+    #[arg(long, env = "TASKLEDGER_KAFKA_PARTITIONS", default_value_t = 1)]
+    kafka_partitions: i32,
+    /// Replication factor of the topics taskledger creates (production: 3).
+    #[arg(long, env = "TASKLEDGER_KAFKA_REPLICATION", default_value_t = 1)]
+    kafka_replication: i32,
+    /// Append through a transactional producer per partition (the broker then fences a
+    /// superseded writer too). Off, writer epochs alone fence it.
+    #[arg(long, env = "TASKLEDGER_KAFKA_TRANSACTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    kafka_transactions: bool,
+    /// How long a command waits for Kafka before it answers 503.
+    #[arg(long, env = "TASKLEDGER_KAFKA_TIMEOUT_MS", default_value_t = 10_000)]
+    kafka_timeout_ms: u64,
 }
 
 /// Reads a secret from `path`, or makes one and stores it there (mode 0600).
@@ -381,7 +404,71 @@ async fn serve(args: ServeArgs) -> Result<()> {
     )?;
 
     let db = store::open(&args.data_dir.join("db")).context("opening the database")?;
-    let log = Arc::new(EmbeddedLog::new(db.clone()));
+    let secrets = Secrets {
+        root_token,
+        generated,
+        queue_token,
+        url_key,
+        worker_manager_token,
+    };
+    match args.kafka_brokers.clone() {
+        None => {
+            let log = Arc::new(EmbeddedLog::new(db.clone()));
+            println!("event log: embedded ({})", args.data_dir.join("db").display());
+            run_services(args, public_url, secrets, db, log, true).await
+        }
+        Some(brokers) => {
+            let config = KafkaConfig {
+                topic_prefix: args.kafka_topic_prefix.clone(),
+                partitions: args.kafka_partitions,
+                replication: args.kafka_replication,
+                transactions: args.kafka_transactions,
+                node: args.listen.clone(),
+                timeout: Duration::from_millis(args.kafka_timeout_ms),
+                ..KafkaConfig::new(&brokers)
+            };
+            let topics = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC];
+            let log = KafkaLog::connect(config, &topics)
+                .await
+                .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+            // take every partition this node writes before the projections catch up, so they
+            // see its ownership markers
+            for topic in topics {
+                log.acquire(topic, 0)
+                    .await
+                    .with_context(|| format!("taking ownership of {topic}"))?;
+            }
+            println!("event log: Kafka at {brokers} (writer {})", log.writer_id());
+            run_services(args, public_url, secrets, db, Arc::new(log), false).await
+        }
+    }
+}
+
+/// The secrets `serve` keeps in the data directory.
+struct Secrets {
+    root_token: String,
+    generated: bool,
+    queue_token: String,
+    url_key: String,
+    worker_manager_token: String,
+}
+
+/// Everything `serve` runs, on whichever log.
+async fn run_services<L: EventLog + 'static>(
+    args: ServeArgs,
+    public_url: String,
+    secrets: Secrets,
+    db: Arc<rocksdb::DB>,
+    log: Arc<L>,
+    embedded: bool,
+) -> Result<()> {
+    let Secrets {
+        root_token,
+        generated,
+        queue_token,
+        url_key,
+        worker_manager_token,
+    } = secrets;
     let auth_view = Arc::new(AuthView::open(db.clone()).context("loading the auth projection")?);
     let auth = AuthEngine::start(auth_view.clone(), log.clone())
         .await
@@ -461,6 +548,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         bridge_stats = Some(stats.clone());
         tokio::spawn(taskledger_bridge::run(
             log.clone(),
+            None,
             Arc::new(state),
             url.clone(),
             Some(engine.committed()),
@@ -510,7 +598,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     audit_stats
         .chain_ok
         .store(-1, std::sync::atomic::Ordering::Relaxed);
-    if args.checkpoint_secs > 0 {
+    if args.checkpoint_secs > 0 && embedded {
         use ring::signature::KeyPair;
         let key = checkpoint_key(&args.data_dir)?;
         let public: String = key
@@ -761,6 +849,8 @@ async fn bridge_replay(
 async fn bridge_run(pulse_url: String, data: DataDir) -> Result<()> {
     let (db, _secondary) = open_read_only(&data)?;
     let log = Arc::new(EmbeddedLog::new(db));
+    let follower = log.clone();
+    let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || follower.follow_primary());
     let state = taskledger_bridge::BridgeState::open(&data.data_dir.join("bridge"))
         .context("opening the bridge's state (is another bridge running on this data dir?)")?;
     eprintln!(
@@ -769,7 +859,7 @@ async fn bridge_run(pulse_url: String, data: DataDir) -> Result<()> {
     );
     let stats = Arc::new(taskledger_bridge::BridgeStats::default());
     tokio::select! {
-        _ = taskledger_bridge::run(log, Arc::new(state), pulse_url, None, stats) => {}
+        _ = taskledger_bridge::run(log, Some(refresh), Arc::new(state), pulse_url, None, stats) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())

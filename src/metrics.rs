@@ -12,7 +12,7 @@ use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
-use taskledger_projections::EmbeddedLog;
+use taskledger_core::log::EventLog;
 
 /// The outcome of the last scheduled chain verification (and checkpoint signing).
 #[derive(Default)]
@@ -24,8 +24,8 @@ pub struct AuditStats {
     pub last_run: AtomicI64,
 }
 
-pub fn router(
-    log: Arc<EmbeddedLog>,
+pub fn router<L: EventLog + 'static>(
+    log: Arc<L>,
     bridge: Option<Arc<BridgeStats>>,
     audit: Arc<AuditStats>,
 ) -> Router {
@@ -33,13 +33,13 @@ pub fn router(
         "/metrics",
         get(move || {
             let (log, bridge, audit) = (log.clone(), bridge.clone(), audit.clone());
-            async move { render(&log, bridge.as_deref(), &audit) }
+            async move { render(&*log, bridge.as_deref(), &audit).await }
         }),
     )
 }
 
-fn render(
-    log: &EmbeddedLog,
+async fn render<L: EventLog>(
+    log: &L,
     bridge: Option<&BridgeStats>,
     audit: &AuditStats,
 ) -> impl IntoResponse {
@@ -48,7 +48,7 @@ fn render(
          # TYPE taskledger_log_end_offset gauge\n",
     );
     for topic in [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC] {
-        if let Ok(end) = log.end_offset_sync(topic, 0) {
+        if let Ok(end) = log.end_offset(topic, 0).await {
             out.push_str(&format!(
                 "taskledger_log_end_offset{{topic=\"{topic}\"}} {end}\n"
             ));

@@ -25,7 +25,7 @@ use std::time::Duration;
 use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
-use taskledger_core::log::QUEUE_TOPIC;
+use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, Task, TaskGroup};
 use taskledger_core::time::Millis;
 use taskledger_projections::EmbeddedLog;
@@ -632,14 +632,14 @@ pub async fn replay(
         let mut offset = 0;
         loop {
             let records = log.read_sync(topic, 0, offset, BATCH)?;
-            if records.is_empty() {
+            let Some(last) = records.last() else {
                 break;
-            }
+            };
+            offset = last.offset + 1;
             let (overlay, outgoing) = render(&state, topic, &records)?;
             let mut batch = WriteBatch::default();
             overlay.commit(&mut batch)?;
             state.db.write(batch)?;
-            offset += records.len() as u64;
             let selected = outgoing.iter().filter(|o| {
                 o.message.exchange == filter.exchange
                     && o.time >= filter.since
@@ -672,10 +672,11 @@ pub async fn replay(
 
 /// Runs the bridge until the process ends: reconnects with backoff, never skips an event.
 /// `wake` (the queue engine's commit counter) shortens the idle wait; without it (a
-/// standalone bridge on a secondary instance of the server's database) the bridge polls and
-/// catches up with the primary before each read.
-pub async fn run(
-    log: Arc<EmbeddedLog>,
+/// standalone bridge on a secondary instance of the server's database) the bridge polls, and
+/// calls `refresh` (to catch up with the primary) before each read.
+pub async fn run<L: EventLog>(
+    log: Arc<L>,
+    refresh: Option<Arc<dyn Fn() + Send + Sync>>,
     state: Arc<BridgeState>,
     url: String,
     mut wake: Option<watch::Receiver<u64>>,
@@ -683,7 +684,8 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session(&log, &state, &url, &mut wake, &stats, &mut backoff).await {
+        let r = session(&*log, refresh.as_deref(), &state, &url, &mut wake, &stats, &mut backoff);
+        match r.await {
             Ok(()) => return,
             Err(e) => {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -695,8 +697,9 @@ pub async fn run(
     }
 }
 
-async fn session(
-    log: &EmbeddedLog,
+async fn session<L: EventLog>(
+    log: &L,
+    refresh: Option<&(dyn Fn() + Send + Sync)>,
     state: &BridgeState,
     url: &str,
     wake: &mut Option<watch::Receiver<u64>>,
@@ -734,16 +737,17 @@ async fn session(
     loop {
         let mut progressed = false;
         let mut lag = 0u64;
-        if wake.is_none() {
-            log.follow_primary();
+        if let Some(refresh) = refresh {
+            refresh();
         }
         for topic in [QUEUE_TOPIC, AUTH_TOPIC] {
             let offset = state.offset(topic)?;
-            let records = log.read_sync(topic, 0, offset, BATCH)?;
-            if records.is_empty() {
+            let read = log.read(topic, 0, offset, BATCH).await?;
+            if read.next <= offset {
                 continue;
             }
             progressed = true;
+            let records = read.records;
             let (overlay, outgoing) = render(state, topic, &records)?;
             let items = outgoing.iter().map(|o| {
                 (
@@ -754,7 +758,7 @@ async fn session(
                 )
             });
             publish_confirmed(&channel, items, &stats.confirms_pending).await?;
-            let next = offset + records.len() as u64;
+            let next = read.next;
             let mut batch = WriteBatch::default();
             overlay.commit(&mut batch)?;
             batch.put(offset_key(topic), next.to_be_bytes());
@@ -762,7 +766,7 @@ async fn session(
             stats
                 .published
                 .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
-            lag += log.end_offset_sync(topic, 0)?.saturating_sub(next);
+            lag += log.end_offset(topic, 0).await?.saturating_sub(next);
         }
         stats.lag_events.store(lag, Ordering::Relaxed);
         if lag == 0 {

@@ -1,5 +1,10 @@
 //! The event log abstraction. Implementations live in `projections` (embedded RocksDB, Kafka);
 //! nothing in the domain knows which one runs.
+//!
+//! Positions are offsets within a partition. They are increasing but not always consecutive:
+//! a Kafka partition holds transaction markers and ownership markers that readers never see, so
+//! every consumer carries on from the `next` position a read or an append reports, never from
+//! `first + count`.
 
 use std::future::Future;
 
@@ -12,6 +17,8 @@ pub struct Record {
     pub key: String,
     /// Event type name, carried as a header so consumers can route without decoding.
     pub event_type: &'static str,
+    /// The envelope's event id, carried as a header (Kafka) for the same reason.
+    pub event_id: String,
     pub value: Vec<u8>,
 }
 
@@ -24,6 +31,38 @@ pub struct Stored {
     pub value: Vec<u8>,
 }
 
+/// What one read returned: the records, and the position to read from next (past the last
+/// record returned and past any marker the read skipped). An empty batch whose `next` equals
+/// the requested offset means the reader reached the partition's end.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    pub records: Vec<Stored>,
+    pub next: u64,
+}
+
+/// Where an append landed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Appended {
+    /// The position just past the last record readers could see before these records. When it
+    /// equals where the writer thought the log ended, nobody else's records came in between.
+    pub prior: u64,
+    /// Each record's offset, in order.
+    pub offsets: Vec<u64>,
+    /// The position just past the last record.
+    pub next: u64,
+}
+
+impl Appended {
+    /// An append of `count` records at consecutive offsets from `first`.
+    pub fn consecutive(first: u64, count: usize) -> Appended {
+        Appended {
+            prior: first,
+            offsets: (first..first + count as u64).collect(),
+            next: first + count as u64,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("log unavailable: {0}")]
@@ -34,15 +73,16 @@ pub enum LogError {
     Corrupt(String),
 }
 
-/// An append-only, partitioned log. `append` returns only once the records are durable.
+/// An append-only, partitioned log. `append` returns only once the records are durable (and,
+/// on Kafka, known to belong to the partition's current writer epoch).
 pub trait EventLog: Send + Sync {
-    /// Appends records to one partition of a topic, all or nothing; returns the first offset.
+    /// Appends records to one partition of a topic, all or nothing.
     fn append(
         &self,
         topic: &str,
         partition: u32,
         records: Vec<Record>,
-    ) -> impl Future<Output = Result<u64, LogError>> + Send;
+    ) -> impl Future<Output = Result<Appended, LogError>> + Send;
 
     /// Reads up to `max` records of a partition from `offset` on.
     fn read(
@@ -51,9 +91,9 @@ pub trait EventLog: Send + Sync {
         partition: u32,
         offset: u64,
         max: usize,
-    ) -> impl Future<Output = Result<Vec<Stored>, LogError>> + Send;
+    ) -> impl Future<Output = Result<Batch, LogError>> + Send;
 
-    /// The offset the next append to that partition will get.
+    /// The position past the partition's last record (an upper bound for `Batch::next`).
     fn end_offset(
         &self,
         topic: &str,

@@ -329,31 +329,33 @@ pub fn replay(
     while offset < live_offset {
         let max = (live_offset - offset).min(8192) as usize;
         let records = log.read_sync(topic, partition, offset, max)?;
-        if records.is_empty() {
+        let Some(last) = records.last() else {
             break;
-        }
+        };
+        let next = last.offset + 1;
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
         if let Some(q) = &queue {
             let envs = records
                 .iter()
                 .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value))
                 .collect::<Result<Vec<_>, _>>()?;
-            q.apply(VIEW_CONSUMER, topic, partition, offset, &envs)?;
+            q.apply(VIEW_CONSUMER, topic, partition, next, &envs)?;
         }
         if let Some(a) = &auth {
             let envs = records
                 .iter()
                 .map(|r| codec::decode::<Envelope<AuthEvent>>(&r.value))
                 .collect::<Result<Vec<_>, _>>()?;
-            a.apply(offset, &envs)?;
+            a.apply(&offsets, next, &envs)?;
         }
         if let Some(w) = &worker_manager {
             let envs = records
                 .iter()
                 .map(|r| codec::decode::<Envelope<WorkerEvent>>(&r.value))
                 .collect::<Result<Vec<_>, _>>()?;
-            w.apply(offset, &envs)?;
+            w.apply(&offsets, next, &envs)?;
         }
-        offset += records.len() as u64;
+        offset = next;
         progress(offset, live_offset);
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -213,10 +213,11 @@ impl AuthView {
         )
     }
 
-    /// Folds envelopes read from `first_offset` on; one batch with the new offset.
+    /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
     pub fn apply(
         &self,
-        first_offset: u64,
+        offsets: &[u64],
+        next: u64,
         envelopes: &[Envelope<AuthEvent>],
     ) -> Result<(), StoreError> {
         let auth = cf(&self.db, keys::CF_AUTH)?;
@@ -224,8 +225,7 @@ impl AuthView {
         let mut batch = WriteBatch::default();
         let mut inner = self.inner.write().expect("auth state lock");
         let mut roles_changed = false;
-        for (i, env) in envelopes.iter().enumerate() {
-            let offset = first_offset + i as u64;
+        for (&offset, env) in offsets.iter().zip(envelopes) {
             let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
             if env.sequence <= seen {
                 continue;
@@ -274,7 +274,7 @@ impl AuthView {
         batch.put_cf(
             meta,
             keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
-            (first_offset + envelopes.len() as u64).to_be_bytes(),
+            next.to_be_bytes(),
         );
         self.db.write(batch)?;
         drop(inner);
@@ -373,8 +373,8 @@ pub struct AuthEngine {
 /// Applies every auth record the projection has not seen yet; returns the log's end offset.
 pub async fn catch_up_auth<L: EventLog>(view: &AuthView, log: &L) -> Result<u64, AuthEngineError> {
     let from = view.consumer_offset()?;
-    fold_log(log, AUTH_TOPIC, AUTH_PARTITION, from, |offset, envs| {
-        view.apply(offset, envs)
+    fold_log(log, AUTH_TOPIC, AUTH_PARTITION, from, |offsets, next, envs| {
+        view.apply(offsets, next, envs)
     })
     .await
     .map_err(|e| match e {
@@ -455,15 +455,21 @@ async fn write<L: EventLog>(
         records.push(Record {
             key: stream.clone(),
             event_type: event.type_name(),
+            event_id: env.event_id.to_string(),
             value: codec::encode(&env).map_err(StoreError::from)?,
         });
         envelopes.push(env);
     }
-    let first = log
+    let appended = log
         .append(AUTH_TOPIC, AUTH_PARTITION, records)
         .await
         .map_err(|e| AuthEngineError::Unavailable(e.to_string()))?;
-    view.apply(first, &envelopes)?;
+    if appended.prior == view.consumer_offset()? {
+        view.apply(&appended.offsets, appended.next, &envelopes)?;
+    } else {
+        // records this writer had not seen came first (or markers it skips): fold from the log
+        catch_up_auth(view, log).await?;
+    }
     Ok(events)
 }
 
@@ -569,7 +575,8 @@ mod tests {
             .iter()
             .map(|r| codec::decode(&r.value).unwrap())
             .collect();
-        view.apply(0, &envs).unwrap();
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        view.apply(&offsets, offsets.len() as u64, &envs).unwrap();
         assert_eq!(view.role("r").unwrap().scopes, vec!["t"]);
         assert_eq!(
             view.entity_history("role", "r", None, 10).unwrap().0.len(),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use taskledger_core::codec;
-use taskledger_core::log::{EventLog, LogError, Record, Stored};
+use taskledger_core::log::{Appended, Batch, EventLog, LogError, Record, Stored};
 
 /// What a log entry holds besides its position: key, event-type header, encoded envelope.
 #[derive(Serialize, Deserialize)]
@@ -249,8 +249,10 @@ impl EventLog for EmbeddedLog {
         topic: &str,
         partition: u32,
         records: Vec<Record>,
-    ) -> Result<u64, LogError> {
-        self.append_sync(topic, partition, records)
+    ) -> Result<Appended, LogError> {
+        let n = records.len();
+        let first = self.append_sync(topic, partition, records)?;
+        Ok(Appended::consecutive(first, n))
     }
 
     async fn read(
@@ -259,8 +261,10 @@ impl EventLog for EmbeddedLog {
         partition: u32,
         offset: u64,
         max: usize,
-    ) -> Result<Vec<Stored>, LogError> {
-        self.read_sync(topic, partition, offset, max)
+    ) -> Result<Batch, LogError> {
+        let records = self.read_sync(topic, partition, offset, max)?;
+        let next = records.last().map_or(offset, |r| r.offset + 1);
+        Ok(Batch { records, next })
     }
 
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {

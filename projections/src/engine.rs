@@ -254,30 +254,32 @@ pub enum FoldError {
 }
 
 /// Reads a partition from `offset` to its end in batches, decodes each record's envelope and
-/// hands each batch with its first offset to `apply`; returns the end offset. Every
-/// projection's catch-up is this loop.
+/// hands each batch, with the records' offsets and the position after the batch, to `apply`;
+/// returns the end position. Every projection's catch-up is this loop.
 pub async fn fold_log<L: EventLog, E: DeserializeOwned>(
     log: &L,
     topic: &str,
     partition: u32,
     mut offset: u64,
-    mut apply: impl FnMut(u64, &[Envelope<E>]) -> Result<(), StoreError>,
+    mut apply: impl FnMut(&[u64], u64, &[Envelope<E>]) -> Result<(), StoreError>,
 ) -> Result<u64, FoldError> {
     loop {
-        let records = log
+        let batch = log
             .read(topic, partition, offset, 4096)
             .await
             .map_err(FoldError::Log)?;
-        if records.is_empty() {
+        if batch.next <= offset {
             return Ok(offset);
         }
-        let envelopes = records
+        let offsets: Vec<u64> = batch.records.iter().map(|r| r.offset).collect();
+        let envelopes = batch
+            .records
             .iter()
             .map(|r| codec::decode::<Envelope<E>>(&r.value))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| FoldError::Store(e.into()))?;
-        apply(offset, &envelopes).map_err(FoldError::Store)?;
-        offset += records.len() as u64;
+        apply(&offsets, batch.next, &envelopes).map_err(FoldError::Store)?;
+        offset = batch.next;
     }
 }
 
@@ -294,8 +296,8 @@ impl From<FoldError> for EngineError {
 pub async fn catch_up<L: EventLog>(view: &QueueView, log: &L) -> Result<u64, EngineError> {
     let from = view.consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)?;
     Ok(
-        fold_log(log, QUEUE_TOPIC, QUEUE_PARTITION, from, |offset, envs| {
-            view.apply(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION, offset, envs)
+        fold_log(log, QUEUE_TOPIC, QUEUE_PARTITION, from, |_, next, envs| {
+            view.apply(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION, next, envs)
         })
         .await?,
     )
@@ -517,27 +519,29 @@ impl<L: EventLog + 'static> Writer<L> {
                 Ok(Record {
                     key: e.stream_id.clone(),
                     event_type: e.payload.type_name(),
+                    event_id: e.event_id.to_string(),
                     value: codec::encode(e).map_err(StoreError::from)?,
                 })
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
-        let first = self
+        let appended = self
             .handle
             .block_on(self.log.append(QUEUE_TOPIC, QUEUE_PARTITION, records))
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
-        if first != self.next_offset {
-            // someone else appended: fold what we missed before our own events
+        if appended.prior != self.next_offset {
+            // records this writer had not seen came first (or markers it skips): fold from the
+            // log, which brings our own events along
             self.handle.block_on(catch_up(&self.view, &*self.log))?;
         } else {
             self.view.apply(
                 VIEW_CONSUMER,
                 QUEUE_TOPIC,
                 QUEUE_PARTITION,
-                first,
+                appended.next,
                 envelopes,
             )?;
         }
-        self.next_offset = first + envelopes.len() as u64;
+        self.next_offset = appended.next;
         let _ = self.committed.send(self.next_offset);
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! taskledger-projections: the event logs (embedded RocksDB today, Kafka next), the queue,
+//! taskledger-projections: the event logs (embedded RocksDB, Kafka), the queue,
 //! auth and worker-manager projections in RocksDB column families, and the command engines
 //! that turn commands into durable events (the queue's with group commit).
 //!
@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth_view;
 pub mod embedded_log;
 pub mod engine;
+pub mod kafka_log;
 pub mod keys;
 pub mod queue_view;
 pub mod store;
@@ -15,6 +16,7 @@ pub mod worker_manager_view;
 
 pub use auth_view::{AuditEntry, AuthEngine, AuthEngineError, AuthView};
 pub use embedded_log::EmbeddedLog;
+pub use kafka_log::{KafkaConfig, KafkaLog};
 pub use engine::{Engine, EngineError, Outcome, QueueCommand};
 pub use queue_view::QueueView;
 pub use worker_manager_view::{WorkerManagerEngine, WorkerManagerEngineError, WorkerManagerView};

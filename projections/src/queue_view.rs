@@ -171,14 +171,14 @@ impl QueueView {
         &self.db
     }
 
-    /// Folds envelopes read from `topic`/`partition` at consecutive offsets starting at
-    /// `first_offset`, and stores the next offset in the same write batch.
+    /// Folds envelopes read from `topic`/`partition`, and stores `next` (the position to read
+    /// from afterwards) as the consumer's offset in the same write batch.
     pub fn apply(
         &self,
         consumer: &str,
         topic: &str,
         partition: u32,
-        first_offset: u64,
+        next: u64,
         envelopes: &[Envelope<QueueEvent>],
     ) -> Result<(), StoreError> {
         let db = &*self.db;
@@ -228,7 +228,6 @@ impl QueueView {
         for (s, seq) in &fold.streams {
             batch.put(keys::CF_STREAMS, s.as_bytes(), seq.to_be_bytes());
         }
-        let next = first_offset + envelopes.len() as u64;
         batch.put(
             keys::CF_META,
             keys::consumer_offset(consumer, topic, partition),

@@ -117,27 +117,28 @@ impl WorkerManagerView {
         })
     }
 
-    /// Folds envelopes read from `first_offset` on; one batch with the new offset.
+    /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
     pub fn apply(
         &self,
-        first_offset: u64,
+        offsets: &[u64],
+        next: u64,
         envelopes: &[Envelope<WorkerEvent>],
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         let mut inner = self.inner.write().expect("worker-manager state lock");
-        for (i, env) in envelopes.iter().enumerate() {
+        for (&offset, env) in offsets.iter().zip(envelopes) {
             let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
             if env.sequence <= seen {
                 continue;
             }
             inner.state.apply(&env.payload, env.time);
             inner.sequences.insert(env.stream_id.clone(), env.sequence);
-            self.write_rows(&mut batch, &inner.state, env, first_offset + i as u64)?;
+            self.write_rows(&mut batch, &inner.state, env, offset)?;
         }
         batch.put_cf(
             cf(&self.db, keys::CF_META)?,
             Self::offset_key(),
-            (first_offset + envelopes.len() as u64).to_be_bytes(),
+            next.to_be_bytes(),
         );
         self.db.write(batch)?;
         Ok(())
@@ -263,7 +264,7 @@ pub async fn catch_up_worker_manager<L: EventLog>(
         WORKER_MANAGER_TOPIC,
         WORKER_MANAGER_PARTITION,
         from,
-        |offset, envs| view.apply(offset, envs),
+        |offsets, next, envs| view.apply(offsets, next, envs),
     )
     .await
     .map_err(|e| match e {
@@ -343,15 +344,21 @@ async fn write<L: EventLog>(
         records.push(Record {
             key: stream.clone(),
             event_type: event.type_name(),
+            event_id: env.event_id.to_string(),
             value: codec::encode(&env).map_err(StoreError::from)?,
         });
         envelopes.push(env);
     }
-    let first = log
+    let appended = log
         .append(WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION, records)
         .await
         .map_err(unavailable)?;
-    view.apply(first, &envelopes)?;
+    if appended.prior == view.consumer_offset()? {
+        view.apply(&appended.offsets, appended.next, &envelopes)?;
+    } else {
+        // records this writer had not seen came first (or markers it skips): fold from the log
+        catch_up_worker_manager(view, log).await?;
+    }
     Ok(envelopes)
 }
 
@@ -464,7 +471,8 @@ mod tests {
             .iter()
             .map(|r| codec::decode(&r.value).unwrap())
             .collect();
-        view.apply(0, &envs).unwrap();
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        view.apply(&offsets, offsets.len() as u64, &envs).unwrap();
         assert_eq!(
             view.errors("prov/wt", None, 10, |_| true).unwrap().0.len(),
             2

@@ -25,9 +25,47 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Which event log a server runs on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    Embedded,
+    Kafka,
+}
+
+/// The Kafka-protocol broker the tests use: `KAFKA_BOOTSTRAP`, which README's test command
+/// sets after starting one (a real cluster works as well).
+pub fn kafka_bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").expect(
+        "KAFKA_BOOTSTRAP is not set: run ./scripts/test.sh, which starts a broker, \
+         or point it at a Kafka cluster",
+    )
+}
+
+/// A topic prefix no other test uses.
+pub fn fresh_topic_prefix() -> String {
+    format!("it-{}.", slugid::nice().to_lowercase().replace(['_', '-'], ""))
+}
+
 impl Server {
     /// A server with default settings plus `env` (e.g. a short claim timeout).
     pub async fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_on(Backend::Embedded, env).await
+    }
+
+    /// The same on the given log; on Kafka with topics of its own.
+    pub async fn start_on(backend: Backend, env: &[(&str, &str)]) -> Server {
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if backend == Backend::Kafka {
+            env.push(("TASKLEDGER_KAFKA_BROKERS".into(), kafka_bootstrap()));
+            env.push(("TASKLEDGER_KAFKA_TOPIC_PREFIX".into(), fresh_topic_prefix()));
+        }
+        Server::start_with(env).await
+    }
+
+    pub async fn start_with(extra_env: Vec<(String, String)>) -> Server {
         let data_dir = std::env::temp_dir().join(format!("taskledger-it-{}", slugid::nice()));
         let port = free_port();
         let mut s = Server {
@@ -35,10 +73,7 @@ impl Server {
             root_url: format!("http://127.0.0.1:{port}"),
             data_dir,
             port,
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra_env,
         };
         s.spawn().await;
         s

@@ -3,19 +3,53 @@
 mod audit;
 mod auth;
 mod harness;
+mod kafka_log;
 mod layout;
 mod pulse;
 mod worker;
 mod worker_manager;
 
 use harness::*;
+
+/// Every queue scenario runs on both logs: `embedded::<name>` and `kafka::<name>`.
+macro_rules! on_both_logs {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Embedded).await
+            })*
+        }
+        mod kafka {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Kafka).await
+            })*
+        }
+    };
+}
+
+on_both_logs!(
+    whole_task_life_with_task_credentials,
+    create_task_is_idempotent_and_conflicts_on_change,
+    dependencies_schedule_when_satisfied,
+    claim_work_serves_higher_priority_first_and_long_polls,
+    rerun_retry_and_cancel,
+    claims_expire_and_retry,
+    deadline_exceeded_resolves_the_task,
+    builtin_workers_resolve_their_tasks,
+    error_statuses_and_bodies,
+    task_groups_seal_and_cancel,
+    restart_keeps_acknowledged_tasks_and_claims_still_expire,
+    declare_worker_creates_and_extends_but_never_shortens,
+);
+
 use serde_json::{json, Value};
 use std::time::Duration;
 use taskcluster::Credentials;
 
-#[tokio::test]
-async fn whole_task_life_with_task_credentials() {
-    let server = Server::start(&[]).await;
+async fn whole_task_life_with_task_credentials(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let task_id = slugid::nice();
@@ -95,9 +129,8 @@ async fn whole_task_life_with_task_credentials() {
     assert_eq!(bad.status().as_u16(), 403);
 }
 
-#[tokio::test]
-async fn create_task_is_idempotent_and_conflicts_on_change() {
-    let server = Server::start(&[]).await;
+async fn create_task_is_idempotent_and_conflicts_on_change(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let task_id = slugid::nice();
@@ -112,9 +145,8 @@ async fn create_task_is_idempotent_and_conflicts_on_change() {
     assert!(format!("{err:#}").contains("already used by another task"));
 }
 
-#[tokio::test]
-async fn dependencies_schedule_when_satisfied() {
-    let server = Server::start(&[]).await;
+async fn dependencies_schedule_when_satisfied(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let (a, b) = (slugid::nice(), slugid::nice());
@@ -141,9 +173,8 @@ async fn dependencies_schedule_when_satisfied() {
     assert_eq!(status_of(&err), Some(400));
 }
 
-#[tokio::test]
-async fn claim_work_serves_higher_priority_first_and_long_polls() {
-    let server = Server::start(&[]).await;
+async fn claim_work_serves_higher_priority_first_and_long_polls(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let (low, high) = (slugid::nice(), slugid::nice());
@@ -176,9 +207,8 @@ async fn claim_work_serves_higher_priority_first_and_long_polls() {
     assert_eq!(got["tasks"][0]["status"]["taskId"], late.as_str());
 }
 
-#[tokio::test]
-async fn rerun_retry_and_cancel() {
-    let server = Server::start(&[]).await;
+async fn rerun_retry_and_cancel(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let t = slugid::nice();
@@ -208,9 +238,8 @@ async fn rerun_retry_and_cancel() {
     assert_eq!(status_of(&err), Some(409));
 }
 
-#[tokio::test]
-async fn claims_expire_and_retry() {
-    let server = Server::start(&[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "1")]).await;
+async fn claims_expire_and_retry(backend: Backend) {
+    let server = Server::start_on(backend, &[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "1")]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let t = slugid::nice();
@@ -227,9 +256,8 @@ async fn claims_expire_and_retry() {
     assert_eq!(status["runs"][1]["reasonCreated"], "retry");
 }
 
-#[tokio::test]
-async fn deadline_exceeded_resolves_the_task() {
-    let server = Server::start(&[]).await;
+async fn deadline_exceeded_resolves_the_task(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let t = slugid::nice();
@@ -244,9 +272,8 @@ async fn deadline_exceeded_resolves_the_task() {
     assert_eq!(status_of(&err), Some(409));
 }
 
-#[tokio::test]
-async fn builtin_workers_resolve_their_tasks() {
-    let server = Server::start(&[]).await;
+async fn builtin_workers_resolve_their_tasks(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let (ok_task, fail_task) = (slugid::nice(), slugid::nice());
     q.createTask(&ok_task, &task_def("built-in/succeed", 600))
@@ -264,9 +291,8 @@ async fn builtin_workers_resolve_their_tasks() {
 }
 
 /// Error bodies in Taskcluster's shape, over raw HTTP so status and body are both visible.
-#[tokio::test]
-async fn error_statuses_and_bodies() {
-    let server = Server::start(&[]).await;
+async fn error_statuses_and_bodies(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let http = reqwest::Client::new();
     let base = format!("{}/api/queue/v1", server.root_url);
@@ -352,9 +378,8 @@ async fn error_statuses_and_bodies() {
     assert_eq!(status_of(&err), Some(409));
 }
 
-#[tokio::test]
-async fn task_groups_seal_and_cancel() {
-    let server = Server::start(&[]).await;
+async fn task_groups_seal_and_cancel(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let group = slugid::nice();
@@ -383,9 +408,8 @@ async fn task_groups_seal_and_cancel() {
     }
 }
 
-#[tokio::test]
-async fn restart_keeps_acknowledged_tasks_and_claims_still_expire() {
-    let mut server = Server::start(&[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "2")]).await;
+async fn restart_keeps_acknowledged_tasks_and_claims_still_expire(backend: Backend) {
+    let mut server = Server::start_on(backend, &[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "2")]).await;
     let q = server.queue();
     let queue = fresh_queue();
     let mut ids = Vec::new();
@@ -415,9 +439,8 @@ async fn restart_keeps_acknowledged_tasks_and_claims_still_expire() {
     assert_eq!(counts["pendingTasks"], 20);
 }
 
-#[tokio::test]
-async fn declare_worker_creates_and_extends_but_never_shortens() {
-    let server = Server::start(&[]).await;
+async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let q = server.queue();
     let tq = fresh_queue();
     let (p, w) = tq.split_once('/').unwrap();

@@ -100,19 +100,31 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
                 continue;
             }
         };
-        let records = match log.read(QUEUE_TOPIC, QUEUE_PARTITION, offset, 1024).await {
-            Ok(r) => r,
+        let batch = match log.read(QUEUE_TOPIC, QUEUE_PARTITION, offset, 1024).await {
+            Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "dependency reactor cannot read the log");
                 tokio::time::sleep(IDLE).await;
                 continue;
             }
         };
-        if records.is_empty() {
-            let _ = tokio::time::timeout(IDLE, committed.changed()).await;
+        if batch.records.is_empty() {
+            if batch.next > offset {
+                // only markers the log skips: move past them
+                if let Err(e) = view.store_consumer_offset(
+                    DEPENDENCY_CONSUMER,
+                    QUEUE_TOPIC,
+                    QUEUE_PARTITION,
+                    batch.next,
+                ) {
+                    tracing::error!(error = %e, "dependency checkpoint write failed");
+                }
+            } else {
+                let _ = tokio::time::timeout(IDLE, committed.changed()).await;
+            }
             continue;
         }
-        for r in &records {
+        for r in &batch.records {
             let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&r.value) else {
                 continue;
             };

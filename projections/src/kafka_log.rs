@@ -1,0 +1,840 @@
+//! The Kafka event log (rdkafka): one topic per service, records keyed by stream id, headers
+//! carrying the event type, schema version, event id and the writer's epoch.
+//!
+//! **One writer per partition.** A writer takes a partition by (1) initialising a transactional
+//! producer whose `transactional.id` is the partition's, which makes the broker fence any
+//! earlier producer of that partition, and (2) appending an `OwnershipTaken` marker with an
+//! epoch above every epoch the partition has seen. Every record it appends afterwards is
+//! stamped with that epoch and the writer's id. Readers keep an [`EpochIndex`] per partition and
+//! drop every record whose stamp is not the owner announced by the last effective marker before
+//! it, so even a broker with incomplete transaction isolation cannot let a superseded writer
+//! reach a projection. A writer acknowledges an append only once its records are committed and
+//! no newer marker precedes them.
+//!
+//! Everything here blocks (librdkafka's transactional calls are synchronous); the `EventLog`
+//! methods run it on tokio's blocking pool.
+
+use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use taskledger_core::log::{Appended, Batch, EventLog, LogError, Record, Stored};
+
+/// Header names. Values are UTF-8 text so any Kafka tool can show them.
+pub const H_EVENT_TYPE: &str = "taskledger-event-type";
+pub const H_SCHEMA: &str = "taskledger-schema-version";
+pub const H_EVENT_ID: &str = "taskledger-event-id";
+pub const H_EPOCH: &str = "taskledger-epoch";
+pub const H_WRITER: &str = "taskledger-writer";
+pub const H_MARKER: &str = "taskledger-marker";
+/// The key of ownership markers (no stream id starts with `$`).
+pub const MARKER_KEY: &str = "$ownership";
+const SCHEMA_VERSION: &str = "1";
+
+/// How a node reaches Kafka.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Replaces the `taskledger.` prefix of topic names (`taskledger.queue` -> `<prefix>queue`).
+    pub topic_prefix: String,
+    /// Partitions of topics this node creates.
+    pub partitions: i32,
+    /// Replication factor of topics this node creates.
+    pub replication: i32,
+    /// Use a transactional producer per partition. Off, only the epoch stamps fence a
+    /// superseded writer (tests prove that this alone suffices).
+    pub transactions: bool,
+    /// Names this process in ownership markers.
+    pub node: String,
+    /// How long a command may wait for the broker before it fails as unavailable.
+    pub timeout: Duration,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: &str) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.to_string(),
+            topic_prefix: "taskledger.".into(),
+            partitions: 1,
+            replication: 1,
+            transactions: true,
+            node: format!("pid-{}", std::process::id()),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The writer a record was stamped by: its epoch and its unique id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub epoch: u64,
+    pub writer: String,
+}
+
+/// What a reader saw at one position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// An `OwnershipTaken` marker.
+    Marker(Owner),
+    /// An event stamped by this writer (`None`: no stamp).
+    Event(Option<Owner>),
+}
+
+/// The ownership history of one partition, built by observing it in offset order: which
+/// markers took effect (an epoch above every earlier effective one) and how far it has been
+/// observed. An event is valid exactly when its stamp is the owner of the last effective
+/// marker before it — a deterministic rule every reader applies alike.
+#[derive(Debug, Default)]
+pub struct EpochIndex {
+    markers: BTreeMap<u64, Owner>,
+    /// Every position below this has been observed.
+    scanned: u64,
+}
+
+impl EpochIndex {
+    pub fn scanned(&self) -> u64 {
+        self.scanned
+    }
+
+    /// The owner in force just before `offset`.
+    pub fn owner_before(&self, offset: u64) -> Option<&Owner> {
+        self.markers.range(..offset).next_back().map(|(_, o)| o)
+    }
+
+    /// The highest epoch that took effect.
+    pub fn max_epoch(&self) -> u64 {
+        self.markers.values().next_back().map_or(0, |o| o.epoch)
+    }
+
+    /// Records what is at `offset` and says whether it is a valid event. Positions must be
+    /// observed in increasing order the first time; observing one again is harmless.
+    pub fn observe(&mut self, offset: u64, seen: &Seen) -> bool {
+        if offset >= self.scanned {
+            self.scanned = offset + 1;
+            if let Seen::Marker(owner) = seen {
+                if owner.epoch > self.max_epoch() {
+                    self.markers.insert(offset, owner.clone());
+                }
+                return false;
+            }
+        }
+        match seen {
+            Seen::Marker(_) => false,
+            Seen::Event(stamp) => stamp.is_some() && stamp.as_ref() == self.owner_before(offset),
+        }
+    }
+
+    /// Notes that positions below `next` hold nothing a reader can see (transaction markers).
+    pub fn skip_to(&mut self, next: u64) {
+        self.scanned = self.scanned.max(next);
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+fn is_fencing(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
+}
+
+fn log_error(e: KafkaError) -> LogError {
+    if is_fencing(&e) {
+        LogError::Fenced
+    } else {
+        unavailable(e)
+    }
+}
+
+/// A consumer assigned to one partition, positioned at `next`.
+struct Reader {
+    topic: String,
+    partition: u32,
+    next: u64,
+    consumer: BaseConsumer,
+}
+
+/// The owner of one partition in this process.
+struct PartitionWriter {
+    producer: FutureProducer,
+    owner: Owner,
+    /// Offset of this writer's last record (or its marker).
+    last_own: u64,
+    /// The position past the last record readers can see, as far as this writer knows.
+    known_end: u64,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    /// Unique per process start: two writers never share a stamp.
+    writer_id: String,
+    writers: Mutex<HashMap<(String, u32), Arc<Mutex<Option<PartitionWriter>>>>>,
+    readers: Mutex<Vec<Reader>>,
+    /// Asks for watermarks; never assigned.
+    meta: BaseConsumer,
+    epochs: Mutex<HashMap<(String, u32), EpochIndex>>,
+}
+
+/// The Kafka implementation of [`EventLog`]. Cheap to share behind an `Arc`.
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+/// Most idle consumers kept for reuse.
+const READER_POOL: usize = 8;
+/// How long a read waits for records it knows exist before returning what it has.
+const READ_PATIENCE: Duration = Duration::from_millis(300);
+
+impl KafkaLog {
+    /// Connects and creates the given topics (taskledger names) if they are missing.
+    pub async fn connect(config: KafkaConfig, topics: &[&str]) -> Result<KafkaLog, LogError> {
+        let writer_id = uuid::Uuid::new_v4().to_string();
+        let meta = consumer(&config.brokers, &writer_id)?;
+        let inner = Arc::new(Inner {
+            writer_id,
+            meta,
+            config,
+            writers: Mutex::new(HashMap::new()),
+            readers: Mutex::new(Vec::new()),
+            epochs: Mutex::new(HashMap::new()),
+        });
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &inner.config.brokers)
+            .create()
+            .map_err(unavailable)?;
+        let names: Vec<String> = topics.iter().map(|t| inner.kafka_topic(t)).collect();
+        let new: Vec<NewTopic> = names
+            .iter()
+            .map(|n| {
+                NewTopic::new(
+                    n,
+                    inner.config.partitions,
+                    TopicReplication::Fixed(inner.config.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(inner.config.timeout));
+        let results = tokio::time::timeout(inner.config.timeout, admin.create_topics(&new, &opts))
+            .await
+            .map_err(|_| unavailable("creating topics timed out"))?
+            .map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(unavailable(format!("cannot create topic {topic}: {code}")))
+                }
+            }
+        }
+        Ok(KafkaLog { inner })
+    }
+
+    /// The Kafka topic a taskledger topic lives in.
+    pub fn kafka_topic(&self, topic: &str) -> String {
+        self.inner.kafka_topic(topic)
+    }
+
+    /// This process's writer id (in its stamps and markers).
+    pub fn writer_id(&self) -> &str {
+        &self.inner.writer_id
+    }
+
+    /// Takes ownership of a partition now rather than at its first append, so projections
+    /// that catch up afterwards have already seen the marker.
+    pub async fn acquire(&self, topic: &str, partition: u32) -> Result<Owner, LogError> {
+        let inner = self.inner.clone();
+        let topic = topic.to_string();
+        blocking(move || {
+            let slot = inner.writer_slot(&topic, partition);
+            let mut slot = slot.lock().expect("writer slot");
+            if slot.is_none() {
+                *slot = Some(inner.acquire(&topic, partition)?);
+            }
+            Ok(slot.as_ref().map(|w| w.owner.clone()).expect("just set"))
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| unavailable(format!("log task failed: {e}")))?
+}
+
+impl Inner {
+    fn kafka_topic(&self, topic: &str) -> String {
+        let rest = topic.strip_prefix("taskledger.").unwrap_or(topic);
+        format!("{}{rest}", self.config.topic_prefix)
+    }
+
+    fn writer_slot(&self, topic: &str, partition: u32) -> Arc<Mutex<Option<PartitionWriter>>> {
+        self.writers
+            .lock()
+            .expect("writers lock")
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .clone()
+    }
+
+    /// A producer for the partition's writer of `epoch`; transactional with the id
+    /// `<topic>-<partition>-<epoch>`, initialised (which fences an earlier producer of that id).
+    fn producer(&self, topic: &str, partition: u32, epoch: u64) -> Result<FutureProducer, LogError> {
+        let timeout_ms = self.config.timeout.as_millis().to_string();
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            // after a commit the broker may answer the next transaction's first request with
+            // CONCURRENT_TRANSACTIONS until its markers are written; retry at once, not after
+            // the default 100 ms
+            .set("retry.backoff.ms", "1")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("request.timeout.ms", &timeout_ms)
+            .set("transaction.timeout.ms", &timeout_ms);
+        if self.config.transactions {
+            cfg.set(
+                "transactional.id",
+                format!("{}-{partition}-{epoch}", self.kafka_topic(topic)),
+            );
+        }
+        let producer: FutureProducer = cfg.create().map_err(unavailable)?;
+        if self.config.transactions {
+            producer
+                .init_transactions(self.config.timeout)
+                .map_err(log_error)?;
+        }
+        Ok(producer)
+    }
+
+    /// Produces records to a partition (in one transaction when enabled); their offsets.
+    fn produce(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        partition: u32,
+        records: &[(String, OwnedHeaders, Vec<u8>)],
+    ) -> Result<Vec<u64>, LogError> {
+        let kafka_topic = self.kafka_topic(topic);
+        if self.config.transactions {
+            producer.begin_transaction().map_err(log_error)?;
+        }
+        let sent: Result<Vec<_>, LogError> = records
+            .iter()
+            .map(|(key, headers, value)| {
+                let record = FutureRecord::to(&kafka_topic)
+                    .partition(partition as i32)
+                    .key(key.as_str())
+                    .payload(value.as_slice())
+                    .headers(headers.clone());
+                producer.send_result(record).map_err(|(e, _)| log_error(e))
+            })
+            .collect();
+        let outcome = sent.and_then(|futures| {
+            // deliveries first (each ends within `message.timeout.ms`): committing with records
+            // in flight makes librdkafka flush, which waits in polls of 100 ms
+            let offsets = futures::executor::block_on(join_all(futures))
+                .into_iter()
+                .map(|d| match d {
+                    Ok(Ok(d)) => Ok(d.offset as u64),
+                    Ok(Err((e, _))) => Err(log_error(e)),
+                    Err(_) => Err(unavailable("delivery cancelled")),
+                })
+                .collect::<Result<Vec<u64>, LogError>>()?;
+            if self.config.transactions {
+                producer
+                    .commit_transaction(self.config.timeout)
+                    .map_err(log_error)?;
+            }
+            Ok(offsets)
+        });
+        if outcome.is_err() && self.config.transactions {
+            let _ = producer.abort_transaction(self.config.timeout);
+        }
+        outcome
+    }
+
+    fn stamp(owner: &Owner, headers: OwnedHeaders) -> OwnedHeaders {
+        headers
+            .insert(Header {
+                key: H_EPOCH,
+                value: Some(owner.epoch.to_string().as_str()),
+            })
+            .insert(Header {
+                key: H_WRITER,
+                value: Some(owner.writer.as_str()),
+            })
+    }
+
+    /// Takes a partition: fences the current owner at the broker, announces a new epoch, and
+    /// checks that the announcement took effect (a concurrent claimant may have won).
+    ///
+    /// Transactional ids are `<topic>-<partition>-<epoch>`: initialising the current owner's
+    /// id fences it (and aborts its open transaction), and the new owner writes under an id of
+    /// its own, so no broker's bookkeeping of the aborted transaction can touch its records.
+    fn acquire(&self, topic: &str, partition: u32) -> Result<PartitionWriter, LogError> {
+        for _ in 0..5 {
+            let end = self.end(topic, partition)?;
+            self.observe_until(topic, partition, end)?;
+            let current = self.with_index(topic, partition, |ix| ix.max_epoch());
+            if current > 0 && self.config.transactions {
+                drop(self.producer(topic, partition, current)?);
+            }
+            let epoch = current + 1;
+            let producer = self.producer(topic, partition, epoch)?;
+            let owner = Owner {
+                epoch,
+                writer: self.writer_id.clone(),
+            };
+            let body = serde_json::json!({
+                "marker": "OwnershipTaken",
+                "epoch": epoch,
+                "writer": owner.writer,
+                "node": self.config.node,
+                "time": chrono::Utc::now().to_rfc3339(),
+            })
+            .to_string()
+            .into_bytes();
+            let headers = Self::stamp(
+                &owner,
+                OwnedHeaders::new().insert(Header {
+                    key: H_MARKER,
+                    value: Some("ownership-taken"),
+                }),
+            );
+            let offsets = self.produce(
+                &producer,
+                topic,
+                partition,
+                &[(MARKER_KEY.to_string(), headers, body)],
+            )?;
+            let marker = offsets[0];
+            self.observe_until(topic, partition, marker + 1)?;
+            let took = self.with_index(topic, partition, |ix| {
+                ix.owner_before(marker + 1) == Some(&owner)
+            });
+            if took {
+                tracing::info!(topic, partition, epoch, "took ownership of the partition");
+                return Ok(PartitionWriter {
+                    producer,
+                    owner,
+                    last_own: marker,
+                    known_end: marker + 1,
+                });
+            }
+            tracing::warn!(topic, partition, epoch, "another writer announced the same epoch");
+        }
+        Err(LogError::Fenced)
+    }
+
+    fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<Appended, LogError> {
+        let slot = self.writer_slot(topic, partition);
+        let mut slot = slot.lock().expect("writer slot");
+        if slot.is_none() {
+            *slot = Some(self.acquire(topic, partition)?);
+        }
+        let writer = slot.as_mut().expect("just set");
+        let prepared: Vec<(String, OwnedHeaders, Vec<u8>)> = records
+            .into_iter()
+            .map(|r| {
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: H_EVENT_TYPE,
+                        value: Some(r.event_type),
+                    })
+                    .insert(Header {
+                        key: H_SCHEMA,
+                        value: Some(SCHEMA_VERSION),
+                    })
+                    .insert(Header {
+                        key: H_EVENT_ID,
+                        value: Some(r.event_id.as_str()),
+                    });
+                (r.key, Self::stamp(&writer.owner, headers), r.value)
+            })
+            .collect();
+        let offsets = match self.produce(&writer.producer, topic, partition, &prepared) {
+            Ok(o) if !o.is_empty() => o,
+            Ok(_) => return Err(LogError::Corrupt("append of no records".into())),
+            Err(e) => {
+                // the producer may be unusable (fenced, fatal, timed out mid-transaction): the
+                // next append takes the partition afresh
+                *slot = None;
+                return Err(e);
+            }
+        };
+        let first = offsets[0];
+        let last = *offsets.last().expect("not empty");
+        // with transactions each commit leaves one control record after the last record
+        let gap = if self.config.transactions { 2 } else { 1 };
+        let prior = if first == writer.last_own + gap {
+            writer.known_end
+        } else {
+            // something came between: see what, and whether it superseded us
+            let prior = self.observe_until(topic, partition, last + 1)?.last_visible_before(first);
+            let ours = self.with_index(topic, partition, |ix| {
+                ix.owner_before(first) == Some(&writer.owner)
+            });
+            if !ours {
+                *slot = None;
+                return Err(LogError::Fenced);
+            }
+            prior.unwrap_or(writer.known_end)
+        };
+        writer.last_own = last;
+        writer.known_end = last + 1;
+        Ok(Appended {
+            prior,
+            offsets,
+            next: last + 1,
+        })
+    }
+
+    fn with_index<T>(&self, topic: &str, partition: u32, f: impl FnOnce(&mut EpochIndex) -> T) -> T {
+        let mut epochs = self.epochs.lock().expect("epochs lock");
+        f(epochs.entry((topic.to_string(), partition)).or_default())
+    }
+
+    /// The partition's high watermark.
+    fn end(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.meta
+            .fetch_watermarks(&self.kafka_topic(topic), partition as i32, self.config.timeout)
+            .map(|(_, high)| high.max(0) as u64)
+            .map_err(unavailable)
+    }
+
+    fn new_reader(&self, topic: &str, partition: u32, at: u64) -> Result<Reader, LogError> {
+        let mut reader = Reader {
+            topic: topic.to_string(),
+            partition,
+            next: u64::MAX,
+            consumer: consumer(&self.config.brokers, &self.writer_id)?,
+        };
+        self.position(&mut reader, at)?;
+        Ok(reader)
+    }
+
+    fn position(&self, reader: &mut Reader, at: u64) -> Result<(), LogError> {
+        if reader.next == at {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.kafka_topic(&reader.topic),
+            reader.partition as i32,
+            Offset::Offset(at as i64),
+        )
+        .map_err(unavailable)?;
+        reader.consumer.assign(&tpl).map_err(unavailable)?;
+        reader.next = at;
+        Ok(())
+    }
+
+    /// A reader of the partition positioned at `at`: an idle one already there if any.
+    fn take_reader(&self, topic: &str, partition: u32, at: u64) -> Result<Reader, LogError> {
+        let found = {
+            let mut pool = self.readers.lock().expect("readers lock");
+            let same = |r: &Reader| r.topic == topic && r.partition == partition;
+            let i = pool
+                .iter()
+                .position(|r| same(r) && r.next == at)
+                .or_else(|| pool.iter().position(same))
+                .or_else(|| (pool.len() >= READER_POOL).then_some(0));
+            i.map(|i| pool.swap_remove(i))
+        };
+        match found {
+            Some(mut r) => {
+                r.topic = topic.to_string();
+                if r.partition != partition {
+                    r.partition = partition;
+                    r.next = u64::MAX;
+                }
+                self.position(&mut r, at)?;
+                Ok(r)
+            }
+            None => self.new_reader(topic, partition, at),
+        }
+    }
+
+    fn put_reader(&self, reader: Reader) {
+        let mut pool = self.readers.lock().expect("readers lock");
+        if pool.len() < READER_POOL {
+            pool.push(reader);
+        }
+    }
+
+    /// Observes the partition up to `until` (exclusive), so the index knows every marker
+    /// before it.
+    fn observe_until(&self, topic: &str, partition: u32, until: u64) -> Result<Scan, LogError> {
+        let mut scan = Scan::default();
+        loop {
+            let from = self.with_index(topic, partition, |ix| ix.scanned());
+            if from >= until {
+                return Ok(scan);
+            }
+            let (batch, visible) = self.fetch(topic, partition, from, 4096, until)?;
+            scan.visible.extend(visible);
+            drop(batch);
+            if self.with_index(topic, partition, |ix| ix.scanned()) <= from {
+                return Err(unavailable(format!(
+                    "{topic}/{partition}: cannot read up to offset {until}"
+                )));
+            }
+        }
+    }
+
+    /// Reads from `from`: at most `max` valid events, not past `until`. Classifies everything
+    /// it passes with the partition's epoch index. Returns the batch and every visible offset.
+    fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        until: u64,
+    ) -> Result<(Batch, Vec<u64>), LogError> {
+        // markers before `from` must be known to judge what follows
+        let scanned = self.with_index(topic, partition, |ix| ix.scanned());
+        if scanned < from {
+            self.observe_until(topic, partition, from)?;
+        }
+        let mut reader = self.take_reader(topic, partition, from)?;
+        let result = self.poll(&mut reader, from, max, until);
+        if result.is_ok() {
+            self.put_reader(reader);
+        }
+        result
+    }
+
+    fn poll(
+        &self,
+        reader: &mut Reader,
+        from: u64,
+        max: usize,
+        until: u64,
+    ) -> Result<(Batch, Vec<u64>), LogError> {
+        let kafka_topic = self.kafka_topic(&reader.topic);
+        let (topic, partition) = (reader.topic.clone(), reader.partition);
+        let mut records = Vec::new();
+        let mut visible = Vec::new();
+        let mut next = from;
+        let mut last_progress = Instant::now();
+        let mut overshot = false;
+        while records.len() < max && next < until {
+            match reader.consumer.poll(Duration::from_millis(10)) {
+                Some(Ok(msg)) => {
+                    let offset = msg.offset() as u64;
+                    if offset < next {
+                        continue;
+                    }
+                    if offset >= until {
+                        // consumed past the bound: the next read must seek
+                        overshot = true;
+                        break;
+                    }
+                    let seen = classify(&msg);
+                    let valid = self.with_index(&topic, partition, |ix| ix.observe(offset, &seen));
+                    visible.push(offset);
+                    next = offset + 1;
+                    last_progress = Instant::now();
+                    if valid {
+                        records.push(Stored {
+                            partition,
+                            offset,
+                            key: msg
+                                .key()
+                                .map(|k| String::from_utf8_lossy(k).into_owned())
+                                .unwrap_or_default(),
+                            value: msg.payload().unwrap_or_default().to_vec(),
+                        });
+                    }
+                }
+                Some(Err(e)) => return Err(unavailable(e)),
+                None => {
+                    // past the last visible record: transaction markers may remain, which the
+                    // consumer's position moves past
+                    let position = reader
+                        .consumer
+                        .position()
+                        .ok()
+                        .and_then(|tpl| {
+                            tpl.find_partition(&kafka_topic, partition as i32)
+                                .and_then(|p| p.offset().to_raw())
+                        })
+                        .filter(|&p| p >= 0)
+                        .map(|p| p as u64)
+                        .unwrap_or(next);
+                    if position > next {
+                        next = position.min(until);
+                        self.with_index(&topic, partition, |ix| ix.skip_to(next));
+                        continue;
+                    }
+                    if last_progress.elapsed() >= READ_PATIENCE {
+                        break;
+                    }
+                }
+            }
+        }
+        reader.next = if overshot { u64::MAX } else { next };
+        Ok((Batch { records, next }, visible))
+    }
+}
+
+/// A read-committed consumer that never joins its group or commits (projections keep their
+/// offsets in RocksDB); positions come from `assign`.
+fn consumer(brokers: &str, writer_id: &str) -> Result<BaseConsumer, LogError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("taskledger-reader-{writer_id}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "10")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(unavailable)
+}
+
+/// Offsets a scan saw.
+#[derive(Default)]
+struct Scan {
+    visible: Vec<u64>,
+}
+
+impl Scan {
+    /// The position past the last visible record before `offset`.
+    fn last_visible_before(&self, offset: u64) -> Option<u64> {
+        self.visible
+            .iter()
+            .filter(|&&o| o < offset)
+            .max()
+            .map(|o| o + 1)
+    }
+}
+
+fn header<'a>(msg: &'a impl Message, name: &str) -> Option<&'a str> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+fn classify(msg: &impl Message) -> Seen {
+    let owner = match (
+        header(msg, H_EPOCH).and_then(|e| e.parse().ok()),
+        header(msg, H_WRITER),
+    ) {
+        (Some(epoch), Some(writer)) => Some(Owner {
+            epoch,
+            writer: writer.to_string(),
+        }),
+        _ => None,
+    };
+    match (header(msg, H_MARKER), owner) {
+        (Some("ownership-taken"), Some(owner)) => Seen::Marker(owner),
+        (_, owner) => Seen::Event(owner),
+    }
+}
+
+impl EventLog for KafkaLog {
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<Appended, LogError> {
+        let inner = self.inner.clone();
+        let topic = topic.to_string();
+        blocking(move || inner.append(&topic, partition, records)).await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<Batch, LogError> {
+        let inner = self.inner.clone();
+        let topic = topic.to_string();
+        blocking(move || {
+            let end = inner.end(&topic, partition)?;
+            if offset >= end {
+                return Ok(Batch {
+                    records: vec![],
+                    next: offset,
+                });
+            }
+            Ok(inner.fetch(&topic, partition, offset, max, end)?.0)
+        })
+        .await
+    }
+
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        let inner = self.inner.clone();
+        let topic = topic.to_string();
+        blocking(move || inner.end(&topic, partition)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(epoch: u64, writer: &str) -> Owner {
+        Owner {
+            epoch,
+            writer: writer.into(),
+        }
+    }
+
+    #[test]
+    fn events_count_only_under_the_owner_announced_before_them() {
+        let mut ix = EpochIndex::default();
+        let a = owner(1, "a");
+        let b = owner(2, "b");
+        assert!(!ix.observe(0, &Seen::Event(Some(a.clone()))), "no owner yet");
+        assert!(!ix.observe(1, &Seen::Marker(a.clone())));
+        assert!(ix.observe(2, &Seen::Event(Some(a.clone()))));
+        assert!(!ix.observe(3, &Seen::Event(None)), "unstamped");
+        assert!(!ix.observe(4, &Seen::Marker(b.clone())));
+        assert!(!ix.observe(5, &Seen::Event(Some(a.clone()))), "a was superseded");
+        assert!(ix.observe(6, &Seen::Event(Some(b.clone()))));
+        // a marker that does not raise the epoch takes no effect
+        assert!(!ix.observe(7, &Seen::Marker(owner(2, "c"))));
+        assert!(!ix.observe(8, &Seen::Event(Some(owner(2, "c")))));
+        assert!(ix.observe(9, &Seen::Event(Some(b.clone()))));
+        // re-observing earlier positions gives the same verdicts
+        assert!(ix.observe(2, &Seen::Event(Some(a.clone()))));
+        assert!(!ix.observe(5, &Seen::Event(Some(a))));
+        assert_eq!(ix.max_epoch(), 2);
+        assert_eq!(ix.scanned(), 10);
+    }
+}

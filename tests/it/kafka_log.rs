@@ -1,0 +1,316 @@
+//! The Kafka log against a real Kafka-protocol broker (`KAFKA_BOOTSTRAP`; README's test
+//! command starts noida-db): writer fencing with and without broker transactions, a broker
+//! outage, and a crash under load.
+
+use crate::harness::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use taskcluster::{ClientBuilder, Credentials, Queue, Retry};
+use taskledger_core::log::{EventLog, LogError, Record, QUEUE_TOPIC};
+use taskledger_projections::{KafkaConfig, KafkaLog};
+
+fn record(key: &str) -> Record {
+    Record {
+        key: key.to_string(),
+        event_type: "TestEvent",
+        event_id: uuid::Uuid::now_v7().to_string(),
+        value: key.as_bytes().to_vec(),
+    }
+}
+
+fn config(prefix: &str, transactions: bool) -> KafkaConfig {
+    KafkaConfig {
+        topic_prefix: prefix.to_string(),
+        transactions,
+        timeout: Duration::from_secs(5),
+        ..KafkaConfig::new(&kafka_bootstrap())
+    }
+}
+
+/// Every key in the raw partition, as any Kafka consumer sees it (read_uncommitted).
+fn raw_keys(topic: &str) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", "taskledger-it-raw")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .unwrap();
+    let mut keys = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                keys.push(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned());
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+            Some(Err(e)) => panic!("raw read failed: {e}"),
+            None => {}
+        }
+    }
+    keys
+}
+
+async fn read_all_keys(log: &KafkaLog) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut offset = 0;
+    loop {
+        let batch = log.read(QUEUE_TOPIC, 0, offset, 1000).await.unwrap();
+        if batch.next <= offset {
+            return keys;
+        }
+        keys.extend(batch.records.into_iter().map(|r| r.key));
+        offset = batch.next;
+    }
+}
+
+async fn second_writer_fences_the_first(transactions: bool) {
+    let prefix = fresh_topic_prefix();
+    let a = KafkaLog::connect(config(&prefix, transactions), &[QUEUE_TOPIC])
+        .await
+        .unwrap();
+    a.append(QUEUE_TOPIC, 0, vec![record("a-before")])
+        .await
+        .unwrap();
+
+    let b = KafkaLog::connect(config(&prefix, transactions), &[QUEUE_TOPIC])
+        .await
+        .unwrap();
+    let owner = b.acquire(QUEUE_TOPIC, 0).await.unwrap();
+    assert_eq!(owner.epoch, 2, "the second writer announces the next epoch");
+
+    // the first writer can no longer get anything acknowledged...
+    let late = a.append(QUEUE_TOPIC, 0, vec![record("a-after")]).await;
+    assert!(
+        matches!(late, Err(LogError::Fenced) | Err(LogError::Unavailable(_))),
+        "a superseded writer's append was acknowledged: {late:?}"
+    );
+    b.append(QUEUE_TOPIC, 0, vec![record("b-1")]).await.unwrap();
+    let topic = a.kafka_topic(QUEUE_TOPIC);
+
+    // a fresh reader sees a's early record and b's, never a's late one
+    let reader = KafkaLog::connect(config(&prefix, transactions), &[QUEUE_TOPIC])
+        .await
+        .unwrap();
+    let keys = read_all_keys(&reader).await;
+    assert_eq!(keys, vec!["a-before", "b-1"]);
+
+    if !transactions {
+        // without broker fencing the late record is really in the partition: only the epoch
+        // stamps keep it out of every projection
+        let raw = raw_keys(&topic);
+        assert!(
+            raw.contains(&"a-after".to_string()),
+            "the late append never reached the broker, so this run proved nothing: {raw:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_writer_fences_the_first_with_transactions() {
+    second_writer_fences_the_first(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_writer_fences_the_first_by_epoch_alone() {
+    second_writer_fences_the_first(false).await;
+}
+
+/// A private broker this test may stop and start (noida-db from `NOIDA_DB_BIN`).
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Broker {
+    fn start(port: u16, dir: &std::path::Path) -> Broker {
+        let mut b = Broker {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let (port, dir) = (self.port, &self.dir);
+        let bin = std::env::var("NOIDA_DB_BIN")
+            .expect("NOIDA_DB_BIN is not set: run ./scripts/test.sh, which installs noida-db");
+        let child = Command::new(bin)
+            .args(["start", "--only", "kafka", "--host", "127.0.0.1"])
+            .args(["--kafka-port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start noida-db");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "broker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, so the broker keeps what it acknowledged.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn no_retry_queue(server: &Server) -> Queue {
+    Queue::new(
+        ClientBuilder::new(&server.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN))
+            .retry(Retry {
+                retries: 0,
+                ..Retry::default()
+            }),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_answers_503_then_recovers_without_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("taskledger-it-broker-{}", slugid::nice()));
+    let mut broker = Broker::start(port, &dir);
+    let server = Server::start_with(vec![
+        (
+            "TASKLEDGER_KAFKA_BROKERS".into(),
+            format!("127.0.0.1:{port}"),
+        ),
+        ("TASKLEDGER_KAFKA_TIMEOUT_MS".into(), "2000".into()),
+    ])
+    .await;
+    let q = no_retry_queue(&server);
+    let queue = fresh_queue();
+    let before = slugid::nice();
+    q.createTask(&before, &task_def(&queue, 600)).await.unwrap();
+
+    broker.stop();
+    let during = slugid::nice();
+    let err = q
+        .createTask(&during, &task_def(&queue, 600))
+        .await
+        .expect_err("a command succeeded with the broker down");
+    assert_eq!(status_of(&err), Some(503), "{err:#}");
+    // reads still answer from the projection
+    assert_eq!(state_of(&q, &before).await["state"], "pending");
+
+    broker.spawn();
+    let after = slugid::nice();
+    eventually(Duration::from_secs(30), || async {
+        q.createTask(&after, &task_def(&queue, 600)).await.ok()
+    })
+    .await;
+    assert_eq!(state_of(&q, &after).await["state"], "pending");
+    assert_eq!(state_of(&q, &before).await["state"], "pending");
+}
+
+/// kill -9 under a create/claim/complete loop; after a restart every acknowledged command is
+/// there exactly once.
+async fn crash_under_load_keeps_every_acknowledged_command(backend: Backend) {
+    let mut server = Server::start_on(backend, &[]).await;
+    let queue = fresh_queue();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    let mut loaders = Vec::new();
+    for n in 0..4 {
+        let q = no_retry_queue(&server);
+        let (queue, tx) = (queue.clone(), tx.clone());
+        loaders.push(tokio::spawn(async move {
+            loop {
+                let task_id = slugid::nice();
+                if q.createTask(&task_id, &task_def(&queue, 600)).await.is_err() {
+                    return;
+                }
+                let _ = tx.send((task_id.clone(), false));
+                let claimed = q
+                    .claimWork(&queue, &json!({"workerGroup": "g", "workerId": format!("w{n}"), "tasks": 1}))
+                    .await;
+                let Ok(claimed) = claimed else { return };
+                for claim in claimed["tasks"].as_array().cloned().unwrap_or_default() {
+                    let id = claim["status"]["taskId"].as_str().unwrap().to_string();
+                    let run = claim["runId"].as_u64().unwrap().to_string();
+                    if q.reportCompleted(&id, &run).await.is_err() {
+                        return;
+                    }
+                    let _ = tx.send((id, true));
+                }
+            }
+        }));
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill();
+    for l in loaders {
+        let _ = l.await;
+    }
+    let mut created = HashSet::new();
+    let mut completed = HashSet::new();
+    while let Some((id, done)) = rx.recv().await {
+        if done {
+            completed.insert(id);
+        } else {
+            created.insert(id);
+        }
+    }
+    assert!(completed.len() > 10, "the load hardly ran: {}", completed.len());
+    server.restart().await;
+    let q = server.queue();
+    for id in &created {
+        let status = q.status(id).await.unwrap();
+        let runs = status["status"]["runs"].as_array().unwrap();
+        assert!(runs.len() <= 1, "{id} has {} runs", runs.len());
+        if completed.contains(id) {
+            assert_eq!(status["status"]["state"], "completed", "{id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_under_load_embedded() {
+    crash_under_load_keeps_every_acknowledged_command(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_under_load_kafka() {
+    crash_under_load_keeps_every_acknowledged_command(Backend::Kafka).await;
+}
