@@ -117,6 +117,12 @@ enum EventsCmd {
         /// Keep waiting for new events.
         #[arg(long)]
         follow: bool,
+        /// Read the log from Kafka (`host:port,...`) instead of the data directory.
+        #[arg(long, env = "TASKLEDGER_KAFKA_BROKERS")]
+        kafka_brokers: Option<String>,
+        /// The topic prefix the server was started with.
+        #[arg(long, env = "TASKLEDGER_KAFKA_TOPIC_PREFIX", default_value = "taskledger.")]
+        kafka_topic_prefix: String,
         #[command(flatten)]
         data: DataDir,
     },
@@ -674,7 +680,7 @@ fn main() -> Result<()> {
             served
         }
         Command::Auth(cmd) => rt.block_on(auth_command(cmd)),
-        Command::Events(cmd) => events_command(cmd),
+        Command::Events(cmd) => events_command(cmd, &rt),
         Command::Audit(cmd) => audit_command(cmd),
         Command::Replay(args) => replay_command(args),
         Command::Bridge(cmd) => rt.block_on(bridge_command(cmd)),
@@ -775,9 +781,6 @@ fn open_read_only(data: &DataDir) -> Result<(Arc<rocksdb::DB>, TempDir)> {
 }
 
 fn topics(service: &str) -> Result<Vec<&'static str>> {
-    use taskledger_core::access::AUTH_TOPIC;
-    use taskledger_core::log::QUEUE_TOPIC;
-    use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
     Ok(match service {
         "queue" => vec![QUEUE_TOPIC],
         "auth" => vec![AUTH_TOPIC],
@@ -983,12 +986,14 @@ async fn run_checkpoints(
     }
 }
 
-fn events_command(cmd: EventsCmd) -> Result<()> {
+fn events_command(cmd: EventsCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
     let EventsCmd::Tail {
         service,
         from_offset,
         since,
         follow,
+        kafka_brokers,
+        kafka_topic_prefix,
         data,
     } = cmd;
     let since = match since {
@@ -998,41 +1003,78 @@ fn events_command(cmd: EventsCmd) -> Result<()> {
         ),
         None => None,
     };
-    let (db, _secondary) = open_read_only(&data)?;
-    let log = EmbeddedLog::new(db.clone());
     let topics = topics(&service)?;
-    let mut offsets: Vec<u64> = vec![from_offset; topics.len()];
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    loop {
-        let mut any = false;
-        for (topic, offset) in topics.iter().zip(offsets.iter_mut()) {
-            loop {
-                let records = log.read_sync(topic, 0, *offset, 1024)?;
-                if records.is_empty() {
-                    break;
-                }
-                any = true;
-                for r in &records {
-                    let line = taskledger_projections::audit::record_json(topic, r)?;
-                    let at = line["envelope"]["time"].as_i64().unwrap_or(i64::MAX);
-                    if since.is_none_or(|s| at >= s.0) {
-                        use std::io::Write;
-                        writeln!(out, "{line}")?;
-                    }
-                }
-                *offset = records.last().map_or(*offset, |r| r.offset + 1);
-            }
+    let tail = Tail {
+        topics: &topics,
+        from_offset,
+        since,
+        follow,
+    };
+    match kafka_brokers {
+        Some(brokers) => rt.block_on(async {
+            let config = KafkaConfig {
+                topic_prefix: kafka_topic_prefix,
+                ..KafkaConfig::new(&brokers)
+            };
+            let log = KafkaLog::connect(config, &topics)
+                .await
+                .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+            tail.run(&log, || Ok(())).await
+        }),
+        None => {
+            let (db, _secondary) = open_read_only(&data)?;
+            let log = EmbeddedLog::new(db.clone());
+            rt.block_on(tail.run(&log, || {
+                db.try_catch_up_with_primary()
+                    .context("following the running server")
+            }))
         }
+    }
+}
+
+/// `events tail` on either log.
+struct Tail<'a> {
+    topics: &'a [&'static str],
+    from_offset: u64,
+    since: Option<taskledger_core::time::Millis>,
+    follow: bool,
+}
+
+impl Tail<'_> {
+    /// Prints every event from the start offset on as JSON lines; with `follow`, keeps
+    /// waiting, calling `refresh` before each new look at the log.
+    async fn run<L: EventLog>(&self, log: &L, refresh: impl Fn() -> Result<()>) -> Result<()> {
         use std::io::Write;
-        out.flush()?;
-        if !follow {
-            return Ok(());
+        let mut offsets: Vec<u64> = vec![self.from_offset; self.topics.len()];
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        loop {
+            let mut any = false;
+            for (topic, offset) in self.topics.iter().zip(offsets.iter_mut()) {
+                loop {
+                    let batch = log.read(topic, 0, *offset, 1024).await?;
+                    if batch.next <= *offset {
+                        break;
+                    }
+                    any = true;
+                    for r in &batch.records {
+                        let line = taskledger_projections::audit::record_json(topic, r)?;
+                        let at = line["envelope"]["time"].as_i64().unwrap_or(i64::MAX);
+                        if self.since.is_none_or(|s| at >= s.0) {
+                            writeln!(out, "{line}")?;
+                        }
+                    }
+                    *offset = batch.next;
+                }
+            }
+            out.flush()?;
+            if !self.follow {
+                return Ok(());
+            }
+            if !any {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            refresh()?;
         }
-        if !any {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        db.try_catch_up_with_primary()
-            .context("following the running server")?;
     }
 }
 

@@ -314,3 +314,41 @@ async fn crash_under_load_embedded() {
 async fn crash_under_load_kafka() {
     crash_under_load_keeps_every_acknowledged_command(Backend::Kafka).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tail_reads_the_kafka_log() {
+    let prefix = fresh_topic_prefix();
+    let server = Server::start_with(vec![
+        ("TASKLEDGER_KAFKA_BROKERS".into(), kafka_bootstrap()),
+        ("TASKLEDGER_KAFKA_TOPIC_PREFIX".into(), prefix.clone()),
+    ])
+    .await;
+    let q = server.queue();
+    let task_id = slugid::nice();
+    q.createTask(&task_id, &task_def(&fresh_queue(), 600))
+        .await
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .args(["events", "tail", "--service", "queue"])
+        .args(["--kafka-brokers", &kafka_bootstrap()])
+        .args(["--kafka-topic-prefix", &prefix])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["envelope"]["stream_id"] == format!("task/{task_id}"))
+        .map(|l| l["eventType"].as_str().unwrap())
+        .collect();
+    assert!(!types.is_empty(), "no event of the task in {lines:?}");
+    // offsets are the records' own: increasing, and the ownership marker is not among them
+    let offsets: Vec<u64> = lines.iter().map(|l| l["offset"].as_u64().unwrap()).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    assert!(offsets[0] > 0, "offset 0 holds the ownership marker");
+}
