@@ -117,12 +117,8 @@ enum EventsCmd {
         /// Keep waiting for new events.
         #[arg(long)]
         follow: bool,
-        /// Read the log from Kafka (`host:port,...`) instead of the data directory.
-        #[arg(long, env = "TASKLEDGER_KAFKA_BROKERS")]
-        kafka_brokers: Option<String>,
-        /// The topic prefix the server was started with.
-        #[arg(long, env = "TASKLEDGER_KAFKA_TOPIC_PREFIX", default_value = "taskledger.")]
-        kafka_topic_prefix: String,
+        #[command(flatten)]
+        kafka: KafkaSource,
         #[command(flatten)]
         data: DataDir,
     },
@@ -205,7 +201,37 @@ struct ReplayArgs {
     #[arg(long)]
     into: Option<PathBuf>,
     #[command(flatten)]
+    kafka: KafkaSource,
+    #[command(flatten)]
     data: DataDir,
+}
+
+/// Where a log tool reads the events when the server keeps its log in Kafka.
+#[derive(clap::Args)]
+struct KafkaSource {
+    /// Read the events from Kafka (`host:port,...`) instead of the data directory's log.
+    #[arg(long, env = "TASKLEDGER_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// The topic prefix the server was started with.
+    #[arg(long, env = "TASKLEDGER_KAFKA_TOPIC_PREFIX", default_value = "taskledger.")]
+    kafka_topic_prefix: String,
+}
+
+impl KafkaSource {
+    /// The Kafka log, when one was named, with the given topics.
+    async fn connect(&self, topics: &[&str]) -> Result<Option<KafkaLog>> {
+        let Some(brokers) = &self.kafka_brokers else {
+            return Ok(None);
+        };
+        let config = KafkaConfig {
+            topic_prefix: self.kafka_topic_prefix.clone(),
+            ..KafkaConfig::new(brokers)
+        };
+        let log = KafkaLog::connect(config, topics)
+            .await
+            .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+        Ok(Some(log))
+    }
 }
 
 /// Where the server is and who is asking; the usual Taskcluster environment variables.
@@ -682,7 +708,7 @@ fn main() -> Result<()> {
         Command::Auth(cmd) => rt.block_on(auth_command(cmd)),
         Command::Events(cmd) => events_command(cmd, &rt),
         Command::Audit(cmd) => audit_command(cmd),
-        Command::Replay(args) => replay_command(args),
+        Command::Replay(args) => replay_command(args, &rt),
         Command::Bridge(cmd) => rt.block_on(bridge_command(cmd)),
         Command::Worker(args) => {
             let code = rt.block_on(worker_cli::worker_command(args))?;
@@ -992,8 +1018,7 @@ fn events_command(cmd: EventsCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
         from_offset,
         since,
         follow,
-        kafka_brokers,
-        kafka_topic_prefix,
+        kafka,
         data,
     } = cmd;
     let since = match since {
@@ -1010,17 +1035,8 @@ fn events_command(cmd: EventsCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
         since,
         follow,
     };
-    match kafka_brokers {
-        Some(brokers) => rt.block_on(async {
-            let config = KafkaConfig {
-                topic_prefix: kafka_topic_prefix,
-                ..KafkaConfig::new(&brokers)
-            };
-            let log = KafkaLog::connect(config, &topics)
-                .await
-                .with_context(|| format!("connecting to Kafka at {brokers}"))?;
-            tail.run(&log, || Ok(())).await
-        }),
+    match rt.block_on(kafka.connect(&topics))? {
+        Some(log) => rt.block_on(tail.run(&log, || Ok(()))),
         None => {
             let (db, _secondary) = open_read_only(&data)?;
             let log = EmbeddedLog::new(db.clone());
@@ -1152,7 +1168,7 @@ fn audit_command(cmd: AuditCmd) -> Result<()> {
     Ok(())
 }
 
-fn replay_command(args: ReplayArgs) -> Result<()> {
+fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     use taskledger_projections::audit;
     let names: Vec<&str> = match args.projection.as_str() {
         "all" => audit::PROJECTIONS.to_vec(),
@@ -1160,6 +1176,10 @@ fn replay_command(args: ReplayArgs) -> Result<()> {
         other => anyhow::bail!("unknown projection {other}: queue, auth, worker-manager or all"),
     };
     let (live, _secondary) = open_read_only(&args.data)?;
+    let kafka = rt.block_on(
+        args.kafka
+            .connect(&[QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC]),
+    )?;
     let mut failed = false;
     for name in names {
         let temp = TempDir::new("replay");
@@ -1182,10 +1202,21 @@ fn replay_command(args: ReplayArgs) -> Result<()> {
             .progress_chars("=> "),
         );
         bar.set_message(name.to_string());
-        let report = audit::replay(&live, &scratch, name, args.verify, &mut |done, total| {
+        let mut progress = |done, total| {
             bar.set_length(total);
             bar.set_position(done);
-        })?;
+        };
+        let report = match &kafka {
+            Some(log) => rt.block_on(audit::replay_from(
+                log,
+                &live,
+                &scratch,
+                name,
+                args.verify,
+                &mut progress,
+            ))?,
+            None => audit::replay(&live, &scratch, name, args.verify, &mut progress)?,
+        };
         bar.finish_and_clear();
         println!(
             "{name}: {} events in {:.2} s ({:.0} events/s), digest {}",

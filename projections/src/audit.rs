@@ -20,7 +20,7 @@ use std::sync::Arc;
 use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
-use taskledger_core::log::{Stored, QUEUE_TOPIC};
+use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
 use taskledger_core::queue::QueueEvent;
 use taskledger_core::worker_manager::{WorkerEvent, WORKER_MANAGER_TOPIC};
 
@@ -290,7 +290,8 @@ fn first_difference(
 
 /// Rebuilds `projection` from offset zero into the fresh database `scratch`, up to the offset
 /// the live projection has consumed, calling `progress(done, total)` as it goes; with
-/// `verify`, compares the rebuilt column families with the live ones.
+/// `verify`, compares the rebuilt column families with the live ones. Reads the embedded log
+/// in `live`.
 pub fn replay(
     live: &Arc<DB>,
     scratch: &Arc<DB>,
@@ -299,6 +300,20 @@ pub fn replay(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ReplayReport, StoreError> {
     let log = EmbeddedLog::new(live.clone());
+    // the embedded log never waits: its reads complete on the first poll
+    futures::executor::block_on(replay_from(&log, live, scratch, projection, verify, progress))
+}
+
+/// `replay` reading the events from `log` (embedded or Kafka); the live projections are in
+/// `live`.
+pub async fn replay_from<L: EventLog>(
+    log: &L,
+    live: &Arc<DB>,
+    scratch: &Arc<DB>,
+    projection: &str,
+    verify: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ReplayReport, StoreError> {
     let started = std::time::Instant::now();
     let (topic, partition, consumer) = match projection {
         "auth" => (AUTH_TOPIC, AUTH_PARTITION, AUTH_CONSUMER),
@@ -326,13 +341,21 @@ pub fn replay(
         .then(|| WorkerManagerView::open(scratch.clone()))
         .transpose()?;
     let mut offset = 0u64;
+    let mut events = 0u64;
     while offset < live_offset {
         let max = (live_offset - offset).min(8192) as usize;
-        let records = log.read_sync(topic, partition, offset, max)?;
-        let Some(last) = records.last() else {
+        let batch = log.read(topic, partition, offset, max).await?;
+        if batch.next <= offset {
             break;
-        };
-        let next = last.offset + 1;
+        }
+        // only what the live projection has consumed
+        let next = batch.next.min(live_offset);
+        let records: Vec<_> = batch
+            .records
+            .into_iter()
+            .filter(|r| r.offset < live_offset)
+            .collect();
+        events += records.len() as u64;
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
         if let Some(q) = &queue {
             let envs = records
@@ -370,7 +393,7 @@ pub fn replay(
         (None, None)
     };
     Ok(ReplayReport {
-        events: offset,
+        events,
         seconds,
         rebuilt_digest,
         live_digest,

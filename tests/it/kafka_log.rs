@@ -316,7 +316,7 @@ async fn crash_under_load_kafka() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_tail_reads_the_kafka_log() {
+async fn events_tail_and_replay_read_the_kafka_log() {
     let prefix = fresh_topic_prefix();
     let server = Server::start_with(vec![
         ("TASKLEDGER_KAFKA_BROKERS".into(), kafka_bootstrap()),
@@ -351,4 +351,27 @@ async fn events_tail_reads_the_kafka_log() {
     let offsets: Vec<u64> = lines.iter().map(|l| l["offset"].as_u64().unwrap()).collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     assert!(offsets[0] > 0, "offset 0 holds the ownership marker");
+
+    // replay every projection from the topics and compare with the server's live projections
+    let out = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .args(["replay", "--verify"])
+        .args(["--kafka-brokers", &kafka_bootstrap()])
+        .args(["--kafka-topic-prefix", &prefix])
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("verified").count(), 3, "{text}");
+    let queue_events: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("queue: ")?.split(' ').next()?.parse().ok())
+        .expect("a queue line with its event count");
+    assert_eq!(queue_events as usize, lines.len(), "replay folded what tail printed: {text}");
 }
