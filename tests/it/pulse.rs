@@ -203,8 +203,18 @@ fn start_bridge(s: &Server) -> tokio::process::Child {
 
 #[tokio::test]
 async fn a_running_task_is_published_as_taskcluster_does() {
+    a_running_task_is_published(Backend::Embedded).await;
+}
+
+/// The bridge inside `serve` reads whichever log the server writes.
+#[tokio::test]
+async fn a_running_task_is_published_from_the_kafka_log() {
+    a_running_task_is_published(Backend::Kafka).await;
+}
+
+async fn a_running_task_is_published(backend: Backend) {
     let _rabbit = RABBIT.read().await;
-    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let s = Server::start_on(backend, &[("TASKLEDGER_PULSE_URL", AMQP)]).await;
     let (conn, _) = channel().await;
     wait_for_exchanges(&conn).await;
     let (_c2, ch) = channel().await;
