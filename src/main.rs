@@ -166,6 +166,9 @@ enum AuditCmd {
         /// checkpoint is only checked against the key it names itself.
         #[arg(long)]
         public_key: Option<String>,
+        /// Walk the Kafka topics' chains instead (each event's `taskledger-chain` header).
+        #[command(flatten)]
+        kafka: KafkaSource,
         #[command(flatten)]
         data: DataDir,
     },
@@ -707,7 +710,7 @@ fn main() -> Result<()> {
         }
         Command::Auth(cmd) => rt.block_on(auth_command(cmd)),
         Command::Events(cmd) => events_command(cmd, &rt),
-        Command::Audit(cmd) => audit_command(cmd),
+        Command::Audit(cmd) => audit_command(cmd, &rt),
         Command::Replay(args) => replay_command(args, &rt),
         Command::Bridge(cmd) => rt.block_on(bridge_command(cmd)),
         Command::Worker(args) => {
@@ -1094,14 +1097,49 @@ impl Tail<'_> {
     }
 }
 
-fn audit_command(cmd: AuditCmd) -> Result<()> {
+/// `audit verify --kafka-brokers`: every topic's chain, or exit 1 naming the first break.
+fn verify_kafka_chains(log: &KafkaLog, topics: &[&str], rt: &tokio::runtime::Runtime) -> Result<()> {
+    let started = Instant::now();
+    let mut total = 0;
+    for topic in topics {
+        let check = rt.block_on(log.verify_chain(topic, 0))?;
+        total += check.events;
+        let head: String = check.head.iter().map(|b| format!("{b:02x}")).collect();
+        if let Some(offset) = check.broken_at {
+            eprintln!(
+                "BROKEN: {topic}/0 offset {offset}: the chain link does not follow from the \
+                 {} events before it",
+                check.events
+            );
+            std::process::exit(1);
+        }
+        println!("{topic}/0: {} events, head {head}", check.events);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "ok: {total} events verified in {secs:.2} s ({:.0} events/s)",
+        total as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
     use taskledger_projections::audit;
     match cmd {
         AuditCmd::Verify {
             checkpoints,
             public_key,
+            kafka,
             data,
         } => {
+            let topics = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC];
+            if let Some(log) = rt.block_on(kafka.connect(&topics))? {
+                anyhow::ensure!(
+                    checkpoints.is_none(),
+                    "signed checkpoints cover the embedded log only"
+                );
+                return verify_kafka_chains(&log, &topics, rt);
+            }
             let (db, _secondary) = open_read_only(&data)?;
             if let Some(path) = checkpoints {
                 verify_checkpoints(&db, &path, public_key.as_deref())?;

@@ -35,9 +35,55 @@ pub const H_EVENT_ID: &str = "taskledger-event-id";
 pub const H_EPOCH: &str = "taskledger-epoch";
 pub const H_WRITER: &str = "taskledger-writer";
 pub const H_MARKER: &str = "taskledger-marker";
+/// Hex SHA-256 link of the partition's hash chain (see [`chain_link`]).
+pub const H_CHAIN: &str = "taskledger-chain";
 /// The key of ownership markers (no stream id starts with `$`).
 pub const MARKER_KEY: &str = "$ownership";
 const SCHEMA_VERSION: &str = "1";
+
+/// The link before a partition's first event.
+pub const CHAIN_START: [u8; 32] = [0; 32];
+
+/// The hash-chain link of an event after link `prev`: SHA-256 of `prev`, the key's length
+/// and bytes, and the value. Offsets are not part of it (a writer does not know them before
+/// the broker assigns them); only valid events are links, markers and superseded writers'
+/// records are not.
+pub fn chain_link(prev: &[u8; 32], key: &str, value: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(prev);
+    ctx.update(&(key.len() as u64).to_be_bytes());
+    ctx.update(key.as_bytes());
+    ctx.update(value);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The outcome of walking a partition's hash chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainCheck {
+    /// Valid events walked (up to the break, if any).
+    pub events: u64,
+    /// The last verified link.
+    pub head: [u8; 32],
+    /// The offset of the first event whose link does not follow from its predecessor.
+    pub broken_at: Option<u64>,
+}
 
 /// How a node reaches Kafka.
 #[derive(Clone, Debug)]
@@ -178,6 +224,16 @@ struct PartitionWriter {
     last_own: u64,
     /// The position past the last record readers can see, as far as this writer knows.
     known_end: u64,
+    /// The hash-chain link of the partition's last valid event.
+    link: [u8; 32],
+}
+
+/// What one fetch passed: the valid events, every visible offset, and each event's chain link
+/// header (parallel to `batch.records`).
+struct Fetched {
+    batch: Batch,
+    visible: Vec<u64>,
+    links: Vec<Option<[u8; 32]>>,
 }
 
 struct Inner {
@@ -189,6 +245,8 @@ struct Inner {
     /// Asks for watermarks; never assigned.
     meta: BaseConsumer,
     epochs: Mutex<HashMap<(String, u32), EpochIndex>>,
+    /// The offset and claimed chain link of each partition's last valid event seen.
+    links: Mutex<HashMap<(String, u32), (u64, [u8; 32])>>,
 }
 
 /// The Kafka implementation of [`EventLog`]. Cheap to share behind an `Arc`.
@@ -213,6 +271,7 @@ impl KafkaLog {
             writers: Mutex::new(HashMap::new()),
             readers: Mutex::new(Vec::new()),
             epochs: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
         });
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &inner.config.brokers)
@@ -253,6 +312,40 @@ impl KafkaLog {
     /// This process's writer id (in its stamps and markers).
     pub fn writer_id(&self) -> &str {
         &self.inner.writer_id
+    }
+
+    /// Walks a partition's valid events from offset 0 and checks that each one's chain header
+    /// follows from its predecessor (`audit verify` on Kafka).
+    pub async fn verify_chain(&self, topic: &str, partition: u32) -> Result<ChainCheck, LogError> {
+        let inner = self.inner.clone();
+        let topic = topic.to_string();
+        blocking(move || {
+            let end = inner.end(&topic, partition)?;
+            let mut check = ChainCheck {
+                events: 0,
+                head: CHAIN_START,
+                broken_at: None,
+            };
+            let mut offset = 0;
+            while offset < end {
+                let fetched = inner.fetch(&topic, partition, offset, 4096, end)?;
+                if fetched.batch.next <= offset {
+                    break;
+                }
+                for (r, claimed) in fetched.batch.records.iter().zip(&fetched.links) {
+                    let expected = chain_link(&check.head, &r.key, &r.value);
+                    if *claimed != Some(expected) {
+                        check.broken_at = Some(r.offset);
+                        return Ok(check);
+                    }
+                    check.head = expected;
+                    check.events += 1;
+                }
+                offset = fetched.batch.next;
+            }
+            Ok(check)
+        })
+        .await
     }
 
     /// Takes ownership of a partition now rather than at its first append, so projections
@@ -434,11 +527,18 @@ impl Inner {
             });
             if took {
                 tracing::info!(topic, partition, epoch, "took ownership of the partition");
+                let link = self
+                    .links
+                    .lock()
+                    .expect("links lock")
+                    .get(&(topic.to_string(), partition))
+                    .map_or(CHAIN_START, |l| l.1);
                 return Ok(PartitionWriter {
                     producer,
                     owner,
                     last_own: marker,
                     known_end: marker + 1,
+                    link,
                 });
             }
             tracing::warn!(topic, partition, epoch, "another writer announced the same epoch");
@@ -458,9 +558,11 @@ impl Inner {
             *slot = Some(self.acquire(topic, partition)?);
         }
         let writer = slot.as_mut().expect("just set");
+        let mut link = writer.link;
         let prepared: Vec<(String, OwnedHeaders, Vec<u8>)> = records
             .into_iter()
             .map(|r| {
+                link = chain_link(&link, &r.key, &r.value);
                 let headers = OwnedHeaders::new()
                     .insert(Header {
                         key: H_EVENT_TYPE,
@@ -473,6 +575,10 @@ impl Inner {
                     .insert(Header {
                         key: H_EVENT_ID,
                         value: Some(r.event_id.as_str()),
+                    })
+                    .insert(Header {
+                        key: H_CHAIN,
+                        value: Some(hex(&link).as_str()),
                     });
                 (r.key, Self::stamp(&writer.owner, headers), r.value)
             })
@@ -507,6 +613,7 @@ impl Inner {
         };
         writer.last_own = last;
         writer.known_end = last + 1;
+        writer.link = link;
         Ok(Appended {
             prior,
             offsets,
@@ -596,9 +703,8 @@ impl Inner {
             if from >= until {
                 return Ok(scan);
             }
-            let (batch, visible) = self.fetch(topic, partition, from, 4096, until)?;
-            scan.visible.extend(visible);
-            drop(batch);
+            let fetched = self.fetch(topic, partition, from, 4096, until)?;
+            scan.visible.extend(fetched.visible);
             if self.with_index(topic, partition, |ix| ix.scanned()) <= from {
                 return Err(unavailable(format!(
                     "{topic}/{partition}: cannot read up to offset {until}"
@@ -616,7 +722,7 @@ impl Inner {
         from: u64,
         max: usize,
         until: u64,
-    ) -> Result<(Batch, Vec<u64>), LogError> {
+    ) -> Result<Fetched, LogError> {
         // markers before `from` must be known to judge what follows
         let scanned = self.with_index(topic, partition, |ix| ix.scanned());
         if scanned < from {
@@ -636,11 +742,12 @@ impl Inner {
         from: u64,
         max: usize,
         until: u64,
-    ) -> Result<(Batch, Vec<u64>), LogError> {
+    ) -> Result<Fetched, LogError> {
         let kafka_topic = self.kafka_topic(&reader.topic);
         let (topic, partition) = (reader.topic.clone(), reader.partition);
         let mut records = Vec::new();
         let mut visible = Vec::new();
+        let mut links = Vec::new();
         let mut next = from;
         let mut last_progress = Instant::now();
         let mut overshot = false;
@@ -662,6 +769,15 @@ impl Inner {
                     next = offset + 1;
                     last_progress = Instant::now();
                     if valid {
+                        let link = header(&msg, H_CHAIN).and_then(unhex);
+                        if let Some(link) = link {
+                            let mut known = self.links.lock().expect("links lock");
+                            let last = known.entry((topic.clone(), partition)).or_insert((0, CHAIN_START));
+                            if offset >= last.0 {
+                                *last = (offset, link);
+                            }
+                        }
+                        links.push(link);
                         records.push(Stored {
                             partition,
                             offset,
@@ -700,7 +816,11 @@ impl Inner {
             }
         }
         reader.next = if overshot { u64::MAX } else { next };
-        Ok((Batch { records, next }, visible))
+        Ok(Fetched {
+            batch: Batch { records, next },
+            visible,
+            links,
+        })
     }
 }
 
@@ -792,7 +912,7 @@ impl EventLog for KafkaLog {
                     next: offset,
                 });
             }
-            Ok(inner.fetch(&topic, partition, offset, max, end)?.0)
+            Ok(inner.fetch(&topic, partition, offset, max, end)?.batch)
         })
         .await
     }

@@ -374,4 +374,100 @@ async fn events_tail_and_replay_read_the_kafka_log() {
         .find_map(|l| l.strip_prefix("queue: ")?.split(' ').next()?.parse().ok())
         .expect("a queue line with its event count");
     assert_eq!(queue_events as usize, lines.len(), "replay folded what tail printed: {text}");
+
+    // the hash chain in the headers holds...
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_taskledger"))
+            .args(["audit", "verify"])
+            .args(["--kafka-brokers", &kafka_bootstrap()])
+            .args(["--kafka-topic-prefix", &prefix])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains(&format!("taskledger.queue/0: {} events", lines.len())),
+        "{text}"
+    );
+    // ...until someone holding the current writer's stamp appends an event whose link does
+    // not follow: a forged copy of the last event
+    let topic = format!("{prefix}queue");
+    let forged_at = forge_copy_of_last_event(&topic).await;
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("taskledger.queue/0 offset {forged_at}")),
+        "{err}"
+    );
+}
+
+/// Appends, outside taskledger, a copy of the topic's last event with its stamp but a chain
+/// link of zeros; returns its offset.
+async fn forge_copy_of_last_event(topic: &str) -> i64 {
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", "taskledger-it-forger")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut last = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers: Vec<(String, Vec<u8>)> = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if headers.iter().any(|(k, _)| k == "taskledger-event-type") {
+                    last = Some((m.key().unwrap().to_vec(), m.payload().unwrap().to_vec(), headers));
+                }
+                if m.offset() + 2 >= high {
+                    break;
+                }
+            }
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    let (key, value, headers) = last.expect("an event in the topic");
+    let zeros = "0".repeat(64);
+    let mut forged = OwnedHeaders::new();
+    for (k, v) in &headers {
+        let v: &[u8] = if k == "taskledger-chain" { zeros.as_bytes() } else { v };
+        forged = forged.insert(Header { key: k, value: Some(v) });
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .create()
+        .unwrap();
+    let delivery = producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(0)
+                .key(&key)
+                .payload(&value)
+                .headers(forged),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    delivery.offset
 }
