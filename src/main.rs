@@ -230,9 +230,14 @@ impl KafkaSource {
             topic_prefix: self.kafka_topic_prefix.clone(),
             ..KafkaConfig::new(brokers)
         };
-        let log = KafkaLog::connect(config, topics)
+        let log = KafkaLog::open_existing(config, topics)
             .await
-            .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+            .with_context(|| {
+                format!(
+                    "reading Kafka at {brokers} (topic prefix {:?})",
+                    self.kafka_topic_prefix
+                )
+            })?;
         Ok(Some(log))
     }
 }

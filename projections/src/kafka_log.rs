@@ -260,19 +260,52 @@ const READER_POOL: usize = 8;
 const READ_PATIENCE: Duration = Duration::from_millis(300);
 
 impl KafkaLog {
-    /// Connects and creates the given topics (taskledger names) if they are missing.
-    pub async fn connect(config: KafkaConfig, topics: &[&str]) -> Result<KafkaLog, LogError> {
+    fn new(config: KafkaConfig) -> Result<KafkaLog, LogError> {
         let writer_id = uuid::Uuid::new_v4().to_string();
         let meta = consumer(&config.brokers, &writer_id)?;
-        let inner = Arc::new(Inner {
-            writer_id,
-            meta,
-            config,
-            writers: Mutex::new(HashMap::new()),
-            readers: Mutex::new(Vec::new()),
-            epochs: Mutex::new(HashMap::new()),
-            links: Mutex::new(HashMap::new()),
-        });
+        Ok(KafkaLog {
+            inner: Arc::new(Inner {
+                writer_id,
+                meta,
+                config,
+                writers: Mutex::new(HashMap::new()),
+                readers: Mutex::new(Vec::new()),
+                epochs: Mutex::new(HashMap::new()),
+                links: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Connects to topics that must exist already (the read-only tools: a wrong prefix is an
+    /// error, not a set of new empty topics).
+    pub async fn open_existing(config: KafkaConfig, topics: &[&str]) -> Result<KafkaLog, LogError> {
+        let log = KafkaLog::new(config)?;
+        let inner = log.inner.clone();
+        let names: Vec<String> = topics.iter().map(|t| inner.kafka_topic(t)).collect();
+        blocking(move || {
+            for name in names {
+                let md = inner
+                    .meta
+                    .fetch_metadata(Some(&name), inner.config.timeout)
+                    .map_err(unavailable)?;
+                let missing = md
+                    .topics()
+                    .iter()
+                    .all(|t| t.name() != name || t.error().is_some() || t.partitions().is_empty());
+                if missing {
+                    return Err(unavailable(format!("topic {name} does not exist")));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(log)
+    }
+
+    /// Connects and creates the given topics (taskledger names) if they are missing.
+    pub async fn connect(config: KafkaConfig, topics: &[&str]) -> Result<KafkaLog, LogError> {
+        let log = KafkaLog::new(config)?;
+        let inner = log.inner.clone();
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &inner.config.brokers)
             .create()
@@ -301,7 +334,7 @@ impl KafkaLog {
                 }
             }
         }
-        Ok(KafkaLog { inner })
+        Ok(log)
     }
 
     /// The Kafka topic a taskledger topic lives in.
