@@ -202,8 +202,10 @@ fn spawn_server(port: u16, data: &std::path::Path, kafka: Option<&str>) -> std::
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     if let Some(brokers) = kafka {
-        cmd.env("TASKLEDGER_KAFKA_BROKERS", brokers)
-            .env("TASKLEDGER_KAFKA_TOPIC_PREFIX", format!("loadgen-{}.", std::process::id()));
+        cmd.env("TASKLEDGER_KAFKA_BROKERS", brokers).env(
+            "TASKLEDGER_KAFKA_TOPIC_PREFIX",
+            format!("loadgen-{}.", std::process::id()),
+        );
     }
     cmd.spawn().expect("start taskledger")
 }
@@ -407,7 +409,8 @@ async fn run(secs: u64, clients: usize) {
             .local_addr()
             .unwrap()
             .port();
-        let data = std::env::temp_dir().join(format!("taskledger-loadgen-k-{}", std::process::id()));
+        let data =
+            std::env::temp_dir().join(format!("taskledger-loadgen-k-{}", std::process::id()));
         let mut server = spawn_server(port, &data, Some(&brokers));
         let api = Api::connect(port, clients).await;
         let (kafka_rate, kafka_lat) = lifecycle_phase(&api, clients, secs).await;
@@ -419,7 +422,10 @@ async fn run(secs: u64, clients: usize) {
             percentile(&kafka_lat, 0.5)
         );
         println!();
-        println!("ratio (this run): lifecycle on Kafka / on the embedded log = {:.3}", kafka_rate / life_rate);
+        println!(
+            "ratio (this run): lifecycle on Kafka / on the embedded log = {:.3}",
+            kafka_rate / life_rate
+        );
     }
     println!("ratios (this run): lifecycle / raw-RocksDB-lifecycle ceiling = {:.3}; lifecycle vs Taskcluster's 42/s = {:.0}x; getTaskStatus vs Taskcluster's 333/s = {:.0}x",
         life_rate / (raw / events_per_life), life_rate / 42.0, status_rate / 333.0);

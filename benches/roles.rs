@@ -73,7 +73,8 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     let offsets: Vec<u64> = (0..envelopes.len() as u64).collect();
-    view.apply(&offsets, envelopes.len() as u64, &envelopes).unwrap();
+    view.apply(&offsets, envelopes.len() as u64, &envelopes)
+        .unwrap();
     assert_eq!(
         view.expand(request.clone()).as_slice(),
         set.expand(&request).as_slice()

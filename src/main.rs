@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_core::access::seal::SealKey;
+use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::auth::ClientRecord;
+use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::queue::Limits;
+use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
-use taskledger_core::access::AUTH_TOPIC;
-use taskledger_core::log::{EventLog, QUEUE_TOPIC};
-use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_projections::{
     store, AuthEngine, AuthView, EmbeddedLog, Engine, KafkaConfig, KafkaLog, QueueView,
     WorkerManagerEngine, WorkerManagerView,
@@ -216,7 +216,11 @@ struct KafkaSource {
     #[arg(long, env = "TASKLEDGER_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
     /// The topic prefix the server was started with.
-    #[arg(long, env = "TASKLEDGER_KAFKA_TOPIC_PREFIX", default_value = "taskledger.")]
+    #[arg(
+        long,
+        env = "TASKLEDGER_KAFKA_TOPIC_PREFIX",
+        default_value = "taskledger."
+    )]
     kafka_topic_prefix: String,
 }
 
@@ -328,7 +332,11 @@ struct ServeArgs {
     #[arg(long, env = "TASKLEDGER_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
     /// Kafka topic names: this prefix replaces `taskledger.` (`<prefix>queue`, `<prefix>auth`).
-    #[arg(long, env = "TASKLEDGER_KAFKA_TOPIC_PREFIX", default_value = "taskledger.")]
+    #[arg(
+        long,
+        env = "TASKLEDGER_KAFKA_TOPIC_PREFIX",
+        default_value = "taskledger."
+    )]
     kafka_topic_prefix: String,
     /// Partitions of the topics taskledger creates (events use partition 0 for now).
     #[arg(long, env = "TASKLEDGER_KAFKA_PARTITIONS", default_value_t = 1)]
@@ -454,7 +462,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     match args.kafka_brokers.clone() {
         None => {
             let log = Arc::new(EmbeddedLog::new(db.clone()));
-            println!("event log: embedded ({})", args.data_dir.join("db").display());
+            println!(
+                "event log: embedded ({})",
+                args.data_dir.join("db").display()
+            );
             run_services(args, public_url, secrets, db, log, true).await
         }
         Some(brokers) => {
@@ -1103,7 +1114,11 @@ impl Tail<'_> {
 }
 
 /// `audit verify --kafka-brokers`: every topic's chain, or exit 1 naming the first break.
-fn verify_kafka_chains(log: &KafkaLog, topics: &[&str], rt: &tokio::runtime::Runtime) -> Result<()> {
+fn verify_kafka_chains(
+    log: &KafkaLog,
+    topics: &[&str],
+    rt: &tokio::runtime::Runtime,
+) -> Result<()> {
     let started = Instant::now();
     let mut total = 0;
     for topic in topics {
@@ -1219,10 +1234,11 @@ fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> 
         other => anyhow::bail!("unknown projection {other}: queue, auth, worker-manager or all"),
     };
     let (live, _secondary) = open_read_only(&args.data)?;
-    let kafka = rt.block_on(
-        args.kafka
-            .connect(&[QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC]),
-    )?;
+    let kafka =
+        rt.block_on(
+            args.kafka
+                .connect(&[QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC]),
+        )?;
     let mut failed = false;
     for name in names {
         let temp = TempDir::new("replay");

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use taskledger_bridge::BridgeStats;
 use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::log::EventLog;
 use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
-use taskledger_core::log::EventLog;
 
 /// The outcome of the last scheduled chain verification (and checkpoint signing).
 #[derive(Default)]

@@ -684,7 +684,15 @@ pub async fn run<L: EventLog>(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let r = session(&*log, refresh.as_deref(), &state, &url, &mut wake, &stats, &mut backoff);
+        let r = session(
+            &*log,
+            refresh.as_deref(),
+            &state,
+            &url,
+            &mut wake,
+            &stats,
+            &mut backoff,
+        );
         match r.await {
             Ok(()) => return,
             Err(e) => {

@@ -301,7 +301,9 @@ pub fn replay(
 ) -> Result<ReplayReport, StoreError> {
     let log = EmbeddedLog::new(live.clone());
     // the embedded log never waits: its reads complete on the first poll
-    futures::executor::block_on(replay_from(&log, live, scratch, projection, verify, progress))
+    futures::executor::block_on(replay_from(
+        &log, live, scratch, projection, verify, progress,
+    ))
 }
 
 /// `replay` reading the events from `log` (embedded or Kafka); the live projections are in

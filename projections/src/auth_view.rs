@@ -373,9 +373,13 @@ pub struct AuthEngine {
 /// Applies every auth record the projection has not seen yet; returns the log's end offset.
 pub async fn catch_up_auth<L: EventLog>(view: &AuthView, log: &L) -> Result<u64, AuthEngineError> {
     let from = view.consumer_offset()?;
-    fold_log(log, AUTH_TOPIC, AUTH_PARTITION, from, |offsets, next, envs| {
-        view.apply(offsets, next, envs)
-    })
+    fold_log(
+        log,
+        AUTH_TOPIC,
+        AUTH_PARTITION,
+        from,
+        |offsets, next, envs| view.apply(offsets, next, envs),
+    )
     .await
     .map_err(|e| match e {
         FoldError::Log(e) => AuthEngineError::Unavailable(e.to_string()),

@@ -423,7 +423,12 @@ impl Inner {
 
     /// A producer for the partition's writer of `epoch`; transactional with the id
     /// `<topic>-<partition>-<epoch>`, initialised (which fences an earlier producer of that id).
-    fn producer(&self, topic: &str, partition: u32, epoch: u64) -> Result<FutureProducer, LogError> {
+    fn producer(
+        &self,
+        topic: &str,
+        partition: u32,
+        epoch: u64,
+    ) -> Result<FutureProducer, LogError> {
         let timeout_ms = self.config.timeout.as_millis().to_string();
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.config.brokers)
@@ -574,7 +579,12 @@ impl Inner {
                     link,
                 });
             }
-            tracing::warn!(topic, partition, epoch, "another writer announced the same epoch");
+            tracing::warn!(
+                topic,
+                partition,
+                epoch,
+                "another writer announced the same epoch"
+            );
         }
         Err(LogError::Fenced)
     }
@@ -634,7 +644,9 @@ impl Inner {
             writer.known_end
         } else {
             // something came between: see what, and whether it superseded us
-            let prior = self.observe_until(topic, partition, last + 1)?.last_visible_before(first);
+            let prior = self
+                .observe_until(topic, partition, last + 1)?
+                .last_visible_before(first);
             let ours = self.with_index(topic, partition, |ix| {
                 ix.owner_before(first) == Some(&writer.owner)
             });
@@ -654,7 +666,12 @@ impl Inner {
         })
     }
 
-    fn with_index<T>(&self, topic: &str, partition: u32, f: impl FnOnce(&mut EpochIndex) -> T) -> T {
+    fn with_index<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        f: impl FnOnce(&mut EpochIndex) -> T,
+    ) -> T {
         let mut epochs = self.epochs.lock().expect("epochs lock");
         f(epochs.entry((topic.to_string(), partition)).or_default())
     }
@@ -662,7 +679,11 @@ impl Inner {
     /// The partition's high watermark.
     fn end(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
         self.meta
-            .fetch_watermarks(&self.kafka_topic(topic), partition as i32, self.config.timeout)
+            .fetch_watermarks(
+                &self.kafka_topic(topic),
+                partition as i32,
+                self.config.timeout,
+            )
             .map(|(_, high)| high.max(0) as u64)
             .map_err(unavailable)
     }
@@ -805,7 +826,9 @@ impl Inner {
                         let link = header(&msg, H_CHAIN).and_then(unhex);
                         if let Some(link) = link {
                             let mut known = self.links.lock().expect("links lock");
-                            let last = known.entry((topic.clone(), partition)).or_insert((0, CHAIN_START));
+                            let last = known
+                                .entry((topic.clone(), partition))
+                                .or_insert((0, CHAIN_START));
                             if offset >= last.0 {
                                 *last = (offset, link);
                             }
@@ -973,12 +996,18 @@ mod tests {
         let mut ix = EpochIndex::default();
         let a = owner(1, "a");
         let b = owner(2, "b");
-        assert!(!ix.observe(0, &Seen::Event(Some(a.clone()))), "no owner yet");
+        assert!(
+            !ix.observe(0, &Seen::Event(Some(a.clone()))),
+            "no owner yet"
+        );
         assert!(!ix.observe(1, &Seen::Marker(a.clone())));
         assert!(ix.observe(2, &Seen::Event(Some(a.clone()))));
         assert!(!ix.observe(3, &Seen::Event(None)), "unstamped");
         assert!(!ix.observe(4, &Seen::Marker(b.clone())));
-        assert!(!ix.observe(5, &Seen::Event(Some(a.clone()))), "a was superseded");
+        assert!(
+            !ix.observe(5, &Seen::Event(Some(a.clone()))),
+            "a was superseded"
+        );
         assert!(ix.observe(6, &Seen::Event(Some(b.clone()))));
         // a marker that does not raise the epoch takes no effect
         assert!(!ix.observe(7, &Seen::Marker(owner(2, "c"))));

@@ -16,7 +16,7 @@ pub mod worker_manager_view;
 
 pub use auth_view::{AuditEntry, AuthEngine, AuthEngineError, AuthView};
 pub use embedded_log::EmbeddedLog;
-pub use kafka_log::{KafkaConfig, KafkaLog};
 pub use engine::{Engine, EngineError, Outcome, QueueCommand};
+pub use kafka_log::{KafkaConfig, KafkaLog};
 pub use queue_view::QueueView;
 pub use worker_manager_view::{WorkerManagerEngine, WorkerManagerEngineError, WorkerManagerView};

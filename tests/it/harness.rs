@@ -43,7 +43,10 @@ pub fn kafka_bootstrap() -> String {
 
 /// A topic prefix no other test uses.
 pub fn fresh_topic_prefix() -> String {
-    format!("it-{}.", slugid::nice().to_lowercase().replace(['_', '-'], ""))
+    format!(
+        "it-{}.",
+        slugid::nice().to_lowercase().replace(['_', '-'], "")
+    )
 }
 
 impl Server {

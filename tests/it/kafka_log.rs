@@ -258,12 +258,18 @@ async fn crash_under_load_keeps_every_acknowledged_command(backend: Backend) {
         loaders.push(tokio::spawn(async move {
             loop {
                 let task_id = slugid::nice();
-                if q.createTask(&task_id, &task_def(&queue, 600)).await.is_err() {
+                if q.createTask(&task_id, &task_def(&queue, 600))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let _ = tx.send((task_id.clone(), false));
                 let claimed = q
-                    .claimWork(&queue, &json!({"workerGroup": "g", "workerId": format!("w{n}"), "tasks": 1}))
+                    .claimWork(
+                        &queue,
+                        &json!({"workerGroup": "g", "workerId": format!("w{n}"), "tasks": 1}),
+                    )
                     .await;
                 let Ok(claimed) = claimed else { return };
                 for claim in claimed["tasks"].as_array().cloned().unwrap_or_default() {
@@ -292,7 +298,11 @@ async fn crash_under_load_keeps_every_acknowledged_command(backend: Backend) {
             created.insert(id);
         }
     }
-    assert!(completed.len() > 10, "the load hardly ran: {}", completed.len());
+    assert!(
+        completed.len() > 10,
+        "the load hardly ran: {}",
+        completed.len()
+    );
     server.restart().await;
     let q = server.queue();
     for id in &created {
@@ -335,7 +345,11 @@ async fn events_tail_and_replay_read_the_kafka_log() {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -348,7 +362,10 @@ async fn events_tail_and_replay_read_the_kafka_log() {
         .collect();
     assert!(!types.is_empty(), "no event of the task in {lines:?}");
     // offsets are the records' own: increasing, and the ownership marker is not among them
-    let offsets: Vec<u64> = lines.iter().map(|l| l["offset"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = lines
+        .iter()
+        .map(|l| l["offset"].as_u64().unwrap())
+        .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
     assert!(offsets[0] > 0, "offset 0 holds the ownership marker");
 
@@ -363,7 +380,10 @@ async fn events_tail_and_replay_read_the_kafka_log() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("topic {wrong}queue does not exist")), "{err}");
+    assert!(
+        err.contains(&format!("topic {wrong}queue does not exist")),
+        "{err}"
+    );
 
     // replay every projection from the topics and compare with the server's live projections
     let out = Command::new(env!("CARGO_BIN_EXE_taskledger"))
@@ -414,13 +434,26 @@ async fn events_tail_and_replay_read_the_kafka_log() {
     };
     let out = verify();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("taskledger.queue/0: "), "{text}");
     let chained: usize = text
         .lines()
-        .find_map(|l| l.strip_prefix("taskledger.queue/0: ")?.split(' ').next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("taskledger.queue/0: ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
         .expect("the queue topic's line");
-    assert!(chained >= after, "audit verify walked {chained} of {after} events: {text}");
+    assert!(
+        chained >= after,
+        "audit verify walked {chained} of {after} events: {text}"
+    );
     // ...until someone holding the current writer's stamp appends an event whose link does
     // not follow: a forged copy of the last event
     let topic = format!("{prefix}queue");
@@ -466,7 +499,11 @@ async fn forge_copy_of_last_event(topic: &str) -> i64 {
                     })
                     .unwrap_or_default();
                 if headers.iter().any(|(k, _)| k == "taskledger-event-type") {
-                    last = Some((m.key().unwrap().to_vec(), m.payload().unwrap().to_vec(), headers));
+                    last = Some((
+                        m.key().unwrap().to_vec(),
+                        m.payload().unwrap().to_vec(),
+                        headers,
+                    ));
                 }
                 if m.offset() + 2 >= high {
                     break;
@@ -480,8 +517,15 @@ async fn forge_copy_of_last_event(topic: &str) -> i64 {
     let zeros = "0".repeat(64);
     let mut forged = OwnedHeaders::new();
     for (k, v) in &headers {
-        let v: &[u8] = if k == "taskledger-chain" { zeros.as_bytes() } else { v };
-        forged = forged.insert(Header { key: k, value: Some(v) });
+        let v: &[u8] = if k == "taskledger-chain" {
+            zeros.as_bytes()
+        } else {
+            v
+        };
+        forged = forged.insert(Header {
+            key: k,
+            value: Some(v),
+        });
     }
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka_bootstrap())
