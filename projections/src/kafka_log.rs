@@ -228,11 +228,11 @@ struct PartitionWriter {
     link: [u8; 32],
 }
 
-/// What one fetch passed: the valid events, every visible offset, and each event's chain link
-/// header (parallel to `batch.records`).
+/// What one fetch passed: the valid events, the last offset it saw (valid or not), and each
+/// event's chain link header (parallel to `batch.records`).
 struct Fetched {
     batch: Batch,
-    visible: Vec<u64>,
+    last_seen: Option<u64>,
     links: Vec<Option<[u8; 32]>>,
 }
 
@@ -389,10 +389,7 @@ impl KafkaLog {
         blocking(move || {
             let slot = inner.writer_slot(&topic, partition);
             let mut slot = slot.lock().expect("writer slot");
-            if slot.is_none() {
-                *slot = Some(inner.acquire(&topic, partition)?);
-            }
-            Ok(slot.as_ref().map(|w| w.owner.clone()).expect("just set"))
+            Ok(inner.owned(&mut slot, &topic, partition)?.owner.clone())
         })
         .await
     }
@@ -419,6 +416,20 @@ impl Inner {
             .entry((topic.to_string(), partition))
             .or_default()
             .clone()
+    }
+
+    /// The partition's writer in `slot`, taking the partition first if this process does not
+    /// hold it (yet, or any more after a failed append).
+    fn owned<'s>(
+        &self,
+        slot: &'s mut Option<PartitionWriter>,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&'s mut PartitionWriter, LogError> {
+        if slot.is_none() {
+            *slot = Some(self.acquire(topic, partition)?);
+        }
+        Ok(slot.as_mut().expect("just set"))
     }
 
     /// A producer for the partition's writer of `epoch`; transactional with the id
@@ -597,10 +608,7 @@ impl Inner {
     ) -> Result<Appended, LogError> {
         let slot = self.writer_slot(topic, partition);
         let mut slot = slot.lock().expect("writer slot");
-        if slot.is_none() {
-            *slot = Some(self.acquire(topic, partition)?);
-        }
-        let writer = slot.as_mut().expect("just set");
+        let writer = self.owned(&mut slot, topic, partition)?;
         let mut link = writer.link;
         let prepared: Vec<(String, OwnedHeaders, Vec<u8>)> = records
             .into_iter()
@@ -644,9 +652,8 @@ impl Inner {
             writer.known_end
         } else {
             // something came between: see what, and whether it superseded us
-            let prior = self
-                .observe_until(topic, partition, last + 1)?
-                .last_visible_before(first);
+            let before = self.observe_until(topic, partition, first)?;
+            self.observe_until(topic, partition, last + 1)?;
             let ours = self.with_index(topic, partition, |ix| {
                 ix.owner_before(first) == Some(&writer.owner)
             });
@@ -654,7 +661,7 @@ impl Inner {
                 *slot = None;
                 return Err(LogError::Fenced);
             }
-            prior.unwrap_or(writer.known_end)
+            before.map_or(writer.known_end, |o| o + 1)
         };
         writer.last_own = last;
         writer.known_end = last + 1;
@@ -749,16 +756,21 @@ impl Inner {
     }
 
     /// Observes the partition up to `until` (exclusive), so the index knows every marker
-    /// before it.
-    fn observe_until(&self, topic: &str, partition: u32, until: u64) -> Result<Scan, LogError> {
-        let mut scan = Scan::default();
+    /// before it; returns the last offset this call saw (none if the index had seen them all).
+    fn observe_until(
+        &self,
+        topic: &str,
+        partition: u32,
+        until: u64,
+    ) -> Result<Option<u64>, LogError> {
+        let mut last_seen = None;
         loop {
             let from = self.with_index(topic, partition, |ix| ix.scanned());
             if from >= until {
-                return Ok(scan);
+                return Ok(last_seen);
             }
             let fetched = self.fetch(topic, partition, from, 4096, until)?;
-            scan.visible.extend(fetched.visible);
+            last_seen = fetched.last_seen.or(last_seen);
             if self.with_index(topic, partition, |ix| ix.scanned()) <= from {
                 return Err(unavailable(format!(
                     "{topic}/{partition}: cannot read up to offset {until}"
@@ -768,7 +780,7 @@ impl Inner {
     }
 
     /// Reads from `from`: at most `max` valid events, not past `until`. Classifies everything
-    /// it passes with the partition's epoch index. Returns the batch and every visible offset.
+    /// it passes with the partition's epoch index.
     fn fetch(
         &self,
         topic: &str,
@@ -800,8 +812,10 @@ impl Inner {
         let kafka_topic = self.kafka_topic(&reader.topic);
         let (topic, partition) = (reader.topic.clone(), reader.partition);
         let mut records = Vec::new();
-        let mut visible = Vec::new();
+        let mut last_seen = None;
         let mut links = Vec::new();
+        // the last valid event's claimed chain link, recorded for a writer taking over
+        let mut last_link = None;
         let mut next = from;
         let mut last_progress = Instant::now();
         let mut overshot = false;
@@ -819,19 +833,13 @@ impl Inner {
                     }
                     let seen = classify(&msg);
                     let valid = self.with_index(&topic, partition, |ix| ix.observe(offset, &seen));
-                    visible.push(offset);
+                    last_seen = Some(offset);
                     next = offset + 1;
                     last_progress = Instant::now();
                     if valid {
                         let link = header(&msg, H_CHAIN).and_then(unhex);
                         if let Some(link) = link {
-                            let mut known = self.links.lock().expect("links lock");
-                            let last = known
-                                .entry((topic.clone(), partition))
-                                .or_insert((0, CHAIN_START));
-                            if offset >= last.0 {
-                                *last = (offset, link);
-                            }
+                            last_link = Some((offset, link));
                         }
                         links.push(link);
                         records.push(Stored {
@@ -871,10 +879,17 @@ impl Inner {
                 }
             }
         }
+        if let Some((offset, link)) = last_link {
+            let mut known = self.links.lock().expect("links lock");
+            let last = known.entry((topic, partition)).or_insert((0, CHAIN_START));
+            if offset >= last.0 {
+                *last = (offset, link);
+            }
+        }
         reader.next = if overshot { u64::MAX } else { next };
         Ok(Fetched {
             batch: Batch { records, next },
-            visible,
+            last_seen,
             links,
         })
     }
@@ -894,23 +909,6 @@ fn consumer(brokers: &str, writer_id: &str) -> Result<BaseConsumer, LogError> {
         .set("auto.offset.reset", "earliest")
         .create()
         .map_err(unavailable)
-}
-
-/// Offsets a scan saw.
-#[derive(Default)]
-struct Scan {
-    visible: Vec<u64>,
-}
-
-impl Scan {
-    /// The position past the last visible record before `offset`.
-    fn last_visible_before(&self, offset: u64) -> Option<u64> {
-        self.visible
-            .iter()
-            .filter(|&&o| o < offset)
-            .max()
-            .map(|o| o + 1)
-    }
 }
 
 fn header<'a>(msg: &'a impl Message, name: &str) -> Option<&'a str> {
