@@ -338,13 +338,8 @@ async fn events_tail_and_replay_read_the_kafka_log() {
     q.createTask(&task_id, &task_def(&fresh_queue(), 600))
         .await
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(["events", "tail", "--service", "queue"])
-        .args(["--kafka-brokers", &kafka_bootstrap()])
-        .args(["--kafka-topic-prefix", &prefix])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let tail = |prefix: &str| kafka_tool(prefix, &["events", "tail", "--service", "queue"]);
+    let out = tail(&prefix);
     assert!(
         out.status.success(),
         "{}",
@@ -371,13 +366,7 @@ async fn events_tail_and_replay_read_the_kafka_log() {
 
     // a wrong prefix is an error, not new empty topics
     let wrong = fresh_topic_prefix();
-    let out = Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(["events", "tail", "--service", "queue"])
-        .args(["--kafka-brokers", &kafka_bootstrap()])
-        .args(["--kafka-topic-prefix", &wrong])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = tail(&wrong);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -386,15 +375,8 @@ async fn events_tail_and_replay_read_the_kafka_log() {
     );
 
     // replay every projection from the topics and compare with the server's live projections
-    let out = Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(["replay", "--verify"])
-        .args(["--kafka-brokers", &kafka_bootstrap()])
-        .args(["--kafka-topic-prefix", &prefix])
-        .arg("--data-dir")
-        .arg(&server.data_dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let data_dir = server.data_dir.to_str().unwrap();
+    let out = kafka_tool(&prefix, &["replay", "--verify", "--data-dir", data_dir]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -408,14 +390,10 @@ async fn events_tail_and_replay_read_the_kafka_log() {
         .expect("a queue line with its event count");
     // replay folded what the server had folded: between what tail printed before and after
     // (a reactor may append while this runs)
-    let after = Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(["events", "tail", "--service", "queue"])
-        .args(["--kafka-brokers", &kafka_bootstrap()])
-        .args(["--kafka-topic-prefix", &prefix])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let after = String::from_utf8(after.stdout).unwrap().lines().count();
+    let after = String::from_utf8(tail(&prefix).stdout)
+        .unwrap()
+        .lines()
+        .count();
     assert!(
         (lines.len()..=after).contains(&(queue_events as usize)),
         "replay folded {queue_events}, tail printed {} then {after}: {text}",
@@ -423,15 +401,7 @@ async fn events_tail_and_replay_read_the_kafka_log() {
     );
 
     // the hash chain in the headers holds...
-    let verify = || {
-        Command::new(env!("CARGO_BIN_EXE_taskledger"))
-            .args(["audit", "verify"])
-            .args(["--kafka-brokers", &kafka_bootstrap()])
-            .args(["--kafka-topic-prefix", &prefix])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let verify = || kafka_tool(&prefix, &["audit", "verify"]);
     let out = verify();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -465,6 +435,17 @@ async fn events_tail_and_replay_read_the_kafka_log() {
         err.contains(&format!("taskledger.queue/0 offset {forged_at}")),
         "{err}"
     );
+}
+
+/// Runs a `taskledger` log tool on the Kafka topics under `prefix`.
+fn kafka_tool(prefix: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .args(args)
+        .args(["--kafka-brokers", &kafka_bootstrap()])
+        .args(["--kafka-topic-prefix", prefix])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
 }
 
 /// Appends, outside taskledger, a copy of the topic's last event with its stamp but a chain
