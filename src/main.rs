@@ -478,7 +478,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 timeout: Duration::from_millis(args.kafka_timeout_ms),
                 ..KafkaConfig::new(&brokers)
             };
-            let topics = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC];
+            let topics = ALL_TOPICS;
             let log = KafkaLog::connect(config, &topics)
                 .await
                 .with_context(|| format!("connecting to Kafka at {brokers}"))?;
@@ -494,6 +494,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
     }
 }
+
+/// Every topic of the log, one per service.
+const ALL_TOPICS: [&str; 3] = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC];
 
 /// The secrets `serve` keeps in the data directory.
 struct Secrets {
@@ -830,7 +833,7 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
         "queue" => vec![QUEUE_TOPIC],
         "auth" => vec![AUTH_TOPIC],
         "worker-manager" => vec![WORKER_MANAGER_TOPIC],
-        "all" => vec![QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC],
+        "all" => ALL_TOPICS.to_vec(),
         other => anyhow::bail!("unknown service {other}: queue, auth, worker-manager or all"),
     })
 }
@@ -1124,7 +1127,7 @@ fn verify_kafka_chains(
     for topic in topics {
         let check = rt.block_on(log.verify_chain(topic, 0))?;
         total += check.events;
-        let head: String = check.head.iter().map(|b| format!("{b:02x}")).collect();
+        let head = taskledger_projections::audit::hex(&check.head);
         if let Some(offset) = check.broken_at {
             eprintln!(
                 "BROKEN: {topic}/0 offset {offset}: the chain link does not follow from the \
@@ -1152,7 +1155,7 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             kafka,
             data,
         } => {
-            let topics = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC];
+            let topics = ALL_TOPICS;
             if let Some(log) = rt.block_on(kafka.connect(&topics))? {
                 anyhow::ensure!(
                     checkpoints.is_none(),
@@ -1234,11 +1237,7 @@ fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> 
         other => anyhow::bail!("unknown projection {other}: queue, auth, worker-manager or all"),
     };
     let (live, _secondary) = open_read_only(&args.data)?;
-    let kafka =
-        rt.block_on(
-            args.kafka
-                .connect(&[QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC]),
-        )?;
+    let kafka = rt.block_on(args.kafka.connect(&ALL_TOPICS))?;
     let mut failed = false;
     for name in names {
         let temp = TempDir::new("replay");

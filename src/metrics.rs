@@ -8,11 +8,8 @@ use axum::Router;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use taskledger_bridge::BridgeStats;
-use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::log::EventLog;
-use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::time::Millis;
-use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 
 /// The outcome of the last scheduled chain verification (and checkpoint signing).
 #[derive(Default)]
@@ -47,7 +44,7 @@ async fn render<L: EventLog>(
         "# HELP taskledger_log_end_offset The offset the next event of the topic will get.\n\
          # TYPE taskledger_log_end_offset gauge\n",
     );
-    for topic in [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC] {
+    for topic in crate::ALL_TOPICS {
         if let Ok(end) = log.end_offset(topic, 0).await {
             out.push_str(&format!(
                 "taskledger_log_end_offset{{topic=\"{topic}\"}} {end}\n"

@@ -43,7 +43,8 @@ pub struct ChainReport {
     pub broken: Option<BrokenLink>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hex digits.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -14,6 +14,7 @@
 //! Everything here blocks (librdkafka's transactional calls are synchronous); the `EventLog`
 //! methods run it on tokio's blocking pool.
 
+use crate::audit::hex;
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -57,10 +58,6 @@ pub fn chain_link(prev: &[u8; 32], key: &str, value: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {
