@@ -536,7 +536,7 @@ impl Inner {
             self.observe_until(topic, partition, end)?;
             let current = self.with_index(topic, partition, |ix| ix.max_epoch());
             if current > 0 && self.config.transactions {
-                drop(self.producer(topic, partition, current)?);
+                retire(self.producer(topic, partition, current)?);
             }
             let epoch = current + 1;
             let producer = self.producer(topic, partition, epoch)?;
@@ -637,7 +637,7 @@ impl Inner {
             Err(e) => {
                 // the producer may be unusable (fenced, fatal, timed out mid-transaction): the
                 // next append takes the partition afresh
-                *slot = None;
+                retire_writer(slot.take());
                 return Err(e);
             }
         };
@@ -655,7 +655,7 @@ impl Inner {
                 ix.owner_before(first) == Some(&writer.owner)
             });
             if !ours {
-                *slot = None;
+                retire_writer(slot.take());
                 return Err(LogError::Fenced);
             }
             before.map_or(writer.known_end, |o| o + 1)
@@ -821,6 +821,10 @@ impl Inner {
                 Some(Ok(msg)) => {
                     let offset = msg.offset() as u64;
                     if offset < next {
+                        // a record read before: no progress, so patience still runs out
+                        if last_progress.elapsed() >= READ_PATIENCE {
+                            break;
+                        }
                         continue;
                     }
                     if offset >= until {
@@ -889,6 +893,22 @@ impl Inner {
             last_seen,
             links,
         })
+    }
+}
+
+/// Destroys a producer on a thread of its own: librdkafka's destroy waits for its broker
+/// threads, which can take long while the broker is unreachable, and no command should wait
+/// for that.
+fn retire(producer: FutureProducer) {
+    let _ = std::thread::Builder::new()
+        .name("kafka-producer-drop".into())
+        .spawn(move || drop(producer));
+}
+
+/// Gives up a partition's writer (after a failed append): its producer is retired.
+fn retire_writer(writer: Option<PartitionWriter>) {
+    if let Some(w) = writer {
+        retire(w.producer);
     }
 }
 
