@@ -4,6 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cluster;
 mod metrics;
 mod worker_cli;
 
@@ -351,6 +352,44 @@ struct ServeArgs {
     /// How long a command waits for Kafka before it answers 503.
     #[arg(long, env = "TASKLEDGER_KAFKA_TIMEOUT_MS", default_value_t = 10_000)]
     kafka_timeout_ms: u64,
+    /// Run as one node of several: nodes with the same group share the partitions through
+    /// this Kafka consumer group of writers, forward commands to the partition's writer and
+    /// serve reads themselves. Every node of a group needs the same secrets
+    /// (TASKLEDGER_ROOT_ACCESS_TOKEN, TASKLEDGER_CRYPTO_KEY, TASKLEDGER_QUEUE_ACCESS_TOKEN,
+    /// TASKLEDGER_URL_SIGNING_KEY, TASKLEDGER_WORKER_MANAGER_ACCESS_TOKEN).
+    #[arg(long, env = "TASKLEDGER_KAFKA_GROUP", requires = "kafka_brokers")]
+    kafka_group: Option<String>,
+    /// How long a silent node stays in the writer group before its partitions move (brokers
+    /// accept 6 s to 30 min by default).
+    #[arg(
+        long,
+        env = "TASKLEDGER_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000
+    )]
+    kafka_session_timeout_ms: u64,
+    /// How the other nodes reach this one (announced when it takes a partition); defaults to
+    /// http://<listen>.
+    #[arg(long, env = "TASKLEDGER_NODE_URL")]
+    node_url: Option<String>,
+}
+
+impl ServeArgs {
+    fn node_url(&self) -> String {
+        self.node_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+/// A secret from the environment variable `var` when set (several nodes share it), else
+/// from `path` in the data directory (made there on first start).
+fn shared_secret(var: &str, path: &Path) -> Result<String> {
+    match std::env::var(var) {
+        Ok(s) if !s.is_empty() => Ok(s),
+        _ => Ok(stored_secret(path, access_token)?.0),
+    }
 }
 
 /// Reads a secret from `path`, or makes one and stores it there (mode 0600).
@@ -444,11 +483,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Ok(t) if !t.is_empty() => (t, false),
         _ => stored_secret(&args.data_dir.join("root-access-token"), access_token)?,
     };
-    let (queue_token, _) = stored_secret(&args.data_dir.join("queue-access-token"), access_token)?;
-    let (url_key, _) = stored_secret(&args.data_dir.join("url-signing-key"), access_token)?;
-    let (worker_manager_token, _) = stored_secret(
+    let queue_token = shared_secret(
+        "TASKLEDGER_QUEUE_ACCESS_TOKEN",
+        &args.data_dir.join("queue-access-token"),
+    )?;
+    let url_key = shared_secret(
+        "TASKLEDGER_URL_SIGNING_KEY",
+        &args.data_dir.join("url-signing-key"),
+    )?;
+    let worker_manager_token = shared_secret(
+        "TASKLEDGER_WORKER_MANAGER_ACCESS_TOKEN",
         &args.data_dir.join("worker-manager-access-token"),
-        access_token,
     )?;
 
     let db = store::open(&args.data_dir.join("db")).context("opening the database")?;
@@ -466,7 +511,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 "event log: embedded ({})",
                 args.data_dir.join("db").display()
             );
-            run_services(args, public_url, secrets, db, log, true).await
+            run_services(args, public_url, secrets, db, log, true, None).await
         }
         Some(brokers) => {
             let config = KafkaConfig {
@@ -474,7 +519,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 partitions: args.kafka_partitions,
                 replication: args.kafka_replication,
                 transactions: args.kafka_transactions,
-                node: args.listen.clone(),
+                node: args.node_url(),
                 timeout: Duration::from_millis(args.kafka_timeout_ms),
                 ..KafkaConfig::new(&brokers)
             };
@@ -482,15 +527,43 @@ async fn serve(args: ServeArgs) -> Result<()> {
             let log = KafkaLog::connect(config, &topics)
                 .await
                 .with_context(|| format!("connecting to Kafka at {brokers}"))?;
-            // take every partition this node writes before the projections catch up, so they
-            // see its ownership markers
-            for topic in topics {
-                log.acquire(topic, 0)
-                    .await
-                    .with_context(|| format!("taking ownership of {topic}"))?;
+            if let Some(group) = &args.kafka_group {
+                // the engines take what the group assigns and follow the rest
+                log.join_group(
+                    group,
+                    &topics,
+                    Duration::from_millis(args.kafka_session_timeout_ms),
+                )
+                .with_context(|| format!("joining the writer group {group}"))?;
+                println!(
+                    "event log: Kafka at {brokers} (writer {}, node {} of group {group})",
+                    log.writer_id(),
+                    args.node_url()
+                );
+            } else {
+                // take every partition before the projections catch up, so they see this
+                // node's ownership markers
+                for topic in topics {
+                    log.acquire(topic, 0)
+                        .await
+                        .with_context(|| format!("taking ownership of {topic}"))?;
+                }
+                println!("event log: Kafka at {brokers} (writer {})", log.writer_id());
             }
-            println!("event log: Kafka at {brokers} (writer {})", log.writer_id());
-            run_services(args, public_url, secrets, db, Arc::new(log), false).await
+            let log = Arc::new(log);
+            let expel: Option<cluster::Expel> = args.kafka_group.is_some().then(|| {
+                let log = log.clone();
+                Arc::new(move |node: String| {
+                    let log = log.clone();
+                    Box::pin(async move {
+                        match log.expel(&node).await {
+                            Ok(n) => tracing::warn!(%node, members = n, "removed from the writer group"),
+                            Err(e) => tracing::warn!(%node, error = %e, "cannot remove from the writer group"),
+                        }
+                    }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+                }) as cluster::Expel
+            });
+            run_services(args, public_url, secrets, db, log, false, expel).await
         }
     }
 }
@@ -515,6 +588,7 @@ async fn run_services<L: EventLog + 'static>(
     db: Arc<rocksdb::DB>,
     log: Arc<L>,
     embedded: bool,
+    expel: Option<cluster::Expel>,
 ) -> Result<()> {
     let Secrets {
         root_token,
@@ -675,11 +749,58 @@ async fn run_services<L: EventLog + 'static>(
             audit_stats.clone(),
         ));
     }
-    let app = taskledger_gateways::app(state).merge(metrics::router(
+    let roles: metrics::Roles = Arc::new(vec![
+        (QUEUE_TOPIC, state.engine.role().clone()),
+        (AUTH_TOPIC, state.auth.role().clone()),
+        (WORKER_MANAGER_TOPIC, state.worker_manager.role().clone()),
+    ]);
+    let cluster = if args.kafka_group.is_some() {
+        let writer = |topic: &'static str| -> cluster::WriterAddress {
+            let log = log.clone();
+            Arc::new(move || log.writer_address(topic, 0))
+        };
+        Some(Arc::new(cluster::Cluster {
+            node_url: args.node_url(),
+            services: vec![
+                cluster::Service {
+                    prefix: "/api/queue/v1/",
+                    role: state.engine.role().clone(),
+                    writer: writer(QUEUE_TOPIC),
+                },
+                cluster::Service {
+                    prefix: "/api/auth/v1/",
+                    role: state.auth.role().clone(),
+                    writer: writer(AUTH_TOPIC),
+                },
+                cluster::Service {
+                    prefix: "/api/worker-manager/v1/",
+                    role: state.worker_manager.role().clone(),
+                    writer: writer(WORKER_MANAGER_TOPIC),
+                },
+            ],
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .context("building the forwarding HTTP client")?,
+        }))
+    } else {
+        None
+    };
+    let mut app = taskledger_gateways::app(state).merge(metrics::router(
         log.clone(),
+        roles,
         bridge_stats,
         audit_stats,
     ));
+    if let Some(cluster) = cluster {
+        if let Some(expel) = expel {
+            tokio::spawn(cluster::watch_writers(cluster.clone(), expel));
+        }
+        app = app.layer(axum::middleware::from_fn_with_state(
+            cluster,
+            cluster::forward,
+        ));
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

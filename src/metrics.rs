@@ -10,6 +10,7 @@ use std::sync::Arc;
 use taskledger_bridge::BridgeStats;
 use taskledger_core::log::EventLog;
 use taskledger_core::time::Millis;
+use taskledger_projections::role::WriterRole;
 
 /// The outcome of the last scheduled chain verification (and checkpoint signing).
 #[derive(Default)]
@@ -21,22 +22,28 @@ pub struct AuditStats {
     pub last_run: AtomicI64,
 }
 
+/// Each topic's engine role in this process.
+pub type Roles = Arc<Vec<(&'static str, WriterRole)>>;
+
 pub fn router<L: EventLog + 'static>(
     log: Arc<L>,
+    roles: Roles,
     bridge: Option<Arc<BridgeStats>>,
     audit: Arc<AuditStats>,
 ) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
-            let (log, bridge, audit) = (log.clone(), bridge.clone(), audit.clone());
-            async move { render(&*log, bridge.as_deref(), &audit).await }
+            let (log, roles, bridge, audit) =
+                (log.clone(), roles.clone(), bridge.clone(), audit.clone());
+            async move { render(&*log, &roles, bridge.as_deref(), &audit).await }
         }),
     )
 }
 
 async fn render<L: EventLog>(
     log: &L,
+    roles: &[(&'static str, WriterRole)],
     bridge: Option<&BridgeStats>,
     audit: &AuditStats,
 ) -> impl IntoResponse {
@@ -50,6 +57,26 @@ async fn render<L: EventLog>(
                 "taskledger_log_end_offset{{topic=\"{topic}\"}} {end}\n"
             ));
         }
+    }
+    out.push_str(
+        "# HELP taskledger_partition_writer 1 when this node writes the topic's partition, 0 when it follows its writer.\n\
+         # TYPE taskledger_partition_writer gauge\n",
+    );
+    for (topic, role) in roles {
+        out.push_str(&format!(
+            "taskledger_partition_writer{{topic=\"{topic}\"}} {}\n",
+            u8::from(role.is_writer())
+        ));
+    }
+    out.push_str(
+        "# HELP taskledger_projection_position The log position this node's projection of the topic has applied.\n\
+         # TYPE taskledger_projection_position gauge\n",
+    );
+    for (topic, role) in roles {
+        out.push_str(&format!(
+            "taskledger_projection_position{{topic=\"{topic}\"}} {}\n",
+            *role.applied().borrow()
+        ));
     }
     if let Some(stats) = bridge {
         out.push_str(&stats.prometheus(Millis::now().0));

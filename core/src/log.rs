@@ -71,6 +71,8 @@ pub enum LogError {
     Fenced,
     #[error("log corrupted: {0}")]
     Corrupt(String),
+    #[error("this node does not write the partition")]
+    NotWriter,
 }
 
 /// An append-only, partitioned log. `append` returns only once the records are durable (and,
@@ -99,4 +101,28 @@ pub trait EventLog: Send + Sync {
         topic: &str,
         partition: u32,
     ) -> impl Future<Output = Result<u64, LogError>> + Send;
+
+    /// Whether this process is meant to write the partition now. A node of a group of writers
+    /// writes only the partitions the group assigned it; a log with a single writer always
+    /// says yes.
+    fn assigned(&self, _topic: &str, _partition: u32) -> bool {
+        true
+    }
+
+    /// Makes this process the partition's writer before it decides anything: afterwards no
+    /// earlier writer can append, so a projection caught up from here on is the whole truth.
+    /// A log with a single writer has nothing to take.
+    fn acquire(
+        &self,
+        _topic: &str,
+        _partition: u32,
+    ) -> impl Future<Output = Result<(), LogError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Where the partition's writer can be reached (the address its ownership announcement
+    /// named), as far as this process has read; `None` when it does not know.
+    fn writer_address(&self, _topic: &str, _partition: u32) -> Option<String> {
+        None
+    }
 }

@@ -356,7 +356,9 @@ fn note_use(state: &AppState, issuer: &str) {
             .get(issuer)
             .is_some_and(|c| now.0 - c.last_date_used.0 >= USED_REFRESH_MS)
     });
-    if !stale {
+    // only the auth partition's writer records it (another node's requests do not reach it;
+    // its own will, within the refresh interval, on a node that writes)
+    if !stale || !state.auth.role().is_writer() {
         return;
     }
     let engine = state.auth.clone();

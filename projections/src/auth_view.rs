@@ -13,6 +13,7 @@
 
 use crate::engine::{fold_log, FoldError};
 use crate::keys;
+use crate::role::{drive, WriterRole, Writes};
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,7 @@ use taskledger_core::access::{
 };
 use taskledger_core::codec;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
-use taskledger_core::log::{EventLog, Record};
+use taskledger_core::log::{EventLog, LogError, Record};
 use taskledger_core::scopes::ScopeSet;
 use taskledger_core::time::Millis;
 use tokio::sync::{mpsc, oneshot};
@@ -368,6 +369,7 @@ struct Job {
 pub struct AuthEngine {
     tx: mpsc::Sender<Job>,
     view: Arc<AuthView>,
+    role: WriterRole,
 }
 
 /// Applies every auth record the projection has not seen yet; returns the log's end offset.
@@ -387,22 +389,63 @@ pub async fn catch_up_auth<L: EventLog>(view: &AuthView, log: &L) -> Result<u64,
     })
 }
 
+/// The auth partition's writer loop (see `role::drive`).
+struct AuthWriter<L> {
+    view: Arc<AuthView>,
+    log: Arc<L>,
+}
+
+impl<L: EventLog + 'static> Writes for AuthWriter<L> {
+    type Job = Job;
+    type Log = L;
+    fn log(&self) -> &L {
+        &self.log
+    }
+    fn topic(&self) -> (&'static str, u32) {
+        (AUTH_TOPIC, AUTH_PARTITION)
+    }
+    async fn catch_up(&self) -> Result<u64, String> {
+        catch_up_auth(&self.view, &*self.log)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn run(&self, job: Job) -> Option<u64> {
+        let result = write(&self.view, &*self.log, job.actor, job.command).await;
+        let failed = matches!(result, Err(AuthEngineError::Unavailable(_)));
+        let _ = job.reply.send(result);
+        match self.view.consumer_offset() {
+            Ok(position) if !failed => Some(position),
+            _ => None,
+        }
+    }
+    fn refuse(&self, job: Job) {
+        let _ = job.reply.send(Err(AuthEngineError::Unavailable(
+            LogError::NotWriter.to_string(),
+        )));
+    }
+}
+
 impl AuthEngine {
-    /// Catches the projection up with the log, then starts the writer task.
+    /// Catches the projection up with the log, then starts the writer task, which writes
+    /// while the log assigns this process the auth partition and follows its writer otherwise.
     pub async fn start<L: EventLog + 'static>(
         view: Arc<AuthView>,
         log: Arc<L>,
     ) -> Result<AuthEngine, AuthEngineError> {
-        catch_up_auth(&view, &*log).await?;
-        let (tx, mut rx) = mpsc::channel::<Job>(256);
-        let writer_view = view.clone();
-        tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                let result = write(&writer_view, &*log, job.actor, job.command).await;
-                let _ = job.reply.send(result);
-            }
-        });
-        Ok(AuthEngine { tx, view })
+        let end = catch_up_auth(&view, &*log).await?;
+        let (tx, rx) = mpsc::channel::<Job>(256);
+        let role = WriterRole::new("auth", end);
+        let writer = AuthWriter {
+            view: view.clone(),
+            log,
+        };
+        tokio::spawn(drive(writer, role.clone(), rx));
+        Ok(AuthEngine { tx, view, role })
+    }
+
+    /// Whether this process writes the auth partition, and how far its projection is.
+    pub fn role(&self) -> &WriterRole {
+        &self.role
     }
 
     pub fn view(&self) -> &Arc<AuthView> {

@@ -6,6 +6,7 @@
 //! projection, and only then answers the callers: once a call returns, every read sees it.
 
 use crate::queue_view::QueueView;
+use crate::role::{tend, WriterRole, FOLLOW_POLL, WRITER_CHECK};
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -145,12 +146,13 @@ pub struct Engine {
     tx: mpsc::Sender<Job>,
     view: QueueView,
     pending: Arc<Notify>,
-    committed: watch::Receiver<u64>,
+    role: WriterRole,
     limits: Limits,
 }
 
 impl Engine {
-    /// Catches the projection up with the log, then starts the writer thread.
+    /// Catches the projection up with the log, then starts the writer thread, which writes
+    /// while the log assigns this process the queue partition and follows its writer otherwise.
     pub async fn start<L: EventLog + 'static>(
         view: QueueView,
         log: Arc<L>,
@@ -160,14 +162,14 @@ impl Engine {
         let end = catch_up(&view, &*log).await?;
         let (tx, rx) = mpsc::channel(8192);
         let pending = Arc::new(Notify::new());
-        let (committed_tx, committed) = watch::channel(end);
+        let role = WriterRole::new("queue", end);
         let writer = Writer {
             view: view.clone(),
             log,
             handle,
             limits,
             pending: pending.clone(),
-            committed: committed_tx,
+            role: role.clone(),
             next_offset: end,
         };
         let thread = std::thread::Builder::new()
@@ -179,7 +181,7 @@ impl Engine {
             tx,
             view,
             pending,
-            committed,
+            role,
             limits,
         })
     }
@@ -225,9 +227,15 @@ impl Engine {
         self.pending.clone()
     }
 
-    /// The log's end offset after each group commit.
+    /// The log position the projection has applied, after each group commit (or, while
+    /// following another writer, after each fold).
     pub fn committed(&self) -> watch::Receiver<u64> {
-        self.committed.clone()
+        self.role.applied()
+    }
+
+    /// Whether this process writes the queue partition, and how far its projection is.
+    pub fn role(&self) -> &WriterRole {
+        &self.role
     }
 }
 
@@ -309,7 +317,7 @@ struct Writer<L> {
     handle: tokio::runtime::Handle,
     limits: Limits,
     pending: Arc<Notify>,
-    committed: watch::Sender<u64>,
+    role: WriterRole,
     next_offset: u64,
 }
 
@@ -447,7 +455,31 @@ impl<'a> Overlay<'a> {
 
 impl<L: EventLog + 'static> Writer<L> {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let (view, log) = (&self.view, &*self.log);
+            let took = self.handle.block_on(tend(
+                &self.role,
+                log,
+                QUEUE_TOPIC,
+                QUEUE_PARTITION,
+                || async move { catch_up(view, log).await.map_err(|e| e.to_string()) },
+            ));
+            if let Some(position) = took {
+                self.next_offset = position;
+                // runs the projection had not shown before may be pending
+                self.pending.notify_waiters();
+            }
+            let writing = self.role.is_writer();
+            let wait = if writing { WRITER_CHECK } else { FOLLOW_POLL };
+            // the timer must be made inside the runtime
+            let next = self
+                .handle
+                .block_on(async { tokio::time::timeout(wait, rx.recv()).await });
+            let first = match next {
+                Err(_) => continue,
+                Ok(None) => return,
+                Ok(Some(job)) => job,
+            };
             let mut jobs = vec![first];
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -455,11 +487,22 @@ impl<L: EventLog + 'static> Writer<L> {
                     Err(_) => break,
                 }
             }
-            self.commit(jobs);
+            if !writing {
+                for job in jobs {
+                    let refused = EngineError::Unavailable(LogError::NotWriter.to_string());
+                    let _ = job.reply.send(Err(refused));
+                }
+                continue;
+            }
+            if !self.commit(jobs) {
+                self.role.lost();
+            }
         }
     }
 
-    fn commit(&mut self, jobs: Vec<Job>) {
+    /// Decides, appends and applies a batch and answers its callers; false when the append
+    /// failed (this process may no longer write the partition).
+    fn commit(&mut self, jobs: Vec<Job>) -> bool {
         let now = Millis::now();
         let mut overlay = Overlay {
             view: &self.view,
@@ -501,7 +544,7 @@ impl<L: EventLog + 'static> Writer<L> {
                 for (reply, result) in answers {
                     let _ = reply.send(result.and(Err(EngineError::Unavailable(e.to_string()))));
                 }
-                return;
+                return false;
             }
         }
         for (reply, result) in answers {
@@ -510,6 +553,7 @@ impl<L: EventLog + 'static> Writer<L> {
         if became_pending {
             self.pending.notify_waiters();
         }
+        true
     }
 
     fn append_and_apply(&mut self, envelopes: &[Envelope<QueueEvent>]) -> Result<(), EngineError> {
@@ -542,7 +586,7 @@ impl<L: EventLog + 'static> Writer<L> {
             )?;
         }
         self.next_offset = appended.next;
-        let _ = self.committed.send(self.next_offset);
+        self.role.set_applied(self.next_offset);
         Ok(())
     }
 }

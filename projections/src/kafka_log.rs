@@ -11,21 +11,26 @@
 //! reach a projection. A writer acknowledges an append only once its records are committed and
 //! no newer marker precedes them.
 //!
+//! **Several nodes.** With [`KafkaLog::join_group`], a node writes only the partitions a Kafka
+//! consumer group of writers assigns it (the group's consumer never reads; it only takes part
+//! in assignments); the engines follow the other partitions' writers and learn where they are
+//! from the `node` their ownership marker announced ([`EventLog::writer_address`]).
+//!
 //! Everything here blocks (librdkafka's transactional calls are synchronous); the `EventLog`
 //! methods run it on tokio's blocking pool.
 
 use crate::audit::hex;
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use taskledger_core::log::{Appended, Batch, EventLog, LogError, Record, Stored};
 
@@ -244,6 +249,13 @@ struct Inner {
     epochs: Mutex<HashMap<(String, u32), EpochIndex>>,
     /// The offset and claimed chain link of each partition's last valid event seen.
     links: Mutex<HashMap<(String, u32), (u64, [u8; 32])>>,
+    /// In a group of writers, the partitions the group assigned this process (`None`: a
+    /// single writer, which writes every partition).
+    assigned: Mutex<Option<HashSet<(String, u32)>>>,
+    /// The `node` each ownership marker announced, by partition and epoch.
+    nodes: Mutex<HashMap<(String, u32, u64), String>>,
+    /// The writer group this process joined, if any.
+    group: Mutex<Option<String>>,
 }
 
 /// The Kafka implementation of [`EventLog`]. Cheap to share behind an `Arc`.
@@ -269,6 +281,9 @@ impl KafkaLog {
                 readers: Mutex::new(Vec::new()),
                 epochs: Mutex::new(HashMap::new()),
                 links: Mutex::new(HashMap::new()),
+                assigned: Mutex::new(None),
+                nodes: Mutex::new(HashMap::new()),
+                group: Mutex::new(None),
             }),
         })
     }
@@ -384,11 +399,183 @@ impl KafkaLog {
         let inner = self.inner.clone();
         let topic = topic.to_string();
         blocking(move || {
+            if !inner.is_assigned(&topic, partition) {
+                return Err(LogError::NotWriter);
+            }
             let slot = inner.writer_slot(&topic, partition);
             let mut slot = slot.lock().expect("writer slot");
-            Ok(inner.owned(&mut slot, &topic, partition)?.owner.clone())
+            if slot.is_none() {
+                *slot = Some(inner.acquire(&topic, partition)?);
+            }
+            Ok(slot.as_ref().expect("just set").owner.clone())
         })
         .await
+    }
+
+    /// Joins the consumer group `group` of writers for `topics` (taskledger names): from now
+    /// on this process writes only the partitions the group assigns it, and gives a partition
+    /// up (its producer retired) the moment the group revokes it. The group's consumer reads
+    /// nothing; a thread polls it so assignments and heartbeats flow. A node that stops
+    /// polling or dies leaves the group after `session_timeout`, and its partitions move to
+    /// the others.
+    pub fn join_group(
+        &self,
+        group: &str,
+        topics: &[&str],
+        session_timeout: Duration,
+    ) -> Result<(), LogError> {
+        *self.inner.assigned.lock().expect("assigned lock") = Some(HashSet::new());
+        let member = GroupMember {
+            inner: Arc::downgrade(&self.inner),
+            group: group.to_string(),
+            names: topics
+                .iter()
+                .map(|t| (self.inner.kafka_topic(t), t.to_string()))
+                .collect(),
+            session_ms: session_timeout.as_millis().max(1000),
+        };
+        let consumer = member.join()?;
+        *self.inner.group.lock().expect("group lock") = Some(group.to_string());
+        std::thread::Builder::new()
+            .name("kafka-writer-group".into())
+            .spawn(move || {
+                // polling serves rebalances; records (none: every assigned partition is
+                // paused) are ignored
+                while member.inner.strong_count() > 0 {
+                    let _ = consumer.poll(Duration::from_millis(100));
+                }
+            })
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Removes the node whose `--node-url` is `node` from the writer group (every member it
+    /// joined with), so its partitions move now rather than when the broker expires it (or
+    /// never, on a broker that does not: `kafka_group`). Returns how many members went.
+    pub async fn expel(&self, node: &str) -> Result<usize, LogError> {
+        let inner = self.inner.clone();
+        let node = node.to_string();
+        blocking(move || {
+            let group = inner
+                .group
+                .lock()
+                .expect("group lock")
+                .clone()
+                .ok_or(LogError::NotWriter)?;
+            let list = inner
+                .meta
+                .fetch_group_list(Some(&group), inner.config.timeout)
+                .map_err(unavailable)?;
+            let members: Vec<String> = list
+                .groups()
+                .iter()
+                .filter(|g| g.name() == group)
+                .flat_map(|g| g.members())
+                .filter(|m| m.client_id() == node)
+                .map(|m| m.id().to_string())
+                .collect();
+            crate::kafka_group::remove_members(
+                &inner.config.brokers,
+                &group,
+                &members,
+                inner.config.timeout,
+            )
+            .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+/// How this process joins the writer group.
+struct GroupMember {
+    inner: Weak<Inner>,
+    group: String,
+    /// Kafka topic name -> taskledger topic.
+    names: HashMap<String, String>,
+    session_ms: u128,
+}
+
+impl GroupMember {
+    /// A new member of the group, subscribed to the topics.
+    fn join(&self) -> Result<BaseConsumer<GroupContext>, LogError> {
+        let inner = self.inner.upgrade().ok_or(LogError::NotWriter)?;
+        let context = GroupContext {
+            inner: self.inner.clone(),
+            names: self.names.clone(),
+        };
+        let consumer: BaseConsumer<GroupContext> = ClientConfig::new()
+            .set("bootstrap.servers", &inner.config.brokers)
+            .set("group.id", &self.group)
+            .set("client.id", &inner.config.node)
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("session.timeout.ms", self.session_ms.to_string())
+            .set("heartbeat.interval.ms", (self.session_ms / 4).to_string())
+            // also the rebalance timeout: a round waits this long for a member that does not
+            // rejoin (a dead one the broker has not expired) before it completes without it
+            .set("max.poll.interval.ms", self.session_ms.to_string())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "latest")
+            .set("enable.partition.eof", "false")
+            .create_with_context(context)
+            .map_err(unavailable)?;
+        let topics: Vec<&str> = self.names.keys().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(unavailable)?;
+        Ok(consumer)
+    }
+}
+
+/// Turns the writer group's assignments into this process's partitions to write.
+struct GroupContext {
+    inner: Weak<Inner>,
+    /// Kafka topic name -> taskledger topic.
+    names: HashMap<String, String>,
+}
+
+impl GroupContext {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<(String, u32)> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| {
+                let topic = self.names.get(e.topic())?;
+                Some((topic.clone(), u32::try_from(e.partition()).ok()?))
+            })
+            .collect()
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (Rebalance::Revoke(tpl), Some(inner)) = (rebalance, self.inner.upgrade()) else {
+            return;
+        };
+        for (topic, partition) in self.partitions(tpl) {
+            if let Some(set) = inner.assigned.lock().expect("assigned lock").as_mut() {
+                set.remove(&(topic.clone(), partition));
+            }
+            // no append of this process may start under the old ownership any more
+            let slot = inner.writer_slot(&topic, partition);
+            retire_writer(slot.lock().expect("writer slot").take());
+            tracing::info!(topic, partition, "the writer group revoked the partition");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (Rebalance::Assign(tpl), Some(inner)) = (rebalance, self.inner.upgrade()) else {
+            return;
+        };
+        // the group's consumer only takes part in assignments; it never fetches
+        if let Err(e) = consumer.pause(tpl) {
+            tracing::warn!(error = %e, "cannot pause the writer group's partitions");
+        }
+        for (topic, partition) in self.partitions(tpl) {
+            tracing::info!(topic, partition, "the writer group assigned the partition");
+            if let Some(set) = inner.assigned.lock().expect("assigned lock").as_mut() {
+                set.insert((topic, partition));
+            }
+        }
     }
 }
 
@@ -401,6 +588,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Inner {
+    fn is_assigned(&self, topic: &str, partition: u32) -> bool {
+        match &*self.assigned.lock().expect("assigned lock") {
+            None => true,
+            Some(set) => set.contains(&(topic.to_string(), partition)),
+        }
+    }
+
     fn kafka_topic(&self, topic: &str) -> String {
         let rest = topic.strip_prefix("taskledger.").unwrap_or(topic);
         format!("{}{rest}", self.config.topic_prefix)
@@ -424,6 +618,11 @@ impl Inner {
         partition: u32,
     ) -> Result<&'s mut PartitionWriter, LogError> {
         if slot.is_none() {
+            // in a group, only the engine's explicit acquisition (after which it folds the log
+            // before deciding) may take a partition, never an append on its own
+            if self.assigned.lock().expect("assigned lock").is_some() {
+                return Err(LogError::NotWriter);
+            }
             *slot = Some(self.acquire(topic, partition)?);
         }
         Ok(slot.as_mut().expect("just set"))
@@ -670,6 +869,20 @@ impl Inner {
         })
     }
 
+    /// Records the address an ownership marker announced for its epoch.
+    fn note_node(&self, topic: &str, partition: u32, epoch: u64, marker: &impl Message) {
+        let node = marker
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v.get("node").and_then(|n| n.as_str()).map(str::to_string));
+        if let Some(node) = node {
+            self.nodes
+                .lock()
+                .expect("nodes lock")
+                .insert((topic.to_string(), partition, epoch), node);
+        }
+    }
+
     fn with_index<T>(
         &self,
         topic: &str,
@@ -833,6 +1046,9 @@ impl Inner {
                         break;
                     }
                     let seen = classify(&msg);
+                    if let Seen::Marker(owner) = &seen {
+                        self.note_node(&topic, partition, owner.epoch, &msg);
+                    }
                     let valid = self.with_index(&topic, partition, |ix| ix.observe(offset, &seen));
                     last_seen = Some(offset);
                     next = offset + 1;
@@ -992,6 +1208,26 @@ impl EventLog for KafkaLog {
         let inner = self.inner.clone();
         let topic = topic.to_string();
         blocking(move || inner.end(&topic, partition)).await
+    }
+
+    fn assigned(&self, topic: &str, partition: u32) -> bool {
+        self.inner.is_assigned(topic, partition)
+    }
+
+    async fn acquire(&self, topic: &str, partition: u32) -> Result<(), LogError> {
+        KafkaLog::acquire(self, topic, partition).await.map(|_| ())
+    }
+
+    fn writer_address(&self, topic: &str, partition: u32) -> Option<String> {
+        let epoch = self.inner.with_index(topic, partition, |ix| {
+            ix.owner_before(u64::MAX).map(|o| o.epoch)
+        })?;
+        self.inner
+            .nodes
+            .lock()
+            .expect("nodes lock")
+            .get(&(topic.to_string(), partition, epoch))
+            .cloned()
     }
 }
 

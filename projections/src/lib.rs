@@ -8,9 +8,11 @@ pub mod audit;
 pub mod auth_view;
 pub mod embedded_log;
 pub mod engine;
+pub mod kafka_group;
 pub mod kafka_log;
 pub mod keys;
 pub mod queue_view;
+pub mod role;
 pub mod store;
 pub mod worker_manager_view;
 

@@ -12,13 +12,14 @@
 
 use crate::engine::{fold_log, FoldError};
 use crate::keys;
+use crate::role::{drive, WriterRole, Writes};
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use taskledger_core::codec;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
-use taskledger_core::log::{EventLog, Record};
+use taskledger_core::log::{EventLog, LogError, Record};
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{
     PoolError, Subject, Worker, WorkerCommand, WorkerEvent, WorkerManagerError, WorkerManagerState,
@@ -247,6 +248,7 @@ struct Job {
 pub struct WorkerManagerEngine {
     tx: mpsc::Sender<Job>,
     view: Arc<WorkerManagerView>,
+    role: WriterRole,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> WorkerManagerEngineError {
@@ -273,22 +275,61 @@ pub async fn catch_up_worker_manager<L: EventLog>(
     })
 }
 
+/// The worker-manager partition's writer loop (see `role::drive`).
+struct WorkerManagerWriter<L> {
+    view: Arc<WorkerManagerView>,
+    log: Arc<L>,
+}
+
+impl<L: EventLog + 'static> Writes for WorkerManagerWriter<L> {
+    type Job = Job;
+    type Log = L;
+    fn log(&self) -> &L {
+        &self.log
+    }
+    fn topic(&self) -> (&'static str, u32) {
+        (WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION)
+    }
+    async fn catch_up(&self) -> Result<u64, String> {
+        catch_up_worker_manager(&self.view, &*self.log)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn run(&self, job: Job) -> Option<u64> {
+        let result = write(&self.view, &*self.log, job.actor, job.command).await;
+        let failed = matches!(result, Err(WorkerManagerEngineError::Unavailable(_)));
+        let _ = job.reply.send(result);
+        match self.view.consumer_offset() {
+            Ok(position) if !failed => Some(position),
+            _ => None,
+        }
+    }
+    fn refuse(&self, job: Job) {
+        let _ = job.reply.send(Err(unavailable(LogError::NotWriter)));
+    }
+}
+
 impl WorkerManagerEngine {
-    /// Catches the projection up with the log, then starts the writer task.
+    /// Catches the projection up with the log, then starts the writer task, which writes
+    /// while the log assigns this process the partition and follows its writer otherwise.
     pub async fn start<L: EventLog + 'static>(
         view: Arc<WorkerManagerView>,
         log: Arc<L>,
     ) -> Result<WorkerManagerEngine, WorkerManagerEngineError> {
-        catch_up_worker_manager(&view, &*log).await?;
-        let (tx, mut rx) = mpsc::channel::<Job>(256);
-        let writer_view = view.clone();
-        tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                let result = write(&writer_view, &*log, job.actor, job.command).await;
-                let _ = job.reply.send(result);
-            }
-        });
-        Ok(WorkerManagerEngine { tx, view })
+        let end = catch_up_worker_manager(&view, &*log).await?;
+        let (tx, rx) = mpsc::channel::<Job>(256);
+        let role = WriterRole::new("worker-manager", end);
+        let writer = WorkerManagerWriter {
+            view: view.clone(),
+            log,
+        };
+        tokio::spawn(drive(writer, role.clone(), rx));
+        Ok(WorkerManagerEngine { tx, view, role })
+    }
+
+    /// Whether this process writes the worker-manager partition, and how far its projection is.
+    pub fn role(&self) -> &WriterRole {
+        &self.role
     }
 
     pub fn view(&self) -> &Arc<WorkerManagerView> {

@@ -191,7 +191,7 @@ impl Drop for Broker {
     }
 }
 
-fn no_retry_queue(server: &Server) -> Queue {
+pub(crate) fn no_retry_queue(server: &Server) -> Queue {
     Queue::new(
         ClientBuilder::new(&server.root_url)
             .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN))

@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod cluster;
 mod harness;
 mod kafka_log;
 mod layout;

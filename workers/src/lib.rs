@@ -22,16 +22,32 @@ use taskledger_core::queue::{QueueEvent, ReasonResolved};
 use taskledger_core::time::Millis;
 use taskledger_projections::engine::QUEUE_PARTITION;
 use taskledger_projections::keys::TimerKind;
+use taskledger_projections::role::WriterRole;
 use taskledger_projections::{Engine, Outcome, QueueCommand};
 
 /// Longest sleep between timer scans when nothing wakes the reactor earlier.
 const IDLE: Duration = Duration::from_secs(1);
+
+/// Returns at once when this process writes the partition; otherwise waits until it does
+/// (another node's reactors act meanwhile) and returns false, so the caller starts over.
+async fn writing(role: &WriterRole) -> bool {
+    if role.is_writer() {
+        return true;
+    }
+    let mut changes = role.writer_changes();
+    let _ = changes.wait_for(|w| *w).await;
+    false
+}
 
 /// Fires claim-expiry and deadline timers as they come due.
 pub async fn run_timers(engine: Engine) {
     let mut committed = engine.committed();
     let mut fired: HashSet<(Millis, u8, [u8; 16], u32)> = HashSet::new();
     loop {
+        if !writing(engine.role()).await {
+            fired.clear();
+            continue;
+        }
         let now = Millis::now();
         let due = match engine.view().due_timers(now, 512) {
             Ok(d) => d,
@@ -92,6 +108,9 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
     let mut committed = engine.committed();
     let view = engine.view().clone();
     loop {
+        if !writing(engine.role()).await {
+            continue;
+        }
         let offset = match view.consumer_offset(DEPENDENCY_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION) {
             Ok(o) => o,
             Err(e) => {
@@ -194,6 +213,9 @@ async fn on_event(
 pub async fn run_builtin_workers(engine: Engine) {
     let notify = engine.pending_notify();
     loop {
+        if !writing(engine.role()).await {
+            continue;
+        }
         let woken = notify.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
@@ -242,6 +264,9 @@ const CLIENT_EXPIRY_SCAN: Duration = Duration::from_secs(60);
 /// authenticating.
 pub async fn run_client_expiry(auth: taskledger_projections::AuthEngine) {
     loop {
+        if !writing(auth.role()).await {
+            continue;
+        }
         let now = Millis::now();
         let expired: Vec<String> = auth.view().read(|s| {
             s.clients

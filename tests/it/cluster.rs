@@ -1,0 +1,223 @@
+//! Several nodes on one Kafka log (`--kafka-group`): the writer group spreads the partitions,
+//! commands reaching a node that does not write their partition are forwarded to the writer,
+//! every node serves reads (and sees its forwarded commands at once), and when a writer dies
+//! its partitions move to a survivor, which carries on.
+
+use crate::harness::*;
+use crate::kafka_log::no_retry_queue;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskcluster::Queue;
+
+/// What every node of one group shares.
+fn node_env(prefix: &str) -> Vec<(String, String)> {
+    [
+        ("TASKLEDGER_KAFKA_BROKERS", kafka_bootstrap()),
+        ("TASKLEDGER_KAFKA_TOPIC_PREFIX", prefix.to_string()),
+        ("TASKLEDGER_KAFKA_GROUP", format!("{prefix}writers")),
+        ("TASKLEDGER_KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+        ("TASKLEDGER_KAFKA_TIMEOUT_MS", "5000".into()),
+        (
+            "TASKLEDGER_CRYPTO_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+        ),
+        (
+            "TASKLEDGER_QUEUE_ACCESS_TOKEN",
+            "it-cluster-queue-token".into(),
+        ),
+        ("TASKLEDGER_URL_SIGNING_KEY", "it-cluster-url-key".into()),
+        (
+            "TASKLEDGER_WORKER_MANAGER_ACCESS_TOKEN",
+            "it-cluster-worker-manager-token".into(),
+        ),
+        ("TASKLEDGER_CLAIM_TIMEOUT_SECS", "5".into()),
+        ("TASKLEDGER_CLAIM_WORK_POLL_SECS", "1".into()),
+        ("TASKLEDGER_CHECKPOINT_SECS", "0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The topics a node writes, from its `/metrics`.
+async fn written_by(server: &Server) -> HashSet<String> {
+    let Ok(r) = reqwest::get(format!("{}/metrics", server.root_url)).await else {
+        return HashSet::new();
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("taskledger_partition_writer{topic=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .filter(|(_, v)| *v == "1")
+        .map(|(t, _)| t.to_string())
+        .collect()
+}
+
+/// Waits until each of the three topics has exactly one writer among `nodes` and every node
+/// writes one (round-robin over three partitions); the writer of each topic (index into
+/// `nodes`).
+async fn settled(nodes: &[&Server]) -> HashMap<String, usize> {
+    eventually(Duration::from_secs(60), || async {
+        let mut writers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for t in written_by(n).await {
+                writers.entry(t).or_default().push(i);
+            }
+        }
+        let distinct: HashSet<usize> = writers.values().flatten().copied().collect();
+        let complete = writers.len() == 3
+            && writers.values().all(|w| w.len() == 1)
+            && distinct.len() == nodes.len().min(3);
+        complete.then(|| writers.into_iter().map(|(t, w)| (t, w[0])).collect())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
+    let prefix = fresh_topic_prefix();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Server::start_with(node_env(&prefix)).await);
+    }
+    let refs: Vec<&Server> = nodes.iter().collect();
+    let writers = settled(&refs).await;
+    let queue_writer = writers["taskledger.queue"];
+    let follower = (queue_writer + 1) % 3;
+
+    // a command on a follower is forwarded, and that follower reads its effect at once
+    let q = nodes[follower].queue();
+    let task_queue = fresh_queue();
+    let task_id = slugid::nice();
+    let created = q
+        .createTask(&task_id, &task_def(&task_queue, 600))
+        .await
+        .unwrap();
+    assert_eq!(created["status"]["state"], "pending");
+    assert_eq!(state_of(&q, &task_id).await["state"], "pending");
+    // errors come back from the writer with Taskcluster's body
+    let mut other = task_def(&task_queue, 600);
+    other["priority"] = json!("high");
+    let conflict = q.createTask(&task_id, &other).await.unwrap_err();
+    assert_eq!(status_of(&conflict), Some(409));
+
+    // load through every node: create, read back on the same node, claim, complete
+    let clients: Arc<Vec<Queue>> = Arc::new(nodes.iter().map(no_retry_queue).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool, Instant)>();
+    let mut loaders = Vec::new();
+    for n in 0..6usize {
+        let (clients, stop, tx, task_queue) = (
+            clients.clone(),
+            stop.clone(),
+            tx.clone(),
+            task_queue.clone(),
+        );
+        loaders.push(tokio::spawn(async move {
+            let mut at = n % 3;
+            while !stop.load(Ordering::Relaxed) {
+                let q = &clients[at];
+                let task_id = slugid::nice();
+                if q.createTask(&task_id, &task_def(&task_queue, 600))
+                    .await
+                    .is_err()
+                {
+                    at = (at + 1) % 3;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                let _ = tx.send((task_id.clone(), false, Instant::now()));
+                // read-your-writes on the node that answered, whoever wrote
+                if let Err(e) = q.status(&task_id).await {
+                    assert_ne!(status_of(&e), Some(404), "{task_id} unseen after its ack");
+                }
+                let body = json!({"workerGroup": "g", "workerId": format!("w{n}"), "tasks": 1});
+                let Ok(claimed) = q.claimWork(&task_queue, &body).await else {
+                    at = (at + 1) % 3;
+                    continue;
+                };
+                for claim in claimed["tasks"].as_array().cloned().unwrap_or_default() {
+                    let id = claim["status"]["taskId"].as_str().unwrap().to_string();
+                    let run = claim["runId"].as_u64().unwrap().to_string();
+                    if q.reportCompleted(&id, &run).await.is_ok() {
+                        let _ = tx.send((id, true, Instant::now()));
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nodes[queue_writer].kill();
+    let killed_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loaders {
+        l.await.expect("a loader failed");
+    }
+    let mut created = HashSet::new();
+    let mut completed_after_kill = 0;
+    let mut completed_before_kill = 0;
+    while let Some((id, done, at)) = rx.recv().await {
+        if !done {
+            created.insert(id);
+        } else if at > killed_at {
+            completed_after_kill += 1;
+        } else {
+            completed_before_kill += 1;
+        }
+    }
+    assert!(
+        completed_before_kill > 10,
+        "the load hardly ran: {completed_before_kill}"
+    );
+    assert!(
+        completed_after_kill > 0,
+        "nothing completed after the queue's writer died"
+    );
+    let survivors: Vec<&Server> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != queue_writer)
+        .map(|(_, n)| n)
+        .collect();
+    settled(&survivors).await;
+
+    // finish what is left (claims the dead node's loaders held expire and retry)
+    let q = survivors[0].queue();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut open = 0;
+        for id in &created {
+            if state_of(&q, id).await["state"] != "completed" {
+                open += 1;
+            }
+        }
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} acknowledged tasks never completed"
+        );
+        let body = json!({"workerGroup": "g", "workerId": "drain", "tasks": 32});
+        if let Ok(claimed) = q.claimWork(&task_queue, &body).await {
+            for claim in claimed["tasks"].as_array().cloned().unwrap_or_default() {
+                let id = claim["status"]["taskId"].as_str().unwrap();
+                let run = claim["runId"].as_u64().unwrap().to_string();
+                let _ = q.reportCompleted(id, &run).await;
+            }
+        }
+    }
+    // both survivors answer alike for every acknowledged task
+    let other = survivors[1].queue();
+    for id in &created {
+        eventually(Duration::from_secs(10), || async {
+            (state_of(&other, id).await["state"] == "completed").then_some(())
+        })
+        .await;
+    }
+}
