@@ -6,7 +6,8 @@
 //! signed, kept as is) and checks its scopes; nothing is trusted because it came from a node.
 //! The writer answers with the log position its projection stands at after the command; the
 //! forwarding node waits until its own projection has applied that position before it
-//! answers, so read-your-writes holds on every node. Reads (GET, HEAD) are always served
+//! answers, so read-your-writes holds on every node (after `CATCH_UP_PATIENCE` it answers
+//! anyway, with a warning in its log: the command did happen). Reads (GET, HEAD) are always served
 //! locally. When the writer is unknown or unreachable, the request runs locally, where the
 //! engine refuses the command and the caller gets Taskcluster's 503 body.
 
@@ -67,10 +68,18 @@ pub async fn forward(State(cluster): State<Arc<Cluster>>, req: Request, next: Ne
     if read || service.role.is_writer() {
         return next.run(req).await;
     }
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        // too large: the local handler refuses it with Taskcluster's body
+        return next.run(req).await;
+    }
     let writer = (service.writer)().filter(|w| *w != cluster.node_url);
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
-        // too large: the local handler refuses it with Taskcluster's body
+        // the body broke off or outgrew its declared length: the local handler answers
         return next.run(Request::from_parts(parts, Body::empty())).await;
     };
     if let Some(writer) = writer {

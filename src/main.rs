@@ -780,6 +780,12 @@ async fn run_services<L: EventLog + 'static>(
             ],
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                // a frozen writer must not hold requests forever; claimWork long-polls
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(
+                    Duration::from_secs(args.claim_work_poll_secs + 30)
+                        + Duration::from_millis(args.kafka_timeout_ms),
+                )
                 .build()
                 .context("building the forwarding HTTP client")?,
         }))

@@ -109,6 +109,12 @@ pub trait EventLog: Send + Sync {
         true
     }
 
+    /// Whether this process still holds the partition it took (a group's revocation, even one
+    /// followed at once by the same assignment, drops it, and the engine must take it again).
+    fn holds(&self, _topic: &str, _partition: u32) -> bool {
+        true
+    }
+
     /// Makes this process the partition's writer before it decides anything: afterwards no
     /// earlier writer can append, so a projection caught up from here on is the whole truth.
     /// A log with a single writer has nothing to take.

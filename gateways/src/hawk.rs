@@ -356,8 +356,8 @@ fn note_use(state: &AppState, issuer: &str) {
             .get(issuer)
             .is_some_and(|c| now.0 - c.last_date_used.0 >= USED_REFRESH_MS)
     });
-    // only the auth partition's writer records it (another node's requests do not reach it;
-    // its own will, within the refresh interval, on a node that writes)
+    // only the auth partition's writer records it: with several nodes, uses seen only by the
+    // others go unrecorded (lastDateUsed is advisory; a known gap)
     if !stale || !state.auth.role().is_writer() {
         return;
     }

@@ -399,11 +399,22 @@ impl KafkaLog {
         let inner = self.inner.clone();
         let topic = topic.to_string();
         blocking(move || {
+            let slot = inner.writer_slot(&topic, partition);
+            let mut slot = slot.lock().expect("writer slot");
+            // under the slot's lock: a revocation either came before (and this refuses) or
+            // waits for this and then retires what it took
             if !inner.is_assigned(&topic, partition) {
                 return Err(LogError::NotWriter);
             }
-            let slot = inner.writer_slot(&topic, partition);
-            let mut slot = slot.lock().expect("writer slot");
+            if let Some(held) = slot.as_ref() {
+                // still the latest owner? (another writer may have come and gone meanwhile)
+                let end = inner.end(&topic, partition)?;
+                inner.observe_until(&topic, partition, end)?;
+                let latest = inner.with_index(&topic, partition, |ix| ix.max_epoch());
+                if latest != held.owner.epoch {
+                    retire_writer(slot.take());
+                }
+            }
             if slot.is_none() {
                 *slot = Some(inner.acquire(&topic, partition)?);
             }
@@ -1212,6 +1223,20 @@ impl EventLog for KafkaLog {
 
     fn assigned(&self, topic: &str, partition: u32) -> bool {
         self.inner.is_assigned(topic, partition)
+    }
+
+    fn holds(&self, topic: &str, partition: u32) -> bool {
+        if self.inner.assigned.lock().expect("assigned lock").is_none() {
+            // a single writer takes its partition again within its next append
+            return true;
+        }
+        let slot = self.inner.writer_slot(topic, partition);
+        let held = match slot.try_lock() {
+            Ok(slot) => slot.is_some(),
+            // busy appending or being retired: the next append tells
+            Err(_) => true,
+        };
+        held
     }
 
     async fn acquire(&self, topic: &str, partition: u32) -> Result<(), LogError> {

@@ -105,7 +105,7 @@ where
 {
     let assigned = log.assigned(topic, partition);
     if role.is_writer() {
-        if assigned {
+        if assigned && log.holds(topic, partition) {
             return None;
         }
         role.set_writing(false);
@@ -143,9 +143,10 @@ pub trait Writes: Send + Sync + 'static {
     fn topic(&self) -> (&'static str, u32);
     /// Folds the log into the projection; the position reached.
     fn catch_up(&self) -> impl Future<Output = Result<u64, String>> + Send;
-    /// Decides, appends and applies one job and answers it; the position its projection then
-    /// stands at, or `None` when the log failed (this process may no longer write).
-    fn run(&self, job: Self::Job) -> impl Future<Output = Option<u64>> + Send;
+    /// Decides, appends and applies one job, publishes the position its projection then
+    /// stands at on `role` and only then answers it (a forwarded command's caller reads that
+    /// position); false when the log failed (this process may no longer write).
+    fn run(&self, job: Self::Job, role: &WriterRole) -> impl Future<Output = bool> + Send;
     /// Answers a job that arrived while this process does not write the partition.
     fn refuse(&self, job: Self::Job);
 }
@@ -169,9 +170,8 @@ pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receive
             writer.refuse(job);
             continue;
         }
-        match writer.run(job).await {
-            Some(position) => role.set_applied(position),
-            None => role.lost(),
+        if !writer.run(job, &role).await {
+            role.lost();
         }
     }
 }

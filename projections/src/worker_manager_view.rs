@@ -295,14 +295,14 @@ impl<L: EventLog + 'static> Writes for WorkerManagerWriter<L> {
             .await
             .map_err(|e| e.to_string())
     }
-    async fn run(&self, job: Job) -> Option<u64> {
+    async fn run(&self, job: Job, role: &WriterRole) -> bool {
         let result = write(&self.view, &*self.log, job.actor, job.command).await;
         let failed = matches!(result, Err(WorkerManagerEngineError::Unavailable(_)));
-        let _ = job.reply.send(result);
-        match self.view.consumer_offset() {
-            Ok(position) if !failed => Some(position),
-            _ => None,
+        if let Ok(position) = self.view.consumer_offset() {
+            role.set_applied(position);
         }
+        let _ = job.reply.send(result);
+        !failed
     }
     fn refuse(&self, job: Job) {
         let _ = job.reply.send(Err(unavailable(LogError::NotWriter)));

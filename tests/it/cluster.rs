@@ -60,7 +60,8 @@ async fn written_by(server: &Server) -> HashSet<String> {
 /// writes one (round-robin over three partitions); the writer of each topic (index into
 /// `nodes`).
 async fn settled(nodes: &[&Server]) -> HashMap<String, usize> {
-    eventually(Duration::from_secs(60), || async {
+    let start = Instant::now();
+    loop {
         let mut writers: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, n) in nodes.iter().enumerate() {
             for t in written_by(n).await {
@@ -71,9 +72,15 @@ async fn settled(nodes: &[&Server]) -> HashMap<String, usize> {
         let complete = writers.len() == 3
             && writers.values().all(|w| w.len() == 1)
             && distinct.len() == nodes.len().min(3);
-        complete.then(|| writers.into_iter().map(|(t, w)| (t, w[0])).collect())
-    })
-    .await
+        if complete {
+            return writers.into_iter().map(|(t, w)| (t, w[0])).collect();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the writers never settled: {writers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
