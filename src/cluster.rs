@@ -29,21 +29,22 @@ const CATCH_UP_PATIENCE: Duration = Duration::from_secs(10);
 /// Request bodies are limited as upstream's.
 const MAX_BODY: usize = taskledger_gateways::hawk::MAX_BODY;
 
-/// Where to find the writer of a service's partition.
-pub type WriterAddress = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+/// Where to find the writer of a topic's partition (`EventLog::writer_address`).
+pub type WriterAddress = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// One service's routes and its partition.
 pub struct Service {
     /// Path prefix, e.g. `/api/queue/v1/`.
     pub prefix: &'static str,
+    pub topic: &'static str,
     pub role: WriterRole,
-    pub writer: WriterAddress,
 }
 
 pub struct Cluster {
     /// This node's own address (as its ownership markers announce it).
     pub node_url: String,
     pub services: Vec<Service>,
+    pub writer: WriterAddress,
     pub http: reqwest::Client,
 }
 
@@ -59,7 +60,7 @@ pub async fn forward(State(cluster): State<Arc<Cluster>>, req: Request, next: Ne
     if req.headers().contains_key(FORWARDED) {
         // the writer's side: answer, and say how far the log is for the forwarding node
         let mut resp = next.run(req).await;
-        let position = *service.role.applied().borrow();
+        let position = service.role.position();
         resp.headers_mut()
             .insert(POSITION, HeaderValue::from(position));
         return resp;
@@ -76,7 +77,7 @@ pub async fn forward(State(cluster): State<Arc<Cluster>>, req: Request, next: Ne
         // too large: the local handler refuses it with Taskcluster's body
         return next.run(req).await;
     }
-    let writer = (service.writer)().filter(|w| *w != cluster.node_url);
+    let writer = (cluster.writer)(service.topic).filter(|w| *w != cluster.node_url);
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
         // the body broke off or outgrew its declared length: the local handler answers
@@ -193,7 +194,7 @@ pub async fn watch_writers(cluster: Arc<Cluster>, expel: Expel) {
             .services
             .iter()
             .filter(|s| !s.role.is_writer())
-            .filter_map(|s| (s.writer)())
+            .filter_map(|s| (cluster.writer)(s.topic))
             .filter(|w| *w != cluster.node_url)
             .collect();
         misses.retain(|w, _| writers.contains(w));

@@ -755,29 +755,21 @@ async fn run_services<L: EventLog + 'static>(
         (WORKER_MANAGER_TOPIC, state.worker_manager.role().clone()),
     ]);
     let cluster = if args.kafka_group.is_some() {
-        let writer = |topic: &'static str| -> cluster::WriterAddress {
-            let log = log.clone();
-            Arc::new(move || log.writer_address(topic, 0))
-        };
+        // the same order as `roles`
+        let prefixes = ["/api/queue/v1/", "/api/auth/v1/", "/api/worker-manager/v1/"];
+        let log = log.clone();
         Some(Arc::new(cluster::Cluster {
             node_url: args.node_url(),
-            services: vec![
-                cluster::Service {
-                    prefix: "/api/queue/v1/",
-                    role: state.engine.role().clone(),
-                    writer: writer(QUEUE_TOPIC),
-                },
-                cluster::Service {
-                    prefix: "/api/auth/v1/",
-                    role: state.auth.role().clone(),
-                    writer: writer(AUTH_TOPIC),
-                },
-                cluster::Service {
-                    prefix: "/api/worker-manager/v1/",
-                    role: state.worker_manager.role().clone(),
-                    writer: writer(WORKER_MANAGER_TOPIC),
-                },
-            ],
+            services: roles
+                .iter()
+                .zip(prefixes)
+                .map(|((topic, role), prefix)| cluster::Service {
+                    prefix,
+                    topic,
+                    role: role.clone(),
+                })
+                .collect(),
+            writer: Arc::new(move |topic: &str| log.writer_address(topic, 0)),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 // a frozen writer must not hold requests forever; claimWork long-polls

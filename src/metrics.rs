@@ -75,7 +75,7 @@ async fn render<L: EventLog>(
     for (topic, role) in roles {
         out.push_str(&format!(
             "taskledger_projection_position{{topic=\"{topic}\"}} {}\n",
-            *role.applied().borrow()
+            role.position()
         ));
     }
     if let Some(stats) = bridge {

@@ -436,23 +436,41 @@ impl KafkaLog {
         session_timeout: Duration,
     ) -> Result<(), LogError> {
         *self.inner.assigned.lock().expect("assigned lock") = Some(HashSet::new());
-        let member = GroupMember {
+        let names: HashMap<String, String> = topics
+            .iter()
+            .map(|t| (self.inner.kafka_topic(t), t.to_string()))
+            .collect();
+        let session_ms = session_timeout.as_millis().max(1000);
+        let context = GroupContext {
             inner: Arc::downgrade(&self.inner),
-            group: group.to_string(),
-            names: topics
-                .iter()
-                .map(|t| (self.inner.kafka_topic(t), t.to_string()))
-                .collect(),
-            session_ms: session_timeout.as_millis().max(1000),
+            names: names.clone(),
         };
-        let consumer = member.join()?;
+        let consumer: BaseConsumer<GroupContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.inner.config.brokers)
+            .set("group.id", group)
+            .set("client.id", &self.inner.config.node)
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("session.timeout.ms", session_ms.to_string())
+            .set("heartbeat.interval.ms", (session_ms / 4).to_string())
+            // also the rebalance timeout: a round waits this long for a member that does not
+            // rejoin (a dead one the broker has not expired) before it completes without it
+            .set("max.poll.interval.ms", session_ms.to_string())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "latest")
+            .set("enable.partition.eof", "false")
+            .create_with_context(context)
+            .map_err(unavailable)?;
+        let kafka_topics: Vec<&str> = names.keys().map(String::as_str).collect();
+        consumer.subscribe(&kafka_topics).map_err(unavailable)?;
         *self.inner.group.lock().expect("group lock") = Some(group.to_string());
+        let inner = Arc::downgrade(&self.inner);
         std::thread::Builder::new()
             .name("kafka-writer-group".into())
             .spawn(move || {
                 // polling serves rebalances; records (none: every assigned partition is
                 // paused) are ignored
-                while member.inner.strong_count() > 0 {
+                while inner.strong_count() > 0 {
                     let _ = consumer.poll(Duration::from_millis(100));
                 }
             })
@@ -494,45 +512,6 @@ impl KafkaLog {
             .map_err(unavailable)
         })
         .await
-    }
-}
-
-/// How this process joins the writer group.
-struct GroupMember {
-    inner: Weak<Inner>,
-    group: String,
-    /// Kafka topic name -> taskledger topic.
-    names: HashMap<String, String>,
-    session_ms: u128,
-}
-
-impl GroupMember {
-    /// A new member of the group, subscribed to the topics.
-    fn join(&self) -> Result<BaseConsumer<GroupContext>, LogError> {
-        let inner = self.inner.upgrade().ok_or(LogError::NotWriter)?;
-        let context = GroupContext {
-            inner: self.inner.clone(),
-            names: self.names.clone(),
-        };
-        let consumer: BaseConsumer<GroupContext> = ClientConfig::new()
-            .set("bootstrap.servers", &inner.config.brokers)
-            .set("group.id", &self.group)
-            .set("client.id", &inner.config.node)
-            .set("partition.assignment.strategy", "roundrobin")
-            .set("session.timeout.ms", self.session_ms.to_string())
-            .set("heartbeat.interval.ms", (self.session_ms / 4).to_string())
-            // also the rebalance timeout: a round waits this long for a member that does not
-            // rejoin (a dead one the broker has not expired) before it completes without it
-            .set("max.poll.interval.ms", self.session_ms.to_string())
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "latest")
-            .set("enable.partition.eof", "false")
-            .create_with_context(context)
-            .map_err(unavailable)?;
-        let topics: Vec<&str> = self.names.keys().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(unavailable)?;
-        Ok(consumer)
     }
 }
 
@@ -599,6 +578,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Inner {
+    /// Whether this process writes as one node of a group (else it is the single writer).
+    fn in_group(&self) -> bool {
+        self.assigned.lock().expect("assigned lock").is_some()
+    }
+
     fn is_assigned(&self, topic: &str, partition: u32) -> bool {
         match &*self.assigned.lock().expect("assigned lock") {
             None => true,
@@ -631,7 +615,7 @@ impl Inner {
         if slot.is_none() {
             // in a group, only the engine's explicit acquisition (after which it folds the log
             // before deciding) may take a partition, never an append on its own
-            if self.assigned.lock().expect("assigned lock").is_some() {
+            if self.in_group() {
                 return Err(LogError::NotWriter);
             }
             *slot = Some(self.acquire(topic, partition)?);
@@ -1226,7 +1210,7 @@ impl EventLog for KafkaLog {
     }
 
     fn holds(&self, topic: &str, partition: u32) -> bool {
-        if self.inner.assigned.lock().expect("assigned lock").is_none() {
+        if !self.inner.in_group() {
             // a single writer takes its partition again within its next append
             return true;
         }

@@ -57,6 +57,11 @@ impl WriterRole {
         self.applied.subscribe()
     }
 
+    /// The log position this process's projection has applied now.
+    pub fn position(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
     pub fn set_applied(&self, position: u64) {
         self.applied.send_if_modified(|p| {
             let moved = position > *p;
