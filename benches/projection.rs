@@ -35,8 +35,10 @@ fn bench(c: &mut Criterion) {
                 envs
             },
             |envs| {
+                let offsets: Vec<u64> = (offset..offset + envs.len() as u64).collect();
                 offset += envs.len() as u64;
-                view.apply("bench", "bench", 0, offset, &envs).unwrap();
+                view.apply("bench", "bench", 0, &offsets, offset, &envs)
+                    .unwrap();
             },
             criterion::BatchSize::SmallInput,
         )

@@ -180,6 +180,9 @@ enum AuditCmd {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Read the Kafka topic itself (every record, no server's index).
+        #[command(flatten)]
+        kafka: KafkaSource,
         #[command(flatten)]
         data: DataDir,
     },
@@ -188,6 +191,8 @@ enum AuditCmd {
         time: String,
         #[command(flatten)]
         entity: Entity,
+        #[command(flatten)]
+        kafka: KafkaSource,
         #[command(flatten)]
         data: DataDir,
     },
@@ -511,7 +516,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 "event log: embedded ({})",
                 args.data_dir.join("db").display()
             );
-            run_services(args, public_url, secrets, db, log, true, None).await
+            let walk = embedded_chain_walk(db.clone());
+            run_services(args, public_url, secrets, db, log, true, walk, None).await
         }
         Some(brokers) => {
             let config = KafkaConfig {
@@ -563,7 +569,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
                     }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
                 }) as cluster::Expel
             });
-            run_services(args, public_url, secrets, db, log, false, expel).await
+            let walk = kafka_chain_walk(log.clone());
+            run_services(args, public_url, secrets, db, log, false, walk, expel).await
         }
     }
 }
@@ -588,6 +595,7 @@ async fn run_services<L: EventLog + 'static>(
     db: Arc<rocksdb::DB>,
     log: Arc<L>,
     embedded: bool,
+    chain_walk: ChainWalk,
     expel: Option<cluster::Expel>,
 ) -> Result<()> {
     let Secrets {
@@ -597,7 +605,14 @@ async fn run_services<L: EventLog + 'static>(
         url_key,
         worker_manager_token,
     } = secrets;
-    let auth_view = Arc::new(AuthView::open(db.clone()).context("loading the auth projection")?);
+    // the embedded log indexes streams itself; on Kafka the projections do, for history
+    let mut auth_view = AuthView::open(db.clone()).context("loading the auth projection")?;
+    let mut view = QueueView::new(db.clone()).context("loading the queue projection")?;
+    if !embedded {
+        auth_view = auth_view.with_stream_index();
+        view = view.with_stream_index();
+    }
+    let auth_view = Arc::new(auth_view);
     let auth = AuthEngine::start(auth_view.clone(), log.clone())
         .await
         .context("starting the auth engine")?;
@@ -648,7 +663,6 @@ async fn run_services<L: EventLog + 'static>(
         clients.insert(static_client("tester", "no-secret", &["test:*"]));
     }
 
-    let view = QueueView::new(db.clone()).context("loading the queue projection")?;
     let limits = Limits {
         claim_timeout_ms: args.claim_timeout_secs as i64 * 1000,
         ..Limits::default()
@@ -686,6 +700,7 @@ async fn run_services<L: EventLog + 'static>(
     }
 
     let state = Arc::new(AppState {
+        records: log.clone(),
         engine,
         auth,
         clients,
@@ -726,7 +741,7 @@ async fn run_services<L: EventLog + 'static>(
     audit_stats
         .chain_ok
         .store(-1, std::sync::atomic::Ordering::Relaxed);
-    if args.checkpoint_secs > 0 && embedded {
+    if args.checkpoint_secs > 0 {
         use ring::signature::KeyPair;
         let key = checkpoint_key(&args.data_dir)?;
         let public: String = key
@@ -742,7 +757,7 @@ async fn run_services<L: EventLog + 'static>(
             file.display()
         );
         tokio::spawn(run_checkpoints(
-            db.clone(),
+            chain_walk,
             Arc::new(key),
             file,
             Duration::from_secs(args.checkpoint_secs),
@@ -1037,7 +1052,11 @@ async fn bridge_run(pulse_url: String, data: DataDir) -> Result<()> {
 
 /// `audit verify --checkpoints`: every checkpoint must be signed by the expected key and
 /// still match the log; exits 1 naming the first that does not.
-fn verify_checkpoints(db: &rocksdb::DB, path: &Path, public_key: Option<&str>) -> Result<()> {
+fn verify_checkpoints(
+    path: &Path,
+    public_key: Option<&str>,
+    mut check: impl FnMut(&taskledger_projections::audit::Checkpoint) -> Result<(), String>,
+) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if public_key.is_none() {
@@ -1057,7 +1076,7 @@ fn verify_checkpoints(db: &rocksdb::DB, path: &Path, public_key: Option<&str>) -
             Some(k) if !k.eq_ignore_ascii_case(&cp.public_key) => {
                 Err("signed by another key".to_string())
             }
-            _ => taskledger_projections::audit::verify_checkpoint(db, &cp),
+            _ => check(&cp),
         };
         if let Err(why) = verdict {
             eprintln!(
@@ -1100,10 +1119,66 @@ fn checkpoint_key(data_dir: &Path) -> Result<ring::signature::Ed25519KeyPair> {
         .map_err(|e| anyhow::anyhow!("the checkpoint key is not an Ed25519 PKCS#8 key: {e}"))
 }
 
-/// Every `every`: verify the chain, record the outcome for /metrics, and append signed
+/// One walk of the log's hash chains (every partition), as `run_checkpoints` repeats it.
+type ChainWalk = Box<
+    dyn FnMut() -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<taskledger_projections::audit::ChainReport>>
+                    + Send,
+            >,
+        > + Send,
+>;
+
+/// The embedded log's walk: the whole chain each time (it runs at ~1 M events/s).
+fn embedded_chain_walk(db: Arc<rocksdb::DB>) -> ChainWalk {
+    Box::new(move || {
+        let db = db.clone();
+        Box::pin(async move {
+            let report = tokio::task::spawn_blocking(move || {
+                taskledger_projections::audit::verify_chain(&db)
+            })
+            .await??;
+            Ok(report)
+        })
+    })
+}
+
+/// The Kafka topics' walk: each walk carries on from where the previous one stopped, so only
+/// new events are read (a restart walks from offset 0 once).
+fn kafka_chain_walk(log: Arc<KafkaLog>) -> ChainWalk {
+    use taskledger_projections::audit::{hex, BrokenLink, ChainReport};
+    use taskledger_projections::kafka_log::ChainCheck;
+    let walked = Arc::new(tokio::sync::Mutex::new(vec![
+        ChainCheck::start();
+        ALL_TOPICS.len()
+    ]));
+    Box::new(move || {
+        let (log, walked) = (log.clone(), walked.clone());
+        Box::pin(async move {
+            let mut walked = walked.lock().await;
+            let mut report = ChainReport::default();
+            for (topic, check) in ALL_TOPICS.iter().zip(walked.iter_mut()) {
+                *check = log.walk_chain(topic, 0, check.clone(), u64::MAX).await?;
+                report.partitions.push((topic.to_string(), 0, check.events));
+                report.heads.push(hex(&check.head));
+                if let Some(offset) = check.broken_at {
+                    report.broken.get_or_insert(BrokenLink {
+                        topic: topic.to_string(),
+                        partition: 0,
+                        offset,
+                        reason: "the chain link does not follow from the events before it".into(),
+                    });
+                }
+            }
+            Ok(report)
+        })
+    })
+}
+
+/// Every `every`: walk the chains, record the outcome for /metrics, and append signed
 /// checkpoints of the verified heads to `<data-dir>/checkpoints.jsonl`.
 async fn run_checkpoints(
-    db: Arc<rocksdb::DB>,
+    mut walk: ChainWalk,
     key: Arc<ring::signature::Ed25519KeyPair>,
     file: PathBuf,
     every: Duration,
@@ -1112,10 +1187,9 @@ async fn run_checkpoints(
     use std::sync::atomic::Ordering;
     loop {
         tokio::time::sleep(every).await;
-        let (db, key, file, stats) = (db.clone(), key.clone(), file.clone(), stats.clone());
-        let done = tokio::task::spawn_blocking(move || -> Result<()> {
+        let done = async {
+            let report = walk().await?;
             let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let (report, cps) = taskledger_projections::audit::checkpoints(&db, &key, &time)?;
             stats.verified_events.store(
                 report.partitions.iter().map(|p| p.2).sum(),
                 Ordering::Relaxed,
@@ -1123,7 +1197,7 @@ async fn run_checkpoints(
             stats
                 .last_run
                 .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
-            let Some(cps) = cps else {
+            let Some(cps) = taskledger_projections::audit::sign_heads(&report, &key, &time) else {
                 stats.chain_ok.store(0, Ordering::Relaxed);
                 if let Some(b) = report.broken {
                     tracing::error!(
@@ -1136,18 +1210,22 @@ async fn run_checkpoints(
                 return Ok(());
             };
             stats.chain_ok.store(1, Ordering::Relaxed);
-            use std::io::Write;
-            let mut out = std::fs::OpenOptions::new()
+            let mut lines = String::new();
+            for cp in cps {
+                lines.push_str(&serde_json::to_string(&cp)?);
+                lines.push('\n');
+            }
+            use tokio::io::AsyncWriteExt;
+            let mut out = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&file)?;
-            for cp in cps {
-                writeln!(out, "{}", serde_json::to_string(&cp)?)?;
-            }
-            Ok(())
-        })
+                .open(&file)
+                .await?;
+            out.write_all(lines.as_bytes()).await?;
+            anyhow::Ok(())
+        }
         .await;
-        if let Ok(Err(e)) | Err(e) = done.map_err(anyhow::Error::from) {
+        if let Err(e) = done {
             tracing::error!(error = %e, "checkpointing failed");
         }
     }
@@ -1276,15 +1354,18 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
         } => {
             let topics = ALL_TOPICS;
             if let Some(log) = rt.block_on(kafka.connect(&topics))? {
-                anyhow::ensure!(
-                    checkpoints.is_none(),
-                    "signed checkpoints cover the embedded log only"
-                );
+                if let Some(path) = checkpoints {
+                    verify_checkpoints(&path, public_key.as_deref(), |cp| {
+                        rt.block_on(audit::verify_kafka_checkpoint(&log, cp))
+                    })?;
+                }
                 return verify_kafka_chains(&log, &topics, rt);
             }
             let (db, _secondary) = open_read_only(&data)?;
             if let Some(path) = checkpoints {
-                verify_checkpoints(&db, &path, public_key.as_deref())?;
+                verify_checkpoints(&path, public_key.as_deref(), |cp| {
+                    audit::verify_checkpoint(&db, cp)
+                })?;
             }
             let started = Instant::now();
             let report = audit::verify_chain(&db)?;
@@ -1305,11 +1386,15 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
                 total as f64 / secs.max(1e-9)
             );
         }
-        AuditCmd::History { entity, json, data } => {
+        AuditCmd::History {
+            entity,
+            json,
+            kafka,
+            data,
+        } => {
             let (kind, id) = entity.kind_and_id();
-            let (db, _secondary) = open_read_only(&data)?;
-            let (topic, stream) = audit::stream_of(kind, &id).context("unknown entity kind")?;
-            let records = audit::stream_records(&db, topic, &stream)?;
+            let (topic, _) = audit::stream_of(kind, &id).context("unknown entity kind")?;
+            let records = entity_records(kind, &id, &kafka, &data, rt)?;
             anyhow::ensure!(!records.is_empty(), "no events for {kind} {id}");
             for r in &records {
                 let line = audit::record_json(topic, r)?;
@@ -1329,12 +1414,17 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
                 );
             }
         }
-        AuditCmd::AsOf { time, entity, data } => {
+        AuditCmd::AsOf {
+            time,
+            entity,
+            kafka,
+            data,
+        } => {
             let (kind, id) = entity.kind_and_id();
             let at = taskledger_core::time::Millis::parse_rfc3339(&time)
                 .with_context(|| format!("{time} is not an RFC 3339 time"))?;
-            let (db, _secondary) = open_read_only(&data)?;
-            let state = audit::as_of(&db, kind, &id, at)?.context("unknown entity kind")?;
+            let records = entity_records(kind, &id, &kafka, &data, rt)?;
+            let state = audit::as_of(&records, kind, &id, at)?.context("unknown entity kind")?;
             let value = match state {
                 audit::AsOf::Task(Some(t)) => taskledger_gateways::queue::json::status_json(&t),
                 audit::AsOf::TaskGroup(Some(g)) => serde_json::to_value(&g)?,
@@ -1346,6 +1436,25 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The records of one entity's stream, oldest first: from the Kafka topic when one is named
+/// (a scan of the whole partition), else through the data directory's stream index.
+fn entity_records(
+    kind: &str,
+    id: &str,
+    kafka: &KafkaSource,
+    data: &DataDir,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Vec<taskledger_core::log::Stored>> {
+    use taskledger_projections::audit;
+    let (topic, stream) = audit::stream_of(kind, id).context("unknown entity kind")?;
+    if let Some(log) = rt.block_on(kafka.connect(&[topic]))? {
+        return Ok(rt.block_on(audit::scan_stream(&log, topic, &stream))?);
+    }
+    let (db, _secondary) = open_read_only(data)?;
+    let log = EmbeddedLog::new(db.clone());
+    Ok(rt.block_on(audit::stream_records(&log, &db, topic, &stream))?)
 }
 
 fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
@@ -1369,7 +1478,8 @@ fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> 
             "{} exists; replay writes a fresh database",
             dir.display()
         );
-        let scratch = store::open(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let scratch =
+            store::open_scratch(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(

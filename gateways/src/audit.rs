@@ -41,7 +41,8 @@ async fn history(
         .run(async {
             let (topic, stream) = check(&auth, &kind, &id)?;
             let db = st.engine.view().db();
-            let events = audit::stream_records(db, topic, &stream)?
+            let events = audit::stream_records(&*st.records, db, topic, &stream)
+                .await?
                 .iter()
                 .map(|r| audit::record_json(topic, r))
                 .collect::<Result<Vec<Value>, _>>()?;
@@ -61,7 +62,7 @@ async fn as_of(
 ) -> Response {
     Call::new("asOf", json!({ "kind": kind, "id": id }))
         .run(async {
-            check(&auth, &kind, &id)?;
+            let (topic, stream) = check(&auth, &kind, &id)?;
             let q = query(&uri, &["time"])?;
             let at = q
                 .get("time")
@@ -69,7 +70,9 @@ async fn as_of(
                 .ok_or_else(|| {
                     ApiError::input("query parameter `time` must be an RFC 3339 time")
                 })?;
-            let state = audit::as_of(st.engine.view().db(), &kind, &id, at)?;
+            let db = st.engine.view().db();
+            let records = audit::stream_records(&*st.records, db, topic, &stream).await?;
+            let state = audit::as_of(&records, &kind, &id, at)?;
             let value = match state {
                 Some(AsOf::Task(Some(t))) => crate::queue::json::status_json(&t),
                 Some(AsOf::TaskGroup(Some(g))) => {

@@ -25,6 +25,8 @@ use taskledger_projections::{AuthEngine, Engine, WorkerManagerEngine};
 /// Everything handlers share.
 pub struct AppState {
     pub engine: Engine,
+    /// The event log, for reading the records of an entity's history.
+    pub records: Arc<dyn taskledger_projections::audit::RecordReader>,
     /// The auth service's writer (and, through it, the auth projection).
     pub auth: AuthEngine,
     /// Static clients plus the auth projection's clients; expands scopes through roles.

@@ -6,8 +6,9 @@
 //! and, through a secondary instance (`store::open_secondary`), beside a running one.
 
 use crate::auth_view::{AuthView, AUTH_CONSUMER, AUTH_PARTITION};
-use crate::embedded_log::{chain_link, EmbeddedLog, Entry, CHAIN_START};
+use crate::embedded_log::{chain_link, EmbeddedLog, CHAIN_START};
 use crate::engine::{QUEUE_PARTITION, VIEW_CONSUMER};
+use crate::kafka_log::{ChainCheck, KafkaLog};
 use crate::keys;
 use crate::queue_view::QueueView;
 use crate::store::{cf, StoreError};
@@ -16,11 +17,13 @@ use crate::worker_manager_view::{
 };
 use rocksdb::{Direction, IteratorMode, DB};
 use serde_json::{json, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
-use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
+use taskledger_core::log::{EventLog, LogError, Stored, QUEUE_TOPIC};
 use taskledger_core::queue::QueueEvent;
 use taskledger_core::worker_manager::{WorkerEvent, WORKER_MANAGER_TOPIC};
 
@@ -128,10 +131,11 @@ pub fn stream_of(kind: &str, id: &str) -> Option<(&'static str, String)> {
     }
 }
 
-/// Every record of one stream, oldest first, through the stream index.
-pub fn stream_records(db: &DB, topic: &str, stream: &str) -> Result<Vec<Stored>, StoreError> {
+/// The offsets of one stream's records, increasing, from the stream index: the embedded log
+/// writes it with each append; on Kafka the projections write it as they fold (in the same
+/// batch as their state), so it lists exactly the records that count.
+pub fn stream_offsets(db: &DB, topic: &str, stream: &str) -> Result<Vec<u64>, StoreError> {
     let index = cf(db, keys::CF_LOG_INDEX)?;
-    let log = cf(db, keys::CF_LOG)?;
     let prefix = keys::log_index_prefix(topic, 0, stream);
     let mut out = Vec::new();
     for item in db.iterator_cf(index, IteratorMode::From(&prefix, Direction::Forward)) {
@@ -139,18 +143,100 @@ pub fn stream_records(db: &DB, topic: &str, stream: &str) -> Result<Vec<Stored>,
         if !k.starts_with(&prefix) {
             break;
         }
-        let Some(offset) = keys::offset_from_log_key(&k) else {
-            continue;
-        };
-        if let Some(bytes) = db.get_cf(log, keys::log_key(topic, 0, offset))? {
-            let entry: Entry = codec::decode(&bytes)?;
-            out.push(Stored {
-                partition: 0,
-                offset,
-                key: entry.key,
-                value: entry.value,
-            });
+        if let Some(offset) = keys::offset_from_log_key(&k) {
+            out.push(offset);
         }
+    }
+    Ok(out)
+}
+
+/// How far apart two wanted records may lie and still be fetched by one read.
+const NEARBY: u64 = 64;
+
+/// The records at `offsets` (increasing) of a topic's partition 0, read from the log itself;
+/// records close together come in one read. A wanted offset the log does not hold is an error.
+pub async fn records_at<L: EventLog + ?Sized>(
+    log: &L,
+    topic: &str,
+    offsets: &[u64],
+) -> Result<Vec<Stored>, StoreError> {
+    let mut out = Vec::with_capacity(offsets.len());
+    let mut i = 0;
+    while i < offsets.len() {
+        let from = offsets[i];
+        let mut last = i;
+        while last + 1 < offsets.len() && offsets[last + 1] - from < NEARBY {
+            last += 1;
+        }
+        let span = (offsets[last] - from + 1) as usize;
+        let batch = log.read(topic, 0, from, span).await?;
+        let before = i;
+        for r in batch.records {
+            while i <= last && offsets[i] < r.offset {
+                i += 1;
+            }
+            if i <= last && offsets[i] == r.offset {
+                out.push(r);
+                i += 1;
+            }
+        }
+        if i == before {
+            return Err(StoreError::Log(LogError::Corrupt(format!(
+                "{topic}: the log has no record at offset {from}"
+            ))));
+        }
+    }
+    Ok(out)
+}
+
+/// Reading records by offset from whichever log a server runs on (`EventLog` itself is not
+/// object safe).
+pub trait RecordReader: Send + Sync {
+    fn read_at<'a>(
+        &'a self,
+        topic: &'a str,
+        offsets: &'a [u64],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Stored>, StoreError>> + Send + 'a>>;
+}
+
+impl<L: EventLog> RecordReader for L {
+    fn read_at<'a>(
+        &'a self,
+        topic: &'a str,
+        offsets: &'a [u64],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Stored>, StoreError>> + Send + 'a>> {
+        Box::pin(records_at(self, topic, offsets))
+    }
+}
+
+/// Every record of one stream, oldest first: the stream index of `db`, the records from `log`.
+pub async fn stream_records(
+    log: &dyn RecordReader,
+    db: &DB,
+    topic: &str,
+    stream: &str,
+) -> Result<Vec<Stored>, StoreError> {
+    let offsets = stream_offsets(db, topic, stream)?;
+    log.read_at(topic, &offsets).await
+}
+
+/// Every record of one stream, found by reading the whole partition: what an auditor does who
+/// trusts no server's index (`audit history --kafka-brokers`).
+pub async fn scan_stream<L: EventLog>(
+    log: &L,
+    topic: &str,
+    stream: &str,
+) -> Result<Vec<Stored>, StoreError> {
+    let end = log.end_offset(topic, 0).await?;
+    let mut offset = 0;
+    let mut out = Vec::new();
+    while offset < end {
+        let batch = log.read(topic, 0, offset, 8192).await?;
+        if batch.next <= offset {
+            break;
+        }
+        out.extend(batch.records.into_iter().filter(|r| r.key == stream));
+        offset = batch.next;
     }
     Ok(out)
 }
@@ -307,8 +393,63 @@ pub fn replay(
     ))
 }
 
+/// Events a rebuild reads, decodes and folds at a time: large, so a fold sees most of a
+/// task's life and its pending, claim and timer keys come and go without reaching the
+/// database.
+const REBUILD_BATCH: usize = 32_768;
+
+/// One read's worth of decoded events, on its way from the reading task to the folding thread.
+enum Decoded {
+    Queue(Vec<Envelope<QueueEvent>>),
+    Auth(Vec<Envelope<AuthEvent>>),
+    WorkerManager(Vec<Envelope<WorkerEvent>>),
+}
+
+/// The rebuilt projection, folding on a thread of its own.
+enum Rebuilt {
+    Queue(QueueView),
+    Auth(AuthView),
+    WorkerManager(WorkerManagerView),
+}
+
+impl Rebuilt {
+    fn apply(&self, offsets: &[u64], next: u64, decoded: &Decoded) -> Result<(), StoreError> {
+        match (self, decoded) {
+            (Rebuilt::Queue(q), Decoded::Queue(envs)) => q.apply(
+                VIEW_CONSUMER,
+                QUEUE_TOPIC,
+                QUEUE_PARTITION,
+                offsets,
+                next,
+                envs,
+            ),
+            (Rebuilt::Auth(a), Decoded::Auth(envs)) => a.apply(offsets, next, envs),
+            (Rebuilt::WorkerManager(w), Decoded::WorkerManager(envs)) => {
+                w.apply(offsets, next, envs)
+            }
+            _ => unreachable!("events are decoded for the projection being rebuilt"),
+        }
+    }
+
+    fn decode(&self, records: &[Stored]) -> Result<Decoded, StoreError> {
+        fn all<E: serde::de::DeserializeOwned>(
+            records: &[Stored],
+        ) -> Result<Vec<Envelope<E>>, StoreError> {
+            records
+                .iter()
+                .map(|r| codec::decode::<Envelope<E>>(&r.value).map_err(StoreError::from))
+                .collect()
+        }
+        Ok(match self {
+            Rebuilt::Queue(_) => Decoded::Queue(all(records)?),
+            Rebuilt::Auth(_) => Decoded::Auth(all(records)?),
+            Rebuilt::WorkerManager(_) => Decoded::WorkerManager(all(records)?),
+        })
+    }
+}
+
 /// `replay` reading the events from `log` (embedded or Kafka); the live projections are in
-/// `live`.
+/// `live`. Reading and decoding run here while a thread of its own folds the previous batch.
 pub async fn replay_from<L: EventLog>(
     log: &L,
     live: &Arc<DB>,
@@ -334,20 +475,38 @@ pub async fn replay_from<L: EventLog>(
         Some(b) => u64::from_be_bytes(b.as_slice().try_into().unwrap_or([0; 8])),
         None => 0,
     };
-    let queue = (projection == "queue")
-        .then(|| QueueView::new(scratch.clone()))
-        .transpose()?;
-    let auth = (projection == "auth")
-        .then(|| AuthView::open(scratch.clone()))
-        .transpose()?;
-    let worker_manager = (projection == "worker-manager")
-        .then(|| WorkerManagerView::open(scratch.clone()))
-        .transpose()?;
+    let rebuilt = match projection {
+        "auth" => Rebuilt::Auth(AuthView::open(scratch.clone())?),
+        "worker-manager" => Rebuilt::WorkerManager(WorkerManagerView::open(scratch.clone())?),
+        _ => Rebuilt::Queue(QueueView::new(scratch.clone())?.for_rebuild()),
+    };
+    let rebuilt = Arc::new(rebuilt);
+    // two batches in flight: one folding, one decoded and waiting
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u64>, u64, Decoded)>(1);
+    let folder = {
+        let rebuilt = rebuilt.clone();
+        std::thread::spawn(move || -> Result<(), StoreError> {
+            for (offsets, next, decoded) in rx {
+                rebuilt.apply(&offsets, next, &decoded)?;
+            }
+            if let Rebuilt::Queue(q) = &*rebuilt {
+                q.flush()?;
+            }
+            Ok(())
+        })
+    };
     let mut offset = 0u64;
     let mut events = 0u64;
+    let mut read_error = None;
     while offset < live_offset {
-        let max = (live_offset - offset).min(8192) as usize;
-        let batch = log.read(topic, partition, offset, max).await?;
+        let max = (live_offset - offset).min(REBUILD_BATCH as u64) as usize;
+        let batch = match log.read(topic, partition, offset, max).await {
+            Ok(b) => b,
+            Err(e) => {
+                read_error = Some(StoreError::from(e));
+                break;
+            }
+        };
         if batch.next <= offset {
             break;
         }
@@ -360,29 +519,26 @@ pub async fn replay_from<L: EventLog>(
             .collect();
         events += records.len() as u64;
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
-        if let Some(q) = &queue {
-            let envs = records
-                .iter()
-                .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value))
-                .collect::<Result<Vec<_>, _>>()?;
-            q.apply(VIEW_CONSUMER, topic, partition, next, &envs)?;
-        }
-        if let Some(a) = &auth {
-            let envs = records
-                .iter()
-                .map(|r| codec::decode::<Envelope<AuthEvent>>(&r.value))
-                .collect::<Result<Vec<_>, _>>()?;
-            a.apply(&offsets, next, &envs)?;
-        }
-        if let Some(w) = &worker_manager {
-            let envs = records
-                .iter()
-                .map(|r| codec::decode::<Envelope<WorkerEvent>>(&r.value))
-                .collect::<Result<Vec<_>, _>>()?;
-            w.apply(&offsets, next, &envs)?;
+        let decoded = match rebuilt.decode(&records) {
+            Ok(d) => d,
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        };
+        if tx.send((offsets, next, decoded)).is_err() {
+            // the folder stopped on an error, which joining it reports
+            break;
         }
         offset = next;
         progress(offset, live_offset);
+    }
+    drop(tx);
+    folder
+        .join()
+        .map_err(|_| StoreError::Log(LogError::Corrupt("the folding thread panicked".into())))??;
+    if let Some(e) = read_error {
+        return Err(e);
     }
     let seconds = started.elapsed().as_secs_f64();
     let cfs = projection_cfs(projection);
@@ -425,23 +581,20 @@ pub enum AsOf {
     Role(Option<taskledger_core::access::Role>),
 }
 
-/// Folds the events of `kind`/`id` whose time is at or before `at` (time travel).
+/// The entity `kind`/`id` as of `at`, folded from its stream's `records` (oldest first): only
+/// events whose time is at or before `at` count (time travel). None for an unknown kind.
 pub fn as_of(
-    db: &DB,
+    records: &[Stored],
     kind: &str,
     id: &str,
     at: taskledger_core::time::Millis,
 ) -> Result<Option<AsOf>, StoreError> {
     use taskledger_core::queue::{Task, TaskGroup};
-    let Some((topic, stream)) = stream_of(kind, id) else {
-        return Ok(None);
-    };
-    let records = stream_records(db, topic, &stream)?;
     Ok(Some(match kind {
         "task" | "task-group" => {
             let mut task: Option<Task> = None;
             let mut group: Option<TaskGroup> = None;
-            for r in &records {
+            for r in records {
                 let env: Envelope<QueueEvent> = codec::decode(&r.value)?;
                 if env.time > at {
                     break;
@@ -472,9 +625,9 @@ pub fn as_of(
                 AsOf::TaskGroup(group)
             }
         }
-        _ => {
+        "client" | "role" => {
             let mut state = taskledger_core::access::AuthState::default();
-            for r in &records {
+            for r in records {
                 let env: Envelope<AuthEvent> = codec::decode(&r.value)?;
                 if env.time > at {
                     break;
@@ -487,6 +640,7 @@ pub fn as_of(
                 AsOf::Role(state.roles.remove(id))
             }
         }
+        _ => return Ok(None),
     }))
 }
 
@@ -572,8 +726,18 @@ pub fn checkpoints(
     time: &str,
 ) -> Result<(ChainReport, Option<Vec<Checkpoint>>), StoreError> {
     let report = verify_chain(db)?;
+    let cps = sign_heads(&report, key, time);
+    Ok((report, cps))
+}
+
+/// Signs the heads a chain walk verified; `None` if it found a break.
+pub fn sign_heads(
+    report: &ChainReport,
+    key: &ring::signature::Ed25519KeyPair,
+    time: &str,
+) -> Option<Vec<Checkpoint>> {
     if report.broken.is_some() {
-        return Ok((report, None));
+        return None;
     }
     let cps = report
         .partitions
@@ -583,7 +747,38 @@ pub fn checkpoints(
             Checkpoint::sign(key, topic, *partition, *count, head, time)
         })
         .collect();
-    Ok((report, Some(cps)))
+    Some(cps)
+}
+
+/// Checks a checkpoint against a Kafka topic: the signature, then the chain of the first
+/// `count` valid events (each one's link header recomputed) must end in the signed head.
+pub async fn verify_kafka_checkpoint(log: &KafkaLog, cp: &Checkpoint) -> Result<(), String> {
+    if !cp.signature_ok() {
+        return Err("the signature does not hold".into());
+    }
+    let check = log
+        .walk_chain(&cp.topic, cp.partition, ChainCheck::start(), cp.count)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(offset) = check.broken_at {
+        return Err(format!(
+            "the chain breaks at offset {offset}, after {} events",
+            check.events
+        ));
+    }
+    if check.events < cp.count {
+        return Err(format!(
+            "the topic holds {} events, {} were signed",
+            check.events, cp.count
+        ));
+    }
+    if hex(&check.head) != cp.head {
+        return Err(format!(
+            "the first {} events no longer chain to the signed head",
+            cp.count
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a checkpoint against the log: the signature, then the chain recomputed from the

@@ -68,6 +68,9 @@ pub struct AuthView {
     /// Bumped on every role change; an expansion computed under an older generation is not
     /// cached (it may have read the roles before the change).
     generation: AtomicU64,
+    /// Write the stream index (`log_index`) as events are folded, for a log that does not
+    /// keep one in this database (Kafka).
+    index_streams: bool,
 }
 
 fn decode_err(e: codec::CodecError) -> StoreError {
@@ -106,6 +109,7 @@ impl AuthView {
             expanded: Mutex::new(HashMap::new()),
             finals: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            index_streams: false,
         })
     }
 
@@ -214,6 +218,12 @@ impl AuthView {
         )
     }
 
+    /// This view also records which stream each folded event belongs to (see `index_streams`).
+    pub fn with_stream_index(mut self) -> AuthView {
+        self.index_streams = true;
+        self
+    }
+
     /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
     pub fn apply(
         &self,
@@ -234,6 +244,13 @@ impl AuthView {
             let event = &env.payload;
             inner.state.apply(event, env.time);
             inner.sequences.insert(env.stream_id.clone(), env.sequence);
+            if self.index_streams {
+                batch.put_cf(
+                    cf(&self.db, keys::CF_LOG_INDEX)?,
+                    keys::log_index(AUTH_TOPIC, AUTH_PARTITION, &env.stream_id, offset),
+                    [],
+                );
+            }
             batch.put_cf(
                 auth,
                 keys::auth_stream(&env.stream_id),

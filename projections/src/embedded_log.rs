@@ -222,23 +222,27 @@ impl EmbeddedLog {
         let prefix = keys::log_prefix(topic, partition);
         let start = keys::log_key(topic, partition, offset);
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item.map_err(unavailable)?;
-            if !k.starts_with(&prefix) || out.len() >= max {
+        // a raw iterator lends each key and value instead of copying them into boxes
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(&start);
+        while out.len() < max {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(&prefix) {
                 break;
             }
-            let entry: Entry = codec::decode(&v).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            let entry: Entry = codec::decode(v).map_err(|e| LogError::Corrupt(e.to_string()))?;
             out.push(Stored {
                 partition,
-                offset: keys::offset_from_log_key(&k)
+                offset: keys::offset_from_log_key(k)
                     .ok_or_else(|| LogError::Corrupt("bad log key".into()))?,
                 key: entry.key,
                 value: entry.value,
             });
+            it.next();
         }
+        it.status().map_err(unavailable)?;
         Ok(out)
     }
 }

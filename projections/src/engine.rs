@@ -303,12 +303,23 @@ impl From<FoldError> for EngineError {
 /// Applies every log record the projection has not seen yet; returns the log's end offset.
 pub async fn catch_up<L: EventLog>(view: &QueueView, log: &L) -> Result<u64, EngineError> {
     let from = view.consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)?;
-    Ok(
-        fold_log(log, QUEUE_TOPIC, QUEUE_PARTITION, from, |_, next, envs| {
-            view.apply(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION, next, envs)
-        })
-        .await?,
+    Ok(fold_log(
+        log,
+        QUEUE_TOPIC,
+        QUEUE_PARTITION,
+        from,
+        |offsets, next, envs| {
+            view.apply(
+                VIEW_CONSUMER,
+                QUEUE_TOPIC,
+                QUEUE_PARTITION,
+                offsets,
+                next,
+                envs,
+            )
+        },
     )
+    .await?)
 }
 
 struct Writer<L> {
@@ -581,6 +592,7 @@ impl<L: EventLog + 'static> Writer<L> {
                 VIEW_CONSUMER,
                 QUEUE_TOPIC,
                 QUEUE_PARTITION,
+                &appended.offsets,
                 appended.next,
                 envelopes,
             )?;

@@ -76,7 +76,7 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The outcome of walking a partition's hash chain.
+/// The outcome of walking a partition's hash chain; also where a later walk carries on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChainCheck {
     /// Valid events walked (up to the break, if any).
@@ -85,6 +85,20 @@ pub struct ChainCheck {
     pub head: [u8; 32],
     /// The offset of the first event whose link does not follow from its predecessor.
     pub broken_at: Option<u64>,
+    /// The offset a walk continuing this one starts from.
+    pub next: u64,
+}
+
+impl ChainCheck {
+    /// Before the partition's first event.
+    pub fn start() -> ChainCheck {
+        ChainCheck {
+            events: 0,
+            head: CHAIN_START,
+            broken_at: None,
+            next: 0,
+        }
+    }
 }
 
 /// How a node reaches Kafka.
@@ -362,22 +376,37 @@ impl KafkaLog {
     /// Walks a partition's valid events from offset 0 and checks that each one's chain header
     /// follows from its predecessor (`audit verify` on Kafka).
     pub async fn verify_chain(&self, topic: &str, partition: u32) -> Result<ChainCheck, LogError> {
+        self.walk_chain(topic, partition, ChainCheck::start(), u64::MAX)
+            .await
+    }
+
+    /// Carries the walk `from` on up to the partition's current end, or until `limit` events
+    /// were walked in all; stops at the first link that does not follow. Walking on from an
+    /// earlier result checks only what came since (the periodic checkpoints).
+    pub async fn walk_chain(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: ChainCheck,
+        limit: u64,
+    ) -> Result<ChainCheck, LogError> {
         let inner = self.inner.clone();
         let topic = topic.to_string();
         blocking(move || {
             let end = inner.end(&topic, partition)?;
-            let mut check = ChainCheck {
-                events: 0,
-                head: CHAIN_START,
-                broken_at: None,
-            };
-            let mut offset = 0;
-            while offset < end {
-                let fetched = inner.fetch(&topic, partition, offset, 4096, end)?;
-                if fetched.batch.next <= offset {
+            let mut check = from;
+            while check.broken_at.is_none() && check.events < limit && check.next < end {
+                let want = (limit - check.events).min(4096) as usize;
+                let fetched = inner.fetch(&topic, partition, check.next, want, end)?;
+                if fetched.batch.next <= check.next {
                     break;
                 }
+                let mut next = fetched.batch.next;
                 for (r, claimed) in fetched.batch.records.iter().zip(&fetched.links) {
+                    if check.events == limit {
+                        next = r.offset;
+                        break;
+                    }
                     let expected = chain_link(&check.head, &r.key, &r.value);
                     if *claimed != Some(expected) {
                         check.broken_at = Some(r.offset);
@@ -386,7 +415,7 @@ impl KafkaLog {
                     check.head = expected;
                     check.events += 1;
                 }
-                offset = fetched.batch.next;
+                check.next = next;
             }
             Ok(check)
         })

@@ -19,6 +19,16 @@ pub enum StoreError {
 
 /// Opens (or creates) the database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
+    open_tuned(dir, false)
+}
+
+/// Creates a database that a rebuild (`replay`) fills from offset zero: larger memtables, so
+/// fewer flushes compete with the rebuild for the cores.
+pub fn open_scratch(dir: &Path) -> Result<Arc<DB>, StoreError> {
+    open_tuned(dir, true)
+}
+
+fn open_tuned(dir: &Path, bulk: bool) -> Result<Arc<DB>, StoreError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -33,7 +43,7 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
         table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
         let mut cf = Options::default();
-        cf.set_write_buffer_size(32 << 20);
+        cf.set_write_buffer_size(if bulk { 128 << 20 } else { 32 << 20 });
         cf.set_block_based_table_factory(&table);
         cf.set_memtable_prefix_bloom_ratio(0.02);
         cf.set_memtable_whole_key_filtering(true);

@@ -56,9 +56,16 @@ fn pause() -> chrono::DateTime<chrono::Utc> {
     t
 }
 
-#[tokio::test]
-async fn history_time_travel_replay_and_tamper_evidence() {
-    let mut s = Server::start(&[]).await;
+/// The instants a task passed through, and the state of its runs at each.
+struct TaskLife {
+    task_id: String,
+    /// Before the task existed.
+    before: chrono::DateTime<chrono::Utc>,
+    states: Vec<(chrono::DateTime<chrono::Utc>, Value)>,
+}
+
+/// Creates a task, claims it, fails it, reruns it and completes it, noting the instants between.
+async fn run_a_task_through_its_life(s: &Server) -> TaskLife {
     let q = s.queue();
     let tq = fresh_queue();
     let task_id = slugid::nice();
@@ -77,6 +84,84 @@ async fn history_time_travel_replay_and_tamper_evidence() {
     q.claimWork(&tq, &worker_body(1)).await.unwrap();
     q.reportCompleted(&task_id, "1").await.unwrap();
     let t_done = pause();
+    TaskLife {
+        task_id,
+        before,
+        states: vec![
+            (t_pending, json!(["pending"])),
+            (t_running, json!(["running"])),
+            (t_failed, json!(["failed"])),
+            (t_rerun, json!(["failed", "pending"])),
+            (t_done, json!(["failed", "completed"])),
+        ],
+    }
+}
+
+fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The audit API answers the task's state as of each instant and its whole history.
+async fn check_history_over_http(s: &Server, life: &TaskLife) {
+    let task_id = &life.task_id;
+    for (at, runs) in &life.states {
+        let path = format!("/api/audit/v1/as-of/task/{task_id}?time={}", iso(*at));
+        let (status, body) = get_json(&signed(s, &path)).await;
+        assert_eq!(status, 200, "{body}");
+        let got: Vec<Value> = body["state"]["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["state"].clone())
+            .collect();
+        assert_eq!(&Value::Array(got), runs, "as of {at}");
+    }
+    let path = format!(
+        "/api/audit/v1/as-of/task/{task_id}?time={}",
+        iso(life.before)
+    );
+    assert_eq!(get_json(&signed(s, &path)).await.0, 404);
+    // without credentials: 403
+    let (status, _) = get_json(&format!(
+        "{}/api/audit/v1/history/task/{task_id}",
+        s.root_url
+    ))
+    .await;
+    assert_eq!(status, 403);
+
+    // history over HTTP: every event of the task, in order, with its actor
+    let (status, body) =
+        get_json(&signed(s, &format!("/api/audit/v1/history/task/{task_id}"))).await;
+    assert_eq!(status, 200, "{body}");
+    let types: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, TASK_LIFE_EVENTS);
+    assert_eq!(
+        body["events"][0]["envelope"]["actor"]["client_id"],
+        "static/taskcluster/root"
+    );
+}
+
+const TASK_LIFE_EVENTS: [&str; 7] = [
+    "TaskDefined",
+    "RunScheduled",
+    "RunClaimed",
+    "RunResolved",
+    "RunScheduled",
+    "RunClaimed",
+    "RunResolved",
+];
+
+#[tokio::test]
+async fn history_time_travel_replay_and_tamper_evidence() {
+    let mut s = Server::start(&[]).await;
+    let life = run_a_task_through_its_life(&s).await;
+    let task_id = &life.task_id;
+    let t_running = life.states[1].0;
 
     // a client whose token must never show up in audit output
     let created = Auth::new(
@@ -92,78 +177,14 @@ async fn history_time_travel_replay_and_tamper_evidence() {
     .unwrap();
     let token = created["accessToken"].as_str().unwrap().to_string();
 
-    // time travel over HTTP: the state as of each instant
-    let states = [
-        (t_pending, json!(["pending"])),
-        (t_running, json!(["running"])),
-        (t_failed, json!(["failed"])),
-        (t_rerun, json!(["failed", "pending"])),
-        (t_done, json!(["failed", "completed"])),
-    ];
-    for (at, runs) in states {
-        let path = format!(
-            "/api/audit/v1/as-of/task/{task_id}?time={}",
-            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        );
-        let (status, body) = get_json(&signed(&s, &path)).await;
-        assert_eq!(status, 200, "{body}");
-        let got: Vec<Value> = body["state"]["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["state"].clone())
-            .collect();
-        assert_eq!(Value::Array(got), runs, "as of {at}");
-    }
-    let path = format!(
-        "/api/audit/v1/as-of/task/{task_id}?time={}",
-        before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    );
-    assert_eq!(get_json(&signed(&s, &path)).await.0, 404);
-    // without credentials: 403
-    let (status, _) = get_json(&format!(
-        "{}/api/audit/v1/history/task/{task_id}",
-        s.root_url
-    ))
-    .await;
-    assert_eq!(status, 403);
-
-    // history over HTTP: every event of the task, in order, with its actor
-    let (status, body) = get_json(&signed(
-        &s,
-        &format!("/api/audit/v1/history/task/{task_id}"),
-    ))
-    .await;
-    assert_eq!(status, 200);
-    let types: Vec<&str> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        types,
-        [
-            "TaskDefined",
-            "RunScheduled",
-            "RunClaimed",
-            "RunResolved",
-            "RunScheduled",
-            "RunClaimed",
-            "RunResolved"
-        ]
-    );
-    assert_eq!(
-        body["events"][0]["envelope"]["actor"]["client_id"],
-        "static/taskcluster/root"
-    );
+    check_history_over_http(&s, &life).await;
 
     // the CLI beside the running server: history, as-of, events tail, replay --verify
-    let (ok, out, err) = cli(&s, &["audit", "history", "--task", &task_id]);
+    let (ok, out, err) = cli(&s, &["audit", "history", "--task", task_id]);
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 7, "{out}");
     let at = t_running.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let (ok, out, err) = cli(&s, &["audit", "as-of", &at, "--task", &task_id]);
+    let (ok, out, err) = cli(&s, &["audit", "as-of", &at, "--task", task_id]);
     assert!(ok, "{err}");
     assert!(out.contains("\"running\""), "{out}");
     let (ok, tail, err) = cli(&s, &["events", "tail", "--service", "all"]);
@@ -342,5 +363,161 @@ async fn signed_checkpoints_catch_a_log_rewritten_with_a_consistent_chain() {
     );
     assert!(!ok, "{out}");
     assert!(err.contains("no longer chain to the signed head"), "{err}");
+    let _ = std::fs::remove_file(&copy);
+}
+
+/// The same questions on the Kafka log: history and time travel over HTTP (the projections
+/// index the streams they fold), the CLI reading the topic itself, and signed checkpoints of
+/// the topics' chains that catch a topic replaced by another self-consistent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_time_travel_and_checkpoints_on_kafka() {
+    let prefix = fresh_topic_prefix();
+    let mut s = Server::start_with(vec![
+        ("TASKLEDGER_KAFKA_BROKERS".into(), kafka_bootstrap()),
+        ("TASKLEDGER_KAFKA_TOPIC_PREFIX".into(), prefix.clone()),
+        ("TASKLEDGER_CHECKPOINT_SECS".into(), "1".into()),
+    ])
+    .await;
+    let life = run_a_task_through_its_life(&s).await;
+    let task_id = &life.task_id;
+    let auth = Auth::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap();
+    let created = auth
+        .createClient(
+            "it/audited-on-kafka",
+            &json!({ "description": "d", "expires": "2100-01-01T00:00:00.000Z", "scopes": ["x:y"] }),
+        )
+        .await
+        .unwrap();
+    let token = created["accessToken"].as_str().unwrap().to_string();
+
+    check_history_over_http(&s, &life).await;
+    let (status, body) = get_json(&signed(
+        &s,
+        "/api/audit/v1/history/client/it/audited-on-kafka",
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"][0]["eventType"], "ClientCreated");
+    assert!(!body.to_string().contains(&token), "a token leaked: {body}");
+
+    // the CLI reads the topic itself, no server needed
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = kafka_tool(&prefix, &["audit", "history", "--task", task_id, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let types: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["eventType"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types, TASK_LIFE_EVENTS);
+    for (at, runs) in &life.states {
+        let out = kafka_tool(&prefix, &["audit", "as-of", &iso(*at), "--task", task_id]);
+        assert!(out.status.success(), "{}", text(&out));
+        let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got: Vec<Value> = state["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["state"].clone())
+            .collect();
+        assert_eq!(&Value::Array(got), runs, "as of {at}");
+    }
+    let out = kafka_tool(
+        &prefix,
+        &[
+            "audit",
+            "history",
+            "--client",
+            "it/audited-on-kafka",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains(&token),
+        "a token leaked into audit output"
+    );
+
+    // checkpoints of the topics' chains, signed while the server runs
+    let file = s.data_dir.join("checkpoints.jsonl");
+    let cp = eventually(Duration::from_secs(20), || async {
+        queue_checkpoints(&file)
+            .into_iter()
+            .find(|c| c["count"].as_u64().unwrap_or(0) >= 7)
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", s.root_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("taskledger_audit_chain_ok 1"), "{metrics}");
+    let key = cp["publicKey"].as_str().unwrap().to_string();
+    let copy =
+        std::env::temp_dir().join(format!("taskledger-checkpoints-{}.jsonl", slugid::nice()));
+    std::fs::write(&copy, format!("{cp}\n")).unwrap();
+    let copy_arg = copy.to_str().unwrap();
+    s.kill();
+    let verify = |prefix: &str| {
+        kafka_tool(
+            prefix,
+            &[
+                "audit",
+                "verify",
+                "--checkpoints",
+                copy_arg,
+                "--public-key",
+                &key,
+            ],
+        )
+    };
+    let out = verify(&prefix);
+    assert!(
+        out.status.success() && text(&out).contains("ok: 1 signed checkpoints hold"),
+        "{}",
+        text(&out)
+    );
+
+    // another server's topics, with more events than were signed but a different history:
+    // their chain holds on its own, the checkpoint does not
+    let other = fresh_topic_prefix();
+    let mut t = Server::start_with(vec![
+        ("TASKLEDGER_KAFKA_BROKERS".into(), kafka_bootstrap()),
+        ("TASKLEDGER_KAFKA_TOPIC_PREFIX".into(), other.clone()),
+    ])
+    .await;
+    let q = t.queue();
+    let tq = fresh_queue();
+    let signed_count = cp["count"].as_u64().unwrap();
+    for _ in 0..signed_count {
+        q.createTask(&slugid::nice(), &task_def(&tq, 600))
+            .await
+            .unwrap();
+    }
+    t.kill();
+    let out = kafka_tool(&other, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = verify(&other);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no longer chain to the signed head"),
+        "{}",
+        text(&out)
+    );
     let _ = std::fs::remove_file(&copy);
 }

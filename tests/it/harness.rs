@@ -41,6 +41,17 @@ pub fn kafka_bootstrap() -> String {
     )
 }
 
+/// Runs a `taskledger` log tool on the Kafka topics under `prefix`.
+pub fn kafka_tool(prefix: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .args(args)
+        .args(["--kafka-brokers", &kafka_bootstrap()])
+        .args(["--kafka-topic-prefix", prefix])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 /// A topic prefix no other test uses.
 pub fn fresh_topic_prefix() -> String {
     format!(

@@ -437,17 +437,6 @@ async fn events_tail_and_replay_read_the_kafka_log() {
     );
 }
 
-/// Runs a `taskledger` log tool on the Kafka topics under `prefix`.
-fn kafka_tool(prefix: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(args)
-        .args(["--kafka-brokers", &kafka_bootstrap()])
-        .args(["--kafka-topic-prefix", prefix])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
 /// Appends, outside taskledger, a copy of the topic's last event with its stamp but a chain
 /// link of zeros; returns its offset.
 async fn forge_copy_of_last_event(topic: &str) -> i64 {
