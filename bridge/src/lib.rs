@@ -28,6 +28,7 @@ use taskledger_core::envelope::Envelope;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, Task, TaskGroup};
 use taskledger_core::time::Millis;
+use taskledger_core::worker_manager::{WorkerEvent, WorkerKey, WORKER_MANAGER_TOPIC};
 use taskledger_projections::EmbeddedLog;
 use tokio::sync::watch;
 
@@ -149,6 +150,16 @@ fn counted_key(task: &[u8]) -> Vec<u8> {
     [b"r".as_slice(), task].concat()
 }
 
+/// A worker pool's current provider.
+fn pool_key(pool: &str) -> Vec<u8> {
+    [b"mp".as_slice(), pool.as_bytes()].concat()
+}
+
+/// A static worker's provider and capacity.
+fn worker_key(worker: &WorkerKey) -> Vec<u8> {
+    [b"mw".as_slice(), worker.path().as_bytes()].concat()
+}
+
 fn artifact_key(task: &[u8], run: u32, name: &str) -> Vec<u8> {
     [b"a".as_slice(), task, &run.to_be_bytes(), name.as_bytes()].concat()
 }
@@ -201,6 +212,9 @@ struct Overlay<'a> {
     /// Never-resolved task counts by group, and tasks already counted as resolved.
     counts: HashMap<Vec<u8>, u64>,
     counted: HashMap<Vec<u8>, bool>,
+    /// Worker-manager facts: pools' providers, workers' (provider, capacity).
+    pools: HashMap<Vec<u8>, Option<String>>,
+    workers: HashMap<Vec<u8>, Option<(String, u32)>>,
 }
 
 impl<'a> Overlay<'a> {
@@ -212,7 +226,29 @@ impl<'a> Overlay<'a> {
             artifacts: HashMap::new(),
             counts: HashMap::new(),
             counted: HashMap::new(),
+            pools: HashMap::new(),
+            workers: HashMap::new(),
         }
+    }
+
+    fn pool_provider(&mut self, pool: &str) -> Result<Option<String>, BridgeError> {
+        let key = pool_key(pool);
+        if let Some(p) = self.pools.get(&key) {
+            return Ok(p.clone());
+        }
+        let p: Option<String> = self.state.get(&key)?;
+        self.pools.insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn worker_facts(&mut self, worker: &WorkerKey) -> Result<Option<(String, u32)>, BridgeError> {
+        let key = worker_key(worker);
+        if let Some(w) = self.workers.get(&key) {
+            return Ok(w.clone());
+        }
+        let w: Option<(String, u32)> = self.state.get(&key)?;
+        self.workers.insert(key, w.clone());
+        Ok(w)
     }
 
     fn count(&mut self, key: &[u8]) -> Result<u64, BridgeError> {
@@ -357,6 +393,18 @@ impl<'a> Overlay<'a> {
         }
         for (k, _) in self.counted {
             batch.put(k, b"1");
+        }
+        for (k, p) in self.pools {
+            match p {
+                Some(p) => batch.put(k, codec::encode(&p)?),
+                None => batch.delete(k),
+            }
+        }
+        for (k, w) in self.workers {
+            match w {
+                Some(w) => batch.put(k, codec::encode(&w)?),
+                None => batch.delete(k),
+            }
         }
         Ok(())
     }
@@ -506,6 +554,12 @@ fn render<'a>(
             .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value))
             .collect::<Result<Vec<_>, _>>()?;
         queue_batch(&mut overlay, &envs)?
+    } else if topic == WORKER_MANAGER_TOPIC {
+        let envs = records
+            .iter()
+            .map(|r| codec::decode::<Envelope<WorkerEvent>>(&r.value))
+            .collect::<Result<Vec<_>, _>>()?;
+        worker_manager_batch(&mut overlay, &envs)?
     } else {
         records
             .iter()
@@ -526,6 +580,109 @@ fn render<'a>(
             .collect::<Result<Vec<_>, BridgeError>>()?
     };
     Ok((overlay, outgoing))
+}
+
+/// The messages of worker-manager events (reference/worker-manager.md §3). A static worker is
+/// created running (worker-running) and removeWorker removes it (worker-removed); its
+/// registrations and updates publish nothing, as upstream. Pools and workers are remembered
+/// for the provider and capacity later messages carry.
+fn worker_manager_batch(
+    overlay: &mut Overlay,
+    envs: &[Envelope<WorkerEvent>],
+) -> Result<Vec<Outgoing>, BridgeError> {
+    let mut out = Vec::new();
+    for env in envs {
+        let message = match &env.payload {
+            WorkerEvent::WorkerPoolCreated {
+                worker_pool_id,
+                provider_id,
+                ..
+            } => {
+                overlay
+                    .pools
+                    .insert(pool_key(worker_pool_id.as_str()), Some(provider_id.clone()));
+                Some(messages::pool_message(
+                    "worker-pool-created",
+                    worker_pool_id,
+                    provider_id,
+                    None,
+                ))
+            }
+            WorkerEvent::WorkerPoolUpdated {
+                worker_pool_id,
+                provider_id,
+                ..
+            } => {
+                let previous = overlay.pool_provider(worker_pool_id.as_str())?;
+                overlay
+                    .pools
+                    .insert(pool_key(worker_pool_id.as_str()), Some(provider_id.clone()));
+                Some(messages::pool_message(
+                    "worker-pool-updated",
+                    worker_pool_id,
+                    provider_id,
+                    previous.as_deref(),
+                ))
+            }
+            WorkerEvent::WorkerCreated {
+                worker,
+                provider_id,
+                capacity,
+                ..
+            } => {
+                overlay
+                    .workers
+                    .insert(worker_key(worker), Some((provider_id.clone(), *capacity)));
+                Some(messages::worker_message(
+                    "worker-running",
+                    worker,
+                    provider_id,
+                    *capacity,
+                    env.time,
+                    None,
+                ))
+            }
+            WorkerEvent::WorkerUpdated {
+                worker, capacity, ..
+            } => {
+                if let Some((provider, _)) = overlay.worker_facts(worker)? {
+                    overlay
+                        .workers
+                        .insert(worker_key(worker), Some((provider, *capacity)));
+                }
+                None
+            }
+            WorkerEvent::WorkerRemoved { worker } => {
+                overlay.worker_facts(worker)?.map(|(provider, capacity)| {
+                    messages::worker_message(
+                        "worker-removed",
+                        worker,
+                        &provider,
+                        capacity,
+                        env.time,
+                        Some(messages::REMOVE_WORKER_REASON),
+                    )
+                })
+            }
+            WorkerEvent::WorkerRegistered { .. } => None,
+            e @ WorkerEvent::WorkerErrorReported { worker_pool_id, .. } => {
+                let provider = overlay
+                    .pool_provider(worker_pool_id.as_str())?
+                    .unwrap_or_else(|| "_".into());
+                messages::pool_error_message(e, &provider, env.time)
+            }
+        };
+        if let Some(message) = message {
+            out.push(Outgoing {
+                message,
+                event_id: env.event_id.to_string(),
+                stream: env.stream_id.clone(),
+                sequence: env.sequence,
+                time: env.time,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Publishes every `(exchange, routing key, message, properties)` and waits for the broker to
@@ -628,7 +785,7 @@ pub async fn replay(
         )
         .await?;
     let mut published = 0;
-    for topic in [QUEUE_TOPIC, AUTH_TOPIC] {
+    for topic in [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC] {
         let mut offset = 0;
         loop {
             let records = log.read_sync(topic, 0, offset, BATCH)?;
@@ -726,6 +883,11 @@ async fn session<L: EventLog>(
             messages::AUTH_EXCHANGES
                 .iter()
                 .map(|e| format!("{}{e}", messages::AUTH_EXCHANGE_PREFIX)),
+        )
+        .chain(
+            messages::WORKER_MANAGER_EXCHANGES
+                .iter()
+                .map(|e| format!("{}{e}", messages::WORKER_MANAGER_EXCHANGE_PREFIX)),
         );
     for exchange in exchanges {
         channel
@@ -748,7 +910,7 @@ async fn session<L: EventLog>(
         if let Some(refresh) = refresh {
             refresh();
         }
-        for topic in [QUEUE_TOPIC, AUTH_TOPIC] {
+        for topic in [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC] {
             let offset = state.offset(topic)?;
             let read = log.read(topic, 0, offset, BATCH).await?;
             if read.next <= offset {

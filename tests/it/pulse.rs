@@ -17,6 +17,7 @@ const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Every test here shares the one RabbitMQ; the test that restarts it holds this exclusively.
 static RABBIT: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const Q: &str = "exchange/taskcluster-queue/v1/";
+const WM: &str = "exchange/taskcluster-worker-manager/v1/";
 
 struct Got {
     exchange: String,
@@ -131,7 +132,8 @@ async fn wait_for_exchanges(conn: &Connection) {
         let ch = conn.create_channel().await.unwrap();
         let probe = ch
             .exchange_declare(
-                format!("{Q}task-completed").into(),
+                // the last exchange the bridge declares
+                format!("{WM}worker-removed").into(),
                 lapin::ExchangeKind::Topic,
                 lapin::options::ExchangeDeclareOptions {
                     passive: true,
@@ -774,4 +776,111 @@ async fn a_rabbitmq_restart_mid_flow_loses_nothing() {
         )
         .await;
     drop(conn);
+}
+
+/// A static worker's life on the worker-manager exchanges: the pool created and updated, the
+/// worker running, an error reported, the worker removed; routing keys name provider, pool,
+/// group and worker; no static secret is published.
+#[tokio::test]
+async fn worker_manager_events_are_published_as_taskcluster_does() {
+    let _rabbit = RABBIT.read().await;
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (conn, _) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let (_c2, ch) = channel().await;
+    let pool = fresh_queue();
+    let (prov, wt) = pool.split_once('/').unwrap();
+    let worker_key = format!("primary.static.{prov}.{wt}.#");
+    let mut consumer = listen(
+        &ch,
+        &[
+            (format!("{WM}worker-pool-created"), "#".into()),
+            (format!("{WM}worker-pool-updated"), "#".into()),
+            (format!("{WM}worker-running"), worker_key.clone()),
+            (format!("{WM}worker-pool-error"), worker_key.clone()),
+            (format!("{WM}worker-removed"), worker_key),
+        ],
+    )
+    .await;
+
+    let m = taskcluster::WorkerManager::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap();
+    let pool_body = json!({
+        "providerId": "static", "description": "d", "config": {},
+        "owner": "it@example.com", "emailOnError": false,
+    });
+    m.createWorkerPool(&pool, &pool_body).await.unwrap();
+    m.updateWorkerPool(&pool, &pool_body).await.unwrap();
+    let static_secret = format!("{}{}", slugid::nice(), slugid::nice());
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    m.createWorker(
+        &pool,
+        "wm-group",
+        "wm-worker",
+        &json!({ "expires": expires, "capacity": 2, "providerInfo": { "staticSecret": static_secret } }),
+    )
+    .await
+    .unwrap();
+    let reported = m
+        .reportWorkerError(
+            &pool,
+            &json!({ "workerGroup": "wm-group", "workerId": "wm-worker", "kind": "disk-full",
+                "title": "Disk full", "description": "no space", "extra": {} }),
+        )
+        .await
+        .unwrap();
+    m.removeWorker(&pool, "wm-group", "wm-worker")
+        .await
+        .unwrap();
+
+    let ours = |g: &Got| g.body["workerPoolId"] == pool.as_str();
+    let got = collect(&mut consumer, Duration::from_secs(20), |got| {
+        got.iter().filter(|g| ours(g)).count() >= 5
+    })
+    .await;
+    let got: Vec<&Got> = got.iter().filter(|g| ours(g)).collect();
+    let names: Vec<&str> = got
+        .iter()
+        .map(|g| g.exchange.strip_prefix(WM).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "worker-pool-created",
+            "worker-pool-updated",
+            "worker-running",
+            "worker-pool-error",
+            "worker-removed"
+        ]
+    );
+    let worker_rk = format!("primary.static.{prov}.{wt}.wm-group.wm-worker._._");
+    assert_eq!(got[0].routing_key, "primary._._._._._._._");
+    assert_eq!(
+        got[0].body,
+        json!({ "workerPoolId": pool, "providerId": "static" })
+    );
+    assert_eq!(got[1].body["previousProviderId"], "static");
+    assert_eq!(got[2].routing_key, worker_rk);
+    assert_eq!(got[2].body["capacity"], 2);
+    assert_eq!(got[2].body["workerGroup"], "wm-group");
+    assert_eq!(got[2].body["workerId"], "wm-worker");
+    assert!(got[2].body["timestamp"].is_string());
+    assert_eq!(got[3].routing_key, worker_rk);
+    assert_eq!(got[3].body["errorId"], reported["errorId"]);
+    assert_eq!(got[3].body["kind"], "disk-full");
+    assert_eq!(got[3].body["title"], "Disk full");
+    assert_eq!(got[4].routing_key, worker_rk);
+    assert_eq!(got[4].body["reason"], "workerManager.removeWorker API call");
+    let ids: std::collections::HashSet<&str> = got.iter().map(|g| g.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 5, "one message id per event");
+    for g in &got {
+        assert!(
+            !g.body.to_string().contains(&static_secret),
+            "a static secret was published: {}",
+            g.body
+        );
+    }
 }
