@@ -323,6 +323,12 @@ struct ServeArgs {
     /// PKCS#8, or generated into the data directory); 0 turns it off.
     #[arg(long, env = "TASKLEDGER_CHECKPOINT_SECS", default_value_t = 3600)]
     checkpoint_secs: u64,
+    /// How often every projection is rebuilt from the log beside the live one and compared
+    /// with it (`replay --verify` in the background; the outcome on /metrics as
+    /// `taskledger_projection_verified`); 0, the default, turns it off. A rebuild folds the
+    /// whole log, so pick a period that the log's size allows.
+    #[arg(long, env = "TASKLEDGER_VERIFY_PROJECTIONS_SECS", default_value_t = 0)]
+    verify_projections_secs: u64,
     /// Republish every event to Pulse (AMQP), e.g. amqp://guest:guest@127.0.0.1:5672/%2f.
     #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
     pulse_url: Option<String>,
@@ -761,6 +767,18 @@ async fn run_services<L: EventLog + 'static>(
             Arc::new(key),
             file,
             Duration::from_secs(args.checkpoint_secs),
+            audit_stats.clone(),
+        ));
+    }
+    if args.verify_projections_secs > 0 {
+        println!(
+            "  rebuilding and comparing every projection every {} s",
+            args.verify_projections_secs
+        );
+        tokio::spawn(run_projection_checks(
+            log.clone(),
+            args.data_dir.clone(),
+            Duration::from_secs(args.verify_projections_secs),
             audit_stats.clone(),
         ));
     }
@@ -1227,6 +1245,78 @@ async fn run_checkpoints(
         .await;
         if let Err(e) = done {
             tracing::error!(error = %e, "checkpointing failed");
+        }
+    }
+}
+
+/// Every `every`: rebuild each projection from the log into a scratch database and compare it
+/// with the live one as it stood when the run began (a secondary instance of the server's
+/// database, caught up once), like `replay --verify`; the outcome goes to /metrics and, when a
+/// projection differs, to the log naming the first differing key.
+async fn run_projection_checks<L: EventLog + 'static>(
+    log: Arc<L>,
+    data_dir: PathBuf,
+    every: Duration,
+    stats: Arc<metrics::AuditStats>,
+) {
+    use taskledger_projections::audit;
+    loop {
+        tokio::time::sleep(every).await;
+        let (log, data_dir, stats) = (log.clone(), data_dir.clone(), stats.clone());
+        let handle = tokio::runtime::Handle::current();
+        let done = tokio::task::spawn_blocking(move || -> Result<()> {
+            let secondary_dir = data_dir.join("verify-secondary");
+            let scratch_dir = data_dir.join("verify-scratch");
+            let _ = std::fs::remove_dir_all(&secondary_dir);
+            let live = store::open_secondary(&data_dir.join("db"), &secondary_dir)?;
+            let mut results = Vec::new();
+            for name in audit::PROJECTIONS {
+                let _ = std::fs::remove_dir_all(&scratch_dir);
+                let scratch = store::open_scratch(&scratch_dir)?;
+                let report = handle.block_on(audit::replay_from(
+                    &*log,
+                    &live,
+                    &scratch,
+                    name,
+                    true,
+                    &mut |_, _| {},
+                ))?;
+                drop(scratch);
+                let _ = std::fs::remove_dir_all(&scratch_dir);
+                let rate = report.events as f64 / report.seconds.max(1e-9);
+                match &report.difference {
+                    None => tracing::info!(
+                        projection = name,
+                        events = report.events,
+                        "the projection rebuilt from the log equals the live one"
+                    ),
+                    Some(d) => tracing::error!(
+                        projection = name,
+                        cf = d.cf,
+                        key = d.key,
+                        detail = d.detail,
+                        "the projection rebuilt from the log differs from the live one"
+                    ),
+                }
+                results.push((
+                    *name,
+                    i64::from(report.difference.is_none()),
+                    report.events,
+                    rate,
+                ));
+            }
+            drop(live);
+            let _ = std::fs::remove_dir_all(&secondary_dir);
+            *stats.projections.lock().expect("projection checks") = results;
+            stats.projections_last_run.store(
+                chrono::Utc::now().timestamp(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            Ok(())
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = done.map_err(anyhow::Error::from) {
+            tracing::error!(error = %e, "verifying the projections failed");
         }
     }
 }

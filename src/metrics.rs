@@ -20,6 +20,10 @@ pub struct AuditStats {
     pub verified_events: AtomicU64,
     /// When it last ran (seconds since the epoch).
     pub last_run: AtomicI64,
+    /// The scheduled `replay --verify` of each projection: (projection, 1 equal / 0 differs,
+    /// events replayed, events/s), from its last run.
+    pub projections: std::sync::Mutex<Vec<(&'static str, i64, u64, f64)>>,
+    pub projections_last_run: AtomicI64,
 }
 
 /// Each topic's engine role in this process.
@@ -92,6 +96,42 @@ async fn render<L: EventLog>(
         audit.verified_events.load(Ordering::Relaxed),
         audit.last_run.load(Ordering::Relaxed),
     ));
+    let checked = audit.projections.lock().expect("projection checks").clone();
+    if !checked.is_empty() {
+        out.push_str(
+            "# HELP taskledger_projection_verified The last scheduled rebuild of the projection from the log: 1 equal to the live one, 0 different.\n\
+             # TYPE taskledger_projection_verified gauge\n",
+        );
+        for (name, ok, _, _) in &checked {
+            out.push_str(&format!(
+                "taskledger_projection_verified{{projection=\"{name}\"}} {ok}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP taskledger_projection_replayed_events Events the last scheduled rebuild folded.\n\
+             # TYPE taskledger_projection_replayed_events gauge\n",
+        );
+        for (name, _, events, _) in &checked {
+            out.push_str(&format!(
+                "taskledger_projection_replayed_events{{projection=\"{name}\"}} {events}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP taskledger_projection_replay_events_per_second The last scheduled rebuild's rate.\n\
+             # TYPE taskledger_projection_replay_events_per_second gauge\n",
+        );
+        for (name, _, _, rate) in &checked {
+            out.push_str(&format!(
+                "taskledger_projection_replay_events_per_second{{projection=\"{name}\"}} {rate:.0}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP taskledger_projection_verify_last_run_timestamp_seconds When the last scheduled rebuild ran.\n\
+             # TYPE taskledger_projection_verify_last_run_timestamp_seconds gauge\n\
+             taskledger_projection_verify_last_run_timestamp_seconds {}\n",
+            audit.projections_last_run.load(Ordering::Relaxed)
+        ));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -521,3 +521,70 @@ async fn history_time_travel_and_checkpoints_on_kafka() {
     );
     let _ = std::fs::remove_file(&copy);
 }
+
+/// `serve --verify-projections-secs`: the scheduled rebuild reports each projection equal to
+/// the live one on /metrics, and reports the queue's as different once a key of it was
+/// corrupted by hand.
+#[tokio::test]
+async fn scheduled_rebuilds_compare_the_projections_and_report_on_metrics() {
+    let mut s = Server::start(&[("TASKLEDGER_VERIFY_PROJECTIONS_SECS", "1")]).await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    for _ in 0..3 {
+        q.createTask(&slugid::nice(), &task_def(&tq, 600))
+            .await
+            .unwrap();
+    }
+    let verified = |text: &str, projection: &str| -> Option<i64> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(&format!(
+                "taskledger_projection_verified{{projection=\"{projection}\"}} "
+            ))?
+            .trim()
+            .parse()
+            .ok()
+        })
+    };
+    let metrics = |s: &Server| {
+        let url = format!("{}/metrics", s.root_url);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let text = eventually(Duration::from_secs(30), || async {
+        let text = metrics(&s).await;
+        let replayed: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("taskledger_projection_replayed_events{projection=\"queue\"} ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        (replayed >= 6).then_some(text)
+    })
+    .await;
+    for p in ["queue", "auth", "worker-manager"] {
+        assert_eq!(verified(&text, p), Some(1), "{p}: {text}");
+    }
+
+    s.kill();
+    {
+        let db = store::open(&s.data_dir.join("db")).unwrap();
+        let tasks = db.cf_handle(keys::CF_TASKS).unwrap();
+        let (k, mut v) = db
+            .iterator_cf(tasks, rocksdb::IteratorMode::Start)
+            .next()
+            .unwrap()
+            .unwrap();
+        let last = v.len() - 1;
+        v[last] ^= 0x01;
+        db.put_cf(tasks, &k, &v).unwrap();
+    }
+    s.restart().await;
+    let text = eventually(Duration::from_secs(30), || async {
+        let text = metrics(&s).await;
+        (verified(&text, "queue") == Some(0)).then_some(text)
+    })
+    .await;
+    assert_eq!(verified(&text, "auth"), Some(1), "{text}");
+}
