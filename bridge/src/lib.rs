@@ -203,6 +203,35 @@ impl BridgeState {
     }
 }
 
+/// `map[key]`, else the stored value (remembered in `map`, so later reads see this batch's
+/// changes).
+fn through<T: serde::de::DeserializeOwned + Clone>(
+    state: &BridgeState,
+    map: &mut HashMap<Vec<u8>, Option<T>>,
+    key: Vec<u8>,
+) -> Result<Option<T>, BridgeError> {
+    if let Some(v) = map.get(&key) {
+        return Ok(v.clone());
+    }
+    let v: Option<T> = state.get(&key)?;
+    map.insert(key, v.clone());
+    Ok(v)
+}
+
+/// Writes each folded value, or deletes its key when it is gone.
+fn put_all<T: serde::Serialize>(
+    batch: &mut WriteBatch,
+    map: HashMap<Vec<u8>, Option<T>>,
+) -> Result<(), BridgeError> {
+    for (k, v) in map {
+        match v {
+            Some(v) => batch.put(k, codec::encode(&v)?),
+            None => batch.delete(k),
+        }
+    }
+    Ok(())
+}
+
 /// A batch's view of the folded state: the stored state plus this batch's changes.
 struct Overlay<'a> {
     state: &'a BridgeState,
@@ -232,23 +261,11 @@ impl<'a> Overlay<'a> {
     }
 
     fn pool_provider(&mut self, pool: &str) -> Result<Option<String>, BridgeError> {
-        let key = pool_key(pool);
-        if let Some(p) = self.pools.get(&key) {
-            return Ok(p.clone());
-        }
-        let p: Option<String> = self.state.get(&key)?;
-        self.pools.insert(key, p.clone());
-        Ok(p)
+        through(self.state, &mut self.pools, pool_key(pool))
     }
 
     fn worker_facts(&mut self, worker: &WorkerKey) -> Result<Option<(String, u32)>, BridgeError> {
-        let key = worker_key(worker);
-        if let Some(w) = self.workers.get(&key) {
-            return Ok(w.clone());
-        }
-        let w: Option<(String, u32)> = self.state.get(&key)?;
-        self.workers.insert(key, w.clone());
-        Ok(w)
+        through(self.state, &mut self.workers, worker_key(worker))
     }
 
     fn count(&mut self, key: &[u8]) -> Result<u64, BridgeError> {
@@ -284,30 +301,15 @@ impl<'a> Overlay<'a> {
     }
 
     fn task(&mut self, key: Vec<u8>) -> Result<Option<Task>, BridgeError> {
-        if let Some(t) = self.tasks.get(&key) {
-            return Ok(t.clone());
-        }
-        let t: Option<Task> = self.state.get(&key)?;
-        self.tasks.insert(key, t.clone());
-        Ok(t)
+        through(self.state, &mut self.tasks, key)
     }
 
     fn group(&mut self, key: Vec<u8>) -> Result<Option<TaskGroup>, BridgeError> {
-        if let Some(g) = self.groups.get(&key) {
-            return Ok(g.clone());
-        }
-        let g: Option<TaskGroup> = self.state.get(&key)?;
-        self.groups.insert(key, g.clone());
-        Ok(g)
+        through(self.state, &mut self.groups, key)
     }
 
     fn artifact(&mut self, key: Vec<u8>) -> Result<Option<Artifact>, BridgeError> {
-        if let Some(a) = self.artifacts.get(&key) {
-            return Ok(a.clone());
-        }
-        let a: Option<Artifact> = self.state.get(&key)?;
-        self.artifacts.insert(key, a.clone());
-        Ok(a)
+        through(self.state, &mut self.artifacts, key)
     }
 
     /// Folds one queue event; returns the artifact an `ArtifactFinished` finished.
@@ -370,42 +372,17 @@ impl<'a> Overlay<'a> {
     }
 
     fn commit(self, batch: &mut WriteBatch) -> Result<(), BridgeError> {
-        for (k, t) in self.tasks {
-            match t {
-                Some(t) => batch.put(k, codec::encode(&t)?),
-                None => batch.delete(k),
-            }
-        }
-        for (k, g) in self.groups {
-            match g {
-                Some(g) => batch.put(k, codec::encode(&g)?),
-                None => batch.delete(k),
-            }
-        }
-        for (k, a) in self.artifacts {
-            match a {
-                Some(a) => batch.put(k, codec::encode(&a)?),
-                None => batch.delete(k),
-            }
-        }
+        put_all(batch, self.tasks)?;
+        put_all(batch, self.groups)?;
+        put_all(batch, self.artifacts)?;
         for (k, n) in self.counts {
             batch.put(k, n.to_be_bytes());
         }
         for (k, _) in self.counted {
             batch.put(k, b"1");
         }
-        for (k, p) in self.pools {
-            match p {
-                Some(p) => batch.put(k, codec::encode(&p)?),
-                None => batch.delete(k),
-            }
-        }
-        for (k, w) in self.workers {
-            match w {
-                Some(w) => batch.put(k, codec::encode(&w)?),
-                None => batch.delete(k),
-            }
-        }
+        put_all(batch, self.pools)?;
+        put_all(batch, self.workers)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::auth_view::{AuthView, AUTH_CONSUMER, AUTH_PARTITION};
 use crate::embedded_log::{chain_link, EmbeddedLog, CHAIN_START};
-use crate::engine::{QUEUE_PARTITION, VIEW_CONSUMER};
+use crate::engine::{apply_queue, QUEUE_PARTITION, VIEW_CONSUMER};
 use crate::kafka_log::{ChainCheck, KafkaLog};
 use crate::keys;
 use crate::queue_view::QueueView;
@@ -415,14 +415,7 @@ enum Rebuilt {
 impl Rebuilt {
     fn apply(&self, offsets: &[u64], next: u64, decoded: &Decoded) -> Result<(), StoreError> {
         match (self, decoded) {
-            (Rebuilt::Queue(q), Decoded::Queue(envs)) => q.apply(
-                VIEW_CONSUMER,
-                QUEUE_TOPIC,
-                QUEUE_PARTITION,
-                offsets,
-                next,
-                envs,
-            ),
+            (Rebuilt::Queue(q), Decoded::Queue(envs)) => apply_queue(q, offsets, next, envs),
             (Rebuilt::Auth(a), Decoded::Auth(envs)) => a.apply(offsets, next, envs),
             (Rebuilt::WorkerManager(w), Decoded::WorkerManager(envs)) => {
                 w.apply(offsets, next, envs)

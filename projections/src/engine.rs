@@ -300,6 +300,24 @@ impl From<FoldError> for EngineError {
     }
 }
 
+/// Folds queue events read at `offsets` into the queue projection, `next` being the position to
+/// read from afterwards.
+pub(crate) fn apply_queue(
+    view: &QueueView,
+    offsets: &[u64],
+    next: u64,
+    envelopes: &[Envelope<QueueEvent>],
+) -> Result<(), StoreError> {
+    view.apply(
+        VIEW_CONSUMER,
+        QUEUE_TOPIC,
+        QUEUE_PARTITION,
+        offsets,
+        next,
+        envelopes,
+    )
+}
+
 /// Applies every log record the projection has not seen yet; returns the log's end offset.
 pub async fn catch_up<L: EventLog>(view: &QueueView, log: &L) -> Result<u64, EngineError> {
     let from = view.consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)?;
@@ -308,16 +326,7 @@ pub async fn catch_up<L: EventLog>(view: &QueueView, log: &L) -> Result<u64, Eng
         QUEUE_TOPIC,
         QUEUE_PARTITION,
         from,
-        |offsets, next, envs| {
-            view.apply(
-                VIEW_CONSUMER,
-                QUEUE_TOPIC,
-                QUEUE_PARTITION,
-                offsets,
-                next,
-                envs,
-            )
-        },
+        |offsets, next, envs| apply_queue(view, offsets, next, envs),
     )
     .await?)
 }
@@ -588,14 +597,7 @@ impl<L: EventLog + 'static> Writer<L> {
             // log, which brings our own events along
             self.handle.block_on(catch_up(&self.view, &*self.log))?;
         } else {
-            self.view.apply(
-                VIEW_CONSUMER,
-                QUEUE_TOPIC,
-                QUEUE_PARTITION,
-                &appended.offsets,
-                appended.next,
-                envelopes,
-            )?;
+            apply_queue(&self.view, &appended.offsets, appended.next, envelopes)?;
         }
         self.next_offset = appended.next;
         self.role.set_applied(self.next_offset);

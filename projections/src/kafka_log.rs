@@ -494,12 +494,35 @@ impl KafkaLog {
         consumer.subscribe(&kafka_topics).map_err(unavailable)?;
         *self.inner.group.lock().expect("group lock") = Some(group.to_string());
         let inner = Arc::downgrade(&self.inner);
+        let group = group.to_string();
+        let partitions = names.len() * self.inner.config.partitions.max(1) as usize;
+        // how long this member may hold nothing before it checks whether it was left out
+        let starving = 2 * Duration::from_millis(session_ms as u64);
         std::thread::Builder::new()
             .name("kafka-writer-group".into())
             .spawn(move || {
                 // polling serves rebalances; records (none: every assigned partition is
                 // paused) are ignored
-                while inner.strong_count() > 0 {
+                let mut empty_since: Option<Instant> = None;
+                while let Some(strong) = inner.upgrade() {
+                    let holds_nothing = strong
+                        .assigned
+                        .lock()
+                        .expect("assigned lock")
+                        .as_ref()
+                        .is_some_and(|set| set.is_empty());
+                    drop(strong);
+                    let since = match (holds_nothing, empty_since) {
+                        (false, _) => None,
+                        (true, None) => Some(Instant::now()),
+                        (true, Some(t)) => Some(t),
+                    };
+                    empty_since = since;
+                    if since.is_some_and(|t| t.elapsed() >= starving)
+                        && left_out(&consumer, &group, partitions)
+                    {
+                        empty_since = None;
+                    }
                     let _ = consumer.poll(Duration::from_millis(100));
                 }
             })
@@ -545,6 +568,54 @@ impl KafkaLog {
 }
 
 /// Turns the writer group's assignments into this process's partitions to write.
+/// A member holding no partition while the group has fewer members than partitions was left
+/// out of a rebalance (seen on noida-db after a member was removed: a survivor's rejoin got
+/// lost and the other survivor kept everything). It leaves and joins again, which starts a
+/// new round; returns whether it did.
+fn left_out(consumer: &BaseConsumer<GroupContext>, group: &str, partitions: usize) -> bool {
+    let members = match consumer.fetch_group_list(Some(group), Duration::from_secs(5)) {
+        Ok(list) => list
+            .groups()
+            .iter()
+            .filter(|g| g.name() == group)
+            .map(|g| g.members().len())
+            .sum::<usize>(),
+        Err(_) => return false,
+    };
+    if members >= partitions {
+        // more members than partitions: holding nothing is this member's fair share
+        return false;
+    }
+    let topics: Vec<String> = consumer
+        .subscription()
+        .map(|tpl| {
+            let mut names: Vec<String> = tpl
+                .elements()
+                .iter()
+                .map(|e| e.topic().to_string())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        })
+        .unwrap_or_default();
+    if topics.is_empty() {
+        return false;
+    }
+    tracing::warn!(
+        group,
+        members,
+        partitions,
+        "this writer holds no partition while others hold several; joining the group again"
+    );
+    consumer.unsubscribe();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(e) = consumer.subscribe(&refs) {
+        tracing::warn!(error = %e, "cannot join the writer group again");
+    }
+    true
+}
+
 struct GroupContext {
     inner: Weak<Inner>,
     /// Kafka topic name -> taskledger topic.
@@ -577,7 +648,12 @@ impl ConsumerContext for GroupContext {
             // no append of this process may start under the old ownership any more
             let slot = inner.writer_slot(&topic, partition);
             retire_writer(slot.lock().expect("writer slot").take());
-            tracing::info!(topic, partition, "the writer group revoked the partition");
+            tracing::info!(
+                topic,
+                partition,
+                node = inner.config.node,
+                "the writer group revoked the partition"
+            );
         }
     }
 
@@ -590,7 +666,12 @@ impl ConsumerContext for GroupContext {
             tracing::warn!(error = %e, "cannot pause the writer group's partitions");
         }
         for (topic, partition) in self.partitions(tpl) {
-            tracing::info!(topic, partition, "the writer group assigned the partition");
+            tracing::info!(
+                topic,
+                partition,
+                node = inner.config.node,
+                "the writer group assigned the partition"
+            );
             if let Some(set) = inner.assigned.lock().expect("assigned lock").as_mut() {
                 set.insert((topic, partition));
             }

@@ -259,22 +259,15 @@ fn queue_checkpoints(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn signed_checkpoints_catch_a_log_rewritten_with_a_consistent_chain() {
-    let mut s = Server::start(&[("TASKLEDGER_CHECKPOINT_SECS", "1")]).await;
-    let q = s.queue();
-    let tq = fresh_queue();
-    for _ in 0..3 {
-        q.createTask(&slugid::nice(), &task_def(&tq, 600))
-            .await
-            .unwrap();
-    }
+/// Waits for the server to sign a queue checkpoint covering at least `count` events (the
+/// scheduled chain walk reporting success on /metrics) and keeps a copy of it, as an auditor
+/// would: the checkpoint, the signer's public key and the copy's path.
+async fn keep_a_checkpoint(s: &Server, count: u64) -> (Value, String, std::path::PathBuf) {
     let file = s.data_dir.join("checkpoints.jsonl");
-    // a checkpoint covering the three tasks (each createTask appended at least 2 events)
     let cp = eventually(Duration::from_secs(20), || async {
         queue_checkpoints(&file)
             .into_iter()
-            .find(|c| c["count"].as_u64().unwrap_or(0) >= 6)
+            .find(|c| c["count"].as_u64().unwrap_or(0) >= count)
     })
     .await;
     let metrics = reqwest::get(format!("{}/metrics", s.root_url))
@@ -285,10 +278,24 @@ async fn signed_checkpoints_catch_a_log_rewritten_with_a_consistent_chain() {
         .unwrap();
     assert!(metrics.contains("taskledger_audit_chain_ok 1"), "{metrics}");
     let key = cp["publicKey"].as_str().unwrap().to_string();
-    // the auditor keeps its own copy of what was signed
     let copy =
         std::env::temp_dir().join(format!("taskledger-checkpoints-{}.jsonl", slugid::nice()));
     std::fs::write(&copy, format!("{cp}\n")).unwrap();
+    (cp, key, copy)
+}
+
+#[tokio::test]
+async fn signed_checkpoints_catch_a_log_rewritten_with_a_consistent_chain() {
+    let mut s = Server::start(&[("TASKLEDGER_CHECKPOINT_SECS", "1")]).await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    for _ in 0..3 {
+        q.createTask(&slugid::nice(), &task_def(&tq, 600))
+            .await
+            .unwrap();
+    }
+    // a checkpoint covering the three tasks (each createTask appended at least 2 events)
+    let (_, key, copy) = keep_a_checkpoint(&s, 6).await;
     let copy_arg = copy.to_str().unwrap();
     s.kill();
 
@@ -453,24 +460,7 @@ async fn history_time_travel_and_checkpoints_on_kafka() {
     );
 
     // checkpoints of the topics' chains, signed while the server runs
-    let file = s.data_dir.join("checkpoints.jsonl");
-    let cp = eventually(Duration::from_secs(20), || async {
-        queue_checkpoints(&file)
-            .into_iter()
-            .find(|c| c["count"].as_u64().unwrap_or(0) >= 7)
-    })
-    .await;
-    let metrics = reqwest::get(format!("{}/metrics", s.root_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("taskledger_audit_chain_ok 1"), "{metrics}");
-    let key = cp["publicKey"].as_str().unwrap().to_string();
-    let copy =
-        std::env::temp_dir().join(format!("taskledger-checkpoints-{}.jsonl", slugid::nice()));
-    std::fs::write(&copy, format!("{cp}\n")).unwrap();
+    let (cp, key, copy) = keep_a_checkpoint(&s, 7).await;
     let copy_arg = copy.to_str().unwrap();
     s.kill();
     let verify = |prefix: &str| {

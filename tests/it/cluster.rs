@@ -34,6 +34,11 @@ fn node_env(prefix: &str) -> Vec<(String, String)> {
             "it-cluster-worker-manager-token".into(),
         ),
         ("TASKLEDGER_CLAIM_TIMEOUT_SECS", "5".into()),
+        // who was assigned what, when, for a failure's post-mortem
+        (
+            "RUST_LOG",
+            "warn,taskledger_projections::kafka_log=info".into(),
+        ),
         ("TASKLEDGER_CLAIM_WORK_POLL_SECS", "1".into()),
         ("TASKLEDGER_CHECKPOINT_SECS", "0".into()),
     ]
