@@ -397,6 +397,19 @@ struct Outgoing {
     time: Millis,
 }
 
+impl Outgoing {
+    /// `message`, identified by the envelope it renders.
+    fn of<E>(env: &Envelope<E>, message: Message) -> Outgoing {
+        Outgoing {
+            message,
+            event_id: env.event_id.to_string(),
+            stream: env.stream_id.clone(),
+            sequence: env.sequence,
+            time: env.time,
+        }
+    }
+}
+
 /// Envelopes of one command: same stream, time, actor and cause, back to back.
 fn same_command<E>(a: &Envelope<E>, b: &Envelope<E>) -> bool {
     a.stream_id == b.stream_id
@@ -432,13 +445,7 @@ fn queue_batch(
             if let Some(message) =
                 messages::queue_message(&env.payload, task.as_ref(), group.as_ref(), fin.as_ref())
             {
-                out.push(Outgoing {
-                    message,
-                    event_id: env.event_id.to_string(),
-                    stream: env.stream_id.clone(),
-                    sequence: env.sequence,
-                    time: env.time,
-                });
+                out.push(Outgoing::of(env, message));
             }
         }
         if overlay.state.group_counts {
@@ -546,13 +553,7 @@ fn render<'a>(
                     Err(e) => return Some(Err(e.into())),
                 };
                 let message = messages::auth_message(&env.payload)?;
-                Some(Ok(Outgoing {
-                    message,
-                    event_id: env.event_id.to_string(),
-                    stream: env.stream_id,
-                    sequence: env.sequence,
-                    time: env.time,
-                }))
+                Some(Ok(Outgoing::of(&env, message)))
             })
             .collect::<Result<Vec<_>, BridgeError>>()?
     };
@@ -650,13 +651,7 @@ fn worker_manager_batch(
             }
         };
         if let Some(message) = message {
-            out.push(Outgoing {
-                message,
-                event_id: env.event_id.to_string(),
-                stream: env.stream_id.clone(),
-                sequence: env.sequence,
-                time: env.time,
-            });
+            out.push(Outgoing::of(env, message));
         }
     }
     Ok(out)

@@ -56,6 +56,22 @@ fn pause() -> chrono::DateTime<chrono::Utc> {
     t
 }
 
+/// Creates a client as root; returns its access token.
+async fn create_client(s: &Server, client_id: &str) -> String {
+    let created = Auth::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap()
+    .createClient(
+        client_id,
+        &json!({ "description": "d", "expires": "2100-01-01T00:00:00.000Z", "scopes": ["x:y"] }),
+    )
+    .await
+    .unwrap();
+    created["accessToken"].as_str().unwrap().to_string()
+}
+
 /// The instants a task passed through, and the state of its runs at each.
 struct TaskLife {
     task_id: String,
@@ -164,18 +180,7 @@ async fn history_time_travel_replay_and_tamper_evidence() {
     let t_running = life.states[1].0;
 
     // a client whose token must never show up in audit output
-    let created = Auth::new(
-        ClientBuilder::new(&s.root_url)
-            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
-    )
-    .unwrap()
-    .createClient(
-        "it/audited",
-        &json!({ "description": "d", "expires": "2100-01-01T00:00:00.000Z", "scopes": ["x:y"] }),
-    )
-    .await
-    .unwrap();
-    let token = created["accessToken"].as_str().unwrap().to_string();
+    let token = create_client(&s, "it/audited").await;
 
     check_history_over_http(&s, &life).await;
 
@@ -387,19 +392,7 @@ async fn history_time_travel_and_checkpoints_on_kafka() {
     .await;
     let life = run_a_task_through_its_life(&s).await;
     let task_id = &life.task_id;
-    let auth = Auth::new(
-        ClientBuilder::new(&s.root_url)
-            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
-    )
-    .unwrap();
-    let created = auth
-        .createClient(
-            "it/audited-on-kafka",
-            &json!({ "description": "d", "expires": "2100-01-01T00:00:00.000Z", "scopes": ["x:y"] }),
-        )
-        .await
-        .unwrap();
-    let token = created["accessToken"].as_str().unwrap().to_string();
+    let token = create_client(&s, "it/audited-on-kafka").await;
 
     check_history_over_http(&s, &life).await;
     let (status, body) = get_json(&signed(
