@@ -328,7 +328,8 @@ impl<'a> Overlay<'a> {
             }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
-            | QueueEvent::TaskGroupSealed { task_group_id, .. } => {
+            | QueueEvent::TaskGroupSealed { task_group_id, .. }
+            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. } => {
                 let key = group_key(&task_group_id.0);
                 let g = TaskGroup::apply(self.group(key.clone())?, event);
                 self.groups.insert(key, g);

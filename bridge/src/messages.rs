@@ -215,6 +215,22 @@ pub fn queue_message(
             ))
         }
         QueueEvent::TaskGroupSealed { .. } => Some(group_message("task-group-sealed", group?)),
+        QueueEvent::TaskGroupPriorityChanged {
+            priority,
+            tasks_affected,
+            ..
+        } => {
+            let g = group?;
+            let mut m = group_message("task-group-priority-changed", g);
+            m.body = json!({
+                "version": 1,
+                "taskGroupId": g.task_group_id.to_string(),
+                "schedulerId": g.scheduler_id,
+                "newPriority": priority.as_str(),
+                "tasksAffected": tasks_affected,
+            });
+            Some(m)
+        }
         QueueEvent::RunReclaimed { .. }
         | QueueEvent::DependencySatisfied { .. }
         | QueueEvent::TaskGroupDefined { .. }

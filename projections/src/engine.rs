@@ -86,6 +86,12 @@ pub enum QueueCommand {
     SealTaskGroup {
         task_group_id: TaskId,
     },
+    /// changeTaskGroupPriority's closing record (after its per-task `ChangePriority`s).
+    RecordGroupPriorityChange {
+        task_group_id: TaskId,
+        priority: Priority,
+        tasks_affected: u32,
+    },
     CreateArtifact {
         task_id: TaskId,
         run_id: u32,
@@ -421,7 +427,8 @@ impl<'a> Overlay<'a> {
             }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
-            | QueueEvent::TaskGroupSealed { task_group_id, .. } => {
+            | QueueEvent::TaskGroupSealed { task_group_id, .. }
+            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. } => {
                 let g = self.groups.get(task_group_id).cloned().flatten();
                 self.groups
                     .insert(*task_group_id, TaskGroup::apply(g, event));
@@ -792,6 +799,20 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
                 overlay.apply(e);
             }
             let g = overlay.group(task_group_id)?.unwrap_or(g);
+            Ok((events, Outcome::Group(g)))
+        }
+        QueueCommand::RecordGroupPriorityChange {
+            task_group_id,
+            priority,
+            tasks_affected,
+        } => {
+            let g = overlay.group(task_group_id)?.ok_or_else(|| {
+                QueueError::Input(format!("task group {task_group_id} not found"))
+            })?;
+            let events = queue::record_group_priority_change(&g, *priority, *tasks_affected, now)?;
+            for e in &events {
+                overlay.apply(e);
+            }
             Ok((events, Outcome::Group(g)))
         }
         QueueCommand::CreateArtifact {

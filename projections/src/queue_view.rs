@@ -340,7 +340,8 @@ impl QueueView {
             }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
-            | QueueEvent::TaskGroupSealed { task_group_id, .. } => {
+            | QueueEvent::TaskGroupSealed { task_group_id, .. }
+            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. } => {
                 let g = fold.group(task_group_id)?;
                 fold.groups
                     .insert(*task_group_id, TaskGroup::apply(g, event));

@@ -440,6 +440,72 @@ async fn group_bindings_select_and_a_crash_loses_nothing() {
     );
 }
 
+/// changeTaskGroupPriority publishes task-priority-changed for each task it changed, then one
+/// task-group-priority-changed with the count (pulse.md §5.1), on the group's routing key.
+#[tokio::test]
+async fn a_group_priority_change_is_published_per_task_and_for_the_group() {
+    let _rabbit = RABBIT.read().await;
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    let group = slugid::nice();
+    let mut consumer = listen(
+        &ch,
+        &[
+            (
+                format!("{Q}task-group-priority-changed"),
+                format!("primary.{group}.#"),
+            ),
+            (format!("{Q}task-priority-changed"), "#".into()),
+        ],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = slugid::nice();
+        let mut def = task_def(&tq, 600);
+        def["taskGroupId"] = json!(group);
+        q.createTask(&id, &def).await.unwrap();
+        ids.push(id);
+    }
+    let answer = q
+        .changeTaskGroupPriority(&group, &json!({ "newPriority": "high" }))
+        .await
+        .unwrap();
+    assert_eq!(answer["tasksAffected"], 2);
+    let ours = |g: &Got| {
+        g.body["taskGroupId"] == group.as_str() || g.body["status"]["taskGroupId"] == group.as_str()
+    };
+    let got = collect(&mut consumer, Duration::from_secs(20), |got| {
+        got.iter().filter(|g| ours(g)).count() >= 3
+    })
+    .await;
+    let got: Vec<&Got> = got.iter().filter(|g| ours(g)).collect();
+    let names: Vec<&str> = got
+        .iter()
+        .map(|g| g.exchange.strip_prefix(Q).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "task-priority-changed",
+            "task-priority-changed",
+            "task-group-priority-changed"
+        ]
+    );
+    assert_eq!(got[0].body["newPriority"], "high");
+    assert_eq!(got[0].body["oldPriority"], "lowest");
+    let last = got[2];
+    assert_eq!(last.routing_key, format!("primary.{group}.-._"));
+    assert_eq!(
+        last.body,
+        json!({ "version": 1, "taskGroupId": group, "schedulerId": "-",
+                "newPriority": "high", "tasksAffected": 2 })
+    );
+}
+
 #[tokio::test]
 async fn task_group_resolved_fires_when_no_task_of_the_group_is_left_unresolved() {
     let _rabbit = RABBIT.read().await;

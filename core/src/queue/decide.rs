@@ -473,6 +473,22 @@ pub fn seal_group(group: &TaskGroup, now: Millis) -> Decision {
     }])
 }
 
+/// The record that changeTaskGroupPriority finished, after its per-task changes (upstream
+/// publishes task-group-priority-changed then, even when no task changed).
+pub fn record_group_priority_change(
+    group: &TaskGroup,
+    priority: Priority,
+    tasks_affected: u32,
+    now: Millis,
+) -> Decision {
+    Ok(vec![QueueEvent::TaskGroupPriorityChanged {
+        task_group_id: group.task_group_id,
+        priority,
+        tasks_affected,
+        at: now,
+    }])
+}
+
 fn compatible(old: &Artifact, new: &Artifact) -> bool {
     use ArtifactStorage as S;
     let storage_ok = match (&old.storage, &new.storage) {
@@ -702,7 +718,8 @@ impl Task {
             | QueueEvent::ArtifactCreated { .. }
             | QueueEvent::ArtifactFinished { .. }
             | QueueEvent::WorkerSeen { .. }
-            | QueueEvent::WorkerQuarantined { .. } => {}
+            | QueueEvent::WorkerQuarantined { .. }
+            | QueueEvent::TaskGroupPriorityChanged { .. } => {}
         }
     }
 }
@@ -739,7 +756,8 @@ impl TaskGroup {
             | QueueEvent::ArtifactCreated { .. }
             | QueueEvent::ArtifactFinished { .. }
             | QueueEvent::WorkerSeen { .. }
-            | QueueEvent::WorkerQuarantined { .. } => group,
+            | QueueEvent::WorkerQuarantined { .. }
+            | QueueEvent::TaskGroupPriorityChanged { .. } => group,
         }
     }
 }

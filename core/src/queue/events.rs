@@ -97,6 +97,15 @@ pub enum QueueEvent {
         by: String,
         at: Millis,
     },
+    /// changeTaskGroupPriority finished: `tasks_affected` tasks of the group were changed to
+    /// `priority` (each by its own `PriorityChanged`). Last in the enum: postcard numbers
+    /// variants by position.
+    TaskGroupPriorityChanged {
+        task_group_id: TaskGroupId,
+        priority: Priority,
+        tasks_affected: u32,
+        at: Millis,
+    },
 }
 
 /// The aggregate an event belongs to.
@@ -136,7 +145,8 @@ impl QueueEvent {
             | QueueEvent::ArtifactFinished { task_id, .. } => Stream::Task(*task_id),
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
-            | QueueEvent::TaskGroupSealed { task_group_id, .. } => {
+            | QueueEvent::TaskGroupSealed { task_group_id, .. }
+            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. } => {
                 Stream::TaskGroup(*task_group_id)
             }
             QueueEvent::WorkerSeen {
@@ -172,6 +182,7 @@ impl QueueEvent {
             QueueEvent::ArtifactFinished { .. } => "ArtifactFinished",
             QueueEvent::WorkerSeen { .. } => "WorkerSeen",
             QueueEvent::WorkerQuarantined { .. } => "WorkerQuarantined",
+            QueueEvent::TaskGroupPriorityChanged { .. } => "TaskGroupPriorityChanged",
         }
     }
 }

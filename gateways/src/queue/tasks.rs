@@ -842,6 +842,17 @@ pub async fn change_task_group_priority(
                     changed.push(t.task_id.to_string());
                 }
             }
+            // the closing record, which Pulse republishes as task-group-priority-changed
+            st.engine
+                .execute(
+                    actor(caller),
+                    QueueCommand::RecordGroupPriorityChange {
+                        task_group_id: id,
+                        priority,
+                        tasks_affected: changed.len() as u32,
+                    },
+                )
+                .await?;
             Ok(ok(json!({
                 "taskGroupId": group,
                 "schedulerId": g.scheduler_id,
