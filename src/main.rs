@@ -1164,7 +1164,6 @@ fn embedded_chain_walk(db: Arc<rocksdb::DB>) -> ChainWalk {
 /// The Kafka topics' walk: each walk carries on from where the previous one stopped, so only
 /// new events are read (a restart walks from offset 0 once).
 fn kafka_chain_walk(log: Arc<KafkaLog>) -> ChainWalk {
-    use taskledger_projections::audit::{hex, BrokenLink, ChainReport};
     use taskledger_projections::kafka_log::ChainCheck;
     let walked = Arc::new(tokio::sync::Mutex::new(vec![
         ChainCheck::start();
@@ -1174,21 +1173,10 @@ fn kafka_chain_walk(log: Arc<KafkaLog>) -> ChainWalk {
         let (log, walked) = (log.clone(), walked.clone());
         Box::pin(async move {
             let mut walked = walked.lock().await;
-            let mut report = ChainReport::default();
-            for (topic, check) in ALL_TOPICS.iter().zip(walked.iter_mut()) {
-                *check = log.walk_chain(topic, 0, check.clone(), u64::MAX).await?;
-                report.partitions.push((topic.to_string(), 0, check.events));
-                report.heads.push(hex(&check.head));
-                if let Some(offset) = check.broken_at {
-                    report.broken.get_or_insert(BrokenLink {
-                        topic: topic.to_string(),
-                        partition: 0,
-                        offset,
-                        reason: "the chain link does not follow from the events before it".into(),
-                    });
-                }
-            }
-            Ok(report)
+            Ok(
+                taskledger_projections::audit::walk_kafka_chains(&log, &ALL_TOPICS, &mut walked)
+                    .await?,
+            )
         })
     })
 }
@@ -1283,7 +1271,6 @@ async fn run_projection_checks<L: EventLog + 'static>(
                 ))?;
                 drop(scratch);
                 let _ = std::fs::remove_dir_all(&scratch_dir);
-                let rate = report.events as f64 / report.seconds.max(1e-9);
                 match &report.difference {
                     None => tracing::info!(
                         projection = name,
@@ -1302,7 +1289,7 @@ async fn run_projection_checks<L: EventLog + 'static>(
                     *name,
                     i64::from(report.difference.is_none()),
                     report.events,
-                    rate,
+                    report.rate(),
                 ));
             }
             drop(live);
@@ -1403,34 +1390,25 @@ impl Tail<'_> {
     }
 }
 
-/// `audit verify --kafka-brokers`: every topic's chain, or exit 1 naming the first break.
-fn verify_kafka_chains(
-    log: &KafkaLog,
-    topics: &[&str],
-    rt: &tokio::runtime::Runtime,
-) -> Result<()> {
-    let started = Instant::now();
-    let mut total = 0;
-    for topic in topics {
-        let check = rt.block_on(log.verify_chain(topic, 0))?;
-        total += check.events;
-        let head = taskledger_projections::audit::hex(&check.head);
-        if let Some(offset) = check.broken_at {
-            eprintln!(
-                "BROKEN: {topic}/0 offset {offset}: the chain link does not follow from the \
-                 {} events before it",
-                check.events
-            );
-            std::process::exit(1);
-        }
-        println!("{topic}/0: {} events, head {head}", check.events);
+/// `audit verify`'s report: each partition's events and head, then `ok` with the rate, or
+/// exit 1 naming the first broken link.
+fn print_chain_report(report: taskledger_projections::audit::ChainReport, started: Instant) {
+    let total: u64 = report.partitions.iter().map(|p| p.2).sum();
+    for ((topic, partition, n), head) in report.partitions.iter().zip(&report.heads) {
+        println!("{topic}/{partition}: {n} events, head {head}");
     }
     let secs = started.elapsed().as_secs_f64();
+    if let Some(b) = report.broken {
+        eprintln!(
+            "BROKEN: {}/{} offset {}: {}",
+            b.topic, b.partition, b.offset, b.reason
+        );
+        std::process::exit(1);
+    }
     println!(
         "ok: {total} events verified in {secs:.2} s ({:.0} events/s)",
         total as f64 / secs.max(1e-9)
     );
-    Ok(())
 }
 
 fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
@@ -1449,7 +1427,12 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
                         rt.block_on(audit::verify_kafka_checkpoint(&log, cp))
                     })?;
                 }
-                return verify_kafka_chains(&log, &topics, rt);
+                let started = Instant::now();
+                let mut walked =
+                    vec![taskledger_projections::kafka_log::ChainCheck::start(); topics.len()];
+                let report = rt.block_on(audit::walk_kafka_chains(&log, &topics, &mut walked))?;
+                print_chain_report(report, started);
+                return Ok(());
             }
             let (db, _secondary) = open_read_only(&data)?;
             if let Some(path) = checkpoints {
@@ -1458,23 +1441,7 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
                 })?;
             }
             let started = Instant::now();
-            let report = audit::verify_chain(&db)?;
-            let total: u64 = report.partitions.iter().map(|p| p.2).sum();
-            for ((topic, partition, n), head) in report.partitions.iter().zip(&report.heads) {
-                println!("{topic}/{partition}: {n} events, head {head}");
-            }
-            let secs = started.elapsed().as_secs_f64();
-            if let Some(b) = report.broken {
-                eprintln!(
-                    "BROKEN: {}/{} offset {}: {}",
-                    b.topic, b.partition, b.offset, b.reason
-                );
-                std::process::exit(1);
-            }
-            println!(
-                "ok: {total} events verified in {secs:.2} s ({:.0} events/s)",
-                total as f64 / secs.max(1e-9)
-            );
+            print_chain_report(audit::verify_chain(&db)?, started);
         }
         AuditCmd::History {
             entity,
@@ -1483,8 +1450,7 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             data,
         } => {
             let (kind, id) = entity.kind_and_id();
-            let (topic, _) = audit::stream_of(kind, &id).context("unknown entity kind")?;
-            let records = entity_records(kind, &id, &kafka, &data, rt)?;
+            let (topic, records) = entity_records(kind, &id, &kafka, &data, rt)?;
             anyhow::ensure!(!records.is_empty(), "no events for {kind} {id}");
             for r in &records {
                 let line = audit::record_json(topic, r)?;
@@ -1513,7 +1479,7 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             let (kind, id) = entity.kind_and_id();
             let at = taskledger_core::time::Millis::parse_rfc3339(&time)
                 .with_context(|| format!("{time} is not an RFC 3339 time"))?;
-            let records = entity_records(kind, &id, &kafka, &data, rt)?;
+            let (_, records) = entity_records(kind, &id, &kafka, &data, rt)?;
             let state = audit::as_of(&records, kind, &id, at)?.context("unknown entity kind")?;
             let value = match state {
                 audit::AsOf::Task(Some(t)) => taskledger_gateways::queue::json::status_json(&t),
@@ -1528,23 +1494,30 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
     Ok(())
 }
 
-/// The records of one entity's stream, oldest first: from the Kafka topic when one is named
-/// (a scan of the whole partition), else through the data directory's stream index.
+/// The topic of one entity's stream and its records, oldest first: from the Kafka topic when
+/// one is named (a scan of the whole partition), else through the data directory's stream
+/// index.
 fn entity_records(
     kind: &str,
     id: &str,
     kafka: &KafkaSource,
     data: &DataDir,
     rt: &tokio::runtime::Runtime,
-) -> Result<Vec<taskledger_core::log::Stored>> {
+) -> Result<(&'static str, Vec<taskledger_core::log::Stored>)> {
     use taskledger_projections::audit;
     let (topic, stream) = audit::stream_of(kind, id).context("unknown entity kind")?;
     if let Some(log) = rt.block_on(kafka.connect(&[topic]))? {
-        return Ok(rt.block_on(audit::scan_stream(&log, topic, &stream))?);
+        return Ok((
+            topic,
+            rt.block_on(audit::scan_stream(&log, topic, &stream))?,
+        ));
     }
     let (db, _secondary) = open_read_only(data)?;
     let log = EmbeddedLog::new(db.clone());
-    Ok(rt.block_on(audit::stream_records(&log, &db, topic, &stream))?)
+    Ok((
+        topic,
+        rt.block_on(audit::stream_records(&log, &db, topic, &stream))?,
+    ))
 }
 
 fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
@@ -1599,7 +1572,7 @@ fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> 
             "{name}: {} events in {:.2} s ({:.0} events/s), digest {}",
             report.events,
             report.seconds,
-            report.events as f64 / report.seconds.max(1e-9),
+            report.rate(),
             report.rebuilt_digest
         );
         if let Some(live_digest) = &report.live_digest {

@@ -45,6 +45,20 @@ pub fn router<L: EventLog + 'static>(
     )
 }
 
+/// One gauge family with a value per label value: HELP, TYPE, then a line each.
+fn gauges<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = (&'a str, String)>,
+) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+    for (key, value) in values {
+        out.push_str(&format!("{name}{{{label}=\"{key}\"}} {value}\n"));
+    }
+}
+
 async fn render<L: EventLog>(
     log: &L,
     roles: &[(&'static str, WriterRole)],
@@ -62,26 +76,24 @@ async fn render<L: EventLog>(
             ));
         }
     }
-    out.push_str(
-        "# HELP taskledger_partition_writer 1 when this node writes the topic's partition, 0 when it follows its writer.\n\
-         # TYPE taskledger_partition_writer gauge\n",
+    gauges(
+        &mut out,
+        "taskledger_partition_writer",
+        "1 when this node writes the topic's partition, 0 when it follows its writer.",
+        "topic",
+        roles
+            .iter()
+            .map(|(topic, role)| (*topic, u8::from(role.is_writer()).to_string())),
     );
-    for (topic, role) in roles {
-        out.push_str(&format!(
-            "taskledger_partition_writer{{topic=\"{topic}\"}} {}\n",
-            u8::from(role.is_writer())
-        ));
-    }
-    out.push_str(
-        "# HELP taskledger_projection_position The log position this node's projection of the topic has applied.\n\
-         # TYPE taskledger_projection_position gauge\n",
+    gauges(
+        &mut out,
+        "taskledger_projection_position",
+        "The log position this node's projection of the topic has applied.",
+        "topic",
+        roles
+            .iter()
+            .map(|(topic, role)| (*topic, role.position().to_string())),
     );
-    for (topic, role) in roles {
-        out.push_str(&format!(
-            "taskledger_projection_position{{topic=\"{topic}\"}} {}\n",
-            role.position()
-        ));
-    }
     if let Some(stats) = bridge {
         out.push_str(&stats.prometheus(Millis::now().0));
     }
@@ -98,33 +110,31 @@ async fn render<L: EventLog>(
     ));
     let checked = audit.projections.lock().expect("projection checks").clone();
     if !checked.is_empty() {
-        out.push_str(
-            "# HELP taskledger_projection_verified The last scheduled rebuild of the projection from the log: 1 equal to the live one, 0 different.\n\
-             # TYPE taskledger_projection_verified gauge\n",
+        gauges(
+            &mut out,
+            "taskledger_projection_verified",
+            "The last scheduled rebuild of the projection from the log: 1 equal to the live one, 0 different.",
+            "projection",
+            checked.iter().map(|(name, ok, _, _)| (*name, ok.to_string())),
         );
-        for (name, ok, _, _) in &checked {
-            out.push_str(&format!(
-                "taskledger_projection_verified{{projection=\"{name}\"}} {ok}\n"
-            ));
-        }
-        out.push_str(
-            "# HELP taskledger_projection_replayed_events Events the last scheduled rebuild folded.\n\
-             # TYPE taskledger_projection_replayed_events gauge\n",
+        gauges(
+            &mut out,
+            "taskledger_projection_replayed_events",
+            "Events the last scheduled rebuild folded.",
+            "projection",
+            checked
+                .iter()
+                .map(|(name, _, events, _)| (*name, events.to_string())),
         );
-        for (name, _, events, _) in &checked {
-            out.push_str(&format!(
-                "taskledger_projection_replayed_events{{projection=\"{name}\"}} {events}\n"
-            ));
-        }
-        out.push_str(
-            "# HELP taskledger_projection_replay_events_per_second The last scheduled rebuild's rate.\n\
-             # TYPE taskledger_projection_replay_events_per_second gauge\n",
+        gauges(
+            &mut out,
+            "taskledger_projection_replay_events_per_second",
+            "The last scheduled rebuild's rate.",
+            "projection",
+            checked
+                .iter()
+                .map(|(name, _, _, rate)| (*name, format!("{rate:.0}"))),
         );
-        for (name, _, _, rate) in &checked {
-            out.push_str(&format!(
-                "taskledger_projection_replay_events_per_second{{projection=\"{name}\"}} {rate:.0}\n"
-            ));
-        }
         out.push_str(&format!(
             "# HELP taskledger_projection_verify_last_run_timestamp_seconds When the last scheduled rebuild ran.\n\
              # TYPE taskledger_projection_verify_last_run_timestamp_seconds gauge\n\

@@ -292,6 +292,13 @@ pub struct ReplayReport {
     pub difference: Option<Difference>,
 }
 
+impl ReplayReport {
+    /// Events folded per second.
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds.max(1e-9)
+    }
+}
+
 /// Projections `replay` knows.
 pub const PROJECTIONS: &[&str] = &["queue", "auth", "worker-manager"];
 
@@ -711,16 +718,32 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Checkpoints of every partition's head, from a chain walk that found nothing broken
-/// (`None` when it did: an unverified head is never signed).
-pub fn checkpoints(
-    db: &DB,
-    key: &ring::signature::Ed25519KeyPair,
-    time: &str,
-) -> Result<(ChainReport, Option<Vec<Checkpoint>>), StoreError> {
-    let report = verify_chain(db)?;
-    let cps = sign_heads(&report, key, time);
-    Ok((report, cps))
+/// Carries each topic's chain walk (partition 0) on from `walked` (one per topic) to the
+/// topic's end, and reports them as `verify_chain` reports the embedded log's partitions.
+/// Walking on from an earlier result reads only what came since.
+pub async fn walk_kafka_chains(
+    log: &KafkaLog,
+    topics: &[&str],
+    walked: &mut [ChainCheck],
+) -> Result<ChainReport, StoreError> {
+    let mut report = ChainReport::default();
+    for (topic, check) in topics.iter().zip(walked.iter_mut()) {
+        *check = log.walk_chain(topic, 0, check.clone(), u64::MAX).await?;
+        report.partitions.push((topic.to_string(), 0, check.events));
+        report.heads.push(hex(&check.head));
+        if let Some(offset) = check.broken_at {
+            report.broken.get_or_insert(BrokenLink {
+                topic: topic.to_string(),
+                partition: 0,
+                offset,
+                reason: format!(
+                    "the chain link does not follow from the {} events before it",
+                    check.events
+                ),
+            });
+        }
+    }
+    Ok(report)
 }
 
 /// Signs the heads a chain walk verified; `None` if it found a break.
@@ -759,15 +782,27 @@ pub async fn verify_kafka_checkpoint(log: &KafkaLog, cp: &Checkpoint) -> Result<
             check.events
         ));
     }
-    if check.events < cp.count {
+    prefix_verdict(cp, check.events, &check.head, "the topic", "events")
+}
+
+/// A checkpoint's verdict once the partition's first records were walked: `walked` of them
+/// (at most `cp.count`) chained to `head`.
+fn prefix_verdict(
+    cp: &Checkpoint,
+    walked: u64,
+    head: &[u8; 32],
+    holder: &str,
+    unit: &str,
+) -> Result<(), String> {
+    if walked < cp.count {
         return Err(format!(
-            "the topic holds {} events, {} were signed",
-            check.events, cp.count
+            "{holder} holds {walked} {unit}, {} were signed",
+            cp.count
         ));
     }
-    if hex(&check.head) != cp.head {
+    if hex(head) != cp.head {
         return Err(format!(
-            "the first {} events no longer chain to the signed head",
+            "the first {} {unit} no longer chain to the signed head",
             cp.count
         ));
     }
@@ -800,19 +835,7 @@ pub fn verify_checkpoint(db: &DB, cp: &Checkpoint) -> Result<(), String> {
         link = chain_link(&link, n, &v);
         n += 1;
     }
-    if n < cp.count {
-        return Err(format!(
-            "the log holds {n} records, {} were signed",
-            cp.count
-        ));
-    }
-    if hex(&link) != cp.head {
-        return Err(format!(
-            "the first {} records no longer chain to the signed head",
-            cp.count
-        ));
-    }
-    Ok(())
+    prefix_verdict(cp, n, &link, "the log", "records")
 }
 
 #[cfg(test)]

@@ -373,14 +373,8 @@ impl KafkaLog {
         &self.inner.writer_id
     }
 
-    /// Walks a partition's valid events from offset 0 and checks that each one's chain header
-    /// follows from its predecessor (`audit verify` on Kafka).
-    pub async fn verify_chain(&self, topic: &str, partition: u32) -> Result<ChainCheck, LogError> {
-        self.walk_chain(topic, partition, ChainCheck::start(), u64::MAX)
-            .await
-    }
-
-    /// Carries the walk `from` on up to the partition's current end, or until `limit` events
+    /// Walks a partition's valid events, checking that each one's chain header follows from
+    /// its predecessor (`audit verify` on Kafka): carries the walk `from` on up to the partition's current end, or until `limit` events
     /// were walked in all; stops at the first link that does not follow. Walking on from an
     /// earlier result checks only what came since (the periodic checkpoints).
     pub async fn walk_chain(
@@ -512,13 +506,8 @@ impl KafkaLog {
                         .as_ref()
                         .is_some_and(|set| set.is_empty());
                     drop(strong);
-                    let since = match (holds_nothing, empty_since) {
-                        (false, _) => None,
-                        (true, None) => Some(Instant::now()),
-                        (true, Some(t)) => Some(t),
-                    };
-                    empty_since = since;
-                    if since.is_some_and(|t| t.elapsed() >= starving)
+                    empty_since = holds_nothing.then(|| empty_since.unwrap_or_else(Instant::now));
+                    if empty_since.is_some_and(|t| t.elapsed() >= starving)
                         && left_out(&consumer, &group, partitions)
                     {
                         empty_since = None;
