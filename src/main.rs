@@ -17,13 +17,14 @@ use taskledger_core::access::seal::SealKey;
 use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::auth::ClientRecord;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
+use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::queue::Limits;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
 use taskledger_projections::{
-    store, AuthEngine, AuthView, EmbeddedLog, Engine, KafkaConfig, KafkaLog, QueueView,
-    WorkerManagerEngine, WorkerManagerView,
+    store, AuthEngine, AuthView, EmbeddedLog, Engine, KafkaConfig, KafkaLog, ObjectEngine,
+    ObjectView, QueueView, WorkerManagerEngine, WorkerManagerView,
 };
 
 #[derive(Parser)]
@@ -107,7 +108,7 @@ struct DataDir {
 enum EventsCmd {
     /// Decoded events as JSON lines (secrets shown as [redacted]).
     Tail {
-        /// queue, auth, worker-manager or all.
+        /// queue, auth, worker-manager, object or all.
         #[arg(long, default_value = "all")]
         service: String,
         #[arg(long, default_value_t = 0)]
@@ -318,6 +319,10 @@ struct ServeArgs {
     /// How long claimWork waits for a task (Taskcluster: 20 s).
     #[arg(long, env = "TASKLEDGER_CLAIM_WORK_POLL_SECS", default_value_t = 20)]
     claim_work_poll_secs: u64,
+    /// How often expired tasks, task groups and objects are looked for and removed
+    /// (Taskcluster's expiry crons run daily).
+    #[arg(long, env = "TASKLEDGER_EXPIRY_SCAN_SECS", default_value_t = 60)]
+    expiry_scan_secs: u64,
     /// How often the log's hash chain is verified and each partition's head signed into
     /// `<data-dir>/checkpoints.jsonl` (Ed25519 key from TASKLEDGER_CHECKPOINT_KEY, base64
     /// PKCS#8, or generated into the data directory); 0 turns it off.
@@ -582,7 +587,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// Every topic of the log, one per service.
-const ALL_TOPICS: [&str; 3] = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC];
+const ALL_TOPICS: [&str; 4] = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC, OBJECT_TOPIC];
 
 /// The secrets `serve` keeps in the data directory.
 struct Secrets {
@@ -614,6 +619,8 @@ async fn run_services<L: EventLog + 'static>(
     // the embedded log indexes streams itself; on Kafka the projections do, for history
     let mut auth_view = AuthView::open(db.clone()).context("loading the auth projection")?;
     let mut view = QueueView::new(db.clone()).context("loading the queue projection")?;
+    view.index_expiries()
+        .context("indexing the expiry of tasks written before the index")?;
     if !embedded {
         auth_view = auth_view.with_stream_index();
         view = view.with_stream_index();
@@ -628,6 +635,11 @@ async fn run_services<L: EventLog + 'static>(
     let worker_manager = WorkerManagerEngine::start(worker_manager_view, log.clone())
         .await
         .context("starting the worker-manager engine")?;
+    let object_view =
+        Arc::new(ObjectView::open(db.clone()).context("loading the object projection")?);
+    let object = ObjectEngine::start(object_view, log.clone())
+        .await
+        .context("starting the object engine")?;
     let mut clients = Clients::new(auth_view, seal_key(&args.data_dir)?);
     let static_client = |id: &str, token: &str, scopes: &[&str]| ClientRecord {
         client_id: id.to_string(),
@@ -688,6 +700,34 @@ async fn run_services<L: EventLog + 'static>(
     ));
     tokio::spawn(taskledger_workers::run_builtin_workers(engine.clone()));
     tokio::spawn(taskledger_workers::run_client_expiry(auth.clone()));
+    {
+        let blobs = blobs.clone();
+        tokio::spawn(taskledger_workers::run_object_expiry(
+            object.clone(),
+            Duration::from_secs(args.expiry_scan_secs.max(1)),
+            move |name: String| {
+                let blobs = blobs.clone();
+                async move { taskledger_gateways::object::delete_bytes(blobs.as_ref(), &name).await }
+            },
+        ));
+    }
+    {
+        let blobs = blobs.clone();
+        tokio::spawn(taskledger_workers::run_task_expiry(
+            engine.clone(),
+            Duration::from_secs(args.expiry_scan_secs.max(1)),
+            move |task_id| {
+                let blobs = blobs.clone();
+                async move {
+                    taskledger_gateways::queue::artifacts::delete_task_bytes(
+                        blobs.as_ref(),
+                        &task_id,
+                    )
+                    .await
+                }
+            },
+        ));
+    }
     let mut bridge_stats = None;
     if let Some(url) = &args.pulse_url {
         let state = taskledger_bridge::BridgeState::open(&args.data_dir.join("bridge"))
@@ -713,6 +753,7 @@ async fn run_services<L: EventLog + 'static>(
         queue_client: ("static/taskcluster/queue".into(), queue_token),
         worker_manager,
         worker_manager_client: (WORKER_MANAGER_CLIENT.into(), worker_manager_token),
+        object,
         public_url: public_url.clone(),
         blobs,
         url_key: url_key.into_bytes(),
@@ -724,7 +765,7 @@ async fn run_services<L: EventLog + 'static>(
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!(
-        "taskledger is serving Taskcluster's queue, auth and worker-manager APIs at {public_url}/api/"
+        "taskledger is serving Taskcluster's queue, auth, worker-manager and object APIs at {public_url}/api/"
     );
     println!("  TASKCLUSTER_ROOT_URL={public_url}");
     println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
@@ -786,10 +827,16 @@ async fn run_services<L: EventLog + 'static>(
         (QUEUE_TOPIC, state.engine.role().clone()),
         (AUTH_TOPIC, state.auth.role().clone()),
         (WORKER_MANAGER_TOPIC, state.worker_manager.role().clone()),
+        (OBJECT_TOPIC, state.object.role().clone()),
     ]);
     let cluster = if args.kafka_group.is_some() {
         // the same order as `roles`
-        let prefixes = ["/api/queue/v1/", "/api/auth/v1/", "/api/worker-manager/v1/"];
+        let prefixes = [
+            "/api/queue/v1/",
+            "/api/auth/v1/",
+            "/api/worker-manager/v1/",
+            "/api/object/v1/",
+        ];
         let log = log.clone();
         Some(Arc::new(cluster::Cluster {
             node_url: args.node_url(),
@@ -985,8 +1032,11 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
         "queue" => vec![QUEUE_TOPIC],
         "auth" => vec![AUTH_TOPIC],
         "worker-manager" => vec![WORKER_MANAGER_TOPIC],
+        "object" => vec![OBJECT_TOPIC],
         "all" => ALL_TOPICS.to_vec(),
-        other => anyhow::bail!("unknown service {other}: queue, auth, worker-manager or all"),
+        other => {
+            anyhow::bail!("unknown service {other}: queue, auth, worker-manager, object or all")
+        }
     })
 }
 

@@ -326,10 +326,15 @@ impl<'a> Overlay<'a> {
                 let n = self.count(&group)?;
                 self.counts.insert(group, n + 1);
             }
+            // expiry publishes nothing upstream; the bridge just forgets what it kept
+            QueueEvent::TaskExpired { task_id } => {
+                self.tasks.insert(task_key(&task_id.0), None);
+            }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
             | QueueEvent::TaskGroupSealed { task_group_id, .. }
-            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. } => {
+            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. }
+            | QueueEvent::TaskGroupExpired { task_group_id } => {
                 let key = group_key(&task_group_id.0);
                 let g = TaskGroup::apply(self.group(key.clone())?, event);
                 self.groups.insert(key, g);

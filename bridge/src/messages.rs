@@ -236,7 +236,9 @@ pub fn queue_message(
         | QueueEvent::TaskGroupDefined { .. }
         | QueueEvent::TaskGroupExpiresRaised { .. }
         | QueueEvent::WorkerSeen { .. }
-        | QueueEvent::WorkerQuarantined { .. } => None,
+        | QueueEvent::WorkerQuarantined { .. }
+        | QueueEvent::TaskExpired { .. }
+        | QueueEvent::TaskGroupExpired { .. } => None,
     }
 }
 

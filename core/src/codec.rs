@@ -52,6 +52,26 @@ pub(crate) fn assert_golden<T: Serialize>(value: &T, path: &str) {
     assert_eq!(hex, golden.trim());
 }
 
+/// `assert_golden` of `events` as the payload of the fixed envelope the services' golden
+/// tests share: event id 1, sequence 1 of `stream`, time 1,700,000,000,000, actor `root`.
+#[cfg(test)]
+pub(crate) fn assert_golden_events<E: Serialize>(stream: &str, events: E, path: &str) {
+    let envelope = crate::envelope::Envelope {
+        event_id: crate::envelope::EventId(uuid::Uuid::from_u128(1)),
+        stream_id: stream.into(),
+        sequence: 1,
+        time: crate::time::Millis(1_700_000_000_000),
+        actor: crate::envelope::Actor {
+            client_id: "root".into(),
+            request_id: None,
+        },
+        causation_id: None,
+        writer_epoch: 1,
+        payload: events,
+    };
+    assert_golden(&envelope, path);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! taskledger-core: the pure domain. Ids, the event envelope and codec, the queue's state
 //! machine (`decide`/`apply`), scopes and scope expressions, Hawk and temporary-credential math,
-//! the worker-manager's domain (`worker_manager`: pools, static workers, registration), and the
-//! `EventLog` trait.
+//! the worker-manager's domain (`worker_manager`: pools, static workers, registration), the object
+//! service's domain (`object`: uploads, hashes, expiry), and the `EventLog` trait.
 //!
 //! Invariant: no I/O and no clock. Time and randomness are arguments.
 
@@ -11,6 +11,7 @@ pub mod codec;
 pub mod envelope;
 pub mod ids;
 pub mod log;
+pub mod object;
 pub mod queue;
 pub mod scopes;
 pub mod time;

@@ -4,11 +4,13 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use taskledger_core::access::AuthError;
+use taskledger_core::object::ObjectError;
 use taskledger_core::queue::QueueError;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::WorkerManagerError;
+use taskledger_projections::single::ServiceError;
 use taskledger_projections::store::StoreError;
-use taskledger_projections::{AuthEngineError, EngineError, WorkerManagerEngineError};
+use taskledger_projections::{AuthEngineError, EngineError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -21,6 +23,7 @@ pub enum ErrorCode {
     ResourceNotFound,
     RequestConflict,
     ResourceExpired,
+    NoMatchingMethod,
     InternalServerError,
     ServiceUnavailable,
 }
@@ -37,6 +40,7 @@ impl ErrorCode {
             ErrorCode::ResourceNotFound => StatusCode::NOT_FOUND,
             ErrorCode::RequestConflict => StatusCode::CONFLICT,
             ErrorCode::ResourceExpired => StatusCode::GONE,
+            ErrorCode::NoMatchingMethod => StatusCode::NOT_ACCEPTABLE,
             ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -52,6 +56,7 @@ impl ErrorCode {
             ErrorCode::ResourceNotFound => "ResourceNotFound",
             ErrorCode::RequestConflict => "RequestConflict",
             ErrorCode::ResourceExpired => "ResourceExpired",
+            ErrorCode::NoMatchingMethod => "NoMatchingMethod",
             ErrorCode::InternalServerError => "InternalServerError",
             ErrorCode::ServiceUnavailable => "ServiceUnavailable",
         }
@@ -104,6 +109,15 @@ impl ApiError {
     }
 }
 
+/// 503 for a log that cannot be written (the cause is logged, not shown).
+fn unavailable(cause: &str) -> ApiError {
+    tracing::warn!(error = %cause, "log unavailable");
+    ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        "The event log is unavailable; try again shortly.",
+    )
+}
+
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
         match &err {
@@ -120,13 +134,7 @@ impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         match err {
             EngineError::Domain(e) => e.into(),
-            EngineError::Unavailable(m) => {
-                tracing::warn!(error = %m, "log unavailable");
-                ApiError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "The event log is unavailable; try again shortly.",
-                )
-            }
+            EngineError::Unavailable(m) => unavailable(&m),
             EngineError::Store(e) => ApiError::internal(e),
         }
     }
@@ -149,13 +157,7 @@ impl From<AuthEngineError> for ApiError {
     fn from(err: AuthEngineError) -> Self {
         match err {
             AuthEngineError::Domain(e) => e.into(),
-            AuthEngineError::Unavailable(m) => {
-                tracing::warn!(error = %m, "log unavailable");
-                ApiError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "The event log is unavailable; try again shortly.",
-                )
-            }
+            AuthEngineError::Unavailable(m) => unavailable(&m),
             AuthEngineError::Store(e) => ApiError::internal(e),
         }
     }
@@ -178,18 +180,23 @@ impl From<WorkerManagerError> for ApiError {
     }
 }
 
-impl From<WorkerManagerEngineError> for ApiError {
-    fn from(err: WorkerManagerEngineError) -> Self {
+impl From<ObjectError> for ApiError {
+    fn from(err: ObjectError) -> Self {
         match err {
-            WorkerManagerEngineError::Domain(e) => e.into(),
-            WorkerManagerEngineError::Unavailable(m) => {
-                tracing::warn!(error = %m, "log unavailable");
-                ApiError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "The event log is unavailable; try again shortly.",
-                )
-            }
-            WorkerManagerEngineError::Store(e) => ApiError::internal(e),
+            ObjectError::NotFound(m) => ApiError::not_found(m),
+            ObjectError::Input(m) => ApiError::input(m),
+            ObjectError::Conflict(m) => ApiError::conflict(m),
+        }
+    }
+}
+
+/// The worker-manager's and the object service's engine errors.
+impl<R: std::error::Error + Into<ApiError>> From<ServiceError<R>> for ApiError {
+    fn from(err: ServiceError<R>) -> Self {
+        match err {
+            ServiceError::Domain(e) => e.into(),
+            ServiceError::Unavailable(m) => unavailable(&m),
+            ServiceError::Store(e) => ApiError::internal(e),
         }
     }
 }

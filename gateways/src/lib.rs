@@ -6,8 +6,10 @@
 
 pub mod audit;
 pub mod auth;
+pub mod blobs;
 pub mod error;
 pub mod hawk;
+pub mod object;
 pub mod queue;
 pub mod worker_manager;
 
@@ -20,7 +22,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use taskledger_projections::{AuthEngine, Engine, WorkerManagerEngine};
+use taskledger_projections::{AuthEngine, Engine, ObjectEngine, WorkerManagerEngine};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -38,6 +40,8 @@ pub struct AppState {
     /// `(clientId, accessToken)` of the worker-manager's own client, the issuer of worker
     /// credentials (its scopes must cover worker-manager.md §2).
     pub worker_manager_client: (String, String),
+    /// The object service's writer (and, through it, its projection).
+    pub object: ObjectEngine,
     /// The externally visible root URL, without a trailing slash.
     pub public_url: String,
     /// Blob storage for artifact bytes.
@@ -144,14 +148,26 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             hawk::middleware,
         ));
+    let object = builtins()
+        .merge(object::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            hawk::middleware,
+        ));
     Router::new()
         .nest("/api/queue/v1", queue)
+        .nest("/api/object/v1", object)
         .nest("/api/auth/v1", auth)
         .nest("/api/audit/v1", audit)
         .nest("/api/worker-manager/v1", worker_manager)
         .route(
             "/blobs/{*path}",
             put(queue::artifacts::put_blob).get(queue::artifacts::get_blob),
+        )
+        .route(
+            "/objects/{*path}",
+            put(object::put_object).get(object::get_object),
         )
         .route(
             "/robots.txt",

@@ -10,6 +10,7 @@ use crate::embedded_log::{chain_link, EmbeddedLog, CHAIN_START};
 use crate::engine::{apply_queue, QUEUE_PARTITION, VIEW_CONSUMER};
 use crate::kafka_log::{ChainCheck, KafkaLog};
 use crate::keys;
+use crate::object_view::{ObjectView, OBJECT_CONSUMER, OBJECT_PARTITION};
 use crate::queue_view::QueueView;
 use crate::store::{cf, StoreError};
 use crate::worker_manager_view::{
@@ -24,6 +25,7 @@ use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::log::{EventLog, LogError, Stored, QUEUE_TOPIC};
+use taskledger_core::object::{ObjectEvent, OBJECT_TOPIC};
 use taskledger_core::queue::QueueEvent;
 use taskledger_core::worker_manager::{WorkerEvent, WORKER_MANAGER_TOPIC};
 
@@ -257,6 +259,10 @@ pub fn record_json(topic: &str, record: &Stored) -> Result<Value, StoreError> {
             let env: Envelope<WorkerEvent> = codec::decode(&record.value)?;
             (env.payload.type_name(), serde_json::to_value(&env))
         }
+        t if t == OBJECT_TOPIC => {
+            let env: Envelope<ObjectEvent> = codec::decode(&record.value)?;
+            (env.payload.type_name(), serde_json::to_value(&env))
+        }
         _ => ("unknown", Ok(Value::Null)),
     };
     let mut v = envelope.unwrap_or(Value::Null);
@@ -300,17 +306,18 @@ impl ReplayReport {
 }
 
 /// Projections `replay` knows.
-pub const PROJECTIONS: &[&str] = &["queue", "auth", "worker-manager"];
+pub const PROJECTIONS: &[&str] = &["queue", "auth", "worker-manager", "object"];
 
 /// The column families a projection owns.
 fn projection_cfs(name: &str) -> Vec<&'static str> {
     match name {
         "auth" => vec![keys::CF_AUTH],
         "worker-manager" => vec![keys::CF_WORKER_MANAGER],
+        "object" => vec![keys::CF_OBJECTS],
         _ => keys::PROJECTION_CFS
             .iter()
             .copied()
-            .filter(|c| *c != keys::CF_AUTH && *c != keys::CF_WORKER_MANAGER)
+            .filter(|c| ![keys::CF_AUTH, keys::CF_WORKER_MANAGER, keys::CF_OBJECTS].contains(c))
             .collect(),
     }
 }
@@ -410,6 +417,7 @@ enum Decoded {
     Queue(Vec<Envelope<QueueEvent>>),
     Auth(Vec<Envelope<AuthEvent>>),
     WorkerManager(Vec<Envelope<WorkerEvent>>),
+    Object(Vec<Envelope<ObjectEvent>>),
 }
 
 /// The rebuilt projection, folding on a thread of its own.
@@ -417,6 +425,7 @@ enum Rebuilt {
     Queue(QueueView),
     Auth(AuthView),
     WorkerManager(WorkerManagerView),
+    Object(ObjectView),
 }
 
 impl Rebuilt {
@@ -427,6 +436,7 @@ impl Rebuilt {
             (Rebuilt::WorkerManager(w), Decoded::WorkerManager(envs)) => {
                 w.apply(offsets, next, envs)
             }
+            (Rebuilt::Object(o), Decoded::Object(envs)) => o.apply(offsets, next, envs),
             _ => unreachable!("events are decoded for the projection being rebuilt"),
         }
     }
@@ -444,6 +454,7 @@ impl Rebuilt {
             Rebuilt::Queue(_) => Decoded::Queue(all(records)?),
             Rebuilt::Auth(_) => Decoded::Auth(all(records)?),
             Rebuilt::WorkerManager(_) => Decoded::WorkerManager(all(records)?),
+            Rebuilt::Object(_) => Decoded::Object(all(records)?),
         })
     }
 }
@@ -466,6 +477,7 @@ pub async fn replay_from<L: EventLog>(
             WORKER_MANAGER_PARTITION,
             WORKER_MANAGER_CONSUMER,
         ),
+        "object" => (OBJECT_TOPIC, OBJECT_PARTITION, OBJECT_CONSUMER),
         _ => (QUEUE_TOPIC, QUEUE_PARTITION, VIEW_CONSUMER),
     };
     let live_offset = match live.get_cf(
@@ -478,6 +490,7 @@ pub async fn replay_from<L: EventLog>(
     let rebuilt = match projection {
         "auth" => Rebuilt::Auth(AuthView::open(scratch.clone())?),
         "worker-manager" => Rebuilt::WorkerManager(WorkerManagerView::open(scratch.clone())?),
+        "object" => Rebuilt::Object(ObjectView::open(scratch.clone())?),
         _ => Rebuilt::Queue(QueueView::new(scratch.clone())?.for_rebuild()),
     };
     let rebuilt = Arc::new(rebuilt);
@@ -611,6 +624,7 @@ pub fn as_of(
                             unsatisfied.clone(),
                         ))
                     }
+                    other if !Task::survives(other) => task = None,
                     other => {
                         if let Some(t) = task.as_mut() {
                             t.apply(other);

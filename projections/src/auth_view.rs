@@ -11,7 +11,7 @@
 //!
 //! **Invariant:** state, sequences, audit rows and the consumed offset go in one batch.
 
-use crate::engine::{fold_log, FoldError};
+use crate::engine::{fold_log, stamp, FoldError};
 use crate::keys;
 use crate::role::{drive, WriterRole, Writes};
 use crate::store::{cf, StoreError};
@@ -25,8 +25,8 @@ use taskledger_core::access::{
     AuthCommand, AuthError, AuthEvent, AuthState, Client, Role, AUTH_TOPIC,
 };
 use taskledger_core::codec;
-use taskledger_core::envelope::{Actor, Envelope, EventId};
-use taskledger_core::log::{EventLog, LogError, Record};
+use taskledger_core::envelope::{Actor, Envelope};
+use taskledger_core::log::{EventLog, LogError};
 use taskledger_core::scopes::ScopeSet;
 use taskledger_core::time::Millis;
 use tokio::sync::{mpsc, oneshot};
@@ -501,29 +501,14 @@ async fn write<L: EventLog>(
         return Ok(events);
     }
     let stream = command.stream_id();
-    let mut sequence = view.sequence(&stream);
-    let mut envelopes = Vec::with_capacity(events.len());
-    let mut records = Vec::with_capacity(events.len());
-    for event in &events {
-        sequence += 1;
-        let env = Envelope {
-            event_id: EventId::new(),
-            stream_id: stream.clone(),
-            sequence,
-            time: now,
-            actor: actor.clone(),
-            causation_id: None,
-            writer_epoch: 1,
-            payload: event.clone(),
-        };
-        records.push(Record {
-            key: stream.clone(),
-            event_type: event.type_name(),
-            event_id: env.event_id.to_string(),
-            value: codec::encode(&env).map_err(StoreError::from)?,
-        });
-        envelopes.push(env);
-    }
+    let (envelopes, records) = stamp(
+        &stream,
+        view.sequence(&stream),
+        &actor,
+        now,
+        &events,
+        AuthEvent::type_name,
+    )?;
     let appended = log
         .append(AUTH_TOPIC, AUTH_PARTITION, records)
         .await

@@ -117,6 +117,14 @@ pub enum QueueCommand {
         worker_id: String,
         expires: Millis,
     },
+    /// The expiry reactor: removes a task past its `expires` (once resolved).
+    ExpireTask {
+        task_id: TaskId,
+    },
+    /// The expiry reactor: removes a task group past its `expires`.
+    ExpireTaskGroup {
+        task_group_id: TaskId,
+    },
 }
 
 /// The state a command leaves behind, for the answer.
@@ -265,6 +273,40 @@ pub fn join_writers() {
 pub enum FoldError {
     Log(LogError),
     Store(StoreError),
+}
+
+/// One command's events as envelopes of `stream` numbered on from `last_sequence`, each with
+/// the log record that carries it (the one-command-at-a-time engines' append).
+pub fn stamp<E: serde::Serialize + Clone>(
+    stream: &str,
+    last_sequence: u64,
+    actor: &Actor,
+    now: Millis,
+    events: &[E],
+    type_name: impl Fn(&E) -> &'static str,
+) -> Result<(Vec<Envelope<E>>, Vec<Record>), StoreError> {
+    let mut envelopes = Vec::with_capacity(events.len());
+    let mut records = Vec::with_capacity(events.len());
+    for (sequence, event) in (last_sequence + 1..).zip(events) {
+        let env = Envelope {
+            event_id: EventId::new(),
+            stream_id: stream.to_string(),
+            sequence,
+            time: now,
+            actor: actor.clone(),
+            causation_id: None,
+            writer_epoch: 1,
+            payload: event.clone(),
+        };
+        records.push(Record {
+            key: stream.to_string(),
+            event_type: type_name(event),
+            event_id: env.event_id.to_string(),
+            value: codec::encode(&env)?,
+        });
+        envelopes.push(env);
+    }
+    Ok((envelopes, records))
 }
 
 /// Reads a partition from `offset` to its end in batches, decodes each record's envelope and
@@ -425,10 +467,19 @@ impl<'a> Overlay<'a> {
                     )),
                 );
             }
+            QueueEvent::TaskExpired { task_id } => {
+                self.tasks.insert(*task_id, None);
+                for ((t, _, _), a) in self.artifacts.iter_mut() {
+                    if t == task_id {
+                        *a = None;
+                    }
+                }
+            }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
             | QueueEvent::TaskGroupSealed { task_group_id, .. }
-            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. } => {
+            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. }
+            | QueueEvent::TaskGroupExpired { task_group_id } => {
                 let g = self.groups.get(task_group_id).cloned().flatten();
                 self.groups
                     .insert(*task_group_id, TaskGroup::apply(g, event));
@@ -789,6 +840,22 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
                 task_id,
                 queue::change_priority(&t, *priority, now)?,
             )
+        }
+        QueueCommand::ExpireTask { task_id } => {
+            let events = match overlay.task(task_id)? {
+                Some(t) => queue::expire_task(&t, now)?,
+                None => vec![],
+            };
+            events.iter().for_each(|e| overlay.apply(e));
+            Ok((events, Outcome::Done))
+        }
+        QueueCommand::ExpireTaskGroup { task_group_id } => {
+            let events = match overlay.group(task_group_id)? {
+                Some(g) => queue::expire_group(&g, now)?,
+                None => vec![],
+            };
+            events.iter().for_each(|e| overlay.apply(e));
+            Ok((events, Outcome::Done))
         }
         QueueCommand::SealTaskGroup { task_group_id } => {
             let g = overlay.group(task_group_id)?.ok_or_else(|| {

@@ -25,6 +25,10 @@ pub const CF_LOG_INDEX: &str = "log_index";
 pub const CF_AUTH: &str = "auth";
 /// The worker-manager projection: pools, workers, stream sequences and pool errors.
 pub const CF_WORKER_MANAGER: &str = "worker_manager";
+/// The queue's expiry index: when each task and task group goes (`expiry`).
+pub const CF_EXPIRIES: &str = "expiries";
+/// The object projection: objects, stream sequences and the expiry index.
+pub const CF_OBJECTS: &str = "objects";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
@@ -42,8 +46,10 @@ pub const ALL_CFS: &[&str] = &[
     CF_ARTIFACTS,
     CF_WORKERS,
     CF_TASK_QUEUES,
+    CF_EXPIRIES,
     CF_AUTH,
     CF_WORKER_MANAGER,
+    CF_OBJECTS,
 ];
 
 /// The projection column families (everything but the log), for digests and rebuilds.
@@ -59,8 +65,10 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_ARTIFACTS,
     CF_WORKERS,
     CF_TASK_QUEUES,
+    CF_EXPIRIES,
     CF_AUTH,
     CF_WORKER_MANAGER,
+    CF_OBJECTS,
 ];
 
 fn with_str(mut out: Vec<u8>, s: &str) -> Vec<u8> {
@@ -195,6 +203,34 @@ pub fn parse_timer(key: &[u8]) -> Option<(Millis, TimerKind, TaskId, u32)> {
     Some((Millis(at), kind, task, run))
 }
 
+/// What an `expiries` entry removes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExpiryKind {
+    Task = 1,
+    TaskGroup = 2,
+}
+
+/// `expiries`: time, kind, task or task-group id. Ordered by time, so the earliest is first.
+pub fn expiry(at: Millis, kind: ExpiryKind, id: &Slug) -> Vec<u8> {
+    let mut k = (at.0.max(0) as u64).to_be_bytes().to_vec();
+    k.push(kind as u8);
+    k.extend_from_slice(&id.0);
+    k
+}
+
+pub fn parse_expiry(key: &[u8]) -> Option<(Millis, ExpiryKind, Slug)> {
+    if key.len() != 25 {
+        return None;
+    }
+    let at = u64::from_be_bytes(key[0..8].try_into().ok()?) as i64;
+    let kind = match key[8] {
+        1 => ExpiryKind::Task,
+        2 => ExpiryKind::TaskGroup,
+        _ => return None,
+    };
+    Some((Millis(at), kind, Slug(key[9..25].try_into().ok()?)))
+}
+
 /// `artifacts`: taskId, runId, name.
 pub fn artifact(task: &TaskId, run: u32, name: &str) -> Vec<u8> {
     let mut k = artifact_prefix(task, run);
@@ -301,6 +337,36 @@ pub const WM_POOL_PREFIX: &[u8] = b"p";
 pub const WM_WORKER_PREFIX: &[u8] = b"w";
 pub const WM_STREAM_PREFIX: &[u8] = b"s";
 pub const WM_ERROR_PREFIX: &[u8] = b"e";
+
+/// `objects`: an object by name.
+pub fn object(name: &str) -> Vec<u8> {
+    with_str(OBJECT_PREFIX.to_vec(), name)
+}
+
+/// `objects`: the last applied sequence of a stream.
+pub fn object_stream(stream: &str) -> Vec<u8> {
+    with_str(OBJECT_STREAM_PREFIX.to_vec(), stream)
+}
+
+/// `objects`: expiry index, time then name (the earliest first).
+pub fn object_expiry(at: Millis, name: &str) -> Vec<u8> {
+    let mut k = OBJECT_EXPIRY_PREFIX.to_vec();
+    k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Time and name of an `object_expiry` key.
+pub fn parse_object_expiry(key: &[u8]) -> Option<(Millis, &str)> {
+    let rest = key.strip_prefix(OBJECT_EXPIRY_PREFIX)?;
+    let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as i64;
+    Some((Millis(at), std::str::from_utf8(&rest[8..]).ok()?))
+}
+
+/// Prefixes of the `objects` CF's kinds of rows.
+pub const OBJECT_PREFIX: &[u8] = b"o";
+pub const OBJECT_STREAM_PREFIX: &[u8] = b"s";
+pub const OBJECT_EXPIRY_PREFIX: &[u8] = b"e";
 
 /// The stream of a `wm_stream` key.
 pub fn wm_stream_id(key: &[u8]) -> Option<&str> {

@@ -1,5 +1,5 @@
 //! taskledger-projections: the event logs (embedded RocksDB, Kafka), the queue,
-//! auth and worker-manager projections in RocksDB column families, and the command engines
+//! auth, worker-manager and object projections in RocksDB column families, and the command engines
 //! that turn commands into durable events (the queue's with group commit).
 //!
 //! Invariant: a projection's state and the offset it has consumed are written in one batch.
@@ -11,8 +11,10 @@ pub mod engine;
 pub mod kafka_group;
 pub mod kafka_log;
 pub mod keys;
+pub mod object_view;
 pub mod queue_view;
 pub mod role;
+pub mod single;
 pub mod store;
 pub mod worker_manager_view;
 
@@ -20,5 +22,6 @@ pub use auth_view::{AuditEntry, AuthEngine, AuthEngineError, AuthView};
 pub use embedded_log::EmbeddedLog;
 pub use engine::{Engine, EngineError, Outcome, QueueCommand};
 pub use kafka_log::{KafkaConfig, KafkaLog};
+pub use object_view::{ObjectEngine, ObjectEngineError, ObjectView};
 pub use queue_view::QueueView;
 pub use worker_manager_view::{WorkerManagerEngine, WorkerManagerEngineError, WorkerManagerView};

@@ -1,7 +1,7 @@
 //! The queue projection: folds queue events into tasks, groups, the pending queues, claims,
 //! timers, artifacts and worker records, and answers the gateway's reads.
 
-use crate::keys::{self, TimerKind};
+use crate::keys::{self, ExpiryKind, TimerKind};
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -178,6 +178,62 @@ impl QueueView {
         })
     }
 
+    /// Fills the `expiries` index from the tasks and groups of a database written before it
+    /// existed (once; a marker in `meta` says it was done), so they expire too and a rebuild
+    /// from the log compares equal.
+    pub fn index_expiries(&self) -> Result<(), StoreError> {
+        const MARKER: &[u8] = b"expiries-indexed";
+        let db = &*self.db;
+        let meta = cf(db, keys::CF_META)?;
+        if db.get_pinned_cf(meta, MARKER)?.is_some() {
+            return Ok(());
+        }
+        let _folding = self.folding.lock().expect("fold lock");
+        let expiries = cf(db, keys::CF_EXPIRIES)?;
+        let mut wb = WriteBatch::default();
+        for item in db.iterator_cf(cf(db, keys::CF_TASKS)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            let t: Task = codec::decode(&v)?;
+            let key = keys::expiry(t.definition.expires, ExpiryKind::Task, &t.task_id);
+            wb.put_cf(expiries, key, []);
+        }
+        for item in db.iterator_cf(cf(db, keys::CF_GROUPS)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            let g: TaskGroup = codec::decode(&v)?;
+            let key = keys::expiry(g.expires, ExpiryKind::TaskGroup, &g.task_group_id);
+            wb.put_cf(expiries, key, []);
+        }
+        wb.put_cf(meta, MARKER, []);
+        db.write(wb)?;
+        Ok(())
+    }
+
+    /// Tasks and task groups whose expiry is in `from..=now`, earliest first, at most `limit`,
+    /// each with its expiry. Starting at `from` (the earliest expiry a previous scan left)
+    /// skips the deletions of everything expired before.
+    pub fn expiries_due(
+        &self,
+        from: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(Millis, ExpiryKind, TaskId)>, StoreError> {
+        let db = &*self.db;
+        let start = (from.0.max(0) as u64).to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        let mut out = Vec::new();
+        for item in db.iterator_cf(cf(db, keys::CF_EXPIRIES)?, mode) {
+            let (k, _) = item?;
+            let Some((at, kind, id)) = keys::parse_expiry(&k) else {
+                continue;
+            };
+            if at > now || out.len() == limit {
+                break;
+            }
+            out.push((at, kind, id));
+        }
+        Ok(out)
+    }
+
     /// A view rebuilding its projection into a scratch database (`replay`): writes skip the
     /// write-ahead log, since a rebuild that dies is started over; `flush` makes it durable.
     pub fn for_rebuild(mut self) -> QueueView {
@@ -336,15 +392,39 @@ impl QueueView {
                     keys::timer(definition.deadline, TimerKind::Deadline, task_id, 0),
                     [],
                 );
+                batch.put(
+                    keys::CF_EXPIRIES,
+                    keys::expiry(definition.expires, ExpiryKind::Task, task_id),
+                    [],
+                );
                 fold.tasks.insert(*task_id, Some(task));
+            }
+            QueueEvent::TaskExpired { task_id } => {
+                if let Some(task) = fold.take_task(task_id)? {
+                    self.forget_task(batch, fold, &task)?;
+                }
+                fold.tasks.insert(*task_id, None);
             }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
             | QueueEvent::TaskGroupSealed { task_group_id, .. }
-            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. } => {
-                let g = fold.group(task_group_id)?;
-                fold.groups
-                    .insert(*task_group_id, TaskGroup::apply(g, event));
+            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. }
+            | QueueEvent::TaskGroupExpired { task_group_id } => {
+                let before = fold.group(task_group_id)?;
+                if let Some(g) = &before {
+                    let key = keys::expiry(g.expires, ExpiryKind::TaskGroup, task_group_id);
+                    batch.delete(keys::CF_EXPIRIES, key);
+                }
+                let after = TaskGroup::apply(before, event);
+                match &after {
+                    Some(g) => batch.put(
+                        keys::CF_EXPIRIES,
+                        keys::expiry(g.expires, ExpiryKind::TaskGroup, task_group_id),
+                        [],
+                    ),
+                    None => batch.delete(keys::CF_GROUPS, keys::task(task_group_id)),
+                }
+                fold.groups.insert(*task_group_id, after);
             }
             QueueEvent::ArtifactCreated {
                 task_id,
@@ -406,6 +486,61 @@ impl QueueView {
             | QueueEvent::RunExceptionRecorded { .. }
             | QueueEvent::DependencySatisfied { .. }
             | QueueEvent::PriorityChanged { .. } => self.fold_task_event(batch, fold, event)?,
+        }
+        Ok(())
+    }
+
+    /// Everything a task left in the projection, for `TaskExpired`: its row, membership,
+    /// dependency records (both ways), timers, expiry entry and artifacts. Its stream's
+    /// sequence stays, so a task created later under the same id numbers its events on.
+    fn forget_task(
+        &self,
+        batch: &mut Writes,
+        fold: &mut Fold,
+        task: &Task,
+    ) -> Result<(), StoreError> {
+        let id = &task.task_id;
+        let def = &task.definition;
+        batch.delete(keys::CF_TASKS, keys::task(id));
+        batch.delete(keys::CF_GROUP_MEMBERS, keys::pair(&def.task_group_id, id));
+        for dep in &def.dependencies {
+            batch.delete(keys::CF_DEPENDENTS, keys::pair(dep, id));
+        }
+        batch.delete(
+            keys::CF_EXPIRIES,
+            keys::expiry(def.expires, ExpiryKind::Task, id),
+        );
+        batch.delete(
+            keys::CF_TIMERS,
+            keys::timer(def.deadline, TimerKind::Deadline, id, 0),
+        );
+        let db = &*self.db;
+        let prefixed = |cf_name: &'static str, prefix: &[u8]| -> Result<Vec<Vec<u8>>, StoreError> {
+            let mut found = Vec::new();
+            let mode = IteratorMode::From(prefix, Direction::Forward);
+            for item in db.iterator_cf(cf(db, cf_name)?, mode) {
+                let (k, _) = item?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                found.push(k.to_vec());
+            }
+            Ok(found)
+        };
+        for key in prefixed(keys::CF_DEPENDENTS, &id.0)? {
+            batch.delete(keys::CF_DEPENDENTS, key);
+        }
+        for run in 0..task.runs.len() as u32 {
+            for key in prefixed(keys::CF_ARTIFACTS, &keys::artifact_prefix(id, run))? {
+                batch.delete(keys::CF_ARTIFACTS, key);
+            }
+        }
+        // artifacts created earlier in this fold are not in the database yet
+        for (key, a) in fold.artifacts.iter_mut() {
+            if key.starts_with(&id.0) {
+                *a = None;
+                batch.delete(keys::CF_ARTIFACTS, key.clone());
+            }
         }
         Ok(())
     }

@@ -5,27 +5,24 @@
 //! memory (static pools and workers are few), and pool errors, which stay on disk only (nothing
 //! decides against them; they are listed by pool in log order).
 //!
-//! `WorkerManagerEngine` is the partition's single writer, as `AuthEngine` is auth's: load ->
+//! `WorkerManagerEngine` is the partition's single writer (`single::ServiceEngine`): load ->
 //! decide -> append -> apply -> answer, one command at a time.
 //!
 //! **Invariant:** state, sequences, error rows and the consumed offset go in one batch.
 
-use crate::engine::{fold_log, FoldError};
 use crate::keys;
-use crate::role::{drive, WriterRole, Writes};
+use crate::single::{Decision, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use taskledger_core::codec;
-use taskledger_core::envelope::{Actor, Envelope, EventId};
-use taskledger_core::log::{EventLog, LogError, Record};
+use taskledger_core::envelope::Envelope;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{
     PoolError, Subject, Worker, WorkerCommand, WorkerEvent, WorkerManagerError, WorkerManagerState,
     WorkerPool, WORKER_MANAGER_TOPIC,
 };
-use tokio::sync::{mpsc, oneshot};
 
 /// The worker-manager's single partition.
 pub const WORKER_MANAGER_PARTITION: u32 = 0;
@@ -225,182 +222,48 @@ impl WorkerManagerView {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerManagerEngineError {
-    #[error(transparent)]
-    Domain(#[from] WorkerManagerError),
-    #[error("the event log is unavailable: {0}")]
-    Unavailable(String),
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-}
+pub type WorkerManagerEngineError = ServiceError<WorkerManagerError>;
 
-type Reply = oneshot::Sender<Result<Vec<Envelope<WorkerEvent>>, WorkerManagerEngineError>>;
+/// The worker-manager's writer (see `single`).
+pub type WorkerManagerEngine = ServiceEngine<WorkerManagerView>;
 
-struct Job {
-    actor: Actor,
-    command: WorkerCommand,
-    reply: Reply,
-}
+impl Service for WorkerManagerView {
+    type Event = WorkerEvent;
+    type Command = WorkerCommand;
+    type Refusal = WorkerManagerError;
+    const TOPIC: &'static str = WORKER_MANAGER_TOPIC;
+    const PARTITION: u32 = WORKER_MANAGER_PARTITION;
+    const NAME: &'static str = "worker-manager";
 
-/// A handle to the worker-manager writer. Cheap to clone.
-#[derive(Clone)]
-pub struct WorkerManagerEngine {
-    tx: mpsc::Sender<Job>,
-    view: Arc<WorkerManagerView>,
-    role: WriterRole,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> WorkerManagerEngineError {
-    WorkerManagerEngineError::Unavailable(e.to_string())
-}
-
-/// Applies every worker-manager record the projection has not seen; returns the log's end.
-pub async fn catch_up_worker_manager<L: EventLog>(
-    view: &WorkerManagerView,
-    log: &L,
-) -> Result<u64, WorkerManagerEngineError> {
-    let from = view.consumer_offset()?;
-    fold_log(
-        log,
-        WORKER_MANAGER_TOPIC,
-        WORKER_MANAGER_PARTITION,
-        from,
-        |offsets, next, envs| view.apply(offsets, next, envs),
-    )
-    .await
-    .map_err(|e| match e {
-        FoldError::Log(e) => unavailable(e),
-        FoldError::Store(e) => WorkerManagerEngineError::Store(e),
-    })
-}
-
-/// The worker-manager partition's writer loop (see `role::drive`).
-struct WorkerManagerWriter<L> {
-    view: Arc<WorkerManagerView>,
-    log: Arc<L>,
-}
-
-impl<L: EventLog + 'static> Writes for WorkerManagerWriter<L> {
-    type Job = Job;
-    type Log = L;
-    fn log(&self) -> &L {
-        &self.log
-    }
-    fn topic(&self) -> (&'static str, u32) {
-        (WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION)
-    }
-    async fn catch_up(&self) -> Result<u64, String> {
-        catch_up_worker_manager(&self.view, &*self.log)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    async fn run(&self, job: Job, role: &WriterRole) -> bool {
-        let result = write(&self.view, &*self.log, job.actor, job.command).await;
-        let failed = matches!(result, Err(WorkerManagerEngineError::Unavailable(_)));
-        if let Ok(position) = self.view.consumer_offset() {
-            role.set_applied(position);
-        }
-        let _ = job.reply.send(result);
-        !failed
-    }
-    fn refuse(&self, job: Job) {
-        let _ = job.reply.send(Err(unavailable(LogError::NotWriter)));
-    }
-}
-
-impl WorkerManagerEngine {
-    /// Catches the projection up with the log, then starts the writer task, which writes
-    /// while the log assigns this process the partition and follows its writer otherwise.
-    pub async fn start<L: EventLog + 'static>(
-        view: Arc<WorkerManagerView>,
-        log: Arc<L>,
-    ) -> Result<WorkerManagerEngine, WorkerManagerEngineError> {
-        let end = catch_up_worker_manager(&view, &*log).await?;
-        let (tx, rx) = mpsc::channel::<Job>(256);
-        let role = WriterRole::new("worker-manager", end);
-        let writer = WorkerManagerWriter {
-            view: view.clone(),
-            log,
-        };
-        tokio::spawn(drive(writer, role.clone(), rx));
-        Ok(WorkerManagerEngine { tx, view, role })
-    }
-
-    /// Whether this process writes the worker-manager partition, and how far its projection is.
-    pub fn role(&self) -> &WriterRole {
-        &self.role
-    }
-
-    pub fn view(&self) -> &Arc<WorkerManagerView> {
-        &self.view
-    }
-
-    /// Runs a command; answers with its envelopes (none: "already so") once they are durable
-    /// and applied.
-    pub async fn execute(
+    fn decide(
         &self,
-        actor: Actor,
-        command: WorkerCommand,
-    ) -> Result<Vec<Envelope<WorkerEvent>>, WorkerManagerEngineError> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            actor,
-            command,
-            reply,
-        };
-        let stopped = || unavailable("worker-manager writer stopped");
-        self.tx.send(job).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        command: &WorkerCommand,
+        now: Millis,
+    ) -> Result<Decision<WorkerEvent>, WorkerManagerEngineError> {
+        let events = self
+            .read(|s| s.decide(command, now))
+            .map_err(ServiceError::Domain)?;
+        let stream = command.stream_id();
+        Ok(Decision {
+            last_sequence: self.sequence(&stream),
+            stream,
+            events,
+        })
     }
-}
-
-/// Decides against the projection, appends the events (one durable write), applies them.
-async fn write<L: EventLog>(
-    view: &WorkerManagerView,
-    log: &L,
-    actor: Actor,
-    command: WorkerCommand,
-) -> Result<Vec<Envelope<WorkerEvent>>, WorkerManagerEngineError> {
-    let now = Millis::now();
-    let events = view.read(|s| s.decide(&command, now))?;
-    if events.is_empty() {
-        return Ok(vec![]);
+    fn type_name(event: &WorkerEvent) -> &'static str {
+        event.type_name()
     }
-    let stream = command.stream_id();
-    let first_sequence = view.sequence(&stream) + 1;
-    let mut envelopes = Vec::with_capacity(events.len());
-    let mut records = Vec::with_capacity(events.len());
-    for (sequence, event) in (first_sequence..).zip(&events) {
-        let env = Envelope {
-            event_id: EventId::new(),
-            stream_id: stream.clone(),
-            sequence,
-            time: now,
-            actor: actor.clone(),
-            causation_id: None,
-            writer_epoch: 1,
-            payload: event.clone(),
-        };
-        records.push(Record {
-            key: stream.clone(),
-            event_type: event.type_name(),
-            event_id: env.event_id.to_string(),
-            value: codec::encode(&env).map_err(StoreError::from)?,
-        });
-        envelopes.push(env);
+    fn apply(
+        &self,
+        offsets: &[u64],
+        next: u64,
+        envelopes: &[Envelope<WorkerEvent>],
+    ) -> Result<(), StoreError> {
+        WorkerManagerView::apply(self, offsets, next, envelopes)
     }
-    let appended = log
-        .append(WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION, records)
-        .await
-        .map_err(unavailable)?;
-    if appended.prior == view.consumer_offset()? {
-        view.apply(&appended.offsets, appended.next, &envelopes)?;
-    } else {
-        // records this writer had not seen came first (or markers it skips): fold from the log
-        catch_up_worker_manager(view, log).await?;
+    fn consumer_offset(&self) -> Result<u64, StoreError> {
+        WorkerManagerView::consumer_offset(self)
     }
-    Ok(envelopes)
 }
 
 #[cfg(test)]
@@ -408,6 +271,7 @@ mod tests {
     use super::*;
     use crate::{store, EmbeddedLog};
     use taskledger_core::access::seal::SealKey;
+    use taskledger_core::envelope::Actor;
     use taskledger_core::ids::Slug;
     use taskledger_core::worker_manager::{PoolInput, Proof, WorkerKey, WorkerState};
 

@@ -61,8 +61,11 @@ async fn written_by(server: &Server) -> HashSet<String> {
         .collect()
 }
 
-/// Waits until each of the three topics has exactly one writer among `nodes` and every node
-/// writes one (round-robin over three partitions); the writer of each topic (index into
+/// The service topics (queue, auth, worker-manager, object), one partition each.
+const TOPICS: usize = 4;
+
+/// Waits until each of the service topics has exactly one writer among `nodes` and every node
+/// writes at least one (round-robin over the partitions); the writer of each topic (index into
 /// `nodes`).
 async fn settled(nodes: &[&Server]) -> HashMap<String, usize> {
     let start = Instant::now();
@@ -74,9 +77,9 @@ async fn settled(nodes: &[&Server]) -> HashMap<String, usize> {
             }
         }
         let distinct: HashSet<usize> = writers.values().flatten().copied().collect();
-        let complete = writers.len() == 3
+        let complete = writers.len() == TOPICS
             && writers.values().all(|w| w.len() == 1)
-            && distinct.len() == nodes.len().min(3);
+            && distinct.len() == nodes.len().min(TOPICS);
         if complete {
             return writers.into_iter().map(|(t, w)| (t, w[0])).collect();
         }

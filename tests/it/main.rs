@@ -6,6 +6,7 @@ mod cluster;
 mod harness;
 mod kafka_log;
 mod layout;
+mod object;
 mod pulse;
 mod worker;
 mod worker_manager;

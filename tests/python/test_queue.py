@@ -123,3 +123,33 @@ def test_rerun_and_paginated_group_listing(root_url):
     q.listTaskGroup(group, paginationHandler=lambda page: seen.extend(page["tasks"]),
                     query={"limit": 2})
     assert len(seen) == 5
+
+
+def test_object_artifacts_with_the_upload_and_download_helpers(root_url):
+    """What generic-worker and modern tooling do: an `object` artifact uploaded through the
+    object service with the client's own helper, read back with its download helper (which
+    insists on matching hashes)."""
+    from taskcluster import download, upload
+
+    q = queue(root_url)
+    task_queue = "py-prov/objects"
+    task_id = taskcluster.slugId()
+    q.createTask(task_id, definition(task_queue))
+    item = q.claimWork(task_queue, {"workerGroup": "py", "workerId": "w2", "tasks": 1})["tasks"][0]
+    worker = queue(root_url, item["credentials"])
+    for name, data in [("public/inline.txt", b"tiny"), ("public/put.bin", bytes(range(256)) * 400)]:
+        expires = taskcluster.fromNow("1 day")
+        art = worker.createArtifact(task_id, "0", name, {
+            "storageType": "object", "contentType": "application/x-py",
+            "expires": taskcluster.stringDate(expires)})
+        objects = taskcluster.Object({"rootUrl": root_url, "credentials": art["credentials"]})
+        upload.uploadFromBuf(projectId=art["projectId"], name=art["name"],
+                             contentType="application/x-py", contentLength=len(data),
+                             expires=expires, uploadId=art["uploadId"], data=data,
+                             objectService=objects)
+        worker.finishArtifact(task_id, "0", name, {"uploadId": art["uploadId"]})
+        got, content_type = download.downloadArtifactToBuf(taskId=task_id, runId="0", name=name,
+                                                           queueService=q)
+        assert got == data
+        assert content_type == "application/x-py"
+    worker.reportCompleted(task_id, "0")

@@ -287,3 +287,84 @@ pub async fn run_client_expiry(auth: taskledger_projections::AuthEngine) {
         tokio::time::sleep(CLIENT_EXPIRY_SCAN).await;
     }
 }
+
+/// Removes objects whose `expires` passed (and uploads never finished a day after they
+/// started) as `ObjectExpired` events, then has `forget` delete their bytes. Bytes go only
+/// after the event is durable: a crash in between leaves bytes no object names, never an
+/// object without bytes.
+pub async fn run_object_expiry<F, Fut>(
+    object: taskledger_projections::ObjectEngine,
+    every: Duration,
+    forget: F,
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    // objects due before `floor` are all gone: new ones are never due in the past
+    let mut floor = Millis(0);
+    loop {
+        if !writing(object.role()).await {
+            continue;
+        }
+        let now = Millis::now();
+        let due = object.view().due(floor, now, 1000).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "object expiry scan failed");
+            vec![]
+        });
+        floor = due.first().map_or(now, |(at, _)| *at);
+        for (_, name) in due {
+            let cmd = taskledger_core::object::ObjectCommand::Expire { name: name.clone() };
+            match object.execute(Actor::system("object-expiry"), cmd).await {
+                Ok(events) if !events.is_empty() => forget(name).await,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%name, error = %e, "object expiry failed"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Removes tasks (once resolved) and task groups past their `expires`, as `TaskExpired` and
+/// `TaskGroupExpired` events, and then has `forget` delete an expired task's stored artifact
+/// bytes (the events come first: a crash in between leaves bytes no task names, never a task
+/// without its bytes). Scans every `every` (upstream runs its expiry crons daily).
+pub async fn run_task_expiry<F, Fut>(engine: Engine, every: Duration, forget: F)
+where
+    F: Fn(taskledger_core::ids::TaskId) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use taskledger_projections::keys::ExpiryKind;
+    // expiries before `floor` are all gone: new ones are never in the past
+    let mut floor = Millis(0);
+    loop {
+        if !writing(engine.role()).await {
+            continue;
+        }
+        let now = Millis::now();
+        let due = engine
+            .view()
+            .expiries_due(floor, now, 1000)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "task expiry scan failed");
+                vec![]
+            });
+        // what stays (an unresolved task) is found again from here
+        floor = due.first().map_or(now, |(at, _, _)| *at);
+        for (_, kind, id) in due {
+            let cmd = match kind {
+                ExpiryKind::Task => QueueCommand::ExpireTask { task_id: id },
+                ExpiryKind::TaskGroup => QueueCommand::ExpireTaskGroup { task_group_id: id },
+            };
+            match engine.execute(Actor::system("task-expiry"), cmd).await {
+                Ok(_) if kind == ExpiryKind::Task => {
+                    if matches!(engine.view().task(&id), Ok(None)) {
+                        forget(id).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%id, error = %e, "expiry failed"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}

@@ -780,21 +780,9 @@ mod tests {
                 client_id: "c".into(),
             },
         ];
-        let envelope = crate::envelope::Envelope {
-            event_id: crate::envelope::EventId(uuid::Uuid::from_u128(1)),
-            stream_id: "client/c".into(),
-            sequence: 1,
-            time: Millis(1_700_000_000_000),
-            actor: crate::envelope::Actor {
-                client_id: "root".into(),
-                request_id: None,
-            },
-            causation_id: None,
-            writer_epoch: 1,
-            payload: events,
-        };
-        crate::codec::assert_golden(
-            &envelope,
+        crate::codec::assert_golden_events(
+            "client/c",
+            events,
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/golden/auth/events_v1.hex"

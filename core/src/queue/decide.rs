@@ -463,6 +463,31 @@ pub fn change_priority(task: &Task, new: Priority, now: Millis) -> Decision {
     }])
 }
 
+/// A task past its `expires` goes, once resolved (every task resolves by its deadline, which
+/// is never after `expires`; one the deadline reactor has not reached yet waits for it).
+pub fn expire_task(task: &Task, now: Millis) -> Decision {
+    Ok(
+        if task.definition.expires <= now && task.resolution().is_some() {
+            vec![QueueEvent::TaskExpired {
+                task_id: task.task_id,
+            }]
+        } else {
+            vec![]
+        },
+    )
+}
+
+/// A task group past its `expires` (at least an hour after its last task's) goes.
+pub fn expire_group(group: &TaskGroup, now: Millis) -> Decision {
+    Ok(if group.expires <= now {
+        vec![QueueEvent::TaskGroupExpired {
+            task_group_id: group.task_group_id,
+        }]
+    } else {
+        vec![]
+    })
+}
+
 pub fn seal_group(group: &TaskGroup, now: Millis) -> Decision {
     if group.sealed.is_some() {
         return Ok(vec![]);
@@ -719,8 +744,16 @@ impl Task {
             | QueueEvent::ArtifactFinished { .. }
             | QueueEvent::WorkerSeen { .. }
             | QueueEvent::WorkerQuarantined { .. }
-            | QueueEvent::TaskGroupPriorityChanged { .. } => {}
+            | QueueEvent::TaskGroupPriorityChanged { .. }
+            | QueueEvent::TaskGroupExpired { .. } => {}
+            // the task is gone: its holder drops it (see `Task::survives`)
+            QueueEvent::TaskExpired { .. } => {}
         }
+    }
+
+    /// Whether the task still exists after `event` (of its own stream).
+    pub fn survives(event: &QueueEvent) -> bool {
+        !matches!(event, QueueEvent::TaskExpired { .. })
     }
 }
 
@@ -745,6 +778,7 @@ impl TaskGroup {
                 g.sealed = Some(*at);
                 g
             }),
+            QueueEvent::TaskGroupExpired { .. } => None,
             QueueEvent::TaskDefined { .. }
             | QueueEvent::RunScheduled { .. }
             | QueueEvent::RunClaimed { .. }
@@ -757,7 +791,8 @@ impl TaskGroup {
             | QueueEvent::ArtifactFinished { .. }
             | QueueEvent::WorkerSeen { .. }
             | QueueEvent::WorkerQuarantined { .. }
-            | QueueEvent::TaskGroupPriorityChanged { .. } => group,
+            | QueueEvent::TaskGroupPriorityChanged { .. }
+            | QueueEvent::TaskExpired { .. } => group,
         }
     }
 }

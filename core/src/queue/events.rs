@@ -106,6 +106,15 @@ pub enum QueueEvent {
         tasks_affected: u32,
         at: Millis,
     },
+    /// The task passed its `expires`: it, its runs, artifacts and dependency records are gone
+    /// (its events stay in the log).
+    TaskExpired {
+        task_id: TaskId,
+    },
+    /// The task group passed its `expires`.
+    TaskGroupExpired {
+        task_group_id: TaskGroupId,
+    },
 }
 
 /// The aggregate an event belongs to.
@@ -142,13 +151,13 @@ impl QueueEvent {
             | QueueEvent::DependencySatisfied { task_id, .. }
             | QueueEvent::PriorityChanged { task_id, .. }
             | QueueEvent::ArtifactCreated { task_id, .. }
-            | QueueEvent::ArtifactFinished { task_id, .. } => Stream::Task(*task_id),
+            | QueueEvent::ArtifactFinished { task_id, .. }
+            | QueueEvent::TaskExpired { task_id } => Stream::Task(*task_id),
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
             | QueueEvent::TaskGroupSealed { task_group_id, .. }
-            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. } => {
-                Stream::TaskGroup(*task_group_id)
-            }
+            | QueueEvent::TaskGroupPriorityChanged { task_group_id, .. }
+            | QueueEvent::TaskGroupExpired { task_group_id } => Stream::TaskGroup(*task_group_id),
             QueueEvent::WorkerSeen {
                 task_queue_id,
                 worker_group,
@@ -183,6 +192,8 @@ impl QueueEvent {
             QueueEvent::WorkerSeen { .. } => "WorkerSeen",
             QueueEvent::WorkerQuarantined { .. } => "WorkerQuarantined",
             QueueEvent::TaskGroupPriorityChanged { .. } => "TaskGroupPriorityChanged",
+            QueueEvent::TaskExpired { .. } => "TaskExpired",
+            QueueEvent::TaskGroupExpired { .. } => "TaskGroupExpired",
         }
     }
 }

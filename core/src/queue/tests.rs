@@ -666,6 +666,38 @@ proptest! {
     }
 }
 
+#[test]
+fn tasks_and_groups_expire_only_when_due_and_resolved() {
+    let expires = NOW.plus(48 * HOUR);
+    // running past its expiry (the deadline reactor has not resolved it yet): it waits
+    let running = given(&claimed());
+    check(expire_task(&running, expires.plus(1)), &[]);
+    let mut done = running.clone();
+    for e in report(&running, 0, ReasonResolved::Completed, NOW).unwrap() {
+        done.apply(&e);
+    }
+    check(expire_task(&done, expires.minus(1)), &[]);
+    let gone = check(expire_task(&done, expires), &["TaskExpired"]);
+    assert!(!Task::survives(&gone[0]));
+    assert!(Task::survives(&QueueEvent::DependencySatisfied {
+        task_id: tid(1),
+        dependency: tid(2),
+    }));
+
+    let group = TaskGroup {
+        task_group_id: tid(1),
+        scheduler_id: "-".into(),
+        expires: expires.plus(HOUR),
+        sealed: None,
+    };
+    check(expire_group(&group, expires), &[]);
+    let ev = check(
+        expire_group(&group, expires.plus(HOUR)),
+        &["TaskGroupExpired"],
+    );
+    assert_eq!(TaskGroup::apply(Some(group), &ev[0]), None);
+}
+
 /// Golden bytes: the encoded envelope of a `TaskDefined` must never change.
 #[test]
 fn golden_task_defined_v1() {

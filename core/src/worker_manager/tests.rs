@@ -520,21 +520,9 @@ fn golden_worker_manager_events_v1() {
             launch_config_id: None,
         },
     ];
-    let envelope = crate::envelope::Envelope {
-        event_id: crate::envelope::EventId(uuid::Uuid::from_u128(1)),
-        stream_id: "worker-pool/prov/wt".into(),
-        sequence: 1,
-        time: NOW,
-        actor: crate::envelope::Actor {
-            client_id: "root".into(),
-            request_id: None,
-        },
-        causation_id: None,
-        writer_epoch: 1,
-        payload: events,
-    };
-    crate::codec::assert_golden(
-        &envelope,
+    crate::codec::assert_golden_events(
+        "worker-pool/prov/wt",
+        events,
         concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/golden/worker_manager/events_v1.hex"

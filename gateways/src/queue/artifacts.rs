@@ -5,21 +5,20 @@ use super::json::{artifact_info, Checks};
 use crate::error::{ApiError, ErrorCode};
 use crate::hawk::actor;
 use crate::hawk::Auth;
-use crate::AppState;
+use crate::{blobs, AppState};
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use object_store::ObjectStoreExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use taskledger_core::ids::{Slug, TaskId};
+use taskledger_core::object::ObjectCommand;
 use taskledger_core::queue::{Artifact, ArtifactStorage, ErrorReason};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::{Millis, MINUTE};
-use taskledger_projections::{keys, Outcome, QueueCommand};
+use taskledger_projections::{keys, ObjectEngineError, Outcome, QueueCommand};
 
 type St = State<Arc<AppState>>;
 
@@ -110,19 +109,26 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
     })
 }
 
-/// HMAC over method, blob path and expiry: the signature of a blob URL.
-fn blob_signature(st: &AppState, method: &str, path: &str, expires: i64) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &st.url_key);
-    let tag = ring::hmac::sign(&key, format!("{method}\n{path}\n{expires}").as_bytes());
-    URL_SAFE_NO_PAD.encode(tag.as_ref())
+/// Deletes the `s3` artifact bytes of an expired task (every run); a failure is logged.
+pub async fn delete_task_bytes(blobs: &dyn object_store::ObjectStore, task: &TaskId) {
+    use futures::StreamExt;
+    let prefix = object_store::path::Path::from(task.to_string());
+    let listed: Vec<_> = blobs.list(Some(&prefix)).collect().await;
+    for meta in listed {
+        let result = match meta {
+            Ok(m) => blobs.delete(&m.location).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(%task, error = %e, "an expired task's artifact bytes were not deleted");
+        }
+    }
 }
 
-/// Everything but RFC 3986's unreserved characters is escaped, so no client re-encodes it.
-const BLOB_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// The object holding an `object` artifact's bytes: `t/<taskId>/<runId>/<name>`.
+fn object_name(task: &TaskId, run: u32, name: &str) -> String {
+    format!("t/{task}/{run}/{name}")
+}
 
 /// What a blob URL's signature covers: the decoded `<taskId>/<runId>/<name>`, so a client's
 /// re-encoding of the URL cannot break it.
@@ -133,8 +139,7 @@ fn blob_canonical(task: &TaskId, run: u32, name: &str) -> String {
 /// Where the bytes live in the blob store: the name as one escaped path segment, so no name can
 /// reach outside its run's directory.
 fn blob_key(task: &TaskId, run: u32, name: &str) -> object_store::path::Path {
-    let escaped = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
-    object_store::path::Path::from(format!("{task}/{run}/{escaped}"))
+    object_store::path::Path::from(format!("{task}/{run}/{}", blobs::store_segment(name)))
 }
 
 fn signed_blob_url(
@@ -145,12 +150,13 @@ fn signed_blob_url(
     name: &str,
     valid_ms: i64,
 ) -> String {
-    let expires = Millis::now().plus(valid_ms).0;
-    let sig = blob_signature(st, method, &blob_canonical(task, run, name), expires);
-    let encoded = percent_encoding::utf8_percent_encode(name, BLOB_NAME);
-    format!(
-        "{}/blobs/{task}/{run}/{encoded}?expires={expires}&sig={sig}",
-        st.public_url
+    let path = format!("/blobs/{task}/{run}/{}", blobs::segment(name));
+    blobs::signed_url(
+        st,
+        method,
+        &blob_canonical(task, run, name),
+        &path,
+        valid_ms,
     )
 }
 
@@ -184,7 +190,28 @@ pub async fn create_artifact(
             ArtifactStorage::Object { upload_id, .. } => {
                 let task = st.engine.view().task(&id)?.ok_or_else(|| ApiError::not_found("Task not found"))?;
                 let r = &task.runs[run as usize];
-                let object_name = format!("t/{id}/{run}/{name}");
+                let object_name = object_name(&id, run, &name);
+                // the queue starts the upload (locking in project, id and expiry), as upstream;
+                // where another node writes the object service (a cluster) the worker's own
+                // createUpload, with the same id, starts it instead
+                if st.object.view().get(&object_name)?.is_none() {
+                    let start = ObjectCommand::CreateUpload {
+                        name: object_name.clone(),
+                        project_id: task.definition.project_id.clone(),
+                        upload_id: upload_id.to_string(),
+                        expires: stored.expires,
+                        hashes: Default::default(),
+                        content_type: None,
+                    };
+                    match st.object.execute(actor(caller), start).await {
+                        Err(ObjectEngineError::Unavailable(e)) => {
+                            tracing::info!(%object_name, error = %e, "object upload not started here")
+                        }
+                        other => {
+                            other?;
+                        }
+                    }
+                }
                 let expiry = stored.expires.min(Millis::now().plus(24 * 60 * MINUTE));
                 let client = format!("artifact-upload/{id}/{run}/on/{}/{}", r.worker_group.clone().unwrap_or_default(), r.worker_id.clone().unwrap_or_default());
                 json!({
@@ -232,6 +259,23 @@ pub async fn finish_artifact(
                     &["data.uploadId should match the slugid pattern".into()],
                 )
             })?;
+        // an object artifact becomes present only once its upload finished
+        let awaiting_upload = st
+            .engine
+            .view()
+            .artifact(&id, run, &name)?
+            .is_some_and(|a| matches!(a.storage, ArtifactStorage::Object { .. }) && !a.present);
+        if awaiting_upload
+            && !st
+                .object
+                .view()
+                .get(&object_name(&id, run, &name))?
+                .is_some_and(|o| o.finished.is_some())
+        {
+            return Err(ApiError::input(
+                "Object storing artifact data does not exist",
+            ));
+        }
         st.engine
             .execute(
                 actor(caller),
@@ -300,9 +344,11 @@ fn artifact_redirect(st: &AppState, task: &TaskId, run: u32, a: &Artifact) -> Re
         )
             .into_response(),
         ArtifactStorage::Reference { url } => redirect(storage, url),
-        ArtifactStorage::S3 { .. }
-        | ArtifactStorage::Object { .. }
-        | ArtifactStorage::Link { .. } => redirect(
+        ArtifactStorage::Object { .. } => redirect(
+            storage,
+            &crate::object::object_url(st, "GET", &object_name(task, run, &a.name), 30 * MINUTE),
+        ),
+        ArtifactStorage::S3 { .. } | ArtifactStorage::Link { .. } => redirect(
             storage,
             &signed_blob_url(st, "GET", task, run, &a.name, 30 * MINUTE),
         ),
@@ -329,9 +375,18 @@ fn artifact_content(st: &AppState, task: &TaskId, run: u32, a: &Artifact) -> Res
             json!({ "storageType": "error", "reason": reason.as_str(), "message": message })
         }
         ArtifactStorage::Reference { url } => json!({ "storageType": "reference", "url": url }),
-        ArtifactStorage::S3 { .. }
-        | ArtifactStorage::Object { .. }
-        | ArtifactStorage::Link { .. } => {
+        ArtifactStorage::Object { .. } => {
+            let name = object_name(task, run, &a.name);
+            let client = format!("artifact-download/{task}/{run}/{}", a.name);
+            let scopes = [format!("object:download:{name}")];
+            let expiry = Millis::now().plus(60 * MINUTE);
+            json!({
+                "storageType": "object",
+                "name": name,
+                "credentials": credentials(st, &client, &scopes, expiry),
+            })
+        }
+        ArtifactStorage::S3 { .. } | ArtifactStorage::Link { .. } => {
             json!({ "storageType": "s3", "url": signed_blob_url(st, "GET", task, run, &a.name, 30 * MINUTE) })
         }
     };
@@ -570,37 +625,6 @@ pub async fn latest_artifact_info(
 
 // ---- signed blob URLs ----
 
-fn check_signature(st: &AppState, method: &str, path: &str, uri: &Uri) -> Result<(), StatusCode> {
-    let q: std::collections::HashMap<String, String> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let expires: i64 = q
-        .get("expires")
-        .and_then(|e| e.parse().ok())
-        .ok_or(StatusCode::FORBIDDEN)?;
-    let sig = q.get("sig").ok_or(StatusCode::FORBIDDEN)?;
-    let tag = URL_SAFE_NO_PAD
-        .decode(sig)
-        .map_err(|_| StatusCode::FORBIDDEN)?;
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &st.url_key);
-    let same = ring::hmac::verify(
-        &key,
-        format!("{method}\n{path}\n{expires}").as_bytes(),
-        &tag,
-    )
-    .is_ok();
-    if !same || expires < Millis::now().0 {
-        return Err(StatusCode::FORBIDDEN);
-    }
-    Ok(())
-}
-
 /// `/blobs/<taskId>/<runId>/<name>`: the canonical (decoded) path and its parts.
 fn blob_target(uri: &Uri) -> Option<(String, TaskId, u32, String)> {
     let raw = uri.path().strip_prefix("/blobs/")?;
@@ -620,48 +644,17 @@ pub async fn put_blob(State(st): St, uri: Uri, body: axum::body::Body) -> Respon
     let Some((path, task, run, name)) = blob_target(&uri) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Err(code) = check_signature(&st, "PUT", &path, &uri) {
+    if let Err(code) = blobs::check_signature(&st, "PUT", &path, &uri) {
         return code.into_response();
     }
-    match write_blob(&st, &blob_key(&task, run, &name), body).await {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "blob write failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-async fn write_blob(
-    st: &AppState,
-    key: &object_store::path::Path,
-    body: axum::body::Body,
-) -> anyhow::Result<()> {
-    use futures::StreamExt;
-    let upload = st.blobs.as_ref().put_multipart(key).await?;
-    let mut writer = object_store::WriteMultipart::new(upload);
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => {
-                writer.wait_for_capacity(4).await?;
-                writer.write(&bytes);
-            }
-            Err(e) => {
-                let _ = writer.abort().await;
-                return Err(anyhow::anyhow!("reading the upload: {e}"));
-            }
-        }
-    }
-    writer.finish().await?;
-    Ok(())
+    blobs::written(blobs::write(&st, &blob_key(&task, run, &name), body).await)
 }
 
 pub async fn get_blob(State(st): St, uri: Uri) -> Response {
     let Some((path, task, run, name)) = blob_target(&uri) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Err(code) = check_signature(&st, "GET", &path, &uri) {
+    if let Err(code) = blobs::check_signature(&st, "GET", &path, &uri) {
         return code.into_response();
     }
     let content_type = st
@@ -672,12 +665,5 @@ pub async fn get_blob(State(st): St, uri: Uri) -> Response {
         .flatten()
         .map(|a| a.content_type)
         .unwrap_or_else(|| "application/octet-stream".into());
-    match st.blobs.as_ref().get(&blob_key(&task, run, &name)).await {
-        Ok(r) => match r.bytes().await {
-            Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
-            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        },
-        Err(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    blobs::serve(&st, &blob_key(&task, run, &name), content_type).await
 }

@@ -1,0 +1,131 @@
+//! Bytes taskledger stores itself (artifacts of type `s3`, objects): a local `object_store`,
+//! reached through URLs signed with an HMAC over method, canonical path and expiry, so a
+//! worker or a browser needs no Taskcluster credentials to move the bytes.
+
+use crate::AppState;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use object_store::ObjectStoreExt;
+use taskledger_core::time::Millis;
+
+/// Everything but RFC 3986's unreserved characters is escaped, so no client re-encodes it.
+pub const URL_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `s` escaped as one URL path segment.
+pub fn segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, URL_SEGMENT).to_string()
+}
+
+/// `s` escaped as one store path segment (so no name reaches outside its directory).
+pub fn store_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// HMAC over method, canonical path and expiry: the signature of a blob URL.
+fn signature(st: &AppState, method: &str, canonical: &str, expires: i64) -> ring::hmac::Tag {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &st.url_key);
+    ring::hmac::sign(&key, format!("{method}\n{canonical}\n{expires}").as_bytes())
+}
+
+/// `<public url><path>?expires=..&sig=..`, valid for `valid_ms`, covering the decoded
+/// `canonical` path (a client's re-encoding of the URL cannot break it).
+pub fn signed_url(
+    st: &AppState,
+    method: &str,
+    canonical: &str,
+    path: &str,
+    valid_ms: i64,
+) -> String {
+    let expires = Millis::now().plus(valid_ms).0;
+    let sig = URL_SAFE_NO_PAD.encode(signature(st, method, canonical, expires).as_ref());
+    format!("{}{path}?expires={expires}&sig={sig}", st.public_url)
+}
+
+/// The expiry a signed URL carries, when its signature holds and it has not passed.
+pub fn check_signature(
+    st: &AppState,
+    method: &str,
+    canonical: &str,
+    uri: &Uri,
+) -> Result<(), StatusCode> {
+    let q: std::collections::HashMap<&str, &str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    let expires: i64 = q
+        .get("expires")
+        .and_then(|e| e.parse().ok())
+        .ok_or(StatusCode::FORBIDDEN)?;
+    let tag = q
+        .get("sig")
+        .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+        .ok_or(StatusCode::FORBIDDEN)?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &st.url_key);
+    let message = format!("{method}\n{canonical}\n{expires}");
+    if ring::hmac::verify(&key, message.as_bytes(), &tag).is_err() || expires < Millis::now().0 {
+        return Err(StatusCode::FORBIDDEN);
+    }
+    Ok(())
+}
+
+/// Streams a request body into the store (no size cap beyond the disk: artifacts and task
+/// logs can be large).
+pub async fn write(
+    st: &AppState,
+    key: &object_store::path::Path,
+    body: axum::body::Body,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let upload = st.blobs.as_ref().put_multipart(key).await?;
+    let mut writer = object_store::WriteMultipart::new(upload);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                writer.wait_for_capacity(4).await?;
+                writer.write(&bytes);
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(anyhow::anyhow!("reading the upload: {e}"));
+            }
+        }
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// A write's answer: 200, or 500 with the cause logged.
+pub fn written(result: anyhow::Result<()>) -> Response {
+    match result {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "blob write failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The stored bytes under `key` with `content_type`, or 404.
+pub async fn serve(
+    st: &AppState,
+    key: &object_store::path::Path,
+    content_type: String,
+) -> Response {
+    match st.blobs.as_ref().get(key).await {
+        Ok(r) => match r.bytes().await {
+            Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
+        Err(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

@@ -1,0 +1,547 @@
+//! The object service's HTTP API (`/api/object/v1`): uploads negotiated by `createUpload`
+//! (`dataInline` or a signed `putUrl`), `finishUpload`, and downloads by `startDownload`
+//! (`getUrl` with the object's hashes, or `simple`), `object` metadata and `download`.
+//! The bytes live in the same local store as `s3` artifacts, under `objects/`, behind
+//! signed `/objects/<name>` URLs (see `blobs`).
+//!
+//! Left out: the `uploadId`-used-by-another-name check and backends other than the local one
+//! (every name and project goes to it).
+
+use crate::blobs;
+use crate::error::{ApiError, ErrorCode};
+use crate::hawk::{actor, Auth, Caller};
+use crate::queue::call::*;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use object_store::ObjectStoreExt;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use taskledger_core::object::{Object, ObjectCommand};
+use taskledger_core::scopes::ScopeExpr;
+use taskledger_core::time::{Millis, HOUR, MINUTE};
+
+type St = State<Arc<AppState>>;
+
+const CREATE_UPLOAD_SCHEMA: &str = "/schemas/object/v1/create-upload-request.json#";
+const FINISH_UPLOAD_SCHEMA: &str = "/schemas/object/v1/finish-upload-request.json#";
+const DOWNLOAD_SCHEMA: &str = "/schemas/object/v1/download-object-request.json#";
+const NAME_RE: &str = "^[\\x20-\\x7e]+$";
+const PROJECT_RE: &str = "^([a-zA-Z0-9._/-]*)$";
+/// Largest base64 `objectData` a `dataInline` proposal may carry (about 8 KiB of bytes).
+const INLINE_MAX: usize = 10926;
+/// How long a `putUrl` may be used.
+const PUT_URL_VALID: i64 = 45 * MINUTE;
+/// How long a download URL may be used.
+const GET_URL_VALID: i64 = HOUR;
+
+/// Routes under `/api/object/v1`.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/upload/{*name}", put(create_upload))
+        .route("/finish-upload/{*name}", post(finish_upload))
+        .route("/start-download/{*name}", put(start_download))
+        .route("/metadata/{*name}", get(metadata))
+        .route("/download/{*name}", get(download))
+}
+
+fn name_param(name: &str) -> Result<(), ApiError> {
+    if !name.is_empty() && name.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_param("name", name, NAME_RE))
+    }
+}
+
+fn invalid(schema: &str, error: impl Into<String>) -> ApiError {
+    ApiError::validation(schema, &[error.into()])
+}
+
+/// An object's `{..}` member with only `allowed` keys, all of `required` present.
+fn member<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    schema: &str,
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+    let Some(v) = obj.get(key) else {
+        return Ok(None);
+    };
+    let inner = v
+        .as_object()
+        .ok_or_else(|| invalid(schema, format!("data/{key} must be object")))?;
+    for k in inner.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(invalid(
+                schema,
+                format!("data/{key} must NOT have additional properties: {k}"),
+            ));
+        }
+    }
+    for k in required {
+        if !inner.contains_key(*k) {
+            return Err(invalid(
+                schema,
+                format!("data/{key} must have required property '{k}'"),
+            ));
+        }
+    }
+    Ok(Some(inner))
+}
+
+fn project_id(obj: &Map<String, Value>, schema: &str) -> Result<String, ApiError> {
+    match obj.get("projectId").and_then(Value::as_str) {
+        Some(p)
+            if (1..=500).contains(&p.len())
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b)) =>
+        {
+            Ok(p.to_string())
+        }
+        _ => Err(invalid(
+            schema,
+            format!("data/projectId must match pattern \"{PROJECT_RE}\" (1 to 500 characters)"),
+        )),
+    }
+}
+
+fn upload_id(obj: &Map<String, Value>, schema: &str) -> Result<String, ApiError> {
+    match obj.get("uploadId").and_then(Value::as_str) {
+        Some(u) if u.parse::<taskledger_core::ids::Slug>().is_ok() => Ok(u.to_string()),
+        _ => Err(invalid(
+            schema,
+            format!("data/uploadId must match pattern \"{SLUGID_RE}\""),
+        )),
+    }
+}
+
+fn hashes(obj: &Map<String, Value>, schema: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let Some(v) = obj.get("hashes") else {
+        return Ok(BTreeMap::new());
+    };
+    let map = v
+        .as_object()
+        .ok_or_else(|| invalid(schema, "data/hashes must be object"))?;
+    map.iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(s) => Ok((k.clone(), s.to_string())),
+            None => Err(invalid(schema, format!("data/hashes/{k} must be string"))),
+        })
+        .collect()
+}
+
+fn content_type(m: &Map<String, Value>, key: &str, schema: &str) -> Result<String, ApiError> {
+    m.get("contentType")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            invalid(
+                schema,
+                format!("data/proposedUploadMethods/{key}/contentType must be string"),
+            )
+        })
+}
+
+/// Where an object's bytes live in the store.
+pub fn object_key(name: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("objects/{}", blobs::store_segment(name)))
+}
+
+/// Deletes an expired object's bytes (already gone is fine; a failure is logged).
+pub async fn delete_bytes(blobs: &dyn object_store::ObjectStore, name: &str) {
+    match blobs.delete(&object_key(name)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => tracing::warn!(%name, error = %e, "an expired object's bytes were not deleted"),
+    }
+}
+
+/// What an object URL's signature covers.
+fn canonical(name: &str) -> String {
+    format!("object/{name}")
+}
+
+/// A signed `/objects/<name>` URL for `method`.
+pub fn object_url(st: &AppState, method: &str, name: &str, valid_ms: i64) -> String {
+    let path = format!("/objects/{}", blobs::segment(name));
+    blobs::signed_url(st, method, &canonical(name), &path, valid_ms)
+}
+
+/// The upload method `createUpload` picked: inline bytes (already decoded) or a PUT URL.
+enum Method {
+    Inline { content_type: String, data: Vec<u8> },
+    Put { content_type: String, length: u64 },
+    Neither,
+}
+
+fn proposed_method(body: &Map<String, Value>) -> Result<Method, ApiError> {
+    let schema = CREATE_UPLOAD_SCHEMA;
+    let Some(proposed) = member(
+        body,
+        "proposedUploadMethods",
+        schema,
+        &["dataInline", "putUrl"],
+        &[],
+    )?
+    else {
+        return Ok(Method::Neither);
+    };
+    let inline = member(
+        proposed,
+        "dataInline",
+        schema,
+        &["contentType", "objectData"],
+        &["contentType", "objectData"],
+    )?;
+    let put = member(
+        proposed,
+        "putUrl",
+        schema,
+        &["contentType", "contentLength"],
+        &["contentType", "contentLength"],
+    )?;
+    if let Some(m) = inline {
+        let content_type = content_type(m, "dataInline", schema)?;
+        let encoded = m
+            .get("objectData")
+            .and_then(Value::as_str)
+            .filter(|d| d.len() <= INLINE_MAX)
+            .ok_or_else(|| {
+                invalid(
+                    schema,
+                    format!("data/proposedUploadMethods/dataInline/objectData must be a string of at most {INLINE_MAX} characters"),
+                )
+            })?;
+        let data = STANDARD
+            .decode(encoded)
+            .map_err(|_| ApiError::input("objectData is not valid base64"))?;
+        return Ok(Method::Inline { content_type, data });
+    }
+    if let Some(m) = put {
+        let content_type = content_type(m, "putUrl", schema)?;
+        let length = m
+            .get("contentLength")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                invalid(
+                schema,
+                "data/proposedUploadMethods/putUrl/contentLength must be a non-negative integer",
+            )
+            })?;
+        return Ok(Method::Put {
+            content_type,
+            length,
+        });
+    }
+    Ok(Method::Neither)
+}
+
+/// What createUpload and finishUpload bodies share, checked.
+struct UploadRequest {
+    obj: Map<String, Value>,
+    project_id: String,
+    upload_id: String,
+    hashes: BTreeMap<String, String>,
+}
+
+fn upload_request(
+    name: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    schema: &str,
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<UploadRequest, ApiError> {
+    name_param(name)?;
+    let body = json_body(headers, body)?;
+    let obj = crate::auth::check_keys(&body, schema, allowed, required)?;
+    Ok(UploadRequest {
+        project_id: project_id(&obj, schema)?,
+        upload_id: upload_id(&obj, schema)?,
+        hashes: hashes(&obj, schema)?,
+        obj,
+    })
+}
+
+impl UploadRequest {
+    /// The caller, who needs `object:upload:<projectId>:<name>`.
+    fn authorize<'a>(&self, auth: &'a Auth, name: &str) -> Result<&'a Caller, ApiError> {
+        let caller = auth.caller()?;
+        let project_id = &self.project_id;
+        caller.require(&ScopeExpr::scope(format!(
+            "object:upload:{project_id}:{name}"
+        )))?;
+        Ok(caller)
+    }
+}
+
+pub async fn create_upload(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let payload = optional_body(&headers, &body);
+    Call::new("createUpload", json!({ "name": name }))
+        .with_payload(&payload)
+        .run(async {
+            let schema = CREATE_UPLOAD_SCHEMA;
+            let allowed = [
+                "projectId",
+                "uploadId",
+                "expires",
+                "proposedUploadMethods",
+                "hashes",
+            ];
+            let required = ["projectId", "uploadId", "expires", "proposedUploadMethods"];
+            let req = upload_request(&name, &headers, &body, schema, &allowed, &required)?;
+            let expires_text = req.obj.get("expires").and_then(Value::as_str).unwrap_or("");
+            let expires = Millis::parse_rfc3339(expires_text)
+                .ok_or_else(|| invalid(schema, "data/expires must match format \"date-time\""))?;
+            let method = proposed_method(&req.obj)?;
+            let caller = req.authorize(&auth, &name)?;
+            let UploadRequest {
+                project_id,
+                upload_id,
+                hashes,
+                ..
+            } = req;
+            let content_type = match &method {
+                Method::Inline { content_type, .. } | Method::Put { content_type, .. } => {
+                    Some(content_type.clone())
+                }
+                Method::Neither => None,
+            };
+            let cmd = ObjectCommand::CreateUpload {
+                name: name.clone(),
+                project_id: project_id.clone(),
+                upload_id: upload_id.clone(),
+                expires,
+                hashes,
+                content_type,
+            };
+            st.object.execute(actor(caller), cmd).await?;
+            let upload_method = match method {
+                Method::Inline { data, .. } => {
+                    st.blobs
+                        .as_ref()
+                        .put(&object_key(&name), data.into())
+                        .await
+                        .map_err(ApiError::internal)?;
+                    json!({ "dataInline": true })
+                }
+                Method::Put {
+                    content_type,
+                    length,
+                } => json!({
+                    "putUrl": {
+                        "url": object_url(&st, "PUT", &name, PUT_URL_VALID),
+                        "expires": Millis::now().plus(PUT_URL_VALID).to_rfc3339(),
+                        "headers": {
+                            "Content-Type": content_type,
+                            "Content-Length": length.to_string(),
+                        },
+                    }
+                }),
+                Method::Neither => json!({}),
+            };
+            Ok(ok(json!({
+                "projectId": project_id,
+                "uploadId": upload_id,
+                "expires": expires_text,
+                "uploadMethod": upload_method,
+            })))
+        })
+        .await
+}
+
+pub async fn finish_upload(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let payload = optional_body(&headers, &body);
+    Call::new("finishUpload", json!({ "name": name }))
+        .with_payload(&payload)
+        .run(async {
+            let schema = FINISH_UPLOAD_SCHEMA;
+            let allowed = ["projectId", "uploadId", "hashes"];
+            let req = upload_request(&name, &headers, &body, schema, &allowed, &allowed[..2])?;
+            let caller = req.authorize(&auth, &name)?;
+            let unfinished = st
+                .object
+                .view()
+                .get(&name)?
+                .is_some_and(|o| o.finished.is_none());
+            if unfinished && st.blobs.as_ref().head(&object_key(&name)).await.is_err() {
+                return Err(ApiError::input(
+                    "The object's data was never uploaded; upload it before finishing",
+                ));
+            }
+            let cmd = ObjectCommand::FinishUpload {
+                name: name.clone(),
+                project_id: req.project_id,
+                upload_id: req.upload_id,
+                hashes: req.hashes,
+            };
+            st.object.execute(actor(caller), cmd).await?;
+            Ok(ok(json!({})))
+        })
+        .await
+}
+
+/// A finished object the caller may download (scope `object:download:<name>`), or 404.
+fn downloadable(st: &AppState, auth: &Auth, name: &str) -> Result<Object, ApiError> {
+    name_param(name)?;
+    auth.caller()?
+        .require(&ScopeExpr::scope(format!("object:download:{name}")))?;
+    st.object
+        .view()
+        .get(name)?
+        .filter(|o| o.finished.is_some())
+        .ok_or_else(|| ApiError::not_found("Object not found"))
+}
+
+pub async fn start_download(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let payload = optional_body(&headers, &body);
+    Call::new("startDownload", json!({ "name": name }))
+        .with_payload(&payload)
+        .run(async {
+            let body = json_body(&headers, &body)?;
+            let schema = DOWNLOAD_SCHEMA;
+            let obj = crate::auth::check_keys(
+                &body,
+                schema,
+                &["acceptDownloadMethods"],
+                &["acceptDownloadMethods"],
+            )?;
+            let accept = member(
+                &obj,
+                "acceptDownloadMethods",
+                schema,
+                &["simple", "getUrl"],
+                &[],
+            )?
+            .cloned()
+            .unwrap_or_default();
+            for (k, v) in &accept {
+                if v != &Value::Bool(true) {
+                    return Err(invalid(
+                        schema,
+                        format!("data/acceptDownloadMethods/{k} must be equal to constant true"),
+                    ));
+                }
+            }
+            let object = downloadable(&st, &auth, &name)?;
+            let url = object_url(&st, "GET", &name, GET_URL_VALID);
+            if accept.contains_key("getUrl") {
+                Ok(ok(json!({
+                    "method": "getUrl",
+                    "url": url,
+                    "expires": Millis::now().plus(GET_URL_VALID).to_rfc3339(),
+                    "hashes": object.hashes,
+                })))
+            } else if accept.contains_key("simple") {
+                Ok(ok(json!({ "method": "simple", "url": url })))
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::NoMatchingMethod,
+                    "Object supports methods getUrl, simple",
+                ))
+            }
+        })
+        .await
+}
+
+pub async fn metadata(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(name): Path<String>,
+) -> Response {
+    Call::new("object", json!({ "name": name }))
+        .run(async {
+            let object = downloadable(&st, &auth, &name)?;
+            Ok(ok(json!({
+                "projectId": object.project_id,
+                "expires": object.expires.to_rfc3339(),
+                "hashes": object.hashes,
+            })))
+        })
+        .await
+}
+
+pub async fn download(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(name): Path<String>,
+) -> Response {
+    Call::new("download", json!({ "name": name }))
+        .run(async {
+            downloadable(&st, &auth, &name)?;
+            let url = object_url(&st, "GET", &name, GET_URL_VALID);
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response())
+        })
+        .await
+}
+
+// ---- the bytes, behind signed URLs ----
+
+/// The decoded object name of an `/objects/<name>` URL.
+fn object_target(uri: &Uri) -> Option<String> {
+    let raw = uri.path().strip_prefix("/objects/")?;
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|n| n.into_owned())
+}
+
+/// PUT of a `putUrl`: only while the upload is unfinished.
+pub async fn put_object(State(st): St, uri: Uri, body: axum::body::Body) -> Response {
+    let Some(name) = object_target(&uri) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(code) = blobs::check_signature(&st, "PUT", &canonical(&name), &uri) {
+        return code.into_response();
+    }
+    match st.object.view().get(&name) {
+        Ok(Some(o)) if o.finished.is_none() => {}
+        Ok(Some(_)) => return StatusCode::CONFLICT.into_response(),
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+    blobs::written(blobs::write(&st, &object_key(&name), body).await)
+}
+
+/// GET of a download URL: the bytes with the content type given at upload.
+pub async fn get_object(State(st): St, uri: Uri) -> Response {
+    let Some(name) = object_target(&uri) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(code) = blobs::check_signature(&st, "GET", &canonical(&name), &uri) {
+        return code.into_response();
+    }
+    let content_type = match st.object.view().get(&name) {
+        Ok(Some(o)) => o
+            .content_type
+            .unwrap_or_else(|| "application/octet-stream".into()),
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    blobs::serve(&st, &object_key(&name), content_type).await
+}

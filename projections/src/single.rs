@@ -1,0 +1,218 @@
+//! The engine of the services whose writes are few (worker-manager, object): one command at a
+//! time, load -> decide -> append -> apply -> answer. A service brings its projection
+//! (`Service`: how it decides and folds); `ServiceEngine` brings the writer loop, the catch-up
+//! and the answers.
+//!
+//! **Invariant:** a caller is answered only after its events are durable and applied.
+
+use crate::engine::{fold_log, stamp, FoldError};
+use crate::role::{drive, WriterRole, Writes};
+use crate::store::StoreError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use taskledger_core::envelope::{Actor, Envelope};
+use taskledger_core::log::{EventLog, LogError};
+use taskledger_core::time::Millis;
+use tokio::sync::{mpsc, oneshot};
+
+/// What one command decided: its stream, the stream's last applied sequence, the events.
+pub struct Decision<E> {
+    pub stream: String,
+    pub last_sequence: u64,
+    pub events: Vec<E>,
+}
+
+/// A projection with a single writer: its partition, how it decides and how it folds.
+pub trait Service: Send + Sync + 'static {
+    type Event: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    type Command: Send + 'static;
+    /// The domain's refusal (bad input, conflict, not found).
+    type Refusal: std::error::Error + Send + 'static;
+    /// The topic and partition the service writes.
+    const TOPIC: &'static str;
+    const PARTITION: u32;
+    /// The name its writer role is known by (metrics, logs).
+    const NAME: &'static str;
+
+    fn decide(
+        &self,
+        command: &Self::Command,
+        now: Millis,
+    ) -> Result<Decision<Self::Event>, ServiceError<Self::Refusal>>;
+    fn type_name(event: &Self::Event) -> &'static str;
+    /// Folds envelopes stored at `offsets`, with `next` (where to read on) in the same batch.
+    fn apply(
+        &self,
+        offsets: &[u64],
+        next: u64,
+        envelopes: &[Envelope<Self::Event>],
+    ) -> Result<(), StoreError>;
+    fn consumer_offset(&self) -> Result<u64, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError<R: std::error::Error> {
+    #[error(transparent)]
+    Domain(R),
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn unavailable<R: std::error::Error>(e: impl std::fmt::Display) -> ServiceError<R> {
+    ServiceError::Unavailable(e.to_string())
+}
+
+type Answer<S> =
+    Result<Vec<Envelope<<S as Service>::Event>>, ServiceError<<S as Service>::Refusal>>;
+
+struct Job<S: Service> {
+    actor: Actor,
+    command: S::Command,
+    reply: oneshot::Sender<Answer<S>>,
+}
+
+/// A handle to a service's writer. Cheap to clone.
+pub struct ServiceEngine<S: Service> {
+    tx: mpsc::Sender<Job<S>>,
+    view: Arc<S>,
+    role: WriterRole,
+}
+
+impl<S: Service> Clone for ServiceEngine<S> {
+    fn clone(&self) -> Self {
+        ServiceEngine {
+            tx: self.tx.clone(),
+            view: self.view.clone(),
+            role: self.role.clone(),
+        }
+    }
+}
+
+/// Applies every record of the service's partition its projection has not seen; returns the
+/// log's end.
+pub async fn catch_up<S: Service, L: EventLog>(
+    view: &S,
+    log: &L,
+) -> Result<u64, ServiceError<S::Refusal>> {
+    let from = view.consumer_offset()?;
+    fold_log(log, S::TOPIC, S::PARTITION, from, |offsets, next, envs| {
+        view.apply(offsets, next, envs)
+    })
+    .await
+    .map_err(|e| match e {
+        FoldError::Log(e) => unavailable(e),
+        FoldError::Store(e) => ServiceError::Store(e),
+    })
+}
+
+/// The partition's writer loop (see `role::drive`).
+struct Writer<S, L> {
+    view: Arc<S>,
+    log: Arc<L>,
+}
+
+impl<S: Service, L: EventLog + 'static> Writes for Writer<S, L> {
+    type Job = Job<S>;
+    type Log = L;
+    fn log(&self) -> &L {
+        &self.log
+    }
+    fn topic(&self) -> (&'static str, u32) {
+        (S::TOPIC, S::PARTITION)
+    }
+    async fn catch_up(&self) -> Result<u64, String> {
+        catch_up(&*self.view, &*self.log)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn run(&self, job: Job<S>, role: &WriterRole) -> bool {
+        let result = write(&*self.view, &*self.log, job.actor, job.command).await;
+        let failed = matches!(result, Err(ServiceError::Unavailable(_)));
+        if let Ok(position) = self.view.consumer_offset() {
+            role.set_applied(position);
+        }
+        let _ = job.reply.send(result);
+        !failed
+    }
+    fn refuse(&self, job: Job<S>) {
+        let _ = job.reply.send(Err(unavailable(LogError::NotWriter)));
+    }
+}
+
+impl<S: Service> ServiceEngine<S> {
+    /// Catches the projection up with the log, then starts the writer task, which writes
+    /// while the log assigns this process the partition and follows its writer otherwise.
+    pub async fn start<L: EventLog + 'static>(
+        view: Arc<S>,
+        log: Arc<L>,
+    ) -> Result<ServiceEngine<S>, ServiceError<S::Refusal>> {
+        let end = catch_up(&*view, &*log).await?;
+        let (tx, rx) = mpsc::channel::<Job<S>>(256);
+        let role = WriterRole::new(S::NAME, end);
+        let writer = Writer {
+            view: view.clone(),
+            log,
+        };
+        tokio::spawn(drive(writer, role.clone(), rx));
+        Ok(ServiceEngine { tx, view, role })
+    }
+
+    /// Whether this process writes the partition, and how far its projection is.
+    pub fn role(&self) -> &WriterRole {
+        &self.role
+    }
+
+    pub fn view(&self) -> &Arc<S> {
+        &self.view
+    }
+
+    /// Runs a command; answers with its envelopes (none: "already so") once they are durable
+    /// and applied.
+    pub async fn execute(&self, actor: Actor, command: S::Command) -> Answer<S> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            actor,
+            command,
+            reply,
+        };
+        let stopped = || unavailable(format!("{} writer stopped", S::NAME));
+        self.tx.send(job).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Decides against the projection, appends the events (one durable write), applies them.
+async fn write<S: Service, L: EventLog>(
+    view: &S,
+    log: &L,
+    actor: Actor,
+    command: S::Command,
+) -> Answer<S> {
+    let now = Millis::now();
+    let decision = view.decide(&command, now)?;
+    if decision.events.is_empty() {
+        return Ok(vec![]);
+    }
+    let (envelopes, records) = stamp(
+        &decision.stream,
+        decision.last_sequence,
+        &actor,
+        now,
+        &decision.events,
+        S::type_name,
+    )?;
+    let appended = log
+        .append(S::TOPIC, S::PARTITION, records)
+        .await
+        .map_err(unavailable)?;
+    if appended.prior == view.consumer_offset()? {
+        view.apply(&appended.offsets, appended.next, &envelopes)?;
+    } else {
+        // records this writer had not seen came first (or markers it skips): fold from the log
+        catch_up(view, log).await?;
+    }
+    Ok(envelopes)
+}
