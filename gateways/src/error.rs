@@ -10,7 +10,7 @@ use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::WorkerManagerError;
 use taskledger_projections::single::ServiceError;
 use taskledger_projections::store::StoreError;
-use taskledger_projections::{AuthEngineError, EngineError};
+use taskledger_projections::EngineError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -153,16 +153,6 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<AuthEngineError> for ApiError {
-    fn from(err: AuthEngineError) -> Self {
-        match err {
-            AuthEngineError::Domain(e) => e.into(),
-            AuthEngineError::Unavailable(m) => unavailable(&m),
-            AuthEngineError::Store(e) => ApiError::internal(e),
-        }
-    }
-}
-
 impl From<WorkerManagerError> for ApiError {
     fn from(err: WorkerManagerError) -> Self {
         match err {
@@ -190,7 +180,7 @@ impl From<ObjectError> for ApiError {
     }
 }
 
-/// The worker-manager's and the object service's engine errors.
+/// The auth, worker-manager and object engines' errors.
 impl<R: std::error::Error + Into<ApiError>> From<ServiceError<R>> for ApiError {
     fn from(err: ServiceError<R>) -> Self {
         match err {

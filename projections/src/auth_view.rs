@@ -6,14 +6,14 @@
 //! cached per scope set and the cache is dropped whenever a role changes (the expanded-role
 //! index of the auth issue).
 //!
-//! `AuthEngine` is the auth partition's single writer: load -> decide -> append -> apply ->
-//! answer, one command at a time (auth writes are rare; the queue's group commit is not needed).
+//! `AuthEngine` is the auth partition's single writer (`single::ServiceEngine`): load -> decide
+//! -> append -> apply -> answer, one command at a time (auth writes are rare; the queue's group
+//! commit is not needed).
 //!
 //! **Invariant:** state, sequences, audit rows and the consumed offset go in one batch.
 
-use crate::engine::{fold_log, stamp, FoldError};
 use crate::keys;
-use crate::role::{drive, WriterRole, Writes};
+use crate::single::{Decision, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
@@ -25,11 +25,9 @@ use taskledger_core::access::{
     AuthCommand, AuthError, AuthEvent, AuthState, Client, Role, AUTH_TOPIC,
 };
 use taskledger_core::codec;
-use taskledger_core::envelope::{Actor, Envelope};
-use taskledger_core::log::{EventLog, LogError};
+use taskledger_core::envelope::Envelope;
 use taskledger_core::scopes::ScopeSet;
 use taskledger_core::time::Millis;
-use tokio::sync::{mpsc, oneshot};
 
 /// The auth service's single partition.
 pub const AUTH_PARTITION: u32 = 0;
@@ -365,161 +363,48 @@ impl AuthView {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AuthEngineError {
-    #[error(transparent)]
-    Domain(#[from] AuthError),
-    #[error("the event log is unavailable: {0}")]
-    Unavailable(String),
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-}
+pub type AuthEngineError = ServiceError<AuthError>;
 
-struct Job {
-    actor: Actor,
-    command: AuthCommand,
-    reply: oneshot::Sender<Result<Vec<AuthEvent>, AuthEngineError>>,
-}
+/// The auth partition's writer (see `single`).
+pub type AuthEngine = ServiceEngine<AuthView>;
 
-/// A handle to the auth writer. Cheap to clone.
-#[derive(Clone)]
-pub struct AuthEngine {
-    tx: mpsc::Sender<Job>,
-    view: Arc<AuthView>,
-    role: WriterRole,
-}
+impl Service for AuthView {
+    type Event = AuthEvent;
+    type Command = AuthCommand;
+    type Refusal = AuthError;
+    const TOPIC: &'static str = AUTH_TOPIC;
+    const PARTITION: u32 = AUTH_PARTITION;
+    const NAME: &'static str = "auth";
 
-/// Applies every auth record the projection has not seen yet; returns the log's end offset.
-pub async fn catch_up_auth<L: EventLog>(view: &AuthView, log: &L) -> Result<u64, AuthEngineError> {
-    let from = view.consumer_offset()?;
-    fold_log(
-        log,
-        AUTH_TOPIC,
-        AUTH_PARTITION,
-        from,
-        |offsets, next, envs| view.apply(offsets, next, envs),
-    )
-    .await
-    .map_err(|e| match e {
-        FoldError::Log(e) => AuthEngineError::Unavailable(e.to_string()),
-        FoldError::Store(e) => AuthEngineError::Store(e),
-    })
-}
-
-/// The auth partition's writer loop (see `role::drive`).
-struct AuthWriter<L> {
-    view: Arc<AuthView>,
-    log: Arc<L>,
-}
-
-impl<L: EventLog + 'static> Writes for AuthWriter<L> {
-    type Job = Job;
-    type Log = L;
-    fn log(&self) -> &L {
-        &self.log
-    }
-    fn topic(&self) -> (&'static str, u32) {
-        (AUTH_TOPIC, AUTH_PARTITION)
-    }
-    async fn catch_up(&self) -> Result<u64, String> {
-        catch_up_auth(&self.view, &*self.log)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    async fn run(&self, job: Job, role: &WriterRole) -> bool {
-        let result = write(&self.view, &*self.log, job.actor, job.command).await;
-        let failed = matches!(result, Err(AuthEngineError::Unavailable(_)));
-        if let Ok(position) = self.view.consumer_offset() {
-            role.set_applied(position);
-        }
-        let _ = job.reply.send(result);
-        !failed
-    }
-    fn refuse(&self, job: Job) {
-        let _ = job.reply.send(Err(AuthEngineError::Unavailable(
-            LogError::NotWriter.to_string(),
-        )));
-    }
-}
-
-impl AuthEngine {
-    /// Catches the projection up with the log, then starts the writer task, which writes
-    /// while the log assigns this process the auth partition and follows its writer otherwise.
-    pub async fn start<L: EventLog + 'static>(
-        view: Arc<AuthView>,
-        log: Arc<L>,
-    ) -> Result<AuthEngine, AuthEngineError> {
-        let end = catch_up_auth(&view, &*log).await?;
-        let (tx, rx) = mpsc::channel::<Job>(256);
-        let role = WriterRole::new("auth", end);
-        let writer = AuthWriter {
-            view: view.clone(),
-            log,
-        };
-        tokio::spawn(drive(writer, role.clone(), rx));
-        Ok(AuthEngine { tx, view, role })
-    }
-
-    /// Whether this process writes the auth partition, and how far its projection is.
-    pub fn role(&self) -> &WriterRole {
-        &self.role
-    }
-
-    pub fn view(&self) -> &Arc<AuthView> {
-        &self.view
-    }
-
-    /// Runs a command; answers once its events are durable and applied.
-    pub async fn execute(
+    fn decide(
         &self,
-        actor: Actor,
-        command: AuthCommand,
-    ) -> Result<Vec<AuthEvent>, AuthEngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job {
-                actor,
-                command,
-                reply,
-            })
-            .await
-            .map_err(|_| AuthEngineError::Unavailable("auth writer stopped".into()))?;
-        rx.await
-            .map_err(|_| AuthEngineError::Unavailable("auth writer stopped".into()))?
+        command: &AuthCommand,
+        now: Millis,
+    ) -> Result<Decision<AuthEvent>, AuthEngineError> {
+        let events = self
+            .read(|s| s.decide(command, now))
+            .map_err(ServiceError::Domain)?;
+        let stream = command.stream_id();
+        Ok(Decision {
+            last_sequence: self.sequence(&stream),
+            stream,
+            events,
+        })
     }
-}
-
-async fn write<L: EventLog>(
-    view: &AuthView,
-    log: &L,
-    actor: Actor,
-    command: AuthCommand,
-) -> Result<Vec<AuthEvent>, AuthEngineError> {
-    let now = Millis::now();
-    let events = view.read(|s| s.decide(&command, now))?;
-    if events.is_empty() {
-        return Ok(events);
+    fn type_name(event: &AuthEvent) -> &'static str {
+        event.type_name()
     }
-    let stream = command.stream_id();
-    let (envelopes, records) = stamp(
-        &stream,
-        view.sequence(&stream),
-        &actor,
-        now,
-        &events,
-        AuthEvent::type_name,
-    )?;
-    let appended = log
-        .append(AUTH_TOPIC, AUTH_PARTITION, records)
-        .await
-        .map_err(|e| AuthEngineError::Unavailable(e.to_string()))?;
-    if appended.prior == view.consumer_offset()? {
-        view.apply(&appended.offsets, appended.next, &envelopes)?;
-    } else {
-        // records this writer had not seen came first (or markers it skips): fold from the log
-        catch_up_auth(view, log).await?;
+    fn apply(
+        &self,
+        offsets: &[u64],
+        next: u64,
+        envelopes: &[Envelope<AuthEvent>],
+    ) -> Result<(), StoreError> {
+        AuthView::apply(self, offsets, next, envelopes)
     }
-    Ok(events)
+    fn consumer_offset(&self) -> Result<u64, StoreError> {
+        AuthView::consumer_offset(self)
+    }
 }
 
 #[cfg(test)]
@@ -527,6 +412,7 @@ mod tests {
     use super::*;
     use crate::{store, EmbeddedLog};
     use taskledger_core::access::seal::SealKey;
+    use taskledger_core::envelope::Actor;
 
     #[tokio::test]
     async fn commands_fold_persist_and_audit() {

@@ -295,10 +295,12 @@ async fn expired_tasks_and_objects_go_with_their_bytes_and_stay_in_the_log() {
     assert_eq!(count_files(blobs.join("objects")), 1);
 
     // past `expires` (plus a scan) the task, its artifacts, the object and the bytes are gone
+    // (the bytes go just after the events that remove what named them)
     eventually(std::time::Duration::from_secs(20), || async {
         let gone = status_of(&q.task(&task_id).await.err()?) == Some(404);
         let object_gone = count_files(blobs.join("objects")) == 0;
-        (gone && object_gone).then_some(())
+        let bytes_gone = count_files(blobs.join(&task_id).join("0")) == 0;
+        (gone && object_gone && bytes_gone).then_some(())
     })
     .await;
     assert_eq!(status_of(&q.status(&task_id).await.unwrap_err()), Some(404));
