@@ -253,6 +253,31 @@ fn main() {
     rt.block_on(run(secs, clients));
 }
 
+/// getTaskStatus over 256 tasks that exist.
+async fn status_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>) {
+    // getTaskStatus over tasks that exist
+    let ids: Arc<Vec<String>> = Arc::new((0..256).map(|_| slugid::nice()).collect());
+    for id in ids.iter() {
+        api.call(
+            "PUT",
+            &format!("/task/{id}"),
+            Some(&task_def("load/status")),
+        )
+        .await;
+    }
+    let a = api.clone();
+    let ids2 = ids.clone();
+    phase(clients, secs, move |i| {
+        let (a, ids) = (a.clone(), ids2.clone());
+        async move {
+            a.call("GET", &format!("/task/{}/status", ids[i % ids.len()]), None)
+                .await;
+            1
+        }
+    })
+    .await
+}
+
 async fn run(secs: u64, clients: usize) {
     // LOADGEN_PORT: drive a server already running on that loopback port (root token TOKEN),
     // e.g. one under a profiler; otherwise start our own.
@@ -270,8 +295,18 @@ async fn run(secs: u64, clients: usize) {
     let mut server = existing.is_none().then(|| spawn_server(port, &data, None));
     let api = Api::connect(port, clients).await;
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
-    if std::env::var("LOADGEN_ONLY_AUTH").is_ok() {
-        auth_phases(&api, clients, secs).await;
+    // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS: one phase alone (e.g. under a profiler)
+    let only_status = std::env::var("LOADGEN_ONLY_STATUS").is_ok();
+    if std::env::var("LOADGEN_ONLY_AUTH").is_ok() || only_status {
+        if only_status {
+            let (rate, lat) = status_phase(&api, clients, secs).await;
+            println!(
+                "getTaskStatus/s {rate:.0} (p50 {:.2} ms)",
+                percentile(&lat, 0.5)
+            );
+        } else {
+            auth_phases(&api, clients, secs).await;
+        }
         if let Some(mut s) = server {
             let _ = s.kill();
             let _ = s.wait();
@@ -298,27 +333,7 @@ async fn run(secs: u64, clients: usize) {
 
     let (life_rate, life_lat) = lifecycle_phase(&api, clients, secs).await;
 
-    // getTaskStatus over tasks that exist
-    let ids: Arc<Vec<String>> = Arc::new((0..256).map(|_| slugid::nice()).collect());
-    for id in ids.iter() {
-        api.call(
-            "PUT",
-            &format!("/task/{id}"),
-            Some(&task_def("load/status")),
-        )
-        .await;
-    }
-    let a = api.clone();
-    let ids2 = ids.clone();
-    let (status_rate, status_lat) = phase(clients, secs, move |i| {
-        let (a, ids) = (a.clone(), ids2.clone());
-        async move {
-            a.call("GET", &format!("/task/{}/status", ids[i % ids.len()]), None)
-                .await;
-            1
-        }
-    })
-    .await;
+    let (status_rate, status_lat) = status_phase(&api, clients, secs).await;
 
     // createTask latency at half of the peak rate, paced
     let target = create_rate / 2.0;

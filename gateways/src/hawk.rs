@@ -302,8 +302,10 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
     if req.extensions().get::<Auth>().is_some() {
         return next.run(req).await;
     }
-    // blob URLs carry their own signature and stream bodies of any size: never buffered here
-    if req.uri().path().starts_with("/blobs/") {
+    // blob and object URLs carry their own signature and stream bodies of any size: never
+    // buffered here
+    let path = req.uri().path();
+    if path.starts_with("/blobs/") || path.starts_with("/objects/") {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();

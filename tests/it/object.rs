@@ -39,9 +39,9 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
     let (task_id, worker) = claimed_task(&server).await;
     let expires = chrono::Utc::now() + chrono::Duration::days(1);
     let retry = Retry::default();
-    // one small enough to go inline, one large enough for a PUT URL
     let small = b"small object artifact".to_vec();
-    let large: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    // one small enough to go inline, one larger than any API body (10 MiB) for a PUT URL
+    let large: Vec<u8> = (0..11 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     for (name, data) in [("public/small.txt", &small), ("public/large.bin", &large)] {
         let art = worker
             .createArtifact(
