@@ -716,12 +716,12 @@ async fn run_services<L: EventLog + 'static>(
         tokio::spawn(taskledger_workers::run_task_expiry(
             engine.clone(),
             Duration::from_secs(args.expiry_scan_secs.max(1)),
-            move |task_id| {
+            move |what| {
                 let blobs = blobs.clone();
                 async move {
-                    taskledger_gateways::queue::artifacts::delete_task_bytes(
+                    taskledger_gateways::queue::artifacts::delete_expired_bytes(
                         blobs.as_ref(),
-                        &task_id,
+                        &what,
                     )
                     .await
                 }

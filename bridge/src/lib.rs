@@ -330,6 +330,14 @@ impl<'a> Overlay<'a> {
             QueueEvent::TaskExpired { task_id } => {
                 self.tasks.insert(task_key(&task_id.0), None);
             }
+            QueueEvent::ArtifactExpired {
+                task_id,
+                run_id,
+                name,
+            } => {
+                self.artifacts
+                    .insert(artifact_key(&task_id.0, *run_id, name), None);
+            }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
             | QueueEvent::TaskGroupSealed { task_group_id, .. }

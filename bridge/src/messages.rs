@@ -238,7 +238,8 @@ pub fn queue_message(
         | QueueEvent::WorkerSeen { .. }
         | QueueEvent::WorkerQuarantined { .. }
         | QueueEvent::TaskExpired { .. }
-        | QueueEvent::TaskGroupExpired { .. } => None,
+        | QueueEvent::TaskGroupExpired { .. }
+        | QueueEvent::ArtifactExpired { .. } => None,
     }
 }
 

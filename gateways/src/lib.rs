@@ -127,40 +127,14 @@ async fn api_headers(req: Request, next: Next) -> Response {
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> Router {
-    let queue = builtins().merge(queue::routes()).fallback(not_found).layer(
-        middleware::from_fn_with_state(state.clone(), hawk::middleware),
-    );
-    let auth =
-        builtins()
-            .merge(auth::routes())
-            .fallback(not_found)
-            .layer(middleware::from_fn_with_state(
-                state.clone(),
-                hawk::middleware,
-            ));
-    let audit = builtins().merge(audit::routes()).fallback(not_found).layer(
-        middleware::from_fn_with_state(state.clone(), hawk::middleware),
-    );
-    let worker_manager = builtins()
-        .merge(worker_manager::routes())
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            hawk::middleware,
-        ));
-    let object = builtins()
-        .merge(object::routes())
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            hawk::middleware,
-        ));
+    // one service's routes; Hawk runs once, outermost (below), on the whole request target
+    let service = |routes: Router<Arc<AppState>>| builtins().merge(routes).fallback(not_found);
     Router::new()
-        .nest("/api/queue/v1", queue)
-        .nest("/api/object/v1", object)
-        .nest("/api/auth/v1", auth)
-        .nest("/api/audit/v1", audit)
-        .nest("/api/worker-manager/v1", worker_manager)
+        .nest("/api/queue/v1", service(queue::routes()))
+        .nest("/api/object/v1", service(object::routes()))
+        .nest("/api/auth/v1", service(auth::routes()))
+        .nest("/api/audit/v1", service(audit::routes()))
+        .nest("/api/worker-manager/v1", service(worker_manager::routes()))
         .route(
             "/blobs/{*path}",
             put(queue::artifacts::put_blob).get(queue::artifacts::get_blob),

@@ -125,6 +125,12 @@ pub enum QueueCommand {
     ExpireTaskGroup {
         task_group_id: TaskId,
     },
+    /// The expiry reactor: removes an artifact past its own `expires`.
+    ExpireArtifact {
+        task_id: TaskId,
+        run_id: u32,
+        name: String,
+    },
 }
 
 /// The state a command leaves behind, for the answer.
@@ -466,6 +472,14 @@ impl<'a> Overlay<'a> {
                         unsatisfied.clone(),
                     )),
                 );
+            }
+            QueueEvent::ArtifactExpired {
+                task_id,
+                run_id,
+                name,
+            } => {
+                self.artifacts
+                    .insert((*task_id, *run_id, name.clone()), None);
             }
             QueueEvent::TaskExpired { task_id } => {
                 self.tasks.insert(*task_id, None);
@@ -844,6 +858,18 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
         QueueCommand::ExpireTask { task_id } => {
             let events = match overlay.task(task_id)? {
                 Some(t) => queue::expire_task(&t, now)?,
+                None => vec![],
+            };
+            events.iter().for_each(|e| overlay.apply(e));
+            Ok((events, Outcome::Done))
+        }
+        QueueCommand::ExpireArtifact {
+            task_id,
+            run_id,
+            name,
+        } => {
+            let events = match overlay.artifact(task_id, *run_id, name)? {
+                Some(a) => queue::expire_artifact(*task_id, *run_id, &a, now)?,
                 None => vec![],
             };
             events.iter().for_each(|e| overlay.apply(e));

@@ -204,31 +204,49 @@ pub fn parse_timer(key: &[u8]) -> Option<(Millis, TimerKind, TaskId, u32)> {
 }
 
 /// What an `expiries` entry removes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ExpiryKind {
-    Task = 1,
-    TaskGroup = 2,
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Expiring {
+    Task(TaskId),
+    TaskGroup(TaskId),
+    /// An artifact, at its own `expires` (at most its task's).
+    Artifact(TaskId, u32, String),
 }
 
-/// `expiries`: time, kind, task or task-group id. Ordered by time, so the earliest is first.
-pub fn expiry(at: Millis, kind: ExpiryKind, id: &Slug) -> Vec<u8> {
+/// `expiries`: time, kind, then the task or task-group id (and for an artifact its run and
+/// name). Ordered by time, so the earliest is first.
+pub fn expiry(at: Millis, what: &Expiring) -> Vec<u8> {
     let mut k = (at.0.max(0) as u64).to_be_bytes().to_vec();
-    k.push(kind as u8);
-    k.extend_from_slice(&id.0);
+    match what {
+        Expiring::Task(id) => {
+            k.push(1);
+            k.extend_from_slice(&id.0);
+        }
+        Expiring::TaskGroup(id) => {
+            k.push(2);
+            k.extend_from_slice(&id.0);
+        }
+        Expiring::Artifact(task, run, name) => {
+            k.push(3);
+            k.extend_from_slice(&artifact(task, *run, name));
+        }
+    }
     k
 }
 
-pub fn parse_expiry(key: &[u8]) -> Option<(Millis, ExpiryKind, Slug)> {
-    if key.len() != 25 {
-        return None;
-    }
-    let at = u64::from_be_bytes(key[0..8].try_into().ok()?) as i64;
-    let kind = match key[8] {
-        1 => ExpiryKind::Task,
-        2 => ExpiryKind::TaskGroup,
+pub fn parse_expiry(key: &[u8]) -> Option<(Millis, Expiring)> {
+    let at = Millis(u64::from_be_bytes(key.get(0..8)?.try_into().ok()?) as i64);
+    let id = Slug(key.get(9..25)?.try_into().ok()?);
+    let what = match key.get(8)? {
+        1 if key.len() == 25 => Expiring::Task(id),
+        2 if key.len() == 25 => Expiring::TaskGroup(id),
+        3 => {
+            let run = u32::from_be_bytes(key.get(25..29)?.try_into().ok()?);
+            let name = std::str::from_utf8(key.get(29..)?).ok()?.to_string();
+            Expiring::Artifact(id, run, name)
+        }
         _ => return None,
     };
-    Some((Millis(at), kind, Slug(key[9..25].try_into().ok()?)))
+    Some((at, what))
 }
 
 /// `artifacts`: taskId, runId, name.
@@ -236,6 +254,13 @@ pub fn artifact(task: &TaskId, run: u32, name: &str) -> Vec<u8> {
     let mut k = artifact_prefix(task, run);
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+/// The task and run of an `artifacts` key.
+pub fn task_run_of_artifact(key: &[u8]) -> Option<(TaskId, u32)> {
+    let task = Slug(key.get(..16)?.try_into().ok()?);
+    let run = u32::from_be_bytes(key.get(16..20)?.try_into().ok()?);
+    Some((task, run))
 }
 
 pub fn artifact_prefix(task: &TaskId, run: u32) -> Vec<u8> {
@@ -376,6 +401,23 @@ pub fn wm_stream_id(key: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiries_sort_by_time_and_parse_back() {
+        let t = Slug([7; 16]);
+        let kinds = [
+            Expiring::Task(t),
+            Expiring::TaskGroup(t),
+            Expiring::Artifact(t, 3, "public/a b".into()),
+        ];
+        for what in &kinds {
+            assert_eq!(
+                parse_expiry(&expiry(Millis(9), what)),
+                Some((Millis(9), what.clone()))
+            );
+            assert!(expiry(Millis(8), what) < expiry(Millis(9), &kinds[0]));
+        }
+    }
 
     #[test]
     fn keys_sort_and_parse() {

@@ -1,7 +1,7 @@
 //! The queue projection: folds queue events into tasks, groups, the pending queues, claims,
 //! timers, artifacts and worker records, and answers the gateway's reads.
 
-use crate::keys::{self, ExpiryKind, TimerKind};
+use crate::keys::{self, Expiring, TimerKind};
 use crate::store::{cf, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -178,11 +178,11 @@ impl QueueView {
         })
     }
 
-    /// Fills the `expiries` index from the tasks and groups of a database written before it
+    /// Fills the `expiries` index from the tasks, groups and artifacts of a database written before it
     /// existed (once; a marker in `meta` says it was done), so they expire too and a rebuild
     /// from the log compares equal.
     pub fn index_expiries(&self) -> Result<(), StoreError> {
-        const MARKER: &[u8] = b"expiries-indexed";
+        const MARKER: &[u8] = b"expiries-indexed-2";
         let db = &*self.db;
         let meta = cf(db, keys::CF_META)?;
         if db.get_pinned_cf(meta, MARKER)?.is_some() {
@@ -194,42 +194,50 @@ impl QueueView {
         for item in db.iterator_cf(cf(db, keys::CF_TASKS)?, IteratorMode::Start) {
             let (_, v) = item?;
             let t: Task = codec::decode(&v)?;
-            let key = keys::expiry(t.definition.expires, ExpiryKind::Task, &t.task_id);
+            let key = keys::expiry(t.definition.expires, &Expiring::Task(t.task_id));
             wb.put_cf(expiries, key, []);
         }
         for item in db.iterator_cf(cf(db, keys::CF_GROUPS)?, IteratorMode::Start) {
             let (_, v) = item?;
             let g: TaskGroup = codec::decode(&v)?;
-            let key = keys::expiry(g.expires, ExpiryKind::TaskGroup, &g.task_group_id);
+            let key = keys::expiry(g.expires, &Expiring::TaskGroup(g.task_group_id));
             wb.put_cf(expiries, key, []);
+        }
+        for item in db.iterator_cf(cf(db, keys::CF_ARTIFACTS)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let a: Artifact = codec::decode(&v)?;
+            if let Some((task, run)) = keys::task_run_of_artifact(&k) {
+                let what = Expiring::Artifact(task, run, a.name);
+                wb.put_cf(expiries, keys::expiry(a.expires, &what), []);
+            }
         }
         wb.put_cf(meta, MARKER, []);
         db.write(wb)?;
         Ok(())
     }
 
-    /// Tasks and task groups whose expiry is in `from..=now`, earliest first, at most `limit`,
-    /// each with its expiry. Starting at `from` (the earliest expiry a previous scan left)
-    /// skips the deletions of everything expired before.
+    /// Tasks, task groups and artifacts whose expiry is in `from..=now`, earliest first, at
+    /// most `limit`, each with its expiry. Starting at `from` (the earliest expiry a previous
+    /// scan left) skips the deletions of everything expired before.
     pub fn expiries_due(
         &self,
         from: Millis,
         now: Millis,
         limit: usize,
-    ) -> Result<Vec<(Millis, ExpiryKind, TaskId)>, StoreError> {
+    ) -> Result<Vec<(Millis, Expiring)>, StoreError> {
         let db = &*self.db;
         let start = (from.0.max(0) as u64).to_be_bytes();
         let mode = IteratorMode::From(&start, Direction::Forward);
         let mut out = Vec::new();
         for item in db.iterator_cf(cf(db, keys::CF_EXPIRIES)?, mode) {
             let (k, _) = item?;
-            let Some((at, kind, id)) = keys::parse_expiry(&k) else {
+            let Some((at, what)) = keys::parse_expiry(&k) else {
                 continue;
             };
             if at > now || out.len() == limit {
                 break;
             }
-            out.push((at, kind, id));
+            out.push((at, what));
         }
         Ok(out)
     }
@@ -394,7 +402,7 @@ impl QueueView {
                 );
                 batch.put(
                     keys::CF_EXPIRIES,
-                    keys::expiry(definition.expires, ExpiryKind::Task, task_id),
+                    keys::expiry(definition.expires, &Expiring::Task(*task_id)),
                     [],
                 );
                 fold.tasks.insert(*task_id, Some(task));
@@ -412,14 +420,14 @@ impl QueueView {
             | QueueEvent::TaskGroupExpired { task_group_id } => {
                 let before = fold.group(task_group_id)?;
                 if let Some(g) = &before {
-                    let key = keys::expiry(g.expires, ExpiryKind::TaskGroup, task_group_id);
+                    let key = keys::expiry(g.expires, &Expiring::TaskGroup(*task_group_id));
                     batch.delete(keys::CF_EXPIRIES, key);
                 }
                 let after = TaskGroup::apply(before, event);
                 match &after {
                     Some(g) => batch.put(
                         keys::CF_EXPIRIES,
-                        keys::expiry(g.expires, ExpiryKind::TaskGroup, task_group_id),
+                        keys::expiry(g.expires, &Expiring::TaskGroup(*task_group_id)),
                         [],
                     ),
                     None => batch.delete(keys::CF_GROUPS, keys::task(task_group_id)),
@@ -431,10 +439,27 @@ impl QueueView {
                 run_id,
                 artifact,
             } => {
-                fold.artifacts.insert(
-                    keys::artifact(task_id, *run_id, &artifact.name),
-                    Some(artifact.clone()),
-                );
+                let key = keys::artifact(task_id, *run_id, &artifact.name);
+                let what = Expiring::Artifact(*task_id, *run_id, artifact.name.clone());
+                // a compatible re-creation may extend `expires`
+                if let Some(old) = fold.artifact(&key)? {
+                    batch.delete(keys::CF_EXPIRIES, keys::expiry(old.expires, &what));
+                }
+                batch.put(keys::CF_EXPIRIES, keys::expiry(artifact.expires, &what), []);
+                fold.artifacts.insert(key, Some(artifact.clone()));
+            }
+            QueueEvent::ArtifactExpired {
+                task_id,
+                run_id,
+                name,
+            } => {
+                let key = keys::artifact(task_id, *run_id, name);
+                if let Some(old) = fold.artifact(&key)? {
+                    let what = Expiring::Artifact(*task_id, *run_id, name.clone());
+                    batch.delete(keys::CF_EXPIRIES, keys::expiry(old.expires, &what));
+                    batch.delete(keys::CF_ARTIFACTS, key.clone());
+                }
+                fold.artifacts.insert(key, None);
             }
             QueueEvent::ArtifactFinished {
                 task_id,
@@ -508,39 +533,48 @@ impl QueueView {
         }
         batch.delete(
             keys::CF_EXPIRIES,
-            keys::expiry(def.expires, ExpiryKind::Task, id),
+            keys::expiry(def.expires, &Expiring::Task(*id)),
         );
         batch.delete(
             keys::CF_TIMERS,
             keys::timer(def.deadline, TimerKind::Deadline, id, 0),
         );
         let db = &*self.db;
-        let prefixed = |cf_name: &'static str, prefix: &[u8]| -> Result<Vec<Vec<u8>>, StoreError> {
-            let mut found = Vec::new();
-            let mode = IteratorMode::From(prefix, Direction::Forward);
-            for item in db.iterator_cf(cf(db, cf_name)?, mode) {
-                let (k, _) = item?;
-                if !k.starts_with(prefix) {
-                    break;
+        let prefixed =
+            |cf_name: &'static str, prefix: &[u8]| -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+                let mut found = Vec::new();
+                let mode = IteratorMode::From(prefix, Direction::Forward);
+                for item in db.iterator_cf(cf(db, cf_name)?, mode) {
+                    let (k, v) = item?;
+                    if !k.starts_with(prefix) {
+                        break;
+                    }
+                    found.push((k.to_vec(), v.to_vec()));
                 }
-                found.push(k.to_vec());
-            }
-            Ok(found)
-        };
-        for key in prefixed(keys::CF_DEPENDENTS, &id.0)? {
+                Ok(found)
+            };
+        for (key, _) in prefixed(keys::CF_DEPENDENTS, &id.0)? {
             batch.delete(keys::CF_DEPENDENTS, key);
         }
+        // the artifacts, this fold's own first (the database does not hold them yet)
+        let mut artifacts: HashMap<Vec<u8>, Option<Artifact>> = HashMap::new();
         for run in 0..task.runs.len() as u32 {
-            for key in prefixed(keys::CF_ARTIFACTS, &keys::artifact_prefix(id, run))? {
-                batch.delete(keys::CF_ARTIFACTS, key);
+            for (key, v) in prefixed(keys::CF_ARTIFACTS, &keys::artifact_prefix(id, run))? {
+                artifacts.insert(key, Some(codec::decode(&v)?));
             }
         }
-        // artifacts created earlier in this fold are not in the database yet
         for (key, a) in fold.artifacts.iter_mut() {
             if key.starts_with(&id.0) {
-                *a = None;
-                batch.delete(keys::CF_ARTIFACTS, key.clone());
+                artifacts.insert(key.clone(), a.take());
             }
+        }
+        for (key, a) in artifacts {
+            if let (Some(a), Some((_, run))) = (a, keys::task_run_of_artifact(&key)) {
+                let what = Expiring::Artifact(*id, run, a.name.clone());
+                batch.delete(keys::CF_EXPIRIES, keys::expiry(a.expires, &what));
+            }
+            batch.delete(keys::CF_ARTIFACTS, key.clone());
+            fold.artifacts.insert(key, None);
         }
         Ok(())
     }

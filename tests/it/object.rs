@@ -213,7 +213,7 @@ async fn the_object_service_keeps_its_rules_and_refuses_bad_input() {
 }
 
 #[tokio::test]
-async fn expired_tasks_and_objects_go_with_their_bytes_and_stay_in_the_log() {
+async fn expired_tasks_artifacts_and_objects_go_with_their_bytes_and_stay_in_the_log() {
     let server = Server::start(&[("TASKLEDGER_EXPIRY_SCAN_SECS", "1")]).await;
     let q = server.queue();
     let queue = fresh_queue();
@@ -231,12 +231,31 @@ async fn expired_tasks_and_objects_go_with_their_bytes_and_stay_in_the_log() {
     let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
     assert_eq!(claim["tasks"][0]["status"]["taskId"], task_id.as_str());
     let worker = server.queue_as(temp_creds(&claim["tasks"][0]["credentials"]));
+    let http = reqwest::Client::new();
+    // the keeper's run has an artifact that expires soon and one that stays
+    let keep_claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    assert_eq!(keep_claim["tasks"][0]["status"]["taskId"], keeper.as_str());
+    let keep_worker = server.queue_as(temp_creds(&keep_claim["tasks"][0]["credentials"]));
+    let a_day = chrono::Utc::now() + chrono::Duration::days(1);
+    for (name, expires) in [("public/short.txt", soon), ("public/long.txt", a_day)] {
+        let art = keep_worker
+            .createArtifact(&keeper, "0", name, &json!({ "storageType": "s3", "contentType": "text/plain", "expires": expires.to_rfc3339() }))
+            .await
+            .unwrap();
+        let put = http
+            .put(art["putUrl"].as_str().unwrap())
+            .header("content-type", "text/plain")
+            .body(name)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success());
+    }
 
     let s3 = worker
         .createArtifact(&task_id, "0", "public/s3.txt", &json!({ "storageType": "s3", "contentType": "text/plain", "expires": soon.to_rfc3339() }))
         .await
         .unwrap();
-    let http = reqwest::Client::new();
     let put = http
         .put(s3["putUrl"].as_str().unwrap())
         .header("content-type", "text/plain")
@@ -300,9 +319,30 @@ async fn expired_tasks_and_objects_go_with_their_bytes_and_stay_in_the_log() {
         let gone = status_of(&q.task(&task_id).await.err()?) == Some(404);
         let object_gone = count_files(blobs.join("objects")) == 0;
         let bytes_gone = count_files(blobs.join(&task_id).join("0")) == 0;
-        (gone && object_gone && bytes_gone).then_some(())
+        let short_gone = count_files(blobs.join(&keeper).join("0")) == 1;
+        (gone && object_gone && bytes_gone && short_gone).then_some(())
     })
     .await;
+    // the keeper lives on without its short-lived artifact
+    let short = q
+        .artifact(&keeper, "0", "public/short.txt")
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&short), Some(404));
+    let long = q.artifact(&keeper, "0", "public/long.txt").await.unwrap();
+    let long_url = long["url"].as_str().unwrap();
+    assert_eq!(
+        http.get(long_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "public/long.txt"
+    );
+    let listed = q.listArtifacts(&keeper, "0", None, None).await.unwrap();
+    assert_eq!(listed["artifacts"].as_array().unwrap().len(), 1);
     assert_eq!(status_of(&q.status(&task_id).await.unwrap_err()), Some(404));
     assert_eq!(
         status_of(
@@ -332,10 +372,9 @@ async fn expired_tasks_and_objects_go_with_their_bytes_and_stay_in_the_log() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&tail.stdout);
-    assert!(
-        text.contains("TaskExpired") && text.contains("ObjectExpired"),
-        "{text}"
-    );
+    for event in ["TaskExpired", "ArtifactExpired", "ObjectExpired"] {
+        assert!(text.contains(event), "{event} missing: {text}");
+    }
     // and a rebuild of every projection from the log equals the live one
     let replay = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
         .args(["replay", "--projection", "all", "--verify", "--data-dir"])

@@ -21,6 +21,7 @@ use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::queue::{QueueEvent, ReasonResolved};
 use taskledger_core::time::Millis;
 use taskledger_projections::engine::QUEUE_PARTITION;
+use taskledger_projections::keys::Expiring;
 use taskledger_projections::keys::TimerKind;
 use taskledger_projections::role::WriterRole;
 use taskledger_projections::{Engine, Outcome, QueueCommand};
@@ -324,16 +325,16 @@ pub async fn run_object_expiry<F, Fut>(
     }
 }
 
-/// Removes tasks (once resolved) and task groups past their `expires`, as `TaskExpired` and
-/// `TaskGroupExpired` events, and then has `forget` delete an expired task's stored artifact
-/// bytes (the events come first: a crash in between leaves bytes no task names, never a task
-/// without its bytes). Scans every `every` (upstream runs its expiry crons daily).
+/// Removes tasks (once resolved), task groups and artifacts past their `expires`, as
+/// `TaskExpired`, `TaskGroupExpired` and `ArtifactExpired` events, and then has `forget`
+/// delete the stored bytes of what went (the events come first: a crash in between leaves
+/// bytes nothing names, never a record without its bytes). Scans every `every` (upstream runs
+/// its expiry crons daily).
 pub async fn run_task_expiry<F, Fut>(engine: Engine, every: Duration, forget: F)
 where
-    F: Fn(taskledger_core::ids::TaskId) -> Fut,
+    F: Fn(Expiring) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    use taskledger_projections::keys::ExpiryKind;
     // expiries before `floor` are all gone: new ones are never in the past
     let mut floor = Millis(0);
     loop {
@@ -345,24 +346,35 @@ where
             .view()
             .expiries_due(floor, now, 1000)
             .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "task expiry scan failed");
+                tracing::warn!(error = %e, "expiry scan failed");
                 vec![]
             });
         // what stays (an unresolved task) is found again from here
-        floor = due.first().map_or(now, |(at, _, _)| *at);
-        for (_, kind, id) in due {
-            let cmd = match kind {
-                ExpiryKind::Task => QueueCommand::ExpireTask { task_id: id },
-                ExpiryKind::TaskGroup => QueueCommand::ExpireTaskGroup { task_group_id: id },
+        floor = due.first().map_or(now, |(at, _)| *at);
+        for (_, what) in due {
+            let cmd = match &what {
+                Expiring::Task(id) => QueueCommand::ExpireTask { task_id: *id },
+                Expiring::TaskGroup(id) => QueueCommand::ExpireTaskGroup { task_group_id: *id },
+                Expiring::Artifact(task_id, run_id, name) => QueueCommand::ExpireArtifact {
+                    task_id: *task_id,
+                    run_id: *run_id,
+                    name: name.clone(),
+                },
             };
-            match engine.execute(Actor::system("task-expiry"), cmd).await {
-                Ok(_) if kind == ExpiryKind::Task => {
-                    if matches!(engine.view().task(&id), Ok(None)) {
-                        forget(id).await;
-                    }
+            if let Err(e) = engine.execute(Actor::system("expiry"), cmd).await {
+                tracing::warn!(?what, error = %e, "expiry failed");
+                continue;
+            }
+            let view = engine.view();
+            let gone = match &what {
+                Expiring::Task(id) => matches!(view.task(id), Ok(None)),
+                Expiring::Artifact(task, run, name) => {
+                    matches!(view.artifact(task, *run, name), Ok(None))
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%id, error = %e, "expiry failed"),
+                Expiring::TaskGroup(_) => false,
+            };
+            if gone {
+                forget(what).await;
             }
         }
         tokio::time::sleep(every).await;

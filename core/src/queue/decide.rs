@@ -477,6 +477,19 @@ pub fn expire_task(task: &Task, now: Millis) -> Decision {
     )
 }
 
+/// An artifact past its own `expires` goes (its task may live on; upstream's expire-artifacts).
+pub fn expire_artifact(task_id: TaskId, run_id: u32, artifact: &Artifact, now: Millis) -> Decision {
+    Ok(if artifact.expires <= now {
+        vec![QueueEvent::ArtifactExpired {
+            task_id,
+            run_id,
+            name: artifact.name.clone(),
+        }]
+    } else {
+        vec![]
+    })
+}
+
 /// A task group past its `expires` (at least an hour after its last task's) goes.
 pub fn expire_group(group: &TaskGroup, now: Millis) -> Decision {
     Ok(if group.expires <= now {
@@ -745,7 +758,8 @@ impl Task {
             | QueueEvent::WorkerSeen { .. }
             | QueueEvent::WorkerQuarantined { .. }
             | QueueEvent::TaskGroupPriorityChanged { .. }
-            | QueueEvent::TaskGroupExpired { .. } => {}
+            | QueueEvent::TaskGroupExpired { .. }
+            | QueueEvent::ArtifactExpired { .. } => {}
             // the task is gone: its holder drops it (see `Task::survives`)
             QueueEvent::TaskExpired { .. } => {}
         }
@@ -792,7 +806,8 @@ impl TaskGroup {
             | QueueEvent::WorkerSeen { .. }
             | QueueEvent::WorkerQuarantined { .. }
             | QueueEvent::TaskGroupPriorityChanged { .. }
-            | QueueEvent::TaskExpired { .. } => group,
+            | QueueEvent::TaskExpired { .. }
+            | QueueEvent::ArtifactExpired { .. } => group,
         }
     }
 }

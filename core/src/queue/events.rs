@@ -115,6 +115,12 @@ pub enum QueueEvent {
     TaskGroupExpired {
         task_group_id: TaskGroupId,
     },
+    /// The artifact passed its own `expires` (before its task's): it is gone.
+    ArtifactExpired {
+        task_id: TaskId,
+        run_id: u32,
+        name: String,
+    },
 }
 
 /// The aggregate an event belongs to.
@@ -152,7 +158,8 @@ impl QueueEvent {
             | QueueEvent::PriorityChanged { task_id, .. }
             | QueueEvent::ArtifactCreated { task_id, .. }
             | QueueEvent::ArtifactFinished { task_id, .. }
-            | QueueEvent::TaskExpired { task_id } => Stream::Task(*task_id),
+            | QueueEvent::TaskExpired { task_id }
+            | QueueEvent::ArtifactExpired { task_id, .. } => Stream::Task(*task_id),
             QueueEvent::TaskGroupDefined { task_group_id, .. }
             | QueueEvent::TaskGroupExpiresRaised { task_group_id, .. }
             | QueueEvent::TaskGroupSealed { task_group_id, .. }
@@ -194,6 +201,7 @@ impl QueueEvent {
             QueueEvent::TaskGroupPriorityChanged { .. } => "TaskGroupPriorityChanged",
             QueueEvent::TaskExpired { .. } => "TaskExpired",
             QueueEvent::TaskGroupExpired { .. } => "TaskGroupExpired",
+            QueueEvent::ArtifactExpired { .. } => "ArtifactExpired",
         }
     }
 }

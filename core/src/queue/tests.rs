@@ -690,6 +690,21 @@ fn tasks_and_groups_expire_only_when_due_and_resolved() {
         expires: expires.plus(HOUR),
         sealed: None,
     };
+    let artifact = Artifact {
+        name: "public/a".into(),
+        storage: ArtifactStorage::Reference {
+            url: "https://example.com".into(),
+        },
+        content_type: "text/plain".into(),
+        expires: NOW.plus(HOUR),
+        present: true,
+    };
+    check(expire_artifact(tid(1), 0, &artifact, NOW), &[]);
+    check(
+        expire_artifact(tid(1), 0, &artifact, NOW.plus(HOUR)),
+        &["ArtifactExpired"],
+    );
+
     check(expire_group(&group, expires), &[]);
     let ev = check(
         expire_group(&group, expires.plus(HOUR)),

@@ -18,7 +18,8 @@ use taskledger_core::object::ObjectCommand;
 use taskledger_core::queue::{Artifact, ArtifactStorage, ErrorReason};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::{Millis, MINUTE};
-use taskledger_projections::{keys, ObjectEngineError, Outcome, QueueCommand};
+use taskledger_projections::keys::{self, Expiring};
+use taskledger_projections::{ObjectEngineError, Outcome, QueueCommand};
 
 type St = State<Arc<AppState>>;
 
@@ -109,18 +110,30 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
     })
 }
 
-/// Deletes the `s3` artifact bytes of an expired task (every run); a failure is logged.
-pub async fn delete_task_bytes(blobs: &dyn object_store::ObjectStore, task: &TaskId) {
+/// Deletes the stored (`s3`) bytes of what expired: a task's (every run) or one artifact's; a
+/// failure is logged. (`object` artifacts' bytes go with their object, at its own expiry.)
+pub async fn delete_expired_bytes(blobs: &dyn object_store::ObjectStore, what: &Expiring) {
     use futures::StreamExt;
-    let prefix = object_store::path::Path::from(task.to_string());
-    let listed: Vec<_> = blobs.list(Some(&prefix)).collect().await;
-    for meta in listed {
-        let result = match meta {
-            Ok(m) => blobs.delete(&m.location).await,
+    let locations: Vec<object_store::Result<object_store::path::Path>> = match what {
+        Expiring::Task(task) => {
+            let prefix = object_store::path::Path::from(task.to_string());
+            blobs
+                .list(Some(&prefix))
+                .map(|m| m.map(|m| m.location))
+                .collect()
+                .await
+        }
+        Expiring::Artifact(task, run, name) => vec![Ok(blob_key(task, *run, name))],
+        Expiring::TaskGroup(_) => vec![],
+    };
+    for location in locations {
+        let result = match location {
+            Ok(l) => blobs.delete(&l).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = result {
-            tracing::warn!(%task, error = %e, "an expired task's artifact bytes were not deleted");
+        match result {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(?what, error = %e, "expired bytes were not deleted"),
         }
     }
 }
