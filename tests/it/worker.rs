@@ -120,6 +120,9 @@ async fn worker_runs_tasks_to_each_resolution() {
         server.artifact_text(&hello, 0, "public/sub/x.txt").await,
         "deep\n"
     );
+    // uploaded as generic-worker does: `object` artifacts, through the object service
+    let content = q.artifact(&hello, "0", "public/result.txt").await.unwrap();
+    assert_eq!(content["storageType"], "object", "{content}");
     // live.log became a link to the backing log
     let via_link = server
         .artifact_text(&hello, 0, "public/logs/live.log")

@@ -144,20 +144,25 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
             }
             continue;
         }
+        // the checkpoint moves once per batch, past what was handled: handling an event again
+        // after a crash is harmless (the commands are idempotent)
+        let mut handled = offset;
         for r in &batch.records {
-            let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&r.value) else {
-                continue;
-            };
-            if let Err(e) = on_event(&engine, &env).await {
-                tracing::warn!(error = %e, "dependency resolution failed; will retry");
-                tokio::time::sleep(IDLE).await;
-                break;
+            if let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&r.value) {
+                if let Err(e) = on_event(&engine, &env).await {
+                    tracing::warn!(error = %e, "dependency resolution failed; will retry");
+                    tokio::time::sleep(IDLE).await;
+                    break;
+                }
             }
+            handled = r.offset + 1;
+        }
+        if handled > offset {
             if let Err(e) = view.store_consumer_offset(
                 DEPENDENCY_CONSUMER,
                 QUEUE_TOPIC,
                 QUEUE_PARTITION,
-                r.offset + 1,
+                handled,
             ) {
                 tracing::error!(error = %e, "dependency checkpoint write failed");
             }

@@ -1,5 +1,6 @@
-//! Uploading a run's artifacts through the queue: `createArtifact` with the task's
-//! credentials, then the bytes to the returned `putUrl` (worker-protocol.md §6).
+//! Uploading a run's artifacts through the queue: `createArtifact` (type `object`) with the
+//! task's credentials, the bytes through the object service, `finishArtifact`
+//! (worker-protocol.md §6).
 
 use super::livelog::TaskLog;
 use super::payload::{content_type_for, ArtifactKind, ArtifactSpec};
@@ -8,11 +9,9 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Uploads in parallel, as generic-worker.
 const PARALLEL: usize = 10;
-const PUT_ATTEMPTS: u32 = 5;
 
 /// What went wrong with one artifact, in the terms that decide the run's resolution (§6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +166,6 @@ fn kind_word(k: ArtifactKind) -> &'static str {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn upload_payload(
     queue: &SharedQueue,
-    http: &reqwest::Client,
     task_id: &str,
     run_id: &str,
     dir: &Path,
@@ -186,17 +184,9 @@ pub(crate) async fn upload_payload(
                     expires,
                 } => {
                     log.info(format!("Uploading artifact {name} from {}", path.display()));
-                    let r = upload_file(
-                        queue,
-                        http,
-                        task_id,
-                        run_id,
-                        &name,
-                        &path,
-                        &content_type,
-                        expires,
-                    )
-                    .await;
+                    let r =
+                        upload_file(queue, task_id, run_id, &name, &path, &content_type, expires)
+                            .await;
                     if let Err(p) = r {
                         log.error(format!("Uploading artifact {name} failed ({p:?})"));
                     }
@@ -241,11 +231,11 @@ pub(crate) async fn upload_payload(
         .await
 }
 
-/// `createArtifact` (storage type `s3`), then PUT the file's bytes, retrying the PUT.
-#[allow(clippy::too_many_arguments)]
+/// `createArtifact` (storage type `object`, as generic-worker), then the bytes through the
+/// object service with the official upload helper (`taskcluster-upload`: inline or PUT URL,
+/// retried, sha256 and sha512 sent), then `finishArtifact`.
 pub(crate) async fn upload_file(
     queue: &SharedQueue,
-    http: &reqwest::Client,
     task_id: &str,
     run_id: &str,
     name: &str,
@@ -253,53 +243,52 @@ pub(crate) async fn upload_file(
     content_type: &str,
     expires: DateTime<Utc>,
 ) -> Result<(), Problem> {
-    let len = tokio::fs::metadata(path)
+    let file = tokio::fs::File::open(path)
         .await
-        .map_err(|_| Problem::Missing)?
-        .len();
+        .map_err(|_| Problem::Missing)?;
     let body = json!({
-        "storageType": "s3",
+        "storageType": "object",
         "contentType": content_type,
-        "contentLength": len,
         "expires": expires.to_rfc3339(),
     });
-    let reply = queue
-        .get()
+    let q = queue.get();
+    let reply = q
         .createArtifact(task_id, run_id, name, &body)
         .await
         .map_err(|e| {
             tracing::warn!(task_id, name, error = %e, "createArtifact failed");
             classify(&e)
         })?;
-    let put_url = reply["putUrl"].as_str().ok_or(Problem::ServerError)?;
-    let ct = reply["contentType"].as_str().unwrap_or(content_type);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|_| Problem::Missing)?;
-        let stream = tokio_util::io::ReaderStream::new(file);
-        let sent = http
-            .put(put_url)
-            .header(reqwest::header::CONTENT_TYPE, ct)
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .header(reqwest::header::CONTENT_ENCODING, "identity")
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await;
-        let retry = match sent {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) if r.status().is_server_error() || r.status() == 400 => true,
-            Ok(r) => {
-                tracing::warn!(task_id, name, status = %r.status(), "artifact PUT refused");
-                return Err(Problem::Refused);
-            }
-            Err(_) => true,
-        };
-        if !retry || attempt >= PUT_ATTEMPTS {
-            return Err(Problem::ServerError);
-        }
-        tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
-    }
+    let field = |k: &str| reply[k].as_str().ok_or(Problem::ServerError);
+    let (project_id, object_name, upload_id) =
+        (field("projectId")?, field("name")?, field("uploadId")?);
+    let creds: taskcluster::Credentials =
+        serde_json::from_value(reply["credentials"].clone()).map_err(|_| Problem::ServerError)?;
+    let object = taskcluster::Object::new(
+        taskcluster::ClientBuilder::new(queue.root_url()).credentials(creds),
+    )
+    .map_err(|_| Problem::ServerError)?;
+    let retry = taskcluster::retry::Retry::default();
+    taskcluster_upload::upload_from_file(
+        project_id,
+        object_name,
+        content_type,
+        &expires,
+        file,
+        &retry,
+        &object,
+        upload_id,
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(task_id, name, error = %e, "artifact upload failed");
+        classify(&e)
+    })?;
+    q.finishArtifact(task_id, run_id, name, &json!({ "uploadId": upload_id }))
+        .await
+        .map_err(|e| {
+            tracing::warn!(task_id, name, error = %e, "finishArtifact failed");
+            classify(&e)
+        })?;
+    Ok(())
 }

@@ -218,6 +218,10 @@ impl SharedQueue {
         self.inner.read().expect("queue lock").0.clone()
     }
 
+    pub(crate) fn root_url(&self) -> &str {
+        &self.root_url
+    }
+
     pub(crate) fn credentials(&self) -> Credentials {
         self.inner.read().expect("queue lock").1.clone()
     }
@@ -252,7 +256,6 @@ pub enum Stop {
 pub(crate) struct Ctx {
     config: WorkerConfig,
     live: Option<livelog::LiveLogs>,
-    http: reqwest::Client,
     /// The worker's own client: claimWork, and status checks (task credentials hold no
     /// `queue:status:` scope; an anonymous caller holds it only where the deployment's
     /// anonymous role grants it).
@@ -329,9 +332,6 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
     });
     let ctx = Arc::new(Ctx {
         worker_queue: queue.clone(),
-        http: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .build()?,
         base_env: task_base_env(),
         live,
         config,

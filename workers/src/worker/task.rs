@@ -274,7 +274,6 @@ impl<'a> Run<'a> {
                 );
                 let problems = artifacts::upload_payload(
                     self.queue,
-                    &self.ctx.http,
                     &self.claim.task_id,
                     &self.claim.run_id,
                     &self.dir,
@@ -360,7 +359,6 @@ impl<'a> Run<'a> {
             }
             artifacts::upload_file(
                 self.queue,
-                &self.ctx.http,
                 &self.claim.task_id,
                 &self.claim.run_id,
                 &backing,
