@@ -294,6 +294,36 @@ pub async fn run_client_expiry(auth: taskledger_projections::AuthEngine) {
     }
 }
 
+/// The loop both expiry reactors share: while this process writes `role`'s partition, every
+/// `every`, `scan(floor, now)` lists what is due in `floor..=now` (earliest first, with its due
+/// time) and `handle` removes each. Anything due before `floor` is gone: new expiries are never
+/// in the past, and what a scan found but could not remove yet is found again from its time.
+async fn expire_every<T, Fut>(
+    role: &WriterRole,
+    every: Duration,
+    scan: impl Fn(Millis, Millis) -> Result<Vec<(Millis, T)>, taskledger_projections::store::StoreError>,
+    handle: impl Fn(T) -> Fut,
+) where
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut floor = Millis(0);
+    loop {
+        if !writing(role).await {
+            continue;
+        }
+        let now = Millis::now();
+        let due = scan(floor, now).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "expiry scan failed");
+            vec![]
+        });
+        floor = due.first().map_or(now, |(at, _)| *at);
+        for (_, what) in due {
+            handle(what).await;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Removes objects whose `expires` passed (and uploads never finished a day after they
 /// started) as `ObjectExpired` events, then has `forget` delete their bytes. Bytes go only
 /// after the event is durable: a crash in between leaves bytes no object names, never an
@@ -306,28 +336,16 @@ pub async fn run_object_expiry<F, Fut>(
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    // objects due before `floor` are all gone: new ones are never due in the past
-    let mut floor = Millis(0);
-    loop {
-        if !writing(object.role()).await {
-            continue;
+    let scan = |floor, now| object.view().due(floor, now, 1000);
+    expire_every(object.role(), every, scan, |name: String| async {
+        let cmd = taskledger_core::object::ObjectCommand::Expire { name: name.clone() };
+        match object.execute(Actor::system("object-expiry"), cmd).await {
+            Ok(events) if !events.is_empty() => forget(name).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%name, error = %e, "object expiry failed"),
         }
-        let now = Millis::now();
-        let due = object.view().due(floor, now, 1000).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "object expiry scan failed");
-            vec![]
-        });
-        floor = due.first().map_or(now, |(at, _)| *at);
-        for (_, name) in due {
-            let cmd = taskledger_core::object::ObjectCommand::Expire { name: name.clone() };
-            match object.execute(Actor::system("object-expiry"), cmd).await {
-                Ok(events) if !events.is_empty() => forget(name).await,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%name, error = %e, "object expiry failed"),
-            }
-        }
-        tokio::time::sleep(every).await;
-    }
+    })
+    .await
 }
 
 /// Removes tasks (once resolved), task groups and artifacts past their `expires`, as
@@ -340,48 +358,32 @@ where
     F: Fn(Expiring) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    // expiries before `floor` are all gone: new ones are never in the past
-    let mut floor = Millis(0);
-    loop {
-        if !writing(engine.role()).await {
-            continue;
+    let scan = |floor, now| engine.view().expiries_due(floor, now, 1000);
+    expire_every(engine.role(), every, scan, |what: Expiring| async {
+        let cmd = match &what {
+            Expiring::Task(id) => QueueCommand::ExpireTask { task_id: *id },
+            Expiring::TaskGroup(id) => QueueCommand::ExpireTaskGroup { task_group_id: *id },
+            Expiring::Artifact(task_id, run_id, name) => QueueCommand::ExpireArtifact {
+                task_id: *task_id,
+                run_id: *run_id,
+                name: name.clone(),
+            },
+        };
+        if let Err(e) = engine.execute(Actor::system("expiry"), cmd).await {
+            tracing::warn!(?what, error = %e, "expiry failed");
+            return;
         }
-        let now = Millis::now();
-        let due = engine
-            .view()
-            .expiries_due(floor, now, 1000)
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "expiry scan failed");
-                vec![]
-            });
-        // what stays (an unresolved task) is found again from here
-        floor = due.first().map_or(now, |(at, _)| *at);
-        for (_, what) in due {
-            let cmd = match &what {
-                Expiring::Task(id) => QueueCommand::ExpireTask { task_id: *id },
-                Expiring::TaskGroup(id) => QueueCommand::ExpireTaskGroup { task_group_id: *id },
-                Expiring::Artifact(task_id, run_id, name) => QueueCommand::ExpireArtifact {
-                    task_id: *task_id,
-                    run_id: *run_id,
-                    name: name.clone(),
-                },
-            };
-            if let Err(e) = engine.execute(Actor::system("expiry"), cmd).await {
-                tracing::warn!(?what, error = %e, "expiry failed");
-                continue;
+        let view = engine.view();
+        let gone = match &what {
+            Expiring::Task(id) => matches!(view.task(id), Ok(None)),
+            Expiring::Artifact(task, run, name) => {
+                matches!(view.artifact(task, *run, name), Ok(None))
             }
-            let view = engine.view();
-            let gone = match &what {
-                Expiring::Task(id) => matches!(view.task(id), Ok(None)),
-                Expiring::Artifact(task, run, name) => {
-                    matches!(view.artifact(task, *run, name), Ok(None))
-                }
-                Expiring::TaskGroup(_) => false,
-            };
-            if gone {
-                forget(what).await;
-            }
+            Expiring::TaskGroup(_) => false,
+        };
+        if gone {
+            forget(what).await;
         }
-        tokio::time::sleep(every).await;
-    }
+    })
+    .await
 }
