@@ -705,9 +705,11 @@ async fn run_services<L: EventLog + 'static>(
         tokio::spawn(taskledger_workers::run_object_expiry(
             object.clone(),
             Duration::from_secs(args.expiry_scan_secs.max(1)),
-            move |name: String| {
+            move |name: String, upload: [u8; 32]| {
                 let blobs = blobs.clone();
-                async move { taskledger_gateways::object::delete_bytes(blobs.as_ref(), &name).await }
+                async move {
+                    taskledger_gateways::object::delete_bytes(blobs.as_ref(), &name, &upload).await
+                }
             },
         ));
     }

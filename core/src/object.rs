@@ -9,6 +9,7 @@
 //! **Invariant:** an upload id is a capability (whoever knows it may upload the object), so it
 //! enters an event only as its SHA-256 digest; a presented id is compared by digest.
 
+use crate::queue::DRIFT_MS;
 use crate::time::{Millis, DAY};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -202,7 +203,9 @@ pub fn decide(
         } => {
             check_hashes(hashes)?;
             let Some(object) = current else {
-                if *expires < now {
+                // the queue accepts artifact expiries this far in the past, and starts their
+                // uploads: the same tolerance here
+                if *expires < now.minus(DRIFT_MS) {
                     return Err(ObjectError::Input("`expires` must be in the future".into()));
                 }
                 let mut events = vec![ObjectEvent::UploadStarted {
@@ -448,7 +451,7 @@ mod tests {
         }
         let mut past = create("u1", &[]);
         if let ObjectCommand::CreateUpload { expires, .. } = &mut past {
-            *expires = NOW.minus(1);
+            *expires = NOW.minus(DRIFT_MS + 1);
         }
         assert!(matches!(run(&[past]).0, Err(ObjectError::Input(_))));
     }

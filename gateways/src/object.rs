@@ -24,7 +24,7 @@ use object_store::ObjectStoreExt;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use taskledger_core::object::{Object, ObjectCommand};
+use taskledger_core::object::{self, upload_digest, Object, ObjectCommand};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::{Millis, HOUR, MINUTE};
 
@@ -150,14 +150,20 @@ fn content_type(m: &Map<String, Value>, key: &str, schema: &str) -> Result<Strin
         })
 }
 
-/// Where an object's bytes live in the store.
-pub fn object_key(name: &str) -> object_store::path::Path {
-    object_store::path::Path::from(format!("objects/{}", blobs::store_segment(name)))
+/// Where the bytes of one upload of an object live in the store: per upload (its id's
+/// digest), so a later object of the same name never finds, serves or loses an earlier one's.
+pub fn object_key(name: &str, upload_digest: &[u8; 32]) -> object_store::path::Path {
+    let upload: String = upload_digest.iter().map(|b| format!("{b:02x}")).collect();
+    object_store::path::Path::from(format!("objects/{}/{upload}", blobs::store_segment(name)))
 }
 
 /// Deletes an expired object's bytes (already gone is fine; a failure is logged).
-pub async fn delete_bytes(blobs: &dyn object_store::ObjectStore, name: &str) {
-    match blobs.delete(&object_key(name)).await {
+pub async fn delete_bytes(
+    blobs: &dyn object_store::ObjectStore,
+    name: &str,
+    upload_digest: &[u8; 32],
+) {
+    match blobs.delete(&object_key(name, upload_digest)).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => tracing::warn!(%name, error = %e, "an expired object's bytes were not deleted"),
     }
@@ -333,7 +339,7 @@ pub async fn create_upload(
                 Method::Inline { data, .. } => {
                     st.blobs
                         .as_ref()
-                        .put(&object_key(&name), data.into())
+                        .put(&object_key(&name, &upload_digest(&upload_id)), data.into())
                         .await
                         .map_err(ApiError::internal)?;
                     json!({ "dataInline": true })
@@ -378,22 +384,32 @@ pub async fn finish_upload(
             let allowed = ["projectId", "uploadId", "hashes"];
             let req = upload_request(&name, &headers, &body, schema, &allowed, &allowed[..2])?;
             let caller = req.authorize(&auth, &name)?;
-            let unfinished = st
-                .object
-                .view()
-                .get(&name)?
-                .is_some_and(|o| o.finished.is_none());
-            if unfinished && st.blobs.as_ref().head(&object_key(&name)).await.is_err() {
-                return Err(ApiError::input(
-                    "The object's data was never uploaded; upload it before finishing",
-                ));
-            }
             let cmd = ObjectCommand::FinishUpload {
                 name: name.clone(),
                 project_id: req.project_id,
                 upload_id: req.upload_id,
                 hashes: req.hashes,
             };
+            // an upload that would finish now must have its bytes in place (Taskcluster's
+            // refusals, decided the same way, come first)
+            let stored = st.object.view().get(&name)?;
+            object::decide(stored.as_ref(), &cmd, Millis::now())?;
+            if let Some(o) = stored.filter(|o| o.finished.is_none()) {
+                match st
+                    .blobs
+                    .as_ref()
+                    .head(&object_key(&name, &o.upload_digest))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(object_store::Error::NotFound { .. }) => {
+                        return Err(ApiError::input(
+                            "The object's data was never uploaded; upload it before finishing",
+                        ))
+                    }
+                    Err(e) => return Err(ApiError::internal(e)),
+                }
+            }
             st.object.execute(actor(caller), cmd).await?;
             Ok(ok(json!({})))
         })
@@ -519,13 +535,13 @@ pub async fn put_object(State(st): St, uri: Uri, body: axum::body::Body) -> Resp
     if let Err(code) = blobs::check_signature(&st, "PUT", &canonical(&name), &uri) {
         return code.into_response();
     }
-    match st.object.view().get(&name) {
-        Ok(Some(o)) if o.finished.is_none() => {}
+    let digest = match st.object.view().get(&name) {
+        Ok(Some(o)) if o.finished.is_none() => o.upload_digest,
         Ok(Some(_)) => return StatusCode::CONFLICT.into_response(),
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-    blobs::written(blobs::write(&st, &object_key(&name), body).await)
+    };
+    blobs::written(blobs::write(&st, &object_key(&name, &digest), body).await)
 }
 
 /// GET of a download URL: the bytes with the content type given at upload.
@@ -536,12 +552,14 @@ pub async fn get_object(State(st): St, uri: Uri) -> Response {
     if let Err(code) = blobs::check_signature(&st, "GET", &canonical(&name), &uri) {
         return code.into_response();
     }
-    let content_type = match st.object.view().get(&name) {
-        Ok(Some(o)) => o
-            .content_type
-            .unwrap_or_else(|| "application/octet-stream".into()),
+    let (content_type, digest) = match st.object.view().get(&name) {
+        Ok(Some(o)) => (
+            o.content_type
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            o.upload_digest,
+        ),
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    blobs::serve(&st, &object_key(&name), content_type).await
+    blobs::serve(&st, &object_key(&name, &digest), content_type).await
 }

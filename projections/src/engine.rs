@@ -437,6 +437,10 @@ impl<'a> Overlay<'a> {
         if let Some(a) = self.artifacts.get(&key) {
             return Ok(a.clone());
         }
+        if matches!(self.tasks.get(t), Some(None)) {
+            // the task is gone (expired earlier in this batch), its artifacts with it
+            return Ok(None);
+        }
         let a = self.view.artifact(t, run, name)?;
         self.artifacts.insert(key, a.clone());
         Ok(a)

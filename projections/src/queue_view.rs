@@ -191,17 +191,26 @@ impl QueueView {
         let _folding = self.folding.lock().expect("fold lock");
         let expiries = cf(db, keys::CF_EXPIRIES)?;
         let mut wb = WriteBatch::default();
+        // in batches of bounded size: the database may be large
+        let flush = |wb: &mut WriteBatch| -> Result<(), StoreError> {
+            if wb.len() >= 10_000 {
+                db.write(std::mem::take(wb))?;
+            }
+            Ok(())
+        };
         for item in db.iterator_cf(cf(db, keys::CF_TASKS)?, IteratorMode::Start) {
             let (_, v) = item?;
             let t: Task = codec::decode(&v)?;
             let key = keys::expiry(t.definition.expires, &Expiring::Task(t.task_id));
             wb.put_cf(expiries, key, []);
+            flush(&mut wb)?;
         }
         for item in db.iterator_cf(cf(db, keys::CF_GROUPS)?, IteratorMode::Start) {
             let (_, v) = item?;
             let g: TaskGroup = codec::decode(&v)?;
             let key = keys::expiry(g.expires, &Expiring::TaskGroup(g.task_group_id));
             wb.put_cf(expiries, key, []);
+            flush(&mut wb)?;
         }
         for item in db.iterator_cf(cf(db, keys::CF_ARTIFACTS)?, IteratorMode::Start) {
             let (k, v) = item?;
@@ -209,6 +218,7 @@ impl QueueView {
             if let Some((task, run)) = keys::task_run_of_artifact(&k) {
                 let what = Expiring::Artifact(task, run, a.name);
                 wb.put_cf(expiries, keys::expiry(a.expires, &what), []);
+                flush(&mut wb)?;
             }
         }
         wb.put_cf(meta, MARKER, []);
@@ -553,7 +563,19 @@ impl QueueView {
                 }
                 Ok(found)
             };
-        for (key, _) in prefixed(keys::CF_DEPENDENTS, &id.0)? {
+        // its dependents' records, in the database and put earlier in this fold
+        let mut dependents: Vec<Vec<u8>> = prefixed(keys::CF_DEPENDENTS, &id.0)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        dependents.extend(
+            batch
+                .ops
+                .keys()
+                .filter(|(c, k)| *c == keys::CF_DEPENDENTS && k.starts_with(&id.0))
+                .map(|(_, k)| k.clone()),
+        );
+        for key in dependents {
             batch.delete(keys::CF_DEPENDENTS, key);
         }
         // the artifacts, this fold's own first (the database does not hold them yet)
@@ -951,6 +973,20 @@ mod tests {
                 let claimed = queue::claim_run(&task, 0, "g", "w", now, &limits).expect("claim");
                 step(&mut task, claimed);
             }
+            let artifact = queue::Artifact {
+                name: format!("public/{i}"),
+                storage: queue::ArtifactStorage::Reference {
+                    url: "https://example.com".into(),
+                },
+                content_type: "text/plain".into(),
+                expires: now.plus(HOUR),
+                present: true,
+            };
+            if i % 4 == 3 {
+                let created = queue::create_artifact(Some(&task), 0, None, artifact.clone(), now)
+                    .expect("artifact");
+                step(&mut task, created);
+            }
             if i % 4 >= 2 {
                 let reason = if i % 8 == 2 {
                     ReasonResolved::WorkerShutdown
@@ -959,6 +995,28 @@ mod tests {
                 };
                 let done = queue::report(&task, 0, reason, now).expect("report");
                 step(&mut task, done);
+            }
+            if i % 4 == 3 {
+                // a dependent defined, then the artifact and the task expire: the dependency
+                // record of a task defined in the same fold goes too
+                let mut dependent = definition(now, groups[0]);
+                dependent.dependencies = vec![id];
+                let found = queue::DependencyState {
+                    resolution: task.resolution(),
+                    expires: task.definition.expires,
+                };
+                let view = [queue::DependencyView {
+                    task_id: id,
+                    found: Some(found),
+                }];
+                let b =
+                    queue::create_task(None, None, &view, Slug::nice(), dependent, now, &limits)
+                        .expect("dependent");
+                batch.extend(b);
+                batch.extend(queue::expire_artifact(id, 0, &artifact, artifact.expires).unwrap());
+                let gone = queue::expire_task(&task, task.definition.expires).unwrap();
+                assert_eq!(gone.len(), 1);
+                batch.extend(gone);
             }
             events.extend(batch);
         }
@@ -1036,9 +1094,15 @@ mod tests {
         let (a, b) = (contents(one_by_one.db()), contents(at_once.db()));
         assert_eq!(a, b);
         let rows = |name: &str| a.iter().find(|(n, _)| *n == name).unwrap().1.len();
-        // 10 pending, 10 running (+1 retried after worker-shutdown, pending again)
-        assert_eq!(rows(keys::CF_PENDING), 15);
+        // 10 pending, 10 running (+5 retried after worker-shutdown, pending again), 10
+        // dependents pending (their dependency completed, then expired)
+        assert_eq!(rows(keys::CF_PENDING), 25);
         assert_eq!(rows(keys::CF_CLAIMS), 10);
+        // the expired tasks left no artifacts, dependency records or expiry entries
+        assert_eq!(rows(keys::CF_ARTIFACTS), 0);
+        assert_eq!(rows(keys::CF_DEPENDENTS), 0);
+        assert_eq!(rows(keys::CF_TASKS), 40 + 10 - 10);
+        assert_eq!(rows(keys::CF_EXPIRIES), 40 + 2);
         assert!(rows(keys::CF_LOG_INDEX) == envs.len());
         // re-applying the same events changes nothing
         at_once
@@ -1047,7 +1111,7 @@ mod tests {
         assert_eq!(contents(at_once.db()), b);
         // the mirror agrees with the database
         let mirror = at_once.mirror.read().unwrap();
-        assert_eq!(mirror[keys::CF_PENDING].len(), 15);
+        assert_eq!(mirror[keys::CF_PENDING].len(), 25);
         assert_eq!(mirror[keys::CF_CLAIMS].len(), 10);
     }
 }

@@ -307,9 +307,7 @@ async fn expired_tasks_artifacts_and_objects_go_with_their_bytes_and_stay_in_the
         "bytes"
     );
     let blobs = server.data_dir.join("blobs");
-    let count_files = |dir: std::path::PathBuf| -> usize {
-        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-    };
+    let count_files = |dir: std::path::PathBuf| files_under(&dir);
     assert_eq!(count_files(blobs.join(&task_id).join("0")), 1);
     assert_eq!(count_files(blobs.join("objects")), 1);
 
@@ -387,4 +385,19 @@ async fn expired_tasks_artifacts_and_objects_go_with_their_bytes_and_stay_in_the
         String::from_utf8_lossy(&replay.stdout),
         String::from_utf8_lossy(&replay.stderr)
     );
+}
+
+/// Regular files anywhere below `dir` (none when it does not exist).
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path()),
+            Ok(t) if t.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
 }

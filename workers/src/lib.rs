@@ -294,10 +294,14 @@ pub async fn run_client_expiry(auth: taskledger_projections::AuthEngine) {
     }
 }
 
+/// How far before the present every expiry scan starts, at the least.
+const EXPIRY_LOOKBACK: i64 = 60 * 60 * 1000;
+
 /// The loop both expiry reactors share: while this process writes `role`'s partition, every
 /// `every`, `scan(floor, now)` lists what is due in `floor..=now` (earliest first, with its due
 /// time) and `handle` removes each. Anything due before `floor` is gone: new expiries are never
-/// in the past, and what a scan found but could not remove yet is found again from its time.
+/// more than `EXPIRY_LOOKBACK` in the past, and what a scan found but could not remove yet is
+/// found again from its time.
 async fn expire_every<T, Fut>(
     role: &WriterRole,
     every: Duration,
@@ -316,7 +320,12 @@ async fn expire_every<T, Fut>(
             tracing::warn!(error = %e, "expiry scan failed");
             vec![]
         });
-        floor = due.first().map_or(now, |(at, _)| *at);
+        // expiries may be up to 15 minutes in the past when written (and a writer's clock a
+        // little behind): scan from an hour back at least
+        floor = due
+            .first()
+            .map_or(now, |(at, _)| *at)
+            .min(now.minus(EXPIRY_LOOKBACK));
         for (_, what) in due {
             handle(what).await;
         }
@@ -333,14 +342,18 @@ pub async fn run_object_expiry<F, Fut>(
     every: Duration,
     forget: F,
 ) where
-    F: Fn(String) -> Fut,
+    F: Fn(String, [u8; 32]) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let scan = |floor, now| object.view().due(floor, now, 1000);
     expire_every(object.role(), every, scan, |name: String| async {
+        // the bytes are per upload: keep its id's digest for after the object is gone
+        let Ok(Some(stored)) = object.view().get(&name) else {
+            return;
+        };
         let cmd = taskledger_core::object::ObjectCommand::Expire { name: name.clone() };
         match object.execute(Actor::system("object-expiry"), cmd).await {
-            Ok(events) if !events.is_empty() => forget(name).await,
+            Ok(events) if !events.is_empty() => forget(name, stored.upload_digest).await,
             Ok(_) => {}
             Err(e) => tracing::warn!(%name, error = %e, "object expiry failed"),
         }

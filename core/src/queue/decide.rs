@@ -541,7 +541,12 @@ fn compatible(old: &Artifact, new: &Artifact) -> bool {
     };
     let content_type_ok =
         matches!(new.storage, S::Link { .. }) || old.content_type == new.content_type;
-    storage_ok && content_type_ok && new.expires >= old.expires
+    // an object's expiry is locked in when its upload starts: it cannot move with the artifact
+    let expires_ok = match new.storage {
+        S::Object { .. } => new.expires == old.expires,
+        _ => new.expires >= old.expires,
+    };
+    storage_ok && content_type_ok && expires_ok
 }
 
 /// createArtifact (§10.2, steps 1 to 7). `existing` is the artifact of that name, if any.
