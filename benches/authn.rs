@@ -16,6 +16,7 @@ use taskledger_core::envelope::{Actor, Envelope, EventId};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::Millis;
 use taskledger_gateways::hawk::Clients;
+use taskledger_projections::single::Service;
 use taskledger_projections::{store, AuthView};
 
 const TOKEN: &str = "bench-token-bench-token-bench-token-bench-to";

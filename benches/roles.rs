@@ -8,6 +8,7 @@ use taskledger_core::access::roles::RoleSet;
 use taskledger_core::access::AuthEvent;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
 use taskledger_core::time::Millis;
+use taskledger_projections::single::Service;
 use taskledger_projections::{store, AuthView};
 
 /// 1,000 roles: 100 projects, each with an admin role assuming a dev role, a parameterized

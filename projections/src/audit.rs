@@ -12,6 +12,7 @@ use crate::kafka_log::{ChainCheck, KafkaLog};
 use crate::keys;
 use crate::object_view::{ObjectView, OBJECT_CONSUMER, OBJECT_PARTITION};
 use crate::queue_view::QueueView;
+use crate::single::Service;
 use crate::store::{cf, StoreError};
 use crate::worker_manager_view::{
     WorkerManagerView, WORKER_MANAGER_CONSUMER, WORKER_MANAGER_PARTITION,

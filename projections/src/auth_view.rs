@@ -204,102 +204,10 @@ impl AuthView {
             .unwrap_or(0)
     }
 
-    pub fn consumer_offset(&self) -> Result<u64, StoreError> {
-        Ok(
-            match self.db.get_pinned_cf(
-                cf(&self.db, keys::CF_META)?,
-                keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
-            )? {
-                Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-                None => 0,
-            },
-        )
-    }
-
     /// This view also records which stream each folded event belongs to (see `index_streams`).
     pub fn with_stream_index(mut self) -> AuthView {
         self.index_streams = true;
         self
-    }
-
-    /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
-    pub fn apply(
-        &self,
-        offsets: &[u64],
-        next: u64,
-        envelopes: &[Envelope<AuthEvent>],
-    ) -> Result<(), StoreError> {
-        let auth = cf(&self.db, keys::CF_AUTH)?;
-        let meta = cf(&self.db, keys::CF_META)?;
-        let mut batch = WriteBatch::default();
-        let mut inner = self.inner.write().expect("auth state lock");
-        let mut roles_changed = false;
-        for (&offset, env) in offsets.iter().zip(envelopes) {
-            let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
-            if env.sequence <= seen {
-                continue;
-            }
-            let event = &env.payload;
-            inner.state.apply(event, env.time);
-            inner.sequences.insert(env.stream_id.clone(), env.sequence);
-            if self.index_streams {
-                batch.put_cf(
-                    cf(&self.db, keys::CF_LOG_INDEX)?,
-                    keys::log_index(AUTH_TOPIC, AUTH_PARTITION, &env.stream_id, offset),
-                    [],
-                );
-            }
-            batch.put_cf(
-                auth,
-                keys::auth_stream(&env.stream_id),
-                env.sequence.to_be_bytes(),
-            );
-            let (kind, id) = event.entity();
-            match kind {
-                taskledger_core::access::EntityType::Client => match inner.state.clients.get(id) {
-                    Some(c) => batch.put_cf(auth, keys::auth_client(id), codec::encode(c)?),
-                    None => batch.delete_cf(auth, keys::auth_client(id)),
-                },
-                taskledger_core::access::EntityType::Role => {
-                    roles_changed = true;
-                    match inner.state.roles.get(id) {
-                        Some(r) => batch.put_cf(auth, keys::auth_role(id), codec::encode(r)?),
-                        None => batch.delete_cf(auth, keys::auth_role(id)),
-                    }
-                }
-            }
-            if !event.is_audited() {
-                continue;
-            }
-            let entry = AuditEntry {
-                client_id: env.actor.client_id.clone(),
-                action_type: event.action_type().to_string(),
-                created: env.time,
-                entity_id: id.to_string(),
-                entity_type: kind.as_str().to_string(),
-                offset,
-            };
-            let bytes = codec::encode(&entry)?;
-            batch.put_cf(auth, keys::audit_entity(kind.as_str(), id, offset), &bytes);
-            batch.put_cf(
-                auth,
-                keys::audit_actor(&env.actor.client_id, offset),
-                &bytes,
-            );
-        }
-        batch.put_cf(
-            meta,
-            keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
-            next.to_be_bytes(),
-        );
-        self.db.write(batch)?;
-        drop(inner);
-        if roles_changed {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            self.expanded.lock().expect("expand cache").clear();
-            self.finals.lock().expect("finals cache").clear();
-        }
-        Ok(())
     }
 
     /// Audit rows under `prefix`, after the row key `after`, at most `limit`; and the key
@@ -394,16 +302,95 @@ impl Service for AuthView {
     fn type_name(event: &AuthEvent) -> &'static str {
         event.type_name()
     }
+    /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
     fn apply(
         &self,
         offsets: &[u64],
         next: u64,
         envelopes: &[Envelope<AuthEvent>],
     ) -> Result<(), StoreError> {
-        AuthView::apply(self, offsets, next, envelopes)
+        let auth = cf(&self.db, keys::CF_AUTH)?;
+        let meta = cf(&self.db, keys::CF_META)?;
+        let mut batch = WriteBatch::default();
+        let mut inner = self.inner.write().expect("auth state lock");
+        let mut roles_changed = false;
+        for (&offset, env) in offsets.iter().zip(envelopes) {
+            let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
+            if env.sequence <= seen {
+                continue;
+            }
+            let event = &env.payload;
+            inner.state.apply(event, env.time);
+            inner.sequences.insert(env.stream_id.clone(), env.sequence);
+            if self.index_streams {
+                batch.put_cf(
+                    cf(&self.db, keys::CF_LOG_INDEX)?,
+                    keys::log_index(AUTH_TOPIC, AUTH_PARTITION, &env.stream_id, offset),
+                    [],
+                );
+            }
+            batch.put_cf(
+                auth,
+                keys::auth_stream(&env.stream_id),
+                env.sequence.to_be_bytes(),
+            );
+            let (kind, id) = event.entity();
+            match kind {
+                taskledger_core::access::EntityType::Client => match inner.state.clients.get(id) {
+                    Some(c) => batch.put_cf(auth, keys::auth_client(id), codec::encode(c)?),
+                    None => batch.delete_cf(auth, keys::auth_client(id)),
+                },
+                taskledger_core::access::EntityType::Role => {
+                    roles_changed = true;
+                    match inner.state.roles.get(id) {
+                        Some(r) => batch.put_cf(auth, keys::auth_role(id), codec::encode(r)?),
+                        None => batch.delete_cf(auth, keys::auth_role(id)),
+                    }
+                }
+            }
+            if !event.is_audited() {
+                continue;
+            }
+            let entry = AuditEntry {
+                client_id: env.actor.client_id.clone(),
+                action_type: event.action_type().to_string(),
+                created: env.time,
+                entity_id: id.to_string(),
+                entity_type: kind.as_str().to_string(),
+                offset,
+            };
+            let bytes = codec::encode(&entry)?;
+            batch.put_cf(auth, keys::audit_entity(kind.as_str(), id, offset), &bytes);
+            batch.put_cf(
+                auth,
+                keys::audit_actor(&env.actor.client_id, offset),
+                &bytes,
+            );
+        }
+        batch.put_cf(
+            meta,
+            keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
+            next.to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        drop(inner);
+        if roles_changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.expanded.lock().expect("expand cache").clear();
+            self.finals.lock().expect("finals cache").clear();
+        }
+        Ok(())
     }
     fn consumer_offset(&self) -> Result<u64, StoreError> {
-        AuthView::consumer_offset(self)
+        Ok(
+            match self.db.get_pinned_cf(
+                cf(&self.db, keys::CF_META)?,
+                keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
+            )? {
+                Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+                None => 0,
+            },
+        )
     }
 }
 

@@ -69,15 +69,6 @@ impl ObjectView {
         keys::consumer_offset(OBJECT_CONSUMER, OBJECT_TOPIC, OBJECT_PARTITION)
     }
 
-    pub fn consumer_offset(&self) -> Result<u64, StoreError> {
-        let meta = cf(&self.db, keys::CF_META)?;
-        Ok(self
-            .db
-            .get_pinned_cf(meta, Self::offset_key())?
-            .map(|b| decode_u64(&b))
-            .unwrap_or(0))
-    }
-
     /// Objects due for expiry in `from..=now` (see `Object::due`), earliest first, at most
     /// `limit`, each with its due time. Starting at `from` (the earliest a previous scan left)
     /// skips the deletions of everything expired before.
@@ -105,9 +96,41 @@ impl ObjectView {
         }
         Ok(out)
     }
+}
 
+pub type ObjectEngineError = ServiceError<ObjectError>;
+
+/// The object service's writer (see `single`).
+pub type ObjectEngine = ServiceEngine<ObjectView>;
+
+impl Service for ObjectView {
+    type Event = ObjectEvent;
+    type Command = ObjectCommand;
+    type Refusal = ObjectError;
+    const TOPIC: &'static str = OBJECT_TOPIC;
+    const PARTITION: u32 = OBJECT_PARTITION;
+    const NAME: &'static str = "object";
+
+    fn decide(
+        &self,
+        command: &ObjectCommand,
+        now: Millis,
+    ) -> Result<Decision<ObjectEvent>, ObjectEngineError> {
+        let name = command.name();
+        let events =
+            object::decide(self.get(name)?.as_ref(), command, now).map_err(ServiceError::Domain)?;
+        let stream = object::stream_id(name);
+        Ok(Decision {
+            last_sequence: self.sequence(&stream)?,
+            stream,
+            events,
+        })
+    }
+    fn type_name(event: &ObjectEvent) -> &'static str {
+        event.type_name()
+    }
     /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
-    pub fn apply(
+    fn apply(
         &self,
         offsets: &[u64],
         next: u64,
@@ -157,49 +180,13 @@ impl ObjectView {
         self.db.write(batch)?;
         Ok(())
     }
-}
-
-pub type ObjectEngineError = ServiceError<ObjectError>;
-
-/// The object service's writer (see `single`).
-pub type ObjectEngine = ServiceEngine<ObjectView>;
-
-impl Service for ObjectView {
-    type Event = ObjectEvent;
-    type Command = ObjectCommand;
-    type Refusal = ObjectError;
-    const TOPIC: &'static str = OBJECT_TOPIC;
-    const PARTITION: u32 = OBJECT_PARTITION;
-    const NAME: &'static str = "object";
-
-    fn decide(
-        &self,
-        command: &ObjectCommand,
-        now: Millis,
-    ) -> Result<Decision<ObjectEvent>, ObjectEngineError> {
-        let name = command.name();
-        let events =
-            object::decide(self.get(name)?.as_ref(), command, now).map_err(ServiceError::Domain)?;
-        let stream = object::stream_id(name);
-        Ok(Decision {
-            last_sequence: self.sequence(&stream)?,
-            stream,
-            events,
-        })
-    }
-    fn type_name(event: &ObjectEvent) -> &'static str {
-        event.type_name()
-    }
-    fn apply(
-        &self,
-        offsets: &[u64],
-        next: u64,
-        envelopes: &[Envelope<ObjectEvent>],
-    ) -> Result<(), StoreError> {
-        ObjectView::apply(self, offsets, next, envelopes)
-    }
     fn consumer_offset(&self) -> Result<u64, StoreError> {
-        ObjectView::consumer_offset(self)
+        let meta = cf(&self.db, keys::CF_META)?;
+        Ok(self
+            .db
+            .get_pinned_cf(meta, Self::offset_key())?
+            .map(|b| decode_u64(&b))
+            .unwrap_or(0))
     }
 }
 

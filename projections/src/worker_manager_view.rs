@@ -107,41 +107,6 @@ impl WorkerManagerView {
         )
     }
 
-    pub fn consumer_offset(&self) -> Result<u64, StoreError> {
-        let meta = cf(&self.db, keys::CF_META)?;
-        Ok(match self.db.get_pinned_cf(meta, Self::offset_key())? {
-            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        })
-    }
-
-    /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
-    pub fn apply(
-        &self,
-        offsets: &[u64],
-        next: u64,
-        envelopes: &[Envelope<WorkerEvent>],
-    ) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        let mut inner = self.inner.write().expect("worker-manager state lock");
-        for (&offset, env) in offsets.iter().zip(envelopes) {
-            let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
-            if env.sequence <= seen {
-                continue;
-            }
-            inner.state.apply(&env.payload, env.time);
-            inner.sequences.insert(env.stream_id.clone(), env.sequence);
-            self.write_rows(&mut batch, &inner.state, env, offset)?;
-        }
-        batch.put_cf(
-            cf(&self.db, keys::CF_META)?,
-            Self::offset_key(),
-            next.to_be_bytes(),
-        );
-        self.db.write(batch)?;
-        Ok(())
-    }
-
     /// The rows one applied envelope changes: its stream's sequence and its subject's row.
     fn write_rows(
         &self,
@@ -253,16 +218,38 @@ impl Service for WorkerManagerView {
     fn type_name(event: &WorkerEvent) -> &'static str {
         event.type_name()
     }
+    /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
     fn apply(
         &self,
         offsets: &[u64],
         next: u64,
         envelopes: &[Envelope<WorkerEvent>],
     ) -> Result<(), StoreError> {
-        WorkerManagerView::apply(self, offsets, next, envelopes)
+        let mut batch = WriteBatch::default();
+        let mut inner = self.inner.write().expect("worker-manager state lock");
+        for (&offset, env) in offsets.iter().zip(envelopes) {
+            let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
+            if env.sequence <= seen {
+                continue;
+            }
+            inner.state.apply(&env.payload, env.time);
+            inner.sequences.insert(env.stream_id.clone(), env.sequence);
+            self.write_rows(&mut batch, &inner.state, env, offset)?;
+        }
+        batch.put_cf(
+            cf(&self.db, keys::CF_META)?,
+            Self::offset_key(),
+            next.to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        Ok(())
     }
     fn consumer_offset(&self) -> Result<u64, StoreError> {
-        WorkerManagerView::consumer_offset(self)
+        let meta = cf(&self.db, keys::CF_META)?;
+        Ok(match self.db.get_pinned_cf(meta, Self::offset_key())? {
+            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
     }
 }
 
