@@ -281,40 +281,6 @@ pub enum FoldError {
     Store(StoreError),
 }
 
-/// One command's events as envelopes of `stream` numbered on from `last_sequence`, each with
-/// the log record that carries it (the one-command-at-a-time engines' append).
-pub fn stamp<E: serde::Serialize + Clone>(
-    stream: &str,
-    last_sequence: u64,
-    actor: &Actor,
-    now: Millis,
-    events: &[E],
-    type_name: impl Fn(&E) -> &'static str,
-) -> Result<(Vec<Envelope<E>>, Vec<Record>), StoreError> {
-    let mut envelopes = Vec::with_capacity(events.len());
-    let mut records = Vec::with_capacity(events.len());
-    for (sequence, event) in (last_sequence + 1..).zip(events) {
-        let env = Envelope {
-            event_id: EventId::new(),
-            stream_id: stream.to_string(),
-            sequence,
-            time: now,
-            actor: actor.clone(),
-            causation_id: None,
-            writer_epoch: 1,
-            payload: event.clone(),
-        };
-        records.push(Record {
-            key: stream.to_string(),
-            event_type: type_name(event),
-            event_id: env.event_id.to_string(),
-            value: codec::encode(&env)?,
-        });
-        envelopes.push(env);
-    }
-    Ok((envelopes, records))
-}
-
 /// Reads a partition from `offset` to its end in batches, decodes each record's envelope and
 /// hands each batch, with the records' offsets and the position after the batch, to `apply`;
 /// returns the end position. Every projection's catch-up is this loop.
@@ -683,6 +649,12 @@ impl<L: EventLog + 'static> Writer<L> {
 
 type Decided = Result<(Vec<QueueEvent>, Outcome), EngineError>;
 
+/// A command that answers nothing but its events: they join the batch's view, and it is done.
+fn done(overlay: &mut Overlay, events: Vec<QueueEvent>) -> Decided {
+    events.iter().for_each(|e| overlay.apply(e));
+    Ok((events, Outcome::Done))
+}
+
 fn task_outcome(overlay: &mut Overlay, id: &TaskId, events: Vec<QueueEvent>) -> Decided {
     for e in &events {
         overlay.apply(e);
@@ -864,8 +836,7 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
                 Some(t) => queue::expire_task(&t, now)?,
                 None => vec![],
             };
-            events.iter().for_each(|e| overlay.apply(e));
-            Ok((events, Outcome::Done))
+            done(overlay, events)
         }
         QueueCommand::ExpireArtifact {
             task_id,
@@ -876,16 +847,14 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
                 Some(a) => queue::expire_artifact(*task_id, *run_id, &a, now)?,
                 None => vec![],
             };
-            events.iter().for_each(|e| overlay.apply(e));
-            Ok((events, Outcome::Done))
+            done(overlay, events)
         }
         QueueCommand::ExpireTaskGroup { task_group_id } => {
             let events = match overlay.group(task_group_id)? {
                 Some(g) => queue::expire_group(&g, now)?,
                 None => vec![],
             };
-            events.iter().for_each(|e| overlay.apply(e));
-            Ok((events, Outcome::Done))
+            done(overlay, events)
         }
         QueueCommand::SealTaskGroup { task_group_id } => {
             let g = overlay.group(task_group_id)?.ok_or_else(|| {
@@ -942,10 +911,7 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
         } => {
             let existing = overlay.artifact(task_id, *run_id, name)?;
             let events = queue::finish_artifact(*task_id, *run_id, existing.as_ref(), *upload_id)?;
-            for e in &events {
-                overlay.apply(e);
-            }
-            Ok((events, Outcome::Done))
+            done(overlay, events)
         }
         QueueCommand::QuarantineWorker {
             task_queue_id,

@@ -5,14 +5,16 @@
 //!
 //! **Invariant:** a caller is answered only after its events are durable and applied.
 
-use crate::engine::{fold_log, stamp, FoldError};
+use crate::engine::{fold_log, FoldError};
 use crate::role::{drive, WriterRole, Writes};
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
+use taskledger_core::codec;
+use taskledger_core::envelope::EventId;
 use taskledger_core::envelope::{Actor, Envelope};
-use taskledger_core::log::{EventLog, LogError};
+use taskledger_core::log::{EventLog, LogError, Record};
 use taskledger_core::time::Millis;
 use tokio::sync::{mpsc, oneshot};
 
@@ -184,6 +186,38 @@ impl<S: Service> ServiceEngine<S> {
     }
 }
 
+/// A decision's events as envelopes of its stream numbered on from its last sequence, each
+/// with the log record that carries it.
+fn stamp<S: Service>(
+    decision: &Decision<S::Event>,
+    actor: &Actor,
+    now: Millis,
+) -> Result<(Vec<Envelope<S::Event>>, Vec<Record>), StoreError> {
+    let stream = &decision.stream;
+    let mut envelopes = Vec::with_capacity(decision.events.len());
+    let mut records = Vec::with_capacity(decision.events.len());
+    for (sequence, event) in (decision.last_sequence + 1..).zip(&decision.events) {
+        let env = Envelope {
+            event_id: EventId::new(),
+            stream_id: stream.clone(),
+            sequence,
+            time: now,
+            actor: actor.clone(),
+            causation_id: None,
+            writer_epoch: 1,
+            payload: event.clone(),
+        };
+        records.push(Record {
+            key: stream.clone(),
+            event_type: S::type_name(event),
+            event_id: env.event_id.to_string(),
+            value: codec::encode(&env)?,
+        });
+        envelopes.push(env);
+    }
+    Ok((envelopes, records))
+}
+
 /// Decides against the projection, appends the events (one durable write), applies them.
 async fn write<S: Service, L: EventLog>(
     view: &S,
@@ -196,14 +230,7 @@ async fn write<S: Service, L: EventLog>(
     if decision.events.is_empty() {
         return Ok(vec![]);
     }
-    let (envelopes, records) = stamp(
-        &decision.stream,
-        decision.last_sequence,
-        &actor,
-        now,
-        &decision.events,
-        S::type_name,
-    )?;
+    let (envelopes, records) = stamp::<S>(&decision, &actor, now)?;
     let appended = log
         .append(S::TOPIC, S::PARTITION, records)
         .await

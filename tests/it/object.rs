@@ -19,6 +19,29 @@ fn temp_creds(v: &Value) -> Credentials {
     )
 }
 
+/// An `s3` artifact on run 0 of a claimed task, its bytes PUT to the URL the queue gave.
+async fn s3_artifact(
+    worker: &taskcluster::Queue,
+    http: &reqwest::Client,
+    task_id: &str,
+    name: &str,
+    expires: chrono::DateTime<chrono::Utc>,
+    body: &str,
+) {
+    let art = worker
+        .createArtifact(task_id, "0", name, &json!({ "storageType": "s3", "contentType": "text/plain", "expires": expires.to_rfc3339() }))
+        .await
+        .unwrap();
+    let put = http
+        .put(art["putUrl"].as_str().unwrap())
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+}
+
 /// A claimed task: its id and the queue client acting with its task credentials.
 async fn claimed_task(server: &Server) -> (String, taskcluster::Queue) {
     let q = server.queue();
@@ -238,32 +261,9 @@ async fn expired_tasks_artifacts_and_objects_go_with_their_bytes_and_stay_in_the
     let keep_worker = server.queue_as(temp_creds(&keep_claim["tasks"][0]["credentials"]));
     let a_day = chrono::Utc::now() + chrono::Duration::days(1);
     for (name, expires) in [("public/short.txt", soon), ("public/long.txt", a_day)] {
-        let art = keep_worker
-            .createArtifact(&keeper, "0", name, &json!({ "storageType": "s3", "contentType": "text/plain", "expires": expires.to_rfc3339() }))
-            .await
-            .unwrap();
-        let put = http
-            .put(art["putUrl"].as_str().unwrap())
-            .header("content-type", "text/plain")
-            .body(name)
-            .send()
-            .await
-            .unwrap();
-        assert!(put.status().is_success());
+        s3_artifact(&keep_worker, &http, &keeper, name, expires, name).await;
     }
-
-    let s3 = worker
-        .createArtifact(&task_id, "0", "public/s3.txt", &json!({ "storageType": "s3", "contentType": "text/plain", "expires": soon.to_rfc3339() }))
-        .await
-        .unwrap();
-    let put = http
-        .put(s3["putUrl"].as_str().unwrap())
-        .header("content-type", "text/plain")
-        .body("bytes")
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
+    s3_artifact(&worker, &http, &task_id, "public/s3.txt", soon, "bytes").await;
     let obj = worker
         .createArtifact(&task_id, "0", "public/obj.txt", &json!({ "storageType": "object", "contentType": "text/plain", "expires": soon.to_rfc3339() }))
         .await
