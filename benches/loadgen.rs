@@ -145,6 +145,73 @@ where
     (count.load(Ordering::Relaxed) as f64 / elapsed, l)
 }
 
+/// createTask at full speed from every client.
+async fn create_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>) {
+    let a = api.clone();
+    phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            a.call(
+                "PUT",
+                &format!("/task/{}", slugid::nice()),
+                Some(&task_def(&format!("load/create-{i}"))),
+            )
+            .await;
+            1
+        }
+    })
+    .await
+}
+
+/// createTask at a steady `rate`: request k is due at `k / rate` seconds after the start, so
+/// arrivals are spread evenly (as a steady stream of users would send them) instead of all
+/// clients firing at once; `clients` tasks take the next due request, so at most `clients` are
+/// in flight. Returns the achieved rate, the sorted call latencies (ms, from the moment the
+/// request left) and the sorted send delays (ms after the due instant: tokio's timer wakes on
+/// whole milliseconds, so 1-2 ms is the timer's; more means the generator could not keep up,
+/// and a server stall would show there rather than be hidden).
+async fn paced_phase(api: &Api, clients: usize, secs: u64, rate: f64) -> (f64, Vec<f64>, Vec<f64>) {
+    let next = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut handles = Vec::new();
+    for i in 0..clients {
+        let (a, next, samples) = (api.clone(), next.clone(), samples.clone());
+        handles.push(tokio::spawn(async move {
+            let (mut lat, mut late) = (Vec::new(), Vec::new());
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let due = start + Duration::from_secs_f64(k as f64 / rate.max(1.0));
+                if due >= end {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+                let sent = tokio::time::Instant::now();
+                late.push((sent - due).as_secs_f64() * 1000.0);
+                a.call(
+                    "PUT",
+                    &format!("/task/{}", slugid::nice()),
+                    Some(&task_def(&format!("load/half-{i}"))),
+                )
+                .await;
+                lat.push(sent.elapsed().as_secs_f64() * 1000.0);
+            }
+            let mut s = samples.lock().unwrap();
+            s.0.extend(lat);
+            s.1.extend(late);
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (mut lat, mut late) = samples.lock().unwrap().clone();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    late.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (lat.len() as f64 / elapsed, lat, late)
+}
+
 /// The full lifecycle (createTask, claimWork, reportCompleted) from every client at once. Each
 /// client has its own queue with a pending backlog, so claimWork never waits.
 async fn lifecycle_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>) {
@@ -295,14 +362,39 @@ async fn run(secs: u64, clients: usize) {
     let mut server = existing.is_none().then(|| spawn_server(port, &data, None));
     let api = Api::connect(port, clients).await;
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
-    // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS: one phase alone (e.g. under a profiler)
+    // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS / LOADGEN_ONLY_CREATE / LOADGEN_ONLY_PACED=<rate>:
+    // one phase alone (e.g. under a profiler)
     let only_status = std::env::var("LOADGEN_ONLY_STATUS").is_ok();
-    if std::env::var("LOADGEN_ONLY_AUTH").is_ok() || only_status {
-        if only_status {
+    let only_create = std::env::var("LOADGEN_ONLY_CREATE").is_ok();
+    let only_paced: Option<f64> = std::env::var("LOADGEN_ONLY_PACED")
+        .ok()
+        .and_then(|r| r.parse().ok());
+    if std::env::var("LOADGEN_ONLY_AUTH").is_ok()
+        || only_status
+        || only_create
+        || only_paced.is_some()
+    {
+        if let Some(rate) = only_paced {
+            let (achieved, lat, late) = paced_phase(&api, clients, secs, rate).await;
+            println!(
+                "createTask at a steady {rate:.0}/s: {achieved:.0}/s achieved, p50 {:.2} ms, p99 {:.2} ms (sent late by p50 {:.2} ms, p99 {:.2} ms)",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                percentile(&late, 0.5),
+                percentile(&late, 0.99)
+            );
+        } else if only_status {
             let (rate, lat) = status_phase(&api, clients, secs).await;
             println!(
                 "getTaskStatus/s {rate:.0} (p50 {:.2} ms)",
                 percentile(&lat, 0.5)
+            );
+        } else if only_create {
+            let (rate, lat) = create_phase(&api, clients, secs).await;
+            println!(
+                "createTask/s {rate:.0} (p50 {:.2} ms, p99 {:.2} ms)",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
             );
         } else {
             auth_phases(&api, clients, secs).await;
@@ -315,74 +407,16 @@ async fn run(secs: u64, clients: usize) {
         return;
     }
 
-    // createTask at full speed
-    let a = api.clone();
-    let (create_rate, create_lat) = phase(clients, secs, move |i| {
-        let a = a.clone();
-        async move {
-            a.call(
-                "PUT",
-                &format!("/task/{}", slugid::nice()),
-                Some(&task_def(&format!("load/create-{i}"))),
-            )
-            .await;
-            1
-        }
-    })
-    .await;
+    let (create_rate, create_lat) = create_phase(&api, clients, secs).await;
 
     let (life_rate, life_lat) = lifecycle_phase(&api, clients, secs).await;
 
     let (status_rate, status_lat) = status_phase(&api, clients, secs).await;
 
-    // createTask latency at half of the peak rate, paced
+    // createTask latency at a steady half of the peak rate (a warm-up phase, then the measured one)
     let target = create_rate / 2.0;
-    let per_client_interval = Duration::from_secs_f64(clients as f64 / target.max(1.0));
-    let a = api.clone();
-    let (half_rate, half_lat) = phase(clients, secs, move |i| {
-        let a = a.clone();
-        async move {
-            let started = Instant::now();
-            a.call(
-                "PUT",
-                &format!("/task/{}", slugid::nice()),
-                Some(&task_def(&format!("load/half-{i}"))),
-            )
-            .await;
-            if let Some(rest) = per_client_interval.checked_sub(started.elapsed()) {
-                tokio::time::sleep(rest).await;
-            }
-            1
-        }
-    })
-    .await;
-    // latencies of the paced phase include the pacing sleep; measure the call alone
-    let _ = half_lat;
-    let a = api.clone();
-    let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let l2 = lat.clone();
-    let (_, _) = phase(clients, secs, move |i| {
-        let (a, l) = (a.clone(), l2.clone());
-        async move {
-            let started = Instant::now();
-            a.call(
-                "PUT",
-                &format!("/task/{}", slugid::nice()),
-                Some(&task_def(&format!("load/half-{i}"))),
-            )
-            .await;
-            l.lock()
-                .unwrap()
-                .push(started.elapsed().as_secs_f64() * 1000.0);
-            if let Some(rest) = per_client_interval.checked_sub(started.elapsed()) {
-                tokio::time::sleep(rest).await;
-            }
-            1
-        }
-    })
-    .await;
-    let mut paced = lat.lock().unwrap().clone();
-    paced.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    paced_phase(&api, clients, secs.min(3), target).await;
+    let (half_rate, paced, late) = paced_phase(&api, clients, secs, target).await;
 
     if let Some(server) = server.as_mut() {
         let _ = server.kill();
@@ -411,7 +445,9 @@ async fn run(secs: u64, clients: usize) {
         percentile(&status_lat, 0.5)
     );
     println!(
-        "| createTask at half peak ({half_rate:.0}/s achieved) | p50 {:.2} ms, p99 {:.2} ms |",
+        "| createTask at a steady half of peak ({half_rate:.0}/s of {target:.0}/s; sent late by p50 {:.2} ms, p99 {:.2} ms) | p50 {:.2} ms, p99 {:.2} ms |",
+        percentile(&late, 0.5),
+        percentile(&late, 0.99),
         percentile(&paced, 0.5),
         percentile(&paced, 0.99)
     );
