@@ -238,8 +238,9 @@ struct Overlay<'a> {
     tasks: HashMap<Vec<u8>, Option<Task>>,
     groups: HashMap<Vec<u8>, Option<TaskGroup>>,
     artifacts: HashMap<Vec<u8>, Option<Artifact>>,
-    /// Never-resolved task counts by group, and tasks already counted as resolved.
-    counts: HashMap<Vec<u8>, u64>,
+    /// Never-resolved task counts by group (`None`: the group expired), and whether a task was
+    /// already counted as resolved (`false`: the task expired).
+    counts: HashMap<Vec<u8>, Option<u64>>,
     counted: HashMap<Vec<u8>, bool>,
     /// Worker-manager facts: pools' providers, workers' (provider, capacity).
     pools: HashMap<Vec<u8>, Option<String>>,
@@ -270,7 +271,7 @@ impl<'a> Overlay<'a> {
 
     fn count(&mut self, key: &[u8]) -> Result<u64, BridgeError> {
         if let Some(n) = self.counts.get(key) {
-            return Ok(*n);
+            return Ok(n.unwrap_or(0));
         }
         let n = self
             .state
@@ -278,7 +279,7 @@ impl<'a> Overlay<'a> {
             .get(key)?
             .and_then(|v| v.as_slice().try_into().ok())
             .map_or(0, u64::from_be_bytes);
-        self.counts.insert(key.to_vec(), n);
+        self.counts.insert(key.to_vec(), Some(n));
         Ok(n)
     }
 
@@ -296,7 +297,7 @@ impl<'a> Overlay<'a> {
             return Ok(n);
         }
         self.counted.insert(key, true);
-        self.counts.insert(group, n.saturating_sub(1));
+        self.counts.insert(group, Some(n.saturating_sub(1)));
         Ok(n.saturating_sub(1))
     }
 
@@ -324,11 +325,31 @@ impl<'a> Overlay<'a> {
                 self.tasks.insert(task_key(&task_id.0), Some(t));
                 let group = unresolved_key(&definition.task_group_id.0);
                 let n = self.count(&group)?;
-                self.counts.insert(group, n + 1);
+                self.counts.insert(group, Some(n + 1));
             }
-            // expiry publishes nothing upstream; the bridge just forgets what it kept
+            // expiry publishes nothing upstream; the bridge just forgets what it kept: the
+            // task, its resolved mark and its runs' unfinished object artifacts
             QueueEvent::TaskExpired { task_id } => {
                 self.tasks.insert(task_key(&task_id.0), None);
+                self.counted.insert(counted_key(&task_id.0), false);
+                let prefix = artifact_key(&task_id.0, 0, "");
+                let prefix = &prefix[..prefix.len() - 4];
+                let stored = self
+                    .state
+                    .db
+                    .prefix_iterator(prefix)
+                    .map(|kv| kv.map(|(k, _)| k.to_vec()))
+                    .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(prefix)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let pending: Vec<Vec<u8>> = self
+                    .artifacts
+                    .keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .cloned()
+                    .collect();
+                for key in stored.into_iter().chain(pending) {
+                    self.artifacts.insert(key, None);
+                }
             }
             QueueEvent::ArtifactExpired {
                 task_id,
@@ -346,6 +367,9 @@ impl<'a> Overlay<'a> {
                 let key = group_key(&task_group_id.0);
                 let g = TaskGroup::apply(self.group(key.clone())?, event);
                 self.groups.insert(key, g);
+                if matches!(event, QueueEvent::TaskGroupExpired { .. }) {
+                    self.counts.insert(unresolved_key(&task_group_id.0), None);
+                }
             }
             QueueEvent::ArtifactCreated {
                 task_id,
@@ -390,10 +414,17 @@ impl<'a> Overlay<'a> {
         put_all(batch, self.groups)?;
         put_all(batch, self.artifacts)?;
         for (k, n) in self.counts {
-            batch.put(k, n.to_be_bytes());
+            match n {
+                Some(n) => batch.put(k, n.to_be_bytes()),
+                None => batch.delete(k),
+            }
         }
-        for (k, _) in self.counted {
-            batch.put(k, b"1");
+        for (k, counted) in self.counted {
+            if counted {
+                batch.put(k, b"1");
+            } else {
+                batch.delete(k);
+            }
         }
         put_all(batch, self.pools)?;
         put_all(batch, self.workers)?;
@@ -960,5 +991,145 @@ mod replay_tests {
         assert!(topic_matches("a.#.b", "a.b"));
         assert!(!topic_matches("a.*", "a"));
         assert!(topic_matches("_", "_"));
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+    use taskledger_core::envelope::{Actor, EventId};
+    use taskledger_core::ids::Slug;
+    use taskledger_core::log::Stored;
+    use taskledger_core::queue::{
+        self, JsonText, Limits, Metadata, Priority, ReasonResolved, Requires, TaskDefinition,
+    };
+    use taskledger_core::time::HOUR;
+
+    fn definition(now: Millis) -> TaskDefinition {
+        TaskDefinition {
+            task_queue_id: "prov/wt".parse().unwrap(),
+            scheduler_id: "-".into(),
+            project_id: "none".into(),
+            task_group_id: Slug::nice(),
+            dependencies: vec![],
+            requires: Requires::AllCompleted,
+            routes: vec![],
+            priority: Priority::Lowest,
+            retries: 5,
+            created: now,
+            deadline: now.plus(HOUR),
+            expires: now.plus(2 * HOUR),
+            scopes: vec![],
+            payload: JsonText("{}".into()),
+            metadata: Metadata {
+                name: "t".into(),
+                description: "d".into(),
+                owner: "o@example.com".into(),
+                source: "https://example.com".into(),
+            },
+            tags: JsonText("{}".into()),
+            extra: JsonText("{}".into()),
+        }
+    }
+
+    /// Folds `events` as one batch of the queue topic and stores the result.
+    fn fold(state: &BridgeState, events: Vec<QueueEvent>, first: u64, now: Millis) {
+        let records: Vec<Stored> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| {
+                let env = Envelope {
+                    event_id: EventId::new(),
+                    stream_id: payload.stream().id(),
+                    sequence: first + i as u64,
+                    time: now,
+                    actor: Actor::system("test"),
+                    causation_id: None,
+                    writer_epoch: 1,
+                    payload,
+                };
+                Stored {
+                    partition: 0,
+                    offset: first + i as u64,
+                    key: env.stream_id.clone(),
+                    value: codec::encode(&env).unwrap(),
+                }
+            })
+            .collect();
+        let (overlay, _) = render(state, QUEUE_TOPIC, &records).unwrap();
+        let mut batch = WriteBatch::default();
+        overlay.commit(&mut batch).unwrap();
+        state.db.write(batch).unwrap();
+    }
+
+    /// Every stored key that is not an offset or a marker.
+    fn kept(state: &BridgeState) -> Vec<Vec<u8>> {
+        state
+            .db
+            .iterator(rocksdb::IteratorMode::Start)
+            .map(|kv| kv.unwrap().0.to_vec())
+            .filter(|k| !k.starts_with(b"o") && !k.starts_with(b"v:"))
+            .collect()
+    }
+
+    #[test]
+    fn expiry_leaves_nothing_of_the_task_or_its_group_behind() {
+        let dir = std::env::temp_dir().join(format!(
+            "taskledger-bridge-expiry-{}-{}",
+            std::process::id(),
+            Millis::now().0
+        ));
+        let state = BridgeState::open(&dir).unwrap();
+        let (now, limits) = (Millis::now(), Limits::default());
+        let (id, def) = (Slug::nice(), definition(now));
+        let group = def.task_group_id;
+        let mut events =
+            queue::create_task(None, None, &[], id, def.clone(), now, &limits).expect("create");
+        let mut task = queue::Task::defined(id, def, vec![]);
+        events.iter().for_each(|e| task.apply(e));
+        let claimed = queue::claim_run(&task, 0, "g", "w", now, &limits).expect("claim");
+        claimed.iter().for_each(|e| task.apply(e));
+        events.extend(claimed);
+        // an object artifact whose upload never finished: the bridge keeps it until then
+        events.push(QueueEvent::ArtifactCreated {
+            task_id: id,
+            run_id: 0,
+            artifact: Artifact {
+                name: "public/never-finished".into(),
+                storage: ArtifactStorage::Object {
+                    upload_id: Slug::nice(),
+                    content_length: None,
+                },
+                content_type: "text/plain".into(),
+                expires: now.plus(HOUR),
+                present: false,
+            },
+        });
+        events.extend(queue::report(&task, 0, ReasonResolved::Completed, now).expect("report"));
+        let n = events.len() as u64;
+        fold(&state, events, 0, now);
+        // the task, its resolved mark, the artifact, the group and its count are kept
+        let before = kept(&state);
+        for prefix in [b't', b'r', b'a', b'g', b'u'] {
+            assert!(
+                before.iter().any(|k| k[0] == prefix),
+                "no {} key before expiry: {before:?}",
+                prefix as char
+            );
+        }
+        fold(
+            &state,
+            vec![
+                QueueEvent::TaskExpired { task_id: id },
+                QueueEvent::TaskGroupExpired {
+                    task_group_id: group,
+                },
+            ],
+            n,
+            now,
+        );
+        assert_eq!(kept(&state), Vec::<Vec<u8>>::new());
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
