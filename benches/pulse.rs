@@ -1,8 +1,9 @@
 //! The Pulse bridge against the real RabbitMQ (127.0.0.1:5672), in one run: a log of
 //! `PULSE_EVENTS` queue events (default 20,000; full task lifecycles) is drained by the bridge
-//! (publish with confirms, offsets stored after confirms); then the very bodies it published
-//! are re-published raw with lapin on a confirm channel in batches of the same size. Reports
-//! messages/s for both and their ratio.
+//! (publish with confirms, offsets stored after confirms), on one channel and then, from a
+//! fresh state, on four; then the very messages it published (bodies and properties) are
+//! re-published raw with lapin in batches of the same size, on one confirm channel and on
+//! four. Reports messages/s for each and the ratios.
 
 mod common;
 
@@ -39,26 +40,8 @@ async fn main() {
     let ch = conn.create_channel().await.unwrap();
     let mut consumer = sink(&ch).await;
 
-    let state = Arc::new(BridgeState::open(&root.join("bridge")).unwrap());
-    let stats = Arc::new(BridgeStats::default());
-    let started = Instant::now();
-    tokio::spawn(taskledger_bridge::run(
-        log.clone(),
-        None,
-        state.clone(),
-        AMQP.into(),
-        None,
-        stats.clone(),
-    ));
-    while state.offset(QUEUE_TOPIC).unwrap() < written {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let published = stats.published.load(std::sync::atomic::Ordering::Relaxed);
-    let bridge_rate = published as f64 / secs;
-    println!("bridge: {written} events -> {published} messages confirmed in {secs:.2} s = {bridge_rate:.0} msg/s");
-
-    let mut bodies = Vec::new();
+    let (bridge_one, published) = bridge_phase(&log, &root, written, 1).await;
+    let mut bodies: Vec<Published> = Vec::new();
     while (bodies.len() as u64) < published {
         match tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {
             Ok(Some(Ok(d))) => bodies.push((
@@ -70,40 +53,101 @@ async fn main() {
             _ => break,
         }
     }
-    let pch = conn.create_channel().await.unwrap();
-    pch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let started = Instant::now();
-    for chunk in bodies.chunks(512) {
-        let mut confirms = Vec::new();
-        // the very messages: bodies and properties (message id, CC routes, headers)
-        for (exchange, key, body, props) in chunk {
-            confirms.push(
-                pch.basic_publish(
-                    exchange.as_str().into(),
-                    key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    props.clone(),
-                )
-                .await
-                .unwrap(),
-            );
-        }
-        for c in confirms {
-            assert!(c.await.unwrap().is_ack());
-        }
-    }
-    let raw_secs = started.elapsed().as_secs_f64();
-    let raw_rate = bodies.len() as f64 / raw_secs;
+    let (bridge_four, _) = bridge_phase(&log, &root, written, 4).await;
+    // the very messages: bodies and properties (message id, CC routes, headers)
+    let bodies = Arc::new(bodies);
+    let raw_one = raw_publish(&conn, &bodies, 1).await;
+    let raw_four = raw_publish(&conn, &bodies, 4).await;
     println!(
-        "raw lapin publish with confirms, the same {} messages (bodies and properties), batches of 512: {raw_rate:.0} msg/s",
+        "raw lapin publish with confirms, the same {} messages (bodies and properties), batches of 512: {raw_one:.0} msg/s on 1 channel, {raw_four:.0} msg/s on 4 channels",
         bodies.len()
     );
-    println!("ratio bridge / raw: {:.2}", bridge_rate / raw_rate);
+    println!(
+        "ratio bridge / raw: {:.2} on 1 channel, {:.2} on 4 channels",
+        bridge_one / raw_one,
+        bridge_four / raw_four
+    );
     live_latency(&conn, &root).await;
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The bridge on `channels` channels draining `log` (its `written` queue events) from a
+/// fresh state; returns messages/s (connecting included) and how many it published.
+async fn bridge_phase(
+    log: &Arc<EmbeddedLog>,
+    root: &std::path::Path,
+    written: u64,
+    channels: usize,
+) -> (f64, u64) {
+    let state = Arc::new(BridgeState::open(&root.join(format!("bridge-{channels}"))).unwrap());
+    let stats = Arc::new(BridgeStats::default());
+    let started = Instant::now();
+    let bridge = tokio::spawn(taskledger_bridge::run(
+        log.clone(),
+        None,
+        state.clone(),
+        AMQP.into(),
+        channels,
+        None,
+        stats.clone(),
+    ));
+    while state.offset(QUEUE_TOPIC).unwrap() < written {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    bridge.abort();
+    let published = stats.published.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = published as f64 / secs;
+    println!("bridge on {channels} channel(s): {written} events -> {published} messages confirmed in {secs:.2} s = {rate:.0} msg/s");
+    (rate, published)
+}
+
+/// One published message: exchange, routing key, body, properties.
+type Published = (String, String, Vec<u8>, lapin::BasicProperties);
+
+/// Publishes `messages` with confirms over `n` channels (a contiguous share each, batches of
+/// 512 awaited per channel, the channels in parallel); returns messages/s.
+async fn raw_publish(conn: &Connection, messages: &Arc<Vec<Published>>, n: usize) -> f64 {
+    let mut channels = Vec::new();
+    for _ in 0..n {
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        channels.push(ch);
+    }
+    let per = messages.len().div_ceil(n);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, ch) in channels.into_iter().enumerate() {
+        let messages = messages.clone();
+        tasks.push(tokio::spawn(async move {
+            let end = ((i + 1) * per).min(messages.len());
+            for chunk in messages[(i * per).min(end)..end].chunks(512) {
+                let mut confirms = Vec::new();
+                for (exchange, key, body, props) in chunk {
+                    confirms.push(
+                        ch.basic_publish(
+                            exchange.as_str().into(),
+                            key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            body,
+                            props.clone(),
+                        )
+                        .await
+                        .unwrap(),
+                    );
+                }
+                for c in confirms {
+                    assert!(c.await.unwrap().is_ack());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    messages.len() as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Event-to-delivery latency while events arrive at a steady pace (the bridge woken by each
@@ -126,6 +170,7 @@ async fn live_latency(conn: &Connection, root: &std::path::Path) {
         None,
         state,
         AMQP.into(),
+        1,
         Some(wake_rx),
         Arc::new(BridgeStats::default()),
     ));

@@ -72,6 +72,9 @@ enum BridgeCmd {
     Run {
         #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
         pulse_url: String,
+        /// AMQP channels to publish on (1-16); see `serve --pulse-channels`.
+        #[arg(long, env = "TASKLEDGER_PULSE_CHANNELS", default_value_t = 1)]
+        pulse_channels: usize,
         #[command(flatten)]
         data: DataDir,
     },
@@ -337,6 +340,13 @@ struct ServeArgs {
     /// Republish every event to Pulse (AMQP), e.g. amqp://guest:guest@127.0.0.1:5672/%2f.
     #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
     pulse_url: Option<String>,
+    /// AMQP channels the Pulse bridge publishes on (1-16). With 1, the default, consumers
+    /// receive the messages in log order. More channels raise the broker's throughput
+    /// (RabbitMQ works on channels in parallel) but only keep each stream's order: a task's
+    /// messages stay in order, a task's and its group's (or a pool's and its workers') may
+    /// overtake each other.
+    #[arg(long, env = "TASKLEDGER_PULSE_CHANNELS", default_value_t = 1)]
+    pulse_channels: usize,
     /// More static clients: a JSON array of {clientId, accessToken, scopes?, description?}
     /// (upstream's STATIC_CLIENTS). Ids must start with `static/`.
     #[arg(long, env = "TASKLEDGER_STATIC_CLIENTS", hide_env_values = true)]
@@ -741,6 +751,7 @@ async fn run_services<L: EventLog + 'static>(
             None,
             Arc::new(state),
             url.clone(),
+            args.pulse_channels,
             Some(engine.committed()),
             stats,
         ));
@@ -1045,7 +1056,11 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
 /// `taskledger bridge run|replay`.
 async fn bridge_command(cmd: BridgeCmd) -> Result<()> {
     match cmd {
-        BridgeCmd::Run { pulse_url, data } => bridge_run(pulse_url, data).await,
+        BridgeCmd::Run {
+            pulse_url,
+            pulse_channels,
+            data,
+        } => bridge_run(pulse_url, pulse_channels, data).await,
         BridgeCmd::Replay {
             exchange,
             routing_key,
@@ -1101,7 +1116,7 @@ async fn bridge_replay(
 /// `taskledger bridge run`: the bridge on a secondary instance of the data directory's
 /// database, its position in `<data-dir>/bridge` (so it cannot run twice, nor beside
 /// `serve --pulse-url`), until SIGTERM or Ctrl-C.
-async fn bridge_run(pulse_url: String, data: DataDir) -> Result<()> {
+async fn bridge_run(pulse_url: String, channels: usize, data: DataDir) -> Result<()> {
     let (db, _secondary) = open_read_only(&data)?;
     let log = Arc::new(EmbeddedLog::new(db));
     let follower = log.clone();
@@ -1114,7 +1129,7 @@ async fn bridge_run(pulse_url: String, data: DataDir) -> Result<()> {
     );
     let stats = Arc::new(taskledger_bridge::BridgeStats::default());
     tokio::select! {
-        _ = taskledger_bridge::run(log, Some(refresh), Arc::new(state), pulse_url, None, stats) => {}
+        _ = taskledger_bridge::run(log, Some(refresh), Arc::new(state), pulse_url, channels, None, stats) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())

@@ -62,6 +62,8 @@ pub struct BridgeStats {
     pub confirms_pending: AtomicU64,
     /// When the bridge last had nothing left to publish (ms since the epoch; 0: never).
     pub caught_up_at_ms: AtomicI64,
+    /// AMQP channels the connected bridge publishes on (0 while disconnected).
+    pub channels: AtomicU64,
 }
 
 impl BridgeStats {
@@ -114,6 +116,12 @@ impl BridgeStats {
             "gauge",
             "Messages published and awaiting the broker's confirm.",
             get(&self.confirms_pending),
+        );
+        metric(
+            "taskledger_bridge_channels",
+            "gauge",
+            "AMQP channels the Pulse bridge publishes on (0 while disconnected).",
+            get(&self.channels),
         );
         out
     }
@@ -705,14 +713,19 @@ fn worker_manager_batch(
 /// Publishes every `(exchange, routing key, message, properties)` and waits for the broker to
 /// confirm each; `pending` counts the confirms still awaited. Any nack or channel error fails
 /// the whole batch (the caller publishes it again). Returns how many were confirmed.
+///
+/// Messages are spread over `channels` by their stream, so one stream's messages always
+/// travel on one channel, in order, while the broker works on the channels in parallel
+/// (each channel is one process inside RabbitMQ).
 async fn publish_confirmed<'o>(
-    channel: &lapin::Channel,
+    channels: &[lapin::Channel],
     items: impl Iterator<Item = (&'o str, &'o str, &'o Outgoing, BasicProperties)>,
     pending: &AtomicU64,
 ) -> Result<u64, BridgeError> {
     let mut confirms = Vec::new();
     for (exchange, routing_key, o, props) in items {
         let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
+        let channel = &channels[shard(&o.stream, channels.len())];
         confirms.push(
             channel
                 .basic_publish(
@@ -744,6 +757,14 @@ async fn publish_confirmed<'o>(
         confirmed += 1;
     }
     Ok(confirmed)
+}
+
+/// The channel (of `n`) that carries `stream`'s messages.
+fn shard(stream: &str, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stream.hash(&mut h);
+    (h.finish() % n.max(1) as u64) as usize
 }
 
 /// AMQP topic matching (what a binding does): words split on `.`, `*` is one word, `#` zero
@@ -837,7 +858,9 @@ pub async fn replay(
                 );
                 ("", queue, o, props.with_headers(headers))
             });
-            published += publish_confirmed(&channel, items, &AtomicU64::new(0)).await?;
+            published +=
+                publish_confirmed(std::slice::from_ref(&channel), items, &AtomicU64::new(0))
+                    .await?;
         }
     }
     let _ = conn.close(200, "replay done".into()).await;
@@ -847,12 +870,17 @@ pub async fn replay(
 /// Runs the bridge until the process ends: reconnects with backoff, never skips an event.
 /// `wake` (the queue engine's commit counter) shortens the idle wait; without it (a
 /// standalone bridge on a secondary instance of the server's database) the bridge polls, and
-/// calls `refresh` (to catch up with the primary) before each read.
+/// calls `refresh` (to catch up with the primary) before each read. With `channels` = 1 the
+/// messages reach the broker in log order; more channels (at most 16) spread them by stream:
+/// each stream's messages keep their order, messages of different streams (a task and its
+/// group, a pool and its workers) may overtake each other, and the broker works on the
+/// channels in parallel.
 pub async fn run<L: EventLog>(
     log: Arc<L>,
     refresh: Option<Arc<dyn Fn() + Send + Sync>>,
     state: Arc<BridgeState>,
     url: String,
+    channels: usize,
     mut wake: Option<watch::Receiver<u64>>,
     stats: Arc<BridgeStats>,
 ) {
@@ -863,11 +891,14 @@ pub async fn run<L: EventLog>(
             refresh.as_deref(),
             &state,
             &url,
+            channels.clamp(1, 16),
             &mut wake,
             &stats,
             &mut backoff,
         );
-        match r.await {
+        let ended = r.await;
+        stats.channels.store(0, Ordering::Relaxed);
+        match ended {
             Ok(()) => return,
             Err(e) => {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -884,15 +915,21 @@ async fn session<L: EventLog>(
     refresh: Option<&(dyn Fn() + Send + Sync)>,
     state: &BridgeState,
     url: &str,
+    n_channels: usize,
     wake: &mut Option<watch::Receiver<u64>>,
     stats: &BridgeStats,
     backoff: &mut Duration,
 ) -> Result<(), BridgeError> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let mut channels = Vec::with_capacity(n_channels);
+    for _ in 0..n_channels {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channels.push(channel);
+    }
+    let channel = &channels[0];
     let exchanges = messages::QUEUE_EXCHANGES
         .iter()
         .map(|e| format!("{}{e}", messages::QUEUE_EXCHANGE_PREFIX))
@@ -919,7 +956,10 @@ async fn session<L: EventLog>(
             )
             .await?;
     }
-    tracing::info!("pulse bridge connected");
+    tracing::info!(channels = channels.len(), "pulse bridge connected");
+    stats
+        .channels
+        .store(channels.len() as u64, Ordering::Relaxed);
     *backoff = Duration::from_millis(100);
     loop {
         let mut progressed = false;
@@ -944,7 +984,7 @@ async fn session<L: EventLog>(
                     properties(o),
                 )
             });
-            publish_confirmed(&channel, items, &stats.confirms_pending).await?;
+            publish_confirmed(&channels, items, &stats.confirms_pending).await?;
             let next = read.next;
             let mut batch = WriteBatch::default();
             overlay.commit(&mut batch)?;

@@ -324,6 +324,12 @@ async fn a_running_task_is_published(backend: Backend) {
         Some(0.0),
         "{text}"
     );
+    // one channel unless told otherwise: messages in log order
+    assert_eq!(
+        metric(&text, "taskledger_bridge_channels"),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         metric(&text, "taskledger_bridge_confirms_pending"),
         Some(0.0),
@@ -551,6 +557,66 @@ async fn task_group_resolved_fires_when_no_task_of_the_group_is_left_unresolved(
     let again = collect(&mut resolved, Duration::from_secs(20), |g| !g.is_empty()).await;
     assert_eq!(again.len(), 1);
     assert_ne!(again[0].message_id, got[0].message_id);
+}
+
+/// With `--pulse-channels 4` the bridge spreads messages over channels by stream: every
+/// message still arrives, each task's own messages in their order.
+#[tokio::test]
+async fn on_several_channels_each_tasks_messages_keep_their_order() {
+    let _rabbit = RABBIT.read().await;
+    let s = Server::start(&[
+        ("TASKLEDGER_PULSE_URL", AMQP),
+        ("TASKLEDGER_PULSE_CHANNELS", "4"),
+    ])
+    .await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let q = s.queue();
+    let tq = fresh_queue();
+    let group = slugid::nice();
+    let order = [
+        "task-defined",
+        "task-pending",
+        "task-running",
+        "task-completed",
+    ];
+    let bindings: Vec<(String, String)> = order
+        .iter()
+        .map(|e| (format!("{Q}{e}"), format!("primary.#.{group}.#")))
+        .collect();
+    let mut consumer = listen(&ch, &bindings).await;
+    let ids: Vec<String> = (0..24).map(|_| slugid::nice()).collect();
+    for id in &ids {
+        let mut def = task_def(&tq, 600);
+        def["taskGroupId"] = json!(group);
+        q.createTask(id, &def).await.unwrap();
+    }
+    for _ in 0..3 {
+        let claimed = q.claimWork(&tq, &worker_body(8)).await.unwrap();
+        for t in claimed["tasks"].as_array().unwrap() {
+            let id = t["status"]["taskId"].as_str().unwrap();
+            q.reportCompleted(id, "0").await.unwrap();
+        }
+    }
+    let want = ids.len() * order.len();
+    let got = collect(&mut consumer, Duration::from_secs(30), |g| g.len() >= want).await;
+    assert_eq!(got.len(), want, "every message arrives once");
+    let mut seen: HashMap<String, Vec<&str>> = HashMap::new();
+    for g in &got {
+        let exchange = g.exchange.strip_prefix(Q).unwrap();
+        seen.entry(task_of(g)).or_default().push(exchange);
+    }
+    assert_eq!(seen.len(), ids.len());
+    for id in &ids {
+        assert_eq!(seen[id.as_str()], order, "task {id}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", s.root_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&metrics, "taskledger_bridge_channels"), Some(4.0));
 }
 
 #[tokio::test]
