@@ -499,15 +499,19 @@ pub async fn replay_from<L: EventLog>(
     let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u64>, u64, Decoded)>(1);
     let folder = {
         let rebuilt = rebuilt.clone();
-        std::thread::spawn(move || -> Result<(), StoreError> {
-            for (offsets, next, decoded) in rx {
-                rebuilt.apply(&offsets, next, &decoded)?;
-            }
-            if let Rebuilt::Queue(q) = &*rebuilt {
-                q.flush()?;
-            }
-            Ok(())
-        })
+        // named, so a profile can tell the fold from the reading side
+        std::thread::Builder::new()
+            .name("replay-fold".into())
+            .spawn(move || -> Result<(), StoreError> {
+                for (offsets, next, decoded) in rx {
+                    rebuilt.apply(&offsets, next, &decoded)?;
+                }
+                if let Rebuilt::Queue(q) = &*rebuilt {
+                    q.flush()?;
+                }
+                Ok(())
+            })
+            .map_err(|e| StoreError::Log(LogError::Unavailable(e.to_string())))?
     };
     let mut offset = 0u64;
     let mut events = 0u64;
