@@ -497,6 +497,9 @@ pub async fn replay_from<L: EventLog>(
     let rebuilt = Arc::new(rebuilt);
     // two batches in flight: one folding, one decoded and waiting
     let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u64>, u64, Decoded)>(1);
+    // folded batches come back to be freed here, where they were allocated: the reading side
+    // waits for the fold anyway, and frees across threads cost the fold thread more
+    let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Decoded>();
     let folder = {
         let rebuilt = rebuilt.clone();
         // named, so a profile can tell the fold from the reading side
@@ -505,6 +508,7 @@ pub async fn replay_from<L: EventLog>(
             .spawn(move || -> Result<(), StoreError> {
                 for (offsets, next, decoded) in rx {
                     rebuilt.apply(&offsets, next, &decoded)?;
+                    let _ = spent_tx.send(decoded);
                 }
                 if let Rebuilt::Queue(q) = &*rebuilt {
                     q.flush()?;
@@ -548,6 +552,7 @@ pub async fn replay_from<L: EventLog>(
             // the folder stopped on an error, which joining it reports
             break;
         }
+        spent_rx.try_iter().for_each(drop);
         offset = next;
         progress(offset, live_offset);
     }
