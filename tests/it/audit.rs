@@ -275,12 +275,7 @@ async fn keep_a_checkpoint(s: &Server, count: u64) -> (Value, String, std::path:
             .find(|c| c["count"].as_u64().unwrap_or(0) >= count)
     })
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", s.root_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(metrics.contains("taskledger_audit_chain_ok 1"), "{metrics}");
     let key = cp["publicKey"].as_str().unwrap().to_string();
     let copy =

@@ -61,6 +61,16 @@ pub fn fresh_topic_prefix() -> String {
 }
 
 impl Server {
+    /// The server's Prometheus text exposition (`/metrics`).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.root_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A server with default settings plus `env` (e.g. a short claim timeout).
     pub async fn start(env: &[(&str, &str)]) -> Server {
         Server::start_on(Backend::Embedded, env).await

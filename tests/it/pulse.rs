@@ -27,6 +27,14 @@ struct Got {
     body: Value,
 }
 
+/// The queue exchanges `names` (e.g. `task-defined`), each bound with `pattern`.
+fn queue_bindings(names: &[&str], pattern: &str) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| (format!("{Q}{n}"), pattern.to_string()))
+        .collect()
+}
+
 /// A fresh exclusive queue bound to `(exchange, pattern)` pairs.
 async fn listen(channel: &Channel, bindings: &[(String, String)]) -> Consumer {
     let queue = channel
@@ -239,10 +247,7 @@ async fn a_running_task_is_published(backend: Backend) {
         "artifact-created",
         "task-completed",
     ];
-    let bindings: Vec<(String, String)> = names
-        .iter()
-        .map(|n| (format!("{Q}{n}"), format!("primary.{task_id}.#")))
-        .collect();
+    let bindings = queue_bindings(&names, &format!("primary.{task_id}.#"));
     let mut by_task = listen(&ch, &bindings).await;
     let mut by_route = listen(
         &ch,
@@ -580,10 +585,7 @@ async fn on_several_channels_each_tasks_messages_keep_their_order() {
         "task-running",
         "task-completed",
     ];
-    let bindings: Vec<(String, String)> = order
-        .iter()
-        .map(|e| (format!("{Q}{e}"), format!("primary.#.{group}.#")))
-        .collect();
+    let bindings = queue_bindings(&order, &format!("primary.#.{group}.#"));
     let mut consumer = listen(&ch, &bindings).await;
     let ids: Vec<String> = (0..24).map(|_| slugid::nice()).collect();
     for id in &ids {
@@ -610,12 +612,7 @@ async fn on_several_channels_each_tasks_messages_keep_their_order() {
     for id in &ids {
         assert_eq!(seen[id.as_str()], order, "task {id}");
     }
-    let metrics = reqwest::get(format!("{}/metrics", s.root_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert_eq!(metric(&metrics, "taskledger_bridge_channels"), Some(4.0));
 }
 
@@ -764,10 +761,10 @@ async fn killing_the_bridge_mid_flow_of_ten_thousand_events_loses_none() {
     declare_queue_exchanges(&ch).await;
     let tq = fresh_queue();
     let wt = tq.split('/').nth(1).unwrap().to_string();
-    let bindings: Vec<(String, String)> = taskledger_bridge_names()
-        .iter()
-        .map(|n| (format!("{Q}{n}"), format!("primary.*.*.*.*.*.{wt}.#")))
-        .collect();
+    let bindings = queue_bindings(
+        &taskledger_bridge_names(),
+        &format!("primary.*.*.*.*.*.{wt}.#"),
+    );
     let mut consumer = listen(&ch, &bindings).await;
 
     // 5,000 tasks: 10,000 messages waiting in the log before any bridge runs
@@ -893,12 +890,7 @@ async fn a_rabbitmq_restart_mid_flow_loses_nothing() {
         );
     }
     // the bridge did live through the restart: it reconnected
-    let metrics = reqwest::get(format!("{}/metrics", s.root_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     let reconnects = metric(&metrics, "taskledger_bridge_reconnects_total").unwrap();
     assert!(reconnects >= 1.0, "{metrics}");
     let _ = ch
