@@ -424,9 +424,8 @@ async fn create_client(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("createClient", json!({ "clientId": id }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             client_param(&id)?;
@@ -465,9 +464,8 @@ async fn update_client(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("updateClient", json!({ "clientId": id }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             client_param(&id)?;
@@ -763,9 +761,8 @@ async fn create_role(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("createRole", json!({ "roleId": id }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             role_param(&id)?;
@@ -792,9 +789,8 @@ async fn update_role(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("updateRole", json!({ "roleId": id }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             role_param(&id)?;
@@ -857,9 +853,8 @@ async fn expand_scopes(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("expandScopes", json!({}))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             auth.caller()?.require(&s("auth:expand-scopes".into()))?;
             let body = json_body(&headers, &body)?;
@@ -1077,9 +1072,8 @@ async fn github_repo_token(
 // --- authenticateHawk and the conformance endpoints -----------------------------------
 
 async fn authenticate_hawk(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("authenticateHawk", json!({}))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
             let schema = "v1/authenticate-hawk-request.json";
@@ -1194,9 +1188,8 @@ async fn test_authenticate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("testAuthenticate", json!({}))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let input = json_body(&headers, &body)?;
             let schema = "v1/test-authenticate-request.json";

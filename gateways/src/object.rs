@@ -295,9 +295,8 @@ pub async fn create_upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("createUpload", json!({ "name": name }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let schema = CREATE_UPLOAD_SCHEMA;
             let allowed = [
@@ -376,9 +375,8 @@ pub async fn finish_upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("finishUpload", json!({ "name": name }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let schema = FINISH_UPLOAD_SCHEMA;
             let allowed = ["projectId", "uploadId", "hashes"];
@@ -435,9 +433,8 @@ pub async fn start_download(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("startDownload", json!({ "name": name }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
             let schema = DOWNLOAD_SCHEMA;

@@ -327,6 +327,16 @@ async fn error_statuses_and_bodies(backend: Backend) {
     let err = q.createTask(&slugid::nice(), &def).await.unwrap_err();
     assert_eq!(status_of(&err), Some(400));
     assert!(format!("{err:#}").contains("Schema Validation Failed"));
+    // the error body echoes the call: method, URL parameters and the payload as sent
+    let id = slugid::nice();
+    let (status, body) = server
+        .root_call("PUT", &format!("/api/queue/v1/task/{id}"), &def)
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "InputValidationError");
+    assert_eq!(body["requestInfo"]["method"], "createTask");
+    assert_eq!(body["requestInfo"]["params"]["taskId"], id.as_str());
+    assert_eq!(body["requestInfo"]["payload"], def);
 
     // 401: a wrong token; the body names the code and the header asks for Hawk
     let wrong = server.queue_as(Credentials::new(

@@ -130,6 +130,21 @@ async fn pools_providers_and_bad_input() {
     let short = json!({ "expires": expires, "providerInfo": { "staticSecret": "short" } });
     let refused = m.createWorker(&a, GROUP, WORKER, &short).await.unwrap_err();
     assert_eq!(status_of(&refused), Some(400));
+    // the error body echoes the payload, but never the secret
+    let (status, echoed) = s
+        .root_call(
+            "PUT",
+            &format!(
+                "/api/worker-manager/v1/workers/{}/{GROUP}/{WORKER}",
+                a.replace('/', "%2F")
+            ),
+            &short,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let payload = &echoed["requestInfo"]["payload"];
+    assert_eq!(payload["expires"], short["expires"]);
+    assert_eq!(payload["providerInfo"]["staticSecret"], "(OMITTED)");
     assert_eq!(
         status_of(&m.worker(&a, GROUP, WORKER).await.unwrap_err()),
         Some(404)

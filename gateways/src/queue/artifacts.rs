@@ -180,8 +180,7 @@ pub async fn create_artifact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
-    Call::new("createArtifact", json!({ "taskId": task_id, "runId": run_id, "name": name })).with_payload(&payload).run(async {
+    Call::new("createArtifact", json!({ "taskId": task_id, "runId": run_id, "name": name })).with_body(&headers, &body).run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&ScopeExpr::scope(format!("queue:create-artifact:{task_id}/{run_id}")))?;

@@ -19,7 +19,37 @@ use taskledger_core::time::Millis;
 pub struct Call {
     pub name: &'static str,
     pub params: Value,
-    pub payload: Value,
+    payload: Payload,
+}
+
+/// The request body a failing call echoes: given, or parsed from the body only when the call
+/// fails (a successful call never parses it twice).
+enum Payload {
+    Given(Value),
+    Body {
+        json: bool,
+        body: Bytes,
+        scrub: Option<fn(&Value) -> Value>,
+    },
+}
+
+impl Payload {
+    fn value(self) -> Value {
+        match self {
+            Payload::Given(v) => v,
+            Payload::Body { json, body, scrub } => {
+                let v = if json {
+                    parse_json(&body).unwrap_or_else(|_| json!({}))
+                } else {
+                    json!({})
+                };
+                match scrub {
+                    Some(f) => f(&v),
+                    None => v,
+                }
+            }
+        }
+    }
 }
 
 impl Call {
@@ -27,11 +57,33 @@ impl Call {
         Call {
             name,
             params,
-            payload: json!({}),
+            payload: Payload::Given(json!({})),
         }
     }
     pub fn with_payload(mut self, payload: &Value) -> Call {
-        self.payload = payload.clone();
+        self.payload = Payload::Given(payload.clone());
+        self
+    }
+    /// Echo the request body (a JSON object or array, else `{}`) if the call fails.
+    pub fn with_body(mut self, headers: &HeaderMap, body: &Bytes) -> Call {
+        self.payload = Payload::Body {
+            json: is_json(headers),
+            body: body.clone(),
+            scrub: None,
+        };
+        self
+    }
+    /// The same, with `scrub` applied to the body before it is echoed (to drop secrets).
+    pub fn with_scrubbed_body(
+        mut self,
+        headers: &HeaderMap,
+        body: &Bytes,
+        scrub: fn(&Value) -> Value,
+    ) -> Call {
+        self = self.with_body(headers, body);
+        if let Payload::Body { scrub: s, .. } = &mut self.payload {
+            *s = Some(scrub);
+        }
         self
     }
     pub async fn run<F>(self, f: F) -> Response
@@ -44,7 +96,7 @@ impl Call {
                 error,
                 method: self.name,
                 params: self.params,
-                payload: self.payload,
+                payload: self.payload.value(),
             }
             .into_response(),
         }
@@ -59,19 +111,17 @@ pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The JSON body of an endpoint with an input schema.
-pub fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    let is_json = headers
+/// Whether the request says its body is JSON.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
         .get("content-type")
         .and_then(|c| c.to_str().ok())
         .and_then(|c| c.split(';').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::new(
-            ErrorCode::MalformedPayload,
-            "Payload must be JSON with content-type: application/json",
-        ));
-    }
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A JSON object or array.
+fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
         Ok(_) => Err(ApiError::new(
@@ -83,6 +133,17 @@ pub fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
             format!("Failed to parse JSON: {e}"),
         )),
     }
+}
+
+/// The JSON body of an endpoint with an input schema.
+pub fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            ErrorCode::MalformedPayload,
+            "Payload must be JSON with content-type: application/json",
+        ));
+    }
+    parse_json(body)
 }
 
 /// A body that may be absent (reportCompleted and friends take none).

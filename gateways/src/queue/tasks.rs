@@ -175,9 +175,8 @@ pub async fn create_task(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("createTask", json!({ "taskId": task_id }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -585,7 +584,6 @@ pub async fn report_exception(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     let reason = json_body(&headers, &body).and_then(|b| {
         b.get("reason")
             .and_then(|r| r.as_str())
@@ -601,7 +599,7 @@ pub async fn report_exception(
         "reportException",
         json!({ "taskId": task_id, "runId": run_id }),
     )
-    .with_payload(&payload)
+    .with_body(&headers, &body)
     .run(report(&st, &auth, &task_id, &run_id, reason))
     .await
 }

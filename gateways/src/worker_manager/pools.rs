@@ -141,9 +141,8 @@ pub async fn create_worker_pool(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("createWorkerPool", json!({ "workerPoolId": id }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
@@ -164,9 +163,8 @@ pub async fn update_worker_pool(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("updateWorkerPool", json!({ "workerPoolId": id }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
@@ -309,9 +307,8 @@ pub async fn report_worker_error(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let payload = optional_body(&headers, &body);
     Call::new("reportWorkerError", json!({ "workerPoolId": id }))
-        .with_payload(&payload)
+        .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;

@@ -282,9 +282,8 @@ async fn write_worker(
     } else {
         ("updateWorker", "update-worker")
     };
-    let payload = scrubbed(&optional_body(&headers, &body));
     Call::new(name, params(&w))
-        .with_payload(&payload)
+        .with_scrubbed_body(&headers, &body, scrubbed)
         .run(async {
             let caller: &Caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:{verb}:{}", path(&w))))?;
