@@ -73,8 +73,9 @@ enum BridgeCmd {
         #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
         pulse_url: String,
         /// AMQP channels to publish on (1-16); see `serve --pulse-channels`.
-        #[arg(long, env = "TASKLEDGER_PULSE_CHANNELS", default_value_t = 1)]
-        pulse_channels: usize,
+        #[arg(long, env = "TASKLEDGER_PULSE_CHANNELS", default_value_t = 1,
+              value_parser = clap::value_parser!(u8).range(1..=16))]
+        pulse_channels: u8,
         #[command(flatten)]
         data: DataDir,
     },
@@ -345,8 +346,9 @@ struct ServeArgs {
     /// (RabbitMQ works on channels in parallel) but only keep each stream's order: a task's
     /// messages stay in order, a task's and its group's (or a pool's and its workers') may
     /// overtake each other.
-    #[arg(long, env = "TASKLEDGER_PULSE_CHANNELS", default_value_t = 1)]
-    pulse_channels: usize,
+    #[arg(long, env = "TASKLEDGER_PULSE_CHANNELS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    pulse_channels: u8,
     /// More static clients: a JSON array of {clientId, accessToken, scopes?, description?}
     /// (upstream's STATIC_CLIENTS). Ids must start with `static/`.
     #[arg(long, env = "TASKLEDGER_STATIC_CLIENTS", hide_env_values = true)]
@@ -751,7 +753,7 @@ async fn run_services<L: EventLog + 'static>(
             None,
             Arc::new(state),
             url.clone(),
-            args.pulse_channels,
+            usize::from(args.pulse_channels),
             Some(engine.committed()),
             stats,
         ));
@@ -1116,7 +1118,7 @@ async fn bridge_replay(
 /// `taskledger bridge run`: the bridge on a secondary instance of the data directory's
 /// database, its position in `<data-dir>/bridge` (so it cannot run twice, nor beside
 /// `serve --pulse-url`), until SIGTERM or Ctrl-C.
-async fn bridge_run(pulse_url: String, channels: usize, data: DataDir) -> Result<()> {
+async fn bridge_run(pulse_url: String, channels: u8, data: DataDir) -> Result<()> {
     let (db, _secondary) = open_read_only(&data)?;
     let log = Arc::new(EmbeddedLog::new(db));
     let follower = log.clone();
@@ -1129,7 +1131,7 @@ async fn bridge_run(pulse_url: String, channels: usize, data: DataDir) -> Result
     );
     let stats = Arc::new(taskledger_bridge::BridgeStats::default());
     tokio::select! {
-        _ = taskledger_bridge::run(log, Some(refresh), Arc::new(state), pulse_url, channels, None, stats) => {}
+        _ = taskledger_bridge::run(log, Some(refresh), Arc::new(state), pulse_url, usize::from(channels), None, stats) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())

@@ -168,8 +168,17 @@ fn worker_key(worker: &WorkerKey) -> Vec<u8> {
     [b"mw".as_slice(), worker.path().as_bytes()].concat()
 }
 
+/// Where the unfinished object artifacts of every run of `task` are kept.
+fn task_artifacts_prefix(task: &[u8]) -> Vec<u8> {
+    [b"a".as_slice(), task].concat()
+}
 fn artifact_key(task: &[u8], run: u32, name: &str) -> Vec<u8> {
-    [b"a".as_slice(), task, &run.to_be_bytes(), name.as_bytes()].concat()
+    [
+        task_artifacts_prefix(task).as_slice(),
+        &run.to_be_bytes(),
+        name.as_bytes(),
+    ]
+    .concat()
 }
 
 impl BridgeState {
@@ -340,8 +349,7 @@ impl<'a> Overlay<'a> {
             QueueEvent::TaskExpired { task_id } => {
                 self.tasks.insert(task_key(&task_id.0), None);
                 self.counted.insert(counted_key(&task_id.0), false);
-                let prefix = artifact_key(&task_id.0, 0, "");
-                let prefix = &prefix[..prefix.len() - 4];
+                let prefix = &task_artifacts_prefix(&task_id.0);
                 let stored = self
                     .state
                     .db
@@ -762,9 +770,12 @@ async fn publish_confirmed<'o>(
 /// The channel (of `n`) that carries `stream`'s messages.
 fn shard(stream: &str, n: usize) -> usize {
     use std::hash::{Hash, Hasher};
+    if n <= 1 {
+        return 0;
+    }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     stream.hash(&mut h);
-    (h.finish() % n.max(1) as u64) as usize
+    (h.finish() % n as u64) as usize
 }
 
 /// AMQP topic matching (what a binding does): words split on `.`, `*` is one word, `#` zero

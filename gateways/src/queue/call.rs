@@ -38,11 +38,7 @@ impl Payload {
         match self {
             Payload::Given(v) => v,
             Payload::Body { json, body, scrub } => {
-                let v = if json {
-                    parse_json(&body).unwrap_or_else(|_| json!({}))
-                } else {
-                    json!({})
-                };
+                let v = json_or_empty(json, &body);
                 match scrub {
                     Some(f) => f(&v),
                     None => v,
@@ -65,25 +61,29 @@ impl Call {
         self
     }
     /// Echo the request body (a JSON object or array, else `{}`) if the call fails.
-    pub fn with_body(mut self, headers: &HeaderMap, body: &Bytes) -> Call {
-        self.payload = Payload::Body {
-            json: is_json(headers),
-            body: body.clone(),
-            scrub: None,
-        };
-        self
+    pub fn with_body(self, headers: &HeaderMap, body: &Bytes) -> Call {
+        self.echoing(headers, body, None)
     }
     /// The same, with `scrub` applied to the body before it is echoed (to drop secrets).
     pub fn with_scrubbed_body(
-        mut self,
+        self,
         headers: &HeaderMap,
         body: &Bytes,
         scrub: fn(&Value) -> Value,
     ) -> Call {
-        self = self.with_body(headers, body);
-        if let Payload::Body { scrub: s, .. } = &mut self.payload {
-            *s = Some(scrub);
-        }
+        self.echoing(headers, body, Some(scrub))
+    }
+    fn echoing(
+        mut self,
+        headers: &HeaderMap,
+        body: &Bytes,
+        scrub: Option<fn(&Value) -> Value>,
+    ) -> Call {
+        self.payload = Payload::Body {
+            json: is_json(headers),
+            body: body.clone(),
+            scrub,
+        };
         self
     }
     pub async fn run<F>(self, f: F) -> Response
@@ -148,7 +148,14 @@ pub fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
 
 /// A body that may be absent (reportCompleted and friends take none).
 pub fn optional_body(headers: &HeaderMap, body: &Bytes) -> Value {
-    json_body(headers, body).unwrap_or_else(|_| json!({}))
+    json_or_empty(is_json(headers), body)
+}
+
+/// The body when it is said to be JSON and is a JSON object or array, else `{}`.
+fn json_or_empty(json: bool, body: &Bytes) -> Value {
+    json.then(|| parse_json(body).ok())
+        .flatten()
+        .unwrap_or_else(|| json!({}))
 }
 
 pub const SLUGID_RE: &str =
