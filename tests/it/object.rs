@@ -246,9 +246,11 @@ async fn expired_tasks_artifacts_and_objects_go_with_their_bytes_and_stay_in_the
     def["deadline"] = json!(soon.to_rfc3339());
     def["expires"] = json!(soon.to_rfc3339());
     q.createTask(&task_id, &def).await.unwrap();
-    // a task that lives on, in the same group
+    // a task that lives on, in the same group (on a queue of its own: two tasks created in
+    // the same millisecond would be claimed in either order)
     let keeper = slugid::nice();
-    let mut keep_def = task_def(&queue, 600);
+    let keep_queue = fresh_queue();
+    let mut keep_def = task_def(&keep_queue, 600);
     keep_def["taskGroupId"] = json!(task_id);
     q.createTask(&keeper, &keep_def).await.unwrap();
     let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
@@ -256,7 +258,7 @@ async fn expired_tasks_artifacts_and_objects_go_with_their_bytes_and_stay_in_the
     let worker = server.queue_as(temp_creds(&claim["tasks"][0]["credentials"]));
     let http = reqwest::Client::new();
     // the keeper's run has an artifact that expires soon and one that stays
-    let keep_claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    let keep_claim = q.claimWork(&keep_queue, &worker_body(1)).await.unwrap();
     assert_eq!(keep_claim["tasks"][0]["status"]["taskId"], keeper.as_str());
     let keep_worker = server.queue_as(temp_creds(&keep_claim["tasks"][0]["credentials"]));
     let a_day = chrono::Utc::now() + chrono::Duration::days(1);
