@@ -33,6 +33,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
 }
 
+/// `decode` for a type that borrows from `bytes`: its strings and byte slices are read in
+/// place instead of copied out.
+pub fn decode_borrowed<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
+    match bytes.split_first() {
+        None => Err(CodecError::Empty),
+        Some((&FORMAT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
+    }
+}
+
 /// Test support: compares `value`'s encoding, as hex, with the golden file at `path`
 /// (rewritten first when `UPDATE_EXPECT` is set: only when adding a variant).
 #[cfg(test)]

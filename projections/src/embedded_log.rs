@@ -16,11 +16,18 @@ use taskledger_core::codec;
 use taskledger_core::log::{Appended, Batch, EventLog, LogError, Record, Stored};
 
 /// What a log entry holds besides its position: key, event-type header, encoded envelope.
+/// Borrowed both ways: postcard then writes and reads the envelope as one slice (its length,
+/// then the bytes) instead of element by element as it would a `Vec<u8>`, with the same bytes
+/// on disk (a `u8` element is one byte).
 #[derive(Serialize, Deserialize)]
-pub struct Entry {
-    pub key: String,
-    pub event_type: String,
-    pub value: Vec<u8>,
+pub struct Entry<'a> {
+    pub key: &'a str,
+    pub event_type: &'a str,
+    pub value: &'a [u8],
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry<'_>, LogError> {
+    codec::decode_borrowed(bytes).map_err(|e| LogError::Corrupt(e.to_string()))
 }
 
 /// The link of the hash chain before offset 0.
@@ -39,8 +46,7 @@ pub fn chain_link(prev: &[u8; 32], offset: u64, bytes: &[u8]) -> [u8; 32] {
 
 /// The stream key of a stored record's bytes (for the index).
 pub fn entry_key(bytes: &[u8]) -> Result<String, LogError> {
-    let entry: Entry = codec::decode(bytes).map_err(|e| LogError::Corrupt(e.to_string()))?;
-    Ok(entry.key)
+    Ok(decode_entry(bytes)?.key.to_string())
 }
 
 /// Where a partition ends: the next offset and the last chain link.
@@ -176,9 +182,9 @@ impl EmbeddedLog {
             let offset = first + i as u64;
             batch.put_cf(index, keys::log_index(topic, partition, &r.key, offset), []);
             let entry = Entry {
-                key: r.key,
-                event_type: r.event_type.to_string(),
-                value: r.value,
+                key: &r.key,
+                event_type: r.event_type,
+                value: &r.value,
             };
             let bytes = codec::encode(&entry).map_err(unavailable)?;
             link = chain_link(&link, offset, &bytes);
@@ -232,13 +238,13 @@ impl EmbeddedLog {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let entry: Entry = codec::decode(v).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            let entry = decode_entry(v)?;
             out.push(Stored {
                 partition,
                 offset: keys::offset_from_log_key(k)
                     .ok_or_else(|| LogError::Corrupt("bad log key".into()))?,
-                key: entry.key,
-                value: entry.value,
+                key: entry.key.to_string(),
+                value: entry.value.to_vec(),
             });
             it.next();
         }
@@ -273,5 +279,47 @@ impl EventLog for EmbeddedLog {
 
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
         self.end(topic, partition)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout entries had on disk before `Entry` borrowed its fields.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct OwnedEntry {
+        key: String,
+        event_type: String,
+        value: Vec<u8>,
+    }
+
+    /// Entries written before and after the borrowed layout are the same bytes, so logs
+    /// written by earlier versions read unchanged and their hash chains still verify.
+    #[test]
+    fn borrowed_entries_keep_the_bytes_on_disk() {
+        let value: Vec<u8> = (0..=255u8).chain(0..44).collect();
+        let owned = OwnedEntry {
+            key: "task/abc".into(),
+            event_type: "TaskDefined".into(),
+            value: value.clone(),
+        };
+        let borrowed = Entry {
+            key: "task/abc",
+            event_type: "TaskDefined",
+            value: &value,
+        };
+        let old = codec::encode(&owned).unwrap();
+        assert_eq!(codec::encode(&borrowed).unwrap(), old);
+        let read = decode_entry(&old).unwrap();
+        assert_eq!(
+            (read.key, read.event_type, read.value),
+            ("task/abc", "TaskDefined", &value[..])
+        );
+        assert_eq!(
+            codec::decode::<OwnedEntry>(&codec::encode(&borrowed).unwrap()).unwrap(),
+            owned
+        );
+        assert_eq!(entry_key(&old).unwrap(), "task/abc");
     }
 }
