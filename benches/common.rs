@@ -127,3 +127,18 @@ pub fn append_lifecycle_now(log: &taskledger_projections::EmbeddedLog) -> u64 {
     }
     n
 }
+
+/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`; None
+/// where there is no such file. The difference over a phase, divided by its wall time, says
+/// how many cores the phase kept busy.
+#[allow(dead_code)]
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // clock ticks per second: 100 on every Linux this runs on (USER_HZ)
+    Some(ticks / 100.0)
+}

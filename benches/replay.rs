@@ -55,7 +55,11 @@ fn main() {
     );
 
     let scratch = store::open_scratch(&root.join("rebuilt")).unwrap();
+    let cpu_before = common::process_cpu_seconds();
     let report = audit::replay(&live, &scratch, "queue", false, &mut |_, _| {}).unwrap();
+    let cpu = cpu_before
+        .zip(common::process_cpu_seconds())
+        .map(|(a, b)| b - a);
     let rate = report.events as f64 / report.seconds;
     println!(
         "replay (queue projection): {} events in {:.1} s, {rate:.0} events/s (ratio to raw read {:.3})",
@@ -63,6 +67,13 @@ fn main() {
         report.seconds,
         rate / raw
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "replay CPU: {cpu:.1} s ({:.2} µs per event, {:.2} cores busy on average)",
+            cpu * 1e6 / report.events as f64,
+            cpu / report.seconds
+        );
+    }
     drop((log, live, scratch));
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -11,7 +11,7 @@ use crate::engine::{apply_queue, QUEUE_PARTITION, VIEW_CONSUMER};
 use crate::kafka_log::{ChainCheck, KafkaLog};
 use crate::keys;
 use crate::object_view::{ObjectView, OBJECT_CONSUMER, OBJECT_PARTITION};
-use crate::queue_view::QueueView;
+use crate::queue_view::{Folded, QueueView};
 use crate::single::Service;
 use crate::store::{cf, StoreError};
 use crate::worker_manager_view::{
@@ -506,12 +506,13 @@ pub async fn replay_from<L: EventLog>(
         std::thread::Builder::new()
             .name("replay-fold".into())
             .spawn(move || -> Result<(), StoreError> {
+                if let Rebuilt::Queue(q) = &*rebuilt {
+                    fold_queue_overlapped(q, rx, spent_tx)?;
+                    return q.flush();
+                }
                 for (offsets, next, decoded) in rx {
                     rebuilt.apply(&offsets, next, &decoded)?;
                     let _ = spent_tx.send(decoded);
-                }
-                if let Rebuilt::Queue(q) = &*rebuilt {
-                    q.flush()?;
                 }
                 Ok(())
             })
@@ -580,6 +581,69 @@ pub async fn replay_from<L: EventLog>(
         rebuilt_digest,
         live_digest,
         difference,
+    })
+}
+
+/// The queue projection's fold, with each batch's write overlapping the next batch's fold:
+/// a thread of its own writes batch k while this one folds batch k+1, reading through k's
+/// writes (`QueueView::fold_batch`). Batches are written in order, one at a time, and a fold
+/// waits for the write before its own to finish, so only one batch is ever unwritten.
+fn fold_queue_overlapped(
+    view: &QueueView,
+    batches: std::sync::mpsc::Receiver<(Vec<u64>, u64, Decoded)>,
+    spent: std::sync::mpsc::Sender<Decoded>,
+) -> Result<(), StoreError> {
+    use std::sync::mpsc::channel;
+    let (write_tx, write_rx) = channel::<Arc<Folded>>();
+    let (written_tx, written_rx) = channel::<()>();
+    std::thread::scope(|scope| {
+        let writer = std::thread::Builder::new()
+            .name("replay-write".into())
+            .spawn_scoped(scope, move || -> Result<(), StoreError> {
+                for folded in write_rx {
+                    view.write_folded(&folded)?;
+                    drop(folded);
+                    if written_tx.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| StoreError::Log(LogError::Unavailable(e.to_string())))?;
+        let folding = (|| -> Result<(), StoreError> {
+            let mut unwritten: Option<Arc<Folded>> = None;
+            for (offsets, next, decoded) in batches {
+                let Decoded::Queue(envs) = &decoded else {
+                    unreachable!("queue events are decoded for the queue projection");
+                };
+                let folded = view.fold_batch(
+                    VIEW_CONSUMER,
+                    QUEUE_TOPIC,
+                    QUEUE_PARTITION,
+                    &offsets,
+                    next,
+                    envs,
+                    unwritten.as_deref(),
+                )?;
+                // the previous write must finish before this batch's may start
+                if unwritten.is_some() && written_rx.recv().is_err() {
+                    // the writer stopped on an error, which joining it reports
+                    return Ok(());
+                }
+                let folded = Arc::new(folded);
+                if write_tx.send(folded.clone()).is_err() {
+                    return Ok(());
+                }
+                unwritten = Some(folded);
+                let _ = spent.send(decoded);
+            }
+            Ok(())
+        })();
+        drop(write_tx);
+        let written = writer.join().map_err(|_| {
+            StoreError::Log(LogError::Corrupt("the writing thread panicked".into()))
+        })?;
+        folding.and(written)
     })
 }
 

@@ -46,26 +46,91 @@ const MIRRORED: &[&str] = &[keys::CF_PENDING, keys::CF_CLAIMS, keys::CF_TIMERS];
 
 type Mirror = HashMap<&'static str, BTreeMap<Vec<u8>, Vec<u8>>>;
 
+fn is_mirrored(((cf_name, _), _): &(Place, Option<Vec<u8>>)) -> bool {
+    MIRRORED.contains(cf_name)
+}
+
 /// The fold's per-batch maps: hashed with Fx, several times faster than SipHash on these
 /// short keys (a rebuild spends much of its fold in them). A batch's keys come from the log
 /// and are bounded by the batch, so a slow worst case stays bounded too.
 type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
-/// The writes of one fold, the last per key: applied to RocksDB in one batch, then to the
-/// in-memory mirror. A fold of many events puts and deletes the same pending, claim and timer
-/// keys again and again; only the final state of each key reaches the database.
+/// A write's place: a column family and a key.
+type Place = (&'static str, Vec<u8>);
+
+/// Column families a fold scans by prefix (a task's dependents and artifacts, when it
+/// expires): their writes are kept in key order.
+const SCANNED: &[&str] = &[keys::CF_DEPENDENTS, keys::CF_ARTIFACTS];
+
+/// The writes of one fold, the last per key (None deletes): applied to RocksDB in one batch,
+/// then to the in-memory mirror. A fold of many events puts and deletes the same pending,
+/// claim and timer keys again and again; only the final state of each key reaches the
+/// database. A rebuild folds the next batch while this one is written, reading through it
+/// (see `QueueView::fold_batch`).
 #[derive(Default)]
-struct Writes {
-    ops: FastMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+pub struct Folded {
+    /// Hashed for point reads.
+    ops: FastMap<Place, Option<Vec<u8>>>,
+    /// The `SCANNED` column families, in order for prefix scans.
+    scanned: BTreeMap<Place, Option<Vec<u8>>>,
 }
 
-impl Writes {
+impl Folded {
+    fn set(&mut self, cf_name: &'static str, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if SCANNED.contains(&cf_name) {
+            self.scanned.insert((cf_name, key), value);
+        } else {
+            self.ops.insert((cf_name, key), value);
+        }
+    }
     fn put(&mut self, cf_name: &'static str, key: impl Into<Vec<u8>>, value: impl AsRef<[u8]>) {
-        self.ops
-            .insert((cf_name, key.into()), Some(value.as_ref().to_vec()));
+        self.set(cf_name, key.into(), Some(value.as_ref().to_vec()));
     }
     fn delete(&mut self, cf_name: &'static str, key: impl Into<Vec<u8>>) {
-        self.ops.insert((cf_name, key.into()), None);
+        self.set(cf_name, key.into(), None);
+    }
+
+    /// `key`'s value as written here: None if this batch does not write the key, Some(None)
+    /// if it deletes it.
+    fn get(&self, cf_name: &'static str, key: &[u8]) -> Option<Option<&[u8]>> {
+        let place = (cf_name, key.to_vec());
+        let found = if SCANNED.contains(&cf_name) {
+            self.scanned.get(&place)
+        } else {
+            self.ops.get(&place)
+        };
+        found.map(|v| v.as_deref())
+    }
+
+    /// The writes to keys of `cf_name` (one of `SCANNED`) that start with `prefix`.
+    fn prefixed<'f>(
+        &'f self,
+        cf_name: &'static str,
+        prefix: &'f [u8],
+    ) -> impl Iterator<Item = (&'f Vec<u8>, &'f Option<Vec<u8>>)> + 'f {
+        debug_assert!(SCANNED.contains(&cf_name));
+        self.scanned
+            .range((cf_name, prefix.to_vec())..)
+            .take_while(move |((c, k), _)| *c == cf_name && k.starts_with(prefix))
+            .map(|((_, k), v)| (k, v))
+    }
+
+    /// Every write, each column family's in key order: the memtable's skip list then finds
+    /// each insert's place next to the previous one's instead of searching from the top.
+    fn in_order(&self) -> Vec<(&Place, &Option<Vec<u8>>)> {
+        let mut ops: Vec<_> = self.ops.iter().collect();
+        ops.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        ops.extend(self.scanned.iter());
+        ops
+    }
+
+    /// How many keys the batch writes.
+    pub fn len(&self) -> usize {
+        self.ops.len() + self.scanned.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -98,6 +163,9 @@ fn get<T: serde::de::DeserializeOwned>(
 /// back into the batch once at the end.
 struct Fold<'a> {
     db: &'a DB,
+    /// The previous batch's writes while they are still on their way to the database (a
+    /// rebuild's overlap). Reads look here before the database.
+    overlay: Option<&'a Folded>,
     tasks: FastMap<TaskId, Option<Task>>,
     groups: FastMap<TaskId, Option<TaskGroup>>,
     workers: FastMap<Vec<u8>, Option<WorkerRecord>>,
@@ -107,18 +175,59 @@ struct Fold<'a> {
 }
 
 impl<'a> Fold<'a> {
+    /// A row as the database will hold it once the overlay is written.
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.overlay.and_then(|o| o.get(cf_name, key)) {
+            Some(Some(bytes)) => Ok(Some(codec::decode(bytes)?)),
+            Some(None) => Ok(None),
+            None => get(self.db, cf_name, key),
+        }
+    }
+
+    /// The rows of `cf_name` under `prefix`, the overlay's writes included.
+    fn prefixed(
+        &self,
+        cf_name: &'static str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut found = BTreeMap::new();
+        let mode = IteratorMode::From(prefix, Direction::Forward);
+        for item in self.db.iterator_cf(cf(self.db, cf_name)?, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            found.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in self
+            .overlay
+            .into_iter()
+            .flat_map(|o| o.prefixed(cf_name, prefix))
+        {
+            match v {
+                Some(v) => found.insert(k.clone(), v.clone()),
+                None => found.remove(k),
+            };
+        }
+        Ok(found.into_iter().collect())
+    }
+
     /// The task, taken out of the fold (no copy of its definition); the caller puts it back.
     fn take_task(&mut self, id: &TaskId) -> Result<Option<Task>, StoreError> {
         match self.tasks.remove(id) {
             Some(t) => Ok(t),
-            None => get(self.db, keys::CF_TASKS, &keys::task(id)),
+            None => self.get(keys::CF_TASKS, &keys::task(id)),
         }
     }
     fn group(&mut self, id: &TaskId) -> Result<Option<TaskGroup>, StoreError> {
         if let Some(g) = self.groups.get(id) {
             return Ok(g.clone());
         }
-        let g: Option<TaskGroup> = get(self.db, keys::CF_GROUPS, &keys::task(id))?;
+        let g: Option<TaskGroup> = self.get(keys::CF_GROUPS, &keys::task(id))?;
         self.groups.insert(*id, g.clone());
         Ok(g)
     }
@@ -126,7 +235,7 @@ impl<'a> Fold<'a> {
         if let Some(w) = self.workers.get(key) {
             return Ok(w.clone());
         }
-        let w: Option<WorkerRecord> = get(self.db, keys::CF_WORKERS, key)?;
+        let w: Option<WorkerRecord> = self.get(keys::CF_WORKERS, key)?;
         self.workers.insert(key.to_vec(), w.clone());
         Ok(w)
     }
@@ -134,7 +243,7 @@ impl<'a> Fold<'a> {
         if let Some(r) = self.queues.get(q) {
             return Ok(r.clone());
         }
-        let r: Option<TaskQueueRecord> = get(self.db, keys::CF_TASK_QUEUES, &keys::task_queue(q))?;
+        let r: Option<TaskQueueRecord> = self.get(keys::CF_TASK_QUEUES, &keys::task_queue(q))?;
         self.queues.insert(q.to_string(), r.clone());
         Ok(r)
     }
@@ -142,7 +251,7 @@ impl<'a> Fold<'a> {
         if let Some(a) = self.artifacts.get(key) {
             return Ok(a.clone());
         }
-        let a: Option<Artifact> = get(self.db, keys::CF_ARTIFACTS, key)?;
+        let a: Option<Artifact> = self.get(keys::CF_ARTIFACTS, key)?;
         self.artifacts.insert(key.to_vec(), a.clone());
         Ok(a)
     }
@@ -150,12 +259,16 @@ impl<'a> Fold<'a> {
         if let Some(s) = self.streams.get(stream) {
             return Ok(*s);
         }
-        let s = match self
-            .db
-            .get_pinned_cf(cf(self.db, keys::CF_STREAMS)?, stream.as_bytes())?
-        {
-            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
+        let seq = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+        let unwritten = self
+            .overlay
+            .and_then(|o| o.get(keys::CF_STREAMS, stream.as_bytes()));
+        let s = match unwritten {
+            Some(b) => b.map_or(0, seq),
+            None => self
+                .db
+                .get_pinned_cf(cf(self.db, keys::CF_STREAMS)?, stream.as_bytes())?
+                .map_or(0, |b| seq(&b)),
         };
         self.streams.insert(stream.to_string(), s);
         Ok(s)
@@ -296,10 +409,33 @@ impl QueueView {
         envelopes: &[Envelope<QueueEvent>],
     ) -> Result<(), StoreError> {
         let _folding = self.folding.lock().expect("fold lock");
+        let folded = self.fold_batch(consumer, topic, partition, offsets, next, envelopes, None)?;
+        self.write_ops(&folded)?;
+        self.mirror_ops(folded.ops.into_iter().filter(is_mirrored));
+        Ok(())
+    }
+
+    /// The first half of `apply`: folds the envelopes into the writes that `write_folded`
+    /// then stores. `unwritten` is the previous batch while it is still being written (a
+    /// rebuild overlaps the two): the fold reads through it, as if it were in the database.
+    /// The caller runs one fold or write at a time, each batch's write after its
+    /// predecessor's, and passes as `unwritten` every batch whose write has not finished.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fold_batch(
+        &self,
+        consumer: &str,
+        topic: &str,
+        partition: u32,
+        offsets: &[u64],
+        next: u64,
+        envelopes: &[Envelope<QueueEvent>],
+        unwritten: Option<&Folded>,
+    ) -> Result<Folded, StoreError> {
         let db = &*self.db;
-        let mut batch = Writes::default();
+        let mut batch = Folded::default();
         let mut fold = Fold {
             db,
+            overlay: unwritten,
             tasks: FastMap::default(),
             groups: FastMap::default(),
             workers: FastMap::default(),
@@ -359,24 +495,48 @@ impl QueueView {
             // a key of a mirrored column family that the mirror lacks is not in the database
             // either: deleting it would only add a tombstone (the key was put and deleted
             // within this fold)
+            // (or, for a key the unwritten batch writes, that batch does not put it)
             let mirror = self.mirror.read().expect("mirror lock");
             batch.ops.retain(|(cf_name, key), value| {
-                value.is_some() || mirror.get(cf_name).is_none_or(|m| m.contains_key(key))
+                value.is_some()
+                    || match unwritten.and_then(|o| o.get(cf_name, key)) {
+                        Some(before) => before.is_some(),
+                        None => mirror.get(cf_name).is_none_or(|m| m.contains_key(key)),
+                    }
             });
         }
-        // in key order: the memtable's skip list then finds each insert's place next to the
-        // previous one's instead of searching from the top
-        let mut ops: Vec<_> = batch.ops.into_iter().collect();
-        ops.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(batch)
+    }
+
+    /// The second half of `apply` for a rebuild, which keeps the batch to fold the next one
+    /// through: stores the folded batch in one write, then mirrors it.
+    pub fn write_folded(&self, folded: &Folded) -> Result<(), StoreError> {
+        self.write_ops(folded)?;
+        self.mirror_ops(
+            folded
+                .ops
+                .iter()
+                .map(|(place, v)| (place.clone(), v.clone()))
+                .filter(is_mirrored),
+        );
+        Ok(())
+    }
+
+    fn write_ops(&self, folded: &Folded) -> Result<(), StoreError> {
+        let db = &*self.db;
         let mut wb = WriteBatch::default();
-        for ((cf_name, key), value) in &ops {
+        for ((cf_name, key), value) in folded.in_order() {
             match value {
                 Some(v) => wb.put_cf(cf(db, cf_name)?, key, v),
                 None => wb.delete_cf(cf(db, cf_name)?, key),
             }
         }
         db.write_opt(wb, &self.write_options)?;
-        // the write is in the database: now mirror it for scans
+        Ok(())
+    }
+
+    /// Once their write is in the database: the writes to mirrored column families, mirrored.
+    fn mirror_ops(&self, ops: impl Iterator<Item = (Place, Option<Vec<u8>>)>) {
         let mut mirror = self.mirror.write().expect("mirror lock");
         for ((cf_name, key), value) in ops {
             if let Some(map) = mirror.get_mut(cf_name) {
@@ -386,12 +546,11 @@ impl QueueView {
                 };
             }
         }
-        Ok(())
     }
 
     fn fold_event(
         &self,
-        batch: &mut Writes,
+        batch: &mut Folded,
         fold: &mut Fold,
         event: &QueueEvent,
     ) -> Result<(), StoreError> {
@@ -535,7 +694,7 @@ impl QueueView {
     /// sequence stays, so a task created later under the same id numbers its events on.
     fn forget_task(
         &self,
-        batch: &mut Writes,
+        batch: &mut Folded,
         fold: &mut Fold,
         task: &Task,
     ) -> Result<(), StoreError> {
@@ -554,31 +713,16 @@ impl QueueView {
             keys::CF_TIMERS,
             keys::timer(def.deadline, TimerKind::Deadline, id, 0),
         );
-        let db = &*self.db;
-        let prefixed =
-            |cf_name: &'static str, prefix: &[u8]| -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-                let mut found = Vec::new();
-                let mode = IteratorMode::From(prefix, Direction::Forward);
-                for item in db.iterator_cf(cf(db, cf_name)?, mode) {
-                    let (k, v) = item?;
-                    if !k.starts_with(prefix) {
-                        break;
-                    }
-                    found.push((k.to_vec(), v.to_vec()));
-                }
-                Ok(found)
-            };
         // its dependents' records, in the database and put earlier in this fold
-        let mut dependents: Vec<Vec<u8>> = prefixed(keys::CF_DEPENDENTS, &id.0)?
+        let mut dependents: Vec<Vec<u8>> = fold
+            .prefixed(keys::CF_DEPENDENTS, &id.0)?
             .into_iter()
             .map(|(k, _)| k)
             .collect();
         dependents.extend(
             batch
-                .ops
-                .keys()
-                .filter(|(c, k)| *c == keys::CF_DEPENDENTS && k.starts_with(&id.0))
-                .map(|(_, k)| k.clone()),
+                .prefixed(keys::CF_DEPENDENTS, &id.0)
+                .map(|(k, _)| k.clone()),
         );
         for key in dependents {
             batch.delete(keys::CF_DEPENDENTS, key);
@@ -586,7 +730,7 @@ impl QueueView {
         // the artifacts, this fold's own first (the database does not hold them yet)
         let mut artifacts: HashMap<Vec<u8>, Option<Artifact>> = HashMap::new();
         for run in 0..task.runs.len() as u32 {
-            for (key, v) in prefixed(keys::CF_ARTIFACTS, &keys::artifact_prefix(id, run))? {
+            for (key, v) in fold.prefixed(keys::CF_ARTIFACTS, &keys::artifact_prefix(id, run))? {
                 artifacts.insert(key, Some(codec::decode(&v)?));
             }
         }
@@ -628,7 +772,7 @@ impl QueueView {
     /// Run-level events: keep the pending queue, claims and timers in step with the task.
     fn fold_task_event(
         &self,
-        batch: &mut Writes,
+        batch: &mut Folded,
         fold: &mut Fold,
         event: &QueueEvent,
     ) -> Result<(), StoreError> {
@@ -1118,5 +1262,58 @@ mod tests {
         let mirror = at_once.mirror.read().unwrap();
         assert_eq!(mirror[keys::CF_PENDING].len(), 25);
         assert_eq!(mirror[keys::CF_CLAIMS].len(), 10);
+    }
+
+    /// A rebuild folds each batch through the previous one's writes before they reach the
+    /// database: batch by batch, every fold done before its predecessor's write, leaves the
+    /// state of folding one event at a time (expiries included, which scan by prefix).
+    #[test]
+    fn folding_through_an_unwritten_batch_equals_a_fold_per_event() {
+        let now = Millis::now();
+        let envs = workload(now);
+        let dir = tempfile::tempdir().unwrap();
+        let one_by_one = QueueView::new(crate::store::open(&dir.path().join("a")).unwrap())
+            .unwrap()
+            .with_stream_index();
+        for (i, env) in envs.iter().enumerate() {
+            one_by_one
+                .apply(
+                    "c",
+                    "t",
+                    0,
+                    &[i as u64],
+                    i as u64 + 1,
+                    std::slice::from_ref(env),
+                )
+                .unwrap();
+        }
+        let expected = contents(one_by_one.db());
+        for size in [1, 3, 17, 64] {
+            let view = QueueView::new(
+                crate::store::open(&dir.path().join(format!("overlap-{size}"))).unwrap(),
+            )
+            .unwrap()
+            .with_stream_index()
+            .for_rebuild();
+            let mut unwritten: Option<Folded> = None;
+            let mut start = 0;
+            for chunk in envs.chunks(size) {
+                let offsets: Vec<u64> = (start..start + chunk.len() as u64).collect();
+                start += chunk.len() as u64;
+                let folded = view
+                    .fold_batch("c", "t", 0, &offsets, start, chunk, unwritten.as_ref())
+                    .unwrap();
+                if let Some(previous) = unwritten.take() {
+                    view.write_folded(&previous).unwrap();
+                }
+                unwritten = Some(folded);
+            }
+            view.write_folded(&unwritten.unwrap()).unwrap();
+            view.flush().unwrap();
+            assert_eq!(contents(view.db()), expected, "batches of {size}");
+            let mirror = view.mirror.read().unwrap();
+            assert_eq!(mirror[keys::CF_PENDING].len(), 25, "batches of {size}");
+            assert_eq!(mirror[keys::CF_CLAIMS].len(), 10, "batches of {size}");
+        }
     }
 }
