@@ -18,7 +18,7 @@ use std::time::Duration;
 use taskledger_core::codec;
 use taskledger_core::envelope::{Actor, Envelope};
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
-use taskledger_core::queue::{QueueEvent, ReasonResolved};
+use taskledger_core::queue::{QueueEvent, ReasonResolved, RunResolution};
 use taskledger_core::time::Millis;
 use taskledger_projections::engine::QUEUE_PARTITION;
 use taskledger_projections::keys::Expiring;
@@ -148,6 +148,14 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
         // after a crash is harmless (the commands are idempotent)
         let mut handled = offset;
         for r in &batch.records {
+            // most events resolve no run: learn that from the variant index alone, without
+            // decoding the event (a task definition is most of the log's bytes)
+            let resolves =
+                codec::decode::<Envelope<RunResolution>>(&r.value).is_ok_and(|head| head.payload.0);
+            if !resolves {
+                handled = r.offset + 1;
+                continue;
+            }
             if let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&r.value) {
                 if let Err(e) = on_event(&engine, &env).await {
                     tracing::warn!(error = %e, "dependency resolution failed; will retry");

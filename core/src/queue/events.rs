@@ -145,6 +145,39 @@ pub fn worker_key(q: &TaskQueueId, group: &str, id: &str) -> String {
     format!("{q}/{group}/{id}")
 }
 
+/// Whether an encoded queue event resolves a run, read without decoding the event's fields:
+/// postcard writes an enum's variant index before its fields, and the codec only ever appends
+/// variants (golden tests pin the order). Decode an `Envelope<RunResolution>` to learn it;
+/// readers that care about a few kinds of event (the dependency reactor) skip the rest cheaply.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RunResolution(pub bool);
+
+impl RunResolution {
+    /// `QueueEvent::RunResolved` and `QueueEvent::RunExceptionRecorded`.
+    const VARIANTS: [u32; 2] = [4, 5];
+}
+
+impl<'de> Deserialize<'de> for RunResolution {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Peek;
+        impl<'de> serde::de::Visitor<'de> for Peek {
+            type Value = RunResolution;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a queue event")
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(
+                self,
+                data: A,
+            ) -> Result<RunResolution, A::Error> {
+                // the variant's fields stay unread: the payload is the envelope's last field
+                let (index, _fields): (u32, _) = data.variant()?;
+                Ok(RunResolution(RunResolution::VARIANTS.contains(&index)))
+            }
+        }
+        d.deserialize_enum("QueueEvent", &[], Peek)
+    }
+}
+
 impl QueueEvent {
     pub fn stream(&self) -> Stream {
         match self {

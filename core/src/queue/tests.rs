@@ -752,3 +752,59 @@ fn golden_task_defined_v1() {
         crate::codec::decode(&crate::codec::encode(&envelope).unwrap()).unwrap();
     assert_eq!(back, envelope);
 }
+
+/// The dependency reactor reads only whether an event resolves a run, from the variant index
+/// at the front of the payload: it must agree with the decoded event for every kind it sees.
+#[test]
+fn run_resolution_peek_agrees_with_the_decoded_event() {
+    use crate::envelope::{Actor, Envelope, EventId};
+    use crate::queue::events::RunResolution;
+    let mut events = claimed();
+    for reason in [ReasonResolved::Completed, ReasonResolved::Canceled] {
+        events.push(QueueEvent::RunResolved {
+            task_id: tid(1),
+            run_id: 0,
+            reason,
+            at: NOW,
+        });
+    }
+    events.push(QueueEvent::RunExceptionRecorded {
+        task_id: tid(1),
+        run_id: 0,
+        reason: ReasonResolved::DeadlineExceeded,
+        at: NOW,
+    });
+    events.push(QueueEvent::RunReclaimed {
+        task_id: tid(1),
+        run_id: 0,
+        taken_until: NOW,
+    });
+    events.push(QueueEvent::TaskExpired { task_id: tid(1) });
+    let mut resolving = 0;
+    for (i, payload) in events.into_iter().enumerate() {
+        let expected = matches!(
+            payload,
+            QueueEvent::RunResolved { .. } | QueueEvent::RunExceptionRecorded { .. }
+        );
+        resolving += expected as usize;
+        let name = payload.type_name();
+        let env = Envelope {
+            event_id: EventId::new(),
+            stream_id: payload.stream().id(),
+            sequence: i as u64 + 1,
+            time: NOW,
+            actor: Actor::system("test"),
+            causation_id: Some(EventId::new()),
+            writer_epoch: 3,
+            payload,
+        };
+        let bytes = crate::codec::encode(&env).unwrap();
+        let peeked: Envelope<RunResolution> = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(peeked.payload, RunResolution(expected), "{name}");
+        assert_eq!(
+            (peeked.event_id, peeked.sequence),
+            (env.event_id, env.sequence)
+        );
+    }
+    assert_eq!(resolving, 3);
+}
