@@ -1209,6 +1209,20 @@ mod tests {
             .collect()
     }
 
+    /// A view in a database at `path` that folded `envs` one event per batch, as the live
+    /// engine may.
+    fn fold_one_by_one(path: &std::path::Path, envs: &[Envelope<QueueEvent>]) -> QueueView {
+        let view = QueueView::new(crate::store::open(path).unwrap())
+            .unwrap()
+            .with_stream_index();
+        for (i, env) in envs.iter().enumerate() {
+            let i = i as u64;
+            view.apply("c", "t", 0, &[i], i + 1, std::slice::from_ref(env))
+                .unwrap();
+        }
+        view
+    }
+
     /// A whole log folded at once (a rebuild: writes coalesced per key, deletes of keys put
     /// within the fold dropped) leaves exactly the state of folding it one event at a time.
     #[test]
@@ -1217,21 +1231,7 @@ mod tests {
         let envs = workload(now);
         let offsets: Vec<u64> = (0..envs.len() as u64).collect();
         let dir = tempfile::tempdir().unwrap();
-        let one_by_one = QueueView::new(crate::store::open(&dir.path().join("a")).unwrap())
-            .unwrap()
-            .with_stream_index();
-        for (i, env) in envs.iter().enumerate() {
-            one_by_one
-                .apply(
-                    "c",
-                    "t",
-                    0,
-                    &[i as u64],
-                    i as u64 + 1,
-                    std::slice::from_ref(env),
-                )
-                .unwrap();
-        }
+        let one_by_one = fold_one_by_one(&dir.path().join("a"), &envs);
         let at_once = QueueView::new(crate::store::open(&dir.path().join("b")).unwrap())
             .unwrap()
             .with_stream_index()
@@ -1272,21 +1272,7 @@ mod tests {
         let now = Millis::now();
         let envs = workload(now);
         let dir = tempfile::tempdir().unwrap();
-        let one_by_one = QueueView::new(crate::store::open(&dir.path().join("a")).unwrap())
-            .unwrap()
-            .with_stream_index();
-        for (i, env) in envs.iter().enumerate() {
-            one_by_one
-                .apply(
-                    "c",
-                    "t",
-                    0,
-                    &[i as u64],
-                    i as u64 + 1,
-                    std::slice::from_ref(env),
-                )
-                .unwrap();
-        }
+        let one_by_one = fold_one_by_one(&dir.path().join("a"), &envs);
         let expected = contents(one_by_one.db());
         for size in [1, 3, 17, 64] {
             let view = QueueView::new(
