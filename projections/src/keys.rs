@@ -71,6 +71,12 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_OBJECTS,
 ];
 
+/// An empty key with room for `len` bytes: keys are built on every fold and append, and
+/// growing a vector a few bytes at a time reallocates it each time.
+fn key(len: usize) -> Vec<u8> {
+    Vec::with_capacity(len)
+}
+
 fn with_str(mut out: Vec<u8>, s: &str) -> Vec<u8> {
     out.extend_from_slice(s.as_bytes());
     out.push(0);
@@ -79,7 +85,7 @@ fn with_str(mut out: Vec<u8>, s: &str) -> Vec<u8> {
 
 /// `log`: topic, partition, offset.
 pub fn log_key(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
-    let mut k = with_str(Vec::new(), topic);
+    let mut k = with_str(key(topic.len() + 13), topic);
     k.extend_from_slice(&partition.to_be_bytes());
     k.extend_from_slice(&offset.to_be_bytes());
     k
@@ -106,14 +112,17 @@ pub fn parse_log_key(key: &[u8]) -> Option<(String, u32, u64)> {
 
 /// `log_index`: the records of one stream in offset order.
 pub fn log_index(topic: &str, partition: u32, stream: &str, offset: u64) -> Vec<u8> {
-    let mut k = log_index_prefix(topic, partition, stream);
+    let mut k = with_str(key(topic.len() + stream.len() + 14), topic);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k = with_str(k, stream);
     k.extend_from_slice(&offset.to_be_bytes());
     k
 }
 
 pub fn log_index_prefix(topic: &str, partition: u32, stream: &str) -> Vec<u8> {
-    let mut k = log_prefix(topic, partition);
-    with_str(k.split_off(0), stream)
+    let mut k = with_str(key(topic.len() + stream.len() + 6), topic);
+    k.extend_from_slice(&partition.to_be_bytes());
+    with_str(k, stream)
 }
 
 pub fn offset_from_log_key(key: &[u8]) -> Option<u64> {
@@ -134,7 +143,8 @@ pub fn task(id: &TaskId) -> Vec<u8> {
 }
 
 pub fn pair(a: &Slug, b: &Slug) -> Vec<u8> {
-    let mut k = a.0.to_vec();
+    let mut k = key(32);
+    k.extend_from_slice(&a.0);
     k.extend_from_slice(&b.0);
     k
 }
@@ -145,7 +155,7 @@ pub fn second_of_pair(key: &[u8]) -> Option<Slug> {
 
 /// `pending`: queue, priority rank, time pending, taskId, runId.
 pub fn pending(queue: &str, rank: u8, at: Millis, task: &TaskId, run: u32) -> Vec<u8> {
-    let mut k = with_str(Vec::new(), queue);
+    let mut k = with_str(key(queue.len() + 30), queue);
     k.push(rank);
     k.extend_from_slice(&(at.0 as u64).to_be_bytes());
     k.extend_from_slice(&task.0);
@@ -167,7 +177,7 @@ pub fn task_run_suffix(key: &[u8]) -> Option<(TaskId, u32)> {
 
 /// `claims`: queue, taskId, runId -> takenUntil.
 pub fn claim(queue: &str, task: &TaskId, run: u32) -> Vec<u8> {
-    let mut k = with_str(Vec::new(), queue);
+    let mut k = with_str(key(queue.len() + 21), queue);
     k.extend_from_slice(&task.0);
     k.extend_from_slice(&run.to_be_bytes());
     k
@@ -181,7 +191,8 @@ pub enum TimerKind {
 
 /// `timers`: time, kind, taskId, runId. Ordered by time, so the earliest is first.
 pub fn timer(at: Millis, kind: TimerKind, task: &TaskId, run: u32) -> Vec<u8> {
-    let mut k = (at.0 as u64).to_be_bytes().to_vec();
+    let mut k = key(29);
+    k.extend_from_slice(&(at.0 as u64).to_be_bytes());
     k.push(kind as u8);
     k.extend_from_slice(&task.0);
     k.extend_from_slice(&run.to_be_bytes());
@@ -215,7 +226,12 @@ pub enum Expiring {
 /// `expiries`: time, kind, then the task or task-group id (and for an artifact its run and
 /// name). Ordered by time, so the earliest is first.
 pub fn expiry(at: Millis, what: &Expiring) -> Vec<u8> {
-    let mut k = (at.0.max(0) as u64).to_be_bytes().to_vec();
+    let name_len = match what {
+        Expiring::Artifact(_, _, name) => 4 + name.len(),
+        Expiring::Task(_) | Expiring::TaskGroup(_) => 0,
+    };
+    let mut k = key(25 + name_len);
+    k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
     match what {
         Expiring::Task(id) => {
             k.push(1);
@@ -227,7 +243,9 @@ pub fn expiry(at: Millis, what: &Expiring) -> Vec<u8> {
         }
         Expiring::Artifact(task, run, name) => {
             k.push(3);
-            k.extend_from_slice(&artifact(task, *run, name));
+            k.extend_from_slice(&task.0);
+            k.extend_from_slice(&run.to_be_bytes());
+            k.extend_from_slice(name.as_bytes());
         }
     }
     k
@@ -251,7 +269,9 @@ pub fn parse_expiry(key: &[u8]) -> Option<(Millis, Expiring)> {
 
 /// `artifacts`: taskId, runId, name.
 pub fn artifact(task: &TaskId, run: u32, name: &str) -> Vec<u8> {
-    let mut k = artifact_prefix(task, run);
+    let mut k = key(20 + name.len());
+    k.extend_from_slice(&task.0);
+    k.extend_from_slice(&run.to_be_bytes());
     k.extend_from_slice(name.as_bytes());
     k
 }
@@ -264,14 +284,15 @@ pub fn task_run_of_artifact(key: &[u8]) -> Option<(TaskId, u32)> {
 }
 
 pub fn artifact_prefix(task: &TaskId, run: u32) -> Vec<u8> {
-    let mut k = task.0.to_vec();
+    let mut k = key(20);
+    k.extend_from_slice(&task.0);
     k.extend_from_slice(&run.to_be_bytes());
     k
 }
 
 /// `workers`: queue, workerGroup, workerId.
 pub fn worker(queue: &str, group: &str, id: &str) -> Vec<u8> {
-    let k = with_str(Vec::new(), queue);
+    let k = with_str(key(queue.len() + group.len() + id.len() + 3), queue);
     let k = with_str(k, group);
     with_str(k, id)
 }
@@ -438,5 +459,76 @@ mod tests {
                 < timer(Millis(2), TimerKind::Deadline, &t, 0)
         );
         assert_eq!(offset_from_log_key(&log_key("x", 0, 42)), Some(42));
+    }
+
+    /// The keys built into pre-sized vectors keep their layout (it is on disk) and fit
+    /// their room exactly, so none grew while being built.
+    #[test]
+    fn presized_keys_keep_their_bytes_and_fit() {
+        let t = Slug([7; 16]);
+        let u = Slug([9; 16]);
+        let cat = |parts: &[&[u8]]| parts.concat();
+        let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (
+                log_key("tp", 1, 5),
+                cat(&[b"tp\0", &1u32.to_be_bytes(), &5u64.to_be_bytes()]),
+            ),
+            (
+                log_index("tp", 1, "task/x", 5),
+                cat(&[
+                    b"tp\0",
+                    &1u32.to_be_bytes(),
+                    b"task/x\0",
+                    &5u64.to_be_bytes(),
+                ]),
+            ),
+            (
+                log_index_prefix("tp", 1, "task/x"),
+                cat(&[b"tp\0", &1u32.to_be_bytes(), b"task/x\0"]),
+            ),
+            (pair(&t, &u), cat(&[&t.0, &u.0])),
+            (
+                pending("q/a", 2, Millis(3), &t, 4),
+                cat(&[
+                    b"q/a\0",
+                    &[2],
+                    &3u64.to_be_bytes(),
+                    &t.0,
+                    &4u32.to_be_bytes(),
+                ]),
+            ),
+            (
+                claim("q/a", &t, 4),
+                cat(&[b"q/a\0", &t.0, &4u32.to_be_bytes()]),
+            ),
+            (
+                timer(Millis(3), TimerKind::Deadline, &t, 4),
+                cat(&[&3u64.to_be_bytes(), &[1], &t.0, &4u32.to_be_bytes()]),
+            ),
+            (
+                expiry(Millis(3), &Expiring::Task(t)),
+                cat(&[&3u64.to_be_bytes(), &[1], &t.0]),
+            ),
+            (
+                expiry(Millis(3), &Expiring::Artifact(t, 4, "public/x".into())),
+                cat(&[
+                    &3u64.to_be_bytes(),
+                    &[3],
+                    &t.0,
+                    &4u32.to_be_bytes(),
+                    b"public/x",
+                ]),
+            ),
+            (
+                artifact(&t, 4, "public/x"),
+                cat(&[&t.0, &4u32.to_be_bytes(), b"public/x"]),
+            ),
+            (artifact_prefix(&t, 4), cat(&[&t.0, &4u32.to_be_bytes()])),
+            (worker("q/a", "g", "w"), b"q/a\0g\0w\0".to_vec()),
+        ];
+        for (i, (built, expected)) in cases.iter().enumerate() {
+            assert_eq!(built, expected, "case {i}");
+            assert_eq!(built.capacity(), built.len(), "case {i} grew");
+        }
     }
 }
