@@ -26,11 +26,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    match bytes.split_first() {
-        None => Err(CodecError::Empty),
-        Some((&FORMAT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
-        Some((&v, _)) => Err(CodecError::UnknownVersion(v)),
-    }
+    decode_borrowed(bytes)
 }
 
 /// `decode` for a type that borrows from `bytes`: its strings and byte slices are read in

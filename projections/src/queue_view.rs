@@ -58,6 +58,9 @@ type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 /// A write's place: a column family and a key.
 type Place = (&'static str, Vec<u8>);
 
+/// Keys and values read from a column family, in key order.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Column families a fold scans by prefix (a task's dependents and artifacts, when it
 /// expires): their writes are kept in key order.
 const SCANNED: &[&str] = &[keys::CF_DEPENDENTS, keys::CF_ARTIFACTS];
@@ -123,15 +126,6 @@ impl Folded {
         ops.extend(self.scanned.iter());
         ops
     }
-
-    /// How many keys the batch writes.
-    pub fn len(&self) -> usize {
-        self.ops.len() + self.scanned.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Read and fold access to the queue's projection.
@@ -175,25 +169,35 @@ struct Fold<'a> {
 }
 
 impl<'a> Fold<'a> {
+    /// A row's bytes as the database will hold them once the overlay is written, read by
+    /// `read`.
+    fn read_raw<R>(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+        read: impl FnOnce(&[u8]) -> Result<R, StoreError>,
+    ) -> Result<Option<R>, StoreError> {
+        match self.overlay.and_then(|o| o.get(cf_name, key)) {
+            Some(unwritten) => unwritten.map(read).transpose(),
+            None => self
+                .db
+                .get_pinned_cf(cf(self.db, cf_name)?, key)?
+                .map(|b| read(&b))
+                .transpose(),
+        }
+    }
+
     /// A row as the database will hold it once the overlay is written.
     fn get<T: serde::de::DeserializeOwned>(
         &self,
         cf_name: &'static str,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self.overlay.and_then(|o| o.get(cf_name, key)) {
-            Some(Some(bytes)) => Ok(Some(codec::decode(bytes)?)),
-            Some(None) => Ok(None),
-            None => get(self.db, cf_name, key),
-        }
+        self.read_raw(cf_name, key, |b| Ok(codec::decode(b)?))
     }
 
     /// The rows of `cf_name` under `prefix`, the overlay's writes included.
-    fn prefixed(
-        &self,
-        cf_name: &'static str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn prefixed(&self, cf_name: &'static str, prefix: &[u8]) -> Result<Rows, StoreError> {
         let mut found = BTreeMap::new();
         let mode = IteratorMode::From(prefix, Direction::Forward);
         for item in self.db.iterator_cf(cf(self.db, cf_name)?, mode) {
@@ -259,17 +263,11 @@ impl<'a> Fold<'a> {
         if let Some(s) = self.streams.get(stream) {
             return Ok(*s);
         }
-        let seq = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
-        let unwritten = self
-            .overlay
-            .and_then(|o| o.get(keys::CF_STREAMS, stream.as_bytes()));
-        let s = match unwritten {
-            Some(b) => b.map_or(0, seq),
-            None => self
-                .db
-                .get_pinned_cf(cf(self.db, keys::CF_STREAMS)?, stream.as_bytes())?
-                .map_or(0, |b| seq(&b)),
-        };
+        let s = self
+            .read_raw(keys::CF_STREAMS, stream.as_bytes(), |b| {
+                Ok(u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            })?
+            .unwrap_or(0);
         self.streams.insert(stream.to_string(), s);
         Ok(s)
     }
@@ -494,8 +492,7 @@ impl QueueView {
         {
             // a key of a mirrored column family that the mirror lacks is not in the database
             // either: deleting it would only add a tombstone (the key was put and deleted
-            // within this fold)
-            // (or, for a key the unwritten batch writes, that batch does not put it)
+            // within this fold). For a key the unwritten batch writes, that batch says instead.
             let mirror = self.mirror.read().expect("mirror lock");
             batch.ops.retain(|(cf_name, key), value| {
                 value.is_some()
@@ -516,8 +513,8 @@ impl QueueView {
             folded
                 .ops
                 .iter()
-                .map(|(place, v)| (place.clone(), v.clone()))
-                .filter(is_mirrored),
+                .filter(|((cf_name, _), _)| MIRRORED.contains(cf_name))
+                .map(|(place, v)| (place.clone(), v.clone())),
         );
         Ok(())
     }
@@ -1193,7 +1190,7 @@ mod tests {
             .collect()
     }
 
-    fn contents(db: &DB) -> Vec<(&'static str, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn contents(db: &DB) -> Vec<(&'static str, Rows)> {
         keys::ALL_CFS
             .iter()
             .map(|name| {

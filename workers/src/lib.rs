@@ -152,11 +152,10 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
             // decoding the event (a task definition is most of the log's bytes)
             let resolves =
                 codec::decode::<Envelope<RunResolution>>(&r.value).is_ok_and(|head| head.payload.0);
-            if !resolves {
-                handled = r.offset + 1;
-                continue;
-            }
-            if let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&r.value) {
+            let event = resolves
+                .then(|| codec::decode::<Envelope<QueueEvent>>(&r.value).ok())
+                .flatten();
+            if let Some(env) = event {
                 if let Err(e) = on_event(&engine, &env).await {
                     tracing::warn!(error = %e, "dependency resolution failed; will retry");
                     tokio::time::sleep(IDLE).await;
