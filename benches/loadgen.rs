@@ -2,10 +2,14 @@
 //! from many concurrent clients, then measures the raw RocksDB ceiling for the same event bytes.
 //!
 //! `cargo bench --bench loadgen` (env: LOADGEN_SECS per phase, default 10; LOADGEN_CLIENTS,
-//! default 64). Prints one table; ratios are within this one run.
+//! default 64). Prints one table; ratios are within this one run. Each phase also reports the
+//! CPU time the server and the generator spent per operation (from `/proc`): the two share the
+//! machine's cores, so the server's figure is the one that does not depend on the generator.
 
 mod common;
 
+use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -17,31 +21,37 @@ use taskledger_core::time::Millis;
 
 const TOKEN: &str = "loadgen-root-access-token-0123456789abcdefgh";
 
+type Body = http_body_util::Full<bytes::Bytes>;
+
+/// One keep-alive HTTP/1.1 connection to the server, opened on first use and again after the
+/// server closed it.
+type Slot = tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Body>>>;
+
+/// A Hawk-signed client of the server. Each concurrent load client sends on a connection of its
+/// own (slot `i`) through hyper's bare HTTP/1.1 connection, with no pool, redirect or decoding
+/// layers: the generator shares the machine's 2 cores with the server, so every microsecond it
+/// spends per request is taken from the server's side of the measurement.
 #[derive(Clone)]
 struct Api {
-    http: reqwest::Client,
-    base: String,
     port: u16,
     creds: Arc<hawk::Credentials>,
+    slots: Arc<Vec<Slot>>,
 }
 
 impl Api {
     /// An API handle for the server on `port`, once it answers its ping.
     async fn connect(port: u16, clients: usize) -> Api {
         let api = Api {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(clients)
-                .build()
-                .unwrap(),
-            base: format!("http://127.0.0.1:{port}"),
             port,
             creds: Arc::new(hawk::Credentials {
                 id: "static/taskcluster/root".into(),
                 key: hawk::Key::new(TOKEN, hawk::DigestAlgorithm::Sha256).unwrap(),
             }),
+            slots: Arc::new((0..clients.max(1)).map(|_| Slot::default()).collect()),
         };
         let ready = Instant::now();
-        while reqwest::get(format!("{}/api/queue/v1/ping", api.base))
+        while api
+            .send(0, "GET", "/api/queue/v1/ping", None, false)
             .await
             .is_err()
         {
@@ -51,8 +61,9 @@ impl Api {
         api
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        self.call_at(method, &format!("/api/queue/v1{path}"), body)
+    /// A queue call on slot 0 (setup, not measured).
+    async fn call(&self, method: &str, path: &str, body: Option<Bytes>) -> Bytes {
+        self.call_on(0, method, &format!("/api/queue/v1{path}"), body)
             .await
     }
 
@@ -67,40 +78,83 @@ impl Api {
         }
     }
 
-    /// A Hawk-signed call to any path of the server.
-    async fn call_at(&self, method: &str, full: &str, body: Option<&Value>) -> Value {
-        let full = full.to_string();
-        let header = hawk::RequestBuilder::new(method, "127.0.0.1", self.port, &full)
-            .request()
-            .make_header(&self.creds)
-            .expect("hawk header");
-        let url = format!("{}{}", self.base, full);
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), url)
-            .header("authorization", format!("Hawk {header}"));
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
+    /// A Hawk-signed call to any path of the server on connection `slot`; panics unless it
+    /// succeeds, so a phase never counts a failed call.
+    async fn call_on(&self, slot: usize, method: &str, full: &str, body: Option<Bytes>) -> Bytes {
+        match self.send(slot, method, full, body, true).await {
+            Ok((status, bytes)) if status.is_success() => bytes,
+            Ok((status, bytes)) => panic!(
+                "{method} {full}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            ),
+            Err(e) => panic!("{method} {full}: {e}"),
         }
-        let resp = req.send().await.expect("request");
+    }
+
+    async fn send(
+        &self,
+        slot: usize,
+        method: &str,
+        full: &str,
+        body: Option<Bytes>,
+        signed: bool,
+    ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(full)
+            .header(hyper::header::HOST, format!("127.0.0.1:{}", self.port));
+        if signed {
+            let header = hawk::RequestBuilder::new(method, "127.0.0.1", self.port, full)
+                .request()
+                .make_header(&self.creds)?;
+            req = req.header(hyper::header::AUTHORIZATION, format!("Hawk {header}"));
+        }
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Body::new(body.unwrap_or_default()))?;
+        let mut conn = self.slots[slot % self.slots.len()].lock().await;
+        let open = match conn.as_mut() {
+            Some(s) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !open {
+            *conn = Some(self.open().await?);
+        }
+        let resp = conn.as_mut().unwrap().send_request(req).await?;
         let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {full}: {status} {v}");
-        v
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    async fn open(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Body>> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
     }
 }
 
-fn task_def(queue: &str) -> Value {
+/// A task definition's JSON for `queue`, created now with a deadline in two hours.
+fn task_def(queue: &str) -> Bytes {
     let now = chrono::Utc::now();
-    json!({
-        "taskQueueId": queue,
-        "created": now.to_rfc3339(),
-        "deadline": (now + chrono::Duration::hours(2)).to_rfc3339(),
-        "payload": {"command": ["/bin/bash", "-c", "echo hello"], "maxRunTime": 600},
-        "metadata": {"name": "load", "description": "loadgen", "owner": "load@example.com", "source": "https://example.com/load"},
-    })
+    let deadline = now + chrono::Duration::hours(2);
+    let fmt =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    format!(
+        r#"{{"taskQueueId":"{queue}","created":"{}","deadline":"{}","payload":{{"command":["/bin/bash","-c","echo hello"],"maxRunTime":600}},"metadata":{{"name":"load","description":"loadgen","owner":"load@example.com","source":"https://example.com/load"}}}}"#,
+        fmt(now),
+        fmt(deadline)
+    )
+    .into()
+}
+
+fn json_body(v: &Value) -> Option<Bytes> {
+    Some(v.to_string().into())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -110,8 +164,54 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Runs `per_client` on `clients` tasks for `secs`; returns operations/s and sorted latencies (ms).
-async fn phase<F, Fut>(clients: usize, secs: u64, per_client: F) -> (f64, Vec<f64>)
+/// The server's pid, when known (our own child, or `LOADGEN_SERVER_PID` beside `LOADGEN_PORT`),
+/// so each phase can report the CPU it spent per operation.
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // after the command name (in parentheses, may hold spaces) come the state, then 10 fields
+    // before utime and stime
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ').skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0) // USER_HZ
+}
+
+/// CPU used so far by the server and by the load generator.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    server: Option<f64>,
+    generator: f64,
+}
+
+impl CpuMark {
+    fn now() -> CpuMark {
+        CpuMark {
+            server: SERVER_PID.get().and_then(|p| cpu_secs(&p.to_string())),
+            generator: cpu_secs("self").unwrap_or(f64::NAN),
+        }
+    }
+
+    /// CPU per operation since `self`, in µs, for a table cell.
+    fn per_op(self, ops: f64) -> String {
+        let end = CpuMark::now();
+        let us = |a: f64, b: f64| (b - a) * 1e6 / ops.max(1.0);
+        let generator = us(self.generator, end.generator);
+        match (self.server, end.server) {
+            (Some(a), Some(b)) => format!(
+                "server {:.0} µs, load generator {generator:.0} µs",
+                us(a, b)
+            ),
+            _ => format!("server unknown, load generator {generator:.0} µs"),
+        }
+    }
+}
+
+/// Runs `per_client` on `clients` tasks for `secs`; returns operations/s, sorted latencies (ms)
+/// and the CPU each side spent per operation.
+async fn phase<F, Fut>(clients: usize, secs: u64, per_client: F) -> (f64, Vec<f64>, String)
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = u64> + Send,
@@ -121,6 +221,7 @@ where
     let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     let start = Instant::now();
+    let cpu = CpuMark::now();
     for i in 0..clients {
         let (stop, count, lat, f) = (stop.clone(), count.clone(), lat.clone(), per_client.clone());
         handles.push(tokio::spawn(async move {
@@ -140,21 +241,24 @@ where
         h.await.unwrap();
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let ops = count.load(Ordering::Relaxed) as f64;
+    let cpu = cpu.per_op(ops);
     let mut l = lat.lock().unwrap().clone();
     l.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (count.load(Ordering::Relaxed) as f64 / elapsed, l)
+    (ops / elapsed, l, cpu)
 }
 
 /// createTask at full speed from every client.
-async fn create_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>) {
+async fn create_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>, String) {
     let a = api.clone();
     phase(clients, secs, move |i| {
         let a = a.clone();
         async move {
-            a.call(
+            a.call_on(
+                i,
                 "PUT",
-                &format!("/task/{}", slugid::nice()),
-                Some(&task_def(&format!("load/create-{i}"))),
+                &format!("/api/queue/v1/task/{}", slugid::nice()),
+                Some(task_def(&format!("load/create-{i}"))),
             )
             .await;
             1
@@ -170,10 +274,16 @@ async fn create_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>) {
 /// request left) and the sorted send delays (ms after the due instant: tokio's timer wakes on
 /// whole milliseconds, so 1-2 ms is the timer's; more means the generator could not keep up,
 /// and a server stall would show there rather than be hidden).
-async fn paced_phase(api: &Api, clients: usize, secs: u64, rate: f64) -> (f64, Vec<f64>, Vec<f64>) {
+async fn paced_phase(
+    api: &Api,
+    clients: usize,
+    secs: u64,
+    rate: f64,
+) -> (f64, Vec<f64>, Vec<f64>, String) {
     let next = Arc::new(AtomicU64::new(0));
     let samples = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
     let start = tokio::time::Instant::now();
+    let cpu = CpuMark::now();
     let end = start + Duration::from_secs(secs);
     let mut handles = Vec::new();
     for i in 0..clients {
@@ -189,10 +299,11 @@ async fn paced_phase(api: &Api, clients: usize, secs: u64, rate: f64) -> (f64, V
                 tokio::time::sleep_until(due).await;
                 let sent = tokio::time::Instant::now();
                 late.push((sent - due).as_secs_f64() * 1000.0);
-                a.call(
+                a.call_on(
+                    i,
                     "PUT",
-                    &format!("/task/{}", slugid::nice()),
-                    Some(&task_def(&format!("load/half-{i}"))),
+                    &format!("/api/queue/v1/task/{}", slugid::nice()),
+                    Some(task_def(&format!("load/half-{i}"))),
                 )
                 .await;
                 lat.push(sent.elapsed().as_secs_f64() * 1000.0);
@@ -209,18 +320,19 @@ async fn paced_phase(api: &Api, clients: usize, secs: u64, rate: f64) -> (f64, V
     let (mut lat, mut late) = samples.lock().unwrap().clone();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     late.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (lat.len() as f64 / elapsed, lat, late)
+    let cpu = cpu.per_op(lat.len() as f64);
+    (lat.len() as f64 / elapsed, lat, late, cpu)
 }
 
 /// The full lifecycle (createTask, claimWork, reportCompleted) from every client at once. Each
 /// client has its own queue with a pending backlog, so claimWork never waits.
-async fn lifecycle_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>) {
+async fn lifecycle_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>, String) {
     for i in 0..clients {
         for _ in 0..4 {
             api.call(
                 "PUT",
                 &format!("/task/{}", slugid::nice()),
-                Some(&task_def(&format!("load/life-{i}"))),
+                Some(task_def(&format!("load/life-{i}"))),
             )
             .await;
         }
@@ -230,27 +342,32 @@ async fn lifecycle_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>
         let a = a.clone();
         async move {
             let queue = format!("load/life-{i}");
-            a.call(
+            a.call_on(
+                i,
                 "PUT",
-                &format!("/task/{}", slugid::nice()),
-                Some(&task_def(&queue)),
+                &format!("/api/queue/v1/task/{}", slugid::nice()),
+                Some(task_def(&queue)),
             )
             .await;
             let claim = a
-                .call(
+                .call_on(
+                    i,
                     "POST",
-                    &format!("/claim-work/{}", queue.replace('/', "%2F")),
-                    Some(&json!({"workerGroup": "g", "workerId": format!("w{i}"), "tasks": 1})),
+                    &format!("/api/queue/v1/claim-work/{}", queue.replace('/', "%2F")),
+                    json_body(
+                        &json!({"workerGroup": "g", "workerId": format!("w{i}"), "tasks": 1}),
+                    ),
                 )
                 .await;
-            let t = &claim["tasks"][0];
-            let (task_id, run_id) = (
-                t["status"]["taskId"].as_str().unwrap().to_string(),
-                t["runId"].as_u64().unwrap(),
-            );
-            a.call(
+            let claim: Claim = serde_json::from_slice(&claim).expect("claimWork response");
+            let t = &claim.tasks[0];
+            a.call_on(
+                i,
                 "POST",
-                &format!("/task/{task_id}/runs/{run_id}/completed"),
+                &format!(
+                    "/api/queue/v1/task/{}/runs/{}/completed",
+                    t.status.task_id, t.run_id
+                ),
                 None,
             )
             .await;
@@ -258,6 +375,25 @@ async fn lifecycle_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>
         }
     })
     .await
+}
+
+/// The part of claimWork's answer the lifecycle needs.
+#[derive(Deserialize)]
+struct Claim {
+    tasks: Vec<Claimed>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Claimed {
+    status: ClaimedStatus,
+    run_id: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimedStatus {
+    task_id: String,
 }
 
 fn spawn_server(port: u16, data: &std::path::Path, kafka: Option<&str>) -> std::process::Child {
@@ -321,24 +457,20 @@ fn main() {
 }
 
 /// getTaskStatus over 256 tasks that exist.
-async fn status_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>) {
+async fn status_phase(api: &Api, clients: usize, secs: u64) -> (f64, Vec<f64>, String) {
     // getTaskStatus over tasks that exist
     let ids: Arc<Vec<String>> = Arc::new((0..256).map(|_| slugid::nice()).collect());
     for id in ids.iter() {
-        api.call(
-            "PUT",
-            &format!("/task/{id}"),
-            Some(&task_def("load/status")),
-        )
-        .await;
+        api.call("PUT", &format!("/task/{id}"), Some(task_def("load/status")))
+            .await;
     }
     let a = api.clone();
     let ids2 = ids.clone();
     phase(clients, secs, move |i| {
         let (a, ids) = (a.clone(), ids2.clone());
         async move {
-            a.call("GET", &format!("/task/{}/status", ids[i % ids.len()]), None)
-                .await;
+            let path = format!("/api/queue/v1/task/{}/status", ids[i % ids.len()]);
+            a.call_on(i, "GET", &path, None).await;
             1
         }
     })
@@ -360,41 +492,51 @@ async fn run(secs: u64, clients: usize) {
     });
     let data = std::env::temp_dir().join(format!("taskledger-loadgen-{}", std::process::id()));
     let mut server = existing.is_none().then(|| spawn_server(port, &data, None));
+    let pid = match &server {
+        Some(child) => Some(child.id()),
+        None => std::env::var("LOADGEN_SERVER_PID")
+            .ok()
+            .and_then(|p| p.parse().ok()),
+    };
+    if let Some(pid) = pid {
+        let _ = SERVER_PID.set(pid);
+    }
     let api = Api::connect(port, clients).await;
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
-    // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS / LOADGEN_ONLY_CREATE / LOADGEN_ONLY_PACED=<rate>:
-    // one phase alone (e.g. under a profiler)
-    let only_status = std::env::var("LOADGEN_ONLY_STATUS").is_ok();
-    let only_create = std::env::var("LOADGEN_ONLY_CREATE").is_ok();
+    // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS / LOADGEN_ONLY_CREATE / LOADGEN_ONLY_LIFE /
+    // LOADGEN_ONLY_PACED=<rate>: one phase alone (e.g. under a profiler)
+    let only = |name: &str| std::env::var(format!("LOADGEN_ONLY_{name}")).is_ok();
     let only_paced: Option<f64> = std::env::var("LOADGEN_ONLY_PACED")
         .ok()
         .and_then(|r| r.parse().ok());
-    if std::env::var("LOADGEN_ONLY_AUTH").is_ok()
-        || only_status
-        || only_create
-        || only_paced.is_some()
-    {
+    if only("AUTH") || only("STATUS") || only("CREATE") || only("LIFE") || only_paced.is_some() {
         if let Some(rate) = only_paced {
-            let (achieved, lat, late) = paced_phase(&api, clients, secs, rate).await;
+            let (achieved, lat, late, cpu) = paced_phase(&api, clients, secs, rate).await;
             println!(
-                "createTask at a steady {rate:.0}/s: {achieved:.0}/s achieved, p50 {:.2} ms, p99 {:.2} ms (sent late by p50 {:.2} ms, p99 {:.2} ms)",
+                "createTask at a steady {rate:.0}/s: {achieved:.0}/s achieved, p50 {:.2} ms, p99 {:.2} ms (sent late by p50 {:.2} ms, p99 {:.2} ms); CPU per call: {cpu}",
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.99),
                 percentile(&late, 0.5),
                 percentile(&late, 0.99)
             );
-        } else if only_status {
-            let (rate, lat) = status_phase(&api, clients, secs).await;
+        } else if only("STATUS") {
+            let (rate, lat, cpu) = status_phase(&api, clients, secs).await;
             println!(
-                "getTaskStatus/s {rate:.0} (p50 {:.2} ms)",
+                "getTaskStatus/s {rate:.0} (p50 {:.2} ms); CPU per call: {cpu}",
                 percentile(&lat, 0.5)
             );
-        } else if only_create {
-            let (rate, lat) = create_phase(&api, clients, secs).await;
+        } else if only("CREATE") {
+            let (rate, lat, cpu) = create_phase(&api, clients, secs).await;
             println!(
-                "createTask/s {rate:.0} (p50 {:.2} ms, p99 {:.2} ms)",
+                "createTask/s {rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {cpu}",
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.99)
+            );
+        } else if only("LIFE") {
+            let (rate, lat, cpu) = lifecycle_phase(&api, clients, secs).await;
+            println!(
+                "lifecycle tasks/s {rate:.0} (p50 {:.2} ms per lifecycle); CPU per lifecycle: {cpu}",
+                percentile(&lat, 0.5)
             );
         } else {
             auth_phases(&api, clients, secs).await;
@@ -407,16 +549,16 @@ async fn run(secs: u64, clients: usize) {
         return;
     }
 
-    let (create_rate, create_lat) = create_phase(&api, clients, secs).await;
+    let (create_rate, create_lat, create_cpu) = create_phase(&api, clients, secs).await;
 
-    let (life_rate, life_lat) = lifecycle_phase(&api, clients, secs).await;
+    let (life_rate, life_lat, life_cpu) = lifecycle_phase(&api, clients, secs).await;
 
-    let (status_rate, status_lat) = status_phase(&api, clients, secs).await;
+    let (status_rate, status_lat, status_cpu) = status_phase(&api, clients, secs).await;
 
     // createTask latency at a steady half of the peak rate (a warm-up phase, then the measured one)
     let target = create_rate / 2.0;
     paced_phase(&api, clients, secs.min(3), target).await;
-    let (half_rate, paced, late) = paced_phase(&api, clients, secs, target).await;
+    let (half_rate, paced, late, half_cpu) = paced_phase(&api, clients, secs, target).await;
 
     if let Some(server) = server.as_mut() {
         let _ = server.kill();
@@ -432,26 +574,26 @@ async fn run(secs: u64, clients: usize) {
     };
 
     println!();
-    println!("| measure | value |");
-    println!("|---|---|");
+    println!("| measure | value | CPU per operation |");
+    println!("|---|---|---|");
     println!(
-        "| createTask/s (peak) | {create_rate:.0} (p50 {:.2} ms, p99 {:.2} ms) |",
+        "| createTask/s (peak) | {create_rate:.0} (p50 {:.2} ms, p99 {:.2} ms) | {create_cpu} |",
         percentile(&create_lat, 0.5),
         percentile(&create_lat, 0.99)
     );
-    println!("| lifecycle tasks/s (create+claimWork+reportCompleted) | {life_rate:.0} (p50 {:.2} ms per lifecycle) |", percentile(&life_lat, 0.5));
+    println!("| lifecycle tasks/s (create+claimWork+reportCompleted) | {life_rate:.0} (p50 {:.2} ms per lifecycle) | {life_cpu} |", percentile(&life_lat, 0.5));
     println!(
-        "| getTaskStatus/s | {status_rate:.0} (p50 {:.2} ms) |",
+        "| getTaskStatus/s | {status_rate:.0} (p50 {:.2} ms) | {status_cpu} |",
         percentile(&status_lat, 0.5)
     );
     println!(
-        "| createTask at a steady half of peak ({half_rate:.0}/s of {target:.0}/s; sent late by p50 {:.2} ms, p99 {:.2} ms) | p50 {:.2} ms, p99 {:.2} ms |",
+        "| createTask at a steady half of peak ({half_rate:.0}/s of {target:.0}/s; sent late by p50 {:.2} ms, p99 {:.2} ms) | p50 {:.2} ms, p99 {:.2} ms | {half_cpu} |",
         percentile(&late, 0.5),
         percentile(&late, 0.99),
         percentile(&paced, 0.5),
         percentile(&paced, 0.99)
     );
-    println!("| raw RocksDB synced batched puts (64 events/batch) | {raw:.0} events/s = {:.0} lifecycles/s |", raw / events_per_life);
+    println!("| raw RocksDB synced batched puts (64 events/batch) | {raw:.0} events/s = {:.0} lifecycles/s | |", raw / events_per_life);
     println!();
     // LOADGEN_KAFKA=host:port: the same lifecycle phase on a second server with its log in Kafka
     if let Ok(brokers) = std::env::var("LOADGEN_KAFKA") {
@@ -464,7 +606,7 @@ async fn run(secs: u64, clients: usize) {
             std::env::temp_dir().join(format!("taskledger-loadgen-k-{}", std::process::id()));
         let mut server = spawn_server(port, &data, Some(&brokers));
         let api = Api::connect(port, clients).await;
-        let (kafka_rate, kafka_lat) = lifecycle_phase(&api, clients, secs).await;
+        let (kafka_rate, kafka_lat, _) = lifecycle_phase(&api, clients, secs).await;
         let _ = server.kill();
         let _ = server.wait();
         let _ = std::fs::remove_dir_all(&data);
@@ -487,10 +629,11 @@ async fn run(secs: u64, clients: usize) {
 async fn auth_phases(api: &Api, clients: usize, secs: u64) {
     for r in 0..50 {
         let scopes: Vec<String> = (0..20).map(|i| format!("project:p{r}:scope-{i}")).collect();
-        api.call_at(
+        api.call_on(
+            0,
             "PUT",
             &format!("/api/auth/v1/roles/load-team:r{r}"),
-            Some(&json!({"description": "loadgen", "scopes": scopes})),
+            json_body(&json!({"description": "loadgen", "scopes": scopes})),
         )
         .await;
     }
@@ -498,47 +641,53 @@ async fn auth_phases(api: &Api, clients: usize, secs: u64) {
     scopes.push("auth:current-scopes".into());
     let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
     let created = api
-        .call_at(
+        .call_on(
+            0,
             "PUT",
             &format!("/api/auth/v1/clients/load-{}", std::process::id()),
-            Some(&json!({"description": "loadgen", "expires": expires, "scopes": scopes})),
+            json_body(&json!({"description": "loadgen", "expires": expires, "scopes": scopes})),
         )
         .await;
+    let created: Value = serde_json::from_slice(&created).unwrap();
     let member = api.as_client(
         created["clientId"].as_str().unwrap(),
         created["accessToken"].as_str().unwrap(),
     );
     let held = member
-        .call_at("GET", "/api/auth/v1/scopes/current", None)
+        .call_on(0, "GET", "/api/auth/v1/scopes/current", None)
         .await;
+    let held: Value = serde_json::from_slice(&held).unwrap();
     let held = held["scopes"].as_array().map_or(0, Vec::len);
 
     let m = member.clone();
-    let (current_rate, current_lat) = phase(clients, secs, move |_| {
+    let (current_rate, current_lat, _) = phase(clients, secs, move |i| {
         let m = m.clone();
         async move {
-            m.call_at("GET", "/api/auth/v1/scopes/current", None).await;
+            m.call_on(i, "GET", "/api/auth/v1/scopes/current", None)
+                .await;
             1
         }
     })
     .await;
     // the same request cost without the 1,052-scope response body
     let m = member.clone();
-    let (signed_ping_rate, signed_ping_lat) = phase(clients, secs, move |_| {
+    let (signed_ping_rate, signed_ping_lat, _) = phase(clients, secs, move |i| {
         let m = m.clone();
         async move {
-            m.call_at("GET", "/api/auth/v1/ping", None).await;
+            m.call_on(i, "GET", "/api/auth/v1/ping", None).await;
             1
         }
     })
     .await;
-    let (http, base) = (api.http.clone(), api.base.clone());
-    let (ping_rate, ping_lat) = phase(clients, secs, move |_| {
-        let (http, url) = (http.clone(), format!("{base}/api/auth/v1/ping"));
+    let a = api.clone();
+    let (ping_rate, ping_lat, _) = phase(clients, secs, move |i| {
+        let a = a.clone();
         async move {
-            let r = http.get(url).send().await.expect("ping");
-            assert!(r.status().is_success());
-            let _ = r.bytes().await;
+            let (status, _) = a
+                .send(i, "GET", "/api/auth/v1/ping", None, false)
+                .await
+                .expect("ping");
+            assert!(status.is_success());
             1
         }
     })
