@@ -808,3 +808,92 @@ fn run_resolution_peek_agrees_with_the_decoded_event() {
     }
     assert_eq!(resolving, 3);
 }
+
+/// The status as it was built before `StatusJson` (a `Value` object, field by field): the
+/// oracle the typed serializer must match byte for byte, since Pulse consumers see these bytes.
+fn status_value_field_by_field(task: &Task) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let run_value = |run: &Run| {
+        let mut m = Map::new();
+        m.insert("runId".into(), json!(run.run_id));
+        m.insert("state".into(), json!(run.state.as_str()));
+        m.insert("reasonCreated".into(), json!(run.reason_created.as_str()));
+        if let Some(r) = run.reason_resolved {
+            m.insert("reasonResolved".into(), json!(r.as_str()));
+        }
+        if let Some(g) = &run.worker_group {
+            m.insert("workerGroup".into(), json!(g));
+        }
+        if let Some(w) = &run.worker_id {
+            m.insert("workerId".into(), json!(w));
+        }
+        if let Some(t) = run.taken_until {
+            m.insert("takenUntil".into(), json!(t.to_rfc3339()));
+        }
+        m.insert("scheduled".into(), json!(run.scheduled.to_rfc3339()));
+        if let Some(t) = run.started {
+            m.insert("started".into(), json!(t.to_rfc3339()));
+        }
+        if let Some(t) = run.resolved {
+            m.insert("resolved".into(), json!(t.to_rfc3339()));
+        }
+        Value::Object(m)
+    };
+    let def = &task.definition;
+    json!({
+        "taskId": task.task_id.to_string(),
+        "provisionerId": def.task_queue_id.provisioner_id(),
+        "workerType": def.task_queue_id.worker_type(),
+        "taskQueueId": def.task_queue_id.as_str(),
+        "schedulerId": def.scheduler_id,
+        "projectId": def.project_id,
+        "taskGroupId": def.task_group_id.to_string(),
+        "priority": task.priority.as_str(),
+        "deadline": def.deadline.to_rfc3339(),
+        "expires": def.expires.to_rfc3339(),
+        "retriesLeft": task.retries_left,
+        "state": task.state_str(),
+        "runs": task.runs.iter().map(run_value).collect::<Vec<_>>(),
+    })
+}
+
+#[test]
+fn status_json_writes_the_bytes_of_the_field_by_field_value() {
+    use super::json::{status_json, StatusJson};
+    let limits = Limits::default();
+    let mut stages: Vec<Vec<QueueEvent>> = vec![created(), claimed()];
+    // completed; failed then rerun and claimed again; worker-shutdown (a retry); deadline
+    // exceeded while running: every optional field of a run, several runs, every state
+    for reason in [
+        ReasonResolved::Completed,
+        ReasonResolved::Failed,
+        ReasonResolved::WorkerShutdown,
+    ] {
+        let mut ev = claimed();
+        ev.extend(report(&given(&ev), 0, reason, NOW.plus(MINUTE)).unwrap());
+        stages.push(ev.clone());
+        if reason == ReasonResolved::Failed {
+            ev.extend(rerun_task(&given(&ev), NOW.plus(2 * MINUTE)).unwrap());
+            stages.push(ev.clone());
+            let t = given(&ev);
+            ev.extend(claim_run(&t, 1, "wg2", "wi2", NOW.plus(3 * MINUTE), &limits).unwrap());
+            stages.push(ev.clone());
+        }
+    }
+    let mut ev = claimed();
+    ev.extend(exceed_deadline(&given(&ev), NOW.plus(HOUR)).unwrap());
+    stages.push(ev);
+    let mut states = std::collections::BTreeSet::new();
+    for ev in &stages {
+        let task = given(ev);
+        states.insert(task.state_str());
+        let typed = serde_json::to_string(&StatusJson(&task)).unwrap();
+        let oracle = serde_json::to_string(&status_value_field_by_field(&task)).unwrap();
+        assert_eq!(typed, oracle);
+        assert_eq!(status_json(&task), status_value_field_by_field(&task));
+    }
+    assert_eq!(
+        states.into_iter().collect::<Vec<_>>(),
+        ["completed", "exception", "failed", "pending", "running"]
+    );
+}

@@ -104,6 +104,11 @@ impl Call {
 }
 
 pub fn ok(v: Value) -> Response {
+    ok_json(&v)
+}
+
+/// 200 with `v` serialized as it stands (typed replies need no `Value` in between).
+pub fn ok_json<T: serde::Serialize>(v: &T) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
 

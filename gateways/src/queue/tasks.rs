@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::ids::TaskId;
+use taskledger_core::queue::json::StatusJson;
 use taskledger_core::queue::{Priority, ReasonResolved, Task};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_projections::{Outcome, QueueCommand};
@@ -39,8 +40,15 @@ async fn exec_task(state: &AppState, caller: &Caller, cmd: QueueCommand) -> Resu
     }
 }
 
+/// `{"status": ...}`, written straight from the task.
 fn status_reply(task: &Task) -> Response {
-    ok(json!({ "status": status_json(task) }))
+    #[derive(serde::Serialize)]
+    struct Reply<'a> {
+        status: StatusJson<'a>,
+    }
+    ok_json(&Reply {
+        status: StatusJson(task),
+    })
 }
 
 pub async fn task(
@@ -335,7 +343,21 @@ pub async fn change_task_priority(
         .await
 }
 
-fn claim_json(st: &AppState, task: &Task, run_id: u32, with_task: bool) -> Value {
+/// One claimed run as claimWork and claimTask answer it (keys in sorted order, as elsewhere).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Claimed<'a> {
+    credentials: Value,
+    run_id: u32,
+    status: StatusJson<'a>,
+    taken_until: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<Value>,
+    worker_group: String,
+    worker_id: String,
+}
+
+fn claim_json<'a>(st: &AppState, task: &'a Task, run_id: u32, with_task: bool) -> Claimed<'a> {
     let run = &task.runs[run_id as usize];
     let taken_until = run.taken_until.unwrap_or_default();
     let wg = run.worker_group.clone().unwrap_or_default();
@@ -351,18 +373,15 @@ fn claim_json(st: &AppState, task: &Task, run_id: u32, with_task: bool) -> Value
         format!("queue:create-artifact:{}/{run_id}", task.task_id),
     ];
     scopes.extend(task.definition.scopes.iter().cloned());
-    let mut v = json!({
-        "status": status_json(task),
-        "runId": run_id,
-        "workerGroup": wg,
-        "workerId": wi,
-        "takenUntil": taken_until.to_rfc3339(),
-        "credentials": credentials(st, &client_id, &scopes, taken_until),
-    });
-    if with_task {
-        v["task"] = task_json(&task.definition);
+    Claimed {
+        credentials: credentials(st, &client_id, &scopes, taken_until),
+        run_id,
+        status: StatusJson(task),
+        taken_until: taken_until.to_rfc3339(),
+        task: with_task.then(|| task_json(&task.definition)),
+        worker_group: wg,
+        worker_id: wi,
     }
-    v
 }
 
 fn worker_fields(body: &Value, schema: &str) -> Result<(String, String), ApiError> {
@@ -434,11 +453,15 @@ pub async fn claim_work(
                     }
                 };
                 if !claims.is_empty() {
-                    let items: Vec<Value> = claims
+                    #[derive(serde::Serialize)]
+                    struct Tasks<'a> {
+                        tasks: Vec<Claimed<'a>>,
+                    }
+                    let tasks = claims
                         .iter()
                         .map(|(t, r)| claim_json(&st, t, *r, true))
                         .collect();
-                    return Ok(ok(json!({ "tasks": items })));
+                    return Ok(ok_json(&Tasks { tasks }));
                 }
                 if tokio::time::timeout_at(deadline, woken).await.is_err() {
                     return Ok(ok(json!({ "tasks": [] })));
@@ -478,7 +501,7 @@ pub async fn claim_task(
                 },
             )
             .await?;
-            Ok(ok(claim_json(&st, &t, run, true)))
+            Ok(ok_json(&claim_json(&st, &t, run, true)))
         })
         .await
 }
@@ -504,7 +527,7 @@ pub async fn reclaim_task(
                 },
             )
             .await?;
-            Ok(ok(claim_json(&st, &t, run, false)))
+            Ok(ok_json(&claim_json(&st, &t, run, false)))
         })
         .await
 }
