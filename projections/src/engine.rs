@@ -414,15 +414,7 @@ impl<'a> Overlay<'a> {
     fn next_sequence(&mut self, stream: &str) -> Result<u64, StoreError> {
         let current = match self.streams.get(stream) {
             Some(s) => *s,
-            None => {
-                let bytes = self.view.db().get_pinned_cf(
-                    crate::store::cf(self.view.db(), crate::keys::CF_STREAMS)?,
-                    stream.as_bytes(),
-                )?;
-                bytes.map_or(0, |b| {
-                    u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8]))
-                })
-            }
+            None => self.view.stream_sequence(stream)?,
         };
         self.streams.insert(stream.to_string(), current + 1);
         Ok(current + 1)

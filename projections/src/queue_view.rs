@@ -128,6 +128,51 @@ impl Folded {
     }
 }
 
+/// The column families `Recent` holds: the rows every command and every status read looks up
+/// for the tasks just touched (the task, and its stream's last sequence).
+const RECENT: [&str; 2] = [keys::CF_TASKS, keys::CF_STREAMS];
+
+/// Entries each of `Recent`'s two generations holds before the older is dropped (a handful
+/// in tests, so they drop generations too).
+const RECENT_GENERATION: usize = if cfg!(test) { 8 } else { 32 * 1024 };
+
+/// A bounded write-through cache of the rows of `RECENT` that the last folds wrote, in front
+/// of RocksDB's point lookups (a memtable skip-list search each, and a search of the files
+/// for a row not in it). Only a fold fills it, with its writes before they go to the
+/// database and under the `folding` lock, and a read never does; so an entry is never older
+/// than the database's row: it is the row the database holds or is about to hold, and a
+/// delete is kept as one (`None`). A failed write empties it.
+#[derive(Default)]
+struct Recent {
+    current: [HashMap<Vec<u8>, Option<bytes::Bytes>>; 2],
+    previous: [HashMap<Vec<u8>, Option<bytes::Bytes>>; 2],
+}
+
+impl Recent {
+    fn slot(cf_name: &str) -> Option<usize> {
+        RECENT.iter().position(|c| *c == cf_name)
+    }
+
+    /// None: not held here (ask the database). Some(None): deleted.
+    fn get(&self, slot: usize, key: &[u8]) -> Option<Option<bytes::Bytes>> {
+        self.current[slot]
+            .get(key)
+            .or_else(|| self.previous[slot].get(key))
+            .cloned()
+    }
+
+    fn insert(&mut self, slot: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.current[slot].len() >= RECENT_GENERATION {
+            self.previous[slot] = std::mem::take(&mut self.current[slot]);
+        }
+        self.current[slot].insert(key, value.map(bytes::Bytes::from));
+    }
+
+    fn clear(&mut self) {
+        *self = Recent::default();
+    }
+}
+
 /// Read and fold access to the queue's projection.
 #[derive(Clone)]
 pub struct QueueView {
@@ -140,6 +185,9 @@ pub struct QueueView {
     /// Held through a fold: the mirror check of a fold's deletes relies on no other fold
     /// changing the database meanwhile.
     folding: Arc<Mutex<()>>,
+    /// Rows the last folds wrote (None in a rebuild, which reads them back only through its
+    /// own batches).
+    recent: Option<Arc<Mutex<Recent>>>,
 }
 
 fn get<T: serde::de::DeserializeOwned>(
@@ -153,6 +201,26 @@ fn get<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A row read by `read`: from `recent` when it holds the row's column family and key, else
+/// from the database.
+fn read_row<R>(
+    db: &DB,
+    recent: Option<&Mutex<Recent>>,
+    cf_name: &'static str,
+    key: &[u8],
+    read: impl FnOnce(&[u8]) -> Result<R, StoreError>,
+) -> Result<Option<R>, StoreError> {
+    if let (Some(recent), Some(slot)) = (recent, Recent::slot(cf_name)) {
+        let held = recent.lock().expect("recent lock").get(slot, key);
+        if let Some(row) = held {
+            return row.map(|b| read(&b)).transpose();
+        }
+    }
+    db.get_pinned_cf(cf(db, cf_name)?, key)?
+        .map(|b| read(&b))
+        .transpose()
+}
+
 /// The state the events of one batch are folded over: read through to the database, written
 /// back into the batch once at the end.
 struct Fold<'a> {
@@ -160,6 +228,8 @@ struct Fold<'a> {
     /// The previous batch's writes while they are still on their way to the database (a
     /// rebuild's overlap). Reads look here before the database.
     overlay: Option<&'a Folded>,
+    /// The view's recent rows, read after the overlay and before the database.
+    recent: Option<&'a Mutex<Recent>>,
     tasks: FastMap<TaskId, Option<Task>>,
     groups: FastMap<TaskId, Option<TaskGroup>>,
     workers: FastMap<Vec<u8>, Option<WorkerRecord>>,
@@ -177,14 +247,10 @@ impl<'a> Fold<'a> {
         key: &[u8],
         read: impl FnOnce(&[u8]) -> Result<R, StoreError>,
     ) -> Result<Option<R>, StoreError> {
-        match self.overlay.and_then(|o| o.get(cf_name, key)) {
-            Some(unwritten) => unwritten.map(read).transpose(),
-            None => self
-                .db
-                .get_pinned_cf(cf(self.db, cf_name)?, key)?
-                .map(|b| read(&b))
-                .transpose(),
+        if let Some(unwritten) = self.overlay.and_then(|o| o.get(cf_name, key)) {
+            return unwritten.map(read).transpose();
         }
+        read_row(self.db, self.recent, cf_name, key, read)
     }
 
     /// A row as the database will hold it once the overlay is written.
@@ -291,6 +357,7 @@ impl QueueView {
             index_streams: false,
             write_options: Arc::new(WriteOptions::default()),
             folding: Arc::new(Mutex::new(())),
+            recent: Some(Arc::new(Mutex::new(Recent::default()))),
         })
     }
 
@@ -374,6 +441,7 @@ impl QueueView {
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
         self.write_options = Arc::new(wo);
+        self.recent = None;
         self
     }
 
@@ -408,8 +476,29 @@ impl QueueView {
     ) -> Result<(), StoreError> {
         let _folding = self.folding.lock().expect("fold lock");
         let folded = self.fold_batch(consumer, topic, partition, offsets, next, envelopes, None)?;
-        self.write_ops(&folded)?;
-        self.mirror_ops(folded.ops.into_iter().filter(is_mirrored));
+        let batch = self.write_batch(&folded)?;
+        let Some(recent) = &self.recent else {
+            self.db.write_opt(batch, &self.write_options)?;
+            self.mirror_ops(folded.ops.into_iter().filter(is_mirrored));
+            return Ok(());
+        };
+        // the recent rows before the write (see `Recent`), the mirror after it
+        let mut mirrored = Vec::new();
+        {
+            let mut recent = recent.lock().expect("recent lock");
+            for ((cf_name, key), value) in folded.ops {
+                if let Some(slot) = Recent::slot(cf_name) {
+                    recent.insert(slot, key, value);
+                } else if MIRRORED.contains(&cf_name) {
+                    mirrored.push(((cf_name, key), value));
+                }
+            }
+        }
+        if let Err(e) = self.db.write_opt(batch, &self.write_options) {
+            recent.lock().expect("recent lock").clear();
+            return Err(e.into());
+        }
+        self.mirror_ops(mirrored.into_iter());
         Ok(())
     }
 
@@ -434,6 +523,7 @@ impl QueueView {
         let mut fold = Fold {
             db,
             overlay: unwritten,
+            recent: self.recent.as_deref(),
             tasks: FastMap::default(),
             groups: FastMap::default(),
             workers: FastMap::default(),
@@ -508,7 +598,20 @@ impl QueueView {
     /// The second half of `apply` for a rebuild, which keeps the batch to fold the next one
     /// through: stores the folded batch in one write, then mirrors it.
     pub fn write_folded(&self, folded: &Folded) -> Result<(), StoreError> {
-        self.write_ops(folded)?;
+        if let Some(recent) = &self.recent {
+            let mut recent = recent.lock().expect("recent lock");
+            for ((cf_name, key), value) in &folded.ops {
+                if let Some(slot) = Recent::slot(cf_name) {
+                    recent.insert(slot, key.clone(), value.clone());
+                }
+            }
+        }
+        if let Err(e) = self.write_ops(folded) {
+            if let Some(recent) = &self.recent {
+                recent.lock().expect("recent lock").clear();
+            }
+            return Err(e);
+        }
         self.mirror_ops(
             folded
                 .ops
@@ -520,6 +623,13 @@ impl QueueView {
     }
 
     fn write_ops(&self, folded: &Folded) -> Result<(), StoreError> {
+        let batch = self.write_batch(folded)?;
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
+
+    /// A batch's writes as one RocksDB write batch, in key order.
+    fn write_batch(&self, folded: &Folded) -> Result<WriteBatch, StoreError> {
         let db = &*self.db;
         let mut wb = WriteBatch::default();
         for ((cf_name, key), value) in folded.in_order() {
@@ -528,8 +638,7 @@ impl QueueView {
                 None => wb.delete_cf(cf(db, cf_name)?, key),
             }
         }
-        db.write_opt(wb, &self.write_options)?;
-        Ok(())
+        Ok(wb)
     }
 
     /// Once their write is in the database: the writes to mirrored column families, mirrored.
@@ -873,7 +982,25 @@ impl QueueView {
     // ---- reads ----
 
     pub fn task(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
-        get(&self.db, keys::CF_TASKS, &keys::task(id))
+        read_row(
+            &self.db,
+            self.recent.as_deref(),
+            keys::CF_TASKS,
+            &keys::task(id),
+            |b| Ok(codec::decode(b)?),
+        )
+    }
+
+    /// The last sequence applied on `stream` (0 before its first event).
+    pub fn stream_sequence(&self, stream: &str) -> Result<u64, StoreError> {
+        let seq = read_row(
+            &self.db,
+            self.recent.as_deref(),
+            keys::CF_STREAMS,
+            stream.as_bytes(),
+            |b| Ok(u64::from_be_bytes(b.try_into().unwrap_or([0; 8]))),
+        )?;
+        Ok(seq.unwrap_or(0))
     }
 
     pub fn group(&self, id: &TaskId) -> Result<Option<TaskGroup>, StoreError> {
@@ -1063,6 +1190,7 @@ impl QueueView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use taskledger_core::envelope::{Actor, EventId};
     use taskledger_core::ids::Slug;
     use taskledger_core::queue::{
@@ -1218,6 +1346,54 @@ mod tests {
                 .unwrap();
         }
         view
+    }
+
+    /// The recent rows a live view reads instead of the database are the database's rows:
+    /// after every fold, every task and every stream's sequence read through the view equal
+    /// those read from the database directly (expired tasks included, and generations
+    /// dropped, since tests keep only a handful of rows per generation).
+    #[test]
+    fn recent_rows_are_the_database_rows() {
+        let envs = workload(Millis::now());
+        let dir = tempfile::tempdir().unwrap();
+        let view = QueueView::new(crate::store::open(dir.path()).unwrap()).unwrap();
+        let tasks: BTreeSet<TaskId> = envs
+            .iter()
+            .filter_map(|e| match &e.payload {
+                QueueEvent::TaskDefined { task_id, .. } => Some(*task_id),
+                _ => None,
+            })
+            .collect();
+        let streams: BTreeSet<&str> = envs.iter().map(|e| e.stream_id.as_str()).collect();
+        let mut held = 0;
+        for (i, env) in envs.iter().enumerate() {
+            let i = i as u64;
+            view.apply("c", "t", 0, &[i], i + 1, std::slice::from_ref(env))
+                .unwrap();
+            let recent = view.recent.as_ref().unwrap().lock().unwrap();
+            held = held.max(recent.current[0].len() + recent.previous[0].len());
+            drop(recent);
+            for id in &tasks {
+                let direct: Option<Task> = get(view.db(), keys::CF_TASKS, &keys::task(id)).unwrap();
+                assert_eq!(view.task(id).unwrap(), direct, "task {id} after event {i}");
+            }
+            for stream in &streams {
+                let direct = view
+                    .db()
+                    .get_cf(cf(view.db(), keys::CF_STREAMS).unwrap(), stream.as_bytes())
+                    .unwrap()
+                    .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
+                assert_eq!(view.stream_sequence(stream).unwrap(), direct);
+            }
+        }
+        assert!(
+            held > RECENT_GENERATION,
+            "the test never dropped a generation"
+        );
+        assert!(
+            tasks.iter().any(|id| view.task(id).unwrap().is_none()),
+            "no task expired"
+        );
     }
 
     /// A whole log folded at once (a rebuild: writes coalesced per key, deletes of keys put
