@@ -132,20 +132,26 @@ impl Folded {
 /// for the tasks just touched (the task, and its stream's last sequence).
 const RECENT: [&str; 2] = [keys::CF_TASKS, keys::CF_STREAMS];
 
-/// Entries each of `Recent`'s two generations holds before the older is dropped (a handful
-/// in tests, so they drop generations too).
-const RECENT_GENERATION: usize = if cfg!(test) { 8 } else { 32 * 1024 };
+/// Rows each of `Recent`'s two generations holds per column family before the older is
+/// dropped (a handful in tests, so they drop generations too)...
+const RECENT_ROWS: usize = if cfg!(test) { 8 } else { 32 * 1024 };
+/// ...or bytes (keys and rows; a task row is as large as its definition, which may be
+/// megabytes), whichever comes first: at most twice this per column family is held.
+const RECENT_BYTES: usize = 16 << 20;
 
 /// A bounded write-through cache of the rows of `RECENT` that the last folds wrote, in front
 /// of RocksDB's point lookups (a memtable skip-list search each, and a search of the files
-/// for a row not in it). Only a fold fills it, with its writes before they go to the
-/// database and under the `folding` lock, and a read never does; so an entry is never older
-/// than the database's row: it is the row the database holds or is about to hold, and a
-/// delete is kept as one (`None`). A failed write empties it.
+/// for a row not in it). Only a fold fills it, with its writes once they are in the database
+/// and before the `folding` lock is released, and a read never does; so an entry is never
+/// newer than the database's row, and it is older only between a fold's write and its
+/// update here (as the mirror), with no fold in between. Deletes are kept (`None`).
+/// `write_folded`, which runs outside the lock, empties it instead.
 #[derive(Default)]
 struct Recent {
     current: [HashMap<Vec<u8>, Option<bytes::Bytes>>; 2],
     previous: [HashMap<Vec<u8>, Option<bytes::Bytes>>; 2],
+    /// Bytes inserted into each `current` (a key written twice counts twice).
+    current_bytes: [usize; 2],
 }
 
 impl Recent {
@@ -162,9 +168,11 @@ impl Recent {
     }
 
     fn insert(&mut self, slot: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if self.current[slot].len() >= RECENT_GENERATION {
+        if self.current[slot].len() >= RECENT_ROWS || self.current_bytes[slot] >= RECENT_BYTES {
             self.previous[slot] = std::mem::take(&mut self.current[slot]);
+            self.current_bytes[slot] = 0;
         }
+        self.current_bytes[slot] += key.len() + value.as_ref().map_or(0, Vec::len);
         self.current[slot].insert(key, value.map(bytes::Bytes::from));
     }
 
@@ -476,13 +484,12 @@ impl QueueView {
     ) -> Result<(), StoreError> {
         let _folding = self.folding.lock().expect("fold lock");
         let folded = self.fold_batch(consumer, topic, partition, offsets, next, envelopes, None)?;
-        let batch = self.write_batch(&folded)?;
+        self.write_ops(&folded)?;
         let Some(recent) = &self.recent else {
-            self.db.write_opt(batch, &self.write_options)?;
             self.mirror_ops(folded.ops.into_iter().filter(is_mirrored));
             return Ok(());
         };
-        // the recent rows before the write (see `Recent`), the mirror after it
+        // written: now the recent rows and the mirror (see `Recent`)
         let mut mirrored = Vec::new();
         {
             let mut recent = recent.lock().expect("recent lock");
@@ -493,10 +500,6 @@ impl QueueView {
                     mirrored.push(((cf_name, key), value));
                 }
             }
-        }
-        if let Err(e) = self.db.write_opt(batch, &self.write_options) {
-            recent.lock().expect("recent lock").clear();
-            return Err(e.into());
         }
         self.mirror_ops(mirrored.into_iter());
         Ok(())
@@ -598,19 +601,10 @@ impl QueueView {
     /// The second half of `apply` for a rebuild, which keeps the batch to fold the next one
     /// through: stores the folded batch in one write, then mirrors it.
     pub fn write_folded(&self, folded: &Folded) -> Result<(), StoreError> {
+        self.write_ops(folded)?;
+        // outside the `folding` lock: forget the recent rows rather than update them
         if let Some(recent) = &self.recent {
-            let mut recent = recent.lock().expect("recent lock");
-            for ((cf_name, key), value) in &folded.ops {
-                if let Some(slot) = Recent::slot(cf_name) {
-                    recent.insert(slot, key.clone(), value.clone());
-                }
-            }
-        }
-        if let Err(e) = self.write_ops(folded) {
-            if let Some(recent) = &self.recent {
-                recent.lock().expect("recent lock").clear();
-            }
-            return Err(e);
+            recent.lock().expect("recent lock").clear();
         }
         self.mirror_ops(
             folded
@@ -623,13 +617,6 @@ impl QueueView {
     }
 
     fn write_ops(&self, folded: &Folded) -> Result<(), StoreError> {
-        let batch = self.write_batch(folded)?;
-        self.db.write_opt(batch, &self.write_options)?;
-        Ok(())
-    }
-
-    /// A batch's writes as one RocksDB write batch, in key order.
-    fn write_batch(&self, folded: &Folded) -> Result<WriteBatch, StoreError> {
         let db = &*self.db;
         let mut wb = WriteBatch::default();
         for ((cf_name, key), value) in folded.in_order() {
@@ -638,7 +625,8 @@ impl QueueView {
                 None => wb.delete_cf(cf(db, cf_name)?, key),
             }
         }
-        Ok(wb)
+        db.write_opt(wb, &self.write_options)?;
+        Ok(())
     }
 
     /// Once their write is in the database: the writes to mirrored column families, mirrored.
@@ -1348,6 +1336,37 @@ mod tests {
         view
     }
 
+    /// Large rows drop a generation by their bytes, long before its row count: the cache
+    /// holds at most twice `RECENT_BYTES` (plus one row) per column family.
+    #[test]
+    fn recent_rows_are_bounded_by_bytes() {
+        let mut recent = Recent::default();
+        let row = |i: u8| (vec![i], Some(vec![i; RECENT_BYTES / 2 + 1]));
+        for i in 0..5 {
+            let (key, value) = row(i);
+            recent.insert(0, key, value);
+            let held: usize = [&recent.current[0], &recent.previous[0]]
+                .iter()
+                .flat_map(|m| m.values())
+                .map(|v| v.as_ref().map_or(0, |b| b.len()))
+                .sum();
+            assert!(
+                held <= 2 * RECENT_BYTES + RECENT_BYTES / 2 + 1,
+                "{held} bytes held"
+            );
+        }
+        // rows 0 and 1 went with the first generation dropped; 2..5 are held
+        assert_eq!(recent.get(0, &[0]), None);
+        assert_eq!(recent.get(0, &[1]), None);
+        for i in 2..5 {
+            assert_eq!(
+                recent.get(0, &[i]).unwrap().unwrap().len(),
+                RECENT_BYTES / 2 + 1
+            );
+        }
+        assert!(RECENT_ROWS > 5, "the row count did not decide this");
+    }
+
     /// The recent rows a live view reads instead of the database are the database's rows:
     /// after every fold, every task and every stream's sequence read through the view equal
     /// those read from the database directly (expired tasks included, and generations
@@ -1407,10 +1426,7 @@ mod tests {
         }
         drop(recent);
         assert!(checked.iter().all(|n| *n > 0), "rows checked: {checked:?}");
-        assert!(
-            held > RECENT_GENERATION,
-            "the test never dropped a generation"
-        );
+        assert!(held > RECENT_ROWS, "the test never dropped a generation");
         assert!(
             tasks.iter().any(|id| view.task(id).unwrap().is_none()),
             "no task expired"
