@@ -46,10 +46,6 @@ const MIRRORED: &[&str] = &[keys::CF_PENDING, keys::CF_CLAIMS, keys::CF_TIMERS];
 
 type Mirror = HashMap<&'static str, BTreeMap<Vec<u8>, Vec<u8>>>;
 
-fn is_mirrored(((cf_name, _), _): &(Place, Option<Vec<u8>>)) -> bool {
-    MIRRORED.contains(cf_name)
-}
-
 /// The fold's per-batch maps: hashed with Fx, several times faster than SipHash on these
 /// short keys (a rebuild spends much of its fold in them). A batch's keys come from the log
 /// and are bounded by the batch, so a slow worst case stays bounded too.
@@ -203,10 +199,16 @@ fn get<T: serde::de::DeserializeOwned>(
     cf_name: &'static str,
     key: &[u8],
 ) -> Result<Option<T>, StoreError> {
-    match db.get_pinned_cf(cf(db, cf_name)?, key)? {
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
-        None => Ok(None),
-    }
+    read_row(db, None, cf_name, key, decode_row)
+}
+
+fn decode_row<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(codec::decode(bytes)?)
+}
+
+/// A stored big-endian count (a stream's sequence, a consumer's offset); 0 if malformed.
+fn decode_count(bytes: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])))
 }
 
 /// A row read by `read`: from `recent` when it holds the row's column family and key, else
@@ -267,7 +269,7 @@ impl<'a> Fold<'a> {
         cf_name: &'static str,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        self.read_raw(cf_name, key, |b| Ok(codec::decode(b)?))
+        self.read_raw(cf_name, key, decode_row)
     }
 
     /// The rows of `cf_name` under `prefix`, the overlay's writes included.
@@ -338,9 +340,7 @@ impl<'a> Fold<'a> {
             return Ok(*s);
         }
         let s = self
-            .read_raw(keys::CF_STREAMS, stream.as_bytes(), |b| {
-                Ok(u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-            })?
+            .read_raw(keys::CF_STREAMS, stream.as_bytes(), decode_count)?
             .unwrap_or(0);
         self.streams.insert(stream.to_string(), s);
         Ok(s)
@@ -485,22 +485,17 @@ impl QueueView {
         let _folding = self.folding.lock().expect("fold lock");
         let folded = self.fold_batch(consumer, topic, partition, offsets, next, envelopes, None)?;
         self.write_ops(&folded)?;
-        let Some(recent) = &self.recent else {
-            self.mirror_ops(folded.ops.into_iter().filter(is_mirrored));
-            return Ok(());
-        };
         // written: now the recent rows and the mirror (see `Recent`)
+        let mut recent = self.recent.as_ref().map(|r| r.lock().expect("recent lock"));
         let mut mirrored = Vec::new();
-        {
-            let mut recent = recent.lock().expect("recent lock");
-            for ((cf_name, key), value) in folded.ops {
-                if let Some(slot) = Recent::slot(cf_name) {
-                    recent.insert(slot, key, value);
-                } else if MIRRORED.contains(&cf_name) {
-                    mirrored.push(((cf_name, key), value));
-                }
+        for ((cf_name, key), value) in folded.ops {
+            match (recent.as_mut(), Recent::slot(cf_name)) {
+                (Some(recent), Some(slot)) => recent.insert(slot, key, value),
+                _ if MIRRORED.contains(&cf_name) => mirrored.push(((cf_name, key), value)),
+                _ => {}
             }
         }
+        drop(recent);
         self.mirror_ops(mirrored.into_iter());
         Ok(())
     }
@@ -975,7 +970,7 @@ impl QueueView {
             self.recent.as_deref(),
             keys::CF_TASKS,
             &keys::task(id),
-            |b| Ok(codec::decode(b)?),
+            decode_row,
         )
     }
 
@@ -986,7 +981,7 @@ impl QueueView {
             self.recent.as_deref(),
             keys::CF_STREAMS,
             stream.as_bytes(),
-            |b| Ok(u64::from_be_bytes(b.try_into().unwrap_or([0; 8]))),
+            decode_count,
         )?;
         Ok(seq.unwrap_or(0))
     }
@@ -1023,15 +1018,8 @@ impl QueueView {
         topic: &str,
         partition: u32,
     ) -> Result<u64, StoreError> {
-        Ok(
-            match self.db.get_pinned_cf(
-                cf(&self.db, keys::CF_META)?,
-                keys::consumer_offset(consumer, topic, partition),
-            )? {
-                Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-                None => 0,
-            },
-        )
+        let key = keys::consumer_offset(consumer, topic, partition);
+        Ok(read_row(&self.db, None, keys::CF_META, &key, decode_count)?.unwrap_or(0))
     }
 
     pub fn store_consumer_offset(
