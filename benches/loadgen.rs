@@ -209,6 +209,103 @@ impl CpuMark {
     }
 }
 
+/// The queue writer's histograms from the server's `/metrics`, so a phase can tell the time a
+/// command spent inside the server's writer from what the client saw (on a 2-core machine the
+/// generator competes with the server for the cores, and its own delays count in the latter).
+#[derive(Clone, Default)]
+struct WriterMark {
+    /// Per histogram: cumulative counts per bucket bound (`f64::INFINITY` last), and the sum.
+    histograms: std::collections::HashMap<String, (Vec<(f64, f64)>, f64)>,
+}
+
+impl WriterMark {
+    async fn now(api: &Api) -> WriterMark {
+        let Ok((_, text)) = api.send(0, "GET", "/metrics", None, false).await else {
+            return WriterMark::default();
+        };
+        let mut histograms: std::collections::HashMap<String, (Vec<(f64, f64)>, f64)> =
+            Default::default();
+        for line in String::from_utf8_lossy(&text).lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            if let Some((family, le)) = name.split_once("_bucket{le=\"") {
+                let bound = match le.trim_end_matches("\"}") {
+                    "+Inf" => f64::INFINITY,
+                    b => b.parse().unwrap_or(f64::NAN),
+                };
+                histograms
+                    .entry(family.to_string())
+                    .or_default()
+                    .0
+                    .push((bound, value));
+            } else if let Some(family) = name.strip_suffix("_sum") {
+                histograms.entry(family.to_string()).or_default().1 = value;
+            }
+        }
+        WriterMark { histograms }
+    }
+
+    /// The bucket bound under which a fraction `q` of the observations since `before` fell.
+    fn quantile(&self, before: &WriterMark, family: &str, q: f64) -> Option<f64> {
+        let (now, _) = self.histograms.get(family)?;
+        let then = before.histograms.get(family);
+        let delta: Vec<(f64, f64)> = now
+            .iter()
+            .enumerate()
+            .map(|(i, (bound, c))| {
+                (
+                    *bound,
+                    c - then.and_then(|t| t.0.get(i)).map_or(0.0, |t| t.1),
+                )
+            })
+            .collect();
+        let total = delta.last()?.1;
+        (total > 0.0).then(|| {
+            delta
+                .iter()
+                .find(|(_, c)| *c >= q * total)
+                .map_or(f64::INFINITY, |b| b.0)
+        })
+    }
+
+    fn mean(&self, before: &WriterMark, family: &str) -> Option<f64> {
+        let (now, sum) = self.histograms.get(family)?;
+        let (then, then_sum) = before.histograms.get(family).cloned().unwrap_or_default();
+        let count = now.last()?.1 - then.last().map_or(0.0, |t| t.1);
+        (count > 0.0).then(|| (sum - then_sum) / count)
+    }
+
+    /// e.g. "in the writer p50 <= 2 ms, p99 <= 5 ms; durable append p50 <= 0.5 ms, ...".
+    async fn since(before: &WriterMark, api: &Api) -> String {
+        let now = WriterMark::now(api).await;
+        let ms = |v: Option<f64>| match v {
+            Some(v) if v.is_finite() => format!("≤ {} ms", v * 1000.0),
+            Some(_) => "> 2.5 s".to_string(),
+            None => "n/a".to_string(),
+        };
+        let command = "taskledger_queue_command_seconds";
+        let append = "taskledger_queue_append_seconds";
+        let commit = "taskledger_queue_commit_seconds";
+        let wait = "taskledger_queue_wait_seconds";
+        format!(
+            "in the server's writer p50 {}, p99 {} (waiting for its group commit p50 {}, p99 {}); group commit p50 {}, p99 {}; durable append p50 {}, p99 {}; {:.1} commands per group commit",
+            ms(now.quantile(before, command, 0.5)),
+            ms(now.quantile(before, command, 0.99)),
+            ms(now.quantile(before, wait, 0.5)),
+            ms(now.quantile(before, wait, 0.99)),
+            ms(now.quantile(before, commit, 0.5)),
+            ms(now.quantile(before, commit, 0.99)),
+            ms(now.quantile(before, append, 0.5)),
+            ms(now.quantile(before, append, 0.99)),
+            now.mean(before, "taskledger_queue_batch_commands").unwrap_or(f64::NAN),
+        )
+    }
+}
+
 /// Runs `per_client` on `clients` tasks for `secs`; returns operations/s, sorted latencies (ms)
 /// and the CPU each side spent per operation.
 async fn phase<F, Fut>(clients: usize, secs: u64, per_client: F) -> (f64, Vec<f64>, String)
@@ -282,6 +379,7 @@ async fn paced_phase(
 ) -> (f64, Vec<f64>, Vec<f64>, String) {
     let next = Arc::new(AtomicU64::new(0));
     let samples = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+    let writer = WriterMark::now(api).await;
     let start = tokio::time::Instant::now();
     let cpu = CpuMark::now();
     let end = start + Duration::from_secs(secs);
@@ -320,7 +418,11 @@ async fn paced_phase(
     let (mut lat, mut late) = samples.lock().unwrap().clone();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     late.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let cpu = cpu.per_op(lat.len() as f64);
+    let cpu = format!(
+        "{}; {}",
+        cpu.per_op(lat.len() as f64),
+        WriterMark::since(&writer, api).await
+    );
     (lat.len() as f64 / elapsed, lat, late, cpu)
 }
 

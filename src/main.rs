@@ -879,11 +879,13 @@ async fn run_services<L: EventLog + 'static>(
     } else {
         None
     };
+    let queue_stats = state.engine.stats().clone();
     let mut app = taskledger_gateways::app(state).merge(metrics::router(
         log.clone(),
         roles,
         bridge_stats,
         audit_stats,
+        queue_stats,
     ));
     if let Some(cluster) = cluster {
         if let Some(expel) = expel {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use taskledger_bridge::BridgeStats;
 use taskledger_core::log::EventLog;
 use taskledger_core::time::Millis;
+use taskledger_projections::latency::CommitStats;
 use taskledger_projections::role::WriterRole;
 
 /// The outcome of the last scheduled chain verification (and checkpoint signing).
@@ -34,13 +35,19 @@ pub fn router<L: EventLog + 'static>(
     roles: Roles,
     bridge: Option<Arc<BridgeStats>>,
     audit: Arc<AuditStats>,
+    queue: Arc<CommitStats>,
 ) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
-            let (log, roles, bridge, audit) =
-                (log.clone(), roles.clone(), bridge.clone(), audit.clone());
-            async move { render(&*log, &roles, bridge.as_deref(), &audit).await }
+            let (log, roles, bridge, audit, queue) = (
+                log.clone(),
+                roles.clone(),
+                bridge.clone(),
+                audit.clone(),
+                queue.clone(),
+            );
+            async move { render(&*log, &roles, bridge.as_deref(), &audit, &queue).await }
         }),
     )
 }
@@ -64,6 +71,7 @@ async fn render<L: EventLog>(
     roles: &[(&'static str, WriterRole)],
     bridge: Option<&BridgeStats>,
     audit: &AuditStats,
+    queue: &CommitStats,
 ) -> impl IntoResponse {
     let mut out = String::from(
         "# HELP taskledger_log_end_offset The offset the next event of the topic will get.\n\
@@ -94,6 +102,7 @@ async fn render<L: EventLog>(
             .iter()
             .map(|(topic, role)| (*topic, role.position().to_string())),
     );
+    out.push_str(&queue.prometheus("queue"));
     if let Some(stats) = bridge {
         out.push_str(&stats.prometheus(Millis::now().0));
     }

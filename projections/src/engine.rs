@@ -5,6 +5,7 @@
 //! batch, appends all resulting events in one durable write (group commit), folds them into the
 //! projection, and only then answers the callers: once a call returns, every read sees it.
 
+use crate::latency::CommitStats;
 use crate::queue_view::QueueView;
 use crate::role::{tend, WriterRole, FOLLOW_POLL, WRITER_CHECK};
 use crate::store::StoreError;
@@ -154,6 +155,7 @@ pub enum EngineError {
 }
 
 struct Job {
+    arrived: std::time::Instant,
     actor: Actor,
     causation: Option<EventId>,
     command: QueueCommand,
@@ -168,6 +170,7 @@ pub struct Engine {
     pending: Arc<Notify>,
     role: WriterRole,
     limits: Limits,
+    stats: Arc<CommitStats>,
 }
 
 impl Engine {
@@ -183,7 +186,9 @@ impl Engine {
         let (tx, rx) = mpsc::channel(8192);
         let pending = Arc::new(Notify::new());
         let role = WriterRole::new("queue", end);
+        let stats = Arc::new(CommitStats::default());
         let writer = Writer {
+            stats: stats.clone(),
             view: view.clone(),
             log,
             handle,
@@ -203,6 +208,7 @@ impl Engine {
             pending,
             role,
             limits,
+            stats,
         })
     }
 
@@ -221,8 +227,10 @@ impl Engine {
         command: QueueCommand,
     ) -> Result<Outcome, EngineError> {
         let (reply, rx) = oneshot::channel();
+        let arrived = std::time::Instant::now();
         self.tx
             .send(Job {
+                arrived,
                 actor,
                 causation,
                 command,
@@ -230,8 +238,16 @@ impl Engine {
             })
             .await
             .map_err(|_| EngineError::Unavailable("writer stopped".into()))?;
-        rx.await
-            .map_err(|_| EngineError::Unavailable("writer stopped".into()))?
+        let answer = rx
+            .await
+            .map_err(|_| EngineError::Unavailable("writer stopped".into()))?;
+        self.stats.command.observe_duration(arrived.elapsed());
+        answer
+    }
+
+    /// The writer's latency and batch histograms (for `/metrics`).
+    pub fn stats(&self) -> &Arc<CommitStats> {
+        &self.stats
     }
 
     pub fn view(&self) -> &QueueView {
@@ -359,6 +375,7 @@ struct Writer<L> {
     pending: Arc<Notify>,
     role: WriterRole,
     next_offset: u64,
+    stats: Arc<CommitStats>,
 }
 
 /// The batch's view of state: the projection plus what earlier commands of the batch did.
@@ -558,6 +575,13 @@ impl<L: EventLog + 'static> Writer<L> {
     /// failed (this process may no longer write the partition).
     fn commit(&mut self, jobs: Vec<Job>) -> bool {
         let now = Millis::now();
+        let started = std::time::Instant::now();
+        self.stats.batch.observe(jobs.len() as f64);
+        for job in &jobs {
+            self.stats
+                .wait
+                .observe_duration(started.duration_since(job.arrived));
+        }
         let mut overlay = Overlay {
             view: &self.view,
             tasks: HashMap::new(),
@@ -604,6 +628,7 @@ impl<L: EventLog + 'static> Writer<L> {
         for (reply, result) in answers {
             let _ = reply.send(result);
         }
+        self.stats.commit.observe_duration(started.elapsed());
         if became_pending {
             self.pending.notify_waiters();
         }
@@ -622,10 +647,12 @@ impl<L: EventLog + 'static> Writer<L> {
                 })
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
+        let started = std::time::Instant::now();
         let appended = self
             .handle
             .block_on(self.log.append(QUEUE_TOPIC, QUEUE_PARTITION, records))
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        self.stats.append.observe_duration(started.elapsed());
         if appended.prior != self.next_offset {
             // records this writer had not seen came first (or markers it skips): fold from the
             // log, which brings our own events along

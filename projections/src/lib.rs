@@ -11,6 +11,7 @@ pub mod engine;
 pub mod kafka_group;
 pub mod kafka_log;
 pub mod keys;
+pub mod latency;
 pub mod object_view;
 pub mod queue_view;
 pub mod role;

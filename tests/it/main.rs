@@ -503,3 +503,69 @@ async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend)
         .unwrap_err();
     assert_eq!(status_of(&err), Some(403));
 }
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// `/metrics` times the queue writer: every command it answers lands in one bucket of each
+/// latency histogram, and the buckets are cumulative up to the count.
+#[tokio::test]
+async fn metrics_time_the_queue_writer() {
+    let server = Server::start(&[]).await;
+    let before = server.metrics().await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    for _ in 0..3 {
+        q.createTask(&slugid::nice(), &task_def(&queue, 600))
+            .await
+            .unwrap();
+    }
+    let after = server.metrics().await;
+    let grew = |name: &str| sample(&after, name) - sample(&before, name);
+    // the built-in workers' claimWork polls are commands too, so at least ours
+    assert!(
+        grew("taskledger_queue_command_seconds_count") >= 3.0,
+        "{after}"
+    );
+    assert!(
+        grew("taskledger_queue_wait_seconds_count") >= 3.0,
+        "{after}"
+    );
+    assert!(
+        grew("taskledger_queue_batch_commands_sum") >= 3.0,
+        "{after}"
+    );
+    assert!(
+        grew("taskledger_queue_append_seconds_count") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        grew("taskledger_queue_command_seconds_sum") > 0.0,
+        "{after}"
+    );
+    for family in ["command", "wait", "commit", "append"] {
+        let name = format!("taskledger_queue_{family}_seconds");
+        let buckets: Vec<f64> = after
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix(&format!("{name}_bucket{{le=\""))?
+                    .split_once("\"} ")?
+                    .1
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert_eq!(buckets.len(), 19, "{after}");
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{after}");
+        assert_eq!(
+            *buckets.last().unwrap(),
+            sample(&after, &format!("{name}_count")),
+            "{after}"
+        );
+    }
+}
