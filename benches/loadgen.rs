@@ -212,7 +212,7 @@ impl CpuMark {
 /// The queue writer's histograms from the server's `/metrics`, so a phase can tell the time a
 /// command spent inside the server's writer from what the client saw (on a 2-core machine the
 /// generator competes with the server for the cores, and its own delays count in the latter).
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct WriterMark {
     /// Per histogram: cumulative counts per bucket bound (`f64::INFINITY` last), and the sum.
     histograms: std::collections::HashMap<String, (Vec<(f64, f64)>, f64)>,
@@ -287,20 +287,20 @@ impl WriterMark {
             Some(_) => "> 2.5 s".to_string(),
             None => "n/a".to_string(),
         };
-        let command = "taskledger_queue_command_seconds";
-        let append = "taskledger_queue_append_seconds";
-        let commit = "taskledger_queue_commit_seconds";
-        let wait = "taskledger_queue_wait_seconds";
+        let spread = |what: &str| {
+            let family = format!("taskledger_queue_{what}_seconds");
+            format!(
+                "p50 {}, p99 {}",
+                ms(now.quantile(before, &family, 0.5)),
+                ms(now.quantile(before, &family, 0.99))
+            )
+        };
         format!(
-            "in the server's writer p50 {}, p99 {} (waiting for its group commit p50 {}, p99 {}); group commit p50 {}, p99 {}; durable append p50 {}, p99 {}; {:.1} commands per group commit",
-            ms(now.quantile(before, command, 0.5)),
-            ms(now.quantile(before, command, 0.99)),
-            ms(now.quantile(before, wait, 0.5)),
-            ms(now.quantile(before, wait, 0.99)),
-            ms(now.quantile(before, commit, 0.5)),
-            ms(now.quantile(before, commit, 0.99)),
-            ms(now.quantile(before, append, 0.5)),
-            ms(now.quantile(before, append, 0.99)),
+            "in the server's writer {} (waiting for its group commit {}); group commit {}; durable append {}; {:.1} commands per group commit",
+            spread("command"),
+            spread("wait"),
+            spread("commit"),
+            spread("append"),
             now.mean(before, "taskledger_queue_batch_commands").unwrap_or(f64::NAN),
         )
     }

@@ -101,34 +101,18 @@ impl Default for CommitStats {
 }
 
 impl CommitStats {
-    /// The three histograms in Prometheus' text format, prefixed `taskledger_<topic>_`.
+    /// Every histogram in Prometheus' text format, named `taskledger_<topic>_<what>`.
     pub fn prometheus(&self, topic: &str) -> String {
         let mut out = String::new();
-        self.command.render(
-            &mut out,
-            &format!("taskledger_{topic}_command_seconds"),
-            "Time from a command's arrival at the writer to its answer (group commit wait, decide, durable append, projection).",
-        );
-        self.wait.render(
-            &mut out,
-            &format!("taskledger_{topic}_wait_seconds"),
-            "Time from a command's arrival at the writer to the start of its group commit.",
-        );
-        self.commit.render(
-            &mut out,
-            &format!("taskledger_{topic}_commit_seconds"),
-            "Time of one group commit, from deciding its first command to answering its last.",
-        );
-        self.append.render(
-            &mut out,
-            &format!("taskledger_{topic}_append_seconds"),
-            "Time of one group commit's durable append to the log.",
-        );
-        self.batch.render(
-            &mut out,
-            &format!("taskledger_{topic}_batch_commands"),
-            "Commands decided in one group commit.",
-        );
+        for (histogram, what, help) in [
+            (&self.command, "command_seconds", "Time from a command's arrival at the writer to its answer (group commit wait, decide, durable append, projection)."),
+            (&self.wait, "wait_seconds", "Time from a command's arrival at the writer to the start of its group commit."),
+            (&self.commit, "commit_seconds", "Time of one group commit, from deciding its first command to answering its last."),
+            (&self.append, "append_seconds", "Time of one group commit's durable append to the log."),
+            (&self.batch, "batch_commands", "Commands decided in one group commit."),
+        ] {
+            histogram.render(&mut out, &format!("taskledger_{topic}_{what}"), help);
+        }
         out
     }
 }

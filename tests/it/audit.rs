@@ -529,16 +529,12 @@ async fn scheduled_rebuilds_compare_the_projections_and_report_on_metrics() {
     };
     let text = eventually(Duration::from_secs(30), || async {
         let text = metrics(&s).await;
-        let replayed: u64 = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("taskledger_projection_replayed_events{projection=\"queue\"} ")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
-        (replayed >= 6).then_some(text)
+        let replayed = metric_sample(
+            &text,
+            "taskledger_projection_replayed_events{projection=\"queue\"}",
+        )
+        .unwrap_or(0.0);
+        (replayed >= 6.0).then_some(text)
     })
     .await;
     for p in ["queue", "auth", "worker-manager"] {

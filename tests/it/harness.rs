@@ -222,6 +222,13 @@ pub fn status_of(err: &anyhow::Error) -> Option<u16> {
 }
 
 /// Polls `check` until it returns Some, for at most `limit`.
+/// The value of the sample `name` (with its labels, if any) in /metrics' Prometheus text.
+pub fn metric_sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,

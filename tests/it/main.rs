@@ -504,12 +504,9 @@ async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend)
     assert_eq!(status_of(&err), Some(403));
 }
 
-/// The value of an unlabelled sample in Prometheus text.
+/// A sample that must be on /metrics.
 fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    metric_sample(metrics, name).unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
 
 /// `/metrics` times the queue writer: every command it answers lands in one bucket of each
