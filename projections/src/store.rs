@@ -43,13 +43,28 @@ fn open_tuned(dir: &Path, bulk: bool) -> Result<Arc<DB>, StoreError> {
         table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
         let mut cf = Options::default();
-        cf.set_write_buffer_size(if bulk { 128 << 20 } else { 32 << 20 });
+        cf.set_write_buffer_size(write_buffer_size(name, bulk));
         cf.set_block_based_table_factory(&table);
         cf.set_memtable_prefix_bloom_ratio(0.02);
         cf.set_memtable_whole_key_filtering(true);
         ColumnFamilyDescriptor::new(*name, cf)
     });
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
+}
+
+/// A column family's memtable size. The log's keys only grow, so its memtable is appended at
+/// its end; a projection's keys (task ids, stream ids) land all over its memtable's skip list,
+/// and each insert searches it from the top, a cache miss per level. Small memtables keep
+/// that search in the CPU's caches: the queue's lifecycle spent about a fifth of the
+/// server's CPU there with 32 MB memtables, and 4 MB ones cost 6 % less CPU per task
+/// (BENCHMARKS.md). A rebuild (`bulk`) writes each batch in key order, so the search is short
+/// anyway, and large memtables mean fewer flushes.
+fn write_buffer_size(cf_name: &str, bulk: bool) -> usize {
+    match cf_name {
+        _ if bulk => 128 << 20,
+        keys::CF_LOG | keys::CF_LOG_CHAIN => 32 << 20,
+        _ => 4 << 20,
+    }
 }
 
 /// Opens the database under `primary` read-only as a secondary instance (its own state in
