@@ -54,7 +54,7 @@ fn main() {
         verify / raw
     );
 
-    let scratch = store::open_scratch(&root.join("rebuilt")).unwrap();
+    let scratch = store::open(&root.join("rebuilt")).unwrap();
     let cpu_before = common::process_cpu_seconds();
     let report = audit::replay(&live, &scratch, "queue", false, &mut |_, _| {}).unwrap();
     let cpu = cpu_before

@@ -1331,7 +1331,7 @@ async fn run_projection_checks<L: EventLog + 'static>(
             let mut results = Vec::new();
             for name in audit::PROJECTIONS {
                 let _ = std::fs::remove_dir_all(&scratch_dir);
-                let scratch = store::open_scratch(&scratch_dir)?;
+                let scratch = store::open(&scratch_dir)?;
                 let report = handle.block_on(audit::replay_from(
                     &*log,
                     &live,
@@ -1612,8 +1612,7 @@ fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> 
             "{} exists; replay writes a fresh database",
             dir.display()
         );
-        let scratch =
-            store::open_scratch(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let scratch = store::open(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(

@@ -17,18 +17,9 @@ pub enum StoreError {
     Log(#[from] taskledger_core::log::LogError),
 }
 
-/// Opens (or creates) the database under `dir`.
+/// Opens (or creates) the database under `dir`: a server's, or the scratch database a rebuild
+/// (`replay`) fills from offset zero.
 pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
-    open_tuned(dir, false)
-}
-
-/// Creates a database that a rebuild (`replay`) fills from offset zero: larger memtables, so
-/// fewer flushes compete with the rebuild for the cores.
-pub fn open_scratch(dir: &Path) -> Result<Arc<DB>, StoreError> {
-    open_tuned(dir, true)
-}
-
-fn open_tuned(dir: &Path, bulk: bool) -> Result<Arc<DB>, StoreError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -43,8 +34,8 @@ fn open_tuned(dir: &Path, bulk: bool) -> Result<Arc<DB>, StoreError> {
         table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
         let mut cf = Options::default();
-        cf.set_write_buffer_size(write_buffer_size(name, bulk));
-        if !bulk && write_buffer_size(name, bulk) == SMALL_MEMTABLE {
+        cf.set_write_buffer_size(write_buffer_size(name));
+        if write_buffer_size(name) == SMALL_MEMTABLE {
             // flushed four at a time: L0 files, and so compactions, as large as 16 MB
             // memtables would make
             cf.set_max_write_buffer_number(6);
@@ -62,13 +53,12 @@ fn open_tuned(dir: &Path, bulk: bool) -> Result<Arc<DB>, StoreError> {
 /// its end; a projection's keys (task ids, stream ids) land all over its memtable's skip list,
 /// and each insert searches it from the top, a cache miss per level. Small memtables keep
 /// that search in the CPU's caches: the queue's lifecycle spent about a fifth of the
-/// server's CPU there with 32 MB memtables, and 4 MB ones cost 6 % less CPU per task
-/// (BENCHMARKS.md). Flushing them one by one made five times as many compactions in a 90 s
-/// run, so they are flushed four at a time. A rebuild (`bulk`) writes each batch in key
-/// order, so the search is short anyway, and large memtables mean fewer flushes.
-fn write_buffer_size(cf_name: &str, bulk: bool) -> usize {
+/// server's CPU there with 32 MB memtables, and 4 MB ones cost 6 % less CPU per task; a
+/// rebuild, with 128 MB ones before, became 20-30 % faster (BENCHMARKS.md). Flushing them one
+/// by one made five times as many compactions in a 90 s run, so they are flushed four at a
+/// time.
+fn write_buffer_size(cf_name: &str) -> usize {
     match cf_name {
-        _ if bulk => 128 << 20,
         keys::CF_LOG | keys::CF_LOG_CHAIN => 32 << 20,
         _ => SMALL_MEMTABLE,
     }
