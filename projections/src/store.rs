@@ -52,9 +52,9 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
 /// A column family's memtable size. The log's keys only grow, so its memtable is appended at
 /// its end; a projection's keys (task ids, stream ids) land all over its memtable's skip list,
 /// and each insert searches it from the top, a cache miss per level. Small memtables keep
-/// that search in the CPU's caches: the queue's lifecycle spent about a fifth of the
-/// server's CPU there with 32 MB memtables, and 4 MB ones cost 6 % less CPU per task; a
-/// rebuild, with 128 MB ones before, became 20-30 % faster (BENCHMARKS.md). Flushing them one
+/// that search in the CPU's caches: the queue's lifecycle spent about a quarter of the
+/// server's CPU in memtables with 32 MB ones, and 4 MB ones cost 6-17 % less CPU per task; a
+/// rebuild, with 128 MB ones before, became 13-34 % faster (BENCHMARKS.md). Flushing them one
 /// by one made five times as many compactions in a 90 s run, so they are flushed four at a
 /// time.
 fn write_buffer_size(cf_name: &str) -> usize {
