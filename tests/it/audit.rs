@@ -513,22 +513,14 @@ async fn scheduled_rebuilds_compare_the_projections_and_report_on_metrics() {
             .await
             .unwrap();
     }
-    let verified = |text: &str, projection: &str| -> Option<i64> {
-        text.lines().find_map(|l| {
-            l.strip_prefix(&format!(
-                "taskledger_projection_verified{{projection=\"{projection}\"}} "
-            ))?
-            .trim()
-            .parse()
-            .ok()
-        })
-    };
-    let metrics = |s: &Server| {
-        let url = format!("{}/metrics", s.root_url);
-        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    let verified = |text: &str, projection: &str| {
+        metric_sample(
+            text,
+            &format!("taskledger_projection_verified{{projection=\"{projection}\"}}"),
+        )
     };
     let text = eventually(Duration::from_secs(30), || async {
-        let text = metrics(&s).await;
+        let text = s.metrics().await;
         let replayed = metric_sample(
             &text,
             "taskledger_projection_replayed_events{projection=\"queue\"}",
@@ -538,7 +530,7 @@ async fn scheduled_rebuilds_compare_the_projections_and_report_on_metrics() {
     })
     .await;
     for p in ["queue", "auth", "worker-manager"] {
-        assert_eq!(verified(&text, p), Some(1), "{p}: {text}");
+        assert_eq!(verified(&text, p), Some(1.0), "{p}: {text}");
     }
 
     s.kill();
@@ -556,9 +548,9 @@ async fn scheduled_rebuilds_compare_the_projections_and_report_on_metrics() {
     }
     s.restart().await;
     let text = eventually(Duration::from_secs(30), || async {
-        let text = metrics(&s).await;
-        (verified(&text, "queue") == Some(0)).then_some(text)
+        let text = s.metrics().await;
+        (verified(&text, "queue") == Some(0.0)).then_some(text)
     })
     .await;
-    assert_eq!(verified(&text, "auth"), Some(1), "{text}");
+    assert_eq!(verified(&text, "auth"), Some(1.0), "{text}");
 }

@@ -221,7 +221,6 @@ pub fn status_of(err: &anyhow::Error) -> Option<u16> {
     taskcluster::err_status_code(err).map(|s| s.as_u16())
 }
 
-/// Polls `check` until it returns Some, for at most `limit`.
 /// The value of the sample `name` (with its labels, if any) in /metrics' Prometheus text.
 pub fn metric_sample(metrics: &str, name: &str) -> Option<f64> {
     metrics
@@ -229,6 +228,7 @@ pub fn metric_sample(metrics: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Polls `check` until it returns Some, for at most `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,

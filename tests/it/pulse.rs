@@ -161,13 +161,6 @@ async fn wait_for_exchanges(conn: &Connection) {
     }
 }
 
-/// A metric's value in a Prometheus text exposition.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// The message id of each message by `key`, checking that a re-sent message (at-least-once)
 /// carries the id it was first sent with.
 fn first_message_ids<K: std::hash::Hash + Eq>(
@@ -317,26 +310,26 @@ async fn a_running_task_is_published(backend: Backend) {
     let url = format!("{}/metrics", s.root_url);
     let text = eventually(Duration::from_secs(10), || async {
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-        (metric(&text, "taskledger_bridge_lag_events") == Some(0.0)).then_some(text)
+        (metric_sample(&text, "taskledger_bridge_lag_events") == Some(0.0)).then_some(text)
     })
     .await;
     assert!(
-        metric(&text, "taskledger_bridge_published_total").unwrap() >= 5.0,
+        metric_sample(&text, "taskledger_bridge_published_total").unwrap() >= 5.0,
         "{text}"
     );
     assert_eq!(
-        metric(&text, "taskledger_bridge_lag_seconds"),
+        metric_sample(&text, "taskledger_bridge_lag_seconds"),
         Some(0.0),
         "{text}"
     );
     // one channel unless told otherwise: messages in log order
     assert_eq!(
-        metric(&text, "taskledger_bridge_channels"),
+        metric_sample(&text, "taskledger_bridge_channels"),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        metric(&text, "taskledger_bridge_confirms_pending"),
+        metric_sample(&text, "taskledger_bridge_confirms_pending"),
         Some(0.0),
         "{text}"
     );
@@ -613,7 +606,10 @@ async fn on_several_channels_each_tasks_messages_keep_their_order() {
         assert_eq!(seen[id.as_str()], order, "task {id}");
     }
     let metrics = s.metrics().await;
-    assert_eq!(metric(&metrics, "taskledger_bridge_channels"), Some(4.0));
+    assert_eq!(
+        metric_sample(&metrics, "taskledger_bridge_channels"),
+        Some(4.0)
+    );
 }
 
 #[tokio::test]
@@ -891,7 +887,7 @@ async fn a_rabbitmq_restart_mid_flow_loses_nothing() {
     }
     // the bridge did live through the restart: it reconnected
     let metrics = s.metrics().await;
-    let reconnects = metric(&metrics, "taskledger_bridge_reconnects_total").unwrap();
+    let reconnects = metric_sample(&metrics, "taskledger_bridge_reconnects_total").unwrap();
     assert!(reconnects >= 1.0, "{metrics}");
     let _ = ch
         .queue_delete(
