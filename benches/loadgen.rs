@@ -220,11 +220,10 @@ struct WriterMark {
 
 impl WriterMark {
     async fn now(api: &Api) -> WriterMark {
+        let mut mark = WriterMark::default();
         let Ok((_, text)) = api.send(0, "GET", "/metrics", None, false).await else {
-            return WriterMark::default();
+            return mark;
         };
-        let mut histograms: std::collections::HashMap<String, (Vec<(f64, f64)>, f64)> =
-            Default::default();
         for line in String::from_utf8_lossy(&text).lines() {
             let Some((name, value)) = line.rsplit_once(' ') else {
                 continue;
@@ -237,16 +236,16 @@ impl WriterMark {
                     "+Inf" => f64::INFINITY,
                     b => b.parse().unwrap_or(f64::NAN),
                 };
-                histograms
+                mark.histograms
                     .entry(family.to_string())
                     .or_default()
                     .0
                     .push((bound, value));
             } else if let Some(family) = name.strip_suffix("_sum") {
-                histograms.entry(family.to_string()).or_default().1 = value;
+                mark.histograms.entry(family.to_string()).or_default().1 = value;
             }
         }
-        WriterMark { histograms }
+        mark
     }
 
     /// The bucket bound under which a fraction `q` of the observations since `before` fell.
