@@ -34,8 +34,9 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
         table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
         let mut cf = Options::default();
-        cf.set_write_buffer_size(write_buffer_size(name));
-        if write_buffer_size(name) == SMALL_MEMTABLE {
+        let memtable = write_buffer_size(name);
+        cf.set_write_buffer_size(memtable);
+        if memtable == SMALL_MEMTABLE {
             // flushed four at a time: L0 files, and so compactions, as large as 16 MB
             // memtables would make
             cf.set_max_write_buffer_number(6);
