@@ -1171,7 +1171,7 @@ impl QueueView {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeSet;
     use taskledger_core::envelope::{Actor, EventId};
@@ -1181,7 +1181,7 @@ mod tests {
     };
     use taskledger_core::time::HOUR;
 
-    fn definition(now: Millis, group: Slug) -> TaskDefinition {
+    pub(crate) fn definition(now: Millis, group: Slug) -> TaskDefinition {
         TaskDefinition {
             task_queue_id: "prov/wt".parse().unwrap(),
             scheduler_id: "-".into(),
