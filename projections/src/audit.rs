@@ -192,14 +192,21 @@ pub async fn records_at<L: EventLog + ?Sized>(
     Ok(out)
 }
 
-/// Reading records by offset from whichever log a server runs on (`EventLog` itself is not
-/// object safe).
+/// Reading records by offset, and where a partition ends, from whichever log a server runs on
+/// (`EventLog` itself is not object safe).
 pub trait RecordReader: Send + Sync {
     fn read_at<'a>(
         &'a self,
         topic: &'a str,
         offsets: &'a [u64],
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Stored>, StoreError>> + Send + 'a>>;
+
+    /// The position past the partition's last record.
+    fn end_offset<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>>;
 }
 
 impl<L: EventLog> RecordReader for L {
@@ -209,6 +216,18 @@ impl<L: EventLog> RecordReader for L {
         offsets: &'a [u64],
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Stored>, StoreError>> + Send + 'a>> {
         Box::pin(records_at(self, topic, offsets))
+    }
+
+    fn end_offset<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            EventLog::end_offset(self, topic, partition)
+                .await
+                .map_err(StoreError::Log)
+        })
     }
 }
 

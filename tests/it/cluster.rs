@@ -5,6 +5,7 @@
 
 use crate::harness::*;
 use crate::kafka_log::no_retry_queue;
+use crate::object::{object_as, temp_creds};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -234,5 +235,79 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
             (state_of(&other, id).await["state"] == "completed").then_some(())
         })
         .await;
+    }
+}
+
+/// A worker's object artifacts through one node of a cluster whose queue and object service
+/// may be written by two other nodes: the upload finishes at the object service's writer, and
+/// finishArtifact, at once afterwards, at the queue's writer, whose copy of the object
+/// projection follows the log a moment behind. The queue waits for that copy to catch up
+/// with the object log before it calls the upload missing, so every artifact finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects() {
+    let prefix = fresh_topic_prefix();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Server::start_with(node_env(&prefix)).await);
+    }
+    let refs: Vec<&Server> = nodes.iter().collect();
+    let writers = settled(&refs).await;
+    // the node that writes neither (or, if one node writes both, any node)
+    let (queue_writer, object_writer) = (writers["taskledger.queue"], writers["taskledger.object"]);
+    let entry = (0..3)
+        .find(|i| *i != queue_writer && *i != object_writer)
+        .unwrap_or(0);
+    let node = &nodes[entry];
+    let q = node.queue();
+    let task_queue = fresh_queue();
+    let task_id = slugid::nice();
+    q.createTask(&task_id, &task_def(&task_queue, 600))
+        .await
+        .unwrap();
+    let claim = q.claimWork(&task_queue, &worker_body(1)).await.unwrap();
+    let worker = node.queue_as(temp_creds(&claim["tasks"][0]["credentials"]));
+    let expires = chrono::Utc::now() + chrono::Duration::days(1);
+    let retry = taskcluster::retry::Retry::default();
+    for i in 0..10 {
+        let name = format!("public/cluster-{i}.txt");
+        let art = worker
+            .createArtifact(
+                &task_id,
+                "0",
+                &name,
+                &json!({ "storageType": "object", "contentType": "text/plain", "expires": expires.to_rfc3339() }),
+            )
+            .await
+            .unwrap();
+        let object = object_as(node, temp_creds(&art["credentials"]));
+        taskcluster_upload::upload_from_buf(
+            art["projectId"].as_str().unwrap(),
+            art["name"].as_str().unwrap(),
+            "text/plain",
+            &expires,
+            format!("artifact {i}").as_bytes(),
+            &retry,
+            &object,
+            art["uploadId"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+        worker
+            .finishArtifact(&task_id, "0", &name, &json!({ "uploadId": art["uploadId"] }))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("finishing {name} (queue written by node {queue_writer}, objects by {object_writer}): {e}")
+            });
+        let listed = q.listArtifacts(&task_id, "0", None, None).await.unwrap();
+        let names: Vec<&str> = listed["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&name.as_str()),
+            "{name} not listed: {names:?}"
+        );
     }
 }

@@ -7,11 +7,11 @@ use serde_json::{json, Value};
 use taskcluster::retry::Retry;
 use taskcluster::{ClientBuilder, Credentials, Object};
 
-fn object_as(server: &Server, creds: Credentials) -> Object {
+pub(crate) fn object_as(server: &Server, creds: Credentials) -> Object {
     Object::new(ClientBuilder::new(&server.root_url).credentials(creds)).unwrap()
 }
 
-fn temp_creds(v: &Value) -> Credentials {
+pub(crate) fn temp_creds(v: &Value) -> Credentials {
     Credentials::new_with_certificate(
         v["clientId"].as_str().unwrap(),
         v["accessToken"].as_str().unwrap(),

@@ -14,11 +14,12 @@ use object_store::ObjectStoreExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use taskledger_core::ids::{Slug, TaskId};
-use taskledger_core::object::ObjectCommand;
+use taskledger_core::object::{ObjectCommand, OBJECT_TOPIC};
 use taskledger_core::queue::{Artifact, ArtifactStorage, ErrorReason};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::{Millis, MINUTE};
 use taskledger_projections::keys::{self, Expiring};
+use taskledger_projections::object_view::OBJECT_PARTITION;
 use taskledger_projections::{ObjectEngineError, Outcome, QueueCommand};
 
 type St = State<Arc<AppState>>;
@@ -277,13 +278,7 @@ pub async fn finish_artifact(
             .view()
             .artifact(&id, run, &name)?
             .is_some_and(|a| matches!(a.storage, ArtifactStorage::Object { .. }) && !a.present);
-        if awaiting_upload
-            && !st
-                .object
-                .view()
-                .get(&object_name(&id, run, &name))?
-                .is_some_and(|o| o.finished.is_some())
-        {
+        if awaiting_upload && !upload_finished(&st, &object_name(&id, run, &name)).await? {
             return Err(ApiError::input(
                 "Object storing artifact data does not exist",
             ));
@@ -302,6 +297,33 @@ pub async fn finish_artifact(
         Ok(no_content())
     })
     .await
+}
+
+/// How long finishArtifact waits for this node's object projection to catch up with the
+/// object log before it calls an upload missing.
+const OBJECT_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the object's upload finished. Where another node writes the object service (a
+/// cluster), this node's object projection follows the log a moment behind the writer, which
+/// may have finished the upload just before the worker asked here: the projection first
+/// catches up with the log's end.
+async fn upload_finished(st: &AppState, object_name: &str) -> Result<bool, ApiError> {
+    let finished = || -> Result<bool, ApiError> {
+        Ok(st
+            .object
+            .view()
+            .get(object_name)?
+            .is_some_and(|o| o.finished.is_some()))
+    };
+    if finished()? || st.object.role().is_writer() {
+        return finished();
+    }
+    let end = st
+        .records
+        .end_offset(OBJECT_TOPIC, OBJECT_PARTITION)
+        .await?;
+    st.object.role().wait_applied(end, OBJECT_CATCH_UP).await;
+    finished()
 }
 
 /// Follows links from `name` on a run, checking `queue:get-artifact:<n>` for every hop.
