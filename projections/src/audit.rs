@@ -263,13 +263,36 @@ pub async fn scan_stream<L: EventLog>(
     Ok(out)
 }
 
+/// An object artifact's `upload_id` is a capability (whoever knows it may finish the upload),
+/// so audit output shows it as `[redacted]`, as the object service keeps only its digest.
+fn redact_upload_ids(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, field) in map.iter_mut() {
+                if k == "upload_id" {
+                    *field = json!("[redacted]");
+                } else {
+                    redact_upload_ids(field);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_upload_ids),
+        _ => {}
+    }
+}
+
 /// A record as JSON: position, envelope fields, the event as `{"Type": {...}}`. Sealed
-/// secrets render as `[redacted]` (see `core::access::seal`).
+/// secrets, and object artifacts' upload ids, render as `[redacted]` (see
+/// `core::access::seal`).
 pub fn record_json(topic: &str, record: &Stored) -> Result<Value, StoreError> {
     let (event_type, envelope) = match topic {
         t if t == QUEUE_TOPIC => {
             let env: Envelope<QueueEvent> = codec::decode(&record.value)?;
-            (env.payload.type_name(), serde_json::to_value(&env))
+            let mut json = serde_json::to_value(&env);
+            if let Ok(v) = json.as_mut() {
+                redact_upload_ids(v);
+            }
+            (env.payload.type_name(), json)
         }
         t if t == AUTH_TOPIC => {
             let env: Envelope<AuthEvent> = codec::decode(&record.value)?;

@@ -181,6 +181,24 @@ async fn history_time_travel_replay_and_tamper_evidence() {
 
     // a client whose token must never show up in audit output
     let token = create_client(&s, "it/audited").await;
+    // nor an object artifact's upload id (whoever knows it may finish the upload)
+    let q = s.queue();
+    let (artifact_task, tq) = (slugid::nice(), fresh_queue());
+    q.createTask(&artifact_task, &task_def(&tq, 600))
+        .await
+        .unwrap();
+    q.claimWork(&tq, &worker_body(1)).await.unwrap();
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let art = q
+        .createArtifact(
+            &artifact_task,
+            "0",
+            "public/audited.txt",
+            &json!({ "storageType": "object", "contentType": "text/plain", "expires": expires }),
+        )
+        .await
+        .unwrap();
+    let upload_id = art["uploadId"].as_str().unwrap().to_string();
 
     check_history_over_http(&s, &life).await;
 
@@ -203,6 +221,26 @@ async fn history_time_travel_replay_and_tamper_evidence() {
     assert!(ok, "{err}");
     for text in [&tail, &history] {
         assert!(!text.contains(&token), "a token leaked into audit output");
+    }
+    let (ok, artifact_history, err) = cli(&s, &["audit", "history", "--task", &artifact_task]);
+    assert!(ok, "{err}");
+    assert!(
+        artifact_history.contains("ArtifactCreated"),
+        "{artifact_history}"
+    );
+    let (status, http_history) = get_json(&signed(
+        &s,
+        &format!("/api/audit/v1/history/task/{artifact_task}"),
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let http_history = http_history.to_string();
+    assert!(http_history.contains("[redacted]"), "{http_history}");
+    for text in [&tail, &artifact_history, &http_history] {
+        assert!(
+            !text.contains(&upload_id),
+            "an upload id leaked into audit output"
+        );
     }
     let (ok, out, err) = cli(&s, &["replay", "--verify"]);
     assert!(ok, "replay --verify beside the server: {out}{err}");
