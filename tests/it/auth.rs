@@ -7,7 +7,7 @@ use serde_json::json;
 use std::time::Duration;
 use taskcluster::{Auth, ClientBuilder, Credentials, Queue};
 
-fn auth_as(s: &Server, creds: Credentials) -> Auth {
+pub(crate) fn auth_as(s: &Server, creds: Credentials) -> Auth {
     Auth::new(ClientBuilder::new(&s.root_url).credentials(creds)).unwrap()
 }
 
@@ -23,7 +23,7 @@ fn client_body(scopes: &[&str]) -> serde_json::Value {
     })
 }
 
-async fn create_client(s: &Server, id: &str, scopes: &[&str]) -> Credentials {
+pub(crate) async fn create_client(s: &Server, id: &str, scopes: &[&str]) -> Credentials {
     let created = root_auth(s)
         .createClient(id, &client_body(scopes))
         .await

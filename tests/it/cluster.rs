@@ -3,6 +3,7 @@
 //! every node serves reads (and sees its forwarded commands at once), and when a writer dies
 //! its partitions move to a survivor, which carries on.
 
+use crate::auth::{auth_as, create_client};
 use crate::harness::*;
 use crate::kafka_log::no_retry_queue;
 use crate::object::{object_as, temp_creds};
@@ -310,4 +311,43 @@ async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects
             "{name} not listed: {names:?}"
         );
     }
+}
+
+/// A client created at the auth service's writer and used at once on another node, whose
+/// auth projection follows the log: the new credentials work there at once, and an unknown
+/// client is still refused with Taskcluster's 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_created_at_the_writer_authenticates_at_once_on_another_node() {
+    let prefix = fresh_topic_prefix();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Server::start_with(node_env(&prefix)).await);
+    }
+    let refs: Vec<&Server> = nodes.iter().collect();
+    let writers = settled(&refs).await;
+    let auth_writer = writers["taskledger.auth"];
+    let elsewhere = &nodes[(auth_writer + 1) % 3];
+    for i in 0..10 {
+        let id = format!("it/cluster-{i}-{}", slugid::nice());
+        let scopes = ["cluster:scope", "auth:current-scopes"];
+        let creds = create_client(&nodes[auth_writer], &id, &scopes).await;
+        let current = auth_as(elsewhere, creds)
+            .currentScopes()
+            .await
+            .unwrap_or_else(|e| panic!("{id} on a node that does not write auth: {e}"));
+        let scopes = current["scopes"].as_array().unwrap();
+        assert!(scopes.contains(&json!("cluster:scope")), "{current}");
+    }
+    // an unknown client is refused with Taskcluster's 401
+    let unknown = auth_as(
+        elsewhere,
+        taskcluster::Credentials::new(
+            "it/never-created",
+            "no-such-token-no-such-token-no-such-tok",
+        ),
+    )
+    .currentScopes()
+    .await
+    .unwrap_err();
+    assert_eq!(status_of(&unknown), Some(401));
 }
