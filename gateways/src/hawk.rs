@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
 use taskledger_core::access::seal::SealKey;
+use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::access::{AuthCommand, USED_REFRESH_MS};
 use taskledger_core::auth::{
     authenticate, authenticate_bewit, Authenticated, BewitRequest, ClientRecord, ClientSource,
@@ -19,6 +20,7 @@ use taskledger_core::auth::{
 };
 use taskledger_core::envelope::Actor;
 use taskledger_core::scopes::{any_satisfies, insufficient_scopes_message, ScopeExpr, ScopeSet};
+use taskledger_projections::auth_view::AUTH_PARTITION;
 use taskledger_projections::AuthView;
 
 /// Body size limit, as upstream.
@@ -326,14 +328,38 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let result = authenticate_headers(
-        parts.method.as_str(),
-        resource,
-        &parts.headers,
-        &bytes,
-        &state.clients,
-    )
-    .map(|found| match found {
+    let authenticated = |source: &dyn ClientSource| {
+        authenticate_headers(
+            parts.method.as_str(),
+            resource,
+            &parts.headers,
+            &bytes,
+            source,
+        )
+    };
+    let (mut result, missed) = {
+        let noting = Noting {
+            clients: &state.clients,
+            missed: std::cell::Cell::new(false),
+        };
+        (authenticated(&noting), noting.missed.get())
+    };
+    // a client created just now where another node writes auth (a cluster) may not be in
+    // this node's projection yet: catch up with the auth log, then look again
+    if result.is_err()
+        && missed
+        && crate::follow_to_end(
+            &state,
+            AUTH_TOPIC,
+            AUTH_PARTITION,
+            state.auth.role(),
+            AUTH_CATCH_UP,
+        )
+        .await
+    {
+        result = authenticated(&state.clients);
+    }
+    let result = result.map(|found| match found {
         Some(a) => {
             note_use(&state, &a.issuer);
             Caller::from(a)
@@ -346,6 +372,30 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(Auth(Arc::new(result)));
     next.run(req).await
+}
+
+/// How long authentication waits for this node's auth projection to catch up with the auth
+/// log before it calls a client unknown.
+const AUTH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The clients, remembering whether authentication asked for one they do not know.
+struct Noting<'a> {
+    clients: &'a Clients,
+    missed: std::cell::Cell<bool>,
+}
+
+impl ClientSource for Noting<'_> {
+    fn client(&self, client_id: &str) -> Option<ClientRecord> {
+        let found = self.clients.client(client_id);
+        if found.is_none() {
+            self.missed.set(true);
+        }
+        found
+    }
+
+    fn expand(&self, scopes: Vec<String>) -> ScopeSet {
+        self.clients.expand(scopes)
+    }
 }
 
 /// Records, off the request path, that `issuer`'s key authenticated a request, when the

@@ -71,6 +71,36 @@ async fn version() -> Response {
     .into_response()
 }
 
+/// Lets this node's projection of `topic` catch up with the log's end, waiting at most
+/// `patience`, where another node writes that partition (a cluster); whether the projection
+/// advanced. A projection that follows a writer elsewhere is a moment behind it, so what was
+/// written there just now (an upload finished, a client created) may not be here yet: a
+/// handler about to answer "not there" asks this first, and looks again when it says yes.
+/// When the log's end cannot be read, the local projection answers as it stands.
+pub(crate) async fn follow_to_end(
+    st: &AppState,
+    topic: &str,
+    partition: u32,
+    role: &taskledger_projections::role::WriterRole,
+    patience: Duration,
+) -> bool {
+    if role.is_writer() {
+        return false;
+    }
+    let before = role.position();
+    match st.records.end_offset(topic, partition).await {
+        Ok(end) if end > before => {
+            role.wait_applied(end, patience).await;
+        }
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::debug!(topic, error = %e, "cannot read the log's end; answering from this node's projection");
+            return false;
+        }
+    }
+    role.position() > before
+}
+
 pub(crate) async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" }))).into_response()
 }

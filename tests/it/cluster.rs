@@ -253,11 +253,14 @@ async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects
     }
     let refs: Vec<&Server> = nodes.iter().collect();
     let writers = settled(&refs).await;
-    // the node that writes neither (or, if one node writes both, any node)
     let (queue_writer, object_writer) = (writers["taskledger.queue"], writers["taskledger.object"]);
+    assert_ne!(
+        queue_writer, object_writer,
+        "one node writes both services: the test would check nothing"
+    );
     let entry = (0..3)
         .find(|i| *i != queue_writer && *i != object_writer)
-        .unwrap_or(0);
+        .expect("three nodes");
     let node = &nodes[entry];
     let q = node.queue();
     let task_queue = fresh_queue();
@@ -314,7 +317,8 @@ async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects
 }
 
 /// A client created at the auth service's writer and used at once on another node, whose
-/// auth projection follows the log: the new credentials work there at once, and an unknown
+/// auth projection follows the log a moment behind: that node catches up with the auth log
+/// before it calls a client unknown, so the new credentials work there at once, and an unknown
 /// client is still refused with Taskcluster's 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_created_at_the_writer_authenticates_at_once_on_another_node() {
@@ -327,6 +331,7 @@ async fn a_client_created_at_the_writer_authenticates_at_once_on_another_node() 
     let writers = settled(&refs).await;
     let auth_writer = writers["taskledger.auth"];
     let elsewhere = &nodes[(auth_writer + 1) % 3];
+    assert!(!written_by(elsewhere).await.contains("taskledger.auth"));
     for i in 0..10 {
         let id = format!("it/cluster-{i}-{}", slugid::nice());
         let scopes = ["cluster:scope", "auth:current-scopes"];

@@ -305,8 +305,8 @@ const OBJECT_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether the object's upload finished. Where another node writes the object service (a
 /// cluster), this node's object projection follows the log a moment behind the writer, which
-/// may have finished the upload just before the worker asked here: the projection first
-/// catches up with the log's end.
+/// may have finished the upload just before the worker asked here: an upload not seen
+/// finished is looked up again once the projection caught up with the log's end.
 async fn upload_finished(st: &AppState, object_name: &str) -> Result<bool, ApiError> {
     let finished = || -> Result<bool, ApiError> {
         Ok(st
@@ -315,15 +315,14 @@ async fn upload_finished(st: &AppState, object_name: &str) -> Result<bool, ApiEr
             .get(object_name)?
             .is_some_and(|o| o.finished.is_some()))
     };
-    if finished()? || st.object.role().is_writer() {
+    let role = st.object.role();
+    if finished()? {
+        return Ok(true);
+    }
+    if crate::follow_to_end(st, OBJECT_TOPIC, OBJECT_PARTITION, role, OBJECT_CATCH_UP).await {
         return finished();
     }
-    let end = st
-        .records
-        .end_offset(OBJECT_TOPIC, OBJECT_PARTITION)
-        .await?;
-    st.object.role().wait_applied(end, OBJECT_CATCH_UP).await;
-    finished()
+    Ok(false)
 }
 
 /// Follows links from `name` on a run, checking `queue:get-artifact:<n>` for every hop.
