@@ -123,6 +123,9 @@ enum EventsCmd {
         /// Keep waiting for new events.
         #[arg(long)]
         follow: bool,
+        /// JSON lines: the one format `tail` prints, taken so scripts may say so.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         kafka: KafkaSource,
         #[command(flatten)]
@@ -1385,6 +1388,7 @@ fn events_command(cmd: EventsCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
         from_offset,
         since,
         follow,
+        json: _,
         kafka,
         data,
     } = cmd;

@@ -392,6 +392,18 @@ struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
+    fn new(view: &'a QueueView) -> Overlay<'a> {
+        Overlay {
+            view,
+            tasks: HashMap::new(),
+            groups: HashMap::new(),
+            artifacts: HashMap::new(),
+            streams: HashMap::new(),
+            workers_seen: HashMap::new(),
+            quarantined: HashMap::new(),
+            claimed_in_batch: HashMap::new(),
+        }
+    }
     fn task(&mut self, id: &TaskId) -> Result<Option<Task>, StoreError> {
         if let Some(t) = self.tasks.get(id) {
             return Ok(t.clone());
@@ -595,16 +607,7 @@ impl<L: EventLog + 'static> Writer<L> {
                 .wait
                 .observe_duration(started.duration_since(job.arrived));
         }
-        let mut overlay = Overlay {
-            view: &self.view,
-            tasks: HashMap::new(),
-            groups: HashMap::new(),
-            artifacts: HashMap::new(),
-            streams: HashMap::new(),
-            workers_seen: HashMap::new(),
-            quarantined: HashMap::new(),
-            claimed_in_batch: HashMap::new(),
-        };
+        let mut overlay = Overlay::new(&self.view);
         let mut envelopes: Vec<Envelope<QueueEvent>> = Vec::new();
         let mut answers = Vec::with_capacity(jobs.len());
         let mut became_pending = false;
@@ -1001,7 +1004,6 @@ mod tests {
     use super::*;
     use crate::queue_view::tests::definition;
     use crate::{audit, store, EmbeddedLog};
-    use futures::future::BoxFuture;
     use std::collections::{BTreeMap, BTreeSet};
     use std::time::Duration;
     use taskledger_core::ids::Slug;
@@ -1118,59 +1120,51 @@ mod tests {
         assert_eq!(report.live_digest.as_ref(), Some(&report.rebuilt_digest));
     }
 
-    /// A worker declared, quarantined and claiming in the order the writer takes the commands
-    /// (most likely in one group commit, behind a crowd of other commands): the quarantine
-    /// finds the worker declared just before it, and the claimWork after it gets nothing
-    /// although a task is pending.
+    /// One group commit's decisions, in order: a worker declared, then quarantined (which
+    /// finds it declared), then claiming work, which gets nothing although a task is pending
+    /// (another worker's claimWork, decided apart, gets it).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_quarantine_counts_for_the_commands_after_it_in_the_same_batch() {
         let dir = tempfile::tempdir().unwrap();
         let (_db, _log, engine) = start(dir.path()).await;
-        let actor = Actor::system("test");
         let pending = QueueCommand::CreateTask {
             task_id: Slug::nice(),
             definition: definition(Millis::now(), Slug::nice()),
         };
-        engine.execute(actor.clone(), pending).await.unwrap();
-        let worker = |command| {
-            let (engine, actor) = (engine.clone(), actor.clone());
-            Box::pin(async move { engine.execute(actor, command).await }) as BoxFuture<_>
+        engine
+            .execute(Actor::system("test"), pending)
+            .await
+            .unwrap();
+        let (now, limits) = (Millis::now(), Limits::default());
+        let task_queue_id: TaskQueueId = "prov/wt".parse().unwrap();
+        let (worker_group, worker_id) = ("g".to_string(), "quarantined".to_string());
+        let mut batch = Overlay::new(engine.view());
+        let declare = QueueCommand::DeclareWorker {
+            task_queue_id: task_queue_id.clone(),
+            worker_group: worker_group.clone(),
+            worker_id: worker_id.clone(),
+            expires: now.plus(HOUR),
         };
-        // join_all polls its futures in order, so they reach the writer's channel in order
-        let mut calls: Vec<BoxFuture<_>> = (0..300)
-            .map(|_| {
-                worker(QueueCommand::CreateTask {
-                    task_id: Slug::nice(),
-                    definition: definition(Millis::now(), Slug::nice()),
-                })
-            })
-            .collect();
-        calls.push(worker(QueueCommand::DeclareWorker {
-            task_queue_id: "prov/wt".parse().unwrap(),
-            worker_group: "g".into(),
-            worker_id: "quarantined".into(),
-            expires: Millis::now().plus(HOUR),
-        }));
-        calls.push(worker(QueueCommand::QuarantineWorker {
-            task_queue_id: "prov/wt".parse().unwrap(),
-            worker_group: "g".into(),
-            worker_id: "quarantined".into(),
-            until: Millis::now().plus(HOUR),
+        decide(&mut batch, &declare, now, &limits).unwrap();
+        let quarantine = QueueCommand::QuarantineWorker {
+            task_queue_id,
+            worker_group,
+            worker_id,
+            until: now.plus(HOUR),
             info: "test".into(),
-        }));
-        calls.push(worker(claim_work("quarantined")));
-        let answers = futures::future::join_all(calls).await;
-        let mut answers = answers.into_iter().rev();
-        match answers.next().unwrap() {
-            Ok(Outcome::Claims(claims)) => assert!(claims.is_empty(), "{claims:?}"),
-            other => panic!("claimWork answered {other:?}"),
-        }
-        answers
-            .next()
-            .unwrap()
-            .expect("the quarantine finds the worker");
-        for answer in answers {
-            answer.unwrap();
-        }
+        };
+        decide(&mut batch, &quarantine, now, &limits)
+            .expect("the worker declared earlier in the batch is found");
+        let claimed = |overlay: &mut Overlay, id: &str| match decide(
+            overlay,
+            &claim_work(id),
+            now,
+            &limits,
+        ) {
+            Ok((_, Outcome::Claims(claims))) => claims.len(),
+            other => panic!("claimWork decided {other:?}"),
+        };
+        assert_eq!(claimed(&mut batch, "quarantined"), 0);
+        assert_eq!(claimed(&mut Overlay::new(engine.view()), "other"), 1);
     }
 }
