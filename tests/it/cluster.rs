@@ -6,7 +6,7 @@
 use crate::auth::{auth_as, create_client};
 use crate::harness::*;
 use crate::kafka_log::no_retry_queue;
-use crate::object::{object_as, temp_creds};
+use crate::object::{claimed_task, upload};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,8 +93,9 @@ async fn settled(nodes: &[&Server]) -> HashMap<String, usize> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
+/// Three nodes of one fresh group, once every topic has its one writer among them; the writer
+/// of each topic (index into the nodes).
+async fn three_nodes() -> (Vec<Server>, HashMap<String, usize>) {
     let prefix = fresh_topic_prefix();
     let mut nodes = Vec::new();
     for _ in 0..3 {
@@ -102,6 +103,12 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
     }
     let refs: Vec<&Server> = nodes.iter().collect();
     let writers = settled(&refs).await;
+    (nodes, writers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
+    let (mut nodes, writers) = three_nodes().await;
     let queue_writer = writers["taskledger.queue"];
     let follower = (queue_writer + 1) % 3;
 
@@ -246,13 +253,7 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
 /// with the object log before it calls the upload missing, so every artifact finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects() {
-    let prefix = fresh_topic_prefix();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(Server::start_with(node_env(&prefix)).await);
-    }
-    let refs: Vec<&Server> = nodes.iter().collect();
-    let writers = settled(&refs).await;
+    let (nodes, writers) = three_nodes().await;
     let (queue_writer, object_writer) = (writers["taskledger.queue"], writers["taskledger.object"]);
     assert_ne!(
         queue_writer, object_writer,
@@ -263,15 +264,8 @@ async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects
         .expect("three nodes");
     let node = &nodes[entry];
     let q = node.queue();
-    let task_queue = fresh_queue();
-    let task_id = slugid::nice();
-    q.createTask(&task_id, &task_def(&task_queue, 600))
-        .await
-        .unwrap();
-    let claim = q.claimWork(&task_queue, &worker_body(1)).await.unwrap();
-    let worker = node.queue_as(temp_creds(&claim["tasks"][0]["credentials"]));
+    let (task_id, worker) = claimed_task(node).await;
     let expires = chrono::Utc::now() + chrono::Duration::days(1);
-    let retry = taskcluster::retry::Retry::default();
     for i in 0..10 {
         let name = format!("public/cluster-{i}.txt");
         let art = worker
@@ -283,36 +277,22 @@ async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects
             )
             .await
             .unwrap();
-        let object = object_as(node, temp_creds(&art["credentials"]));
-        taskcluster_upload::upload_from_buf(
-            art["projectId"].as_str().unwrap(),
-            art["name"].as_str().unwrap(),
+        upload(
+            node,
+            &art,
             "text/plain",
             &expires,
             format!("artifact {i}").as_bytes(),
-            &retry,
-            &object,
-            art["uploadId"].as_str().unwrap(),
         )
-        .await
-        .unwrap();
+        .await;
         worker
             .finishArtifact(&task_id, "0", &name, &json!({ "uploadId": art["uploadId"] }))
             .await
             .unwrap_or_else(|e| {
                 panic!("finishing {name} (queue written by node {queue_writer}, objects by {object_writer}): {e}")
             });
-        let listed = q.listArtifacts(&task_id, "0", None, None).await.unwrap();
-        let names: Vec<&str> = listed["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|a| a["name"].as_str())
-            .collect();
-        assert!(
-            names.contains(&name.as_str()),
-            "{name} not listed: {names:?}"
-        );
+        let names = artifact_names(&q, &task_id, "0").await;
+        assert!(names.contains(&name), "{name} not listed: {names:?}");
     }
 }
 
@@ -322,13 +302,7 @@ async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects
 /// client is still refused with Taskcluster's 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_created_at_the_writer_authenticates_at_once_on_another_node() {
-    let prefix = fresh_topic_prefix();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(Server::start_with(node_env(&prefix)).await);
-    }
-    let refs: Vec<&Server> = nodes.iter().collect();
-    let writers = settled(&refs).await;
+    let (nodes, writers) = three_nodes().await;
     let auth_writer = writers["taskledger.auth"];
     let elsewhere = &nodes[(auth_writer + 1) % 3];
     assert!(!written_by(elsewhere).await.contains("taskledger.auth"));

@@ -251,6 +251,17 @@ pub async fn state_of(q: &Queue, task_id: &str) -> Value {
     q.status(task_id).await.unwrap()["status"].clone()
 }
 
+/// The names of a run's artifacts, as listArtifacts gives them.
+pub async fn artifact_names(q: &Queue, task_id: &str, run_id: &str) -> Vec<String> {
+    let listed = q.listArtifacts(task_id, run_id, None, None).await.unwrap();
+    listed["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str().map(String::from))
+        .collect()
+}
+
 /// A `taskledger worker` process claiming from one task queue of a test server.
 pub struct WorkerProc {
     child: Option<Child>,

@@ -42,8 +42,32 @@ async fn s3_artifact(
     assert!(put.status().is_success());
 }
 
+/// Uploads an object artifact's bytes with the official helper, as the worker that created it
+/// (`art`: createArtifact's answer, whose credentials and upload id it uses).
+pub(crate) async fn upload(
+    server: &Server,
+    art: &Value,
+    content_type: &str,
+    expires: &chrono::DateTime<chrono::Utc>,
+    data: &[u8],
+) {
+    let object = object_as(server, temp_creds(&art["credentials"]));
+    taskcluster_upload::upload_from_buf(
+        art["projectId"].as_str().unwrap(),
+        art["name"].as_str().unwrap(),
+        content_type,
+        expires,
+        data,
+        &Retry::default(),
+        &object,
+        art["uploadId"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
 /// A claimed task: its id and the queue client acting with its task credentials.
-async fn claimed_task(server: &Server) -> (String, taskcluster::Queue) {
+pub(crate) async fn claimed_task(server: &Server) -> (String, taskcluster::Queue) {
     let q = server.queue();
     let queue = fresh_queue();
     let task_id = slugid::nice();
@@ -86,19 +110,7 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
             .unwrap_err();
         assert_eq!(status_of(&early), Some(400));
 
-        let object = object_as(&server, temp_creds(&art["credentials"]));
-        taskcluster_upload::upload_from_buf(
-            art["projectId"].as_str().unwrap(),
-            &object_name,
-            "application/x-test",
-            &expires,
-            data,
-            &retry,
-            &object,
-            art["uploadId"].as_str().unwrap(),
-        )
-        .await
-        .unwrap();
+        upload(&server, &art, "application/x-test", &expires, data).await;
         worker
             .finishArtifact(&task_id, "0", name, &json!({ "uploadId": art["uploadId"] }))
             .await
