@@ -518,6 +518,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "TASKLEDGER_QUEUE_ACCESS_TOKEN",
         &args.data_dir.join("queue-access-token"),
     )?;
+    // signs blob URLs and derives object artifacts' upload ids: changing it voids the URLs
+    // handed out and the upload ids of artifacts whose upload has not finished
     let url_key = shared_secret(
         "TASKLEDGER_URL_SIGNING_KEY",
         &args.data_dir.join("url-signing-key"),

@@ -21,6 +21,10 @@ pub type TaskGroupId = Slug;
 pub struct InvalidSlug(pub String);
 
 impl Slug {
+    /// All zeros: no valid slugid (its version nibble is not 4), so never one a caller sends.
+    /// An object artifact stores it for an upload id it does not keep (`ArtifactStorage`).
+    pub const NIL: Slug = Slug([0; 16]);
+
     /// A fresh "nice" slugid (first bit cleared), as Taskcluster's generators make.
     pub fn nice() -> Slug {
         slugid::nice().parse().expect("slugid generates valid ids")

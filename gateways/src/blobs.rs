@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use object_store::ObjectStoreExt;
+use taskledger_core::ids::Slug;
 use taskledger_core::time::Millis;
 
 /// Everything but RFC 3986's unreserved characters is escaped, so no client re-encodes it.
@@ -31,6 +32,26 @@ pub fn store_segment(s: &str) -> String {
 fn signature(st: &AppState, method: &str, canonical: &str, expires: i64) -> ring::hmac::Tag {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &st.url_key);
     ring::hmac::sign(&key, format!("{method}\n{canonical}\n{expires}").as_bytes())
+}
+
+/// The upload id of an `object` artifact: a "nice" v4 slugid made of an HMAC (the URL key)
+/// over the artifact's task, run and name. The queue derives it again whenever it answers or
+/// checks it, so the id (a capability: whoever knows it may finish the upload) never enters
+/// the log, and a repeated createArtifact answers the same id.
+pub fn derived_upload_id(st: &AppState, task_id: &Slug, run_id: u32, name: &str) -> Slug {
+    upload_id_under(&st.url_key, task_id, run_id, name)
+}
+
+fn upload_id_under(url_key: &[u8], task_id: &Slug, run_id: u32, name: &str) -> Slug {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, url_key);
+    let message = format!("object artifact upload id\0{task_id}\0{run_id}\0{name}");
+    let tag = ring::hmac::sign(&key, message.as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&tag.as_ref()[..16]);
+    id[0] &= 0x7f; // nice: the first bit cleared
+    id[6] = 0x40 | (id[6] & 0x0f); // version 4
+    id[8] = 0x80 | (id[8] & 0x3f); // RFC 4122 variant
+    Slug(id)
 }
 
 /// `<public url><path>?expires=..&sig=..`, valid for `valid_ms`, covering the decoded
@@ -127,5 +148,31 @@ pub async fn serve(
         },
         Err(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A derived upload id is a valid "nice" slugid, the same for the same artifact and key,
+    /// and another for another task, run, name or key.
+    #[test]
+    fn derived_upload_ids_are_slugids_of_their_artifact_and_key() {
+        let task: Slug = "fN1SbArXTPSVFNUvaOlinQ".parse().unwrap();
+        let other: Slug = "aN1SbArXTPSVFNUvaOlinQ".parse().unwrap();
+        let id = upload_id_under(b"key", &task, 0, "public/a.txt");
+        let shown = id.to_string();
+        assert_eq!(shown.parse::<Slug>().unwrap(), id, "{shown} parses back");
+        assert!(!shown.starts_with('-'), "{shown} is nice");
+        assert_eq!(id, upload_id_under(b"key", &task, 0, "public/a.txt"));
+        for different in [
+            upload_id_under(b"key", &other, 0, "public/a.txt"),
+            upload_id_under(b"key", &task, 1, "public/a.txt"),
+            upload_id_under(b"key", &task, 0, "public/b.txt"),
+            upload_id_under(b"other key", &task, 0, "public/a.txt"),
+        ] {
+            assert_ne!(different, id);
+        }
     }
 }

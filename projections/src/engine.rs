@@ -102,7 +102,10 @@ pub enum QueueCommand {
         task_id: TaskId,
         run_id: u32,
         name: String,
+        /// The id the caller sent.
         upload_id: TaskId,
+        /// The id the gateway derives for this artifact (matched when it stores none).
+        derived_upload_id: TaskId,
     },
     QuarantineWorker {
         task_queue_id: TaskQueueId,
@@ -947,9 +950,16 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             run_id,
             name,
             upload_id,
+            derived_upload_id,
         } => {
             let existing = overlay.artifact(task_id, *run_id, name)?;
-            let events = queue::finish_artifact(*task_id, *run_id, existing.as_ref(), *upload_id)?;
+            let events = queue::finish_artifact(
+                *task_id,
+                *run_id,
+                existing.as_ref(),
+                *upload_id,
+                *derived_upload_id,
+            )?;
             done(overlay, events)
         }
         QueueCommand::QuarantineWorker {

@@ -6,6 +6,8 @@ use crate::harness::*;
 use serde_json::{json, Value};
 use taskcluster::retry::Retry;
 use taskcluster::{ClientBuilder, Credentials, Object};
+use taskledger_core::ids::Slug;
+use taskledger_projections::{keys, store};
 
 pub(crate) fn object_as(server: &Server, creds: Credentials) -> Object {
     Object::new(ClientBuilder::new(&server.root_url).credentials(creds)).unwrap()
@@ -81,7 +83,7 @@ pub(crate) async fn claimed_task(server: &Server) -> (String, taskcluster::Queue
 
 #[tokio::test]
 async fn object_artifacts_upload_and_download_with_the_official_helpers() {
-    let server = Server::start(&[]).await;
+    let mut server = Server::start(&[]).await;
     let q = server.queue();
     let (task_id, worker) = claimed_task(&server).await;
     let expires = chrono::Utc::now() + chrono::Duration::days(1);
@@ -89,6 +91,7 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
     let small = b"small object artifact".to_vec();
     // one small enough to go inline, one larger than any API body (10 MiB) for a PUT URL
     let large: Vec<u8> = (0..11 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut upload_ids = Vec::new();
     for (name, data) in [("public/small.txt", &small), ("public/large.bin", &large)] {
         let art = worker
             .createArtifact(
@@ -111,6 +114,18 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
         assert_eq!(status_of(&early), Some(400));
 
         upload(&server, &art, "application/x-test", &expires, data).await;
+        // a repeated createArtifact answers the same upload id
+        let again = worker
+            .createArtifact(
+                &task_id,
+                "0",
+                name,
+                &json!({ "storageType": "object", "contentType": "application/x-test", "expires": expires.to_rfc3339() }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again["uploadId"], art["uploadId"]);
+        upload_ids.push(art["uploadId"].as_str().unwrap().to_string());
         worker
             .finishArtifact(&task_id, "0", name, &json!({ "uploadId": art["uploadId"] }))
             .await
@@ -158,6 +173,27 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
             .await
             .unwrap();
         assert_eq!(&fetched[..], &data[..]);
+    }
+
+    // an upload id is a capability (whoever knows it may finish the upload): no record of the
+    // log holds one, as text or as its 16 bytes
+    server.kill();
+    let db = store::open(&server.data_dir.join("db")).unwrap();
+    let log = db.cf_handle(keys::CF_LOG).unwrap();
+    let records: Vec<Vec<u8>> = db
+        .iterator_cf(log, rocksdb::IteratorMode::Start)
+        .map(|r| r.unwrap().1.to_vec())
+        .collect();
+    assert!(records.len() > 10, "{} records", records.len());
+    for id in &upload_ids {
+        let bytes = *id.parse::<Slug>().unwrap().as_bytes();
+        for record in &records {
+            let holds = |needle: &[u8]| record.windows(needle.len()).any(|w| w == needle);
+            assert!(
+                !holds(&bytes) && !holds(id.as_bytes()),
+                "upload id {id} in the log"
+            );
+        }
     }
 }
 

@@ -615,12 +615,15 @@ pub fn create_artifact(
     }])
 }
 
-/// finishArtifact (§10.2).
+/// finishArtifact (§10.2). `upload_id` is the id the caller sent, `derived` the id the
+/// gateway derives for this artifact: the one to match when the artifact stores none
+/// (`Slug::NIL`).
 pub fn finish_artifact(
     task_id: TaskId,
     run_id: u32,
     existing: Option<&Artifact>,
     upload_id: TaskId,
+    derived: TaskId,
 ) -> Decision {
     let artifact = existing.ok_or(QueueError::ArtifactNotFound)?;
     let ArtifactStorage::Object {
@@ -635,7 +638,12 @@ pub fn finish_artifact(
     if artifact.present {
         return Ok(vec![]);
     }
-    if *expected != upload_id {
+    let expected = if *expected == crate::ids::Slug::NIL {
+        derived
+    } else {
+        *expected
+    };
+    if expected != upload_id {
         return Err(QueueError::Input("uploadId does not match".into()));
     }
     Ok(vec![QueueEvent::ArtifactFinished {

@@ -322,6 +322,9 @@ impl ErrorReason {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ArtifactStorage {
     /// Bytes in taskledger's blob store, uploaded through a signed URL; present after finish.
+    /// `upload_id` is `Slug::NIL` for an id derived from the artifact and a server key, which
+    /// the log therefore never holds (the gateway derives it again for an answer and a finish);
+    /// logs written before then hold the id itself.
     Object {
         upload_id: TaskId,
         content_length: Option<u64>,

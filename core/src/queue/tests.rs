@@ -567,15 +567,30 @@ fn artifacts_follow_the_run() {
             NOW.plus(HOUR),
         )
     };
-    assert!(finish_artifact(t.task_id, 0, Some(&obj), tid(8)).is_err());
+    // (an id stored in the artifact, as logs before derived ids hold, wins over the derived one)
+    assert!(finish_artifact(t.task_id, 0, Some(&obj), tid(8), tid(8)).is_err());
     check(
-        finish_artifact(t.task_id, 0, Some(&obj), tid(7)),
+        finish_artifact(t.task_id, 0, Some(&obj), tid(7), tid(8)),
         &["ArtifactFinished"],
     );
     assert!(matches!(
-        finish_artifact(t.task_id, 0, None, tid(7)),
+        finish_artifact(t.task_id, 0, None, tid(7), tid(7)),
         Err(QueueError::ArtifactNotFound)
     ));
+    // an artifact that stores no id: the derived one, and only it, finishes it
+    let derived = Artifact {
+        storage: ArtifactStorage::Object {
+            upload_id: Slug::NIL,
+            content_length: None,
+        },
+        ..obj.clone()
+    };
+    assert!(finish_artifact(t.task_id, 0, Some(&derived), tid(7), tid(8)).is_err());
+    assert!(finish_artifact(t.task_id, 0, Some(&derived), Slug::NIL, tid(8)).is_err());
+    check(
+        finish_artifact(t.task_id, 0, Some(&derived), tid(8), tid(8)),
+        &["ArtifactFinished"],
+    );
     // completed run: no more artifacts
     let mut ev = claimed();
     ev.extend(report(&t, 0, ReasonResolved::Completed, NOW).unwrap());

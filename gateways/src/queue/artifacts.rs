@@ -65,7 +65,8 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
     let storage = match storage_type.as_str() {
         "s3" => Some(ArtifactStorage::S3 { content_length }),
         "object" => Some(ArtifactStorage::Object {
-            upload_id: Slug::nice(),
+            // derived, not stored (`blobs::derived_upload_id`)
+            upload_id: Slug::NIL,
             content_length,
         }),
         "reference" => c
@@ -201,6 +202,11 @@ pub async fn create_artifact(
                 "putUrl": signed_blob_url(&st, "PUT", &id, run, &name, 45 * MINUTE),
             }),
             ArtifactStorage::Object { upload_id, .. } => {
+                // an artifact logged before ids were derived keeps the id it was given
+                let upload_id = match *upload_id {
+                    Slug::NIL => blobs::derived_upload_id(&st, &id, run, &name),
+                    stored => stored,
+                };
                 let task = st.engine.view().task(&id)?.ok_or_else(|| ApiError::not_found("Task not found"))?;
                 let r = &task.runs[run as usize];
                 let object_name = object_name(&id, run, &name);
@@ -283,6 +289,7 @@ pub async fn finish_artifact(
                 "Object storing artifact data does not exist",
             ));
         }
+        let derived_upload_id = blobs::derived_upload_id(&st, &id, run, &name);
         st.engine
             .execute(
                 actor(caller),
@@ -291,6 +298,7 @@ pub async fn finish_artifact(
                     run_id: run,
                     name,
                     upload_id,
+                    derived_upload_id,
                 },
             )
             .await?;
