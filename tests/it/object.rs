@@ -92,14 +92,10 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
     // one small enough to go inline, one larger than any API body (10 MiB) for a PUT URL
     let large: Vec<u8> = (0..11 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let mut upload_ids = Vec::new();
+    let request = json!({ "storageType": "object", "contentType": "application/x-test", "expires": expires.to_rfc3339() });
     for (name, data) in [("public/small.txt", &small), ("public/large.bin", &large)] {
         let art = worker
-            .createArtifact(
-                &task_id,
-                "0",
-                name,
-                &json!({ "storageType": "object", "contentType": "application/x-test", "expires": expires.to_rfc3339() }),
-            )
+            .createArtifact(&task_id, "0", name, &request)
             .await
             .unwrap();
         let object_name = format!("t/{task_id}/0/{name}");
@@ -116,12 +112,7 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
         upload(&server, &art, "application/x-test", &expires, data).await;
         // a repeated createArtifact answers the same upload id
         let again = worker
-            .createArtifact(
-                &task_id,
-                "0",
-                name,
-                &json!({ "storageType": "object", "contentType": "application/x-test", "expires": expires.to_rfc3339() }),
-            )
+            .createArtifact(&task_id, "0", name, &request)
             .await
             .unwrap();
         assert_eq!(again["uploadId"], art["uploadId"]);
