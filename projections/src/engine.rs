@@ -751,25 +751,24 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             max,
         } => {
             let key = queue::worker_key(task_queue_id, worker_group, worker_id);
-            let last_seen = match overlay.workers_seen.get(&key) {
-                Some(s) => *s,
-                None => overlay
+            // earlier commands of the batch first; the stored worker, read once, for the rest
+            let seen_in_batch = overlay.workers_seen.get(&key).copied();
+            let quarantined_in_batch = overlay.quarantined.get(&key).copied();
+            let stored = match (seen_in_batch, quarantined_in_batch) {
+                (Some(_), Some(_)) => None,
+                _ => overlay
                     .view
-                    .worker(task_queue_id.as_str(), worker_group, worker_id)?
-                    .and_then(|w| w.last_date_active),
+                    .worker(task_queue_id.as_str(), worker_group, worker_id)?,
             };
+            let last_seen =
+                seen_in_batch.unwrap_or_else(|| stored.as_ref().and_then(|w| w.last_date_active));
+            let quarantine_until =
+                quarantined_in_batch.or_else(|| stored.as_ref().and_then(|w| w.quarantine_until));
             let mut events =
                 queue::worker_seen(task_queue_id, worker_group, worker_id, last_seen, now);
             for e in &events {
                 overlay.apply(e);
             }
-            let quarantine_until = match overlay.quarantined.get(&key) {
-                Some(until) => Some(*until),
-                None => overlay
-                    .view
-                    .worker(task_queue_id.as_str(), worker_group, worker_id)?
-                    .and_then(|w| w.quarantine_until),
-            };
             let quarantined = quarantine_until.is_some_and(|q| q > now);
             let mut claims = Vec::new();
             if !quarantined {
