@@ -213,16 +213,14 @@ async fn history_time_travel_replay_and_tamper_evidence() {
         .unwrap();
     q.claimWork(&tq, &worker_body(1)).await.unwrap();
     let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
-    let art = q
-        .createArtifact(
-            &artifact_task,
-            "0",
-            "public/audited.txt",
-            &json!({ "storageType": "object", "contentType": "text/plain", "expires": expires }),
-        )
-        .await
-        .unwrap();
-    let upload_id = art["uploadId"].as_str().unwrap().to_string();
+    q.createArtifact(
+        &artifact_task,
+        "0",
+        "public/audited.txt",
+        &json!({ "storageType": "object", "contentType": "text/plain", "expires": expires }),
+    )
+    .await
+    .unwrap();
 
     check_history_over_http(&s, &life).await;
 
@@ -277,7 +275,6 @@ async fn history_time_travel_replay_and_tamper_evidence() {
             "{what}: an upload id leaked: {found:?}"
         );
     }
-    assert!(!json_tail.contains(&upload_id) && !artifact_history.contains(&upload_id));
     let (ok, out, err) = cli(&s, &["replay", "--verify"]);
     assert!(ok, "replay --verify beside the server: {out}{err}");
     // queue, auth, worker-manager and object
