@@ -488,10 +488,14 @@ impl Rebuilt {
         fn all<E: serde::de::DeserializeOwned>(
             records: &[Stored],
         ) -> Result<Vec<Envelope<E>>, StoreError> {
-            records
-                .iter()
-                .map(|r| codec::decode::<Envelope<E>>(&r.value).map_err(StoreError::from))
-                .collect()
+            // sized up front: collecting through `Result` would grow the vector a doubling
+            // at a time, copying a batch of large envelopes (a task definition is inline)
+            // again and again
+            let mut out = Vec::with_capacity(records.len());
+            for r in records {
+                out.push(codec::decode::<Envelope<E>>(&r.value)?);
+            }
+            Ok(out)
         }
         Ok(match self {
             Rebuilt::Queue(_) => Decoded::Queue(all(records)?),

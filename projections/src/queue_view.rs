@@ -57,9 +57,55 @@ type Place = (&'static str, Vec<u8>);
 /// Keys and values read from a column family, in key order.
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Column families a fold scans by prefix (a task's dependents and artifacts, when it
-/// expires): their writes are kept in key order.
-const SCANNED: &[&str] = &[keys::CF_DEPENDENTS, keys::CF_ARTIFACTS];
+/// The column families a fold writes, each with a map of its own in `Folded`: a write hashes
+/// (or orders) its key alone, a read through a batch looks its key up without copying it,
+/// and a batch is sorted one column family at a time. The last `SCANNED` of them are scanned
+/// by prefix when a task expires (its dependents and artifacts), so their writes are kept
+/// in key order.
+const FOLDED_CFS: [&str; 14] = [
+    keys::CF_META,
+    keys::CF_LOG_INDEX,
+    keys::CF_STREAMS,
+    keys::CF_TASKS,
+    keys::CF_GROUPS,
+    keys::CF_GROUP_MEMBERS,
+    keys::CF_PENDING,
+    keys::CF_CLAIMS,
+    keys::CF_TIMERS,
+    keys::CF_WORKERS,
+    keys::CF_TASK_QUEUES,
+    keys::CF_EXPIRIES,
+    keys::CF_DEPENDENTS,
+    keys::CF_ARTIFACTS,
+];
+const SCANNED: usize = 2;
+const HASHED: usize = FOLDED_CFS.len() - SCANNED;
+
+/// `cf_name`'s place in `FOLDED_CFS`. Every caller names one of the fold's own column
+/// families (constants of this file), so any other name is a bug here, not bad input.
+fn folded_slot(cf_name: &str) -> usize {
+    match cf_name {
+        keys::CF_META => 0,
+        keys::CF_LOG_INDEX => 1,
+        keys::CF_STREAMS => 2,
+        keys::CF_TASKS => 3,
+        keys::CF_GROUPS => 4,
+        keys::CF_GROUP_MEMBERS => 5,
+        keys::CF_PENDING => 6,
+        keys::CF_CLAIMS => 7,
+        keys::CF_TIMERS => 8,
+        keys::CF_WORKERS => 9,
+        keys::CF_TASK_QUEUES => 10,
+        keys::CF_EXPIRIES => 11,
+        keys::CF_DEPENDENTS => 12,
+        keys::CF_ARTIFACTS => 13,
+        other => unreachable!("the queue fold does not write column family {other}"),
+    }
+}
+
+/// One column family's writes in a batch, the last per key (None deletes).
+type Writes = FastMap<Vec<u8>, Option<Vec<u8>>>;
+type OrderedWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// The writes of one fold, the last per key (None deletes): applied to RocksDB in one batch,
 /// then to the in-memory mirror. A fold of many events puts and deletes the same pending,
@@ -68,19 +114,37 @@ const SCANNED: &[&str] = &[keys::CF_DEPENDENTS, keys::CF_ARTIFACTS];
 /// (see `QueueView::fold_batch`).
 #[derive(Default)]
 pub struct Folded {
-    /// Hashed for point reads.
-    ops: FastMap<Place, Option<Vec<u8>>>,
-    /// The `SCANNED` column families, in order for prefix scans.
-    scanned: BTreeMap<Place, Option<Vec<u8>>>,
+    /// The first `HASHED` of `FOLDED_CFS`, hashed for point reads.
+    hashed: [Writes; HASHED],
+    /// The `SCANNED` others, in order for prefix scans.
+    scanned: [OrderedWrites; SCANNED],
 }
 
 impl Folded {
-    fn set(&mut self, cf_name: &'static str, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if SCANNED.contains(&cf_name) {
-            self.scanned.insert((cf_name, key), value);
-        } else {
-            self.ops.insert((cf_name, key), value);
+    /// Empty, with room for a batch of `events` events: about 1.4 writes per event in a run
+    /// of full lifecycles, most of them to streams, expiries and timers.
+    fn for_events(events: usize) -> Folded {
+        let mut f = Folded::default();
+        for (slot, room) in [
+            (keys::CF_STREAMS, events / 2),
+            (keys::CF_TASKS, events / 4),
+            (keys::CF_GROUPS, events / 4),
+            (keys::CF_GROUP_MEMBERS, events / 4),
+            (keys::CF_PENDING, events / 4),
+            (keys::CF_CLAIMS, events / 4),
+            (keys::CF_TIMERS, events / 2),
+            (keys::CF_EXPIRIES, events / 2),
+        ] {
+            f.hashed[folded_slot(slot)].reserve(room);
         }
+        f
+    }
+
+    fn set(&mut self, cf_name: &'static str, key: Vec<u8>, value: Option<Vec<u8>>) {
+        match folded_slot(cf_name) {
+            i if i < HASHED => self.hashed[i].insert(key, value),
+            i => self.scanned[i - HASHED].insert(key, value),
+        };
     }
     fn put(&mut self, cf_name: &'static str, key: impl Into<Vec<u8>>, value: impl AsRef<[u8]>) {
         self.set(cf_name, key.into(), Some(value.as_ref().to_vec()));
@@ -92,35 +156,59 @@ impl Folded {
     /// `key`'s value as written here: None if this batch does not write the key, Some(None)
     /// if it deletes it.
     fn get(&self, cf_name: &'static str, key: &[u8]) -> Option<Option<&[u8]>> {
-        let place = (cf_name, key.to_vec());
-        let found = if SCANNED.contains(&cf_name) {
-            self.scanned.get(&place)
-        } else {
-            self.ops.get(&place)
+        let found = match folded_slot(cf_name) {
+            i if i < HASHED => self.hashed[i].get(key),
+            i => self.scanned[i - HASHED].get(key),
         };
         found.map(|v| v.as_deref())
     }
 
-    /// The writes to keys of `cf_name` (one of `SCANNED`) that start with `prefix`.
+    /// The writes to keys of `cf_name` (one of the scanned column families) that start with
+    /// `prefix`.
     fn prefixed<'f>(
         &'f self,
         cf_name: &'static str,
         prefix: &'f [u8],
     ) -> impl Iterator<Item = (&'f Vec<u8>, &'f Option<Vec<u8>>)> + 'f {
-        debug_assert!(SCANNED.contains(&cf_name));
-        self.scanned
-            .range((cf_name, prefix.to_vec())..)
-            .take_while(move |((c, k), _)| *c == cf_name && k.starts_with(prefix))
-            .map(|((_, k), v)| (k, v))
+        let slot = folded_slot(cf_name);
+        debug_assert!(slot >= HASHED, "{cf_name} is not kept in order");
+        let writes = self.scanned.get(slot.wrapping_sub(HASHED));
+        writes
+            .into_iter()
+            .flat_map(move |w| {
+                w.range::<[u8], _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+            })
+            .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
-    /// Every write, each column family's in key order: the memtable's skip list then finds
-    /// each insert's place next to the previous one's instead of searching from the top.
-    fn in_order(&self) -> Vec<(&Place, &Option<Vec<u8>>)> {
-        let mut ops: Vec<_> = self.ops.iter().collect();
-        ops.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        ops.extend(self.scanned.iter());
-        ops
+    /// Every column family with its writes, each in key order: the memtable's skip list
+    /// then finds each insert's place next to the previous one's instead of searching from
+    /// the top.
+    fn in_order(&self) -> impl Iterator<Item = (&'static str, Vec<(&Vec<u8>, &Option<Vec<u8>>)>)> {
+        let hashed = self.hashed.iter().enumerate().map(|(i, writes)| {
+            let mut sorted: Vec<_> = writes.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            (FOLDED_CFS[i], sorted)
+        });
+        let scanned = self
+            .scanned
+            .iter()
+            .enumerate()
+            .map(|(i, writes)| (FOLDED_CFS[HASHED + i], writes.iter().collect()));
+        hashed
+            .chain(scanned)
+            .filter(|(_, writes): &(_, Vec<_>)| !writes.is_empty())
+    }
+
+    /// The writes to the hashed column families, each with its column family.
+    fn into_hashed(self) -> impl Iterator<Item = (&'static str, Vec<u8>, Option<Vec<u8>>)> {
+        self.hashed
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, writes)| writes.into_iter().map(move |(k, v)| (FOLDED_CFS[i], k, v)))
     }
 }
 
@@ -488,7 +576,7 @@ impl QueueView {
         // written: now the recent rows and the mirror (see `Recent`)
         let mut recent = self.recent.as_ref().map(|r| r.lock().expect("recent lock"));
         let mut mirrored = Vec::new();
-        for ((cf_name, key), value) in folded.ops {
+        for (cf_name, key, value) in folded.into_hashed() {
             match (recent.as_mut(), Recent::slot(cf_name)) {
                 (Some(recent), Some(slot)) => recent.insert(slot, key, value),
                 _ if MIRRORED.contains(&cf_name) => mirrored.push(((cf_name, key), value)),
@@ -521,10 +609,7 @@ impl QueueView {
         // a doubling at a time: about 1.4 writes per event, a stream per 2.5 events and a
         // task per 5 in a run of full lifecycles
         let n = envelopes.len();
-        let mut batch = Folded {
-            ops: FastMap::with_capacity_and_hasher(n + n / 2, Default::default()),
-            scanned: BTreeMap::new(),
-        };
+        let mut batch = Folded::for_events(n);
         let mut fold = Fold {
             db,
             overlay: unwritten,
@@ -589,13 +674,21 @@ impl QueueView {
             // either: deleting it would only add a tombstone (the key was put and deleted
             // within this fold). For a key the unwritten batch writes, that batch says instead.
             let mirror = self.mirror.read().expect("mirror lock");
-            batch.ops.retain(|(cf_name, key), value| {
-                value.is_some()
-                    || match unwritten.and_then(|o| o.get(cf_name, key)) {
-                        Some(before) => before.is_some(),
-                        None => mirror.get(cf_name).is_none_or(|m| m.contains_key(key)),
-                    }
-            });
+            for (i, writes) in batch.hashed.iter_mut().enumerate() {
+                let cf_name = FOLDED_CFS[i];
+                let Some(mirrored) = mirror.get(cf_name) else {
+                    // not mirrored: a delete stays, as the database may hold the key
+                    continue;
+                };
+                let before = unwritten.map(|o| &o.hashed[i]);
+                writes.retain(|key, value| {
+                    value.is_some()
+                        || match before.and_then(|b| b.get(key)) {
+                            Some(before) => before.is_some(),
+                            None => mirrored.contains_key(key),
+                        }
+                });
+            }
         }
         Ok(batch)
     }
@@ -610,10 +703,15 @@ impl QueueView {
         }
         self.mirror_ops(
             folded
-                .ops
+                .hashed
                 .iter()
-                .filter(|((cf_name, _), _)| MIRRORED.contains(cf_name))
-                .map(|(place, v)| (place.clone(), v.clone())),
+                .enumerate()
+                .filter(|(i, _)| MIRRORED.contains(&FOLDED_CFS[*i]))
+                .flat_map(|(i, writes)| {
+                    writes
+                        .iter()
+                        .map(move |(k, v)| ((FOLDED_CFS[i], k.clone()), v.clone()))
+                }),
         );
         Ok(())
     }
@@ -621,10 +719,13 @@ impl QueueView {
     fn write_ops(&self, folded: &Folded) -> Result<(), StoreError> {
         let db = &*self.db;
         let mut wb = WriteBatch::default();
-        for ((cf_name, key), value) in folded.in_order() {
-            match value {
-                Some(v) => wb.put_cf(cf(db, cf_name)?, key, v),
-                None => wb.delete_cf(cf(db, cf_name)?, key),
+        for (cf_name, writes) in folded.in_order() {
+            let family = cf(db, cf_name)?;
+            for (key, value) in writes {
+                match value {
+                    Some(v) => wb.put_cf(family, key, v),
+                    None => wb.delete_cf(family, key),
+                }
             }
         }
         db.write_opt(wb, &self.write_options)?;
