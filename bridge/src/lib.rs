@@ -338,7 +338,11 @@ impl<'a> Overlay<'a> {
                 definition,
                 unsatisfied,
             } => {
-                let t = Task::defined(*task_id, definition.clone(), unsatisfied.clone());
+                let t = Task::defined(
+                    *task_id,
+                    taskledger_core::queue::TaskDefinition::clone(definition),
+                    unsatisfied.clone(),
+                );
                 self.tasks.insert(task_key(&task_id.0), Some(t));
                 let group = unresolved_key(&definition.task_group_id.0);
                 let n = self.count(&group)?;

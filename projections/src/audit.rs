@@ -740,7 +740,7 @@ pub fn as_of(
                     } => {
                         task = Some(Task::defined(
                             *task_id,
-                            definition.clone(),
+                            taskledger_core::queue::TaskDefinition::clone(definition),
                             unsatisfied.clone(),
                         ))
                     }

@@ -464,7 +464,7 @@ impl<'a> Overlay<'a> {
                     *task_id,
                     Some(Task::defined(
                         *task_id,
-                        definition.clone(),
+                        TaskDefinition::clone(definition),
                         unsatisfied.clone(),
                     )),
                 );

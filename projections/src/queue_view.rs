@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::ids::{TaskId, TaskQueueId};
-use taskledger_core::queue::{Artifact, QueueEvent, RunState, Task, TaskGroup};
+use taskledger_core::queue::{Artifact, QueueEvent, RunState, Task, TaskDefinition, TaskGroup};
 use taskledger_core::time::{Millis, DAY};
 
 /// A worker as the queue knows it (derived from claims, sightings and quarantines).
@@ -757,7 +757,11 @@ impl QueueView {
                 definition,
                 unsatisfied,
             } => {
-                let task = Task::defined(*task_id, definition.clone(), unsatisfied.clone());
+                let task = Task::defined(
+                    *task_id,
+                    TaskDefinition::clone(definition),
+                    unsatisfied.clone(),
+                );
                 batch.put(
                     keys::CF_GROUP_MEMBERS,
                     keys::pair(&definition.task_group_id, task_id),

@@ -202,7 +202,7 @@ pub fn create_task(
     let retries = def.retries;
     events.push(QueueEvent::TaskDefined {
         task_id,
-        definition: def,
+        definition: Box::new(def),
         unsatisfied,
     });
     if schedule {

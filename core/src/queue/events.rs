@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum QueueEvent {
     TaskDefined {
         task_id: TaskId,
-        definition: TaskDefinition,
+        /// Boxed: a definition is several times larger than any other event, and events are
+        /// decoded and moved by the batch (postcard encodes a box as its contents).
+        definition: Box<TaskDefinition>,
         /// dependencies not satisfied at creation, sorted
         unsatisfied: Vec<TaskId>,
     },

@@ -58,7 +58,7 @@ fn given(events: &[QueueEvent]) -> Task {
             ) => {
                 task = Some(Task::defined(
                     *task_id,
-                    definition.clone(),
+                    TaskDefinition::clone(definition),
                     unsatisfied.clone(),
                 ))
             }
