@@ -334,6 +334,58 @@ struct Fold<'a> {
     queues: FastMap<String, Option<TaskQueueRecord>>,
     artifacts: FastMap<Vec<u8>, Option<Artifact>>,
     streams: FastMap<String, u64>,
+    /// The run index entries the database holds for the tasks this fold read from it.
+    indexed: FastMap<TaskId, Vec<IndexEntry>>,
+}
+
+/// A task's entry in one of the run indexes: column family, key, value.
+type IndexEntry = (&'static str, Vec<u8>, Vec<u8>);
+
+/// The run indexes' entries for `task`, a function of its state alone: its last run in the
+/// pending queue while pending, in the claims and the claim-expiry timers while running, and
+/// its deadline timer until it is resolved. A fold writes the difference between a task's
+/// entries before the batch and after it, so a task put in the pending queue and claimed
+/// within one batch never reaches the pending column family.
+fn run_index(task: &Task) -> Result<Vec<IndexEntry>, StoreError> {
+    let mut entries = Vec::with_capacity(3);
+    let id = &task.task_id;
+    let queue = task.definition.task_queue_id.as_str();
+    if let Some(run) = task.last_run() {
+        match run.state {
+            RunState::Pending => entries.push((
+                keys::CF_PENDING,
+                keys::pending(queue, task.priority.rank(), run.scheduled, id, run.run_id),
+                Vec::new(),
+            )),
+            RunState::Running => {
+                let claim = ClaimRecord {
+                    taken_until: run.taken_until.unwrap_or_default(),
+                    worker_group: run.worker_group.clone().unwrap_or_default(),
+                    worker_id: run.worker_id.clone().unwrap_or_default(),
+                    claimed: run.started.unwrap_or_default(),
+                };
+                entries.push((
+                    keys::CF_TIMERS,
+                    keys::timer(claim.taken_until, TimerKind::ClaimExpiry, id, run.run_id),
+                    Vec::new(),
+                ));
+                entries.push((
+                    keys::CF_CLAIMS,
+                    keys::claim(queue, id, run.run_id),
+                    codec::encode(&claim)?,
+                ));
+            }
+            RunState::Completed | RunState::Failed | RunState::Exception => {}
+        }
+    }
+    if task.resolution().is_none() {
+        entries.push((
+            keys::CF_TIMERS,
+            keys::timer(task.definition.deadline, TimerKind::Deadline, id, 0),
+            Vec::new(),
+        ));
+    }
+    Ok(entries)
 }
 
 impl<'a> Fold<'a> {
@@ -385,11 +437,17 @@ impl<'a> Fold<'a> {
     }
 
     /// The task, taken out of the fold (no copy of its definition); the caller puts it back.
+    /// A task read from the database has its run index recorded as it is stored, for the
+    /// fold's end to compare with the task's final state.
     fn take_task(&mut self, id: &TaskId) -> Result<Option<Task>, StoreError> {
-        match self.tasks.remove(id) {
-            Some(t) => Ok(t),
-            None => self.get(keys::CF_TASKS, &keys::task(id)),
+        if let Some(t) = self.tasks.remove(id) {
+            return Ok(t);
         }
+        let stored: Option<Task> = self.get(keys::CF_TASKS, &keys::task(id))?;
+        if let Some(t) = &stored {
+            self.indexed.insert(*id, run_index(t)?);
+        }
+        Ok(stored)
     }
     fn group(&mut self, id: &TaskId) -> Result<Option<TaskGroup>, StoreError> {
         if let Some(g) = self.groups.get(id) {
@@ -620,6 +678,7 @@ impl QueueView {
             queues: FastMap::default(),
             artifacts: FastMap::default(),
             streams: FastMap::with_capacity_and_hasher(n / 2, Default::default()),
+            indexed: FastMap::default(),
         };
         for (env, &offset) in envelopes.iter().zip(offsets) {
             // an envelope at or below the stream's applied sequence was applied already
@@ -635,6 +694,26 @@ impl QueueView {
                 );
             }
             self.fold_event(&mut batch, &mut fold, &env.payload)?;
+        }
+        // each task's run index as its final state has it, against what the database holds
+        let mut indexed = std::mem::take(&mut fold.indexed);
+        for (id, t) in &fold.tasks {
+            let before = indexed.remove(id).unwrap_or_default();
+            let after = match t {
+                Some(t) => run_index(t)?,
+                None => Vec::new(),
+            };
+            for (cf_name, key, _) in &before {
+                if !after.iter().any(|(c, k, _)| c == cf_name && k == key) {
+                    batch.delete(cf_name, key.clone());
+                }
+            }
+            for entry in after {
+                if !before.contains(&entry) {
+                    let (cf_name, key, value) = entry;
+                    batch.put(cf_name, key, value);
+                }
+            }
         }
         for (id, t) in &fold.tasks {
             if let Some(t) = t {
@@ -771,11 +850,6 @@ impl QueueView {
                     batch.put(keys::CF_DEPENDENTS, keys::pair(dep, task_id), []);
                 }
                 batch.put(
-                    keys::CF_TIMERS,
-                    keys::timer(definition.deadline, TimerKind::Deadline, task_id, 0),
-                    [],
-                );
-                batch.put(
                     keys::CF_EXPIRIES,
                     keys::expiry(definition.expires, &Expiring::Task(*task_id)),
                     [],
@@ -885,7 +959,7 @@ impl QueueView {
             | QueueEvent::RunResolved { .. }
             | QueueEvent::RunExceptionRecorded { .. }
             | QueueEvent::DependencySatisfied { .. }
-            | QueueEvent::PriorityChanged { .. } => self.fold_task_event(batch, fold, event)?,
+            | QueueEvent::PriorityChanged { .. } => self.fold_task_event(fold, event)?,
         }
         Ok(())
     }
@@ -909,10 +983,6 @@ impl QueueView {
         batch.delete(
             keys::CF_EXPIRIES,
             keys::expiry(def.expires, &Expiring::Task(*id)),
-        );
-        batch.delete(
-            keys::CF_TIMERS,
-            keys::timer(def.deadline, TimerKind::Deadline, id, 0),
         );
         // its dependents' records, in the database and put earlier in this fold
         let mut dependents: Vec<Vec<u8>> = fold
@@ -970,13 +1040,9 @@ impl QueueView {
         Ok(())
     }
 
-    /// Run-level events: keep the pending queue, claims and timers in step with the task.
-    fn fold_task_event(
-        &self,
-        batch: &mut Folded,
-        fold: &mut Fold,
-        event: &QueueEvent,
-    ) -> Result<(), StoreError> {
+    /// Run-level events: the task (its run indexes follow it at the end of the fold, see
+    /// `run_index`) and, for a claim, its worker.
+    fn fold_task_event(&self, fold: &mut Fold, event: &QueueEvent) -> Result<(), StoreError> {
         let task_id = match event.stream() {
             taskledger_core::queue::Stream::Task(t) => t,
             _ => return Ok(()),
@@ -985,70 +1051,7 @@ impl QueueView {
             fold.tasks.insert(task_id, None);
             return Ok(());
         };
-        let queue = task.definition.task_queue_id.as_str().to_string();
-        let before = task.last_run().cloned();
-        let pending_key = |t: &Task, run: &taskledger_core::queue::Run| {
-            keys::pending(
-                &queue,
-                t.priority.rank(),
-                run.scheduled,
-                &t.task_id,
-                run.run_id,
-            )
-        };
-        // remove the index entries of the run's state before the event
-        if let Some(run) = &before {
-            match run.state {
-                RunState::Pending => batch.delete(keys::CF_PENDING, pending_key(&task, run)),
-                RunState::Running => {
-                    batch.delete(keys::CF_CLAIMS, keys::claim(&queue, &task_id, run.run_id));
-                    if let Some(t) = run.taken_until {
-                        batch.delete(
-                            keys::CF_TIMERS,
-                            keys::timer(t, TimerKind::ClaimExpiry, &task_id, run.run_id),
-                        );
-                    }
-                }
-                RunState::Completed | RunState::Failed | RunState::Exception => {}
-            }
-        }
         task.apply(event);
-        let after = task.last_run().cloned();
-        if let Some(run) = &after {
-            match run.state {
-                RunState::Pending => batch.put(keys::CF_PENDING, pending_key(&task, run), []),
-                RunState::Running => {
-                    let claim = ClaimRecord {
-                        taken_until: run.taken_until.unwrap_or_default(),
-                        worker_group: run.worker_group.clone().unwrap_or_default(),
-                        worker_id: run.worker_id.clone().unwrap_or_default(),
-                        claimed: run.started.unwrap_or_default(),
-                    };
-                    batch.put(
-                        keys::CF_CLAIMS,
-                        keys::claim(&queue, &task_id, run.run_id),
-                        codec::encode(&claim)?,
-                    );
-                    batch.put(
-                        keys::CF_TIMERS,
-                        keys::timer(
-                            claim.taken_until,
-                            TimerKind::ClaimExpiry,
-                            &task_id,
-                            run.run_id,
-                        ),
-                        [],
-                    );
-                }
-                RunState::Completed | RunState::Failed | RunState::Exception => {}
-            }
-        }
-        let deadline_timer =
-            keys::timer(task.definition.deadline, TimerKind::Deadline, &task_id, 0);
-        match task.resolution() {
-            Some(_) => batch.delete(keys::CF_TIMERS, deadline_timer),
-            None => batch.put(keys::CF_TIMERS, deadline_timer, []),
-        }
         if let QueueEvent::RunClaimed {
             task_queue_id,
             worker_group,
@@ -1434,6 +1437,99 @@ pub(crate) mod tests {
                 .unwrap();
         }
         view
+    }
+
+    /// A task's run index entries follow its state at the end of each fold: a life folded
+    /// in one batch writes nothing to the pending queue, claims or timers; the same life
+    /// folded a step per batch leaves exactly the entries of each step's state.
+    #[test]
+    fn run_indexes_follow_the_state_at_the_end_of_each_fold() {
+        let now = Millis::now();
+        let limits = Limits::default();
+        let id = Slug::nice();
+        let def = definition(now, id);
+        let created = queue::create_task(None, None, &[], id, def.clone(), now, &limits).unwrap();
+        let mut task = Task::defined(id, def.clone(), vec![]);
+        created.iter().for_each(|e| task.apply(e));
+        let claimed = queue::claim_run(&task, 0, "g", "w", now, &limits).unwrap();
+        claimed.iter().for_each(|e| task.apply(e));
+        let taken_until = task.last_run().unwrap().taken_until.unwrap();
+        let done = queue::report(&task, 0, ReasonResolved::Completed, now).unwrap();
+        let mut seqs: HashMap<String, u64> = HashMap::new();
+        let mut envelope = |payload: QueueEvent| {
+            let stream_id = payload.stream().id();
+            let seq = seqs.entry(stream_id.clone()).or_insert(0);
+            *seq += 1;
+            Envelope {
+                event_id: EventId::new(),
+                stream_id,
+                sequence: *seq,
+                time: now,
+                actor: Actor {
+                    client_id: "c".into(),
+                    request_id: None,
+                },
+                causation_id: None,
+                writer_epoch: 1,
+                payload,
+            }
+        };
+        let steps: Vec<Vec<Envelope<QueueEvent>>> = [created, claimed, done]
+            .into_iter()
+            .map(|evs| evs.into_iter().map(&mut envelope).collect())
+            .collect();
+        let index_cfs = [keys::CF_PENDING, keys::CF_CLAIMS, keys::CF_TIMERS];
+        let dir = tempfile::tempdir().unwrap();
+
+        // the whole life in one fold: no write to any run index
+        let view = QueueView::new(crate::store::open(&dir.path().join("one")).unwrap()).unwrap();
+        let all: Vec<_> = steps.concat();
+        let offsets: Vec<u64> = (0..all.len() as u64).collect();
+        let folded = view
+            .fold_batch("c", "t", 0, &offsets, all.len() as u64, &all, None)
+            .unwrap();
+        for name in index_cfs {
+            let writes = &folded.hashed[folded_slot(name)];
+            assert!(writes.is_empty(), "{name}: {} writes", writes.len());
+        }
+
+        // a step per fold: each index holds the entries of the step's state
+        let view = QueueView::new(crate::store::open(&dir.path().join("steps")).unwrap()).unwrap();
+        let queue = def.task_queue_id.as_str();
+        let deadline = keys::timer(def.deadline, TimerKind::Deadline, &id, 0);
+        let expected: [[Vec<Vec<u8>>; 3]; 3] = [
+            [
+                vec![keys::pending(queue, def.priority.rank(), now, &id, 0)],
+                vec![],
+                vec![deadline.clone()],
+            ],
+            [vec![], vec![keys::claim(queue, &id, 0)], {
+                let mut t = vec![
+                    deadline.clone(),
+                    keys::timer(taken_until, TimerKind::ClaimExpiry, &id, 0),
+                ];
+                t.sort();
+                t
+            }],
+            [vec![], vec![], vec![]],
+        ];
+        let mut offset = 0;
+        for (step, want) in steps.iter().zip(expected) {
+            let offsets: Vec<u64> = (offset..offset + step.len() as u64).collect();
+            offset += step.len() as u64;
+            view.apply("c", "t", 0, &offsets, offset, step).unwrap();
+            for (name, want) in index_cfs.iter().zip(want) {
+                let have: Vec<Vec<u8>> = view
+                    .db()
+                    .iterator_cf(cf(view.db(), name).unwrap(), IteratorMode::Start)
+                    .map(|r| r.unwrap().0.to_vec())
+                    .collect();
+                assert_eq!(have, want, "{name} after {offset} events");
+                let mirrored: Vec<Vec<u8>> =
+                    view.mirror.read().unwrap()[name].keys().cloned().collect();
+                assert_eq!(mirrored, want, "{name} mirrored after {offset} events");
+            }
+        }
     }
 
     /// Large rows drop a generation by their bytes, long before its row count: the cache
