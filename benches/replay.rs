@@ -39,6 +39,20 @@ fn main() {
         started.elapsed().as_secs_f64(),
         written as f64 / started.elapsed().as_secs_f64()
     );
+    // a log is replayed long after it was written: let RocksDB finish flushing and compacting
+    // what was just written, so its background threads do not share the two cores with the
+    // reads and the replay measured below
+    let settle = Instant::now();
+    let settled = settle_background_work(&live);
+    println!(
+        "waited {:.1} s for the log's flushes and compactions to finish{}",
+        settle.elapsed().as_secs_f64(),
+        if settled {
+            ""
+        } else {
+            " (gave up after 120 s)"
+        }
+    );
 
     let t = Instant::now();
     let n = audit::read_all(&live).unwrap();
@@ -76,4 +90,31 @@ fn main() {
     }
     drop((log, live, scratch));
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Waits until no flush or compaction runs or is pending in `db` (at most 120 s); false if
+/// some were still going then.
+fn settle_background_work(db: &rocksdb::DB) -> bool {
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let busy = || {
+        let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let pending = keys::ALL_CFS.iter().any(|name| {
+            let Some(cf) = db.cf_handle(name) else {
+                return false;
+            };
+            let int_cf = |p: &str| db.property_int_value_cf(cf, p).ok().flatten().unwrap_or(0);
+            int_cf("rocksdb.compaction-pending") > 0
+                || int_cf("rocksdb.mem-table-flush-pending") > 0
+        });
+        pending
+            || int("rocksdb.num-running-compactions") > 0
+            || int("rocksdb.num-running-flushes") > 0
+    };
+    while busy() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
 }

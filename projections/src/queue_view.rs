@@ -328,7 +328,9 @@ struct Fold<'a> {
     overlay: Option<&'a Folded>,
     /// The view's recent rows, read after the overlay and before the database.
     recent: Option<&'a Mutex<Recent>>,
-    tasks: FastMap<TaskId, Option<Task>>,
+    /// Boxed: a task is moved out and back in for each of its events, and a batch's map of
+    /// them is allocated anew for each fold.
+    tasks: FastMap<TaskId, Option<Box<Task>>>,
     groups: FastMap<TaskId, Option<TaskGroup>>,
     workers: FastMap<Vec<u8>, Option<WorkerRecord>>,
     queues: FastMap<String, Option<TaskQueueRecord>>,
@@ -439,11 +441,11 @@ impl<'a> Fold<'a> {
     /// The task, taken out of the fold (no copy of its definition); the caller puts it back.
     /// A task read from the database has its run index recorded as it is stored, for the
     /// fold's end to compare with the task's final state.
-    fn take_task(&mut self, id: &TaskId) -> Result<Option<Task>, StoreError> {
+    fn take_task(&mut self, id: &TaskId) -> Result<Option<Box<Task>>, StoreError> {
         if let Some(t) = self.tasks.remove(id) {
             return Ok(t);
         }
-        let stored: Option<Task> = self.get(keys::CF_TASKS, &keys::task(id))?;
+        let stored: Option<Box<Task>> = self.get(keys::CF_TASKS, &keys::task(id))?;
         if let Some(t) = &stored {
             self.indexed.insert(*id, run_index(t)?);
         }
@@ -854,7 +856,7 @@ impl QueueView {
                     keys::expiry(definition.expires, &Expiring::Task(*task_id)),
                     [],
                 );
-                fold.tasks.insert(*task_id, Some(task));
+                fold.tasks.insert(*task_id, Some(Box::new(task)));
             }
             QueueEvent::TaskExpired { task_id } => {
                 if let Some(task) = fold.take_task(task_id)? {
