@@ -1387,28 +1387,30 @@ pub(crate) mod tests {
             }
             events.extend(batch);
         }
+        events.into_iter().map(numbered(now)).collect()
+    }
+
+    /// Wraps events in envelopes at `now`, numbering each stream's 1, 2, 3, ... in order.
+    fn numbered(now: Millis) -> impl FnMut(QueueEvent) -> Envelope<QueueEvent> {
         let mut seqs: HashMap<String, u64> = HashMap::new();
-        events
-            .into_iter()
-            .map(|payload| {
-                let stream_id = payload.stream().id();
-                let seq = seqs.entry(stream_id.clone()).or_insert(0);
-                *seq += 1;
-                Envelope {
-                    event_id: EventId::new(),
-                    stream_id,
-                    sequence: *seq,
-                    time: now,
-                    actor: Actor {
-                        client_id: "c".into(),
-                        request_id: None,
-                    },
-                    causation_id: None,
-                    writer_epoch: 1,
-                    payload,
-                }
-            })
-            .collect()
+        move |payload| {
+            let stream_id = payload.stream().id();
+            let seq = seqs.entry(stream_id.clone()).or_insert(0);
+            *seq += 1;
+            Envelope {
+                event_id: EventId::new(),
+                stream_id,
+                sequence: *seq,
+                time: now,
+                actor: Actor {
+                    client_id: "c".into(),
+                    request_id: None,
+                },
+                causation_id: None,
+                writer_epoch: 1,
+                payload,
+            }
+        }
     }
 
     fn contents(db: &DB) -> Vec<(&'static str, Rows)> {
@@ -1457,25 +1459,7 @@ pub(crate) mod tests {
         claimed.iter().for_each(|e| task.apply(e));
         let taken_until = task.last_run().unwrap().taken_until.unwrap();
         let done = queue::report(&task, 0, ReasonResolved::Completed, now).unwrap();
-        let mut seqs: HashMap<String, u64> = HashMap::new();
-        let mut envelope = |payload: QueueEvent| {
-            let stream_id = payload.stream().id();
-            let seq = seqs.entry(stream_id.clone()).or_insert(0);
-            *seq += 1;
-            Envelope {
-                event_id: EventId::new(),
-                stream_id,
-                sequence: *seq,
-                time: now,
-                actor: Actor {
-                    client_id: "c".into(),
-                    request_id: None,
-                },
-                causation_id: None,
-                writer_epoch: 1,
-                payload,
-            }
-        };
+        let mut envelope = numbered(now);
         let steps: Vec<Vec<Envelope<QueueEvent>>> = [created, claimed, done]
             .into_iter()
             .map(|evs| evs.into_iter().map(&mut envelope).collect())
