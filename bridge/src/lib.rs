@@ -4,8 +4,9 @@
 //! The bridge tails each topic of the log from its own offsets, folds the task, task-group and
 //! pending-artifact state a message needs, publishes a batch, waits until the broker confirmed
 //! every message of it, and only then stores the new state and offsets in one RocksDB batch of
-//! its own database. A crash or a broker restart therefore re-sends at most the unconfirmed
-//! batch: at-least-once, never a loss; duplicates share their message id (= the event id).
+//! its own database. Meanwhile the next batch is rendered through the unstored one's changes
+//! and published. A crash or a broker restart therefore re-sends at most the two unconfirmed
+//! batches: at-least-once, never a loss; duplicates share their message id (= the event id).
 //!
 //! **Invariant:** no domain rule lives here; the messages are a pure function of events and
 //! folded state (`core`'s `apply`).
@@ -224,13 +225,17 @@ impl BridgeState {
 /// changes).
 fn through<T: serde::de::DeserializeOwned + Clone>(
     state: &BridgeState,
+    parent: Option<&HashMap<Vec<u8>, Option<T>>>,
     map: &mut HashMap<Vec<u8>, Option<T>>,
     key: Vec<u8>,
 ) -> Result<Option<T>, BridgeError> {
     if let Some(v) = map.get(&key) {
         return Ok(v.clone());
     }
-    let v: Option<T> = state.get(&key)?;
+    let v: Option<T> = match parent.and_then(|p| p.get(&key)) {
+        Some(v) => v.clone(),
+        None => state.get(&key)?,
+    };
     map.insert(key, v.clone());
     Ok(v)
 }
@@ -238,20 +243,58 @@ fn through<T: serde::de::DeserializeOwned + Clone>(
 /// Writes each folded value, or deletes its key when it is gone.
 fn put_all<T: serde::Serialize>(
     batch: &mut WriteBatch,
-    map: HashMap<Vec<u8>, Option<T>>,
+    map: &HashMap<Vec<u8>, Option<T>>,
 ) -> Result<(), BridgeError> {
     for (k, v) in map {
         match v {
-            Some(v) => batch.put(k, codec::encode(&v)?),
+            Some(v) => batch.put(k, codec::encode(v)?),
             None => batch.delete(k),
         }
     }
     Ok(())
 }
 
-/// A batch's view of the folded state: the stored state plus this batch's changes.
+/// A rendered batch's changes to the folded state, kept until its messages are confirmed and
+/// they are stored; the next batch renders through them meanwhile (`Overlay::parent`).
+struct Changes {
+    tasks: HashMap<Vec<u8>, Option<Task>>,
+    groups: HashMap<Vec<u8>, Option<TaskGroup>>,
+    artifacts: HashMap<Vec<u8>, Option<Artifact>>,
+    counts: HashMap<Vec<u8>, Option<u64>>,
+    counted: HashMap<Vec<u8>, bool>,
+    pools: HashMap<Vec<u8>, Option<String>>,
+    workers: HashMap<Vec<u8>, Option<(String, u32)>>,
+}
+
+impl Changes {
+    fn commit(&self, batch: &mut WriteBatch) -> Result<(), BridgeError> {
+        put_all(batch, &self.tasks)?;
+        put_all(batch, &self.groups)?;
+        put_all(batch, &self.artifacts)?;
+        for (k, n) in &self.counts {
+            match n {
+                Some(n) => batch.put(k, n.to_be_bytes()),
+                None => batch.delete(k),
+            }
+        }
+        for (k, counted) in &self.counted {
+            if *counted {
+                batch.put(k, b"1");
+            } else {
+                batch.delete(k);
+            }
+        }
+        put_all(batch, &self.pools)?;
+        put_all(batch, &self.workers)?;
+        Ok(())
+    }
+}
+
+/// A batch's view of the folded state: the stored state, then the changes of the batch
+/// before it that are not stored yet (`parent`), then this batch's changes.
 struct Overlay<'a> {
     state: &'a BridgeState,
+    parent: Option<Arc<Changes>>,
     tasks: HashMap<Vec<u8>, Option<Task>>,
     groups: HashMap<Vec<u8>, Option<TaskGroup>>,
     artifacts: HashMap<Vec<u8>, Option<Artifact>>,
@@ -265,9 +308,10 @@ struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    fn new(state: &'a BridgeState) -> Self {
+    fn new(state: &'a BridgeState, parent: Option<Arc<Changes>>) -> Self {
         Overlay {
             state,
+            parent,
             tasks: HashMap::new(),
             groups: HashMap::new(),
             artifacts: HashMap::new(),
@@ -279,23 +323,28 @@ impl<'a> Overlay<'a> {
     }
 
     fn pool_provider(&mut self, pool: &str) -> Result<Option<String>, BridgeError> {
-        through(self.state, &mut self.pools, pool_key(pool))
+        let parent = self.parent.as_deref().map(|p| &p.pools);
+        through(self.state, parent, &mut self.pools, pool_key(pool))
     }
 
     fn worker_facts(&mut self, worker: &WorkerKey) -> Result<Option<(String, u32)>, BridgeError> {
-        through(self.state, &mut self.workers, worker_key(worker))
+        let parent = self.parent.as_deref().map(|p| &p.workers);
+        through(self.state, parent, &mut self.workers, worker_key(worker))
     }
 
     fn count(&mut self, key: &[u8]) -> Result<u64, BridgeError> {
         if let Some(n) = self.counts.get(key) {
             return Ok(n.unwrap_or(0));
         }
-        let n = self
-            .state
-            .db
-            .get(key)?
-            .and_then(|v| v.as_slice().try_into().ok())
-            .map_or(0, u64::from_be_bytes);
+        let n = match self.parent.as_deref().and_then(|p| p.counts.get(key)) {
+            Some(n) => n.unwrap_or(0),
+            None => self
+                .state
+                .db
+                .get(key)?
+                .and_then(|v| v.as_slice().try_into().ok())
+                .map_or(0, u64::from_be_bytes),
+        };
         self.counts.insert(key.to_vec(), Some(n));
         Ok(n)
     }
@@ -306,7 +355,12 @@ impl<'a> Overlay<'a> {
         let group = unresolved_key(&task.definition.task_group_id.0);
         let n = self.count(&group)?;
         let key = counted_key(&task.task_id.0);
-        let already = match self.counted.get(&key) {
+        let parent = self.parent.as_deref();
+        let already = match self
+            .counted
+            .get(&key)
+            .or_else(|| parent.and_then(|p| p.counted.get(&key)))
+        {
             Some(b) => *b,
             None => self.state.db.get(&key)?.is_some(),
         };
@@ -319,15 +373,18 @@ impl<'a> Overlay<'a> {
     }
 
     fn task(&mut self, key: Vec<u8>) -> Result<Option<Task>, BridgeError> {
-        through(self.state, &mut self.tasks, key)
+        let parent = self.parent.as_deref().map(|p| &p.tasks);
+        through(self.state, parent, &mut self.tasks, key)
     }
 
     fn group(&mut self, key: Vec<u8>) -> Result<Option<TaskGroup>, BridgeError> {
-        through(self.state, &mut self.groups, key)
+        let parent = self.parent.as_deref().map(|p| &p.groups);
+        through(self.state, parent, &mut self.groups, key)
     }
 
     fn artifact(&mut self, key: Vec<u8>) -> Result<Option<Artifact>, BridgeError> {
-        through(self.state, &mut self.artifacts, key)
+        let parent = self.parent.as_deref().map(|p| &p.artifacts);
+        through(self.state, parent, &mut self.artifacts, key)
     }
 
     /// Folds one queue event; returns the artifact an `ArtifactFinished` finished.
@@ -361,9 +418,11 @@ impl<'a> Overlay<'a> {
                     .map(|kv| kv.map(|(k, _)| k.to_vec()))
                     .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(prefix)))
                     .collect::<Result<Vec<_>, _>>()?;
+                // this batch's, and those of the batch before it not stored yet
                 let pending: Vec<Vec<u8>> = self
                     .artifacts
                     .keys()
+                    .chain(self.parent.iter().flat_map(|p| p.artifacts.keys()))
                     .filter(|k| k.starts_with(prefix))
                     .cloned()
                     .collect();
@@ -429,26 +488,17 @@ impl<'a> Overlay<'a> {
         Ok(None)
     }
 
-    fn commit(self, batch: &mut WriteBatch) -> Result<(), BridgeError> {
-        put_all(batch, self.tasks)?;
-        put_all(batch, self.groups)?;
-        put_all(batch, self.artifacts)?;
-        for (k, n) in self.counts {
-            match n {
-                Some(n) => batch.put(k, n.to_be_bytes()),
-                None => batch.delete(k),
-            }
+    /// This batch's changes, to store once its messages are confirmed.
+    fn freeze(self) -> Changes {
+        Changes {
+            tasks: self.tasks,
+            groups: self.groups,
+            artifacts: self.artifacts,
+            counts: self.counts,
+            counted: self.counted,
+            pools: self.pools,
+            workers: self.workers,
         }
-        for (k, counted) in self.counted {
-            if counted {
-                batch.put(k, b"1");
-            } else {
-                batch.delete(k);
-            }
-        }
-        put_all(batch, self.pools)?;
-        put_all(batch, self.workers)?;
-        Ok(())
     }
 }
 
@@ -591,12 +641,14 @@ fn properties(o: &Outgoing) -> BasicProperties {
 }
 
 /// The messages of a batch of `topic`'s records, and the folded state after them.
-fn render<'a>(
-    state: &'a BridgeState,
+/// `parent` is the previous batch of the same topic while it is not stored yet.
+fn render(
+    state: &BridgeState,
+    parent: Option<Arc<Changes>>,
     topic: &str,
     records: &[taskledger_core::log::Stored],
-) -> Result<(Overlay<'a>, Vec<Outgoing>), BridgeError> {
-    let mut overlay = Overlay::new(state);
+) -> Result<(Changes, Vec<Outgoing>), BridgeError> {
+    let mut overlay = Overlay::new(state, parent);
     let outgoing = if topic == QUEUE_TOPIC {
         let envs = records
             .iter()
@@ -622,7 +674,7 @@ fn render<'a>(
             })
             .collect::<Result<Vec<_>, BridgeError>>()?
     };
-    Ok((overlay, outgoing))
+    Ok((overlay.freeze(), outgoing))
 }
 
 /// The messages of worker-manager events (reference/worker-manager.md §3). A static worker is
@@ -734,6 +786,17 @@ async fn publish_confirmed<'o>(
     items: impl Iterator<Item = (&'o str, &'o str, &'o Outgoing, BasicProperties)>,
     pending: &AtomicU64,
 ) -> Result<u64, BridgeError> {
+    let confirms = publish(channels, items, pending).await?;
+    confirmed(confirms, pending).await
+}
+
+/// Publishes every `(exchange, routing key, message, properties)` (see `publish_confirmed`);
+/// returns the confirms to await, counted in `pending`.
+async fn publish<'o>(
+    channels: &[lapin::Channel],
+    items: impl Iterator<Item = (&'o str, &'o str, &'o Outgoing, BasicProperties)>,
+    pending: &AtomicU64,
+) -> Result<Vec<lapin::PublisherConfirm>, BridgeError> {
     let mut confirms = Vec::new();
     for (exchange, routing_key, o, props) in items {
         let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
@@ -750,7 +813,15 @@ async fn publish_confirmed<'o>(
                 .await?,
         );
     }
-    pending.store(confirms.len() as u64, Ordering::Relaxed);
+    pending.fetch_add(confirms.len() as u64, Ordering::Relaxed);
+    Ok(confirms)
+}
+
+/// Awaits `confirms` (see `publish_confirmed`).
+async fn confirmed(
+    confirms: Vec<lapin::PublisherConfirm>,
+    pending: &AtomicU64,
+) -> Result<u64, BridgeError> {
     let mut confirmed = 0;
     for c in confirms {
         let answer = c.await;
@@ -846,9 +917,9 @@ pub async fn replay(
                 break;
             };
             offset = last.offset + 1;
-            let (overlay, outgoing) = render(&state, topic, &records)?;
+            let (changes, outgoing) = render(&state, None, topic, &records)?;
             let mut batch = WriteBatch::default();
-            overlay.commit(&mut batch)?;
+            changes.commit(&mut batch)?;
             state.db.write(batch)?;
             let selected = outgoing.iter().filter(|o| {
                 o.message.exchange == filter.exchange
@@ -976,6 +1047,12 @@ async fn session<L: EventLog>(
         .channels
         .store(channels.len() as u64, Ordering::Relaxed);
     *backoff = Duration::from_millis(100);
+    // The batch published last, not stored yet: the next batch of its topic renders through
+    // its changes and is published before its confirms are awaited, so the broker has work
+    // while the bridge reads, renders and stores. Batches are stored in order, each once its
+    // own confirms are in: a failure anywhere ends the session before the batch's offset is
+    // stored, and the next session publishes it again.
+    let mut in_flight: Option<InFlight> = None;
     loop {
         let mut progressed = false;
         let mut lag = 0u64;
@@ -983,14 +1060,23 @@ async fn session<L: EventLog>(
             refresh();
         }
         for topic in [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC] {
-            let offset = state.offset(topic)?;
+            let offset = match &in_flight {
+                Some(f) if f.topic == topic => f.next,
+                _ => state.offset(topic)?,
+            };
             let read = log.read(topic, 0, offset, BATCH).await?;
             if read.next <= offset {
                 continue;
             }
             progressed = true;
-            let records = read.records;
-            let (overlay, outgoing) = render(state, topic, &records)?;
+            // a batch renders only through a batch of its own topic
+            if in_flight.as_ref().is_some_and(|f| f.topic != topic) {
+                if let Some(f) = in_flight.take() {
+                    f.store(state, stats).await?;
+                }
+            }
+            let parent = in_flight.as_ref().map(|f| f.changes.clone());
+            let (changes, outgoing) = render(state, parent, topic, &read.records)?;
             let items = outgoing.iter().map(|o| {
                 (
                     o.message.exchange.as_str(),
@@ -999,19 +1085,28 @@ async fn session<L: EventLog>(
                     properties(o),
                 )
             });
-            publish_confirmed(&channels, items, &stats.confirms_pending).await?;
-            let next = read.next;
-            let mut batch = WriteBatch::default();
-            overlay.commit(&mut batch)?;
-            batch.put(offset_key(topic), next.to_be_bytes());
-            state.db.write(batch)?;
-            stats
-                .published
-                .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
-            lag += log.end_offset(topic, 0).await?.saturating_sub(next);
+            let confirms = publish(&channels, items, &stats.confirms_pending).await?;
+            if let Some(previous) = in_flight.take() {
+                previous.store(state, stats).await?;
+            }
+            in_flight = Some(InFlight {
+                topic,
+                changes: Arc::new(changes),
+                confirms,
+                next: read.next,
+                messages: outgoing.len() as u64,
+            });
+            lag += log.end_offset(topic, 0).await?.saturating_sub(read.next);
+        }
+        if !progressed {
+            if let Some(f) = in_flight.take() {
+                // nothing more to publish: store what is out before waiting
+                f.store(state, stats).await?;
+                continue;
+            }
         }
         stats.lag_events.store(lag, Ordering::Relaxed);
-        if lag == 0 {
+        if lag == 0 && in_flight.is_none() {
             stats
                 .caught_up_at_ms
                 .store(taskledger_core::time::Millis::now().0, Ordering::Relaxed);
@@ -1024,6 +1119,30 @@ async fn session<L: EventLog>(
                 None => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+    }
+}
+
+/// A published batch awaiting its confirms.
+struct InFlight {
+    topic: &'static str,
+    changes: Arc<Changes>,
+    confirms: Vec<lapin::PublisherConfirm>,
+    /// The offset after the batch.
+    next: u64,
+    messages: u64,
+}
+
+impl InFlight {
+    /// Awaits the batch's confirms, then stores its changes and its topic's offset in one
+    /// write.
+    async fn store(self, state: &BridgeState, stats: &BridgeStats) -> Result<(), BridgeError> {
+        confirmed(self.confirms, &stats.confirms_pending).await?;
+        let mut batch = WriteBatch::default();
+        self.changes.commit(&mut batch)?;
+        batch.put(offset_key(self.topic), self.next.to_be_bytes());
+        state.db.write(batch)?;
+        stats.published.fetch_add(self.messages, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -1053,7 +1172,7 @@ mod replay_tests {
 mod expiry_tests {
     use super::*;
     use taskledger_core::envelope::{Actor, EventId};
-    use taskledger_core::ids::Slug;
+    use taskledger_core::ids::{Slug, TaskId};
     use taskledger_core::log::Stored;
     use taskledger_core::queue::{
         self, JsonText, Limits, Metadata, Priority, ReasonResolved, Requires, TaskDefinition,
@@ -1089,7 +1208,26 @@ mod expiry_tests {
 
     /// Folds `events` as one batch of the queue topic and stores the result.
     fn fold(state: &BridgeState, events: Vec<QueueEvent>, first: u64, now: Millis) {
-        let records: Vec<Stored> = events
+        let records = records(events, first, now);
+        let (changes, _) = render(state, None, QUEUE_TOPIC, &records).unwrap();
+        let mut batch = WriteBatch::default();
+        changes.commit(&mut batch).unwrap();
+        state.db.write(batch).unwrap();
+    }
+
+    /// `events` as the log's records from offset `first`.
+    fn records(events: Vec<QueueEvent>, first: u64, now: Millis) -> Vec<Stored> {
+        stored(events, first, |_| now)
+    }
+
+    /// `events` as the log's records from offset `first`, each at its own instant from `at`
+    /// on, so that none of them is taken for a part of the command before it.
+    fn records_at(events: Vec<QueueEvent>, first: u64, at: Millis) -> Vec<Stored> {
+        stored(events, first, |i| Millis(at.0 + i as i64))
+    }
+
+    fn stored(events: Vec<QueueEvent>, first: u64, time: impl Fn(usize) -> Millis) -> Vec<Stored> {
+        events
             .into_iter()
             .enumerate()
             .map(|(i, payload)| {
@@ -1097,7 +1235,7 @@ mod expiry_tests {
                     event_id: EventId::new(),
                     stream_id: payload.stream().id(),
                     sequence: first + i as u64,
-                    time: now,
+                    time: time(i),
                     actor: Actor::system("test"),
                     causation_id: None,
                     writer_epoch: 1,
@@ -1110,11 +1248,157 @@ mod expiry_tests {
                     value: codec::encode(&env).unwrap(),
                 }
             })
+            .collect()
+    }
+
+    /// Every stored key and value.
+    fn contents(state: &BridgeState) -> Vec<(Vec<u8>, Vec<u8>)> {
+        state
+            .db
+            .iterator(rocksdb::IteratorMode::Start)
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    }
+
+    /// The bridge renders a batch through the previous one's changes while that batch awaits
+    /// its confirms (`Overlay::parent`). Batch by batch, that gives the same messages and the
+    /// same stored state as rendering each batch after the previous one was stored: tasks
+    /// spanning batches, a shared group's count reaching zero, object artifacts finished or
+    /// left behind, and tasks and the group expiring.
+    #[test]
+    fn rendering_through_an_unstored_batch_equals_rendering_after_it() {
+        let (now, limits) = (Millis::now(), Limits::default());
+        let group = Slug::nice();
+        let mut events = Vec::new();
+        // all six defined first, so the group's count of unresolved tasks runs down from six
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let id = Slug::nice();
+            let mut def = definition(now);
+            def.task_group_id = group;
+            let created =
+                queue::create_task(None, None, &[], id, def.clone(), now, &limits).expect("create");
+            let mut task = queue::Task::defined(id, def, vec![]);
+            created.iter().for_each(|e| task.apply(e));
+            events.extend(created);
+            tasks.push(task);
+        }
+        for (i, task) in tasks.iter_mut().enumerate() {
+            let id = task.task_id;
+            let claimed = queue::claim_run(task, 0, "g", "w", now, &limits).expect("claim");
+            claimed.iter().for_each(|e| task.apply(e));
+            events.extend(claimed);
+            let name = format!("public/{i}");
+            events.push(QueueEvent::ArtifactCreated {
+                task_id: id,
+                run_id: 0,
+                artifact: Artifact {
+                    name: name.clone(),
+                    storage: ArtifactStorage::Object {
+                        upload_id: Slug::nice(),
+                        content_length: None,
+                    },
+                    content_type: "text/plain".into(),
+                    expires: now.plus(HOUR),
+                    present: false,
+                },
+            });
+            if i % 2 == 0 {
+                events.push(QueueEvent::ArtifactFinished {
+                    task_id: id,
+                    run_id: 0,
+                    name,
+                });
+            }
+            let done = queue::report(task, 0, ReasonResolved::Completed, now).expect("report");
+            done.iter().for_each(|e| task.apply(e));
+            events.extend(done);
+            if i % 3 == 1 {
+                // resolved again after a rerun: the group counts the task once
+                for step in 0..3 {
+                    let evs = match step {
+                        0 => queue::rerun_task(task, now).expect("rerun"),
+                        1 => queue::claim_run(task, 1, "g", "w", now, &limits).expect("claim"),
+                        _ => {
+                            queue::report(task, 1, ReasonResolved::Completed, now).expect("report")
+                        }
+                    };
+                    evs.iter().for_each(|e| task.apply(e));
+                    events.extend(evs);
+                }
+            }
+        }
+        let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id).collect();
+        // later, each its own command: the last task first, its unfinished artifact created a
+        // few events before
+        let mut expiries: Vec<QueueEvent> = ids
+            .iter()
+            .rev()
+            .take(3)
+            .map(|id| QueueEvent::TaskExpired { task_id: *id })
             .collect();
-        let (overlay, _) = render(state, QUEUE_TOPIC, &records).unwrap();
-        let mut batch = WriteBatch::default();
-        overlay.commit(&mut batch).unwrap();
-        state.db.write(batch).unwrap();
+        expiries.push(QueueEvent::TaskGroupExpired {
+            task_group_id: group,
+        });
+        let n = events.len() as u64;
+        let mut records = records(events, 0, now);
+        records.extend(records_at(expiries, n, now.plus(3 * HOUR)));
+        let rendered = |o: &Outgoing| {
+            (
+                o.message.exchange.clone(),
+                o.message.routing_key.clone(),
+                o.message.body.to_string(),
+                o.event_id.clone(),
+            )
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "taskledger-bridge-chain-{}-{}",
+            std::process::id(),
+            Millis::now().0
+        ));
+        for size in [1, 2, 3, 4, 5, 7] {
+            // each batch rendered after the one before it is stored
+            let stored = BridgeState::open(&dir.join(format!("stored-{size}"))).unwrap();
+            let mut expected = Vec::new();
+            for chunk in records.chunks(size) {
+                let (changes, out) = render(&stored, None, QUEUE_TOPIC, chunk).unwrap();
+                let mut batch = WriteBatch::default();
+                changes.commit(&mut batch).unwrap();
+                stored.db.write(batch).unwrap();
+                expected.extend(out.iter().map(rendered));
+            }
+            // each batch rendered through the one before it, which is stored afterwards
+            let chained = BridgeState::open(&dir.join(format!("chained-{size}"))).unwrap();
+            let mut got = Vec::new();
+            let mut unstored: Option<Arc<Changes>> = None;
+            for chunk in records.chunks(size) {
+                let (changes, out) =
+                    render(&chained, unstored.clone(), QUEUE_TOPIC, chunk).unwrap();
+                if let Some(previous) = unstored.take() {
+                    let mut batch = WriteBatch::default();
+                    previous.commit(&mut batch).unwrap();
+                    chained.db.write(batch).unwrap();
+                }
+                unstored = Some(Arc::new(changes));
+                got.extend(out.iter().map(rendered));
+            }
+            let mut batch = WriteBatch::default();
+            unstored.unwrap().commit(&mut batch).unwrap();
+            chained.db.write(batch).unwrap();
+            assert_eq!(got, expected, "batches of {size}");
+            assert_eq!(contents(&chained), contents(&stored), "batches of {size}");
+            let exchanges: Vec<&str> = expected.iter().map(|m| m.0.as_str()).collect();
+            for name in ["task-completed", "artifact-created", "task-group-resolved"] {
+                assert!(
+                    exchanges.iter().any(|e| e.ends_with(name)),
+                    "no {name} message in batches of {size}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Every stored key that is not an offset or a marker.
