@@ -221,8 +221,8 @@ impl BridgeState {
     }
 }
 
-/// `map[key]`, else the stored value (remembered in `map`, so later reads see this batch's
-/// changes).
+/// `map[key]`, else `parent[key]` (the previous batch's unstored changes), else the stored
+/// value (remembered in `map`, so later reads see this batch's changes).
 fn through<T: serde::de::DeserializeOwned + Clone>(
     state: &BridgeState,
     parent: Option<&HashMap<Vec<u8>, Option<T>>>,
@@ -1047,6 +1047,8 @@ async fn session<L: EventLog>(
         .channels
         .store(channels.len() as u64, Ordering::Relaxed);
     *backoff = Duration::from_millis(100);
+    // confirms a failed session left unawaited are gone with it
+    stats.confirms_pending.store(0, Ordering::Relaxed);
     // The batch published last, not stored yet: the next batch of its topic renders through
     // its changes and is published before its confirms are awaited, so the broker has work
     // while the bridge reads, renders and stores. Batches are stored in order, each once its
@@ -1055,7 +1057,8 @@ async fn session<L: EventLog>(
     let mut in_flight: Option<InFlight> = None;
     loop {
         let mut progressed = false;
-        let mut lag = 0u64;
+        // events of the log this pass did not read
+        let mut unread = 0u64;
         if let Some(refresh) = refresh {
             refresh();
         }
@@ -1094,9 +1097,10 @@ async fn session<L: EventLog>(
                 changes: Arc::new(changes),
                 confirms,
                 next: read.next,
+                start: offset,
                 messages: outgoing.len() as u64,
             });
-            lag += log.end_offset(topic, 0).await?.saturating_sub(read.next);
+            unread += log.end_offset(topic, 0).await?.saturating_sub(read.next);
         }
         if !progressed {
             if let Some(f) = in_flight.take() {
@@ -1105,8 +1109,13 @@ async fn session<L: EventLog>(
                 continue;
             }
         }
-        stats.lag_events.store(lag, Ordering::Relaxed);
-        if lag == 0 && in_flight.is_none() {
+        // not yet confirmed: what is left to read, and the batch awaiting its confirms
+        let unconfirmed = in_flight.as_ref().map_or(0, |f| f.next - f.start);
+        stats
+            .lag_events
+            .store(unread + unconfirmed, Ordering::Relaxed);
+        // nothing left to publish: only the confirms of what is out may be awaited
+        if unread == 0 {
             stats
                 .caught_up_at_ms
                 .store(taskledger_core::time::Millis::now().0, Ordering::Relaxed);
@@ -1127,7 +1136,8 @@ struct InFlight {
     topic: &'static str,
     changes: Arc<Changes>,
     confirms: Vec<lapin::PublisherConfirm>,
-    /// The offset after the batch.
+    /// The batch's first offset, and the offset after it.
+    start: u64,
     next: u64,
     messages: u64,
 }
@@ -1261,6 +1271,105 @@ mod expiry_tests {
                 (k.to_vec(), v.to_vec())
             })
             .collect()
+    }
+
+    /// Worker-manager messages rendered through an unstored batch: a pool's update names the
+    /// provider an unstored batch gave it, and a worker's removal the provider and capacity an
+    /// unstored batch created it with.
+    #[test]
+    fn worker_manager_renders_through_an_unstored_batch() {
+        use taskledger_core::access::seal::SealKey;
+        let now = Millis::now();
+        let pool: taskledger_core::worker_manager::WorkerPoolId = "prov/wt".parse().unwrap();
+        let worker = WorkerKey {
+            worker_pool_id: pool.clone(),
+            worker_group: "g".into(),
+            worker_id: "w".into(),
+        };
+        let sealed = SealKey::new([7; 32]).seal("o@example.com", "secret", [1; 12]);
+        let pool_event = |provider: &str, previous: Option<&str>| {
+            let (description, config, owner) = (String::new(), "{}".to_string(), "o@example.com");
+            match previous {
+                None => WorkerEvent::WorkerPoolCreated {
+                    worker_pool_id: pool.clone(),
+                    provider_id: provider.into(),
+                    description,
+                    config,
+                    owner: owner.into(),
+                    email_on_error: false,
+                },
+                Some(p) => WorkerEvent::WorkerPoolUpdated {
+                    worker_pool_id: pool.clone(),
+                    provider_id: provider.into(),
+                    previous_provider_ids: vec![p.into()],
+                    description,
+                    config,
+                    owner: owner.into(),
+                    email_on_error: false,
+                },
+            }
+        };
+        let events = vec![
+            pool_event("static-a", None),
+            pool_event("static-b", Some("static-a")),
+            WorkerEvent::WorkerCreated {
+                worker: worker.clone(),
+                provider_id: "static-b".into(),
+                capacity: 3,
+                expires: now.plus(HOUR),
+                static_secret: sealed,
+            },
+            WorkerEvent::WorkerRemoved { worker },
+        ];
+        let records: Vec<Stored> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| {
+                let env = Envelope {
+                    event_id: EventId::new(),
+                    stream_id: payload.stream_id(),
+                    sequence: i as u64 + 1,
+                    time: Millis(now.0 + i as i64),
+                    actor: Actor::system("test"),
+                    causation_id: None,
+                    writer_epoch: 1,
+                    payload,
+                };
+                Stored {
+                    partition: 0,
+                    offset: i as u64,
+                    key: env.stream_id.clone(),
+                    value: codec::encode(&env).unwrap(),
+                }
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!(
+            "taskledger-bridge-wm-chain-{}-{}",
+            std::process::id(),
+            Millis::now().0
+        ));
+        let state = BridgeState::open(&dir).unwrap();
+        let mut bodies = Vec::new();
+        let mut unstored: Option<Arc<Changes>> = None;
+        for chunk in records.chunks(1) {
+            let (changes, out) =
+                render(&state, unstored.clone(), WORKER_MANAGER_TOPIC, chunk).unwrap();
+            if let Some(previous) = unstored.take() {
+                let mut batch = WriteBatch::default();
+                previous.commit(&mut batch).unwrap();
+                state.db.write(batch).unwrap();
+            }
+            unstored = Some(Arc::new(changes));
+            bodies.extend(out.iter().map(|o| o.message.body.clone()));
+        }
+        assert_eq!(bodies.len(), 4, "{bodies:?}");
+        // the update names the provider before it; the removal the worker's provider and
+        // capacity
+        assert_eq!(bodies[1]["previousProviderId"], "static-a", "{}", bodies[1]);
+        assert_eq!(bodies[3]["providerId"], "static-b", "{}", bodies[3]);
+        assert_eq!(bodies[3]["capacity"], 3, "{}", bodies[3]);
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The bridge renders a batch through the previous one's changes while that batch awaits
