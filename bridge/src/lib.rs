@@ -256,12 +256,16 @@ fn put_all<T: serde::Serialize>(
 
 /// A rendered batch's changes to the folded state, kept until its messages are confirmed and
 /// they are stored; the next batch renders through them meanwhile (`Overlay::parent`).
+#[derive(Default)]
 struct Changes {
     tasks: HashMap<Vec<u8>, Option<Task>>,
     groups: HashMap<Vec<u8>, Option<TaskGroup>>,
     artifacts: HashMap<Vec<u8>, Option<Artifact>>,
+    /// Never-resolved task counts by group (`None`: the group expired), and whether a task was
+    /// already counted as resolved (`false`: the task expired).
     counts: HashMap<Vec<u8>, Option<u64>>,
     counted: HashMap<Vec<u8>, bool>,
+    /// Worker-manager facts: pools' providers, workers' (provider, capacity).
     pools: HashMap<Vec<u8>, Option<String>>,
     workers: HashMap<Vec<u8>, Option<(String, u32)>>,
 }
@@ -295,16 +299,7 @@ impl Changes {
 struct Overlay<'a> {
     state: &'a BridgeState,
     parent: Option<Arc<Changes>>,
-    tasks: HashMap<Vec<u8>, Option<Task>>,
-    groups: HashMap<Vec<u8>, Option<TaskGroup>>,
-    artifacts: HashMap<Vec<u8>, Option<Artifact>>,
-    /// Never-resolved task counts by group (`None`: the group expired), and whether a task was
-    /// already counted as resolved (`false`: the task expired).
-    counts: HashMap<Vec<u8>, Option<u64>>,
-    counted: HashMap<Vec<u8>, bool>,
-    /// Worker-manager facts: pools' providers, workers' (provider, capacity).
-    pools: HashMap<Vec<u8>, Option<String>>,
-    workers: HashMap<Vec<u8>, Option<(String, u32)>>,
+    changes: Changes,
 }
 
 impl<'a> Overlay<'a> {
@@ -312,28 +307,27 @@ impl<'a> Overlay<'a> {
         Overlay {
             state,
             parent,
-            tasks: HashMap::new(),
-            groups: HashMap::new(),
-            artifacts: HashMap::new(),
-            counts: HashMap::new(),
-            counted: HashMap::new(),
-            pools: HashMap::new(),
-            workers: HashMap::new(),
+            changes: Changes::default(),
         }
     }
 
     fn pool_provider(&mut self, pool: &str) -> Result<Option<String>, BridgeError> {
         let parent = self.parent.as_deref().map(|p| &p.pools);
-        through(self.state, parent, &mut self.pools, pool_key(pool))
+        through(self.state, parent, &mut self.changes.pools, pool_key(pool))
     }
 
     fn worker_facts(&mut self, worker: &WorkerKey) -> Result<Option<(String, u32)>, BridgeError> {
         let parent = self.parent.as_deref().map(|p| &p.workers);
-        through(self.state, parent, &mut self.workers, worker_key(worker))
+        through(
+            self.state,
+            parent,
+            &mut self.changes.workers,
+            worker_key(worker),
+        )
     }
 
     fn count(&mut self, key: &[u8]) -> Result<u64, BridgeError> {
-        if let Some(n) = self.counts.get(key) {
+        if let Some(n) = self.changes.counts.get(key) {
             return Ok(n.unwrap_or(0));
         }
         let n = match self.parent.as_deref().and_then(|p| p.counts.get(key)) {
@@ -345,7 +339,7 @@ impl<'a> Overlay<'a> {
                 .and_then(|v| v.as_slice().try_into().ok())
                 .map_or(0, u64::from_be_bytes),
         };
-        self.counts.insert(key.to_vec(), Some(n));
+        self.changes.counts.insert(key.to_vec(), Some(n));
         Ok(n)
     }
 
@@ -357,6 +351,7 @@ impl<'a> Overlay<'a> {
         let key = counted_key(&task.task_id.0);
         let parent = self.parent.as_deref();
         let already = match self
+            .changes
             .counted
             .get(&key)
             .or_else(|| parent.and_then(|p| p.counted.get(&key)))
@@ -367,24 +362,24 @@ impl<'a> Overlay<'a> {
         if already {
             return Ok(n);
         }
-        self.counted.insert(key, true);
-        self.counts.insert(group, Some(n.saturating_sub(1)));
+        self.changes.counted.insert(key, true);
+        self.changes.counts.insert(group, Some(n.saturating_sub(1)));
         Ok(n.saturating_sub(1))
     }
 
     fn task(&mut self, key: Vec<u8>) -> Result<Option<Task>, BridgeError> {
         let parent = self.parent.as_deref().map(|p| &p.tasks);
-        through(self.state, parent, &mut self.tasks, key)
+        through(self.state, parent, &mut self.changes.tasks, key)
     }
 
     fn group(&mut self, key: Vec<u8>) -> Result<Option<TaskGroup>, BridgeError> {
         let parent = self.parent.as_deref().map(|p| &p.groups);
-        through(self.state, parent, &mut self.groups, key)
+        through(self.state, parent, &mut self.changes.groups, key)
     }
 
     fn artifact(&mut self, key: Vec<u8>) -> Result<Option<Artifact>, BridgeError> {
         let parent = self.parent.as_deref().map(|p| &p.artifacts);
-        through(self.state, parent, &mut self.artifacts, key)
+        through(self.state, parent, &mut self.changes.artifacts, key)
     }
 
     /// Folds one queue event; returns the artifact an `ArtifactFinished` finished.
@@ -400,16 +395,16 @@ impl<'a> Overlay<'a> {
                     taskledger_core::queue::TaskDefinition::clone(definition),
                     unsatisfied.clone(),
                 );
-                self.tasks.insert(task_key(&task_id.0), Some(t));
+                self.changes.tasks.insert(task_key(&task_id.0), Some(t));
                 let group = unresolved_key(&definition.task_group_id.0);
                 let n = self.count(&group)?;
-                self.counts.insert(group, Some(n + 1));
+                self.changes.counts.insert(group, Some(n + 1));
             }
             // expiry publishes nothing upstream; the bridge just forgets what it kept: the
             // task, its resolved mark and its runs' unfinished object artifacts
             QueueEvent::TaskExpired { task_id } => {
-                self.tasks.insert(task_key(&task_id.0), None);
-                self.counted.insert(counted_key(&task_id.0), false);
+                self.changes.tasks.insert(task_key(&task_id.0), None);
+                self.changes.counted.insert(counted_key(&task_id.0), false);
                 let prefix = &task_artifacts_prefix(&task_id.0);
                 let stored = self
                     .state
@@ -420,6 +415,7 @@ impl<'a> Overlay<'a> {
                     .collect::<Result<Vec<_>, _>>()?;
                 // this batch's, and those of the batch before it not stored yet
                 let pending: Vec<Vec<u8>> = self
+                    .changes
                     .artifacts
                     .keys()
                     .chain(self.parent.iter().flat_map(|p| p.artifacts.keys()))
@@ -427,7 +423,7 @@ impl<'a> Overlay<'a> {
                     .cloned()
                     .collect();
                 for key in stored.into_iter().chain(pending) {
-                    self.artifacts.insert(key, None);
+                    self.changes.artifacts.insert(key, None);
                 }
             }
             QueueEvent::ArtifactExpired {
@@ -435,7 +431,8 @@ impl<'a> Overlay<'a> {
                 run_id,
                 name,
             } => {
-                self.artifacts
+                self.changes
+                    .artifacts
                     .insert(artifact_key(&task_id.0, *run_id, name), None);
             }
             QueueEvent::TaskGroupDefined { task_group_id, .. }
@@ -445,9 +442,11 @@ impl<'a> Overlay<'a> {
             | QueueEvent::TaskGroupExpired { task_group_id } => {
                 let key = group_key(&task_group_id.0);
                 let g = TaskGroup::apply(self.group(key.clone())?, event);
-                self.groups.insert(key, g);
+                self.changes.groups.insert(key, g);
                 if matches!(event, QueueEvent::TaskGroupExpired { .. }) {
-                    self.counts.insert(unresolved_key(&task_group_id.0), None);
+                    self.changes
+                        .counts
+                        .insert(unresolved_key(&task_group_id.0), None);
                 }
             }
             QueueEvent::ArtifactCreated {
@@ -457,7 +456,7 @@ impl<'a> Overlay<'a> {
             } => {
                 if matches!(artifact.storage, ArtifactStorage::Object { .. }) {
                     let key = artifact_key(&task_id.0, *run_id, &artifact.name);
-                    self.artifacts.insert(key, Some(artifact.clone()));
+                    self.changes.artifacts.insert(key, Some(artifact.clone()));
                 }
             }
             QueueEvent::ArtifactFinished {
@@ -467,7 +466,7 @@ impl<'a> Overlay<'a> {
             } => {
                 let key = artifact_key(&task_id.0, *run_id, name);
                 let a = self.artifact(key.clone())?;
-                self.artifacts.insert(key, None);
+                self.changes.artifacts.insert(key, None);
                 return Ok(a);
             }
             QueueEvent::WorkerSeen { .. } | QueueEvent::WorkerQuarantined { .. } => {}
@@ -481,7 +480,7 @@ impl<'a> Overlay<'a> {
                 let key = task_key(&task_id.0);
                 if let Some(mut t) = self.task(key.clone())? {
                     t.apply(event);
-                    self.tasks.insert(key, Some(t));
+                    self.changes.tasks.insert(key, Some(t));
                 }
             }
         }
@@ -490,15 +489,7 @@ impl<'a> Overlay<'a> {
 
     /// This batch's changes, to store once its messages are confirmed.
     fn freeze(self) -> Changes {
-        Changes {
-            tasks: self.tasks,
-            groups: self.groups,
-            artifacts: self.artifacts,
-            counts: self.counts,
-            counted: self.counted,
-            pools: self.pools,
-            workers: self.workers,
-        }
+        self.changes
     }
 }
 
@@ -694,6 +685,7 @@ fn worker_manager_batch(
                 ..
             } => {
                 overlay
+                    .changes
                     .pools
                     .insert(pool_key(worker_pool_id.as_str()), Some(provider_id.clone()));
                 Some(messages::pool_message(
@@ -710,6 +702,7 @@ fn worker_manager_batch(
             } => {
                 let previous = overlay.pool_provider(worker_pool_id.as_str())?;
                 overlay
+                    .changes
                     .pools
                     .insert(pool_key(worker_pool_id.as_str()), Some(provider_id.clone()));
                 Some(messages::pool_message(
@@ -726,6 +719,7 @@ fn worker_manager_batch(
                 ..
             } => {
                 overlay
+                    .changes
                     .workers
                     .insert(worker_key(worker), Some((provider_id.clone(), *capacity)));
                 Some(messages::worker_message(
@@ -742,6 +736,7 @@ fn worker_manager_batch(
             } => {
                 if let Some((provider, _)) = overlay.worker_facts(worker)? {
                     overlay
+                        .changes
                         .workers
                         .insert(worker_key(worker), Some((provider, *capacity)));
                 }
@@ -1225,25 +1220,54 @@ mod expiry_tests {
         state.db.write(batch).unwrap();
     }
 
+    /// An object artifact `name` of `task`'s run 0, created and not uploaded yet.
+    fn unfinished_object(task: TaskId, name: &str, now: Millis) -> QueueEvent {
+        QueueEvent::ArtifactCreated {
+            task_id: task,
+            run_id: 0,
+            artifact: Artifact {
+                name: name.into(),
+                storage: ArtifactStorage::Object {
+                    upload_id: Slug::nice(),
+                    content_length: None,
+                },
+                content_type: "text/plain".into(),
+                expires: now.plus(HOUR),
+                present: false,
+            },
+        }
+    }
+
     /// `events` as the log's records from offset `first`.
     fn records(events: Vec<QueueEvent>, first: u64, now: Millis) -> Vec<Stored> {
-        stored(events, first, |_| now)
+        stored(events, first, |_| now, |e| e.stream().id())
     }
 
     /// `events` as the log's records from offset `first`, each at its own instant from `at`
     /// on, so that none of them is taken for a part of the command before it.
     fn records_at(events: Vec<QueueEvent>, first: u64, at: Millis) -> Vec<Stored> {
-        stored(events, first, |i| Millis(at.0 + i as i64))
+        stored(
+            events,
+            first,
+            |i| Millis(at.0 + i as i64),
+            |e| e.stream().id(),
+        )
     }
 
-    fn stored(events: Vec<QueueEvent>, first: u64, time: impl Fn(usize) -> Millis) -> Vec<Stored> {
+    /// `events` as records from offset `first`, the i-th at `time(i)` on stream `stream(e)`.
+    fn stored<E: serde::Serialize>(
+        events: Vec<E>,
+        first: u64,
+        time: impl Fn(usize) -> Millis,
+        stream: impl Fn(&E) -> String,
+    ) -> Vec<Stored> {
         events
             .into_iter()
             .enumerate()
             .map(|(i, payload)| {
                 let env = Envelope {
                     event_id: EventId::new(),
-                    stream_id: payload.stream().id(),
+                    stream_id: stream(&payload),
                     sequence: first + i as u64,
                     time: time(i),
                     actor: Actor::system("test"),
@@ -1259,6 +1283,35 @@ mod expiry_tests {
                 }
             })
             .collect()
+    }
+
+    /// `records` rendered in batches of `size` as the bridge pipelines them: each through the
+    /// previous batch's changes, which are stored only afterwards; the last stored at the end.
+    fn render_chained(
+        state: &BridgeState,
+        topic: &str,
+        records: &[Stored],
+        size: usize,
+    ) -> Vec<Outgoing> {
+        let store = |changes: &Changes| {
+            let mut batch = WriteBatch::default();
+            changes.commit(&mut batch).unwrap();
+            state.db.write(batch).unwrap();
+        };
+        let mut out = Vec::new();
+        let mut unstored: Option<Arc<Changes>> = None;
+        for chunk in records.chunks(size) {
+            let (changes, rendered) = render(state, unstored.clone(), topic, chunk).unwrap();
+            if let Some(previous) = unstored.take() {
+                store(&previous);
+            }
+            unstored = Some(Arc::new(changes));
+            out.extend(rendered);
+        }
+        if let Some(last) = unstored {
+            store(&last);
+        }
+        out
     }
 
     /// Every stored key and value.
@@ -1321,47 +1374,17 @@ mod expiry_tests {
             },
             WorkerEvent::WorkerRemoved { worker },
         ];
-        let records: Vec<Stored> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, payload)| {
-                let env = Envelope {
-                    event_id: EventId::new(),
-                    stream_id: payload.stream_id(),
-                    sequence: i as u64 + 1,
-                    time: Millis(now.0 + i as i64),
-                    actor: Actor::system("test"),
-                    causation_id: None,
-                    writer_epoch: 1,
-                    payload,
-                };
-                Stored {
-                    partition: 0,
-                    offset: i as u64,
-                    key: env.stream_id.clone(),
-                    value: codec::encode(&env).unwrap(),
-                }
-            })
-            .collect();
+        let records = stored(events, 0, |i| Millis(now.0 + i as i64), |e| e.stream_id());
         let dir = std::env::temp_dir().join(format!(
             "taskledger-bridge-wm-chain-{}-{}",
             std::process::id(),
             Millis::now().0
         ));
         let state = BridgeState::open(&dir).unwrap();
-        let mut bodies = Vec::new();
-        let mut unstored: Option<Arc<Changes>> = None;
-        for chunk in records.chunks(1) {
-            let (changes, out) =
-                render(&state, unstored.clone(), WORKER_MANAGER_TOPIC, chunk).unwrap();
-            if let Some(previous) = unstored.take() {
-                let mut batch = WriteBatch::default();
-                previous.commit(&mut batch).unwrap();
-                state.db.write(batch).unwrap();
-            }
-            unstored = Some(Arc::new(changes));
-            bodies.extend(out.iter().map(|o| o.message.body.clone()));
-        }
+        let bodies: Vec<_> = render_chained(&state, WORKER_MANAGER_TOPIC, &records, 1)
+            .iter()
+            .map(|o| o.message.body.clone())
+            .collect();
         assert_eq!(bodies.len(), 4, "{bodies:?}");
         // the update names the provider before it; the removal the worker's provider and
         // capacity
@@ -1401,20 +1424,7 @@ mod expiry_tests {
             claimed.iter().for_each(|e| task.apply(e));
             events.extend(claimed);
             let name = format!("public/{i}");
-            events.push(QueueEvent::ArtifactCreated {
-                task_id: id,
-                run_id: 0,
-                artifact: Artifact {
-                    name: name.clone(),
-                    storage: ArtifactStorage::Object {
-                        upload_id: Slug::nice(),
-                        content_length: None,
-                    },
-                    content_type: "text/plain".into(),
-                    expires: now.plus(HOUR),
-                    present: false,
-                },
-            });
+            events.push(unfinished_object(id, &name, now));
             if i % 2 == 0 {
                 events.push(QueueEvent::ArtifactFinished {
                     task_id: id,
@@ -1481,22 +1491,10 @@ mod expiry_tests {
             }
             // each batch rendered through the one before it, which is stored afterwards
             let chained = BridgeState::open(&dir.join(format!("chained-{size}"))).unwrap();
-            let mut got = Vec::new();
-            let mut unstored: Option<Arc<Changes>> = None;
-            for chunk in records.chunks(size) {
-                let (changes, out) =
-                    render(&chained, unstored.clone(), QUEUE_TOPIC, chunk).unwrap();
-                if let Some(previous) = unstored.take() {
-                    let mut batch = WriteBatch::default();
-                    previous.commit(&mut batch).unwrap();
-                    chained.db.write(batch).unwrap();
-                }
-                unstored = Some(Arc::new(changes));
-                got.extend(out.iter().map(rendered));
-            }
-            let mut batch = WriteBatch::default();
-            unstored.unwrap().commit(&mut batch).unwrap();
-            chained.db.write(batch).unwrap();
+            let got: Vec<_> = render_chained(&chained, QUEUE_TOPIC, &records, size)
+                .iter()
+                .map(rendered)
+                .collect();
             assert_eq!(got, expected, "batches of {size}");
             assert_eq!(contents(&chained), contents(&stored), "batches of {size}");
             let exchanges: Vec<&str> = expected.iter().map(|m| m.0.as_str()).collect();
@@ -1539,20 +1537,7 @@ mod expiry_tests {
         claimed.iter().for_each(|e| task.apply(e));
         events.extend(claimed);
         // an object artifact whose upload never finished: the bridge keeps it until then
-        events.push(QueueEvent::ArtifactCreated {
-            task_id: id,
-            run_id: 0,
-            artifact: Artifact {
-                name: "public/never-finished".into(),
-                storage: ArtifactStorage::Object {
-                    upload_id: Slug::nice(),
-                    content_length: None,
-                },
-                content_type: "text/plain".into(),
-                expires: now.plus(HOUR),
-                present: false,
-            },
-        });
+        events.push(unfinished_object(id, "public/never-finished", now));
         events.extend(queue::report(&task, 0, ReasonResolved::Completed, now).expect("report"));
         let n = events.len() as u64;
         fold(&state, events, 0, now);
