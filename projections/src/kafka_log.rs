@@ -1010,10 +1010,8 @@ impl Inner {
         Ok(reader)
     }
 
+    /// Assigns a new reader's consumer its partition at `at` (once: see `take_reader`).
     fn position(&self, reader: &mut Reader, at: u64) -> Result<(), LogError> {
-        if reader.next == at {
-            return Ok(());
-        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
             &self.kafka_topic(&reader.topic),
@@ -1026,36 +1024,38 @@ impl Inner {
         Ok(())
     }
 
-    /// A reader of the partition positioned at `at`: an idle one already there if any.
+    /// A reader of the partition positioned at `at`: an idle one already there if any, else a
+    /// new one. A reader's consumer is assigned once, never moved: re-assigning a librdkafka
+    /// consumer before it has processed the removal of its previous assignment can stop the
+    /// same partition twice, and the second stop's reply aborts the process (an assertion in
+    /// `rd_kafka_assignment_partition_stopped`; librdkafka issue 5573, which the bundled 2.12.1
+    /// has). It happened under broker outages, when polls lag.
     fn take_reader(&self, topic: &str, partition: u32, at: u64) -> Result<Reader, LogError> {
         let found = {
             let mut pool = self.readers.lock().expect("readers lock");
-            let same = |r: &Reader| r.topic == topic && r.partition == partition;
-            let i = pool
-                .iter()
-                .position(|r| same(r) && r.next == at)
-                .or_else(|| pool.iter().position(same))
-                .or_else(|| (pool.len() >= READER_POOL).then_some(0));
-            i.map(|i| pool.swap_remove(i))
+            pool.iter()
+                .position(|r| r.topic == topic && r.partition == partition && r.next == at)
+                .map(|i| pool.swap_remove(i))
         };
         match found {
-            Some(mut r) => {
-                r.topic = topic.to_string();
-                if r.partition != partition {
-                    r.partition = partition;
-                    r.next = u64::MAX;
-                }
-                self.position(&mut r, at)?;
-                Ok(r)
-            }
+            Some(r) => Ok(r),
             None => self.new_reader(topic, partition, at),
         }
     }
 
+    /// Keeps an idle reader for the next read where it stopped; the oldest idle one goes when
+    /// the pool is full (its consumer closed on a thread of its own, as closing may wait for
+    /// an unreachable broker).
     fn put_reader(&self, reader: Reader) {
-        let mut pool = self.readers.lock().expect("readers lock");
-        if pool.len() < READER_POOL {
+        let evicted = {
+            let mut pool = self.readers.lock().expect("readers lock");
             pool.push(reader);
+            (pool.len() > READER_POOL).then(|| pool.remove(0))
+        };
+        if let Some(old) = evicted {
+            let _ = std::thread::Builder::new()
+                .name("kafka-reader-drop".into())
+                .spawn(move || drop(old));
         }
     }
 
