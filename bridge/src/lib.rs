@@ -486,11 +486,6 @@ impl<'a> Overlay<'a> {
         }
         Ok(None)
     }
-
-    /// This batch's changes, to store once its messages are confirmed.
-    fn freeze(self) -> Changes {
-        self.changes
-    }
 }
 
 /// One outgoing message with its envelope's identity.
@@ -665,7 +660,7 @@ fn render(
             })
             .collect::<Result<Vec<_>, BridgeError>>()?
     };
-    Ok((overlay.freeze(), outgoing))
+    Ok((overlay.changes, outgoing))
 }
 
 /// The messages of worker-manager events (reference/worker-manager.md §3). A static worker is
@@ -1068,10 +1063,8 @@ async fn session<L: EventLog>(
             }
             progressed = true;
             // a batch renders only through a batch of its own topic
-            if in_flight.as_ref().is_some_and(|f| f.topic != topic) {
-                if let Some(f) = in_flight.take() {
-                    f.store(state, stats).await?;
-                }
+            if let Some(f) = in_flight.take_if(|f| f.topic != topic) {
+                f.store(state, stats).await?;
             }
             let parent = in_flight.as_ref().map(|f| f.changes.clone());
             let (changes, outgoing) = render(state, parent, topic, &read.records)?;
