@@ -1053,9 +1053,7 @@ impl Inner {
             (pool.len() > READER_POOL).then(|| pool.remove(0))
         };
         if let Some(old) = evicted {
-            let _ = std::thread::Builder::new()
-                .name("kafka-reader-drop".into())
-                .spawn(move || drop(old));
+            close_apart(old, "kafka-reader-drop");
         }
     }
 
@@ -1210,9 +1208,15 @@ impl Inner {
 /// threads, which can take long while the broker is unreachable, and no command should wait
 /// for that.
 fn retire(producer: FutureProducer) {
+    close_apart(producer, "kafka-producer-drop");
+}
+
+/// Drops a librdkafka client on a thread named `name`: closing one may wait for an
+/// unreachable broker.
+fn close_apart(client: impl Send + 'static, name: &str) {
     let _ = std::thread::Builder::new()
-        .name("kafka-producer-drop".into())
-        .spawn(move || drop(producer));
+        .name(name.into())
+        .spawn(move || drop(client));
 }
 
 /// Gives up a partition's writer (after a failed append): its producer is retired.
