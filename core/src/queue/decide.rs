@@ -638,12 +638,7 @@ pub fn finish_artifact(
     if artifact.present {
         return Ok(vec![]);
     }
-    let expected = if *expected == crate::ids::Slug::NIL {
-        derived
-    } else {
-        *expected
-    };
-    if expected != upload_id {
+    if super::model::object_upload_id(*expected, || derived) != upload_id {
         return Err(QueueError::Input("uploadId does not match".into()));
     }
     Ok(vec![QueueEvent::ArtifactFinished {

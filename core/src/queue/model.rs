@@ -319,6 +319,16 @@ impl ErrorReason {
 }
 
 /// Where an artifact's bytes are.
+/// The upload id an `Object` artifact answers to: the id it stores, or, when it stores
+/// `Slug::NIL`, the one the gateway derives for it (`derived`, only called then).
+pub fn object_upload_id(stored: TaskId, derived: impl FnOnce() -> TaskId) -> TaskId {
+    if stored == crate::ids::Slug::NIL {
+        derived()
+    } else {
+        stored
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ArtifactStorage {
     /// Bytes in taskledger's blob store, uploaded through a signed URL; present after finish.

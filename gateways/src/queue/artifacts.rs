@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use taskledger_core::ids::{Slug, TaskId};
 use taskledger_core::object::{ObjectCommand, OBJECT_TOPIC};
-use taskledger_core::queue::{Artifact, ArtifactStorage, ErrorReason};
+use taskledger_core::queue::{object_upload_id, Artifact, ArtifactStorage, ErrorReason};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::{Millis, MINUTE};
 use taskledger_projections::keys::{self, Expiring};
@@ -203,10 +203,9 @@ pub async fn create_artifact(
             }),
             ArtifactStorage::Object { upload_id, .. } => {
                 // an artifact logged before ids were derived keeps the id it was given
-                let upload_id = match *upload_id {
-                    Slug::NIL => blobs::derived_upload_id(&st, &id, run, &name),
-                    stored => stored,
-                };
+                let upload_id = object_upload_id(*upload_id, || {
+                    blobs::derived_upload_id(&st, &id, run, &name)
+                });
                 let task = st.engine.view().task(&id)?.ok_or_else(|| ApiError::not_found("Task not found"))?;
                 let r = &task.runs[run as usize];
                 let object_name = object_name(&id, run, &name);
