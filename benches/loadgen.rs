@@ -286,20 +286,21 @@ impl WriterMark {
             Some(_) => "> 2.5 s".to_string(),
             None => "n/a".to_string(),
         };
-        let spread = |what: &str| {
-            let family = format!("taskledger_queue_{what}_seconds");
+        let spread = |family: &str| {
             format!(
                 "p50 {}, p99 {}",
-                ms(now.quantile(before, &family, 0.5)),
-                ms(now.quantile(before, &family, 0.99))
+                ms(now.quantile(before, family, 0.5)),
+                ms(now.quantile(before, family, 0.99))
             )
         };
         format!(
-            "in the server's writer {} (waiting for its group commit {}); group commit {}; durable append {}; {:.1} commands per group commit",
-            spread("command"),
-            spread("wait"),
-            spread("commit"),
-            spread("append"),
+            "answered by the server {}; in its writer {} (waiting for its group commit {}; its caller resuming after the answer {}); group commit {}; durable append {}; {:.1} commands per group commit",
+            spread("taskledger_http_request_seconds"),
+            spread("taskledger_queue_command_seconds"),
+            spread("taskledger_queue_wait_seconds"),
+            spread("taskledger_queue_resume_seconds"),
+            spread("taskledger_queue_commit_seconds"),
+            spread("taskledger_queue_append_seconds"),
             now.mean(before, "taskledger_queue_batch_commands").unwrap_or(f64::NAN),
         )
     }

@@ -885,13 +885,20 @@ async fn run_services<L: EventLog + 'static>(
         None
     };
     let queue_stats = state.engine.stats().clone();
-    let mut app = taskledger_gateways::app(state).merge(metrics::router(
-        log.clone(),
-        roles,
-        bridge_stats,
-        audit_stats,
-        queue_stats,
-    ));
+    let request_times = Arc::new(metrics::RequestTimes::default());
+    let mut app = taskledger_gateways::app(state)
+        .merge(metrics::router(
+            log.clone(),
+            roles,
+            bridge_stats,
+            audit_stats,
+            queue_stats,
+            request_times.clone(),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            request_times,
+            metrics::time_request,
+        ));
     if let Some(cluster) = cluster {
         if let Some(expel) = expel {
             tokio::spawn(cluster::watch_writers(cluster.clone(), expel));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use taskledger_bridge::BridgeStats;
 use taskledger_core::log::EventLog;
 use taskledger_core::time::Millis;
-use taskledger_projections::latency::CommitStats;
+use taskledger_projections::latency::{CommitStats, Histogram, LATENCY_BOUNDS};
 use taskledger_projections::role::WriterRole;
 
 /// The outcome of the last scheduled chain verification (and checkpoint signing).
@@ -27,6 +27,29 @@ pub struct AuditStats {
     pub projections_last_run: AtomicI64,
 }
 
+/// How long the HTTP API takes to answer, from a parsed request to its response (every route,
+/// `/metrics` included): with the queue writer's histograms it tells whether a slow call waited
+/// in the writer or elsewhere in the server.
+pub struct RequestTimes(Histogram);
+
+impl Default for RequestTimes {
+    fn default() -> Self {
+        RequestTimes(Histogram::new(LATENCY_BOUNDS))
+    }
+}
+
+/// Middleware: times every request into `times`.
+pub async fn time_request(
+    axum::extract::State(times): axum::extract::State<Arc<RequestTimes>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    times.0.observe_duration(started.elapsed());
+    response
+}
+
 /// Each topic's engine role in this process.
 pub type Roles = Arc<Vec<(&'static str, WriterRole)>>;
 
@@ -36,18 +59,20 @@ pub fn router<L: EventLog + 'static>(
     bridge: Option<Arc<BridgeStats>>,
     audit: Arc<AuditStats>,
     queue: Arc<CommitStats>,
+    requests: Arc<RequestTimes>,
 ) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
-            let (log, roles, bridge, audit, queue) = (
+            let (log, roles, bridge, audit, queue, requests) = (
                 log.clone(),
                 roles.clone(),
                 bridge.clone(),
                 audit.clone(),
                 queue.clone(),
+                requests.clone(),
             );
-            async move { render(&*log, &roles, bridge.as_deref(), &audit, &queue).await }
+            async move { render(&*log, &roles, bridge.as_deref(), &audit, &queue, &requests).await }
         }),
     )
 }
@@ -72,6 +97,7 @@ async fn render<L: EventLog>(
     bridge: Option<&BridgeStats>,
     audit: &AuditStats,
     queue: &CommitStats,
+    requests: &RequestTimes,
 ) -> impl IntoResponse {
     let mut out = String::from(
         "# HELP taskledger_log_end_offset The offset the next event of the topic will get.\n\
@@ -103,6 +129,11 @@ async fn render<L: EventLog>(
             .map(|(topic, role)| (*topic, role.position().to_string())),
     );
     out.push_str(&queue.prometheus("queue"));
+    requests.0.render(
+        &mut out,
+        "taskledger_http_request_seconds",
+        "Time from a parsed HTTP request to its response.",
+    );
     if let Some(stats) = bridge {
         out.push_str(&stats.prometheus(Millis::now().0));
     }

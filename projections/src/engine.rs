@@ -162,7 +162,21 @@ struct Job {
     actor: Actor,
     causation: Option<EventId>,
     command: QueueCommand,
-    reply: oneshot::Sender<Result<Outcome, EngineError>>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// A command's result and the instant the writer sent it, so the caller can time its own
+/// wake-up.
+struct Answer {
+    result: Result<Outcome, EngineError>,
+    sent: std::time::Instant,
+}
+
+impl Job {
+    fn answer(self, result: Result<Outcome, EngineError>) {
+        let sent = std::time::Instant::now();
+        let _ = self.reply.send(Answer { result, sent });
+    }
 }
 
 /// A handle to the queue's writer. Cheap to clone.
@@ -244,8 +258,10 @@ impl Engine {
         let answer = rx
             .await
             .map_err(|_| EngineError::Unavailable("writer stopped".into()))?;
-        self.stats.command.observe_duration(arrived.elapsed());
-        answer
+        let now = std::time::Instant::now();
+        self.stats.command.observe_duration(now - arrived);
+        self.stats.resume.observe_duration(now - answer.sent);
+        answer.result
     }
 
     /// The writer's latency and batch histograms (for `/metrics`).
@@ -589,7 +605,7 @@ impl<L: EventLog + 'static> Writer<L> {
             if !writing {
                 for job in jobs {
                     let refused = EngineError::Unavailable(LogError::NotWriter.to_string());
-                    let _ = job.reply.send(Err(refused));
+                    job.answer(Err(refused));
                 }
                 continue;
             }
@@ -634,19 +650,19 @@ impl<L: EventLog + 'static> Writer<L> {
                 }
                 Ok(outcome)
             });
-            answers.push((job.reply, result));
+            answers.push((job, result));
         }
         if !envelopes.is_empty() {
             if let Err(e) = self.append_and_apply(&envelopes) {
                 tracing::error!(error = %e, "group commit failed");
-                for (reply, result) in answers {
-                    let _ = reply.send(result.and(Err(EngineError::Unavailable(e.to_string()))));
+                for (job, result) in answers {
+                    job.answer(result.and(Err(EngineError::Unavailable(e.to_string()))));
                 }
                 return false;
             }
         }
-        for (reply, result) in answers {
-            let _ = reply.send(result);
+        for (job, result) in answers {
+            job.answer(result);
         }
         self.stats.commit.observe_duration(started.elapsed());
         if became_pending {

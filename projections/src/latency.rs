@@ -84,6 +84,9 @@ pub struct CommitStats {
     /// The durable append of one group commit (the WAL write and its fsync on the embedded
     /// log, the produce and its acknowledgement on Kafka).
     pub append: Histogram,
+    /// From the writer sending a command's answer to the caller running again: the wait for
+    /// a free async worker thread, which on a busy machine makes much of a command's tail.
+    pub resume: Histogram,
     /// Commands decided in one group commit.
     pub batch: Histogram,
 }
@@ -95,6 +98,7 @@ impl Default for CommitStats {
             wait: Histogram::new(LATENCY_BOUNDS),
             commit: Histogram::new(LATENCY_BOUNDS),
             append: Histogram::new(LATENCY_BOUNDS),
+            resume: Histogram::new(LATENCY_BOUNDS),
             batch: Histogram::new(BATCH_BOUNDS),
         }
     }
@@ -109,6 +113,7 @@ impl CommitStats {
             (&self.wait, "wait_seconds", "Time from a command's arrival at the writer to the start of its group commit."),
             (&self.commit, "commit_seconds", "Time of one group commit, from deciding its first command to answering its last."),
             (&self.append, "append_seconds", "Time of one group commit's durable append to the log."),
+            (&self.resume, "resume_seconds", "Time from the writer sending a command's answer to the caller running again."),
             (&self.batch, "batch_commands", "Commands decided in one group commit."),
         ] {
             histogram.render(&mut out, &format!("taskledger_{topic}_{what}"), help);

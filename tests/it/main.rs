@@ -509,8 +509,9 @@ fn sample(metrics: &str, name: &str) -> f64 {
     metric_sample(metrics, name).unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
 
-/// `/metrics` times the queue writer: every command it answers lands in one bucket of each
-/// latency histogram, and the buckets are cumulative up to the count.
+/// `/metrics` times the queue writer and the HTTP API: every command the writer answers, and
+/// every request, lands in one bucket of each latency histogram, and the buckets are
+/// cumulative up to the count.
 #[tokio::test]
 async fn metrics_time_the_queue_writer() {
     let server = Server::start(&[]).await;
@@ -528,7 +529,10 @@ async fn metrics_time_the_queue_writer() {
     for (name, at_least) in [
         ("taskledger_queue_command_seconds_count", 3.0),
         ("taskledger_queue_wait_seconds_count", 3.0),
+        ("taskledger_queue_resume_seconds_count", 3.0),
         ("taskledger_queue_batch_commands_sum", 3.0),
+        // the three createTask calls and the first /metrics
+        ("taskledger_http_request_seconds_count", 4.0),
         ("taskledger_queue_append_seconds_count", 1.0),
     ] {
         assert!(grew(name) >= at_least, "{name}: {after}");
@@ -537,8 +541,14 @@ async fn metrics_time_the_queue_writer() {
         grew("taskledger_queue_command_seconds_sum") > 0.0,
         "{after}"
     );
-    for family in ["command", "wait", "commit", "append"] {
-        let name = format!("taskledger_queue_{family}_seconds");
+    for name in [
+        "taskledger_queue_command_seconds",
+        "taskledger_queue_wait_seconds",
+        "taskledger_queue_resume_seconds",
+        "taskledger_queue_commit_seconds",
+        "taskledger_queue_append_seconds",
+        "taskledger_http_request_seconds",
+    ] {
         let buckets: Vec<f64> = after
             .lines()
             .filter_map(|l| {
