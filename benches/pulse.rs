@@ -124,20 +124,19 @@ async fn raw_publish(conn: &Connection, messages: &Arc<Vec<Published>>, n: usize
         tasks.push(tokio::spawn(async move {
             let end = ((i + 1) * per).min(messages.len());
             for chunk in messages[(i * per).min(end)..end].chunks(512) {
-                let mut confirms = Vec::new();
-                for (exchange, key, body, props) in chunk {
-                    confirms.push(
-                        ch.basic_publish(
-                            exchange.as_str().into(),
-                            key.as_str().into(),
-                            BasicPublishOptions::default(),
-                            body,
-                            props.clone(),
-                        )
-                        .await
-                        .unwrap(),
-                    );
-                }
+                // handed to the connection together, as the bridge does
+                let publishes = chunk.iter().map(|(exchange, key, body, props)| {
+                    ch.basic_publish(
+                        exchange.as_str().into(),
+                        key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        props.clone(),
+                    )
+                });
+                let confirms = taskledger_bridge::publish_in_order(publishes)
+                    .await
+                    .unwrap();
                 for c in confirms {
                     assert!(c.await.unwrap().is_ack());
                 }

@@ -787,24 +787,67 @@ async fn publish<'o>(
     items: impl Iterator<Item = (&'o str, &'o str, &'o Outgoing, BasicProperties)>,
     pending: &AtomicU64,
 ) -> Result<Vec<lapin::PublisherConfirm>, BridgeError> {
-    let mut confirms = Vec::new();
-    for (exchange, routing_key, o, props) in items {
-        let body = serde_json::to_vec(&o.message.body).unwrap_or_default();
-        let channel = &channels[shard(&o.stream, channels.len())];
-        confirms.push(
-            channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    props,
-                )
-                .await?,
-        );
-    }
+    let publishes = items.map(|(exchange, routing_key, o, props)| {
+        channels[shard(&o.stream, channels.len())].basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            &o.message.body,
+            props,
+        )
+    });
+    let confirms = publish_in_order(publishes).await?;
     pending.fetch_add(confirms.len() as u64, Ordering::Relaxed);
     Ok(confirms)
+}
+
+/// Drives lapin `basic_publish` futures together and returns their confirms, in order.
+///
+/// Each publish hands its frames to the connection when first polled, then waits for the
+/// connection's I/O thread to write them. Awaited one after the other, every message costs a
+/// round trip between this task and that thread (two thread switches); here every future is
+/// polled once, in the given order, so the frames queue in that order (one stream's messages
+/// stay in order on their channel), and the I/O thread writes them in a few large writes while
+/// this task waits once.
+pub async fn publish_in_order<F>(
+    publishes: impl Iterator<Item = F>,
+) -> lapin::Result<Vec<lapin::PublisherConfirm>>
+where
+    F: std::future::Future<Output = lapin::Result<lapin::PublisherConfirm>>,
+{
+    use std::task::Poll;
+    let mut futures: Vec<_> = publishes.map(Box::pin).collect();
+    let mut confirms: Vec<Option<lapin::PublisherConfirm>> = futures.iter().map(|_| None).collect();
+    // the first future not finished yet; before the first round, every one is still unpolled
+    let mut first = 0;
+    let mut polled_all = false;
+    std::future::poll_fn(|cx| {
+        let mut i = first;
+        while i < futures.len() {
+            if confirms[i].is_none() {
+                match futures[i].as_mut().poll(cx) {
+                    Poll::Ready(Ok(confirm)) => confirms[i] = Some(confirm),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    // after the first round every pending future holds our waker: the frames
+                    // are written in order, so the rest waits for this one
+                    Poll::Pending if polled_all => break,
+                    Poll::Pending => {}
+                }
+            }
+            if confirms[i].is_some() && i == first {
+                first += 1;
+            }
+            i += 1;
+        }
+        polled_all = true;
+        if first == futures.len() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await?;
+    Ok(confirms.into_iter().flatten().collect())
 }
 
 /// Awaits `confirms` (see `publish_confirmed`).
@@ -1376,7 +1419,7 @@ mod expiry_tests {
         let state = BridgeState::open(&dir).unwrap();
         let bodies: Vec<_> = render_chained(&state, WORKER_MANAGER_TOPIC, &records, 1)
             .iter()
-            .map(|o| o.message.body.clone())
+            .map(|o| o.message.json())
             .collect();
         assert_eq!(bodies.len(), 4, "{bodies:?}");
         // the update names the provider before it; the removal the worker's provider and
@@ -1462,7 +1505,7 @@ mod expiry_tests {
             (
                 o.message.exchange.clone(),
                 o.message.routing_key.clone(),
-                o.message.body.to_string(),
+                o.message.body.clone(),
                 o.event_id.clone(),
             )
         };

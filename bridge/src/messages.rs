@@ -4,9 +4,10 @@
 //! **Invariant:** pure; the caller folds the state and owns persistence. An event maps to at
 //! most one message, whose id is the event id.
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 use taskledger_core::access::AuthEvent;
-use taskledger_core::queue::json::{artifact_info, status_json};
+use taskledger_core::queue::json::{artifact_info, StatusJson};
 use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, RunState, Task, TaskGroup};
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{WorkerEvent, WorkerKey, WorkerPoolId};
@@ -44,11 +45,81 @@ pub struct Message {
     pub routing_key: String,
     /// Extra routing keys (`route.<r>`), sent in the `CC` header.
     pub cc: Vec<String>,
-    pub body: Value,
+    /// The body, JSON as published.
+    pub body: Vec<u8>,
 }
 
-fn tags(task: &Task) -> Value {
-    json!({ "tags": serde_json::from_str::<Value>(&task.definition.tags.0).unwrap_or(json!({})) })
+impl Message {
+    /// The body as a JSON value (for tests and tools; publishing sends the bytes).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// JSON bytes of a body built as a value (the low-volume messages).
+fn bytes(body: &Value) -> Vec<u8> {
+    // a value always serializes
+    serde_json::to_vec(body).unwrap_or_default()
+}
+
+/// One field of a queue message's body.
+enum Field<'a> {
+    Number(u64),
+    Str(&'a str),
+    Text(String),
+    Status(&'a Task),
+    /// `{"tags": <the task's tags>}`
+    Tags(&'a Task),
+    Artifact(&'a Artifact),
+}
+
+/// A queue message's body, written straight from the task: the hot messages (a task's
+/// defined, pending, running and resolved) skip building a `serde_json::Value`. Keys are
+/// written sorted, as a `Value` object writes them, so the bytes are the same as before.
+struct Body<'a>(Vec<(&'static str, Field<'a>)>);
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut fields: Vec<&(&str, Field)> = self.0.iter().collect();
+        fields.sort_by_key(|(key, _)| *key);
+        let mut m = serializer.serialize_map(Some(fields.len()))?;
+        for (key, field) in fields {
+            match field {
+                Field::Number(n) => m.serialize_entry(key, n)?,
+                Field::Str(s) => m.serialize_entry(key, s)?,
+                Field::Text(s) => m.serialize_entry(key, s)?,
+                Field::Status(t) => m.serialize_entry(key, &StatusJson(t))?,
+                Field::Tags(t) => m.serialize_entry(key, &Tags(t))?,
+                Field::Artifact(a) => m.serialize_entry(key, &artifact_json(a))?,
+            }
+        }
+        m.end()
+    }
+}
+
+/// `{"tags": ...}`. Stored tags are JSON text of an object, written by a `Value`, so usually
+/// `{}`; others are parsed and written again, as before, which keeps their bytes canonical.
+struct Tags<'a>(&'a Task);
+
+impl Serialize for Tags<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = &self.0.definition.tags.0;
+        let mut m = serializer.serialize_map(Some(1))?;
+        if text == "{}" {
+            m.serialize_entry("tags", &serde_json::Map::new())?;
+        } else {
+            let tags = serde_json::from_str::<Value>(text).unwrap_or(json!({}));
+            m.serialize_entry("tags", &tags)?;
+        }
+        m.end()
+    }
+}
+
+impl Body<'_> {
+    fn bytes(&self) -> Vec<u8> {
+        // strings, numbers and maps of them always serialize
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
 /// `primary.<taskId>.<runId>.<workerGroup>.<workerId>.<prov>.<wt>.<schedulerId>.<group>._`
@@ -71,7 +142,7 @@ fn task_message(
     name: &str,
     run: Option<u32>,
     worker: Option<(&str, &str)>,
-    body: Value,
+    body: Vec<u8>,
 ) -> Message {
     Message {
         exchange: format!("{QUEUE_EXCHANGE_PREFIX}{name}"),
@@ -110,36 +181,31 @@ pub fn queue_message(
     group: Option<&TaskGroup>,
     finished: Option<&Artifact>,
 ) -> Option<Message> {
-    let worker_fields = |t: &Task, run_id: u32, mut body: Value| {
-        if let Some((g, w)) = run_worker(t, run_id) {
-            body["workerGroup"] = json!(g);
-            body["workerId"] = json!(w);
-        }
-        body
-    };
+    use Field::*;
     match event {
         QueueEvent::TaskDefined { .. } => {
             let t = task?;
-            Some(task_message(
-                t,
-                "task-defined",
-                None,
-                None,
-                json!({
-                    "version": 1, "status": status_json(t), "task": tags(t),
-                }),
-            ))
+            let body = Body(vec![
+                ("version", Number(1)),
+                ("status", Status(t)),
+                ("task", Tags(t)),
+            ]);
+            Some(task_message(t, "task-defined", None, None, body.bytes()))
         }
         QueueEvent::RunScheduled { run_id, .. } => {
             let t = task?;
+            let body = Body(vec![
+                ("version", Number(1)),
+                ("status", Status(t)),
+                ("runId", Number((*run_id).into())),
+                ("task", Tags(t)),
+            ]);
             Some(task_message(
                 t,
                 "task-pending",
                 Some(*run_id),
                 None,
-                json!({
-                    "version": 1, "status": status_json(t), "runId": run_id, "task": tags(t),
-                }),
+                body.bytes(),
             ))
         }
         QueueEvent::RunClaimed {
@@ -150,16 +216,21 @@ pub fn queue_message(
             ..
         } => {
             let t = task?;
+            let body = Body(vec![
+                ("version", Number(1)),
+                ("status", Status(t)),
+                ("runId", Number((*run_id).into())),
+                ("workerGroup", Str(worker_group)),
+                ("workerId", Str(worker_id)),
+                ("takenUntil", Text(taken_until.to_rfc3339())),
+                ("task", Tags(t)),
+            ]);
             Some(task_message(
                 t,
                 "task-running",
                 Some(*run_id),
                 Some((worker_group, worker_id)),
-                json!({
-                    "version": 1, "status": status_json(t), "runId": run_id,
-                    "workerGroup": worker_group, "workerId": worker_id,
-                    "takenUntil": taken_until.to_rfc3339(), "task": tags(t),
-                }),
+                body.bytes(),
             ))
         }
         QueueEvent::RunResolved { run_id, reason, .. }
@@ -170,10 +241,18 @@ pub fn queue_message(
                 RunState::Failed => "task-failed",
                 _ => "task-exception",
             };
-            let body =
-                json!({ "version": 1, "status": status_json(t), "runId": run_id, "task": tags(t) });
-            let body = worker_fields(t, *run_id, body);
             let worker = run_worker(t, *run_id);
+            let mut body = Body(vec![
+                ("version", Number(1)),
+                ("status", Status(t)),
+                ("runId", Number((*run_id).into())),
+                ("task", Tags(t)),
+            ]);
+            if let Some((g, w)) = &worker {
+                body.0.push(("workerGroup", Str(g)));
+                body.0.push(("workerId", Str(w)));
+            }
+            let body = body.bytes();
             Some(task_message(
                 t,
                 name,
@@ -203,15 +282,18 @@ pub fn queue_message(
         }
         QueueEvent::PriorityChanged { old, new, .. } => {
             let t = task?;
+            let body = Body(vec![
+                ("version", Number(1)),
+                ("status", Status(t)),
+                ("oldPriority", Str(old.as_str())),
+                ("newPriority", Str(new.as_str())),
+            ]);
             Some(task_message(
                 t,
                 "task-priority-changed",
                 None,
                 None,
-                json!({
-                    "version": 1, "status": status_json(t),
-                    "oldPriority": old.as_str(), "newPriority": new.as_str(),
-                }),
+                body.bytes(),
             ))
         }
         QueueEvent::TaskGroupSealed { .. } => Some(group_message("task-group-sealed", group?)),
@@ -222,13 +304,13 @@ pub fn queue_message(
         } => {
             let g = group?;
             let mut m = group_message("task-group-priority-changed", g);
-            m.body = json!({
+            m.body = bytes(&json!({
                 "version": 1,
                 "taskGroupId": g.task_group_id.to_string(),
                 "schedulerId": g.scheduler_id,
                 "newPriority": priority.as_str(),
                 "tasksAffected": tasks_affected,
-            });
+            }));
             Some(m)
         }
         QueueEvent::RunReclaimed { .. }
@@ -259,22 +341,28 @@ pub fn group_message(name: &str, g: &TaskGroup) -> Message {
         exchange: format!("{QUEUE_EXCHANGE_PREFIX}{name}"),
         routing_key: format!("primary.{}.{}._", g.task_group_id, g.scheduler_id),
         cc: vec![],
-        body,
+        body: bytes(&body),
     }
 }
 
 fn artifact_message(task: Option<&Task>, run_id: u32, artifact: &Artifact) -> Option<Message> {
+    use Field::*;
     let t = task?;
     let (g, w) = run_worker(t, run_id)?;
+    let body = Body(vec![
+        ("version", Number(1)),
+        ("status", Status(t)),
+        ("runId", Number(run_id.into())),
+        ("workerGroup", Str(&g)),
+        ("workerId", Str(&w)),
+        ("artifact", Artifact(artifact)),
+    ]);
     Some(task_message(
         t,
         "artifact-created",
         Some(run_id),
         Some((&g, &w)),
-        json!({
-            "version": 1, "status": status_json(t), "runId": run_id,
-            "workerGroup": g, "workerId": w, "artifact": artifact_json(artifact),
-        }),
+        body.bytes(),
     ))
 }
 
@@ -305,7 +393,7 @@ pub fn auth_message(event: &AuthEvent) -> Option<Message> {
         exchange: format!("{AUTH_EXCHANGE_PREFIX}{name}"),
         routing_key: "_".into(),
         cc: vec![],
-        body,
+        body: bytes(&body),
     })
 }
 
@@ -347,7 +435,7 @@ fn worker_manager_message(name: &str, routing_key: String, body: Value) -> Messa
         exchange: format!("{WORKER_MANAGER_EXCHANGE_PREFIX}{name}"),
         routing_key,
         cc: vec![],
-        body,
+        body: bytes(&body),
     }
 }
 
@@ -470,8 +558,9 @@ mod worker_manager_tests {
             m.exchange,
             format!("{WORKER_MANAGER_EXCHANGE_PREFIX}worker-pool-error")
         );
-        assert!(m.body.get("workerId").is_none() && m.body.get("workerGroup").is_none());
-        assert_eq!(m.body["timestamp"], "1970-01-01T00:00:00.000Z");
+        let body = m.json();
+        assert!(body.get("workerId").is_none() && body.get("workerGroup").is_none());
+        assert_eq!(body["timestamp"], "1970-01-01T00:00:00.000Z");
         // every other event is not an error
         let created = WorkerEvent::WorkerRemoved {
             worker: WorkerKey {
@@ -481,5 +570,143 @@ mod worker_manager_tests {
             },
         };
         assert!(pool_error_message(&created, "static", Millis(0)).is_none());
+    }
+}
+
+#[cfg(test)]
+mod queue_body_tests {
+    use super::*;
+    use taskledger_core::ids::Slug;
+    use taskledger_core::queue::json::status_json;
+    use taskledger_core::queue::{
+        self, JsonText, Limits, Metadata, Priority, ReasonResolved, Requires, TaskDefinition,
+    };
+    use taskledger_core::time::HOUR;
+
+    /// A queue message's body as the bridge built it before typed bodies: a `Value`, field by
+    /// field.
+    fn as_value(event: &QueueEvent, t: &Task) -> Option<Value> {
+        let tags = json!({ "tags": serde_json::from_str::<Value>(&t.definition.tags.0).unwrap() });
+        let worker = |run_id: u32, mut body: Value| {
+            if let Some((g, w)) = run_worker(t, run_id) {
+                body["workerGroup"] = json!(g);
+                body["workerId"] = json!(w);
+            }
+            body
+        };
+        Some(match event {
+            QueueEvent::TaskDefined { .. } => {
+                json!({ "version": 1, "status": status_json(t), "task": tags })
+            }
+            QueueEvent::RunScheduled { run_id, .. } => {
+                json!({ "version": 1, "status": status_json(t), "runId": run_id, "task": tags })
+            }
+            QueueEvent::RunClaimed {
+                run_id,
+                worker_group,
+                worker_id,
+                taken_until,
+                ..
+            } => json!({
+                "version": 1, "status": status_json(t), "runId": run_id,
+                "workerGroup": worker_group, "workerId": worker_id,
+                "takenUntil": taken_until.to_rfc3339(), "task": tags,
+            }),
+            QueueEvent::RunResolved { run_id, .. }
+            | QueueEvent::RunExceptionRecorded { run_id, .. } => worker(
+                *run_id,
+                json!({ "version": 1, "status": status_json(t), "runId": run_id, "task": tags }),
+            ),
+            QueueEvent::ArtifactCreated {
+                run_id, artifact, ..
+            } => json!({
+                "version": 1, "status": status_json(t), "runId": run_id,
+                "workerGroup": t.runs[*run_id as usize].worker_group,
+                "workerId": t.runs[*run_id as usize].worker_id,
+                "artifact": artifact_json(artifact),
+            }),
+            QueueEvent::PriorityChanged { old, new, .. } => json!({
+                "version": 1, "status": status_json(t),
+                "oldPriority": old.as_str(), "newPriority": new.as_str(),
+            }),
+            _ => return None,
+        })
+    }
+
+    /// Every task message's typed body is, byte for byte, what the `Value` wrote: tags with
+    /// keys out of order and characters to escape, a run resolved with and without a worker,
+    /// an artifact, a priority change.
+    #[test]
+    fn typed_bodies_write_the_bytes_a_value_wrote() {
+        let now = Millis(1_780_000_000_000);
+        let limits = Limits::default();
+        let def = TaskDefinition {
+            task_queue_id: "prov/wt".parse().unwrap(),
+            scheduler_id: "sched".into(),
+            project_id: "proj".into(),
+            task_group_id: Slug::nice(),
+            dependencies: vec![],
+            requires: Requires::AllCompleted,
+            routes: vec!["index.a.b".into()],
+            priority: Priority::Low,
+            retries: 1,
+            created: now,
+            deadline: now.plus(HOUR),
+            expires: now.plus(2 * HOUR),
+            scopes: vec![],
+            payload: JsonText("{}".into()),
+            metadata: Metadata {
+                name: "t".into(),
+                description: "d".into(),
+                owner: "o@example.com".into(),
+                source: "https://example.com".into(),
+            },
+            tags: JsonText(r#"{"zeta":"\"q\" é\n","Alpha":"1","kind":"it"}"#.into()),
+            extra: JsonText("{}".into()),
+        };
+        let id = Slug::nice();
+        let mut task = Task::defined(id, def.clone(), vec![]);
+        let mut checked = 0;
+        let mut check = |events: Vec<QueueEvent>, task: &mut Task| {
+            for e in &events {
+                task.apply(e);
+                let Some(expected) = as_value(e, task) else {
+                    continue;
+                };
+                let m = queue_message(e, Some(task), None, None).expect("a message");
+                assert_eq!(
+                    String::from_utf8(m.body).unwrap(),
+                    serde_json::to_string(&expected).unwrap(),
+                    "{e:?}"
+                );
+                checked += 1;
+            }
+        };
+        let created = queue::create_task(None, None, &[], id, def, now, &limits).unwrap();
+        check(created, &mut task);
+        let bumped = queue::change_priority(&task, Priority::High, now).unwrap();
+        check(bumped, &mut task);
+        // an exception resolved before any worker claimed the run: no worker fields
+        let cancelled = queue::cancel_task(&task, now).unwrap();
+        check(cancelled, &mut task);
+        let rerun = queue::rerun_task(&task, now).unwrap();
+        check(rerun, &mut task);
+        let claimed = queue::claim_run(&task, 1, "g", "w", now, &limits).unwrap();
+        check(claimed, &mut task);
+        let artifact = Artifact {
+            name: "public/ref".into(),
+            storage: ArtifactStorage::Reference {
+                url: "https://example.com/a".into(),
+            },
+            content_type: "text/plain".into(),
+            expires: now.plus(HOUR),
+            present: true,
+        };
+        let made = queue::create_artifact(Some(&task), 1, None, artifact, now).unwrap();
+        check(made, &mut task);
+        let failed = queue::report(&task, 1, ReasonResolved::Failed, now).unwrap();
+        check(failed, &mut task);
+        // defined, pending, priority, exception, pending, running, artifact, failed
+        assert_eq!(checked, 8);
     }
 }
