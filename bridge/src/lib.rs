@@ -1210,17 +1210,13 @@ mod replay_tests {
 }
 
 #[cfg(test)]
-mod expiry_tests {
-    use super::*;
-    use taskledger_core::envelope::{Actor, EventId};
-    use taskledger_core::ids::{Slug, TaskId};
-    use taskledger_core::log::Stored;
-    use taskledger_core::queue::{
-        self, JsonText, Limits, Metadata, Priority, ReasonResolved, Requires, TaskDefinition,
-    };
-    use taskledger_core::time::HOUR;
+mod testing {
+    use taskledger_core::ids::Slug;
+    use taskledger_core::queue::{JsonText, Metadata, Priority, Requires, TaskDefinition};
+    use taskledger_core::time::{Millis, HOUR};
 
-    fn definition(now: Millis) -> TaskDefinition {
+    /// A small task definition for the bridge's tests.
+    pub fn definition(now: Millis) -> TaskDefinition {
         TaskDefinition {
             task_queue_id: "prov/wt".parse().unwrap(),
             scheduler_id: "-".into(),
@@ -1246,6 +1242,18 @@ mod expiry_tests {
             extra: JsonText("{}".into()),
         }
     }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+    use taskledger_core::envelope::{Actor, EventId};
+    use taskledger_core::ids::{Slug, TaskId};
+    use taskledger_core::log::Stored;
+    use taskledger_core::queue::{self, Limits, ReasonResolved};
+    use taskledger_core::time::HOUR;
+
+    use crate::testing::definition;
 
     /// Folds `events` as one batch of the queue topic and stores the result.
     fn fold(state: &BridgeState, events: Vec<QueueEvent>, first: u64, now: Millis) {

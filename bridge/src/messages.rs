@@ -578,9 +578,7 @@ mod queue_body_tests {
     use super::*;
     use taskledger_core::ids::Slug;
     use taskledger_core::queue::json::status_json;
-    use taskledger_core::queue::{
-        self, JsonText, Limits, Metadata, Priority, ReasonResolved, Requires, TaskDefinition,
-    };
+    use taskledger_core::queue::{self, JsonText, Limits, Priority, ReasonResolved};
     use taskledger_core::time::HOUR;
 
     /// A queue message's body as the bridge built it before typed bodies: a `Value`, field by
@@ -640,30 +638,12 @@ mod queue_body_tests {
     fn typed_bodies_write_the_bytes_a_value_wrote() {
         let now = Millis(1_780_000_000_000);
         let limits = Limits::default();
-        let def = TaskDefinition {
-            task_queue_id: "prov/wt".parse().unwrap(),
-            scheduler_id: "sched".into(),
-            project_id: "proj".into(),
-            task_group_id: Slug::nice(),
-            dependencies: vec![],
-            requires: Requires::AllCompleted,
-            routes: vec!["index.a.b".into()],
-            priority: Priority::Low,
-            retries: 1,
-            created: now,
-            deadline: now.plus(HOUR),
-            expires: now.plus(2 * HOUR),
-            scopes: vec![],
-            payload: JsonText("{}".into()),
-            metadata: Metadata {
-                name: "t".into(),
-                description: "d".into(),
-                owner: "o@example.com".into(),
-                source: "https://example.com".into(),
-            },
-            tags: JsonText(r#"{"zeta":"\"q\" é\n","Alpha":"1","kind":"it"}"#.into()),
-            extra: JsonText("{}".into()),
-        };
+        let mut def = crate::testing::definition(now);
+        def.scheduler_id = "sched".into();
+        def.routes = vec!["index.a.b".into()];
+        def.priority = Priority::Low;
+        def.retries = 1;
+        def.tags = JsonText(r#"{"zeta":"\"q\" é\n","Alpha":"1","kind":"it"}"#.into());
         let id = Slug::nice();
         let mut task = Task::defined(id, def.clone(), vec![]);
         let mut checked = 0;
