@@ -1,9 +1,9 @@
 //! The Pulse bridge against the real RabbitMQ (127.0.0.1:5672), in one run: a log of
 //! `PULSE_EVENTS` queue events (default 20,000; full task lifecycles) is drained by the bridge
 //! (publish with confirms, offsets stored after confirms), on one channel and then, from a
-//! fresh state, on four; then the very messages it published (bodies and properties) are
-//! re-published raw with lapin in batches of the same size, on one confirm channel and on
-//! four. Reports messages/s for each and the ratios.
+//! fresh state, on `PULSE_CHANNELS` (default 4); then the very messages it published (bodies
+//! and properties) are re-published raw with lapin in batches of the same size, on one confirm
+//! channel and on as many. Reports messages/s for each and the ratios.
 
 mod common;
 
@@ -53,17 +53,22 @@ async fn main() {
             _ => break,
         }
     }
-    let (bridge_four, _) = bridge_phase(&log, &root, written, 4).await;
+    // PULSE_CHANNELS: the channels of the second phase (default 4)
+    let many: usize = std::env::var("PULSE_CHANNELS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let (bridge_four, _) = bridge_phase(&log, &root, written, many).await;
     // the very messages: bodies and properties (message id, CC routes, headers)
     let bodies = Arc::new(bodies);
     let raw_one = raw_publish(&conn, &bodies, 1).await;
-    let raw_four = raw_publish(&conn, &bodies, 4).await;
+    let raw_four = raw_publish(&conn, &bodies, many).await;
     println!(
-        "raw lapin publish with confirms, the same {} messages (bodies and properties), batches of 512: {raw_one:.0} msg/s on 1 channel, {raw_four:.0} msg/s on 4 channels",
+        "raw lapin publish with confirms, the same {} messages (bodies and properties), batches of 512: {raw_one:.0} msg/s on 1 channel, {raw_four:.0} msg/s on {many} channels",
         bodies.len()
     );
     println!(
-        "ratio bridge / raw: {:.2} on 1 channel, {:.2} on 4 channels",
+        "ratio bridge / raw: {:.2} on 1 channel, {:.2} on {many} channels",
         bridge_one / raw_one,
         bridge_four / raw_four
     );
