@@ -57,7 +57,8 @@ async fn main() {
     let many: usize = std::env::var("PULSE_CHANNELS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(4)
+        .clamp(1, 16);
     let (bridge_four, _) = bridge_phase(&log, &root, written, many).await;
     // the very messages: bodies and properties (message id, CC routes, headers)
     let bodies = Arc::new(bodies);

@@ -27,9 +27,10 @@ pub struct AuditStats {
     pub projections_last_run: AtomicI64,
 }
 
-/// How long the HTTP API takes to answer, from a parsed request to its response (every route,
-/// `/metrics` included): with the queue writer's histograms it tells whether a slow call waited
-/// in the writer or elsewhere in the server.
+/// How long the HTTP API takes to answer, from a parsed request to its response's headers
+/// (every route, `/metrics` and claimWork's long polls included; a call a cluster node
+/// forwards to its partition's writer is timed by the writer): with the queue writer's
+/// histograms it tells whether a slow call waited in the writer or elsewhere in the server.
 pub struct RequestTimes(Histogram);
 
 impl Default for RequestTimes {

@@ -809,15 +809,21 @@ async fn publish<'o>(
 /// polled once, in the given order, so the frames queue in that order (one stream's messages
 /// stay in order on their channel), and the I/O thread writes them in a few large writes while
 /// this task waits once.
-pub async fn publish_in_order<F>(
-    publishes: impl Iterator<Item = F>,
-) -> lapin::Result<Vec<lapin::PublisherConfirm>>
+///
+/// This relies on lapin queuing a publish's frames, and taking its confirm's delivery tag,
+/// before the future's first wait (lapin 4's `basic_publish` does; the end-to-end test
+/// `on_several_channels_each_tasks_messages_keep_their_order` checks the order on a real
+/// broker). After the first round the futures are polled from the first unfinished one and
+/// only while they are ready, since the I/O thread finishes them in order: an error behind an
+/// unfinished publish is seen once that one finishes (lapin fails every publish of a broken
+/// connection).
+pub async fn publish_in_order<F, T, E>(publishes: impl Iterator<Item = F>) -> Result<Vec<T>, E>
 where
-    F: std::future::Future<Output = lapin::Result<lapin::PublisherConfirm>>,
+    F: std::future::Future<Output = Result<T, E>>,
 {
     use std::task::Poll;
     let mut futures: Vec<_> = publishes.map(Box::pin).collect();
-    let mut confirms: Vec<Option<lapin::PublisherConfirm>> = futures.iter().map(|_| None).collect();
+    let mut confirms: Vec<Option<T>> = futures.iter().map(|_| None).collect();
     // the first future not finished yet; before the first round, every one is still unpolled
     let mut first = 0;
     let mut polled_all = false;
@@ -1206,6 +1212,96 @@ mod replay_tests {
         assert!(topic_matches("a.#.b", "a.b"));
         assert!(!topic_matches("a.*", "a"));
         assert!(topic_matches("_", "_"));
+    }
+}
+
+#[cfg(test)]
+mod publish_in_order_tests {
+    use super::publish_in_order;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+
+    /// Futures standing in for publishes: each notes its first poll (where lapin queues the
+    /// frames), then waits for its own result.
+    fn publishes(
+        n: usize,
+    ) -> (
+        Arc<Mutex<Vec<usize>>>,
+        Vec<oneshot::Sender<Result<usize, String>>>,
+        Vec<impl std::future::Future<Output = Result<usize, String>>>,
+    ) {
+        let first_polls = Arc::new(Mutex::new(Vec::new()));
+        let (mut senders, mut futures) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (tx, rx) = oneshot::channel();
+            senders.push(tx);
+            let polls = first_polls.clone();
+            futures.push(async move {
+                polls.lock().unwrap().push(i);
+                rx.await.unwrap_or_else(|_| Err("dropped".into()))
+            });
+        }
+        (first_polls, senders, futures)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// Every future is first polled in the given order before any finishes; finishing out of
+    /// order still returns the results in the given order, and nothing waits forever.
+    #[test]
+    fn first_polls_go_in_order_and_results_come_back_in_order() {
+        runtime().block_on(async {
+            let (first_polls, senders, futures) = publishes(5);
+            let all = tokio::spawn(publish_in_order(futures.into_iter()));
+            tokio::task::yield_now().await;
+            assert_eq!(*first_polls.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+            let mut senders: Vec<_> = senders.into_iter().map(Some).collect();
+            for i in [3, 1, 4, 0, 2] {
+                senders[i].take().unwrap().send(Ok(i * 10)).unwrap();
+                tokio::task::yield_now().await;
+            }
+            let results = tokio::time::timeout(Duration::from_secs(5), all)
+                .await
+                .expect("publish_in_order finished")
+                .unwrap();
+            assert_eq!(results, Ok(vec![0, 10, 20, 30, 40]));
+            // each future was polled first exactly once per position
+            assert_eq!(first_polls.lock().unwrap().len(), 5);
+        });
+    }
+
+    /// An error fails the whole batch, once the publishes before it are through.
+    #[test]
+    fn an_error_fails_the_batch() {
+        runtime().block_on(async {
+            let (_, senders, futures) = publishes(3);
+            let all = tokio::spawn(publish_in_order(futures.into_iter()));
+            tokio::task::yield_now().await;
+            let mut senders = senders.into_iter();
+            let (a, b, c) = (
+                senders.next().unwrap(),
+                senders.next().unwrap(),
+                senders.next().unwrap(),
+            );
+            c.send(Ok(2)).unwrap();
+            b.send(Err("nacked".into())).unwrap();
+            a.send(Ok(0)).unwrap();
+            let result = tokio::time::timeout(Duration::from_secs(5), all)
+                .await
+                .expect("publish_in_order finished")
+                .unwrap();
+            assert_eq!(result, Err("nacked".to_string()));
+            // and nothing to publish is nothing to wait for
+            let none =
+                publish_in_order(std::iter::empty::<std::future::Ready<Result<u8, String>>>());
+            assert_eq!(none.await, Ok(vec![]));
+        });
     }
 }
 

@@ -686,7 +686,13 @@ mod queue_body_tests {
         check(made, &mut task);
         let failed = queue::report(&task, 1, ReasonResolved::Failed, now).unwrap();
         check(failed, &mut task);
-        // defined, pending, priority, exception, pending, running, artifact, failed
-        assert_eq!(checked, 8);
+        // and the usual task, without tags
+        let (plain_id, plain_def) = (Slug::nice(), crate::testing::definition(now));
+        let mut plain = Task::defined(plain_id, plain_def.clone(), vec![]);
+        let created = queue::create_task(None, None, &[], plain_id, plain_def, now, &limits);
+        check(created.unwrap(), &mut plain);
+        // defined, pending, priority, exception, pending, running, artifact, failed; defined,
+        // pending
+        assert_eq!(checked, 10);
     }
 }
