@@ -229,15 +229,27 @@ fn through<T: serde::de::DeserializeOwned + Clone>(
     map: &mut HashMap<Vec<u8>, Option<T>>,
     key: Vec<u8>,
 ) -> Result<Option<T>, BridgeError> {
-    if let Some(v) = map.get(&key) {
-        return Ok(v.clone());
+    Ok(load(state, parent, map, key)?.clone())
+}
+
+/// `through` without the copy: the entry in `map`, loaded there first if need be.
+fn load<'m, T: serde::de::DeserializeOwned + Clone>(
+    state: &BridgeState,
+    parent: Option<&HashMap<Vec<u8>, Option<T>>>,
+    map: &'m mut HashMap<Vec<u8>, Option<T>>,
+    key: Vec<u8>,
+) -> Result<&'m mut Option<T>, BridgeError> {
+    use std::collections::hash_map::Entry;
+    match map.entry(key) {
+        Entry::Occupied(e) => Ok(e.into_mut()),
+        Entry::Vacant(e) => {
+            let v: Option<T> = match parent.and_then(|p| p.get(e.key())) {
+                Some(v) => v.clone(),
+                None => state.get(e.key())?,
+            };
+            Ok(e.insert(v))
+        }
     }
-    let v: Option<T> = match parent.and_then(|p| p.get(&key)) {
-        Some(v) => v.clone(),
-        None => state.get(&key)?,
-    };
-    map.insert(key, v.clone());
-    Ok(v)
 }
 
 /// Writes each folded value, or deletes its key when it is gone.
@@ -372,6 +384,12 @@ impl<'a> Overlay<'a> {
         through(self.state, parent, &mut self.changes.tasks, key)
     }
 
+    /// The task as this batch has it, without copying it (a task is large: its definition).
+    fn task_mut(&mut self, key: Vec<u8>) -> Result<Option<&mut Task>, BridgeError> {
+        let parent = self.parent.as_deref().map(|p| &p.tasks);
+        Ok(load(self.state, parent, &mut self.changes.tasks, key)?.as_mut())
+    }
+
     fn group(&mut self, key: Vec<u8>) -> Result<Option<TaskGroup>, BridgeError> {
         let parent = self.parent.as_deref().map(|p| &p.groups);
         through(self.state, parent, &mut self.changes.groups, key)
@@ -477,10 +495,8 @@ impl<'a> Overlay<'a> {
             | QueueEvent::RunExceptionRecorded { task_id, .. }
             | QueueEvent::DependencySatisfied { task_id, .. }
             | QueueEvent::PriorityChanged { task_id, .. } => {
-                let key = task_key(&task_id.0);
-                if let Some(mut t) = self.task(key.clone())? {
+                if let Some(t) = self.task_mut(task_key(&task_id.0))? {
                     t.apply(event);
-                    self.changes.tasks.insert(key, Some(t));
                 }
             }
         }
@@ -536,16 +552,21 @@ fn queue_batch(
             finished.push(overlay.apply(&env.payload)?);
         }
         for (env, fin) in envelopes[i..j].iter().zip(finished) {
-            let (task, group) = match env.payload.stream() {
-                taskledger_core::queue::Stream::Task(id) => (overlay.task(task_key(&id.0))?, None),
-                taskledger_core::queue::Stream::TaskGroup(id) => {
-                    (None, overlay.group(group_key(&id.0))?)
+            let (payload, fin) = (&env.payload, fin.as_ref());
+            let message = match payload.stream() {
+                taskledger_core::queue::Stream::Task(id) => {
+                    let task = overlay.task_mut(task_key(&id.0))?;
+                    messages::queue_message(payload, task.as_deref(), None, fin)
                 }
-                taskledger_core::queue::Stream::Worker(_) => (None, None),
+                taskledger_core::queue::Stream::TaskGroup(id) => {
+                    let group = overlay.group(group_key(&id.0))?;
+                    messages::queue_message(payload, None, group.as_ref(), fin)
+                }
+                taskledger_core::queue::Stream::Worker(_) => {
+                    messages::queue_message(payload, None, None, fin)
+                }
             };
-            if let Some(message) =
-                messages::queue_message(&env.payload, task.as_ref(), group.as_ref(), fin.as_ref())
-            {
+            if let Some(message) = message {
                 out.push(Outgoing::of(env, message));
             }
         }
