@@ -318,7 +318,6 @@ impl ErrorReason {
     }
 }
 
-/// Where an artifact's bytes are.
 /// The upload id an `Object` artifact answers to: the id it stores, or, when it stores
 /// `Slug::NIL`, the one the gateway derives for it (`derived`, only called then).
 pub fn object_upload_id(stored: TaskId, derived: impl FnOnce() -> TaskId) -> TaskId {
@@ -329,6 +328,7 @@ pub fn object_upload_id(stored: TaskId, derived: impl FnOnce() -> TaskId) -> Tas
     }
 }
 
+/// Where an artifact's bytes are.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ArtifactStorage {
     /// Bytes in taskledger's blob store, uploaded through a signed URL; present after finish.
