@@ -115,11 +115,18 @@ impl Serialize for Tags<'_> {
     }
 }
 
-impl Body<'_> {
-    fn bytes(&self) -> Vec<u8> {
-        // strings, numbers and maps of them always serialize
-        serde_json::to_vec(self).unwrap_or_default()
-    }
+/// A task message's body: `version` 1 and the task's `status`, then `fields`.
+fn task_body<'a>(
+    task: &'a Task,
+    fields: impl IntoIterator<Item = (&'static str, Field<'a>)>,
+) -> Vec<u8> {
+    let mut body = vec![
+        ("version", Field::Number(1)),
+        ("status", Field::Status(task)),
+    ];
+    body.extend(fields);
+    // strings, numbers and maps of them always serialize
+    serde_json::to_vec(&Body(body)).unwrap_or_default()
 }
 
 /// `primary.<taskId>.<runId>.<workerGroup>.<workerId>.<prov>.<wt>.<schedulerId>.<group>._`
@@ -185,28 +192,13 @@ pub fn queue_message(
     match event {
         QueueEvent::TaskDefined { .. } => {
             let t = task?;
-            let body = Body(vec![
-                ("version", Number(1)),
-                ("status", Status(t)),
-                ("task", Tags(t)),
-            ]);
-            Some(task_message(t, "task-defined", None, None, body.bytes()))
+            let body = task_body(t, [("task", Tags(t))]);
+            Some(task_message(t, "task-defined", None, None, body))
         }
         QueueEvent::RunScheduled { run_id, .. } => {
             let t = task?;
-            let body = Body(vec![
-                ("version", Number(1)),
-                ("status", Status(t)),
-                ("runId", Number((*run_id).into())),
-                ("task", Tags(t)),
-            ]);
-            Some(task_message(
-                t,
-                "task-pending",
-                Some(*run_id),
-                None,
-                body.bytes(),
-            ))
+            let body = task_body(t, [("runId", Number((*run_id).into())), ("task", Tags(t))]);
+            Some(task_message(t, "task-pending", Some(*run_id), None, body))
         }
         QueueEvent::RunClaimed {
             run_id,
@@ -216,21 +208,22 @@ pub fn queue_message(
             ..
         } => {
             let t = task?;
-            let body = Body(vec![
-                ("version", Number(1)),
-                ("status", Status(t)),
-                ("runId", Number((*run_id).into())),
-                ("workerGroup", Str(worker_group)),
-                ("workerId", Str(worker_id)),
-                ("takenUntil", Text(taken_until.to_rfc3339())),
-                ("task", Tags(t)),
-            ]);
+            let body = task_body(
+                t,
+                [
+                    ("runId", Number((*run_id).into())),
+                    ("workerGroup", Str(worker_group)),
+                    ("workerId", Str(worker_id)),
+                    ("takenUntil", Text(taken_until.to_rfc3339())),
+                    ("task", Tags(t)),
+                ],
+            );
             Some(task_message(
                 t,
                 "task-running",
                 Some(*run_id),
                 Some((worker_group, worker_id)),
-                body.bytes(),
+                body,
             ))
         }
         QueueEvent::RunResolved { run_id, reason, .. }
@@ -242,17 +235,12 @@ pub fn queue_message(
                 _ => "task-exception",
             };
             let worker = run_worker(t, *run_id);
-            let mut body = Body(vec![
-                ("version", Number(1)),
-                ("status", Status(t)),
-                ("runId", Number((*run_id).into())),
-                ("task", Tags(t)),
-            ]);
+            let mut fields = vec![("runId", Number((*run_id).into())), ("task", Tags(t))];
             if let Some((g, w)) = &worker {
-                body.0.push(("workerGroup", Str(g)));
-                body.0.push(("workerId", Str(w)));
+                fields.push(("workerGroup", Str(g)));
+                fields.push(("workerId", Str(w)));
             }
-            let body = body.bytes();
+            let body = task_body(t, fields);
             Some(task_message(
                 t,
                 name,
@@ -282,19 +270,14 @@ pub fn queue_message(
         }
         QueueEvent::PriorityChanged { old, new, .. } => {
             let t = task?;
-            let body = Body(vec![
-                ("version", Number(1)),
-                ("status", Status(t)),
-                ("oldPriority", Str(old.as_str())),
-                ("newPriority", Str(new.as_str())),
-            ]);
-            Some(task_message(
+            let body = task_body(
                 t,
-                "task-priority-changed",
-                None,
-                None,
-                body.bytes(),
-            ))
+                [
+                    ("oldPriority", Str(old.as_str())),
+                    ("newPriority", Str(new.as_str())),
+                ],
+            );
+            Some(task_message(t, "task-priority-changed", None, None, body))
         }
         QueueEvent::TaskGroupSealed { .. } => Some(group_message("task-group-sealed", group?)),
         QueueEvent::TaskGroupPriorityChanged {
@@ -349,20 +332,21 @@ fn artifact_message(task: Option<&Task>, run_id: u32, artifact: &Artifact) -> Op
     use Field::*;
     let t = task?;
     let (g, w) = run_worker(t, run_id)?;
-    let body = Body(vec![
-        ("version", Number(1)),
-        ("status", Status(t)),
-        ("runId", Number(run_id.into())),
-        ("workerGroup", Str(&g)),
-        ("workerId", Str(&w)),
-        ("artifact", Artifact(artifact)),
-    ]);
+    let body = task_body(
+        t,
+        [
+            ("runId", Number(run_id.into())),
+            ("workerGroup", Str(&g)),
+            ("workerId", Str(&w)),
+            ("artifact", Artifact(artifact)),
+        ],
+    );
     Some(task_message(
         t,
         "artifact-created",
         Some(run_id),
         Some((&g, &w)),
-        body.bytes(),
+        body,
     ))
 }
 
