@@ -37,13 +37,31 @@ pub fn definition(now: Millis) -> TaskDefinition {
     }
 }
 
+/// `definition(now)` whose payload also carries `padding` bytes of environment, as real
+/// payloads (commands, environment, mounts) of a few kilobytes do.
+pub fn padded_definition(now: Millis, padding: usize) -> TaskDefinition {
+    let mut def = definition(now);
+    if padding > 0 {
+        let env = "x".repeat(padding);
+        def.payload = JsonText(format!(
+            r#"{{"command":["/bin/bash","-c","echo hello"],"env":{{"PAD":"{env}"}},"maxRunTime":600,"image":"ubuntu:24.04"}}"#
+        ));
+    }
+    def
+}
+
 /// The events of one full lifecycle: define (+group, +pending), claim, complete.
 pub fn lifecycle_events(now: Millis) -> Vec<QueueEvent> {
+    padded_lifecycle_events(now, 0)
+}
+
+/// `lifecycle_events` of a task defined by `padded_definition(now, padding)`.
+pub fn padded_lifecycle_events(now: Millis, padding: usize) -> Vec<QueueEvent> {
     let id = Slug::nice();
     let limits = Limits::default();
-    let mut events =
-        queue::create_task(None, None, &[], id, definition(now), now, &limits).unwrap();
-    let mut task = queue::Task::defined(id, definition(now), vec![]);
+    let def = padded_definition(now, padding);
+    let mut events = queue::create_task(None, None, &[], id, def.clone(), now, &limits).unwrap();
+    let mut task = queue::Task::defined(id, def, vec![]);
     for e in &events {
         task.apply(e);
     }
@@ -78,13 +96,23 @@ pub fn write_lifecycles(
     target: u64,
     batch: usize,
 ) -> u64 {
+    write_padded_lifecycles(log, target, batch, 0)
+}
+
+/// `write_lifecycles` of tasks whose payloads carry `padding` more bytes (`padded_definition`).
+pub fn write_padded_lifecycles(
+    log: &taskledger_projections::EmbeddedLog,
+    target: u64,
+    batch: usize,
+    padding: usize,
+) -> u64 {
     let now = Millis::now();
     let mut written = 0u64;
     let mut seqs: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     while written < target {
         let mut records = Vec::with_capacity(batch);
         while records.len() < batch {
-            for e in lifecycle_events(now) {
+            for e in padded_lifecycle_events(now, padding) {
                 let seq = seqs.entry(e.stream().id()).or_insert(0);
                 *seq += 1;
                 let env = envelope(e, *seq, now);

@@ -32,7 +32,13 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&root);
     let db = store::open(&root.join("db")).unwrap();
     let log = Arc::new(EmbeddedLog::new(db));
-    let written = common::write_lifecycles(&log, target, 5);
+    // PULSE_PAYLOAD_BYTES: padding in every task's payload (default 0: a small CI task's)
+    let padding: usize = std::env::var("PULSE_PAYLOAD_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let written = common::write_padded_lifecycles(&log, target, 5, padding);
+    println!("{written} queue events of full task lifecycles, payloads padded by {padding} bytes");
     // a consumer that keeps every published body
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await
@@ -88,6 +94,7 @@ async fn bridge_phase(
     let state = Arc::new(BridgeState::open(&root.join(format!("bridge-{channels}"))).unwrap());
     let stats = Arc::new(BridgeStats::default());
     let started = Instant::now();
+    let cpu = common::process_cpu_seconds();
     let bridge = tokio::spawn(taskledger_bridge::run(
         log.clone(),
         None,
@@ -104,7 +111,12 @@ async fn bridge_phase(
     bridge.abort();
     let published = stats.published.load(std::sync::atomic::Ordering::Relaxed);
     let rate = published as f64 / secs;
-    println!("bridge on {channels} channel(s): {written} events -> {published} messages confirmed in {secs:.2} s = {rate:.0} msg/s");
+    // this process's CPU: the bridge, and the bench's consumer taking the sink's deliveries
+    let per_message = match (cpu, common::process_cpu_seconds()) {
+        (Some(a), Some(b)) => format!("{:.1}", (b - a) * 1e6 / published.max(1) as f64),
+        _ => "?".into(),
+    };
+    println!("bridge on {channels} channel(s): {written} events -> {published} messages confirmed in {secs:.2} s = {rate:.0} msg/s ({per_message} µs of this process's CPU per message)");
     (rate, published)
 }
 
