@@ -27,7 +27,9 @@ use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
-use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, Task, TaskGroup};
+use taskledger_core::queue::{
+    Artifact, ArtifactStorage, JsonText, Metadata, QueueEvent, Task, TaskDefinition, TaskGroup,
+};
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{WorkerEvent, WorkerKey, WORKER_MANAGER_TOPIC};
 use taskledger_projections::EmbeddedLog;
@@ -406,13 +408,9 @@ impl<'a> Overlay<'a> {
             QueueEvent::TaskDefined {
                 task_id,
                 definition,
-                unsatisfied,
+                ..
             } => {
-                let t = Task::defined(
-                    *task_id,
-                    taskledger_core::queue::TaskDefinition::clone(definition),
-                    unsatisfied.clone(),
-                );
+                let t = Task::defined(*task_id, kept_definition(definition), Vec::new());
                 self.changes.tasks.insert(task_key(&task_id.0), Some(t));
                 let group = unresolved_key(&definition.task_group_id.0);
                 let n = self.count(&group)?;
@@ -501,6 +499,39 @@ impl<'a> Overlay<'a> {
             }
         }
         Ok(None)
+    }
+}
+
+/// What the bridge keeps of a task's definition: the fields that messages, routing keys and
+/// CC routes read (queue, scheduler, project, group, routes, times, tags, and the priority and
+/// retries `Task::defined` starts from). The payload, metadata, scopes, extra and dependencies
+/// are left empty: no message carries them, and a real payload alone is often kilobytes that
+/// every fold of the task would decode and write again. The task's unsatisfied dependencies
+/// are not kept either, for the same reason.
+fn kept_definition(d: &TaskDefinition) -> TaskDefinition {
+    TaskDefinition {
+        task_queue_id: d.task_queue_id.clone(),
+        scheduler_id: d.scheduler_id.clone(),
+        project_id: d.project_id.clone(),
+        task_group_id: d.task_group_id,
+        dependencies: Vec::new(),
+        requires: d.requires,
+        routes: d.routes.clone(),
+        priority: d.priority,
+        retries: d.retries,
+        created: d.created,
+        deadline: d.deadline,
+        expires: d.expires,
+        scopes: Vec::new(),
+        payload: JsonText("{}".into()),
+        metadata: Metadata {
+            name: String::new(),
+            description: String::new(),
+            owner: String::new(),
+            source: String::new(),
+        },
+        tags: d.tags.clone(),
+        extra: JsonText("{}".into()),
     }
 }
 
@@ -1666,6 +1697,101 @@ mod expiry_tests {
                 );
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The bridge keeps a slim copy of each task (`kept_definition`), yet every message of a
+    /// task with a large, full definition (payload, scopes, metadata, extra, dependencies,
+    /// tags, routes) is what the full task renders; and the payload is not stored.
+    #[test]
+    fn messages_from_the_kept_task_equal_those_of_the_full_task() {
+        use taskledger_core::queue::{DependencyState, DependencyView, Priority, Resolution};
+        let (now, limits) = (Millis::now(), Limits::default());
+        let (id, dependency) = (Slug::nice(), Slug::nice());
+        let marker = "payload-that-the-bridge-does-not-keep";
+        let mut def = definition(now);
+        def.payload = JsonText(format!(r#"{{"command":["{}"]}}"#, marker.repeat(100)));
+        def.scopes = vec!["secrets:get:project/x".into()];
+        def.extra = JsonText(r#"{"treeherder":{"symbol":"B"}}"#.into());
+        def.tags = JsonText(r#"{"kind":"build","label":"a \"quoted\" one"}"#.into());
+        def.routes = vec!["index.project.x.latest".into(), "tc-treeherder.v2.x".into()];
+        def.dependencies = vec![dependency];
+        let unresolved = DependencyView {
+            task_id: dependency,
+            found: Some(DependencyState {
+                resolution: None,
+                expires: now.plus(HOUR),
+            }),
+        };
+        let mut full = queue::Task::defined(id, def.clone(), vec![dependency]);
+        let mut events = Vec::new();
+        let mut step = |evs: Vec<QueueEvent>, full: &mut queue::Task| {
+            evs.iter().for_each(|e| full.apply(e));
+            events.extend(evs);
+        };
+        let created = queue::create_task(None, None, &[unresolved], id, def, now, &limits);
+        step(created.expect("create"), &mut full);
+        let satisfied = queue::satisfy_dependency(&full, dependency, Resolution::Completed, now);
+        step(satisfied.expect("satisfy"), &mut full);
+        let raised = queue::change_priority(&full, Priority::High, now).expect("priority");
+        step(raised, &mut full);
+        let claimed = queue::claim_run(&full, 0, "g", "w", now, &limits).expect("claim");
+        step(claimed, &mut full);
+        let failed = queue::report(&full, 0, ReasonResolved::Failed, now).expect("report");
+        step(failed, &mut full);
+
+        // each event its own command, so the task after each event renders its message
+        let mut reference: Option<queue::Task> = None;
+        let mut expected = Vec::new();
+        for e in &events {
+            if let QueueEvent::TaskDefined { definition, .. } = e {
+                reference = Some(queue::Task::defined(
+                    id,
+                    (**definition).clone(),
+                    vec![dependency],
+                ));
+            }
+            if let (queue::Stream::Task(_), Some(task)) = (e.stream(), reference.as_mut()) {
+                task.apply(e);
+                expected.extend(messages::queue_message(e, Some(task), None, None));
+            }
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "taskledger-bridge-kept-{}-{}",
+            std::process::id(),
+            Millis::now().0
+        ));
+        let state = BridgeState::open(&dir).unwrap();
+        let records = records_at(events, 0, now);
+        let stream = queue::Stream::Task(id).id();
+        let got: Vec<Message> = render_chained(&state, QUEUE_TOPIC, &records, 2)
+            .into_iter()
+            .filter(|o| o.stream == stream && !o.message.exchange.ends_with("group-resolved"))
+            .map(|o| o.message)
+            .collect();
+        let exchanges: Vec<&str> = got.iter().map(|m| m.exchange.as_str()).collect();
+        for name in [
+            "defined",
+            "pending",
+            "priority-changed",
+            "running",
+            "failed",
+        ] {
+            assert!(
+                exchanges
+                    .iter()
+                    .any(|e| e.ends_with(&format!("task-{name}"))),
+                "no task-{name} in {exchanges:?}"
+            );
+        }
+        assert_eq!(got, expected);
+        let stored = state
+            .db
+            .get(task_key(&id.0))
+            .unwrap()
+            .expect("the task is kept");
+        assert!(!String::from_utf8_lossy(&stored).contains(marker));
+        drop(state);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
