@@ -135,17 +135,23 @@ pub fn written(result: anyhow::Result<()>) -> Response {
     }
 }
 
-/// The stored bytes under `key` with `content_type`, or 404.
+/// The stored bytes under `key` with `content_type`, or 404. The bytes are streamed from the
+/// store as the client reads them: an artifact may be gigabytes, and a signed URL may be
+/// fetched by many clients at once, so a download never holds the whole file in memory.
 pub async fn serve(
     st: &AppState,
     key: &object_store::path::Path,
     content_type: String,
 ) -> Response {
     match st.blobs.as_ref().get(key).await {
-        Ok(r) => match r.bytes().await {
-            Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
-            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        },
+        Ok(r) => {
+            let length = r.meta.size.to_string();
+            let headers = [
+                (header::CONTENT_TYPE, content_type),
+                (header::CONTENT_LENGTH, length),
+            ];
+            (headers, axum::body::Body::from_stream(r.into_stream())).into_response()
+        }
         Err(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }

@@ -324,7 +324,11 @@ impl Server {
             .await
             .unwrap();
         assert!(r.status().is_success(), "{name}: {}", r.status());
-        r.text().await.unwrap()
+        let length = r.headers().get("content-length").cloned();
+        let text = r.text().await.unwrap();
+        let length = length.and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        assert_eq!(length, Some(text.len()), "{name}: Content-Length");
+        text
     }
 }
 
