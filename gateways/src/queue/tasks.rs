@@ -128,8 +128,10 @@ async fn many(
         }
     }
     let mut v = json!({ format!("{list}s"): out });
-    if start + lim < ids.len() {
-        v["continuationToken"] = json!(encode_token((start + lim).to_string().as_bytes()));
+    // a client's token may be any number: the next page's start saturates
+    let next = start.saturating_add(lim);
+    if next < ids.len() {
+        v["continuationToken"] = json!(encode_token(next.to_string().as_bytes()));
     }
     Ok(ok(v))
 }

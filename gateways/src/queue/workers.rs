@@ -89,8 +89,9 @@ fn offset_page<T: Clone>(
     };
     let lim = limit(q);
     let page: Vec<T> = items.iter().skip(start).take(lim).cloned().collect();
-    let token =
-        (start + lim < items.len()).then(|| encode_token((start + lim).to_string().as_bytes()));
+    // a client's token may be any number: the next page's start saturates
+    let next = start.saturating_add(lim);
+    let token = (next < items.len()).then(|| encode_token(next.to_string().as_bytes()));
     Ok((page, token))
 }
 
