@@ -33,8 +33,45 @@ use taskledger_core::time::Millis;
 pub const AUTH_PARTITION: u32 = 0;
 /// The projection's consumer name for its stored offset.
 pub const AUTH_CONSUMER: &str = "auth-view";
-/// Cached expansions kept before the cache starts over.
+/// Cached expansions kept before the cache starts over...
 const EXPAND_CACHE_MAX: usize = 10_000;
+/// ...or bytes of scopes (inputs and results) held: expandScopes is keyed by a caller's list,
+/// which may be megabytes, so the count alone would not bound the cache's memory.
+const EXPAND_CACHE_BYTES: usize = 32 << 20;
+
+/// Expansions by input scope set, bounded by `EXPAND_CACHE_MAX` entries and
+/// `EXPAND_CACHE_BYTES`; full, it starts over.
+#[derive(Default)]
+struct Memo {
+    map: HashMap<Vec<String>, ScopeSet>,
+    bytes: usize,
+}
+
+impl Memo {
+    fn get(&self, key: &[String]) -> Option<&ScopeSet> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: &[String], value: ScopeSet) {
+        let size = |scopes: &[String]| scopes.iter().map(|s| s.len() + 24).sum::<usize>();
+        let bytes = size(key) + size(value.as_slice());
+        if bytes > EXPAND_CACHE_BYTES / 4 {
+            // larger than any client's scopes: computed again when asked again
+            return;
+        }
+        if self.map.len() >= EXPAND_CACHE_MAX || self.bytes + bytes > EXPAND_CACHE_BYTES {
+            self.clear();
+        }
+        if self.map.insert(key.to_vec(), value).is_none() {
+            self.bytes += bytes;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+}
 
 /// Every request holds this scope (auth.md §4.5).
 const ANONYMOUS: &str = "assume:anonymous";
@@ -60,9 +97,9 @@ struct Inner {
 pub struct AuthView {
     db: Arc<DB>,
     inner: RwLock<Inner>,
-    expanded: Mutex<HashMap<Vec<String>, ScopeSet>>,
+    expanded: Mutex<Memo>,
     /// Clients' final scopes, `expand(configured ∪ {assume:anonymous})`, by configured set.
-    finals: Mutex<HashMap<Vec<String>, ScopeSet>>,
+    finals: Mutex<Memo>,
     /// Bumped on every role change; an expansion computed under an older generation is not
     /// cached (it may have read the roles before the change).
     generation: AtomicU64,
@@ -104,8 +141,8 @@ impl AuthView {
         Ok(AuthView {
             db,
             inner: RwLock::new(Inner { state, sequences }),
-            expanded: Mutex::new(HashMap::new()),
-            finals: Mutex::new(HashMap::new()),
+            expanded: Mutex::new(Memo::default()),
+            finals: Mutex::new(Memo::default()),
             generation: AtomicU64::new(0),
             index_streams: false,
         })
@@ -145,7 +182,7 @@ impl AuthView {
     /// changed meanwhile (the computation may have read the roles before the change).
     fn memo(
         &self,
-        cache: &Mutex<HashMap<Vec<String>, ScopeSet>>,
+        cache: &Mutex<Memo>,
         key: &[String],
         compute: impl FnOnce(&AuthState) -> Vec<String>,
     ) -> ScopeSet {
@@ -156,10 +193,7 @@ impl AuthView {
         let result = Arc::new(self.read(compute));
         let mut cache = cache.lock().expect("scope cache");
         if self.generation.load(Ordering::Acquire) == generation {
-            if cache.len() >= EXPAND_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(key.to_vec(), result.clone());
+            cache.insert(key, result.clone());
         }
         result
     }
@@ -398,6 +432,35 @@ impl Service for AuthView {
 mod tests {
     use super::*;
     use crate::{store, EmbeddedLog};
+
+    /// The expansion cache holds at most its byte budget, keeps no entry larger than a
+    /// quarter of it, and answers what it kept.
+    #[test]
+    fn the_expansion_cache_is_bounded_by_bytes() {
+        let mut memo = Memo::default();
+        let huge: Vec<String> = (0..EXPAND_CACHE_BYTES / 4 / 32)
+            .map(|i| format!("s:{i:08}"))
+            .collect();
+        memo.insert(&huge, Arc::new(huge.clone()));
+        assert!(memo.get(&huge).is_none(), "an oversized entry is not kept");
+        assert_eq!(memo.bytes, 0);
+        // entries of about 1 MB each: the budget holds some, never more than the budget
+        let mut last = Vec::new();
+        for n in 0..100 {
+            let key: Vec<String> = (0..20_000).map(|i| format!("k:{n}:{i:08}")).collect();
+            memo.insert(&key, Arc::new(vec!["x".into()]));
+            assert!(
+                memo.bytes <= EXPAND_CACHE_BYTES,
+                "{} bytes held",
+                memo.bytes
+            );
+            last = key;
+        }
+        assert!(memo.get(&last).is_some(), "the latest entry is kept");
+        assert!(memo.map.len() < 100, "older entries were dropped");
+        memo.clear();
+        assert!(memo.get(&last).is_none());
+    }
     use taskledger_core::access::seal::SealKey;
     use taskledger_core::envelope::Actor;
 
