@@ -102,6 +102,13 @@ pub trait EventLog: Send + Sync {
         partition: u32,
     ) -> impl Future<Output = Result<u64, LogError>> + Send;
 
+    /// The largest record value this log takes, if it has a limit (a Kafka broker refuses
+    /// larger messages). Writers refuse a command whose event would exceed it, instead of
+    /// failing the whole append (and with it every other command of the write).
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether this process is meant to write the partition now. A node of a group of writers
     /// writes only the partitions the group assigned it; a log with a single writer always
     /// says yes.

@@ -18,6 +18,7 @@ pub enum ErrorCode {
     InvalidRequestArguments,
     InputValidationError,
     InputError,
+    InputTooLarge,
     AuthenticationFailed,
     InsufficientScopes,
     ResourceNotFound,
@@ -35,6 +36,7 @@ impl ErrorCode {
             | ErrorCode::InvalidRequestArguments
             | ErrorCode::InputValidationError
             | ErrorCode::InputError => StatusCode::BAD_REQUEST,
+            ErrorCode::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::AuthenticationFailed => StatusCode::UNAUTHORIZED,
             ErrorCode::InsufficientScopes => StatusCode::FORBIDDEN,
             ErrorCode::ResourceNotFound => StatusCode::NOT_FOUND,
@@ -51,6 +53,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequestArguments => "InvalidRequestArguments",
             ErrorCode::InputValidationError => "InputValidationError",
             ErrorCode::InputError => "InputError",
+            ErrorCode::InputTooLarge => "InputTooLarge",
             ErrorCode::AuthenticationFailed => "AuthenticationFailed",
             ErrorCode::InsufficientScopes => "InsufficientScopes",
             ErrorCode::ResourceNotFound => "ResourceNotFound",
@@ -135,6 +138,7 @@ impl From<EngineError> for ApiError {
         match err {
             EngineError::Domain(e) => e.into(),
             EngineError::Unavailable(m) => unavailable(&m),
+            EngineError::TooLarge(m) => ApiError::new(ErrorCode::InputTooLarge, m),
             EngineError::Store(e) => ApiError::internal(e),
         }
     }
@@ -186,6 +190,7 @@ impl<R: std::error::Error + Into<ApiError>> From<ServiceError<R>> for ApiError {
         match err {
             ServiceError::Domain(e) => e.into(),
             ServiceError::Unavailable(m) => unavailable(&m),
+            ServiceError::TooLarge(m) => ApiError::new(ErrorCode::InputTooLarge, m),
             ServiceError::Store(e) => ApiError::internal(e),
         }
     }

@@ -153,6 +153,9 @@ pub enum EngineError {
     Domain(#[from] QueueError),
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+    /// An event larger than the log takes (`EventLog::max_record_bytes`).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -617,7 +620,7 @@ impl<L: EventLog + 'static> Writer<L> {
 
     /// Decides, appends and applies a batch and answers its callers; false when the append
     /// failed (this process may no longer write the partition).
-    fn commit(&mut self, jobs: Vec<Job>) -> bool {
+    fn commit(&mut self, mut jobs: Vec<Job>) -> bool {
         let now = Millis::now();
         let started = std::time::Instant::now();
         self.stats.batch.observe(jobs.len() as f64);
@@ -626,42 +629,28 @@ impl<L: EventLog + 'static> Writer<L> {
                 .wait
                 .observe_duration(started.duration_since(job.arrived));
         }
-        let mut overlay = Overlay::new(&self.view);
-        let mut envelopes: Vec<Envelope<QueueEvent>> = Vec::new();
-        let mut answers = Vec::with_capacity(jobs.len());
-        let mut became_pending = false;
-        for job in jobs {
-            let result = decide(&mut overlay, &job.command, now, &self.limits);
-            let result = result.and_then(|(events, outcome)| {
-                for event in events {
-                    became_pending |= matches!(event, QueueEvent::RunScheduled { .. });
-                    let stream_id = event.stream().id();
-                    let sequence = overlay.next_sequence(&stream_id)?;
-                    envelopes.push(Envelope {
-                        event_id: EventId::new(),
-                        stream_id,
-                        sequence,
-                        time: now,
-                        actor: job.actor.clone(),
-                        causation_id: job.causation,
-                        writer_epoch: 1,
-                        payload: event,
-                    });
+        let max = self.log.max_record_bytes();
+        let (envelopes, records, results, became_pending) = loop {
+            match self.decide_batch(&jobs, now, max) {
+                Ok(decided) => break decided,
+                // that command is refused, and the others are decided again without it
+                Err((i, bytes)) => {
+                    let max = max.unwrap_or_default();
+                    let message = crate::single::too_large(bytes, max);
+                    jobs.remove(i).answer(Err(EngineError::TooLarge(message)));
                 }
-                Ok(outcome)
-            });
-            answers.push((job, result));
-        }
+            }
+        };
         if !envelopes.is_empty() {
-            if let Err(e) = self.append_and_apply(&envelopes) {
+            if let Err(e) = self.append_and_apply(&envelopes, records) {
                 tracing::error!(error = %e, "group commit failed");
-                for (job, result) in answers {
+                for (job, result) in jobs.into_iter().zip(results) {
                     job.answer(result.and(Err(EngineError::Unavailable(e.to_string()))));
                 }
                 return false;
             }
         }
-        for (job, result) in answers {
+        for (job, result) in jobs.into_iter().zip(results) {
             job.answer(result);
         }
         self.stats.commit.observe_duration(started.elapsed());
@@ -671,18 +660,72 @@ impl<L: EventLog + 'static> Writer<L> {
         true
     }
 
-    fn append_and_apply(&mut self, envelopes: &[Envelope<QueueEvent>]) -> Result<(), EngineError> {
-        let records = envelopes
-            .iter()
-            .map(|e| {
-                Ok(Record {
-                    key: e.stream_id.clone(),
-                    event_type: e.payload.type_name(),
-                    event_id: e.event_id.to_string(),
-                    value: codec::encode(e).map_err(StoreError::from)?,
-                })
-            })
-            .collect::<Result<Vec<_>, EngineError>>()?;
+    /// Decides every job of a batch against the projection and the jobs before it: their
+    /// envelopes, encoded records, results and whether a run became pending. `Err((i, bytes))`
+    /// when job `i` would record an event larger than the log takes (`max`).
+    #[allow(clippy::type_complexity)]
+    fn decide_batch(
+        &self,
+        jobs: &[Job],
+        now: Millis,
+        max: Option<usize>,
+    ) -> Result<
+        (
+            Vec<Envelope<QueueEvent>>,
+            Vec<Record>,
+            Vec<Result<Outcome, EngineError>>,
+            bool,
+        ),
+        (usize, usize),
+    > {
+        let mut overlay = Overlay::new(&self.view);
+        let mut envelopes: Vec<Envelope<QueueEvent>> = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut became_pending = false;
+        for (i, job) in jobs.iter().enumerate() {
+            let first = records.len();
+            let result = decide(&mut overlay, &job.command, now, &self.limits);
+            let result = result.and_then(|(events, outcome)| {
+                for event in events {
+                    became_pending |= matches!(event, QueueEvent::RunScheduled { .. });
+                    let stream_id = event.stream().id();
+                    let sequence = overlay.next_sequence(&stream_id)?;
+                    let envelope = Envelope {
+                        event_id: EventId::new(),
+                        stream_id,
+                        sequence,
+                        time: now,
+                        actor: job.actor.clone(),
+                        causation_id: job.causation,
+                        writer_epoch: 1,
+                        payload: event,
+                    };
+                    records.push(Record {
+                        key: envelope.stream_id.clone(),
+                        event_type: envelope.payload.type_name(),
+                        event_id: envelope.event_id.to_string(),
+                        value: codec::encode(&envelope).map_err(StoreError::from)?,
+                    });
+                    envelopes.push(envelope);
+                }
+                Ok(outcome)
+            });
+            if let Some(max) = max {
+                if let Some(r) = records[first..].iter().find(|r| r.value.len() > max) {
+                    return Err((i, r.value.len()));
+                }
+            }
+            results.push(result);
+        }
+        Ok((envelopes, records, results, became_pending))
+    }
+
+    fn append_and_apply(
+        &mut self,
+        envelopes: &[Envelope<QueueEvent>],
+        records: Vec<Record>,
+    ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         let appended = self
             .handle

@@ -279,6 +279,11 @@ pub struct KafkaLog {
 
 /// Most idle consumers kept for reuse.
 const READER_POOL: usize = 8;
+/// The largest record value appended: librdkafka's and Kafka's default `message.max.bytes`
+/// (1,000,000) less room for the key, the headers and the batch's framing. A larger record
+/// would be refused by the producer after the transaction began, and the partition's writer
+/// retired with it.
+pub const MAX_RECORD_BYTES: usize = 1_000_000 - 16 * 1024;
 /// How long a read waits for records it knows exist before returning what it has.
 const READ_PATIENCE: Duration = Duration::from_millis(300);
 
@@ -896,6 +901,13 @@ impl Inner {
         partition: u32,
         records: Vec<Record>,
     ) -> Result<Appended, LogError> {
+        // refused before the producer sees it, which would otherwise cost the writer its role
+        if let Some(r) = records.iter().find(|r| r.value.len() > MAX_RECORD_BYTES) {
+            return Err(LogError::Unavailable(format!(
+                "a record of {} bytes exceeds the {MAX_RECORD_BYTES} bytes a record may hold",
+                r.value.len()
+            )));
+        }
         let slot = self.writer_slot(topic, partition);
         let mut slot = slot.lock().expect("writer slot");
         let writer = self.owned(&mut slot, topic, partition)?;
@@ -1269,6 +1281,10 @@ fn classify(msg: &impl Message) -> Seen {
 }
 
 impl EventLog for KafkaLog {
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(MAX_RECORD_BYTES)
+    }
+
     async fn append(
         &self,
         topic: &str,

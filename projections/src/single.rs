@@ -59,6 +59,9 @@ pub enum ServiceError<R: std::error::Error> {
     Domain(R),
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+    /// An event larger than the log takes (`EventLog::max_record_bytes`).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -218,6 +221,14 @@ fn stamp<S: Service>(
     Ok((envelopes, records))
 }
 
+/// The message for an event of `bytes` that a log of `max`-byte records refuses.
+pub fn too_large(bytes: usize, max: usize) -> String {
+    format!(
+        "This request would record an event of {bytes} bytes; the event log takes at most \
+         {max} bytes per event"
+    )
+}
+
 /// Decides against the projection, appends the events (one durable write), applies them.
 async fn write<S: Service, L: EventLog>(
     view: &S,
@@ -231,6 +242,11 @@ async fn write<S: Service, L: EventLog>(
         return Ok(vec![]);
     }
     let (envelopes, records) = stamp::<S>(&decision, &actor, now)?;
+    if let Some(max) = log.max_record_bytes() {
+        if let Some(r) = records.iter().find(|r| r.value.len() > max) {
+            return Err(ServiceError::TooLarge(too_large(r.value.len(), max)));
+        }
+    }
     let appended = log
         .append(S::TOPIC, S::PARTITION, records)
         .await

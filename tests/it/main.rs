@@ -44,6 +44,7 @@ on_both_logs!(
     task_groups_seal_and_cancel,
     restart_keeps_acknowledged_tasks_and_claims_still_expire,
     declare_worker_creates_and_extends_but_never_shortens,
+    an_event_too_large_for_the_log_is_refused_alone,
 );
 
 use serde_json::{json, Value};
@@ -129,6 +130,42 @@ async fn whole_task_life_with_task_credentials(backend: Backend) {
     // a tampered signature is refused
     let bad = http.get(format!("{url}x")).send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 403);
+}
+
+/// A task definition of 1.1 MB (the API takes bodies up to 10 MB): the embedded log records
+/// it; a Kafka log takes records of about 1 MB, so there createTask answers 413 InputTooLarge
+/// for that task alone, and a task created beside it, and one after it, are written as usual.
+async fn an_event_too_large_for_the_log_is_refused_alone(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let mut big = task_def(&queue, 600);
+    big["payload"] = json!({ "blob": "x".repeat(1_100_000) });
+    let (big_id, beside_id) = (slugid::nice(), slugid::nice());
+    let path = format!("/api/queue/v1/task/{big_id}");
+    let beside_def = task_def(&queue, 600);
+    let ((status, body), beside) = tokio::join!(
+        server.root_call("PUT", &path, &big),
+        q.createTask(&beside_id, &beside_def)
+    );
+    beside.expect("the task created beside it");
+    match backend {
+        Backend::Embedded => {
+            assert_eq!(status, 200, "{}", body["message"]);
+            q.status(&big_id).await.expect("the large task");
+        }
+        Backend::Kafka => {
+            assert_eq!(status, 413, "{}", body["message"]);
+            assert_eq!(body["code"], "InputTooLarge");
+            let err = q.status(&big_id).await.unwrap_err();
+            assert_eq!(status_of(&err), Some(404), "nothing of it was recorded");
+        }
+    }
+    let after = slugid::nice();
+    q.createTask(&after, &task_def(&queue, 600))
+        .await
+        .expect("the writer still writes");
+    q.status(&beside_id).await.expect("the task beside it");
 }
 
 async fn create_task_is_idempotent_and_conflicts_on_change(backend: Backend) {
@@ -380,6 +417,19 @@ async fn error_statuses_and_bodies(backend: Backend) {
         r.json::<Value>().await.unwrap(),
         json!({ "error": "Not found" })
     );
+
+    // a continuation token past any list (the largest usize) is an empty last page
+    let past = "MTg0NDY3NDQwNzM3MDk1NTE2MTU";
+    let ids = json!({ "taskIds": [slugid::nice(), slugid::nice()] });
+    let (status, body) = server
+        .root_call(
+            "POST",
+            &format!("/api/queue/v1/tasks?limit=2&continuationToken={past}"),
+            &ids,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "tasks": [] }));
 
     // 409 on a conflicting report was covered elsewhere; here a reclaim of a pending run
     let t = slugid::nice();
