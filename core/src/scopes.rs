@@ -159,12 +159,50 @@ impl ScopeExpr {
     }
 
     /// How Taskcluster renders an expression inside an error message: a bare
-    /// scope as its text, anything else as indented JSON.
+    /// scope as its text, anything else as indented JSON. A rendering longer than
+    /// `RENDER_MAX` bytes is cut there with a note: a caller's list of ids makes an
+    /// expression of one scope per id, and its 10 MB body would otherwise come
+    /// back as an error message of hundreds of megabytes.
     fn render(&self) -> String {
-        match self {
-            ScopeExpr::Scope(s) => s.clone(),
-            ScopeExpr::AllOf { .. } | ScopeExpr::AnyOf { .. } => self.to_pretty_json(),
+        let mut out = Bounded(Vec::new());
+        let whole = match self {
+            ScopeExpr::Scope(s) => std::io::Write::write_all(&mut out, s.as_bytes()).is_ok(),
+            ScopeExpr::AllOf { .. } | ScopeExpr::AnyOf { .. } => {
+                serde_json::to_writer_pretty(&mut out, self).is_ok()
+            }
+        };
+        let bytes = out.0;
+        // the cut may fall inside a character: keep what is valid
+        let valid = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        if whole {
+            valid.to_owned()
+        } else {
+            format!("{valid}\n... (cut: the expression is longer than {RENDER_MAX} bytes)")
         }
+    }
+}
+
+/// The most bytes of one scope expression an error message shows.
+const RENDER_MAX: usize = 64 * 1024;
+
+/// A writer that takes `RENDER_MAX` bytes and then fails, which stops the serializer.
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = RENDER_MAX - self.0.len();
+        if buf.len() > room {
+            self.0.extend_from_slice(&buf[..room]);
+            return Err(std::io::Error::other("the rendering is cut here"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -373,5 +411,28 @@ mod tests {
             "This request requires Taskcluster credentials that satisfy the following scope expression:\n\
              \n```\nauth:current-scopes\n```"
         );
+    }
+
+    /// One scope per id of a long list: the message shows the start of each expression,
+    /// cut at 64 KB on a character boundary, and says so.
+    #[test]
+    fn long_expressions_are_cut_in_messages() {
+        let expr = ScopeExpr::all(
+            (0..200_000)
+                .map(|i| s(&format!("queue:status:é{i:08}")))
+                .collect(),
+        );
+        let message = insufficient_scopes_message(Some("me"), &expr, &[]);
+        assert!(message.len() < 3 * RENDER_MAX, "{} bytes", message.len());
+        assert_eq!(
+            message
+                .matches("... (cut: the expression is longer than")
+                .count(),
+            2
+        );
+        assert!(message.contains("queue:status:é00000000"));
+        assert!(!message.contains("queue:status:é00199999"));
+        let short = ScopeExpr::all(vec![s("a"), s("b")]);
+        assert!(!insufficient_scopes_message(None, &short, &[]).contains("cut"));
     }
 }
