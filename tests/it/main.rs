@@ -418,6 +418,23 @@ async fn error_statuses_and_bodies(backend: Backend) {
         json!({ "error": "Not found" })
     );
 
+    // a long list of ids without the scopes: the 403's message shows the start of the
+    // required expression, not one line per id
+    let many: Vec<String> = (0..50_000).map(|i| format!("id{i:06}")).collect();
+    let r = http
+        .post(format!("{base}/tasks"))
+        .json(&json!({ "taskIds": many }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "InsufficientScopes");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.len() < 200_000, "{} bytes", message.len());
+    assert!(message.contains("queue:get-task:id000000"));
+    assert!(message.contains("(cut: the expression is longer than"));
+
     // a continuation token past any list (the largest usize) is an empty last page
     let past = "MTg0NDY3NDQwNzM3MDk1NTE2MTU";
     let ids = json!({ "taskIds": [slugid::nice(), slugid::nice()] });
@@ -499,6 +516,21 @@ async fn restart_keeps_acknowledged_tasks_and_claims_still_expire(backend: Backe
     assert_eq!(status["runs"][0]["reasonResolved"], "claim-expired");
     let counts = q.taskQueueCounts(&queue).await.unwrap();
     assert_eq!(counts["pendingTasks"], 20);
+    // the batch form: a queue named twice is answered twice, alike
+    let (status, body) = server
+        .root_call(
+            "POST",
+            "/api/queue/v1/task-queues/counts",
+            &json!({ "taskQueueIds": [queue, queue, "none/empty"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body["counts"].as_array().expect("counts");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0], rows[1]);
+    assert_eq!(rows[0]["taskQueueId"], queue.as_str());
+    assert_eq!(rows[0]["pendingTasks"], 20);
+    assert_eq!(rows[2]["pendingTasks"], 0);
 }
 
 async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend) {

@@ -232,9 +232,17 @@ pub async fn task_queue_counts_batch(
             }
             caller.require(&ScopeExpr::all(required))?;
             let mut out = Vec::new();
+            // a queue named twice is counted once
+            let mut counted: std::collections::HashMap<&str, (usize, usize)> =
+                std::collections::HashMap::new();
             for id in &ids {
-                let q = queue_param(id)?;
-                let (pending, claimed) = counts(&st, &q)?;
+                let (pending, claimed) = match counted.get(id.as_str()) {
+                    Some(c) => *c,
+                    None => {
+                        let c = counts(&st, &queue_param(id)?)?;
+                        *counted.entry(id.as_str()).or_insert(c)
+                    }
+                };
                 out.push(
                     json!({ "taskQueueId": id, "pendingTasks": pending, "claimedTasks": claimed }),
                 );
