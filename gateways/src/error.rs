@@ -66,6 +66,9 @@ impl ErrorCode {
     }
 }
 
+/// Validation errors a message lists (a body of 10 MB may hold millions of bad items).
+const MAX_LISTED_ERRORS: usize = 100;
+
 /// An error raised while handling a call; becomes a `Failure` once the call is known.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -91,8 +94,12 @@ impl ApiError {
     }
     pub fn validation(schema: &str, errors: &[String]) -> ApiError {
         let mut m = format!("\nSchema Validation Failed!\nRejecting Schema: {schema}\nErrors:\n");
-        for e in errors {
+        for e in errors.iter().take(MAX_LISTED_ERRORS) {
             m.push_str(&format!("  * {e}\n"));
+        }
+        if errors.len() > MAX_LISTED_ERRORS {
+            let more = errors.len() - MAX_LISTED_ERRORS;
+            m.push_str(&format!("  * ... and {more} more\n"));
         }
         ApiError::new(ErrorCode::InputValidationError, m)
     }

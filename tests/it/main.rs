@@ -418,6 +418,21 @@ async fn error_statuses_and_bodies(backend: Backend) {
         json!({ "error": "Not found" })
     );
 
+    // a body with hundreds of bad items: the message lists the first hundred
+    let mut bad = task_def(&fresh_queue(), 600);
+    bad["dependencies"] = json!(vec![1; 500]);
+    let (status, body) = server
+        .root_call(
+            "PUT",
+            &format!("/api/queue/v1/task/{}", slugid::nice()),
+            &bad,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let message = body["message"].as_str().unwrap();
+    assert_eq!(message.matches("\n  * ").count(), 101, "{message}");
+    assert!(message.contains("  * ... and 400 more"), "{message}");
+
     // a long list of ids without the scopes: the 403's message shows the start of the
     // required expression, not one line per id
     let many: Vec<String> = (0..50_000).map(|i| format!("id{i:06}")).collect();
