@@ -1203,9 +1203,27 @@ impl QueueView {
     }
 
     pub fn count(&self, cf_name: &'static str, queue: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .scan(cf_name, &keys::queue_prefix(queue), None, usize::MAX)?
-            .len())
+        // counted in place: a queue may hold a million pending runs, and copying each entry
+        // (as `scan` does) while holding the mirror's lock would stall the writer's folds
+        let prefix = keys::queue_prefix(queue);
+        if let Some(map) = self.mirror.read().expect("mirror lock").get(cf_name) {
+            return Ok(map
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .count());
+        }
+        let mut n = 0;
+        for item in self.db.iterator_cf(
+            cf(&self.db, cf_name)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Timers due at or before `now`, earliest first.
@@ -1664,6 +1682,27 @@ pub(crate) mod tests {
         let mirror = at_once.mirror.read().unwrap();
         assert_eq!(mirror[keys::CF_PENDING].len(), 25);
         assert_eq!(mirror[keys::CF_CLAIMS].len(), 10);
+        drop(mirror);
+        // per task queue, counted in place as the scan lists them, and all of them in all
+        let queues: std::collections::BTreeSet<String> = envs
+            .iter()
+            .filter_map(|e| match &e.payload {
+                QueueEvent::TaskDefined { definition, .. } => {
+                    Some(definition.task_queue_id.as_str().to_string())
+                }
+                _ => None,
+            })
+            .collect();
+        for (name, all) in [(keys::CF_PENDING, 25), (keys::CF_CLAIMS, 10)] {
+            let mut total = 0;
+            for q in &queues {
+                let n = at_once.count(name, q).unwrap();
+                let listed = at_once.scan(name, &keys::queue_prefix(q), None, usize::MAX);
+                assert_eq!(n, listed.unwrap().len(), "{name} of {q}");
+                total += n;
+            }
+            assert_eq!(total, all, "{name} over {} queues", queues.len());
+        }
     }
 
     /// A rebuild folds each batch through the previous one's writes before they reach the
