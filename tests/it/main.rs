@@ -166,6 +166,22 @@ async fn an_event_too_large_for_the_log_is_refused_alone(backend: Backend) {
         .await
         .expect("the writer still writes");
     q.status(&beside_id).await.expect("the task beside it");
+
+    // the same in a service that writes one command at a time: a role of 1.2 MB of scopes
+    let scopes: Vec<String> = (0..30_000)
+        .map(|i| format!("it:large-role:{i:08}:padding-padding"))
+        .collect();
+    let role = json!({ "description": "large", "scopes": scopes });
+    let (status, body) = server
+        .root_call("PUT", "/api/auth/v1/roles/it-large", &role)
+        .await;
+    let expected = if backend == Backend::Kafka { 413 } else { 200 };
+    assert_eq!(status, expected, "{}", body["message"]);
+    let small = json!({ "description": "small", "scopes": ["it:small"] });
+    let (status, body) = server
+        .root_call("PUT", "/api/auth/v1/roles/it-small", &small)
+        .await;
+    assert_eq!(status, 200, "{}", body["message"]);
 }
 
 async fn create_task_is_idempotent_and_conflicts_on_change(backend: Backend) {
