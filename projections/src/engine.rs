@@ -630,17 +630,33 @@ impl<L: EventLog + 'static> Writer<L> {
                 .observe_duration(started.duration_since(job.arrived));
         }
         let max = self.log.max_record_bytes();
-        let (envelopes, records, results, became_pending) = loop {
+        let decided = loop {
             match self.decide_batch(&jobs, now, max) {
                 Ok(decided) => break decided,
-                // that command is refused, and the others are decided again without it
-                Err((i, bytes)) => {
-                    let max = max.unwrap_or_default();
-                    let message = crate::single::too_large(bytes, max);
-                    jobs.remove(i).answer(Err(EngineError::TooLarge(message)));
+                // those commands are refused, and the rest decided again without them (an
+                // event's size is its command's, so a second pass rarely finds another)
+                Err(Undecided::TooLarge(oversized)) => {
+                    for (i, bytes) in oversized.into_iter().rev() {
+                        let message = crate::single::too_large(bytes, max.unwrap_or_default());
+                        jobs.remove(i).answer(Err(EngineError::TooLarge(message)));
+                    }
+                }
+                // the batch's events cannot all be numbered and encoded: none is written
+                Err(Undecided::Failed(e)) => {
+                    tracing::error!(error = %e, "group commit failed");
+                    for job in jobs {
+                        job.answer(Err(EngineError::Unavailable(e.to_string())));
+                    }
+                    return false;
                 }
             }
         };
+        let DecidedBatch {
+            envelopes,
+            records,
+            results,
+            became_pending,
+        } = decided;
         if !envelopes.is_empty() {
             if let Err(e) = self.append_and_apply(&envelopes, records) {
                 tracing::error!(error = %e, "group commit failed");
@@ -660,65 +676,70 @@ impl<L: EventLog + 'static> Writer<L> {
         true
     }
 
-    /// Decides every job of a batch against the projection and the jobs before it: their
-    /// envelopes, encoded records, results and whether a run became pending. `Err((i, bytes))`
-    /// when job `i` would record an event larger than the log takes (`max`).
-    #[allow(clippy::type_complexity)]
+    /// Decides every job of a batch against the projection and the jobs before it, and
+    /// numbers and encodes their events.
     fn decide_batch(
         &self,
         jobs: &[Job],
         now: Millis,
         max: Option<usize>,
-    ) -> Result<
-        (
-            Vec<Envelope<QueueEvent>>,
-            Vec<Record>,
-            Vec<Result<Outcome, EngineError>>,
-            bool,
-        ),
-        (usize, usize),
-    > {
+    ) -> Result<DecidedBatch, Undecided> {
         let mut overlay = Overlay::new(&self.view);
-        let mut envelopes: Vec<Envelope<QueueEvent>> = Vec::new();
-        let mut records: Vec<Record> = Vec::new();
-        let mut results = Vec::with_capacity(jobs.len());
-        let mut became_pending = false;
+        let mut out = DecidedBatch {
+            envelopes: Vec::new(),
+            records: Vec::new(),
+            results: Vec::with_capacity(jobs.len()),
+            became_pending: false,
+        };
+        let mut oversized = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
-            let first = records.len();
-            let result = decide(&mut overlay, &job.command, now, &self.limits);
-            let result = result.and_then(|(events, outcome)| {
-                for event in events {
-                    became_pending |= matches!(event, QueueEvent::RunScheduled { .. });
-                    let stream_id = event.stream().id();
-                    let sequence = overlay.next_sequence(&stream_id)?;
-                    let envelope = Envelope {
-                        event_id: EventId::new(),
-                        stream_id,
-                        sequence,
-                        time: now,
-                        actor: job.actor.clone(),
-                        causation_id: job.causation,
-                        writer_epoch: 1,
-                        payload: event,
-                    };
-                    records.push(Record {
-                        key: envelope.stream_id.clone(),
-                        event_type: envelope.payload.type_name(),
-                        event_id: envelope.event_id.to_string(),
-                        value: codec::encode(&envelope).map_err(StoreError::from)?,
-                    });
-                    envelopes.push(envelope);
+            let first = out.records.len();
+            let (events, outcome) = match decide(&mut overlay, &job.command, now, &self.limits) {
+                Ok(decided) => decided,
+                Err(e) => {
+                    out.results.push(Err(e));
+                    continue;
                 }
-                Ok(outcome)
-            });
+            };
+            for event in events {
+                out.became_pending |= matches!(event, QueueEvent::RunScheduled { .. });
+                let stream_id = event.stream().id();
+                let sequence = overlay
+                    .next_sequence(&stream_id)
+                    .map_err(|e| Undecided::Failed(e.into()))?;
+                let envelope = Envelope {
+                    event_id: EventId::new(),
+                    stream_id,
+                    sequence,
+                    time: now,
+                    actor: job.actor.clone(),
+                    causation_id: job.causation,
+                    writer_epoch: 1,
+                    payload: event,
+                };
+                let value = codec::encode(&envelope)
+                    .map_err(|e| Undecided::Failed(StoreError::from(e).into()))?;
+                out.records.push(Record {
+                    key: envelope.stream_id.clone(),
+                    event_type: envelope.payload.type_name(),
+                    event_id: envelope.event_id.to_string(),
+                    value,
+                });
+                out.envelopes.push(envelope);
+            }
             if let Some(max) = max {
-                if let Some(r) = records[first..].iter().find(|r| r.value.len() > max) {
-                    return Err((i, r.value.len()));
+                let largest = out.records[first..].iter().map(|r| r.value.len()).max();
+                if let Some(bytes) = largest.filter(|b| *b > max) {
+                    oversized.push((i, bytes));
                 }
             }
-            results.push(result);
+            out.results.push(Ok(outcome));
         }
-        Ok((envelopes, records, results, became_pending))
+        if oversized.is_empty() {
+            Ok(out)
+        } else {
+            Err(Undecided::TooLarge(oversized))
+        }
     }
 
     fn append_and_apply(
@@ -743,6 +764,24 @@ impl<L: EventLog + 'static> Writer<L> {
         self.role.set_applied(self.next_offset);
         Ok(())
     }
+}
+
+/// A batch decided: its envelopes and their encoded records, each job's result in the jobs'
+/// order, and whether a run became pending.
+struct DecidedBatch {
+    envelopes: Vec<Envelope<QueueEvent>>,
+    records: Vec<Record>,
+    results: Vec<Result<Outcome, EngineError>>,
+    became_pending: bool,
+}
+
+/// Why a batch was not decided.
+enum Undecided {
+    /// These jobs (index, bytes of their largest event) would record events larger than the
+    /// log takes.
+    TooLarge(Vec<(usize, usize)>),
+    /// An event could not be numbered or encoded.
+    Failed(EngineError),
 }
 
 type Decided = Result<(Vec<QueueEvent>, Outcome), EngineError>;
@@ -1086,6 +1125,114 @@ mod tests {
             .await
             .unwrap();
         (db, log, engine)
+    }
+
+    /// The embedded log, taking records of at most `.1` bytes (as a Kafka log takes ~1 MB).
+    struct Limited(Arc<EmbeddedLog>, usize);
+
+    impl EventLog for Limited {
+        fn max_record_bytes(&self) -> Option<usize> {
+            Some(self.1)
+        }
+        async fn append(
+            &self,
+            topic: &str,
+            partition: u32,
+            records: Vec<Record>,
+        ) -> Result<taskledger_core::log::Appended, LogError> {
+            self.0.append(topic, partition, records).await
+        }
+        async fn read(
+            &self,
+            topic: &str,
+            partition: u32,
+            offset: u64,
+            max: usize,
+        ) -> Result<taskledger_core::log::Batch, LogError> {
+            self.0.read(topic, partition, offset, max).await
+        }
+        async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+            self.0.end_offset(topic, partition).await
+        }
+    }
+
+    /// One group commit holding small and oversized createTasks: each oversized one is
+    /// refused with `TooLarge`, every other is answered in its own order and written, and the
+    /// log holds no event of a refused task.
+    #[test]
+    fn oversized_commands_are_refused_alone_in_their_group_commit() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        let log = Arc::new(EmbeddedLog::new(db.clone()));
+        let view = QueueView::new(db.clone()).unwrap();
+        let now = Millis::now();
+        let mut writer = Writer {
+            view: view.clone(),
+            log: Arc::new(Limited(log.clone(), 4096)),
+            handle: rt.handle().clone(),
+            limits: Limits::default(),
+            pending: Arc::new(Notify::new()),
+            role: WriterRole::new("queue", 0),
+            next_offset: 0,
+            stats: Arc::new(CommitStats::default()),
+        };
+        // small, oversized, small, oversized, small: the small ones share one group
+        let group = Slug::nice();
+        let mut jobs = Vec::new();
+        let mut replies = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut def = definition(now, group);
+            if i % 2 == 1 {
+                def.payload = queue::JsonText(format!(r#"{{"blob":"{}"}}"#, "x".repeat(8000)));
+            }
+            let task_id = Slug::nice();
+            let (reply, rx) = oneshot::channel();
+            jobs.push(Job {
+                arrived: std::time::Instant::now(),
+                actor: Actor::system("test"),
+                causation: None,
+                command: QueueCommand::CreateTask {
+                    task_id,
+                    definition: def,
+                },
+                reply,
+            });
+            replies.push(rx);
+            ids.push(task_id);
+        }
+        assert!(writer.commit(jobs), "the writer keeps writing");
+        for (i, rx) in replies.into_iter().enumerate() {
+            let answer = rx.blocking_recv().expect("every job is answered").result;
+            match (i % 2, answer) {
+                (0, Ok(Outcome::Task(t))) => assert_eq!(t.task_id, ids[i]),
+                (1, Err(EngineError::TooLarge(m))) => assert!(m.contains("4096"), "{m}"),
+                (_, other) => panic!("job {i}: {:?}", other.map(|_| "answered")),
+            }
+            let stored = view.task(&ids[i]).unwrap();
+            assert_eq!(stored.is_some(), i % 2 == 0, "task {i} in the projection");
+        }
+        // in the log: the group and three tasks' definitions and pending runs, nothing more
+        let read = rt
+            .block_on(log.read(QUEUE_TOPIC, QUEUE_PARTITION, 0, 100))
+            .unwrap();
+        let events: Vec<Envelope<QueueEvent>> = read
+            .records
+            .iter()
+            .map(|r| codec::decode(&r.value).unwrap())
+            .collect();
+        let defined: Vec<TaskId> = events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                QueueEvent::TaskDefined { task_id, .. } => Some(*task_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(defined, vec![ids[0], ids[2], ids[4]]);
+        assert!(events
+            .iter()
+            .all(|e| e.payload.stream() != queue::Stream::Task(ids[1])));
     }
 
     fn claim_work(worker_id: &str) -> QueueCommand {
