@@ -53,6 +53,11 @@ impl Memo {
     }
 
     fn insert(&mut self, key: &[String], value: ScopeSet) {
+        // another caller computed it meanwhile: the same scopes, already counted
+        if let Some(kept) = self.map.get_mut(key) {
+            *kept = value;
+            return;
+        }
         let size = |scopes: &[String]| scopes.iter().map(|s| s.len() + 24).sum::<usize>();
         let bytes = size(key) + size(value.as_slice());
         if bytes > EXPAND_CACHE_BYTES / 4 {
@@ -62,9 +67,8 @@ impl Memo {
         if self.map.len() >= EXPAND_CACHE_MAX || self.bytes + bytes > EXPAND_CACHE_BYTES {
             self.clear();
         }
-        if self.map.insert(key.to_vec(), value).is_none() {
-            self.bytes += bytes;
-        }
+        self.map.insert(key.to_vec(), value);
+        self.bytes += bytes;
     }
 
     fn clear(&mut self) {

@@ -478,6 +478,22 @@ async fn error_statuses_and_bodies(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({ "tasks": [] }));
+    // and in a listing paged by position (of one task queue at least)
+    let tq = fresh_queue();
+    let (p, w) = tq.split_once('/').unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    q.declareWorker(p, w, "g", "w", &json!({ "expires": later.to_rfc3339() }))
+        .await
+        .unwrap();
+    let (status, body) = server
+        .root_call(
+            "GET",
+            &format!("/api/queue/v1/task-queues?limit=1&continuationToken={past}"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.get("continuationToken"), None, "{body}");
 
     // 409 on a conflicting report was covered elsewhere; here a reclaim of a pending run
     let t = slugid::nice();
