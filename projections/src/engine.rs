@@ -219,7 +219,12 @@ impl Engine {
         };
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx)));
+                if ran.is_err() {
+                    exit_after_panic("queue");
+                }
+            })
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         WRITERS.lock().expect("writer list").push(thread);
         Ok(Engine {
@@ -295,6 +300,18 @@ impl Engine {
     pub fn role(&self) -> &WriterRole {
         &self.role
     }
+}
+
+/// A writer that panicked leaves its service unable to write while the process still serves
+/// reads and answers its ping. The process exits instead (status 70, EX_SOFTWARE), so that its
+/// supervisor restarts it: every group commit is one atomic write, so the restarted process
+/// folds the log from where the projection stands.
+pub fn exit_after_panic(service: &str) -> ! {
+    tracing::error!(
+        service,
+        "the writer panicked; exiting so that a restart folds the log again"
+    );
+    std::process::exit(70)
 }
 
 /// The writer threads started in this process.

@@ -161,7 +161,12 @@ impl<S: Service> ServiceEngine<S> {
             view: view.clone(),
             log,
         };
-        tokio::spawn(drive(writer, role.clone(), rx));
+        let driven = tokio::spawn(drive(writer, role.clone(), rx));
+        tokio::spawn(async move {
+            if driven.await.is_err_and(|e| e.is_panic()) {
+                crate::engine::exit_after_panic(S::NAME);
+            }
+        });
         Ok(ServiceEngine { tx, view, role })
     }
 
