@@ -908,6 +908,14 @@ async fn run_services<L: EventLog + 'static>(
             cluster::forward,
         ));
     }
+    // answers leave at once rather than wait on Nagle's algorithm for an earlier segment's ACK
+    // (clients whose requests do not carry it would see delayed-ACK stalls)
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
