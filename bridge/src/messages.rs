@@ -8,7 +8,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 use taskledger_core::access::AuthEvent;
 use taskledger_core::queue::json::{artifact_info, StatusJson};
-use taskledger_core::queue::{Artifact, ArtifactStorage, QueueEvent, RunState, Task, TaskGroup};
+use taskledger_core::queue::{
+    Artifact, ArtifactStorage, QueueEvent, ReasonResolved, RunState, Task, TaskGroup,
+};
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{WorkerEvent, WorkerKey, WorkerPoolId};
 
@@ -234,7 +236,12 @@ pub fn queue_message(
                 RunState::Failed => "task-failed",
                 _ => "task-exception",
             };
-            let worker = run_worker(t, *run_id);
+            // a deadline's task-exception names no worker, even for a running run (queue.md
+            // §6.3, pulse.md §5.1)
+            let worker = match reason {
+                ReasonResolved::DeadlineExceeded => None,
+                _ => run_worker(t, *run_id),
+            };
             let mut fields = vec![("runId", Number((*run_id).into())), ("task", Tags(t))];
             if let Some((g, w)) = &worker {
                 fields.push(("workerGroup", Str(g)));
@@ -390,6 +397,11 @@ pub const WORKER_MANAGER_EXCHANGES: &[&str] = &[
     "worker-running",
     "worker-stopped",
     "worker-removed",
+    // declared for consumers' bindings; static pools have no launch configurations, so they
+    // never fire
+    "launch-config-created",
+    "launch-config-updated",
+    "launch-config-archived",
 ];
 
 /// The reason worker-removed carries for a removeWorker call (Taskcluster's own wording).
@@ -678,5 +690,55 @@ mod queue_body_tests {
         // defined, pending, priority, exception, pending, running, artifact, failed; defined,
         // pending
         assert_eq!(checked, 10);
+    }
+
+    /// A running run resolved by its deadline: task-exception names no worker, neither in the
+    /// body nor in the routing key (queue.md §6.3); a worker's own exception report does.
+    #[test]
+    fn a_deadline_exception_names_no_worker() {
+        let (now, limits) = (Millis::now(), Limits::default());
+        let exception = |deadline: bool| {
+            let (id, def) = (Slug::nice(), crate::testing::definition(now));
+            let mut task = Task::defined(id, def.clone(), vec![]);
+            let run = |events: Vec<QueueEvent>, task: &mut Task| {
+                events.iter().for_each(|e| task.apply(e));
+                events
+            };
+            run(
+                queue::create_task(None, None, &[], id, def, now, &limits).unwrap(),
+                &mut task,
+            );
+            run(
+                queue::claim_run(&task, 0, "wg", "wid", now, &limits).unwrap(),
+                &mut task,
+            );
+            let resolved = if deadline {
+                run(
+                    queue::exceed_deadline(&task, now.plus(2 * HOUR)).unwrap(),
+                    &mut task,
+                )
+            } else {
+                let reason = ReasonResolved::MalformedPayload;
+                run(queue::report(&task, 0, reason, now).unwrap(), &mut task)
+            };
+            let event = resolved
+                .iter()
+                .find(|e| matches!(e, QueueEvent::RunResolved { .. }))
+                .expect("the run is resolved");
+            let m = queue_message(event, Some(&task), None, None).expect("a message");
+            assert!(m.exchange.ends_with("task-exception"), "{}", m.exchange);
+            (m.routing_key.clone(), m.json())
+        };
+        let (key, body) = exception(true);
+        assert_eq!(key.split('.').nth(3), Some("_"), "{key}");
+        assert_eq!(key.split('.').nth(4), Some("_"), "{key}");
+        assert!(body.get("workerGroup").is_none() && body.get("workerId").is_none());
+        assert_eq!(
+            body["status"]["runs"][0]["reasonResolved"],
+            "deadline-exceeded"
+        );
+        let (key, body) = exception(false);
+        assert_eq!(key.split('.').nth(3), Some("wg"), "{key}");
+        assert_eq!(body["workerId"], "wid");
     }
 }
