@@ -141,7 +141,7 @@ async fn wait_for_exchanges(conn: &Connection) {
         let probe = ch
             .exchange_declare(
                 // the last exchange the bridge declares
-                format!("{WM}worker-removed").into(),
+                format!("{WM}launch-config-archived").into(),
                 lapin::ExchangeKind::Topic,
                 lapin::options::ExchangeDeclareOptions {
                     passive: true,
