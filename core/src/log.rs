@@ -22,6 +22,40 @@ pub struct Record {
     pub value: Vec<u8>,
 }
 
+impl Record {
+    /// `envelope` as the log stores it: keyed by its stream, its type and id as headers.
+    pub fn of<E: serde::Serialize>(
+        envelope: &crate::envelope::Envelope<E>,
+        event_type: &'static str,
+    ) -> Result<Record, crate::codec::CodecError> {
+        Ok(Record {
+            key: envelope.stream_id.clone(),
+            event_type,
+            event_id: envelope.event_id.to_string(),
+            value: crate::codec::encode(envelope)?,
+        })
+    }
+}
+
+/// A record larger than its log takes (`EventLog::max_record_bytes`); its text is what the
+/// refused caller reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "This request would record an event of {bytes} bytes; the event log takes at most {max} \
+     bytes per event"
+)]
+pub struct Oversized {
+    pub bytes: usize,
+    pub max: usize,
+}
+
+/// The largest of `records` when it is larger than `max` allows (none: no limit).
+pub fn oversized(records: &[Record], max: Option<usize>) -> Option<Oversized> {
+    let max = max?;
+    let bytes = records.iter().map(|r| r.value.len()).max()?;
+    (bytes > max).then_some(Oversized { bytes, max })
+}
+
 /// A stored record with its position.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stored {

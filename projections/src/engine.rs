@@ -15,7 +15,7 @@ use std::sync::Arc;
 use taskledger_core::codec;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
 use taskledger_core::ids::{TaskId, TaskQueueId};
-use taskledger_core::log::{EventLog, LogError, Record, QUEUE_TOPIC};
+use taskledger_core::log::{oversized, EventLog, LogError, Oversized, Record, QUEUE_TOPIC};
 use taskledger_core::queue::{
     self, Artifact, DependencyState, DependencyView, Limits, Priority, QueueError, QueueEvent,
     ReasonResolved, Resolution, Task, TaskDefinition, TaskGroup,
@@ -652,10 +652,10 @@ impl<L: EventLog + 'static> Writer<L> {
                 Ok(decided) => break decided,
                 // those commands are refused, and the rest decided again without them (an
                 // event's size is its command's, so a second pass rarely finds another)
-                Err(Undecided::TooLarge(oversized)) => {
-                    for (i, bytes) in oversized.into_iter().rev() {
-                        let message = crate::single::too_large(bytes, max.unwrap_or_default());
-                        jobs.remove(i).answer(Err(EngineError::TooLarge(message)));
+                Err(Undecided::TooLarge(refused)) => {
+                    for (i, why) in refused.into_iter().rev() {
+                        jobs.remove(i)
+                            .answer(Err(EngineError::TooLarge(why.to_string())));
                     }
                 }
                 // the batch's events cannot all be numbered and encoded: none is written
@@ -708,7 +708,7 @@ impl<L: EventLog + 'static> Writer<L> {
             results: Vec::with_capacity(jobs.len()),
             became_pending: false,
         };
-        let mut oversized = Vec::new();
+        let mut refused = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
             let first = out.records.len();
             let (events, outcome) = match decide(&mut overlay, &job.command, now, &self.limits) {
@@ -734,28 +734,20 @@ impl<L: EventLog + 'static> Writer<L> {
                     writer_epoch: 1,
                     payload: event,
                 };
-                let value = codec::encode(&envelope)
+                let record = Record::of(&envelope, envelope.payload.type_name())
                     .map_err(|e| Undecided::Failed(StoreError::from(e).into()))?;
-                out.records.push(Record {
-                    key: envelope.stream_id.clone(),
-                    event_type: envelope.payload.type_name(),
-                    event_id: envelope.event_id.to_string(),
-                    value,
-                });
+                out.records.push(record);
                 out.envelopes.push(envelope);
             }
-            if let Some(max) = max {
-                let largest = out.records[first..].iter().map(|r| r.value.len()).max();
-                if let Some(bytes) = largest.filter(|b| *b > max) {
-                    oversized.push((i, bytes));
-                }
+            if let Some(why) = oversized(&out.records[first..], max) {
+                refused.push((i, why));
             }
             out.results.push(Ok(outcome));
         }
-        if oversized.is_empty() {
+        if refused.is_empty() {
             Ok(out)
         } else {
-            Err(Undecided::TooLarge(oversized))
+            Err(Undecided::TooLarge(refused))
         }
     }
 
@@ -794,9 +786,8 @@ struct DecidedBatch {
 
 /// Why a batch was not decided.
 enum Undecided {
-    /// These jobs (index, bytes of their largest event) would record events larger than the
-    /// log takes.
-    TooLarge(Vec<(usize, usize)>),
+    /// These jobs (by index) would record events larger than the log takes.
+    TooLarge(Vec<(usize, Oversized)>),
     /// An event could not be numbered or encoded.
     Failed(EngineError),
 }

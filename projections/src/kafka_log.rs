@@ -32,7 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use taskledger_core::log::{Appended, Batch, EventLog, LogError, Record, Stored};
+use taskledger_core::log::{oversized, Appended, Batch, EventLog, LogError, Record, Stored};
 
 /// Header names. Values are UTF-8 text so any Kafka tool can show them.
 pub const H_EVENT_TYPE: &str = "taskledger-event-type";
@@ -902,11 +902,8 @@ impl Inner {
         records: Vec<Record>,
     ) -> Result<Appended, LogError> {
         // refused before the producer sees it, which would otherwise cost the writer its role
-        if let Some(r) = records.iter().find(|r| r.value.len() > MAX_RECORD_BYTES) {
-            return Err(LogError::Unavailable(format!(
-                "a record of {} bytes exceeds the {MAX_RECORD_BYTES} bytes a record may hold",
-                r.value.len()
-            )));
+        if let Some(refused) = oversized(&records, Some(MAX_RECORD_BYTES)) {
+            return Err(LogError::Unavailable(refused.to_string()));
         }
         let slot = self.writer_slot(topic, partition);
         let mut slot = slot.lock().expect("writer slot");

@@ -11,10 +11,9 @@ use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
-use taskledger_core::codec;
 use taskledger_core::envelope::EventId;
 use taskledger_core::envelope::{Actor, Envelope};
-use taskledger_core::log::{EventLog, LogError, Record};
+use taskledger_core::log::{oversized, EventLog, LogError, Record};
 use taskledger_core::time::Millis;
 use tokio::sync::{mpsc, oneshot};
 
@@ -215,23 +214,10 @@ fn stamp<S: Service>(
             writer_epoch: 1,
             payload: event.clone(),
         };
-        records.push(Record {
-            key: stream.clone(),
-            event_type: S::type_name(event),
-            event_id: env.event_id.to_string(),
-            value: codec::encode(&env)?,
-        });
+        records.push(Record::of(&env, S::type_name(event))?);
         envelopes.push(env);
     }
     Ok((envelopes, records))
-}
-
-/// The message for an event of `bytes` that a log of `max`-byte records refuses.
-pub fn too_large(bytes: usize, max: usize) -> String {
-    format!(
-        "This request would record an event of {bytes} bytes; the event log takes at most \
-         {max} bytes per event"
-    )
 }
 
 /// Decides against the projection, appends the events (one durable write), applies them.
@@ -247,10 +233,8 @@ async fn write<S: Service, L: EventLog>(
         return Ok(vec![]);
     }
     let (envelopes, records) = stamp::<S>(&decision, &actor, now)?;
-    if let Some(max) = log.max_record_bytes() {
-        if let Some(r) = records.iter().find(|r| r.value.len() > max) {
-            return Err(ServiceError::TooLarge(too_large(r.value.len(), max)));
-        }
+    if let Some(refused) = oversized(&records, log.max_record_bytes()) {
+        return Err(ServiceError::TooLarge(refused.to_string()));
     }
     let appended = log
         .append(S::TOPIC, S::PARTITION, records)
