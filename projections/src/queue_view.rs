@@ -1171,26 +1171,43 @@ impl QueueView {
             None => prefix.to_vec(),
         };
         let mut out = Vec::new();
+        self.visit(cf_name, prefix, &start, |k, v| {
+            if out.len() >= limit {
+                return false;
+            }
+            out.push((k.into(), v.into()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Hands each key and value under `prefix`, from `start` on in key order, to `visit`
+    /// until it returns false: from the mirror when it holds `cf_name`, else the database.
+    fn visit(
+        &self,
+        cf_name: &'static str,
+        prefix: &[u8],
+        start: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         if let Some(map) = self.mirror.read().expect("mirror lock").get(cf_name) {
-            for (k, v) in map.range(start..) {
-                if !k.starts_with(prefix) || out.len() >= limit {
+            for (k, v) in map.range(start.to_vec()..) {
+                if !k.starts_with(prefix) || !visit(k, v) {
                     break;
                 }
-                out.push((k.clone().into_boxed_slice(), v.clone().into_boxed_slice()));
             }
-            return Ok(out);
+            return Ok(());
         }
         for item in self.db.iterator_cf(
             cf(&self.db, cf_name)?,
-            IteratorMode::From(&start, Direction::Forward),
+            IteratorMode::From(start, Direction::Forward),
         ) {
             let (k, v) = item?;
-            if !k.starts_with(prefix) || out.len() >= limit {
+            if !k.starts_with(prefix) || !visit(&k, &v) {
                 break;
             }
-            out.push((k, v));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Pending runs of a queue in claim order: priority, then time pending.
@@ -1206,23 +1223,11 @@ impl QueueView {
         // counted in place: a queue may hold a million pending runs, and copying each entry
         // (as `scan` does) while holding the mirror's lock would stall the writer's folds
         let prefix = keys::queue_prefix(queue);
-        if let Some(map) = self.mirror.read().expect("mirror lock").get(cf_name) {
-            return Ok(map
-                .range(prefix.clone()..)
-                .take_while(|(k, _)| k.starts_with(&prefix))
-                .count());
-        }
         let mut n = 0;
-        for item in self.db.iterator_cf(
-            cf(&self.db, cf_name)?,
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
+        self.visit(cf_name, &prefix, &prefix, |_, _| {
             n += 1;
-        }
+            true
+        })?;
         Ok(n)
     }
 
