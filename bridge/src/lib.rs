@@ -1297,6 +1297,14 @@ mod publish_in_order_tests {
         (first_polls, senders, futures)
     }
 
+    /// The spawned `publish_in_order`'s result; it must not wait forever.
+    async fn finished<T>(all: tokio::task::JoinHandle<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .expect("publish_in_order finished")
+            .unwrap()
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -1318,11 +1326,7 @@ mod publish_in_order_tests {
                 senders[i].take().unwrap().send(Ok(i * 10)).unwrap();
                 tokio::task::yield_now().await;
             }
-            let results = tokio::time::timeout(Duration::from_secs(5), all)
-                .await
-                .expect("publish_in_order finished")
-                .unwrap();
-            assert_eq!(results, Ok(vec![0, 10, 20, 30, 40]));
+            assert_eq!(finished(all).await, Ok(vec![0, 10, 20, 30, 40]));
             // each future was polled first exactly once per position
             assert_eq!(first_polls.lock().unwrap().len(), 5);
         });
@@ -1344,11 +1348,7 @@ mod publish_in_order_tests {
             c.send(Ok(2)).unwrap();
             b.send(Err("nacked".into())).unwrap();
             a.send(Ok(0)).unwrap();
-            let result = tokio::time::timeout(Duration::from_secs(5), all)
-                .await
-                .expect("publish_in_order finished")
-                .unwrap();
-            assert_eq!(result, Err("nacked".to_string()));
+            assert_eq!(finished(all).await, Err("nacked".to_string()));
             // and nothing to publish is nothing to wait for
             let none =
                 publish_in_order(std::iter::empty::<std::future::Ready<Result<u8, String>>>());
