@@ -17,7 +17,12 @@ if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so*
   apt-get update -qq && apt-get install -y -qq libclang-dev >/dev/null
 fi
 
-# The Pulse bridge's tests publish to and consume from the real RabbitMQ on 127.0.0.1:5672.
+# The Pulse bridge's tests publish to and consume from the real RabbitMQ on 127.0.0.1:5672
+# (guest/guest, the package's default user).
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && ! command -v rabbitmq-server >/dev/null; then
+  echo "== installing rabbitmq-server (the Pulse tests' broker)"
+  apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
+fi
 if command -v rabbitmq-server >/dev/null && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   echo "== starting RabbitMQ"
   rabbitmq-server -detached || true

@@ -40,8 +40,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the queue, auth and worker-manager APIs, their reactors and the embedded log in one
-    /// process.
+    /// Run the queue, auth, worker-manager and object APIs, their reactors and the event log
+    /// (embedded, or in Kafka) in one process.
     Serve(ServeArgs),
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
     #[command(subcommand)]
@@ -208,7 +208,7 @@ enum AuditCmd {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// queue, auth, worker-manager or all.
+    /// queue, auth, worker-manager, object or all.
     #[arg(long, default_value = "all")]
     projection: String,
     /// Compare the rebuilt projection with the live one; fail naming the first differing key.
@@ -1107,15 +1107,25 @@ async fn bridge_replay(
 ) -> Result<()> {
     use taskledger_bridge::messages::{
         AUTH_EXCHANGES, AUTH_EXCHANGE_PREFIX, QUEUE_EXCHANGES, QUEUE_EXCHANGE_PREFIX,
+        WORKER_MANAGER_EXCHANGES, WORKER_MANAGER_EXCHANGE_PREFIX,
     };
+    let services = [
+        (QUEUE_EXCHANGE_PREFIX, QUEUE_EXCHANGES),
+        (AUTH_EXCHANGE_PREFIX, AUTH_EXCHANGES),
+        (WORKER_MANAGER_EXCHANGE_PREFIX, WORKER_MANAGER_EXCHANGES),
+    ];
     let exchange = if exchange.contains('/') {
         exchange
-    } else if QUEUE_EXCHANGES.contains(&exchange.as_str()) {
-        format!("{QUEUE_EXCHANGE_PREFIX}{exchange}")
-    } else if AUTH_EXCHANGES.contains(&exchange.as_str()) {
-        format!("{AUTH_EXCHANGE_PREFIX}{exchange}")
+    } else if let Some((prefix, _)) = services
+        .iter()
+        .find(|(_, names)| names.contains(&exchange.as_str()))
+    {
+        format!("{prefix}{exchange}")
     } else {
-        anyhow::bail!("unknown exchange {exchange}; the queue's are {QUEUE_EXCHANGES:?}, auth's {AUTH_EXCHANGES:?}");
+        anyhow::bail!(
+            "unknown exchange {exchange}; the queue's are {QUEUE_EXCHANGES:?}, auth's \
+             {AUTH_EXCHANGES:?}, worker-manager's {WORKER_MANAGER_EXCHANGES:?}"
+        );
     };
     let since = match since {
         Some(t) => taskledger_core::time::Millis::parse_rfc3339(&t)
@@ -1617,7 +1627,10 @@ fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> 
     let names: Vec<&str> = match args.projection.as_str() {
         "all" => audit::PROJECTIONS.to_vec(),
         p if audit::PROJECTIONS.contains(&p) => vec![p],
-        other => anyhow::bail!("unknown projection {other}: queue, auth, worker-manager or all"),
+        other => anyhow::bail!(
+            "unknown projection {other}: {} or all",
+            audit::PROJECTIONS.join(", ")
+        ),
     };
     let (live, _secondary) = open_read_only(&args.data)?;
     let kafka = rt.block_on(args.kafka.connect(&ALL_TOPICS))?;

@@ -18,7 +18,7 @@ use taskledger_projections::audit::{self, AsOf};
 
 type St = State<Arc<AppState>>;
 
-const KINDS_RE: &str = "^(task|task-group|client|role)$";
+const KINDS_RE: &str = "^(task|task-group|worker|client|role)$";
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

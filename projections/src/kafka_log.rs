@@ -342,14 +342,22 @@ impl KafkaLog {
             .create()
             .map_err(unavailable)?;
         let names: Vec<String> = topics.iter().map(|t| inner.kafka_topic(t)).collect();
+        // A write counts once a majority of the replicas hold it (2 of 3), so acks=all
+        // survives the loss of a broker without acknowledging what only one broker holds.
+        let min_insync =
+            (inner.config.replication > 1).then(|| (inner.config.replication / 2 + 1).to_string());
         let new: Vec<NewTopic> = names
             .iter()
             .map(|n| {
-                NewTopic::new(
+                let topic = NewTopic::new(
                     n,
                     inner.config.partitions,
                     TopicReplication::Fixed(inner.config.replication),
-                )
+                );
+                match &min_insync {
+                    Some(m) => topic.set("min.insync.replicas", m),
+                    None => topic,
+                }
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(inner.config.timeout));

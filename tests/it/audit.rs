@@ -75,6 +75,7 @@ async fn create_client(s: &Server, client_id: &str) -> String {
 /// The instants a task passed through, and the state of its runs at each.
 struct TaskLife {
     task_id: String,
+    task_queue_id: String,
     /// Before the task existed.
     before: chrono::DateTime<chrono::Utc>,
     states: Vec<(chrono::DateTime<chrono::Utc>, Value)>,
@@ -102,6 +103,7 @@ async fn run_a_task_through_its_life(s: &Server) -> TaskLife {
     let t_done = pause();
     TaskLife {
         task_id,
+        task_queue_id: tq,
         before,
         states: vec![
             (t_pending, json!(["pending"])),
@@ -184,6 +186,26 @@ async fn check_history_over_http(s: &Server, life: &TaskLife) {
         body["events"][0]["envelope"]["actor"]["client_id"],
         "static/taskcluster/root"
     );
+
+    // the worker that claimed the runs has a history of its own
+    let worker = format!("{}/it-group/it-worker", life.task_queue_id);
+    let (status, body) =
+        get_json(&signed(s, &format!("/api/audit/v1/history/worker/{worker}"))).await;
+    assert_eq!(status, 200, "{body}");
+    let types: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap())
+        .collect();
+    assert!(
+        !types.is_empty() && types.iter().all(|t| *t == "WorkerSeen"),
+        "{types:?}"
+    );
+    // an unknown kind: 400, naming the kinds there are
+    let (status, body) = get_json(&signed(s, "/api/audit/v1/history/hook/x")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("worker|client"), "{body}");
 }
 
 const TASK_LIFE_EVENTS: [&str; 7] = [
