@@ -189,8 +189,11 @@ async fn check_history_over_http(s: &Server, life: &TaskLife) {
 
     // the worker that claimed the runs has a history of its own
     let worker = format!("{}/it-group/it-worker", life.task_queue_id);
-    let (status, body) =
-        get_json(&signed(s, &format!("/api/audit/v1/history/worker/{worker}"))).await;
+    let (status, body) = get_json(&signed(
+        s,
+        &format!("/api/audit/v1/history/worker/{worker}"),
+    ))
+    .await;
     assert_eq!(status, 200, "{body}");
     let types: Vec<&str> = body["events"]
         .as_array()
@@ -205,7 +208,10 @@ async fn check_history_over_http(s: &Server, life: &TaskLife) {
     // an unknown kind: 400, naming the kinds there are
     let (status, body) = get_json(&signed(s, "/api/audit/v1/history/hook/x")).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("worker|client"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("worker|client"),
+        "{body}"
+    );
 }
 
 const TASK_LIFE_EVENTS: [&str; 7] = [

@@ -103,23 +103,53 @@ pub async fn run_timers(engine: Engine) {
 /// The dependency reactor's checkpoint name.
 pub const DEPENDENCY_CONSUMER: &str = "dependency-reactor";
 
+/// How often at most the dependency reactor writes its checkpoint while events keep coming.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// Tells dependents when a task resolves. Resumes from its stored offset after a restart;
 /// commands are idempotent, so replaying a few events twice is harmless.
+///
+/// The cursor lives in memory; the checkpoint follows it at most once a second, and within a
+/// second of the last event handled. Writing it after every group commit cost a RocksDB write
+/// per commit beside the writer's own; a crash now replays at most a second of events, which
+/// the idempotent commands absorb.
 pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>) {
     let mut committed = engine.committed();
     let view = engine.view().clone();
+    // (position, checkpointed position, when last checkpointed); None until read from the
+    // checkpoint, and again whenever the role was lost, so a regained partition starts from it
+    let mut cursor: Option<(u64, u64, std::time::Instant)> = None;
+    // the cursor after reaching `next`: checkpointed when there is progress and the last
+    // checkpoint is a second old
+    let checkpoint = |next: u64, stored: u64, stored_at: std::time::Instant| {
+        if next <= stored || stored_at.elapsed() < CHECKPOINT_EVERY {
+            return (next, stored, stored_at);
+        }
+        match view.store_consumer_offset(DEPENDENCY_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION, next) {
+            Ok(()) => (next, next, std::time::Instant::now()),
+            Err(e) => {
+                tracing::error!(error = %e, "dependency checkpoint write failed");
+                (next, stored, stored_at)
+            }
+        }
+    };
     loop {
         if !writing(engine.role()).await {
+            cursor = None;
             continue;
         }
-        let offset = match view.consumer_offset(DEPENDENCY_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(error = %e, "dependency checkpoint unreadable");
-                tokio::time::sleep(IDLE).await;
-                continue;
-            }
+        let (offset, stored, stored_at) = match cursor {
+            Some(c) => c,
+            None => match view.consumer_offset(DEPENDENCY_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION) {
+                Ok(o) => (o, o, std::time::Instant::now()),
+                Err(e) => {
+                    tracing::error!(error = %e, "dependency checkpoint unreadable");
+                    tokio::time::sleep(IDLE).await;
+                    continue;
+                }
+            },
         };
+        cursor = Some((offset, stored, stored_at));
         let batch = match log.read(QUEUE_TOPIC, QUEUE_PARTITION, offset, 1024).await {
             Ok(b) => b,
             Err(e) => {
@@ -129,23 +159,19 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
             }
         };
         if batch.records.is_empty() {
-            if batch.next > offset {
-                // only markers the log skips: move past them
-                if let Err(e) = view.store_consumer_offset(
-                    DEPENDENCY_CONSUMER,
-                    QUEUE_TOPIC,
-                    QUEUE_PARTITION,
-                    batch.next,
-                ) {
-                    tracing::error!(error = %e, "dependency checkpoint write failed");
-                }
-            } else {
-                let _ = tokio::time::timeout(IDLE, committed.changed()).await;
+            // caught up (or only markers the log skips, which move the position past them)
+            let next = batch.next.max(offset);
+            cursor = Some(checkpoint(next, stored, stored_at));
+            if next == offset {
+                // wait for the next commit, or until unstored progress is due to be stored
+                let wait = match cursor {
+                    Some((_, s, at)) if s < next => CHECKPOINT_EVERY.saturating_sub(at.elapsed()),
+                    _ => IDLE,
+                };
+                let _ = tokio::time::timeout(wait, committed.changed()).await;
             }
             continue;
         }
-        // the checkpoint moves once per batch, past what was handled: handling an event again
-        // after a crash is harmless (the commands are idempotent)
         let mut handled = offset;
         for r in &batch.records {
             // most events resolve no run: learn that from the variant index alone, without
@@ -164,16 +190,7 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
             }
             handled = r.offset + 1;
         }
-        if handled > offset {
-            if let Err(e) = view.store_consumer_offset(
-                DEPENDENCY_CONSUMER,
-                QUEUE_TOPIC,
-                QUEUE_PARTITION,
-                handled,
-            ) {
-                tracing::error!(error = %e, "dependency checkpoint write failed");
-            }
-        }
+        cursor = Some(checkpoint(handled, stored, stored_at));
     }
 }
 
