@@ -254,6 +254,12 @@ pub async fn run_builtin_workers(engine: Engine) {
             ("built-in/succeed", ReasonResolved::Completed),
             ("built-in/fail", ReasonResolved::Failed),
         ] {
+            // every commit that makes any run pending wakes this loop: ask the writer only
+            // when the projection shows work here (a wake-up registered above covers a run
+            // made pending after this look)
+            if engine.view().pending(queue, 1).is_ok_and(|p| p.is_empty()) {
+                continue;
+            }
             let Ok(task_queue_id) = queue.parse() else {
                 continue;
             };
