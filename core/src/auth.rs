@@ -796,9 +796,10 @@ fn apply_certificate(
     }
 
     // 5. the issuer holds every certificate scope
-    if !cert_scopes
-        .iter()
-        .all(|s| scopes::any_satisfies(&issuer.scopes, s))
+    let wanted: Vec<&str> = cert_scopes.iter().map(String::as_str).collect();
+    if !scopes::covered(&issuer.scopes, &wanted)
+        .into_iter()
+        .all(|hit| hit)
     {
         return Err(AuthError(format!(
             "ext.certificate issuer `{}` doesn't satisfiy all certificate scopes {}.  \
@@ -861,7 +862,8 @@ fn apply_authorized_scopes(
     let mut held = creds.scopes.to_vec();
     held.push(ANONYMOUS_SCOPE.to_owned());
     let held = clients.expand(held);
-    if !authorized.iter().all(|s| scopes::any_satisfies(&held, s)) {
+    let wanted: Vec<&str> = authorized.iter().map(String::as_str).collect();
+    if !scopes::covered(&held, &wanted).into_iter().all(|hit| hit) {
         return Err(AuthError(format!(
             "Supplied credentials do not satisfy authorizedScopes; \
              credentials have scopes [{}]; authorizedScopes are [{}]",

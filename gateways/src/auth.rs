@@ -804,12 +804,13 @@ async fn update_role(
                 .ok_or_else(|| ApiError::not_found("Role not found"))?;
             let held = st.auth.view().expand(current.scopes.clone());
             let mut required = vec![s(format!("auth:update-role:{id}"))];
+            let wanted: Vec<&str> = scopes_.iter().map(String::as_str).collect();
             required.extend(
                 scopes_
                     .iter()
-                    .filter(|x| !scopes::any_satisfies(&held, x))
-                    .cloned()
-                    .map(ScopeExpr::scope),
+                    .zip(scopes::covered(&held, &wanted))
+                    .filter(|(_, had)| !had)
+                    .map(|(x, _)| ScopeExpr::scope(x.clone())),
             );
             caller.require(&ScopeExpr::all(required))?;
             let cmd = AuthCommand::UpdateRole {
