@@ -323,3 +323,47 @@ async fn static_worker_registers_claims_work_and_is_removed() {
         );
     }
 }
+
+/// Paging through a pool's workers one at a time returns each worker once, also when one
+/// group's name is another's followed by `-...` (workers come in (group, id) order).
+#[tokio::test]
+async fn listing_a_pools_workers_page_by_page_misses_none() {
+    let s = Server::start(&[]).await;
+    let m = root(&s);
+    let pool = fresh_queue();
+    m.createWorkerPool(&pool, &pool_body(json!({})))
+        .await
+        .unwrap();
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let made = [
+        ("us-east", "w9"),
+        ("us-east-1", "w1"),
+        ("us-east-1", "w2"),
+        ("us", "w5"),
+    ];
+    for (group, id) in made {
+        let body = json!({ "expires": expires, "providerInfo": { "staticSecret": secret() } });
+        m.createWorker(&pool, group, id, &body).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = m
+            .listWorkersForWorkerPool(&pool, token.as_deref(), Some("1"), None, None)
+            .await
+            .unwrap();
+        for w in page["workers"].as_array().unwrap() {
+            seen.push(format!("{}/{}", w["workerGroup"], w["workerId"]).replace('"', ""));
+        }
+        match page["continuationToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+        assert!(seen.len() <= made.len(), "{seen:?}");
+    }
+    assert_eq!(
+        seen,
+        ["us/w5", "us-east/w9", "us-east-1/w1", "us-east-1/w2"],
+        "in (group, id) order, each once"
+    );
+}

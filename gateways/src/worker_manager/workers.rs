@@ -85,21 +85,26 @@ pub async fn get_route(State(st): St, Extension(auth): Extension<Auth>, uri: Uri
     }
 }
 
-/// A page of workers after the `group/id` token; the token of the next page, if any.
+/// A page of workers after the `group NUL id` token; the token of the next page, if any.
+/// Workers come in (group, id) order and the token is compared the same way: as one
+/// `group/id` string, a page ending in group `us-east` skipped every worker of `us-east-1`
+/// (`-` sorts before `/`).
 fn worker_page<'a>(
     workers: impl Iterator<Item = &'a Worker>,
     q: &std::collections::HashMap<String, String>,
 ) -> Result<Value, ApiError> {
     let after = decode_token(q)?.map(|t| String::from_utf8_lossy(&t).into_owned());
+    let after = after
+        .as_deref()
+        .map(|a| a.split_once('\0').unwrap_or((a, "")));
     let limit = limit(q);
     let mut rows = workers.filter(|w| {
-        let at = format!("{}/{}", w.key.worker_group, w.key.worker_id);
-        after.as_deref().is_none_or(|a| at.as_str() > a)
+        after.is_none_or(|a| (w.key.worker_group.as_str(), w.key.worker_id.as_str()) > a)
     });
     let page: Vec<&Worker> = rows.by_ref().take(limit).collect();
     let mut out = json!({ "workers": page.iter().map(|w| worker_json(w)).collect::<Vec<_>>() });
     if let (true, Some(last)) = (rows.next().is_some(), page.last()) {
-        let at = format!("{}/{}", last.key.worker_group, last.key.worker_id);
+        let at = format!("{}\0{}", last.key.worker_group, last.key.worker_id);
         out["continuationToken"] = json!(encode_token(at.as_bytes()));
     }
     Ok(out)
