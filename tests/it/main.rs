@@ -108,6 +108,21 @@ async fn whole_task_life_with_task_credentials(backend: Backend) {
         .await
         .unwrap();
     assert!(put.status().is_success(), "{}", put.status());
+    // a name or a content type Taskcluster refuses: 400, and nothing is created
+    let s3 = |content_type: &str| json!({ "storageType": "s3", "contentType": content_type, "expires": expires });
+    let bad_name = worker
+        .createArtifact(&task_id, "0", "public/a\nb", &s3("text/plain"))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&bad_name), Some(400), "{bad_name:#}");
+    let long_type = format!("text/{}", "x".repeat(300));
+    for content_type in [long_type.as_str(), "text/plain\r\nx-evil: 1"] {
+        let bad_type = worker
+            .createArtifact(&task_id, "0", "public/typed", &s3(content_type))
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&bad_type), Some(400), "{bad_type:#}");
+    }
     // the task credentials cannot touch another task's run
     let other = slugid::nice();
     let denied = worker.reportCompleted(&other, "0").await.unwrap_err();
@@ -127,6 +142,7 @@ async fn whole_task_life_with_task_credentials(backend: Backend) {
     assert_eq!(body, "hello from the task");
     let listed = q.listArtifacts(&task_id, "0", None, None).await.unwrap();
     assert_eq!(listed["artifacts"][0]["name"], "public/logs/live.log");
+    assert_eq!(listed["artifacts"].as_array().unwrap().len(), 1, "{listed}");
     // a tampered signature is refused
     let bad = http.get(format!("{url}x")).send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 403);

@@ -26,6 +26,19 @@ type St = State<Arc<AppState>>;
 
 const CREATE_SCHEMA: &str = "/schemas/queue/v1/post-artifact-request.json#";
 
+/// An artifact name as Taskcluster's routes take it: printable ASCII, at most 1024 characters.
+fn name_param(name: &str) -> Result<(), ApiError> {
+    if !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| (0x20..=0x7e).contains(&b))
+    {
+        return Ok(());
+    }
+    Err(ApiError::bad_param("name", name, "^[\\x20-\\x7e]+$"))
+}
+
+const MAX_NAME: usize = 1024;
+
 fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
     let mut c = Checks::default();
     let Some(obj) = body.as_object() else {
@@ -44,6 +57,17 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
         t
     });
     let content_type = c.string(obj, "contentType", false).map(str::to_string);
+    // served back as the Content-Type header of downloads: at most 255 characters (the
+    // schema's limit), and none a header cannot carry
+    if let Some(t) = &content_type {
+        if t.chars().count() > 255 {
+            c.errors
+                .push("data.contentType should NOT be longer than 255 characters".into());
+        } else if !t.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            c.errors
+                .push("data.contentType should match pattern \"^[\\x20-\\x7e]*$\"".into());
+        }
+    }
     let allowed: &[&str] = match storage_type.as_str() {
         "s3" | "object" => &["storageType", "expires", "contentType", "contentLength"],
         "reference" => &["storageType", "expires", "contentType", "url"],
@@ -188,6 +212,7 @@ pub async fn create_artifact(
         caller.require(&ScopeExpr::scope(format!("queue:create-artifact:{task_id}/{run_id}")))?;
         let id = slug_param("taskId", &task_id)?;
         let run = run_param(&run_id)?;
+        name_param(&name)?;
         let artifact = parse_artifact(&body, &name)?;
         let cmd = QueueCommand::CreateArtifact { task_id: id, run_id: run, artifact };
         let stored = match st.engine.execute(actor(caller), cmd).await? {
@@ -207,7 +232,7 @@ pub async fn create_artifact(
                     blobs::derived_upload_id(&st, &id, run, &name)
                 });
                 let task = st.engine.view().task(&id)?.ok_or_else(|| ApiError::not_found("Task not found"))?;
-                let r = &task.runs[run as usize];
+                let r = task.runs.get(run as usize).ok_or_else(|| ApiError::not_found("Run not found"))?;
                 let object_name = object_name(&id, run, &name);
                 // the queue starts the upload (locking in project, id and expiry), as upstream;
                 // where another node writes the object service (a cluster) the worker's own
@@ -458,6 +483,7 @@ async fn get_artifact_inner(
     if run.is_none() {
         caller.require(&ScopeExpr::scope(format!("queue:get-artifact:{name}")))?;
     }
+    name_param(name)?;
     let id = slug_param("taskId", task_id)?;
     let run = match run {
         Some(r) => run_param(r)?,
@@ -623,6 +649,7 @@ async fn info_inner(
         None => format!("queue:list-artifacts:{task_id}"),
     };
     caller.require(&ScopeExpr::scope(scope))?;
+    name_param(name)?;
     let id = slug_param("taskId", task_id)?;
     let run = match run {
         Some(r) => run_param(r)?,
