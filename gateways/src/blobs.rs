@@ -23,10 +23,24 @@ pub fn segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, URL_SEGMENT).to_string()
 }
 
-/// `s` escaped as one store path segment (so no name reaches outside its directory).
+/// `s` escaped as one store path segment (so no name reaches outside its directory). A name
+/// whose escaped form would pass a file name's 255 bytes on disk (every `%` of it is escaped
+/// again by the store, as `%25`; names may have 1024 characters) is stored under `_` and the
+/// SHA-256 of the name instead, which no escaped name can equal (`_` is always escaped).
 pub fn store_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    let escaped =
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let on_disk = escaped.len() + 2 * escaped.bytes().filter(|b| *b == b'%').count();
+    if on_disk <= MAX_SEGMENT {
+        return escaped;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("_{hex}")
 }
+
+/// The longest segment kept as its escaped name (ext4 and most file systems allow 255 bytes).
+const MAX_SEGMENT: usize = 240;
 
 /// HMAC over method, canonical path and expiry: the signature of a blob URL.
 fn signature(st: &AppState, method: &str, canonical: &str, expires: i64) -> ring::hmac::Tag {
@@ -180,5 +194,26 @@ mod tests {
         ] {
             assert_ne!(different, id);
         }
+    }
+
+    /// Names keep their escaped form as long as it fits a file name; longer legal names (up
+    /// to 1024 characters, many separators or non-ASCII) get a digest that fits and differs
+    /// per name, and the file can be written.
+    #[test]
+    fn store_segments_fit_a_file_name() {
+        assert_eq!(store_segment("public/a.txt"), "public%2Fa%2Etxt");
+        let dir = std::env::temp_dir().join(format!("taskledger-segment-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long = ["public/", &"a/".repeat(500), "x"].concat();
+        let wide = "é".repeat(100);
+        let mut seen = std::collections::HashSet::new();
+        for name in [long.as_str(), &long[..1000], wide.as_str()] {
+            let path = object_store::path::Path::from(format!("t/0/{}", store_segment(name)));
+            let file = path.filename().unwrap();
+            assert!(file.len() <= 255, "{} bytes", file.len());
+            assert!(seen.insert(file.to_string()), "one segment per name");
+            std::fs::write(dir.join(file), b"x").unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
