@@ -511,6 +511,40 @@ async fn error_statuses_and_bodies(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.get("continuationToken"), None, "{body}");
 
+    // the lists paged by key start again from the beginning on a token they cannot read or
+    // one from another list, as upstream; the lists paged by position answer 400
+    let pending_queue = fresh_queue();
+    let pending_task = slugid::nice();
+    q.createTask(&pending_task, &task_def(&pending_queue, 600))
+        .await
+        .unwrap();
+    // a key of another queue's list (sorting after this one's), as a token of this one
+    let other_list = base64::engine::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        format!("{pending_queue}~\u{0}zzzz"),
+    );
+    for token in ["!!not-base64!!", other_list.as_str()] {
+        let (status, body) = server
+            .root_call(
+                "GET",
+                &format!(
+                    "/api/queue/v1/task-queues/{pending_queue}/pending?continuationToken={token}"
+                ),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["tasks"][0]["taskId"], pending_task.as_str(), "{body}");
+    }
+    let (status, body) = server
+        .root_call(
+            "GET",
+            "/api/queue/v1/task-queues?continuationToken=!!not-base64!!",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
     // 409 on a conflicting report was covered elsewhere; here a reclaim of a pending run
     let t = slugid::nice();
     q.createTask(&t, &task_def(&fresh_queue(), 600))

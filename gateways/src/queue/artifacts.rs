@@ -589,7 +589,7 @@ async fn list_inner(
     }
     let prefix = keys::artifact_prefix(&id, run);
     let after =
-        decode_token(&q)?.map(|name| keys::artifact(&id, run, &String::from_utf8_lossy(&name)));
+        keyset_token(&q).map(|name| keys::artifact(&id, run, &String::from_utf8_lossy(&name)));
     let lim = limit(&q);
     let rows = st
         .engine

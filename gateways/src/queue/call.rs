@@ -263,6 +263,14 @@ pub fn decode_token(q: &HashMap<String, String>) -> Result<Option<Vec<u8>>, ApiE
     }
 }
 
+/// The token of a keyset-paginated list (listArtifacts, listLatestArtifacts, listPendingTasks,
+/// listClaimedTasks): one that does not decode starts the list again from its beginning, as
+/// upstream (conventions §6), where the offset-paginated lists answer 400.
+pub fn keyset_token(q: &HashMap<String, String>) -> Option<Vec<u8>> {
+    q.get("continuationToken")
+        .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+}
+
 /// Fresh 44-character seed: two slugids.
 fn seed() -> String {
     format!("{}{}", slugid::v4(), slugid::v4())

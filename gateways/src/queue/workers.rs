@@ -148,9 +148,11 @@ pub async fn task_queue_routes(
             auth.caller()?.require(&s(format!("queue:pending-list:{queue}")))?;
             let q = queue_param(queue)?;
             let qs = query(&uri, &["continuationToken", "limit"])?;
-            let after = decode_token(&qs)?;
+            let prefix = keys::queue_prefix(q.as_str());
+            // a token from elsewhere starts again too
+            let after = keyset_token(&qs).filter(|k| k.starts_with(&prefix));
             let lim = limit(&qs);
-            let rows = st.engine.view().scan(keys::CF_PENDING, &keys::queue_prefix(q.as_str()), after.as_deref(), lim + 1)?;
+            let rows = st.engine.view().scan(keys::CF_PENDING, &prefix, after.as_deref(), lim + 1)?;
             let mut out = Vec::new();
             for (k, _) in rows.iter().take(lim) {
                 let Some((task_id, run_id)) = keys::task_run_suffix(k) else { continue };
@@ -168,9 +170,11 @@ pub async fn task_queue_routes(
             auth.caller()?.require(&s(format!("queue:claimed-list:{queue}")))?;
             let q = queue_param(queue)?;
             let qs = query(&uri, &["continuationToken", "limit"])?;
-            let after = decode_token(&qs)?;
+            let prefix = keys::queue_prefix(q.as_str());
+            // a token from elsewhere starts again too
+            let after = keyset_token(&qs).filter(|k| k.starts_with(&prefix));
             let lim = limit(&qs);
-            let rows = st.engine.view().scan(keys::CF_CLAIMS, &keys::queue_prefix(q.as_str()), after.as_deref(), lim + 1)?;
+            let rows = st.engine.view().scan(keys::CF_CLAIMS, &prefix, after.as_deref(), lim + 1)?;
             let mut out = Vec::new();
             for (k, v) in rows.iter().take(lim) {
                 let Some((task_id, run_id)) = keys::task_run_suffix(k) else { continue };
