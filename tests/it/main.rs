@@ -511,6 +511,21 @@ async fn error_statuses_and_bodies(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.get("continuationToken"), None, "{body}");
 
+    // lengths are counted in characters, as JSON Schema counts them: 255 of `é` (510
+    // bytes) is a name, 256 is not
+    for (chars, status) in [(255, 200), (256, 400)] {
+        let mut def = task_def(&fresh_queue(), 600);
+        def["metadata"]["name"] = json!("é".repeat(chars));
+        let (got, body) = server
+            .root_call(
+                "PUT",
+                &format!("/api/queue/v1/task/{}", slugid::nice()),
+                &def,
+            )
+            .await;
+        assert_eq!(got, status, "{chars} characters: {body}");
+    }
+
     // the lists paged by key start again from the beginning on a token they cannot read or
     // one from another list, as upstream; the lists paged by position answer 400
     let pending_queue = fresh_queue();

@@ -235,7 +235,10 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         }),
     };
     let routes = string_list(&mut c, obj, "routes", 64, true);
-    if routes.iter().any(|r| r.is_empty() || r.len() > 249) {
+    if routes
+        .iter()
+        .any(|r| r.is_empty() || r.chars().count() > 249)
+    {
         c.fail("data.routes items should be 1 to 249 characters".into());
     }
     let priority = match c.string(obj, "priority", false) {
@@ -287,7 +290,8 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
             }
             let mut field = |k: &str, max: usize| {
                 let v = c.string(m, k, true).unwrap_or("").to_string();
-                if v.len() > max {
+                // JSON Schema counts characters, not bytes
+                if v.chars().count() > max {
                     c.fail(format!(
                         "data.metadata.{k} should NOT be longer than {max} characters"
                     ));
@@ -323,7 +327,7 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         None => JsonText("{}".into()),
         Some(Value::Object(t)) => {
             if t.values()
-                .any(|v| !v.as_str().is_some_and(|s| s.len() <= 4096))
+                .any(|v| !v.as_str().is_some_and(|s| s.chars().count() <= 4096))
             {
                 c.fail("data.tags values should be strings of at most 4096 characters".into());
             }

@@ -505,7 +505,7 @@ pub async fn quarantine_worker(
             .and_then(|v| v.as_str())
             .unwrap_or("[unspecified]")
             .to_string();
-        if info.len() > 4000 {
+        if info.chars().count() > 4000 {
             return Err(ApiError::validation(
                 schema,
                 &["data.quarantineInfo should NOT be longer than 4000 characters".into()],
