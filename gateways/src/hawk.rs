@@ -310,6 +310,23 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
     if path.starts_with("/blobs/") || path.starts_with("/objects/") {
         return next.run(req).await;
     }
+    // every route's parameters are text: a path that does not decode to UTF-8 gets
+    // Taskcluster's error body here, not the router's plain-text rejection
+    if percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .is_err()
+    {
+        return crate::error::Failure {
+            error: ApiError::new(
+                ErrorCode::InvalidRequestArguments,
+                "Invalid URL patterns:\nthe path does not decode to UTF-8 text",
+            ),
+            method: "unknown",
+            params: serde_json::json!({}),
+            payload: serde_json::json!({}),
+        }
+        .into_response();
+    }
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

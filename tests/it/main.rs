@@ -511,6 +511,17 @@ async fn error_statuses_and_bodies(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.get("continuationToken"), None, "{body}");
 
+    // a path that is not UTF-8 once decoded: Taskcluster's error body, not plain text
+    let r = reqwest::get(format!(
+        "{}/api/queue/v1/task/%FF%FE/status",
+        server.root_url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "InvalidRequestArguments", "{body}");
+
     // lengths are counted in characters, as JSON Schema counts them: 255 of `é` (510
     // bytes) is a name, 256 is not
     for (chars, status) in [(255, 200), (256, 400)] {
