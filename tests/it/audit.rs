@@ -172,15 +172,7 @@ async fn check_history_over_http(s: &Server, life: &TaskLife) {
     assert_eq!(status, 403);
 
     // history over HTTP: every event of the task, in order, with its actor
-    let (status, body) =
-        get_json(&signed(s, &format!("/api/audit/v1/history/task/{task_id}"))).await;
-    assert_eq!(status, 200, "{body}");
-    let types: Vec<&str> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let (body, types) = history_over_http(s, &format!("task/{task_id}")).await;
     assert_eq!(types, TASK_LIFE_EVENTS);
     assert_eq!(
         body["events"][0]["envelope"]["actor"]["client_id"],
@@ -189,18 +181,7 @@ async fn check_history_over_http(s: &Server, life: &TaskLife) {
 
     // the worker that claimed the runs has a history of its own
     let worker = format!("{}/it-group/it-worker", life.task_queue_id);
-    let (status, body) = get_json(&signed(
-        s,
-        &format!("/api/audit/v1/history/worker/{worker}"),
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let types: Vec<&str> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let (_, types) = history_over_http(s, &format!("worker/{worker}")).await;
     assert!(
         !types.is_empty() && types.iter().all(|t| *t == "WorkerSeen"),
         "{types:?}"
@@ -212,6 +193,19 @@ async fn check_history_over_http(s: &Server, life: &TaskLife) {
         body["message"].as_str().unwrap().contains("worker|client"),
         "{body}"
     );
+}
+
+/// An entity's history from the audit API (200 expected): the body and its event types.
+async fn history_over_http(s: &Server, entity: &str) -> (Value, Vec<String>) {
+    let (status, body) = get_json(&signed(s, &format!("/api/audit/v1/history/{entity}"))).await;
+    assert_eq!(status, 200, "{body}");
+    let types = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap().to_string())
+        .collect();
+    (body, types)
 }
 
 const TASK_LIFE_EVENTS: [&str; 7] = [
