@@ -467,7 +467,7 @@ async fn error_statuses_and_bodies(backend: Backend) {
 
     // a long list of ids without the scopes: the 403's message shows the start of the
     // required expression, not one line per id
-    let many: Vec<String> = (0..50_000).map(|i| format!("id{i:06}")).collect();
+    let many: Vec<String> = (0..50_000).map(|_| slugid::nice()).collect();
     let r = http
         .post(format!("{base}/tasks"))
         .json(&json!({ "taskIds": many }))
@@ -479,7 +479,7 @@ async fn error_statuses_and_bodies(backend: Backend) {
     assert_eq!(body["code"], "InsufficientScopes");
     let message = body["message"].as_str().unwrap();
     assert!(message.len() < 200_000, "{} bytes", message.len());
-    assert!(message.contains("queue:get-task:id000000"));
+    assert!(message.contains(&format!("queue:get-task:{}", many[0])));
     assert!(message.contains("(cut: the expression is longer than"));
 
     // a continuation token past any list (the largest usize) is an empty last page
@@ -510,6 +510,26 @@ async fn error_statuses_and_bodies(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.get("continuationToken"), None, "{body}");
+
+    // every id is checked, not only the current page's: 400 naming the bad ones
+    let (status, body) = server
+        .root_call(
+            "POST",
+            "/api/queue/v1/tasks?limit=1",
+            &json!({ "taskIds": [slugid::nice(), slugid::nice(), "not-a-slug", 7] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "InputValidationError", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("data.taskIds[2] should match pattern"),
+        "{message}"
+    );
+    assert!(
+        message.contains("data.taskIds[3] should be string"),
+        "{message}"
+    );
 
     // a path that is not UTF-8 once decoded: Taskcluster's error body, not plain text
     let r = reqwest::get(format!(

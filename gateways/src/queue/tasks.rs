@@ -95,22 +95,34 @@ async fn many(
     let caller = auth.caller()?;
     let q = query(uri, &["continuationToken", "limit"])?;
     let body = json_body(headers, body)?;
-    let ids: Vec<String> = body
+    const SCHEMA: &str = "/schemas/queue/v1/task-ids-request.json#";
+    let items = body
         .get("taskIds")
         .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
         .ok_or_else(|| {
             ApiError::validation(
-                "/schemas/queue/v1/task-ids-request.json#",
+                SCHEMA,
                 &["data should have required property 'taskIds'".into()],
             )
         })?;
+    // every id is checked against the schema before anything else, as upstream: not only
+    // the current page's, and a non-string is an error, not skipped
+    let mut ids: Vec<(String, TaskId)> = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        match v.as_str().map(|t| (t, t.parse::<TaskId>())) {
+            Some((t, Ok(id))) => ids.push((t.to_string(), id)),
+            Some((_, Err(_))) => errors.push(format!(
+                "data.taskIds[{i}] should match pattern \"{SLUGID_RE}\""
+            )),
+            None => errors.push(format!("data.taskIds[{i}] should be string")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(SCHEMA, &errors));
+    }
     caller.require(&ScopeExpr::all(
-        ids.iter().map(|i| s(format!("{scope}:{i}"))).collect(),
+        ids.iter().map(|(i, _)| s(format!("{scope}:{i}"))).collect(),
     ))?;
     let start = match decode_token(&q)? {
         Some(t) => String::from_utf8(t)
@@ -121,9 +133,8 @@ async fn many(
     };
     let lim = limit(&q);
     let mut out = Vec::new();
-    for text in ids.iter().skip(start).take(lim) {
-        let id = slug_param("taskIds", text)?;
-        if let Some(t) = st.engine.view().task(&id)? {
+    for (text, id) in ids.iter().skip(start).take(lim) {
+        if let Some(t) = st.engine.view().task(id)? {
             out.push(json!({ "taskId": text, list: render(&t) }));
         }
     }
