@@ -1072,9 +1072,26 @@ async fn github_repo_token(
 
 // --- authenticateHawk and the conformance endpoints -----------------------------------
 
+/// An authenticateHawk body as an error echoes it: the caller's Authorization header and any
+/// bewit in the resource left out.
+fn without_credentials(payload: &Value) -> Value {
+    let mut p = payload.clone();
+    if let Some(body) = p.as_object_mut() {
+        if body.contains_key("authorization") {
+            body.insert("authorization".into(), json!("(OMITTED)"));
+        }
+        if let Some(resource) = body.get("resource").and_then(Value::as_str) {
+            if resource.contains("bewit=") {
+                body.insert("resource".into(), json!("(OMITTED)"));
+            }
+        }
+    }
+    p
+}
+
 async fn authenticate_hawk(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     Call::new("authenticateHawk", json!({}))
-        .with_body(&headers, &body)
+        .with_scrubbed_body(&headers, &body, without_credentials)
         .run(async {
             let body = json_body(&headers, &body)?;
             let schema = "v1/authenticate-hawk-request.json";

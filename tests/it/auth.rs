@@ -353,6 +353,21 @@ async fn listing_expansion_bewit_and_conformance_endpoints() {
         .await
         .unwrap();
     assert_eq!(res["status"], "auth-failed");
+    // a request it refuses is echoed without the caller's header or bewit
+    let (status, body) = s
+        .root_call(
+            "POST",
+            "/api/auth/v1/authenticate-hawk",
+            &json!({
+                "method": "get", "resource": "/x?bewit=c2VjcmV0", "host": "example.com",
+                "port": "not a port", "authorization": "Hawk mac=\"c2VjcmV0\""
+            }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["requestInfo"]["payload"]["authorization"], "(OMITTED)");
+    assert_eq!(body["requestInfo"]["payload"]["resource"], "(OMITTED)");
+    assert!(!body.to_string().contains("c2VjcmV0"), "{body}");
 
     // a signed URL for a queue endpoint, made by a client of the auth projection
     let reader = create_client(&s, "it/reader", &["auth:list-roles"]).await;

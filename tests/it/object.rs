@@ -220,6 +220,21 @@ async fn the_object_service_keeps_its_rules_and_refuses_bad_input() {
         status_of(&root.createUpload(&name, &bad_hash).await.unwrap_err()),
         Some(400)
     );
+    // an error echoes the request, but never the upload id (a capability) or inline data
+    let mut refused = start(&upload_id);
+    refused["proposedUploadMethods"] =
+        json!({ "dataInline": { "contentType": "text/plain", "objectData": "c2VjcmV0" }, "x": 1 });
+    let (status, body) = server
+        .root_call("PUT", &format!("/api/object/v1/upload/{name}"), &refused)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let echoed = &body["requestInfo"]["payload"];
+    assert_eq!(echoed["uploadId"], "(OMITTED)", "{body}");
+    assert_eq!(
+        echoed["proposedUploadMethods"]["dataInline"]["objectData"],
+        "(OMITTED)"
+    );
+    assert!(!body.to_string().contains(&upload_id), "{body}");
     // nothing to download before it finished; finishing without data is refused
     let download = json!({ "acceptDownloadMethods": { "getUrl": true } });
     let early = root.startDownload(&name, &download).await.unwrap_err();

@@ -281,7 +281,8 @@ pub(crate) async fn upload_file(
     )
     .await
     .map_err(|e| {
-        tracing::warn!(task_id, name, error = %e, "artifact upload failed");
+        let error = without_urls(&format!("{e:#}"));
+        tracing::warn!(task_id, name, %error, "artifact upload failed");
         classify(&e)
     })?;
     q.finishArtifact(task_id, run_id, name, &json!({ "uploadId": upload_id }))
@@ -291,4 +292,47 @@ pub(crate) async fn upload_file(
             classify(&e)
         })?;
     Ok(())
+}
+
+/// An error's text without the URLs reqwest appends (` for url (...)`): an upload's URL is
+/// signed, and good for a while after a failed PUT, so it must not reach the worker's log.
+fn without_urls(text: &str) -> String {
+    const MARK: &str = " for url (";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + MARK.len()..];
+        // the URL ends at a `)` that ends the text or comes before the next cause (`: `); a
+        // `)` inside the URL's path does not
+        let close = after
+            .match_indices(')')
+            .map(|(i, _)| i)
+            .find(|&i| after[i + 1..].is_empty() || after[i + 1..].starts_with(": "));
+        rest = close.map_or("", |i| &after[i + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_urls;
+
+    #[test]
+    fn signed_urls_are_cut_from_error_texts() {
+        let text = "upload failed: HTTP status client error (409 Conflict) for url \
+                    (http://h/objects/a(1)b?expires=9&sig=SECRET): retried 5 times";
+        let cut = without_urls(text);
+        assert!(!cut.contains("SECRET"), "{cut}");
+        assert_eq!(
+            cut,
+            "upload failed: HTTP status client error (409 Conflict): retried 5 times"
+        );
+        let last = without_urls("error sending request for url (http://h/x?sig=SECRET)");
+        assert_eq!(last, "error sending request");
+        let unclosed = without_urls("error for url (http://h/x?sig=SECRET");
+        assert_eq!(unclosed, "error");
+        assert_eq!(without_urls("no url here"), "no url here");
+    }
 }
