@@ -566,6 +566,34 @@ fn same_command<E>(a: &Envelope<E>, b: &Envelope<E>) -> bool {
         && a.causation_id == b.causation_id
 }
 
+/// How many of a read's records to render now: all of them, except, when more of the log
+/// follows, the events at the end that belong to one command (which the read may have cut:
+/// a command's messages render from the state after all its events, and a task-exception
+/// followed by its retry's run must not look like a resolution of the group). All of them
+/// when that command is the whole read.
+fn whole_commands(
+    topic: &str,
+    records: &[taskledger_core::log::Stored],
+    more_follows: bool,
+) -> Result<usize, BridgeError> {
+    if topic != QUEUE_TOPIC || !more_follows {
+        return Ok(records.len());
+    }
+    let Some(last) = records.last() else {
+        return Ok(0);
+    };
+    let last = codec::decode::<Envelope<QueueEvent>>(&last.value)?;
+    let mut keep = records.len() - 1;
+    while keep > 0 {
+        let before = codec::decode::<Envelope<QueueEvent>>(&records[keep - 1].value)?;
+        if !same_command(&before, &last) {
+            break;
+        }
+        keep -= 1;
+    }
+    Ok(if keep == 0 { records.len() } else { keep })
+}
+
 /// Messages for a batch of queue records; the state after each command renders its messages.
 fn queue_batch(
     overlay: &mut Overlay,
@@ -1163,12 +1191,19 @@ async fn session<L: EventLog>(
                 continue;
             }
             progressed = true;
+            let end = log.end_offset(topic, 0).await?;
+            // a read may stop inside a command: its last events wait for the next read
+            let keep = whole_commands(topic, &read.records, read.next < end)?;
+            let (records, next) = match read.records.get(keep) {
+                Some(first_left) if keep > 0 => (&read.records[..keep], first_left.offset),
+                _ => (&read.records[..], read.next),
+            };
             // a batch renders only through a batch of its own topic
             if let Some(f) = in_flight.take_if(|f| f.topic != topic) {
                 f.store(state, stats).await?;
             }
             let parent = in_flight.as_ref().map(|f| f.changes.clone());
-            let (changes, outgoing) = render(state, parent, topic, &read.records)?;
+            let (changes, outgoing) = render(state, parent, topic, records)?;
             let items = outgoing.iter().map(|o| {
                 (
                     o.message.exchange.as_str(),
@@ -1185,11 +1220,11 @@ async fn session<L: EventLog>(
                 topic,
                 changes: Arc::new(changes),
                 confirms,
-                next: read.next,
+                next,
                 start: offset,
                 messages: outgoing.len() as u64,
             });
-            unread += log.end_offset(topic, 0).await?.saturating_sub(read.next);
+            unread += end.saturating_sub(next);
         }
         if !progressed {
             if let Some(f) = in_flight.take() {
@@ -1444,6 +1479,40 @@ mod expiry_tests {
             |i| Millis(at.0 + i as i64),
             |e| e.stream().id(),
         )
+    }
+
+    /// A read that may stop inside a command leaves its last command's events for the next
+    /// read, unless the log ends there or that command is the whole read; other topics' reads
+    /// are rendered whole.
+    #[test]
+    fn reads_are_rendered_up_to_their_last_whole_command() {
+        let now = Millis::now();
+        let task = TaskId::nice();
+        let one = |i: i64, events: Vec<QueueEvent>, first: u64| {
+            stored(events, first, |_| Millis(now.0 + i), |e| e.stream().id())
+        };
+        let scheduled = QueueEvent::RunScheduled {
+            task_id: task,
+            run_id: 0,
+            reason: taskledger_core::queue::ReasonCreated::Scheduled,
+            retries_left: 5,
+            at: now,
+        };
+        let mut log = one(0, vec![scheduled.clone(), scheduled.clone()], 0);
+        log.extend(one(1, vec![scheduled.clone()], 2));
+        log.extend(one(
+            2,
+            vec![scheduled.clone(), scheduled.clone(), scheduled],
+            3,
+        ));
+        assert_eq!(whole_commands(QUEUE_TOPIC, &log[..5], true).unwrap(), 3);
+        assert_eq!(whole_commands(QUEUE_TOPIC, &log[..6], true).unwrap(), 3);
+        assert_eq!(whole_commands(QUEUE_TOPIC, &log[..6], false).unwrap(), 6);
+        // a read cannot tell that its last command ended: it waits for the next read
+        assert_eq!(whole_commands(QUEUE_TOPIC, &log[..3], true).unwrap(), 2);
+        assert_eq!(whole_commands(QUEUE_TOPIC, &log[..2], true).unwrap(), 2);
+        assert_eq!(whole_commands(QUEUE_TOPIC, &log[..1], true).unwrap(), 1);
+        assert_eq!(whole_commands(AUTH_TOPIC, &log[..5], true).unwrap(), 5);
     }
 
     /// `events` as records from offset `first`, the i-th at `time(i)` on stream `stream(e)`.
