@@ -28,7 +28,8 @@ use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::queue::{
-    Artifact, ArtifactStorage, JsonText, Metadata, QueueEvent, Task, TaskDefinition, TaskGroup,
+    Artifact, ArtifactStorage, JsonText, Metadata, QueueEvent, Repeat, Task, TaskDefinition,
+    TaskGroup,
 };
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{WorkerEvent, WorkerKey, WORKER_MANAGER_TOPIC};
@@ -402,9 +403,20 @@ impl<'a> Overlay<'a> {
         through(self.state, parent, &mut self.changes.artifacts, key)
     }
 
-    /// Folds one queue event; returns the artifact an `ArtifactFinished` finished.
+    /// Folds one queue event; returns the artifact an `ArtifactFinished` finished (or a
+    /// repeated finishArtifact names).
     fn apply(&mut self, event: &QueueEvent) -> Result<Option<Artifact>, BridgeError> {
         match event {
+            QueueEvent::Repeated { repeat, .. } => {
+                return match repeat {
+                    Repeat::ArtifactCreated {
+                        task_id,
+                        run_id,
+                        name,
+                    } => self.artifact(artifact_key(&task_id.0, *run_id, name)),
+                    _ => Ok(None),
+                };
+            }
             QueueEvent::TaskDefined {
                 task_id,
                 definition,
@@ -480,9 +492,14 @@ impl<'a> Overlay<'a> {
                 run_id,
                 name,
             } => {
+                // kept, finished, until it or its task expires: a repeated finishArtifact
+                // publishes artifact-created again
                 let key = artifact_key(&task_id.0, *run_id, name);
-                let a = self.artifact(key.clone())?;
-                self.changes.artifacts.insert(key, None);
+                let a = self.artifact(key.clone())?.map(|mut a| {
+                    a.present = true;
+                    a
+                });
+                self.changes.artifacts.insert(key, a.clone());
                 return Ok(a);
             }
             QueueEvent::WorkerSeen { .. } | QueueEvent::WorkerQuarantined { .. } => {}
@@ -1513,6 +1530,80 @@ mod expiry_tests {
         assert_eq!(whole_commands(QUEUE_TOPIC, &log[..2], true).unwrap(), 2);
         assert_eq!(whole_commands(QUEUE_TOPIC, &log[..1], true).unwrap(), 1);
         assert_eq!(whole_commands(AUTH_TOPIC, &log[..5], true).unwrap(), 5);
+    }
+
+    /// Calls repeated to the same effect publish their messages again, rendered from the
+    /// state as it is: createTask's task-defined and task-pending, rerunTask's task-pending,
+    /// finishArtifact's artifact-created and a report's resolution.
+    #[test]
+    fn repeated_calls_publish_their_messages_again() {
+        let (now, limits) = (Millis::now(), Limits::default());
+        let id = Slug::nice();
+        let def = definition(now);
+        let mut task = queue::Task::defined(id, def.clone(), vec![]);
+        let mut events = Vec::new();
+        let step = |task: &mut queue::Task, events: &mut Vec<QueueEvent>, evs: Vec<QueueEvent>| {
+            evs.iter().for_each(|e| task.apply(e));
+            events.extend(evs);
+        };
+        let created = queue::create_task(None, None, &[], id, def.clone(), now, &limits).unwrap();
+        step(&mut task, &mut events, created);
+        let again = queue::create_task(Some(&task), None, &[], id, def, now, &limits).unwrap();
+        step(&mut task, &mut events, again);
+        let rerun = queue::rerun_task(&task, now).unwrap();
+        step(&mut task, &mut events, rerun);
+        let claimed = queue::claim_run(&task, 0, "g", "w", now, &limits).unwrap();
+        step(&mut task, &mut events, claimed);
+        let mut object = unfinished_object(id, "public/out", now);
+        events.push(object.clone());
+        let finished = QueueEvent::ArtifactFinished {
+            task_id: id,
+            run_id: 0,
+            name: "public/out".into(),
+        };
+        events.push(finished);
+        if let QueueEvent::ArtifactCreated { artifact, .. } = &mut object {
+            artifact.present = true;
+            let repeat = queue::finish_artifact(id, 0, Some(artifact), Slug::NIL, Slug::NIL, now);
+            events.extend(repeat.unwrap());
+        }
+        let done = queue::report(&task, 0, ReasonResolved::Completed, now).unwrap();
+        step(&mut task, &mut events, done);
+        let reported = queue::report(&task, 0, ReasonResolved::Completed, now).unwrap();
+        step(&mut task, &mut events, reported);
+        let dir = std::env::temp_dir().join(format!(
+            "taskledger-bridge-repeat-{}-{}",
+            std::process::id(),
+            Millis::now().0
+        ));
+        let state = BridgeState::open(&dir).unwrap();
+        let out = render_chained(&state, QUEUE_TOPIC, &records_at(events, 0, now), 512);
+        let names: Vec<&str> = out
+            .iter()
+            .map(|o| o.message.exchange.rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "task-defined",
+                "task-pending",
+                "task-defined",
+                "task-pending",
+                "task-pending",
+                "task-running",
+                "artifact-created",
+                "artifact-created",
+                "task-completed",
+                "task-group-resolved",
+                "task-completed",
+            ]
+        );
+        assert_eq!(out[2].message.routing_key, out[0].message.routing_key);
+        assert_eq!(out[7].message.body, out[6].message.body);
+        assert_eq!(out[10].message.routing_key, out[8].message.routing_key);
+        assert_eq!(out[10].message.body, out[8].message.body);
+        drop(state);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// `events` as records from offset `first`, the i-th at `time(i)` on stream `stream(e)`.

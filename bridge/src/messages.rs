@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use taskledger_core::access::AuthEvent;
 use taskledger_core::queue::json::{artifact_info, StatusJson};
 use taskledger_core::queue::{
-    Artifact, ArtifactStorage, QueueEvent, ReasonResolved, RunState, Task, TaskGroup,
+    Artifact, ArtifactStorage, QueueEvent, ReasonResolved, Repeat, RunState, Task, TaskGroup,
 };
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{WorkerEvent, WorkerKey, WorkerPoolId};
@@ -230,31 +230,7 @@ pub fn queue_message(
         }
         QueueEvent::RunResolved { run_id, reason, .. }
         | QueueEvent::RunExceptionRecorded { run_id, reason, .. } => {
-            let t = task?;
-            let name = match reason.state() {
-                RunState::Completed => "task-completed",
-                RunState::Failed => "task-failed",
-                _ => "task-exception",
-            };
-            // a deadline's task-exception names no worker, even for a running run (queue.md
-            // §6.3, pulse.md §5.1)
-            let worker = match reason {
-                ReasonResolved::DeadlineExceeded => None,
-                _ => run_worker(t, *run_id),
-            };
-            let mut fields = vec![("runId", Number((*run_id).into())), ("task", Tags(t))];
-            if let Some((g, w)) = &worker {
-                fields.push(("workerGroup", Str(g)));
-                fields.push(("workerId", Str(w)));
-            }
-            let body = task_body(t, fields);
-            Some(task_message(
-                t,
-                name,
-                Some(*run_id),
-                worker.as_ref().map(|(g, w)| (g.as_str(), w.as_str())),
-                body,
-            ))
+            resolution_message(task?, *run_id, *reason)
         }
         QueueEvent::ArtifactCreated {
             run_id, artifact, ..
@@ -275,6 +251,31 @@ pub fn queue_message(
                 .then(|| artifact_message(task, *run_id, a))
                 .flatten()
         }
+        // a call repeated to the same effect: its message again, from the state now
+        QueueEvent::Repeated { repeat, .. } => match repeat {
+            Repeat::TaskDefined { .. } => {
+                let t = task?;
+                let body = task_body(t, [("task", Tags(t))]);
+                Some(task_message(t, "task-defined", None, None, body))
+            }
+            Repeat::RunPending { run_id, .. } => {
+                let t = task?;
+                let body = task_body(t, [("runId", Number((*run_id).into())), ("task", Tags(t))]);
+                Some(task_message(t, "task-pending", Some(*run_id), None, body))
+            }
+            Repeat::RunResolved { run_id, .. } => {
+                let t = task?;
+                let reason = t.runs.get(*run_id as usize)?.reason_resolved?;
+                resolution_message(t, *run_id, reason)
+            }
+            Repeat::ArtifactCreated { run_id, .. } => {
+                let a = finished?;
+                (!matches!(a.storage, ArtifactStorage::S3 { .. }))
+                    .then(|| artifact_message(task, *run_id, a))
+                    .flatten()
+            }
+            Repeat::TaskGroupSealed { .. } => Some(group_message("task-group-sealed", group?)),
+        },
         QueueEvent::PriorityChanged { old, new, .. } => {
             let t = task?;
             let body = task_body(
@@ -313,6 +314,35 @@ pub fn queue_message(
         | QueueEvent::TaskGroupExpired { .. }
         | QueueEvent::ArtifactExpired { .. } => None,
     }
+}
+
+/// task-completed, task-failed or task-exception for a run resolved with `reason`.
+fn resolution_message(t: &Task, run_id: u32, reason: ReasonResolved) -> Option<Message> {
+    use Field::*;
+    let name = match reason.state() {
+        RunState::Completed => "task-completed",
+        RunState::Failed => "task-failed",
+        _ => "task-exception",
+    };
+    // a deadline's task-exception names no worker, even for a running run (queue.md §6.3,
+    // pulse.md §5.1)
+    let worker = match reason {
+        ReasonResolved::DeadlineExceeded => None,
+        _ => run_worker(t, run_id),
+    };
+    let mut fields = vec![("runId", Number(run_id.into())), ("task", Tags(t))];
+    if let Some((g, w)) = &worker {
+        fields.push(("workerGroup", Str(g)));
+        fields.push(("workerId", Str(w)));
+    }
+    let body = task_body(t, fields);
+    Some(task_message(
+        t,
+        name,
+        Some(run_id),
+        worker.as_ref().map(|(g, w)| (g.as_str(), w.as_str())),
+        body,
+    ))
 }
 
 /// task-group-sealed / task-group-resolved: `{taskGroupId, schedulerId, expires, sealed?}`,

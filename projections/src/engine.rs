@@ -491,6 +491,8 @@ impl<'a> Overlay<'a> {
     }
     fn apply(&mut self, event: &QueueEvent) {
         match event {
+            // changes nothing (it only has its messages published again)
+            QueueEvent::Repeated { .. } => {}
             QueueEvent::TaskDefined {
                 task_id,
                 definition,
@@ -1064,6 +1066,7 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
                 existing.as_ref(),
                 *upload_id,
                 *derived_upload_id,
+                now,
             )?;
             done(overlay, events)
         }

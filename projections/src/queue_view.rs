@@ -833,6 +833,8 @@ impl QueueView {
         event: &QueueEvent,
     ) -> Result<(), StoreError> {
         match event {
+            // changes nothing (it only has its messages published again)
+            QueueEvent::Repeated { .. } => {}
             QueueEvent::TaskDefined {
                 task_id,
                 definition,

@@ -306,7 +306,23 @@ async fn a_running_task_is_published(backend: Backend) {
     assert_eq!(routed.len(), 1);
     assert_eq!(routed[0].body["status"]["taskId"], task_id.as_str());
 
-    // the bridge's progress is on the Prometheus endpoint: caught up, five messages confirmed
+    // calls repeated to the same effect publish their messages again, as upstream (a
+    // consumer that missed one can ask again), each with a message id of its own
+    q.createTask(&task_id, &def).await.unwrap();
+    q.reportCompleted(&task_id, "0").await.unwrap();
+    let again = collect(&mut by_task, Duration::from_secs(20), |g| g.len() >= 2).await;
+    let exchanges: Vec<&str> = again.iter().map(|g| g.exchange.as_str()).collect();
+    assert_eq!(
+        exchanges,
+        [format!("{Q}task-defined"), format!("{Q}task-completed")]
+    );
+    assert_eq!(again[0].routing_key, got[0].routing_key);
+    assert_eq!(again[1].routing_key, got[4].routing_key);
+    assert_eq!(again[1].body["status"], got[4].body["status"]);
+    assert_eq!(again[0].body["status"]["state"], "completed");
+    assert!(again.iter().all(|g| !ids.contains(g.message_id.as_str())));
+
+    // the bridge's progress is on the Prometheus endpoint: caught up, seven messages confirmed
     let url = format!("{}/metrics", s.root_url);
     let text = eventually(Duration::from_secs(10), || async {
         let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
@@ -314,7 +330,7 @@ async fn a_running_task_is_published(backend: Backend) {
     })
     .await;
     assert!(
-        metric_sample(&text, "taskledger_bridge_published_total").unwrap() >= 5.0,
+        metric_sample(&text, "taskledger_bridge_published_total").unwrap() >= 7.0,
         "{text}"
     );
     assert_eq!(

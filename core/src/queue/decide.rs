@@ -1,7 +1,7 @@
 //! The queue's rules: `decide` functions turn a command and the current state into events or a
 //! refusal; `apply` moves state and holds no rules. The clock is an argument.
 
-use super::events::QueueEvent;
+use super::events::{QueueEvent, Repeat};
 use super::model::{
     Artifact, ArtifactStorage, Priority, ReasonCreated, ReasonResolved, Resolution, Run, RunState,
     Task, TaskDefinition, TaskGroup,
@@ -123,7 +123,7 @@ pub fn create_task(
     }
     if let Some(task) = existing {
         return if task.definition == def {
-            Ok(vec![])
+            Ok(repeated_definition(task, now))
         } else {
             Err(QueueError::Conflict(format!(
                 "taskId `{task_id}` already used by another task. This could be the result of faulty idempotency!"
@@ -239,8 +239,19 @@ pub fn rerun_task(task: &Task, now: Millis) -> Decision {
     if past_deadline(task, now) {
         return Err(deadline_conflict(task, "rerun"));
     }
-    if task.last_run().is_some_and(|r| !r.state.is_resolved()) {
-        return Ok(vec![]);
+    match task.last_run() {
+        // upstream sends task-pending again for a pending run; a running one, nothing
+        Some(r) if r.state == RunState::Pending => {
+            return Ok(repeated(
+                Repeat::RunPending {
+                    task_id: task.task_id,
+                    run_id: r.run_id,
+                },
+                now,
+            ))
+        }
+        Some(r) if !r.state.is_resolved() => return Ok(vec![]),
+        _ => {}
     }
     if task.runs.len() >= MAX_RUNS {
         return Err(QueueError::Conflict(format!(
@@ -284,7 +295,22 @@ pub fn cancel_task(task: &Task, now: Millis) -> Decision {
     if past_deadline(task, now) {
         return Err(deadline_conflict(task, "canceled"));
     }
-    Ok(end_task(task, ReasonResolved::Canceled, now))
+    match task.last_run() {
+        // canceled already: task-exception again, as upstream
+        Some(r)
+            if r.state == RunState::Exception
+                && r.reason_resolved == Some(ReasonResolved::Canceled) =>
+        {
+            Ok(repeated(
+                Repeat::RunResolved {
+                    task_id: task.task_id,
+                    run_id: r.run_id,
+                },
+                now,
+            ))
+        }
+        _ => Ok(end_task(task, ReasonResolved::Canceled, now)),
+    }
 }
 
 /// The deadline reactor's command: a no-op before the deadline or on a resolved task.
@@ -391,7 +417,13 @@ pub fn report(task: &Task, run_id: u32, reason: ReasonResolved, now: Millis) -> 
     let same = run.state == reason.state()
         && (reason.state() != RunState::Exception || run.reason_resolved == Some(reason));
     if same {
-        return Ok(vec![]);
+        return Ok(repeated(
+            Repeat::RunResolved {
+                task_id: task.task_id,
+                run_id,
+            },
+            now,
+        ));
     }
     Err(QueueError::Conflict(format!(
         "Run {run_id} on task `{}` is resolved or not running.",
@@ -503,7 +535,12 @@ pub fn expire_group(group: &TaskGroup, now: Millis) -> Decision {
 
 pub fn seal_group(group: &TaskGroup, now: Millis) -> Decision {
     if group.sealed.is_some() {
-        return Ok(vec![]);
+        return Ok(repeated(
+            Repeat::TaskGroupSealed {
+                task_group_id: group.task_group_id,
+            },
+            now,
+        ));
     }
     Ok(vec![QueueEvent::TaskGroupSealed {
         task_group_id: group.task_group_id,
@@ -624,6 +661,7 @@ pub fn finish_artifact(
     existing: Option<&Artifact>,
     upload_id: TaskId,
     derived: TaskId,
+    now: Millis,
 ) -> Decision {
     let artifact = existing.ok_or(QueueError::ArtifactNotFound)?;
     let ArtifactStorage::Object {
@@ -636,7 +674,15 @@ pub fn finish_artifact(
         ));
     };
     if artifact.present {
-        return Ok(vec![]);
+        // finished already: artifact-created again, as upstream
+        return Ok(repeated(
+            Repeat::ArtifactCreated {
+                task_id,
+                run_id,
+                name: artifact.name.clone(),
+            },
+            now,
+        ));
     }
     if super::model::object_upload_id(*expected, || derived) != upload_id {
         return Err(QueueError::Input("uploadId does not match".into()));
@@ -666,6 +712,22 @@ pub fn worker_seen(
         at: now,
         expires: now.plus(DAY),
     }]
+}
+
+/// The one event of a call repeated to the same effect.
+fn repeated(repeat: Repeat, at: Millis) -> Vec<QueueEvent> {
+    vec![QueueEvent::Repeated { repeat, at }]
+}
+
+/// createTask repeated with the same definition: task-defined again, and task-pending when
+/// the first run is still pending (as upstream).
+fn repeated_definition(task: &Task, at: Millis) -> Vec<QueueEvent> {
+    let task_id = task.task_id;
+    let mut events = repeated(Repeat::TaskDefined { task_id }, at);
+    if task.runs.len() == 1 && task.runs[0].state == RunState::Pending {
+        events.extend(repeated(Repeat::RunPending { task_id, run_id: 0 }, at));
+    }
+    events
 }
 
 impl Task {
@@ -767,7 +829,8 @@ impl Task {
             | QueueEvent::WorkerQuarantined { .. }
             | QueueEvent::TaskGroupPriorityChanged { .. }
             | QueueEvent::TaskGroupExpired { .. }
-            | QueueEvent::ArtifactExpired { .. } => {}
+            | QueueEvent::ArtifactExpired { .. }
+            | QueueEvent::Repeated { .. } => {}
             // the task is gone: its holder drops it (see `Task::survives`)
             QueueEvent::TaskExpired { .. } => {}
         }
@@ -815,7 +878,8 @@ impl TaskGroup {
             | QueueEvent::WorkerQuarantined { .. }
             | QueueEvent::TaskGroupPriorityChanged { .. }
             | QueueEvent::TaskExpired { .. }
-            | QueueEvent::ArtifactExpired { .. } => group,
+            | QueueEvent::ArtifactExpired { .. }
+            | QueueEvent::Repeated { .. } => group,
         }
     }
 }

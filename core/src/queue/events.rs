@@ -123,6 +123,46 @@ pub enum QueueEvent {
         run_id: u32,
         name: String,
     },
+    /// A call repeated to the same effect (createTask with the same definition, a report of
+    /// the run's own resolution, ...). Nothing changes, but Taskcluster publishes the call's
+    /// message again, and so does the bridge: a consumer that missed it can get it by
+    /// repeating the call. The log also tells who repeated what, when.
+    Repeated {
+        repeat: Repeat,
+        at: Millis,
+    },
+}
+
+/// What a repeated call publishes again.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Repeat {
+    /// createTask: task-defined.
+    TaskDefined { task_id: TaskId },
+    /// createTask or rerunTask of a task whose run is pending: task-pending.
+    RunPending { task_id: TaskId, run_id: u32 },
+    /// A report of the run's resolution, or cancelTask of a canceled task: the run's
+    /// task-completed, task-failed or task-exception.
+    RunResolved { task_id: TaskId, run_id: u32 },
+    /// createArtifact or finishArtifact of an artifact already there: artifact-created.
+    ArtifactCreated {
+        task_id: TaskId,
+        run_id: u32,
+        name: String,
+    },
+    /// sealTaskGroup of a sealed group: task-group-sealed.
+    TaskGroupSealed { task_group_id: TaskGroupId },
+}
+
+impl Repeat {
+    pub fn stream(&self) -> Stream {
+        match self {
+            Repeat::TaskDefined { task_id }
+            | Repeat::RunPending { task_id, .. }
+            | Repeat::RunResolved { task_id, .. }
+            | Repeat::ArtifactCreated { task_id, .. } => Stream::Task(*task_id),
+            Repeat::TaskGroupSealed { task_group_id } => Stream::TaskGroup(*task_group_id),
+        }
+    }
 }
 
 /// The aggregate an event belongs to.
@@ -212,6 +252,7 @@ impl QueueEvent {
                 worker_id,
                 ..
             } => Stream::Worker(worker_key(task_queue_id, worker_group, worker_id)),
+            QueueEvent::Repeated { repeat, .. } => repeat.stream(),
         }
     }
 
@@ -237,6 +278,7 @@ impl QueueEvent {
             QueueEvent::TaskExpired { .. } => "TaskExpired",
             QueueEvent::TaskGroupExpired { .. } => "TaskGroupExpired",
             QueueEvent::ArtifactExpired { .. } => "ArtifactExpired",
+            QueueEvent::Repeated { .. } => "Repeated",
         }
     }
 }

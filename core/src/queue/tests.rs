@@ -128,7 +128,8 @@ fn create_is_idempotent_and_conflicts_on_other_definition() {
             NOW,
             &Limits::default(),
         ),
-        &[],
+        // nothing changes; task-defined and task-pending are published again
+        &["Repeated", "Repeated"],
     );
     let mut other = definition(tid(1));
     other.retries = 3;
@@ -292,7 +293,10 @@ fn claim_reclaim_complete() {
     done.iter().for_each(|e| t2.apply(e));
     assert_eq!(t2.state_str(), "completed");
     // idempotent repeat, conflicting other report
-    check(report(&t2, 0, ReasonResolved::Completed, NOW), &[]);
+    check(
+        report(&t2, 0, ReasonResolved::Completed, NOW),
+        &["Repeated"],
+    );
     assert!(report(&t2, 0, ReasonResolved::Failed, NOW).is_err());
     assert!(reclaim_run(&t2, 0, NOW, &Limits::default()).is_err());
     assert!(matches!(
@@ -417,6 +421,107 @@ fn cancel_and_deadline() {
             late.plus(HOUR),
         ),
         &[],
+    );
+}
+
+/// Calls repeated to the same effect change nothing but record what Taskcluster publishes
+/// again: task-defined (and task-pending while run 0 is pending) for createTask, the run's
+/// resolution for a report or a cancel, task-pending for rerunTask of a pending task,
+/// artifact-created for finishArtifact, task-group-sealed for sealTaskGroup.
+#[test]
+fn repeated_calls_record_the_messages_published_again() {
+    let repeats = |events: Vec<QueueEvent>| -> Vec<Repeat> {
+        events
+            .into_iter()
+            .map(|e| match e {
+                QueueEvent::Repeated { repeat, at } => {
+                    assert_eq!(at, NOW);
+                    repeat
+                }
+                other => panic!("not a repeat: {other:?}"),
+            })
+            .collect()
+    };
+    let task_id = tid(1);
+    let pending = given(&created());
+    let again = |t: &Task| {
+        create_task(
+            Some(t),
+            None,
+            &[],
+            task_id,
+            definition(task_id),
+            NOW,
+            &Limits::default(),
+        )
+    };
+    assert_eq!(
+        repeats(again(&pending).unwrap()),
+        [
+            Repeat::TaskDefined { task_id },
+            Repeat::RunPending { task_id, run_id: 0 }
+        ]
+    );
+    assert_eq!(
+        repeats(rerun_task(&pending, NOW).unwrap()),
+        [Repeat::RunPending { task_id, run_id: 0 }]
+    );
+    let running = given(&claimed());
+    assert_eq!(
+        repeats(again(&running).unwrap()),
+        [Repeat::TaskDefined { task_id }]
+    );
+    // a running task's rerun publishes nothing upstream either
+    assert_eq!(rerun_task(&running, NOW).unwrap(), []);
+    let mut ev = created();
+    ev.extend(cancel_task(&pending, NOW).unwrap());
+    let canceled = given(&ev);
+    assert_eq!(
+        repeats(cancel_task(&canceled, NOW).unwrap()),
+        [Repeat::RunResolved { task_id, run_id: 0 }]
+    );
+    assert_eq!(
+        repeats(report(&canceled, 0, ReasonResolved::Canceled, NOW).unwrap()),
+        [Repeat::RunResolved { task_id, run_id: 0 }]
+    );
+    let finished = Artifact {
+        name: "public/out.bin".into(),
+        storage: ArtifactStorage::Object {
+            upload_id: tid(7),
+            content_length: None,
+        },
+        content_type: "application/octet-stream".into(),
+        expires: NOW.plus(HOUR),
+        present: true,
+    };
+    let name = finished.name.clone();
+    assert_eq!(
+        repeats(finish_artifact(task_id, 0, Some(&finished), tid(7), tid(7), NOW).unwrap()),
+        [Repeat::ArtifactCreated {
+            task_id,
+            run_id: 0,
+            name
+        }]
+    );
+    let group = TaskGroup {
+        task_group_id: tid(9),
+        scheduler_id: "-".into(),
+        expires: NOW.plus(HOUR),
+        sealed: Some(NOW),
+    };
+    assert_eq!(
+        repeats(seal_group(&group, NOW).unwrap()),
+        [Repeat::TaskGroupSealed {
+            task_group_id: tid(9)
+        }]
+    );
+    // and folding them changes nothing
+    let mut after = pending.clone();
+    again(&pending).unwrap().iter().for_each(|e| after.apply(e));
+    assert_eq!(after, pending);
+    assert_eq!(
+        TaskGroup::apply(Some(group.clone()), &seal_group(&group, NOW).unwrap()[0]),
+        Some(group)
     );
 }
 
@@ -568,13 +673,13 @@ fn artifacts_follow_the_run() {
         )
     };
     // (an id stored in the artifact, as logs before derived ids hold, wins over the derived one)
-    assert!(finish_artifact(t.task_id, 0, Some(&obj), tid(8), tid(8)).is_err());
+    assert!(finish_artifact(t.task_id, 0, Some(&obj), tid(8), tid(8), NOW).is_err());
     check(
-        finish_artifact(t.task_id, 0, Some(&obj), tid(7), tid(8)),
+        finish_artifact(t.task_id, 0, Some(&obj), tid(7), tid(8), NOW),
         &["ArtifactFinished"],
     );
     assert!(matches!(
-        finish_artifact(t.task_id, 0, None, tid(7), tid(7)),
+        finish_artifact(t.task_id, 0, None, tid(7), tid(7), NOW),
         Err(QueueError::ArtifactNotFound)
     ));
     // an artifact that stores no id: the derived one, and only it, finishes it
@@ -585,10 +690,10 @@ fn artifacts_follow_the_run() {
         },
         ..obj.clone()
     };
-    assert!(finish_artifact(t.task_id, 0, Some(&derived), tid(7), tid(8)).is_err());
-    assert!(finish_artifact(t.task_id, 0, Some(&derived), Slug::NIL, tid(8)).is_err());
+    assert!(finish_artifact(t.task_id, 0, Some(&derived), tid(7), tid(8), NOW).is_err());
+    assert!(finish_artifact(t.task_id, 0, Some(&derived), Slug::NIL, tid(8), NOW).is_err());
     check(
-        finish_artifact(t.task_id, 0, Some(&derived), tid(8), tid(8)),
+        finish_artifact(t.task_id, 0, Some(&derived), tid(8), tid(8), NOW),
         &["ArtifactFinished"],
     );
     // completed run: no more artifacts
@@ -766,6 +871,37 @@ fn golden_task_defined_v1() {
     let back: crate::envelope::Envelope<QueueEvent> =
         crate::codec::decode(&crate::codec::encode(&envelope).unwrap()).unwrap();
     assert_eq!(back, envelope);
+}
+
+/// `Repeated` (appended last to the enum) in every form, byte for byte: its encoding is
+/// wire format from now on.
+#[test]
+fn repeated_events_golden_bytes() {
+    let (task_id, at) = (tid(1), Millis(1_700_000_000_000));
+    let events: Vec<QueueEvent> = [
+        Repeat::TaskDefined { task_id },
+        Repeat::RunPending { task_id, run_id: 0 },
+        Repeat::RunResolved { task_id, run_id: 1 },
+        Repeat::ArtifactCreated {
+            task_id,
+            run_id: 0,
+            name: "public/x".into(),
+        },
+        Repeat::TaskGroupSealed {
+            task_group_id: tid(2),
+        },
+    ]
+    .into_iter()
+    .map(|repeat| QueueEvent::Repeated { repeat, at })
+    .collect();
+    crate::codec::assert_golden_events(
+        "task/AQAAAAAAQACAAAAAAAAAAA",
+        events,
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/queue/repeated_v1.hex"
+        ),
+    );
 }
 
 /// The dependency reactor reads only whether an event resolves a run, from the variant index
