@@ -192,16 +192,8 @@ pub fn queue_message(
 ) -> Option<Message> {
     use Field::*;
     match event {
-        QueueEvent::TaskDefined { .. } => {
-            let t = task?;
-            let body = task_body(t, [("task", Tags(t))]);
-            Some(task_message(t, "task-defined", None, None, body))
-        }
-        QueueEvent::RunScheduled { run_id, .. } => {
-            let t = task?;
-            let body = task_body(t, [("runId", Number((*run_id).into())), ("task", Tags(t))]);
-            Some(task_message(t, "task-pending", Some(*run_id), None, body))
-        }
+        QueueEvent::TaskDefined { .. } => Some(defined_message(task?)),
+        QueueEvent::RunScheduled { run_id, .. } => Some(pending_message(task?, *run_id)),
         QueueEvent::RunClaimed {
             run_id,
             worker_group,
@@ -253,16 +245,8 @@ pub fn queue_message(
         }
         // a call repeated to the same effect: its message again, from the state now
         QueueEvent::Repeated { repeat, .. } => match repeat {
-            Repeat::TaskDefined { .. } => {
-                let t = task?;
-                let body = task_body(t, [("task", Tags(t))]);
-                Some(task_message(t, "task-defined", None, None, body))
-            }
-            Repeat::RunPending { run_id, .. } => {
-                let t = task?;
-                let body = task_body(t, [("runId", Number((*run_id).into())), ("task", Tags(t))]);
-                Some(task_message(t, "task-pending", Some(*run_id), None, body))
-            }
+            Repeat::TaskDefined { .. } => Some(defined_message(task?)),
+            Repeat::RunPending { run_id, .. } => Some(pending_message(task?, *run_id)),
             Repeat::RunResolved { run_id, .. } => {
                 let t = task?;
                 let reason = t.runs.get(*run_id as usize)?.reason_resolved?;
@@ -314,6 +298,24 @@ pub fn queue_message(
         | QueueEvent::TaskGroupExpired { .. }
         | QueueEvent::ArtifactExpired { .. } => None,
     }
+}
+
+/// task-defined: the task's status and tags.
+fn defined_message(t: &Task) -> Message {
+    let body = task_body(t, [("task", Field::Tags(t))]);
+    task_message(t, "task-defined", None, None, body)
+}
+
+/// task-pending for run `run_id`.
+fn pending_message(t: &Task, run_id: u32) -> Message {
+    let body = task_body(
+        t,
+        [
+            ("runId", Field::Number(run_id.into())),
+            ("task", Field::Tags(t)),
+        ],
+    );
+    task_message(t, "task-pending", Some(run_id), None, body)
 }
 
 /// task-completed, task-failed or task-exception for a run resolved with `reason`.
