@@ -7,9 +7,43 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A slugid (taskId, taskGroupId, uploadId): 16 bytes of a v4 UUID, shown as 22 URL-safe
-/// base64 characters.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// base64 characters. The codec (postcard) stores the 16 bytes; human-readable formats (the
+/// JSON of `events tail`, `audit history` and the audit API) show the slugid itself.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slug(pub [u8; 16]);
+
+/// The bytes as the derived implementations wrote them (a newtype of `[u8; 16]`): the wire
+/// format of every logged id.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Slug")]
+struct SlugBytes([u8; 16]);
+
+impl Serialize for Slug {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            SlugBytes(self.0).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Slug {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            // any 16 bytes, as written above (`NIL` included), not only a valid v4 slugid
+            let text = String::deserialize(d)?;
+            let bytes = URL_SAFE_NO_PAD
+                .decode(&text)
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| serde::de::Error::custom(InvalidSlug(text)))?;
+            Ok(Slug(bytes))
+        } else {
+            SlugBytes::deserialize(d).map(|b| Slug(b.0))
+        }
+    }
+}
 
 /// The identity of a task.
 pub type TaskId = Slug;
@@ -133,6 +167,22 @@ impl fmt::Display for TaskQueueId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The codec keeps the 16 bytes (as before: logged ids decode unchanged); JSON shows the
+    /// slugid, and reads it back, `NIL` included.
+    #[test]
+    fn slugs_are_bytes_in_the_codec_and_text_in_json() {
+        let id: Slug = "fN1SbArXTPSVFNUvaOlinQ".parse().unwrap();
+        let bytes = crate::codec::encode(&id).unwrap();
+        assert_eq!(&bytes[1..], id.0, "the version byte, then the 16 bytes");
+        assert_eq!(crate::codec::decode::<Slug>(&bytes).unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"fN1SbArXTPSVFNUvaOlinQ\"");
+        assert_eq!(serde_json::from_str::<Slug>(&json).unwrap(), id);
+        let nil = serde_json::to_string(&Slug::NIL).unwrap();
+        assert_eq!(serde_json::from_str::<Slug>(&nil).unwrap(), Slug::NIL);
+        assert!(serde_json::from_str::<Slug>("\"short\"").is_err());
+    }
 
     #[test]
     fn slug_round_trips_and_rejects_bad_shapes() {
