@@ -1076,15 +1076,10 @@ async fn github_repo_token(
 /// bewit in the resource left out.
 fn without_credentials(payload: &Value) -> Value {
     let mut p = payload.clone();
-    if let Some(body) = p.as_object_mut() {
-        if body.contains_key("authorization") {
-            body.insert("authorization".into(), json!("(OMITTED)"));
-        }
-        if let Some(resource) = body.get("resource").and_then(Value::as_str) {
-            if resource.contains("bewit=") {
-                body.insert("resource".into(), json!("(OMITTED)"));
-            }
-        }
+    omit(&mut p, &["authorization"]);
+    let resource = p.get("resource").and_then(Value::as_str);
+    if resource.is_some_and(|r| r.contains("bewit=")) {
+        omit(&mut p, &["resource"]);
     }
     p
 }

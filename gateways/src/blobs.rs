@@ -35,8 +35,7 @@ pub fn store_segment(s: &str) -> String {
         return escaped;
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("_{hex}")
+    format!("_{}", taskledger_projections::audit::hex(digest.as_ref()))
 }
 
 /// The longest segment kept as its escaped name (ext4 and most file systems allow 255 bytes).

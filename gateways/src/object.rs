@@ -33,7 +33,7 @@ type St = State<Arc<AppState>>;
 const CREATE_UPLOAD_SCHEMA: &str = "/schemas/object/v1/create-upload-request.json#";
 const FINISH_UPLOAD_SCHEMA: &str = "/schemas/object/v1/finish-upload-request.json#";
 const DOWNLOAD_SCHEMA: &str = "/schemas/object/v1/download-object-request.json#";
-const NAME_RE: &str = "^[\\x20-\\x7e]+$";
+pub(crate) const NAME_RE: &str = "^[\\x20-\\x7e]+$";
 const PROJECT_RE: &str = "^([a-zA-Z0-9._/-]*)$";
 /// Largest base64 `objectData` a `dataInline` proposal may carry (about 8 KiB of bytes).
 const INLINE_MAX: usize = 10926;
@@ -52,7 +52,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/download/{*name}", get(download))
 }
 
-fn name_param(name: &str) -> Result<(), ApiError> {
+/// A name as the object and artifact routes take it: printable ASCII, not empty.
+pub(crate) fn name_param(name: &str) -> Result<(), ApiError> {
     if !name.is_empty() && name.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         Ok(())
     } else {
@@ -153,7 +154,7 @@ fn content_type(m: &Map<String, Value>, key: &str, schema: &str) -> Result<Strin
 /// Where the bytes of one upload of an object live in the store: per upload (its id's
 /// digest), so a later object of the same name never finds, serves or loses an earlier one's.
 pub fn object_key(name: &str, upload_digest: &[u8; 32]) -> object_store::path::Path {
-    let upload: String = upload_digest.iter().map(|b| format!("{b:02x}")).collect();
+    let upload = taskledger_projections::audit::hex(upload_digest);
     object_store::path::Path::from(format!("objects/{}/{upload}", blobs::store_segment(name)))
 }
 
@@ -519,20 +520,11 @@ pub async fn download(
 /// may finish the upload) and inline object data left out.
 fn without_capabilities(payload: &Value) -> Value {
     let mut p = payload.clone();
-    if let Some(body) = p.as_object_mut() {
-        if body.contains_key("uploadId") {
-            body.insert("uploadId".into(), json!("(OMITTED)"));
-        }
-        let inline = body
-            .get_mut("proposedUploadMethods")
-            .and_then(|m| m.get_mut("dataInline"))
-            .and_then(Value::as_object_mut);
-        if let Some(inline) = inline {
-            if inline.contains_key("objectData") {
-                inline.insert("objectData".into(), json!("(OMITTED)"));
-            }
-        }
-    }
+    omit(&mut p, &["uploadId"]);
+    omit(
+        &mut p,
+        &["proposedUploadMethods", "dataInline", "objectData"],
+    );
     p
 }
 

@@ -26,15 +26,13 @@ type St = State<Arc<AppState>>;
 
 const CREATE_SCHEMA: &str = "/schemas/queue/v1/post-artifact-request.json#";
 
-/// An artifact name as Taskcluster's routes take it: printable ASCII, at most 1024 characters.
+/// An artifact name as Taskcluster's routes take it: an object name (printable ASCII) of at
+/// most 1024 characters.
 fn name_param(name: &str) -> Result<(), ApiError> {
-    if !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.bytes().all(|b| (0x20..=0x7e).contains(&b))
-    {
-        return Ok(());
+    if name.len() > MAX_NAME {
+        return Err(ApiError::bad_param("name", name, crate::object::NAME_RE));
     }
-    Err(ApiError::bad_param("name", name, "^[\\x20-\\x7e]+$"))
+    crate::object::name_param(name)
 }
 
 const MAX_NAME: usize = 1024;

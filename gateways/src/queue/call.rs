@@ -64,7 +64,8 @@ impl Call {
     pub fn with_body(self, headers: &HeaderMap, body: &Bytes) -> Call {
         self.echoing(headers, body, None)
     }
-    /// The same, with `scrub` applied to the body before it is echoed (to drop secrets).
+    /// The same, with `scrub` applied to the body before it is echoed (to drop secrets,
+    /// with `omit`).
     pub fn with_scrubbed_body(
         self,
         headers: &HeaderMap,
@@ -260,6 +261,17 @@ pub fn decode_token(q: &HashMap<String, String>) -> Result<Option<Vec<u8>>, ApiE
             .decode(t)
             .map(Some)
             .map_err(|_| ApiError::input("Invalid continuation token")),
+    }
+}
+
+/// What an error body echoes in place of a secret.
+pub const OMITTED: &str = "(OMITTED)";
+
+/// Puts `OMITTED` in place of the value at `path` (object keys, outermost first) where `v` has
+/// one: the scrubs of `Call::with_scrubbed_body`.
+pub fn omit(v: &mut Value, path: &[&str]) {
+    if let Some(secret) = path.iter().try_fold(v, |v, key| v.get_mut(*key)) {
+        *secret = Value::String(OMITTED.into());
     }
 }
 

@@ -146,10 +146,6 @@ fn fields<'a>(
 /// A copy of `payload` fit for an error body: `providerInfo.staticSecret` omitted.
 fn scrubbed(payload: &Value) -> Value {
     let mut p = payload.clone();
-    if let Some(info) = p.get_mut("providerInfo").and_then(Value::as_object_mut) {
-        if info.contains_key("staticSecret") {
-            info.insert("staticSecret".into(), Value::String("(OMITTED)".into()));
-        }
-    }
+    crate::queue::call::omit(&mut p, &["providerInfo", "staticSecret"]);
     p
 }

@@ -130,7 +130,7 @@ fn worker_actor(worker: &WorkerKey, provider_id: &str) -> Actor {
 /// registerWorker: no scopes; the identity proof is the access control.
 pub async fn register_worker(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     Call::new("registerWorker", json!({}))
-        .with_payload(&json!("(OMITTED)"))
+        .with_payload(&json!(OMITTED))
         .run(async {
             let (worker, provider_id, presented) = register_input(&json_body(&headers, &body)?)?;
             let key = st.clients.seal_key();
@@ -178,7 +178,7 @@ pub async fn reregister_worker(
     body: Bytes,
 ) -> Response {
     Call::new("reregisterWorker", json!({}))
-        .with_payload(&json!("(OMITTED)"))
+        .with_payload(&json!(OMITTED))
         .run(async {
             let caller = auth.caller()?;
             let (worker, presented) = reregister_input(&json_body(&headers, &body)?)?;
