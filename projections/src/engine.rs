@@ -9,8 +9,9 @@ use crate::latency::CommitStats;
 use crate::queue_view::QueueView;
 use crate::role::{tend, WriterRole, FOLLOW_POLL, WRITER_CHECK};
 use crate::store::StoreError;
+use rustc_hash::FxHashMap as HashMap;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use taskledger_core::codec;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
@@ -434,24 +435,25 @@ impl<'a> Overlay<'a> {
     fn new(view: &'a QueueView) -> Overlay<'a> {
         Overlay {
             view,
-            tasks: HashMap::new(),
-            groups: HashMap::new(),
-            artifacts: HashMap::new(),
-            streams: HashMap::new(),
-            workers_seen: HashMap::new(),
-            quarantined: HashMap::new(),
-            claimed_in_batch: HashMap::new(),
+            tasks: HashMap::default(),
+            groups: HashMap::default(),
+            artifacts: HashMap::default(),
+            streams: HashMap::default(),
+            workers_seen: HashMap::default(),
+            quarantined: HashMap::default(),
+            claimed_in_batch: HashMap::default(),
         }
     }
-    fn task(&mut self, id: &TaskId) -> Result<Option<Task>, StoreError> {
-        if let Some(t) = self.tasks.get(id) {
-            return Ok(t.clone());
-        }
-        let t = self.view.task(id)?;
-        self.tasks.insert(*id, t.clone());
-        Ok(t)
+    /// The task as the batch has it so far (read from the projection the first time), lent:
+    /// a command's rules only look at it, and only its outcome takes a copy.
+    fn task(&mut self, id: &TaskId) -> Result<Option<&Task>, StoreError> {
+        let slot = match self.tasks.entry(*id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.view.task(id)?),
+        };
+        Ok(slot.as_ref())
     }
-    fn existing_task(&mut self, id: &TaskId) -> Result<Task, EngineError> {
+    fn existing_task(&mut self, id: &TaskId) -> Result<&Task, EngineError> {
         self.task(id)?
             .ok_or(EngineError::Domain(QueueError::TaskNotFound(*id)))
     }
@@ -806,7 +808,7 @@ fn task_outcome(overlay: &mut Overlay, id: &TaskId, events: Vec<QueueEvent>) -> 
     for e in &events {
         overlay.apply(e);
     }
-    let task = overlay.existing_task(id)?;
+    let task = overlay.existing_task(id)?.clone();
     Ok((events, Outcome::Task(task)))
 }
 
@@ -816,7 +818,7 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             task_id,
             definition,
         } => {
-            let existing = overlay.task(task_id)?;
+            let existing = overlay.task(task_id)?.cloned();
             let group = overlay.group(&definition.task_group_id)?;
             let mut deps = Vec::with_capacity(definition.dependencies.len());
             for dep in &definition.dependencies {
@@ -842,15 +844,18 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
         }
         QueueCommand::ScheduleTask { task_id } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(overlay, task_id, queue::schedule_task(&t, now)?)
+            let events = queue::schedule_task(t, now)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::RerunTask { task_id } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(overlay, task_id, queue::rerun_task(&t, now)?)
+            let events = queue::rerun_task(t, now)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::CancelTask { task_id } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(overlay, task_id, queue::cancel_task(&t, now)?)
+            let events = queue::cancel_task(t, now)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::ClaimWork {
             task_queue_id,
@@ -896,7 +901,7 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
                         continue;
                     };
                     let Ok(claimed) =
-                        queue::claim_run(&task, run_id, worker_group, worker_id, now, limits)
+                        queue::claim_run(task, run_id, worker_group, worker_id, now, limits)
                     else {
                         continue;
                     };
@@ -905,7 +910,7 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
                     }
                     events.extend(claimed);
                     if let Some(t) = overlay.task(&task_id)? {
-                        claims.push((t, run_id));
+                        claims.push((t.clone(), run_id));
                     }
                 }
                 *overlay
@@ -922,19 +927,13 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             worker_id,
         } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(
-                overlay,
-                task_id,
-                queue::claim_run(&t, *run_id, worker_group, worker_id, now, limits)?,
-            )
+            let events = queue::claim_run(t, *run_id, worker_group, worker_id, now, limits)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::ReclaimTask { task_id, run_id } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(
-                overlay,
-                task_id,
-                queue::reclaim_run(&t, *run_id, now, limits)?,
-            )
+            let events = queue::reclaim_run(t, *run_id, now, limits)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::Report {
             task_id,
@@ -942,7 +941,8 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             reason,
         } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(overlay, task_id, queue::report(&t, *run_id, *reason, now)?)
+            let events = queue::report(t, *run_id, *reason, now)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::ExpireClaim {
             task_id,
@@ -950,15 +950,13 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             taken_until,
         } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(
-                overlay,
-                task_id,
-                queue::expire_claim(&t, *run_id, *taken_until, now)?,
-            )
+            let events = queue::expire_claim(t, *run_id, *taken_until, now)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::ExceedDeadline { task_id } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(overlay, task_id, queue::exceed_deadline(&t, now)?)
+            let events = queue::exceed_deadline(t, now)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::SatisfyDependency {
             task_id,
@@ -966,23 +964,17 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             resolution,
         } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(
-                overlay,
-                task_id,
-                queue::satisfy_dependency(&t, *dependency, *resolution, now)?,
-            )
+            let events = queue::satisfy_dependency(t, *dependency, *resolution, now)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::ChangePriority { task_id, priority } => {
             let t = overlay.existing_task(task_id)?;
-            task_outcome(
-                overlay,
-                task_id,
-                queue::change_priority(&t, *priority, now)?,
-            )
+            let events = queue::change_priority(t, *priority, now)?;
+            task_outcome(overlay, task_id, events)
         }
         QueueCommand::ExpireTask { task_id } => {
             let events = match overlay.task(task_id)? {
-                Some(t) => queue::expire_task(&t, now)?,
+                Some(t) => queue::expire_task(t, now)?,
                 None => vec![],
             };
             done(overlay, events)
@@ -1035,7 +1027,7 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             run_id,
             artifact,
         } => {
-            let t = overlay.task(task_id)?;
+            let t = overlay.task(task_id)?.cloned();
             let existing = overlay.artifact(task_id, *run_id, &artifact.name)?;
             let events = queue::create_artifact(
                 t.as_ref(),
