@@ -33,11 +33,13 @@ fn check(auth: &Auth, kind: &str, id: &str) -> Result<(&'static str, String), Ap
 }
 
 async fn history(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((kind, id)): Path<(String, String)>,
 ) -> Response {
     Call::new("history", json!({ "kind": kind, "id": id }))
+        .no_query(&uri)
         .run(async {
             let (topic, stream) = check(&auth, &kind, &id)?;
             let db = st.engine.view().db();

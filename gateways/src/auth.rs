@@ -400,11 +400,13 @@ async fn list_clients(State(st): St, Extension(auth): Extension<Auth>, uri: Uri)
 }
 
 async fn client(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> Response {
     Call::new("client", json!({ "clientId": id }))
+        .no_query(&uri)
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:get-client:{id}")))?;
@@ -418,6 +420,7 @@ async fn client(
 }
 
 async fn create_client(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -425,6 +428,7 @@ async fn create_client(
     body: Bytes,
 ) -> Response {
     Call::new("createClient", json!({ "clientId": id }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -458,6 +462,7 @@ async fn create_client(
 }
 
 async fn update_client(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -465,6 +470,7 @@ async fn update_client(
     body: Bytes,
 ) -> Response {
     Call::new("updateClient", json!({ "clientId": id }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -502,11 +508,13 @@ async fn update_client(
 }
 
 async fn reset_access_token(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> Response {
     Call::new("resetAccessToken", json!({ "clientId": id }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:reset-access-token:{id}")))?;
@@ -526,13 +534,20 @@ async fn reset_access_token(
         .await
 }
 
-async fn toggle_client(st: Arc<AppState>, auth: Auth, id: String, enable: bool) -> Response {
+async fn toggle_client(
+    uri: &Uri,
+    st: Arc<AppState>,
+    auth: Auth,
+    id: String,
+    enable: bool,
+) -> Response {
     let (name, scope) = if enable {
         ("enableClient", "auth:enable-client")
     } else {
         ("disableClient", "auth:disable-client")
     };
     Call::new(name, json!({ "clientId": id }))
+        .no_query(uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("{scope}:{id}")))?;
@@ -554,27 +569,31 @@ async fn toggle_client(st: Arc<AppState>, auth: Auth, id: String, enable: bool) 
 }
 
 async fn enable_client(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> Response {
-    toggle_client(st, auth, id, true).await
+    toggle_client(&uri, st, auth, id, true).await
 }
 
 async fn disable_client(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> Response {
-    toggle_client(st, auth, id, false).await
+    toggle_client(&uri, st, auth, id, false).await
 }
 
 async fn delete_client(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteClient", json!({ "clientId": id }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:delete-client:{id}")))?;
@@ -683,8 +702,9 @@ fn role_page(st: &AppState, uri: &Uri) -> Result<(Vec<Role>, Option<String>), Ap
     Ok((page, next))
 }
 
-async fn list_roles(State(st): St, Extension(auth): Extension<Auth>) -> Response {
+async fn list_roles(uri: Uri, State(st): St, Extension(auth): Extension<Auth>) -> Response {
     Call::new("listRoles", json!({}))
+        .no_query(&uri)
         .run(async {
             auth.caller()?.require(&s("auth:list-roles".into()))?;
             let roles: Vec<Value> = all_roles(&st).iter().map(|r| role_json(&st, r)).collect();
@@ -723,8 +743,14 @@ async fn list_role_ids(State(st): St, Extension(auth): Extension<Auth>, uri: Uri
         .await
 }
 
-async fn role(State(st): St, Extension(auth): Extension<Auth>, Path(id): Path<String>) -> Response {
+async fn role(
+    uri: Uri,
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+) -> Response {
     Call::new("role", json!({ "roleId": id }))
+        .no_query(&uri)
         .run(async {
             auth.caller()?.require(&s(format!("auth:get-role:{id}")))?;
             role_param(&id)?;
@@ -755,6 +781,7 @@ async fn write_role(
 }
 
 async fn create_role(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -762,6 +789,7 @@ async fn create_role(
     body: Bytes,
 ) -> Response {
     Call::new("createRole", json!({ "roleId": id }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -783,6 +811,7 @@ async fn create_role(
 }
 
 async fn update_role(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -790,6 +819,7 @@ async fn update_role(
     body: Bytes,
 ) -> Response {
     Call::new("updateRole", json!({ "roleId": id }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -824,11 +854,13 @@ async fn update_role(
 }
 
 async fn delete_role(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteRole", json!({ "roleId": id }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:delete-role:{id}")))?;
@@ -849,12 +881,14 @@ async fn delete_role(
 // --- scopes -----------------------------------------------------------------------------
 
 async fn expand_scopes(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     Call::new("expandScopes", json!({}))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             auth.caller()?.require(&s("auth:expand-scopes".into()))?;
@@ -867,8 +901,9 @@ async fn expand_scopes(
         .await
 }
 
-async fn current_scopes(Extension(auth): Extension<Auth>) -> Response {
+async fn current_scopes(uri: Uri, Extension(auth): Extension<Auth>) -> Response {
     Call::new("currentScopes", json!({}))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s("auth:current-scopes".into()))?;
@@ -888,6 +923,7 @@ fn level_expr(level: &str, read_only: String, read_write: String) -> ScopeExpr {
 }
 
 async fn aws_s3_credentials(
+    uri: Uri,
     Extension(auth): Extension<Auth>,
     Path((level, bucket, prefix)): Path<(String, String, String)>,
 ) -> Response {
@@ -895,6 +931,7 @@ async fn aws_s3_credentials(
         "awsS3Credentials",
         json!({ "level": level, "bucket": bucket, "prefix": prefix }),
     )
+    .only_query(&uri, &["format"])
     .run(async {
         let caller = auth.caller()?;
         if level != "read-only" && level != "read-write" {
@@ -917,8 +954,9 @@ async fn aws_s3_credentials(
     .await
 }
 
-async fn azure_accounts(Extension(auth): Extension<Auth>) -> Response {
+async fn azure_accounts(uri: Uri, Extension(auth): Extension<Auth>) -> Response {
     Call::new("azureAccounts", json!({}))
+        .no_query(&uri)
         .run(async {
             auth.caller()?
                 .require(&s("auth:azure-table:list-accounts".into()))?;
@@ -931,8 +969,13 @@ fn unknown_account(account: &str) -> ApiError {
     ApiError::not_found(format!("Account '{account}' not found, can't list tables"))
 }
 
-async fn azure_tables(Extension(auth): Extension<Auth>, Path(account): Path<String>) -> Response {
+async fn azure_tables(
+    uri: Uri,
+    Extension(auth): Extension<Auth>,
+    Path(account): Path<String>,
+) -> Response {
     Call::new("azureTables", json!({ "account": account }))
+        .only_query(&uri, &["continuationToken"])
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:azure-table:list-tables:{account}")))?;
@@ -943,7 +986,13 @@ async fn azure_tables(Extension(auth): Extension<Auth>, Path(account): Path<Stri
 
 /// azureTableSAS and azureContainerSAS: level check, then the level's scopes; no Azure
 /// account is configured, so every account is unknown.
-async fn azure_sas(auth: Auth, method: &'static str, kind: &str, params: [String; 3]) -> Response {
+async fn azure_sas(
+    uri: &Uri,
+    auth: Auth,
+    method: &'static str,
+    kind: &str,
+    params: [String; 3],
+) -> Response {
     let [account, name, level] = params;
     let name_key = if kind == "table" {
         "table"
@@ -954,6 +1003,7 @@ async fn azure_sas(auth: Auth, method: &'static str, kind: &str, params: [String
         method,
         json!({ "account": account, name_key: name, "level": level }),
     )
+    .no_query(uri)
     .run(async {
         let caller = auth.caller()?;
         if level != "read-only" && level != "read-write" {
@@ -974,17 +1024,27 @@ async fn azure_sas(auth: Auth, method: &'static str, kind: &str, params: [String
 }
 
 async fn azure_table_sas(
+    uri: Uri,
     Extension(auth): Extension<Auth>,
     Path((account, table, level)): Path<(String, String, String)>,
 ) -> Response {
-    azure_sas(auth, "azureTableSAS", "table", [account, table, level]).await
+    azure_sas(
+        &uri,
+        auth,
+        "azureTableSAS",
+        "table",
+        [account, table, level],
+    )
+    .await
 }
 
 async fn azure_containers(
+    uri: Uri,
     Extension(auth): Extension<Auth>,
     Path(account): Path<String>,
 ) -> Response {
     Call::new("azureContainers", json!({ "account": account }))
+        .only_query(&uri, &["continuationToken"])
         .run(async {
             auth.caller()?.require(&s(format!(
                 "auth:azure-container:list-containers:{account}"
@@ -995,10 +1055,12 @@ async fn azure_containers(
 }
 
 async fn azure_container_sas(
+    uri: Uri,
     Extension(auth): Extension<Auth>,
     Path((account, container, level)): Path<(String, String, String)>,
 ) -> Response {
     azure_sas(
+        &uri,
         auth,
         "azureContainerSAS",
         "container",
@@ -1007,8 +1069,13 @@ async fn azure_container_sas(
     .await
 }
 
-async fn sentry_dsn(Extension(auth): Extension<Auth>, Path(project): Path<String>) -> Response {
+async fn sentry_dsn(
+    uri: Uri,
+    Extension(auth): Extension<Auth>,
+    Path(project): Path<String>,
+) -> Response {
     Call::new("sentryDSN", json!({ "project": project }))
+        .no_query(&uri)
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:sentry:{project}")))?;
@@ -1020,6 +1087,7 @@ async fn sentry_dsn(Extension(auth): Extension<Auth>, Path(project): Path<String
 }
 
 async fn websocktunnel_token(
+    uri: Uri,
     Extension(auth): Extension<Auth>,
     Path((audience, wst_client)): Path<(String, String)>,
 ) -> Response {
@@ -1027,6 +1095,7 @@ async fn websocktunnel_token(
         "websocktunnelToken",
         json!({ "wstAudience": audience, "wstClient": wst_client }),
     )
+    .no_query(&uri)
     .run(async {
         auth.caller()?.require(&s(format!(
             "auth:websocktunnel-token:{audience}/{wst_client}"
@@ -1039,6 +1108,7 @@ async fn websocktunnel_token(
 }
 
 async fn gcp_credentials(
+    uri: Uri,
     Extension(auth): Extension<Auth>,
     Path((project, account)): Path<(String, String)>,
 ) -> Response {
@@ -1046,6 +1116,7 @@ async fn gcp_credentials(
         "gcpCredentials",
         json!({ "projectId": project, "serviceAccount": account }),
     )
+    .no_query(&uri)
     .run(async {
         auth.caller()?
             .require(&s(format!("auth:gcp:access-token:{project}/{account}")))?;
@@ -1057,10 +1128,12 @@ async fn gcp_credentials(
 }
 
 async fn github_repo_token(
+    uri: Uri,
     Extension(auth): Extension<Auth>,
     Path((app, owner)): Path<(String, String)>,
 ) -> Response {
     Call::new("githubRepoToken", json!({ "appName": app, "owner": owner }))
+        .no_query(&uri)
         .run(async {
             auth.caller()?;
             Err(ApiError::not_found(format!(
@@ -1084,8 +1157,9 @@ fn without_credentials(payload: &Value) -> Value {
     p
 }
 
-async fn authenticate_hawk(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
+async fn authenticate_hawk(uri: Uri, State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     Call::new("authenticateHawk", json!({}))
+        .no_query(&uri)
         .with_scrubbed_body(&headers, &body, without_credentials)
         .run(async {
             let body = json_body(&headers, &body)?;
@@ -1202,6 +1276,7 @@ async fn test_authenticate(
     body: Bytes,
 ) -> Response {
     Call::new("testAuthenticate", json!({}))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let input = json_body(&headers, &body)?;
@@ -1226,6 +1301,7 @@ async fn test_authenticate_get(
     headers: HeaderMap,
 ) -> Response {
     Call::new("testAuthenticateGet", json!({}))
+        .no_query(&uri)
         .run(async {
             let source = TestClient(vec!["test:*".into(), "auth:create-client:test:*".into()]);
             let caller = test_caller(&source, &method, &uri, &headers, b"")?;

@@ -290,6 +290,7 @@ impl UploadRequest {
 }
 
 pub async fn create_upload(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(name): Path<String>,
@@ -297,6 +298,7 @@ pub async fn create_upload(
     body: Bytes,
 ) -> Response {
     Call::new("createUpload", json!({ "name": name }))
+        .no_query(&uri)
         .with_scrubbed_body(&headers, &body, without_capabilities)
         .run(async {
             let schema = CREATE_UPLOAD_SCHEMA;
@@ -370,6 +372,7 @@ pub async fn create_upload(
 }
 
 pub async fn finish_upload(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(name): Path<String>,
@@ -377,6 +380,7 @@ pub async fn finish_upload(
     body: Bytes,
 ) -> Response {
     Call::new("finishUpload", json!({ "name": name }))
+        .no_query(&uri)
         .with_scrubbed_body(&headers, &body, without_capabilities)
         .run(async {
             let schema = FINISH_UPLOAD_SCHEMA;
@@ -428,6 +432,7 @@ fn downloadable(st: &AppState, auth: &Auth, name: &str) -> Result<Object, ApiErr
 }
 
 pub async fn start_download(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(name): Path<String>,
@@ -435,6 +440,7 @@ pub async fn start_download(
     body: Bytes,
 ) -> Response {
     Call::new("startDownload", json!({ "name": name }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
@@ -484,11 +490,13 @@ pub async fn start_download(
 }
 
 pub async fn metadata(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(name): Path<String>,
 ) -> Response {
     Call::new("object", json!({ "name": name }))
+        .no_query(&uri)
         .run(async {
             let object = downloadable(&st, &auth, &name)?;
             Ok(ok(json!({
@@ -501,11 +509,13 @@ pub async fn metadata(
 }
 
 pub async fn download(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(name): Path<String>,
 ) -> Response {
     Call::new("download", json!({ "name": name }))
+        .no_query(&uri)
         .run(async {
             downloadable(&st, &auth, &name)?;
             let url = object_url(&st, "GET", &name, GET_URL_VALID);

@@ -591,6 +591,48 @@ async fn error_statuses_and_bodies(backend: Backend) {
         .await;
     assert_eq!(status, 400, "{body}");
 
+    // a query-string key the endpoint does not declare: 400 before anything runs, so a
+    // cancelTask with one leaves the task pending; `bewit` and declared keys pass
+    let t = slugid::nice();
+    q.createTask(&t, &task_def(&fresh_queue(), 600))
+        .await
+        .unwrap();
+    for (method, path, name) in [
+        ("GET", format!("/api/queue/v1/task/{t}?foo=1"), "task"),
+        (
+            "POST",
+            format!("/api/queue/v1/task/{t}/cancel?force=true"),
+            "cancelTask",
+        ),
+    ] {
+        let (status, body) = server.root_call(method, &path, &json!({})).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["code"], "InvalidRequestArguments", "{body}");
+        let key = if method == "GET" { "foo" } else { "force" };
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("Query-string parameter: {key} is not supported!")),
+            "{body}"
+        );
+        assert_eq!(body["requestInfo"]["method"], name, "{body}");
+    }
+    let status = q.status(&t).await.unwrap();
+    assert_eq!(status["status"]["state"], "pending", "{status}");
+    let (status, body) = server
+        .root_call("GET", "/api/queue/v1/task-queues?limit=1", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .root_call(
+            "GET",
+            "/api/auth/v1/aws/s3/read-only/no-such-bucket/prefix?format=iam-role-compat",
+            &json!({}),
+        )
+        .await;
+    assert_ne!(body["code"], "InvalidRequestArguments", "{status}: {body}");
+
     // 409 on a conflicting report was covered elsewhere; here a reclaim of a pending run
     let t = slugid::nice();
     q.createTask(&t, &task_def(&fresh_queue(), 600))

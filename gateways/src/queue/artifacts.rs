@@ -198,13 +198,15 @@ fn signed_blob_url(
 }
 
 pub async fn create_artifact(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id, name)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    Call::new("createArtifact", json!({ "taskId": task_id, "runId": run_id, "name": name })).with_body(&headers, &body).run(async {
+    Call::new("createArtifact", json!({ "taskId": task_id, "runId": run_id, "name": name }))
+.no_query(&uri).with_body(&headers, &body).run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&ScopeExpr::scope(format!("queue:create-artifact:{task_id}/{run_id}")))?;
@@ -272,6 +274,7 @@ pub async fn create_artifact(
 }
 
 pub async fn finish_artifact(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id, name)): Path<(String, String, String)>,
@@ -282,6 +285,7 @@ pub async fn finish_artifact(
         "finishArtifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
+    .no_query(&uri)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
@@ -496,6 +500,7 @@ async fn get_artifact_inner(
 }
 
 pub async fn get_artifact(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id, name)): Path<(String, String, String)>,
@@ -504,6 +509,7 @@ pub async fn get_artifact(
         "getArtifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
+    .no_query(&uri)
     .run(get_artifact_inner(
         &st,
         &auth,
@@ -516,6 +522,7 @@ pub async fn get_artifact(
 }
 
 pub async fn get_latest_artifact(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, name)): Path<(String, String)>,
@@ -524,11 +531,13 @@ pub async fn get_latest_artifact(
         "getLatestArtifact",
         json!({ "taskId": task_id, "name": name }),
     )
+    .no_query(&uri)
     .run(get_artifact_inner(&st, &auth, &task_id, None, &name, false))
     .await
 }
 
 pub async fn artifact(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id, name)): Path<(String, String, String)>,
@@ -537,6 +546,7 @@ pub async fn artifact(
         "artifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
+    .no_query(&uri)
     .run(get_artifact_inner(
         &st,
         &auth,
@@ -549,11 +559,13 @@ pub async fn artifact(
 }
 
 pub async fn latest_artifact(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, name)): Path<(String, String)>,
 ) -> Response {
     Call::new("latestArtifact", json!({ "taskId": task_id, "name": name }))
+        .no_query(&uri)
         .run(get_artifact_inner(&st, &auth, &task_id, None, &name, true))
         .await
 }
@@ -663,6 +675,7 @@ async fn info_inner(
 }
 
 pub async fn artifact_info_route(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id, name)): Path<(String, String, String)>,
@@ -671,11 +684,13 @@ pub async fn artifact_info_route(
         "artifactInfo",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
+    .no_query(&uri)
     .run(info_inner(&st, &auth, &task_id, Some(&run_id), &name))
     .await
 }
 
 pub async fn latest_artifact_info(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, name)): Path<(String, String)>,
@@ -684,6 +699,7 @@ pub async fn latest_artifact_info(
         "latestArtifactInfo",
         json!({ "taskId": task_id, "name": name }),
     )
+    .no_query(&uri)
     .run(info_inner(&st, &auth, &task_id, None, &name))
     .await
 }

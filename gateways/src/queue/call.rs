@@ -20,6 +20,9 @@ pub struct Call {
     pub name: &'static str,
     pub params: Value,
     payload: Payload,
+    /// A query-string key the endpoint does not declare: the call fails with it before
+    /// anything runs.
+    refused: Option<ApiError>,
 }
 
 /// The request body a failing call echoes: given, or parsed from the body only when the call
@@ -54,7 +57,20 @@ impl Call {
             name,
             params,
             payload: Payload::Given(json!({})),
+            refused: None,
         }
+    }
+    /// For an endpoint that declares no query-string parameters: any key but `bewit` fails the
+    /// call with Taskcluster's 400 before the handler runs (so before its scope and URL checks;
+    /// Hawk's 401 still comes first).
+    pub fn no_query(self, uri: &Uri) -> Call {
+        self.only_query(uri, &[])
+    }
+    /// The same for an endpoint that declares `allowed` but reads none of them (it serves
+    /// no pages, or has nothing to format differently).
+    pub fn only_query(mut self, uri: &Uri, allowed: &[&str]) -> Call {
+        self.refused = query(uri, allowed).err();
+        self
     }
     pub fn with_payload(mut self, payload: &Value) -> Call {
         self.payload = Payload::Given(payload.clone());
@@ -91,7 +107,11 @@ impl Call {
     where
         F: Future<Output = Result<Response, ApiError>>,
     {
-        match f.await {
+        let result = match self.refused {
+            Some(error) => Err(error),
+            None => f.await,
+        };
+        match result {
             Ok(r) => r,
             Err(error) => Failure {
                 error,

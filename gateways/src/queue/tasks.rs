@@ -52,11 +52,13 @@ fn status_reply(task: &Task) -> Response {
 }
 
 pub async fn task(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("task", json!({ "taskId": task_id }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:get-task:{task_id}")))?;
@@ -67,11 +69,13 @@ pub async fn task(
 }
 
 pub async fn status(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("status", json!({ "taskId": task_id }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:status:{task_id}")))?;
@@ -190,6 +194,7 @@ pub async fn statuses(
 }
 
 pub async fn create_task(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(task_id): Path<String>,
@@ -197,6 +202,7 @@ pub async fn create_task(
     body: Bytes,
 ) -> Response {
     Call::new("createTask", json!({ "taskId": task_id }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
@@ -269,11 +275,13 @@ async fn manipulate(
 }
 
 pub async fn schedule_task(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("scheduleTask", json!({ "taskId": task_id }))
+        .no_query(&uri)
         .run(manipulate(
             &st,
             &auth,
@@ -285,11 +293,13 @@ pub async fn schedule_task(
 }
 
 pub async fn rerun_task(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("rerunTask", json!({ "taskId": task_id }))
+        .no_query(&uri)
         .run(manipulate(&st, &auth, &task_id, "rerun-task", |task_id| {
             QueueCommand::RerunTask { task_id }
         }))
@@ -297,11 +307,13 @@ pub async fn rerun_task(
 }
 
 pub async fn cancel_task(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("cancelTask", json!({ "taskId": task_id }))
+        .no_query(&uri)
         .run(manipulate(&st, &auth, &task_id, "cancel-task", |task_id| {
             QueueCommand::CancelTask { task_id }
         }))
@@ -321,6 +333,7 @@ fn new_priority(body: &Value) -> Result<Priority, ApiError> {
 }
 
 pub async fn change_task_priority(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(task_id): Path<String>,
@@ -328,6 +341,7 @@ pub async fn change_task_priority(
     body: Bytes,
 ) -> Response {
     Call::new("changeTaskPriority", json!({ "taskId": task_id }))
+        .no_query(&uri)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -417,6 +431,7 @@ fn worker_fields(body: &Value, schema: &str) -> Result<(String, String), ApiErro
 }
 
 pub async fn claim_work(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(task_queue_id): Path<String>,
@@ -424,6 +439,7 @@ pub async fn claim_work(
     body: Bytes,
 ) -> Response {
     Call::new("claimWork", json!({ "taskQueueId": task_queue_id }))
+        .no_query(&uri)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -485,6 +501,7 @@ pub async fn claim_work(
 }
 
 pub async fn claim_task(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id)): Path<(String, String)>,
@@ -492,6 +509,7 @@ pub async fn claim_task(
     body: Bytes,
 ) -> Response {
     Call::new("claimTask", json!({ "taskId": task_id, "runId": run_id }))
+        .no_query(&uri)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -520,11 +538,13 @@ pub async fn claim_task(
 }
 
 pub async fn reclaim_task(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id)): Path<(String, String)>,
 ) -> Response {
     Call::new("reclaimTask", json!({ "taskId": task_id, "runId": run_id }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:reclaim-task:{task_id}/{run_id}")))?;
@@ -573,6 +593,7 @@ async fn report(
 }
 
 pub async fn report_completed(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id)): Path<(String, String)>,
@@ -590,11 +611,13 @@ pub async fn report_completed(
         "reportCompleted",
         json!({ "taskId": task_id, "runId": run_id }),
     )
+    .no_query(&uri)
     .run(report(&st, &auth, &task_id, &run_id, Ok(reason)))
     .await
 }
 
 pub async fn report_failed(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id)): Path<(String, String)>,
@@ -603,6 +626,7 @@ pub async fn report_failed(
         "reportFailed",
         json!({ "taskId": task_id, "runId": run_id }),
     )
+    .no_query(&uri)
     .run(report(
         &st,
         &auth,
@@ -614,6 +638,7 @@ pub async fn report_failed(
 }
 
 pub async fn report_exception(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id)): Path<(String, String)>,
@@ -635,6 +660,7 @@ pub async fn report_exception(
         "reportException",
         json!({ "taskId": task_id, "runId": run_id }),
     )
+    .no_query(&uri)
     .with_body(&headers, &body)
     .run(report(&st, &auth, &task_id, &run_id, reason))
     .await
@@ -660,11 +686,13 @@ fn load_group(st: &AppState, id: &TaskId) -> Result<taskledger_core::queue::Task
 }
 
 pub async fn get_task_group(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(group): Path<String>,
 ) -> Response {
     Call::new("getTaskGroup", json!({ "taskGroupId": group }))
+        .no_query(&uri)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:list-task-group:{group}")))?;
@@ -757,11 +785,13 @@ pub async fn list_dependent_tasks(
 }
 
 pub async fn seal_task_group(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(group): Path<String>,
 ) -> Response {
     Call::new("sealTaskGroup", json!({ "taskGroupId": group }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
@@ -801,11 +831,13 @@ fn all_members(st: &AppState, id: &TaskId) -> Result<Vec<Task>, ApiError> {
 }
 
 pub async fn cancel_task_group(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(group): Path<String>,
 ) -> Response {
     Call::new("cancelTaskGroup", json!({ "taskGroupId": group }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
@@ -842,6 +874,7 @@ pub async fn cancel_task_group(
 }
 
 pub async fn change_task_group_priority(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(group): Path<String>,
@@ -849,6 +882,7 @@ pub async fn change_task_group_priority(
     body: Bytes,
 ) -> Response {
     Call::new("changeTaskGroupPriority", json!({ "taskGroupId": group }))
+        .no_query(&uri)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;

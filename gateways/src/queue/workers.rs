@@ -34,11 +34,13 @@ fn counts(st: &AppState, q: &TaskQueueId) -> Result<(usize, usize), ApiError> {
 }
 
 pub async fn pending_tasks(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(queue): Path<String>,
 ) -> Response {
     Call::new("pendingTasks", json!({ "taskQueueId": queue }))
+        .no_query(&uri)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:pending-count:{queue}")))?;
@@ -206,12 +208,14 @@ pub async fn task_queue_routes(
 }
 
 pub async fn task_queue_counts_batch(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     Call::new("taskQueueCountsBatch", json!({}))
+        .no_query(&uri)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -293,11 +297,13 @@ pub async fn list_provisioners(
 }
 
 pub async fn get_provisioner(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(p): Path<String>,
 ) -> Response {
     Call::new("getProvisioner", json!({ "provisionerId": p }))
+        .no_query(&uri)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:get-provisioner:{p}")))?;
@@ -344,6 +350,7 @@ pub async fn list_worker_types(
 }
 
 pub async fn get_worker_type(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((p, w)): Path<(String, String)>,
@@ -352,6 +359,7 @@ pub async fn get_worker_type(
         "getWorkerType",
         json!({ "provisionerId": p, "workerType": w }),
     )
+    .no_query(&uri)
     .run(async {
         auth.caller()?
             .require(&s(format!("queue:get-worker-type:{p}/{w}")))?;
@@ -449,6 +457,7 @@ fn worker_full(p: &str, w: &str, g: &str, id: &str, r: &WorkerRecord) -> Value {
 }
 
 pub async fn get_worker(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((p, w, g, id)): Path<(String, String, String, String)>,
@@ -457,6 +466,7 @@ pub async fn get_worker(
         "getWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
+    .no_query(&uri)
     .run(async {
         auth.caller()?
             .require(&s(format!("queue:get-worker:{p}/{w}/{g}/{id}")))?;
@@ -474,6 +484,7 @@ pub async fn get_worker(
 }
 
 pub async fn quarantine_worker(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((p, w, g, id)): Path<(String, String, String, String)>,
@@ -484,6 +495,7 @@ pub async fn quarantine_worker(
         "quarantineWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
+    .no_query(&uri)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
@@ -550,6 +562,7 @@ fn worker_params(p: &str, w: &str, g: &str, id: &str) -> Result<(), ApiError> {
 /// declareWorker: creates or extends the worker and its task queue; one scope per body
 /// property (`queue:declare-worker:<p>/<w>/<g>/<id>#<property>`).
 pub async fn declare_worker(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((p, w, g, id)): Path<(String, String, String, String)>,
@@ -560,6 +573,7 @@ pub async fn declare_worker(
         "declareWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
+    .no_query(&uri)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;

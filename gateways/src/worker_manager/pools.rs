@@ -135,6 +135,7 @@ fn pool_answer(st: &AppState, id: &WorkerPoolId) -> Result<Response, ApiError> {
 }
 
 pub async fn create_worker_pool(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -142,6 +143,7 @@ pub async fn create_worker_pool(
     body: Bytes,
 ) -> Response {
     Call::new("createWorkerPool", json!({ "workerPoolId": id }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -157,6 +159,7 @@ pub async fn create_worker_pool(
 }
 
 pub async fn update_worker_pool(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -164,6 +167,7 @@ pub async fn update_worker_pool(
     body: Bytes,
 ) -> Response {
     Call::new("updateWorkerPool", json!({ "workerPoolId": id }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -188,11 +192,13 @@ pub async fn update_worker_pool(
 
 /// deleteWorkerPool: switches the pool to `null-provider`.
 pub async fn delete_worker_pool(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteWorkerPool", json!({ "workerPoolId": id }))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:manage-worker-pool:{id}")))?;
@@ -212,6 +218,7 @@ fn is_unimplemented_suffix(id: &str) -> bool {
 }
 
 pub async fn worker_pool(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -220,6 +227,7 @@ pub async fn worker_pool(
         return crate::not_found().await.into_response();
     }
     Call::new("workerPool", json!({ "workerPoolId": id }))
+        .no_query(&uri)
         .run(async {
             auth.caller()?
                 .require(&scope(format!("worker-manager:get-worker-pool:{id}")))?;
@@ -301,6 +309,7 @@ fn error_report(body: &Value) -> Result<ErrorReport, ApiError> {
 
 /// reportWorkerError: the worker's own credentials may report (scopes from the body).
 pub async fn report_worker_error(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -308,6 +317,7 @@ pub async fn report_worker_error(
     body: Bytes,
 ) -> Response {
     Call::new("reportWorkerError", json!({ "workerPoolId": id }))
+        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;

@@ -11,7 +11,7 @@ use crate::queue::call::*;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -128,8 +128,9 @@ fn worker_actor(worker: &WorkerKey, provider_id: &str) -> Actor {
 }
 
 /// registerWorker: no scopes; the identity proof is the access control.
-pub async fn register_worker(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn register_worker(uri: Uri, State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     Call::new("registerWorker", json!({}))
+        .no_query(&uri)
         .with_payload(&json!(OMITTED))
         .run(async {
             let (worker, provider_id, presented) = register_input(&json_body(&headers, &body)?)?;
@@ -172,12 +173,14 @@ fn reregister_input(body: &Value) -> Result<(WorkerKey, String), ApiError> {
 
 /// reregisterWorker: the latest registration's secret buys new credentials and a new secret.
 pub async fn reregister_worker(
+    uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     Call::new("reregisterWorker", json!({}))
+        .no_query(&uri)
         .with_payload(&json!(OMITTED))
         .run(async {
             let caller = auth.caller()?;

@@ -79,8 +79,8 @@ pub async fn get_route(State(st): St, Extension(auth): Extension<Auth>, uri: Uri
     match target(&uri) {
         Some(Target::Pool(pool)) => list_for_pool(&st, &auth, &uri, pool).await,
         Some(Target::Group(pool, group)) => list_for_group(&st, &auth, &uri, pool, group).await,
-        Some(Target::Worker(w)) => worker(&st, &auth, w).await,
-        Some(Target::ShouldTerminate(w)) => should_terminate(&st, &auth, w).await,
+        Some(Target::Worker(w)) => worker(&uri, &st, &auth, w).await,
+        Some(Target::ShouldTerminate(w)) => should_terminate(&uri, &st, &auth, w).await,
         None => crate::not_found().await.into_response(),
     }
 }
@@ -174,8 +174,9 @@ fn load_worker(st: &AppState, key: &WorkerKey) -> Result<Worker, ApiError> {
         .ok_or_else(|| ApiError::not_found("Worker not found"))
 }
 
-async fn worker(st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
+async fn worker(uri: &Uri, st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
     Call::new("worker", params(&w))
+        .no_query(uri)
         .run(async {
             auth.caller()?
                 .require(&scope(format!("worker-manager:get-worker:{}", path(&w))))?;
@@ -187,8 +188,9 @@ async fn worker(st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
 
 /// shouldWorkerTerminate: `{terminate: false, reason: "none"}` unless the worker was removed,
 /// then `{terminate: true, reason: "worker was removed"}`.
-async fn should_terminate(st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
+async fn should_terminate(uri: &Uri, st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
     Call::new("shouldWorkerTerminate", params(&w))
+        .no_query(uri)
         .run(async {
             auth.caller()?.require(&scope(format!(
                 "worker-manager:should-worker-terminate:{}",
@@ -288,6 +290,7 @@ async fn write_worker(
         ("updateWorker", "update-worker")
     };
     Call::new(name, params(&w))
+        .no_query(&uri)
         .with_scrubbed_body(&headers, &body, scrubbed)
         .run(async {
             let caller: &Caller = auth.caller()?;
@@ -343,6 +346,7 @@ pub async fn remove_worker(State(st): St, Extension(auth): Extension<Auth>, uri:
         return crate::not_found().await.into_response();
     };
     Call::new("removeWorker", params(&w))
+        .no_query(&uri)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:remove-worker:{}", path(&w))))?;
