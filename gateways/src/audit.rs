@@ -39,7 +39,7 @@ async fn history(
     Path((kind, id)): Path<(String, String)>,
 ) -> Response {
     Call::new("history", json!({ "kind": kind, "id": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let (topic, stream) = check(&auth, &kind, &id)?;
             let db = st.engine.view().db();

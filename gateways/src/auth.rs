@@ -406,7 +406,7 @@ async fn client(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("client", json!({ "clientId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:get-client:{id}")))?;
@@ -428,7 +428,7 @@ async fn create_client(
     body: Bytes,
 ) -> Response {
     Call::new("createClient", json!({ "clientId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -470,7 +470,7 @@ async fn update_client(
     body: Bytes,
 ) -> Response {
     Call::new("updateClient", json!({ "clientId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -514,7 +514,7 @@ async fn reset_access_token(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("resetAccessToken", json!({ "clientId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:reset-access-token:{id}")))?;
@@ -547,7 +547,7 @@ async fn toggle_client(
         ("disableClient", "auth:disable-client")
     };
     Call::new(name, json!({ "clientId": id }))
-        .no_query(uri)
+        .no_query(uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("{scope}:{id}")))?;
@@ -593,7 +593,7 @@ async fn delete_client(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteClient", json!({ "clientId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:delete-client:{id}")))?;
@@ -704,7 +704,7 @@ fn role_page(st: &AppState, uri: &Uri) -> Result<(Vec<Role>, Option<String>), Ap
 
 async fn list_roles(uri: Uri, State(st): St, Extension(auth): Extension<Auth>) -> Response {
     Call::new("listRoles", json!({}))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?.require(&s("auth:list-roles".into()))?;
             let roles: Vec<Value> = all_roles(&st).iter().map(|r| role_json(&st, r)).collect();
@@ -750,7 +750,7 @@ async fn role(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("role", json!({ "roleId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?.require(&s(format!("auth:get-role:{id}")))?;
             role_param(&id)?;
@@ -789,7 +789,7 @@ async fn create_role(
     body: Bytes,
 ) -> Response {
     Call::new("createRole", json!({ "roleId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -819,7 +819,7 @@ async fn update_role(
     body: Bytes,
 ) -> Response {
     Call::new("updateRole", json!({ "roleId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -860,7 +860,7 @@ async fn delete_role(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteRole", json!({ "roleId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:delete-role:{id}")))?;
@@ -888,7 +888,7 @@ async fn expand_scopes(
     body: Bytes,
 ) -> Response {
     Call::new("expandScopes", json!({}))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             auth.caller()?.require(&s("auth:expand-scopes".into()))?;
@@ -903,7 +903,7 @@ async fn expand_scopes(
 
 async fn current_scopes(uri: Uri, Extension(auth): Extension<Auth>) -> Response {
     Call::new("currentScopes", json!({}))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s("auth:current-scopes".into()))?;
@@ -931,7 +931,7 @@ async fn aws_s3_credentials(
         "awsS3Credentials",
         json!({ "level": level, "bucket": bucket, "prefix": prefix }),
     )
-    .only_query(&uri, &["format"])
+    .only_query(&uri, &auth, &["format"])
     .run(async {
         let caller = auth.caller()?;
         if level != "read-only" && level != "read-write" {
@@ -956,7 +956,7 @@ async fn aws_s3_credentials(
 
 async fn azure_accounts(uri: Uri, Extension(auth): Extension<Auth>) -> Response {
     Call::new("azureAccounts", json!({}))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s("auth:azure-table:list-accounts".into()))?;
@@ -975,7 +975,7 @@ async fn azure_tables(
     Path(account): Path<String>,
 ) -> Response {
     Call::new("azureTables", json!({ "account": account }))
-        .only_query(&uri, &["continuationToken"])
+        .only_query(&uri, &auth, &["continuationToken"])
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:azure-table:list-tables:{account}")))?;
@@ -1003,7 +1003,7 @@ async fn azure_sas(
         method,
         json!({ "account": account, name_key: name, "level": level }),
     )
-    .no_query(uri)
+    .no_query(uri, &auth)
     .run(async {
         let caller = auth.caller()?;
         if level != "read-only" && level != "read-write" {
@@ -1044,7 +1044,7 @@ async fn azure_containers(
     Path(account): Path<String>,
 ) -> Response {
     Call::new("azureContainers", json!({ "account": account }))
-        .only_query(&uri, &["continuationToken"])
+        .only_query(&uri, &auth, &["continuationToken"])
         .run(async {
             auth.caller()?.require(&s(format!(
                 "auth:azure-container:list-containers:{account}"
@@ -1075,7 +1075,7 @@ async fn sentry_dsn(
     Path(project): Path<String>,
 ) -> Response {
     Call::new("sentryDSN", json!({ "project": project }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:sentry:{project}")))?;
@@ -1095,7 +1095,7 @@ async fn websocktunnel_token(
         "websocktunnelToken",
         json!({ "wstAudience": audience, "wstClient": wst_client }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(async {
         auth.caller()?.require(&s(format!(
             "auth:websocktunnel-token:{audience}/{wst_client}"
@@ -1116,7 +1116,7 @@ async fn gcp_credentials(
         "gcpCredentials",
         json!({ "projectId": project, "serviceAccount": account }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(async {
         auth.caller()?
             .require(&s(format!("auth:gcp:access-token:{project}/{account}")))?;
@@ -1133,7 +1133,7 @@ async fn github_repo_token(
     Path((app, owner)): Path<(String, String)>,
 ) -> Response {
     Call::new("githubRepoToken", json!({ "appName": app, "owner": owner }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?;
             Err(ApiError::not_found(format!(
@@ -1159,7 +1159,7 @@ fn without_credentials(payload: &Value) -> Value {
 
 async fn authenticate_hawk(uri: Uri, State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     Call::new("authenticateHawk", json!({}))
-        .no_query(&uri)
+        .no_query_anonymous(&uri)
         .with_scrubbed_body(&headers, &body, without_credentials)
         .run(async {
             let body = json_body(&headers, &body)?;
@@ -1276,7 +1276,6 @@ async fn test_authenticate(
     body: Bytes,
 ) -> Response {
     Call::new("testAuthenticate", json!({}))
-        .no_query(&uri)
         .with_body(&headers, &body)
         .run(async {
             let input = json_body(&headers, &body)?;
@@ -1287,6 +1286,7 @@ async fn test_authenticate(
             let required = string_list(obj.get("requiredScopes"), schema, "requiredScopes")?
                 .unwrap_or_default();
             let caller = test_caller(&TestClient(client_scopes), &method, &uri, &headers, &body)?;
+            query(&uri, &[])?;
             caller.require(&ScopeExpr::all_of_scopes(&required))?;
             Ok(ok(
                 json!({ "clientId": caller.client_id, "scopes": caller.scopes.as_slice() }),
@@ -1301,10 +1301,10 @@ async fn test_authenticate_get(
     headers: HeaderMap,
 ) -> Response {
     Call::new("testAuthenticateGet", json!({}))
-        .no_query(&uri)
         .run(async {
             let source = TestClient(vec!["test:*".into(), "auth:create-client:test:*".into()]);
             let caller = test_caller(&source, &method, &uri, &headers, b"")?;
+            query(&uri, &[])?;
             caller.require(&s("test:authenticate-get".into()))?;
             Ok(ok(
                 json!({ "clientId": caller.client_id, "scopes": caller.scopes.as_slice() }),

@@ -174,6 +174,10 @@ pub fn actor(caller: &Caller) -> Actor {
 pub struct Auth(pub Arc<Result<Caller, String>>);
 
 impl Auth {
+    /// Whether the request's credentials were refused (its handler answers 401).
+    pub fn failed(&self) -> bool {
+        self.0.is_err()
+    }
     pub fn caller(&self) -> Result<&Caller, ApiError> {
         match &*self.0 {
             Ok(c) => Ok(c),

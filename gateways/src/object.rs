@@ -298,7 +298,7 @@ pub async fn create_upload(
     body: Bytes,
 ) -> Response {
     Call::new("createUpload", json!({ "name": name }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_scrubbed_body(&headers, &body, without_capabilities)
         .run(async {
             let schema = CREATE_UPLOAD_SCHEMA;
@@ -380,7 +380,7 @@ pub async fn finish_upload(
     body: Bytes,
 ) -> Response {
     Call::new("finishUpload", json!({ "name": name }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_scrubbed_body(&headers, &body, without_capabilities)
         .run(async {
             let schema = FINISH_UPLOAD_SCHEMA;
@@ -440,7 +440,7 @@ pub async fn start_download(
     body: Bytes,
 ) -> Response {
     Call::new("startDownload", json!({ "name": name }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
@@ -496,7 +496,7 @@ pub async fn metadata(
     Path(name): Path<String>,
 ) -> Response {
     Call::new("object", json!({ "name": name }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let object = downloadable(&st, &auth, &name)?;
             Ok(ok(json!({
@@ -515,7 +515,7 @@ pub async fn download(
     Path(name): Path<String>,
 ) -> Response {
     Call::new("download", json!({ "name": name }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             downloadable(&st, &auth, &name)?;
             let url = object_url(&st, "GET", &name, GET_URL_VALID);

@@ -620,6 +620,18 @@ async fn error_statuses_and_bodies(backend: Backend) {
     }
     let status = q.status(&t).await.unwrap();
     assert_eq!(status["status"]["state"], "pending", "{status}");
+    // refused credentials still answer 401 first, as upstream authenticates before it looks
+    // at the query
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/queue/v1/task/{t}?foo=1", server.root_url))
+        .header(
+            "authorization",
+            r#"Hawk id="nobody", ts="1", nonce="n", mac="AAAA""#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
     let (status, body) = server
         .root_call("GET", "/api/queue/v1/task-queues?limit=1", &json!({}))
         .await;

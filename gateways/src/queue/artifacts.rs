@@ -206,7 +206,7 @@ pub async fn create_artifact(
     body: Bytes,
 ) -> Response {
     Call::new("createArtifact", json!({ "taskId": task_id, "runId": run_id, "name": name }))
-.no_query(&uri).with_body(&headers, &body).run(async {
+.no_query(&uri, &auth).with_body(&headers, &body).run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&ScopeExpr::scope(format!("queue:create-artifact:{task_id}/{run_id}")))?;
@@ -285,7 +285,7 @@ pub async fn finish_artifact(
         "finishArtifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
@@ -509,7 +509,7 @@ pub async fn get_artifact(
         "getArtifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(get_artifact_inner(
         &st,
         &auth,
@@ -531,7 +531,7 @@ pub async fn get_latest_artifact(
         "getLatestArtifact",
         json!({ "taskId": task_id, "name": name }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(get_artifact_inner(&st, &auth, &task_id, None, &name, false))
     .await
 }
@@ -546,7 +546,7 @@ pub async fn artifact(
         "artifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(get_artifact_inner(
         &st,
         &auth,
@@ -565,7 +565,7 @@ pub async fn latest_artifact(
     Path((task_id, name)): Path<(String, String)>,
 ) -> Response {
     Call::new("latestArtifact", json!({ "taskId": task_id, "name": name }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(get_artifact_inner(&st, &auth, &task_id, None, &name, true))
         .await
 }
@@ -684,7 +684,7 @@ pub async fn artifact_info_route(
         "artifactInfo",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(info_inner(&st, &auth, &task_id, Some(&run_id), &name))
     .await
 }
@@ -699,7 +699,7 @@ pub async fn latest_artifact_info(
         "latestArtifactInfo",
         json!({ "taskId": task_id, "name": name }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(info_inner(&st, &auth, &task_id, None, &name))
     .await
 }

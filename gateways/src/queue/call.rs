@@ -2,6 +2,7 @@
 //! body and query parsing, URL-parameter checks, pagination tokens, temporary credentials.
 
 use crate::error::{ApiError, ErrorCode, Failure};
+use crate::hawk::Auth;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -61,15 +62,23 @@ impl Call {
         }
     }
     /// For an endpoint that declares no query-string parameters: any key but `bewit` fails the
-    /// call with Taskcluster's 400 before the handler runs (so before its scope and URL checks;
-    /// Hawk's 401 still comes first).
-    pub fn no_query(self, uri: &Uri) -> Call {
-        self.only_query(uri, &[])
+    /// call with Taskcluster's 400 before the handler runs (so before its scope and URL
+    /// checks). Refused credentials come first: the handler answers them with 401, as upstream
+    /// authenticates before it looks at the query.
+    pub fn no_query(self, uri: &Uri, auth: &Auth) -> Call {
+        self.only_query(uri, auth, &[])
+    }
+    /// `no_query` for an endpoint that authenticates no caller (its body is its proof).
+    pub fn no_query_anonymous(mut self, uri: &Uri) -> Call {
+        self.refused = query(uri, &[]).err();
+        self
     }
     /// The same for an endpoint that declares `allowed` but reads none of them (it serves
     /// no pages, or has nothing to format differently).
-    pub fn only_query(mut self, uri: &Uri, allowed: &[&str]) -> Call {
-        self.refused = query(uri, allowed).err();
+    pub fn only_query(mut self, uri: &Uri, auth: &Auth, allowed: &[&str]) -> Call {
+        if !auth.failed() {
+            self.refused = query(uri, allowed).err();
+        }
         self
     }
     pub fn with_payload(mut self, payload: &Value) -> Call {

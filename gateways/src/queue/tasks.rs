@@ -58,7 +58,7 @@ pub async fn task(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("task", json!({ "taskId": task_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:get-task:{task_id}")))?;
@@ -75,7 +75,7 @@ pub async fn status(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("status", json!({ "taskId": task_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:status:{task_id}")))?;
@@ -202,7 +202,7 @@ pub async fn create_task(
     body: Bytes,
 ) -> Response {
     Call::new("createTask", json!({ "taskId": task_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
@@ -281,7 +281,7 @@ pub async fn schedule_task(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("scheduleTask", json!({ "taskId": task_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(manipulate(
             &st,
             &auth,
@@ -299,7 +299,7 @@ pub async fn rerun_task(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("rerunTask", json!({ "taskId": task_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(manipulate(&st, &auth, &task_id, "rerun-task", |task_id| {
             QueueCommand::RerunTask { task_id }
         }))
@@ -313,7 +313,7 @@ pub async fn cancel_task(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("cancelTask", json!({ "taskId": task_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(manipulate(&st, &auth, &task_id, "cancel-task", |task_id| {
             QueueCommand::CancelTask { task_id }
         }))
@@ -341,7 +341,7 @@ pub async fn change_task_priority(
     body: Bytes,
 ) -> Response {
     Call::new("changeTaskPriority", json!({ "taskId": task_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -439,7 +439,7 @@ pub async fn claim_work(
     body: Bytes,
 ) -> Response {
     Call::new("claimWork", json!({ "taskQueueId": task_queue_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -509,7 +509,7 @@ pub async fn claim_task(
     body: Bytes,
 ) -> Response {
     Call::new("claimTask", json!({ "taskId": task_id, "runId": run_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -544,7 +544,7 @@ pub async fn reclaim_task(
     Path((task_id, run_id)): Path<(String, String)>,
 ) -> Response {
     Call::new("reclaimTask", json!({ "taskId": task_id, "runId": run_id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:reclaim-task:{task_id}/{run_id}")))?;
@@ -611,7 +611,7 @@ pub async fn report_completed(
         "reportCompleted",
         json!({ "taskId": task_id, "runId": run_id }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(report(&st, &auth, &task_id, &run_id, Ok(reason)))
     .await
 }
@@ -626,7 +626,7 @@ pub async fn report_failed(
         "reportFailed",
         json!({ "taskId": task_id, "runId": run_id }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(report(
         &st,
         &auth,
@@ -660,7 +660,7 @@ pub async fn report_exception(
         "reportException",
         json!({ "taskId": task_id, "runId": run_id }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .with_body(&headers, &body)
     .run(report(&st, &auth, &task_id, &run_id, reason))
     .await
@@ -692,7 +692,7 @@ pub async fn get_task_group(
     Path(group): Path<String>,
 ) -> Response {
     Call::new("getTaskGroup", json!({ "taskGroupId": group }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:list-task-group:{group}")))?;
@@ -791,7 +791,7 @@ pub async fn seal_task_group(
     Path(group): Path<String>,
 ) -> Response {
     Call::new("sealTaskGroup", json!({ "taskGroupId": group }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
@@ -837,7 +837,7 @@ pub async fn cancel_task_group(
     Path(group): Path<String>,
 ) -> Response {
     Call::new("cancelTaskGroup", json!({ "taskGroupId": group }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
@@ -882,7 +882,7 @@ pub async fn change_task_group_priority(
     body: Bytes,
 ) -> Response {
     Call::new("changeTaskGroupPriority", json!({ "taskGroupId": group }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;

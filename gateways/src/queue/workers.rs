@@ -40,7 +40,7 @@ pub async fn pending_tasks(
     Path(queue): Path<String>,
 ) -> Response {
     Call::new("pendingTasks", json!({ "taskQueueId": queue }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:pending-count:{queue}")))?;
@@ -215,7 +215,7 @@ pub async fn task_queue_counts_batch(
     body: Bytes,
 ) -> Response {
     Call::new("taskQueueCountsBatch", json!({}))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
@@ -303,7 +303,7 @@ pub async fn get_provisioner(
     Path(p): Path<String>,
 ) -> Response {
     Call::new("getProvisioner", json!({ "provisionerId": p }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:get-provisioner:{p}")))?;
@@ -359,7 +359,7 @@ pub async fn get_worker_type(
         "getWorkerType",
         json!({ "provisionerId": p, "workerType": w }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(async {
         auth.caller()?
             .require(&s(format!("queue:get-worker-type:{p}/{w}")))?;
@@ -466,7 +466,7 @@ pub async fn get_worker(
         "getWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(async {
         auth.caller()?
             .require(&s(format!("queue:get-worker:{p}/{w}/{g}/{id}")))?;
@@ -495,7 +495,7 @@ pub async fn quarantine_worker(
         "quarantineWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
@@ -573,7 +573,7 @@ pub async fn declare_worker(
         "declareWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
-    .no_query(&uri)
+    .no_query(&uri, &auth)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;

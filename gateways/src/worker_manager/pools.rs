@@ -143,7 +143,7 @@ pub async fn create_worker_pool(
     body: Bytes,
 ) -> Response {
     Call::new("createWorkerPool", json!({ "workerPoolId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -167,7 +167,7 @@ pub async fn update_worker_pool(
     body: Bytes,
 ) -> Response {
     Call::new("updateWorkerPool", json!({ "workerPoolId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
@@ -198,7 +198,7 @@ pub async fn delete_worker_pool(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteWorkerPool", json!({ "workerPoolId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:manage-worker-pool:{id}")))?;
@@ -227,7 +227,7 @@ pub async fn worker_pool(
         return crate::not_found().await.into_response();
     }
     Call::new("workerPool", json!({ "workerPoolId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&scope(format!("worker-manager:get-worker-pool:{id}")))?;
@@ -317,7 +317,7 @@ pub async fn report_worker_error(
     body: Bytes,
 ) -> Response {
     Call::new("reportWorkerError", json!({ "workerPoolId": id }))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;

@@ -130,7 +130,7 @@ fn worker_actor(worker: &WorkerKey, provider_id: &str) -> Actor {
 /// registerWorker: no scopes; the identity proof is the access control.
 pub async fn register_worker(uri: Uri, State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     Call::new("registerWorker", json!({}))
-        .no_query(&uri)
+        .no_query_anonymous(&uri)
         .with_payload(&json!(OMITTED))
         .run(async {
             let (worker, provider_id, presented) = register_input(&json_body(&headers, &body)?)?;
@@ -180,7 +180,7 @@ pub async fn reregister_worker(
     body: Bytes,
 ) -> Response {
     Call::new("reregisterWorker", json!({}))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_payload(&json!(OMITTED))
         .run(async {
             let caller = auth.caller()?;

@@ -176,7 +176,7 @@ fn load_worker(st: &AppState, key: &WorkerKey) -> Result<Worker, ApiError> {
 
 async fn worker(uri: &Uri, st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
     Call::new("worker", params(&w))
-        .no_query(uri)
+        .no_query(uri, auth)
         .run(async {
             auth.caller()?
                 .require(&scope(format!("worker-manager:get-worker:{}", path(&w))))?;
@@ -190,7 +190,7 @@ async fn worker(uri: &Uri, st: &AppState, auth: &Auth, w: [String; 3]) -> Respon
 /// then `{terminate: true, reason: "worker was removed"}`.
 async fn should_terminate(uri: &Uri, st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
     Call::new("shouldWorkerTerminate", params(&w))
-        .no_query(uri)
+        .no_query(uri, auth)
         .run(async {
             auth.caller()?.require(&scope(format!(
                 "worker-manager:should-worker-terminate:{}",
@@ -290,7 +290,7 @@ async fn write_worker(
         ("updateWorker", "update-worker")
     };
     Call::new(name, params(&w))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .with_scrubbed_body(&headers, &body, scrubbed)
         .run(async {
             let caller: &Caller = auth.caller()?;
@@ -346,7 +346,7 @@ pub async fn remove_worker(State(st): St, Extension(auth): Extension<Auth>, uri:
         return crate::not_found().await.into_response();
     };
     Call::new("removeWorker", params(&w))
-        .no_query(&uri)
+        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:remove-worker:{}", path(&w))))?;
