@@ -780,6 +780,7 @@ async fn run_services<L: EventLog + 'static>(
         claim_work_poll: Duration::from_secs(args.claim_work_poll_secs),
         started: Instant::now(),
         started_at: chrono::Utc::now(),
+        ends: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

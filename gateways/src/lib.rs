@@ -51,6 +51,60 @@ pub struct AppState {
     pub claim_work_poll: Duration,
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Where a follower asks the log how far it goes (`follow_to_end`), one lookup at a time.
+    pub ends: EndLookups,
+}
+
+/// Lookups of a log partition's end, one at a time per partition. A caller waits for the
+/// lookup in flight, if any, and takes the answer of the first lookup that started after it
+/// arrived: no caller gets an end read before it asked, and a burst of callers (requests with
+/// an unknown Hawk id on a follower, say) costs the log one lookup at a time, not one each.
+#[derive(Default)]
+pub struct EndLookups {
+    partitions: std::sync::Mutex<EndSlots>,
+}
+
+type EndSlots = std::collections::HashMap<(String, u32), Arc<tokio::sync::Mutex<Option<Looked>>>>;
+
+/// A partition's last lookup: when it started, and what it found.
+struct Looked {
+    started: Instant,
+    end: Result<u64, String>,
+}
+
+impl EndLookups {
+    pub async fn end(
+        &self,
+        records: &dyn taskledger_projections::audit::RecordReader,
+        topic: &str,
+        partition: u32,
+    ) -> Result<u64, String> {
+        let arrived = Instant::now();
+        let slot = self
+            .partitions
+            .lock()
+            .expect("end lookups lock")
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .clone();
+        // the lock is fair: callers take turns in their order of arrival
+        let mut last = slot.lock().await;
+        if let Some(looked) = &*last {
+            if looked.started >= arrived {
+                return looked.end.clone();
+            }
+        }
+        let started = Instant::now();
+        let end = records
+            .end_offset(topic, partition)
+            .await
+            .map_err(|e| e.to_string());
+        *last = Some(Looked {
+            started,
+            end: end.clone(),
+        });
+        end
+    }
 }
 
 async fn ping(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
@@ -88,7 +142,7 @@ pub(crate) async fn follow_to_end(
         return false;
     }
     let before = role.position();
-    match st.records.end_offset(topic, partition).await {
+    match st.ends.end(&*st.records, topic, partition).await {
         Ok(end) if end > before => {
             role.wait_applied(end, patience).await;
         }
@@ -192,3 +246,79 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 /// The local-directory blob store (object_store's file system backend).
 pub use object_store::local::LocalFileSystem as LocalBlobs;
+
+#[cfg(test)]
+mod tests {
+    use super::EndLookups;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use taskledger_core::log::Stored;
+    use taskledger_projections::audit::RecordReader;
+    use taskledger_projections::store::StoreError;
+
+    /// A log whose end lookups take 30 ms and answer how many lookups have started; it
+    /// counts the most that were ever in flight together.
+    #[derive(Default)]
+    struct SlowEnds {
+        started: AtomicU64,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
+    }
+
+    impl RecordReader for SlowEnds {
+        fn read_at<'a>(
+            &'a self,
+            _topic: &'a str,
+            _offsets: &'a [u64],
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<Stored>, StoreError>> + Send + 'a>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+        fn end_offset<'a>(
+            &'a self,
+            _topic: &'a str,
+            _partition: u32,
+        ) -> Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>> {
+            Box::pin(async move {
+                let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(n)
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn end_lookups_run_one_at_a_time_and_never_answer_from_before_the_caller() {
+        let log = Arc::new(SlowEnds::default());
+        let ends = Arc::new(EndLookups::default());
+        // a burst of 50 callers: one lookup at a time, and few in all
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (log, ends) = (log.clone(), ends.clone());
+            burst.spawn(async move { ends.end(&*log, "t", 0).await.unwrap() });
+        }
+        while let Some(end) = burst.join_next().await {
+            assert!(end.unwrap() >= 1);
+        }
+        assert_eq!(log.most_in_flight.load(Ordering::SeqCst), 1);
+        let lookups = log.started.load(Ordering::SeqCst);
+        assert!(lookups <= 3, "{lookups} lookups for a burst of 50");
+
+        // a caller that arrives while a lookup is in flight gets the next lookup's answer
+        let first = {
+            let (log, ends) = (log.clone(), ends.clone());
+            tokio::spawn(async move { ends.end(&*log, "t", 0).await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = ends.end(&*log, "t", 0).await.unwrap();
+        let first = first.await.unwrap();
+        assert_eq!(second, first + 1);
+        // another partition has a lookup of its own
+        assert_eq!(ends.end(&*log, "t", 1).await.unwrap(), second + 1);
+    }
+}
