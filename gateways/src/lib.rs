@@ -14,7 +14,7 @@ pub mod queue;
 pub mod worker_manager;
 
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -107,8 +107,30 @@ impl EndLookups {
     }
 }
 
-async fn ping(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
-    Json(json!({ "alive": true, "uptime": st.started.elapsed().as_secs_f64() })).into_response()
+async fn ping(axum::extract::State(st): axum::extract::State<Arc<AppState>>, uri: Uri) -> Response {
+    let alive = json!({ "alive": true, "uptime": st.started.elapsed().as_secs_f64() });
+    builtin("ping", &uri, Json(alive).into_response()).await
+}
+
+/// A built-in API method's answer, or Taskcluster's 400 for a query-string key it does not
+/// declare (none of them declares any).
+async fn builtin(name: &'static str, uri: &Uri, answer: Response) -> Response {
+    queue::call::Call::new(name, json!({}))
+        .no_query_anonymous(uri)
+        .run(async { Ok(answer) })
+        .await
+}
+
+async fn lbheartbeat(uri: Uri) -> Response {
+    builtin("lbheartbeat", &uri, empty().await).await
+}
+
+async fn heartbeat(uri: Uri) -> Response {
+    builtin("heartbeat", &uri, empty().await).await
+}
+
+async fn api_version(uri: Uri) -> Response {
+    builtin("version", &uri, version().await).await
 }
 
 async fn empty() -> Response {
@@ -163,9 +185,9 @@ pub(crate) async fn not_found() -> Response {
 fn builtins() -> Router<Arc<AppState>> {
     Router::new()
         .route("/ping", get(ping))
-        .route("/__lbheartbeat__", get(empty))
-        .route("/__heartbeat__", get(empty))
-        .route("/__version__", get(version))
+        .route("/__lbheartbeat__", get(lbheartbeat))
+        .route("/__heartbeat__", get(heartbeat))
+        .route("/__version__", get(api_version))
 }
 
 const API_HEADERS: &[(&str, &str)] = &[

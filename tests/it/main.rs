@@ -597,18 +597,31 @@ async fn error_statuses_and_bodies(backend: Backend) {
     q.createTask(&t, &task_def(&fresh_queue(), 600))
         .await
         .unwrap();
-    for (method, path, name) in [
-        ("GET", format!("/api/queue/v1/task/{t}?foo=1"), "task"),
+    let counts = format!("/api/queue/v1/task-queues/{}/counts?foo=1", fresh_queue());
+    for (method, path, key, name) in [
+        (
+            "GET",
+            format!("/api/queue/v1/task/{t}?foo=1"),
+            "foo",
+            "task",
+        ),
         (
             "POST",
             format!("/api/queue/v1/task/{t}/cancel?force=true"),
+            "force",
             "cancelTask",
+        ),
+        ("GET", counts, "foo", "taskQueueCounts"),
+        (
+            "GET",
+            "/api/queue/v1/ping?verbose=1".to_string(),
+            "verbose",
+            "ping",
         ),
     ] {
         let (status, body) = server.root_call(method, &path, &json!({})).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(body["code"], "InvalidRequestArguments", "{body}");
-        let key = if method == "GET" { "foo" } else { "force" };
         assert!(
             body["message"]
                 .as_str()

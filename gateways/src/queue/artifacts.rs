@@ -205,8 +205,11 @@ pub async fn create_artifact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    Call::new("createArtifact", json!({ "taskId": task_id, "runId": run_id, "name": name }))
-.no_query(&uri, &auth).with_body(&headers, &body).run(async {
+    let params = json!({ "taskId": task_id, "runId": run_id, "name": name });
+    let call = Call::new("createArtifact", params)
+        .no_query(&uri, &auth)
+        .with_body(&headers, &body);
+    call.run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&ScopeExpr::scope(format!("queue:create-artifact:{task_id}/{run_id}")))?;

@@ -132,7 +132,8 @@ pub async fn task_queue_routes(
     uri: Uri,
 ) -> Response {
     if let Some(queue) = rest.strip_suffix("/counts") {
-        return Call::new("taskQueueCounts", json!({ "taskQueueId": queue })).run(async {
+        let call = Call::new("taskQueueCounts", json!({ "taskQueueId": queue }));
+        return call.no_query(&uri, &auth).run(async {
             auth.caller()?.require(&ScopeExpr::all(vec![
                 s(format!("queue:pending-count:{queue}")),
                 s(format!("queue:claimed-count:{queue}")),
@@ -193,6 +194,7 @@ pub async fn task_queue_routes(
         }).await;
     }
     Call::new("getTaskQueue", json!({ "taskQueueId": rest }))
+        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:get-task-queue:{rest}")))?;
