@@ -75,7 +75,7 @@ struct Looked {
 impl EndLookups {
     pub async fn end(
         &self,
-        records: &dyn taskledger_projections::audit::RecordReader,
+        records: &Arc<dyn taskledger_projections::audit::RecordReader>,
         topic: &str,
         partition: u32,
     ) -> Result<u64, String> {
@@ -88,22 +88,30 @@ impl EndLookups {
             .or_default()
             .clone();
         // the lock is fair: callers take turns in their order of arrival
-        let mut last = slot.lock().await;
+        let mut last = slot.lock_owned().await;
         if let Some(looked) = &*last {
             if looked.started >= arrived {
                 return looked.end.clone();
             }
         }
-        let started = Instant::now();
-        let end = records
-            .end_offset(topic, partition)
-            .await
-            .map_err(|e| e.to_string());
-        *last = Some(Looked {
-            started,
-            end: end.clone(),
+        // the lookup holds the turn until it is done, even if its caller stops waiting
+        // (a client gone), so the next caller never starts a second one beside it
+        let (records, topic) = (records.clone(), topic.to_string());
+        let lookup = tokio::spawn(async move {
+            let started = Instant::now();
+            let end = records
+                .end_offset(&topic, partition)
+                .await
+                .map_err(|e| e.to_string());
+            *last = Some(Looked {
+                started,
+                end: end.clone(),
+            });
+            end
         });
-        end
+        lookup
+            .await
+            .unwrap_or_else(|e| Err(format!("end lookup failed: {e}")))
     }
 }
 
@@ -164,7 +172,7 @@ pub(crate) async fn follow_to_end(
         return false;
     }
     let before = role.position();
-    match st.ends.end(&*st.records, topic, partition).await {
+    match st.ends.end(&st.records, topic, partition).await {
         Ok(end) if end > before => {
             role.wait_applied(end, patience).await;
         }
@@ -314,15 +322,23 @@ mod tests {
         }
     }
 
+    /// Waits until `log` has started `n` lookups.
+    async fn started(log: &SlowEnds, n: u64) {
+        while log.started.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn end_lookups_run_one_at_a_time_and_never_answer_from_before_the_caller() {
         let log = Arc::new(SlowEnds::default());
+        let reader: Arc<dyn RecordReader> = log.clone();
         let ends = Arc::new(EndLookups::default());
         // a burst of 50 callers: one lookup at a time, and few in all
         let mut burst = tokio::task::JoinSet::new();
         for _ in 0..50 {
-            let (log, ends) = (log.clone(), ends.clone());
-            burst.spawn(async move { ends.end(&*log, "t", 0).await.unwrap() });
+            let (reader, ends) = (reader.clone(), ends.clone());
+            burst.spawn(async move { ends.end(&reader, "t", 0).await.unwrap() });
         }
         while let Some(end) = burst.join_next().await {
             assert!(end.unwrap() >= 1);
@@ -333,14 +349,34 @@ mod tests {
 
         // a caller that arrives while a lookup is in flight gets the next lookup's answer
         let first = {
-            let (log, ends) = (log.clone(), ends.clone());
-            tokio::spawn(async move { ends.end(&*log, "t", 0).await.unwrap() })
+            let (reader, ends) = (reader.clone(), ends.clone());
+            tokio::spawn(async move { ends.end(&reader, "t", 0).await.unwrap() })
         };
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let second = ends.end(&*log, "t", 0).await.unwrap();
+        started(&log, lookups + 1).await;
+        let second = ends.end(&reader, "t", 0).await.unwrap();
         let first = first.await.unwrap();
-        assert_eq!(second, first + 1);
-        // another partition has a lookup of its own
-        assert_eq!(ends.end(&*log, "t", 1).await.unwrap(), second + 1);
+        assert_eq!((first, second), (lookups + 1, lookups + 2));
+
+        // a caller that stops waiting leaves its lookup holding the turn: the next caller
+        // waits for it instead of starting a second one beside it
+        let gone = {
+            let (reader, ends) = (reader.clone(), ends.clone());
+            tokio::spawn(async move { ends.end(&reader, "t", 0).await })
+        };
+        started(&log, lookups + 3).await;
+        gone.abort();
+        let after = ends.end(&reader, "t", 0).await.unwrap();
+        assert_eq!(after, lookups + 4);
+        assert_eq!(log.most_in_flight.load(Ordering::SeqCst), 1);
+
+        // partitions do not wait for each other
+        let other = {
+            let (reader, ends) = (reader.clone(), ends.clone());
+            tokio::spawn(async move { ends.end(&reader, "t", 0).await.unwrap() })
+        };
+        started(&log, lookups + 5).await;
+        ends.end(&reader, "t", 1).await.unwrap();
+        other.await.unwrap();
+        assert_eq!(log.most_in_flight.load(Ordering::SeqCst), 2);
     }
 }
