@@ -807,11 +807,7 @@ fn apply_certificate(
     }
 
     // 5. the issuer holds every certificate scope
-    let wanted: Vec<&str> = cert_scopes.iter().map(String::as_str).collect();
-    if !scopes::covered(&issuer.scopes, &wanted)
-        .into_iter()
-        .all(|hit| hit)
-    {
+    if !scopes::covers_all(&issuer.scopes, &cert_scopes) {
         return Err(AuthError(format!(
             "ext.certificate issuer `{}` doesn't satisfiy all certificate scopes {}.  \
              The temporary credentials were not generated correctly.",
@@ -873,8 +869,7 @@ fn apply_authorized_scopes(
     let mut held = creds.scopes.to_vec();
     held.push(ANONYMOUS_SCOPE.to_owned());
     let held = clients.expand(held);
-    let wanted: Vec<&str> = authorized.iter().map(String::as_str).collect();
-    if !scopes::covered(&held, &wanted).into_iter().all(|hit| hit) {
+    if !scopes::covers_all(&held, &authorized) {
         return Err(AuthError(format!(
             "Supplied credentials do not satisfy authorizedScopes; \
              credentials have scopes [{}]; authorizedScopes are [{}]",

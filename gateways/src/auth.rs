@@ -834,11 +834,10 @@ async fn update_role(
                 .ok_or_else(|| ApiError::not_found("Role not found"))?;
             let held = st.auth.view().expand(current.scopes.clone());
             let mut required = vec![s(format!("auth:update-role:{id}"))];
-            let wanted: Vec<&str> = scopes_.iter().map(String::as_str).collect();
             required.extend(
                 scopes_
                     .iter()
-                    .zip(scopes::covered(&held, &wanted))
+                    .zip(scopes::covered(&held, &scopes_))
                     .filter(|(_, had)| !had)
                     .map(|(x, _)| ScopeExpr::scope(x.clone())),
             );
