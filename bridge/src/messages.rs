@@ -222,7 +222,7 @@ pub fn queue_message(
         }
         QueueEvent::RunResolved { run_id, reason, .. }
         | QueueEvent::RunExceptionRecorded { run_id, reason, .. } => {
-            resolution_message(task?, *run_id, *reason)
+            Some(resolution_message(task?, *run_id, *reason))
         }
         QueueEvent::ArtifactCreated {
             run_id, artifact, ..
@@ -250,7 +250,7 @@ pub fn queue_message(
             Repeat::RunResolved { run_id, .. } => {
                 let t = task?;
                 let reason = t.runs.get(*run_id as usize)?.reason_resolved?;
-                resolution_message(t, *run_id, reason)
+                Some(resolution_message(t, *run_id, reason))
             }
             Repeat::ArtifactCreated { run_id, .. } => {
                 let a = finished?;
@@ -319,7 +319,7 @@ fn pending_message(t: &Task, run_id: u32) -> Message {
 }
 
 /// task-completed, task-failed or task-exception for a run resolved with `reason`.
-fn resolution_message(t: &Task, run_id: u32, reason: ReasonResolved) -> Option<Message> {
+fn resolution_message(t: &Task, run_id: u32, reason: ReasonResolved) -> Message {
     use Field::*;
     let name = match reason.state() {
         RunState::Completed => "task-completed",
@@ -338,13 +338,13 @@ fn resolution_message(t: &Task, run_id: u32, reason: ReasonResolved) -> Option<M
         fields.push(("workerId", Str(w)));
     }
     let body = task_body(t, fields);
-    Some(task_message(
+    task_message(
         t,
         name,
         Some(run_id),
         worker.as_ref().map(|(g, w)| (g.as_str(), w.as_str())),
         body,
-    ))
+    )
 }
 
 /// task-group-sealed / task-group-resolved: `{taskGroupId, schedulerId, expires, sealed?}`,
