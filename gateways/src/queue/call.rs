@@ -69,16 +69,20 @@ impl Call {
         self.only_query(uri, auth, &[])
     }
     /// `no_query` for an endpoint that authenticates no caller (its body is its proof).
-    pub fn no_query_anonymous(mut self, uri: &Uri) -> Call {
-        self.refused = query(uri, &[]).err();
-        self
+    pub fn no_query_anonymous(self, uri: &Uri) -> Call {
+        self.refusing(uri, &[])
     }
     /// The same for an endpoint that declares `allowed` but reads none of them (it serves
     /// no pages, or has nothing to format differently).
-    pub fn only_query(mut self, uri: &Uri, auth: &Auth, allowed: &[&str]) -> Call {
-        if !auth.failed() {
-            self.refused = query(uri, allowed).err();
+    pub fn only_query(self, uri: &Uri, auth: &Auth, allowed: &[&str]) -> Call {
+        if auth.failed() {
+            self
+        } else {
+            self.refusing(uri, allowed)
         }
+    }
+    fn refusing(mut self, uri: &Uri, allowed: &[&str]) -> Call {
+        self.refused = query(uri, allowed).err();
         self
     }
     pub fn with_payload(mut self, payload: &Value) -> Call {
