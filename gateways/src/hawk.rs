@@ -335,13 +335,16 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return (
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(serde_json::json!({
-                    "code": "InputTooLarge", "message": "Payload too large", "requestInfo": {}
-                })),
-            )
-                .into_response()
+            return crate::error::Failure {
+                error: ApiError::new(
+                    ErrorCode::InputTooLarge,
+                    format!("The request body is larger than the {MAX_BODY} bytes accepted"),
+                ),
+                method: "unknown",
+                params: serde_json::json!({}),
+                payload: serde_json::json!({}),
+            }
+            .into_response()
         }
     };
     let resource = parts

@@ -465,6 +465,27 @@ async fn error_statuses_and_bodies(backend: Backend) {
     assert_eq!(message.matches("\n  * ").count(), 101, "{message}");
     assert!(message.contains("  * ... and 400 more"), "{message}");
 
+    // a body past the 10 MB limit: 413 in the standard shape, before authentication, and
+    // nothing created
+    let id = slugid::nice();
+    let r = http
+        .put(format!("{base}/task/{id}"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 10 * 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "InputTooLarge");
+    assert_eq!(body["requestInfo"]["payload"], json!({}));
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("* errorCode:  InputTooLarge"));
+    let err = q.task(&id).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
+
     // a long list of ids without the scopes: the 403's message shows the start of the
     // required expression, not one line per id
     let many: Vec<String> = (0..50_000).map(|_| slugid::nice()).collect();
