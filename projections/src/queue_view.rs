@@ -230,13 +230,25 @@ const RECENT_BYTES: usize = 16 << 20;
 /// newer than the database's row, and it is older only between a fold's write and its
 /// update here (as the mirror), with no fold in between. Deletes are kept (`None`).
 /// `write_folded`, which runs outside the lock, empties it instead.
+///
+/// A generation's map is made at its full size and reused: growing one by doubling rehashed
+/// up to 16 k rows inside a fold (0.5-7 ms on the writer, with every reader waiting on the
+/// lock), and the dropped generation's rows are freed outside the lock (`Evicted`).
 #[derive(Default)]
 struct Recent {
-    current: [HashMap<Vec<u8>, Option<bytes::Bytes>>; 2],
-    previous: [HashMap<Vec<u8>, Option<bytes::Bytes>>; 2],
+    current: [RecentRows; 2],
+    previous: [RecentRows; 2],
     /// Bytes inserted into each `current` (a key written twice counts twice).
     current_bytes: [usize; 2],
+    /// An emptied generation's map, kept for the next generation.
+    spare: [Option<RecentRows>; 2],
 }
+
+type RecentRows = HashMap<Vec<u8>, Option<bytes::Bytes>>;
+
+/// A generation `Recent` dropped, still holding its rows: emptied by its taker outside the
+/// lock, then given back (`Recent::give_back`) to be the next generation's map.
+struct Evicted(usize, RecentRows);
 
 impl Recent {
     fn slot(cf_name: &str) -> Option<usize> {
@@ -251,17 +263,45 @@ impl Recent {
             .cloned()
     }
 
-    fn insert(&mut self, slot: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
+    /// Holds `key`'s row; when `current` is full, it becomes `previous` first, and the
+    /// generation before is returned, rows and all, for the caller to empty.
+    fn insert(&mut self, slot: usize, key: Vec<u8>, value: Option<Vec<u8>>) -> Option<Evicted> {
+        let mut evicted = None;
         if self.current[slot].len() >= RECENT_ROWS || self.current_bytes[slot] >= RECENT_BYTES {
-            self.previous[slot] = std::mem::take(&mut self.current[slot]);
+            let fresh = self.spare[slot]
+                .take()
+                .unwrap_or_else(|| HashMap::with_capacity(RECENT_ROWS));
+            let full = std::mem::replace(&mut self.current[slot], fresh);
+            evicted = Some(Evicted(
+                slot,
+                std::mem::replace(&mut self.previous[slot], full),
+            ));
             self.current_bytes[slot] = 0;
         }
         self.current_bytes[slot] += key.len() + value.as_ref().map_or(0, Vec::len);
         self.current[slot].insert(key, value.map(bytes::Bytes::from));
+        evicted
+    }
+
+    /// Keeps an evicted generation's map, emptied, for the next generation (unless it was
+    /// never full-sized: the first `previous` starts empty).
+    fn give_back(&mut self, Evicted(slot, rows): Evicted) {
+        if rows.is_empty() && rows.capacity() >= RECENT_ROWS {
+            self.spare[slot] = Some(rows);
+        }
+    }
+
+    /// Empty, its first generations made at full size.
+    fn new() -> Recent {
+        let sized = || HashMap::with_capacity(RECENT_ROWS);
+        Recent {
+            current: [sized(), sized()],
+            ..Recent::default()
+        }
     }
 
     fn clear(&mut self) {
-        *self = Recent::default();
+        *self = Recent::new();
     }
 }
 
@@ -513,7 +553,7 @@ impl QueueView {
             index_streams: false,
             write_options: Arc::new(WriteOptions::default()),
             folding: Arc::new(Mutex::new(())),
-            recent: Some(Arc::new(Mutex::new(Recent::default()))),
+            recent: Some(Arc::new(Mutex::new(Recent::new()))),
         })
     }
 
@@ -636,15 +676,26 @@ impl QueueView {
         // written: now the recent rows and the mirror (see `Recent`)
         let mut recent = self.recent.as_ref().map(|r| r.lock().expect("recent lock"));
         let mut mirrored = Vec::new();
+        let mut evicted = Vec::new();
         for (cf_name, key, value) in folded.into_hashed() {
             match (recent.as_mut(), Recent::slot(cf_name)) {
-                (Some(recent), Some(slot)) => recent.insert(slot, key, value),
+                (Some(recent), Some(slot)) => evicted.extend(recent.insert(slot, key, value)),
                 _ if MIRRORED.contains(&cf_name) => mirrored.push(((cf_name, key), value)),
                 _ => {}
             }
         }
         drop(recent);
         self.mirror_ops(mirrored.into_iter());
+        if let Some(recent) = self.recent.as_ref().filter(|_| !evicted.is_empty()) {
+            // freeing a generation's rows takes a while: not while readers wait on the lock
+            for Evicted(_, rows) in &mut evicted {
+                rows.clear();
+            }
+            let mut recent = recent.lock().expect("recent lock");
+            for e in evicted {
+                recent.give_back(e);
+            }
+        }
         Ok(())
     }
 
@@ -1550,6 +1601,33 @@ pub(crate) mod tests {
         for (i, name) in FOLDED_CFS.iter().enumerate() {
             assert_eq!(folded_slot(name), i, "{name}");
         }
+    }
+
+    /// A dropped generation comes back to its taker with its rows, and its map, emptied and
+    /// given back, is a later generation's: every generation's map is full-sized from the
+    /// start, so none grows by rehashing.
+    #[test]
+    fn recent_generations_reuse_their_maps() {
+        let mut recent = Recent::new();
+        let mut evictions = 0;
+        for i in 0..(5 * RECENT_ROWS) as u32 {
+            let key = i.to_be_bytes().to_vec();
+            if let Some(Evicted(slot, mut rows)) = recent.insert(1, key, Some(vec![1])) {
+                evictions += 1;
+                assert_eq!(slot, 1);
+                // the first eviction is the empty generation `previous` started as
+                let expected = if evictions == 1 { 0 } else { RECENT_ROWS };
+                assert_eq!(rows.len(), expected, "eviction {evictions}");
+                rows.clear();
+                recent.give_back(Evicted(slot, rows));
+            }
+            assert!(recent.current[1].capacity() >= RECENT_ROWS, "row {i}");
+        }
+        assert_eq!(evictions, 4);
+        assert!(recent
+            .get(1, &(5 * RECENT_ROWS as u32 - 1).to_be_bytes())
+            .is_some());
+        assert_eq!(recent.get(1, &0u32.to_be_bytes()), None);
     }
 
     /// Large rows drop a generation by their bytes, long before its row count: the cache
