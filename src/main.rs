@@ -944,7 +944,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// No transparent huge pages for this process. mimalloc asks for them on its large regions, and
+/// the first touch of each then zeroes 2 MB at once inside whatever allocated: on the queue's
+/// writer, stalls of 5-10 ms of CPU a few times a second under load (perf, BENCHMARKS.md),
+/// every command of the batch waiting. Databases commonly run without them for this reason.
+fn without_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> Result<()> {
+    without_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
