@@ -25,6 +25,10 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
     opts.create_missing_column_families(true);
     opts.increase_parallelism(2);
     opts.set_max_background_jobs(2);
+    // flushes and compactions hand their files to the disk a megabyte at a time instead of
+    // leaving the kernel a burst of dirty pages to write back at once, which the WAL's sync,
+    // and the whole machine, then waited behind (BENCHMARKS.md, sixteenth session)
+    opts.set_bytes_per_sync(1 << 20);
     // one block cache for every column family; bloom filters make point lookups of absent
     // keys (new tasks, new streams) cheap instead of probing every level
     let cache = Cache::new_lru_cache(256 << 20);
