@@ -233,7 +233,8 @@ const RECENT_BYTES: usize = 16 << 20;
 ///
 /// A generation's map is made at its full size and reused: growing one by doubling rehashed
 /// up to 16 k rows inside a fold (0.5-7 ms on the writer, with every reader waiting on the
-/// lock), and the dropped generation's rows are freed outside the lock (`Evicted`).
+/// lock), and the dropped generation's rows are freed outside the lock, on a thread of their
+/// own (`Evicted`).
 #[derive(Default)]
 struct Recent {
     current: [RecentRows; 2],
@@ -687,14 +688,21 @@ impl QueueView {
         drop(recent);
         self.mirror_ops(mirrored.into_iter());
         if let Some(recent) = self.recent.as_ref().filter(|_| !evicted.is_empty()) {
-            // freeing a generation's rows takes a while: not while readers wait on the lock
-            for Evicted(_, rows) in &mut evicted {
-                rows.clear();
-            }
-            let mut recent = recent.lock().expect("recent lock");
-            for e in evicted {
-                recent.give_back(e);
-            }
+            // freeing a generation's 32 k rows takes milliseconds: neither while readers wait
+            // on the lock nor on the writer's time (if no thread starts, the rows are freed
+            // here, and the next generation's map is made afresh)
+            let recent = recent.clone();
+            let _ = std::thread::Builder::new()
+                .name("queue-recent-free".into())
+                .spawn(move || {
+                    for Evicted(_, rows) in &mut evicted {
+                        rows.clear();
+                    }
+                    let mut recent = recent.lock().expect("recent lock");
+                    for e in evicted {
+                        recent.give_back(e);
+                    }
+                });
         }
         Ok(())
     }
