@@ -39,9 +39,9 @@ async fn history(
     Path((kind, id)): Path<(String, String)>,
 ) -> Response {
     Call::new("history", json!({ "kind": kind, "id": id }))
-        .no_query(&uri, &auth)
         .run(async {
             let (topic, stream) = check(&auth, &kind, &id)?;
+            no_query(&uri)?;
             let db = st.engine.view().db();
             let events = audit::stream_records(&*st.records, db, topic, &stream)
                 .await?

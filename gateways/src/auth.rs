@@ -406,11 +406,11 @@ async fn client(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("client", json!({ "clientId": id }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:get-client:{id}")))?;
             client_param(&id)?;
+            no_query(&uri)?;
             if let Some(c) = st.clients.static_client(&id) {
                 return Ok(ok(static_client_json(&st, c)));
             }
@@ -428,11 +428,11 @@ async fn create_client(
     body: Bytes,
 ) -> Response {
     Call::new("createClient", json!({ "clientId": id }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             client_param(&id)?;
+            no_query(&uri)?;
             let input = client_input(
                 &json_body(&headers, &body)?,
                 "v1/create-client-request.json",
@@ -470,11 +470,11 @@ async fn update_client(
     body: Bytes,
 ) -> Response {
     Call::new("updateClient", json!({ "clientId": id }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             client_param(&id)?;
+            no_query(&uri)?;
             let input = client_input(
                 &json_body(&headers, &body)?,
                 "v1/create-client-request.json",
@@ -514,11 +514,11 @@ async fn reset_access_token(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("resetAccessToken", json!({ "clientId": id }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:reset-access-token:{id}")))?;
             client_param(&id)?;
+            no_query(&uri)?;
             not_static(&id)?;
             let token = new_access_token();
             let cmd = AuthCommand::ResetAccessToken {
@@ -547,11 +547,11 @@ async fn toggle_client(
         ("disableClient", "auth:disable-client")
     };
     Call::new(name, json!({ "clientId": id }))
-        .no_query(uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("{scope}:{id}")))?;
             client_param(&id)?;
+            no_query(uri)?;
             not_static(&id)?;
             let cmd = if enable {
                 AuthCommand::EnableClient {
@@ -593,11 +593,11 @@ async fn delete_client(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteClient", json!({ "clientId": id }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:delete-client:{id}")))?;
             client_param(&id)?;
+            no_query(&uri)?;
             not_static(&id)?;
             st.auth
                 .execute(
@@ -704,9 +704,9 @@ fn role_page(st: &AppState, uri: &Uri) -> Result<(Vec<Role>, Option<String>), Ap
 
 async fn list_roles(uri: Uri, State(st): St, Extension(auth): Extension<Auth>) -> Response {
     Call::new("listRoles", json!({}))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?.require(&s("auth:list-roles".into()))?;
+            no_query(&uri)?;
             let roles: Vec<Value> = all_roles(&st).iter().map(|r| role_json(&st, r)).collect();
             Ok(ok(Value::Array(roles)))
         })
@@ -750,10 +750,10 @@ async fn role(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("role", json!({ "roleId": id }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?.require(&s(format!("auth:get-role:{id}")))?;
             role_param(&id)?;
+            no_query(&uri)?;
             let r = st
                 .auth
                 .view()
@@ -789,11 +789,11 @@ async fn create_role(
     body: Bytes,
 ) -> Response {
     Call::new("createRole", json!({ "roleId": id }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             role_param(&id)?;
+            no_query(&uri)?;
             let (description, scopes_) =
                 role_input(&json_body(&headers, &body)?, "v1/create-role-request.json")?;
             no_double_star(&scopes_)?;
@@ -819,11 +819,11 @@ async fn update_role(
     body: Bytes,
 ) -> Response {
     Call::new("updateRole", json!({ "roleId": id }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             role_param(&id)?;
+            no_query(&uri)?;
             let (description, scopes_) =
                 role_input(&json_body(&headers, &body)?, "v1/create-role-request.json")?;
             no_double_star(&scopes_)?;
@@ -859,11 +859,11 @@ async fn delete_role(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteRole", json!({ "roleId": id }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("auth:delete-role:{id}")))?;
             role_param(&id)?;
+            no_query(&uri)?;
             st.auth
                 .execute(
                     actor(caller),
@@ -887,10 +887,10 @@ async fn expand_scopes(
     body: Bytes,
 ) -> Response {
     Call::new("expandScopes", json!({}))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             auth.caller()?.require(&s("auth:expand-scopes".into()))?;
+            no_query(&uri)?;
             let body = json_body(&headers, &body)?;
             let obj = check_keys(&body, "v1/scopeset.json", &["scopes"], &[])?;
             let input =
@@ -902,10 +902,10 @@ async fn expand_scopes(
 
 async fn current_scopes(uri: Uri, Extension(auth): Extension<Auth>) -> Response {
     Call::new("currentScopes", json!({}))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s("auth:current-scopes".into()))?;
+            no_query(&uri)?;
             Ok(ok(json!({ "scopes": caller.scopes.as_slice() })))
         })
         .await
@@ -930,7 +930,6 @@ async fn aws_s3_credentials(
         "awsS3Credentials",
         json!({ "level": level, "bucket": bucket, "prefix": prefix }),
     )
-    .only_query(&uri, &auth, &["format"])
     .run(async {
         let caller = auth.caller()?;
         if level != "read-only" && level != "read-write" {
@@ -943,6 +942,7 @@ async fn aws_s3_credentials(
             format!("auth:aws-s3:read-only:{bucket}/{prefix}"),
             format!("auth:aws-s3:read-write:{bucket}/{prefix}"),
         ))?;
+        query(&uri, &["format"])?;
         if prefix.starts_with('/') {
             return Err(ApiError::input("The `prefix` may not start with \"/\""));
         }
@@ -955,10 +955,10 @@ async fn aws_s3_credentials(
 
 async fn azure_accounts(uri: Uri, Extension(auth): Extension<Auth>) -> Response {
     Call::new("azureAccounts", json!({}))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s("auth:azure-table:list-accounts".into()))?;
+            no_query(&uri)?;
             Ok(ok(json!({ "accounts": [] })))
         })
         .await
@@ -974,10 +974,10 @@ async fn azure_tables(
     Path(account): Path<String>,
 ) -> Response {
     Call::new("azureTables", json!({ "account": account }))
-        .only_query(&uri, &auth, &["continuationToken"])
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:azure-table:list-tables:{account}")))?;
+            query(&uri, &["continuationToken"])?;
             Err(unknown_account(&account))
         })
         .await
@@ -1002,7 +1002,6 @@ async fn azure_sas(
         method,
         json!({ "account": account, name_key: name, "level": level }),
     )
-    .no_query(uri, &auth)
     .run(async {
         let caller = auth.caller()?;
         if level != "read-only" && level != "read-write" {
@@ -1017,6 +1016,7 @@ async fn azure_sas(
             format!("auth:azure-{kind}:read-only:{account}/{name}"),
             format!("auth:azure-{kind}:read-write:{account}/{name}"),
         ))?;
+        no_query(uri)?;
         Err(unknown_account(&account))
     })
     .await
@@ -1043,11 +1043,11 @@ async fn azure_containers(
     Path(account): Path<String>,
 ) -> Response {
     Call::new("azureContainers", json!({ "account": account }))
-        .only_query(&uri, &auth, &["continuationToken"])
         .run(async {
             auth.caller()?.require(&s(format!(
                 "auth:azure-container:list-containers:{account}"
             )))?;
+            query(&uri, &["continuationToken"])?;
             Err(unknown_account(&account))
         })
         .await
@@ -1074,10 +1074,10 @@ async fn sentry_dsn(
     Path(project): Path<String>,
 ) -> Response {
     Call::new("sentryDSN", json!({ "project": project }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("auth:sentry:{project}")))?;
+            no_query(&uri)?;
             Err(ApiError::not_found(
                 "Sentry is not configured for this deployment",
             ))
@@ -1094,11 +1094,11 @@ async fn websocktunnel_token(
         "websocktunnelToken",
         json!({ "wstAudience": audience, "wstClient": wst_client }),
     )
-    .no_query(&uri, &auth)
     .run(async {
         auth.caller()?.require(&s(format!(
             "auth:websocktunnel-token:{audience}/{wst_client}"
         )))?;
+        no_query(&uri)?;
         Err(ApiError::not_found(
             "websocktunnel is not configured for this deployment",
         ))
@@ -1115,10 +1115,10 @@ async fn gcp_credentials(
         "gcpCredentials",
         json!({ "projectId": project, "serviceAccount": account }),
     )
-    .no_query(&uri, &auth)
     .run(async {
         auth.caller()?
             .require(&s(format!("auth:gcp:access-token:{project}/{account}")))?;
+        no_query(&uri)?;
         Err(ApiError::not_found(format!(
             "The project `{project}` is not configured for this deployment"
         )))
@@ -1132,9 +1132,9 @@ async fn github_repo_token(
     Path((app, owner)): Path<(String, String)>,
 ) -> Response {
     Call::new("githubRepoToken", json!({ "appName": app, "owner": owner }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?;
+            no_query(&uri)?;
             Err(ApiError::not_found(format!(
                 "GitHub app `{app}` is not configured"
             )))
@@ -1158,9 +1158,9 @@ fn without_credentials(payload: &Value) -> Value {
 
 async fn authenticate_hawk(uri: Uri, State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     Call::new("authenticateHawk", json!({}))
-        .no_query_anonymous(&uri)
         .with_scrubbed_body(&headers, &body, without_credentials)
         .run(async {
+            no_query(&uri)?;
             let body = json_body(&headers, &body)?;
             let schema = "v1/authenticate-hawk-request.json";
             let obj = check_keys(

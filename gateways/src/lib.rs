@@ -124,8 +124,10 @@ async fn ping(axum::extract::State(st): axum::extract::State<Arc<AppState>>, uri
 /// declare (none of them declares any).
 async fn builtin(name: &'static str, uri: &Uri, answer: Response) -> Response {
     queue::call::Call::new(name, json!({}))
-        .no_query_anonymous(uri)
-        .run(async { Ok(answer) })
+        .run(async {
+            queue::call::no_query(uri)?;
+            Ok(answer)
+        })
         .await
 }
 

@@ -298,9 +298,11 @@ pub async fn create_upload(
     body: Bytes,
 ) -> Response {
     Call::new("createUpload", json!({ "name": name }))
-        .no_query(&uri, &auth)
         .with_scrubbed_body(&headers, &body, without_capabilities)
         .run(async {
+            auth.caller()?;
+            name_param(&name)?;
+            no_query(&uri)?;
             let schema = CREATE_UPLOAD_SCHEMA;
             let allowed = [
                 "projectId",
@@ -380,9 +382,11 @@ pub async fn finish_upload(
     body: Bytes,
 ) -> Response {
     Call::new("finishUpload", json!({ "name": name }))
-        .no_query(&uri, &auth)
         .with_scrubbed_body(&headers, &body, without_capabilities)
         .run(async {
+            auth.caller()?;
+            name_param(&name)?;
+            no_query(&uri)?;
             let schema = FINISH_UPLOAD_SCHEMA;
             let allowed = ["projectId", "uploadId", "hashes"];
             let req = upload_request(&name, &headers, &body, schema, &allowed, &allowed[..2])?;
@@ -420,10 +424,17 @@ pub async fn finish_upload(
 }
 
 /// A finished object the caller may download (scope `object:download:<name>`), or 404.
-fn downloadable(st: &AppState, auth: &Auth, name: &str) -> Result<Object, ApiError> {
-    name_param(name)?;
+/// The caller may download `name` (a scope the URL fills, so checked before the URL's
+/// patterns), and the query string is empty.
+fn may_download(auth: &Auth, uri: &Uri, name: &str) -> Result<(), ApiError> {
     auth.caller()?
         .require(&ScopeExpr::scope(format!("object:download:{name}")))?;
+    name_param(name)?;
+    no_query(uri)
+}
+
+/// `name`, once its upload is finished.
+fn downloadable(st: &AppState, name: &str) -> Result<Object, ApiError> {
     st.object
         .view()
         .get(name)?
@@ -440,10 +451,10 @@ pub async fn start_download(
     body: Bytes,
 ) -> Response {
     Call::new("startDownload", json!({ "name": name }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
+            may_download(&auth, &uri, &name)?;
             let schema = DOWNLOAD_SCHEMA;
             let obj = crate::auth::check_keys(
                 &body,
@@ -468,7 +479,7 @@ pub async fn start_download(
                     ));
                 }
             }
-            let object = downloadable(&st, &auth, &name)?;
+            let object = downloadable(&st, &name)?;
             let url = object_url(&st, "GET", &name, GET_URL_VALID);
             if accept.contains_key("getUrl") {
                 Ok(ok(json!({
@@ -496,9 +507,9 @@ pub async fn metadata(
     Path(name): Path<String>,
 ) -> Response {
     Call::new("object", json!({ "name": name }))
-        .no_query(&uri, &auth)
         .run(async {
-            let object = downloadable(&st, &auth, &name)?;
+            may_download(&auth, &uri, &name)?;
+            let object = downloadable(&st, &name)?;
             Ok(ok(json!({
                 "projectId": object.project_id,
                 "expires": object.expires.to_rfc3339(),
@@ -515,9 +526,9 @@ pub async fn download(
     Path(name): Path<String>,
 ) -> Response {
     Call::new("download", json!({ "name": name }))
-        .no_query(&uri, &auth)
         .run(async {
-            downloadable(&st, &auth, &name)?;
+            may_download(&auth, &uri, &name)?;
+            downloadable(&st, &name)?;
             let url = object_url(&st, "GET", &name, GET_URL_VALID);
             Ok((StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response())
         })

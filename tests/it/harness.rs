@@ -74,9 +74,21 @@ impl Server {
     /// A JSON request signed as the root client, answered with its status and JSON body (for
     /// what the official clients do not show, such as an error body's `requestInfo`).
     pub async fn root_call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        self.call_as(("static/taskcluster/root", ROOT_TOKEN), method, path, body)
+            .await
+    }
+
+    /// The same, signed as the client `(id, access token)`.
+    pub async fn call_as(
+        &self,
+        (id, token): (&str, &str),
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
         let creds = hawk::Credentials {
-            id: "static/taskcluster/root".into(),
-            key: hawk::Key::new(ROOT_TOKEN, hawk::DigestAlgorithm::Sha256).unwrap(),
+            id: id.into(),
+            key: hawk::Key::new(token, hawk::DigestAlgorithm::Sha256).unwrap(),
         };
         let header = hawk::RequestBuilder::new(method, "127.0.0.1", self.port, path)
             .request()

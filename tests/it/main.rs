@@ -666,6 +666,110 @@ async fn error_statuses_and_bodies(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // upstream checks the query after a scope check that the URL alone fills ("pre") and
+    // after the URL parameters' patterns, but before the body's schema and the handler's own
+    // scope checks (conventions.md, "Processing order")
+    let tester = ("tester", "no-secret");
+    let root = ("static/taskcluster/root", ROOT_TOKEN);
+    let not_slug = "not-a-slug";
+    let queue = fresh_queue();
+    for (who, method, path, body, code, start) in [
+        // pre scope, then query: 403
+        (
+            tester,
+            "GET",
+            format!("/api/queue/v1/task/{t}/status?foo=1"),
+            json!({}),
+            "InsufficientScopes",
+            "",
+        ),
+        (
+            tester,
+            "POST",
+            format!("/api/queue/v1/task/{t}/runs/0/completed?foo=1"),
+            json!({}),
+            "InsufficientScopes",
+            "",
+        ),
+        // URL patterns, then query
+        (
+            root,
+            "GET",
+            format!("/api/queue/v1/task/{not_slug}?foo=1"),
+            json!({}),
+            "InvalidRequestArguments",
+            "Invalid URL patterns",
+        ),
+        (
+            root,
+            "GET",
+            format!("/api/queue/v1/task/{t}/runs/x/artifacts/a?foo=1"),
+            json!({}),
+            "InvalidRequestArguments",
+            "Invalid URL patterns",
+        ),
+        // query, then the body's schema
+        (
+            root,
+            "PUT",
+            format!("/api/queue/v1/task/{}?foo=1", slugid::nice()),
+            json!({"not": "a task"}),
+            "InvalidRequestArguments",
+            "Query-string parameter: foo",
+        ),
+        (
+            root,
+            "POST",
+            format!("/api/queue/v1/claim-work/{queue}?foo=1"),
+            json!({}),
+            "InvalidRequestArguments",
+            "Query-string parameter: foo",
+        ),
+        // query, then the handler's own scope check (claimTask's needs the task's queue)
+        (
+            tester,
+            "POST",
+            format!("/api/queue/v1/task/{t}/runs/0/claim?foo=1"),
+            worker_body(0),
+            "InvalidRequestArguments",
+            "Query-string parameter: foo",
+        ),
+        // the same order in the auth service
+        (
+            tester,
+            "GET",
+            "/api/auth/v1/clients/someone?foo=1".to_string(),
+            json!({}),
+            "InsufficientScopes",
+            "",
+        ),
+        (
+            root,
+            "GET",
+            "/api/auth/v1/roles/?foo=1".to_string(),
+            json!({}),
+            "InvalidRequestArguments",
+            "Query-string parameter: foo",
+        ),
+    ] {
+        let (status, body) = server.call_as(who, method, &path, &body).await;
+        assert_eq!(body["code"], code, "{method} {path}: {status} {body}");
+        assert_eq!(
+            status,
+            if code == "InsufficientScopes" {
+                403
+            } else {
+                400
+            },
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().starts_with(start),
+            "{body}"
+        );
+    }
+    let status = q.status(&t).await.unwrap();
+    assert_eq!(status["status"]["state"], "pending", "{status}");
     let (status, body) = server
         .root_call("GET", "/api/queue/v1/task-queues?limit=1", &json!({}))
         .await;

@@ -206,9 +206,7 @@ pub async fn create_artifact(
     body: Bytes,
 ) -> Response {
     let params = json!({ "taskId": task_id, "runId": run_id, "name": name });
-    let call = Call::new("createArtifact", params)
-        .no_query(&uri, &auth)
-        .with_body(&headers, &body);
+    let call = Call::new("createArtifact", params).with_body(&headers, &body);
     call.run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
@@ -216,6 +214,7 @@ pub async fn create_artifact(
         let id = slug_param("taskId", &task_id)?;
         let run = run_param(&run_id)?;
         name_param(&name)?;
+        no_query(&uri)?;
         let artifact = parse_artifact(&body, &name)?;
         let cmd = QueueCommand::CreateArtifact { task_id: id, run_id: run, artifact };
         let stored = match st.engine.execute(actor(caller), cmd).await? {
@@ -288,7 +287,6 @@ pub async fn finish_artifact(
         "finishArtifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
-    .no_query(&uri, &auth)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
@@ -297,6 +295,7 @@ pub async fn finish_artifact(
         )))?;
         let id = slug_param("taskId", &task_id)?;
         let run = run_param(&run_id)?;
+        no_query(&uri)?;
         let upload_id = body
             .get("uploadId")
             .and_then(|u| u.as_str())
@@ -479,6 +478,7 @@ fn latest_run(st: &AppState, id: &TaskId) -> Result<u32, ApiError> {
 async fn get_artifact_inner(
     st: &AppState,
     auth: &Auth,
+    uri: &Uri,
     task_id: &str,
     run: Option<&str>,
     name: &str,
@@ -490,8 +490,10 @@ async fn get_artifact_inner(
     }
     name_param(name)?;
     let id = slug_param("taskId", task_id)?;
+    let run = run.map(run_param).transpose()?;
+    no_query(uri)?;
     let run = match run {
-        Some(r) => run_param(r)?,
+        Some(r) => r,
         None => latest_run(st, &id)?,
     };
     let a = resolve(st, caller, &id, run, name)?;
@@ -512,10 +514,10 @@ pub async fn get_artifact(
         "getArtifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
-    .no_query(&uri, &auth)
     .run(get_artifact_inner(
         &st,
         &auth,
+        &uri,
         &task_id,
         Some(&run_id),
         &name,
@@ -534,8 +536,9 @@ pub async fn get_latest_artifact(
         "getLatestArtifact",
         json!({ "taskId": task_id, "name": name }),
     )
-    .no_query(&uri, &auth)
-    .run(get_artifact_inner(&st, &auth, &task_id, None, &name, false))
+    .run(get_artifact_inner(
+        &st, &auth, &uri, &task_id, None, &name, false,
+    ))
     .await
 }
 
@@ -549,10 +552,10 @@ pub async fn artifact(
         "artifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
-    .no_query(&uri, &auth)
     .run(get_artifact_inner(
         &st,
         &auth,
+        &uri,
         &task_id,
         Some(&run_id),
         &name,
@@ -568,8 +571,9 @@ pub async fn latest_artifact(
     Path((task_id, name)): Path<(String, String)>,
 ) -> Response {
     Call::new("latestArtifact", json!({ "taskId": task_id, "name": name }))
-        .no_query(&uri, &auth)
-        .run(get_artifact_inner(&st, &auth, &task_id, None, &name, true))
+        .run(get_artifact_inner(
+            &st, &auth, &uri, &task_id, None, &name, true,
+        ))
         .await
 }
 
@@ -652,6 +656,7 @@ pub async fn list_latest_artifacts(
 async fn info_inner(
     st: &AppState,
     auth: &Auth,
+    uri: &Uri,
     task_id: &str,
     run: Option<&str>,
     name: &str,
@@ -664,8 +669,10 @@ async fn info_inner(
     caller.require(&ScopeExpr::scope(scope))?;
     name_param(name)?;
     let id = slug_param("taskId", task_id)?;
+    let run = run.map(run_param).transpose()?;
+    no_query(uri)?;
     let run = match run {
-        Some(r) => run_param(r)?,
+        Some(r) => r,
         None => latest_run(st, &id)?,
     };
     let a = st
@@ -687,8 +694,7 @@ pub async fn artifact_info_route(
         "artifactInfo",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
-    .no_query(&uri, &auth)
-    .run(info_inner(&st, &auth, &task_id, Some(&run_id), &name))
+    .run(info_inner(&st, &auth, &uri, &task_id, Some(&run_id), &name))
     .await
 }
 
@@ -702,8 +708,7 @@ pub async fn latest_artifact_info(
         "latestArtifactInfo",
         json!({ "taskId": task_id, "name": name }),
     )
-    .no_query(&uri, &auth)
-    .run(info_inner(&st, &auth, &task_id, None, &name))
+    .run(info_inner(&st, &auth, &uri, &task_id, None, &name))
     .await
 }
 

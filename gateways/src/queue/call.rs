@@ -2,7 +2,6 @@
 //! body and query parsing, URL-parameter checks, pagination tokens, temporary credentials.
 
 use crate::error::{ApiError, ErrorCode, Failure};
-use crate::hawk::Auth;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -21,9 +20,6 @@ pub struct Call {
     pub name: &'static str,
     pub params: Value,
     payload: Payload,
-    /// A query-string key the endpoint does not declare: the call fails with it before
-    /// anything runs.
-    refused: Option<ApiError>,
 }
 
 /// The request body a failing call echoes: given, or parsed from the body only when the call
@@ -58,32 +54,7 @@ impl Call {
             name,
             params,
             payload: Payload::Given(json!({})),
-            refused: None,
         }
-    }
-    /// For an endpoint that declares no query-string parameters: any key but `bewit` fails the
-    /// call with Taskcluster's 400 before the handler runs (so before its scope and URL
-    /// checks). Refused credentials come first: the handler answers them with 401, as upstream
-    /// authenticates before it looks at the query.
-    pub fn no_query(self, uri: &Uri, auth: &Auth) -> Call {
-        self.only_query(uri, auth, &[])
-    }
-    /// `no_query` for an endpoint that authenticates no caller (its body is its proof).
-    pub fn no_query_anonymous(self, uri: &Uri) -> Call {
-        self.refusing(uri, &[])
-    }
-    /// The same for an endpoint that declares `allowed` but reads none of them (it serves
-    /// no pages, or has nothing to format differently).
-    pub fn only_query(self, uri: &Uri, auth: &Auth, allowed: &[&str]) -> Call {
-        if auth.failed() {
-            self
-        } else {
-            self.refusing(uri, allowed)
-        }
-    }
-    fn refusing(mut self, uri: &Uri, allowed: &[&str]) -> Call {
-        self.refused = query(uri, allowed).err();
-        self
     }
     pub fn with_payload(mut self, payload: &Value) -> Call {
         self.payload = Payload::Given(payload.clone());
@@ -120,11 +91,7 @@ impl Call {
     where
         F: Future<Output = Result<Response, ApiError>>,
     {
-        let result = match self.refused {
-            Some(error) => Err(error),
-            None => f.await,
-        };
-        match result {
+        match f.await {
             Ok(r) => r,
             Err(error) => Failure {
                 error,
@@ -227,6 +194,15 @@ pub fn ident_param(name: &str, v: &str) -> Result<(), ApiError> {
 pub fn queue_param(v: &str) -> Result<TaskQueueId, ApiError> {
     v.parse::<TaskQueueId>()
         .map_err(|_| ApiError::bad_param("taskQueueId", v, TASK_QUEUE_RE))
+}
+
+/// For an endpoint that declares no query-string parameters: any key but `bewit` is
+/// Taskcluster's 400. Handlers call it (or `query`) where upstream checks the query string:
+/// after authentication, after a scope check that URL parameters alone fill ("pre") and
+/// after the URL parameters' patterns; before the body's schema, loading anything, or a
+/// scope check made in the handler (reference/conventions.md, "Processing order").
+pub fn no_query(uri: &Uri) -> Result<(), ApiError> {
+    query(uri, &[]).map(drop)
 }
 
 /// Query-string parameters, only those the endpoint declares (plus `bewit`).

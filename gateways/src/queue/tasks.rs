@@ -58,11 +58,11 @@ pub async fn task(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("task", json!({ "taskId": task_id }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:get-task:{task_id}")))?;
             let id = slug_param("taskId", &task_id)?;
+            no_query(&uri)?;
             Ok(ok(task_json(&load(&st, &id)?.definition)))
         })
         .await
@@ -75,11 +75,11 @@ pub async fn status(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("status", json!({ "taskId": task_id }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:status:{task_id}")))?;
             let id = slug_param("taskId", &task_id)?;
+            no_query(&uri)?;
             Ok(status_reply(&load(&st, &id)?))
         })
         .await
@@ -202,12 +202,12 @@ pub async fn create_task(
     body: Bytes,
 ) -> Response {
     Call::new("createTask", json!({ "taskId": task_id }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
+            no_query(&uri)?;
             let def = parse_task_definition(&body, id)?;
             let mut required: Vec<ScopeExpr> =
                 def.scopes.iter().cloned().map(ScopeExpr::scope).collect();
@@ -263,12 +263,14 @@ fn manipulate_scopes(verb: &str, t: &Task) -> ScopeExpr {
 async fn manipulate(
     st: &AppState,
     auth: &Auth,
+    uri: &Uri,
     task_id: &str,
     verb: &str,
     cmd: fn(TaskId) -> QueueCommand,
 ) -> Result<Response, ApiError> {
     let caller = auth.caller()?;
     let id = slug_param("taskId", task_id)?;
+    no_query(uri)?;
     let t = load(st, &id)?;
     caller.require(&manipulate_scopes(verb, &t))?;
     Ok(status_reply(&exec_task(st, caller, cmd(id)).await?))
@@ -281,10 +283,10 @@ pub async fn schedule_task(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("scheduleTask", json!({ "taskId": task_id }))
-        .no_query(&uri, &auth)
         .run(manipulate(
             &st,
             &auth,
+            &uri,
             &task_id,
             "schedule-task",
             |task_id| QueueCommand::ScheduleTask { task_id },
@@ -299,10 +301,14 @@ pub async fn rerun_task(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("rerunTask", json!({ "taskId": task_id }))
-        .no_query(&uri, &auth)
-        .run(manipulate(&st, &auth, &task_id, "rerun-task", |task_id| {
-            QueueCommand::RerunTask { task_id }
-        }))
+        .run(manipulate(
+            &st,
+            &auth,
+            &uri,
+            &task_id,
+            "rerun-task",
+            |task_id| QueueCommand::RerunTask { task_id },
+        ))
         .await
 }
 
@@ -313,10 +319,14 @@ pub async fn cancel_task(
     Path(task_id): Path<String>,
 ) -> Response {
     Call::new("cancelTask", json!({ "taskId": task_id }))
-        .no_query(&uri, &auth)
-        .run(manipulate(&st, &auth, &task_id, "cancel-task", |task_id| {
-            QueueCommand::CancelTask { task_id }
-        }))
+        .run(manipulate(
+            &st,
+            &auth,
+            &uri,
+            &task_id,
+            "cancel-task",
+            |task_id| QueueCommand::CancelTask { task_id },
+        ))
         .await
 }
 
@@ -341,11 +351,11 @@ pub async fn change_task_priority(
     body: Bytes,
 ) -> Response {
     Call::new("changeTaskPriority", json!({ "taskId": task_id }))
-        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
+            no_query(&uri)?;
             let priority = new_priority(&body)?;
             let t = load(&st, &id)?;
             caller.require(&ScopeExpr::any(vec![
@@ -439,11 +449,11 @@ pub async fn claim_work(
     body: Bytes,
 ) -> Response {
     Call::new("claimWork", json!({ "taskQueueId": task_queue_id }))
-        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
             let queue = queue_param(&task_queue_id)?;
+            no_query(&uri)?;
             let schema = "/schemas/queue/v1/claim-work-request.json#";
             let (wg, wi) = worker_fields(&body, schema)?;
             let max = match body.get("tasks") {
@@ -509,12 +519,12 @@ pub async fn claim_task(
     body: Bytes,
 ) -> Response {
     Call::new("claimTask", json!({ "taskId": task_id, "runId": run_id }))
-        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
             let run = run_param(&run_id)?;
+            no_query(&uri)?;
             let (wg, wi) = worker_fields(&body, "/schemas/queue/v1/task-claim-request.json#")?;
             let t = load(&st, &id)?;
             caller.require(&ScopeExpr::all(vec![
@@ -544,12 +554,12 @@ pub async fn reclaim_task(
     Path((task_id, run_id)): Path<(String, String)>,
 ) -> Response {
     Call::new("reclaimTask", json!({ "taskId": task_id, "runId": run_id }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:reclaim-task:{task_id}/{run_id}")))?;
             let id = slug_param("taskId", &task_id)?;
             let run = run_param(&run_id)?;
+            no_query(&uri)?;
             load(&st, &id)?;
             let t = exec_task(
                 &st,
@@ -568,6 +578,7 @@ pub async fn reclaim_task(
 async fn report(
     st: &AppState,
     auth: &Auth,
+    uri: &Uri,
     task_id: &str,
     run_id: &str,
     reason: Result<ReasonResolved, ApiError>,
@@ -576,6 +587,7 @@ async fn report(
     caller.require(&s(format!("queue:resolve-task:{task_id}/{run_id}")))?;
     let id = slug_param("taskId", task_id)?;
     let run = run_param(run_id)?;
+    no_query(uri)?;
     let reason = reason?;
     load(st, &id)?;
     Ok(status_reply(
@@ -611,8 +623,7 @@ pub async fn report_completed(
         "reportCompleted",
         json!({ "taskId": task_id, "runId": run_id }),
     )
-    .no_query(&uri, &auth)
-    .run(report(&st, &auth, &task_id, &run_id, Ok(reason)))
+    .run(report(&st, &auth, &uri, &task_id, &run_id, Ok(reason)))
     .await
 }
 
@@ -626,10 +637,10 @@ pub async fn report_failed(
         "reportFailed",
         json!({ "taskId": task_id, "runId": run_id }),
     )
-    .no_query(&uri, &auth)
     .run(report(
         &st,
         &auth,
+        &uri,
         &task_id,
         &run_id,
         Ok(ReasonResolved::Failed),
@@ -660,9 +671,8 @@ pub async fn report_exception(
         "reportException",
         json!({ "taskId": task_id, "runId": run_id }),
     )
-    .no_query(&uri, &auth)
     .with_body(&headers, &body)
-    .run(report(&st, &auth, &task_id, &run_id, reason))
+    .run(report(&st, &auth, &uri, &task_id, &run_id, reason))
     .await
 }
 
@@ -692,11 +702,11 @@ pub async fn get_task_group(
     Path(group): Path<String>,
 ) -> Response {
     Call::new("getTaskGroup", json!({ "taskGroupId": group }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:list-task-group:{group}")))?;
             let id = slug_param("taskGroupId", &group)?;
+            no_query(&uri)?;
             Ok(ok(group_json(&load_group(&st, &id)?)))
         })
         .await
@@ -791,10 +801,10 @@ pub async fn seal_task_group(
     Path(group): Path<String>,
 ) -> Response {
     Call::new("sealTaskGroup", json!({ "taskGroupId": group }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
+            no_query(&uri)?;
             let g = load_group(&st, &id)?;
             caller.require(&s(format!("queue:seal-task-group:{}/{id}", g.scheduler_id)))?;
             match st
@@ -837,10 +847,10 @@ pub async fn cancel_task_group(
     Path(group): Path<String>,
 ) -> Response {
     Call::new("cancelTaskGroup", json!({ "taskGroupId": group }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
+            no_query(&uri)?;
             let g = load_group(&st, &id)?;
             if g.sealed.is_none() {
                 return Err(ApiError::conflict("Cannot cancel unsealed task group"));
@@ -882,11 +892,11 @@ pub async fn change_task_group_priority(
     body: Bytes,
 ) -> Response {
     Call::new("changeTaskGroupPriority", json!({ "taskGroupId": group }))
-        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
+            no_query(&uri)?;
             let priority = new_priority(&body)?;
             let g = load_group(&st, &id)?;
             caller.require(&s(format!(

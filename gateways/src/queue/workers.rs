@@ -40,11 +40,11 @@ pub async fn pending_tasks(
     Path(queue): Path<String>,
 ) -> Response {
     Call::new("pendingTasks", json!({ "taskQueueId": queue }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:pending-count:{queue}")))?;
             let q = queue_param(&queue)?;
+            no_query(&uri)?;
             let (pending, _) = counts(&st, &q)?;
             Ok(ok(json!({
                 "provisionerId": q.provisioner_id(), "workerType": q.worker_type(),
@@ -133,12 +133,13 @@ pub async fn task_queue_routes(
 ) -> Response {
     if let Some(queue) = rest.strip_suffix("/counts") {
         let call = Call::new("taskQueueCounts", json!({ "taskQueueId": queue }));
-        return call.no_query(&uri, &auth).run(async {
+        return call.run(async {
             auth.caller()?.require(&ScopeExpr::all(vec![
                 s(format!("queue:pending-count:{queue}")),
                 s(format!("queue:claimed-count:{queue}")),
             ]))?;
             let q = queue_param(queue)?;
+            no_query(&uri)?;
             let (pending, claimed) = counts(&st, &q)?;
             Ok(ok(json!({
                 "provisionerId": q.provisioner_id(), "workerType": q.worker_type(), "taskQueueId": q.as_str(),
@@ -194,11 +195,11 @@ pub async fn task_queue_routes(
         }).await;
     }
     Call::new("getTaskQueue", json!({ "taskQueueId": rest }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:get-task-queue:{rest}")))?;
             let q = queue_param(&rest)?;
+            no_query(&uri)?;
             let found = all_queues(&st)?
                 .into_iter()
                 .find(|(id, _)| id == q.as_str());
@@ -217,10 +218,10 @@ pub async fn task_queue_counts_batch(
     body: Bytes,
 ) -> Response {
     Call::new("taskQueueCountsBatch", json!({}))
-        .no_query(&uri, &auth)
         .run(async {
             let body = json_body(&headers, &body)?;
             let caller = auth.caller()?;
+            no_query(&uri)?;
             let ids: Vec<String> = body
                 .get("taskQueueIds")
                 .and_then(|v| v.as_array())
@@ -305,11 +306,11 @@ pub async fn get_provisioner(
     Path(p): Path<String>,
 ) -> Response {
     Call::new("getProvisioner", json!({ "provisionerId": p }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&s(format!("queue:get-provisioner:{p}")))?;
             ident_param("provisionerId", &p)?;
+            no_query(&uri)?;
             let all = provisioners(&st)?;
             let t = all
                 .get(&p)
@@ -361,12 +362,12 @@ pub async fn get_worker_type(
         "getWorkerType",
         json!({ "provisionerId": p, "workerType": w }),
     )
-    .no_query(&uri, &auth)
     .run(async {
         auth.caller()?
             .require(&s(format!("queue:get-worker-type:{p}/{w}")))?;
         ident_param("provisionerId", &p)?;
         ident_param("workerType", &w)?;
+        no_query(&uri)?;
         let id = format!("{p}/{w}");
         let found = all_queues(&st)?.into_iter().find(|(q, _)| *q == id);
         let (id, r) =
@@ -468,11 +469,11 @@ pub async fn get_worker(
         "getWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
-    .no_query(&uri, &auth)
     .run(async {
         auth.caller()?
             .require(&s(format!("queue:get-worker:{p}/{w}/{g}/{id}")))?;
         worker_params(&p, &w, &g, &id)?;
+        no_query(&uri)?;
         let now = Millis::now();
         let r = st
             .engine
@@ -497,12 +498,12 @@ pub async fn quarantine_worker(
         "quarantineWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
-    .no_query(&uri, &auth)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&s(format!("queue:quarantine-worker:{p}/{w}/{g}/{id}")))?;
         worker_params(&p, &w, &g, &id)?;
+        no_query(&uri)?;
         let schema = "/schemas/queue/v1/quarantine-worker-request.json#";
         let until = body
             .get("quarantineUntil")
@@ -575,10 +576,11 @@ pub async fn declare_worker(
         "declareWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
-    .no_query(&uri, &auth)
     .run(async {
         let body = json_body(&headers, &body)?;
         let caller = auth.caller()?;
+        worker_params(&p, &w, &g, &id)?;
+        no_query(&uri)?;
         let schema = "/schemas/queue/v1/update-worker-request.json#";
         let obj = body
             .as_object()
@@ -596,7 +598,6 @@ pub async fn declare_worker(
                 .map(|k| s(format!("queue:declare-worker:{p}/{w}/{g}/{id}#{k}")))
                 .collect(),
         ))?;
-        worker_params(&p, &w, &g, &id)?;
         let expires = match obj.get("expires") {
             None => Millis::now().plus(taskledger_core::time::DAY),
             Some(v) => v.as_str().and_then(Millis::parse_rfc3339).ok_or_else(|| {

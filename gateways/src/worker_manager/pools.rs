@@ -143,11 +143,11 @@ pub async fn create_worker_pool(
     body: Bytes,
 ) -> Response {
     Call::new("createWorkerPool", json!({ "workerPoolId": id }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
+            no_query(&uri)?;
             let input = pool_input(&json_body(&headers, &body)?, pool, CREATE_POOL_SCHEMA, &[])?;
             caller.require(&manage_expr(&input))?;
             let pool = input.worker_pool_id.clone();
@@ -167,11 +167,11 @@ pub async fn update_worker_pool(
     body: Bytes,
 ) -> Response {
     Call::new("updateWorkerPool", json!({ "workerPoolId": id }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
+            no_query(&uri)?;
             let body = json_body(&headers, &body)?;
             let extra = ["workerPoolId", "created", "lastModified"];
             let input = pool_input(&body, pool, UPDATE_POOL_SCHEMA, &extra)?;
@@ -198,11 +198,11 @@ pub async fn delete_worker_pool(
     Path(id): Path<String>,
 ) -> Response {
     Call::new("deleteWorkerPool", json!({ "workerPoolId": id }))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:manage-worker-pool:{id}")))?;
             let pool = pool_param(&id)?;
+            no_query(&uri)?;
             let cmd = WorkerCommand::DeleteWorkerPool {
                 worker_pool_id: pool.clone(),
             };
@@ -227,11 +227,11 @@ pub async fn worker_pool(
         return crate::not_found().await.into_response();
     }
     Call::new("workerPool", json!({ "workerPoolId": id }))
-        .no_query(&uri, &auth)
         .run(async {
             auth.caller()?
                 .require(&scope(format!("worker-manager:get-worker-pool:{id}")))?;
             let pool = pool_param(&id)?;
+            no_query(&uri)?;
             pool_answer(&st, &pool)
         })
         .await
@@ -317,11 +317,11 @@ pub async fn report_worker_error(
     body: Bytes,
 ) -> Response {
     Call::new("reportWorkerError", json!({ "workerPoolId": id }))
-        .no_query(&uri, &auth)
         .with_body(&headers, &body)
         .run(async {
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
+            no_query(&uri)?;
             let r = error_report(&json_body(&headers, &body)?)?;
             caller.require(&ScopeExpr::all(vec![
                 scope(format!("assume:worker-pool:{pool}")),

@@ -130,9 +130,9 @@ fn worker_actor(worker: &WorkerKey, provider_id: &str) -> Actor {
 /// registerWorker: no scopes; the identity proof is the access control.
 pub async fn register_worker(uri: Uri, State(st): St, headers: HeaderMap, body: Bytes) -> Response {
     Call::new("registerWorker", json!({}))
-        .no_query_anonymous(&uri)
         .with_payload(&json!(OMITTED))
         .run(async {
+            no_query(&uri)?;
             let (worker, provider_id, presented) = register_input(&json_body(&headers, &body)?)?;
             let key = st.clients.seal_key();
             let secret = new_secret();
@@ -180,10 +180,10 @@ pub async fn reregister_worker(
     body: Bytes,
 ) -> Response {
     Call::new("reregisterWorker", json!({}))
-        .no_query(&uri, &auth)
         .with_payload(&json!(OMITTED))
         .run(async {
             let caller = auth.caller()?;
+            no_query(&uri)?;
             let (worker, presented) = reregister_input(&json_body(&headers, &body)?)?;
             caller.require(&super::scope(format!(
                 "worker-manager:reregister-worker:{}",

@@ -176,11 +176,11 @@ fn load_worker(st: &AppState, key: &WorkerKey) -> Result<Worker, ApiError> {
 
 async fn worker(uri: &Uri, st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
     Call::new("worker", params(&w))
-        .no_query(uri, auth)
         .run(async {
             auth.caller()?
                 .require(&scope(format!("worker-manager:get-worker:{}", path(&w))))?;
             let key = worker_param(&w[0], &w[1], &w[2])?;
+            no_query(uri)?;
             Ok(ok(worker_json(&load_worker(st, &key)?)))
         })
         .await
@@ -190,13 +190,13 @@ async fn worker(uri: &Uri, st: &AppState, auth: &Auth, w: [String; 3]) -> Respon
 /// then `{terminate: true, reason: "worker was removed"}`.
 async fn should_terminate(uri: &Uri, st: &AppState, auth: &Auth, w: [String; 3]) -> Response {
     Call::new("shouldWorkerTerminate", params(&w))
-        .no_query(uri, auth)
         .run(async {
             auth.caller()?.require(&scope(format!(
                 "worker-manager:should-worker-terminate:{}",
                 path(&w)
             )))?;
             let key = worker_param(&w[0], &w[1], &w[2])?;
+            no_query(uri)?;
             let (terminate, reason) = load_worker(st, &key)?.should_terminate();
             Ok(ok(json!({ "terminate": terminate, "reason": reason })))
         })
@@ -290,12 +290,12 @@ async fn write_worker(
         ("updateWorker", "update-worker")
     };
     Call::new(name, params(&w))
-        .no_query(&uri, &auth)
         .with_scrubbed_body(&headers, &body, scrubbed)
         .run(async {
             let caller: &Caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:{verb}:{}", path(&w))))?;
             let key = worker_param(&w[0], &w[1], &w[2])?;
+            no_query(&uri)?;
             let input = worker_input(&json_body(&headers, &body)?)?;
             let static_secret = seal_static(&st, &key, input.static_secret.as_deref())?;
             let (worker, expires, capacity) = (key.clone(), input.expires, input.capacity);
@@ -346,11 +346,11 @@ pub async fn remove_worker(State(st): St, Extension(auth): Extension<Auth>, uri:
         return crate::not_found().await.into_response();
     };
     Call::new("removeWorker", params(&w))
-        .no_query(&uri, &auth)
         .run(async {
             let caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:remove-worker:{}", path(&w))))?;
             let key = worker_param(&w[0], &w[1], &w[2])?;
+            no_query(&uri)?;
             let cmd = WorkerCommand::RemoveWorker { worker: key };
             st.worker_manager.execute(actor(caller), cmd).await?;
             Ok(ok(json!({})))
