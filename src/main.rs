@@ -341,6 +341,12 @@ struct ServeArgs {
     /// whole log, so pick a period that the log's size allows.
     #[arg(long, env = "TASKLEDGER_VERIFY_PROJECTIONS_SECS", default_value_t = 0)]
     verify_projections_secs: u64,
+    /// The most RocksDB's flushes and compactions may write, in MB a second; 0, the default,
+    /// leaves them unbounded. On a disk where a flush written out at once makes every
+    /// durable commit's sync wait behind it, a bound such as 64 spreads the flush out; it
+    /// must stay well above what the load flushes and compacts.
+    #[arg(long, env = "TASKLEDGER_BACKGROUND_WRITE_MB", default_value_t = 0)]
+    background_write_mb: u64,
     /// Republish every event to Pulse (AMQP), e.g. amqp://guest:guest@127.0.0.1:5672/%2f.
     #[arg(long, env = "TASKLEDGER_PULSE_URL", hide_env_values = true)]
     pulse_url: Option<String>,
@@ -529,7 +535,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         &args.data_dir.join("worker-manager-access-token"),
     )?;
 
-    let db = store::open(&args.data_dir.join("db")).context("opening the database")?;
+    let background_writes = (args.background_write_mb > 0).then(|| {
+        i64::try_from(args.background_write_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX)
+    });
+    let db = store::open_limited(&args.data_dir.join("db"), background_writes)
+        .context("opening the database")?;
     let secrets = Secrets {
         root_token,
         generated,

@@ -20,6 +20,16 @@ pub enum StoreError {
 /// Opens (or creates) the database under `dir`: a server's, or the scratch database a rebuild
 /// (`replay`) fills from offset zero.
 pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
+    open_limited(dir, None)
+}
+
+/// `open`, with flushes and compactions writing at most `background_writes` bytes a second
+/// (`None`: as fast as the disk takes them), in 10 ms slices, so that a flush does not fill
+/// the disk's queue and cache at once and every WAL sync behind it (each group commit's)
+/// waits. Measured in BENCHMARKS.md (seventeenth session): it helped while this machine's
+/// disk was slow and made no difference while it was not, so `serve` leaves it off unless
+/// asked (`--background-write-mb`).
+pub fn open_limited(dir: &Path, background_writes: Option<i64>) -> Result<Arc<DB>, StoreError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -29,6 +39,10 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
     // leaving the kernel a burst of dirty pages to write back at once, which the WAL's sync,
     // and the whole machine, then waited behind (BENCHMARKS.md, sixteenth session)
     opts.set_bytes_per_sync(1 << 20);
+    if let Some(rate) = background_writes {
+        // refilled every 10 ms, fairness 10 (flushes before compactions)
+        opts.set_ratelimiter(rate, 10_000, 10);
+    }
     // one block cache for every column family; bloom filters make point lookups of absent
     // keys (new tasks, new streams) cheap instead of probing every level
     let cache = Cache::new_lru_cache(256 << 20);

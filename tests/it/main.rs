@@ -823,7 +823,15 @@ async fn task_groups_seal_and_cancel(backend: Backend) {
 }
 
 async fn restart_keeps_acknowledged_tasks_and_claims_still_expire(backend: Backend) {
-    let mut server = Server::start_on(backend, &[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "2")]).await;
+    // with flushes and compactions bounded, which changes nothing a client can see
+    let mut server = Server::start_on(
+        backend,
+        &[
+            ("TASKLEDGER_CLAIM_TIMEOUT_SECS", "2"),
+            ("TASKLEDGER_BACKGROUND_WRITE_MB", "64"),
+        ],
+    )
+    .await;
     let q = server.queue();
     let queue = fresh_queue();
     let mut ids = Vec::new();
