@@ -258,15 +258,20 @@ struct UploadRequest {
     hashes: BTreeMap<String, String>,
 }
 
+/// A createUpload or finishUpload body, checked in upstream's order: credentials, the name's
+/// pattern, the query string, then the body's schema (the scope, from the body, comes later:
+/// `UploadRequest::authorize`).
 fn upload_request(
-    name: &str,
+    (auth, uri, name): (&Auth, &Uri, &str),
     headers: &HeaderMap,
     body: &Bytes,
     schema: &str,
     allowed: &[&str],
     required: &[&str],
 ) -> Result<UploadRequest, ApiError> {
+    auth.caller()?;
     name_param(name)?;
+    no_query(uri)?;
     let body = json_body(headers, body)?;
     let obj = crate::auth::check_keys(&body, schema, allowed, required)?;
     Ok(UploadRequest {
@@ -300,9 +305,6 @@ pub async fn create_upload(
     Call::new("createUpload", json!({ "name": name }))
         .with_scrubbed_body(&headers, &body, without_capabilities)
         .run(async {
-            auth.caller()?;
-            name_param(&name)?;
-            no_query(&uri)?;
             let schema = CREATE_UPLOAD_SCHEMA;
             let allowed = [
                 "projectId",
@@ -312,7 +314,14 @@ pub async fn create_upload(
                 "hashes",
             ];
             let required = ["projectId", "uploadId", "expires", "proposedUploadMethods"];
-            let req = upload_request(&name, &headers, &body, schema, &allowed, &required)?;
+            let req = upload_request(
+                (&auth, &uri, &name),
+                &headers,
+                &body,
+                schema,
+                &allowed,
+                &required,
+            )?;
             let expires_text = req.obj.get("expires").and_then(Value::as_str).unwrap_or("");
             let expires = Millis::parse_rfc3339(expires_text)
                 .ok_or_else(|| invalid(schema, "data/expires must match format \"date-time\""))?;
@@ -384,12 +393,16 @@ pub async fn finish_upload(
     Call::new("finishUpload", json!({ "name": name }))
         .with_scrubbed_body(&headers, &body, without_capabilities)
         .run(async {
-            auth.caller()?;
-            name_param(&name)?;
-            no_query(&uri)?;
             let schema = FINISH_UPLOAD_SCHEMA;
             let allowed = ["projectId", "uploadId", "hashes"];
-            let req = upload_request(&name, &headers, &body, schema, &allowed, &allowed[..2])?;
+            let req = upload_request(
+                (&auth, &uri, &name),
+                &headers,
+                &body,
+                schema,
+                &allowed,
+                &allowed[..2],
+            )?;
             let caller = req.authorize(&auth, &name)?;
             let cmd = ObjectCommand::FinishUpload {
                 name: name.clone(),
