@@ -174,10 +174,6 @@ pub fn actor(caller: &Caller) -> Actor {
 pub struct Auth(pub Arc<Result<Caller, String>>);
 
 impl Auth {
-    /// Whether the request's credentials were refused (its handler answers 401).
-    pub fn failed(&self) -> bool {
-        self.0.is_err()
-    }
     pub fn caller(&self) -> Result<&Caller, ApiError> {
         match &*self.0 {
             Ok(c) => Ok(c),
@@ -303,6 +299,18 @@ pub fn authenticate_headers(
     )
 }
 
+/// Taskcluster's error body for a request refused before any route saw it: no method name,
+/// parameters or payload to echo.
+fn refused_unrouted(error: ApiError) -> Response {
+    crate::error::Failure {
+        error,
+        method: "unknown",
+        params: serde_json::json!({}),
+        payload: serde_json::json!({}),
+    }
+    .into_response()
+}
+
 pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     // `Router::layer` also wraps nested routes; authenticate once, on the whole request target
     if req.extensions().get::<Auth>().is_some() {
@@ -320,31 +328,19 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
         .decode_utf8()
         .is_err()
     {
-        return crate::error::Failure {
-            error: ApiError::new(
-                ErrorCode::InvalidRequestArguments,
-                "Invalid URL patterns:\nthe path does not decode to UTF-8 text",
-            ),
-            method: "unknown",
-            params: serde_json::json!({}),
-            payload: serde_json::json!({}),
-        }
-        .into_response();
+        return refused_unrouted(ApiError::new(
+            ErrorCode::InvalidRequestArguments,
+            "Invalid URL patterns:\nthe path does not decode to UTF-8 text",
+        ));
     }
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return crate::error::Failure {
-                error: ApiError::new(
-                    ErrorCode::InputTooLarge,
-                    format!("The request body is larger than the {MAX_BODY} bytes accepted"),
-                ),
-                method: "unknown",
-                params: serde_json::json!({}),
-                payload: serde_json::json!({}),
-            }
-            .into_response()
+            return refused_unrouted(ApiError::new(
+                ErrorCode::InputTooLarge,
+                format!("The request body is larger than the {MAX_BODY} bytes accepted"),
+            ))
         }
     };
     let resource = parts
