@@ -269,10 +269,11 @@ fn upload_request(
     allowed: &[&str],
     required: &[&str],
 ) -> Result<UploadRequest, ApiError> {
+    let body = read_body(headers, body)?;
     auth.caller()?;
     name_param(name)?;
     no_query(uri)?;
-    let body = json_body(headers, body)?;
+    let body = body.input()?;
     let obj = crate::auth::check_keys(&body, schema, allowed, required)?;
     Ok(UploadRequest {
         project_id: project_id(&obj, schema)?,
@@ -466,8 +467,9 @@ pub async fn start_download(
     Call::new("startDownload", json!({ "name": name }))
         .with_body(&headers, &body)
         .run(async {
-            let body = json_body(&headers, &body)?;
+            let body = read_body(&headers, &body)?;
             may_download(&auth, &uri, &name)?;
+            let body = body.input()?;
             let schema = DOWNLOAD_SCHEMA;
             let obj = crate::auth::check_keys(
                 &body,

@@ -86,6 +86,26 @@ impl Server {
         path: &str,
         body: &Value,
     ) -> (u16, Value) {
+        let body = body.to_string();
+        self.call_raw(
+            (id, token),
+            method,
+            path,
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .await
+    }
+
+    /// The same with the body's bytes and content type as given (`None`: no such header).
+    pub async fn call_raw(
+        &self,
+        (id, token): (&str, &str),
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Value) {
         let creds = hawk::Credentials {
             id: id.into(),
             key: hawk::Key::new(token, hawk::DigestAlgorithm::Sha256).unwrap(),
@@ -94,14 +114,13 @@ impl Server {
             .request()
             .make_header(&creds)
             .unwrap();
-        let r = reqwest::Client::new()
+        let mut r = reqwest::Client::new()
             .request(method.parse().unwrap(), format!("{}{path}", self.root_url))
-            .header("authorization", format!("Hawk {header}"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+            .header("authorization", format!("Hawk {header}"));
+        if let Some(c) = content_type {
+            r = r.header("content-type", c);
+        }
+        let r = r.body(body.to_vec()).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

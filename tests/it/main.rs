@@ -768,6 +768,143 @@ async fn error_statuses_and_bodies(backend: Backend) {
             "{body}"
         );
     }
+    // the body is read first, before anything else is checked, but whether it was sent as
+    // JSON is asked only with its schema, after credentials, URL parameters and the query
+    // string (conventions.md, "Processing order")
+    let nobody = ("nobody", "no-such-token");
+    let json = Some("application/json");
+    let text = Some("text/plain");
+    let fresh_task = format!("/api/queue/v1/task/{}", slugid::nice());
+    let report = format!("/api/queue/v1/task/{t}/runs/0/completed");
+    let mut def = task_def(&fresh_queue(), 600);
+    let def_text = def.to_string();
+    for (who, method, path, content_type, body, status, code, start) in [
+        // JSON that does not parse: refused before credentials, scopes and the query
+        (
+            nobody,
+            "PUT",
+            fresh_task.clone(),
+            json,
+            "{not json",
+            400,
+            "MalformedPayload",
+            "Failed to parse JSON",
+        ),
+        (
+            tester,
+            "POST",
+            "/api/auth/v1/scopes/expand?foo=1".to_string(),
+            json,
+            "[1,",
+            400,
+            "MalformedPayload",
+            "Failed to parse JSON",
+        ),
+        (
+            tester,
+            "POST",
+            report.clone(),
+            json,
+            "\"a string\"",
+            400,
+            "MalformedPayload",
+            "Payload must be a JSON object or array",
+        ),
+        // a body not sent as JSON: credentials and the query string come first
+        (
+            nobody,
+            "PUT",
+            fresh_task.clone(),
+            text,
+            def_text.as_str(),
+            401,
+            "AuthenticationFailed",
+            "",
+        ),
+        (
+            root,
+            "PUT",
+            format!("{fresh_task}?foo=1"),
+            text,
+            def_text.as_str(),
+            400,
+            "InvalidRequestArguments",
+            "Query-string parameter: foo",
+        ),
+        (
+            root,
+            "POST",
+            "/api/auth/v1/test-authenticate?foo=1".to_string(),
+            None,
+            "",
+            400,
+            "InvalidRequestArguments",
+            "Query-string parameter: foo",
+        ),
+        (
+            root,
+            "PUT",
+            fresh_task.clone(),
+            text,
+            def_text.as_str(),
+            400,
+            "MalformedPayload",
+            "Payload must be JSON with content-type: application/json",
+        ),
+        (
+            root,
+            "POST",
+            "/api/auth/v1/scopes/expand".to_string(),
+            None,
+            "{}",
+            400,
+            "MalformedPayload",
+            "Payload must be JSON with content-type: application/json",
+        ),
+        // an empty JSON body is `{}`, which the schema then refuses
+        (
+            root,
+            "PUT",
+            fresh_task.clone(),
+            json,
+            "",
+            400,
+            "InputValidationError",
+            "",
+        ),
+    ] {
+        let (got, reply) = server
+            .call_raw(who, method, &path, content_type, body.as_bytes())
+            .await;
+        assert_eq!(
+            (got, reply["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {content_type:?} {body:?}: {reply}"
+        );
+        assert!(
+            reply["message"].as_str().unwrap().starts_with(start),
+            "{reply}"
+        );
+    }
+    // none of them created the task; the same definition as JSON does
+    let err = q
+        .task(&fresh_task["/api/queue/v1/task/".len()..])
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
+    def["metadata"]["name"] = json!("sent as JSON");
+    let (got, reply) = server.root_call("PUT", &fresh_task, &def).await;
+    assert_eq!(got, 200, "{reply}");
+    // reportCompleted takes no body: one that is not JSON, or `{}`, is ignored
+    let (got, reply) = server
+        .call_raw(tester, "POST", &report, text, b"{not json")
+        .await;
+    assert_eq!(
+        (got, reply["code"].as_str()),
+        (403, Some("InsufficientScopes")),
+        "{reply}"
+    );
+
     let status = q.status(&t).await.unwrap();
     assert_eq!(status["status"]["state"], "pending", "{status}");
     let (status, body) = server

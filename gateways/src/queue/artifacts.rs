@@ -208,13 +208,14 @@ pub async fn create_artifact(
     let params = json!({ "taskId": task_id, "runId": run_id, "name": name });
     let call = Call::new("createArtifact", params).with_body(&headers, &body);
     call.run(async {
-        let body = json_body(&headers, &body)?;
+        let body = read_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&ScopeExpr::scope(format!("queue:create-artifact:{task_id}/{run_id}")))?;
         let id = slug_param("taskId", &task_id)?;
         let run = run_param(&run_id)?;
         name_param(&name)?;
         no_query(&uri)?;
+        let body = body.input()?;
         let artifact = parse_artifact(&body, &name)?;
         let cmd = QueueCommand::CreateArtifact { task_id: id, run_id: run, artifact };
         let stored = match st.engine.execute(actor(caller), cmd).await? {
@@ -288,7 +289,7 @@ pub async fn finish_artifact(
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
     .run(async {
-        let body = json_body(&headers, &body)?;
+        let body = read_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&ScopeExpr::scope(format!(
             "queue:create-artifact:{task_id}/{run_id}"
@@ -296,6 +297,7 @@ pub async fn finish_artifact(
         let id = slug_param("taskId", &task_id)?;
         let run = run_param(&run_id)?;
         no_query(&uri)?;
+        let body = body.input()?;
         let upload_id = body
             .get("uploadId")
             .and_then(|u| u.as_str())

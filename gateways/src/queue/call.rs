@@ -126,8 +126,11 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// A JSON object or array.
+/// A JSON object or array; an empty body is `{}`, as upstream's body parser reads it.
 fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
         Ok(_) => Err(ApiError::new(
@@ -141,20 +144,37 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
-/// The JSON body of an endpoint with an input schema.
-pub fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    if !is_json(headers) {
-        return Err(ApiError::new(
-            ErrorCode::MalformedPayload,
-            "Payload must be JSON with content-type: application/json",
-        ));
-    }
-    parse_json(body)
+/// A request body after the first step of Taskcluster's processing order
+/// (reference/conventions.md, "Processing order"): read as JSON when its content type says
+/// so, which refuses JSON that does not parse to an object or array before anything else is
+/// checked; any other body is ignored. Whether an endpoint wanted JSON is asked later
+/// (`input`), after authentication, URL parameters and the query string.
+pub struct Body(Option<Value>);
+
+/// Step 1 for a handler that reads its body: every handler taking one calls this first.
+pub fn read_body(headers: &HeaderMap, body: &Bytes) -> Result<Body, ApiError> {
+    Ok(Body(if is_json(headers) {
+        Some(parse_json(body)?)
+    } else {
+        None
+    }))
 }
 
-/// A body that may be absent (reportCompleted and friends take none).
-pub fn optional_body(headers: &HeaderMap, body: &Bytes) -> Value {
-    json_or_empty(is_json(headers), body)
+impl Body {
+    /// Step 5 for an endpoint with an input schema: the body must have been sent as JSON.
+    pub fn input(self) -> Result<Value, ApiError> {
+        self.0.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MalformedPayload,
+                "Payload must be JSON with content-type: application/json",
+            )
+        })
+    }
+
+    /// For an endpoint without an input schema: the JSON body, or `{}`.
+    pub fn or_empty(self) -> Value {
+        self.0.unwrap_or_else(|| json!({}))
+    }
 }
 
 /// The body when it is said to be JSON and is a JSON object or array, else `{}`.

@@ -96,9 +96,10 @@ async fn many(
     list: &str,
     render: fn(&Task) -> Value,
 ) -> Result<Response, ApiError> {
+    let body = read_body(headers, body)?;
     let caller = auth.caller()?;
     let q = query(uri, &["continuationToken", "limit"])?;
-    let body = json_body(headers, body)?;
+    let body = body.input()?;
     const SCHEMA: &str = "/schemas/queue/v1/task-ids-request.json#";
     let items = body
         .get("taskIds")
@@ -159,6 +160,7 @@ pub async fn tasks(
     body: Bytes,
 ) -> Response {
     Call::new("tasks", json!({}))
+        .with_body(&headers, &body)
         .run(many(
             &st,
             &auth,
@@ -180,6 +182,7 @@ pub async fn statuses(
     body: Bytes,
 ) -> Response {
     Call::new("statuses", json!({}))
+        .with_body(&headers, &body)
         .run(many(
             &st,
             &auth,
@@ -204,11 +207,11 @@ pub async fn create_task(
     Call::new("createTask", json!({ "taskId": task_id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = json_body(&headers, &body)?;
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
-            let def = parse_task_definition(&body, id)?;
+            let def = parse_task_definition(&body.input()?, id)?;
             let mut required: Vec<ScopeExpr> =
                 def.scopes.iter().cloned().map(ScopeExpr::scope).collect();
             required.extend(def.routes.iter().map(|r| s(format!("queue:route:{r}"))));
@@ -351,12 +354,13 @@ pub async fn change_task_priority(
     body: Bytes,
 ) -> Response {
     Call::new("changeTaskPriority", json!({ "taskId": task_id }))
+        .with_body(&headers, &body)
         .run(async {
-            let body = json_body(&headers, &body)?;
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
-            let priority = new_priority(&body)?;
+            let priority = new_priority(&body.input()?)?;
             let t = load(&st, &id)?;
             caller.require(&ScopeExpr::any(vec![
                 s(format!("queue:change-task-priority:{id}")),
@@ -449,11 +453,13 @@ pub async fn claim_work(
     body: Bytes,
 ) -> Response {
     Call::new("claimWork", json!({ "taskQueueId": task_queue_id }))
+        .with_body(&headers, &body)
         .run(async {
-            let body = json_body(&headers, &body)?;
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             let queue = queue_param(&task_queue_id)?;
             no_query(&uri)?;
+            let body = body.input()?;
             let schema = "/schemas/queue/v1/claim-work-request.json#";
             let (wg, wi) = worker_fields(&body, schema)?;
             let max = match body.get("tasks") {
@@ -519,13 +525,15 @@ pub async fn claim_task(
     body: Bytes,
 ) -> Response {
     Call::new("claimTask", json!({ "taskId": task_id, "runId": run_id }))
+        .with_body(&headers, &body)
         .run(async {
-            let body = json_body(&headers, &body)?;
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
             let run = run_param(&run_id)?;
             no_query(&uri)?;
-            let (wg, wi) = worker_fields(&body, "/schemas/queue/v1/task-claim-request.json#")?;
+            let (wg, wi) =
+                worker_fields(&body.input()?, "/schemas/queue/v1/task-claim-request.json#")?;
             let t = load(&st, &id)?;
             caller.require(&ScopeExpr::all(vec![
                 s(format!("queue:claim-task:{}", t.definition.task_queue_id)),
@@ -575,20 +583,23 @@ pub async fn reclaim_task(
         .await
 }
 
+/// reportCompleted, reportFailed and reportException: the body read first (step 1), the
+/// reason taken from it once the URL and query string passed (step 5).
 async fn report(
     st: &AppState,
     auth: &Auth,
     uri: &Uri,
-    task_id: &str,
-    run_id: &str,
-    reason: Result<ReasonResolved, ApiError>,
+    (task_id, run_id): (&str, &str),
+    body: Result<Body, ApiError>,
+    reason: fn(Body) -> Result<ReasonResolved, ApiError>,
 ) -> Result<Response, ApiError> {
+    let body = body?;
     let caller = auth.caller()?;
     caller.require(&s(format!("queue:resolve-task:{task_id}/{run_id}")))?;
     let id = slug_param("taskId", task_id)?;
     let run = run_param(run_id)?;
     no_query(uri)?;
-    let reason = reason?;
+    let reason = reason(body)?;
     load(st, &id)?;
     Ok(status_reply(
         &exec_task(
@@ -612,18 +623,23 @@ pub async fn report_completed(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // legacy: `{"success": false}` reports a failure
-    let failed = optional_body(&headers, &body).get("success") == Some(&Value::Bool(false));
-    let reason = if failed {
-        ReasonResolved::Failed
-    } else {
-        ReasonResolved::Completed
-    };
     Call::new(
         "reportCompleted",
         json!({ "taskId": task_id, "runId": run_id }),
     )
-    .run(report(&st, &auth, &uri, &task_id, &run_id, Ok(reason)))
+    .with_body(&headers, &body)
+    .run(report(
+        &st,
+        &auth,
+        &uri,
+        (&task_id, &run_id),
+        read_body(&headers, &body),
+        // legacy: `{"success": false}` reports a failure
+        |b| match b.or_empty().get("success") {
+            Some(Value::Bool(false)) => Ok(ReasonResolved::Failed),
+            _ => Ok(ReasonResolved::Completed),
+        },
+    ))
     .await
 }
 
@@ -632,18 +648,21 @@ pub async fn report_failed(
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     Call::new(
         "reportFailed",
         json!({ "taskId": task_id, "runId": run_id }),
     )
+    .with_body(&headers, &body)
     .run(report(
         &st,
         &auth,
         &uri,
-        &task_id,
-        &run_id,
-        Ok(ReasonResolved::Failed),
+        (&task_id, &run_id),
+        read_body(&headers, &body),
+        |_| Ok(ReasonResolved::Failed),
     ))
     .await
 }
@@ -656,23 +675,30 @@ pub async fn report_exception(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let reason = json_body(&headers, &body).and_then(|b| {
-        b.get("reason")
-            .and_then(|r| r.as_str())
-            .and_then(ReasonResolved::parse_worker_reason)
-            .ok_or_else(|| {
-                ApiError::validation(
-                    "/schemas/queue/v1/task-exception-request.json#",
-                    &["data.reason should be equal to one of the allowed values".into()],
-                )
-            })
-    });
     Call::new(
         "reportException",
         json!({ "taskId": task_id, "runId": run_id }),
     )
     .with_body(&headers, &body)
-    .run(report(&st, &auth, &uri, &task_id, &run_id, reason))
+    .run(report(
+        &st,
+        &auth,
+        &uri,
+        (&task_id, &run_id),
+        read_body(&headers, &body),
+        |b| {
+            b.input()?
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .and_then(ReasonResolved::parse_worker_reason)
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "/schemas/queue/v1/task-exception-request.json#",
+                        &["data.reason should be equal to one of the allowed values".into()],
+                    )
+                })
+        },
+    ))
     .await
 }
 
@@ -892,12 +918,13 @@ pub async fn change_task_group_priority(
     body: Bytes,
 ) -> Response {
     Call::new("changeTaskGroupPriority", json!({ "taskGroupId": group }))
+        .with_body(&headers, &body)
         .run(async {
-            let body = json_body(&headers, &body)?;
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
             no_query(&uri)?;
-            let priority = new_priority(&body)?;
+            let priority = new_priority(&body.input()?)?;
             let g = load_group(&st, &id)?;
             caller.require(&s(format!(
                 "queue:change-task-group-priority:{}/{id}",

@@ -218,10 +218,12 @@ pub async fn task_queue_counts_batch(
     body: Bytes,
 ) -> Response {
     Call::new("taskQueueCountsBatch", json!({}))
+        .with_body(&headers, &body)
         .run(async {
-            let body = json_body(&headers, &body)?;
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             no_query(&uri)?;
+            let body = body.input()?;
             let ids: Vec<String> = body
                 .get("taskQueueIds")
                 .and_then(|v| v.as_array())
@@ -498,12 +500,14 @@ pub async fn quarantine_worker(
         "quarantineWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
+    .with_body(&headers, &body)
     .run(async {
-        let body = json_body(&headers, &body)?;
+        let body = read_body(&headers, &body)?;
         let caller = auth.caller()?;
         caller.require(&s(format!("queue:quarantine-worker:{p}/{w}/{g}/{id}")))?;
         worker_params(&p, &w, &g, &id)?;
         no_query(&uri)?;
+        let body = body.input()?;
         let schema = "/schemas/queue/v1/quarantine-worker-request.json#";
         let until = body
             .get("quarantineUntil")
@@ -576,11 +580,13 @@ pub async fn declare_worker(
         "declareWorker",
         json!({ "provisionerId": p, "workerType": w, "workerGroup": g, "workerId": id }),
     )
+    .with_body(&headers, &body)
     .run(async {
-        let body = json_body(&headers, &body)?;
+        let body = read_body(&headers, &body)?;
         let caller = auth.caller()?;
         worker_params(&p, &w, &g, &id)?;
         no_query(&uri)?;
+        let body = body.input()?;
         let schema = "/schemas/queue/v1/update-worker-request.json#";
         let obj = body
             .as_object()

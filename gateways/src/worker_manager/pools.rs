@@ -145,10 +145,11 @@ pub async fn create_worker_pool(
     Call::new("createWorkerPool", json!({ "workerPoolId": id }))
         .with_body(&headers, &body)
         .run(async {
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
             no_query(&uri)?;
-            let input = pool_input(&json_body(&headers, &body)?, pool, CREATE_POOL_SCHEMA, &[])?;
+            let input = pool_input(&body.input()?, pool, CREATE_POOL_SCHEMA, &[])?;
             caller.require(&manage_expr(&input))?;
             let pool = input.worker_pool_id.clone();
             let cmd = WorkerCommand::CreateWorkerPool(input);
@@ -169,10 +170,11 @@ pub async fn update_worker_pool(
     Call::new("updateWorkerPool", json!({ "workerPoolId": id }))
         .with_body(&headers, &body)
         .run(async {
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
             no_query(&uri)?;
-            let body = json_body(&headers, &body)?;
+            let body = body.input()?;
             let extra = ["workerPoolId", "created", "lastModified"];
             let input = pool_input(&body, pool, UPDATE_POOL_SCHEMA, &extra)?;
             caller.require(&manage_expr(&input))?;
@@ -319,10 +321,11 @@ pub async fn report_worker_error(
     Call::new("reportWorkerError", json!({ "workerPoolId": id }))
         .with_body(&headers, &body)
         .run(async {
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
             no_query(&uri)?;
-            let r = error_report(&json_body(&headers, &body)?)?;
+            let r = error_report(&body.input()?)?;
             caller.require(&ScopeExpr::all(vec![
                 scope(format!("assume:worker-pool:{pool}")),
                 scope(format!(

@@ -132,8 +132,9 @@ pub async fn register_worker(uri: Uri, State(st): St, headers: HeaderMap, body: 
     Call::new("registerWorker", json!({}))
         .with_payload(&json!(OMITTED))
         .run(async {
+            let body = read_body(&headers, &body)?;
             no_query(&uri)?;
-            let (worker, provider_id, presented) = register_input(&json_body(&headers, &body)?)?;
+            let (worker, provider_id, presented) = register_input(&body.input()?)?;
             let key = st.clients.seal_key();
             let secret = new_secret();
             let cmd = WorkerCommand::RegisterWorker {
@@ -182,9 +183,10 @@ pub async fn reregister_worker(
     Call::new("reregisterWorker", json!({}))
         .with_payload(&json!(OMITTED))
         .run(async {
+            let body = read_body(&headers, &body)?;
             let caller = auth.caller()?;
             no_query(&uri)?;
-            let (worker, presented) = reregister_input(&json_body(&headers, &body)?)?;
+            let (worker, presented) = reregister_input(&body.input()?)?;
             caller.require(&super::scope(format!(
                 "worker-manager:reregister-worker:{}",
                 worker.path()

@@ -292,11 +292,12 @@ async fn write_worker(
     Call::new(name, params(&w))
         .with_scrubbed_body(&headers, &body, scrubbed)
         .run(async {
+            let body = read_body(&headers, &body)?;
             let caller: &Caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:{verb}:{}", path(&w))))?;
             let key = worker_param(&w[0], &w[1], &w[2])?;
             no_query(&uri)?;
-            let input = worker_input(&json_body(&headers, &body)?)?;
+            let input = worker_input(&body.input()?)?;
             let static_secret = seal_static(&st, &key, input.static_secret.as_deref())?;
             let (worker, expires, capacity) = (key.clone(), input.expires, input.capacity);
             let cmd = if create {
