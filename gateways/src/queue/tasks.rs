@@ -583,63 +583,53 @@ pub async fn reclaim_task(
         .await
 }
 
+/// The three `queue:resolve-task` routes share their path parameters and body.
+type ReportRequest = (Uri, Arc<AppState>, Auth, (String, String), HeaderMap, Bytes);
+
 /// reportCompleted, reportFailed and reportException: the body read first (step 1), the
 /// reason taken from it once the URL and query string passed (step 5).
 async fn report(
-    st: &AppState,
-    auth: &Auth,
-    uri: &Uri,
-    (task_id, run_id): (&str, &str),
-    body: Result<Body, ApiError>,
+    name: &'static str,
+    (uri, st, auth, (task_id, run_id), headers, body): ReportRequest,
     reason: fn(Body) -> Result<ReasonResolved, ApiError>,
-) -> Result<Response, ApiError> {
-    let body = body?;
-    let caller = auth.caller()?;
-    caller.require(&s(format!("queue:resolve-task:{task_id}/{run_id}")))?;
-    let id = slug_param("taskId", task_id)?;
-    let run = run_param(run_id)?;
-    no_query(uri)?;
-    let reason = reason(body)?;
-    load(st, &id)?;
-    Ok(status_reply(
-        &exec_task(
-            st,
-            caller,
-            QueueCommand::Report {
+) -> Response {
+    Call::new(name, json!({ "taskId": task_id, "runId": run_id }))
+        .with_body(&headers, &body)
+        .run(async {
+            let body = read_body(&headers, &body)?;
+            let caller = auth.caller()?;
+            caller.require(&s(format!("queue:resolve-task:{task_id}/{run_id}")))?;
+            let id = slug_param("taskId", &task_id)?;
+            let run = run_param(&run_id)?;
+            no_query(&uri)?;
+            let reason = reason(body)?;
+            load(&st, &id)?;
+            let cmd = QueueCommand::Report {
                 task_id: id,
                 run_id: run,
                 reason,
-            },
-        )
-        .await?,
-    ))
+            };
+            Ok(status_reply(&exec_task(&st, caller, cmd).await?))
+        })
+        .await
 }
 
 pub async fn report_completed(
     uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
-    Path((task_id, run_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    Call::new(
-        "reportCompleted",
-        json!({ "taskId": task_id, "runId": run_id }),
-    )
-    .with_body(&headers, &body)
-    .run(report(
-        &st,
-        &auth,
-        &uri,
-        (&task_id, &run_id),
-        read_body(&headers, &body),
-        // legacy: `{"success": false}` reports a failure
-        |b| match b.or_empty().get("success") {
+    let request = (uri, st, auth, ids, headers, body);
+    // legacy: `{"success": false}` reports a failure
+    report("reportCompleted", request, |b| {
+        match b.or_empty().get("success") {
             Some(Value::Bool(false)) => Ok(ReasonResolved::Failed),
             _ => Ok(ReasonResolved::Completed),
-        },
-    ))
+        }
+    })
     .await
 }
 
@@ -647,58 +637,35 @@ pub async fn report_failed(
     uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
-    Path((task_id, run_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    Call::new(
-        "reportFailed",
-        json!({ "taskId": task_id, "runId": run_id }),
-    )
-    .with_body(&headers, &body)
-    .run(report(
-        &st,
-        &auth,
-        &uri,
-        (&task_id, &run_id),
-        read_body(&headers, &body),
-        |_| Ok(ReasonResolved::Failed),
-    ))
-    .await
+    let request = (uri, st, auth, ids, headers, body);
+    report("reportFailed", request, |_| Ok(ReasonResolved::Failed)).await
 }
 
 pub async fn report_exception(
     uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
-    Path((task_id, run_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    Call::new(
-        "reportException",
-        json!({ "taskId": task_id, "runId": run_id }),
-    )
-    .with_body(&headers, &body)
-    .run(report(
-        &st,
-        &auth,
-        &uri,
-        (&task_id, &run_id),
-        read_body(&headers, &body),
-        |b| {
-            b.input()?
-                .get("reason")
-                .and_then(|r| r.as_str())
-                .and_then(ReasonResolved::parse_worker_reason)
-                .ok_or_else(|| {
-                    ApiError::validation(
-                        "/schemas/queue/v1/task-exception-request.json#",
-                        &["data.reason should be equal to one of the allowed values".into()],
-                    )
-                })
-        },
-    ))
+    let request = (uri, st, auth, ids, headers, body);
+    report("reportException", request, |b| {
+        b.input()?
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .and_then(ReasonResolved::parse_worker_reason)
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "/schemas/queue/v1/task-exception-request.json#",
+                    &["data.reason should be equal to one of the allowed values".into()],
+                )
+            })
+    })
     .await
 }
 
