@@ -430,7 +430,7 @@ async fn create_client(
     Call::new("createClient", json!({ "clientId": id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             client_param(&id)?;
             no_query(&uri)?;
@@ -470,7 +470,7 @@ async fn update_client(
     Call::new("updateClient", json!({ "clientId": id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             client_param(&id)?;
             no_query(&uri)?;
@@ -787,7 +787,7 @@ async fn create_role(
     Call::new("createRole", json!({ "roleId": id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             role_param(&id)?;
             no_query(&uri)?;
@@ -817,7 +817,7 @@ async fn update_role(
     Call::new("updateRole", json!({ "roleId": id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             role_param(&id)?;
             no_query(&uri)?;
@@ -885,7 +885,7 @@ async fn expand_scopes(
     Call::new("expandScopes", json!({}))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             auth.caller()?.require(&s("auth:expand-scopes".into()))?;
             no_query(&uri)?;
             let body = body.input()?;

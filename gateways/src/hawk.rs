@@ -3,14 +3,15 @@
 //! to look at it, so Taskcluster's ordering of errors is kept.
 
 use crate::error::{ApiError, ErrorCode};
+use crate::queue::call::{read_body, Body};
 use crate::AppState;
-use axum::body::{to_bytes, Body};
+use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use taskledger_core::access::seal::SealKey;
 use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::access::{AuthCommand, USED_REFRESH_MS};
@@ -171,14 +172,41 @@ pub fn actor(caller: &Caller) -> Actor {
 
 /// The authentication outcome, as handlers find it.
 #[derive(Clone, Debug)]
-pub struct Auth(pub Arc<Result<Caller, String>>);
+pub struct Auth {
+    outcome: Arc<Result<Caller, String>>,
+    /// Why the body, said to be JSON, is not a JSON object or array.
+    malformed: Option<Arc<ApiError>>,
+    /// The body as read, until the handler takes it.
+    parsed: Arc<Mutex<Option<Body>>>,
+}
 
 impl Auth {
+    /// The caller, or why there is none. A body said to be JSON that does not parse is
+    /// refused first: upstream's body parser runs before authentication on every route
+    /// (reference/conventions.md, "Processing order"), and every handler asks for its caller
+    /// before anything else it checks.
     pub fn caller(&self) -> Result<&Caller, ApiError> {
-        match &*self.0 {
+        if let Some(e) = &self.malformed {
+            return Err(ApiError::clone(e));
+        }
+        match &*self.outcome {
             Ok(c) => Ok(c),
             Err(m) => Err(ApiError::new(ErrorCode::AuthenticationFailed, m.clone())),
         }
+    }
+
+    /// The request's body as the first step read it (`call::read_body`), parsed once: a
+    /// handler takes it before anything else it checks, and only once.
+    pub fn body(&self) -> Result<Body, ApiError> {
+        if let Some(e) = &self.malformed {
+            return Err(ApiError::clone(e));
+        }
+        Ok(self
+            .parsed
+            .lock()
+            .expect("body lock")
+            .take()
+            .unwrap_or_default())
     }
 }
 
@@ -389,8 +417,16 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
             scopes: state.clients.anonymous_scopes(),
         },
     });
-    let mut req = Request::from_parts(parts, Body::from(bytes));
-    req.extensions_mut().insert(Auth(Arc::new(result)));
+    let (parsed, malformed) = match read_body(&parts.headers, &bytes) {
+        Ok(b) => (Some(b), None),
+        Err(e) => (None, Some(Arc::new(e))),
+    };
+    let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    req.extensions_mut().insert(Auth {
+        outcome: Arc::new(result),
+        malformed,
+        parsed: Arc::new(Mutex::new(parsed)),
+    });
     next.run(req).await
 }
 

@@ -263,13 +263,11 @@ struct UploadRequest {
 /// `UploadRequest::authorize`).
 fn upload_request(
     (auth, uri, name): (&Auth, &Uri, &str),
-    headers: &HeaderMap,
-    body: &Bytes,
     schema: &str,
     allowed: &[&str],
     required: &[&str],
 ) -> Result<UploadRequest, ApiError> {
-    let body = read_body(headers, body)?;
+    let body = auth.body()?;
     auth.caller()?;
     name_param(name)?;
     no_query(uri)?;
@@ -315,14 +313,7 @@ pub async fn create_upload(
                 "hashes",
             ];
             let required = ["projectId", "uploadId", "expires", "proposedUploadMethods"];
-            let req = upload_request(
-                (&auth, &uri, &name),
-                &headers,
-                &body,
-                schema,
-                &allowed,
-                &required,
-            )?;
+            let req = upload_request((&auth, &uri, &name), schema, &allowed, &required)?;
             let expires_text = req.obj.get("expires").and_then(Value::as_str).unwrap_or("");
             let expires = Millis::parse_rfc3339(expires_text)
                 .ok_or_else(|| invalid(schema, "data/expires must match format \"date-time\""))?;
@@ -396,14 +387,7 @@ pub async fn finish_upload(
         .run(async {
             let schema = FINISH_UPLOAD_SCHEMA;
             let allowed = ["projectId", "uploadId", "hashes"];
-            let req = upload_request(
-                (&auth, &uri, &name),
-                &headers,
-                &body,
-                schema,
-                &allowed,
-                &allowed[..2],
-            )?;
+            let req = upload_request((&auth, &uri, &name), schema, &allowed, &allowed[..2])?;
             let caller = req.authorize(&auth, &name)?;
             let cmd = ObjectCommand::FinishUpload {
                 name: name.clone(),
@@ -467,7 +451,7 @@ pub async fn start_download(
     Call::new("startDownload", json!({ "name": name }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             may_download(&auth, &uri, &name)?;
             let body = body.input()?;
             let schema = DOWNLOAD_SCHEMA;

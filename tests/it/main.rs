@@ -895,6 +895,27 @@ async fn error_statuses_and_bodies(backend: Backend) {
     def["metadata"]["name"] = json!("sent as JSON");
     let (got, reply) = server.root_call("PUT", &fresh_task, &def).await;
     assert_eq!(got, 200, "{reply}");
+    // a route that reads no body still refuses one said to be JSON that does not parse, and
+    // changes nothing: cancelTask leaves the task pending
+    for who in [root, nobody] {
+        let (got, reply) = server
+            .call_raw(
+                who,
+                "POST",
+                &format!("/api/queue/v1/task/{t}/cancel"),
+                json,
+                b"{",
+            )
+            .await;
+        assert_eq!(
+            (got, reply["code"].as_str()),
+            (400, Some("MalformedPayload")),
+            "{reply}"
+        );
+        assert_eq!(reply["requestInfo"]["method"], "cancelTask", "{reply}");
+    }
+    let status = q.status(&t).await.unwrap();
+    assert_eq!(status["status"]["state"], "pending", "{status}");
     // reportCompleted takes no body: one that is not JSON, or `{}`, is ignored
     let (got, reply) = server
         .call_raw(tester, "POST", &report, text, b"{not json")

@@ -208,7 +208,7 @@ pub async fn create_artifact(
     let params = json!({ "taskId": task_id, "runId": run_id, "name": name });
     let call = Call::new("createArtifact", params).with_body(&headers, &body);
     call.run(async {
-        let body = read_body(&headers, &body)?;
+        let body = auth.body()?;
         let caller = auth.caller()?;
         caller.require(&ScopeExpr::scope(format!("queue:create-artifact:{task_id}/{run_id}")))?;
         let id = slug_param("taskId", &task_id)?;
@@ -281,15 +281,13 @@ pub async fn finish_artifact(
     State(st): St,
     Extension(auth): Extension<Auth>,
     Path((task_id, run_id, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
 ) -> Response {
     Call::new(
         "finishArtifact",
         json!({ "taskId": task_id, "runId": run_id, "name": name }),
     )
     .run(async {
-        let body = read_body(&headers, &body)?;
+        let body = auth.body()?;
         let caller = auth.caller()?;
         caller.require(&ScopeExpr::scope(format!(
             "queue:create-artifact:{task_id}/{run_id}"

@@ -133,15 +133,23 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
-        Ok(_) => Err(ApiError::new(
-            ErrorCode::MalformedPayload,
-            "Payload must be a JSON object or array",
-        )),
-        Err(e) => Err(ApiError::new(
-            ErrorCode::MalformedPayload,
-            format!("Failed to parse JSON: {e}"),
-        )),
+        Ok(_) => Err(not_object()),
+        Err(e) => Err(not_json(e)),
     }
+}
+
+fn not_object() -> ApiError {
+    ApiError::new(
+        ErrorCode::MalformedPayload,
+        "Payload must be a JSON object or array",
+    )
+}
+
+fn not_json(e: serde_json::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::MalformedPayload,
+        format!("Failed to parse JSON: {e}"),
+    )
 }
 
 /// A request body after the first step of Taskcluster's processing order
@@ -149,9 +157,11 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
 /// so, which refuses JSON that does not parse to an object or array before anything else is
 /// checked; any other body is ignored. Whether an endpoint wanted JSON is asked later
 /// (`input`), after authentication, URL parameters and the query string.
+#[derive(Debug, Default)]
 pub struct Body(Option<Value>);
 
-/// Step 1 for a handler that reads its body: every handler taking one calls this first.
+/// Step 1: the authentication layer reads every request's body so (`Auth::body` hands it to
+/// the handler); a handler without that layer's outcome calls this first.
 pub fn read_body(headers: &HeaderMap, body: &Bytes) -> Result<Body, ApiError> {
     Ok(Body(if is_json(headers) {
         Some(parse_json(body)?)

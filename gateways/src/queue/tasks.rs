@@ -90,13 +90,11 @@ async fn many(
     st: &AppState,
     auth: &Auth,
     uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
     scope: &str,
     list: &str,
     render: fn(&Task) -> Value,
 ) -> Result<Response, ApiError> {
-    let body = read_body(headers, body)?;
+    let body = auth.body()?;
     let caller = auth.caller()?;
     let q = query(uri, &["continuationToken", "limit"])?;
     let body = body.input()?;
@@ -161,16 +159,9 @@ pub async fn tasks(
 ) -> Response {
     Call::new("tasks", json!({}))
         .with_body(&headers, &body)
-        .run(many(
-            &st,
-            &auth,
-            &uri,
-            &headers,
-            &body,
-            "queue:get-task",
-            "task",
-            |t| task_json(&t.definition),
-        ))
+        .run(many(&st, &auth, &uri, "queue:get-task", "task", |t| {
+            task_json(&t.definition)
+        }))
         .await
 }
 
@@ -187,8 +178,6 @@ pub async fn statuses(
             &st,
             &auth,
             &uri,
-            &headers,
-            &body,
             "queue:status",
             "status",
             status_json,
@@ -207,7 +196,7 @@ pub async fn create_task(
     Call::new("createTask", json!({ "taskId": task_id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
@@ -356,7 +345,7 @@ pub async fn change_task_priority(
     Call::new("changeTaskPriority", json!({ "taskId": task_id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
@@ -455,7 +444,7 @@ pub async fn claim_work(
     Call::new("claimWork", json!({ "taskQueueId": task_queue_id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             let queue = queue_param(&task_queue_id)?;
             no_query(&uri)?;
@@ -527,7 +516,7 @@ pub async fn claim_task(
     Call::new("claimTask", json!({ "taskId": task_id, "runId": run_id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
             let run = run_param(&run_id)?;
@@ -596,7 +585,7 @@ async fn report(
     Call::new(name, json!({ "taskId": task_id, "runId": run_id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             caller.require(&s(format!("queue:resolve-task:{task_id}/{run_id}")))?;
             let id = slug_param("taskId", &task_id)?;
@@ -887,7 +876,7 @@ pub async fn change_task_group_priority(
     Call::new("changeTaskGroupPriority", json!({ "taskGroupId": group }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             let id = slug_param("taskGroupId", &group)?;
             no_query(&uri)?;

@@ -220,7 +220,7 @@ pub async fn task_queue_counts_batch(
     Call::new("taskQueueCountsBatch", json!({}))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             no_query(&uri)?;
             let body = body.input()?;
@@ -502,7 +502,7 @@ pub async fn quarantine_worker(
     )
     .with_body(&headers, &body)
     .run(async {
-        let body = read_body(&headers, &body)?;
+        let body = auth.body()?;
         let caller = auth.caller()?;
         caller.require(&s(format!("queue:quarantine-worker:{p}/{w}/{g}/{id}")))?;
         worker_params(&p, &w, &g, &id)?;
@@ -582,7 +582,7 @@ pub async fn declare_worker(
     )
     .with_body(&headers, &body)
     .run(async {
-        let body = read_body(&headers, &body)?;
+        let body = auth.body()?;
         let caller = auth.caller()?;
         worker_params(&p, &w, &g, &id)?;
         no_query(&uri)?;

@@ -145,7 +145,7 @@ pub async fn create_worker_pool(
     Call::new("createWorkerPool", json!({ "workerPoolId": id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
             no_query(&uri)?;
@@ -170,7 +170,7 @@ pub async fn update_worker_pool(
     Call::new("updateWorkerPool", json!({ "workerPoolId": id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
             no_query(&uri)?;
@@ -321,7 +321,7 @@ pub async fn report_worker_error(
     Call::new("reportWorkerError", json!({ "workerPoolId": id }))
         .with_body(&headers, &body)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             let pool = pool_param(&id)?;
             no_query(&uri)?;

@@ -177,13 +177,11 @@ pub async fn reregister_worker(
     uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
-    headers: HeaderMap,
-    body: Bytes,
 ) -> Response {
     Call::new("reregisterWorker", json!({}))
         .with_payload(&json!(OMITTED))
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller = auth.caller()?;
             no_query(&uri)?;
             let (worker, presented) = reregister_input(&body.input()?)?;

@@ -292,7 +292,7 @@ async fn write_worker(
     Call::new(name, params(&w))
         .with_scrubbed_body(&headers, &body, scrubbed)
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             let caller: &Caller = auth.caller()?;
             caller.require(&scope(format!("worker-manager:{verb}:{}", path(&w))))?;
             let key = worker_param(&w[0], &w[1], &w[2])?;
