@@ -1,9 +1,9 @@
 //! Replay and audit rates on the embedded log, in one run: a log of `REPLAY_EVENTS` queue
-//! events (default 1,000,000; full task lifecycles) is written, then
+//! events (default 1,000,000; full task lifecycles) is written, then three passes are timed
+//! and reported as events/s and as ratios to the raw read:
 //! - the raw sequential read of the log (the ceiling),
 //! - `audit::replay` rebuilding the queue projection from offset zero,
-//! - `audit::verify_chain` walking the hash chain,
-//! are timed and reported as events/s and as ratios to the raw read.
+//! - `audit::verify_chain` walking the hash chain.
 
 mod common;
 

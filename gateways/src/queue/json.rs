@@ -327,7 +327,7 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         None => JsonText("{}".into()),
         Some(Value::Object(t)) => {
             if t.values()
-                .any(|v| !v.as_str().is_some_and(|s| s.chars().count() <= 4096))
+                .any(|v| v.as_str().is_none_or(|s| s.chars().count() > 4096))
             {
                 c.fail("data.tags values should be strings of at most 4096 characters".into());
             }
