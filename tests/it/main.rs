@@ -51,6 +51,83 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use taskcluster::Credentials;
 
+/// listPendingTasks and listClaimedTasks: a queue's runs in claim order, each with its task,
+/// paged by key; a claim moves a run from the one to the other.
+#[tokio::test]
+async fn pending_and_claimed_listings() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let ids: Vec<String> = (0..3).map(|_| slugid::nice()).collect();
+    for id in &ids {
+        q.createTask(id, &task_def(&queue, 600)).await.unwrap();
+    }
+    // one page at a time, oldest first, each with its task and when it became pending
+    let mut seen = Vec::new();
+    let mut inserted = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = q
+            .listPendingTasks(&queue, token.as_deref(), Some("2"))
+            .await
+            .unwrap();
+        for t in page["tasks"].as_array().unwrap() {
+            assert_eq!(t["runId"], 0, "{t}");
+            assert_eq!(t["task"]["taskQueueId"], queue.as_str(), "{t}");
+            inserted.push(t["inserted"].as_str().unwrap().to_string());
+            seen.push(t["taskId"].as_str().unwrap().to_string());
+        }
+        match page["continuationToken"].as_str() {
+            Some(next) => token = Some(next.to_string()),
+            None => break,
+        }
+    }
+    // tasks created in the same millisecond may list in either order
+    assert!(inserted.windows(2).all(|w| w[0] <= w[1]), "{inserted:?}");
+    seen.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(seen, all);
+    let claim = q.claimWork(&queue, &worker_body(2)).await.unwrap();
+    assert_eq!(claim["tasks"].as_array().unwrap().len(), 2, "{claim}");
+    let pending = q.listPendingTasks(&queue, None, None).await.unwrap();
+    let pending: Vec<&str> = pending["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let first = q.listClaimedTasks(&queue, None, Some("1")).await.unwrap();
+    let token = first["continuationToken"].as_str().expect("a second page");
+    let second = q
+        .listClaimedTasks(&queue, Some(token), Some("1"))
+        .await
+        .unwrap();
+    let mut claimed = Vec::new();
+    for page in [&first, &second] {
+        let tasks = page["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 1, "{page}");
+        let t = &tasks[0];
+        assert_eq!(t["workerGroup"], "it-group", "{t}");
+        assert_eq!(t["workerId"], "it-worker", "{t}");
+        assert_eq!(t["task"]["taskQueueId"], queue.as_str(), "{t}");
+        assert!(t["claimed"].as_str().unwrap().ends_with('Z'), "{t}");
+        claimed.push(t["taskId"].as_str().unwrap().to_string());
+    }
+    // claimed and still pending, together, are the three tasks
+    claimed.push(pending[0].to_string());
+    claimed.sort();
+    assert_eq!(claimed, all);
+    // the tester client holds neither list's scope
+    let tester = server.queue_as(Credentials::new("tester", "no-secret"));
+    let err = tester
+        .listClaimedTasks(&queue, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(403));
+}
+
 async fn whole_task_life_with_task_credentials(backend: Backend) {
     let server = Server::start_on(backend, &[]).await;
     let q = server.queue();

@@ -148,51 +148,39 @@ pub async fn task_queue_routes(
         }).await;
     }
     if let Some(queue) = rest.strip_suffix("/pending") {
-        return Call::new("listPendingTasks", json!({ "taskQueueId": queue })).run(async {
-            auth.caller()?.require(&s(format!("queue:pending-list:{queue}")))?;
-            let q = queue_param(queue)?;
-            let qs = query(&uri, &["continuationToken", "limit"])?;
-            let prefix = keys::queue_prefix(q.as_str());
-            // a token from elsewhere starts again too
-            let after = keyset_token(&qs).filter(|k| k.starts_with(&prefix));
-            let lim = limit(&qs);
-            let rows = st.engine.view().scan(keys::CF_PENDING, &prefix, after.as_deref(), lim + 1)?;
-            let mut out = Vec::new();
-            for (k, _) in rows.iter().take(lim) {
-                let Some((task_id, run_id)) = keys::task_run_suffix(k) else { continue };
-                if let Some(t) = st.engine.view().task(&task_id)? {
-                    let inserted = t.runs.get(run_id as usize).map(|r| r.scheduled).unwrap_or_default();
-                    out.push(json!({ "taskId": task_id.to_string(), "runId": run_id, "task": task_json(&t.definition), "inserted": inserted.to_rfc3339() }));
-                }
-            }
-            let token = (rows.len() > lim).then(|| encode_token(&rows[lim - 1].0));
-            Ok(paged(json!({ "tasks": out }), token))
-        }).await;
+        let list = QueueList {
+            name: "listPendingTasks",
+            scope: "pending-list",
+            cf: keys::CF_PENDING,
+            render: |t, run_id, _| {
+                let inserted = t
+                    .runs
+                    .get(run_id as usize)
+                    .map(|r| r.scheduled)
+                    .unwrap_or_default();
+                Ok(json!({
+                    "taskId": t.task_id.to_string(), "runId": run_id,
+                    "task": task_json(&t.definition), "inserted": inserted.to_rfc3339(),
+                }))
+            },
+        };
+        return list.answer(&st, &auth, &uri, queue).await;
     }
     if let Some(queue) = rest.strip_suffix("/claimed") {
-        return Call::new("listClaimedTasks", json!({ "taskQueueId": queue })).run(async {
-            auth.caller()?.require(&s(format!("queue:claimed-list:{queue}")))?;
-            let q = queue_param(queue)?;
-            let qs = query(&uri, &["continuationToken", "limit"])?;
-            let prefix = keys::queue_prefix(q.as_str());
-            // a token from elsewhere starts again too
-            let after = keyset_token(&qs).filter(|k| k.starts_with(&prefix));
-            let lim = limit(&qs);
-            let rows = st.engine.view().scan(keys::CF_CLAIMS, &prefix, after.as_deref(), lim + 1)?;
-            let mut out = Vec::new();
-            for (k, v) in rows.iter().take(lim) {
-                let Some((task_id, run_id)) = keys::task_run_suffix(k) else { continue };
-                let c: ClaimRecord = QueueView::decode(v)?;
-                if let Some(t) = st.engine.view().task(&task_id)? {
-                    out.push(json!({
-                        "taskId": task_id.to_string(), "runId": run_id, "workerGroup": c.worker_group,
-                        "workerId": c.worker_id, "claimed": c.claimed.to_rfc3339(), "task": task_json(&t.definition),
-                    }));
-                }
-            }
-            let token = (rows.len() > lim).then(|| encode_token(&rows[lim - 1].0));
-            Ok(paged(json!({ "tasks": out }), token))
-        }).await;
+        let list = QueueList {
+            name: "listClaimedTasks",
+            scope: "claimed-list",
+            cf: keys::CF_CLAIMS,
+            render: |t, run_id, value| {
+                let c: ClaimRecord = QueueView::decode(value)?;
+                Ok(json!({
+                    "taskId": t.task_id.to_string(), "runId": run_id,
+                    "workerGroup": c.worker_group, "workerId": c.worker_id,
+                    "claimed": c.claimed.to_rfc3339(), "task": task_json(&t.definition),
+                }))
+            },
+        };
+        return list.answer(&st, &auth, &uri, queue).await;
     }
     Call::new("getTaskQueue", json!({ "taskQueueId": rest }))
         .run(async {
@@ -208,6 +196,48 @@ pub async fn task_queue_routes(
             Ok(ok(queue_json(&id, &r)))
         })
         .await
+}
+
+/// listPendingTasks and listClaimedTasks: a task queue's entries in one of the run index's
+/// column families, in key order, paged by key, each rendered with its task.
+struct QueueList {
+    name: &'static str,
+    /// `queue:<scope>:<taskQueueId>`
+    scope: &'static str,
+    cf: &'static str,
+    /// The entry of a task's run, from the task and the index entry's value.
+    render: fn(&taskledger_core::queue::Task, u32, &[u8]) -> Result<Value, ApiError>,
+}
+
+impl QueueList {
+    async fn answer(self, st: &AppState, auth: &Auth, uri: &Uri, queue: &str) -> Response {
+        let params = json!({ "taskQueueId": queue });
+        Call::new(self.name, params)
+            .run(async {
+                auth.caller()?
+                    .require(&s(format!("queue:{}:{queue}", self.scope)))?;
+                let q = queue_param(queue)?;
+                let qs = query(uri, &["continuationToken", "limit"])?;
+                let prefix = keys::queue_prefix(q.as_str());
+                // a token from elsewhere starts again too
+                let after = keyset_token(&qs).filter(|k| k.starts_with(&prefix));
+                let lim = limit(&qs);
+                let view = st.engine.view();
+                let rows = view.scan(self.cf, &prefix, after.as_deref(), lim + 1)?;
+                let mut out = Vec::new();
+                for (k, v) in rows.iter().take(lim) {
+                    let Some((task_id, run_id)) = keys::task_run_suffix(k) else {
+                        continue;
+                    };
+                    if let Some(t) = view.task(&task_id)? {
+                        out.push((self.render)(&t, run_id, v)?);
+                    }
+                }
+                let token = (rows.len() > lim).then(|| encode_token(&rows[lim - 1].0));
+                Ok(paged(json!({ "tasks": out }), token))
+            })
+            .await
+    }
 }
 
 pub async fn task_queue_counts_batch(
