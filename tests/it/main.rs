@@ -8,6 +8,7 @@ mod kafka_log;
 mod layout;
 mod object;
 mod pulse;
+mod random_requests;
 mod worker;
 mod worker_manager;
 
