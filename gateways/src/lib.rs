@@ -115,32 +115,42 @@ impl EndLookups {
     }
 }
 
-async fn ping(axum::extract::State(st): axum::extract::State<Arc<AppState>>, uri: Uri) -> Response {
+/// The authentication layer's outcome, where that layer ran (under `/api/`).
+type MaybeAuth = Option<axum::Extension<hawk::Auth>>;
+
+async fn ping(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+    auth: MaybeAuth,
+    uri: Uri,
+) -> Response {
     let alive = json!({ "alive": true, "uptime": st.started.elapsed().as_secs_f64() });
-    builtin("ping", &uri, Json(alive).into_response()).await
+    builtin("ping", auth, &uri, Json(alive).into_response()).await
 }
 
-/// A built-in API method's answer, or Taskcluster's 400 for a query-string key it does not
-/// declare (none of them declares any).
-async fn builtin(name: &'static str, uri: &Uri, answer: Response) -> Response {
+/// A built-in API method's answer, or Taskcluster's 400 for a body said to be JSON that is
+/// not, or for a query-string key it does not declare (none of them declares any).
+async fn builtin(name: &'static str, auth: MaybeAuth, uri: &Uri, answer: Response) -> Response {
     queue::call::Call::new(name, json!({}))
         .run(async {
+            if let Some(axum::Extension(auth)) = auth {
+                auth.body()?;
+            }
             queue::call::no_query(uri)?;
             Ok(answer)
         })
         .await
 }
 
-async fn lbheartbeat(uri: Uri) -> Response {
-    builtin("lbheartbeat", &uri, empty().await).await
+async fn lbheartbeat(auth: MaybeAuth, uri: Uri) -> Response {
+    builtin("lbheartbeat", auth, &uri, empty().await).await
 }
 
-async fn heartbeat(uri: Uri) -> Response {
-    builtin("heartbeat", &uri, empty().await).await
+async fn heartbeat(auth: MaybeAuth, uri: Uri) -> Response {
+    builtin("heartbeat", auth, &uri, empty().await).await
 }
 
-async fn api_version(uri: Uri) -> Response {
-    builtin("version", &uri, version().await).await
+async fn api_version(auth: MaybeAuth, uri: Uri) -> Response {
+    builtin("version", auth, &uri, version().await).await
 }
 
 async fn empty() -> Response {

@@ -21,7 +21,10 @@ auth GET /clients/
 auth GET /clients/<clientId>
 auth GET /clients/<clientId>/audit
 auth GET /gcp/credentials/<projectId>/<serviceAccount>
-auth GET /ping,/__lbheartbeat__,/__version__,/__heartbeat__
+auth GET /ping
+auth GET /__lbheartbeat__
+auth GET /__version__
+auth GET /__heartbeat__
 auth GET /roleids/
 auth GET /roles/
 auth GET /roles/<roleId>
@@ -42,7 +45,10 @@ auth POST /test-authenticate
 auth PUT /clients/<clientId>
 auth PUT /roles/<roleId>
 queue GET /pending/<taskQueueId>
-queue GET /ping,/__lbheartbeat__,/__version__,/__heartbeat__
+queue GET /ping
+queue GET /__lbheartbeat__
+queue GET /__version__
+queue GET /__heartbeat__
 queue GET /provisioners
 queue GET /provisioners/<provisionerId>
 queue GET /provisioners/<provisionerId>/worker-types
@@ -233,7 +239,7 @@ fn random_json(rng: &mut Rng, depth: usize) -> Value {
                 json!("a".repeat(5000)),
                 json!("2026-12-06T00:00:00.000Z"),
                 json!("not-a-date"),
-                json!(slugid::nice()),
+                json!("fQOWBkDRTnaNf8hhgWpdrQ"),
                 json!("*"),
                 json!("assume:anything"),
             ])

@@ -160,8 +160,8 @@ fn not_json(e: serde_json::Error) -> ApiError {
 #[derive(Debug, Default)]
 pub struct Body(Option<Value>);
 
-/// Step 1: the authentication layer reads every request's body so (`Auth::body` hands it to
-/// the handler); a handler without that layer's outcome calls this first.
+/// Step 1, taken by the authentication layer for every request; handlers get the outcome
+/// from `Auth::body`.
 pub fn read_body(headers: &HeaderMap, body: &Bytes) -> Result<Body, ApiError> {
     Ok(Body(if is_json(headers) {
         Some(parse_json(body)?)

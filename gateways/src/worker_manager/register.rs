@@ -9,9 +9,8 @@ use crate::error::ApiError;
 use crate::hawk::{actor, Auth};
 use crate::queue::call::*;
 use crate::AppState;
-use axum::body::Bytes;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -128,11 +127,15 @@ fn worker_actor(worker: &WorkerKey, provider_id: &str) -> Actor {
 }
 
 /// registerWorker: no scopes; the identity proof is the access control.
-pub async fn register_worker(uri: Uri, State(st): St, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn register_worker(
+    uri: Uri,
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+) -> Response {
     Call::new("registerWorker", json!({}))
         .with_payload(&json!(OMITTED))
         .run(async {
-            let body = read_body(&headers, &body)?;
+            let body = auth.body()?;
             no_query(&uri)?;
             let (worker, provider_id, presented) = register_input(&body.input()?)?;
             let key = st.clients.seal_key();
