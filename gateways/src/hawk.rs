@@ -174,10 +174,9 @@ pub fn actor(caller: &Caller) -> Actor {
 #[derive(Clone, Debug)]
 pub struct Auth {
     outcome: Arc<Result<Caller, String>>,
-    /// Why the body, said to be JSON, is not a JSON object or array.
-    malformed: Option<Arc<ApiError>>,
-    /// The body as read, until the handler takes it.
-    parsed: Arc<Mutex<Option<Body>>>,
+    /// The body as read, until the handler takes it; or why a body said to be JSON is not a
+    /// JSON object or array.
+    body: Result<Arc<Mutex<Option<Body>>>, Arc<ApiError>>,
 }
 
 impl Auth {
@@ -186,7 +185,7 @@ impl Auth {
     /// (reference/conventions.md, "Processing order"), and every handler asks for its caller
     /// before anything else it checks.
     pub fn caller(&self) -> Result<&Caller, ApiError> {
-        if let Some(e) = &self.malformed {
+        if let Err(e) = &self.body {
             return Err(ApiError::clone(e));
         }
         match &*self.outcome {
@@ -198,15 +197,10 @@ impl Auth {
     /// The request's body as the first step read it (`call::read_body`), parsed once: a
     /// handler takes it before anything else it checks, and only once.
     pub fn body(&self) -> Result<Body, ApiError> {
-        if let Some(e) = &self.malformed {
-            return Err(ApiError::clone(e));
+        match &self.body {
+            Ok(b) => Ok(b.lock().expect("body lock").take().unwrap_or_default()),
+            Err(e) => Err(ApiError::clone(e)),
         }
-        Ok(self
-            .parsed
-            .lock()
-            .expect("body lock")
-            .take()
-            .unwrap_or_default())
     }
 }
 
@@ -417,15 +411,13 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
             scopes: state.clients.anonymous_scopes(),
         },
     });
-    let (parsed, malformed) = match read_body(&parts.headers, &bytes) {
-        Ok(b) => (Some(b), None),
-        Err(e) => (None, Some(Arc::new(e))),
-    };
+    let body = read_body(&parts.headers, &bytes)
+        .map(|b| Arc::new(Mutex::new(Some(b))))
+        .map_err(Arc::new);
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     req.extensions_mut().insert(Auth {
         outcome: Arc::new(result),
-        malformed,
-        parsed: Arc::new(Mutex::new(parsed)),
+        body,
     });
     next.run(req).await
 }

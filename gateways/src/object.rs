@@ -421,7 +421,6 @@ pub async fn finish_upload(
         .await
 }
 
-/// A finished object the caller may download (scope `object:download:<name>`), or 404.
 /// The caller may download `name` (a scope the URL fills, so checked before the URL's
 /// patterns), and the query string is empty.
 fn may_download(auth: &Auth, uri: &Uri, name: &str) -> Result<(), ApiError> {
@@ -431,7 +430,7 @@ fn may_download(auth: &Auth, uri: &Uri, name: &str) -> Result<(), ApiError> {
     no_query(uri)
 }
 
-/// `name`, once its upload is finished.
+/// `name`, once its upload is finished, or 404.
 fn downloadable(st: &AppState, name: &str) -> Result<Object, ApiError> {
     st.object
         .view()

@@ -133,23 +133,15 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
-        Ok(_) => Err(not_object()),
-        Err(e) => Err(not_json(e)),
+        Ok(_) => Err(ApiError::new(
+            ErrorCode::MalformedPayload,
+            "Payload must be a JSON object or array",
+        )),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::MalformedPayload,
+            format!("Failed to parse JSON: {e}"),
+        )),
     }
-}
-
-fn not_object() -> ApiError {
-    ApiError::new(
-        ErrorCode::MalformedPayload,
-        "Payload must be a JSON object or array",
-    )
-}
-
-fn not_json(e: serde_json::Error) -> ApiError {
-    ApiError::new(
-        ErrorCode::MalformedPayload,
-        format!("Failed to parse JSON: {e}"),
-    )
 }
 
 /// A request body after the first step of Taskcluster's processing order
