@@ -509,7 +509,8 @@ impl<'a> Overlay<'a> {
             | QueueEvent::RunResolved { task_id, .. }
             | QueueEvent::RunExceptionRecorded { task_id, .. }
             | QueueEvent::DependencySatisfied { task_id, .. }
-            | QueueEvent::PriorityChanged { task_id, .. } => {
+            | QueueEvent::PriorityChanged { task_id, .. }
+            | QueueEvent::GroupPriorityApplied { task_id, .. } => {
                 if let Some(t) = self.task_mut(task_key(&task_id.0))? {
                     t.apply(event);
                 }
@@ -1893,7 +1894,7 @@ mod expiry_tests {
         step(created.expect("create"), &mut full);
         let satisfied = queue::satisfy_dependency(&full, dependency, Resolution::Completed, now);
         step(satisfied.expect("satisfy"), &mut full);
-        let raised = queue::change_priority(&full, Priority::High, now).expect("priority");
+        let raised = queue::change_priority(&full, Priority::High, false, now).expect("priority");
         step(raised, &mut full);
         let claimed = queue::claim_run(&full, 0, "g", "w", now, &limits).expect("claim");
         step(claimed, &mut full);

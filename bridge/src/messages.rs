@@ -288,7 +288,9 @@ pub fn queue_message(
             }));
             Some(m)
         }
+        // Taskcluster publishes a group's change once, as task-group-priority-changed
         QueueEvent::RunReclaimed { .. }
+        | QueueEvent::GroupPriorityApplied { .. }
         | QueueEvent::DependencySatisfied { .. }
         | QueueEvent::TaskGroupDefined { .. }
         | QueueEvent::TaskGroupExpiresRaised { .. }
@@ -692,7 +694,7 @@ mod queue_body_tests {
         };
         let created = queue::create_task(None, None, &[], id, def, now, &limits).unwrap();
         check(created, &mut task);
-        let bumped = queue::change_priority(&task, Priority::High, now).unwrap();
+        let bumped = queue::change_priority(&task, Priority::High, false, now).unwrap();
         check(bumped, &mut task);
         // an exception resolved before any worker claimed the run: no worker fields
         let cancelled = queue::cancel_task(&task, now).unwrap();

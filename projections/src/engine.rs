@@ -84,11 +84,13 @@ pub enum QueueCommand {
     ChangePriority {
         task_id: TaskId,
         priority: Priority,
+        /// changeTaskGroupPriority's change of one member (published only as the group's).
+        in_group: bool,
     },
     SealTaskGroup {
         task_group_id: TaskId,
     },
-    /// changeTaskGroupPriority's closing record (after its per-task `ChangePriority`s).
+    /// changeTaskGroupPriority's closing record (after its members' `ChangePriority`s).
     RecordGroupPriorityChange {
         task_group_id: TaskId,
         priority: Priority,
@@ -583,7 +585,8 @@ impl<'a> Overlay<'a> {
             | QueueEvent::RunResolved { task_id, .. }
             | QueueEvent::RunExceptionRecorded { task_id, .. }
             | QueueEvent::DependencySatisfied { task_id, .. }
-            | QueueEvent::PriorityChanged { task_id, .. } => {
+            | QueueEvent::PriorityChanged { task_id, .. }
+            | QueueEvent::GroupPriorityApplied { task_id, .. } => {
                 if let Some(Some(t)) = self.tasks.get_mut(task_id) {
                     t.apply(event);
                 }
@@ -967,9 +970,13 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             let events = queue::satisfy_dependency(t, *dependency, *resolution, now)?;
             task_outcome(overlay, task_id, events)
         }
-        QueueCommand::ChangePriority { task_id, priority } => {
+        QueueCommand::ChangePriority {
+            task_id,
+            priority,
+            in_group,
+        } => {
             let t = overlay.existing_task(task_id)?;
-            let events = queue::change_priority(t, *priority, now)?;
+            let events = queue::change_priority(t, *priority, *in_group, now)?;
             task_outcome(overlay, task_id, events)
         }
         QueueCommand::ExpireTask { task_id } => {

@@ -1022,7 +1022,8 @@ impl QueueView {
             | QueueEvent::RunResolved { .. }
             | QueueEvent::RunExceptionRecorded { .. }
             | QueueEvent::DependencySatisfied { .. }
-            | QueueEvent::PriorityChanged { .. } => self.fold_task_event(fold, event)?,
+            | QueueEvent::PriorityChanged { .. }
+            | QueueEvent::GroupPriorityApplied { .. } => self.fold_task_event(fold, event)?,
         }
         Ok(())
     }

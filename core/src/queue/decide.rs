@@ -477,8 +477,9 @@ pub fn satisfy_dependency(
     Ok(events)
 }
 
-/// changeTaskPriority (§8).
-pub fn change_priority(task: &Task, new: Priority, now: Millis) -> Decision {
+/// changeTaskPriority (§8), or one task's share of changeTaskGroupPriority (`in_group`),
+/// which is held to the same rules but recorded as `GroupPriorityApplied`.
+pub fn change_priority(task: &Task, new: Priority, in_group: bool, now: Millis) -> Decision {
     if past_deadline(task, now) {
         return Err(deadline_conflict(task, "reprioritized"));
     }
@@ -488,10 +489,11 @@ pub fn change_priority(task: &Task, new: Priority, now: Millis) -> Decision {
             task.task_id
         )));
     }
-    Ok(vec![QueueEvent::PriorityChanged {
-        task_id: task.task_id,
-        old: task.priority,
-        new,
+    let (task_id, old) = (task.task_id, task.priority);
+    Ok(vec![if in_group {
+        QueueEvent::GroupPriorityApplied { task_id, old, new }
+    } else {
+        QueueEvent::PriorityChanged { task_id, old, new }
     }])
 }
 
@@ -819,7 +821,8 @@ impl Task {
             QueueEvent::DependencySatisfied { dependency, .. } => {
                 self.unsatisfied.retain(|d| d != dependency);
             }
-            QueueEvent::PriorityChanged { new, .. } => self.priority = *new,
+            QueueEvent::PriorityChanged { new, .. }
+            | QueueEvent::GroupPriorityApplied { new, .. } => self.priority = *new,
             QueueEvent::TaskGroupDefined { .. }
             | QueueEvent::TaskGroupExpiresRaised { .. }
             | QueueEvent::TaskGroupSealed { .. }
@@ -872,6 +875,7 @@ impl TaskGroup {
             | QueueEvent::RunExceptionRecorded { .. }
             | QueueEvent::DependencySatisfied { .. }
             | QueueEvent::PriorityChanged { .. }
+            | QueueEvent::GroupPriorityApplied { .. }
             | QueueEvent::ArtifactCreated { .. }
             | QueueEvent::ArtifactFinished { .. }
             | QueueEvent::WorkerSeen { .. }

@@ -131,6 +131,14 @@ pub enum QueueEvent {
         repeat: Repeat,
         at: Millis,
     },
+    /// One task's share of changeTaskGroupPriority: its priority changed as by
+    /// `PriorityChanged`, but Taskcluster publishes no task-priority-changed for it, only the
+    /// group's task-group-priority-changed that closes the call. Last in the enum (see above).
+    GroupPriorityApplied {
+        task_id: TaskId,
+        old: Priority,
+        new: Priority,
+    },
 }
 
 /// What a repeated call publishes again.
@@ -231,6 +239,7 @@ impl QueueEvent {
             | QueueEvent::RunExceptionRecorded { task_id, .. }
             | QueueEvent::DependencySatisfied { task_id, .. }
             | QueueEvent::PriorityChanged { task_id, .. }
+            | QueueEvent::GroupPriorityApplied { task_id, .. }
             | QueueEvent::ArtifactCreated { task_id, .. }
             | QueueEvent::ArtifactFinished { task_id, .. }
             | QueueEvent::TaskExpired { task_id }
@@ -279,6 +288,7 @@ impl QueueEvent {
             QueueEvent::TaskGroupExpired { .. } => "TaskGroupExpired",
             QueueEvent::ArtifactExpired { .. } => "ArtifactExpired",
             QueueEvent::Repeated { .. } => "Repeated",
+            QueueEvent::GroupPriorityApplied { .. } => "GroupPriorityApplied",
         }
     }
 }

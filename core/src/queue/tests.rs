@@ -575,13 +575,40 @@ fn rerun_and_schedule() {
 fn priority_changes_until_resolved() {
     let t = given(&created());
     check(
-        change_priority(&t, Priority::High, NOW),
+        change_priority(&t, Priority::High, false, NOW),
         &["PriorityChanged"],
     );
-    assert!(change_priority(&t, Priority::Lowest, NOW).is_err());
+    assert!(change_priority(&t, Priority::Lowest, false, NOW).is_err());
     let mut ev = claimed();
     ev.extend(report(&given(&ev), 0, ReasonResolved::Completed, NOW).unwrap());
-    assert!(change_priority(&given(&ev), Priority::High, NOW).is_err());
+    assert!(change_priority(&given(&ev), Priority::High, false, NOW).is_err());
+}
+
+/// A group's change of one member: the same rules, its own event, the same new state.
+#[test]
+fn a_group_priority_change_of_one_member_is_its_own_event() {
+    let t = given(&created());
+    let events = change_priority(&t, Priority::High, true, NOW).unwrap();
+    assert_eq!(
+        events,
+        [QueueEvent::GroupPriorityApplied {
+            task_id: t.task_id,
+            old: Priority::Lowest,
+            new: Priority::High,
+        }]
+    );
+    let mut by_group = t.clone();
+    by_group.apply(&events[0]);
+    let mut alone = t.clone();
+    alone.apply(&change_priority(&t, Priority::High, false, NOW).unwrap()[0]);
+    assert_eq!(by_group, alone);
+    assert_eq!(by_group.priority, Priority::High);
+    assert!(change_priority(&by_group, Priority::High, true, NOW).is_err());
+    let mut ev = claimed();
+    ev.extend(report(&given(&ev), 0, ReasonResolved::Completed, NOW).unwrap());
+    assert!(change_priority(&given(&ev), Priority::High, true, NOW).is_err());
+    let late = Millis(t.definition.deadline.0 + 1);
+    assert!(change_priority(&t, Priority::High, true, late).is_err());
 }
 
 #[test]
@@ -900,6 +927,23 @@ fn repeated_events_golden_bytes() {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/golden/queue/repeated_v1.hex"
+        ),
+    );
+}
+
+/// `GroupPriorityApplied` (appended after `Repeated`), byte for byte.
+#[test]
+fn group_priority_applied_golden_bytes() {
+    crate::codec::assert_golden_events(
+        "task/AQAAAAAAQACAAAAAAAAAAA",
+        vec![QueueEvent::GroupPriorityApplied {
+            task_id: tid(1),
+            old: Priority::Lowest,
+            new: Priority::VeryHigh,
+        }],
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/queue/group_priority_applied_v1.hex"
         ),
     );
 }

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::ids::TaskId;
 use taskledger_core::queue::json::StatusJson;
-use taskledger_core::queue::{Priority, ReasonResolved, Task};
+use taskledger_core::queue::{Priority, QueueError, ReasonResolved, Task};
 use taskledger_core::scopes::ScopeExpr;
-use taskledger_projections::{Outcome, QueueCommand};
+use taskledger_projections::{EngineError, Outcome, QueueCommand};
 
 type St = State<Arc<AppState>>;
 
@@ -365,6 +365,7 @@ pub async fn change_task_priority(
                     QueueCommand::ChangePriority {
                         task_id: id,
                         priority,
+                        in_group: false,
                     },
                 )
                 .await?,
@@ -891,16 +892,20 @@ pub async fn change_task_group_priority(
             for t in all_members(&st, &id)? {
                 if t.resolution().is_none() && now < t.definition.deadline && t.priority != priority
                 {
-                    exec_task(
-                        &st,
-                        caller,
-                        QueueCommand::ChangePriority {
-                            task_id: t.task_id,
-                            priority,
-                        },
-                    )
-                    .await?;
-                    changed.push(t.task_id.to_string());
+                    let command = QueueCommand::ChangePriority {
+                        task_id: t.task_id,
+                        priority,
+                        in_group: true,
+                    };
+                    match st.engine.execute(actor(caller), command).await {
+                        Ok(_) => changed.push(t.task_id.to_string()),
+                        // resolved, past its deadline, changed or expired since it was read:
+                        // not affected
+                        Err(EngineError::Domain(
+                            QueueError::Conflict(_) | QueueError::TaskNotFound(_),
+                        )) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
             // the closing record, which Pulse republishes as task-group-priority-changed
