@@ -576,7 +576,10 @@ impl Outgoing {
     }
 }
 
-/// Envelopes of one command: same stream, time, actor and cause, back to back.
+/// Envelopes of one command: same stream, time, actor and cause, back to back. The actor
+/// holds the command's request id, which every command has had since reactors got one each
+/// (`Actor::system`); in a log older than that, two commands of one reactor on one stream in
+/// one millisecond (the built-in worker's claim and report) read as one.
 fn same_command<E>(a: &Envelope<E>, b: &Envelope<E>) -> bool {
     a.stream_id == b.stream_id
         && a.time == b.time
@@ -1607,13 +1610,15 @@ mod expiry_tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// `events` as records from offset `first`, the i-th at `time(i)` on stream `stream(e)`.
+    /// `events` as records from offset `first`, the i-th at `time(i)` on stream `stream(e)`, all
+    /// by one actor and request (events of one stream at one time are then one command).
     fn stored<E: serde::Serialize>(
         events: Vec<E>,
         first: u64,
         time: impl Fn(usize) -> Millis,
         stream: impl Fn(&E) -> String,
     ) -> Vec<Stored> {
+        let actor = Actor::system("test");
         events
             .into_iter()
             .enumerate()
@@ -1623,7 +1628,7 @@ mod expiry_tests {
                     stream_id: stream(&payload),
                     sequence: first + i as u64,
                     time: time(i),
-                    actor: Actor::system("test"),
+                    actor: actor.clone(),
                     causation_id: None,
                     writer_epoch: 1,
                     payload,

@@ -27,7 +27,10 @@ impl std::fmt::Display for EventId {
 }
 
 /// Who caused an event: the authenticated clientId and the request id, for audit.
-/// Reactors act as `taskledger/<reactor>` with no request id.
+/// Reactors act as `taskledger/<reactor>`. Every command has a request id of its own (the
+/// gateway's for an API call, a fresh one for a reactor's), so the events of one command can
+/// be told from those of the next one on the same stream in the same millisecond: the bridge
+/// renders a command's messages from the state after all of its events.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
 pub struct Actor {
     pub client_id: String,
@@ -35,10 +38,11 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// A reactor's actor for one command (a fresh request id each call).
     pub fn system(name: &str) -> Actor {
         Actor {
             client_id: format!("taskledger/{name}"),
-            request_id: None,
+            request_id: Some(Uuid::new_v4()),
         }
     }
 }

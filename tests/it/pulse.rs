@@ -533,6 +533,57 @@ async fn a_group_priority_change_is_published_once_for_the_group() {
     assert_eq!(got[1].body["newPriority"], "low");
 }
 
+/// The built-in worker claims a task and reports it moments later, often in the same
+/// millisecond: each message still renders the state its own command left, so task-running
+/// says running and task-completed completed (a task-running carrying the completed status
+/// is what merging the two commands would publish).
+#[tokio::test]
+async fn built_in_workers_claim_and_report_are_published_as_two_commands() {
+    const TASKS: usize = 40;
+    let _rabbit = RABBIT.read().await;
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let q = s.queue();
+    let group = slugid::nice();
+    let mut consumer = listen(
+        &ch,
+        &queue_bindings(
+            &["task-running", "task-completed"],
+            &format!("primary.*.*.*.*.*.*.*.{group}.#"),
+        ),
+    )
+    .await;
+    for _ in 0..TASKS {
+        let mut def = task_def("built-in/succeed", 600);
+        def["taskGroupId"] = json!(group);
+        q.createTask(&slugid::nice(), &def).await.unwrap();
+    }
+    let got = collect(&mut consumer, Duration::from_secs(30), |g| {
+        g.len() >= 2 * TASKS
+    })
+    .await;
+    assert_eq!(got.len(), 2 * TASKS);
+    let mut seen = HashMap::new();
+    for m in &got {
+        let (kind, status) = (m.exchange.strip_prefix(Q).unwrap(), &m.body["status"]);
+        let state = if kind == "task-running" {
+            "running"
+        } else {
+            "completed"
+        };
+        assert_eq!(status["state"], state, "{kind} of {}", task_of(m));
+        assert_eq!(
+            status["runs"][0]["state"],
+            state,
+            "{kind} of {}",
+            task_of(m)
+        );
+        let before = seen.insert(task_of(m), kind);
+        assert_eq!(before, (kind == "task-completed").then_some("task-running"));
+    }
+}
+
 #[tokio::test]
 async fn task_group_resolved_fires_when_no_task_of_the_group_is_left_unresolved() {
     let _rabbit = RABBIT.read().await;
