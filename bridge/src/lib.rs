@@ -2018,4 +2018,79 @@ mod expiry_tests {
         drop(state);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A reactor's claim and its report of the same task in the same millisecond (the
+    /// built-in worker's) are two commands, each with a request id of its own: task-running
+    /// renders the running run, task-completed the completed one. One actor for both (a log
+    /// from before reactors had request ids) merges them, and task-running then shows the
+    /// completed run.
+    #[test]
+    fn a_reactors_two_commands_in_one_millisecond_render_apart() {
+        let (now, limits) = (Millis::now(), Limits::default());
+        let id = Slug::nice();
+        let mut task = queue::Task::defined(id, definition(now), vec![]);
+        let created = queue::create_task(None, None, &[], id, definition(now), now, &limits);
+        let created = created.unwrap();
+        created.iter().for_each(|e| task.apply(e));
+        let claimed = queue::claim_run(&task, 0, "built-in", "built-in", now, &limits).unwrap();
+        claimed.iter().for_each(|e| task.apply(e));
+        let completed = queue::report(&task, 0, ReasonResolved::Completed, now).unwrap();
+        let sizes = [created.len(), claimed.len(), completed.len()];
+        let events: Vec<QueueEvent> = [created, claimed, completed].concat();
+        let render_with = |actors: [Actor; 3]| {
+            let mut records = Vec::new();
+            let mut command = sizes
+                .iter()
+                .enumerate()
+                .flat_map(|(c, n)| std::iter::repeat_n(c, *n));
+            for (i, payload) in events.iter().cloned().enumerate() {
+                let env = Envelope {
+                    event_id: EventId::new(),
+                    stream_id: payload.stream().id(),
+                    sequence: i as u64 + 1,
+                    time: now,
+                    actor: actors[command.next().unwrap()].clone(),
+                    causation_id: None,
+                    writer_epoch: 1,
+                    payload,
+                };
+                records.push(Stored {
+                    partition: 0,
+                    offset: i as u64,
+                    key: env.stream_id.clone(),
+                    value: codec::encode(&env).unwrap(),
+                });
+            }
+            let dir = std::env::temp_dir().join(format!(
+                "taskledger-bridge-same-ms-{}-{}",
+                std::process::id(),
+                EventId::new()
+            ));
+            let state = BridgeState::open(&dir).unwrap();
+            let (_, out) = render(&state, None, QUEUE_TOPIC, &records).unwrap();
+            drop(state);
+            let _ = std::fs::remove_dir_all(&dir);
+            out.into_iter()
+                .filter_map(|o| {
+                    let kind = o.message.exchange.rsplit('/').next()?.to_string();
+                    let state = o.message.json()["status"]["runs"][0]["state"].clone();
+                    Some((kind, state.as_str().unwrap_or("-").to_string()))
+                })
+                .collect::<Vec<_>>()
+        };
+        let reactor = || Actor::system("built-in-workers");
+        let apart = render_with([Actor::system("creator"), reactor(), reactor()]);
+        let shared = reactor();
+        let merged = render_with([Actor::system("creator"), shared.clone(), shared]);
+        let running = |got: &[(String, String)]| {
+            got.iter()
+                .find(|(kind, _)| kind == "task-running")
+                .map(|(_, state)| state.clone())
+        };
+        assert_eq!(running(&apart).as_deref(), Some("running"), "{apart:?}");
+        assert_eq!(running(&merged).as_deref(), Some("completed"), "{merged:?}");
+        assert!(apart
+            .iter()
+            .any(|(k, s)| k == "task-completed" && s == "completed"));
+    }
 }

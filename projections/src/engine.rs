@@ -1254,6 +1254,40 @@ mod tests {
         }
     }
 
+    /// A group's change of one member's priority re-keys its pending run as a change of the
+    /// task alone does: raised, the newer task is claimed before the older one.
+    #[tokio::test]
+    async fn a_member_raised_by_its_group_is_claimed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, _log, engine) = start(&dir.path().join("live")).await;
+        let actor = || Actor::system("test");
+        let (older, newer) = (Slug::nice(), Slug::nice());
+        for id in [older, newer] {
+            let definition = definition(Millis::now(), Slug::nice());
+            let create = QueueCommand::CreateTask {
+                task_id: id,
+                definition,
+            };
+            engine.execute(actor(), create).await.unwrap();
+            // pending since distinct milliseconds: the older is first unless re-keyed
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let raise = QueueCommand::ChangePriority {
+            task_id: newer,
+            priority: Priority::VeryHigh,
+            in_group: true,
+        };
+        engine.execute(actor(), raise).await.unwrap();
+        for expected in [newer, older] {
+            let Outcome::Claims(claims) = engine.execute(actor(), claim_work("w")).await.unwrap()
+            else {
+                panic!("not a claim");
+            };
+            let claimed: Vec<_> = claims.iter().map(|(t, _)| t.task_id).collect();
+            assert_eq!(claimed, [expected]);
+        }
+    }
+
     /// Many callers at once fill every group commit, each claimWork racing the others for
     /// whatever is pending: still every task runs exactly once, each stream's sequence numbers
     /// run 1, 2, 3, ... without a gap or a repeat, and the projection equals a fold of the log

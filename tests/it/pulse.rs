@@ -461,7 +461,7 @@ async fn group_bindings_select_and_a_crash_loses_nothing() {
 }
 
 /// changeTaskGroupPriority publishes one task-group-priority-changed with the count, on the
-/// group's routing key, and no task-priority-changed for the tasks it changed (pulse.md §4:
+/// group's routing key, and no task-priority-changed for the tasks it changed (pulse.md §5:
 /// that exchange is changeTaskPriority's). A changeTaskPriority afterwards is published, and
 /// since the bridge publishes in log order, a per-task message from the group's change would
 /// have come before it.

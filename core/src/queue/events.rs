@@ -100,8 +100,8 @@ pub enum QueueEvent {
         at: Millis,
     },
     /// changeTaskGroupPriority finished: `tasks_affected` tasks of the group were changed to
-    /// `priority` (each by its own `PriorityChanged`). Last in the enum: postcard numbers
-    /// variants by position.
+    /// `priority`, each by its own `GroupPriorityApplied` (`PriorityChanged` in logs written
+    /// before that variant existed).
     TaskGroupPriorityChanged {
         task_group_id: TaskGroupId,
         priority: Priority,
