@@ -27,11 +27,11 @@ impl std::fmt::Display for EventId {
 }
 
 /// Who caused an event: the authenticated clientId and the request id, for audit.
-/// Reactors act as `taskledger/<reactor>`. Every queue command has a request id of its own
-/// (the gateway's for an API call, a fresh one for a reactor's), so the events of one command
-/// can be told from those of the next one on the same stream in the same millisecond: the
-/// bridge renders a command's messages from the state after all of its events. (The auth
-/// layer's record of a client's last use has none; nothing groups auth events.)
+/// Reactors act as `taskledger/<reactor>`. Every command has a request id of its own (the
+/// gateway's for an API call, a fresh one for a reactor's or for the record of a client's
+/// use), so the events of one command can be told from those of the next one on the same
+/// stream in the same millisecond: the bridge renders a command's messages from the state
+/// after all of its events.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
 pub struct Actor {
     pub client_id: String,

@@ -466,7 +466,7 @@ fn note_use(state: &AppState, issuer: &str) {
     tokio::spawn(async move {
         let actor = Actor {
             client_id: client_id.clone(),
-            request_id: None,
+            request_id: Some(uuid::Uuid::new_v4()),
         };
         if let Err(e) = engine
             .execute(actor, AuthCommand::MarkClientUsed { client_id })
