@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::ids::TaskId;
 use taskledger_core::queue::json::StatusJson;
-use taskledger_core::queue::{Priority, QueueError, ReasonResolved, Task};
+use taskledger_core::queue::{self, Priority, QueueError, ReasonResolved, Task};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_projections::{EngineError, Outcome, QueueCommand};
 
@@ -890,8 +890,9 @@ pub async fn change_task_group_priority(
             let now = taskledger_core::time::Millis::now();
             let mut changed = Vec::new();
             for t in all_members(&st, &id)? {
-                if t.resolution().is_none() && now < t.definition.deadline && t.priority != priority
-                {
+                // the domain's own rules, asked here first so that members they leave alone
+                // cost no trip to the writer
+                if queue::change_priority(&t, priority, true, now).is_ok() {
                     let command = QueueCommand::ChangePriority {
                         task_id: t.task_id,
                         priority,
