@@ -1619,6 +1619,17 @@ mod expiry_tests {
         stream: impl Fn(&E) -> String,
     ) -> Vec<Stored> {
         let actor = Actor::system("test");
+        stored_by(events, first, time, stream, |_| actor.clone())
+    }
+
+    /// `stored`, the i-th event by `actor(i)`.
+    fn stored_by<E: serde::Serialize>(
+        events: Vec<E>,
+        first: u64,
+        time: impl Fn(usize) -> Millis,
+        stream: impl Fn(&E) -> String,
+        actor: impl Fn(usize) -> Actor,
+    ) -> Vec<Stored> {
         events
             .into_iter()
             .enumerate()
@@ -1628,7 +1639,7 @@ mod expiry_tests {
                     stream_id: stream(&payload),
                     sequence: first + i as u64,
                     time: time(i),
-                    actor: actor.clone(),
+                    actor: actor(i),
                     causation_id: None,
                     writer_epoch: 1,
                     payload,
@@ -2035,32 +2046,21 @@ mod expiry_tests {
         let claimed = queue::claim_run(&task, 0, "built-in", "built-in", now, &limits).unwrap();
         claimed.iter().for_each(|e| task.apply(e));
         let completed = queue::report(&task, 0, ReasonResolved::Completed, now).unwrap();
-        let sizes = [created.len(), claimed.len(), completed.len()];
+        // the index of the command (create, claim, report) each event belongs to
+        let command: Vec<usize> = [created.len(), claimed.len(), completed.len()]
+            .iter()
+            .enumerate()
+            .flat_map(|(c, n)| std::iter::repeat_n(c, *n))
+            .collect();
         let events: Vec<QueueEvent> = [created, claimed, completed].concat();
         let render_with = |actors: [Actor; 3]| {
-            let mut records = Vec::new();
-            let mut command = sizes
-                .iter()
-                .enumerate()
-                .flat_map(|(c, n)| std::iter::repeat_n(c, *n));
-            for (i, payload) in events.iter().cloned().enumerate() {
-                let env = Envelope {
-                    event_id: EventId::new(),
-                    stream_id: payload.stream().id(),
-                    sequence: i as u64 + 1,
-                    time: now,
-                    actor: actors[command.next().unwrap()].clone(),
-                    causation_id: None,
-                    writer_epoch: 1,
-                    payload,
-                };
-                records.push(Stored {
-                    partition: 0,
-                    offset: i as u64,
-                    key: env.stream_id.clone(),
-                    value: codec::encode(&env).unwrap(),
-                });
-            }
+            let records = stored_by(
+                events.clone(),
+                0,
+                |_| now,
+                |e| e.stream().id(),
+                |i| actors[command[i]].clone(),
+            );
             let dir = std::env::temp_dir().join(format!(
                 "taskledger-bridge-same-ms-{}-{}",
                 std::process::id(),
