@@ -897,28 +897,19 @@ async fn run_services<L: EventLog + 'static>(
     };
     let queue_stats = state.engine.stats().clone();
     let request_times = Arc::new(metrics::RequestTimes::default());
-    let mut app = taskledger_gateways::app(state)
-        .merge(metrics::router(
-            log.clone(),
-            roles,
-            bridge_stats,
-            audit_stats,
-            queue_stats,
-            request_times.clone(),
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            request_times,
-            metrics::time_request,
-        ));
-    if let Some(cluster) = cluster {
-        if let Some(expel) = expel {
-            tokio::spawn(cluster::watch_writers(cluster.clone(), expel));
-        }
-        app = app.layer(axum::middleware::from_fn_with_state(
-            cluster,
-            cluster::forward,
-        ));
-    }
+    use axum::ServiceExt as _;
+    use tower::Layer as _;
+    // each middleware wraps the whole application once (see `taskledger_gateways::app`)
+    let app = metrics::router(
+        log.clone(),
+        roles,
+        bridge_stats,
+        audit_stats,
+        queue_stats,
+        request_times.clone(),
+    )
+    .fallback_service(taskledger_gateways::app(state));
+    let app = axum::middleware::from_fn_with_state(request_times, metrics::time_request).layer(app);
     // answers leave at once rather than wait on Nagle's algorithm for an earlier segment's ACK
     // (clients whose requests do not carry it would see delayed-ACK stalls)
     use axum::serve::ListenerExt;
@@ -927,10 +918,23 @@ async fn run_services<L: EventLog + 'static>(
             tracing::warn!(error = %e, "TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    match cluster {
+        Some(cluster) => {
+            if let Some(expel) = expel {
+                tokio::spawn(cluster::watch_writers(cluster.clone(), expel));
+            }
+            let app = axum::middleware::from_fn_with_state(cluster, cluster::forward).layer(app);
+            axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+        None => {
+            axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    }
+    .context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
 }

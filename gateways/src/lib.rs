@@ -251,11 +251,26 @@ async fn api_headers(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The whole HTTP application.
-pub fn app(state: Arc<AppState>) -> Router {
-    // one service's routes; Hawk runs once, outermost (below), on the whole request target
+/// The whole HTTP application: every route, behind Taskcluster's response headers and Hawk.
+///
+/// The two middlewares wrap the router once. (`Router::layer` would wrap each route on its
+/// own, nested routes included, and every request would then clone and box each layer below
+/// the one it passes through.)
+pub fn app(
+    state: Arc<AppState>,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    use tower::Layer;
+    // one service's routes; Hawk runs once, outside them all (below), on the whole request target
     let service = |routes: Router<Arc<AppState>>| builtins().merge(routes).fallback(not_found);
-    Router::new()
+    let routes = Router::new()
         .nest("/api/queue/v1", service(queue::routes()))
         .nest("/api/object/v1", service(object::routes()))
         .nest("/api/auth/v1", service(auth::routes()))
@@ -277,13 +292,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/__lbheartbeat__", get(empty))
         .route("/__version__", get(version))
         .fallback(not_found)
-        // outside `nest`, so Hawk sees the whole request target it must verify
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            hawk::middleware,
-        ))
-        .layer(middleware::from_fn(api_headers))
-        .with_state(state)
+        .with_state(state.clone());
+    let hawk = middleware::from_fn_with_state(state, hawk::middleware).layer(routes);
+    middleware::from_fn(api_headers).layer(hawk)
 }
 
 /// The local-directory blob store (object_store's file system backend).
