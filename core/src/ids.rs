@@ -21,7 +21,7 @@ struct SlugBytes([u8; 16]);
 impl Serialize for Slug {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
-            s.collect_str(self)
+            self.text().serialize(s)
         } else {
             SlugBytes(self.0).serialize(s)
         }
@@ -67,6 +67,14 @@ impl Slug {
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
+
+    /// The slugid's text without a heap allocation (what `to_string` returns).
+    pub fn text(&self) -> SlugText {
+        let mut text = [0; 22];
+        // 16 bytes are always 22 characters unpadded
+        let _ = URL_SAFE_NO_PAD.encode_slice(self.0, &mut text);
+        SlugText(text)
+    }
 }
 
 /// Taskcluster's slugid regex, without a regex engine.
@@ -96,7 +104,24 @@ impl FromStr for Slug {
 
 impl fmt::Display for Slug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+        f.write_str(self.text().as_str())
+    }
+}
+
+/// A slugid's 22 characters (`Slug::text`), on the stack. Serializes as that string.
+#[derive(Clone, Copy)]
+pub struct SlugText([u8; 22]);
+
+impl SlugText {
+    pub fn as_str(&self) -> &str {
+        // base64's URL-safe alphabet is ASCII
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Serialize for SlugText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -191,6 +216,11 @@ mod tests {
             let text = id.to_string();
             assert_eq!(text.len(), 22);
             assert_eq!(text.parse::<Slug>().unwrap(), id);
+            // the text is the slugid crate's own, whichever way it is written
+            let theirs = slugid::v4();
+            let parsed: Slug = theirs.parse().unwrap();
+            assert_eq!(parsed.text().as_str(), theirs);
+            assert_eq!(parsed.to_string(), theirs);
         }
         for bad in [
             "",

@@ -1,6 +1,6 @@
 //! Time as events carry it: milliseconds since the Unix epoch, UTC.
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -30,8 +30,38 @@ impl Millis {
     }
     /// `YYYY-MM-DDTHH:MM:SS.sssZ`, as JavaScript's `Date.toJSON`.
     pub fn to_rfc3339(self) -> String {
-        self.to_datetime()
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
+        self.rfc3339().as_str().to_owned()
+    }
+    /// The same text, kept on the stack: for JSON written straight from a value, where a
+    /// `String` per date would be allocated only to be copied and dropped.
+    pub fn rfc3339(self) -> Rfc3339 {
+        let d = self.to_datetime();
+        let mut text = Rfc3339 {
+            len: 24,
+            buf: [0; 32],
+        };
+        let Ok(year) = u32::try_from(d.year()) else {
+            return Rfc3339::spelled(&d);
+        };
+        if year > 9999 {
+            return Rfc3339::spelled(&d);
+        }
+        let b = &mut text.buf;
+        decimal(&mut b[0..4], year);
+        b[4] = b'-';
+        decimal(&mut b[5..7], d.month());
+        b[7] = b'-';
+        decimal(&mut b[8..10], d.day());
+        b[10] = b'T';
+        decimal(&mut b[11..13], d.hour());
+        b[13] = b':';
+        decimal(&mut b[14..16], d.minute());
+        b[16] = b':';
+        decimal(&mut b[17..19], d.second());
+        b[19] = b'.';
+        decimal(&mut b[20..23], d.timestamp_subsec_millis());
+        b[23] = b'Z';
+        text
     }
     /// Parse an RFC 3339 date-time (timezone required).
     pub fn parse_rfc3339(s: &str) -> Option<Millis> {
@@ -41,13 +71,60 @@ impl Millis {
     }
     /// Adds one calendar year (Feb 29 falls back to Feb 28).
     pub fn plus_one_year(self) -> Millis {
-        use chrono::Datelike;
         let d = self.to_datetime();
         let next = d
             .with_year(d.year() + 1)
             .or_else(|| d.with_day(28).and_then(|d| d.with_year(d.year() + 1)))
             .unwrap_or(d);
         Millis(next.timestamp_millis())
+    }
+}
+
+/// `value` in decimal digits filling `out`, leading zeros included.
+fn decimal(out: &mut [u8], mut value: u32) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// An instant's RFC 3339 text (`Millis::rfc3339`): what `to_rfc3339` returns, without a heap
+/// allocation. Serializes as that string.
+#[derive(Clone, Copy)]
+pub struct Rfc3339 {
+    len: u8,
+    /// Room for chrono's widest form, a signed six-digit year: `+262143-12-31T23:59:59.999Z`.
+    buf: [u8; 32],
+}
+
+impl Rfc3339 {
+    /// A year outside 0000-9999, spelled by chrono (`+10000-01-01T00:00:00.000Z`).
+    fn spelled(d: &DateTime<Utc>) -> Rfc3339 {
+        let long = d.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut text = Rfc3339 {
+            len: 0,
+            buf: [0; 32],
+        };
+        let n = long.len().min(text.buf.len());
+        text.buf[..n].copy_from_slice(&long.as_bytes()[..n]);
+        text.len = n as u8;
+        text
+    }
+    pub fn as_str(&self) -> &str {
+        // only ASCII is ever written
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -79,5 +156,36 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2024-02-29T09:00:00.500Z");
         assert_eq!(t.plus_one_year().to_rfc3339(), "2025-02-28T09:00:00.500Z");
         assert!(Millis::parse_rfc3339("2024-02-29T10:00:00").is_none());
+    }
+
+    #[test]
+    fn years_beyond_four_digits_are_spelled_as_chrono_does() {
+        assert_eq!(
+            Millis(253_402_300_800_000).to_rfc3339(),
+            "+10000-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Millis(253_402_300_799_999).to_rfc3339(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            Millis(-62_167_219_200_001).to_rfc3339(),
+            "-0001-12-31T23:59:59.999Z"
+        );
+        assert_eq!(Millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+    }
+
+    proptest::proptest! {
+        /// The text written digit by digit is chrono's, for every instant a `Millis` can hold.
+        #[test]
+        fn rfc3339_is_chronos_text(ms in proptest::prop_oneof![
+            -62_167_219_200_000i64..253_402_300_800_000,
+            proptest::num::i64::ANY,
+        ]) {
+            let t = Millis(ms);
+            let chrono = t.to_datetime().to_rfc3339_opts(SecondsFormat::Millis, true);
+            proptest::prop_assert_eq!(t.to_rfc3339(), chrono.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&t.rfc3339()).unwrap(), format!("\"{chrono}\""));
+        }
     }
 }

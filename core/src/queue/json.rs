@@ -19,16 +19,16 @@ impl Serialize for RunJson<'_> {
             m.serialize_entry("reasonResolved", r.as_str())?;
         }
         if let Some(t) = run.resolved {
-            m.serialize_entry("resolved", &t.to_rfc3339())?;
+            m.serialize_entry("resolved", &t.rfc3339())?;
         }
         m.serialize_entry("runId", &run.run_id)?;
-        m.serialize_entry("scheduled", &run.scheduled.to_rfc3339())?;
+        m.serialize_entry("scheduled", &run.scheduled.rfc3339())?;
         if let Some(t) = run.started {
-            m.serialize_entry("started", &t.to_rfc3339())?;
+            m.serialize_entry("started", &t.rfc3339())?;
         }
         m.serialize_entry("state", run.state.as_str())?;
         if let Some(t) = run.taken_until {
-            m.serialize_entry("takenUntil", &t.to_rfc3339())?;
+            m.serialize_entry("takenUntil", &t.rfc3339())?;
         }
         if let Some(g) = &run.worker_group {
             m.serialize_entry("workerGroup", g)?;
@@ -55,8 +55,8 @@ impl Serialize for StatusJson<'_> {
         let task = self.0;
         let def = &task.definition;
         let mut m = serializer.serialize_map(None)?;
-        m.serialize_entry("deadline", &def.deadline.to_rfc3339())?;
-        m.serialize_entry("expires", &def.expires.to_rfc3339())?;
+        m.serialize_entry("deadline", &def.deadline.rfc3339())?;
+        m.serialize_entry("expires", &def.expires.rfc3339())?;
         m.serialize_entry("priority", task.priority.as_str())?;
         m.serialize_entry("projectId", &def.project_id)?;
         m.serialize_entry("provisionerId", def.task_queue_id.provisioner_id())?;
@@ -64,8 +64,8 @@ impl Serialize for StatusJson<'_> {
         m.serialize_entry("runs", &Runs(&task.runs))?;
         m.serialize_entry("schedulerId", &def.scheduler_id)?;
         m.serialize_entry("state", task.state_str())?;
-        m.serialize_entry("taskGroupId", &def.task_group_id.to_string())?;
-        m.serialize_entry("taskId", &task.task_id.to_string())?;
+        m.serialize_entry("taskGroupId", &def.task_group_id.text())?;
+        m.serialize_entry("taskId", &task.task_id.text())?;
         m.serialize_entry("taskQueueId", def.task_queue_id.as_str())?;
         m.serialize_entry("workerType", def.task_queue_id.worker_type())?;
         m.end()
