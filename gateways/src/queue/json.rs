@@ -2,42 +2,90 @@
 //! create-task-request checks that Taskcluster's JSON schema performs.
 
 use crate::error::ApiError;
-use serde_json::{json, Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use taskledger_core::ids::{is_ident38, is_worker_type, Slug, TaskId, TaskQueueId};
 use taskledger_core::queue::{JsonText, Metadata, Priority, Requires, TaskDefinition};
 use taskledger_core::time::Millis;
 
-fn raw(text: &JsonText) -> Value {
-    serde_json::from_str(&text.0).unwrap_or(Value::Null)
+/// A task definition as the API returns it (getTask, claimWork, ...), written straight from
+/// the definition. Keys come in sorted order, as a `serde_json::Value` object writes them.
+pub struct TaskJson<'a>(pub &'a TaskDefinition);
+
+impl Serialize for TaskJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let def = self.0;
+        let meta = &def.metadata;
+        let mut m = serializer.serialize_map(None)?;
+        m.serialize_entry("created", &def.created.rfc3339())?;
+        m.serialize_entry("deadline", &def.deadline.rfc3339())?;
+        m.serialize_entry(
+            "dependencies",
+            &Seq(def.dependencies.iter().map(Slug::text)),
+        )?;
+        m.serialize_entry("expires", &def.expires.rfc3339())?;
+        m.serialize_entry("extra", &Raw(&def.extra))?;
+        m.serialize_entry(
+            "metadata",
+            &Fields([
+                ("description", &meta.description),
+                ("name", &meta.name),
+                ("owner", &meta.owner),
+                ("source", &meta.source),
+            ]),
+        )?;
+        m.serialize_entry("payload", &Raw(&def.payload))?;
+        m.serialize_entry("priority", def.priority.as_str())?;
+        m.serialize_entry("projectId", &def.project_id)?;
+        m.serialize_entry("provisionerId", def.task_queue_id.provisioner_id())?;
+        m.serialize_entry("requires", def.requires.as_str())?;
+        m.serialize_entry("retries", &def.retries)?;
+        m.serialize_entry("routes", &def.routes)?;
+        m.serialize_entry("schedulerId", &def.scheduler_id)?;
+        m.serialize_entry("scopes", &def.scopes)?;
+        m.serialize_entry("tags", &Raw(&def.tags))?;
+        m.serialize_entry("taskGroupId", &def.task_group_id.text())?;
+        m.serialize_entry("taskQueueId", def.task_queue_id.as_str())?;
+        m.serialize_entry("workerType", def.task_queue_id.worker_type())?;
+        m.end()
+    }
 }
 
+/// Stored JSON text (always written by serde_json from a `Value`, so already compact with
+/// sorted keys) as it stands; `null` if it does not parse.
+struct Raw<'a>(&'a JsonText);
+
+impl Serialize for Raw<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&RawValue>(&self.0 .0) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(_) => serializer.serialize_unit(),
+        }
+    }
+}
+
+/// The items as a JSON array.
+struct Seq<I>(I);
+
+impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.clone())
+    }
+}
+
+/// Named strings as a JSON object, in the order given.
+struct Fields<'a, const N: usize>([(&'static str, &'a String); N]);
+
+impl<const N: usize> Serialize for Fields<'_, N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().copied())
+    }
+}
+
+/// The same, as a `Value`, to embed in a reply built with `json!`.
 pub fn task_json(def: &TaskDefinition) -> Value {
-    json!({
-        "provisionerId": def.task_queue_id.provisioner_id(),
-        "workerType": def.task_queue_id.worker_type(),
-        "taskQueueId": def.task_queue_id.as_str(),
-        "schedulerId": def.scheduler_id,
-        "projectId": def.project_id,
-        "taskGroupId": def.task_group_id.to_string(),
-        "dependencies": def.dependencies.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-        "requires": def.requires.as_str(),
-        "routes": def.routes,
-        "priority": def.priority.as_str(),
-        "retries": def.retries,
-        "created": def.created.to_rfc3339(),
-        "deadline": def.deadline.to_rfc3339(),
-        "expires": def.expires.to_rfc3339(),
-        "scopes": def.scopes,
-        "payload": raw(&def.payload),
-        "metadata": {
-            "name": def.metadata.name,
-            "description": def.metadata.description,
-            "owner": def.metadata.owner,
-            "source": def.metadata.source,
-        },
-        "tags": raw(&def.tags),
-        "extra": raw(&def.extra),
-    })
+    serde_json::to_value(TaskJson(def)).unwrap_or(Value::Null)
 }
 
 pub use taskledger_core::queue::json::{artifact_info, run_json, status_json};
@@ -390,4 +438,44 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         tags,
         extra,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A definition with every field set, as the API writes it: compact, keys sorted.
+    const FULL: &str = concat!(
+        r#"{"created":"2026-12-06T10:00:00.000Z","deadline":"2026-12-07T10:00:00.000Z","#,
+        r#""dependencies":["fN1SbArXTPSVFNUvaOlinQ","JVOrbSoLQESpYJ2J3OF2MQ"],"#,
+        r#""expires":"2027-12-06T10:00:00.000Z","extra":{"a":[1,2.5,-3e-7,null,true]},"#,
+        r#""metadata":{"description":"d \"quoted\"\n","name":"n","owner":"o@example.com","#,
+        r#""source":"https://example.com/s"},"payload":{"command":["echo","hé"],"env":{"B":"2","#,
+        r#""a":"1"},"max":18446744073709551615},"priority":"high","projectId":"proj","#,
+        r#""provisionerId":"prov","requires":"all-resolved","retries":3,"routes":["index.a.b"],"#,
+        r#""schedulerId":"sched","scopes":["queue:x","secrets:get:y"],"tags":{"kind":"test"},"#,
+        r#""taskGroupId":"dF0sBQCkRCKB1n4EJM2kpw","taskQueueId":"prov/wt","workerType":"wt"}"#,
+    );
+
+    #[test]
+    fn a_definition_reads_back_byte_for_byte() {
+        let body: Value = serde_json::from_str(FULL).unwrap();
+        let task_id: TaskId = "dF0sBQCkRCKB1n4EJM2kpw".parse().unwrap();
+        let def = parse_task_definition(&body, task_id).unwrap();
+        assert_eq!(serde_json::to_string(&TaskJson(&def)).unwrap(), FULL);
+        // the `Value` form, for replies built with `json!`, holds the same
+        assert_eq!(task_json(&def), body);
+    }
+
+    #[test]
+    fn stored_json_that_does_not_parse_reads_as_null() {
+        let body: Value = serde_json::from_str(FULL).unwrap();
+        let task_id: TaskId = "dF0sBQCkRCKB1n4EJM2kpw".parse().unwrap();
+        let mut def = parse_task_definition(&body, task_id).unwrap();
+        def.payload = JsonText("{\"cut".into());
+        let v: Value =
+            serde_json::from_str(&serde_json::to_string(&TaskJson(&def)).unwrap()).unwrap();
+        assert_eq!(v["payload"], Value::Null);
+        assert_eq!(task_json(&def)["payload"], Value::Null);
+    }
 }

@@ -2,7 +2,7 @@
 //! dependents.
 
 use super::call::*;
-use super::json::{parse_task_definition, status_json, task_json};
+use super::json::{parse_task_definition, status_json, task_json, TaskJson};
 use crate::error::ApiError;
 use crate::hawk::{actor, Auth, Caller};
 use crate::AppState;
@@ -63,7 +63,7 @@ pub async fn task(
             caller.require(&s(format!("queue:get-task:{task_id}")))?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
-            Ok(ok(task_json(&load(&st, &id)?.definition)))
+            Ok(ok_json(&TaskJson(&load(&st, &id)?.definition)))
         })
         .await
 }
@@ -383,7 +383,7 @@ struct Claimed<'a> {
     status: StatusJson<'a>,
     taken_until: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    task: Option<Value>,
+    task: Option<TaskJson<'a>>,
     worker_group: String,
     worker_id: String,
 }
@@ -409,7 +409,7 @@ fn claim_json<'a>(st: &AppState, task: &'a Task, run_id: u32, with_task: bool) -
         run_id,
         status: StatusJson(task),
         taken_until: taken_until.to_rfc3339(),
-        task: with_task.then(|| task_json(&task.definition)),
+        task: with_task.then_some(TaskJson(&task.definition)),
         worker_group: wg,
         worker_id: wi,
     }
