@@ -5,11 +5,11 @@ use crate::error::ApiError;
 use crate::hawk::Auth;
 use crate::queue::call::*;
 use crate::AppState;
+use crate::Mount;
 use axum::extract::{Extension, Path, State};
 use axum::http::Uri;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use taskledger_core::scopes::ScopeExpr;
@@ -20,8 +20,8 @@ type St = State<Arc<AppState>>;
 
 const KINDS_RE: &str = "^(task|task-group|worker|client|role)$";
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+pub fn routes(service: Mount) -> Mount {
+    service
         .route("/history/{kind}/{*id}", get(history))
         .route("/as-of/{kind}/{*id}", get(as_of))
 }

@@ -6,12 +6,12 @@ use crate::error::{ApiError, ErrorCode};
 use crate::hawk::{actor, authenticate_headers, authenticate_request, Auth, Caller, Signed};
 use crate::queue::call::*;
 use crate::AppState;
+use crate::Mount;
 use axum::body::Bytes;
 use axum::extract::{Extension, OriginalUri, Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -30,9 +30,9 @@ const STATIC_SUFFIX: &str = "\n---\nThis is a static client, configured for the 
 it cannot be changed through the API.";
 
 /// Routes under `/api/auth/v1`.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes(service: Mount) -> Mount {
     // each listing route twice: upstream's express routing ignores a trailing slash
-    Router::new()
+    service
         .route("/clients/", get(list_clients))
         .route("/clients", get(list_clients))
         .route(

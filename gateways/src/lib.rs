@@ -17,7 +17,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, put, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
@@ -201,13 +201,35 @@ pub(crate) async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" }))).into_response()
 }
 
-/// Built-in endpoints every service has.
-fn builtins() -> Router<Arc<AppState>> {
-    Router::new()
+/// One service's routes under its path prefix (`/api/queue/v1`, ...), each a route of the
+/// whole router. (`Router::nest` would wrap each route in a layer that strips the prefix,
+/// rebuilding every request's URI.) A path under the prefix that no route takes gets the
+/// whole router's fallback, Taskcluster's 404 body.
+pub struct Mount {
+    prefix: &'static str,
+    router: Router<Arc<AppState>>,
+}
+
+impl Mount {
+    /// The prefix's routes so far: the built-in endpoints every service has.
+    fn at(prefix: &'static str) -> Mount {
+        Mount {
+            prefix,
+            router: Router::new(),
+        }
         .route("/ping", get(ping))
         .route("/__lbheartbeat__", get(lbheartbeat))
         .route("/__heartbeat__", get(heartbeat))
         .route("/__version__", get(api_version))
+    }
+
+    /// `route` at `path` under the prefix.
+    pub fn route(self, path: &str, route: MethodRouter<Arc<AppState>>) -> Mount {
+        Mount {
+            router: self.router.route(&format!("{}{path}", self.prefix), route),
+            prefix: self.prefix,
+        }
+    }
 }
 
 const API_HEADERS: &[(&str, &str)] = &[
@@ -268,31 +290,32 @@ pub fn app(
        + Sync
        + 'static {
     use tower::Layer;
-    // one service's routes; Hawk runs once, outside them all (below), on the whole request target
-    let service = |routes: Router<Arc<AppState>>| builtins().merge(routes).fallback(not_found);
-    let routes = Router::new()
-        .nest("/api/queue/v1", service(queue::routes()))
-        .nest("/api/object/v1", service(object::routes()))
-        .nest("/api/auth/v1", service(auth::routes()))
-        .nest("/api/audit/v1", service(audit::routes()))
-        .nest("/api/worker-manager/v1", service(worker_manager::routes()))
-        .route(
-            "/blobs/{*path}",
-            put(queue::artifacts::put_blob).get(queue::artifacts::get_blob),
-        )
-        .route(
-            "/objects/{*path}",
-            put(object::put_object).get(object::get_object),
-        )
-        .route(
-            "/robots.txt",
-            get(|| async { "User-Agent: *\nDisallow: /\n" }),
-        )
-        .route("/__heartbeat__", get(empty))
-        .route("/__lbheartbeat__", get(empty))
-        .route("/__version__", get(version))
-        .fallback(not_found)
-        .with_state(state.clone());
+    let routes = [
+        queue::routes(Mount::at("/api/queue/v1")),
+        object::routes(Mount::at("/api/object/v1")),
+        auth::routes(Mount::at("/api/auth/v1")),
+        audit::routes(Mount::at("/api/audit/v1")),
+        worker_manager::routes(Mount::at("/api/worker-manager/v1")),
+    ]
+    .into_iter()
+    .fold(Router::new(), |all, service| all.merge(service.router))
+    .route(
+        "/blobs/{*path}",
+        put(queue::artifacts::put_blob).get(queue::artifacts::get_blob),
+    )
+    .route(
+        "/objects/{*path}",
+        put(object::put_object).get(object::get_object),
+    )
+    .route(
+        "/robots.txt",
+        get(|| async { "User-Agent: *\nDisallow: /\n" }),
+    )
+    .route("/__heartbeat__", get(empty))
+    .route("/__lbheartbeat__", get(empty))
+    .route("/__version__", get(version))
+    .fallback(not_found)
+    .with_state(state.clone());
     let hawk = middleware::from_fn_with_state(state, hawk::middleware).layer(routes);
     middleware::from_fn(api_headers).layer(hawk)
 }

@@ -12,12 +12,12 @@ use crate::error::{ApiError, ErrorCode};
 use crate::hawk::{actor, Auth, Caller};
 use crate::queue::call::*;
 use crate::AppState;
+use crate::Mount;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use object_store::ObjectStoreExt;
@@ -43,8 +43,8 @@ const PUT_URL_VALID: i64 = 45 * MINUTE;
 const GET_URL_VALID: i64 = HOUR;
 
 /// Routes under `/api/object/v1`.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+pub fn routes(service: Mount) -> Mount {
+    service
         .route("/upload/{*name}", put(create_upload))
         .route("/finish-upload/{*name}", post(finish_upload))
         .route("/start-download/{*name}", put(start_download))

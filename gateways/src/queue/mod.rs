@@ -6,17 +6,15 @@ pub mod json;
 pub mod tasks;
 pub mod workers;
 
-use crate::AppState;
+use crate::Mount;
 use axum::routing::{get, post, put};
-use axum::Router;
-use std::sync::Arc;
 
 /// Routes under `/api/queue/v1`.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes(service: Mount) -> Mount {
     use artifacts as a;
     use tasks as t;
     use workers as w;
-    Router::new()
+    service
         .route("/task/{taskId}", get(t::task).put(t::create_task))
         .route("/tasks", post(t::tasks))
         .route("/tasks/status", post(t::statuses))

@@ -12,20 +12,18 @@ mod workers;
 
 use crate::error::ApiError;
 use crate::queue::call::{ident_param, TASK_QUEUE_RE};
-use crate::AppState;
+use crate::Mount;
 use axum::routing::{get, post};
-use axum::Router;
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::worker_manager::{WorkerKey, WorkerPoolId};
 
 /// Routes under `/api/worker-manager/v1`.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes(service: Mount) -> Mount {
     use pools as p;
     use workers as w;
     // listing routes twice: a trailing slash is optional upstream
-    Router::new()
+    service
         .route("/providers", get(p::list_providers))
         .route("/providers/", get(p::list_providers))
         .route(

@@ -34,10 +34,10 @@ enum Target {
     ShouldTerminate([String; 3]),
 }
 
-/// Splits the percent-decoded path after `/workers/` into parts (see the module docs). The
+/// Splits the percent-decoded path after `/api/worker-manager/v1/workers/` into parts (see the module docs). The
 /// unpublished `<workerPoolId>:` alias loses its colon.
 fn target(uri: &Uri) -> Option<Target> {
-    let rest = uri.path().strip_prefix("/workers/")?;
+    let rest = uri.path().strip_prefix("/api/worker-manager/v1/workers/")?;
     let decoded = percent_encoding::percent_decode_str(rest)
         .decode_utf8()
         .ok()?;
@@ -363,8 +363,9 @@ pub async fn remove_worker(State(st): St, Extension(auth): Extension<Auth>, uri:
 mod tests {
     use super::*;
 
+    /// `path` is below `/api/worker-manager/v1`, where the route is mounted.
     fn check(path: &str, expected: Option<Target>) {
-        let uri: Uri = path.parse().unwrap();
+        let uri: Uri = format!("/api/worker-manager/v1{path}").parse().unwrap();
         assert_eq!(target(&uri), expected, "{path}");
     }
 
