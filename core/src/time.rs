@@ -46,21 +46,19 @@ impl Millis {
         if year > 9999 {
             return Rfc3339::spelled(&d);
         }
-        let b = &mut text.buf;
-        decimal(&mut b[0..4], year);
-        b[4] = b'-';
-        decimal(&mut b[5..7], d.month());
-        b[7] = b'-';
-        decimal(&mut b[8..10], d.day());
-        b[10] = b'T';
-        decimal(&mut b[11..13], d.hour());
-        b[13] = b':';
-        decimal(&mut b[14..16], d.minute());
-        b[16] = b':';
-        decimal(&mut b[17..19], d.second());
-        b[19] = b'.';
-        decimal(&mut b[20..23], d.timestamp_subsec_millis());
-        b[23] = b'Z';
+        // each field's digits into their place in the template
+        text.buf[..24].copy_from_slice(b"0000-00-00T00:00:00.000Z");
+        for (at, width, value) in [
+            (0, 4, year),
+            (5, 2, d.month()),
+            (8, 2, d.day()),
+            (11, 2, d.hour()),
+            (14, 2, d.minute()),
+            (17, 2, d.second()),
+            (20, 3, d.timestamp_subsec_millis()),
+        ] {
+            decimal(&mut text.buf[at..at + width], value);
+        }
         text
     }
     /// Parse an RFC 3339 date-time (timezone required).
