@@ -459,7 +459,9 @@ fn is_line_terminator(c: char) -> bool {
 }
 
 fn parse_authorization(header: &str) -> Result<Attributes<'_>, AuthError> {
-    if header.encode_utf16().count() > MAX_HEADER_LEN {
+    // JavaScript's length counts UTF-16 units, never more than the UTF-8 bytes: count them
+    // only for a header long enough in bytes to be over
+    if header.len() > MAX_HEADER_LEN && header.encode_utf16().count() > MAX_HEADER_LEN {
         return Err(AuthError::bad_request("Header length too long"));
     }
     // /^(\w+)(?:\s+(.*))?$/
@@ -1400,6 +1402,18 @@ mod tests {
             &get(r, &format!("Hawk id=\"{}\"", "a".repeat(4090))),
             NOW,
             Err("Bad Request: Header length too long"),
+        );
+        // the limit counts UTF-16 units, as JavaScript's length: 4,100 two-byte characters
+        // are over it, 3,000 (6,000 bytes) are not
+        check(
+            &get(r, &format!("Hawk id=\"{}\"", "é".repeat(4100))),
+            NOW,
+            Err("Bad Request: Header length too long"),
+        );
+        check(
+            &get(r, &format!("Hawk id=\"{}\"", "é".repeat(3000))),
+            NOW,
+            Err("Bad Request: Bad attribute value: id"),
         );
         check(
             &get(
