@@ -459,6 +459,15 @@ async fn error_statuses_and_bodies(backend: Backend) {
     );
     let err = q.task(&slugid::nice()).await.unwrap_err();
     assert_eq!(status_of(&err), Some(404));
+    // resolving a run of an unknown task: the command's own 404
+    let unknown = slugid::nice();
+    let err = q.reportCompleted(&unknown, "0").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
+    assert!(
+        err.to_string()
+            .contains(&format!("Task `{unknown}` not found")),
+        "{err}"
+    );
 
     // 400: bad URL parameter and bad body
     let r = http

@@ -593,7 +593,7 @@ async fn report(
             let run = run_param(&run_id)?;
             no_query(&uri)?;
             let reason = reason(body)?;
-            load(&st, &id)?;
+            // an unknown task is the command's own 404 (`Task ... not found`): no read first
             let cmd = QueueCommand::Report {
                 task_id: id,
                 run_id: run,
