@@ -319,8 +319,23 @@ fn seed() -> String {
     format!("{}{}", slugid::v4(), slugid::v4())
 }
 
+/// Temporary credentials as a reply carries them; keys in sorted order, as a `Value` object
+/// writes them.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsJson {
+    access_token: String,
+    certificate: String,
+    client_id: String,
+}
+
 /// Temporary credentials issued by the queue's own client.
-pub fn credentials(state: &AppState, client_id: &str, scopes: &[String], expiry: Millis) -> Value {
+pub fn credentials(
+    state: &AppState,
+    client_id: &str,
+    scopes: &[String],
+    expiry: Millis,
+) -> CredentialsJson {
     let now = Millis::now();
     let creds = issue_temporary_credentials(
         &state.queue_client.0,
@@ -331,11 +346,11 @@ pub fn credentials(state: &AppState, client_id: &str, scopes: &[String], expiry:
         expiry.to_datetime(),
         &seed(),
     );
-    json!({
-        "clientId": creds.client_id,
-        "accessToken": creds.access_token,
-        "certificate": creds.certificate,
-    })
+    CredentialsJson {
+        access_token: creds.access_token,
+        certificate: creds.certificate,
+        client_id: creds.client_id,
+    }
 }
 
 /// `until/<takenUntil>`: Unix seconds, with a fraction only when there is one.

@@ -378,7 +378,7 @@ pub async fn change_task_priority(
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Claimed<'a> {
-    credentials: Value,
+    credentials: CredentialsJson,
     run_id: u32,
     status: StatusJson<'a>,
     taken_until: String,
