@@ -203,6 +203,11 @@ async fn on_event(
         | QueueEvent::RunExceptionRecorded { task_id, .. } => *task_id,
         _ => return Ok(()),
     };
+    // most tasks have no dependents: look for them before reading the task
+    let mut page = engine.view().dependents(&task_id, None, 500)?;
+    if page.is_empty() {
+        return Ok(());
+    }
     let Some(task) = engine.view().task(&task_id)? else {
         return Ok(());
     };
@@ -210,9 +215,7 @@ async fn on_event(
     let Some(resolution) = task.resolution() else {
         return Ok(());
     };
-    let mut after = None;
     loop {
-        let page = engine.view().dependents(&task_id, after.as_ref(), 500)?;
         let Some(last) = page.last().copied() else {
             return Ok(());
         };
@@ -234,7 +237,7 @@ async fn on_event(
                 Err(e) => return Err(e),
             }
         }
-        after = Some(last);
+        page = engine.view().dependents(&task_id, Some(&last), 500)?;
     }
 }
 
