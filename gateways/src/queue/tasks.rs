@@ -17,6 +17,7 @@ use taskledger_core::ids::TaskId;
 use taskledger_core::queue::json::StatusJson;
 use taskledger_core::queue::{self, Priority, QueueError, ReasonResolved, Task};
 use taskledger_core::scopes::ScopeExpr;
+use taskledger_core::time::Rfc3339;
 use taskledger_projections::{EngineError, Outcome, QueueCommand};
 
 type St = State<Arc<AppState>>;
@@ -381,7 +382,7 @@ struct Claimed<'a> {
     credentials: CredentialsJson,
     run_id: u32,
     status: StatusJson<'a>,
-    taken_until: String,
+    taken_until: Rfc3339,
     #[serde(skip_serializing_if = "Option::is_none")]
     task: Option<TaskJson<'a>>,
     worker_group: String,
@@ -408,7 +409,7 @@ fn claim_json<'a>(st: &AppState, task: &'a Task, run_id: u32, with_task: bool) -
         credentials: credentials(st, &client_id, &scopes, taken_until),
         run_id,
         status: StatusJson(task),
-        taken_until: taken_until.to_rfc3339(),
+        taken_until: taken_until.rfc3339(),
         task: with_task.then_some(TaskJson(&task.definition)),
         worker_group: wg,
         worker_id: wi,
