@@ -6,12 +6,15 @@ use crate::error::{ApiError, ErrorCode};
 use crate::queue::call::{read_body, Body};
 use crate::AppState;
 use axum::body::to_bytes;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use taskledger_core::access::seal::SealKey;
 use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::access::{AuthCommand, USED_REFRESH_MS};
@@ -333,12 +336,55 @@ fn refused_unrouted(error: ApiError) -> Response {
     .into_response()
 }
 
-pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Hawk around the application's router: every request is authenticated (its body read
+/// first) before the router sees it, and carries the outcome as an `Auth` extension.
+///
+/// Written by hand rather than with `axum::middleware::from_fn`, which boxes a clone of the
+/// router and two futures for each request; this boxes one.
+#[derive(Clone)]
+pub struct Hawk<S> {
+    state: Arc<AppState>,
+    inner: S,
+}
+
+impl<S> Hawk<S> {
+    pub fn new(state: Arc<AppState>, inner: S) -> Hawk<S> {
+        Hawk { state, inner }
+    }
+}
+
+impl<S> tower::Service<Request> for Hawk<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // the service made ready is the one called; a fresh clone stays behind for the next
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        let state = self.state.clone();
+        Box::pin(async move { Ok(authenticate_then(state, request, ready).await) })
+    }
+}
+
+/// The request, authenticated, handed to `next` (a service already ready).
+async fn authenticate_then<S>(state: Arc<AppState>, req: Request, mut next: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
     // blob and object URLs carry their own signature and stream bodies of any size: never
     // buffered here
     let path = req.uri().path();
     if path.starts_with("/blobs/") || path.starts_with("/objects/") {
-        return next.run(req).await;
+        return answer(next.call(req).await);
     }
     // every route's parameters are text: a path that does not decode to UTF-8 gets
     // Taskcluster's error body here, not the router's plain-text rejection
@@ -415,7 +461,15 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
         outcome: Arc::new(result),
         body,
     });
-    next.run(req).await
+    answer(next.call(req).await)
+}
+
+/// The answer of a service that cannot fail.
+fn answer(result: Result<Response, Infallible>) -> Response {
+    match result {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// How long authentication waits for this node's auth projection to catch up with the auth

@@ -15,12 +15,15 @@ pub mod worker_manager;
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use taskledger_projections::{AuthEngine, Engine, ObjectEngine, WorkerManagerEngine};
 
@@ -252,32 +255,80 @@ const API_HEADERS: &[(&str, &str)] = &[
     ("x-content-type-options", "nosniff"),
 ];
 
-async fn api_headers(req: Request, next: Next) -> Response {
-    let trace = req
-        .headers()
-        .get("x-taskcluster-trace-id")
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .expect("uuid is a header value")
-        });
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    for (k, v) in API_HEADERS {
-        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+/// Taskcluster's response headers on every answer (`API_HEADERS`, the trace id the request
+/// brought or a new one, a new request id), as a service around the application.
+///
+/// Written by hand, its future named rather than boxed: `axum::middleware::from_fn` would
+/// box a clone of the service below and two futures for each request.
+#[derive(Clone)]
+struct ApiHeaders<S>(S);
+
+impl<S> tower::Service<Request> for ApiHeaders<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = WithApiHeaders<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
     }
-    h.insert("x-for-trace-id", trace);
-    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
-        h.insert("x-for-request-id", v);
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let trace = request
+            .headers()
+            .get("x-taskcluster-trace-id")
+            .cloned()
+            .unwrap_or_else(new_id);
+        WithApiHeaders {
+            inner: self.0.call(request),
+            trace: Some(trace),
+        }
     }
-    resp
+}
+
+/// A new UUID as a header value.
+fn new_id() -> HeaderValue {
+    let mut text = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).expect("a uuid is a header value")
+}
+
+pin_project_lite::pin_project! {
+    /// An answer on its way; `ApiHeaders` adds its headers when it is ready.
+    struct WithApiHeaders<F> {
+        #[pin]
+        inner: F,
+        trace: Option<HeaderValue>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for WithApiHeaders<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let Ok(mut response) = ready!(this.inner.poll(cx));
+        let h = response.headers_mut();
+        for (k, v) in API_HEADERS {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        if let Some(trace) = this.trace.take() {
+            h.insert("x-for-trace-id", trace);
+        }
+        h.insert("x-for-request-id", new_id());
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The whole HTTP application: every route, behind Taskcluster's response headers and Hawk.
 ///
 /// The two middlewares wrap the router once. (`Router::layer` would wrap each route on its
 /// own, nested routes included, and every request would then clone and box each layer below
-/// the one it passes through.)
+/// the one it passes through.) Both are services written by hand (`ApiHeaders`,
+/// `hawk::Hawk`) rather than `axum::middleware::from_fn`, which boxes a clone of the service
+/// below it for every request.
 pub fn app(
     state: Arc<AppState>,
 ) -> impl tower::Service<
@@ -289,7 +340,6 @@ pub fn app(
        + Send
        + Sync
        + 'static {
-    use tower::Layer;
     let routes = [
         queue::routes(Mount::at("/api/queue/v1")),
         object::routes(Mount::at("/api/object/v1")),
@@ -316,8 +366,7 @@ pub fn app(
     .route("/__version__", get(version))
     .fallback(not_found)
     .with_state(state.clone());
-    let hawk = middleware::from_fn_with_state(state, hawk::middleware).layer(routes);
-    middleware::from_fn(api_headers).layer(hawk)
+    ApiHeaders(hawk::Hawk::new(state, routes))
 }
 
 /// The local-directory blob store (object_store's file system backend).
