@@ -900,16 +900,18 @@ async fn run_services<L: EventLog + 'static>(
     use axum::ServiceExt as _;
     use tower::Layer as _;
     // each middleware wraps the whole application once (see `taskledger_gateways::app`)
-    let app = metrics::router(
-        log.clone(),
-        roles,
-        bridge_stats,
-        audit_stats,
-        queue_stats,
-        request_times.clone(),
-    )
-    .fallback_service(taskledger_gateways::app(state));
-    let app = axum::middleware::from_fn_with_state(request_times, metrics::time_request).layer(app);
+    let app = metrics::Front::new(
+        metrics::router(
+            log.clone(),
+            roles,
+            bridge_stats,
+            audit_stats,
+            queue_stats,
+            request_times.clone(),
+        ),
+        taskledger_gateways::app(state),
+        request_times,
+    );
     // answers leave at once rather than wait on Nagle's algorithm for an earlier segment's ACK
     // (clients whose requests do not carry it would see delayed-ACK stalls)
     use axum::serve::ListenerExt;

@@ -1,12 +1,20 @@
 //! `GET /metrics`: Prometheus text exposition of the log's heads and the Pulse bridge's
 //! progress, for operators (unauthenticated, like upstream's internal metrics ports).
 
+use axum::extract::Request;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use axum::routing::get;
 use axum::Router;
+use futures::future::Either;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
 use taskledger_bridge::BridgeStats;
 use taskledger_core::log::EventLog;
 use taskledger_core::time::Millis;
@@ -39,16 +47,76 @@ impl Default for RequestTimes {
     }
 }
 
-/// Middleware: times every request into `times`.
-pub async fn time_request(
-    axum::extract::State(times): axum::extract::State<Arc<RequestTimes>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    times.0.observe_duration(started.elapsed());
-    response
+/// The outermost service: `GET /metrics` (its own router) in front of the application, and
+/// every request timed into `times`.
+///
+/// Written by hand rather than as a `Router` with the application as its fallback and an
+/// `axum::middleware::from_fn` timer: those cost each request a second route lookup, a
+/// boxed clone of the service below and two boxed futures.
+#[derive(Clone)]
+pub struct Front<S> {
+    metrics: Router,
+    app: S,
+    times: Arc<RequestTimes>,
+}
+
+impl<S> Front<S> {
+    pub fn new(metrics: Router, app: S, times: Arc<RequestTimes>) -> Front<S> {
+        Front {
+            metrics,
+            app,
+            times,
+        }
+    }
+}
+
+impl<S> tower::Service<Request> for Front<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Timed<Either<RouteFuture<Infallible>, S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // a `Router` is always ready
+        self.app.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let inner = if request.uri().path() == "/metrics" {
+            Either::Left(self.metrics.call(request))
+        } else {
+            Either::Right(self.app.call(request))
+        };
+        Timed {
+            inner,
+            started,
+            times: self.times.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way, timed from the request's arrival to the response's headers.
+    pub struct Timed<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        times: Arc<RequestTimes>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx));
+        this.times.0.observe_duration(this.started.elapsed());
+        Poll::Ready(response)
+    }
 }
 
 /// Each topic's engine role in this process.
