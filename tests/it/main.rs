@@ -1264,3 +1264,79 @@ async fn metrics_time_the_queue_writer() {
         );
     }
 }
+
+/// Every answer carries Taskcluster's response headers: the fixed set, the trace id the
+/// request brought (or a new one), and a new request id; `/metrics` answers beside the API
+/// and is timed with it.
+#[tokio::test]
+async fn every_answer_carries_taskclusters_headers() {
+    let server = Server::start(&[]).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, trace: Option<&str>| {
+        let mut request = http.get(format!("{}{path}", server.root_url));
+        if let Some(trace) = trace {
+            request = request.header("x-taskcluster-trace-id", trace);
+        }
+        request.send()
+    };
+    let is_uuid = |v: &str| uuid::Uuid::parse_str(v).is_ok_and(|u| u.hyphenated().to_string() == v);
+    let mut request_ids = Vec::new();
+    for (path, status, trace) in [
+        ("/api/queue/v1/ping", 200, Some("my-trace")),
+        ("/api/queue/v1/nothing-here", 404, None),
+        (
+            "/api/queue/v1/task/AAAAAAAAAAAAAAAAAAAAAA/status",
+            403,
+            None,
+        ),
+        ("/api/auth/v1/ping", 200, Some("other-trace")),
+    ] {
+        let response = get(path, trace).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let h = response.headers();
+        let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(
+            header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            header("access-control-allow-origin").as_deref(),
+            Some("*"),
+            "{path}"
+        );
+        assert_eq!(
+            header("cache-control").as_deref(),
+            Some("no-store no-cache must-revalidate"),
+            "{path}"
+        );
+        let echoed = header("x-for-trace-id").unwrap();
+        match trace {
+            Some(trace) => assert_eq!(echoed, trace, "{path}"),
+            None => assert!(is_uuid(&echoed), "{path}: {echoed}"),
+        }
+        let id = header("x-for-request-id").unwrap();
+        assert!(is_uuid(&id), "{path}: {id}");
+        request_ids.push(id);
+    }
+    request_ids.sort();
+    request_ids.dedup();
+    assert_eq!(request_ids.len(), 4, "a new request id each time");
+
+    // /metrics is outside the API: plain text, none of the API's headers, and timed
+    let before = sample(
+        &server.metrics().await,
+        "taskledger_http_request_seconds_count",
+    );
+    let response = get("/metrics", None).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers().get("x-for-request-id").is_none());
+    let text = response.text().await.unwrap();
+    assert!(sample(&text, "taskledger_http_request_seconds_count") >= before + 1.0);
+    let refused = http
+        .post(format!("{}/metrics", server.root_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 405);
+}
