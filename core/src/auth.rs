@@ -465,6 +465,12 @@ fn is_line_terminator(c: char) -> bool {
     matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}')
 }
 
+/// Whether `text` holds a line terminator, looking at its bytes first: `\n` and `\r` are
+/// one byte each, and U+2028 and U+2029 both start with 0xE2.
+fn has_line_terminator(text: &str) -> bool {
+    text.bytes().any(|b| matches!(b, b'\n' | b'\r' | 0xE2)) && text.contains(is_line_terminator)
+}
+
 fn parse_authorization(header: &str) -> Result<Attributes<'_>, AuthError> {
     // JavaScript's length counts UTF-16 units, never more than the UTF-8 bytes: count them
     // only for a header long enough in bytes to be over
@@ -478,7 +484,7 @@ fn parse_authorization(header: &str) -> Result<Attributes<'_>, AuthError> {
         return Err(AuthError::bad_request("Invalid header syntax"));
     }
     let text = rest.trim_start_matches(is_space);
-    if text.contains(is_line_terminator) {
+    if has_line_terminator(text) {
         return Err(AuthError::bad_request("Invalid header syntax"));
     }
     if !scheme.eq_ignore_ascii_case("hawk") {
@@ -1559,6 +1565,20 @@ mod tests {
             &get(r, "Hawk id=\"a\",\nts=\"1\""),
             NOW,
             Err("Bad Request: Invalid header syntax"),
+        );
+        // every JavaScript line terminator, the multi-byte ones included
+        for terminator in ['\r', '\u{2028}', '\u{2029}'] {
+            check(
+                &get(r, &format!("Hawk id=\"a\",{terminator}ts=\"1\"")),
+                NOW,
+                Err("Bad Request: Invalid header syntax"),
+            );
+        }
+        // another character led by the same byte as U+2028 is no line terminator
+        check(
+            &get(r, "Hawk id=\"a\",\u{2026}ts=\"1\""),
+            NOW,
+            Err("Bad Request: Bad header format"),
         );
         check(&get(r, "Bearer abc"), NOW, Err("Unauthorized"));
         check(
