@@ -7,7 +7,7 @@ use crate::queue::call::{read_body, Body};
 use crate::AppState;
 use axum::body::to_bytes;
 use axum::extract::Request;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderName};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -207,27 +207,32 @@ impl Auth {
     }
 }
 
+/// Header names looked up on every request, parsed once (a lookup by `&str` parses the
+/// name each time).
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// The host and port the client signed: `Host`, `X-Forwarded-Port`, `X-Forwarded-Proto`.
-pub fn signed_host_port(headers: &HeaderMap) -> (String, u16) {
+pub fn signed_host_port(headers: &HeaderMap) -> (&str, u16) {
     let host = headers
-        .get("host")
+        .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let (name, port) = match host.rsplit_once(':') {
         Some((n, p)) if !n.ends_with(']') || host.starts_with('[') && n.contains(']') => {
             match p.parse::<u16>() {
-                Ok(p) if !n.is_empty() => (n.to_string(), Some(p)),
-                _ => (host.to_string(), None),
+                Ok(p) if !n.is_empty() => (n, Some(p)),
+                _ => (host, None),
             }
         }
-        _ => (host.to_string(), None),
+        _ => (host, None),
     };
     let forwarded_port = headers
-        .get("x-forwarded-port")
+        .get(X_FORWARDED_PORT)
         .and_then(|h| h.to_str().ok())
         .and_then(|p| p.split(',').next()?.trim().parse::<u16>().ok());
     let https = headers
-        .get("x-forwarded-proto")
+        .get(X_FORWARDED_PROTO)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     let port = forwarded_port
@@ -303,7 +308,7 @@ pub fn authenticate_headers(
     body: &[u8],
     source: &dyn ClientSource,
 ) -> Result<Option<Authenticated>, String> {
-    let authorization = match headers.get("authorization").map(|v| v.to_str()) {
+    let authorization = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         Some(Err(_)) => return Err("Bad Request: invalid header".to_string()),
         Some(Ok(a)) => Some(a),
         None => None,
@@ -313,10 +318,12 @@ pub fn authenticate_headers(
         &Signed {
             method,
             resource,
-            host: &host,
+            host,
             port,
             authorization,
-            content_type: headers.get("content-type").and_then(|c| c.to_str().ok()),
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|c| c.to_str().ok()),
             body,
             check_hash: true,
         },
@@ -388,9 +395,11 @@ where
     }
     // every route's parameters are text: a path that does not decode to UTF-8 gets
     // Taskcluster's error body here, not the router's plain-text rejection
-    if percent_encoding::percent_decode_str(path)
-        .decode_utf8()
-        .is_err()
+    // (a path without escapes is the text it decodes to)
+    if path.contains('%')
+        && percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .is_err()
     {
         return refused_unrouted(ApiError::new(
             ErrorCode::InvalidRequestArguments,

@@ -278,7 +278,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let trace = request
             .headers()
-            .get("x-taskcluster-trace-id")
+            .get(TRACE_ID)
             .cloned()
             .unwrap_or_else(new_id);
         WithApiHeaders {
@@ -287,6 +287,10 @@ where
         }
     }
 }
+
+const TRACE_ID: HeaderName = HeaderName::from_static("x-taskcluster-trace-id");
+const FOR_TRACE_ID: HeaderName = HeaderName::from_static("x-for-trace-id");
+const FOR_REQUEST_ID: HeaderName = HeaderName::from_static("x-for-request-id");
 
 /// A new UUID as a header value.
 fn new_id() -> HeaderValue {
@@ -315,9 +319,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for WithApiHeaders
             h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         if let Some(trace) = this.trace.take() {
-            h.insert("x-for-trace-id", trace);
+            h.insert(FOR_TRACE_ID, trace);
         }
-        h.insert("x-for-request-id", new_id());
+        h.insert(FOR_REQUEST_ID, new_id());
         Poll::Ready(Ok(response))
     }
 }

@@ -137,7 +137,7 @@ pub fn no_content() -> Response {
 /// Whether the request says its body is JSON.
 fn is_json(headers: &HeaderMap) -> bool {
     headers
-        .get("content-type")
+        .get(axum::http::header::CONTENT_TYPE)
         .and_then(|c| c.to_str().ok())
         .and_then(|c| c.split(';').next())
         .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"))
