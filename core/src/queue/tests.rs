@@ -1052,6 +1052,13 @@ fn status_value_field_by_field(task: &Task) -> serde_json::Value {
     })
 }
 
+/// `StatusJson::write_json`'s text.
+fn written(task: &Task) -> String {
+    let mut out = Vec::new();
+    super::json::StatusJson(task).write_json(&mut out);
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
 #[test]
 fn status_json_writes_the_bytes_of_the_field_by_field_value() {
     use super::json::{status_json, StatusJson};
@@ -1086,6 +1093,18 @@ fn status_json_writes_the_bytes_of_the_field_by_field_value() {
         let oracle = serde_json::to_string(&status_value_field_by_field(&task)).unwrap();
         assert_eq!(typed, oracle);
         assert_eq!(status_json(&task), status_value_field_by_field(&task));
+        assert_eq!(written(&task), oracle);
+        // text that needs escaping (no validation upstream of here is relied on)
+        let mut odd = task.clone();
+        odd.definition.project_id = "quote\" back\\slash \u{1} tab\t é ✓ /".into();
+        odd.definition.scheduler_id = "\u{7f}\u{2028}".into();
+        if let Some(run) = odd.runs.last_mut() {
+            run.worker_group = Some("line\nbreak".into());
+            run.worker_id = Some(String::new());
+        }
+        let oracle = serde_json::to_string(&status_value_field_by_field(&odd)).unwrap();
+        assert_eq!(written(&odd), oracle);
+        assert_eq!(serde_json::to_string(&StatusJson(&odd)).unwrap(), oracle);
     }
     assert_eq!(
         states.into_iter().collect::<Vec<_>>(),
