@@ -117,17 +117,20 @@ pub fn ok(v: Value) -> Response {
 pub fn ok_json<T: serde::Serialize>(v: &T) -> Response {
     let mut body = Vec::with_capacity(1024);
     match serde_json::to_writer(&mut body, v) {
-        Ok(()) => {
-            let mut response = Response::new(axum::body::Body::from(body));
-            response.headers_mut().insert(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            );
-            response
-        }
+        Ok(()) => ok_json_bytes(body),
         // only a map with keys that are not strings fails, and no reply has one
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// 200 with `body`, JSON text already written.
+pub fn ok_json_bytes(body: Vec<u8>) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 pub fn no_content() -> Response {

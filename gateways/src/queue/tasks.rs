@@ -41,15 +41,13 @@ async fn exec_task(state: &AppState, caller: &Caller, cmd: QueueCommand) -> Resu
     }
 }
 
-/// `{"status": ...}`, written straight from the task.
+/// `{"status": ...}`, written straight from the task (`StatusJson::write_json`).
 fn status_reply(task: &Task) -> Response {
-    #[derive(serde::Serialize)]
-    struct Reply<'a> {
-        status: StatusJson<'a>,
-    }
-    ok_json(&Reply {
-        status: StatusJson(task),
-    })
+    let mut body = Vec::with_capacity(1024);
+    body.extend_from_slice(b"{\"status\":");
+    StatusJson(task).write_json(&mut body);
+    body.push(b'}');
+    ok_json_bytes(body)
 }
 
 pub async fn task(
