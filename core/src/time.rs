@@ -1,6 +1,6 @@
 //! Time as events carry it: milliseconds since the Unix epoch, UTC.
 
-use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -35,27 +35,30 @@ impl Millis {
     /// The same text, kept on the stack: for JSON written straight from a value, where a
     /// `String` per date would be allocated only to be copied and dropped.
     pub fn rfc3339(self) -> Rfc3339 {
-        let d = self.to_datetime();
+        // years 0000-9999 by civil arithmetic (chrono's calendar fields cost several hundred
+        // instructions a date); chrono spells the rest
+        if !(FIRST_FOUR_DIGIT_YEAR..AFTER_FOUR_DIGIT_YEARS).contains(&self.0) {
+            return Rfc3339::spelled(&self.to_datetime());
+        }
+        let days = self.0.div_euclid(DAY);
+        let in_day = self.0.rem_euclid(DAY);
+        let (year, month, day) = civil_from_days(days);
         let mut text = Rfc3339 {
             len: 24,
             buf: [0; 32],
         };
-        let Ok(year) = u32::try_from(d.year()) else {
-            return Rfc3339::spelled(&d);
-        };
-        if year > 9999 {
-            return Rfc3339::spelled(&d);
-        }
         // each field's digits into their place in the template
         text.buf[..24].copy_from_slice(b"0000-00-00T00:00:00.000Z");
+        // in range, every field is non-negative and fits in u32
+        let field = |v: i64| u32::try_from(v).unwrap_or(0);
         for (at, width, value) in [
-            (0, 4, year),
-            (5, 2, d.month()),
-            (8, 2, d.day()),
-            (11, 2, d.hour()),
-            (14, 2, d.minute()),
-            (17, 2, d.second()),
-            (20, 3, d.timestamp_subsec_millis()),
+            (0, 4, field(year)),
+            (5, 2, month),
+            (8, 2, day),
+            (11, 2, field(in_day / HOUR)),
+            (14, 2, field(in_day % HOUR / MINUTE)),
+            (17, 2, field(in_day % MINUTE / SECOND)),
+            (20, 3, field(in_day % SECOND)),
         ] {
             decimal(&mut text.buf[at..at + width], value);
         }
@@ -76,6 +79,31 @@ impl Millis {
             .unwrap_or(d);
         Millis(next.timestamp_millis())
     }
+}
+
+/// 0000-01-01T00:00:00.000Z and 10000-01-01T00:00:00.000Z.
+const FIRST_FOUR_DIGIT_YEAR: i64 = -62_167_219_200_000;
+const AFTER_FOUR_DIGIT_YEARS: i64 = 253_402_300_800_000;
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`: 400-year eras, years starting in March).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097); // [0, 146096]
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let march_month = (5 * day_of_year + 2) / 153; // [0, 11], March first
+    let day = day_of_year - (153 * march_month + 2) / 5 + 1;
+    let month = if march_month < 10 {
+        march_month + 3
+    } else {
+        march_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // day in [1, 31] and month in [1, 12]
+    (year, month as u32, day as u32)
 }
 
 /// `value` in decimal digits filling `out`, leading zeros included.
@@ -173,7 +201,23 @@ mod tests {
         assert_eq!(Millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
     }
 
+    /// The civil arithmetic gives chrono's date for every day of years 0000 to 9999.
+    #[test]
+    fn civil_days_are_chronos_dates() {
+        let first = FIRST_FOUR_DIGIT_YEAR / DAY;
+        let after = AFTER_FOUR_DIGIT_YEARS / DAY;
+        for days in first..after {
+            let d = Millis(days * DAY).to_datetime();
+            assert_eq!(
+                civil_from_days(days),
+                (i64::from(d.year()), d.month(), d.day()),
+                "{days}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
         /// The text written digit by digit is chrono's, for every instant a `Millis` can hold.
         #[test]
         fn rfc3339_is_chronos_text(ms in proptest::prop_oneof![
