@@ -1,7 +1,9 @@
 //! The queue's JSON shapes that more than one edge needs: the task status (the REST API's
 //! `status` and every Pulse message's `status`), runs and artifact info.
 
-use super::{Artifact, ArtifactStorage, Run, Task};
+use super::{Artifact, ArtifactStorage, Priority, Run, Task};
+use crate::ids::{TaskGroupId, TaskId};
+use crate::time::Millis;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
@@ -74,43 +76,85 @@ impl Serialize for StatusJson<'_> {
 
 impl StatusJson<'_> {
     /// Appends the bytes `serde_json` writes for this status (its `Serialize` above), written
+    /// directly (`TaskStatus::write_json`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        TaskStatus::of(self.0).write_json(out);
+    }
+}
+
+/// What a task's status shows, borrowed from a `Task` or straight from its stored bytes
+/// (`TaskStatusRow`).
+pub struct TaskStatus<'a> {
+    pub task_id: TaskId,
+    /// `provisionerId/workerType`
+    pub task_queue_id: &'a str,
+    pub scheduler_id: &'a str,
+    pub project_id: &'a str,
+    pub task_group_id: TaskGroupId,
+    pub deadline: Millis,
+    pub expires: Millis,
+    pub priority: Priority,
+    pub retries_left: u32,
+    pub runs: &'a [Run],
+}
+
+impl<'a> TaskStatus<'a> {
+    pub fn of(task: &'a Task) -> TaskStatus<'a> {
+        let def = &task.definition;
+        TaskStatus {
+            task_id: task.task_id,
+            task_queue_id: def.task_queue_id.as_str(),
+            scheduler_id: &def.scheduler_id,
+            project_id: &def.project_id,
+            task_group_id: def.task_group_id,
+            deadline: def.deadline,
+            expires: def.expires,
+            priority: task.priority,
+            retries_left: task.retries_left,
+            runs: &task.runs,
+        }
+    }
+
+    /// Appends the bytes `serde_json` writes for `StatusJson` of the same task, written
     /// directly: the keys are constants, and a value is escaped only when it needs to be.
     /// serde_json's own escaping scans every key and value a byte at a time, which was a
     /// third of a getTaskStatus reply's cost.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let task = self.0;
-        let def = &task.definition;
+        let (provisioner_id, worker_type) = self.task_queue_id.split_once('/').unwrap_or(("", ""));
         out.extend_from_slice(b"{\"deadline\":");
-        push_str(out, def.deadline.rfc3339().as_str());
+        push_str(out, self.deadline.rfc3339().as_str());
         out.extend_from_slice(b",\"expires\":");
-        push_str(out, def.expires.rfc3339().as_str());
+        push_str(out, self.expires.rfc3339().as_str());
         out.extend_from_slice(b",\"priority\":");
-        push_str(out, task.priority.as_str());
+        push_str(out, self.priority.as_str());
         out.extend_from_slice(b",\"projectId\":");
-        push_str(out, &def.project_id);
+        push_str(out, self.project_id);
         out.extend_from_slice(b",\"provisionerId\":");
-        push_str(out, def.task_queue_id.provisioner_id());
+        push_str(out, provisioner_id);
         out.extend_from_slice(b",\"retriesLeft\":");
-        push_u32(out, task.retries_left);
+        push_u32(out, self.retries_left);
         out.extend_from_slice(b",\"runs\":[");
-        for (i, run) in task.runs.iter().enumerate() {
+        for (i, run) in self.runs.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             write_run(out, run);
         }
         out.extend_from_slice(b"],\"schedulerId\":");
-        push_str(out, &def.scheduler_id);
+        push_str(out, self.scheduler_id);
         out.extend_from_slice(b",\"state\":");
-        push_str(out, task.state_str());
+        push_str(
+            out,
+            self.runs.last().map_or("unscheduled", |r| r.state.as_str()),
+        );
         out.extend_from_slice(b",\"taskGroupId\":");
-        push_str(out, def.task_group_id.text().as_str());
+        push_str(out, self.task_group_id.text().as_str());
         out.extend_from_slice(b",\"taskId\":");
-        push_str(out, task.task_id.text().as_str());
+        push_str(out, self.task_id.text().as_str());
         out.extend_from_slice(b",\"taskQueueId\":");
-        push_str(out, def.task_queue_id.as_str());
+        push_str(out, self.task_queue_id);
         out.extend_from_slice(b",\"workerType\":");
-        push_str(out, def.task_queue_id.worker_type());
+        push_str(out, worker_type);
         out.push(b'}');
     }
 }

@@ -254,6 +254,139 @@ pub struct Task {
     pub unsatisfied: Vec<TaskId>,
 }
 
+/// A stored task read for its status alone: the fields `Task` serializes, in its order, with
+/// the text a status never shows (payload, metadata, tags, extra, routes, scopes) passed
+/// over in the stored bytes rather than copied out and checked as UTF-8. Decoding one
+/// allocates only for the runs. **Keep in step with `Task` and `TaskDefinition`**: a test
+/// decodes tasks of every shape both ways and compares their statuses byte for byte.
+#[derive(Deserialize)]
+pub struct TaskStatusRow<'a> {
+    task_id: TaskId,
+    #[serde(borrow)]
+    definition: DefinitionStatusRow<'a>,
+    priority: Priority,
+    retries_left: u32,
+    runs: Vec<Run>,
+    _unsatisfied: Skipped<Vec<Skipped<Id>>>,
+}
+
+/// `TaskDefinition`'s fields as `TaskStatusRow` reads them.
+#[derive(Deserialize)]
+struct DefinitionStatusRow<'a> {
+    /// `TaskQueueId`, a newtype of its text
+    task_queue_id: &'a str,
+    scheduler_id: &'a str,
+    project_id: &'a str,
+    task_group_id: TaskGroupId,
+    _dependencies: Skipped<Vec<Skipped<Id>>>,
+    _requires: Requires,
+    _routes: Skipped<Vec<Skipped<Text>>>,
+    _priority: Priority,
+    _retries: u32,
+    _created: Millis,
+    deadline: Millis,
+    expires: Millis,
+    _scopes: Skipped<Vec<Skipped<Text>>>,
+    _payload: Skipped<Text>,
+    /// name, description, owner, source
+    _metadata: Skipped<(Text, Text, Text, Text)>,
+    _tags: Skipped<Text>,
+    _extra: Skipped<Text>,
+}
+
+impl TaskStatusRow<'_> {
+    pub fn status(&self) -> super::json::TaskStatus<'_> {
+        let def = &self.definition;
+        super::json::TaskStatus {
+            task_id: self.task_id,
+            task_queue_id: def.task_queue_id,
+            scheduler_id: def.scheduler_id,
+            project_id: def.project_id,
+            task_group_id: def.task_group_id,
+            deadline: def.deadline,
+            expires: def.expires,
+            priority: self.priority,
+            retries_left: self.retries_left,
+            runs: &self.runs,
+        }
+    }
+}
+
+/// A value read from the stored bytes and dropped; with `Text` inside, nothing is allocated.
+struct Skipped<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: SkipRead<'de>> Deserialize<'de> for Skipped<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::skip(d)?;
+        Ok(Skipped(std::marker::PhantomData))
+    }
+}
+
+/// How a skipped value is read.
+trait SkipRead<'de> {
+    fn skip<D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error>;
+}
+
+/// A string, read as the bytes it is stored as (a length, then the bytes), borrowed.
+struct Text;
+
+impl<'de> SkipRead<'de> for Text {
+    fn skip<D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string's bytes")
+            }
+            fn visit_borrowed_bytes<E>(self, _: &'de [u8]) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_bytes<E>(self, _: &[u8]) -> Result<(), E> {
+                Ok(())
+            }
+        }
+        d.deserialize_bytes(Bytes)
+    }
+}
+
+impl<'de, T: SkipRead<'de>> SkipRead<'de> for Skipped<T> {
+    fn skip<D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        T::skip(d)
+    }
+}
+
+/// A task id, read and dropped.
+struct Id;
+
+impl<'de> SkipRead<'de> for Id {
+    fn skip<D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        TaskId::deserialize(d).map(drop)
+    }
+}
+
+impl<'de, T: SkipRead<'de>> SkipRead<'de> for Vec<Skipped<T>> {
+    fn skip<D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        struct Each<T>(std::marker::PhantomData<T>);
+        impl<'de, T: SkipRead<'de>> serde::de::Visitor<'de> for Each<T> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                while seq.next_element::<Skipped<T>>()?.is_some() {}
+                Ok(())
+            }
+        }
+        d.deserialize_seq(Each::<T>(std::marker::PhantomData))
+    }
+}
+
+impl<'de> SkipRead<'de> for (Text, Text, Text, Text) {
+    fn skip<D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        <(Skipped<Text>, Skipped<Text>, Skipped<Text>, Skipped<Text>)>::deserialize(d).map(drop)
+    }
+}
+
 /// Whether a task counts as resolved for its dependents and its group.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Resolution {

@@ -1105,6 +1105,28 @@ fn status_json_writes_the_bytes_of_the_field_by_field_value() {
         let oracle = serde_json::to_string(&status_value_field_by_field(&odd)).unwrap();
         assert_eq!(written(&odd), oracle);
         assert_eq!(serde_json::to_string(&StatusJson(&odd)).unwrap(), oracle);
+        // read back from its stored bytes for the status alone, with every list and text
+        // the status passes over filled in
+        let mut full = odd.clone();
+        let def = &mut full.definition;
+        def.dependencies = vec![Slug([7; 16]), Slug([8; 16])];
+        def.routes = vec!["index.a.b".into(), "ünïcode".into(), String::new()];
+        def.scopes = vec!["queue:x".into(); 3];
+        def.payload = JsonText(r#"{"image":"x","command":["a","é"]}"#.into());
+        def.metadata.description = "d".repeat(300);
+        def.tags = JsonText(r#"{"k":"v"}"#.into());
+        def.extra = JsonText("{}".into());
+        full.unsatisfied = vec![Slug([9; 16])];
+        for stored in [&task, &odd, &full] {
+            let bytes = crate::codec::encode(stored).unwrap();
+            let row: TaskStatusRow = crate::codec::decode_borrowed(&bytes).unwrap();
+            let mut out = Vec::new();
+            row.status().write_json(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&status_value_field_by_field(stored)).unwrap()
+            );
+        }
     }
     assert_eq!(
         states.into_iter().collect::<Vec<_>>(),
