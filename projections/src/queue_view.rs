@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::ids::{TaskId, TaskQueueId};
-use taskledger_core::queue::{Artifact, QueueEvent, RunState, Task, TaskDefinition, TaskGroup};
+use taskledger_core::queue::json::TaskStatus;
+use taskledger_core::queue::{
+    Artifact, QueueEvent, RunState, Task, TaskDefinition, TaskGroup, TaskStatusRow,
+};
 use taskledger_core::time::{Millis, DAY};
 
 /// A worker as the queue knows it (derived from claims, sightings and quarantines).
@@ -1150,6 +1153,25 @@ impl QueueView {
             keys::CF_TASKS,
             &keys::task(id),
             decode_row,
+        )
+    }
+
+    /// `f` over the task's status, read from its stored bytes without decoding the rest of
+    /// the task (`TaskStatusRow`): its payload, metadata and lists are never copied.
+    pub fn task_status<R>(
+        &self,
+        id: &TaskId,
+        f: impl FnOnce(TaskStatus<'_>) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        read_row(
+            &self.db,
+            self.recent.as_deref(),
+            keys::CF_TASKS,
+            &keys::task(id),
+            |bytes| {
+                let row: TaskStatusRow = codec::decode_borrowed(bytes)?;
+                Ok(f(row.status()))
+            },
         )
     }
 

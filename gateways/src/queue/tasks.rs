@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::ids::TaskId;
-use taskledger_core::queue::json::StatusJson;
+use taskledger_core::queue::json::{StatusJson, TaskStatus};
 use taskledger_core::queue::{self, Priority, QueueError, ReasonResolved, Task};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::Rfc3339;
@@ -31,7 +31,7 @@ fn load(state: &AppState, id: &TaskId) -> Result<Task, ApiError> {
         .engine
         .view()
         .task(id)?
-        .ok_or_else(|| ApiError::not_found(format!("Task `{id}` not found")))
+        .ok_or_else(|| task_not_found(id))
 }
 
 async fn exec_task(state: &AppState, caller: &Caller, cmd: QueueCommand) -> Result<Task, ApiError> {
@@ -41,13 +41,22 @@ async fn exec_task(state: &AppState, caller: &Caller, cmd: QueueCommand) -> Resu
     }
 }
 
-/// `{"status": ...}`, written straight from the task (`StatusJson::write_json`).
+/// `{"status": ...}`, written straight from the task.
 fn status_reply(task: &Task) -> Response {
+    ok_json_bytes(status_body(TaskStatus::of(task)))
+}
+
+/// `{"status": ...}`'s bytes (`TaskStatus::write_json`).
+fn status_body(status: TaskStatus<'_>) -> Vec<u8> {
     let mut body = Vec::with_capacity(1024);
     body.extend_from_slice(b"{\"status\":");
-    StatusJson(task).write_json(&mut body);
+    status.write_json(&mut body);
     body.push(b'}');
-    ok_json_bytes(body)
+    body
+}
+
+fn task_not_found(id: &TaskId) -> ApiError {
+    ApiError::not_found(format!("Task `{id}` not found"))
 }
 
 pub async fn task(
@@ -79,7 +88,13 @@ pub async fn status(
             caller.require(&s(format!("queue:status:{task_id}")))?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
-            Ok(status_reply(&load(&st, &id)?))
+            // the status alone, read straight from the stored task
+            let body = st
+                .engine
+                .view()
+                .task_status(&id, status_body)?
+                .ok_or_else(|| task_not_found(&id))?;
+            Ok(ok_json_bytes(body))
         })
         .await
 }
