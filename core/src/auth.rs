@@ -1120,36 +1120,22 @@ mod tests {
         hash: Option<&str>,
         ext: Option<&str>,
     ) -> String {
-        sign_with_nonce(id, key, method, resource, ts, hash, ext, "n0nce")
+        let hash = hash.map(|h| STANDARD.decode(h).unwrap());
+        let request = hawk::RequestBuilder::new(method, HOST, 443, resource)
+            .hash(hash.as_deref())
+            .ext(ext)
+            .request();
+        header_for(&request, id, key, ts, "n0nce")
     }
 
-    /// `sign` with a chosen nonce.
-    #[allow(clippy::too_many_arguments)]
-    fn sign_with_nonce(
-        id: &str,
-        key: &str,
-        method: &str,
-        resource: &str,
-        ts: i64,
-        hash: Option<&str>,
-        ext: Option<&str>,
-        nonce: &str,
-    ) -> String {
+    /// The `Authorization` header the hawk crate makes for `request`.
+    fn header_for(request: &hawk::Request, id: &str, key: &str, ts: i64, nonce: &str) -> String {
         let credentials = hawk::Credentials {
             id: id.to_owned(),
             key: hawk::Key::new(key.as_bytes(), hawk::DigestAlgorithm::Sha256).unwrap(),
         };
-        let hash = hash.map(|h| STANDARD.decode(h).unwrap());
-        let header = hawk::RequestBuilder::new(method, HOST, 443, resource)
-            .hash(hash.as_deref())
-            .ext(ext)
-            .request()
-            .make_header_full(
-                &credentials,
-                UNIX_EPOCH + Duration::from_secs(ts as u64),
-                nonce,
-            )
-            .unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(ts as u64);
+        let header = request.make_header_full(&credentials, at, nonce).unwrap();
         format!("Hawk {header}")
     }
 
@@ -2101,11 +2087,12 @@ mod tests {
             ) {
                 let method = if get { "GET" } else { "POST" };
                 let resource = if query { "/api/queue/v1/x?a=b" } else { "/api/queue/v1/x" };
-                let hash = hash.map(|h| STANDARD.encode(h));
-                let mut header = sign_with_nonce(
-                    "tester", "no-secret", method, resource, ts, hash.as_deref(),
-                    ext.as_deref(), &nonce,
-                );
+                let hash = hash.map(|h| h.to_vec());
+                let request = hawk::RequestBuilder::new(method, HOST, 443, resource)
+                    .hash(hash.as_deref())
+                    .ext(ext.as_deref())
+                    .request();
+                let mut header = header_for(&request, "tester", "no-secret", ts, &nonce);
                 let undamaged = damage.is_none();
                 if let Some((at, with)) = damage {
                     let at = 5 + at % (header.len() - 5);
