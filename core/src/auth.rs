@@ -922,9 +922,9 @@ fn apply_authorized_scopes(
 // ---------------------------------------------------------------------------
 // MAC, timestamp, payload (auth.md §3.2–3.4)
 
-/// Check the MAC with the hawk crate. For GET/HEAD a failed MAC over path +
-/// query is retried once over the path alone: the Rust client signs only the
-/// path (auth.md §3.3).
+/// Check the MAC with the hawk crate. For a request that changes no state
+/// (`query_may_be_unsigned`) a failed MAC over path + query is retried once over
+/// the path alone: the Rust client signs only the path (auth.md §3.3).
 fn verify_mac(
     req: &HawkRequest,
     signature: &Signature,
@@ -953,14 +953,27 @@ fn verify_mac(
     if mac_matches(req.resource) {
         return Ok(());
     }
-    if *method == *"GET" || *method == *"HEAD" {
-        if let Some((path, _query)) = req.resource.split_once('?') {
-            if mac_matches(path) {
-                return Ok(());
-            }
+    if let Some((path, _query)) = req.resource.split_once('?') {
+        if query_may_be_unsigned(&method, path) && mac_matches(path) {
+            return Ok(());
         }
     }
     Err(AuthError::bad_mac())
+}
+
+/// POST calls that only read: their body is a list of task ids, their query string the page
+/// (queue `tasks` and `statuses`).
+const READING_POSTS: [&str; 2] = ["/api/queue/v1/tasks", "/api/queue/v1/tasks/status"];
+
+/// Whether a request to `path` may carry a query its signature leaves out (auth.md §3.3):
+/// only one that changes no state, GET and HEAD and the POST calls that only read, whose
+/// query parameters are pagination.
+fn query_may_be_unsigned(method: &str, path: &str) -> bool {
+    match method {
+        "GET" | "HEAD" => true,
+        "POST" => READING_POSTS.contains(&path.strip_suffix('/').unwrap_or(path)),
+        _ => false,
+    }
 }
 
 /// The method in ASCII upper case, borrowed when it already is.
@@ -1141,8 +1154,8 @@ mod tests {
 
     /// The MAC check as the hawk crate alone makes it: its own parser over the header's
     /// text after the scheme, then `validate_header` (with a skew it never exceeds), the
-    /// path alone tried again for GET and HEAD. Headers with a `ts` it cannot take or an
-    /// `app` are refused first, as `signature` refuses them.
+    /// path alone tried again where `query_may_be_unsigned`. Headers with a `ts` it cannot
+    /// take or an `app` are refused first, as `signature` refuses them.
     fn crate_accepts(attrs: &Attributes, header: &str, req: &HawkRequest, token: &str) -> bool {
         let plain = !attrs.ts.is_empty()
             && attrs.ts.bytes().all(|b| b.is_ascii_digit())
@@ -1163,11 +1176,10 @@ mod tests {
                 .validate_header(&parsed, &key, Duration::MAX)
         };
         valid(req.resource)
-            || ((method == "GET" || method == "HEAD")
-                && req
-                    .resource
-                    .split_once('?')
-                    .is_some_and(|(path, _)| valid(path)))
+            || req
+                .resource
+                .split_once('?')
+                .is_some_and(|(path, _)| query_may_be_unsigned(&method, path) && valid(path))
     }
 
     fn b64_json(value: &Value) -> String {
@@ -1959,6 +1971,28 @@ mod tests {
         )
         .method("POST");
         check(&post, NOW, Err("Unauthorized: Bad mac"));
+        // The POST calls that only read take it too (their query is the page), with or
+        // without a trailing slash; a POST beside them does not.
+        for (reading, accepted) in [
+            ("/api/queue/v1/tasks/status", true),
+            ("/api/queue/v1/tasks", true),
+            ("/api/queue/v1/tasks/", true),
+            ("/api/queue/v1/task/abc/cancel", false),
+            ("/api/queue/v1/tasks/status/x", false),
+        ] {
+            let resource = format!("{reading}?limit=2&continuationToken=x");
+            let post = get(
+                &resource,
+                &sign("tester", "no-secret", "POST", reading, NOW, None, None),
+            )
+            .method("POST");
+            let expected = if accepted {
+                Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"][..])
+            } else {
+                Err("Unauthorized: Bad mac")
+            };
+            check(&post, NOW, expected);
+        }
         // A request signed over path + query still works as usual.
         let full = sign("tester", "no-secret", "POST", &resource, NOW, None, None);
         check(
