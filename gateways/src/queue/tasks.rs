@@ -105,8 +105,9 @@ async fn many(
     auth: &Auth,
     uri: &Uri,
     scope: &str,
-    list: &str,
-    render: fn(&Task) -> Value,
+    // the reply's list and each entry's key: `tasks`/`task`, `statuses`/`status`
+    (list, item): (&str, &str),
+    render: fn(&AppState, &TaskId) -> Result<Option<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
     let body = auth.body()?;
     let caller = auth.caller()?;
@@ -151,11 +152,11 @@ async fn many(
     let lim = limit(&q);
     let mut out = Vec::new();
     for (text, id) in ids.iter().skip(start).take(lim) {
-        if let Some(t) = st.engine.view().task(id)? {
-            out.push(json!({ "taskId": text, list: render(&t) }));
+        if let Some(rendered) = render(st, id)? {
+            out.push(json!({ "taskId": text, item: rendered }));
         }
     }
-    let mut v = json!({ format!("{list}s"): out });
+    let mut v = json!({ list: out });
     // a client's token may be any number: the next page's start saturates
     let next = start.saturating_add(lim);
     if next < ids.len() {
@@ -173,9 +174,14 @@ pub async fn tasks(
 ) -> Response {
     Call::new("tasks", json!({}))
         .with_body(&headers, &body)
-        .run(many(&st, &auth, &uri, "queue:get-task", "task", |t| {
-            task_json(&t.definition)
-        }))
+        .run(many(
+            &st,
+            &auth,
+            &uri,
+            "queue:get-task",
+            ("tasks", "task"),
+            |st, id| Ok(st.engine.view().task(id)?.map(|t| task_json(&t.definition))),
+        ))
         .await
 }
 
@@ -193,8 +199,13 @@ pub async fn statuses(
             &auth,
             &uri,
             "queue:status",
-            "status",
-            status_json,
+            ("statuses", "status"),
+            // each status read from its stored task alone, as getTaskStatus reads it
+            |st, id| {
+                // a map of strings and numbers always converts
+                let value = |s: TaskStatus<'_>| serde_json::to_value(s).unwrap_or(Value::Null);
+                Ok(st.engine.view().task_status(id, value)?)
+            },
         ))
         .await
 }
