@@ -1340,3 +1340,54 @@ async fn every_answer_carries_taskclusters_headers() {
         .unwrap();
     assert_eq!(refused.status().as_u16(), 405);
 }
+
+/// statuses and tasks (POST, several ids at once): each known id's status or definition as
+/// getTaskStatus and getTask answer it, unknown ids skipped, paged by position in the list.
+#[tokio::test]
+async fn statuses_and_tasks_of_several_ids() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let ids: Vec<String> = (0..3).map(|_| slugid::nice()).collect();
+    for id in &ids {
+        q.createTask(id, &task_def(&queue, 600)).await.unwrap();
+    }
+    // one claimed, so a status with a running run and its worker is among them
+    let claimed = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    assert_eq!(claimed["tasks"].as_array().unwrap().len(), 1, "{claimed}");
+    let unknown = slugid::nice();
+    let asked = json!({ "taskIds": [ids[0], unknown, ids[1], ids[2]] });
+    for (list, key) in [("statuses", "status"), ("tasks", "task")] {
+        let mut got = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = match list {
+                "statuses" => q.statuses(&asked, token.as_deref(), Some("2")).await,
+                _ => q.tasks(&asked, token.as_deref(), Some("2")).await,
+            }
+            .unwrap();
+            got.extend(page[list].as_array().unwrap().iter().cloned());
+            match page["continuationToken"].as_str() {
+                Some(t) => token = Some(t.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(got.len(), 3, "{list}: {got:?}");
+        for (entry, id) in got.iter().zip(&ids) {
+            assert_eq!(entry["taskId"], id.as_str(), "{entry}");
+            let one = match list {
+                "statuses" => q.status(id).await.unwrap()["status"].clone(),
+                _ => q.task(id).await.unwrap(),
+            };
+            assert_eq!(entry[key], one, "{list} {id}");
+        }
+        if list == "statuses" {
+            let running: Vec<&Value> = got
+                .iter()
+                .filter(|e| e["status"]["state"] == "running")
+                .collect();
+            assert_eq!(running.len(), 1, "{got:?}");
+            assert_eq!(running[0]["status"]["runs"][0]["workerId"], "it-worker");
+        }
+    }
+}
