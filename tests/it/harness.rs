@@ -232,6 +232,15 @@ pub fn fresh_queue() -> String {
     )
 }
 
+/// `n` tasks created on `queue` (deadline in ten minutes), their ids in creation order.
+pub async fn create_tasks(q: &Queue, queue: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|_| slugid::nice()).collect();
+    for id in &ids {
+        q.createTask(id, &task_def(queue, 600)).await.unwrap();
+    }
+    ids
+}
+
 pub fn task_def(queue: &str, deadline_secs: i64) -> Value {
     let now = chrono::Utc::now();
     json!({

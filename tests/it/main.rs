@@ -59,10 +59,7 @@ async fn pending_and_claimed_listings() {
     let server = Server::start(&[]).await;
     let q = server.queue();
     let queue = fresh_queue();
-    let ids: Vec<String> = (0..3).map(|_| slugid::nice()).collect();
-    for id in &ids {
-        q.createTask(id, &task_def(&queue, 600)).await.unwrap();
-    }
+    let ids = create_tasks(&q, &queue, 3).await;
     // one page at a time, oldest first, each with its task and when it became pending
     let mut seen = Vec::new();
     let mut inserted = Vec::new();
@@ -1348,10 +1345,7 @@ async fn statuses_and_tasks_of_several_ids() {
     let server = Server::start(&[]).await;
     let q = server.queue();
     let queue = fresh_queue();
-    let ids: Vec<String> = (0..3).map(|_| slugid::nice()).collect();
-    for id in &ids {
-        q.createTask(id, &task_def(&queue, 600)).await.unwrap();
-    }
+    let ids = create_tasks(&q, &queue, 3).await;
     // one claimed, so a status with a running run and its worker is among them
     let claimed = q.claimWork(&queue, &worker_body(1)).await.unwrap();
     assert_eq!(claimed["tasks"].as_array().unwrap().len(), 1, "{claimed}");
