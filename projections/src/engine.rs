@@ -930,6 +930,20 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             worker_id,
         } => {
             let t = overlay.existing_task(task_id)?;
+            // a quarantined worker claims nothing (answered `{}`), as claimWork gives it none
+            let task_queue_id = t.definition.task_queue_id.clone();
+            let key = queue::worker_key(&task_queue_id, worker_group, worker_id);
+            let quarantine_until = match overlay.quarantined.get(&key).copied() {
+                Some(until) => Some(until),
+                None => overlay
+                    .view
+                    .worker(task_queue_id.as_str(), worker_group, worker_id)?
+                    .and_then(|w| w.quarantine_until),
+            };
+            if quarantine_until.is_some_and(|q| q > now) {
+                return Ok((vec![], Outcome::Claims(vec![])));
+            }
+            let t = overlay.existing_task(task_id)?;
             let events = queue::claim_run(t, *run_id, worker_group, worker_id, now, limits)?;
             task_outcome(overlay, task_id, events)
         }

@@ -554,18 +554,18 @@ pub async fn claim_task(
                 s(format!("queue:claim-task:{}", t.definition.task_queue_id)),
                 s(format!("queue:worker-id:{wg}/{wi}")),
             ]))?;
-            let t = exec_task(
-                &st,
-                caller,
-                QueueCommand::ClaimTask {
-                    task_id: id,
-                    run_id: run,
-                    worker_group: wg,
-                    worker_id: wi,
-                },
-            )
-            .await?;
-            Ok(ok_json(&claim_json(&st, &t, run, true)))
+            let command = QueueCommand::ClaimTask {
+                task_id: id,
+                run_id: run,
+                worker_group: wg,
+                worker_id: wi,
+            };
+            match st.engine.execute(actor(caller), command).await? {
+                Outcome::Task(t) => Ok(ok_json(&claim_json(&st, &t, run, true))),
+                // a quarantined worker: no claim
+                Outcome::Claims(none) if none.is_empty() => Ok(ok(json!({}))),
+                other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            }
         })
         .await
 }
