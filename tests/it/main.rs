@@ -1385,3 +1385,148 @@ async fn statuses_and_tasks_of_several_ids() {
         }
     }
 }
+
+/// The calls a worker and its operators make besides the task's life, through the official
+/// Rust client: claimTask, the latest run's artifacts, and the provisioner, worker-type,
+/// task-queue and worker views, quarantine included.
+#[tokio::test]
+async fn worker_views_claim_task_and_latest_artifacts() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let (p, w) = queue.split_once('/').unwrap();
+    let ids = create_tasks(&q, &queue, 2).await;
+    let id = &ids[0];
+
+    // claimTask (deprecated, still served): the claim of that run
+    let claim = q
+        .claimTask(id, "0", &json!({ "workerGroup": "g1", "workerId": "w1" }))
+        .await
+        .unwrap();
+    assert_eq!(claim["runId"], 0, "{claim}");
+    assert_eq!(claim["status"]["state"], "running", "{claim}");
+    assert_eq!(claim["workerGroup"], "g1", "{claim}");
+    assert_eq!(claim["workerId"], "w1", "{claim}");
+    assert!(claim["takenUntil"].is_string(), "{claim}");
+    assert!(claim["credentials"]["accessToken"].is_string(), "{claim}");
+    // the same worker polls for the other one, which marks it and its queue seen
+    let polled = q
+        .claimWork(
+            &queue,
+            &json!({ "workerGroup": "g1", "workerId": "w1", "tasks": 1 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        polled["tasks"][0]["status"]["taskId"],
+        ids[1].as_str(),
+        "{polled}"
+    );
+
+    // the latest run's artifacts, by info, by listing and by download
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    q.createArtifact(
+        id,
+        "0",
+        "public/broken",
+        &json!({ "storageType": "error", "expires": expires, "reason": "file-missing-on-worker", "message": "gone" }),
+    )
+    .await
+    .unwrap();
+    let info = q.latestArtifactInfo(id, "public/broken").await.unwrap();
+    assert_eq!(info["storageType"], "error", "{info}");
+    assert_eq!(info["name"], "public/broken", "{info}");
+    assert_eq!(
+        info,
+        q.artifactInfo(id, "0", "public/broken").await.unwrap()
+    );
+    let listed = q.listLatestArtifacts(id, None, None).await.unwrap();
+    assert_eq!(listed["artifacts"], json!([info]), "{listed}");
+    assert_eq!(listed, q.listArtifacts(id, "0", None, None).await.unwrap());
+    let err = q.getLatestArtifact(id, "public/broken").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(424), "{err}");
+    let err = q.latestArtifactInfo(id, "public/none").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404), "{err}");
+
+    // the views of who works on what
+    let provisioners = q.listProvisioners(None, None).await.unwrap();
+    assert!(
+        provisioners["provisioners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["provisionerId"] == p),
+        "{provisioners}"
+    );
+    assert_eq!(q.getProvisioner(p).await.unwrap()["provisionerId"], p);
+    let types = q.listWorkerTypes(p, None, None).await.unwrap();
+    let listed: Vec<&Value> = types["workerTypes"].as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 1, "{types}");
+    assert_eq!(listed[0]["workerType"], w);
+    assert_eq!(listed[0]["taskQueueId"], queue.as_str());
+    let got = q.getTaskQueue(&queue).await.unwrap();
+    assert_eq!(got["taskQueueId"], queue.as_str(), "{got}");
+    let queues = q.listTaskQueues(None, None).await.unwrap();
+    assert!(
+        queues["taskQueues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["taskQueueId"] == queue.as_str()),
+        "{queues}"
+    );
+    let workers = q.listWorkers(p, w, None, None, None).await.unwrap();
+    let listed = workers["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{workers}");
+    assert_eq!(listed[0]["workerGroup"], "g1");
+    assert_eq!(listed[0]["workerId"], "w1");
+    assert_eq!(
+        listed[0]["latestTask"],
+        json!({ "taskId": ids[1], "runId": 0 }),
+        "{workers}"
+    );
+    let worker = q.getWorker(p, w, "g1", "w1").await.unwrap();
+    assert_eq!(
+        worker["recentTasks"],
+        json!([{ "taskId": id, "runId": 0 }, { "taskId": ids[1], "runId": 0 }]),
+        "{worker}"
+    );
+    assert_eq!(worker["taskQueueId"], queue.as_str(), "{worker}");
+
+    // quarantine: shown while in the future, and listed under quarantined=true only
+    let until = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let quarantined = q
+        .quarantineWorker(
+            p,
+            w,
+            "g1",
+            "w1",
+            &json!({ "quarantineUntil": until, "quarantineInfo": "flaky disk" }),
+        )
+        .await
+        .unwrap();
+    assert!(quarantined["quarantineUntil"].is_string(), "{quarantined}");
+    for (filter, count) in [("true", 1), ("false", 0)] {
+        let listed = q.listWorkers(p, w, None, None, Some(filter)).await.unwrap();
+        assert_eq!(
+            listed["workers"].as_array().unwrap().len(),
+            count,
+            "{filter}: {listed}"
+        );
+    }
+    // and a quarantined worker claims nothing by claimTask either: `{}`, the run pending
+    let later = create_tasks(&q, &queue, 1).await;
+    let none = q
+        .claimTask(
+            &later[0],
+            "0",
+            &json!({ "workerGroup": "g1", "workerId": "w1" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(none, json!({}));
+    assert_eq!(
+        q.status(&later[0]).await.unwrap()["status"]["state"],
+        "pending"
+    );
+}
