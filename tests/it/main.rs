@@ -312,6 +312,18 @@ async fn dependencies_schedule_when_satisfied(backend: Backend) {
     })
     .await;
 
+    // scheduleTask makes an unscheduled task pending whatever its dependencies
+    let d = slugid::nice();
+    let mut def_d = task_def(&queue, 600);
+    def_d["dependencies"] = json!([b]);
+    let created = q.createTask(&d, &def_d).await.unwrap();
+    assert_eq!(created["status"]["state"], "unscheduled");
+    let scheduled = q.scheduleTask(&d).await.unwrap();
+    assert_eq!(scheduled["status"]["state"], "pending", "{scheduled}");
+    assert_eq!(scheduled["status"]["runs"][0]["reasonCreated"], "scheduled");
+    // and again changes nothing
+    assert_eq!(q.scheduleTask(&d).await.unwrap(), scheduled);
+
     // a missing dependency is an input error
     let mut def_c = task_def(&queue, 600);
     def_c["dependencies"] = json!([slugid::nice()]);
@@ -1070,10 +1082,16 @@ async fn task_groups_seal_and_cancel(backend: Backend) {
     }
     let listed = q.listTaskGroup(&group, None, None).await.unwrap();
     assert_eq!(listed["tasks"].as_array().unwrap().len(), 3);
+    let got = q.getTaskGroup(&group).await.unwrap();
+    assert_eq!(got["taskGroupId"], group.as_str(), "{got}");
+    assert_eq!(got["schedulerId"], "-", "{got}");
+    assert!(got["expires"].is_string(), "{got}");
+    assert!(got.get("sealed").is_none(), "{got}");
     let err = q.cancelTaskGroup(&group).await.unwrap_err();
     assert_eq!(status_of(&err), Some(409));
     let sealed = q.sealTaskGroup(&group).await.unwrap();
     assert!(sealed["sealed"].is_string());
+    assert_eq!(q.getTaskGroup(&group).await.unwrap(), sealed);
     let mut def = task_def(&queue, 600);
     def["taskGroupId"] = json!(group);
     let err = q.createTask(&slugid::nice(), &def).await.unwrap_err();
