@@ -1465,6 +1465,20 @@ async fn worker_views_claim_task_and_latest_artifacts() {
     assert_eq!(status_of(&err), Some(424), "{err}");
     let err = q.latestArtifactInfo(id, "public/none").await.unwrap_err();
     assert_eq!(status_of(&err), Some(404), "{err}");
+    // its content response (200), also through a link to it
+    q.createArtifact(
+        id,
+        "0",
+        "public/link",
+        &json!({ "storageType": "link", "expires": expires, "artifact": "public/broken" }),
+    )
+    .await
+    .unwrap();
+    let content =
+        json!({ "storageType": "error", "reason": "file-missing-on-worker", "message": "gone" });
+    for name in ["public/broken", "public/link"] {
+        assert_eq!(q.latestArtifact(id, name).await.unwrap(), content, "{name}");
+    }
 
     // the views of who works on what
     let provisioners = q.listProvisioners(None, None).await.unwrap();
