@@ -1561,4 +1561,9 @@ async fn worker_views_claim_task_and_latest_artifacts() {
         q.status(&later[0]).await.unwrap()["status"]["state"],
         "pending"
     );
+    // the deprecated pending count sees that one run waiting
+    assert_eq!(
+        q.pendingTasks(&queue).await.unwrap(),
+        json!({ "provisionerId": p, "workerType": w, "taskQueueId": queue, "pendingTasks": 1 })
+    );
 }
