@@ -34,7 +34,8 @@ const TIMESTAMP_SKEW_MS: i128 = 15 * 60 * 1000;
 const CERT_SKEW_MS: f64 = 5.0 * 60.0 * 1000.0;
 /// Longest allowed certificate lifetime.
 const CERT_MAX_LIFETIME_MS: f64 = 31.0 * 24.0 * 60.0 * 60.0 * 1000.0;
-/// Largest `ts` handed to the hawk crate (its parser panics near `u64::MAX`).
+/// Largest `ts` accepted (`UNIX_EPOCH` plus a `ts` near `u64::MAX` seconds would overflow
+/// `SystemTime`, and the hawk crate's own parser panicked there).
 const MAX_TS_SECS: u64 = 1 << 40;
 /// Every request holds this scope (auth.md §4.5, §4.7).
 const ANONYMOUS_SCOPE: &str = "assume:anonymous";
@@ -600,10 +601,11 @@ struct Signature<'h> {
     ext: Option<&'h str>,
 }
 
-/// The header's signature, with its `ts` in seconds, when the hawk crate can represent it
-/// exactly: `ts` in plain decimal (and no larger than its parser takes), `mac`/`hash` in
-/// canonical standard base64 (as the crate decodes them), and no `app` (the crate's MAC
-/// leaves out `app`/`dlg`).
+/// The header's signature, with its `ts` in seconds, when the hawk crate's MAC can represent
+/// it exactly: `ts` in plain decimal (at most `MAX_TS_SECS`), `mac`/`hash` in canonical
+/// standard base64 (as the crate decodes them), and no `app` (the crate's MAC leaves out
+/// `app`/`dlg`). The attributes are node hawk's reading of the header, which takes a little
+/// more than the crate's own parser did: a trailing comma, and U+FEFF as white space.
 fn signature<'h>(attrs: &Attributes<'h>) -> Option<(Signature<'h>, u64)> {
     let plain_decimal = !attrs.ts.is_empty()
         && attrs.ts.bytes().all(|b| b.is_ascii_digit())
@@ -1943,6 +1945,29 @@ mod tests {
         check(&req, NOW, Ok(&["assume:anonymous", "test:a"]));
     }
 
+    /// Two header forms node's parser takes and the hawk crate's parser refused (which made
+    /// them "Bad mac" before the MAC was computed from our own parse): a trailing comma, and
+    /// U+FEFF between attributes. With a valid MAC both authenticate, as in Taskcluster.
+    #[test]
+    fn node_header_forms_the_crate_refused() {
+        let r = "/api/auth/v1/test-authenticate-get/";
+        let signed = sign("tester", "no-secret", "GET", r, NOW, None, None);
+        let trailing = format!("{signed},");
+        let feff = signed.replacen(", ", ",\u{feff}", 1);
+        for header in [trailing, feff] {
+            assert!(
+                "Hawk ".len() < header.len()
+                    && header["Hawk ".len()..].parse::<hawk::Header>().is_err(),
+                "{header}"
+            );
+            check(
+                &get(r, &header),
+                NOW,
+                Ok(&["assume:anonymous", "auth:create-client:test:*", "test:*"]),
+            );
+        }
+    }
+
     #[test]
     fn rust_client_path_only_retry() {
         let path = "/api/queue/v1/task-group/abc/list";
@@ -2105,9 +2130,11 @@ mod tests {
                 let _ = authenticate(&req, &clients(), at(NOW));
             }
 
-            /// A header signed by the hawk crate, then perhaps damaged, is accepted exactly
-            /// when the crate's own parser and `validate_header` accept it, which is what
-            /// `verify_mac` asked before it read the parsed attributes instead.
+            /// A header signed by the hawk crate, then perhaps damaged in one character, is
+            /// accepted exactly when the crate's own parser and `validate_header` accept it,
+            /// which is what `verify_mac` asked before it read the parsed attributes
+            /// instead. (Our parser, node's, also takes a trailing comma and U+FEFF as space,
+            /// which the crate's refused; `node_header_forms_the_crate_refused` pins those.)
             #[test]
             fn mac_check_agrees_with_the_crate(
                 get in any::<bool>(),
