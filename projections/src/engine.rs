@@ -930,6 +930,7 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             worker_id,
         } => {
             let t = overlay.existing_task(task_id)?;
+            queue::claimable_before_deadline(t, now)?;
             // a quarantined worker claims nothing (answered `{}`), as claimWork gives it none
             let task_queue_id = t.definition.task_queue_id.clone();
             let key = queue::worker_key(&task_queue_id, worker_group, worker_id);

@@ -1566,4 +1566,17 @@ async fn worker_views_claim_task_and_latest_artifacts() {
         q.pendingTasks(&queue).await.unwrap(),
         json!({ "provisionerId": p, "workerType": w, "taskQueueId": queue, "pendingTasks": 1 })
     );
+    // past its deadline a task answers 409 before the worker's quarantine is looked at
+    let short = slugid::nice();
+    q.createTask(&short, &task_def(&queue, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let err = q
+        .claimTask(
+            &short,
+            "0",
+            &json!({ "workerGroup": "g1", "workerId": "w1" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(409), "{err}");
 }

@@ -364,6 +364,15 @@ pub fn claim_run(
     }])
 }
 
+/// claimTask's check before it looks at the worker (upstream's order: the task, the scopes,
+/// the deadline, then a quarantined worker's empty answer, then the run).
+pub fn claimable_before_deadline(task: &Task, now: Millis) -> Result<(), QueueError> {
+    if past_deadline(task, now) {
+        return Err(deadline_conflict(task, "claimed"));
+    }
+    Ok(())
+}
+
 /// reclaimTask (transition 7): never moves `takenUntil` backwards.
 pub fn reclaim_run(task: &Task, run_id: u32, now: Millis, limits: &Limits) -> Decision {
     let run = run_of(task, run_id)?;
