@@ -415,3 +415,99 @@ async fn listing_expansion_bewit_and_conformance_endpoints() {
     let err = root.sentryDSN("proj").await.unwrap_err();
     assert_eq!(status_of(&err), Some(404));
 }
+
+/// updateClient, the role listings, deleteRole and a client's audit history through the
+/// official Rust client, paged calls included (the crate signs their path without the query).
+#[tokio::test]
+async fn update_client_roles_and_audit_history() {
+    let s = Server::start(&[]).await;
+    let root = root_auth(&s);
+    create_client(&s, "it/upd", &["a:1"]).await;
+    // omitted scopes stay; a new description and scopes replace the old
+    let later = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let kept = root
+        .updateClient(
+            "it/upd",
+            &json!({ "description": "kept", "expires": later }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept["description"], "kept", "{kept}");
+    assert_eq!(kept["scopes"], json!(["a:1"]), "{kept}");
+    let replaced = root
+        .updateClient(
+            "it/upd",
+            &json!({ "description": "new", "expires": later, "scopes": ["b:2"] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced["scopes"], json!(["b:2"]), "{replaced}");
+    assert_eq!(root.client("it/upd").await.unwrap()["description"], "new");
+
+    // roles: the bare list, the paged list, and deletion (idempotent)
+    for id in ["it-r1", "it-r2", "it-r3"] {
+        root.createRole(
+            id,
+            &json!({ "description": id, "scopes": [format!("s:{id}")] }),
+        )
+        .await
+        .unwrap();
+    }
+    let bare = root.listRoles().await.unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["roleId"].as_str())
+            .filter(|r| r.starts_with("it-r"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(ids(&bare), ["it-r1", "it-r2", "it-r3"], "{bare}");
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = root.listRoles2(token.as_deref(), Some("1")).await.unwrap();
+        paged.extend(ids(&page["roles"]));
+        match page["continuationToken"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ["it-r1", "it-r2", "it-r3"]);
+    root.deleteRole("it-r2").await.unwrap();
+    root.deleteRole("it-r2").await.unwrap();
+    assert_eq!(ids(&root.listRoles().await.unwrap()), ["it-r1", "it-r3"]);
+
+    // what root did, newest entries included, paged
+    let mut actions = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = root
+            .listAuditHistory("static/taskcluster/root", token.as_deref(), Some("2"))
+            .await
+            .unwrap();
+        for entry in page["auditHistory"].as_array().unwrap() {
+            assert_eq!(entry["clientId"], "static/taskcluster/root", "{entry}");
+            actions.push((
+                entry["entityId"].as_str().unwrap().to_owned(),
+                entry["actionType"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page["continuationToken"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    for (entity, action) in [
+        ("it/upd", "created"),
+        ("it/upd", "updated"),
+        ("it-r1", "created"),
+        ("it-r2", "deleted"),
+    ] {
+        assert!(
+            actions.iter().any(|(e, a)| e == entity && a == action),
+            "{entity} {action}: {actions:?}"
+        );
+    }
+}
