@@ -367,3 +367,42 @@ async fn listing_a_pools_workers_page_by_page_misses_none() {
         "in (group, id) order, each once"
     );
 }
+
+/// updateWorker through the official Rust client: capacity, expiry and the static secret
+/// change, the old secret no longer registers, an unknown worker is 404.
+#[tokio::test]
+async fn update_worker_changes_capacity_and_secret() {
+    let s = Server::start(&[]).await;
+    let m = root(&s);
+    let pool = fresh_queue();
+    m.createWorkerPool(&pool, &pool_body(json!({})))
+        .await
+        .unwrap();
+    let (old, new) = (secret(), secret());
+    let expires = |days| (chrono::Utc::now() + chrono::Duration::days(days)).to_rfc3339();
+    let body =
+        json!({ "expires": expires(1), "capacity": 1, "providerInfo": { "staticSecret": old } });
+    m.createWorker(&pool, GROUP, WORKER, &body).await.unwrap();
+    let update =
+        json!({ "expires": expires(3), "capacity": 3, "providerInfo": { "staticSecret": new } });
+    let updated = m.updateWorker(&pool, GROUP, WORKER, &update).await.unwrap();
+    assert_eq!(updated["capacity"], 3, "{updated}");
+    assert_eq!(updated["state"], "running", "{updated}");
+    let hours = hours_until(&updated["expires"]);
+    assert!((71.9..72.1).contains(&hours), "{hours}");
+    assert_eq!(m.workerPool(&pool).await.unwrap()["currentCapacity"], 3);
+    let anon = manager(&s, None);
+    let refused = anon
+        .registerWorker(&register_body(&pool, &old))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&refused), Some(400));
+    anon.registerWorker(&register_body(&pool, &new))
+        .await
+        .unwrap();
+    let missing = m
+        .updateWorker(&pool, GROUP, "no-such-worker", &update)
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&missing), Some(404));
+}
