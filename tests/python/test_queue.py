@@ -153,3 +153,34 @@ def test_object_artifacts_with_the_upload_and_download_helpers(root_url):
         assert got == data
         assert content_type == "application/x-py"
     worker.reportCompleted(task_id, "0")
+
+
+def test_statuses_claim_task_and_worker_views(root_url):
+    q = queue(root_url)
+    task_queue = f"py-prov/views-{taskcluster.slugId().lower().replace('_', '-')[:8]}"
+    ids = [taskcluster.slugId() for _ in range(3)]
+    for task_id in ids:
+        q.createTask(task_id, definition(task_queue))
+    # several ids at once, paged; an unknown id is skipped
+    asked = {"taskIds": [ids[0], taskcluster.slugId(), ids[1], ids[2]]}
+    statuses = []
+    q.statuses(payload=asked, paginationHandler=lambda page: statuses.extend(page["statuses"]),
+               query={"limit": 2})
+    assert [s["taskId"] for s in statuses] == ids
+    assert all(s["status"] == q.status(s["taskId"])["status"] for s in statuses)
+    tasks = []
+    q.tasks(payload=asked, paginationHandler=lambda page: tasks.extend(page["tasks"]),
+            query={"limit": 3})
+    assert [t["taskId"] for t in tasks] == ids
+    # claimTask, then the worker as the views show it
+    claim = q.claimTask(ids[0], "0", {"workerGroup": "pyg", "workerId": "pyw"})
+    assert claim["status"]["state"] == "running"
+    assert claim["workerId"] == "pyw"
+    provisioner, worker_type = task_queue.split("/")
+    polled = q.claimWork(task_queue, {"workerGroup": "pyg", "workerId": "pyw", "tasks": 1})
+    assert polled["tasks"][0]["status"]["taskId"] == ids[1]
+    workers = q.listWorkers(provisioner, worker_type)["workers"]
+    assert [(w["workerGroup"], w["workerId"]) for w in workers] == [("pyg", "pyw")]
+    assert workers[0]["latestTask"] == {"taskId": ids[1], "runId": 0}
+    assert q.getTaskQueue(task_queue)["taskQueueId"] == task_queue
+    assert q.pendingTasks(task_queue)["pendingTasks"] == 1
