@@ -81,14 +81,6 @@ impl Serialize for TaskStatus<'_> {
     }
 }
 
-impl StatusJson<'_> {
-    /// Appends the bytes `serde_json` writes for this status (its `Serialize` above), written
-    /// directly (`TaskStatus::write_json`).
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        TaskStatus::of(self.0).write_json(out);
-    }
-}
-
 /// What a task's status shows, borrowed from a `Task` or straight from its stored bytes
 /// (`TaskStatusRow`).
 pub struct TaskStatus<'a> {
@@ -173,7 +165,7 @@ impl<'a> TaskStatus<'a> {
     }
 }
 
-/// `RunJson`'s bytes, written as `StatusJson::write_json` writes.
+/// `RunJson`'s bytes, written as `TaskStatus::write_json` writes.
 fn write_run(out: &mut Vec<u8>, run: &Run) {
     out.extend_from_slice(b"{\"reasonCreated\":");
     push_str(out, run.reason_created.as_str());

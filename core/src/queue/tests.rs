@@ -1052,10 +1052,10 @@ fn status_value_field_by_field(task: &Task) -> serde_json::Value {
     })
 }
 
-/// `StatusJson::write_json`'s text.
+/// `TaskStatus::write_json`'s text for `task`.
 fn written(task: &Task) -> String {
     let mut out = Vec::new();
-    super::json::StatusJson(task).write_json(&mut out);
+    super::json::TaskStatus::of(task).write_json(&mut out);
     String::from_utf8(out).expect("JSON is UTF-8")
 }
 
