@@ -53,6 +53,15 @@ fn pool_body(config: Value) -> Value {
     })
 }
 
+/// A fresh static worker pool with an empty config; its id.
+async fn static_pool(m: &WorkerManager) -> String {
+    let pool = fresh_queue();
+    m.createWorkerPool(&pool, &pool_body(json!({})))
+        .await
+        .unwrap();
+    pool
+}
+
 fn register_body(pool: &str, static_secret: &str) -> Value {
     json!({
         "workerPoolId": pool,
@@ -330,10 +339,7 @@ async fn static_worker_registers_claims_work_and_is_removed() {
 async fn listing_a_pools_workers_page_by_page_misses_none() {
     let s = Server::start(&[]).await;
     let m = root(&s);
-    let pool = fresh_queue();
-    m.createWorkerPool(&pool, &pool_body(json!({})))
-        .await
-        .unwrap();
+    let pool = static_pool(&m).await;
     let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
     let made = [
         ("us-east", "w9"),
@@ -374,10 +380,7 @@ async fn listing_a_pools_workers_page_by_page_misses_none() {
 async fn update_worker_changes_capacity_and_secret() {
     let s = Server::start(&[]).await;
     let m = root(&s);
-    let pool = fresh_queue();
-    m.createWorkerPool(&pool, &pool_body(json!({})))
-        .await
-        .unwrap();
+    let pool = static_pool(&m).await;
     let (old, new) = (secret(), secret());
     let expires = |days| (chrono::Utc::now() + chrono::Duration::days(days)).to_rfc3339();
     let body =
