@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test taskledger has: Rust unit, property and end-to-end tests (official
+# Runs every check taskledger has: clippy, Rust unit, property and end-to-end tests (official
 # `taskcluster` crate against the real binary), then the official Python client's scenario.
 # Installs what it needs on a fresh machine: libclang-dev (RocksDB's bindgen), noida-db (a
 # Kafka-protocol broker), a Python venv with the `taskcluster` package.
@@ -51,6 +51,11 @@ if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
   export KAFKA_BOOTSTRAP="127.0.0.1:$kafka_port"
   echo "== Kafka-protocol broker (noida-db) at $KAFKA_BOOTSTRAP"
 fi
+
+# STYLE.md's lints (every match names its variants, among others), warnings as errors; the
+# release profile shares RocksDB's compiled build script with the build below
+echo "== cargo clippy"
+cargo clippy --release --workspace --all-targets -- -D warnings
 
 echo "== cargo test (release profile: the binary and the tests share one build)"
 cargo test --release --workspace

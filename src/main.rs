@@ -626,6 +626,8 @@ struct Secrets {
 }
 
 /// Everything `serve` runs, on whichever log.
+// what `serve` opened before choosing the log, handed over once
+#[allow(clippy::too_many_arguments)]
 async fn run_services<L: EventLog + 'static>(
     args: ServeArgs,
     public_url: String,
@@ -1618,7 +1620,10 @@ fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
                 audit::AsOf::TaskGroup(Some(g)) => serde_json::to_value(&g)?,
                 audit::AsOf::Client(Some(c)) => serde_json::to_value(&c)?,
                 audit::AsOf::Role(Some(r)) => serde_json::to_value(&r)?,
-                _ => anyhow::bail!("{kind} {id} did not exist at {time}"),
+                audit::AsOf::Task(None)
+                | audit::AsOf::TaskGroup(None)
+                | audit::AsOf::Client(None)
+                | audit::AsOf::Role(None) => anyhow::bail!("{kind} {id} did not exist at {time}"),
             };
             println!("{}", serde_json::to_string_pretty(&value)?);
         }

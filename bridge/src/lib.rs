@@ -414,7 +414,10 @@ impl<'a> Overlay<'a> {
                         run_id,
                         name,
                     } => self.artifact(artifact_key(&task_id.0, *run_id, name)),
-                    _ => Ok(None),
+                    Repeat::TaskDefined { .. }
+                    | Repeat::RunPending { .. }
+                    | Repeat::RunResolved { .. }
+                    | Repeat::TaskGroupSealed { .. } => Ok(None),
                 };
             }
             QueueEvent::TaskDefined {
@@ -1136,6 +1139,11 @@ pub async fn run<L: EventLog>(
     }
 }
 
+/// One connection's life: opens its channels, then publishes what the log holds beyond the
+/// bridge's position, batch after batch; it returns only when the connection or a publish
+/// fails.
+// the loop's state (position, wake-up, stats, backoff) is its caller's, lent for the session
+#[allow(clippy::too_many_arguments)]
 async fn session<L: EventLog>(
     log: &L,
     refresh: Option<&(dyn Fn() + Send + Sync)>,
@@ -1330,13 +1338,18 @@ mod publish_in_order_tests {
     use std::time::Duration;
     use tokio::sync::oneshot;
 
+    /// Which publishes were first polled, in order.
+    type FirstPolls = Arc<Mutex<Vec<usize>>>;
+    /// Each publish's result, sent when a test decides.
+    type Results = Vec<oneshot::Sender<Result<usize, String>>>;
+
     /// Futures standing in for publishes: each notes its first poll (where lapin queues the
     /// frames), then waits for its own result.
     fn publishes(
         n: usize,
     ) -> (
-        Arc<Mutex<Vec<usize>>>,
-        Vec<oneshot::Sender<Result<usize, String>>>,
+        FirstPolls,
+        Results,
         Vec<impl std::future::Future<Output = Result<usize, String>>>,
     ) {
         let first_polls = Arc::new(Mutex::new(Vec::new()));

@@ -326,13 +326,21 @@ fn resolution_message(t: &Task, run_id: u32, reason: ReasonResolved) -> Message 
     let name = match reason.state() {
         RunState::Completed => "task-completed",
         RunState::Failed => "task-failed",
-        _ => "task-exception",
+        RunState::Exception | RunState::Pending | RunState::Running => "task-exception",
     };
     // a deadline's task-exception names no worker, even for a running run (queue.md §6.3,
     // pulse.md §5.1)
     let worker = match reason {
         ReasonResolved::DeadlineExceeded => None,
-        _ => run_worker(t, run_id),
+        ReasonResolved::Completed
+        | ReasonResolved::Failed
+        | ReasonResolved::Canceled
+        | ReasonResolved::ClaimExpired
+        | ReasonResolved::WorkerShutdown
+        | ReasonResolved::MalformedPayload
+        | ReasonResolved::ResourceUnavailable
+        | ReasonResolved::InternalError
+        | ReasonResolved::IntermittentTask => run_worker(t, run_id),
     };
     let mut fields = vec![("runId", Number(run_id.into())), ("task", Tags(t))];
     if let Some((g, w)) = &worker {
@@ -604,6 +612,7 @@ mod worker_manager_tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::wildcard_enum_match_arm)] // tests pick out the events they look for
 mod queue_body_tests {
     use super::*;
     use taskledger_core::ids::Slug;

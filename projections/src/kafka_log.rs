@@ -252,20 +252,26 @@ struct Fetched {
     links: Vec<Option<[u8; 32]>>,
 }
 
+/// A topic and one of its partitions.
+type Partition = (String, u32);
+
+/// The writer of one partition, created on its first append.
+type WriterSlot = Arc<Mutex<Option<PartitionWriter>>>;
+
 struct Inner {
     config: KafkaConfig,
     /// Unique per process start: two writers never share a stamp.
     writer_id: String,
-    writers: Mutex<HashMap<(String, u32), Arc<Mutex<Option<PartitionWriter>>>>>,
+    writers: Mutex<HashMap<Partition, WriterSlot>>,
     readers: Mutex<Vec<Reader>>,
     /// Asks for watermarks; never assigned.
     meta: BaseConsumer,
-    epochs: Mutex<HashMap<(String, u32), EpochIndex>>,
+    epochs: Mutex<HashMap<Partition, EpochIndex>>,
     /// The offset and claimed chain link of each partition's last valid event seen.
-    links: Mutex<HashMap<(String, u32), (u64, [u8; 32])>>,
+    links: Mutex<HashMap<Partition, (u64, [u8; 32])>>,
     /// In a group of writers, the partitions the group assigned this process (`None`: a
     /// single writer, which writes every partition).
-    assigned: Mutex<Option<HashSet<(String, u32)>>>,
+    assigned: Mutex<Option<HashSet<Partition>>>,
     /// The `node` each ownership marker announced, by partition and epoch.
     nodes: Mutex<HashMap<(String, u32, u64), String>>,
     /// The writer group this process joined, if any.

@@ -110,6 +110,12 @@ fn folded_slot(cf_name: &str) -> usize {
 type Writes = FastMap<Vec<u8>, Option<Vec<u8>>>;
 type OrderedWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// A key and what a batch does to it: the value it puts, or `None` for a delete.
+type KeyWrite<'a> = (&'a Vec<u8>, &'a Option<Vec<u8>>);
+
+/// A stored key and its value.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// The writes of one fold, the last per key (None deletes): applied to RocksDB in one batch,
 /// then to the in-memory mirror. A fold of many events puts and deletes the same pending,
 /// claim and timer keys again and again; only the final state of each key reaches the
@@ -190,7 +196,7 @@ impl Folded {
     /// Every column family with its writes, each in key order: the memtable's skip list
     /// then finds each insert's place next to the previous one's instead of searching from
     /// the top.
-    fn in_order(&self) -> impl Iterator<Item = (&'static str, Vec<(&Vec<u8>, &Option<Vec<u8>>)>)> {
+    fn in_order(&self) -> impl Iterator<Item = (&'static str, Vec<KeyWrite<'_>>)> {
         let hashed = self.hashed.iter().enumerate().map(|(i, writes)| {
             let mut sorted: Vec<_> = writes.iter().collect();
             sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -1112,7 +1118,8 @@ impl QueueView {
     fn fold_task_event(&self, fold: &mut Fold, event: &QueueEvent) -> Result<(), StoreError> {
         let task_id = match event.stream() {
             taskledger_core::queue::Stream::Task(t) => t,
-            _ => return Ok(()),
+            taskledger_core::queue::Stream::TaskGroup(_)
+            | taskledger_core::queue::Stream::Worker(_) => return Ok(()),
         };
         let Some(mut task) = fold.take_task(&task_id)? else {
             fold.tasks.insert(task_id, None);
@@ -1245,7 +1252,7 @@ impl QueueView {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let start = match after {
             Some(a) => {
                 let mut s = a.to_vec();
@@ -1388,6 +1395,7 @@ impl QueueView {
 }
 
 #[cfg(test)]
+#[allow(clippy::wildcard_enum_match_arm)] // tests pick out the events they look for
 pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeSet;

@@ -193,13 +193,16 @@ impl<S: Service> ServiceEngine<S> {
     }
 }
 
+/// Envelopes and, in the same order, the log records that carry them.
+type Stamped<E> = (Vec<Envelope<E>>, Vec<Record>);
+
 /// A decision's events as envelopes of its stream numbered on from its last sequence, each
 /// with the log record that carries it.
 fn stamp<S: Service>(
     decision: &Decision<S::Event>,
     actor: &Actor,
     now: Millis,
-) -> Result<(Vec<Envelope<S::Event>>, Vec<Record>), StoreError> {
+) -> Result<Stamped<S::Event>, StoreError> {
     let stream = &decision.stream;
     let mut envelopes = Vec::with_capacity(decision.events.len());
     let mut records = Vec::with_capacity(decision.events.len());

@@ -201,7 +201,26 @@ async fn on_event(
     let task_id = match &env.payload {
         QueueEvent::RunResolved { task_id, .. }
         | QueueEvent::RunExceptionRecorded { task_id, .. } => *task_id,
-        _ => return Ok(()),
+        // no run resolved (a repeated resolution was handled when it first happened)
+        QueueEvent::TaskDefined { .. }
+        | QueueEvent::RunScheduled { .. }
+        | QueueEvent::RunClaimed { .. }
+        | QueueEvent::RunReclaimed { .. }
+        | QueueEvent::DependencySatisfied { .. }
+        | QueueEvent::PriorityChanged { .. }
+        | QueueEvent::TaskGroupDefined { .. }
+        | QueueEvent::TaskGroupExpiresRaised { .. }
+        | QueueEvent::TaskGroupSealed { .. }
+        | QueueEvent::TaskGroupPriorityChanged { .. }
+        | QueueEvent::GroupPriorityApplied { .. }
+        | QueueEvent::ArtifactCreated { .. }
+        | QueueEvent::ArtifactFinished { .. }
+        | QueueEvent::ArtifactExpired { .. }
+        | QueueEvent::WorkerSeen { .. }
+        | QueueEvent::WorkerQuarantined { .. }
+        | QueueEvent::TaskExpired { .. }
+        | QueueEvent::TaskGroupExpired { .. }
+        | QueueEvent::Repeated { .. } => return Ok(()),
     };
     // most tasks have no dependents: look for them before reading the task
     let mut page = engine.view().dependents(&task_id, None, 500)?;

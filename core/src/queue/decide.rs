@@ -592,7 +592,9 @@ fn compatible(old: &Artifact, new: &Artifact) -> bool {
     // an object's expiry is locked in when its upload starts: it cannot move with the artifact
     let expires_ok = match new.storage {
         S::Object { .. } => new.expires == old.expires,
-        _ => new.expires >= old.expires,
+        S::S3 { .. } | S::Reference { .. } | S::Link { .. } | S::Error { .. } => {
+            new.expires >= old.expires
+        }
     };
     storage_ok && content_type_ok && expires_ok
 }

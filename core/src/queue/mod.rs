@@ -6,6 +6,7 @@ pub mod json;
 pub mod model;
 
 #[cfg(test)]
+#[allow(clippy::wildcard_enum_match_arm)] // tests pick out the events they look for
 mod tests;
 
 pub use decide::*;

@@ -220,7 +220,7 @@ pub async fn create_artifact(
         let cmd = QueueCommand::CreateArtifact { task_id: id, run_id: run, artifact };
         let stored = match st.engine.execute(actor(caller), cmd).await? {
             Outcome::Artifact(a) => a,
-            other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            other @ (Outcome::Task(_) | Outcome::Claims(_) | Outcome::Group(_) | Outcome::Done) => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
         };
         Ok(ok(match &stored.storage {
             ArtifactStorage::S3 { .. } => json!({
@@ -391,7 +391,10 @@ fn resolve(
         seen.push(current.clone());
         match &a.storage {
             ArtifactStorage::Link { target } => current = target.clone(),
-            _ => return Ok(a),
+            ArtifactStorage::Object { .. }
+            | ArtifactStorage::S3 { .. }
+            | ArtifactStorage::Reference { .. }
+            | ArtifactStorage::Error { .. } => return Ok(a),
         }
     }
 }

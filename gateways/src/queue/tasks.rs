@@ -37,7 +37,9 @@ fn load(state: &AppState, id: &TaskId) -> Result<Task, ApiError> {
 async fn exec_task(state: &AppState, caller: &Caller, cmd: QueueCommand) -> Result<Task, ApiError> {
     match state.engine.execute(actor(caller), cmd).await? {
         Outcome::Task(t) => Ok(t),
-        other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+        other @ (Outcome::Claims(_) | Outcome::Group(_) | Outcome::Artifact(_) | Outcome::Done) => {
+            Err(ApiError::internal(format!("unexpected outcome {other:?}")))
+        }
     }
 }
 
@@ -508,7 +510,10 @@ pub async fn claim_work(
                 };
                 let claims = match st.engine.execute(actor(caller), cmd).await? {
                     Outcome::Claims(c) => c,
-                    other => {
+                    other @ (Outcome::Task(_)
+                    | Outcome::Group(_)
+                    | Outcome::Artifact(_)
+                    | Outcome::Done) => {
                         return Err(ApiError::internal(format!("unexpected outcome {other:?}")))
                     }
                 };
@@ -564,7 +569,12 @@ pub async fn claim_task(
                 Outcome::Task(t) => Ok(ok_json(&claim_json(&st, &t, run, true))),
                 // a quarantined worker: no claim
                 Outcome::Claims(none) if none.is_empty() => Ok(ok(json!({}))),
-                other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+                other @ (Outcome::Claims(_)
+                | Outcome::Group(_)
+                | Outcome::Artifact(_)
+                | Outcome::Done) => {
+                    Err(ApiError::internal(format!("unexpected outcome {other:?}")))
+                }
             }
         })
         .await
@@ -824,7 +834,12 @@ pub async fn seal_task_group(
                 .await?
             {
                 Outcome::Group(g) => Ok(ok(group_json(&g))),
-                other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+                other @ (Outcome::Task(_)
+                | Outcome::Claims(_)
+                | Outcome::Artifact(_)
+                | Outcome::Done) => {
+                    Err(ApiError::internal(format!("unexpected outcome {other:?}")))
+                }
             }
         })
         .await

@@ -381,7 +381,9 @@ impl<'a> Run<'a> {
             if outcome != Outcome::Lost {
                 outcome.worsen(match problem {
                     Problem::ServerError => Outcome::Exception("resource-unavailable"),
-                    _ => Outcome::Exception("internal-error"),
+                    Problem::Missing | Problem::Conflict | Problem::Refused => {
+                        Outcome::Exception("internal-error")
+                    }
                 });
             }
         }
