@@ -976,6 +976,9 @@ fn without_huge_pages() {
 
 fn main() -> Result<()> {
     without_huge_pages();
+    // crash tests arm fail points from FAILPOINTS (built with the `failpoints` feature only)
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -773,6 +773,8 @@ impl<L: EventLog + 'static> Writer<L> {
             .block_on(self.log.append(QUEUE_TOPIC, QUEUE_PARTITION, records))
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         self.stats.append.observe_duration(started.elapsed());
+        // a crash here leaves the log ahead of the projection: the next start folds the rest
+        fail::fail_point!("queue-after-append");
         if appended.prior != self.next_offset {
             // records this writer had not seen came first (or markers it skips): fold from the
             // log, which brings our own events along

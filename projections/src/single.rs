@@ -243,6 +243,8 @@ async fn write<S: Service, L: EventLog>(
         .append(S::TOPIC, S::PARTITION, records)
         .await
         .map_err(unavailable)?;
+    // a crash here leaves the log ahead of the projection: the next start folds the rest
+    fail::fail_point!(&format!("{}-after-append", S::NAME));
     if appended.prior == view.consumer_offset()? {
         view.apply(&appended.offsets, appended.next, &envelopes)?;
     } else {

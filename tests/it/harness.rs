@@ -100,12 +100,45 @@ impl Server {
     /// The same with the body's bytes and content type as given (`None`: no such header).
     pub async fn call_raw(
         &self,
-        (id, token): (&str, &str),
+        client: (&str, &str),
         method: &str,
         path: &str,
         content_type: Option<&str>,
         body: &[u8],
     ) -> (u16, Value) {
+        self.try_call_raw(client, method, path, content_type, body)
+            .await
+            .unwrap()
+    }
+
+    /// `root_call`, or `None` when the server closed the connection without an answer.
+    pub async fn root_call_or_none(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> Option<(u16, Value)> {
+        let client = ("static/taskcluster/root", ROOT_TOKEN);
+        let body = body.to_string();
+        self.try_call_raw(
+            client,
+            method,
+            path,
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .await
+        .ok()
+    }
+
+    async fn try_call_raw(
+        &self,
+        (id, token): (&str, &str),
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> reqwest::Result<(u16, Value)> {
         let creds = hawk::Credentials {
             id: id.into(),
             key: hawk::Key::new(token, hawk::DigestAlgorithm::Sha256).unwrap(),
@@ -120,9 +153,9 @@ impl Server {
         if let Some(c) = content_type {
             r = r.header("content-type", c);
         }
-        let r = r.body(body.to_vec()).send().await.unwrap();
+        let r = r.body(body.to_vec()).send().await?;
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
     /// A server with default settings plus `env` (e.g. a short claim timeout).
@@ -193,6 +226,30 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The server's exit code once it has exited by itself, waiting at most `limit` (`None`:
+    /// still running, or ended by a signal).
+    pub async fn exited(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s.code();
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the binary again on the same data directory and port without the environment
+    /// variable `name` (e.g. a fail point the first start armed).
+    pub async fn restart_without(&mut self, name: &str) {
+        self.extra_env.retain(|(k, _)| k != name);
+        self.restart().await;
     }
 
     /// Starts the binary again on the same data directory and port.

@@ -6,6 +6,8 @@
 mod audit;
 mod auth;
 mod cluster;
+#[cfg(feature = "failpoints")]
+mod crash;
 mod harness;
 mod kafka_log;
 mod layout;

@@ -1,0 +1,103 @@
+//! Crash safety (STYLE.md §10): a fail point kills the server between a command's durable
+//! append and its apply, so the log holds events the projection lacks. The next start must
+//! fold them: every acknowledged or unanswered-but-durable change is there, once.
+//!
+//! Built only with the `failpoints` feature, which README's test command turns on.
+
+use crate::auth::auth_as;
+use crate::harness::*;
+use serde_json::json;
+use std::time::Duration;
+use taskcluster::Credentials;
+
+/// The status the writer exits with after a panic (`engine::exit_after_panic`).
+const PANICKED: i32 = 70;
+
+/// What a caller gets when the writer dies under its command: the connection closed, or 503
+/// (the handler saw the writer go before the process exited). Either way the outcome is
+/// unknown to it, and the official clients retry.
+fn no_success(answer: Option<(u16, serde_json::Value)>) {
+    match answer {
+        None => {}
+        Some((503, body)) => assert_eq!(body["code"], "ServiceUnavailable"),
+        Some(other) => panic!("answered {other:?} although the writer died"),
+    }
+}
+
+#[tokio::test]
+async fn a_task_appended_but_not_applied_is_there_after_a_restart() {
+    // the first group commit goes through, the second dies
+    let mut s = Server::start(&[("FAILPOINTS", "queue-after-append=1*off->panic")]).await;
+    let queue = fresh_queue();
+    let before = create_tasks(&s.queue(), &queue, 1).await;
+    let task_id = slugid::nice();
+    let def = task_def(&queue, 600);
+
+    // the writer dies after the synced append, before the projection's write
+    let path = format!("/api/queue/v1/task/{task_id}");
+    let answer = s.root_call_or_none("PUT", &path, &def).await;
+    no_success(answer);
+    assert_eq!(s.exited(Duration::from_secs(10)).await, Some(PANICKED));
+
+    s.restart_without("FAILPOINTS").await;
+    let q = s.queue();
+    let status = state_of(&q, &task_id).await;
+    assert_eq!(status["state"], "pending");
+    assert_eq!(status["runs"][0]["reasonCreated"], "scheduled");
+    assert_eq!(status["taskQueueId"], queue.as_str());
+
+    // the caller's retry of the unanswered call finds the same task, not a conflict
+    let again = q.createTask(&task_id, &def).await.unwrap();
+    assert_eq!(again["status"], status);
+
+    // the pending index was folded too: a worker gets both tasks, in order, and only them
+    let claimed = q.claimWork(&queue, &worker_body(3)).await.unwrap();
+    let ids: Vec<&str> = claimed["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"]["taskId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [before[0].as_str(), task_id.as_str()]);
+    q.reportCompleted(&task_id, "0").await.unwrap();
+    assert_eq!(state_of(&q, &task_id).await["state"], "completed");
+}
+
+#[tokio::test]
+async fn a_client_appended_but_not_applied_is_there_after_a_restart() {
+    // the first write goes through, the second dies
+    let mut s = Server::start(&[("FAILPOINTS", "auth-after-append=1*off->panic")]).await;
+    let first = crate::auth::create_client(&s, "it/first", &["auth:current-scopes"]).await;
+    let body = json!({
+        "description": "created as the server crashed",
+        "expires": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
+        "scopes": ["auth:current-scopes"],
+    });
+    let answer = s
+        .root_call_or_none("PUT", "/api/auth/v1/clients/it%2Fcrashed", &body)
+        .await;
+    no_success(answer);
+    assert_eq!(s.exited(Duration::from_secs(10)).await, Some(PANICKED));
+
+    s.restart_without("FAILPOINTS").await;
+    let root = auth_as(&s, Credentials::new("static/taskcluster/root", ROOT_TOKEN));
+    let client = root.client("it/crashed").await.unwrap();
+    assert_eq!(client["description"], "created as the server crashed");
+    assert_eq!(client["scopes"], json!(["auth:current-scopes"]));
+    // the client written before still works with its token
+    let scopes = auth_as(&s, first).currentScopes().await.unwrap();
+    assert_eq!(
+        scopes["scopes"],
+        json!(["assume:anonymous", "auth:current-scopes"])
+    );
+    // the token went out with no answer: the owner resets it and the client works
+    let reset = root.resetAccessToken("it/crashed").await.unwrap();
+    let token = reset["accessToken"].as_str().unwrap();
+    let crashed = auth_as(&s, Credentials::new("it/crashed", token));
+    let scopes = crashed.currentScopes().await.unwrap();
+    // (every client also holds the anonymous role, auth.md)
+    assert_eq!(
+        scopes["scopes"],
+        json!(["assume:anonymous", "auth:current-scopes"])
+    );
+}
