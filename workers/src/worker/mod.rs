@@ -57,8 +57,9 @@ pub mod exit {
 }
 
 /// The worker's configuration; field names follow generic-worker's config file where one
-/// exists, so a generic-worker JSON config mostly loads as is.
-#[derive(Debug, Clone, Deserialize)]
+/// exists, so a generic-worker JSON config mostly loads as is. Its `Debug` shows neither the
+/// access token nor the static secret.
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct WorkerConfig {
     #[serde(rename = "rootURL")]
@@ -94,6 +95,35 @@ pub struct WorkerConfig {
     pub static_secret: Option<String>,
     /// The worker-manager provider of the pool (default `static`).
     pub provider_id: String,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "[redacted]");
+        f.debug_struct("WorkerConfig")
+            .field("root_url", &self.root_url)
+            .field("client_id", &self.client_id)
+            .field("access_token", &"[redacted]")
+            .field("certificate", &self.certificate)
+            .field("provisioner_id", &self.provisioner_id)
+            .field("worker_type", &self.worker_type)
+            .field("worker_group", &self.worker_group)
+            .field("worker_id", &self.worker_id)
+            .field("capacity", &self.capacity)
+            .field("tasks_dir", &self.tasks_dir)
+            .field("max_task_run_time", &self.max_task_run_time)
+            .field("number_of_tasks_to_run", &self.number_of_tasks_to_run)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("enable_live_log", &self.enable_live_log)
+            .field("livelog_listen", &self.livelog_listen)
+            .field("livelog_public_url", &self.livelog_public_url)
+            .field("status_poll_secs", &self.status_poll_secs)
+            .field("keep_task_dirs", &self.keep_task_dirs)
+            .field("worker_pool_id", &self.worker_pool_id)
+            .field("static_secret", &secret(&self.static_secret))
+            .field("provider_id", &self.provider_id)
+            .finish()
+    }
 }
 
 impl Default for WorkerConfig {
@@ -473,5 +503,25 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                 return Ok(exit::INTERNAL_ERROR);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkerConfig;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let config = WorkerConfig {
+            client_id: "worker/one".into(),
+            access_token: "the-access-token-itself".into(),
+            static_secret: Some("the-static-secret-itself".into()),
+            ..WorkerConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("worker/one"), "{shown}");
+        assert!(!shown.contains("the-access-token-itself"), "{shown}");
+        assert!(!shown.contains("the-static-secret-itself"), "{shown}");
+        assert_eq!(shown.matches("[redacted]").count(), 2, "{shown}");
     }
 }
