@@ -55,6 +55,9 @@ fi
 # STYLE.md's lints (every match names its variants, among others), warnings as errors; the
 # release profile shares RocksDB's compiled build script with the build below
 echo "== cargo clippy"
+if ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add clippy
+fi
 cargo clippy --release --workspace --all-targets --features failpoints -- -D warnings
 
 echo "== cargo test (release profile: the binary and the tests share one build)"

@@ -774,6 +774,7 @@ impl<L: EventLog + 'static> Writer<L> {
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         self.stats.append.observe_duration(started.elapsed());
         // a crash here leaves the log ahead of the projection: the next start folds the rest
+        #[cfg(feature = "failpoints")]
         fail::fail_point!("queue-after-append");
         if appended.prior != self.next_offset {
             // records this writer had not seen came first (or markers it skips): fold from the

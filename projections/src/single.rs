@@ -244,6 +244,7 @@ async fn write<S: Service, L: EventLog>(
         .await
         .map_err(unavailable)?;
     // a crash here leaves the log ahead of the projection: the next start folds the rest
+    #[cfg(feature = "failpoints")]
     fail::fail_point!(&format!("{}-after-append", S::NAME));
     if appended.prior == view.consumer_offset()? {
         view.apply(&appended.offsets, appended.next, &envelopes)?;

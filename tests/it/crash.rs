@@ -1,6 +1,8 @@
-//! Crash safety (STYLE.md §10): a fail point kills the server between a command's durable
-//! append and its apply, so the log holds events the projection lacks. The next start must
-//! fold them: every acknowledged or unanswered-but-durable change is there, once.
+//! Crash safety (STYLE.md §10): a fail point makes the writer panic, and so the process exit,
+//! between a command's durable append and its apply, so the log holds events the projection
+//! lacks. The next start must fold them: every acknowledged or unanswered-but-durable change
+//! is there, once. (The process exits; the machine does not crash, so what these tests show
+//! is the fold on restart, not the sync's durability.)
 //!
 //! Built only with the `failpoints` feature, which README's test command turns on.
 
@@ -14,26 +16,37 @@ use taskcluster::Credentials;
 const PANICKED: i32 = 70;
 
 /// What a caller gets when the writer dies under its command: the connection closed, or 503
-/// (the handler saw the writer go before the process exited). Either way the outcome is
-/// unknown to it, and the official clients retry.
+/// (the handler saw the writer go before the process exited; its body may be cut short by
+/// the exit). Either way the outcome is unknown to it, and the official clients retry.
 fn no_success(answer: Option<(u16, serde_json::Value)>) {
     match answer {
-        None => {}
-        Some((503, body)) => assert_eq!(body["code"], "ServiceUnavailable"),
+        None | Some((503, _)) => {}
         Some(other) => panic!("answered {other:?} although the writer died"),
     }
 }
 
 #[tokio::test]
-async fn a_task_appended_but_not_applied_is_there_after_a_restart() {
+async fn a_task_appended_but_not_applied_is_there_after_a_restart_embedded() {
+    a_task_appended_but_not_applied_is_there_after_a_restart(Backend::Embedded).await
+}
+
+/// On Kafka the append is a committed transaction; the restarted writer folds it from the
+/// topic into its own RocksDB.
+#[tokio::test]
+async fn a_task_appended_but_not_applied_is_there_after_a_restart_kafka() {
+    a_task_appended_but_not_applied_is_there_after_a_restart(Backend::Kafka).await
+}
+
+async fn a_task_appended_but_not_applied_is_there_after_a_restart(backend: Backend) {
     // the first group commit goes through, the second dies
-    let mut s = Server::start(&[("FAILPOINTS", "queue-after-append=1*off->panic")]).await;
+    let failpoint = [("FAILPOINTS", "queue-after-append=1*off->panic")];
+    let mut s = Server::start_on(backend, &failpoint).await;
     let queue = fresh_queue();
     let before = create_tasks(&s.queue(), &queue, 1).await;
     let task_id = slugid::nice();
     let def = task_def(&queue, 600);
 
-    // the writer dies after the synced append, before the projection's write
+    // the writer dies after the durable append, before the projection's write
     let path = format!("/api/queue/v1/task/{task_id}");
     let answer = s.root_call_or_none("PUT", &path, &def).await;
     no_success(answer);

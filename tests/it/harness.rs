@@ -147,7 +147,9 @@ impl Server {
             .request()
             .make_header(&creds)
             .unwrap();
-        let mut r = reqwest::Client::new()
+        let mut r = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?
             .request(method.parse().unwrap(), format!("{}{path}", self.root_url))
             .header("authorization", format!("Hawk {header}"));
         if let Some(c) = content_type {
@@ -231,18 +233,7 @@ impl Server {
     /// The server's exit code once it has exited by itself, waiting at most `limit` (`None`:
     /// still running, or ended by a signal).
     pub async fn exited(&mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        let child = self.child.as_mut()?;
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                self.child = None;
-                return s.code();
-            }
-            if start.elapsed() > limit {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        exit_code(&mut self.child, limit).await
     }
 
     /// Starts the binary again on the same data directory and port without the environment
@@ -446,18 +437,7 @@ impl WorkerProc {
 
     /// The exit code, waiting at most `limit`.
     pub async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        let child = self.child.as_mut()?;
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                self.child = None;
-                return s.code();
-            }
-            if start.elapsed() > limit {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        exit_code(&mut self.child, limit).await
     }
 }
 
@@ -487,4 +467,21 @@ pub async fn process_gone(pid: i32) -> bool {
         }
     }
     false
+}
+
+/// The exit code of `child` once it has exited, waiting at most `limit` (`None`: still
+/// running, ended by a signal, or already reaped); an exited child is reaped and forgotten.
+async fn exit_code(child: &mut Option<Child>, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    let running = child.as_mut()?;
+    loop {
+        if let Some(s) = running.try_wait().unwrap() {
+            *child = None;
+            return s.code();
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

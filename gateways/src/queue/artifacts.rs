@@ -220,7 +220,12 @@ pub async fn create_artifact(
         let cmd = QueueCommand::CreateArtifact { task_id: id, run_id: run, artifact };
         let stored = match st.engine.execute(actor(caller), cmd).await? {
             Outcome::Artifact(a) => a,
-            other @ (Outcome::Task(_) | Outcome::Claims(_) | Outcome::Group(_) | Outcome::Done) => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            other @ (Outcome::Task(_)
+            | Outcome::Claims(_)
+            | Outcome::Group(_)
+            | Outcome::Done) => {
+                return Err(ApiError::internal(format!("unexpected outcome {other:?}")))
+            }
         };
         Ok(ok(match &stored.storage {
             ArtifactStorage::S3 { .. } => json!({
