@@ -330,17 +330,10 @@ fn resolution_message(t: &Task, run_id: u32, reason: ReasonResolved) -> Message 
     };
     // a deadline's task-exception names no worker, even for a running run (queue.md §6.3,
     // pulse.md §5.1)
-    let worker = match reason {
-        ReasonResolved::DeadlineExceeded => None,
-        ReasonResolved::Completed
-        | ReasonResolved::Failed
-        | ReasonResolved::Canceled
-        | ReasonResolved::ClaimExpired
-        | ReasonResolved::WorkerShutdown
-        | ReasonResolved::MalformedPayload
-        | ReasonResolved::ResourceUnavailable
-        | ReasonResolved::InternalError
-        | ReasonResolved::IntermittentTask => run_worker(t, run_id),
+    let worker = if reason == ReasonResolved::DeadlineExceeded {
+        None
+    } else {
+        run_worker(t, run_id)
     };
     let mut fields = vec![("runId", Number(run_id.into())), ("task", Tags(t))];
     if let Some((g, w)) = &worker {
