@@ -401,6 +401,168 @@ async fn rerun_retry_and_cancel(backend: Backend) {
     assert_eq!(status_of(&err), Some(409));
 }
 
+/// reportException through the official client: only worker-shutdown and intermittent-task
+/// retry (the latter as `task-retry`), and only while retries are left; the other reasons
+/// resolve the task; a repeated report of the same reason is idempotent, another reason
+/// conflicts, and `superseded` (in the status enum, never reported) is refused
+/// (queue.md §4.3, §6.1).
+#[tokio::test]
+async fn report_exception_retries_only_what_may_be_retried() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let with_retries = |retries: u32| {
+        let mut def = task_def(&queue, 600);
+        def["retries"] = json!(retries);
+        def
+    };
+    let flaky = slugid::nice();
+    let broken = slugid::nice();
+    q.createTask(&flaky, &with_retries(1)).await.unwrap();
+    q.createTask(&broken, &with_retries(3)).await.unwrap();
+    let claimed = q.claimWork(&queue, &worker_body(2)).await.unwrap();
+    assert_eq!(claimed["tasks"].as_array().unwrap().len(), 2);
+
+    let retried = q
+        .reportException(&flaky, "0", &json!({ "reason": "intermittent-task" }))
+        .await
+        .unwrap();
+    let status = &retried["status"];
+    assert_eq!(status["runs"][0]["state"], "exception");
+    assert_eq!(status["runs"][0]["reasonResolved"], "intermittent-task");
+    assert_eq!(status["runs"][1]["state"], "pending");
+    assert_eq!(status["runs"][1]["reasonCreated"], "task-retry");
+    assert_eq!(status["retriesLeft"], 0);
+    assert_eq!(status["state"], "pending");
+
+    let resolved = q
+        .reportException(&broken, "0", &json!({ "reason": "malformed-payload" }))
+        .await
+        .unwrap();
+    let status = resolved["status"].clone();
+    assert_eq!(status["state"], "exception");
+    assert_eq!(status["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(status["runs"][0]["reasonResolved"], "malformed-payload");
+    assert_eq!(status["retriesLeft"], 3);
+    // the same report again changes nothing; another reason conflicts
+    let again = q
+        .reportException(&broken, "0", &json!({ "reason": "malformed-payload" }))
+        .await
+        .unwrap();
+    assert_eq!(again["status"], status);
+    let err = q
+        .reportException(&broken, "0", &json!({ "reason": "internal-error" }))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+
+    // the retry run fails intermittently too, with no retry left: the task is resolved
+    let claimed = q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    assert_eq!(claimed["tasks"][0]["runId"], 1);
+    let (code, body) = server
+        .root_call(
+            "POST",
+            &format!("/api/queue/v1/task/{flaky}/runs/1/exception"),
+            &json!({ "reason": "superseded" }),
+        )
+        .await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (400, Some("InputValidationError"))
+    );
+    let last = q
+        .reportException(&flaky, "1", &json!({ "reason": "intermittent-task" }))
+        .await
+        .unwrap();
+    assert_eq!(last["status"]["state"], "exception");
+    assert_eq!(last["status"]["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(last["status"]["retriesLeft"], 0);
+}
+
+/// changeTaskGroupPriority through the official client: every never-resolved task of the
+/// group whose priority differs moves, resolved ones and ones already there do not, and the
+/// answer names exactly the moved ones (queue.md §7). listDependentTasks pages through a
+/// task's dependents with `limit` and `continuationToken`.
+#[tokio::test]
+async fn group_priority_changes_and_dependents_page() {
+    let server = Server::start(&[]).await;
+    let q = server.queue();
+    let queue = fresh_queue();
+    let group = slugid::nice();
+    let in_group = |priority: &str, deps: &[&String]| {
+        let mut def = task_def(&queue, 600);
+        def["taskGroupId"] = json!(group);
+        def["priority"] = json!(priority);
+        def["dependencies"] = json!(deps);
+        def
+    };
+    let root = slugid::nice();
+    q.createTask(&root, &in_group("low", &[])).await.unwrap();
+    let dependents: Vec<String> = (0..5).map(|_| slugid::nice()).collect();
+    for d in &dependents {
+        q.createTask(d, &in_group("low", &[&root])).await.unwrap();
+    }
+    let already_high = slugid::nice();
+    q.createTask(&already_high, &in_group("high", &[]))
+        .await
+        .unwrap();
+    let done = slugid::nice();
+    q.createTask(&done, &in_group("low", &[])).await.unwrap();
+    q.cancelTask(&done).await.unwrap();
+
+    // dependents, two at a time
+    let (mut seen, mut token) = (Vec::new(), None::<String>);
+    loop {
+        let page = q
+            .listDependentTasks(&root, token.as_deref(), Some("2"))
+            .await
+            .unwrap();
+        assert_eq!(page["taskId"], root.as_str());
+        let tasks = page["tasks"].as_array().unwrap();
+        assert!(tasks.len() <= 2, "{page}");
+        for t in tasks {
+            assert_eq!(t["task"]["taskGroupId"], group.as_str());
+            seen.push(t["status"]["taskId"].as_str().unwrap().to_string());
+        }
+        match page["continuationToken"].as_str() {
+            Some(next) => token = Some(next.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut expected = dependents.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let changed = q
+        .changeTaskGroupPriority(&group, &json!({ "newPriority": "high" }))
+        .await
+        .unwrap();
+    assert_eq!(changed["taskGroupId"], group.as_str());
+    assert_eq!(changed["newPriority"], "high");
+    let mut moved: Vec<String> = changed["taskIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    moved.sort();
+    let mut expected: Vec<String> = dependents.iter().chain([&root]).cloned().collect();
+    expected.sort();
+    assert_eq!(moved, expected, "{changed}");
+    assert_eq!(changed["tasksAffected"], 6);
+    for t in &expected {
+        assert_eq!(state_of(&q, t).await["priority"], "high");
+    }
+    assert_eq!(state_of(&q, &done).await["priority"], "low");
+    // a second change to the same priority moves nothing
+    let again = q
+        .changeTaskGroupPriority(&group, &json!({ "newPriority": "high" }))
+        .await
+        .unwrap();
+    assert_eq!(again["tasksAffected"], 0, "{again}");
+}
+
 async fn claims_expire_and_retry(backend: Backend) {
     let server = Server::start_on(backend, &[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "1")]).await;
     let q = server.queue();

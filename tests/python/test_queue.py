@@ -186,3 +186,32 @@ def test_statuses_claim_task_and_worker_views(root_url):
     assert workers[0]["latestTask"] == {"taskId": ids[1], "runId": 0}
     assert q.getTaskQueue(task_queue)["taskQueueId"] == task_queue
     assert q.pendingTasks(task_queue)["pendingTasks"] == 1
+
+
+def test_exceptions_retry_and_group_priority(root_url):
+    q = queue(root_url)
+    task_queue = f"py-prov/exc-{uuid.uuid4().hex[:8]}"
+    group = taskcluster.slugId()
+    flaky, broken = taskcluster.slugId(), taskcluster.slugId()
+    for task_id in (flaky, broken):
+        q.createTask(task_id, dict(definition(task_queue), taskGroupId=group, retries=1,
+                                   priority="low"))
+
+    # the group's priority moves for both (neither is resolved yet)
+    changed = q.changeTaskGroupPriority(group, {"newPriority": "very-high"})
+    assert sorted(changed["taskIds"]) == sorted([flaky, broken])
+    assert changed["tasksAffected"] == 2
+    assert q.status(flaky)["status"]["priority"] == "very-high"
+
+    claimed = q.claimWork(task_queue, {"workerGroup": "pyg", "workerId": "pyw", "tasks": 2})
+    assert len(claimed["tasks"]) == 2
+    retried = q.reportException(flaky, "0", {"reason": "intermittent-task"})["status"]
+    assert [r["state"] for r in retried["runs"]] == ["exception", "pending"]
+    assert retried["runs"][1]["reasonCreated"] == "task-retry"
+    assert retried["retriesLeft"] == 0
+    resolved = q.reportException(broken, "0", {"reason": "resource-unavailable"})["status"]
+    assert resolved["state"] == "exception"
+    assert len(resolved["runs"]) == 1
+    with pytest.raises(taskcluster.exceptions.TaskclusterRestFailure) as conflict:
+        q.reportException(broken, "0", {"reason": "internal-error"})
+    assert conflict.value.status_code == 409
