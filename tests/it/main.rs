@@ -392,6 +392,14 @@ async fn rerun_retry_and_cancel(backend: Backend) {
     let rerun = q.rerunTask(&t).await.unwrap();
     assert_eq!(rerun["status"]["runs"][2]["reasonCreated"], "rerun");
     assert_eq!(rerun["status"]["state"], "pending");
+    // with a later run, repeating an earlier run's report conflicts (as Taskcluster's does)
+    let err = q.reportFailed(&t, "1").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+    let err = q
+        .reportException(&t, "0", &json!({ "reason": "worker-shutdown" }))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
 
     let canceled = q.cancelTask(&t).await.unwrap();
     assert_eq!(canceled["status"]["state"], "exception");

@@ -417,14 +417,22 @@ fn resolve_running(task: &Task, run: &Run, reason: ReasonResolved, now: Millis) 
     events
 }
 
-/// reportCompleted / reportFailed / reportException (transitions 8 to 12).
+/// reportCompleted / reportFailed / reportException (transitions 8 to 12). A report repeated
+/// to the same effect is idempotent while the run is still the last one, or for an
+/// exception, while at most one run (the retry it earned) follows it; otherwise, as for a
+/// report that does not match the run, 409 (queue.md §6.1, as Taskcluster's queue checks).
 pub fn report(task: &Task, run_id: u32, reason: ReasonResolved, now: Millis) -> Decision {
     let run = run_of(task, run_id)?;
     if is_last(task, run_id) && run.state == RunState::Running {
         return Ok(resolve_running(task, run, reason, now));
     }
+    let runs_after = task.runs.len() - 1 - run_id as usize;
     let same = run.state == reason.state()
-        && (reason.state() != RunState::Exception || run.reason_resolved == Some(reason));
+        && match reason.state() {
+            RunState::Exception => run.reason_resolved == Some(reason) && runs_after <= 1,
+            RunState::Completed | RunState::Failed => runs_after == 0,
+            RunState::Pending | RunState::Running => false,
+        };
     if same {
         return Ok(repeated(
             Repeat::RunResolved {

@@ -305,6 +305,47 @@ fn claim_reclaim_complete() {
     ));
 }
 
+/// A report repeated once a later run exists: completed/failed only while the run is the last
+/// one; an exception also while the one run after it is its retry; never past that.
+#[test]
+fn repeated_reports_conflict_once_later_runs_exist() {
+    let mut ev = claimed();
+    let t = given(&ev);
+    ev.extend(report(&t, 0, ReasonResolved::Completed, NOW).unwrap());
+    let t = given(&ev);
+    ev.extend(rerun_task(&t, NOW).unwrap());
+    let t = given(&ev);
+    assert_eq!(t.runs.len(), 2);
+    assert!(matches!(
+        report(&t, 0, ReasonResolved::Completed, NOW),
+        Err(QueueError::Conflict(_))
+    ));
+
+    let mut ev = claimed();
+    let t = given(&ev);
+    ev.extend(report(&t, 0, ReasonResolved::WorkerShutdown, NOW).unwrap());
+    let t = given(&ev);
+    assert_eq!(t.runs.len(), 2, "the retry");
+    check(
+        report(&t, 0, ReasonResolved::WorkerShutdown, NOW),
+        &["Repeated"],
+    );
+    assert!(report(&t, 0, ReasonResolved::InternalError, NOW).is_err());
+    ev.extend(claim_run(&t, 1, "wg", "wi", NOW, &Limits::default()).unwrap());
+    let t = given(&ev);
+    ev.extend(report(&t, 1, ReasonResolved::WorkerShutdown, NOW).unwrap());
+    let t = given(&ev);
+    assert_eq!(t.runs.len(), 3, "a second retry");
+    assert!(matches!(
+        report(&t, 0, ReasonResolved::WorkerShutdown, NOW),
+        Err(QueueError::Conflict(_))
+    ));
+    check(
+        report(&t, 1, ReasonResolved::WorkerShutdown, NOW),
+        &["Repeated"],
+    );
+}
+
 #[test]
 fn worker_shutdown_retries_until_retries_run_out() {
     let mut ev = claimed();
