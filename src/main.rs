@@ -625,6 +625,23 @@ struct Secrets {
     worker_manager_token: String,
 }
 
+/// Spawns one of `serve`'s background services (reactors, expiry, the Pulse bridge,
+/// checkpoints). One that panicked would leave the server answering while claims no longer
+/// expire or events no longer reach Pulse; the process exits instead (status 70), as it does
+/// for a panicked writer, so that its supervisor restarts it and the service resumes from its
+/// checkpoint.
+fn spawn_service<F>(name: &'static str, service: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let running = tokio::spawn(service);
+    tokio::spawn(async move {
+        if running.await.is_err_and(|e| e.is_panic()) {
+            taskledger_projections::engine::exit_after_panic(name);
+        }
+    });
+}
+
 /// Everything `serve` runs, on whichever log.
 // what `serve` opened before choosing the log, handed over once
 #[allow(clippy::too_many_arguments)]
@@ -722,42 +739,55 @@ async fn run_services<L: EventLog + 'static>(
     std::fs::create_dir_all(&blob_dir)?;
     let blobs = Arc::new(object_store_local(&blob_dir)?);
 
-    tokio::spawn(taskledger_workers::run_timers(engine.clone()));
-    tokio::spawn(taskledger_workers::run_dependencies(
-        engine.clone(),
-        log.clone(),
-    ));
-    tokio::spawn(taskledger_workers::run_builtin_workers(engine.clone()));
-    tokio::spawn(taskledger_workers::run_client_expiry(auth.clone()));
+    spawn_service("timers", taskledger_workers::run_timers(engine.clone()));
+    spawn_service(
+        "dependencies",
+        taskledger_workers::run_dependencies(engine.clone(), log.clone()),
+    );
+    spawn_service(
+        "built-in workers",
+        taskledger_workers::run_builtin_workers(engine.clone()),
+    );
+    spawn_service(
+        "client expiry",
+        taskledger_workers::run_client_expiry(auth.clone()),
+    );
     {
         let blobs = blobs.clone();
-        tokio::spawn(taskledger_workers::run_object_expiry(
-            object.clone(),
-            Duration::from_secs(args.expiry_scan_secs.max(1)),
-            move |name: String, upload: [u8; 32]| {
-                let blobs = blobs.clone();
-                async move {
-                    taskledger_gateways::object::delete_bytes(blobs.as_ref(), &name, &upload).await
-                }
-            },
-        ));
+        spawn_service(
+            "object expiry",
+            taskledger_workers::run_object_expiry(
+                object.clone(),
+                Duration::from_secs(args.expiry_scan_secs.max(1)),
+                move |name: String, upload: [u8; 32]| {
+                    let blobs = blobs.clone();
+                    async move {
+                        taskledger_gateways::object::delete_bytes(blobs.as_ref(), &name, &upload)
+                            .await
+                    }
+                },
+            ),
+        );
     }
     {
         let blobs = blobs.clone();
-        tokio::spawn(taskledger_workers::run_task_expiry(
-            engine.clone(),
-            Duration::from_secs(args.expiry_scan_secs.max(1)),
-            move |what| {
-                let blobs = blobs.clone();
-                async move {
-                    taskledger_gateways::queue::artifacts::delete_expired_bytes(
-                        blobs.as_ref(),
-                        &what,
-                    )
-                    .await
-                }
-            },
-        ));
+        spawn_service(
+            "task expiry",
+            taskledger_workers::run_task_expiry(
+                engine.clone(),
+                Duration::from_secs(args.expiry_scan_secs.max(1)),
+                move |what| {
+                    let blobs = blobs.clone();
+                    async move {
+                        taskledger_gateways::queue::artifacts::delete_expired_bytes(
+                            blobs.as_ref(),
+                            &what,
+                        )
+                        .await
+                    }
+                },
+            ),
+        );
     }
     let mut bridge_stats = None;
     if let Some(url) = &args.pulse_url {
@@ -765,15 +795,18 @@ async fn run_services<L: EventLog + 'static>(
             .context("opening the bridge's state")?;
         let stats = Arc::new(taskledger_bridge::BridgeStats::default());
         bridge_stats = Some(stats.clone());
-        tokio::spawn(taskledger_bridge::run(
-            log.clone(),
-            None,
-            Arc::new(state),
-            url.clone(),
-            usize::from(args.pulse_channels),
-            Some(engine.committed()),
-            stats,
-        ));
+        spawn_service(
+            "pulse bridge",
+            taskledger_bridge::run(
+                log.clone(),
+                None,
+                Arc::new(state),
+                url.clone(),
+                usize::from(args.pulse_channels),
+                Some(engine.committed()),
+                stats,
+            ),
+        );
         println!("  republishing events to Pulse (AMQP)");
     }
 
@@ -836,25 +869,31 @@ async fn run_services<L: EventLog + 'static>(
             args.checkpoint_secs,
             file.display()
         );
-        tokio::spawn(run_checkpoints(
-            chain_walk,
-            Arc::new(key),
-            file,
-            Duration::from_secs(args.checkpoint_secs),
-            audit_stats.clone(),
-        ));
+        spawn_service(
+            "checkpoints",
+            run_checkpoints(
+                chain_walk,
+                Arc::new(key),
+                file,
+                Duration::from_secs(args.checkpoint_secs),
+                audit_stats.clone(),
+            ),
+        );
     }
     if args.verify_projections_secs > 0 {
         println!(
             "  rebuilding and comparing every projection every {} s",
             args.verify_projections_secs
         );
-        tokio::spawn(run_projection_checks(
-            log.clone(),
-            args.data_dir.clone(),
-            Duration::from_secs(args.verify_projections_secs),
-            audit_stats.clone(),
-        ));
+        spawn_service(
+            "projection checks",
+            run_projection_checks(
+                log.clone(),
+                args.data_dir.clone(),
+                Duration::from_secs(args.verify_projections_secs),
+                audit_stats.clone(),
+            ),
+        );
     }
     let roles: metrics::Roles = Arc::new(vec![
         (QUEUE_TOPIC, state.engine.role().clone()),
@@ -925,7 +964,10 @@ async fn run_services<L: EventLog + 'static>(
     match cluster {
         Some(cluster) => {
             if let Some(expel) = expel {
-                tokio::spawn(cluster::watch_writers(cluster.clone(), expel));
+                spawn_service(
+                    "writer watch",
+                    cluster::watch_writers(cluster.clone(), expel),
+                );
             }
             let app = axum::middleware::from_fn_with_state(cluster, cluster::forward).layer(app);
             axum::serve(listener, app.into_make_service())

@@ -312,11 +312,12 @@ impl Engine {
 /// A writer that panicked leaves its service unable to write while the process still serves
 /// reads and answers its ping. The process exits instead (status 70, EX_SOFTWARE), so that its
 /// supervisor restarts it: every group commit is one atomic write, so the restarted process
-/// folds the log from where the projection stands.
+/// folds the log from where the projection stands. `serve` does the same for a background
+/// service (a reactor, the Pulse bridge), which resumes from its checkpoint.
 pub fn exit_after_panic(service: &str) -> ! {
     tracing::error!(
         service,
-        "the writer panicked; exiting so that a restart folds the log again"
+        "panicked; exiting so that a restart resumes from the log"
     );
     std::process::exit(70)
 }

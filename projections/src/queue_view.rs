@@ -1362,6 +1362,9 @@ impl QueueView {
         after: Option<&TaskId>,
         limit: usize,
     ) -> Result<Vec<TaskId>, StoreError> {
+        // lets a crash test make the dependency reactor panic on a resolution
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("read-dependents");
         self.pairs(keys::CF_DEPENDENTS, task, after, limit)
     }
 

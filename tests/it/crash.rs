@@ -114,3 +114,29 @@ async fn a_client_appended_but_not_applied_is_there_after_a_restart() {
         json!(["assume:anonymous", "auth:current-scopes"])
     );
 }
+
+/// A background service that panics takes the server down with it (status 70) instead of
+/// leaving it answering while, here, dependents are never scheduled; the restarted server's
+/// reactor resumes from its checkpoint and schedules them.
+#[tokio::test]
+async fn a_panicked_reactor_exits_the_server_and_its_work_is_done_after_a_restart() {
+    let mut s = Server::start(&[("FAILPOINTS", "read-dependents=panic")]).await;
+    let q = s.queue();
+    let queue = fresh_queue();
+    let (a, b) = (slugid::nice(), slugid::nice());
+    q.createTask(&a, &task_def(&queue, 600)).await.unwrap();
+    let mut def_b = task_def(&queue, 600);
+    def_b["dependencies"] = json!([a]);
+    q.createTask(&b, &def_b).await.unwrap();
+    q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    // the report itself is answered; the dependency reactor then panics on it
+    q.reportCompleted(&a, "0").await.unwrap();
+    assert_eq!(s.exited(Duration::from_secs(10)).await, Some(PANICKED));
+
+    s.restart_without("FAILPOINTS").await;
+    let q = s.queue();
+    eventually(Duration::from_secs(10), || async {
+        (state_of(&q, &b).await["state"] == "pending").then_some(())
+    })
+    .await;
+}
