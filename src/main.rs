@@ -629,7 +629,7 @@ struct Secrets {
 /// checkpoints). One that panicked would leave the server answering while claims no longer
 /// expire or events no longer reach Pulse; the process exits instead (status 70), as it does
 /// for a panicked writer, so that its supervisor restarts it and the service resumes from its
-/// checkpoint.
+/// checkpoint or rescans the projection.
 fn spawn_service<F>(name: &'static str, service: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,

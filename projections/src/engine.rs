@@ -313,7 +313,8 @@ impl Engine {
 /// reads and answers its ping. The process exits instead (status 70, EX_SOFTWARE), so that its
 /// supervisor restarts it: every group commit is one atomic write, so the restarted process
 /// folds the log from where the projection stands. `serve` does the same for a background
-/// service (a reactor, the Pulse bridge), which resumes from its checkpoint.
+/// service (a reactor, the Pulse bridge), which resumes from its checkpoint or rescans the
+/// projection.
 pub fn exit_after_panic(service: &str) -> ! {
     tracing::error!(
         service,

@@ -12,7 +12,8 @@ use serde_json::json;
 use std::time::Duration;
 use taskcluster::Credentials;
 
-/// The status the writer exits with after a panic (`engine::exit_after_panic`).
+/// The status the server exits with after a writer or a background service panicked
+/// (`engine::exit_after_panic`).
 const PANICKED: i32 = 70;
 
 /// What a caller gets when the writer dies under its command: the connection closed, or 503
@@ -129,12 +130,18 @@ async fn a_panicked_reactor_exits_the_server_and_its_work_is_done_after_a_restar
     def_b["dependencies"] = json!([a]);
     q.createTask(&b, &def_b).await.unwrap();
     q.claimWork(&queue, &worker_body(1)).await.unwrap();
-    // the report itself is answered; the dependency reactor then panics on it
-    q.reportCompleted(&a, "0").await.unwrap();
+    // the report is durable; the dependency reactor, woken by it, panics on it, perhaps
+    // before the answer has left
+    let path = format!("/api/queue/v1/task/{a}/runs/0/completed");
+    match s.root_call_or_none("POST", &path, &json!({})).await {
+        None | Some((200, _)) => {}
+        Some(other) => panic!("reportCompleted answered {other:?}"),
+    }
     assert_eq!(s.exited(Duration::from_secs(10)).await, Some(PANICKED));
 
     s.restart_without("FAILPOINTS").await;
     let q = s.queue();
+    assert_eq!(state_of(&q, &a).await["state"], "completed");
     eventually(Duration::from_secs(10), || async {
         (state_of(&q, &b).await["state"] == "pending").then_some(())
     })

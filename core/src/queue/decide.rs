@@ -419,8 +419,8 @@ fn resolve_running(task: &Task, run: &Run, reason: ReasonResolved, now: Millis) 
 
 /// reportCompleted / reportFailed / reportException (transitions 8 to 12). A report repeated
 /// to the same effect is idempotent while the run is still the last one, or for an
-/// exception, while at most one run (the retry it earned) follows it; otherwise, as for a
-/// report that does not match the run, 409 (queue.md §6.1, as Taskcluster's queue checks).
+/// exception, while at most one run follows it (its retry, or a rerun); otherwise, as for
+/// a report that does not match the run, 409 (queue.md §6.1, as Taskcluster's queue checks).
 pub fn report(task: &Task, run_id: u32, reason: ReasonResolved, now: Millis) -> Decision {
     let run = run_of(task, run_id)?;
     if is_last(task, run_id) && run.state == RunState::Running {

@@ -306,7 +306,7 @@ fn claim_reclaim_complete() {
 }
 
 /// A report repeated once a later run exists: completed/failed only while the run is the last
-/// one; an exception also while the one run after it is its retry; never past that.
+/// one; an exception also while one run (here its retry) follows it; never past that.
 #[test]
 fn repeated_reports_conflict_once_later_runs_exist() {
     let mut ev = claimed();
