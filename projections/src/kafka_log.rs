@@ -514,24 +514,32 @@ impl KafkaLog {
         std::thread::Builder::new()
             .name("kafka-writer-group".into())
             .spawn(move || {
-                // polling serves rebalances; records (none: every assigned partition is
-                // paused) are ignored
-                let mut empty_since: Option<Instant> = None;
-                while let Some(strong) = inner.upgrade() {
-                    let holds_nothing = strong
-                        .assigned
-                        .lock()
-                        .expect("assigned lock")
-                        .as_ref()
-                        .is_some_and(|set| set.is_empty());
-                    drop(strong);
-                    empty_since = holds_nothing.then(|| empty_since.unwrap_or_else(Instant::now));
-                    if empty_since.is_some_and(|t| t.elapsed() >= starving)
-                        && left_out(&consumer, &group, partitions)
-                    {
-                        empty_since = None;
+                // a member that stopped polling would hold its partitions without serving
+                // rebalances: a panic here exits the process, as a panicked writer does
+                let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // polling serves rebalances; records (none: every assigned partition is
+                    // paused) are ignored
+                    let mut empty_since: Option<Instant> = None;
+                    while let Some(strong) = inner.upgrade() {
+                        let holds_nothing = strong
+                            .assigned
+                            .lock()
+                            .expect("assigned lock")
+                            .as_ref()
+                            .is_some_and(|set| set.is_empty());
+                        drop(strong);
+                        empty_since =
+                            holds_nothing.then(|| empty_since.unwrap_or_else(Instant::now));
+                        if empty_since.is_some_and(|t| t.elapsed() >= starving)
+                            && left_out(&consumer, &group, partitions)
+                        {
+                            empty_since = None;
+                        }
+                        let _ = consumer.poll(Duration::from_millis(100));
                     }
-                    let _ = consumer.poll(Duration::from_millis(100));
+                }));
+                if polled.is_err() {
+                    crate::engine::exit_after_panic("kafka writer group");
                 }
             })
             .map_err(unavailable)?;
