@@ -256,19 +256,17 @@ async fn listing_expansion_bewit_and_conformance_endpoints() {
         create_client(&s, &format!("it/list/{i}"), &[]).await;
     }
     // paging with limit 2 sees every client exactly once
-    let mut seen = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = root
-            .listClients(Some("it/list/"), token.as_deref(), Some("2"))
+    let root_ref = &root;
+    let pages = all_pages(|t| async move {
+        root_ref
+            .listClients(Some("it/list/"), t.as_deref(), Some("2"))
             .await
-            .unwrap();
+    })
+    .await;
+    let mut seen = Vec::new();
+    for page in &pages {
         for c in page["clients"].as_array().unwrap() {
             seen.push(c["clientId"].as_str().unwrap().to_string());
-        }
-        match page["continuationToken"].as_str() {
-            Some(t) => token = Some(t.to_string()),
-            None => break,
         }
     }
     assert_eq!(
@@ -464,39 +462,30 @@ async fn update_client_roles_and_audit_history() {
             .collect()
     };
     assert_eq!(ids(&bare), ["it-r1", "it-r2", "it-r3"], "{bare}");
-    let mut paged = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = root.listRoles2(token.as_deref(), Some("1")).await.unwrap();
-        paged.extend(ids(&page["roles"]));
-        match page["continuationToken"].as_str() {
-            Some(t) => token = Some(t.to_owned()),
-            None => break,
-        }
-    }
+    let root_ref = &root;
+    let pages =
+        all_pages(|t| async move { root_ref.listRoles2(t.as_deref(), Some("1")).await }).await;
+    let paged: Vec<String> = pages.iter().flat_map(|p| ids(&p["roles"])).collect();
     assert_eq!(paged, ["it-r1", "it-r2", "it-r3"]);
     root.deleteRole("it-r2").await.unwrap();
     root.deleteRole("it-r2").await.unwrap();
     assert_eq!(ids(&root.listRoles().await.unwrap()), ["it-r1", "it-r3"]);
 
     // what root did, newest entries included, paged
-    let mut actions = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = root
-            .listAuditHistory("static/taskcluster/root", token.as_deref(), Some("2"))
+    let pages = all_pages(|t| async move {
+        root_ref
+            .listAuditHistory("static/taskcluster/root", t.as_deref(), Some("2"))
             .await
-            .unwrap();
+    })
+    .await;
+    let mut actions = Vec::new();
+    for page in &pages {
         for entry in page["auditHistory"].as_array().unwrap() {
             assert_eq!(entry["clientId"], "static/taskcluster/root", "{entry}");
             actions.push((
                 entry["entityId"].as_str().unwrap().to_owned(),
                 entry["actionType"].as_str().unwrap().to_owned(),
             ));
-        }
-        match page["continuationToken"].as_str() {
-            Some(t) => token = Some(t.to_owned()),
-            None => break,
         }
     }
     for (entity, action) in [

@@ -316,6 +316,30 @@ pub fn metric_sample(metrics: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Every page of a paged listing, in order: `page(token)` asks for the page after `token`
+/// (`None`: the first), and paging ends at the first page without a `continuationToken`.
+pub async fn all_pages<F, Fut>(mut page: F) -> Vec<Value>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let mut pages: Vec<Value> = Vec::new();
+    let mut token = None;
+    loop {
+        assert!(
+            pages.len() < 1000,
+            "paging does not end: {:?}",
+            pages.last()
+        );
+        let next = page(token).await.unwrap();
+        token = next["continuationToken"].as_str().map(str::to_owned);
+        pages.push(next);
+        if token.is_none() {
+            return pages;
+        }
+    }
+}
+
 /// Polls `check` until it returns Some, for at most `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> T
 where

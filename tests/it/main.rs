@@ -66,23 +66,21 @@ async fn pending_and_claimed_listings() {
     let queue = fresh_queue();
     let ids = create_tasks(&q, &queue, 3).await;
     // one page at a time, oldest first, each with its task and when it became pending
+    let (q_ref, queue_ref) = (&q, &queue);
+    let pages = all_pages(|t| async move {
+        q_ref
+            .listPendingTasks(queue_ref, t.as_deref(), Some("2"))
+            .await
+    })
+    .await;
     let mut seen = Vec::new();
     let mut inserted = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = q
-            .listPendingTasks(&queue, token.as_deref(), Some("2"))
-            .await
-            .unwrap();
+    for page in &pages {
         for t in page["tasks"].as_array().unwrap() {
             assert_eq!(t["runId"], 0, "{t}");
             assert_eq!(t["task"]["taskQueueId"], queue.as_str(), "{t}");
             inserted.push(t["inserted"].as_str().unwrap().to_string());
             seen.push(t["taskId"].as_str().unwrap().to_string());
-        }
-        match page["continuationToken"].as_str() {
-            Some(next) => token = Some(next.to_string()),
-            None => break,
         }
     }
     // tasks created in the same millisecond may list in either order
@@ -519,22 +517,21 @@ async fn group_priority_changes_and_dependents_page() {
     q.cancelTask(&done).await.unwrap();
 
     // dependents, two at a time
-    let (mut seen, mut token) = (Vec::new(), None::<String>);
-    loop {
-        let page = q
-            .listDependentTasks(&root, token.as_deref(), Some("2"))
+    let (q_ref, root_ref) = (&q, &root);
+    let pages = all_pages(|t| async move {
+        q_ref
+            .listDependentTasks(root_ref, t.as_deref(), Some("2"))
             .await
-            .unwrap();
+    })
+    .await;
+    let mut seen = Vec::new();
+    for page in &pages {
         assert_eq!(page["taskId"], root.as_str());
         let tasks = page["tasks"].as_array().unwrap();
         assert!(tasks.len() <= 2, "{page}");
         for t in tasks {
             assert_eq!(t["task"]["taskGroupId"], group.as_str());
             seen.push(t["status"]["taskId"].as_str().unwrap().to_string());
-        }
-        match page["continuationToken"].as_str() {
-            Some(next) => token = Some(next.to_string()),
-            None => break,
         }
     }
     seen.sort();
@@ -1545,20 +1542,18 @@ async fn statuses_and_tasks_of_several_ids() {
     let unknown = slugid::nice();
     let asked = json!({ "taskIds": [ids[0], unknown, ids[1], ids[2]] });
     for (list, key) in [("statuses", "status"), ("tasks", "task")] {
-        let mut got = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = match list {
-                "statuses" => q.statuses(&asked, token.as_deref(), Some("2")).await,
-                _ => q.tasks(&asked, token.as_deref(), Some("2")).await,
+        let (q_ref, asked_ref) = (&q, &asked);
+        let pages = all_pages(|t| async move {
+            match list {
+                "statuses" => q_ref.statuses(asked_ref, t.as_deref(), Some("2")).await,
+                _ => q_ref.tasks(asked_ref, t.as_deref(), Some("2")).await,
             }
-            .unwrap();
-            got.extend(page[list].as_array().unwrap().iter().cloned());
-            match page["continuationToken"].as_str() {
-                Some(t) => token = Some(t.to_string()),
-                None => break,
-            }
-        }
+        })
+        .await;
+        let got: Vec<Value> = pages
+            .iter()
+            .flat_map(|page| page[list].as_array().unwrap().iter().cloned())
+            .collect();
         assert_eq!(got.len(), 3, "{list}: {got:?}");
         for (entry, id) in got.iter().zip(&ids) {
             assert_eq!(entry["taskId"], id.as_str(), "{entry}");

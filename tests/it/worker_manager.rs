@@ -351,19 +351,17 @@ async fn listing_a_pools_workers_page_by_page_misses_none() {
         let body = json!({ "expires": expires, "providerInfo": { "staticSecret": secret() } });
         m.createWorker(&pool, group, id, &body).await.unwrap();
     }
-    let mut seen = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = m
-            .listWorkersForWorkerPool(&pool, token.as_deref(), Some("1"), None, None)
+    let (m_ref, pool_ref) = (&m, &pool);
+    let pages = all_pages(|t| async move {
+        m_ref
+            .listWorkersForWorkerPool(pool_ref, t.as_deref(), Some("1"), None, None)
             .await
-            .unwrap();
+    })
+    .await;
+    let mut seen = Vec::new();
+    for page in &pages {
         for w in page["workers"].as_array().unwrap() {
             seen.push(format!("{}/{}", w["workerGroup"], w["workerId"]).replace('"', ""));
-        }
-        match page["continuationToken"].as_str() {
-            Some(t) => token = Some(t.to_string()),
-            None => break,
         }
         assert!(seen.len() <= made.len(), "{seen:?}");
     }
