@@ -1,0 +1,539 @@
+//! `taskledger serve`: the secrets it keeps in the data directory, the log it runs on, the
+//! services it starts beside the HTTP API, and its shutdown.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::auth::ClientRecord;
+use taskledger_core::log::{EventLog, QUEUE_TOPIC};
+use taskledger_core::object::OBJECT_TOPIC;
+use taskledger_core::queue::Limits;
+use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
+use taskledger_gateways::hawk::Clients;
+use taskledger_gateways::AppState;
+use taskledger_projections::{
+    store, AuthEngine, AuthView, EmbeddedLog, Engine, KafkaConfig, KafkaLog, ObjectEngine,
+    ObjectView, QueueView, WorkerManagerEngine, WorkerManagerView,
+};
+
+use crate::checks::{
+    checkpoint_key, embedded_chain_walk, kafka_chain_walk, run_checkpoints, run_projection_checks,
+    ChainWalk,
+};
+use crate::secrets::{access_token, far_future, seal_key, shared_secret, stored_secret, Secrets};
+use crate::{cluster, metrics, ServeArgs, ALL_TOPICS};
+
+/// The worker-manager's own client: the issuer of worker credentials.
+const WORKER_MANAGER_CLIENT: &str = "static/taskcluster/worker-manager";
+
+/// What worker credentials may hold (worker-manager.md §2), plus naming them `worker/...`.
+const WORKER_MANAGER_SCOPES: &[&str] = &[
+    "assume:worker-type:*",
+    "assume:worker-pool:*",
+    "assume:worker-id:*",
+    "queue:worker-id:*",
+    "secrets:get:worker-type:*",
+    "secrets:get:worker-pool:*",
+    "queue:claim-work:*",
+    "worker-manager:remove-worker:*",
+    "worker-manager:reregister-worker:*",
+    "worker-manager:should-worker-terminate:*",
+    "auth:create-client:worker/*",
+];
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StaticClientConfig {
+    client_id: String,
+    access_token: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen))
+        .trim_end_matches('/')
+        .to_string();
+
+    let (root_token, generated) = match std::env::var("TASKLEDGER_ROOT_ACCESS_TOKEN") {
+        Ok(t) if !t.is_empty() => (t, false),
+        _ => stored_secret(&args.data_dir.join("root-access-token"), access_token)?,
+    };
+    let queue_token = shared_secret(
+        "TASKLEDGER_QUEUE_ACCESS_TOKEN",
+        &args.data_dir.join("queue-access-token"),
+    )?;
+    // signs blob URLs and derives object artifacts' upload ids: changing it voids the URLs
+    // handed out and the upload ids of artifacts whose upload has not finished
+    let url_key = shared_secret(
+        "TASKLEDGER_URL_SIGNING_KEY",
+        &args.data_dir.join("url-signing-key"),
+    )?;
+    let worker_manager_token = shared_secret(
+        "TASKLEDGER_WORKER_MANAGER_ACCESS_TOKEN",
+        &args.data_dir.join("worker-manager-access-token"),
+    )?;
+
+    let background_writes = (args.background_write_mb > 0).then(|| {
+        i64::try_from(args.background_write_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX)
+    });
+    let db = store::open_limited(&args.data_dir.join("db"), background_writes)
+        .context("opening the database")?;
+    let secrets = Secrets {
+        root_token,
+        generated,
+        queue_token,
+        url_key,
+        worker_manager_token,
+    };
+    match args.kafka_brokers.clone() {
+        None => {
+            let log = Arc::new(EmbeddedLog::new(db.clone()));
+            println!(
+                "event log: embedded ({})",
+                args.data_dir.join("db").display()
+            );
+            let walk = embedded_chain_walk(db.clone());
+            run_services(args, public_url, secrets, db, log, true, walk, None).await
+        }
+        Some(brokers) => {
+            let config = KafkaConfig {
+                topic_prefix: args.kafka_topic_prefix.clone(),
+                partitions: args.kafka_partitions,
+                replication: args.kafka_replication,
+                transactions: args.kafka_transactions,
+                node: args.node_url(),
+                timeout: Duration::from_millis(args.kafka_timeout_ms),
+                ..KafkaConfig::new(&brokers)
+            };
+            let topics = ALL_TOPICS;
+            let log = KafkaLog::connect(config, &topics)
+                .await
+                .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+            if let Some(group) = &args.kafka_group {
+                // the engines take what the group assigns and follow the rest
+                log.join_group(
+                    group,
+                    &topics,
+                    Duration::from_millis(args.kafka_session_timeout_ms),
+                )
+                .with_context(|| format!("joining the writer group {group}"))?;
+                println!(
+                    "event log: Kafka at {brokers} (writer {}, node {} of group {group})",
+                    log.writer_id(),
+                    args.node_url()
+                );
+            } else {
+                // take every partition before the projections catch up, so they see this
+                // node's ownership markers
+                for topic in topics {
+                    log.acquire(topic, 0)
+                        .await
+                        .with_context(|| format!("taking ownership of {topic}"))?;
+                }
+                println!("event log: Kafka at {brokers} (writer {})", log.writer_id());
+            }
+            let log = Arc::new(log);
+            let expel: Option<cluster::Expel> = args.kafka_group.is_some().then(|| {
+                let log = log.clone();
+                Arc::new(move |node: String| {
+                    let log = log.clone();
+                    Box::pin(async move {
+                        match log.expel(&node).await {
+                            Ok(n) => tracing::warn!(%node, members = n, "removed from the writer group"),
+                            Err(e) => tracing::warn!(%node, error = %e, "cannot remove from the writer group"),
+                        }
+                    }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+                }) as cluster::Expel
+            });
+            let walk = kafka_chain_walk(log.clone());
+            run_services(args, public_url, secrets, db, log, false, walk, expel).await
+        }
+    }
+}
+
+/// Spawns one of `serve`'s background services (reactors, expiry, the Pulse bridge,
+/// checkpoints). One that panicked would leave the server answering while claims no longer
+/// expire or events no longer reach Pulse; the process exits instead (status 70), as it does
+/// for a panicked writer, so that its supervisor restarts it and the service resumes from its
+/// checkpoint or rescans the projection.
+fn spawn_service<F>(name: &'static str, service: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let running = tokio::spawn(service);
+    tokio::spawn(async move {
+        if running.await.is_err_and(|e| e.is_panic()) {
+            taskledger_projections::engine::exit_after_panic(name);
+        }
+    });
+}
+
+/// Everything `serve` runs, on whichever log.
+// what `serve` opened before choosing the log, handed over once
+#[allow(clippy::too_many_arguments)]
+async fn run_services<L: EventLog + 'static>(
+    args: ServeArgs,
+    public_url: String,
+    secrets: Secrets,
+    db: Arc<rocksdb::DB>,
+    log: Arc<L>,
+    embedded: bool,
+    chain_walk: ChainWalk,
+    expel: Option<cluster::Expel>,
+) -> Result<()> {
+    let Secrets {
+        root_token,
+        generated,
+        queue_token,
+        url_key,
+        worker_manager_token,
+    } = secrets;
+    // the embedded log indexes streams itself; on Kafka the projections do, for history
+    let mut auth_view = AuthView::open(db.clone()).context("loading the auth projection")?;
+    let mut view = QueueView::new(db.clone()).context("loading the queue projection")?;
+    view.index_expiries()
+        .context("indexing the expiry of tasks written before the index")?;
+    if !embedded {
+        auth_view = auth_view.with_stream_index();
+        view = view.with_stream_index();
+    }
+    let auth_view = Arc::new(auth_view);
+    let auth = AuthEngine::start(auth_view.clone(), log.clone())
+        .await
+        .context("starting the auth engine")?;
+    let worker_manager_view = Arc::new(
+        WorkerManagerView::open(db.clone()).context("loading the worker-manager projection")?,
+    );
+    let worker_manager = WorkerManagerEngine::start(worker_manager_view, log.clone())
+        .await
+        .context("starting the worker-manager engine")?;
+    let object_view =
+        Arc::new(ObjectView::open(db.clone()).context("loading the object projection")?);
+    let object = ObjectEngine::start(object_view, log.clone())
+        .await
+        .context("starting the object engine")?;
+    let mut clients = Clients::new(auth_view, seal_key(&args.data_dir)?);
+    let static_client = |id: &str, token: &str, scopes: &[&str]| ClientRecord {
+        client_id: id.to_string(),
+        access_token: token.to_string(),
+        scopes: Arc::new(scopes.iter().map(|s| s.to_string()).collect()),
+        final_scopes: false,
+        expires: far_future(),
+        disabled: false,
+    };
+    clients.insert(static_client(
+        "static/taskcluster/root",
+        &root_token,
+        &["*"],
+    ));
+    clients.insert(static_client(
+        "static/taskcluster/queue",
+        &queue_token,
+        &["*"],
+    ));
+    clients.insert(static_client(
+        WORKER_MANAGER_CLIENT,
+        &worker_manager_token,
+        WORKER_MANAGER_SCOPES,
+    ));
+    if let Some(json) = &args.static_clients {
+        let list: Vec<StaticClientConfig> =
+            serde_json::from_str(json).context("TASKLEDGER_STATIC_CLIENTS must be a JSON array")?;
+        for c in list {
+            anyhow::ensure!(
+                c.client_id.starts_with("static/"),
+                "static client ids start with `static/`: {}",
+                c.client_id
+            );
+            let scopes: Vec<&str> = c.scopes.iter().map(String::as_str).collect();
+            clients.insert(static_client(&c.client_id, &c.access_token, &scopes));
+        }
+    }
+    if args.test_clients {
+        clients.insert(static_client("tester", "no-secret", &["test:*"]));
+    }
+
+    let limits = Limits {
+        claim_timeout_ms: args.claim_timeout_secs as i64 * 1000,
+        ..Limits::default()
+    };
+    let engine = Engine::start(view, log.clone(), limits)
+        .await
+        .context("starting the queue engine")?;
+
+    let blob_dir = args.data_dir.join("blobs");
+    std::fs::create_dir_all(&blob_dir)?;
+    let blobs = Arc::new(object_store_local(&blob_dir)?);
+
+    spawn_service("timers", taskledger_workers::run_timers(engine.clone()));
+    spawn_service(
+        "dependencies",
+        taskledger_workers::run_dependencies(engine.clone(), log.clone()),
+    );
+    spawn_service(
+        "built-in workers",
+        taskledger_workers::run_builtin_workers(engine.clone()),
+    );
+    spawn_service(
+        "client expiry",
+        taskledger_workers::run_client_expiry(auth.clone()),
+    );
+    {
+        let blobs = blobs.clone();
+        spawn_service(
+            "object expiry",
+            taskledger_workers::run_object_expiry(
+                object.clone(),
+                Duration::from_secs(args.expiry_scan_secs.max(1)),
+                move |name: String, upload: [u8; 32]| {
+                    let blobs = blobs.clone();
+                    async move {
+                        taskledger_gateways::object::delete_bytes(blobs.as_ref(), &name, &upload)
+                            .await
+                    }
+                },
+            ),
+        );
+    }
+    {
+        let blobs = blobs.clone();
+        spawn_service(
+            "task expiry",
+            taskledger_workers::run_task_expiry(
+                engine.clone(),
+                Duration::from_secs(args.expiry_scan_secs.max(1)),
+                move |what| {
+                    let blobs = blobs.clone();
+                    async move {
+                        taskledger_gateways::queue::artifacts::delete_expired_bytes(
+                            blobs.as_ref(),
+                            &what,
+                        )
+                        .await
+                    }
+                },
+            ),
+        );
+    }
+    let mut bridge_stats = None;
+    if let Some(url) = &args.pulse_url {
+        let state = taskledger_bridge::BridgeState::open(&args.data_dir.join("bridge"))
+            .context("opening the bridge's state")?;
+        let stats = Arc::new(taskledger_bridge::BridgeStats::default());
+        bridge_stats = Some(stats.clone());
+        spawn_service(
+            "pulse bridge",
+            taskledger_bridge::run(
+                log.clone(),
+                None,
+                Arc::new(state),
+                url.clone(),
+                usize::from(args.pulse_channels),
+                Some(engine.committed()),
+                stats,
+            ),
+        );
+        println!("  republishing events to Pulse (AMQP)");
+    }
+
+    let state = Arc::new(AppState {
+        records: log.clone(),
+        engine,
+        auth,
+        clients,
+        queue_client: ("static/taskcluster/queue".into(), queue_token),
+        worker_manager,
+        worker_manager_client: (WORKER_MANAGER_CLIENT.into(), worker_manager_token),
+        object,
+        public_url: public_url.clone(),
+        blobs,
+        url_key: url_key.into_bytes(),
+        claim_work_poll: Duration::from_secs(args.claim_work_poll_secs),
+        started: Instant::now(),
+        started_at: chrono::Utc::now(),
+        ends: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    println!(
+        "taskledger is serving Taskcluster's queue, auth, worker-manager and object APIs at {public_url}/api/"
+    );
+    println!("  TASKCLUSTER_ROOT_URL={public_url}");
+    println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
+    if generated {
+        println!("  TASKCLUSTER_ACCESS_TOKEN={root_token}");
+        println!(
+            "  (generated now and kept in {}; shown only this once)",
+            args.data_dir.join("root-access-token").display()
+        );
+    } else if std::env::var("TASKLEDGER_ROOT_ACCESS_TOKEN").is_ok() {
+        println!("  TASKCLUSTER_ACCESS_TOKEN=<from TASKLEDGER_ROOT_ACCESS_TOKEN>");
+    } else {
+        println!(
+            "  TASKCLUSTER_ACCESS_TOKEN=$(cat {})",
+            args.data_dir.join("root-access-token").display()
+        );
+    }
+    tracing::info!(listen = %args.listen, "ready");
+    let audit_stats = Arc::new(metrics::AuditStats::default());
+    audit_stats
+        .chain_ok
+        .store(-1, std::sync::atomic::Ordering::Relaxed);
+    if args.checkpoint_secs > 0 {
+        use ring::signature::KeyPair;
+        let key = checkpoint_key(&args.data_dir)?;
+        let public: String = key
+            .public_key()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let file = args.data_dir.join("checkpoints.jsonl");
+        println!(
+            "  signing log checkpoints every {} s into {} (Ed25519 public key {public})",
+            args.checkpoint_secs,
+            file.display()
+        );
+        spawn_service(
+            "checkpoints",
+            run_checkpoints(
+                chain_walk,
+                Arc::new(key),
+                file,
+                Duration::from_secs(args.checkpoint_secs),
+                audit_stats.clone(),
+            ),
+        );
+    }
+    if args.verify_projections_secs > 0 {
+        println!(
+            "  rebuilding and comparing every projection every {} s",
+            args.verify_projections_secs
+        );
+        spawn_service(
+            "projection checks",
+            run_projection_checks(
+                log.clone(),
+                args.data_dir.clone(),
+                Duration::from_secs(args.verify_projections_secs),
+                audit_stats.clone(),
+            ),
+        );
+    }
+    let roles: metrics::Roles = Arc::new(vec![
+        (QUEUE_TOPIC, state.engine.role().clone()),
+        (AUTH_TOPIC, state.auth.role().clone()),
+        (WORKER_MANAGER_TOPIC, state.worker_manager.role().clone()),
+        (OBJECT_TOPIC, state.object.role().clone()),
+    ]);
+    let cluster = if args.kafka_group.is_some() {
+        // the same order as `roles`
+        let prefixes = [
+            "/api/queue/v1/",
+            "/api/auth/v1/",
+            "/api/worker-manager/v1/",
+            "/api/object/v1/",
+        ];
+        let log = log.clone();
+        Some(Arc::new(cluster::Cluster {
+            node_url: args.node_url(),
+            services: roles
+                .iter()
+                .zip(prefixes)
+                .map(|((topic, role), prefix)| cluster::Service {
+                    prefix,
+                    topic,
+                    role: role.clone(),
+                })
+                .collect(),
+            writer: Arc::new(move |topic: &str| log.writer_address(topic, 0)),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                // a frozen writer must not hold requests forever; claimWork long-polls
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(
+                    Duration::from_secs(args.claim_work_poll_secs + 30)
+                        + Duration::from_millis(args.kafka_timeout_ms),
+                )
+                .build()
+                .context("building the forwarding HTTP client")?,
+        }))
+    } else {
+        None
+    };
+    let queue_stats = state.engine.stats().clone();
+    let request_times = Arc::new(metrics::RequestTimes::default());
+    use axum::ServiceExt as _;
+    use tower::Layer as _;
+    // each middleware wraps the whole application once (see `taskledger_gateways::app`)
+    let app = metrics::Front::new(
+        metrics::router(
+            log.clone(),
+            roles,
+            bridge_stats,
+            audit_stats,
+            queue_stats,
+            request_times.clone(),
+        ),
+        taskledger_gateways::app(state),
+        request_times,
+    );
+    // answers leave at once rather than wait on Nagle's algorithm for an earlier segment's ACK
+    // (clients whose requests do not carry it would see delayed-ACK stalls)
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "TCP_NODELAY");
+        }
+    });
+    match cluster {
+        Some(cluster) => {
+            if let Some(expel) = expel {
+                spawn_service(
+                    "writer watch",
+                    cluster::watch_writers(cluster.clone(), expel),
+                );
+            }
+            let app = axum::middleware::from_fn_with_state(cluster, cluster::forward).layer(app);
+            axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+        None => {
+            axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    }
+    .context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn object_store_local(dir: &Path) -> Result<taskledger_gateways::LocalBlobs> {
+    taskledger_gateways::LocalBlobs::new_with_prefix(dir).context("opening the blob directory")
+}
+
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
