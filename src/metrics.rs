@@ -3,7 +3,7 @@
 
 use axum::extract::Request;
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use axum::routing::get;
 use axum::Router;
@@ -18,6 +18,7 @@ use std::time::Instant;
 use taskledger_bridge::BridgeStats;
 use taskledger_core::log::EventLog;
 use taskledger_core::time::Millis;
+use taskledger_projections::exits::PanicExits;
 use taskledger_projections::latency::{CommitStats, Histogram, LATENCY_BOUNDS};
 use taskledger_projections::role::WriterRole;
 
@@ -129,21 +130,57 @@ pub fn router<L: EventLog + 'static>(
     audit: Arc<AuditStats>,
     queue: Arc<CommitStats>,
     requests: Arc<RequestTimes>,
+    exits: Arc<PanicExits>,
 ) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
-            let (log, roles, bridge, audit, queue, requests) = (
+            let (log, roles, bridge, audit, queue, requests, exits) = (
                 log.clone(),
                 roles.clone(),
                 bridge.clone(),
                 audit.clone(),
                 queue.clone(),
                 requests.clone(),
+                exits.clone(),
             );
-            async move { render(&*log, &roles, bridge.as_deref(), &audit, &queue, &requests).await }
+            async move {
+                let mut out =
+                    render(&*log, &roles, bridge.as_deref(), &audit, &queue, &requests).await;
+                render_exits(&mut out, &exits);
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    out,
+                )
+            }
         }),
     )
+}
+
+/// The exits after a panic that earlier runs recorded in the data directory.
+fn render_exits(out: &mut String, exits: &PanicExits) {
+    out.push_str(
+        "# HELP taskledger_panic_exits_total Exits after a panic, by the service that panicked, that runs on this data directory recorded (read at start: climbing by one a start is a crash loop).\n\
+         # TYPE taskledger_panic_exits_total counter\n",
+    );
+    for (service, n) in &exits.per_service {
+        out.push_str(&format!(
+            "taskledger_panic_exits_total{{service=\"{service}\"}} {n}\n"
+        ));
+    }
+    let latest = exits
+        .latest
+        .as_ref()
+        .and_then(|e| chrono::DateTime::parse_from_rfc3339(&e.time).ok())
+        .map_or(0, |t| t.timestamp());
+    out.push_str(&format!(
+        "# HELP taskledger_last_panic_exit_timestamp_seconds When the latest recorded exit after a panic happened (0: none).\n\
+         # TYPE taskledger_last_panic_exit_timestamp_seconds gauge\n\
+         taskledger_last_panic_exit_timestamp_seconds {latest}\n"
+    ));
 }
 
 /// One gauge family with a value per label value: HELP, TYPE, then a line each.
@@ -167,7 +204,7 @@ async fn render<L: EventLog>(
     audit: &AuditStats,
     queue: &CommitStats,
     requests: &RequestTimes,
-) -> impl IntoResponse {
+) -> String {
     let mut out = String::from(
         "# HELP taskledger_log_end_offset The offset the next event of the topic will get.\n\
          # TYPE taskledger_log_end_offset gauge\n",
@@ -251,11 +288,5 @@ async fn render<L: EventLog>(
             audit.projections_last_run.load(Ordering::Relaxed)
         ));
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
+    out
 }

@@ -13,6 +13,7 @@ use taskledger_core::queue::Limits;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
+use taskledger_projections::exits::{self, PanicExits};
 use taskledger_projections::{
     store, AuthEngine, AuthView, EmbeddedLog, Engine, KafkaConfig, KafkaLog, ObjectEngine,
     ObjectView, QueueView, WorkerManagerEngine, WorkerManagerView,
@@ -55,6 +56,7 @@ struct StaticClientConfig {
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let panic_exits = Arc::new(panic_exits(&args.data_dir));
     let public_url = args
         .public_url
         .clone()
@@ -101,7 +103,18 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 args.data_dir.join("db").display()
             );
             let walk = embedded_chain_walk(db.clone());
-            run_services(args, public_url, secrets, db, log, true, walk, None).await
+            run_services(
+                args,
+                public_url,
+                secrets,
+                panic_exits,
+                db,
+                log,
+                true,
+                walk,
+                None,
+            )
+            .await
         }
         Some(brokers) => {
             let config = KafkaConfig {
@@ -154,9 +167,42 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 }) as cluster::Expel
             });
             let walk = kafka_chain_walk(log.clone());
-            run_services(args, public_url, secrets, db, log, false, walk, expel).await
+            run_services(
+                args,
+                public_url,
+                secrets,
+                panic_exits,
+                db,
+                log,
+                false,
+                walk,
+                expel,
+            )
+            .await
         }
     }
+}
+
+/// Records this run's exit after a panic, should there be one, in the data directory, and
+/// reads back those of earlier runs: an operator (or `/metrics`) can tell a crash loop, the
+/// same panic after every restart, from a one-off.
+fn panic_exits(data_dir: &Path) -> PanicExits {
+    let file = data_dir.join("panic-exits.jsonl");
+    exits::record_in(file.clone());
+    let earlier = PanicExits::read(&file).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, path = %file.display(), "could not read earlier panic exits");
+        PanicExits::default()
+    });
+    if let Some(latest) = earlier.latest.as_ref().filter(|_| earlier.last_hour > 0) {
+        tracing::warn!(
+            latest = latest.service,
+            at = latest.time,
+            last_hour = earlier.last_hour,
+            "earlier runs exited after a panic; an exit at every start is a crash loop (see {})",
+            file.display()
+        );
+    }
+    earlier
 }
 
 /// Spawns one of `serve`'s background services (reactors, expiry, the Pulse bridge,
@@ -171,7 +217,7 @@ where
     let running = tokio::spawn(service);
     tokio::spawn(async move {
         if running.await.is_err_and(|e| e.is_panic()) {
-            taskledger_projections::engine::exit_after_panic(name);
+            taskledger_projections::exits::exit_after_panic(name);
         }
     });
 }
@@ -183,6 +229,7 @@ async fn run_services<L: EventLog + 'static>(
     args: ServeArgs,
     public_url: String,
     secrets: Secrets,
+    panic_exits: Arc<PanicExits>,
     db: Arc<rocksdb::DB>,
     log: Arc<L>,
     embedded: bool,
@@ -483,6 +530,7 @@ async fn run_services<L: EventLog + 'static>(
             audit_stats,
             queue_stats,
             request_times.clone(),
+            panic_exits,
         ),
         taskledger_gateways::app(state),
         request_times,

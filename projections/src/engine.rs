@@ -229,7 +229,7 @@ impl Engine {
             .spawn(move || {
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx)));
                 if ran.is_err() {
-                    exit_after_panic("queue");
+                    crate::exits::exit_after_panic("queue");
                 }
             })
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
@@ -307,20 +307,6 @@ impl Engine {
     pub fn role(&self) -> &WriterRole {
         &self.role
     }
-}
-
-/// A writer that panicked leaves its service unable to write while the process still serves
-/// reads and answers its ping. The process exits instead (status 70, EX_SOFTWARE), so that its
-/// supervisor restarts it: every group commit is one atomic write, so the restarted process
-/// folds the log from where the projection stands. `serve` does the same for a background
-/// service (a reactor, the Pulse bridge), which resumes from its checkpoint or rescans the
-/// projection.
-pub fn exit_after_panic(service: &str) -> ! {
-    tracing::error!(
-        service,
-        "panicked; exiting so that a restart resumes from the log"
-    );
-    std::process::exit(70)
 }
 
 /// The writer threads started in this process.

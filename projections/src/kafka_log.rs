@@ -539,7 +539,7 @@ impl KafkaLog {
                     }
                 }));
                 if polled.is_err() {
-                    crate::engine::exit_after_panic("kafka writer group");
+                    crate::exits::exit_after_panic("kafka writer group");
                 }
             })
             .map_err(unavailable)?;

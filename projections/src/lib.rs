@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth_view;
 pub mod embedded_log;
 pub mod engine;
+pub mod exits;
 pub mod kafka_group;
 pub mod kafka_log;
 pub mod keys;

@@ -163,7 +163,7 @@ impl<S: Service> ServiceEngine<S> {
         let driven = tokio::spawn(drive(writer, role.clone(), rx));
         tokio::spawn(async move {
             if driven.await.is_err_and(|e| e.is_panic()) {
-                crate::engine::exit_after_panic(S::NAME);
+                crate::exits::exit_after_panic(S::NAME);
             }
         });
         Ok(ServiceEngine { tx, view, role })

@@ -13,7 +13,7 @@ use std::time::Duration;
 use taskcluster::Credentials;
 
 /// The status the server exits with after a writer or a background service panicked
-/// (`engine::exit_after_panic`).
+/// (`exits::exit_after_panic`).
 const PANICKED: i32 = 70;
 
 /// What a caller gets when the writer dies under its command: the connection closed, or 503
@@ -24,6 +24,19 @@ fn no_success(answer: Option<(u16, serde_json::Value)>) {
         None | Some((503, _)) => {}
         Some(other) => panic!("answered {other:?} although the writer died"),
     }
+}
+
+/// The exits after a panic that `/metrics` reports, per service, from the data directory's
+/// record: the lines of `taskledger_panic_exits_total`, and whether the latest has a time.
+async fn recorded_exits(s: &Server) -> (Vec<String>, bool) {
+    let metrics = s.metrics().await;
+    let lines = metrics
+        .lines()
+        .filter(|l| l.starts_with("taskledger_panic_exits_total{"))
+        .map(str::to_string)
+        .collect();
+    let dated = !metrics.contains("\ntaskledger_last_panic_exit_timestamp_seconds 0\n");
+    (lines, dated)
 }
 
 #[tokio::test]
@@ -42,6 +55,7 @@ async fn a_task_appended_but_not_applied_is_there_after_a_restart(backend: Backe
     // the first group commit goes through, the second dies
     let failpoint = [("FAILPOINTS", "queue-after-append=1*off->panic")];
     let mut s = Server::start_on(backend, &failpoint).await;
+    assert_eq!(recorded_exits(&s).await, (vec![], false));
     let queue = fresh_queue();
     let before = create_tasks(&s.queue(), &queue, 1).await;
     let task_id = slugid::nice();
@@ -54,6 +68,14 @@ async fn a_task_appended_but_not_applied_is_there_after_a_restart(backend: Backe
     assert_eq!(s.exited(Duration::from_secs(10)).await, Some(PANICKED));
 
     s.restart_without("FAILPOINTS").await;
+    // the exit is on record, for an operator to tell a crash loop from a one-off
+    assert_eq!(
+        recorded_exits(&s).await,
+        (
+            vec![r#"taskledger_panic_exits_total{service="queue"} 1"#.to_string()],
+            true
+        )
+    );
     let q = s.queue();
     let status = state_of(&q, &task_id).await;
     assert_eq!(status["state"], "pending");
@@ -94,6 +116,13 @@ async fn a_client_appended_but_not_applied_is_there_after_a_restart() {
     assert_eq!(s.exited(Duration::from_secs(10)).await, Some(PANICKED));
 
     s.restart_without("FAILPOINTS").await;
+    assert_eq!(
+        recorded_exits(&s).await,
+        (
+            vec![r#"taskledger_panic_exits_total{service="auth"} 1"#.to_string()],
+            true
+        )
+    );
     let root = auth_as(&s, Credentials::new("static/taskcluster/root", ROOT_TOKEN));
     let client = root.client("it/crashed").await.unwrap();
     assert_eq!(client["description"], "created as the server crashed");
@@ -140,6 +169,10 @@ async fn a_panicked_reactor_exits_the_server_and_its_work_is_done_after_a_restar
     assert_eq!(s.exited(Duration::from_secs(10)).await, Some(PANICKED));
 
     s.restart_without("FAILPOINTS").await;
+    assert_eq!(
+        recorded_exits(&s).await.0,
+        [r#"taskledger_panic_exits_total{service="dependencies"} 1"#]
+    );
     let q = s.queue();
     assert_eq!(state_of(&q, &a).await["state"], "completed");
     eventually(Duration::from_secs(10), || async {
