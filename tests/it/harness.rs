@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use taskcluster::{ClientBuilder, Credentials, Queue};
 
@@ -17,12 +18,24 @@ pub struct Server {
     extra_env: Vec<(String, String)>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free loopback port, never handed out twice in this process. The ports lie below the
+/// kernel's ephemeral range (32768-60999 by default), so while a server restarts on its port
+/// neither another test's `bind(0)` nor an outgoing connection can take it, and a restarted
+/// server's readiness ping cannot reach another test's server.
+pub fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    // processes started one after another begin at different places in the span
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + n) % SPAN).expect("below 32,000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// Which event log a server runs on.

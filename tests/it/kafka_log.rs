@@ -205,11 +205,7 @@ pub(crate) fn no_retry_queue(server: &Server) -> Queue {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_answers_503_then_recovers_without_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = std::env::temp_dir().join(format!("taskledger-it-broker-{}", slugid::nice()));
     let mut broker = Broker::start(port, &dir);
     let server = Server::start_with(vec![
