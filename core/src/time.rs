@@ -70,12 +70,17 @@ impl Millis {
             .ok()
             .map(|d| Millis(d.timestamp_millis()))
     }
-    /// Adds one calendar year (Feb 29 falls back to Feb 28).
+    /// Adds one calendar year as JavaScript's `setFullYear(getFullYear() + 1)` does in UTC:
+    /// Feb 29 rolls over to Mar 1 of a year without one.
     pub fn plus_one_year(self) -> Millis {
         let d = self.to_datetime();
         let next = d
             .with_year(d.year() + 1)
-            .or_else(|| d.with_day(28).and_then(|d| d.with_year(d.year() + 1)))
+            .or_else(|| {
+                d.with_day(28)
+                    .and_then(|d| d.with_year(d.year() + 1))
+                    .map(|d| d + chrono::Duration::days(1))
+            })
             .unwrap_or(d);
         Millis(next.timestamp_millis())
     }
@@ -180,7 +185,12 @@ mod tests {
     fn formats_like_javascript() {
         let t = Millis::parse_rfc3339("2024-02-29T10:00:00.5+01:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2024-02-29T09:00:00.500Z");
-        assert_eq!(t.plus_one_year().to_rfc3339(), "2025-02-28T09:00:00.500Z");
+        assert_eq!(t.plus_one_year().to_rfc3339(), "2025-03-01T09:00:00.500Z");
+        let leap_to_leap = Millis::parse_rfc3339("2027-02-28T23:59:59.999Z").unwrap();
+        assert_eq!(
+            leap_to_leap.plus_one_year().to_rfc3339(),
+            "2028-02-28T23:59:59.999Z"
+        );
         assert!(Millis::parse_rfc3339("2024-02-29T10:00:00").is_none());
     }
 

@@ -66,13 +66,17 @@ fn satisfies(requires: super::model::Requires, resolution: Resolution) -> bool {
     resolution == Resolution::Completed || requires == super::model::Requires::AllResolved
 }
 
+/// From the deadline's own millisecond on, which is when the deadline timer fires (upstream
+/// refuses calls a millisecond later, from `deadline < now`).
 fn past_deadline(task: &Task, now: Millis) -> bool {
     now >= task.definition.deadline
 }
 
+/// Upstream's 409 for a call past the deadline (scheduleTask words it "at", the others "of").
 fn deadline_conflict(task: &Task, what: &str) -> QueueError {
+    let preposition = if what == "scheduled" { "at" } else { "of" };
     QueueError::Conflict(format!(
-        "Task `{}` can't be {what} past its deadline of {}",
+        "Task `{}` can't be {what} past its deadline {preposition} {}.",
         task.task_id, task.definition.deadline
     ))
 }
@@ -121,12 +125,28 @@ pub fn create_task(
             "scopes must not end with `**`: {bad}"
         )));
     }
+    // the group's checks come before the task's own, as upstream's do: a repeat of a task
+    // into a group sealed since gets 409 too
+    if let Some(g) = group {
+        if g.scheduler_id != def.scheduler_id {
+            return Err(QueueError::Conflict(format!(
+                "Task group `{}` contains tasks with a schedulerId other\nthan `{}`. All tasks in the same task-group must have\nthe same schedulerId.",
+                g.task_group_id, def.scheduler_id
+            )));
+        }
+        if g.sealed.is_some() {
+            return Err(QueueError::Conflict(format!(
+                "Task group `{}` is sealed and does not accept new tasks.",
+                g.task_group_id
+            )));
+        }
+    }
     if let Some(task) = existing {
         return if task.definition == def {
             Ok(repeated_definition(task, now))
         } else {
             Err(QueueError::Conflict(format!(
-                "taskId `{task_id}` already used by another task. This could be the result of faulty idempotency!"
+                "taskId `{task_id}` already used by another task.\nThis could be the result of faulty idempotency!"
             )))
         };
     }
@@ -134,18 +154,6 @@ pub fn create_task(
     let mut events = Vec::new();
     let group_expires = def.expires.plus(HOUR);
     match group {
-        Some(g) if g.scheduler_id != def.scheduler_id => {
-            return Err(QueueError::Conflict(format!(
-                "Task group `{}` contains tasks with a schedulerId other than `{}`. You are attempting to include a task with schedulerId `{}`.",
-                g.task_group_id, g.scheduler_id, def.scheduler_id
-            )))
-        }
-        Some(g) if g.sealed.is_some() => {
-            return Err(QueueError::Conflict(format!(
-                "Task group `{}` is sealed and does not accept new tasks.",
-                g.task_group_id
-            )))
-        }
         Some(g) => {
             if g.expires < group_expires {
                 events.push(QueueEvent::TaskGroupExpiresRaised {
@@ -237,7 +245,7 @@ pub fn schedule_task(task: &Task, now: Millis) -> Decision {
 /// rerunTask (transitions 15 and 16).
 pub fn rerun_task(task: &Task, now: Millis) -> Decision {
     if past_deadline(task, now) {
-        return Err(deadline_conflict(task, "rerun"));
+        return Err(deadline_conflict(task, "rescheduled"));
     }
     match task.last_run() {
         // upstream sends task-pending again for a pending run; a running one, nothing
@@ -349,8 +357,7 @@ pub fn claim_run(
     }
     if !is_last(task, run_id) || run.state != RunState::Pending {
         return Err(QueueError::Conflict(format!(
-            "Run {run_id} of task `{}` is not pending",
-            task.task_id
+            "Run {run_id} was already claimed by another worker."
         )));
     }
     Ok(vec![QueueEvent::RunClaimed {
@@ -588,6 +595,9 @@ fn compatible(old: &Artifact, new: &Artifact) -> bool {
     let storage_ok = match (&old.storage, &new.storage) {
         (S::Reference { .. }, S::Reference { .. } | S::Link { .. }) => true,
         (S::Link { .. }, S::Link { .. }) => old.storage == new.storage,
+        // an s3 artifact's details are its bucket and prefix, the same for every create of
+        // the name: a different `contentLength` is no conflict (the first one stays)
+        (S::S3 { .. }, S::S3 { .. }) => true,
         (S::Object { .. }, S::Object { .. }) => {
             // a retried create keeps the upload id it was given first
             matches!((&old.storage, &new.storage),
@@ -654,13 +664,21 @@ pub fn create_artifact(
                 "Artifact already exists with different properties (storageType, contentType, expires or details)".into(),
             ))
         }
-        // a repeated object create keeps its upload id and presence
+        // upstream updates only an existing artifact's storage type, details and expiry: its
+        // content type and length stay, and a repeated object create keeps its upload id and
+        // presence
         (Some(old), mut new) => {
             if let (ArtifactStorage::Object { upload_id, .. }, ArtifactStorage::Object { upload_id: u, .. }) =
                 (&old.storage, &mut new.storage)
             {
                 *u = *upload_id;
             }
+            if let (ArtifactStorage::S3 { content_length }, ArtifactStorage::S3 { content_length: l }) =
+                (&old.storage, &mut new.storage)
+            {
+                *l = *content_length;
+            }
+            new.content_type.clone_from(&old.content_type);
             new.present = new.present || old.present;
             new
         }

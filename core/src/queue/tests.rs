@@ -205,6 +205,36 @@ fn sealed_group_and_other_scheduler_conflict() {
     );
 }
 
+/// Upstream checks the group before the task: once the group is sealed, even an identical
+/// repeat of a task already in it gets 409.
+#[test]
+fn a_repeat_into_a_group_sealed_since_conflicts() {
+    let t = given(&created());
+    let group = TaskGroup {
+        task_group_id: tid(1),
+        scheduler_id: "-".into(),
+        expires: NOW.plus(49 * HOUR),
+        sealed: None,
+    };
+    let repeat = |group: &TaskGroup| {
+        create_task(
+            Some(&t),
+            Some(group),
+            &[],
+            tid(1),
+            definition(tid(1)),
+            NOW,
+            &Limits::default(),
+        )
+    };
+    check(repeat(&group), &["Repeated", "Repeated"]);
+    let sealed = TaskGroup {
+        sealed: Some(NOW),
+        ..group
+    };
+    assert!(matches!(repeat(&sealed), Err(QueueError::Conflict(m)) if m.contains("sealed")));
+}
+
 #[test]
 fn dependencies_wait_then_schedule() {
     let mut d = definition(tid(2));
@@ -716,6 +746,35 @@ fn artifacts_follow_the_run() {
         NOW,
     );
     assert!(matches!(err, Err(QueueError::Conflict(_))));
+    // a link replacing the reference keeps the reference's content type, as upstream's update
+    // of an existing artifact does
+    let link = Artifact {
+        content_type: "application/binary".into(),
+        ..art(
+            ArtifactStorage::Link {
+                target: "public/other".into(),
+            },
+            NOW.plus(HOUR),
+        )
+    };
+    let replaced = create_artifact(Some(&t), 0, Some(&first), link, NOW).unwrap();
+    let [QueueEvent::ArtifactCreated { artifact, .. }] = replaced.as_slice() else {
+        panic!("{replaced:?}");
+    };
+    assert_eq!(artifact.content_type, "text/plain");
+    assert_eq!(artifact.storage.type_str(), "link");
+    // an s3 artifact created again with another length: no conflict, the first length stays
+    let s3 = |content_length| art(ArtifactStorage::S3 { content_length }, NOW.plus(HOUR));
+    let again = create_artifact(Some(&t), 0, Some(&s3(None)), s3(Some(5)), NOW).unwrap();
+    let [QueueEvent::ArtifactCreated { artifact, .. }] = again.as_slice() else {
+        panic!("{again:?}");
+    };
+    assert_eq!(
+        artifact.storage,
+        ArtifactStorage::S3 {
+            content_length: None
+        }
+    );
     let err = create_artifact(
         Some(&t),
         0,

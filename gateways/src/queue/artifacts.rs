@@ -37,6 +37,21 @@ fn name_param(name: &str) -> Result<(), ApiError> {
 
 const MAX_NAME: usize = 1024;
 
+/// An error artifact's message: at most this many characters (the request schema's limit).
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+/// JSON schema's `uri` format as the schema validator upstream uses checks it: a scheme (a
+/// letter, then letters, digits, `+`, `-` or `.`), a colon, and no whitespace anywhere.
+fn is_uri(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !s.chars().any(char::is_whitespace)
+}
+
 fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
     let mut c = Checks::default();
     let Some(obj) = body.as_object() else {
@@ -83,7 +98,26 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
                 .push(format!("data should NOT have additional properties: '{k}'"));
         }
     }
-    let content_length = obj.get("contentLength").and_then(|v| v.as_u64());
+    let content_length = match obj.get("contentLength") {
+        None => None,
+        // (`5.0` is the integer 5 to JavaScript)
+        Some(v) => {
+            let float = v.as_f64();
+            let length = v.as_u64().or_else(|| {
+                float
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                    .map(|f| f as u64)
+            });
+            if length.is_none() {
+                c.errors.push(if float.is_some_and(|f| f.fract() == 0.0) {
+                    "data.contentLength should be >= 0".into()
+                } else {
+                    "data.contentLength should be integer".into()
+                });
+            }
+            length
+        }
+    };
     let storage = match storage_type.as_str() {
         "s3" => Some(ArtifactStorage::S3 { content_length }),
         "object" => Some(ArtifactStorage::Object {
@@ -91,9 +125,14 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
             upload_id: Slug::NIL,
             content_length,
         }),
-        "reference" => c
-            .string(obj, "url", true)
-            .map(|u| ArtifactStorage::Reference { url: u.to_string() }),
+        "reference" => c.string(obj, "url", true).and_then(|u| {
+            if is_uri(u) {
+                Some(ArtifactStorage::Reference { url: u.to_string() })
+            } else {
+                c.errors.push("data.url should match format \"uri\"".into());
+                None
+            }
+        }),
         "link" => c
             .string(obj, "artifact", true)
             .map(|a| ArtifactStorage::Link {
@@ -102,6 +141,11 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
         "error" => {
             let reason = c.string(obj, "reason", true).and_then(ErrorReason::parse);
             let message = c.string(obj, "message", true).unwrap_or("").to_string();
+            if message.chars().count() > MAX_ERROR_MESSAGE {
+                c.errors.push(format!(
+                    "data.message should NOT be longer than {MAX_ERROR_MESSAGE} characters"
+                ));
+            }
             match reason {
                 Some(reason) => Some(ArtifactStorage::Error { reason, message }),
                 None => {
@@ -763,4 +807,61 @@ pub async fn get_blob(State(st): St, uri: Uri) -> Response {
         .map(|a| a.content_type)
         .unwrap_or_else(|| "application/octet-stream".into());
     blobs::serve(&st, &blob_key(&task, run, &name), content_type).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn refused(body: Value) -> String {
+        match parse_artifact(&body, "public/a") {
+            Ok(a) => panic!("{body} was taken: {a:?}"),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    /// The request schema's checks upstream makes and a lenient parser would skip.
+    #[test]
+    fn the_request_schema_bounds_lengths_and_urls() {
+        let expires = "2030-01-01T00:00:00.000Z";
+        let s3 = |length: Value| {
+            json!({"storageType": "s3", "contentType": "text/plain", "expires": expires,
+                   "contentLength": length})
+        };
+        assert!(refused(s3(json!(-1))).contains("contentLength should be >= 0"));
+        assert!(refused(s3(json!(1.5))).contains("contentLength should be integer"));
+        assert!(refused(s3(json!("5"))).contains("contentLength should be integer"));
+        let taken = parse_artifact(&s3(json!(5.0)), "public/a").unwrap();
+        assert_eq!(
+            taken.storage,
+            ArtifactStorage::S3 {
+                content_length: Some(5)
+            }
+        );
+
+        let error = |message: String| {
+            json!({"storageType": "error", "reason": "file-missing-on-worker",
+                   "message": message, "expires": expires})
+        };
+        assert!(parse_artifact(&error("é".repeat(4096)), "public/a").is_ok());
+        assert!(refused(error("x".repeat(4097))).contains("4096 characters"));
+
+        let reference = |url: &str| {
+            json!({"storageType": "reference", "contentType": "text/plain", "url": url,
+                   "expires": expires})
+        };
+        for good in ["https://example.com/x", "s3+http://b/k", "urn:isbn:1"] {
+            assert!(
+                parse_artifact(&reference(good), "public/a").is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["x", "example.com/x", "1http://a", "https://a b", ":x"] {
+            assert!(
+                refused(reference(bad)).contains("format \\\"uri\\\""),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -373,11 +373,28 @@ pub fn credentials(
     }
 }
 
-/// `until/<takenUntil>`: Unix seconds, with a fraction only when there is one.
+/// `until/<takenUntil>`: Unix seconds as JavaScript prints `ms / 1000`, a fraction only when
+/// there is one and without trailing zeros (`1700000000.12`, not `.120`).
 pub fn unix_seconds(t: Millis) -> String {
-    if t.0 % 1000 == 0 {
-        format!("{}", t.0 / 1000)
+    let (secs, ms) = (t.0.div_euclid(1000), t.0.rem_euclid(1000));
+    if ms == 0 {
+        format!("{secs}")
     } else {
-        format!("{}.{:03}", t.0 / 1000, t.0 % 1000)
+        let fraction = format!("{ms:03}");
+        format!("{secs}.{}", fraction.trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_seconds_print_as_javascript_divides() {
+        assert_eq!(unix_seconds(Millis(1_700_000_000_000)), "1700000000");
+        assert_eq!(unix_seconds(Millis(1_700_000_000_120)), "1700000000.12");
+        assert_eq!(unix_seconds(Millis(1_700_000_000_100)), "1700000000.1");
+        assert_eq!(unix_seconds(Millis(1_700_000_000_007)), "1700000000.007");
+        assert_eq!(unix_seconds(Millis(1_700_000_000_250)), "1700000000.25");
     }
 }

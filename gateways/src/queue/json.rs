@@ -290,7 +290,8 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         c.fail("data.routes items should be 1 to 249 characters".into());
     }
     let priority = match c.string(obj, "priority", false) {
-        None => Priority::Lowest,
+        // upstream still accepts the old default, `normal`, and stores it as `lowest`
+        None | Some("normal") => Priority::Lowest,
         Some(p) => Priority::parse(p).unwrap_or_else(|| {
             c.fail("data.priority should be equal to one of the allowed values".into());
             Priority::Lowest
@@ -317,7 +318,7 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         c.fail("data.scopes items should be printable ASCII".into());
     }
     let payload = match obj.get("payload") {
-        Some(v @ Value::Object(_)) => JsonText(v.to_string()),
+        Some(v @ Value::Object(_)) => JsonText(js_text(v)),
         Some(_) => {
             c.fail("data.payload should be object".into());
             JsonText::default()
@@ -388,7 +389,7 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
     };
     let extra = match obj.get("extra") {
         None => JsonText("{}".into()),
-        Some(v @ Value::Object(_)) => JsonText(v.to_string()),
+        Some(v @ Value::Object(_)) => JsonText(js_text(v)),
         Some(_) => {
             c.fail("data.extra should be object".into());
             JsonText::default()
@@ -440,9 +441,83 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
     })
 }
 
+/// The JSON text of a payload or `extra` as upstream keeps it. JavaScript has one kind of
+/// number, so `1.0` parses to `1`: upstream hands it back as `1` and takes `{"n": 1.0}` and
+/// `{"n": 1}` for the same definition. Integral floats within JavaScript's exact integers
+/// become integers here too; every other number is kept as sent.
+fn js_text(v: &Value) -> String {
+    if has_integral_float(v) {
+        let mut v = v.clone();
+        integral_floats_to_integers(&mut v);
+        v.to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// 2^53: beyond it JavaScript's numbers skip integers.
+const JS_EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+fn integral_float(n: &serde_json::Number) -> Option<i64> {
+    let f = n.as_f64().filter(|_| n.is_f64())?;
+    // exact: the value has no fraction and lies within i64
+    (f.fract() == 0.0 && f.abs() <= JS_EXACT_INTEGERS).then_some(f as i64)
+}
+
+fn has_integral_float(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => integral_float(n).is_some(),
+        Value::Array(items) => items.iter().any(has_integral_float),
+        Value::Object(fields) => fields.values().any(has_integral_float),
+        Value::Null | Value::Bool(_) | Value::String(_) => false,
+    }
+}
+
+fn integral_floats_to_integers(v: &mut Value) {
+    match v {
+        Value::Number(n) => {
+            if let Some(i) = integral_float(n) {
+                *v = Value::from(i);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integral_floats_read_back_as_javascript_prints_them() {
+        let body: Value = serde_json::from_str(FULL).unwrap();
+        let task_id: TaskId = "dF0sBQCkRCKB1n4EJM2kpw".parse().unwrap();
+        let mut floats = body.clone();
+        floats["payload"]["n"] = serde_json::from_str("[1.0, -0.0, 2.5, 1e3, 1e300]").unwrap();
+        floats["extra"]["n"] = serde_json::from_str("4.0").unwrap();
+        let def = parse_task_definition(&floats, task_id).unwrap();
+        let back = task_json(&def);
+        assert_eq!(back["payload"]["n"].to_string(), "[1,0,2.5,1000,1e+300]");
+        assert_eq!(back["extra"]["n"].to_string(), "4");
+        // the same definition as the one written with integers
+        let mut integers = body;
+        integers["payload"]["n"] = serde_json::from_str("[1, 0, 2.5, 1000, 1e300]").unwrap();
+        integers["extra"]["n"] = serde_json::from_str("4").unwrap();
+        assert_eq!(parse_task_definition(&integers, task_id).unwrap(), def);
+    }
+
+    #[test]
+    fn the_old_default_priority_normal_is_stored_as_lowest() {
+        let mut body: Value = serde_json::from_str(FULL).unwrap();
+        let task_id: TaskId = "dF0sBQCkRCKB1n4EJM2kpw".parse().unwrap();
+        body["priority"] = Value::from("normal");
+        let def = parse_task_definition(&body, task_id).unwrap();
+        assert_eq!(def.priority, Priority::Lowest);
+        body["priority"] = Value::from("urgent");
+        assert!(parse_task_definition(&body, task_id).is_err());
+    }
 
     /// A definition with every field set, as the API writes it: compact, keys sorted.
     const FULL: &str = concat!(
