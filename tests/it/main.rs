@@ -186,6 +186,29 @@ async fn whole_task_life_with_task_credentials(backend: Backend) {
         .await
         .unwrap();
     assert!(put.status().is_success(), "{}", put.status());
+    // created again with a length: the same artifact (upstream compares bucket and prefix)
+    let again = json!({ "storageType": "s3", "contentType": "text/plain", "expires": expires,
+                        "contentLength": 19 });
+    worker
+        .createArtifact(&task_id, "0", "public/logs/live.log", &again)
+        .await
+        .unwrap();
+    // what the request schema refuses: 400, and nothing is created
+    let bad_requests = [
+        json!({ "storageType": "s3", "contentType": "text/plain", "expires": expires,
+                "contentLength": -1 }),
+        json!({ "storageType": "reference", "contentType": "text/plain", "expires": expires,
+                "url": "not a url" }),
+        json!({ "storageType": "error", "reason": "file-missing-on-worker", "expires": expires,
+                "message": "x".repeat(4097) }),
+    ];
+    for bad in &bad_requests {
+        let refused = worker
+            .createArtifact(&task_id, "0", "public/refused", bad)
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&refused), Some(400), "{refused:#}");
+    }
     // a name or a content type Taskcluster refuses: 400, and nothing is created
     let s3 = |content_type: &str| json!({ "storageType": "s3", "contentType": content_type, "expires": expires });
     let bad_name = worker
@@ -292,6 +315,19 @@ async fn create_task_is_idempotent_and_conflicts_on_change(backend: Backend) {
     let err = q.createTask(&task_id, &changed).await.unwrap_err();
     assert_eq!(status_of(&err), Some(409));
     assert!(format!("{err:#}").contains("already used by another task"));
+
+    // the old default priority, `normal`, is taken and kept as `lowest`; a payload's `2.0`
+    // is JavaScript's `2`, so a repeat that writes it `2` is the same task
+    let upstream = slugid::nice();
+    let mut def = task_def(&queue, 600);
+    def["priority"] = json!("normal");
+    def["payload"]["maxRunTime"] = serde_json::from_str("2.0").unwrap();
+    q.createTask(&upstream, &def).await.unwrap();
+    let task = q.task(&upstream).await.unwrap();
+    assert_eq!(task["priority"], "lowest");
+    assert_eq!(task["payload"]["maxRunTime"].to_string(), "2");
+    def["payload"]["maxRunTime"] = json!(2);
+    q.createTask(&upstream, &def).await.unwrap();
 }
 
 async fn dependencies_schedule_when_satisfied(backend: Backend) {
@@ -1261,6 +1297,9 @@ async fn task_groups_seal_and_cancel(backend: Backend) {
     assert!(got.get("sealed").is_none(), "{got}");
     let err = q.cancelTaskGroup(&group).await.unwrap_err();
     assert_eq!(status_of(&err), Some(409));
+    // a repeat of a task's definition, as the queue hands it back, is the same task
+    let repeat = q.task(&ids[0]).await.unwrap();
+    q.createTask(&ids[0], &repeat).await.unwrap();
     let sealed = q.sealTaskGroup(&group).await.unwrap();
     assert!(sealed["sealed"].is_string());
     assert_eq!(q.getTaskGroup(&group).await.unwrap(), sealed);
@@ -1268,6 +1307,9 @@ async fn task_groups_seal_and_cancel(backend: Backend) {
     def["taskGroupId"] = json!(group);
     let err = q.createTask(&slugid::nice(), &def).await.unwrap_err();
     assert_eq!(status_of(&err), Some(409));
+    // upstream checks the group before the task: even a repeat of a task in it is refused now
+    let err = q.createTask(&ids[0], &repeat).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409), "{err:#}");
     let canceled = q.cancelTaskGroup(&group).await.unwrap();
     assert_eq!(canceled["cancelledCount"], 3);
     for t in &ids {
