@@ -1,5 +1,7 @@
-//! `GET /metrics`: Prometheus text exposition of the log's heads and the Pulse bridge's
-//! progress, for operators (unauthenticated, like upstream's internal metrics ports).
+//! `GET /metrics`: Prometheus text exposition of the log's heads, the writers' and the API's
+//! latencies, the Pulse bridge's progress, the audit checks' outcomes and the exits after a
+//! panic that earlier runs recorded, for operators (unauthenticated, like upstream's
+//! internal metrics ports).
 
 use axum::extract::Request;
 use axum::http::header;
@@ -167,6 +169,11 @@ fn render_exits(out: &mut String, exits: &PanicExits) {
          # TYPE taskledger_panic_exits_total counter\n",
     );
     for (service, n) in &exits.per_service {
+        // the names come from a file: escaped as the text format asks of label values
+        let service = service
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         out.push_str(&format!(
             "taskledger_panic_exits_total{{service=\"{service}\"}} {n}\n"
         ));

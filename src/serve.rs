@@ -188,6 +188,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
 /// same panic after every restart, from a one-off.
 fn panic_exits(data_dir: &Path) -> PanicExits {
     let file = data_dir.join("panic-exits.jsonl");
+    if let Err(e) = exits::rotate_if_large(&file) {
+        tracing::warn!(error = %e, path = %file.display(), "could not rotate the panic exits");
+    }
     exits::record_in(file.clone());
     let earlier = PanicExits::read(&file).unwrap_or_else(|e| {
         tracing::warn!(error = %e, path = %file.display(), "could not read earlier panic exits");
@@ -198,8 +201,8 @@ fn panic_exits(data_dir: &Path) -> PanicExits {
             latest = latest.service,
             at = latest.time,
             last_hour = earlier.last_hour,
-            "earlier runs exited after a panic; an exit at every start is a crash loop (see {})",
-            file.display()
+            path = %file.display(),
+            "earlier runs exited after a panic; an exit at every start is a crash loop"
         );
     }
     earlier

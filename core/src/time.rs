@@ -186,11 +186,16 @@ mod tests {
         let t = Millis::parse_rfc3339("2024-02-29T10:00:00.5+01:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2024-02-29T09:00:00.500Z");
         assert_eq!(t.plus_one_year().to_rfc3339(), "2025-03-01T09:00:00.500Z");
-        let leap_to_leap = Millis::parse_rfc3339("2027-02-28T23:59:59.999Z").unwrap();
-        assert_eq!(
-            leap_to_leap.plus_one_year().to_rfc3339(),
-            "2028-02-28T23:59:59.999Z"
-        );
+        // Feb 28 and Feb 29 of a leap year stay apart; Dec 31 stays Dec 31
+        for (from, to) in [
+            ("2027-02-28T23:59:59.999Z", "2028-02-28T23:59:59.999Z"),
+            ("2028-02-28T00:00:00.000Z", "2029-02-28T00:00:00.000Z"),
+            ("2028-02-29T00:00:00.000Z", "2029-03-01T00:00:00.000Z"),
+            ("2027-12-31T23:59:59.999Z", "2028-12-31T23:59:59.999Z"),
+        ] {
+            let t = Millis::parse_rfc3339(from).unwrap();
+            assert_eq!(t.plus_one_year().to_rfc3339(), to);
+        }
         assert!(Millis::parse_rfc3339("2024-02-29T10:00:00").is_none());
     }
 

@@ -63,6 +63,26 @@ fn append(path: &Path, service: &str) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// The record's bound: past it, the next start moves the record aside (to `<name>.1`, in
+/// place of an older one) and counts from zero, which Prometheus takes as a counter reset. A
+/// crash loop restarting every second for days would otherwise grow it, and every start reads
+/// it whole.
+const ROTATE_AT: u64 = 1 << 20;
+
+/// Moves the record at `path` aside once it has grown past a megabyte (about 15,000 exits).
+pub fn rotate_if_large(path: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > ROTATE_AT => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".1");
+            std::fs::rename(path, aside)
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// What the record holds: exits per service, and the latest.
 #[derive(Debug, Default, PartialEq)]
 pub struct PanicExits {
@@ -128,5 +148,18 @@ mod tests {
         assert_eq!(exits.total(), 4);
         assert_eq!(exits.last_hour, 3);
         assert_eq!(exits.latest.map(|e| e.service).as_deref(), Some("queue"));
+
+        // a small record stays; a large one moves aside and the count starts again
+        rotate_if_large(&path).unwrap();
+        assert_eq!(PanicExits::read(&path).unwrap().total(), 4);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&vec![b' '; ROTATE_AT as usize]).unwrap();
+        rotate_if_large(&path).unwrap();
+        assert_eq!(PanicExits::read(&path).unwrap(), PanicExits::default());
+        let aside = PanicExits::read(&dir.path().join("panic-exits.jsonl.1")).unwrap();
+        assert_eq!(aside.total(), 4);
     }
 }

@@ -40,16 +40,32 @@ const MAX_NAME: usize = 1024;
 /// An error artifact's message: at most this many characters (the request schema's limit).
 const MAX_ERROR_MESSAGE: usize = 4096;
 
-/// JSON schema's `uri` format as the schema validator upstream uses checks it: a scheme (a
-/// letter, then letters, digits, `+`, `-` or `.`), a colon, and no whitespace anywhere.
+/// JSON schema's `uri` format (RFC 3986): a scheme (a letter, then letters, digits, `+`, `-`
+/// or `.`) and a colon, then only the characters a URI may hold, with `%` starting a
+/// two-digit hex escape. No spaces, quotes, angle brackets, braces or non-ASCII text.
 fn is_uri(s: &str) -> bool {
-    let Some((scheme, _)) = s.split_once(':') else {
+    let Some((scheme, rest)) = s.split_once(':') else {
         return false;
     };
     let mut chars = scheme.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        && !s.chars().any(char::is_whitespace)
+    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let escaped = bytes.get(i + 1..i + 3);
+                if !escaped.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b) => i += 1,
+            _ => return false,
+        }
+    }
+    scheme_ok
 }
 
 fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
@@ -109,10 +125,15 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
                     .map(|f| f as u64)
             });
             if length.is_none() {
-                c.errors.push(if float.is_some_and(|f| f.fract() == 0.0) {
-                    "data.contentLength should be >= 0".into()
-                } else {
-                    "data.contentLength should be integer".into()
+                c.errors.push(match float {
+                    Some(f) if f.fract() == 0.0 && f < 0.0 => {
+                        "data.contentLength should be >= 0".into()
+                    }
+                    // past what a byte count here can hold
+                    Some(f) if f.fract() == 0.0 => {
+                        format!("data.contentLength should be <= {}", u64::MAX)
+                    }
+                    Some(_) | None => "data.contentLength should be integer".into(),
                 });
             }
             length
@@ -831,6 +852,7 @@ mod tests {
         };
         assert!(refused(s3(json!(-1))).contains("contentLength should be >= 0"));
         assert!(refused(s3(json!(1.5))).contains("contentLength should be integer"));
+        assert!(refused(s3(json!(1e20))).contains("contentLength should be <="));
         assert!(refused(s3(json!("5"))).contains("contentLength should be integer"));
         let taken = parse_artifact(&s3(json!(5.0)), "public/a").unwrap();
         assert_eq!(
@@ -851,13 +873,28 @@ mod tests {
             json!({"storageType": "reference", "contentType": "text/plain", "url": url,
                    "expires": expires})
         };
-        for good in ["https://example.com/x", "s3+http://b/k", "urn:isbn:1"] {
+        for good in [
+            "https://example.com/x",
+            "s3+http://b/k",
+            "urn:isbn:1",
+            "https://a/b%20c?d=e&f=[1]#g",
+        ] {
             assert!(
                 parse_artifact(&reference(good), "public/a").is_ok(),
                 "{good}"
             );
         }
-        for bad in ["x", "example.com/x", "1http://a", "https://a b", ":x"] {
+        for bad in [
+            "x",
+            "example.com/x",
+            "1http://a",
+            "https://a b",
+            ":x",
+            "https://a/<b>",
+            "https://a/%zz",
+            "https://a/%4",
+            "https://a/é",
+        ] {
             assert!(
                 refused(reference(bad)).contains("format \\\"uri\\\""),
                 "{bad}"

@@ -443,8 +443,10 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
 
 /// The JSON text of a payload or `extra` as upstream keeps it. JavaScript has one kind of
 /// number, so `1.0` parses to `1`: upstream hands it back as `1` and takes `{"n": 1.0}` and
-/// `{"n": 1}` for the same definition. Integral floats within JavaScript's exact integers
-/// become integers here too; every other number is kept as sent.
+/// `{"n": 1}` for the same definition. Integral floats up to 2^53, where JavaScript and an
+/// integer print alike, become integers here too. Other floats are written in serde_json's
+/// shortest form (`2.50` as `2.5`, as JavaScript does too); integral ones past 2^53 keep the
+/// exponent form (`1e16`), where JavaScript writes every digit.
 fn js_text(v: &Value) -> String {
     if has_integral_float(v) {
         let mut v = v.clone();
