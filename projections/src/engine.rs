@@ -945,7 +945,23 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
         }
         QueueCommand::ReclaimTask { task_id, run_id } => {
             let t = overlay.existing_task(task_id)?;
-            let events = queue::reclaim_run(t, *run_id, now, limits)?;
+            let mut events = queue::reclaim_run(t, *run_id, now, limits)?;
+            // upstream counts a reclaim as its worker being seen (lastDateActive, expiry)
+            let run = &t.runs[*run_id as usize];
+            if let (Some(group), Some(worker)) = (run.worker_group.clone(), run.worker_id.clone()) {
+                let queue_id = t.definition.task_queue_id.clone();
+                let key = queue::worker_key(&queue_id, &group, &worker);
+                let last_seen = match overlay.workers_seen.get(&key) {
+                    Some(seen) => *seen,
+                    None => overlay
+                        .view
+                        .worker(queue_id.as_str(), &group, &worker)?
+                        .and_then(|w| w.last_date_active),
+                };
+                events.extend(queue::worker_seen(
+                    &queue_id, &group, &worker, last_seen, now,
+                ));
+            }
             task_outcome(overlay, task_id, events)
         }
         QueueCommand::Report {
@@ -1136,7 +1152,7 @@ mod tests {
     use std::time::Duration;
     use taskledger_core::ids::Slug;
     use taskledger_core::queue::RunState;
-    use taskledger_core::time::HOUR;
+    use taskledger_core::time::{DAY, HOUR, MINUTE};
 
     async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<EmbeddedLog>, Engine) {
         let db = store::open(dir).unwrap();
@@ -1436,5 +1452,49 @@ mod tests {
         };
         assert_eq!(claimed(&mut batch, "quarantined"), 0);
         assert_eq!(claimed(&mut Overlay::new(engine.view()), "other"), 1);
+    }
+
+    /// As upstream, a reclaim counts as its worker being seen: a worker busy with one long
+    /// task, reclaiming it, keeps its lastDateActive and expiry current (at most every 30
+    /// minutes, as claimWork does).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reclaim_counts_as_the_worker_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, _log, engine) = start(dir.path()).await;
+        let task_id = Slug::nice();
+        let create = QueueCommand::CreateTask {
+            task_id,
+            definition: definition(Millis::now(), Slug::nice()),
+        };
+        engine.execute(Actor::system("test"), create).await.unwrap();
+        engine
+            .execute(Actor::system("test"), claim_work("busy"))
+            .await
+            .unwrap();
+        let limits = Limits::default();
+        let reclaim = QueueCommand::ReclaimTask { task_id, run_id: 0 };
+        let seen = |now: Millis| -> Vec<QueueEvent> {
+            let (events, _) = decide(&mut Overlay::new(engine.view()), &reclaim, now, &limits)
+                .expect("the run is running");
+            events
+                .into_iter()
+                .filter(|e| matches!(e, QueueEvent::WorkerSeen { .. }))
+                .collect()
+        };
+        // seen by its claimWork just now: not again yet
+        assert_eq!(seen(Millis::now()), vec![]);
+        let later = Millis::now().plus(31 * MINUTE);
+        let events = seen(later);
+        let [QueueEvent::WorkerSeen {
+            worker_id,
+            at,
+            expires,
+            ..
+        }] = events.as_slice()
+        else {
+            panic!("no sighting 31 minutes later");
+        };
+        assert_eq!(worker_id, "busy");
+        assert_eq!((*at, *expires), (later, later.plus(DAY)));
     }
 }

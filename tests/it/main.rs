@@ -1399,6 +1399,20 @@ async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend)
         .await
         .unwrap();
     assert_eq!(at(&again["expires"]), later.timestamp_millis());
+    // without an expiry the worker keeps its own (upstream's coalesce), not a day from now
+    let kept = q.declareWorker(p, w, "dg", "dw", &json!({})).await.unwrap();
+    assert_eq!(at(&kept["expires"]), later.timestamp_millis());
+    // as upstream's answers: `actions`, and a never-quarantined worker's quarantineUntil is a
+    // date ten years before its first sighting, not null
+    assert_eq!(kept["actions"], json!([]));
+    let ten_years = chrono::Duration::days(3650).num_milliseconds();
+    let before_first = at(&kept["firstClaim"]) - at(&kept["quarantineUntil"]);
+    assert!(
+        (ten_years..ten_years + 3 * 86_400_000).contains(&before_first),
+        "{kept}"
+    );
+    assert_eq!(q.getWorkerType(p, w).await.unwrap()["actions"], json!([]));
+    assert_eq!(q.getProvisioner(p).await.unwrap()["actions"], json!([]));
     // unknown properties are refused and change nothing
     let err = q
         .declareWorker(

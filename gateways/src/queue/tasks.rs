@@ -710,7 +710,7 @@ fn load_group(st: &AppState, id: &TaskId) -> Result<taskledger_core::queue::Task
     st.engine
         .view()
         .group(id)?
-        .ok_or_else(|| ApiError::not_found(format!("Task group `{id}` not found")))
+        .ok_or_else(|| ApiError::not_found(format!("No task-group with taskGroupId: `{id}`")))
 }
 
 pub async fn get_task_group(

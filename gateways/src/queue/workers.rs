@@ -191,8 +191,11 @@ pub async fn task_queue_routes(
             let found = all_queues(&st)?
                 .into_iter()
                 .find(|(id, _)| id == q.as_str());
-            let (id, r) =
-                found.ok_or_else(|| ApiError::not_found(format!("Task queue `{q}` not found")))?;
+            let (id, r) = found.ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "Task queue with `{q}` not found. Are you sure it was created?"
+                ))
+            })?;
             Ok(ok(queue_json(&id, &r)))
         })
         .await
@@ -344,10 +347,14 @@ pub async fn get_provisioner(
             ident_param("provisionerId", &p)?;
             no_query(&uri)?;
             let all = provisioners(&st)?;
-            let t = all
-                .get(&p)
-                .ok_or_else(|| ApiError::not_found(format!("Provisioner `{p}` not found")))?;
-            Ok(ok(provisioner_json(&p, *t)))
+            let t = all.get(&p).ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "Provisioner `{p}` not found. Are you sure it was created?"
+                ))
+            })?;
+            let mut provisioner = provisioner_json(&p, *t);
+            provisioner["actions"] = json!([]);
+            Ok(ok(provisioner))
         })
         .await
 }
@@ -402,9 +409,14 @@ pub async fn get_worker_type(
         no_query(&uri)?;
         let id = format!("{p}/{w}");
         let found = all_queues(&st)?.into_iter().find(|(q, _)| *q == id);
-        let (id, r) =
-            found.ok_or_else(|| ApiError::not_found(format!("Worker type `{id}` not found")))?;
-        Ok(ok(worker_type_json(&id, &r)))
+        let (id, r) = found.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Worker-type `{w}` with Provisioner `{p}` not found. Are you sure it was created?"
+            ))
+        })?;
+        let mut worker_type = worker_type_json(&id, &r);
+        worker_type["actions"] = json!([]);
+        Ok(ok(worker_type))
     })
     .await
 }
@@ -478,12 +490,26 @@ pub async fn list_workers(
     .await
 }
 
+/// A never-quarantined worker's `quarantineUntil`: upstream creates every worker with one ten
+/// years before its first sighting, so the field is always a date (Postgres' interval
+/// arithmetic, like chrono's months, turns Feb 29 into Feb 28).
+fn never_quarantined(first_claim: Millis) -> Millis {
+    let first = first_claim.to_datetime();
+    first
+        .checked_sub_months(chrono::Months::new(120))
+        .map_or(first_claim, Millis::from)
+}
+
 fn worker_full(p: &str, w: &str, g: &str, id: &str, r: &WorkerRecord) -> Value {
+    let quarantine_until = r
+        .quarantine_until
+        .unwrap_or_else(|| never_quarantined(r.first_claim));
     let mut v = json!({
         "provisionerId": p, "workerType": w, "taskQueueId": format!("{p}/{w}"), "workerGroup": g, "workerId": id,
         "recentTasks": r.recent_tasks.iter().map(|(t, run)| json!({ "taskId": t.to_string(), "runId": run })).collect::<Vec<_>>(),
         "expires": r.expires.to_rfc3339(), "firstClaim": r.first_claim.to_rfc3339(),
-        "quarantineUntil": r.quarantine_until.map(|q| q.to_rfc3339()),
+        "quarantineUntil": quarantine_until.to_rfc3339(),
+        "actions": [],
     });
     if let Some(l) = r.last_date_active {
         v["lastDateActive"] = json!(l.to_rfc3339());
@@ -507,12 +533,21 @@ pub async fn get_worker(
         worker_params(&p, &w, &g, &id)?;
         no_query(&uri)?;
         let now = Millis::now();
+        let queue = format!("{p}/{w}");
+        // as upstream: a worker outlives its expiry while quarantined, but not its task queue's
+        let queue_live = all_queues(&st)?.iter().any(|(q, _)| *q == queue);
         let r = st
             .engine
             .view()
-            .worker(&format!("{p}/{w}"), &g, &id)?
+            .worker(&queue, &g, &id)?
             .filter(|r| r.expires > now || r.quarantine_until.is_some_and(|q| q > now))
-            .ok_or_else(|| ApiError::not_found("Worker not found"))?;
+            .filter(|_| queue_live)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "{}Are you sure it was created?",
+                    worker_not_found(&p, &w, &g, &id)
+                ))
+            })?;
         Ok(ok(worker_full(&p, &w, &g, &id, &r)))
     })
     .await
@@ -560,10 +595,10 @@ pub async fn quarantine_worker(
                 &["data.quarantineInfo should NOT be longer than 4000 characters".into()],
             ));
         }
-        let queue =
-            TaskQueueId::new(&p, &w).map_err(|_| ApiError::not_found("Worker not found"))?;
+        let not_found = || ApiError::not_found(worker_not_found(&p, &w, &g, &id).trim_end());
+        let queue = TaskQueueId::new(&p, &w).map_err(|_| not_found())?;
         if st.engine.view().worker(queue.as_str(), &g, &id)?.is_none() {
-            return Err(ApiError::not_found("Worker not found"));
+            return Err(not_found());
         }
         let cmd = QueueCommand::QuarantineWorker {
             task_queue_id: queue.clone(),
@@ -577,10 +612,17 @@ pub async fn quarantine_worker(
             .engine
             .view()
             .worker(queue.as_str(), &g, &id)?
-            .ok_or_else(|| ApiError::not_found("Worker not found"))?;
+            .ok_or_else(not_found)?;
         Ok(ok(worker_full(&p, &w, &g, &id, &r)))
     })
     .await
+}
+
+/// Upstream's 404 text for a worker (getWorker adds a question).
+fn worker_not_found(p: &str, w: &str, g: &str, id: &str) -> String {
+    format!(
+        "Worker with workerId `{id}`, workerGroup `{g}`,worker-type `{w}` and provisionerId `{p}` not found. "
+    )
 }
 
 /// The four identifiers of a worker route, each 1 to 38 of `[a-zA-Z0-9-_]`.
@@ -634,8 +676,18 @@ pub async fn declare_worker(
                 .map(|k| s(format!("queue:declare-worker:{p}/{w}/{g}/{id}#{k}")))
                 .collect(),
         ))?;
+        let queue = TaskQueueId::new(&p, &w)
+            .map_err(|e| ApiError::input(format!("invalid task queue {p}/{w}: {e}")))?;
         let expires = match obj.get("expires") {
-            None => Millis::now().plus(taskledger_core::time::DAY),
+            // as upstream's coalesce: a known worker keeps its expiry, a new one gets a day
+            None => st
+                .engine
+                .view()
+                .worker(queue.as_str(), &g, &id)?
+                .map_or_else(
+                    || Millis::now().plus(taskledger_core::time::DAY),
+                    |r| r.expires,
+                ),
             Some(v) => v.as_str().and_then(Millis::parse_rfc3339).ok_or_else(|| {
                 ApiError::validation(
                     schema,
@@ -643,8 +695,6 @@ pub async fn declare_worker(
                 )
             })?,
         };
-        let queue = TaskQueueId::new(&p, &w)
-            .map_err(|e| ApiError::input(format!("invalid task queue {p}/{w}: {e}")))?;
         let cmd = QueueCommand::DeclareWorker {
             task_queue_id: queue.clone(),
             worker_group: g.clone(),
@@ -656,7 +706,7 @@ pub async fn declare_worker(
             .engine
             .view()
             .worker(queue.as_str(), &g, &id)?
-            .ok_or_else(|| ApiError::not_found("Worker not found"))?;
+            .ok_or_else(|| ApiError::not_found(worker_not_found(&p, &w, &g, &id).trim_end()))?;
         Ok(ok(worker_full(&p, &w, &g, &id, &r)))
     })
     .await
