@@ -21,7 +21,7 @@ use taskledger_core::queue::{
     self, Artifact, DependencyState, DependencyView, Limits, Priority, QueueError, QueueEvent,
     ReasonResolved, Resolution, Task, TaskDefinition, TaskGroup,
 };
-use taskledger_core::time::Millis;
+use taskledger_core::time::{Millis, DAY};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// The queue's single partition (more come with the Kafka log).
@@ -120,11 +120,12 @@ pub enum QueueCommand {
         info: String,
     },
     /// declareWorker: creates or extends the worker and task queue records.
+    /// `expires` as the caller gave it, if at all.
     DeclareWorker {
         task_queue_id: TaskQueueId,
         worker_group: String,
         worker_id: String,
-        expires: Millis,
+        expires: Option<Millis>,
     },
     /// The expiry reactor: removes a task past its `expires` (once resolved).
     ExpireTask {
@@ -947,8 +948,10 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             let t = overlay.existing_task(task_id)?;
             let mut events = queue::reclaim_run(t, *run_id, now, limits)?;
             // upstream counts a reclaim as its worker being seen (lastDateActive, expiry)
-            let run = &t.runs[*run_id as usize];
-            if let (Some(group), Some(worker)) = (run.worker_group.clone(), run.worker_id.clone()) {
+            let run = t.runs.get(*run_id as usize);
+            if let Some((Some(group), Some(worker))) =
+                run.map(|r| (r.worker_group.clone(), r.worker_id.clone()))
+            {
                 let queue_id = t.definition.task_queue_id.clone();
                 let key = queue::worker_key(&queue_id, &group, &worker);
                 let last_seen = match overlay.workers_seen.get(&key) {
@@ -1129,13 +1132,23 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
             worker_id,
             expires,
         } => {
+            // without an expiry, as upstream's coalesce: a live worker keeps its own, a new or
+            // expired one gets a day
+            let expires = match expires {
+                Some(e) => *e,
+                None => overlay
+                    .view
+                    .worker(task_queue_id.as_str(), worker_group, worker_id)?
+                    .filter(|w| w.expires > now || w.quarantine_until.is_some_and(|q| q > now))
+                    .map_or(now.plus(DAY), |w| w.expires),
+            };
             // the records' expiry is never shortened (the projection keeps the later one)
             let events = vec![QueueEvent::WorkerSeen {
                 task_queue_id: task_queue_id.clone(),
                 worker_group: worker_group.clone(),
                 worker_id: worker_id.clone(),
                 at: now,
-                expires: *expires,
+                expires,
             }];
             done(overlay, events)
         }
@@ -1152,7 +1165,7 @@ mod tests {
     use std::time::Duration;
     use taskledger_core::ids::Slug;
     use taskledger_core::queue::RunState;
-    use taskledger_core::time::{DAY, HOUR, MINUTE};
+    use taskledger_core::time::{HOUR, MINUTE};
 
     async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<EmbeddedLog>, Engine) {
         let db = store::open(dir).unwrap();
@@ -1429,7 +1442,7 @@ mod tests {
             task_queue_id: task_queue_id.clone(),
             worker_group: worker_group.clone(),
             worker_id: worker_id.clone(),
-            expires: now.plus(HOUR),
+            expires: Some(now.plus(HOUR)),
         };
         decide(&mut batch, &declare, now, &limits).unwrap();
         let quarantine = QueueCommand::QuarantineWorker {

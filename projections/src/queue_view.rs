@@ -1220,6 +1220,11 @@ impl QueueView {
         get(&self.db, keys::CF_WORKERS, &keys::worker(q, group, id))
     }
 
+    /// A task queue's record, expired or not.
+    pub fn task_queue(&self, q: &str) -> Result<Option<TaskQueueRecord>, StoreError> {
+        get(&self.db, keys::CF_TASK_QUEUES, &keys::task_queue(q))
+    }
+
     pub fn consumer_offset(
         &self,
         consumer: &str,

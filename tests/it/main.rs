@@ -1399,9 +1399,25 @@ async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend)
         .await
         .unwrap();
     assert_eq!(at(&again["expires"]), later.timestamp_millis());
-    // without an expiry the worker keeps its own (upstream's coalesce), not a day from now
-    let kept = q.declareWorker(p, w, "dg", "dw", &json!({})).await.unwrap();
-    assert_eq!(at(&kept["expires"]), later.timestamp_millis());
+    // without an expiry a worker keeps its own (upstream's coalesce), not a day from now
+    let soon = chrono::Utc::now() + chrono::Duration::hours(1);
+    let body = json!({ "expires": soon.to_rfc3339() });
+    q.declareWorker(p, w, "dg", "soon", &body).await.unwrap();
+    let kept = q
+        .declareWorker(p, w, "dg", "soon", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(at(&kept["expires"]), soon.timestamp_millis());
+    // and a worker never seen gets a day
+    let new = q
+        .declareWorker(p, w, "dg", "new", &json!({}))
+        .await
+        .unwrap();
+    let in_a_day = (chrono::Utc::now() + chrono::Duration::days(1)).timestamp_millis();
+    assert!(
+        (in_a_day - 60_000..=in_a_day).contains(&at(&new["expires"])),
+        "{new}"
+    );
     // as upstream's answers: `actions`, and a never-quarantined worker's quarantineUntil is a
     // date ten years before its first sighting, not null
     assert_eq!(kept["actions"], json!([]));
@@ -1425,10 +1441,25 @@ async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend)
         .await
         .unwrap_err();
     assert_eq!(status_of(&err), Some(400));
-    assert_eq!(
-        status_of(&q.getWorker(p, w, "dg", "other").await.unwrap_err()),
-        Some(404)
+    let err = q.getWorker(p, w, "dg", "other").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
+    assert!(
+        format!("{err:#}").contains("Worker with workerId `other`, workerGroup `dg`,worker-type"),
+        "{err:#}"
     );
+    // a quarantined worker outlives its own expiry, but not its task queue's (as upstream)
+    let gone_queue = fresh_queue();
+    let (gp, gw) = gone_queue.split_once('/').unwrap();
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    q.declareWorker(gp, gw, "dg", "gone", &json!({ "expires": past }))
+        .await
+        .unwrap();
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    q.quarantineWorker(gp, gw, "dg", "gone", &json!({ "quarantineUntil": until }))
+        .await
+        .unwrap();
+    let err = q.getWorker(gp, gw, "dg", "gone").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404), "{err:#}");
     // one scope per property, for this very worker
     let narrow = server.queue_as(Credentials::new("tester", "no-secret"));
     let err = narrow

@@ -41,7 +41,7 @@ pub(super) struct Credentials {
 }
 
 /// JavaScript truthiness of a JSON value.
-pub(super) fn truthy(value: &Value) -> bool {
+fn truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -53,7 +53,7 @@ pub(super) fn truthy(value: &Value) -> bool {
 
 /// A member of `value` that is JavaScript-truthy (`value.get` is None for
 /// anything but objects, as a JavaScript property read of a missing key).
-pub(super) fn truthy_member<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+fn truthy_member<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
     value.get(key).filter(|v| truthy(v))
 }
 
@@ -98,7 +98,7 @@ pub(super) fn load_credentials(
     Ok(creds)
 }
 
-pub(super) fn load_client(
+fn load_client(
     clients: &dyn ClientSource,
     client_id: &str,
     now: DateTime<Utc>,
@@ -120,7 +120,7 @@ pub(super) fn load_client(
 }
 
 /// An array of valid scopes, or None.
-pub(super) fn scope_list(value: &Value) -> Option<Vec<String>> {
+fn scope_list(value: &Value) -> Option<Vec<String>> {
     value
         .as_array()?
         .iter()
@@ -148,7 +148,7 @@ pub(super) fn js_number_text(n: &serde_json::Number) -> String {
 
 /// Certificate validation, auth.md §4.3 steps 1–6, then the switch to the
 /// temporary key, the certificate's scopes and the earlier expiry.
-pub(super) fn apply_certificate(
+fn apply_certificate(
     cert: &Value,
     credential_name: &str,
     issuer_id: &str,
@@ -258,7 +258,7 @@ pub(super) fn apply_certificate(
 
 /// auth.md §4.4: the current scopes plus `assume:anonymous` must satisfy
 /// every authorized scope; the scopes then become exactly those.
-pub(super) fn apply_authorized_scopes(
+fn apply_authorized_scopes(
     authorized: &Value,
     creds: &mut Credentials,
     clients: &dyn ClientSource,

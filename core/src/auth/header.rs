@@ -14,7 +14,7 @@ pub(super) struct Attributes<'h> {
 }
 
 /// JavaScript's `\w`.
-pub(super) fn is_word(c: char) -> bool {
+fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
@@ -24,13 +24,13 @@ pub(super) fn is_space(c: char) -> bool {
 }
 
 /// Characters that JavaScript's `.` does not match.
-pub(super) fn is_line_terminator(c: char) -> bool {
+fn is_line_terminator(c: char) -> bool {
     matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}')
 }
 
 /// Whether `text` holds a line terminator, looking at its bytes first: `\n` and `\r` are
 /// one byte each, and U+2028 and U+2029 both start with 0xE2.
-pub(super) fn has_line_terminator(text: &str) -> bool {
+fn has_line_terminator(text: &str) -> bool {
     text.bytes().any(|b| matches!(b, b'\n' | b'\r' | 0xE2)) && text.contains(is_line_terminator)
 }
 
@@ -133,7 +133,7 @@ pub(super) fn match_attribute(text: &str, start: usize) -> Option<(&str, &str, u
     Some((&rest[..name_len], value, text.len() - tail.len()))
 }
 
-pub(super) fn record_attribute<'h>(
+fn record_attribute<'h>(
     found: &mut Vec<(&'h str, &'h str)>,
     name: &'h str,
     value: &'h str,

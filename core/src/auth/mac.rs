@@ -43,7 +43,7 @@ pub(super) fn verify_mac(
 
 /// POST calls that only read: their body is a list of task ids, their query string the page
 /// (queue `tasks` and `statuses`).
-pub(super) const READING_POSTS: [&str; 2] = ["/api/queue/v1/tasks", "/api/queue/v1/tasks/status"];
+const READING_POSTS: [&str; 2] = ["/api/queue/v1/tasks", "/api/queue/v1/tasks/status"];
 
 /// Whether a request to `path` may carry a query its signature leaves out (auth.md §3.3):
 /// only one that changes no state, GET and HEAD and the POST calls that only read, whose
@@ -57,7 +57,7 @@ pub(super) fn query_may_be_unsigned(method: &str, path: &str) -> bool {
 }
 
 /// The method in ASCII upper case, borrowed when it already is.
-pub(super) fn upper_method(method: &str) -> Cow<'_, str> {
+fn upper_method(method: &str) -> Cow<'_, str> {
     if method.bytes().any(|b| b.is_ascii_lowercase()) {
         Cow::Owned(method.to_ascii_uppercase())
     } else {
@@ -66,7 +66,7 @@ pub(super) fn upper_method(method: &str) -> Cow<'_, str> {
 }
 
 /// The host in lower case, borrowed when it already is.
-pub(super) fn lower_host(host: &str) -> Cow<'_, str> {
+fn lower_host(host: &str) -> Cow<'_, str> {
     if host
         .bytes()
         .any(|b| !b.is_ascii() || b.is_ascii_uppercase())

@@ -534,14 +534,17 @@ pub async fn get_worker(
         no_query(&uri)?;
         let now = Millis::now();
         let queue = format!("{p}/{w}");
+        let view = st.engine.view();
         // as upstream: a worker outlives its expiry while quarantined, but not its task queue's
-        let queue_live = all_queues(&st)?.iter().any(|(q, _)| *q == queue);
-        let r = st
-            .engine
-            .view()
+        let queue_live = || -> Result<bool, ApiError> {
+            Ok(view.task_queue(&queue)?.is_some_and(|r| r.expires > now))
+        };
+        let r = view
             .worker(&queue, &g, &id)?
             .filter(|r| r.expires > now || r.quarantine_until.is_some_and(|q| q > now))
-            .filter(|_| queue_live)
+            .map(|r| queue_live().map(|live| live.then_some(r)))
+            .transpose()?
+            .flatten()
             .ok_or_else(|| {
                 ApiError::not_found(format!(
                     "{}Are you sure it was created?",
@@ -678,22 +681,15 @@ pub async fn declare_worker(
         ))?;
         let queue = TaskQueueId::new(&p, &w)
             .map_err(|e| ApiError::input(format!("invalid task queue {p}/{w}: {e}")))?;
+        // (none given: the engine keeps a live worker's, as upstream's coalesce)
         let expires = match obj.get("expires") {
-            // as upstream's coalesce: a known worker keeps its expiry, a new one gets a day
-            None => st
-                .engine
-                .view()
-                .worker(queue.as_str(), &g, &id)?
-                .map_or_else(
-                    || Millis::now().plus(taskledger_core::time::DAY),
-                    |r| r.expires,
-                ),
-            Some(v) => v.as_str().and_then(Millis::parse_rfc3339).ok_or_else(|| {
+            None => None,
+            Some(v) => Some(v.as_str().and_then(Millis::parse_rfc3339).ok_or_else(|| {
                 ApiError::validation(
                     schema,
                     &["data.expires should match format \"date-time\"".into()],
                 )
-            })?,
+            })?),
         };
         let cmd = QueueCommand::DeclareWorker {
             task_queue_id: queue.clone(),
