@@ -26,7 +26,9 @@ if [ -z "$bin" ]; then
   cargo build --release --bin taskledger
   bin="$CARGO_TARGET_DIR/release/taskledger"
 fi
-loadgen=$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
+# LOADGEN_BIN=<binary>: a load generator already built (e.g. with the test features, so the
+# shared target directory is not rebuilt without them)
+loadgen=${LOADGEN_BIN:-$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)}
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 dir=$(mktemp -d /tmp/taskledger-callgrind.XXXXXX)
 out="$dir/callgrind.out"
