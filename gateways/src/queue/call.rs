@@ -267,13 +267,23 @@ pub fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, Api
             ));
         }
     }
+    // upstream's query checks, in its words: a limit of digits, a token of one character or
+    // more
     if let Some(l) = out.get("limit") {
         if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequestArguments,
-                "Query-string parameter: limit must match ^[0-9]+$",
+                format!(
+                    "Query-string parameter: limit=\"{l}\" does not match expression: /^[0-9]+$/"
+                ),
             ));
         }
+    }
+    if out.get("continuationToken").is_some_and(String::is_empty) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestArguments,
+            "Query-string parameter: continuationToken=\"\" does not match expression: /./",
+        ));
     }
     Ok(out)
 }

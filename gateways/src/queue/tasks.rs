@@ -115,26 +115,35 @@ async fn many(
     let caller = auth.caller()?;
     let q = query(uri, &["continuationToken", "limit"])?;
     let body = body.input()?;
-    const SCHEMA: &str = "/schemas/queue/v1/task-ids-request.json#";
-    let items = body
-        .get("taskIds")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| {
-            ApiError::validation(
+    const SCHEMA: &str = "/schemas/queue/v1/tasks-request.json#";
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::validation(SCHEMA, &["data should be object".into()]))?;
+    if let Some(extra) = obj.keys().find(|k| *k != "taskIds") {
+        return Err(ApiError::validation(
+            SCHEMA,
+            &[format!(
+                "data should NOT have additional properties ({extra})"
+            )],
+        ));
+    }
+    // `taskIds` defaults to none; its items are any strings (one that is not a slugid names
+    // no task and is skipped, after the scope check, as upstream)
+    let items: &[Value] = match obj.get("taskIds") {
+        None => &[],
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(ApiError::validation(
                 SCHEMA,
-                &["data should have required property 'taskIds'".into()],
-            )
-        })?;
-    // every id is checked against the schema before anything else, as upstream: not only
-    // the current page's, and a non-string is an error, not skipped
-    let mut ids: Vec<(String, TaskId)> = Vec::with_capacity(items.len());
+                &["data.taskIds should be array".into()],
+            ))
+        }
+    };
+    let mut texts: Vec<&str> = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (i, v) in items.iter().enumerate() {
-        match v.as_str().map(|t| (t, t.parse::<TaskId>())) {
-            Some((t, Ok(id))) => ids.push((t.to_string(), id)),
-            Some((_, Err(_))) => errors.push(format!(
-                "data.taskIds[{i}] should match pattern \"{SLUGID_RE}\""
-            )),
+        match v.as_str() {
+            Some(t) => texts.push(t),
             None => errors.push(format!("data.taskIds[{i}] should be string")),
         }
     }
@@ -142,7 +151,7 @@ async fn many(
         return Err(ApiError::validation(SCHEMA, &errors));
     }
     caller.require(&ScopeExpr::all(
-        ids.iter().map(|(i, _)| s(format!("{scope}:{i}"))).collect(),
+        texts.iter().map(|i| s(format!("{scope}:{i}"))).collect(),
     ))?;
     let start = match decode_token(&q)? {
         Some(t) => String::from_utf8(t)
@@ -152,17 +161,41 @@ async fn many(
         None => 0,
     };
     let lim = limit(&q);
+    // upstream pages over the tasks found, each once: the offset counts found tasks, so
+    // unknown ids take no place on a page; only the page's own tasks are rendered
+    let mut once = std::collections::HashSet::with_capacity(texts.len());
+    let mut found = 0usize;
     let mut out = Vec::new();
-    for (text, id) in ids.iter().skip(start).take(lim) {
-        if let Some(rendered) = render(st, id)? {
+    let mut more = false;
+    for text in texts {
+        let Ok(id) = text.parse::<TaskId>() else {
+            continue;
+        };
+        if !once.insert(id) {
+            continue;
+        }
+        if found < start {
+            found += usize::from(st.engine.view().task(&id)?.is_some());
+            continue;
+        }
+        if out.len() == lim {
+            if st.engine.view().task(&id)?.is_some() {
+                more = true;
+                break;
+            }
+            continue;
+        }
+        if let Some(rendered) = render(st, &id)? {
+            found += 1;
             out.push(json!({ "taskId": text, item: rendered }));
         }
     }
     let mut v = json!({ list: out });
-    // a client's token may be any number: the next page's start saturates
-    let next = start.saturating_add(lim);
-    if next < ids.len() {
-        v["continuationToken"] = json!(encode_token(next.to_string().as_bytes()));
+    if more {
+        // a client's token may be any number: the next page's start saturates
+        v["continuationToken"] = json!(encode_token(
+            start.saturating_add(lim).to_string().as_bytes()
+        ));
     }
     Ok(ok(v))
 }
@@ -730,31 +763,42 @@ pub async fn get_task_group(
         .await
 }
 
-/// A page of tasks by id (group members or dependents), keyset-paginated by taskId.
+/// A page of tasks by id (group members or dependents), in taskId order as upstream lists
+/// them: the ids' text, which is not the order of their bytes (a slugid's alphabet is not in
+/// ASCII order), so every page reads all the ids and sorts them. The token is the last id of
+/// the page; the next page starts after it.
 fn task_page(
     st: &AppState,
     q: &std::collections::HashMap<String, String>,
-    ids: impl Fn(Option<&TaskId>, usize) -> Result<Vec<TaskId>, ApiError>,
+    all_ids: impl Fn() -> Result<Vec<TaskId>, ApiError>,
 ) -> Result<(Vec<Value>, Option<String>), ApiError> {
     let after = match decode_token(q)? {
-        Some(b) => {
-            Some(taskledger_core::ids::Slug(b.try_into().map_err(|_| {
-                ApiError::input("Invalid continuation token")
-            })?))
-        }
+        Some(b) => Some(
+            taskledger_core::ids::Slug(
+                b.try_into()
+                    .map_err(|_| ApiError::input("Invalid continuation token"))?,
+            )
+            .to_string(),
+        ),
         None => None,
     };
     let lim = limit(q);
-    let page = ids(after.as_ref(), lim + 1)?;
+    let mut ids: Vec<(String, TaskId)> = all_ids()?
+        .into_iter()
+        .map(|id| (id.to_string(), id))
+        .collect();
+    ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let start = after.map_or(0, |after| ids.partition_point(|(text, _)| *text <= after));
+    let page = &ids[start..];
     let more = page.len() > lim;
     let mut out = Vec::new();
-    for id in page.iter().take(lim) {
+    for (_, id) in page.iter().take(lim) {
         if let Some(t) = st.engine.view().task(id)? {
             out.push(json!({ "status": status_json(&t), "task": task_json(&t.definition) }));
         }
     }
     let token = if more {
-        page.get(lim - 1).map(|last| encode_token(&last.0))
+        page.get(lim - 1).map(|(_, last)| encode_token(&last.0))
     } else {
         None
     };
@@ -774,8 +818,8 @@ pub async fn list_task_group(
             let id = slug_param("taskGroupId", &group)?;
             let q = query(&uri, &["continuationToken", "limit"])?;
             let g = load_group(&st, &id)?;
-            let (tasks, token) = task_page(&st, &q, |after, n| {
-                Ok(st.engine.view().group_members(&id, after, n)?)
+            let (tasks, token) = task_page(&st, &q, || {
+                Ok(st.engine.view().group_members(&id, None, usize::MAX)?)
             })?;
             let mut v = group_json(&g);
             v["tasks"] = json!(tasks);
@@ -800,8 +844,8 @@ pub async fn list_dependent_tasks(
             let id = slug_param("taskId", &task_id)?;
             let q = query(&uri, &["continuationToken", "limit"])?;
             load(&st, &id)?;
-            let (tasks, token) = task_page(&st, &q, |after, n| {
-                Ok(st.engine.view().dependents(&id, after, n)?)
+            let (tasks, token) = task_page(&st, &q, || {
+                Ok(st.engine.view().dependents(&id, None, usize::MAX)?)
             })?;
             let mut v = json!({ "taskId": task_id, "tasks": tasks });
             if let Some(t) = token {
