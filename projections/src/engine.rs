@@ -21,7 +21,7 @@ use taskledger_core::queue::{
     self, Artifact, DependencyState, DependencyView, Limits, Priority, QueueError, QueueEvent,
     ReasonResolved, Resolution, Task, TaskDefinition, TaskGroup,
 };
-use taskledger_core::time::{Millis, DAY};
+use taskledger_core::time::Millis;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// The queue's single partition (more come with the Kafka log).
@@ -1134,14 +1134,14 @@ fn decide(overlay: &mut Overlay, command: &QueueCommand, now: Millis, limits: &L
         } => {
             // without an expiry, as upstream's coalesce: a live worker keeps its own, a new or
             // expired one gets a day
-            let expires = match expires {
-                Some(e) => *e,
+            let stored = match expires {
+                Some(_) => None,
                 None => overlay
                     .view
                     .worker(task_queue_id.as_str(), worker_group, worker_id)?
-                    .filter(|w| w.expires > now || w.quarantine_until.is_some_and(|q| q > now))
-                    .map_or(now.plus(DAY), |w| w.expires),
+                    .map(|w| (w.expires, w.quarantine_until)),
             };
+            let expires = queue::declared_expiry(*expires, stored, now);
             // the records' expiry is never shortened (the projection keeps the later one)
             let events = vec![QueueEvent::WorkerSeen {
                 task_queue_id: task_queue_id.clone(),
@@ -1165,7 +1165,7 @@ mod tests {
     use std::time::Duration;
     use taskledger_core::ids::Slug;
     use taskledger_core::queue::RunState;
-    use taskledger_core::time::{HOUR, MINUTE};
+    use taskledger_core::time::{DAY, HOUR, MINUTE};
 
     async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<EmbeddedLog>, Engine) {
         let db = store::open(dir).unwrap();

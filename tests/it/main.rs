@@ -1423,16 +1423,22 @@ async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend)
         .await
         .unwrap();
     assert_eq!(at(&kept["expires"]), soon.timestamp_millis());
-    // and a worker never seen gets a day
-    let new = q
-        .declareWorker(p, w, "dg", "new", &json!({}))
+    // and a worker never seen, or one expired, gets a day
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    q.declareWorker(p, w, "dg", "expired", &json!({ "expires": past }))
         .await
         .unwrap();
-    let in_a_day = (chrono::Utc::now() + chrono::Duration::days(1)).timestamp_millis();
-    assert!(
-        (in_a_day - 60_000..=in_a_day).contains(&at(&new["expires"])),
-        "{new}"
-    );
+    for worker in ["new", "expired"] {
+        let got = q
+            .declareWorker(p, w, "dg", worker, &json!({}))
+            .await
+            .unwrap();
+        let in_a_day = (chrono::Utc::now() + chrono::Duration::days(1)).timestamp_millis();
+        assert!(
+            (in_a_day - 60_000..=in_a_day).contains(&at(&got["expires"])),
+            "{got}"
+        );
+    }
     // as upstream's answers: `actions`, and a never-quarantined worker's quarantineUntil is a
     // date ten years before its first sighting, not null
     assert_eq!(kept["actions"], json!([]));
@@ -1631,7 +1637,7 @@ async fn every_answer_carries_taskclusters_headers() {
 }
 
 /// statuses and tasks (POST, several ids at once): each known id's status or definition as
-/// getTaskStatus and getTask answer it, unknown ids skipped, paged by position in the list.
+/// getTaskStatus and getTask answer it, unknown ids skipped, paged over the tasks found.
 #[tokio::test]
 async fn statuses_and_tasks_of_several_ids() {
     let server = Server::start(&[]).await;
@@ -1662,7 +1668,7 @@ async fn statuses_and_tasks_of_several_ids() {
         assert_eq!(
             pages.len(),
             2,
-            "{list}: two full pages, no empty one: {pages:?}"
+            "{list}: pages of 2 and 1, no empty one: {pages:?}"
         );
         for (entry, id) in got.iter().zip(&ids) {
             assert_eq!(entry["taskId"], id.as_str(), "{entry}");
@@ -1681,6 +1687,11 @@ async fn statuses_and_tasks_of_several_ids() {
             assert_eq!(running[0]["status"]["runs"][0]["workerId"], "it-worker");
         }
     }
+    // a page that ends the found tasks carries no token, whatever unknown ids follow
+    let tail = json!({ "taskIds": [ids[0], ids[1], slugid::nice()] });
+    let page = q.statuses(&tail, None, Some("2")).await.unwrap();
+    assert_eq!(page["statuses"].as_array().unwrap().len(), 2, "{page}");
+    assert_eq!(page.get("continuationToken"), None, "{page}");
     // `taskIds` may be left out; nothing else may be sent
     let none = q.statuses(&json!({}), None, None).await.unwrap();
     assert_eq!(none, json!({ "statuses": [] }));

@@ -753,6 +753,23 @@ pub fn worker_seen(
     }]
 }
 
+/// declareWorker's expiry: the one given, or, without one (upstream's coalesce), a live
+/// worker's own (`stored`: its expiry and quarantine), and a day for a new or expired one.
+pub fn declared_expiry(
+    given: Option<Millis>,
+    stored: Option<(Millis, Option<Millis>)>,
+    now: Millis,
+) -> Millis {
+    let live = |(expires, quarantined): &(Millis, Option<Millis>)| {
+        *expires > now || quarantined.is_some_and(|q| q > now)
+    };
+    given.unwrap_or_else(|| {
+        stored
+            .filter(live)
+            .map_or(now.plus(DAY), |(expires, _)| expires)
+    })
+}
+
 /// The one event of a call repeated to the same effect.
 fn repeated(repeat: Repeat, at: Millis) -> Vec<QueueEvent> {
     vec![QueueEvent::Repeated { repeat, at }]

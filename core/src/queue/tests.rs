@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::ids::{Slug, TaskId};
-use crate::time::{Millis, HOUR, MINUTE};
+use crate::time::{Millis, DAY as DAY_MS, HOUR, MINUTE};
 use proptest::prelude::*;
 
 const NOW: Millis = Millis(1_700_000_000_000);
@@ -233,6 +233,29 @@ fn a_repeat_into_a_group_sealed_since_conflicts() {
         ..group
     };
     assert!(matches!(repeat(&sealed), Err(QueueError::Conflict(m)) if m.contains("sealed")));
+}
+
+/// declareWorker's expiry: as given; without one, a live worker keeps its own (a quarantined
+/// one too, past its expiry), a new or expired one gets a day.
+#[test]
+fn a_declared_worker_keeps_its_expiry_unless_given_one() {
+    let (soon, past) = (NOW.plus(HOUR), NOW.minus(HOUR));
+    assert_eq!(declared_expiry(Some(soon), None, NOW), soon);
+    assert_eq!(
+        declared_expiry(Some(soon), Some((NOW.plus(DAY_MS), None)), NOW),
+        soon
+    );
+    assert_eq!(declared_expiry(None, Some((soon, None)), NOW), soon);
+    assert_eq!(declared_expiry(None, None, NOW), NOW.plus(DAY_MS));
+    assert_eq!(
+        declared_expiry(None, Some((past, None)), NOW),
+        NOW.plus(DAY_MS)
+    );
+    assert_eq!(declared_expiry(None, Some((past, Some(soon))), NOW), past);
+    assert_eq!(
+        declared_expiry(None, Some((past, Some(past))), NOW),
+        NOW.plus(DAY_MS)
+    );
 }
 
 #[test]

@@ -267,8 +267,9 @@ pub fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, Api
             ));
         }
     }
-    // upstream's query checks, in its words: a limit of digits, a token of one character or
-    // more
+    // upstream's query checks, in its words: a limit of digits, and on a listing paged by
+    // `limit`, a token of one character or more (/./; the Azure listings, which take no
+    // limit, accept any token, /^.*$/)
     if let Some(l) = out.get("limit") {
         if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ApiError::new(
@@ -279,7 +280,8 @@ pub fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, Api
             ));
         }
     }
-    if out.get("continuationToken").is_some_and(String::is_empty) {
+    let paged = allowed.contains(&"limit");
+    if paged && out.get("continuationToken").is_some_and(String::is_empty) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequestArguments,
             "Query-string parameter: continuationToken=\"\" does not match expression: /./",
