@@ -1382,6 +1382,49 @@ impl QueueView {
         self.pairs(keys::CF_GROUP_MEMBERS, group, after, limit)
     }
 
+    /// The group's members whose slugid text starts with the base64url digit `digit`
+    /// (0 to 63): one bucket of a listing in taskId text order (see `pairs_with_first_digit`).
+    pub fn group_members_with_first_digit(
+        &self,
+        group: &TaskId,
+        digit: u8,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        self.pairs_with_first_digit(keys::CF_GROUP_MEMBERS, group, digit)
+    }
+
+    /// The task's dependents whose slugid text starts with the base64url digit `digit`.
+    pub fn dependents_with_first_digit(
+        &self,
+        task: &TaskId,
+        digit: u8,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        self.pairs_with_first_digit(keys::CF_DEPENDENTS, task, digit)
+    }
+
+    /// The second ids of `first`'s pairs whose first byte's top six bits are `digit`: the ids
+    /// whose slugid text starts with that digit's character, a contiguous run of the keys.
+    fn pairs_with_first_digit(
+        &self,
+        cf_name: &'static str,
+        first: &TaskId,
+        digit: u8,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let prefix = keys::task(first);
+        let mut start = prefix.clone();
+        start.push(digit << 2);
+        let mut out = Vec::new();
+        self.visit(cf_name, &prefix, &start, |k, _| {
+            match (k.get(prefix.len()), keys::second_of_pair(k)) {
+                (Some(b), Some(id)) if b >> 2 == digit => {
+                    out.push(id);
+                    true
+                }
+                _ => false,
+            }
+        })?;
+        Ok(out)
+    }
+
     fn pairs(
         &self,
         cf_name: &'static str,

@@ -540,13 +540,14 @@ async fn group_priority_changes_and_dependents_page() {
     };
     let root = slugid::nice();
     q.createTask(&root, &in_group("low", &[])).await.unwrap();
-    // ids whose text order is not their bytes' order ('0' < 'A' < '_' < 'z' as text, but
-    // A, z, 0, -, _ as slugid digits): upstream lists by the text
-    let dependents: Vec<String> = ['z', '_', '0', '-', 'A']
+    // ids whose text order is not their bytes' order ('-' < '0' < 'A' < '_' < 'z' as text,
+    // but A, z, 0, -, _ as slugid digits), in their first character and within one first
+    // character: upstream lists by the text
+    let dependents: Vec<String> = [('A', 'z'), ('A', '_'), ('A', '0'), ('-', 'A'), ('0', 'z')]
         .iter()
-        .map(|second| {
+        .map(|(first, second)| {
             let mut id: Vec<char> = slugid::nice().chars().collect();
-            (id[0], id[1]) = ('A', *second);
+            (id[0], id[1]) = (*first, *second);
             id.into_iter().collect()
         })
         .collect();

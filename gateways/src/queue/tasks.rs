@@ -763,42 +763,81 @@ pub async fn get_task_group(
         .await
 }
 
+/// The base64url digits (0 to 63) in the order of their characters' ASCII codes: `-`, `0`-`9`,
+/// `A`-`Z`, `_`, `a`-`z`. A slugid's text order is the order of its digits by this rank.
+const DIGITS_IN_TEXT_ORDER: [u8; 64] = {
+    let mut order = [0u8; 64];
+    let mut i = 0;
+    order[i] = 62;
+    i += 1;
+    let mut d = 52;
+    while d < 62 {
+        order[i] = d;
+        i += 1;
+        d += 1;
+    }
+    d = 0;
+    while d < 26 {
+        order[i] = d;
+        i += 1;
+        d += 1;
+    }
+    order[i] = 63;
+    i += 1;
+    d = 26;
+    while d < 52 {
+        order[i] = d;
+        i += 1;
+        d += 1;
+    }
+    order
+};
+
 /// A page of tasks by id (group members or dependents), in taskId order as upstream lists
 /// them: the ids' text, which is not the order of their bytes (a slugid's alphabet is not in
-/// ASCII order), so every page reads all the ids and sorts them. The token is the last id of
-/// the page; the next page starts after it.
+/// ASCII order). The ids whose text starts with one character are one run of the index's
+/// keys, so a page reads those runs in the characters' order, sorting each, from the token's
+/// run on, until it has one more id than it shows. The token is the page's last id.
 fn task_page(
     st: &AppState,
     q: &std::collections::HashMap<String, String>,
-    all_ids: impl Fn() -> Result<Vec<TaskId>, ApiError>,
+    with_first_digit: impl Fn(u8) -> Result<Vec<TaskId>, ApiError>,
 ) -> Result<(Vec<Value>, Option<String>), ApiError> {
     let after = match decode_token(q)? {
-        Some(b) => Some(
-            taskledger_core::ids::Slug(
-                b.try_into()
-                    .map_err(|_| ApiError::input("Invalid continuation token"))?,
-            )
-            .to_string(),
-        ),
+        Some(b) => {
+            Some(taskledger_core::ids::Slug(b.try_into().map_err(|_| {
+                ApiError::input("Invalid continuation token")
+            })?))
+        }
         None => None,
     };
     let lim = limit(q);
-    let mut ids: Vec<(String, TaskId)> = all_ids()?
-        .into_iter()
-        .map(|id| (id.to_string(), id))
-        .collect();
-    ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let start = after.map_or(0, |after| ids.partition_point(|(text, _)| *text <= after));
-    let page = &ids[start..];
-    let more = page.len() > lim;
+    let after_text = after.map(|a| a.to_string());
+    let mut ids: Vec<(String, TaskId)> = Vec::new();
+    let digits = DIGITS_IN_TEXT_ORDER
+        .iter()
+        .skip_while(|d| after.is_some_and(|a| a.0[0] >> 2 != **d));
+    for digit in digits {
+        let mut run: Vec<(String, TaskId)> = with_first_digit(*digit)?
+            .into_iter()
+            .map(|id| (id.to_string(), id))
+            .filter(|(text, _)| after_text.as_ref().is_none_or(|a| text > a))
+            .collect();
+        run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        ids.extend(run);
+        if ids.len() > lim {
+            break;
+        }
+    }
+    let more = ids.len() > lim;
     let mut out = Vec::new();
-    for (_, id) in page.iter().take(lim) {
+    for (_, id) in ids.iter().take(lim) {
         if let Some(t) = st.engine.view().task(id)? {
             out.push(json!({ "status": status_json(&t), "task": task_json(&t.definition) }));
         }
     }
     let token = if more {
-        page.get(lim - 1).map(|(_, last)| encode_token(&last.0))
+        ids.get(lim - 1).map(|(_, last)| encode_token(&last.0))
     } else {
         None
     };
@@ -818,8 +857,11 @@ pub async fn list_task_group(
             let id = slug_param("taskGroupId", &group)?;
             let q = query(&uri, &["continuationToken", "limit"])?;
             let g = load_group(&st, &id)?;
-            let (tasks, token) = task_page(&st, &q, || {
-                Ok(st.engine.view().group_members(&id, None, usize::MAX)?)
+            let (tasks, token) = task_page(&st, &q, |digit| {
+                Ok(st
+                    .engine
+                    .view()
+                    .group_members_with_first_digit(&id, digit)?)
             })?;
             let mut v = group_json(&g);
             v["tasks"] = json!(tasks);
@@ -844,8 +886,8 @@ pub async fn list_dependent_tasks(
             let id = slug_param("taskId", &task_id)?;
             let q = query(&uri, &["continuationToken", "limit"])?;
             load(&st, &id)?;
-            let (tasks, token) = task_page(&st, &q, || {
-                Ok(st.engine.view().dependents(&id, None, usize::MAX)?)
+            let (tasks, token) = task_page(&st, &q, |digit| {
+                Ok(st.engine.view().dependents_with_first_digit(&id, digit)?)
             })?;
             let mut v = json!({ "taskId": task_id, "tasks": tasks });
             if let Some(t) = token {
@@ -1018,4 +1060,24 @@ pub async fn change_task_group_priority(
 /// Long-poll length, exposed so a drained shutdown does not wait on it.
 pub fn default_claim_work_poll() -> Duration {
     Duration::from_secs(20)
+}
+
+#[cfg(test)]
+mod text_order_tests {
+    use super::DIGITS_IN_TEXT_ORDER;
+
+    /// Each digit's character, taken in `DIGITS_IN_TEXT_ORDER`, comes out in ASCII order,
+    /// every digit once.
+    #[test]
+    fn the_digits_are_in_their_characters_order() {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let chars: Vec<u8> = DIGITS_IN_TEXT_ORDER
+            .iter()
+            .map(|d| ALPHABET[usize::from(*d)])
+            .collect();
+        let mut sorted = ALPHABET.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(chars, sorted);
+    }
 }
