@@ -165,7 +165,7 @@ pub fn router<L: EventLog + 'static>(
 /// The exits after a panic that earlier runs recorded in the data directory.
 fn render_exits(out: &mut String, exits: &PanicExits) {
     out.push_str(
-        "# HELP taskledger_panic_exits_total Exits after a panic, by the service that panicked, that runs on this data directory recorded (read at start: climbing by one a start is a crash loop).\n\
+        "# HELP taskledger_panic_exits_total Exits after a panic that earlier runs on this data directory recorded, by the service that panicked (read at start; a count that climbs at every start is a crash loop).\n\
          # TYPE taskledger_panic_exits_total counter\n",
     );
     for (service, n) in &exits.per_service {
