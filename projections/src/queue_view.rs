@@ -28,6 +28,17 @@ pub struct WorkerRecord {
     pub recent_tasks: Vec<(TaskId, u32)>,
 }
 
+impl WorkerRecord {
+    pub fn quarantined(&self, now: Millis) -> bool {
+        self.quarantine_until.is_some_and(|q| q > now)
+    }
+
+    /// Still listed and found (`queue::worker_live`).
+    pub fn live(&self, now: Millis) -> bool {
+        taskledger_core::queue::worker_live(self.expires, self.quarantine_until, now)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskQueueRecord {
     pub expires: Millis,

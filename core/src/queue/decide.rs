@@ -753,6 +753,12 @@ pub fn worker_seen(
     }]
 }
 
+/// Whether a worker is still listed and found: until its expiry, and past it while
+/// quarantined (as upstream, so a quarantine stays visible).
+pub fn worker_live(expires: Millis, quarantine_until: Option<Millis>, now: Millis) -> bool {
+    expires > now || quarantine_until.is_some_and(|q| q > now)
+}
+
 /// declareWorker's expiry: the one given, or, without one (upstream's coalesce), a live
 /// worker's own (`stored`: its expiry and quarantine), and a day for a new or expired one.
 pub fn declared_expiry(
@@ -760,12 +766,9 @@ pub fn declared_expiry(
     stored: Option<(Millis, Option<Millis>)>,
     now: Millis,
 ) -> Millis {
-    let live = |(expires, quarantined): &(Millis, Option<Millis>)| {
-        *expires > now || quarantined.is_some_and(|q| q > now)
-    };
     given.unwrap_or_else(|| {
         stored
-            .filter(live)
+            .filter(|(expires, quarantine_until)| worker_live(*expires, *quarantine_until, now))
             .map_or(now.plus(DAY), |(expires, _)| expires)
     })
 }

@@ -50,6 +50,9 @@ fn is_uri(s: &str) -> bool {
     let mut chars = scheme.chars();
     let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return false;
+    }
     let bytes = rest.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -65,7 +68,7 @@ fn is_uri(s: &str) -> bool {
             _ => return false,
         }
     }
-    scheme_ok
+    true
 }
 
 fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {

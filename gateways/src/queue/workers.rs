@@ -478,10 +478,7 @@ pub async fn list_workers(
         let want = q.get("quarantined").map(|v| v == "true");
         let all: Vec<Value> = workers_of(&st, &format!("{p}/{w}"))?
             .iter()
-            .filter(|(_, _, r)| {
-                let quarantined = r.quarantine_until.is_some_and(|q| q > now);
-                want.is_none_or(|want| want == quarantined) && (r.expires > now || quarantined)
-            })
+            .filter(|(_, _, r)| want.is_none_or(|want| want == r.quarantined(now)) && r.live(now))
             .map(|(g, id, r)| worker_summary(g, id, r, now))
             .collect();
         let (page, token) = offset_page(&all, &q)?;
@@ -541,13 +538,13 @@ pub async fn get_worker(
         };
         let r = view
             .worker(&queue, &g, &id)?
-            .filter(|r| r.expires > now || r.quarantine_until.is_some_and(|q| q > now))
+            .filter(|r| r.live(now))
             .map(|r| queue_live().map(|live| live.then_some(r)))
             .transpose()?
             .flatten()
             .ok_or_else(|| {
                 ApiError::not_found(format!(
-                    "{}Are you sure it was created?",
+                    "{} Are you sure it was created?",
                     worker_not_found(&p, &w, &g, &id)
                 ))
             })?;
@@ -598,7 +595,7 @@ pub async fn quarantine_worker(
                 &["data.quarantineInfo should NOT be longer than 4000 characters".into()],
             ));
         }
-        let not_found = || ApiError::not_found(worker_not_found(&p, &w, &g, &id).trim_end());
+        let not_found = || ApiError::not_found(worker_not_found(&p, &w, &g, &id));
         let queue = TaskQueueId::new(&p, &w).map_err(|_| not_found())?;
         if st.engine.view().worker(queue.as_str(), &g, &id)?.is_none() {
             return Err(not_found());
@@ -624,7 +621,7 @@ pub async fn quarantine_worker(
 /// Upstream's 404 text for a worker (getWorker adds a question).
 fn worker_not_found(p: &str, w: &str, g: &str, id: &str) -> String {
     format!(
-        "Worker with workerId `{id}`, workerGroup `{g}`,worker-type `{w}` and provisionerId `{p}` not found. "
+        "Worker with workerId `{id}`, workerGroup `{g}`,worker-type `{w}` and provisionerId `{p}` not found."
     )
 }
 
@@ -702,7 +699,7 @@ pub async fn declare_worker(
             .engine
             .view()
             .worker(queue.as_str(), &g, &id)?
-            .ok_or_else(|| ApiError::not_found(worker_not_found(&p, &w, &g, &id).trim_end()))?;
+            .ok_or_else(|| ApiError::not_found(worker_not_found(&p, &w, &g, &id)))?;
         Ok(ok(worker_full(&p, &w, &g, &id, &r)))
     })
     .await
