@@ -1,0 +1,349 @@
+use super::decide::{decide, Overlay};
+use super::*;
+use crate::queue_view::tests::definition;
+use crate::{audit, store, EmbeddedLog};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use taskledger_core::ids::Slug;
+use taskledger_core::queue::RunState;
+use taskledger_core::time::{DAY, HOUR, MINUTE};
+
+async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<EmbeddedLog>, Engine) {
+    let db = store::open(dir).unwrap();
+    let log = Arc::new(EmbeddedLog::new(db.clone()));
+    let view = QueueView::new(db.clone()).unwrap();
+    let engine = Engine::start(view, log.clone(), Limits::default())
+        .await
+        .unwrap();
+    (db, log, engine)
+}
+
+/// The embedded log, taking records of at most `.1` bytes (as a Kafka log takes ~1 MB).
+struct Limited(Arc<EmbeddedLog>, usize);
+
+impl EventLog for Limited {
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(self.1)
+    }
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<taskledger_core::log::Appended, LogError> {
+        self.0.append(topic, partition, records).await
+    }
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<taskledger_core::log::Batch, LogError> {
+        self.0.read(topic, partition, offset, max).await
+    }
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.0.end_offset(topic, partition).await
+    }
+}
+
+/// One group commit holding small and oversized createTasks: each oversized one is
+/// refused with `TooLarge`, every other is answered in its own order and written, and the
+/// log holds no event of a refused task.
+#[test]
+fn oversized_commands_are_refused_alone_in_their_group_commit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = store::open(dir.path()).unwrap();
+    let log = Arc::new(EmbeddedLog::new(db.clone()));
+    let view = QueueView::new(db.clone()).unwrap();
+    let now = Millis::now();
+    let mut writer = Writer {
+        view: view.clone(),
+        log: Arc::new(Limited(log.clone(), 4096)),
+        handle: rt.handle().clone(),
+        limits: Limits::default(),
+        pending: Arc::new(Notify::new()),
+        role: WriterRole::new("queue", 0),
+        next_offset: 0,
+        stats: Arc::new(CommitStats::default()),
+    };
+    // small, oversized, small, oversized, small: the small ones share one group
+    let group = Slug::nice();
+    let mut jobs = Vec::new();
+    let mut replies = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut def = definition(now, group);
+        if i % 2 == 1 {
+            def.payload = queue::JsonText(format!(r#"{{"blob":"{}"}}"#, "x".repeat(8000)));
+        }
+        let task_id = Slug::nice();
+        let (reply, rx) = oneshot::channel();
+        jobs.push(Job {
+            arrived: std::time::Instant::now(),
+            actor: Actor::system("test"),
+            causation: None,
+            command: QueueCommand::CreateTask {
+                task_id,
+                definition: def,
+            },
+            reply,
+        });
+        replies.push(rx);
+        ids.push(task_id);
+    }
+    assert!(writer.commit(jobs), "the writer keeps writing");
+    for (i, rx) in replies.into_iter().enumerate() {
+        let answer = rx.blocking_recv().expect("every job is answered").result;
+        match (i % 2, answer) {
+            (0, Ok(Outcome::Task(t))) => assert_eq!(t.task_id, ids[i]),
+            (1, Err(EngineError::TooLarge(m))) => assert!(m.contains("4096"), "{m}"),
+            (_, other) => panic!("job {i}: {:?}", other.map(|_| "answered")),
+        }
+        let stored = view.task(&ids[i]).unwrap();
+        assert_eq!(stored.is_some(), i % 2 == 0, "task {i} in the projection");
+    }
+    // in the log: the group and three tasks' definitions and pending runs, nothing more
+    let read = rt
+        .block_on(log.read(QUEUE_TOPIC, QUEUE_PARTITION, 0, 100))
+        .unwrap();
+    let events: Vec<Envelope<QueueEvent>> = read
+        .records
+        .iter()
+        .map(|r| codec::decode(&r.value).unwrap())
+        .collect();
+    let defined: Vec<TaskId> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            QueueEvent::TaskDefined { task_id, .. } => Some(*task_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(defined, vec![ids[0], ids[2], ids[4]]);
+    assert!(events
+        .iter()
+        .all(|e| e.payload.stream() != queue::Stream::Task(ids[1])));
+}
+
+fn claim_work(worker_id: &str) -> QueueCommand {
+    QueueCommand::ClaimWork {
+        task_queue_id: "prov/wt".parse().unwrap(),
+        worker_group: "g".into(),
+        worker_id: worker_id.into(),
+        max: 1,
+    }
+}
+
+/// A group's change of one member's priority re-keys its pending run as a change of the
+/// task alone does: raised, the newer task is claimed before the older one.
+#[tokio::test]
+async fn a_member_raised_by_its_group_is_claimed_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, _log, engine) = start(&dir.path().join("live")).await;
+    let actor = || Actor::system("test");
+    let (older, newer) = (Slug::nice(), Slug::nice());
+    for id in [older, newer] {
+        let definition = definition(Millis::now(), Slug::nice());
+        let create = QueueCommand::CreateTask {
+            task_id: id,
+            definition,
+        };
+        engine.execute(actor(), create).await.unwrap();
+        // pending since distinct milliseconds: the older is first unless re-keyed
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let raise = QueueCommand::ChangePriority {
+        task_id: newer,
+        priority: Priority::VeryHigh,
+        in_group: true,
+    };
+    engine.execute(actor(), raise).await.unwrap();
+    for expected in [newer, older] {
+        let Outcome::Claims(claims) = engine.execute(actor(), claim_work("w")).await.unwrap()
+        else {
+            panic!("not a claim");
+        };
+        let claimed: Vec<_> = claims.iter().map(|(t, _)| t.task_id).collect();
+        assert_eq!(claimed, [expected]);
+    }
+}
+
+/// Many callers at once fill every group commit, each claimWork racing the others for
+/// whatever is pending: still every task runs exactly once, each stream's sequence numbers
+/// run 1, 2, 3, ... without a gap or a repeat, and the projection equals a fold of the log
+/// from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_leave_the_projection_equal_to_the_log() {
+    const TASKS: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, log, engine) = start(&dir.path().join("live")).await;
+    let group = Slug::nice();
+    let mut callers = tokio::task::JoinSet::new();
+    for i in 0..TASKS {
+        let engine = engine.clone();
+        callers.spawn(async move {
+            let actor = Actor::system("test");
+            let create = QueueCommand::CreateTask {
+                task_id: Slug::nice(),
+                definition: definition(Millis::now(), group),
+            };
+            engine.execute(actor.clone(), create).await.unwrap();
+            // claim whatever is pending, maybe another caller's task, and complete it
+            loop {
+                let claimed = engine.execute(actor.clone(), claim_work(&format!("w{i}")));
+                let Outcome::Claims(claims) = claimed.await.unwrap() else {
+                    panic!("claimWork answers claims");
+                };
+                if let Some((task, run_id)) = claims.into_iter().next() {
+                    let report = QueueCommand::Report {
+                        task_id: task.task_id,
+                        run_id,
+                        reason: ReasonResolved::Completed,
+                    };
+                    engine.execute(actor, report).await.unwrap();
+                    return task.task_id;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+    }
+    let mut completed = BTreeSet::new();
+    let all = async {
+        while let Some(done) = callers.join_next().await {
+            completed.insert(done.unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every caller claims a task within a minute");
+    assert_eq!(completed.len(), TASKS, "no task was claimed twice");
+    for id in &completed {
+        let task = engine.view().task(id).unwrap().unwrap();
+        let states: Vec<_> = task.runs.iter().map(|r| r.state).collect();
+        assert_eq!(states, [RunState::Completed], "task {id}");
+    }
+
+    let mut sequences: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut offset = 0;
+    loop {
+        let batch = log
+            .read(QUEUE_TOPIC, QUEUE_PARTITION, offset, 4096)
+            .await
+            .unwrap();
+        if batch.next <= offset {
+            break;
+        }
+        for record in &batch.records {
+            let envelope: Envelope<QueueEvent> = codec::decode(&record.value).unwrap();
+            sequences
+                .entry(envelope.stream_id)
+                .or_default()
+                .push(envelope.sequence);
+        }
+        offset = batch.next;
+    }
+    // each task's stream, the group's and the workers'
+    assert!(sequences.len() > TASKS, "{} streams", sequences.len());
+    for (stream, seqs) in &sequences {
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, &expected, "stream {stream}");
+    }
+
+    let scratch = store::open(&dir.path().join("scratch")).unwrap();
+    let report = audit::replay(&db, &scratch, "queue", true, &mut |_, _| {}).unwrap();
+    assert!(
+        report.difference.is_none(),
+        "the projection differs from the log's fold: {:?}",
+        report.difference
+    );
+    assert_eq!(report.live_digest.as_ref(), Some(&report.rebuilt_digest));
+}
+
+/// One group commit's decisions, in order: a worker declared, then quarantined (which
+/// finds it declared), then claiming work, which gets nothing although a task is pending
+/// (another worker's claimWork, decided apart, gets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_counts_for_the_commands_after_it_in_the_same_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, _log, engine) = start(dir.path()).await;
+    let pending = QueueCommand::CreateTask {
+        task_id: Slug::nice(),
+        definition: definition(Millis::now(), Slug::nice()),
+    };
+    engine
+        .execute(Actor::system("test"), pending)
+        .await
+        .unwrap();
+    let (now, limits) = (Millis::now(), Limits::default());
+    let task_queue_id: TaskQueueId = "prov/wt".parse().unwrap();
+    let (worker_group, worker_id) = ("g".to_string(), "quarantined".to_string());
+    let mut batch = Overlay::new(engine.view());
+    let declare = QueueCommand::DeclareWorker {
+        task_queue_id: task_queue_id.clone(),
+        worker_group: worker_group.clone(),
+        worker_id: worker_id.clone(),
+        expires: Some(now.plus(HOUR)),
+    };
+    decide(&mut batch, &declare, now, &limits).unwrap();
+    let quarantine = QueueCommand::QuarantineWorker {
+        task_queue_id,
+        worker_group,
+        worker_id,
+        until: now.plus(HOUR),
+        info: "test".into(),
+    };
+    decide(&mut batch, &quarantine, now, &limits)
+        .expect("the worker declared earlier in the batch is found");
+    let claimed =
+        |overlay: &mut Overlay, id: &str| match decide(overlay, &claim_work(id), now, &limits) {
+            Ok((_, Outcome::Claims(claims))) => claims.len(),
+            other => panic!("claimWork decided {other:?}"),
+        };
+    assert_eq!(claimed(&mut batch, "quarantined"), 0);
+    assert_eq!(claimed(&mut Overlay::new(engine.view()), "other"), 1);
+}
+
+/// As upstream, a reclaim counts as its worker being seen: a worker busy with one long
+/// task, reclaiming it, keeps its lastDateActive and expiry current (at most every 30
+/// minutes, as claimWork does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reclaim_counts_as_the_worker_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, _log, engine) = start(dir.path()).await;
+    let task_id = Slug::nice();
+    let create = QueueCommand::CreateTask {
+        task_id,
+        definition: definition(Millis::now(), Slug::nice()),
+    };
+    engine.execute(Actor::system("test"), create).await.unwrap();
+    engine
+        .execute(Actor::system("test"), claim_work("busy"))
+        .await
+        .unwrap();
+    let limits = Limits::default();
+    let reclaim = QueueCommand::ReclaimTask { task_id, run_id: 0 };
+    let seen = |now: Millis| -> Vec<QueueEvent> {
+        let (events, _) = decide(&mut Overlay::new(engine.view()), &reclaim, now, &limits)
+            .expect("the run is running");
+        events
+            .into_iter()
+            .filter(|e| matches!(e, QueueEvent::WorkerSeen { .. }))
+            .collect()
+    };
+    // seen by its claimWork just now: not again yet
+    assert_eq!(seen(Millis::now()), vec![]);
+    let later = Millis::now().plus(31 * MINUTE);
+    let events = seen(later);
+    let [QueueEvent::WorkerSeen {
+        worker_id,
+        at,
+        expires,
+        ..
+    }] = events.as_slice()
+    else {
+        panic!("no sighting 31 minutes later");
+    };
+    assert_eq!(worker_id, "busy");
+    assert_eq!((*at, *expires), (later, later.plus(DAY)));
+}

@@ -1,0 +1,614 @@
+//! What a `KafkaLog` shares: the partitions' writers and the pooled readers, and everything
+//! they do (blocking calls, run on tokio's blocking pool by the `EventLog` methods).
+
+use super::*;
+
+impl Inner {
+    /// Whether this process writes as one node of a group (else it is the single writer).
+    pub(super) fn in_group(&self) -> bool {
+        self.assigned.lock().expect("assigned lock").is_some()
+    }
+
+    pub(super) fn is_assigned(&self, topic: &str, partition: u32) -> bool {
+        match &*self.assigned.lock().expect("assigned lock") {
+            None => true,
+            Some(set) => set.contains(&(topic.to_string(), partition)),
+        }
+    }
+
+    pub(super) fn kafka_topic(&self, topic: &str) -> String {
+        let rest = topic.strip_prefix("taskledger.").unwrap_or(topic);
+        format!("{}{rest}", self.config.topic_prefix)
+    }
+
+    pub(super) fn writer_slot(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Arc<Mutex<Option<PartitionWriter>>> {
+        self.writers
+            .lock()
+            .expect("writers lock")
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .clone()
+    }
+
+    /// The partition's writer in `slot`, taking the partition first if this process does not
+    /// hold it (yet, or any more after a failed append).
+    pub(super) fn owned<'s>(
+        &self,
+        slot: &'s mut Option<PartitionWriter>,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&'s mut PartitionWriter, LogError> {
+        if slot.is_none() {
+            // in a group, only the engine's explicit acquisition (after which it folds the log
+            // before deciding) may take a partition, never an append on its own
+            if self.in_group() {
+                return Err(LogError::NotWriter);
+            }
+            *slot = Some(self.acquire(topic, partition)?);
+        }
+        Ok(slot.as_mut().expect("just set"))
+    }
+
+    /// A producer for the partition's writer of `epoch`; transactional with the id
+    /// `<topic>-<partition>-<epoch>`, initialised (which fences an earlier producer of that id).
+    pub(super) fn producer(
+        &self,
+        topic: &str,
+        partition: u32,
+        epoch: u64,
+    ) -> Result<FutureProducer, LogError> {
+        let timeout_ms = self.config.timeout.as_millis().to_string();
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            // after a commit the broker may answer the next transaction's first request with
+            // CONCURRENT_TRANSACTIONS until its markers are written; retry at once, not after
+            // the default 100 ms
+            .set("retry.backoff.ms", "1")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("request.timeout.ms", &timeout_ms)
+            .set("transaction.timeout.ms", &timeout_ms);
+        if self.config.transactions {
+            cfg.set(
+                "transactional.id",
+                format!("{}-{partition}-{epoch}", self.kafka_topic(topic)),
+            );
+        }
+        let producer: FutureProducer = cfg.create().map_err(unavailable)?;
+        if self.config.transactions {
+            producer
+                .init_transactions(self.config.timeout)
+                .map_err(log_error)?;
+        }
+        Ok(producer)
+    }
+
+    /// Produces records to a partition (in one transaction when enabled); their offsets.
+    pub(super) fn produce(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        partition: u32,
+        records: &[(String, OwnedHeaders, Vec<u8>)],
+    ) -> Result<Vec<u64>, LogError> {
+        let kafka_topic = self.kafka_topic(topic);
+        if self.config.transactions {
+            producer.begin_transaction().map_err(log_error)?;
+        }
+        let sent: Result<Vec<_>, LogError> = records
+            .iter()
+            .map(|(key, headers, value)| {
+                let record = FutureRecord::to(&kafka_topic)
+                    .partition(partition as i32)
+                    .key(key.as_str())
+                    .payload(value.as_slice())
+                    .headers(headers.clone());
+                producer.send_result(record).map_err(|(e, _)| log_error(e))
+            })
+            .collect();
+        let outcome = sent.and_then(|futures| {
+            // deliveries first (each ends within `message.timeout.ms`): committing with records
+            // in flight makes librdkafka flush, which waits in polls of 100 ms
+            let offsets = futures::executor::block_on(join_all(futures))
+                .into_iter()
+                .map(|d| match d {
+                    Ok(Ok(d)) => Ok(d.offset as u64),
+                    Ok(Err((e, _))) => Err(log_error(e)),
+                    Err(_) => Err(unavailable("delivery cancelled")),
+                })
+                .collect::<Result<Vec<u64>, LogError>>()?;
+            if self.config.transactions {
+                producer
+                    .commit_transaction(self.config.timeout)
+                    .map_err(log_error)?;
+            }
+            Ok(offsets)
+        });
+        if outcome.is_err() && self.config.transactions {
+            let _ = producer.abort_transaction(self.config.timeout);
+        }
+        outcome
+    }
+
+    pub(super) fn stamp(owner: &Owner, headers: OwnedHeaders) -> OwnedHeaders {
+        headers
+            .insert(Header {
+                key: H_EPOCH,
+                value: Some(owner.epoch.to_string().as_str()),
+            })
+            .insert(Header {
+                key: H_WRITER,
+                value: Some(owner.writer.as_str()),
+            })
+    }
+
+    /// Takes a partition: fences the current owner at the broker, announces a new epoch, and
+    /// checks that the announcement took effect (a concurrent claimant may have won).
+    ///
+    /// Transactional ids are `<topic>-<partition>-<epoch>`: initialising the current owner's
+    /// id fences it (and aborts its open transaction), and the new owner writes under an id of
+    /// its own, so no broker's bookkeeping of the aborted transaction can touch its records.
+    pub(super) fn acquire(&self, topic: &str, partition: u32) -> Result<PartitionWriter, LogError> {
+        for _ in 0..5 {
+            let end = self.end(topic, partition)?;
+            self.observe_until(topic, partition, end)?;
+            let current = self.with_index(topic, partition, |ix| ix.max_epoch());
+            if current > 0 && self.config.transactions {
+                retire(self.producer(topic, partition, current)?);
+            }
+            let epoch = current + 1;
+            let producer = self.producer(topic, partition, epoch)?;
+            let owner = Owner {
+                epoch,
+                writer: self.writer_id.clone(),
+            };
+            let body = serde_json::json!({
+                "marker": "OwnershipTaken",
+                "epoch": epoch,
+                "writer": owner.writer,
+                "node": self.config.node,
+                "time": chrono::Utc::now().to_rfc3339(),
+            })
+            .to_string()
+            .into_bytes();
+            let headers = Self::stamp(
+                &owner,
+                OwnedHeaders::new().insert(Header {
+                    key: H_MARKER,
+                    value: Some("ownership-taken"),
+                }),
+            );
+            let offsets = self.produce(
+                &producer,
+                topic,
+                partition,
+                &[(MARKER_KEY.to_string(), headers, body)],
+            )?;
+            let marker = offsets[0];
+            self.observe_until(topic, partition, marker + 1)?;
+            let took = self.with_index(topic, partition, |ix| {
+                ix.owner_before(marker + 1) == Some(&owner)
+            });
+            if took {
+                tracing::info!(topic, partition, epoch, "took ownership of the partition");
+                let link = self
+                    .links
+                    .lock()
+                    .expect("links lock")
+                    .get(&(topic.to_string(), partition))
+                    .map_or(CHAIN_START, |l| l.1);
+                return Ok(PartitionWriter {
+                    producer,
+                    owner,
+                    last_own: marker,
+                    known_end: marker + 1,
+                    link,
+                });
+            }
+            tracing::warn!(
+                topic,
+                partition,
+                epoch,
+                "another writer announced the same epoch"
+            );
+        }
+        Err(LogError::Fenced)
+    }
+
+    pub(super) fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<Appended, LogError> {
+        // refused before the producer sees it, which would otherwise cost the writer its role
+        if let Some(refused) = oversized(&records, Some(MAX_RECORD_BYTES)) {
+            return Err(LogError::Unavailable(refused.to_string()));
+        }
+        let slot = self.writer_slot(topic, partition);
+        let mut slot = slot.lock().expect("writer slot");
+        let writer = self.owned(&mut slot, topic, partition)?;
+        let mut link = writer.link;
+        let prepared: Vec<(String, OwnedHeaders, Vec<u8>)> = records
+            .into_iter()
+            .map(|r| {
+                link = chain_link(&link, &r.key, &r.value);
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: H_EVENT_TYPE,
+                        value: Some(r.event_type),
+                    })
+                    .insert(Header {
+                        key: H_SCHEMA,
+                        value: Some(SCHEMA_VERSION),
+                    })
+                    .insert(Header {
+                        key: H_EVENT_ID,
+                        value: Some(r.event_id.as_str()),
+                    })
+                    .insert(Header {
+                        key: H_CHAIN,
+                        value: Some(hex(&link).as_str()),
+                    });
+                (r.key, Self::stamp(&writer.owner, headers), r.value)
+            })
+            .collect();
+        let offsets = match self.produce(&writer.producer, topic, partition, &prepared) {
+            Ok(o) if !o.is_empty() => o,
+            Ok(_) => return Err(LogError::Corrupt("append of no records".into())),
+            Err(e) => {
+                // the producer may be unusable (fenced, fatal, timed out mid-transaction): the
+                // next append takes the partition afresh
+                retire_writer(slot.take());
+                return Err(e);
+            }
+        };
+        let first = offsets[0];
+        let last = *offsets.last().expect("not empty");
+        // with transactions each commit leaves one control record after the last record
+        let gap = if self.config.transactions { 2 } else { 1 };
+        let prior = if first == writer.last_own + gap {
+            writer.known_end
+        } else {
+            // something came between: see what, and whether it superseded us
+            let before = self.observe_until(topic, partition, first)?;
+            self.observe_until(topic, partition, last + 1)?;
+            let ours = self.with_index(topic, partition, |ix| {
+                ix.owner_before(first) == Some(&writer.owner)
+            });
+            if !ours {
+                retire_writer(slot.take());
+                return Err(LogError::Fenced);
+            }
+            before.map_or(writer.known_end, |o| o + 1)
+        };
+        writer.last_own = last;
+        writer.known_end = last + 1;
+        writer.link = link;
+        Ok(Appended {
+            prior,
+            offsets,
+            next: last + 1,
+        })
+    }
+
+    /// Records the address an ownership marker announced for its epoch.
+    pub(super) fn note_node(&self, topic: &str, partition: u32, epoch: u64, marker: &impl Message) {
+        let node = marker
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v.get("node").and_then(|n| n.as_str()).map(str::to_string));
+        if let Some(node) = node {
+            self.nodes
+                .lock()
+                .expect("nodes lock")
+                .insert((topic.to_string(), partition, epoch), node);
+        }
+    }
+
+    pub(super) fn with_index<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        f: impl FnOnce(&mut EpochIndex) -> T,
+    ) -> T {
+        let mut epochs = self.epochs.lock().expect("epochs lock");
+        f(epochs.entry((topic.to_string(), partition)).or_default())
+    }
+
+    /// The partition's high watermark.
+    pub(super) fn end(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.meta
+            .fetch_watermarks(
+                &self.kafka_topic(topic),
+                partition as i32,
+                self.config.timeout,
+            )
+            .map(|(_, high)| high.max(0) as u64)
+            .map_err(unavailable)
+    }
+
+    pub(super) fn new_reader(
+        &self,
+        topic: &str,
+        partition: u32,
+        at: u64,
+    ) -> Result<Reader, LogError> {
+        let mut reader = Reader {
+            topic: topic.to_string(),
+            partition,
+            next: u64::MAX,
+            consumer: consumer(&self.config.brokers, &self.writer_id)?,
+        };
+        self.position(&mut reader, at)?;
+        Ok(reader)
+    }
+
+    /// Assigns a new reader's consumer its partition at `at` (once: see `take_reader`).
+    pub(super) fn position(&self, reader: &mut Reader, at: u64) -> Result<(), LogError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.kafka_topic(&reader.topic),
+            reader.partition as i32,
+            Offset::Offset(at as i64),
+        )
+        .map_err(unavailable)?;
+        reader.consumer.assign(&tpl).map_err(unavailable)?;
+        reader.next = at;
+        Ok(())
+    }
+
+    /// A reader of the partition positioned at `at`: an idle one already there if any, else a
+    /// new one. A reader's consumer is assigned once, never moved: re-assigning a librdkafka
+    /// consumer before it has processed the removal of its previous assignment can stop the
+    /// same partition twice, and the second stop's reply aborts the process (an assertion in
+    /// `rd_kafka_assignment_partition_stopped`; librdkafka issue 5573, which the bundled 2.12.1
+    /// has). It happened under broker outages, when polls lag.
+    pub(super) fn take_reader(
+        &self,
+        topic: &str,
+        partition: u32,
+        at: u64,
+    ) -> Result<Reader, LogError> {
+        let found = {
+            let mut pool = self.readers.lock().expect("readers lock");
+            pool.iter()
+                .position(|r| r.topic == topic && r.partition == partition && r.next == at)
+                .map(|i| pool.swap_remove(i))
+        };
+        match found {
+            Some(r) => Ok(r),
+            None => self.new_reader(topic, partition, at),
+        }
+    }
+
+    /// Keeps an idle reader for the next read where it stopped; the oldest idle one goes when
+    /// the pool is full (its consumer closed on a thread of its own, as closing may wait for
+    /// an unreachable broker).
+    pub(super) fn put_reader(&self, reader: Reader) {
+        let evicted = {
+            let mut pool = self.readers.lock().expect("readers lock");
+            pool.push(reader);
+            (pool.len() > READER_POOL).then(|| pool.remove(0))
+        };
+        if let Some(old) = evicted {
+            close_apart(old, "kafka-reader-drop");
+        }
+    }
+
+    /// Observes the partition up to `until` (exclusive), so the index knows every marker
+    /// before it; returns the last offset this call saw (none if the index had seen them all).
+    pub(super) fn observe_until(
+        &self,
+        topic: &str,
+        partition: u32,
+        until: u64,
+    ) -> Result<Option<u64>, LogError> {
+        let mut last_seen = None;
+        loop {
+            let from = self.with_index(topic, partition, |ix| ix.scanned());
+            if from >= until {
+                return Ok(last_seen);
+            }
+            let fetched = self.fetch(topic, partition, from, 4096, until)?;
+            last_seen = fetched.last_seen.or(last_seen);
+            if self.with_index(topic, partition, |ix| ix.scanned()) <= from {
+                return Err(unavailable(format!(
+                    "{topic}/{partition}: cannot read up to offset {until}"
+                )));
+            }
+        }
+    }
+
+    /// Reads from `from`: at most `max` valid events, not past `until`. Classifies everything
+    /// it passes with the partition's epoch index.
+    pub(super) fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        until: u64,
+    ) -> Result<Fetched, LogError> {
+        // markers before `from` must be known to judge what follows
+        let scanned = self.with_index(topic, partition, |ix| ix.scanned());
+        if scanned < from {
+            self.observe_until(topic, partition, from)?;
+        }
+        let mut reader = self.take_reader(topic, partition, from)?;
+        let result = self.poll(&mut reader, from, max, until);
+        if result.is_ok() {
+            self.put_reader(reader);
+        }
+        result
+    }
+
+    pub(super) fn poll(
+        &self,
+        reader: &mut Reader,
+        from: u64,
+        max: usize,
+        until: u64,
+    ) -> Result<Fetched, LogError> {
+        let kafka_topic = self.kafka_topic(&reader.topic);
+        let (topic, partition) = (reader.topic.clone(), reader.partition);
+        let mut records = Vec::new();
+        let mut last_seen = None;
+        let mut links = Vec::new();
+        // the last valid event's claimed chain link, recorded for a writer taking over
+        let mut last_link = None;
+        let mut next = from;
+        let mut last_progress = Instant::now();
+        let mut overshot = false;
+        while records.len() < max && next < until {
+            match reader.consumer.poll(Duration::from_millis(10)) {
+                Some(Ok(msg)) => {
+                    let offset = msg.offset() as u64;
+                    if offset < next {
+                        // a record read before: no progress, so patience still runs out
+                        if last_progress.elapsed() >= READ_PATIENCE {
+                            break;
+                        }
+                        continue;
+                    }
+                    if offset >= until {
+                        // consumed past the bound: the next read must seek
+                        overshot = true;
+                        break;
+                    }
+                    let seen = classify(&msg);
+                    if let Seen::Marker(owner) = &seen {
+                        self.note_node(&topic, partition, owner.epoch, &msg);
+                    }
+                    let valid = self.with_index(&topic, partition, |ix| ix.observe(offset, &seen));
+                    last_seen = Some(offset);
+                    next = offset + 1;
+                    last_progress = Instant::now();
+                    if valid {
+                        let link = header(&msg, H_CHAIN).and_then(unhex);
+                        if let Some(link) = link {
+                            last_link = Some((offset, link));
+                        }
+                        links.push(link);
+                        records.push(Stored {
+                            partition,
+                            offset,
+                            key: msg
+                                .key()
+                                .map(|k| String::from_utf8_lossy(k).into_owned())
+                                .unwrap_or_default(),
+                            value: msg.payload().unwrap_or_default().to_vec(),
+                        });
+                    }
+                }
+                Some(Err(e)) => return Err(unavailable(e)),
+                None => {
+                    // past the last visible record: transaction markers may remain, which the
+                    // consumer's position moves past
+                    let position = reader
+                        .consumer
+                        .position()
+                        .ok()
+                        .and_then(|tpl| {
+                            tpl.find_partition(&kafka_topic, partition as i32)
+                                .and_then(|p| p.offset().to_raw())
+                        })
+                        .filter(|&p| p >= 0)
+                        .map(|p| p as u64)
+                        .unwrap_or(next);
+                    if position > next {
+                        next = position.min(until);
+                        self.with_index(&topic, partition, |ix| ix.skip_to(next));
+                        continue;
+                    }
+                    if last_progress.elapsed() >= READ_PATIENCE {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((offset, link)) = last_link {
+            let mut known = self.links.lock().expect("links lock");
+            let last = known.entry((topic, partition)).or_insert((0, CHAIN_START));
+            if offset >= last.0 {
+                *last = (offset, link);
+            }
+        }
+        reader.next = if overshot { u64::MAX } else { next };
+        Ok(Fetched {
+            batch: Batch { records, next },
+            last_seen,
+            links,
+        })
+    }
+}
+
+/// Destroys a producer on a thread of its own: librdkafka's destroy waits for its broker
+/// threads, which can take long while the broker is unreachable, and no command should wait
+/// for that.
+pub(super) fn retire(producer: FutureProducer) {
+    close_apart(producer, "kafka-producer-drop");
+}
+
+/// Drops a librdkafka client on a thread named `name`: closing one may wait for an
+/// unreachable broker.
+pub(super) fn close_apart(client: impl Send + 'static, name: &str) {
+    let _ = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || drop(client));
+}
+
+/// Gives up a partition's writer (after a failed append): its producer is retired.
+pub(super) fn retire_writer(writer: Option<PartitionWriter>) {
+    if let Some(w) = writer {
+        retire(w.producer);
+    }
+}
+
+/// A read-committed consumer that never joins its group or commits (projections keep their
+/// offsets in RocksDB); positions come from `assign`.
+pub(super) fn consumer(brokers: &str, writer_id: &str) -> Result<BaseConsumer, LogError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("taskledger-reader-{writer_id}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "10")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(unavailable)
+}
+
+pub(super) fn header<'a>(msg: &'a impl Message, name: &str) -> Option<&'a str> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+pub(super) fn classify(msg: &impl Message) -> Seen {
+    let owner = match (
+        header(msg, H_EPOCH).and_then(|e| e.parse().ok()),
+        header(msg, H_WRITER),
+    ) {
+        (Some(epoch), Some(writer)) => Some(Owner {
+            epoch,
+            writer: writer.to_string(),
+        }),
+        _ => None,
+    };
+    match (header(msg, H_MARKER), owner) {
+        (Some("ownership-taken"), Some(owner)) => Seen::Marker(owner),
+        (_, owner) => Seen::Event(owner),
+    }
+}

@@ -1,0 +1,114 @@
+use super::*;
+
+fn owner(epoch: u64, writer: &str) -> Owner {
+    Owner {
+        epoch,
+        writer: writer.into(),
+    }
+}
+
+#[test]
+fn events_count_only_under_the_owner_announced_before_them() {
+    let mut ix = EpochIndex::default();
+    let a = owner(1, "a");
+    let b = owner(2, "b");
+    assert!(
+        !ix.observe(0, &Seen::Event(Some(a.clone()))),
+        "no owner yet"
+    );
+    assert!(!ix.observe(1, &Seen::Marker(a.clone())));
+    assert!(ix.observe(2, &Seen::Event(Some(a.clone()))));
+    assert!(!ix.observe(3, &Seen::Event(None)), "unstamped");
+    assert!(!ix.observe(4, &Seen::Marker(b.clone())));
+    assert!(
+        !ix.observe(5, &Seen::Event(Some(a.clone()))),
+        "a was superseded"
+    );
+    assert!(ix.observe(6, &Seen::Event(Some(b.clone()))));
+    // a marker that does not raise the epoch takes no effect
+    assert!(!ix.observe(7, &Seen::Marker(owner(2, "c"))));
+    assert!(!ix.observe(8, &Seen::Event(Some(owner(2, "c")))));
+    assert!(ix.observe(9, &Seen::Event(Some(b.clone()))));
+    // re-observing earlier positions gives the same verdicts
+    assert!(ix.observe(2, &Seen::Event(Some(a.clone()))));
+    assert!(!ix.observe(5, &Seen::Event(Some(a))));
+    assert_eq!(ix.max_epoch(), 2);
+    assert_eq!(ix.scanned(), 10);
+}
+
+/// What lands in a partition: writers take it over (announcing the epoch they believe
+/// comes next, possibly stale) and append, superseded ones included.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Writer `w` announces max-known-epoch + 1, where its knowledge lags by `stale`.
+    TakeOver { w: u8, stale: u8 },
+    /// Writer `w` appends under the last epoch it announced.
+    Append { w: u8 },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u8..4, 0u8..2).prop_map(|(w, stale)| Step::TakeOver { w, stale }),
+        (0u8..4).prop_map(|w| Step::Append { w }),
+        (0u8..4).prop_map(|w| Step::Append { w }),
+    ]
+}
+
+fn build(steps: &[Step]) -> Vec<Seen> {
+    let mut log = Vec::new();
+    let mut announced: HashMap<u8, Owner> = HashMap::new();
+    let mut max = 0u64;
+    for s in steps {
+        match *s {
+            Step::TakeOver { w, stale } => {
+                let epoch = max.saturating_sub(stale as u64) + 1;
+                max = max.max(epoch);
+                let o = owner(epoch, &format!("w{w}"));
+                announced.insert(w, o.clone());
+                log.push(Seen::Marker(o));
+            }
+            Step::Append { w } => log.push(Seen::Event(announced.get(&w).cloned())),
+        }
+    }
+    log
+}
+
+proptest::proptest! {
+    /// Readers agree whatever they read first; a valid event's writer owns the partition at
+    /// that point (no other writer's marker took effect since its own); and an owner's
+    /// appends count until someone takes over.
+    #[test]
+    fn epochs_fence_superseded_writers(steps in proptest::collection::vec(step(), 1..60), restart in 0usize..60) {
+        let log = build(&steps);
+        let mut one = EpochIndex::default();
+        let verdicts: Vec<bool> = log.iter().enumerate().map(|(i, s)| one.observe(i as u64, s)).collect();
+
+        // a second reader that re-reads from an earlier point gives the same verdicts
+        let restart = restart.min(log.len());
+        let mut two = EpochIndex::default();
+        for (i, s) in log.iter().enumerate() {
+            two.observe(i as u64, s);
+        }
+        for (i, s) in log.iter().enumerate().skip(restart) {
+            proptest::prop_assert_eq!(two.observe(i as u64, s), verdicts[i]);
+        }
+
+        let mut owner_now: Option<Owner> = None;
+        let mut max = 0;
+        for (i, s) in log.iter().enumerate() {
+            match s {
+                Seen::Marker(o) => {
+                    if o.epoch > max {
+                        max = o.epoch;
+                        owner_now = Some(o.clone());
+                    }
+                }
+                Seen::Event(stamp) => {
+                    let by_owner = stamp.is_some() && stamp == &owner_now;
+                    proptest::prop_assert_eq!(verdicts[i], by_owner, "position {}", i);
+                }
+            }
+        }
+    }
+}
