@@ -110,6 +110,25 @@ impl ClientSource for Clients {
         })
     }
 
+    fn issuer(&self, client_id: &str) -> Option<ClientRecord> {
+        if let Some(c) = self.statics.get(client_id) {
+            let mut c = c.clone();
+            c.scopes = self.expand(c.scopes.to_vec());
+            return Some(c);
+        }
+        let view = self.view.as_ref()?;
+        let client = view.client(client_id)?;
+        let access_token = self.key.open(client_id, &client.token)?;
+        Some(ClientRecord {
+            client_id: client_id.to_string(),
+            access_token,
+            scopes: view.expand(client.scopes),
+            final_scopes: false,
+            expires: client.expires.to_datetime(),
+            disabled: client.disabled,
+        })
+    }
+
     fn expand(&self, scopes: Vec<String>) -> ScopeSet {
         match &self.view {
             Some(view) => view.expand(scopes),
@@ -256,22 +275,61 @@ pub struct Signed<'a> {
     pub check_hash: bool,
 }
 
-/// Picks the scheme (auth.md §2: header, bewit, or none) and authenticates against `source`.
-/// `Ok(None)`: no credentials; the caller decides what an anonymous request holds.
+/// Picks the scheme as Taskcluster's API layer does (auth.md §2: header, bewit, or none) and
+/// authenticates against `source`. An empty `Authorization` header or `bewit` parameter is
+/// none; both at once fail. `Ok(None)`: no credentials; the caller decides what an anonymous
+/// request holds.
 pub fn authenticate_request(
     r: &Signed,
     source: &dyn ClientSource,
 ) -> Result<Option<Authenticated>, String> {
-    let has_bewit = r.resource.contains("?bewit=") || r.resource.contains("&bewit=");
+    let authorization = r.authorization.filter(|a| !a.is_empty());
+    let has_bewit = query_bewit(r.resource);
+    if authorization.is_some() && has_bewit {
+        return Err(
+            "Cannot use two authentication schemes at once this request has both \
+                    bewit in querystring and and 'authorization' header"
+                .to_string(),
+        );
+    }
+    if authorization.is_none() && !has_bewit {
+        return Ok(None);
+    }
+    verify(r, authorization, source).map(Some)
+}
+
+/// Picks the scheme as the auth service's `authenticateHawk` does: a non-empty header first,
+/// else a `bewit=` anywhere in the query (an empty one fails as "Empty bewit"), else none.
+pub fn validate_signature(
+    r: &Signed,
+    source: &dyn ClientSource,
+) -> Result<Option<Authenticated>, String> {
+    let authorization = r.authorization.filter(|a| !a.is_empty());
+    let bewit_like = r.resource.starts_with('/')
+        && (r.resource.contains("?bewit=") || r.resource.contains("&bewit="));
+    if authorization.is_none() && !bewit_like {
+        return Ok(None);
+    }
+    verify(r, authorization, source).map(Some)
+}
+
+/// Whether the query string has a non-empty `bewit` parameter (what `req.query.bewit` tests).
+fn query_bewit(resource: &str) -> bool {
+    resource.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.strip_prefix("bewit=").is_some_and(|v| !v.is_empty()))
+    })
+}
+
+/// Hawk with `authorization`, else the bewit in `r.resource`.
+fn verify(
+    r: &Signed,
+    authorization: Option<&str>,
+    source: &dyn ClientSource,
+) -> Result<Authenticated, String> {
     let now = chrono::Utc::now();
-    let result = match r.authorization {
-        Some(_) if has_bewit => {
-            return Err(
-                "Cannot use two authentication schemes at once; this request has both \
-                        bewit and Authorization header"
-                    .to_string(),
-            )
-        }
+    let result = match authorization {
         Some(authorization) => {
             let req = HawkRequest {
                 method: r.method,
@@ -285,7 +343,7 @@ pub fn authenticate_request(
             };
             authenticate(&req, source, now)
         }
-        None if has_bewit => {
+        None => {
             let req = BewitRequest {
                 method: r.method,
                 resource: r.resource,
@@ -294,9 +352,8 @@ pub fn authenticate_request(
             };
             authenticate_bewit(&req, source, now)
         }
-        None => return Ok(None),
     };
-    result.map(Some).map_err(|e| e.0)
+    result.map_err(|e| e.0)
 }
 
 /// `authenticate_request` for an HTTP request as received: signed host and port from the
@@ -494,6 +551,14 @@ struct Noting<'a> {
 impl ClientSource for Noting<'_> {
     fn client(&self, client_id: &str) -> Option<ClientRecord> {
         let found = self.clients.client(client_id);
+        if found.is_none() {
+            self.missed.set(true);
+        }
+        found
+    }
+
+    fn issuer(&self, client_id: &str) -> Option<ClientRecord> {
+        let found = self.clients.issuer(client_id);
         if found.is_none() {
             self.missed.set(true);
         }

@@ -300,6 +300,38 @@ async fn listing_expansion_bewit_and_conformance_endpoints() {
             "my-scope"
         ])
     );
+    // the schemas' rules: `scopes` is required, and no scope list repeats an item
+    let err = root.expandScopes(&json!({})).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+    let err = root
+        .expandScopes(&json!({ "scopes": ["a", "b", "a"] }))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+    let err = root
+        .createClient("it/dup", &client_body(&["x:y", "x:y"]))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+    assert_eq!(
+        status_of(&root.client("it/dup").await.unwrap_err()),
+        Some(404)
+    );
+    // a client's scopes keep the order they were given in; a role's are in canonical order
+    let made = root
+        .createClient("it/order", &client_body(&["z:1", "a:1"]))
+        .await
+        .unwrap();
+    assert_eq!(made["scopes"], json!(["z:1", "a:1"]), "{made}");
+    let role = root
+        .createRole(
+            "it-order",
+            &json!({ "description": "d", "scopes": ["y:b", "y:a", "y:a*"] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(role["scopes"], json!(["y:a*", "y:a", "y:b"]), "{role}");
+    root.deleteRole("it-order").await.unwrap();
     let ids = root.listRoleIds(None, None).await.unwrap();
     assert_eq!(ids["roleIds"], json!(["group:admins", "group:devs"]));
     let err = root.role("nope").await.unwrap_err();
@@ -318,6 +350,40 @@ async fn listing_expansion_bewit_and_conformance_endpoints() {
     .await
     .unwrap();
     assert!(anonymous.listRoleIds(None, None).await.is_ok());
+    // an empty Authorization header or bewit is no credentials at all, as upstream
+    let role_ids = format!("{}/api/auth/v1/roleids/", s.root_url);
+    let http = reqwest::Client::new();
+    let empty_header = http
+        .get(&role_ids)
+        .header("Authorization", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty_header.status(), 200);
+    let empty_bewit = http.get(format!("{role_ids}?bewit=")).send().await.unwrap();
+    assert_eq!(empty_bewit.status(), 200);
+    // a caller without credentials is named as upstream names it
+    let got = anonymous.testAuthenticate(&json!({})).await.unwrap();
+    assert_eq!(got["clientId"], "auth-failed:no-auth");
+    // a certificate is checked against its issuer's own scopes: the anonymous role's do not
+    // count there (they are added back to every request afterwards)
+    let plain = create_client(&s, "it/plain", &["auth:current-scopes"]).await;
+    let via_anonymous = plain
+        .create_temp_creds(Duration::from_secs(600), ["auth:list-roles"])
+        .unwrap();
+    let err = auth_as(&s, via_anonymous)
+        .listRoleIds(None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(401));
+    let own = plain
+        .create_temp_creds(Duration::from_secs(600), ["auth:current-scopes"])
+        .unwrap();
+    let held = auth_as(&s, own).currentScopes().await.unwrap();
+    assert_eq!(
+        held["scopes"],
+        json!(["assume:anonymous", "auth:current-scopes", "auth:list-roles"])
+    );
 
     // conformance endpoints: tester/no-secret, with a header and with a bewit
     let tester = auth_as(&s, Credentials::new("tester", "no-secret"));
@@ -441,6 +507,21 @@ async fn update_client_roles_and_audit_history() {
         .unwrap();
     assert_eq!(replaced["scopes"], json!(["b:2"]), "{replaced}");
     assert_eq!(root.client("it/upd").await.unwrap()["description"], "new");
+    // deleteOnExpiration takes its schema default (false) when omitted
+    let deleting = root
+        .updateClient(
+            "it/upd",
+            &json!({ "description": "new", "expires": later, "deleteOnExpiration": true }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleting["deleteOnExpiration"], true, "{deleting}");
+    let omitted = root
+        .updateClient("it/upd", &json!({ "description": "new", "expires": later }))
+        .await
+        .unwrap();
+    assert_eq!(omitted["deleteOnExpiration"], false, "{omitted}");
+    assert_eq!(omitted["scopes"], json!(["b:2"]), "{omitted}");
 
     // roles: the bare list, the paged list, and deletion (idempotent)
     for id in ["it-r1", "it-r2", "it-r3"] {

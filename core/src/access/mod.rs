@@ -168,7 +168,7 @@ pub struct Client {
     pub client_id: String,
     pub description: String,
     pub expires: Millis,
-    /// As stored (sorted, unexpanded).
+    /// As given at creation or update (their order kept), unexpanded.
     pub scopes: Vec<String>,
     pub delete_on_expiration: bool,
     pub disabled: bool,
@@ -290,10 +290,17 @@ pub enum AuthError {
     Input(String),
 }
 
+/// A role's scopes as stored: in canonical order (`scopeCompare`), without repeats.
 fn sorted(mut s: Vec<String>) -> Vec<String> {
-    s.sort();
+    s.sort_by(|a, b| scopes::scope_compare(a, b));
     s.dedup();
     s
+}
+
+/// A client's scopes as stored: as given (upstream keeps their order), without repeats.
+fn as_given(s: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(s.len());
+    s.into_iter().filter(|x| seen.insert(x.clone())).collect()
 }
 
 fn check_client_scopes(scopes_: &[String]) -> Result<(), AuthError> {
@@ -335,7 +342,7 @@ impl AuthState {
                     client_id,
                     description,
                     expires,
-                    scopes: sorted(scopes),
+                    scopes: as_given(scopes),
                     delete_on_expiration,
                     token,
                 }]
@@ -352,7 +359,7 @@ impl AuthState {
                     check_client_scopes(s)?;
                 }
                 vec![AuthEvent::ClientUpdated {
-                    scopes: scopes.map(sorted).unwrap_or_else(|| c.scopes.clone()),
+                    scopes: scopes.map(as_given).unwrap_or_else(|| c.scopes.clone()),
                     delete_on_expiration: delete_on_expiration.unwrap_or(c.delete_on_expiration),
                     client_id,
                     description,
@@ -628,8 +635,9 @@ mod tests {
     #[test]
     fn client_lifecycle() {
         let mut s = AuthState::default();
+        // kept in the order given (upstream stores them so), a repeat dropped
         run(&mut s, create("c", &["b", "a", "a"]), 1).unwrap();
-        assert_eq!(s.clients["c"].scopes, vec!["a", "b"]);
+        assert_eq!(s.clients["c"].scopes, vec!["b", "a"]);
         assert_eq!(
             run(&mut s, create("c", &[]), 2),
             Err(AuthError::ClientExists("c".into()))
@@ -665,7 +673,7 @@ mod tests {
             delete_on_expiration: None,
         };
         run(&mut s, upd, 4).unwrap();
-        assert_eq!(s.clients["c"].scopes, vec!["a", "b"]);
+        assert_eq!(s.clients["c"].scopes, vec!["b", "a"]);
         assert_eq!(s.clients["c"].last_modified, Millis(4));
         // not yet expired: the reactor's command does nothing
         assert_eq!(

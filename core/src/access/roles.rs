@@ -83,14 +83,18 @@ pub fn validate_role_scopes(role_id: &str, scopes_: &[String]) -> Result<(), Rol
         if s.ends_with("**") {
             return Err(RoleError("scopes must not end with `**`".to_string()));
         }
+        // only a starred role is parameterized: elsewhere `<..>` is literal text (§7.2)
+        if !role_id.ends_with('*') {
+            continue;
+        }
         if s.matches(PARAM).count() > 1 {
             return Err(RoleError(format!(
-                "Role `{role_id}` has a scope `{s}` that contains multiple '<..>'"
+                "parameterized scope '{s}' contains multiple '<..>'"
             )));
         }
         if s.ends_with("*<..>") {
             return Err(RoleError(format!(
-                "Role `{role_id}` has a scope `{s}` ending in `*<..>`: an ambiguous kleene star"
+                "parameterized scope '{s}' ends with '*<..>' which implies an ambiguous kleene"
             )));
         }
     }
@@ -166,11 +170,16 @@ impl RoleSet {
         self.expand(&[format!("assume:{role_id}")])
     }
 
-    /// The roles `role_id` depends on: those assumed by any of its scopes with `<..>` read
-    /// as `*` (auth.md §7.3).
-    fn dependencies<'a>(&'a self, role_scopes: &'a [String]) -> impl Iterator<Item = &'a str> + 'a {
+    /// The roles that role `role_id`, of `role_scopes`, depends on: those assumed by any of
+    /// its scopes, with `<..>` read as `*` when the role is parameterized (auth.md §7.3).
+    fn dependencies<'a>(
+        &'a self,
+        role_id: &str,
+        role_scopes: &'a [String],
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        let parameterized = role_id.ends_with('*');
         role_scopes.iter().flat_map(move |s| {
-            let widened = match s.find(PARAM) {
+            let widened = match s.find(PARAM).filter(|_| parameterized) {
                 Some(i) => format!("{}*", &s[..i]),
                 None => s.clone(),
             };
@@ -212,7 +221,7 @@ impl RoleSet {
         let deps = |r: &str| -> Vec<String> {
             self.roles
                 .get(r)
-                .map(|s| self.dependencies(s).map(str::to_string).collect())
+                .map(|s| self.dependencies(r, s).map(str::to_string).collect())
                 .unwrap_or_default()
         };
         let mut visited: HashSet<String> = HashSet::new();
@@ -376,6 +385,20 @@ mod tests {
             .0
             .contains("**"));
         assert!(empty.with_role("p", v(&["a\u{7f}"])).is_err());
+        // upstream's texts
+        assert_eq!(
+            empty.with_role("p*", v(&["a*<..>"])).unwrap_err().0,
+            "parameterized scope 'a*<..>' ends with '*<..>' which implies an ambiguous kleene"
+        );
+        // in a role without a trailing `*`, `<..>` is literal text: none of those rules
+        // apply, and it widens nothing when looking for cycles
+        let literal = empty
+            .with_role("p", v(&["a<..>b<..>", "a*<..>", "assume:p<..>x"]))
+            .unwrap();
+        assert_eq!(
+            literal.expand_role("p"),
+            v(&["a*<..>", "a<..>b<..>", "assume:p", "assume:p<..>x"])
+        );
     }
 
     // --- property tests against a reference model --------------------------------------

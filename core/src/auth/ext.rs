@@ -74,7 +74,12 @@ pub(super) fn load_credentials(
         Some(Value::String(issuer)) => issuer.as_str(),
         Some(_) => return Err(AuthError::new("ext.certificate.issuer must be a string")),
     };
-    let client = load_client(clients, issuer_id, now)?;
+    // a certificate is checked against its issuer's own scopes, which the final scopes of
+    // a plain request would widen with the anonymous role's
+    let client = match certificate {
+        Some(_) => load_client(issuer_id, clients.issuer(issuer_id), now)?,
+        None => load_client(issuer_id, clients.client(issuer_id), now)?,
+    };
     let mut creds = Credentials {
         issuer: client.client_id.clone(),
         access_token: client.access_token.clone(),
@@ -98,14 +103,14 @@ pub(super) fn load_credentials(
     Ok(creds)
 }
 
+/// `found`, the client `client_id` named, if it may authenticate now.
 fn load_client(
-    clients: &dyn ClientSource,
     client_id: &str,
+    found: Option<ClientRecord>,
     now: DateTime<Utc>,
 ) -> Result<ClientRecord, AuthError> {
-    let client = clients
-        .client(client_id)
-        .ok_or_else(|| AuthError(format!("Client with clientId '{client_id}' not found")))?;
+    let client =
+        found.ok_or_else(|| AuthError(format!("Client with clientId '{client_id}' not found")))?;
     if client.disabled {
         return Err(AuthError(format!(
             "Client with clientId '{client_id}' is disabled"
@@ -214,7 +219,7 @@ fn apply_certificate(
     // 5. the issuer holds every certificate scope
     if !scopes::covers_all(&issuer.scopes, &cert_scopes) {
         return Err(AuthError(format!(
-            "ext.certificate issuer `{}` doesn't satisfiy all certificate scopes {}.  \
+            "ext.certificate issuer `{}` doesn't satisfy all certificate scopes {}.  \
              The temporary credentials were not generated correctly.",
             issuer_id,
             cert_scopes.join(", ")
@@ -275,11 +280,12 @@ fn apply_authorized_scopes(
     held.push(ANONYMOUS_SCOPE.to_owned());
     let held = clients.expand(held);
     if !scopes::covers_all(&held, &authorized) {
+        // upstream's layout: both lists in fenced blocks, the credentials' scopes expanded
         return Err(AuthError(format!(
-            "Supplied credentials do not satisfy authorizedScopes; \
-             credentials have scopes [{}]; authorizedScopes are [{}]",
-            creds.scopes.join(","),
-            authorized.join(",")
+            "Supplied credentials do not satisfy authorizedScopes; credentials have scopes:\n\
+             \n```\n{}\n```\n\nauthorizedScopes are:\n\n```\n{}\n```",
+            held.join("\n"),
+            authorized.join("\n")
         )));
     }
     creds.scopes = ScopeSet::new(authorized);

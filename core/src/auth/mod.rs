@@ -80,6 +80,12 @@ impl fmt::Debug for ClientRecord {
 pub trait ClientSource {
     fn client(&self, client_id: &str) -> Option<ClientRecord>;
 
+    /// The client as the issuer of a certificate: its scopes expanded through roles without
+    /// the anonymous role (auth.md §4.2), against which the certificate's scopes and a named
+    /// credential's `auth:create-client:<name>` are checked. Sources whose `client` gives
+    /// final scopes (`ClientRecord::final_scopes`) must answer this apart.
+    fn issuer(&self, client_id: &str) -> Option<ClientRecord>;
+
     /// Expands a scope set through roles and normalizes it (auth.md §7). Without roles:
     /// normalization only.
     fn expand(&self, scopes: Vec<String>) -> ScopeSet {
@@ -232,38 +238,41 @@ pub fn authenticate_bewit(
     clients: &dyn ClientSource,
     now: DateTime<Utc>,
 ) -> Result<Authenticated, AuthError> {
-    let method = req.method.to_ascii_uppercase();
-    if method != "GET" && method != "HEAD" {
-        return Err(AuthError::new("Invalid method"));
-    }
+    // the hawk library's order and texts (Taskcluster renders its errors with their HTTP
+    // reason: "Unauthorized: ..." or "Bad Request: ...")
     if req.resource.len() > MAX_HEADER_LEN {
-        return Err(AuthError::new("Resource path exceeds max length"));
+        return Err(AuthError::bad_request("Resource path exceeds max length"));
     }
     let (stripped, bewit) =
-        split_bewit(req.resource).ok_or_else(|| AuthError::new("Empty bewit"))?;
-    let decoded =
-        base64url_lenient(bewit).ok_or_else(|| AuthError::new("Invalid bewit encoding"))?;
-    let decoded =
-        String::from_utf8(decoded).map_err(|_| AuthError::new("Invalid bewit encoding"))?;
+        split_bewit(req.resource).ok_or_else(|| AuthError::new("Unauthorized: Empty bewit"))?;
+    let method = req.method.to_ascii_uppercase();
+    if method != "GET" && method != "HEAD" {
+        return Err(AuthError::new("Unauthorized: Invalid method"));
+    }
+    // read as Latin-1, as the hawk library does: any bytes are text, wrong ones fail below
+    let decoded: String = base64url_lenient(bewit)
+        .ok_or_else(|| AuthError::bad_request("Invalid bewit encoding"))?
+        .into_iter()
+        .map(char::from)
+        .collect();
     let parts: Vec<&str> = decoded.split('\\').collect();
     let [id, exp, mac, ext_text] = parts[..] else {
-        return Err(AuthError::new("Invalid bewit structure"));
+        return Err(AuthError::bad_request("Invalid bewit structure"));
     };
-    if id.is_empty() || exp.is_empty() || mac.is_empty() {
-        return Err(AuthError::new("Missing bewit attributes"));
-    }
-    let exp_secs: i64 = exp
-        .parse()
-        .map_err(|_| AuthError::new("Invalid bewit structure"))?;
+    // `parseInt(exp, 10)`: NaN and 0 count as missing
+    let exp_secs = js_parse_int(exp).filter(|e| *e != 0);
+    let (Some(exp_secs), false, false) = (exp_secs, id.is_empty(), mac.is_empty()) else {
+        return Err(AuthError::bad_request("Missing bewit attributes"));
+    };
     if exp_secs.saturating_mul(1000) <= now.timestamp_millis() {
-        return Err(AuthError::new("Access expired"));
+        return Err(AuthError::new("Unauthorized: Access expired"));
     }
     let ext = (!ext_text.is_empty())
         .then(|| parse_ext(ext_text))
         .transpose()?;
     let creds = load_credentials(id, ext.as_ref(), clients, now)?;
     let normalized = format!(
-        "hawk.1.bewit\n{exp}\n\nGET\n{stripped}\n{}\n{}\n\n{}\n",
+        "hawk.1.bewit\n{exp_secs}\n\nGET\n{stripped}\n{}\n{}\n\n{}\n",
         req.host.to_lowercase(),
         req.port,
         ext_text.replace('\\', "\\\\").replace('\n', "\\n"),
@@ -319,6 +328,20 @@ fn split_bewit(resource: &str) -> Option<(String, &str)> {
         format!("{path}?{}", kept.join("&"))
     };
     Some((stripped, value))
+}
+
+/// JavaScript's `parseInt(text, 10)` for integers that fit an i64: leading whitespace, a sign,
+/// then the longest run of digits (None where JavaScript gives NaN).
+fn js_parse_int(text: &str) -> Option<i64> {
+    let text = text.trim_start();
+    let (negative, rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let value: i64 = rest[..digits].parse().ok()?;
+    Some(if negative { -value } else { value })
 }
 
 fn base64url_lenient(text: &str) -> Option<Vec<u8>> {

@@ -36,6 +36,10 @@ impl ClientSource for Clients {
     fn client(&self, client_id: &str) -> Option<ClientRecord> {
         self.0.iter().find(|c| c.client_id == client_id).cloned()
     }
+
+    fn issuer(&self, client_id: &str) -> Option<ClientRecord> {
+        self.client(client_id)
+    }
 }
 
 fn clients() -> Clients {
@@ -674,9 +678,11 @@ fn authorized_scopes() {
     check(
         &with(serde_json::json!(["test:x", "queue:y"])),
         NOW,
+        // upstream's layout; the credentials' scopes as expanded, anonymous included
         Err(
-            "Supplied credentials do not satisfy authorizedScopes; credentials have scopes \
-             [test:*,auth:create-client:test:*]; authorizedScopes are [test:x,queue:y]",
+            "Supplied credentials do not satisfy authorizedScopes; credentials have scopes:\n\n\
+             ```\nassume:anonymous\nauth:create-client:test:*\ntest:*\n```\n\n\
+             authorizedScopes are:\n\n```\ntest:x\nqueue:y\n```",
         ),
     );
     check(
@@ -837,7 +843,7 @@ fn certificate_rejections() {
     check(
         &temp_request(&greedy, NOW, |_| {}),
         NOW,
-        Err("ext.certificate issuer `tester` doesn't satisfiy all certificate scopes test:a, queue:x.  \
+        Err("ext.certificate issuer `tester` doesn't satisfy all certificate scopes test:a, queue:x.  \
              The temporary credentials were not generated correctly."),
     );
     let misnamed = issue(Some("prod:x"), &["test:a"], NOW, NOW + 3600);
@@ -1062,15 +1068,37 @@ fn bewit_vector_and_checks() {
     assert!(authenticate_bewit(&req("GET", &url), &clients(), at(NOW)).is_ok());
     let err = |r: BewitRequest, now| authenticate_bewit(&r, &clients(), at(now)).unwrap_err().0;
     let url = format!("/api/auth/v1/test-authenticate-get/?bewit={expected}");
-    assert_eq!(err(req("POST", &url), NOW), "Invalid method");
-    assert_eq!(err(req("GET", &url), 1_700_000_900), "Access expired");
+    assert_eq!(err(req("POST", &url), NOW), "Unauthorized: Invalid method");
+    assert_eq!(
+        err(req("GET", &url), 1_700_000_900),
+        "Unauthorized: Access expired"
+    );
+    // the hawk library's order: an empty bewit before the method
+    assert_eq!(
+        err(req("POST", "/x?bewit="), NOW),
+        "Unauthorized: Empty bewit"
+    );
+    // a slugid decodes, but is no `id\\exp\\mac\\ext` (upstream's "bogus bewit" test)
+    assert_eq!(
+        err(req("GET", "/?bewit=VXtbS8Ci9TqsFbxiSJnXkQ"), NOW),
+        "Bad Request: Invalid bewit structure"
+    );
+    // parseInt: a zero or non-numeric expiry is a missing attribute
+    for exp in ["0", "x1"] {
+        let raw = format!("tester\\{exp}\\mac\\");
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        assert_eq!(
+            err(req("GET", &format!("/x?bewit={encoded}")), NOW),
+            "Bad Request: Missing bewit attributes"
+        );
+    }
     assert_eq!(
         err(req("GET", &format!("/other?bewit={expected}")), NOW),
         "Unauthorized: Bad mac"
     );
     assert_eq!(
         err(req("GET", "/x?bewit=%%%"), NOW),
-        "Invalid bewit encoding"
+        "Bad Request: Invalid bewit encoding"
     );
 }
 

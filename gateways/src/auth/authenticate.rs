@@ -69,7 +69,7 @@ pub(super) async fn authenticate_hawk(
                 body: b"",
                 check_hash: false,
             };
-            let result = match authenticate_request(&signed, &st.clients) {
+            let result = match validate_signature(&signed, &st.clients) {
                 Ok(Some(a)) => Ok(a),
                 Err(message) => Err(message),
                 Ok(None) => {
@@ -117,6 +117,10 @@ impl ClientSource for TestClient {
             disabled: false,
         })
     }
+
+    fn issuer(&self, client_id: &str) -> Option<ClientRecord> {
+        self.client(client_id)
+    }
 }
 
 fn test_caller(
@@ -158,7 +162,7 @@ pub(super) async fn test_authenticate(
             let caller = test_caller(&TestClient(client_scopes), &method, &uri, &headers, &body)?;
             caller.require(&ScopeExpr::all_of_scopes(&required))?;
             Ok(ok(
-                json!({ "clientId": caller.client_id, "scopes": caller.scopes.as_slice() }),
+                json!({ "clientId": caller.actor_id(), "scopes": caller.scopes.as_slice() }),
             ))
         })
         .await
@@ -179,7 +183,7 @@ pub(super) async fn test_authenticate_get(
             query(&uri, &[])?;
             caller.require(&s("test:authenticate-get".into()))?;
             Ok(ok(
-                json!({ "clientId": caller.client_id, "scopes": caller.scopes.as_slice() }),
+                json!({ "clientId": caller.actor_id(), "scopes": caller.scopes.as_slice() }),
             ))
         })
         .await

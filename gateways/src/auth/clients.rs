@@ -147,7 +147,9 @@ pub(super) async fn update_client(
                 description: input.description,
                 expires: input.expires,
                 scopes: input.scopes,
-                delete_on_expiration: input.delete_on_expiration,
+                // the request schema's default (false) applies here too, as upstream: only
+                // omitted scopes are left as they were
+                delete_on_expiration: Some(input.delete_on_expiration.unwrap_or(false)),
             };
             st.auth.execute(actor(caller), cmd).await?;
             Ok(ok(client_json(&st, &load_client(&st, &id)?)))

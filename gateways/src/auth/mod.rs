@@ -3,7 +3,7 @@
 //! Cloud-credential endpoints answer "not configured" (no backend is configured yet).
 
 use crate::error::{ApiError, ErrorCode};
-use crate::hawk::{actor, authenticate_headers, authenticate_request, Auth, Caller, Signed};
+use crate::hawk::{actor, authenticate_headers, validate_signature, Auth, Caller, Signed};
 use crate::queue::call::*;
 use crate::AppState;
 use crate::Mount;
@@ -209,15 +209,29 @@ fn string_list(
         )
     };
     let arr = v.as_array().ok_or_else(bad)?;
-    arr.iter()
+    let list = arr
+        .iter()
         .map(|x| {
             x.as_str()
                 .filter(|s| scopes::is_valid_scope(s))
                 .map(str::to_string)
                 .ok_or_else(bad)
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+        .collect::<Result<Vec<_>, _>>()?;
+    // every scope list of the auth schemas has `uniqueItems: true`
+    let mut seen: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(list.len());
+    for (i, scope) in list.iter().enumerate() {
+        if let Some(first) = seen.insert(scope, i) {
+            return Err(ApiError::validation(
+                schema,
+                &[format!(
+                    "data/{field} must NOT have duplicate items (items ## {i} and {first} are identical)"
+                )],
+            ));
+        }
+    }
+    Ok(Some(list))
 }
 
 struct ClientInput {

@@ -231,7 +231,7 @@ pub(super) async fn expand_scopes(
             auth.caller()?.require(&s("auth:expand-scopes".into()))?;
             no_query(&uri)?;
             let body = body.input()?;
-            let obj = check_keys(&body, "v1/scopeset.json", &["scopes"], &[])?;
+            let obj = check_keys(&body, "v1/scopeset.json", &["scopes"], &["scopes"])?;
             let input =
                 string_list(obj.get("scopes"), "v1/scopeset.json", "scopes")?.unwrap_or_default();
             Ok(ok(json!({ "scopes": st.clients.expand(input).as_slice() })))
