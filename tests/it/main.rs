@@ -411,6 +411,25 @@ async fn rerun_retry_and_cancel(backend: Backend) {
     let t = slugid::nice();
     q.createTask(&t, &task_def(&queue, 600)).await.unwrap();
     q.claimWork(&queue, &worker_body(1)).await.unwrap();
+    // the request schema has no other property and requires `reason`: 400, run untouched
+    for body in [
+        json!({ "reason": "worker-shutdown", "extra": 1 }),
+        json!({}),
+    ] {
+        let err = q.reportException(&t, "0", &body).await.unwrap_err();
+        assert_eq!(status_of(&err), Some(400), "{body}");
+    }
+    let err = q
+        .changeTaskPriority(&t, &json!({ "newPriority": "low", "extra": 1 }))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+    let running = q.status(&t).await.unwrap();
+    assert_eq!(
+        running["status"]["runs"][0]["state"], "running",
+        "{running}"
+    );
+    assert_eq!(q.task(&t).await.unwrap()["priority"], "lowest");
     let s = q
         .reportException(&t, "0", &json!({ "reason": "worker-shutdown" }))
         .await
@@ -423,6 +442,12 @@ async fn rerun_retry_and_cancel(backend: Backend) {
     q.claimWork(&queue, &worker_body(1)).await.unwrap();
     let failed = q.reportFailed(&t, "1").await.unwrap();
     assert_eq!(failed["status"]["state"], "failed");
+    // a runId is any digits, read as parseInt reads them: "01" is run 1 (a repeated report),
+    // and a number past any run is a missing run
+    let again = q.reportFailed(&t, "01").await.unwrap();
+    assert_eq!(again["status"]["runs"][1]["state"], "failed");
+    let err = q.reportFailed(&t, "4294967296").await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
     let rerun = q.rerunTask(&t).await.unwrap();
     assert_eq!(rerun["status"]["runs"][2]["reasonCreated"], "rerun");
     assert_eq!(rerun["status"]["state"], "pending");
@@ -690,8 +715,17 @@ async fn error_statuses_and_bodies(backend: Backend) {
     let err = q.reportCompleted(&unknown, "0").await.unwrap_err();
     assert_eq!(status_of(&err), Some(404));
     assert!(
-        err.to_string()
-            .contains(&format!("Task `{unknown}` not found")),
+        err.to_string().contains(&format!(
+            "Task `{unknown}` not found. Are you sure it was created?"
+        )),
+        "{err}"
+    );
+    // each call words its 404 as upstream's does
+    let err = q.status(&unknown).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "`{unknown}` does not correspond to a task that exists."
+        )),
         "{err}"
     );
 

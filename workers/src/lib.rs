@@ -198,9 +198,13 @@ async fn on_event(
     engine: &Engine,
     env: &Envelope<QueueEvent>,
 ) -> Result<(), taskledger_projections::EngineError> {
-    let task_id = match &env.payload {
-        QueueEvent::RunResolved { task_id, .. }
-        | QueueEvent::RunExceptionRecorded { task_id, .. } => *task_id,
+    let (task_id, run_id) = match &env.payload {
+        QueueEvent::RunResolved {
+            task_id, run_id, ..
+        }
+        | QueueEvent::RunExceptionRecorded {
+            task_id, run_id, ..
+        } => (*task_id, *run_id),
         // no run resolved (a repeated resolution was handled when it first happened)
         QueueEvent::TaskDefined { .. }
         | QueueEvent::RunScheduled { .. }
@@ -230,8 +234,9 @@ async fn on_event(
     let Some(task) = engine.view().task(&task_id)? else {
         return Ok(());
     };
-    // a resolution followed by a retry is no resolution of the task
-    let Some(resolution) = task.resolution() else {
+    // the resolution this event made, whatever the task did since (a rerun that is pending
+    // again still satisfied its dependents by completing); one followed by a retry made none
+    let Some(resolution) = task.resolution_by_run(run_id) else {
         return Ok(());
     };
     loop {

@@ -34,9 +34,11 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
-    #[error("Task `{0}` not found")]
+    /// The text of the calls that resolve, claim, reclaim or cancel (the gateway words
+    /// other calls' 404s as upstream does for each).
+    #[error("Task `{0}` not found. Are you sure it was created?")]
     TaskNotFound(TaskId),
-    #[error("Run {run_id} not found on task `{task_id}`")]
+    #[error("Run {run_id} not found on task `{task_id}`.")]
     RunNotFound { task_id: TaskId, run_id: u32 },
     #[error("Artifact not found")]
     ArtifactNotFound,
@@ -449,6 +451,17 @@ pub fn report(task: &Task, run_id: u32, reason: ReasonResolved, now: Millis) -> 
             now,
         ));
     }
+    // reportCompleted and reportFailed first refuse a run that is in neither state
+    if matches!(reason.state(), RunState::Completed | RunState::Failed)
+        && run.state != RunState::Running
+        && run.state != reason.state()
+    {
+        return Err(QueueError::Conflict(format!(
+            "Run {run_id} of task `{}` is not running or {}.",
+            task.task_id,
+            reason.state().as_str()
+        )));
+    }
     Err(QueueError::Conflict(format!(
         "Run {run_id} on task `{}` is resolved or not running.",
         task.task_id
@@ -507,7 +520,8 @@ pub fn change_priority(task: &Task, new: Priority, in_group: bool, now: Millis) 
     if past_deadline(task, now) {
         return Err(deadline_conflict(task, "reprioritized"));
     }
-    if task.resolution().is_some() || task.priority == new {
+    // "never resolved" (§8): a task resolved and then rerun is not reprioritized either
+    if task.ever_resolved() || task.priority == new {
         return Err(QueueError::Conflict(format!(
             "Task `{}` is already resolved and cannot be reprioritized.",
             task.task_id
@@ -590,6 +604,24 @@ pub fn record_group_priority_change(
     }])
 }
 
+/// An existing artifact as upstream quotes it in a conflict: `{storageType, contentType,
+/// expires}` written by `JSON.stringify(value, null, 2)`.
+fn original_artifact(a: &Artifact) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Quoted<'a> {
+        storage_type: &'a str,
+        content_type: &'a str,
+        expires: String,
+    }
+    serde_json::to_string_pretty(&Quoted {
+        storage_type: a.storage.type_str(),
+        content_type: &a.content_type,
+        expires: a.expires.to_rfc3339(),
+    })
+    .unwrap_or_default()
+}
+
 fn compatible(old: &Artifact, new: &Artifact) -> bool {
     use ArtifactStorage as S;
     let storage_ok = match (&old.storage, &new.storage) {
@@ -640,7 +672,7 @@ pub fn create_artifact(
     }
     if artifact.expires > task.definition.expires {
         return Err(QueueError::Input(format!(
-            "Artifact expires ({}) after the task expiration {} (task.expires < expires) - this is not allowed, artifacts may not expire after the task expires.",
+            "Artifact expires ({}) after the task expiration {} (task.expires < expires) - this is not allowed, artifacts may not expire after the task they belong to expires",
             artifact.expires, task.definition.expires
         )));
     }
@@ -652,17 +684,21 @@ pub fn create_artifact(
         RunState::Pending | RunState::Completed | RunState::Failed => false,
     };
     if !accepting {
+        // upstream's text as it is (no space after "resolution."), with the task's status
+        // as JSON.stringify(status, null, 2) writes it
+        let status =
+            serde_json::to_string_pretty(&super::json::StatusJson(task)).unwrap_or_default();
         return Err(QueueError::Conflict(format!(
-            "Artifacts cannot be created for a task after it is resolved, unless it is resolved as exception, and even in this case only up to {} min past resolution. This is to ensure that artifacts have been uploaded before a task is 'Completed' and output is consumed by a dependent task.\n\nTask status: {}",
+            "Artifacts cannot be created for a task after it is resolved, unless it is resolved 'exception', and even in this case only up to {} min past resolution.This to ensure that artifacts have been uploaded before a task is 'completed' and output is consumed by a dependent task\n\nTask status: {status}",
             ARTIFACT_GRACE_MS / MINUTE,
-            run.state.as_str()
         )));
     }
     let artifact = match (existing, artifact) {
         (Some(old), new) if !compatible(old, &new) => {
-            return Err(QueueError::Conflict(
-                "Artifact already exists with different properties (storageType, contentType, expires or details)".into(),
-            ))
+            return Err(QueueError::Conflict(format!(
+                "Artifact already exists with different properties, and none of the allowed exceptions apply: {}",
+                original_artifact(old)
+            )))
         }
         // upstream updates only an existing artifact's storage type, details and expiry: its
         // content type and length stay, and a repeated object create keeps its upload id and

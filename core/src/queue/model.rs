@@ -131,6 +131,14 @@ impl RunState {
             RunState::Completed | RunState::Failed | RunState::Exception
         )
     }
+    /// A run in this state resolves its task so (unless a retry follows it).
+    pub fn resolution(self) -> Option<Resolution> {
+        match self {
+            RunState::Completed => Some(Resolution::Completed),
+            RunState::Failed | RunState::Exception => Some(Resolution::Unsuccessful),
+            RunState::Pending | RunState::Running => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
@@ -405,11 +413,33 @@ impl Task {
     }
     /// The task is resolved when its last run is resolved.
     pub fn resolution(&self) -> Option<Resolution> {
-        let run = self.last_run()?;
-        match run.state {
-            RunState::Completed => Some(Resolution::Completed),
-            RunState::Failed | RunState::Exception => Some(Resolution::Unsuccessful),
-            RunState::Pending | RunState::Running => None,
+        self.last_run().and_then(|run| run.state.resolution())
+    }
+
+    /// Whether the task was ever resolved: a rerun since does not undo that.
+    pub fn ever_resolved(&self) -> bool {
+        (0..self.runs.len())
+            .any(|i| u32::try_from(i).is_ok_and(|run_id| self.resolution_by_run(run_id).is_some()))
+    }
+
+    /// What the resolution of run `run_id` was for the task: the task's resolution, unless a
+    /// retry followed it in the same command (then the task was not resolved). A resolved run
+    /// never changes and a retry comes with its resolution, so the answer stays the same
+    /// whatever happens to the task later (a rerun, say): the dependency resolver reads it
+    /// when it gets to the event, upstream passes it along with the event.
+    pub fn resolution_by_run(&self, run_id: u32) -> Option<Resolution> {
+        let index = usize::try_from(run_id).ok()?;
+        let resolution = self.runs.get(index)?.state.resolution()?;
+        match self.runs.get(index + 1) {
+            Some(next)
+                if matches!(
+                    next.reason_created,
+                    ReasonCreated::Retry | ReasonCreated::TaskRetry
+                ) =>
+            {
+                None
+            }
+            _ => Some(resolution),
         }
     }
 }

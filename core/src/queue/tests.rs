@@ -768,7 +768,19 @@ fn artifacts_follow_the_run() {
         ),
         NOW,
     );
-    assert!(matches!(err, Err(QueueError::Conflict(_))));
+    // upstream's text, quoting the artifact there as JSON.stringify(_, null, 2) does
+    let Err(QueueError::Conflict(text)) = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        text,
+        format!(
+            "Artifact already exists with different properties, and none of the allowed \
+             exceptions apply: {{\n  \"storageType\": \"reference\",\n  \"contentType\": \
+             \"text/plain\",\n  \"expires\": \"{}\"\n}}",
+            NOW.plus(HOUR)
+        )
+    );
     // a link replacing the reference keeps the reference's content type, as upstream's update
     // of an existing artifact does
     let link = Artifact {
@@ -1253,5 +1265,78 @@ fn status_json_writes_the_bytes_of_the_field_by_field_value() {
     assert_eq!(
         states.into_iter().collect::<Vec<_>>(),
         ["completed", "exception", "failed", "pending", "running"]
+    );
+}
+
+#[test]
+fn a_runs_resolution_outlives_a_rerun_and_a_retry_is_none() {
+    // completed, then rerun: still the resolution run 0 made
+    let mut ev = claimed();
+    ev.extend(check(
+        report(&given(&ev), 0, ReasonResolved::Completed, NOW),
+        &["RunResolved"],
+    ));
+    assert_eq!(given(&ev).resolution_by_run(0), Some(Resolution::Completed));
+    ev.extend(check(rerun_task(&given(&ev), NOW), &["RunScheduled"]));
+    let rerun = given(&ev);
+    assert_eq!(rerun.resolution(), None);
+    assert_eq!(rerun.resolution_by_run(0), Some(Resolution::Completed));
+    assert_eq!(rerun.resolution_by_run(1), None);
+    assert_eq!(rerun.resolution_by_run(7), None);
+    // resolved once, so never reprioritized again (queue.md §8: "task never resolved")
+    assert!(rerun.ever_resolved());
+    assert!(change_priority(&rerun, Priority::High, false, NOW).is_err());
+    assert!(!given(&claimed()).ever_resolved());
+
+    // an exception that is retried resolves nothing; one that is not, resolves
+    let mut ev = claimed();
+    ev.extend(check(
+        report(&given(&ev), 0, ReasonResolved::WorkerShutdown, NOW),
+        &["RunResolved", "RunScheduled"],
+    ));
+    assert_eq!(given(&ev).resolution_by_run(0), None);
+    let mut ev = claimed();
+    ev.extend(check(
+        report(&given(&ev), 0, ReasonResolved::MalformedPayload, NOW),
+        &["RunResolved"],
+    ));
+    assert_eq!(
+        given(&ev).resolution_by_run(0),
+        Some(Resolution::Unsuccessful)
+    );
+}
+
+#[test]
+fn reports_of_a_run_in_neither_state_and_missing_tasks_use_upstreams_texts() {
+    let mut ev = claimed();
+    ev.extend(report(&given(&ev), 0, ReasonResolved::Completed, NOW).unwrap());
+    let t = given(&ev);
+    assert_eq!(
+        report(&t, 0, ReasonResolved::Failed, NOW),
+        Err(QueueError::Conflict(format!(
+            "Run 0 of task `{}` is not running or failed.",
+            t.task_id
+        )))
+    );
+    // an exception report of a completed run: the text after upstream's database call
+    assert_eq!(
+        report(&t, 0, ReasonResolved::WorkerShutdown, NOW),
+        Err(QueueError::Conflict(format!(
+            "Run 0 on task `{}` is resolved or not running.",
+            t.task_id
+        )))
+    );
+    assert_eq!(
+        report(&t, 3, ReasonResolved::Completed, NOW)
+            .unwrap_err()
+            .to_string(),
+        format!("Run 3 not found on task `{}`.", t.task_id)
+    );
+    assert_eq!(
+        QueueError::TaskNotFound(t.task_id).to_string(),
+        format!(
+            "Task `{}` not found. Are you sure it was created?",
+            t.task_id
+        )
     );
 }

@@ -677,8 +677,13 @@ async fn list_inner(
         Some(r) => run_param(r)?,
         None => latest_run(st, &id)?,
     };
+    if task.runs.is_empty() {
+        return Err(ApiError::not_found("Task doesn't have any runs"));
+    }
     if run as usize >= task.runs.len() {
-        return Err(ApiError::not_found("Run not found"));
+        return Err(ApiError::not_found(format!(
+            "Task with taskId: `{id}` has no run with runId: {run}"
+        )));
     }
     let prefix = keys::artifact_prefix(&id, run);
     let after =

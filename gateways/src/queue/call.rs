@@ -216,13 +216,14 @@ pub fn slug_param(name: &str, v: &str) -> Result<TaskId, ApiError> {
         .map_err(|_| ApiError::bad_param(name, v, SLUGID_RE))
 }
 
+/// A `runId` route parameter: any digits, as upstream's pattern (`^[1-9]*[0-9]+$`) admits
+/// leading zeros, read as `parseInt` does. A number past `u32` names no run (a task has at
+/// most 50), so it becomes `u32::MAX`, which answers 404 like any other missing run.
 pub fn run_param(v: &str) -> Result<u32, ApiError> {
-    let ok =
-        !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0'));
-    match v.parse::<u32>() {
-        Ok(n) if ok => Ok(n),
-        _ => Err(ApiError::bad_param("runId", v, "^[1-9]*[0-9]+$")),
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_param("runId", v, "^[1-9]*[0-9]+$"));
     }
+    Ok(v.parse::<u32>().unwrap_or(u32::MAX))
 }
 
 pub fn ident_param(name: &str, v: &str) -> Result<(), ApiError> {

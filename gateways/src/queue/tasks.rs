@@ -26,12 +26,13 @@ fn s(scope: String) -> ScopeExpr {
     ScopeExpr::scope(scope)
 }
 
-fn load(state: &AppState, id: &TaskId) -> Result<Task, ApiError> {
+/// The task `id`, which `method` reads (its 404 worded as upstream words that call's).
+fn load(state: &AppState, method: &str, id: &TaskId) -> Result<Task, ApiError> {
     state
         .engine
         .view()
         .task(id)?
-        .ok_or_else(|| task_not_found(id))
+        .ok_or_else(|| task_not_found(method, id))
 }
 
 async fn exec_task(state: &AppState, caller: &Caller, cmd: QueueCommand) -> Result<Task, ApiError> {
@@ -57,8 +58,26 @@ fn status_body(status: TaskStatus<'_>) -> Vec<u8> {
     body
 }
 
-fn task_not_found(id: &TaskId) -> ApiError {
-    ApiError::not_found(format!("Task `{id}` not found"))
+/// Upstream's 404 text for a task `method` did not find; the calls that resolve, claim,
+/// reclaim or cancel share `QueueError::TaskNotFound`'s.
+fn task_not_found(method: &str, id: &TaskId) -> ApiError {
+    ApiError::not_found(match method {
+        "task" => format!(
+            "`{id}` does not correspond to a task that exists.\n\
+             Are you sure this task has already been submitted?"
+        ),
+        "status" => format!(
+            "`{id}` does not correspond to a task that exists.\nAre you sure this task exists?"
+        ),
+        "rerunTask" => format!(
+            "`{id}` does not correspond to a task that exists.\n\
+             Are you sure this task has been submitted before?"
+        ),
+        "scheduleTask" => format!("taskId `{id}` not found. Are you sure it exists?"),
+        "reportException" => format!("Task `{id}` not found. Are you sure it exists?"),
+        "listDependentTasks" => format!("Task with taskId: `{id}` was not found"),
+        _ => QueueError::TaskNotFound(*id).to_string(),
+    })
 }
 
 pub async fn task(
@@ -73,7 +92,7 @@ pub async fn task(
             caller.require(&s(format!("queue:get-task:{task_id}")))?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
-            Ok(ok_json(&TaskJson(&load(&st, &id)?.definition)))
+            Ok(ok_json(&TaskJson(&load(&st, "task", &id)?.definition)))
         })
         .await
 }
@@ -95,7 +114,7 @@ pub async fn status(
                 .engine
                 .view()
                 .task_status(&id, status_body)?
-                .ok_or_else(|| task_not_found(&id))?;
+                .ok_or_else(|| task_not_found("status", &id))?;
             Ok(ok_json_bytes(body))
         })
         .await
@@ -317,13 +336,13 @@ async fn manipulate(
     auth: &Auth,
     uri: &Uri,
     task_id: &str,
-    verb: &str,
+    (method, verb): (&str, &str),
     cmd: fn(TaskId) -> QueueCommand,
 ) -> Result<Response, ApiError> {
     let caller = auth.caller()?;
     let id = slug_param("taskId", task_id)?;
     no_query(uri)?;
-    let t = load(st, &id)?;
+    let t = load(st, method, &id)?;
     caller.require(&manipulate_scopes(verb, &t))?;
     Ok(status_reply(&exec_task(st, caller, cmd(id)).await?))
 }
@@ -340,7 +359,7 @@ pub async fn schedule_task(
             &auth,
             &uri,
             &task_id,
-            "schedule-task",
+            ("scheduleTask", "schedule-task"),
             |task_id| QueueCommand::ScheduleTask { task_id },
         ))
         .await
@@ -358,7 +377,7 @@ pub async fn rerun_task(
             &auth,
             &uri,
             &task_id,
-            "rerun-task",
+            ("rerunTask", "rerun-task"),
             |task_id| QueueCommand::RerunTask { task_id },
         ))
         .await
@@ -376,19 +395,42 @@ pub async fn cancel_task(
             &auth,
             &uri,
             &task_id,
-            "cancel-task",
+            ("cancelTask", "cancel-task"),
             |task_id| QueueCommand::CancelTask { task_id },
         ))
         .await
 }
 
+/// The value of a body whose schema has exactly one property, required, and no others
+/// (task-exception-request, change-task-priority-request).
+fn sole_property<'b>(body: &'b Value, schema: &str, key: &str) -> Result<&'b Value, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::validation(schema, &["data should be object".into()]))?;
+    if let Some(extra) = obj.keys().find(|k| *k != key) {
+        return Err(ApiError::validation(
+            schema,
+            &[format!(
+                "data should NOT have additional properties ({extra})"
+            )],
+        ));
+    }
+    obj.get(key).ok_or_else(|| {
+        ApiError::validation(
+            schema,
+            &[format!("data should have required property '{key}'")],
+        )
+    })
+}
+
 fn new_priority(body: &Value) -> Result<Priority, ApiError> {
-    body.get("newPriority")
-        .and_then(|p| p.as_str())
+    const SCHEMA: &str = "/schemas/queue/v1/change-task-priority-request.json#";
+    sole_property(body, SCHEMA, "newPriority")?
+        .as_str()
         .and_then(Priority::parse)
         .ok_or_else(|| {
             ApiError::validation(
-                "/schemas/queue/v1/change-task-priority-request.json#",
+                SCHEMA,
                 &["data.newPriority should be equal to one of the allowed values".into()],
             )
         })
@@ -410,7 +452,7 @@ pub async fn change_task_priority(
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
             let priority = new_priority(&body.input()?)?;
-            let t = load(&st, &id)?;
+            let t = load(&st, "changeTaskPriority", &id)?;
             caller.require(&ScopeExpr::any(vec![
                 s(format!("queue:change-task-priority:{id}")),
                 s(format!(
@@ -587,7 +629,7 @@ pub async fn claim_task(
             no_query(&uri)?;
             let (wg, wi) =
                 worker_fields(&body.input()?, "/schemas/queue/v1/task-claim-request.json#")?;
-            let t = load(&st, &id)?;
+            let t = load(&st, "claimTask", &id)?;
             caller.require(&ScopeExpr::all(vec![
                 s(format!("queue:claim-task:{}", t.definition.task_queue_id)),
                 s(format!("queue:worker-id:{wg}/{wi}")),
@@ -626,7 +668,7 @@ pub async fn reclaim_task(
             let id = slug_param("taskId", &task_id)?;
             let run = run_param(&run_id)?;
             no_query(&uri)?;
-            load(&st, &id)?;
+            load(&st, "reclaimTask", &id)?;
             let t = exec_task(
                 &st,
                 caller,
@@ -713,13 +755,13 @@ pub async fn report_exception(
 ) -> Response {
     let request = (uri, st, auth, ids, headers, body);
     report("reportException", request, |b| {
-        b.input()?
-            .get("reason")
-            .and_then(|r| r.as_str())
+        const SCHEMA: &str = "/schemas/queue/v1/task-exception-request.json#";
+        sole_property(&b.input()?, SCHEMA, "reason")?
+            .as_str()
             .and_then(ReasonResolved::parse_worker_reason)
             .ok_or_else(|| {
                 ApiError::validation(
-                    "/schemas/queue/v1/task-exception-request.json#",
+                    SCHEMA,
                     &["data.reason should be equal to one of the allowed values".into()],
                 )
             })
@@ -885,7 +927,7 @@ pub async fn list_dependent_tasks(
                 .require(&s(format!("queue:list-dependent-tasks:{task_id}")))?;
             let id = slug_param("taskId", &task_id)?;
             let q = query(&uri, &["continuationToken", "limit"])?;
-            load(&st, &id)?;
+            load(&st, "listDependentTasks", &id)?;
             let (tasks, token) = task_page(&st, &q, |digit| {
                 Ok(st.engine.view().dependents_with_first_digit(&id, digit)?)
             })?;
