@@ -393,7 +393,8 @@ fn artifact_message(task: Option<&Task>, run_id: u32, artifact: &Artifact) -> Op
 }
 
 /// The message for an auth event: `{version, clientId}` or `{version, roleId}`, routing key `_`;
-/// None for a client's recorded use, which Taskcluster does not publish.
+/// None for a client's recorded use, and for an expired client's removal (upstream's purge
+/// job publishes nothing: client-deleted is deleteClient's, pulse.md §6).
 pub fn auth_message(event: &AuthEvent) -> Option<Message> {
     let (name, body) = match event {
         AuthEvent::ClientCreated { client_id, .. } => {
@@ -405,9 +406,11 @@ pub fn auth_message(event: &AuthEvent) -> Option<Message> {
         | AuthEvent::ClientDisabled { client_id } => {
             ("client-updated", json!({ "clientId": client_id }))
         }
-        AuthEvent::ClientDeleted { client_id, .. } => {
-            ("client-deleted", json!({ "clientId": client_id }))
-        }
+        AuthEvent::ClientDeleted { expired: true, .. } => return None,
+        AuthEvent::ClientDeleted {
+            client_id,
+            expired: false,
+        } => ("client-deleted", json!({ "clientId": client_id })),
         AuthEvent::RoleCreated { role_id, .. } => ("role-created", json!({ "roleId": role_id })),
         AuthEvent::RoleUpdated { role_id, .. } => ("role-updated", json!({ "roleId": role_id })),
         AuthEvent::RoleDeleted { role_id } => ("role-deleted", json!({ "roleId": role_id })),
@@ -726,6 +729,21 @@ mod queue_body_tests {
         // defined, pending, priority, exception, pending, running, artifact, failed; defined,
         // pending
         assert_eq!(checked, 10);
+    }
+
+    /// client-deleted is deleteClient's: the expiry reactor's removal publishes nothing.
+    #[test]
+    fn an_expired_clients_removal_publishes_nothing() {
+        let deleted = |expired| AuthEvent::ClientDeleted {
+            client_id: "c".into(),
+            expired,
+        };
+        let called = auth_message(&deleted(false)).expect("deleteClient publishes");
+        assert_eq!(
+            called.exchange,
+            format!("{AUTH_EXCHANGE_PREFIX}client-deleted")
+        );
+        assert!(auth_message(&deleted(true)).is_none());
     }
 
     /// A running run resolved by its deadline: task-exception names no worker, neither in the

@@ -162,15 +162,14 @@ fn group_resolved(
 
 pub(crate) fn properties(o: &Outgoing) -> BasicProperties {
     let mut headers = FieldTable::default();
-    if !o.message.cc.is_empty() {
-        let cc: Vec<AMQPValue> = o
-            .message
-            .cc
-            .iter()
-            .map(|r| AMQPValue::LongString(LongString::from(r.as_str())))
-            .collect();
-        headers.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(cc)));
-    }
+    // always there, empty when nothing is CC'd, as upstream's publisher sends it
+    let cc: Vec<AMQPValue> = o
+        .message
+        .cc
+        .iter()
+        .map(|r| AMQPValue::LongString(LongString::from(r.as_str())))
+        .collect();
+    headers.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(cc)));
     headers.insert(
         "taskledger-stream".into(),
         AMQPValue::LongString(LongString::from(o.stream.as_str())),

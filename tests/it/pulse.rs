@@ -87,6 +87,14 @@ async fn collect(
             continue;
         };
         let props = &d.properties;
+        // every message carries the header, empty without routes, as upstream's do
+        assert!(
+            props
+                .headers()
+                .as_ref()
+                .is_some_and(|h| h.inner().contains_key("CC")),
+            "no CC header"
+        );
         let cc = props
             .headers()
             .as_ref()
