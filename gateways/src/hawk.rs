@@ -114,6 +114,7 @@ impl ClientSource for Clients {
         if let Some(c) = self.statics.get(client_id) {
             let mut c = c.clone();
             c.scopes = self.expand(c.scopes.to_vec());
+            c.final_scopes = false;
             return Some(c);
         }
         let view = self.view.as_ref()?;
@@ -313,13 +314,18 @@ pub fn validate_signature(
     verify(r, authorization, source).map(Some)
 }
 
-/// Whether the query string has a non-empty `bewit` parameter (what `req.query.bewit` tests).
+/// Whether `req.query.bewit` is truthy: one non-empty `bewit` parameter, or several (an
+/// array).
 fn query_bewit(resource: &str) -> bool {
-    resource.split_once('?').is_some_and(|(_, query)| {
-        query
-            .split('&')
-            .any(|pair| pair.strip_prefix("bewit=").is_some_and(|v| !v.is_empty()))
-    })
+    let Some((_, query)) = resource.split_once('?') else {
+        return false;
+    };
+    let mut values = query.split('&').filter_map(|p| p.strip_prefix("bewit="));
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => true,
+        (Some(one), None) => !one.is_empty(),
+        (None, _) => false,
+    }
 }
 
 /// Hawk with `authorization`, else the bewit in `r.resource`.

@@ -417,6 +417,15 @@ async fn listing_expansion_bewit_and_conformance_endpoints() {
         .await
         .unwrap();
     assert_eq!(res["status"], "auth-failed");
+    // authenticateHawk takes a bewit by its pattern: an empty one fails as the hawk library's
+    let res = root
+        .authenticateHawk(&json!({
+            "method": "get", "resource": "/x?bewit=", "host": "example.com", "port": 443
+        }))
+        .await
+        .unwrap();
+    assert_eq!(res["status"], "auth-failed", "{res}");
+    assert_eq!(res["message"], "Unauthorized: Empty bewit", "{res}");
     // a request it refuses is echoed without the caller's header or bewit
     let (status, body) = s
         .root_call(

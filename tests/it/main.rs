@@ -721,6 +721,16 @@ async fn error_statuses_and_bodies(backend: Backend) {
         "{err}"
     );
     // each call words its 404 as upstream's does
+    let err = q
+        .reportException(&unknown, "0", &json!({ "reason": "worker-shutdown" }))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "Task `{unknown}` not found. Are you sure it exists?"
+        )),
+        "{err}"
+    );
     let err = q.status(&unknown).await.unwrap_err();
     assert!(
         err.to_string().contains(&format!(

@@ -457,3 +457,102 @@ where
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskledger_core::ids::{Slug, TaskId};
+    use taskledger_core::queue::{JsonText, Limits, Metadata, Priority, Requires, TaskDefinition};
+    use taskledger_core::time::HOUR;
+    use taskledger_projections::{store, EmbeddedLog, QueueView};
+
+    fn definition(dependencies: Vec<TaskId>, now: Millis) -> TaskDefinition {
+        TaskDefinition {
+            task_queue_id: "prov/wt".parse().unwrap(),
+            scheduler_id: "-".into(),
+            project_id: "none".into(),
+            task_group_id: Slug::nice(),
+            dependencies,
+            requires: Requires::AllCompleted,
+            routes: vec![],
+            priority: Priority::Lowest,
+            retries: 5,
+            created: now,
+            deadline: now.plus(HOUR),
+            expires: now.plus(2 * HOUR),
+            scopes: vec![],
+            payload: JsonText("{}".into()),
+            metadata: Metadata {
+                name: "t".into(),
+                description: "d".into(),
+                owner: "o@example.com".into(),
+                source: "https://example.com".into(),
+            },
+            tags: JsonText("{}".into()),
+            extra: JsonText("{}".into()),
+        }
+    }
+
+    /// A dependency completed and then rerun before the reactor gets to its completion: the
+    /// completion still satisfies the dependent (the reactor once read the task's state then,
+    /// pending again, and dropped the event).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_completion_read_after_a_rerun_still_satisfies_its_dependents() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        let log = Arc::new(EmbeddedLog::new(db.clone()));
+        let view = QueueView::new(db).unwrap();
+        let engine = Engine::start(view, log.clone(), Limits::default())
+            .await
+            .unwrap();
+        let now = Millis::now();
+        let (dependency, dependent) = (Slug::nice(), Slug::nice());
+        let run = |cmd| engine.execute(Actor::system("test"), cmd);
+        for (task_id, deps) in [(dependency, vec![]), (dependent, vec![dependency])] {
+            let definition = definition(deps, now);
+            run(QueueCommand::CreateTask {
+                task_id,
+                definition,
+            })
+            .await
+            .unwrap();
+        }
+        run(QueueCommand::ClaimTask {
+            task_id: dependency,
+            run_id: 0,
+            worker_group: "wg".into(),
+            worker_id: "wi".into(),
+        })
+        .await
+        .unwrap();
+        run(QueueCommand::Report {
+            task_id: dependency,
+            run_id: 0,
+            reason: ReasonResolved::Completed,
+        })
+        .await
+        .unwrap();
+        run(QueueCommand::RerunTask {
+            task_id: dependency,
+        })
+        .await
+        .unwrap();
+        let completion = log
+            .read(QUEUE_TOPIC, QUEUE_PARTITION, 0, 1000)
+            .await
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| codec::decode::<Envelope<QueueEvent>>(&r.value).unwrap())
+            .find(|e| {
+                matches!(e.payload, QueueEvent::RunResolved { task_id, .. } if task_id == dependency)
+            })
+            .expect("the completion is in the log");
+        let waiting = engine.view().task(&dependent).unwrap().unwrap();
+        assert_eq!(waiting.unsatisfied, vec![dependency]);
+        on_event(&engine, &completion).await.unwrap();
+        let scheduled = engine.view().task(&dependent).unwrap().unwrap();
+        assert!(scheduled.unsatisfied.is_empty(), "{scheduled:?}");
+        assert_eq!(scheduled.runs.len(), 1);
+    }
+}

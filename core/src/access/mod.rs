@@ -413,7 +413,10 @@ impl AuthState {
             } => {
                 let scopes = sorted(scopes);
                 if let Some(existing) = self.roles.get(&role_id) {
-                    if existing.description == description && existing.scopes == scopes {
+                    // a role stored before canonical order was kept in byte order
+                    if existing.description == description
+                        && sorted(existing.scopes.clone()) == scopes
+                    {
                         return Ok(vec![]);
                     }
                     return Err(AuthError::RoleExists(role_id));

@@ -310,18 +310,19 @@ pub fn bewit(
     URL_SAFE_NO_PAD.encode(format!("{client_id}\\{exp_secs}\\{mac}\\{ext}"))
 }
 
-/// The resource without its `bewit` parameter, and the bewit's value.
+/// The resource without its `bewit` parameter, and the bewit's value. Of several, the last
+/// is the bewit, as the hawk library's greedy pattern takes it.
 fn split_bewit(resource: &str) -> Option<(String, &str)> {
     let (path, query) = resource.split_once('?')?;
-    let mut kept: Vec<&str> = Vec::new();
-    let mut found = None;
-    for pair in query.split('&') {
-        match pair.strip_prefix("bewit=") {
-            Some(v) if found.is_none() => found = Some(v),
-            _ => kept.push(pair),
-        }
-    }
-    let value = found.filter(|v| !v.is_empty())?;
+    let pairs: Vec<&str> = query.split('&').collect();
+    let at = pairs.iter().rposition(|p| p.starts_with("bewit="))?;
+    let value = pairs[at].strip_prefix("bewit=").filter(|v| !v.is_empty())?;
+    let kept: Vec<&str> = pairs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at)
+        .map(|(_, p)| *p)
+        .collect();
     let stripped = if kept.is_empty() {
         path.to_string()
     } else {
@@ -333,7 +334,11 @@ fn split_bewit(resource: &str) -> Option<(String, &str)> {
 /// JavaScript's `parseInt(text, 10)` for integers that fit an i64: leading whitespace, a sign,
 /// then the longest run of digits (None where JavaScript gives NaN).
 fn js_parse_int(text: &str) -> Option<i64> {
-    let text = text.trim_start();
+    // JavaScript's white space among the Latin-1 characters a bewit decodes to (not U+0085,
+    // which Rust's `trim_start` would also take)
+    let text = text.trim_start_matches(|c| {
+        matches!(c, '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}')
+    });
     let (negative, rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -344,12 +349,26 @@ fn js_parse_int(text: &str) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
+/// A bewit decoded as the hawk library decodes it: only URL-safe base64 characters (no `=`),
+/// then Node's lenient decoding (trailing bits ignored, a last lone character dropped).
 fn base64url_lenient(text: &str) -> Option<Vec<u8>> {
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return None;
+    }
+    let usable = match text.len() % 4 {
+        1 => &text[..text.len() - 1],
+        _ => text,
+    };
     let engine = GeneralPurpose::new(
         &alphabet::URL_SAFE,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
     );
-    engine.decode(text).ok()
+    engine.decode(usable).ok()
 }
 
 /// Mint temporary credentials as `issuer_id` with `issuer_token` (auth.md

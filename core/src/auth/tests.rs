@@ -1092,6 +1092,22 @@ fn bewit_vector_and_checks() {
             "Bad Request: Missing bewit attributes"
         );
     }
+    // U+0085 (byte 0x85 read as Latin-1) is no white space to parseInt
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"tester\\\x851\\mac\\");
+    assert_eq!(
+        err(req("GET", &format!("/x?bewit={encoded}")), NOW),
+        "Bad Request: Missing bewit attributes"
+    );
+    // only URL-safe base64 characters: padding is an encoding error, as in the hawk library
+    assert_eq!(
+        err(req("GET", &format!("/x?bewit={expected}=")), NOW),
+        "Bad Request: Invalid bewit encoding"
+    );
+    // of two bewits the last is the one (the hawk library's greedy pattern)
+    assert_eq!(
+        err(req("GET", &format!("{url}&bewit=")), NOW),
+        "Unauthorized: Empty bewit"
+    );
     assert_eq!(
         err(req("GET", &format!("/other?bewit={expected}")), NOW),
         "Unauthorized: Bad mac"

@@ -36,7 +36,23 @@ fn load(state: &AppState, method: &str, id: &TaskId) -> Result<Task, ApiError> {
 }
 
 async fn exec_task(state: &AppState, caller: &Caller, cmd: QueueCommand) -> Result<Task, ApiError> {
-    match state.engine.execute(actor(caller), cmd).await? {
+    exec_named(state, caller, cmd, "").await
+}
+
+/// `exec_task` for `method`, whose missing task is worded as `task_not_found` words it.
+async fn exec_named(
+    state: &AppState,
+    caller: &Caller,
+    cmd: QueueCommand,
+    method: &str,
+) -> Result<Task, ApiError> {
+    let outcome = match state.engine.execute(actor(caller), cmd).await {
+        Err(EngineError::Domain(QueueError::TaskNotFound(id))) => {
+            return Err(task_not_found(method, &id))
+        }
+        outcome => outcome?,
+    };
+    match outcome {
         Outcome::Task(t) => Ok(t),
         other @ (Outcome::Claims(_) | Outcome::Group(_) | Outcome::Artifact(_) | Outcome::Done) => {
             Err(ApiError::internal(format!("unexpected outcome {other:?}")))
@@ -703,13 +719,13 @@ async fn report(
             let run = run_param(&run_id)?;
             no_query(&uri)?;
             let reason = reason(body)?;
-            // an unknown task is the command's own 404 (`Task ... not found`): no read first
+            // an unknown task is the command's own 404: no read first
             let cmd = QueueCommand::Report {
                 task_id: id,
                 run_id: run,
                 reason,
             };
-            Ok(status_reply(&exec_task(&st, caller, cmd).await?))
+            Ok(status_reply(&exec_named(&st, caller, cmd, name).await?))
         })
         .await
 }
