@@ -122,10 +122,8 @@ pub fn create_task(
             "`expires` cannot be before `deadline`".into(),
         ));
     }
-    if let Some(bad) = def.scopes.iter().find(|s| s.ends_with("**")) {
-        return Err(QueueError::Input(format!(
-            "scopes must not end with `**`: {bad}"
-        )));
+    if def.scopes.iter().any(|s| s.ends_with("**")) {
+        return Err(QueueError::Input("scopes must not end with `**`".into()));
     }
     // the group's checks come before the task's own, as upstream's do: a repeat of a task
     // into a group sealed since gets 409 too

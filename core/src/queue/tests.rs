@@ -152,6 +152,13 @@ fn create_checks_times() {
     let mut d = definition(tid(1));
     d.expires = NOW.plus(MINUTE);
     assert!(create_task(None, None, &[], tid(1), d, NOW, &Limits::default()).is_err());
+    // upstream's text, naming no scope
+    let mut d = definition(tid(1));
+    d.scopes = vec!["a:b".into(), "queue:**".into()];
+    assert_eq!(
+        create_task(None, None, &[], tid(1), d, NOW, &Limits::default()),
+        Err(QueueError::Input("scopes must not end with `**`".into()))
+    );
 }
 
 #[test]
