@@ -493,17 +493,18 @@ where
             source,
         )
     };
-    let (mut result, missed) = {
+    let (mut result, asked) = {
         let noting = Noting {
             clients: &state.clients,
-            missed: std::cell::Cell::new(false),
+            asked: std::cell::Cell::new(false),
         };
-        (authenticated(&noting), noting.missed.get())
+        (authenticated(&noting), noting.asked.get())
     };
-    // a client created just now where another node writes auth (a cluster) may not be in
-    // this node's projection yet: catch up with the auth log, then look again
+    // where another node writes auth (a cluster), this node's projection may lag behind a
+    // client created, enabled, renewed or given a new token just now: a refusal that read a
+    // client catches up with the auth log and looks again (nothing to do on the writer)
     if result.is_err()
-        && missed
+        && asked
         && crate::follow_to_end(
             &state,
             AUTH_TOPIC,
@@ -548,27 +549,21 @@ fn answer(result: Result<Response, Infallible>) -> Response {
 /// log before it calls a client unknown.
 const AUTH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The clients, remembering whether authentication asked for one they do not know.
+/// The clients, remembering whether authentication asked for one.
 struct Noting<'a> {
     clients: &'a Clients,
-    missed: std::cell::Cell<bool>,
+    asked: std::cell::Cell<bool>,
 }
 
 impl ClientSource for Noting<'_> {
     fn client(&self, client_id: &str) -> Option<ClientRecord> {
-        let found = self.clients.client(client_id);
-        if found.is_none() {
-            self.missed.set(true);
-        }
-        found
+        self.asked.set(true);
+        self.clients.client(client_id)
     }
 
     fn issuer(&self, client_id: &str) -> Option<ClientRecord> {
-        let found = self.clients.issuer(client_id);
-        if found.is_none() {
-            self.missed.set(true);
-        }
-        found
+        self.asked.set(true);
+        self.clients.issuer(client_id)
     }
 
     fn expand(&self, scopes: Vec<String>) -> ScopeSet {

@@ -156,6 +156,18 @@ pub trait Writes: Send + Sync + 'static {
     fn refuse(&self, job: Self::Job);
 }
 
+/// How long a follower of `topic` waits between looks at the log: `FOLLOW_POLL`, or half a
+/// second where a test armed the fail point `<topic>-follow-slow`, to see what a follower
+/// that lags behind its writer answers.
+fn follow_poll(topic: &str) -> Duration {
+    #[cfg(feature = "failpoints")]
+    if fail::eval(&format!("{topic}-follow-slow"), |_| ()).is_some() {
+        return Duration::from_millis(500);
+    }
+    let _ = topic;
+    FOLLOW_POLL
+}
+
 /// The loop of a one-command-at-a-time engine: tends the role between commands.
 pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receiver<W::Job>) {
     let (topic, partition) = writer.topic();
@@ -164,7 +176,7 @@ pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receive
         let wait = if role.is_writer() {
             WRITER_CHECK
         } else {
-            FOLLOW_POLL
+            follow_poll(topic)
         };
         let job = match tokio::time::timeout(wait, rx.recv()).await {
             Err(_) => continue,

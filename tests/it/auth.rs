@@ -11,7 +11,7 @@ pub(crate) fn auth_as(s: &Server, creds: Credentials) -> Auth {
     Auth::new(ClientBuilder::new(&s.root_url).credentials(creds)).unwrap()
 }
 
-fn root_auth(s: &Server) -> Auth {
+pub(crate) fn root_auth(s: &Server) -> Auth {
     auth_as(s, Credentials::new("static/taskcluster/root", ROOT_TOKEN))
 }
 

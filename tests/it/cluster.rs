@@ -3,7 +3,7 @@
 //! every node serves reads (and sees its forwarded commands at once), and when a writer dies
 //! its partitions move to a survivor, which carries on.
 
-use crate::auth::{auth_as, create_client};
+use crate::auth::{auth_as, create_client, root_auth};
 use crate::harness::*;
 use crate::kafka_log::no_retry_queue;
 use crate::object::{claimed_task, upload};
@@ -96,10 +96,17 @@ async fn settled(nodes: &[&Server]) -> HashMap<String, usize> {
 /// Three nodes of one fresh group, once every topic has its one writer among them; the writer
 /// of each topic (index into the nodes).
 async fn three_nodes() -> (Vec<Server>, HashMap<String, usize>) {
+    three_nodes_with(&[]).await
+}
+
+/// `three_nodes` with `extra` in every node's environment.
+async fn three_nodes_with(extra: &[(&str, &str)]) -> (Vec<Server>, HashMap<String, usize>) {
     let prefix = fresh_topic_prefix();
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(Server::start_with(node_env(&prefix)).await);
+        let mut env = node_env(&prefix);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        nodes.push(Server::start_with(env).await);
     }
     let refs: Vec<&Server> = nodes.iter().collect();
     let writers = settled(&refs).await;
@@ -302,7 +309,10 @@ async fn object_artifacts_finish_whichever_nodes_write_the_queue_and_the_objects
 /// client is still refused with Taskcluster's 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_created_at_the_writer_authenticates_at_once_on_another_node() {
-    let (nodes, writers) = three_nodes().await;
+    // followers look at the auth log twice a second only, so the catch-up on a refusal is
+    // what lets a request through at once
+    let (nodes, writers) =
+        three_nodes_with(&[("FAILPOINTS", "taskledger.auth-follow-slow=return")]).await;
     let auth_writer = writers["taskledger.auth"];
     let elsewhere = &nodes[(auth_writer + 1) % 3];
     assert!(!written_by(elsewhere).await.contains("taskledger.auth"));
@@ -329,4 +339,37 @@ async fn a_client_created_at_the_writer_authenticates_at_once_on_another_node() 
     .await
     .unwrap_err();
     assert_eq!(status_of(&unknown), Some(401));
+    // a client the writer re-enabled, or gave a new token, authenticates at once elsewhere
+    // too: a refusal of a known client also catches up before it is final
+    let id = format!("it/cluster-re-{}", slugid::nice());
+    let creds = create_client(&nodes[auth_writer], &id, &["auth:current-scopes"]).await;
+    let root = root_auth(&nodes[auth_writer]);
+    for round in 0..5 {
+        root.disableClient(&id).await.unwrap();
+        // a success may still come from the moment before this node saw the disable
+        let start = Instant::now();
+        loop {
+            match auth_as(elsewhere, creds.clone()).currentScopes().await {
+                Err(e) => {
+                    assert_eq!(status_of(&e), Some(401), "round {round}");
+                    break;
+                }
+                Ok(_) => {
+                    assert!(start.elapsed() < Duration::from_secs(5), "never refused");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        root.enableClient(&id).await.unwrap();
+        auth_as(elsewhere, creds.clone())
+            .currentScopes()
+            .await
+            .unwrap_or_else(|e| panic!("re-enabled, round {round}: {e}"));
+    }
+    let reset = root.resetAccessToken(&id).await.unwrap();
+    let fresh = taskcluster::Credentials::new(&id, reset["accessToken"].as_str().unwrap());
+    auth_as(elsewhere, fresh)
+        .currentScopes()
+        .await
+        .unwrap_or_else(|e| panic!("a reset token: {e}"));
 }
