@@ -2,7 +2,9 @@
 
 pub mod artifacts;
 pub mod call;
+pub mod groups;
 pub mod json;
+pub mod runs;
 pub mod tasks;
 pub mod workers;
 
@@ -12,6 +14,8 @@ use axum::routing::{get, post, put};
 /// Routes under `/api/queue/v1`.
 pub fn routes(service: Mount) -> Mount {
     use artifacts as a;
+    use groups as g;
+    use runs as r;
     use tasks as t;
     use workers as w;
     service
@@ -19,22 +23,22 @@ pub fn routes(service: Mount) -> Mount {
         .route("/tasks", post(t::tasks))
         .route("/tasks/status", post(t::statuses))
         .route("/task/{taskId}/status", get(t::status))
-        .route("/task-group/{taskGroupId}/list", get(t::list_task_group))
-        .route("/task-group/{taskGroupId}/cancel", post(t::cancel_task_group))
-        .route("/task-group/{taskGroupId}", get(t::get_task_group))
-        .route("/task-group/{taskGroupId}/seal", post(t::seal_task_group))
-        .route("/task-group/{taskGroupId}/priority", post(t::change_task_group_priority))
-        .route("/task/{taskId}/dependents", get(t::list_dependent_tasks))
+        .route("/task-group/{taskGroupId}/list", get(g::list_task_group))
+        .route("/task-group/{taskGroupId}/cancel", post(g::cancel_task_group))
+        .route("/task-group/{taskGroupId}", get(g::get_task_group))
+        .route("/task-group/{taskGroupId}/seal", post(g::seal_task_group))
+        .route("/task-group/{taskGroupId}/priority", post(g::change_task_group_priority))
+        .route("/task/{taskId}/dependents", get(g::list_dependent_tasks))
         .route("/task/{taskId}/schedule", post(t::schedule_task))
         .route("/task/{taskId}/rerun", post(t::rerun_task))
         .route("/task/{taskId}/cancel", post(t::cancel_task))
         .route("/task/{taskId}/priority", post(t::change_task_priority))
-        .route("/claim-work/{*taskQueueId}", post(t::claim_work))
-        .route("/task/{taskId}/runs/{runId}/claim", post(t::claim_task))
-        .route("/task/{taskId}/runs/{runId}/reclaim", post(t::reclaim_task))
-        .route("/task/{taskId}/runs/{runId}/completed", post(t::report_completed))
-        .route("/task/{taskId}/runs/{runId}/failed", post(t::report_failed))
-        .route("/task/{taskId}/runs/{runId}/exception", post(t::report_exception))
+        .route("/claim-work/{*taskQueueId}", post(r::claim_work))
+        .route("/task/{taskId}/runs/{runId}/claim", post(r::claim_task))
+        .route("/task/{taskId}/runs/{runId}/reclaim", post(r::reclaim_task))
+        .route("/task/{taskId}/runs/{runId}/completed", post(r::report_completed))
+        .route("/task/{taskId}/runs/{runId}/failed", post(r::report_failed))
+        .route("/task/{taskId}/runs/{runId}/exception", post(r::report_exception))
         .route(
             "/task/{taskId}/runs/{runId}/artifacts/{*name}",
             post(a::create_artifact).put(a::finish_artifact).get(a::get_artifact),
