@@ -1,10 +1,11 @@
 //! The queue's rules: `decide` functions turn a command and the current state into events or a
-//! refusal; `apply` moves state and holds no rules. The clock is an argument.
+//! refusal (the artifacts' in `artifacts.rs`); `apply` (`apply.rs`) moves state and holds no
+//! rules. The clock is an argument.
 
 use super::events::{QueueEvent, Repeat};
 use super::model::{
-    Artifact, ArtifactStorage, Priority, ReasonCreated, ReasonResolved, Resolution, Run, RunState,
-    Task, TaskDefinition, TaskGroup,
+    Artifact, Priority, ReasonCreated, ReasonResolved, Resolution, Run, RunState, Task,
+    TaskDefinition, TaskGroup,
 };
 use crate::ids::{TaskId, TaskQueueId};
 use crate::time::{Millis, DAY, HOUR, MINUTE};
@@ -48,7 +49,7 @@ pub enum QueueError {
     Input(String),
 }
 
-type Decision = Result<Vec<QueueEvent>, QueueError>;
+pub(super) type Decision = Result<Vec<QueueEvent>, QueueError>;
 
 /// What createTask needs to know about one dependency.
 #[derive(Clone, Copy, Debug)]
@@ -602,171 +603,6 @@ pub fn record_group_priority_change(
     }])
 }
 
-/// An existing artifact as upstream quotes it in a conflict: `{storageType, contentType,
-/// expires}` written by `JSON.stringify(value, null, 2)`.
-fn original_artifact(a: &Artifact) -> String {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Quoted<'a> {
-        storage_type: &'a str,
-        content_type: &'a str,
-        expires: String,
-    }
-    serde_json::to_string_pretty(&Quoted {
-        storage_type: a.storage.type_str(),
-        content_type: &a.content_type,
-        expires: a.expires.to_rfc3339(),
-    })
-    .unwrap_or_default()
-}
-
-fn compatible(old: &Artifact, new: &Artifact) -> bool {
-    use ArtifactStorage as S;
-    let storage_ok = match (&old.storage, &new.storage) {
-        (S::Reference { .. }, S::Reference { .. } | S::Link { .. }) => true,
-        (S::Link { .. }, S::Link { .. }) => old.storage == new.storage,
-        // an s3 artifact's details are its bucket and prefix, the same for every create of
-        // the name: a different `contentLength` is no conflict (the first one stays)
-        (S::S3 { .. }, S::S3 { .. }) => true,
-        (S::Object { .. }, S::Object { .. }) => {
-            // a retried create keeps the upload id it was given first
-            matches!((&old.storage, &new.storage),
-                (S::Object { content_length: a, .. }, S::Object { content_length: b, .. }) if a == b)
-        }
-        (a, b) => a == b,
-    };
-    let content_type_ok =
-        matches!(new.storage, S::Link { .. }) || old.content_type == new.content_type;
-    // an object's expiry is locked in when its upload starts: it cannot move with the artifact
-    let expires_ok = match new.storage {
-        S::Object { .. } => new.expires == old.expires,
-        S::S3 { .. } | S::Reference { .. } | S::Link { .. } | S::Error { .. } => {
-            new.expires >= old.expires
-        }
-    };
-    storage_ok && content_type_ok && expires_ok
-}
-
-/// createArtifact (§10.2, steps 1 to 7). `existing` is the artifact of that name, if any.
-pub fn create_artifact(
-    task: Option<&Task>,
-    run_id: u32,
-    existing: Option<&Artifact>,
-    artifact: Artifact,
-    now: Millis,
-) -> Decision {
-    if artifact.expires < now.minus(DRIFT_MS) {
-        return Err(QueueError::Input("Expires must be in the future".into()));
-    }
-    let task = task.ok_or_else(|| QueueError::Input("Task not found".into()))?;
-    let run = task
-        .runs
-        .get(run_id as usize)
-        .ok_or_else(|| QueueError::Input("Run not found".into()))?;
-    if run.worker_group.is_none() {
-        return Err(QueueError::Input(
-            "Run was not claimed by a worker and so no artifacts can exist".into(),
-        ));
-    }
-    if artifact.expires > task.definition.expires {
-        return Err(QueueError::Input(format!(
-            "Artifact expires ({}) after the task expiration {} (task.expires < expires) - this is not allowed, artifacts may not expire after the task they belong to expires",
-            artifact.expires, task.definition.expires
-        )));
-    }
-    let accepting = match run.state {
-        RunState::Running => true,
-        RunState::Exception => run
-            .resolved
-            .is_some_and(|r| now < r.plus(ARTIFACT_GRACE_MS)),
-        RunState::Pending | RunState::Completed | RunState::Failed => false,
-    };
-    if !accepting {
-        // upstream's text as it is (no space after "resolution."), with the task's status
-        // as JSON.stringify(status, null, 2) writes it
-        let status =
-            serde_json::to_string_pretty(&super::json::StatusJson(task)).unwrap_or_default();
-        return Err(QueueError::Conflict(format!(
-            "Artifacts cannot be created for a task after it is resolved, unless it is resolved 'exception', and even in this case only up to {} min past resolution.This to ensure that artifacts have been uploaded before a task is 'completed' and output is consumed by a dependent task\n\nTask status: {status}",
-            ARTIFACT_GRACE_MS / MINUTE,
-        )));
-    }
-    let artifact = match (existing, artifact) {
-        (Some(old), new) if !compatible(old, &new) => {
-            return Err(QueueError::Conflict(format!(
-                "Artifact already exists with different properties, and none of the allowed exceptions apply: {}",
-                original_artifact(old)
-            )))
-        }
-        // upstream updates only an existing artifact's storage type, details and expiry: its
-        // content type and length stay, and a repeated object create keeps its upload id and
-        // presence
-        (Some(old), mut new) => {
-            if let (ArtifactStorage::Object { upload_id, .. }, ArtifactStorage::Object { upload_id: u, .. }) =
-                (&old.storage, &mut new.storage)
-            {
-                *u = *upload_id;
-            }
-            if let (ArtifactStorage::S3 { content_length }, ArtifactStorage::S3 { content_length: l }) =
-                (&old.storage, &mut new.storage)
-            {
-                *l = *content_length;
-            }
-            new.content_type.clone_from(&old.content_type);
-            new.present = new.present || old.present;
-            new
-        }
-        (None, new) => new,
-    };
-    Ok(vec![QueueEvent::ArtifactCreated {
-        task_id: task.task_id,
-        run_id,
-        artifact,
-    }])
-}
-
-/// finishArtifact (§10.2). `upload_id` is the id the caller sent, `derived` the id the
-/// gateway derives for this artifact: the one to match when the artifact stores none
-/// (`Slug::NIL`).
-pub fn finish_artifact(
-    task_id: TaskId,
-    run_id: u32,
-    existing: Option<&Artifact>,
-    upload_id: TaskId,
-    derived: TaskId,
-    now: Millis,
-) -> Decision {
-    let artifact = existing.ok_or(QueueError::ArtifactNotFound)?;
-    let ArtifactStorage::Object {
-        upload_id: expected,
-        ..
-    } = &artifact.storage
-    else {
-        return Err(QueueError::Input(
-            "Only object artifacts can be finished".into(),
-        ));
-    };
-    if artifact.present {
-        // finished already: artifact-created again, as upstream
-        return Ok(repeated(
-            Repeat::ArtifactCreated {
-                task_id,
-                run_id,
-                name: artifact.name.clone(),
-            },
-            now,
-        ));
-    }
-    if super::model::object_upload_id(*expected, || derived) != upload_id {
-        return Err(QueueError::Input("uploadId does not match".into()));
-    }
-    Ok(vec![QueueEvent::ArtifactFinished {
-        task_id,
-        run_id,
-        name: artifact.name.clone(),
-    }])
-}
-
 /// A worker seen by claimWork, recorded at most every 30 minutes per worker.
 pub fn worker_seen(
     task_queue_id: &TaskQueueId,
@@ -808,7 +644,7 @@ pub fn declared_expiry(
 }
 
 /// The one event of a call repeated to the same effect.
-fn repeated(repeat: Repeat, at: Millis) -> Vec<QueueEvent> {
+pub(super) fn repeated(repeat: Repeat, at: Millis) -> Vec<QueueEvent> {
     vec![QueueEvent::Repeated { repeat, at }]
 }
 
@@ -821,160 +657,4 @@ fn repeated_definition(task: &Task, at: Millis) -> Vec<QueueEvent> {
         events.extend(repeated(Repeat::RunPending { task_id, run_id: 0 }, at));
     }
     events
-}
-
-impl Task {
-    /// The state a `TaskDefined` event creates.
-    pub fn defined(task_id: TaskId, definition: TaskDefinition, unsatisfied: Vec<TaskId>) -> Task {
-        Task {
-            task_id,
-            priority: definition.priority,
-            retries_left: definition.retries,
-            definition,
-            runs: Vec::new(),
-            unsatisfied,
-        }
-    }
-
-    /// Moves state; no rules. Events of other aggregates are ignored.
-    pub fn apply(&mut self, event: &QueueEvent) {
-        match event {
-            QueueEvent::TaskDefined { .. } => {}
-            QueueEvent::RunScheduled {
-                run_id,
-                reason,
-                retries_left,
-                at,
-                ..
-            } => {
-                self.retries_left = *retries_left;
-                self.runs.push(Run {
-                    run_id: *run_id,
-                    state: RunState::Pending,
-                    reason_created: *reason,
-                    reason_resolved: None,
-                    worker_group: None,
-                    worker_id: None,
-                    taken_until: None,
-                    scheduled: *at,
-                    started: None,
-                    resolved: None,
-                });
-            }
-            QueueEvent::RunClaimed {
-                run_id,
-                worker_group,
-                worker_id,
-                taken_until,
-                at,
-                ..
-            } => {
-                if let Some(run) = self.runs.get_mut(*run_id as usize) {
-                    run.state = RunState::Running;
-                    run.worker_group = Some(worker_group.clone());
-                    run.worker_id = Some(worker_id.clone());
-                    run.taken_until = Some(*taken_until);
-                    run.started = Some(*at);
-                }
-            }
-            QueueEvent::RunReclaimed {
-                run_id,
-                taken_until,
-                ..
-            } => {
-                if let Some(run) = self.runs.get_mut(*run_id as usize) {
-                    run.taken_until = Some(*taken_until);
-                }
-            }
-            QueueEvent::RunResolved {
-                run_id, reason, at, ..
-            } => {
-                if let Some(run) = self.runs.get_mut(*run_id as usize) {
-                    run.state = reason.state();
-                    run.reason_resolved = Some(*reason);
-                    run.resolved = Some(*at);
-                }
-            }
-            QueueEvent::RunExceptionRecorded {
-                run_id, reason, at, ..
-            } => self.runs.push(Run {
-                run_id: *run_id,
-                state: RunState::Exception,
-                reason_created: ReasonCreated::Exception,
-                reason_resolved: Some(*reason),
-                worker_group: None,
-                worker_id: None,
-                taken_until: None,
-                scheduled: *at,
-                started: None,
-                resolved: Some(*at),
-            }),
-            QueueEvent::DependencySatisfied { dependency, .. } => {
-                self.unsatisfied.retain(|d| d != dependency);
-            }
-            QueueEvent::PriorityChanged { new, .. }
-            | QueueEvent::GroupPriorityApplied { new, .. } => self.priority = *new,
-            QueueEvent::TaskGroupDefined { .. }
-            | QueueEvent::TaskGroupExpiresRaised { .. }
-            | QueueEvent::TaskGroupSealed { .. }
-            | QueueEvent::ArtifactCreated { .. }
-            | QueueEvent::ArtifactFinished { .. }
-            | QueueEvent::WorkerSeen { .. }
-            | QueueEvent::WorkerQuarantined { .. }
-            | QueueEvent::TaskGroupPriorityChanged { .. }
-            | QueueEvent::TaskGroupExpired { .. }
-            | QueueEvent::ArtifactExpired { .. }
-            | QueueEvent::Repeated { .. } => {}
-            // the task is gone: its holder drops it (see `Task::survives`)
-            QueueEvent::TaskExpired { .. } => {}
-        }
-    }
-
-    /// Whether the task still exists after `event` (of its own stream).
-    pub fn survives(event: &QueueEvent) -> bool {
-        !matches!(event, QueueEvent::TaskExpired { .. })
-    }
-}
-
-impl TaskGroup {
-    pub fn apply(group: Option<TaskGroup>, event: &QueueEvent) -> Option<TaskGroup> {
-        match event {
-            QueueEvent::TaskGroupDefined {
-                task_group_id,
-                scheduler_id,
-                expires,
-            } => Some(TaskGroup {
-                task_group_id: *task_group_id,
-                scheduler_id: scheduler_id.clone(),
-                expires: *expires,
-                sealed: None,
-            }),
-            QueueEvent::TaskGroupExpiresRaised { expires, .. } => group.map(|mut g| {
-                g.expires = *expires;
-                g
-            }),
-            QueueEvent::TaskGroupSealed { at, .. } => group.map(|mut g| {
-                g.sealed = Some(*at);
-                g
-            }),
-            QueueEvent::TaskGroupExpired { .. } => None,
-            QueueEvent::TaskDefined { .. }
-            | QueueEvent::RunScheduled { .. }
-            | QueueEvent::RunClaimed { .. }
-            | QueueEvent::RunReclaimed { .. }
-            | QueueEvent::RunResolved { .. }
-            | QueueEvent::RunExceptionRecorded { .. }
-            | QueueEvent::DependencySatisfied { .. }
-            | QueueEvent::PriorityChanged { .. }
-            | QueueEvent::GroupPriorityApplied { .. }
-            | QueueEvent::ArtifactCreated { .. }
-            | QueueEvent::ArtifactFinished { .. }
-            | QueueEvent::WorkerSeen { .. }
-            | QueueEvent::WorkerQuarantined { .. }
-            | QueueEvent::TaskGroupPriorityChanged { .. }
-            | QueueEvent::TaskExpired { .. }
-            | QueueEvent::ArtifactExpired { .. }
-            | QueueEvent::Repeated { .. } => group,
-        }
-    }
 }
