@@ -244,6 +244,27 @@ pub fn queue_param(v: &str) -> Result<TaskQueueId, ApiError> {
 /// after authentication, after a scope check that URL parameters alone fill ("pre") and
 /// after the URL parameters' patterns; before the body's schema, loading anything, or a
 /// scope check made in the handler (reference/conventions.md, "Processing order").
+/// A request body that must be an object with no key but `key` (a schema of that one property
+/// and `additionalProperties: false`): the object.
+pub fn object_with_only<'b>(
+    body: &'b Value,
+    schema: &str,
+    key: &str,
+) -> Result<&'b serde_json::Map<String, Value>, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::validation(schema, &["data should be object".into()]))?;
+    if let Some(extra) = obj.keys().find(|k| *k != key) {
+        return Err(ApiError::validation(
+            schema,
+            &[format!(
+                "data should NOT have additional properties ({extra})"
+            )],
+        ));
+    }
+    Ok(obj)
+}
+
 pub fn no_query(uri: &Uri) -> Result<(), ApiError> {
     query(uri, &[]).map(drop)
 }

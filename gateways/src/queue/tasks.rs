@@ -153,17 +153,7 @@ async fn many(
     let q = query(uri, &["continuationToken", "limit"])?;
     let body = body.input()?;
     const SCHEMA: &str = "/schemas/queue/v1/tasks-request.json#";
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::validation(SCHEMA, &["data should be object".into()]))?;
-    if let Some(extra) = obj.keys().find(|k| *k != "taskIds") {
-        return Err(ApiError::validation(
-            SCHEMA,
-            &[format!(
-                "data should NOT have additional properties ({extra})"
-            )],
-        ));
-    }
+    let obj = object_with_only(&body, SCHEMA, "taskIds")?;
     // `taskIds` defaults to none; its items are any strings (one that is not a slugid names
     // no task and is skipped, after the scope check, as upstream)
     let items: &[Value] = match obj.get("taskIds") {
@@ -426,23 +416,14 @@ pub(super) fn sole_property<'b>(
     schema: &str,
     key: &str,
 ) -> Result<&'b Value, ApiError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::validation(schema, &["data should be object".into()]))?;
-    if let Some(extra) = obj.keys().find(|k| *k != key) {
-        return Err(ApiError::validation(
-            schema,
-            &[format!(
-                "data should NOT have additional properties ({extra})"
-            )],
-        ));
-    }
-    obj.get(key).ok_or_else(|| {
-        ApiError::validation(
-            schema,
-            &[format!("data should have required property '{key}'")],
-        )
-    })
+    object_with_only(body, schema, key)?
+        .get(key)
+        .ok_or_else(|| {
+            ApiError::validation(
+                schema,
+                &[format!("data should have required property '{key}'")],
+            )
+        })
 }
 
 pub(super) fn new_priority(body: &Value) -> Result<Priority, ApiError> {

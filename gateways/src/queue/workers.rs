@@ -660,17 +660,7 @@ pub async fn declare_worker(
         no_query(&uri)?;
         let body = body.input()?;
         let schema = "/schemas/queue/v1/update-worker-request.json#";
-        let obj = body
-            .as_object()
-            .ok_or_else(|| ApiError::validation(schema, &["data should be object".into()]))?;
-        if let Some(extra) = obj.keys().find(|k| *k != "expires") {
-            return Err(ApiError::validation(
-                schema,
-                &[format!(
-                    "data should NOT have additional properties ({extra})"
-                )],
-            ));
-        }
+        let obj = object_with_only(&body, schema, "expires")?;
         caller.require(&ScopeExpr::all(
             obj.keys()
                 .map(|k| s(format!("queue:declare-worker:{p}/{w}/{g}/{id}#{k}")))
