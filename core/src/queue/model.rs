@@ -418,8 +418,9 @@ impl Task {
 
     /// Whether the task was ever resolved: a rerun since does not undo that.
     pub fn ever_resolved(&self) -> bool {
-        (0..self.runs.len())
-            .any(|i| u32::try_from(i).is_ok_and(|run_id| self.resolution_by_run(run_id).is_some()))
+        self.runs
+            .iter()
+            .any(|run| self.resolution_by_run(run.run_id).is_some())
     }
 
     /// What the resolution of run `run_id` was for the task: the task's resolution, unless a
