@@ -29,16 +29,21 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use taskledger_core::log::{oversized, Appended, Batch, EventLog, LogError, Record, Stored};
 
+mod chain;
+mod epochs;
 mod group;
 mod inner;
 #[cfg(test)]
 mod tests;
 
+use chain::unhex;
+pub use chain::{chain_link, ChainCheck, CHAIN_START};
+pub use epochs::{EpochIndex, Owner, Seen};
 use group::{left_out, GroupContext};
 use inner::{consumer, retire_writer};
 
@@ -54,60 +59,6 @@ pub const H_CHAIN: &str = "taskledger-chain";
 /// The key of ownership markers (no stream id starts with `$`).
 pub const MARKER_KEY: &str = "$ownership";
 const SCHEMA_VERSION: &str = "1";
-
-/// The link before a partition's first event.
-pub const CHAIN_START: [u8; 32] = [0; 32];
-
-/// The hash-chain link of an event after link `prev`: SHA-256 of `prev`, the key's length
-/// and bytes, and the value. Offsets are not part of it (a writer does not know them before
-/// the broker assigns them); only valid events are links, markers and superseded writers'
-/// records are not.
-pub fn chain_link(prev: &[u8; 32], key: &str, value: &[u8]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(prev);
-    ctx.update(&(key.len() as u64).to_be_bytes());
-    ctx.update(key.as_bytes());
-    ctx.update(value);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// The outcome of walking a partition's hash chain; also where a later walk carries on.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ChainCheck {
-    /// Valid events walked (up to the break, if any).
-    pub events: u64,
-    /// The last verified link.
-    pub head: [u8; 32],
-    /// The offset of the first event whose link does not follow from its predecessor.
-    pub broken_at: Option<u64>,
-    /// The offset a walk continuing this one starts from.
-    pub next: u64,
-}
-
-impl ChainCheck {
-    /// Before the partition's first event.
-    pub fn start() -> ChainCheck {
-        ChainCheck {
-            events: 0,
-            head: CHAIN_START,
-            broken_at: None,
-            next: 0,
-        }
-    }
-}
 
 /// How a node reaches Kafka.
 #[derive(Clone, Debug)]
@@ -140,72 +91,6 @@ impl KafkaConfig {
             node: format!("pid-{}", std::process::id()),
             timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// The writer a record was stamped by: its epoch and its unique id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub epoch: u64,
-    pub writer: String,
-}
-
-/// What a reader saw at one position.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Seen {
-    /// An `OwnershipTaken` marker.
-    Marker(Owner),
-    /// An event stamped by this writer (`None`: no stamp).
-    Event(Option<Owner>),
-}
-
-/// The ownership history of one partition, built by observing it in offset order: which
-/// markers took effect (an epoch above every earlier effective one) and how far it has been
-/// observed. An event is valid exactly when its stamp is the owner of the last effective
-/// marker before it — a deterministic rule every reader applies alike.
-#[derive(Debug, Default)]
-pub struct EpochIndex {
-    markers: BTreeMap<u64, Owner>,
-    /// Every position below this has been observed.
-    scanned: u64,
-}
-
-impl EpochIndex {
-    pub fn scanned(&self) -> u64 {
-        self.scanned
-    }
-
-    /// The owner in force just before `offset`.
-    pub fn owner_before(&self, offset: u64) -> Option<&Owner> {
-        self.markers.range(..offset).next_back().map(|(_, o)| o)
-    }
-
-    /// The highest epoch that took effect.
-    pub fn max_epoch(&self) -> u64 {
-        self.markers.values().next_back().map_or(0, |o| o.epoch)
-    }
-
-    /// Records what is at `offset` and says whether it is a valid event. Positions must be
-    /// observed in increasing order the first time; observing one again is harmless.
-    pub fn observe(&mut self, offset: u64, seen: &Seen) -> bool {
-        if offset >= self.scanned {
-            self.scanned = offset + 1;
-            if let Seen::Marker(owner) = seen {
-                if owner.epoch > self.max_epoch() {
-                    self.markers.insert(offset, owner.clone());
-                }
-                return false;
-            }
-        }
-        match seen {
-            Seen::Marker(_) => false,
-            Seen::Event(stamp) => stamp.is_some() && stamp.as_ref() == self.owner_before(offset),
-        }
-    }
-
-    /// Notes that positions below `next` hold nothing a reader can see (transaction markers).
-    pub fn skip_to(&mut self, next: u64) {
-        self.scanned = self.scanned.max(next);
     }
 }
 
