@@ -146,8 +146,9 @@ impl WorkerManagerView {
         Ok(())
     }
 
-    /// A pool's errors that `keep` accepts, in log order, after the row key `after`, at most
-    /// `limit`; and the key to continue from when more may remain.
+    /// A pool's errors that `keep` accepts, newest first (upstream orders them by `reported`
+    /// descending; the log's order is the order they were reported in), after the row key
+    /// `after`, at most `limit`; and the key to continue from when more may remain.
     pub fn errors(
         &self,
         pool: &str,
@@ -156,23 +157,28 @@ impl WorkerManagerView {
         keep: impl Fn(&PoolError) -> bool,
     ) -> Result<(Vec<PoolError>, Option<Vec<u8>>), StoreError> {
         let prefix = keys::wm_error_prefix(pool);
-        let start = match after {
-            Some(mut k) if k.starts_with(&prefix) => {
-                k.push(0);
-                k
+        let (start, skip) = match after {
+            Some(k) if k.starts_with(&prefix) => (k.clone(), Some(k)),
+            _ => {
+                // past the last offset: a reverse seek lands on the newest row
+                let mut end = prefix.clone();
+                end.extend_from_slice(&[0xFF; 9]);
+                (end, None)
             }
-            _ => prefix.clone(),
         };
         let wm = cf(&self.db, keys::CF_WORKER_MANAGER)?;
         let mut out = Vec::new();
         let mut last = None;
         for item in self
             .db
-            .iterator_cf(wm, IteratorMode::From(&start, Direction::Forward))
+            .iterator_cf(wm, IteratorMode::From(&start, Direction::Reverse))
         {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
+            }
+            if skip.as_deref() == Some(&k[..]) {
+                continue;
             }
             if out.len() == limit {
                 return Ok((out, last));
@@ -184,6 +190,57 @@ impl WorkerManagerView {
             last = Some(k.to_vec());
         }
         Ok((out, None))
+    }
+}
+
+impl WorkerManagerView {
+    /// The errors reported at or after `since`, of one pool (newest first: the scan stops
+    /// at the first older one) or of every pool (in key order).
+    pub fn errors_since(
+        &self,
+        pool: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<PoolError>, StoreError> {
+        let wm = cf(&self.db, keys::CF_WORKER_MANAGER)?;
+        let mut out = Vec::new();
+        match pool {
+            Some(pool) => {
+                let prefix = keys::wm_error_prefix(pool);
+                let mut end = prefix.clone();
+                end.extend_from_slice(&[0xFF; 9]);
+                for item in self
+                    .db
+                    .iterator_cf(wm, IteratorMode::From(&end, Direction::Reverse))
+                {
+                    let (k, v) = item?;
+                    if !k.starts_with(&prefix) {
+                        break;
+                    }
+                    let row: PoolError = codec::decode(&v)?;
+                    if row.reported < since {
+                        break;
+                    }
+                    out.push(row);
+                }
+            }
+            None => {
+                let prefix = keys::WM_ERROR_PREFIX;
+                for item in self
+                    .db
+                    .iterator_cf(wm, IteratorMode::From(prefix, Direction::Forward))
+                {
+                    let (k, v) = item?;
+                    if !k.starts_with(prefix) {
+                        break;
+                    }
+                    let row: PoolError = codec::decode(&v)?;
+                    if row.reported >= since {
+                        out.push(row);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -326,11 +383,35 @@ mod tests {
             let view = Arc::new(WorkerManagerView::open(db).unwrap());
             let engine = WorkerManagerEngine::start(view.clone(), log).await.unwrap();
             scenario(&engine, &seal, secret).await;
+            // newest first, page by page
             let (page, next) = view.errors("prov/wt", None, 1, |_| true).unwrap();
-            assert_eq!(page[0].error_id, Slug([0; 16]));
+            assert_eq!(page[0].error_id, Slug([1; 16]));
             let (rest, more) = view.errors("prov/wt", next, 1, |_| true).unwrap();
-            assert_eq!(rest[0].error_id, Slug([1; 16]));
+            assert_eq!(rest[0].error_id, Slug([0; 16]));
             assert!(more.is_none());
+            // the recent ones: of the pool newest first, of every pool in key order
+            let ids = |errors: Vec<PoolError>| -> Vec<Slug> {
+                errors.into_iter().map(|e| e.error_id).collect()
+            };
+            let long_ago = Millis(0);
+            assert_eq!(
+                ids(view.errors_since(Some("prov/wt"), long_ago).unwrap()),
+                [Slug([1; 16]), Slug([0; 16])]
+            );
+            assert_eq!(
+                ids(view.errors_since(None, long_ago).unwrap()),
+                [Slug([0; 16]), Slug([1; 16])]
+            );
+            let future = Millis::now().plus(taskledger_core::time::HOUR);
+            assert!(view
+                .errors_since(Some("prov/wt"), future)
+                .unwrap()
+                .is_empty());
+            assert!(view.errors_since(None, future).unwrap().is_empty());
+            assert!(view
+                .errors_since(Some("other/pool"), long_ago)
+                .unwrap()
+                .is_empty());
         }
         // reopen once the writer task has dropped the database
         let mut opened = store::open(dir.path());

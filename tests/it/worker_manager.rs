@@ -102,11 +102,51 @@ async fn pools_providers_and_bad_input() {
     assert_eq!(created["providerId"], "static");
     assert_eq!(created["currentCapacity"], 0);
     m.createWorkerPool(&b, &pool_body(json!({}))).await.unwrap();
-    let again = m
-        .createWorkerPool(&a, &pool_body(json!({})))
-        .await
-        .unwrap_err();
-    assert_eq!(status_of(&again), Some(409));
+    // the same definition again is the pool as it is (creation is idempotent); another is 409
+    let again = m.createWorkerPool(&a, &pool_body(json!({}))).await.unwrap();
+    assert_eq!(again, created);
+    let mut other = pool_body(json!({}));
+    other["description"] = json!("another description");
+    let conflict = m.createWorkerPool(&a, &other).await.unwrap_err();
+    assert_eq!(status_of(&conflict), Some(409));
+    // updateWorkerPool: a pool as read may be sent back, its extra fields checked and ignored;
+    // the provider is judged before the body's pool id, as upstream does
+    let mut read_back = created.clone();
+    for counter in [
+        "currentCapacity",
+        "requestedCount",
+        "runningCount",
+        "stoppingCount",
+        "stoppedCount",
+        "requestedCapacity",
+        "runningCapacity",
+        "stoppingCapacity",
+        "stoppedCapacity",
+    ] {
+        read_back.as_object_mut().unwrap().remove(counter);
+    }
+    read_back["description"] = json!("updated");
+    let updated = m.updateWorkerPool(&a, &read_back).await.unwrap();
+    assert_eq!(updated["description"], "updated");
+    for (change, says) in [
+        (
+            json!({ "providerId": "nope", "workerPoolId": b }),
+            "Invalid Provider",
+        ),
+        (json!({ "workerPoolId": b }), "Incorrect workerPoolId"),
+        (
+            json!({ "created": "garbage" }),
+            "data/created must match format",
+        ),
+    ] {
+        let mut body = read_back.clone();
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let err = m.updateWorkerPool(&a, &body).await.unwrap_err();
+        assert_eq!(status_of(&err), Some(400), "{change}: {err:#}");
+        assert!(format!("{err:#}").contains(says), "{change}: {err:#}");
+    }
     // a config the static provider does not take, an unknown provider: 400, nothing created
     let c = fresh_queue();
     let bad = m
@@ -260,6 +300,16 @@ async fn static_worker_registers_claims_work_and_is_removed() {
         .await
         .unwrap_err();
     assert_eq!(status_of(&spent), Some(400));
+    // a secret this service cannot have made fails its schema, before any scope is asked for
+    let malformed = anon
+        .reregisterWorker(&rereg_body("short"))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&malformed), Some(400), "{malformed:#}");
+    assert!(
+        format!("{malformed:#}").contains("Schema Validation Failed"),
+        "{malformed:#}"
+    );
     let report = json!({
         "workerGroup": GROUP,
         "workerId": WORKER,
@@ -276,6 +326,86 @@ async fn static_worker_registers_claims_work_and_is_removed() {
     let listed = &errors["workerPoolErrors"];
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["errorId"], reported["errorId"]);
+    // a later error is listed first, as upstream orders them, also page by page
+    let mut later_report = report.clone();
+    later_report["title"] = json!("Disk full again");
+    let later = own.reportWorkerError(&pool, &later_report).await.unwrap();
+    let both = m
+        .listWorkerPoolErrors(&pool, None, None, None, None)
+        .await
+        .unwrap();
+    let ids: Vec<&Value> = both["workerPoolErrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["errorId"])
+        .collect();
+    assert_eq!(ids, [&later["errorId"], &reported["errorId"]], "{both}");
+    let first_page = m
+        .listWorkerPoolErrors(&pool, None, Some("1"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        first_page["workerPoolErrors"][0]["errorId"],
+        later["errorId"]
+    );
+    let token = first_page["continuationToken"].as_str().unwrap();
+    let second_page = m
+        .listWorkerPoolErrors(&pool, Some(token), Some("1"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        second_page["workerPoolErrors"][0]["errorId"],
+        reported["errorId"]
+    );
+    // the experimental stats: errors by day, hour, title, code and pool
+    let stats = m.workerPoolErrorStats(Some(&pool)).await.unwrap();
+    assert_eq!(stats["workerPoolId"], pool.as_str(), "{stats}");
+    let totals = &stats["totals"];
+    assert_eq!(totals["total"], 2, "{stats}");
+    for (bucket, n) in [("daily", 7), ("hourly", 24)] {
+        let counts: Vec<u64> = totals[bucket]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(counts.len(), n, "{stats}");
+        assert_eq!(counts.iter().sum::<u64>(), 2, "{stats}");
+        assert!(counts[n - 1] >= 1, "the newest bucket is now's: {stats}");
+    }
+    assert_eq!(
+        totals["title"],
+        json!({ "Disk full": 1, "Disk full again": 1 })
+    );
+    assert_eq!(totals["code"], json!({ "other": 2 }));
+    assert_eq!(totals["launchConfig"], json!({}));
+    assert_eq!(totals["workerPool"], json!({ pool.as_str(): 2 }));
+    let everywhere = m.workerPoolErrorStats(None).await.unwrap();
+    assert_eq!(everywhere["workerPoolId"], "");
+    assert_eq!(everywhere["totals"]["workerPool"][pool.as_str()], 2);
+    // a pool's workers counted by launch configuration (static workers have none), and
+    // every pool's counts
+    let by_config = m.workerPoolStats(&pool).await.unwrap();
+    assert_eq!(
+        by_config["launchConfigStats"][0]["launchConfigId"], "unknown",
+        "{by_config}"
+    );
+    assert_eq!(by_config["launchConfigStats"][0]["runningCount"], 1);
+    let configs = m
+        .listWorkerPoolLaunchConfigs(&pool, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(configs, json!({ "workerPoolLaunchConfigs": [] }));
+    let all_stats = m.listWorkerPoolsStats(None, None).await.unwrap();
+    let mine = all_stats["workerPoolsStats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["workerPoolId"] == pool.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(mine["runningCount"], 1, "{mine}");
     assert_eq!(listed[0]["kind"], "disk-full");
     assert_eq!(
         listed[0]["extra"],
@@ -322,7 +452,7 @@ async fn static_worker_registers_claims_work_and_is_removed() {
         .listWorkerPoolErrors(&pool, None, None, None, None)
         .await
         .unwrap();
-    assert_eq!(errors["workerPoolErrors"].as_array().unwrap().len(), 1);
+    assert_eq!(errors["workerPoolErrors"].as_array().unwrap().len(), 2);
 
     // no secret is stored in clear, anywhere under the data directory
     for needle in [&static_secret, &first_secret, &second_secret] {

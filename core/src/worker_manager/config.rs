@@ -46,7 +46,10 @@ fn static_errors(obj: &Map<String, Value>) -> Vec<String> {
                 errors.push("data/workerConfig must be object".into())
             }
             "workerConfig" => {}
-            other => errors.push(format!("data must NOT have additional properties: {other}")),
+            other => errors.push(format!(
+                "data must NOT have additional properties: {}",
+                serde_json::Value::from(other)
+            )),
         }
     }
     errors
@@ -60,7 +63,8 @@ fn lifecycle_errors(v: &Value) -> Vec<String> {
     for (k, v) in obj {
         if k != "reregistrationTimeout" {
             errors.push(format!(
-                "data/lifecycle must NOT have additional properties: {k}"
+                "data/lifecycle must NOT have additional properties: {}",
+                serde_json::Value::from(k.as_str())
             ));
             continue;
         }

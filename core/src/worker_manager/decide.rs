@@ -101,8 +101,9 @@ impl WorkerManagerState {
 
     // --- pools -----------------------------------------------------------------------------
 
-    /// The provider of a pool definition must exist and its config must fit the type.
-    fn check_definition(&self, input: &PoolInput) -> Result<String, E> {
+    /// The provider of a pool definition must exist and its config must fit the type; the
+    /// config as stored.
+    pub fn check_definition(&self, input: &PoolInput) -> Result<String, E> {
         let ptype = self
             .provider_type(&input.provider_id)
             .ok_or_else(|| E::Input("Invalid Provider".into()))?;
@@ -115,7 +116,18 @@ impl WorkerManagerState {
 
     fn create_pool(&self, input: &PoolInput) -> Decided {
         let config = self.check_definition(input)?;
-        if self.pools.contains_key(&input.worker_pool_id) {
+        if let Some(existing) = self.pools.get(&input.worker_pool_id) {
+            // idempotent, as upstream's create: the same definition again changes nothing
+            let same_config = serde_json::from_str::<serde_json::Value>(&existing.config)
+                .is_ok_and(|c| c == input.config);
+            let same = existing.provider_id == input.provider_id
+                && existing.description == input.description
+                && same_config
+                && existing.owner == input.owner
+                && existing.email_on_error == input.email_on_error;
+            if same {
+                return Ok(vec![]);
+            }
             return Err(E::Conflict("Worker pool already exists".into()));
         }
         Ok(vec![WorkerEvent::WorkerPoolCreated {
@@ -194,7 +206,7 @@ impl WorkerManagerState {
             return Err(E::Input("worker.expires must be in the future".into()));
         }
         let (pool, ptype) = self.pool_provider(&key.worker_pool_id)?;
-        static_only(ptype, &pool.provider_id, "createWorker")?;
+        static_only(ptype)?;
         let static_secret =
             static_secret.ok_or_else(|| E::Input("no worker staticSecret provided".into()))?;
         if let Some(existing) = self.workers.get(key) {
@@ -223,12 +235,12 @@ impl WorkerManagerState {
         capacity: u32,
         static_secret: Option<&Sealed>,
     ) -> Decided {
-        let (pool, ptype) = self.pool_provider(&key.worker_pool_id)?;
+        let (_, ptype) = self.pool_provider(&key.worker_pool_id)?;
         let worker = self
             .workers
             .get(key)
             .ok_or_else(|| E::NotFound(format!("Worker {} does not exist", key.path())))?;
-        static_only(ptype, &pool.provider_id, "updateWorker")?;
+        static_only(ptype)?;
         let static_secret = static_secret
             .or(worker.static_secret.as_ref())
             .ok_or_else(|| E::Input("no worker staticSecret provided".into()))?;
@@ -251,7 +263,7 @@ impl WorkerManagerState {
                 worker.provider_id
             ))
         })?;
-        static_only(ptype, &worker.provider_id, "removeWorker")?;
+        static_only(ptype)?;
         if worker.state == WorkerState::Stopped {
             return Ok(vec![]);
         }
@@ -297,7 +309,7 @@ impl WorkerManagerState {
                 "Worker {group}/{id} does not have provider {provider_id}"
             )));
         }
-        static_only(ptype, provider_id, "registerWorker")?;
+        static_only(ptype)?;
         check_static_proof(worker, proof)?;
         Ok(vec![registered(key, pool, secret, now)])
     }
@@ -468,13 +480,12 @@ fn previous_providers(pool: &WorkerPool, next: &str) -> Vec<String> {
     previous
 }
 
-/// Only the static provider creates, updates, removes and registers workers by API.
-fn static_only(ptype: ProviderType, provider_id: &str, method: &str) -> Result<(), E> {
+/// Only the static provider creates, updates, removes and registers workers by API; the
+/// others answer with upstream's base provider's words.
+fn static_only(ptype: ProviderType) -> Result<(), E> {
     match ptype {
         ProviderType::Static => Ok(()),
-        ProviderType::Null => Err(E::Input(format!(
-            "{method} is not supported for provider {provider_id}"
-        ))),
+        ProviderType::Null => Err(E::Input("not supported for this provider".into())),
     }
 }
 

@@ -122,9 +122,22 @@ fn pools_are_created_once_and_deleted_by_switching_to_the_null_provider() {
             ..
         })
     ));
+    // the same definition again changes nothing (idempotent, as upstream); another conflicts
     check(
         &[pool_created("{}")],
         create("static", json!({})),
+        Ok(vec![]),
+    );
+    let mut other = pool_input("static", json!({}));
+    other.description = "another".into();
+    check(
+        &[pool_created("{}")],
+        WorkerCommand::CreateWorkerPool(other),
+        Err(E::Conflict("Worker pool already exists".into())),
+    );
+    check(
+        &[pool_created("{}")],
+        create("static", json!({ "workerConfig": {} })),
         Err(E::Conflict("Worker pool already exists".into())),
     );
     let delete = || WorkerCommand::DeleteWorkerPool {

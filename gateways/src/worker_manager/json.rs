@@ -1,12 +1,13 @@
 //! The worker-manager's answers: worker-pool-full, worker-full, worker-pool-error.
 
 use serde_json::{json, Value};
-use taskledger_core::worker_manager::{PoolError, Worker, WorkerManagerState, WorkerPool};
+use taskledger_core::worker_manager::{
+    PoolCounts, PoolError, Worker, WorkerManagerState, WorkerPool,
+};
 
 /// worker-pool-full: the definition plus counts and capacities of its workers by state.
 pub fn pool_json(state: &WorkerManagerState, p: &WorkerPool) -> Value {
-    let c = state.pool_counts(&p.worker_pool_id);
-    json!({
+    let mut v = json!({
         "workerPoolId": p.worker_pool_id.as_str(),
         "providerId": p.provider_id,
         "description": p.description,
@@ -15,16 +16,45 @@ pub fn pool_json(state: &WorkerManagerState, p: &WorkerPool) -> Value {
         "config": serde_json::from_str::<Value>(&p.config).unwrap_or_else(|_| json!({})),
         "owner": p.owner,
         "emailOnError": p.email_on_error,
-        "currentCapacity": c.current_capacity,
-        "requestedCount": c.count[0],
-        "runningCount": c.count[1],
-        "stoppingCount": c.count[2],
-        "stoppedCount": c.count[3],
-        "requestedCapacity": c.capacity[0],
-        "runningCapacity": c.capacity[1],
-        "stoppingCapacity": c.capacity[2],
-        "stoppedCapacity": c.capacity[3],
-    })
+    });
+    add_counts(&mut v, &state.pool_counts(&p.worker_pool_id));
+    v
+}
+
+/// The counts and capacities by state every pool answer carries, added to `v`.
+fn add_counts(v: &mut Value, c: &PoolCounts) {
+    let fields = [
+        ("currentCapacity", c.current_capacity),
+        ("requestedCount", c.count[0]),
+        ("runningCount", c.count[1]),
+        ("stoppingCount", c.count[2]),
+        ("stoppedCount", c.count[3]),
+        ("requestedCapacity", c.capacity[0]),
+        ("runningCapacity", c.capacity[1]),
+        ("stoppingCapacity", c.capacity[2]),
+        ("stoppedCapacity", c.capacity[3]),
+    ];
+    for (k, n) in fields {
+        v[k] = json!(n);
+    }
+}
+
+/// One entry of listWorkerPoolsStats: the pool's id and its counts.
+pub fn pool_stats_json(state: &WorkerManagerState, p: &WorkerPool) -> Value {
+    let mut v = json!({ "workerPoolId": p.worker_pool_id.as_str() });
+    add_counts(&mut v, &state.pool_counts(&p.worker_pool_id));
+    v
+}
+
+/// workerPoolStats' entries, one per launch configuration its workers came from. Static
+/// workers come from none, which upstream names `unknown`; a pool without workers has none.
+pub fn launch_config_stats(state: &WorkerManagerState, p: &WorkerPool) -> Vec<Value> {
+    if state.pool_workers(&p.worker_pool_id).next().is_none() {
+        return vec![];
+    }
+    let mut v = json!({ "workerPoolId": p.worker_pool_id.as_str(), "launchConfigId": "unknown" });
+    add_counts(&mut v, &state.pool_counts(&p.worker_pool_id));
+    vec![v]
 }
 
 /// worker-full (no secrets, no provider data).

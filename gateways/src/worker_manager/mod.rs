@@ -2,8 +2,10 @@
 //! providers, worker pools (`pools`), workers (`workers`), registration (`register`) and
 //! worker-pool errors (`pools`). Bodies and answers in `json`.
 //!
-//! Left out: launch configs, the experimental stats endpoints, `listWorkers`/`getWorker`
-//! (queue-merged views), cloud providers, Pulse messages and the expiry crons.
+//! Static pools have no launch configurations: their list is empty and their workers count
+//! under `unknown` in workerPoolStats. Left out: `listWorkers`/`getWorker` (the views merged
+//! with the queue's worker records), cloud providers and the expiry crons. (The Pulse
+//! messages are the bridge's.)
 
 mod json;
 mod pools;
@@ -22,10 +24,8 @@ use taskledger_core::worker_manager::{WorkerKey, WorkerPoolId};
 pub fn routes(service: Mount) -> Mount {
     use pools as p;
     use workers as w;
-    // listing routes twice: a trailing slash is optional upstream
     service
         .route("/providers", get(p::list_providers))
-        .route("/providers/", get(p::list_providers))
         .route(
             "/worker-pool/{*workerPoolId}",
             get(p::worker_pool)
@@ -34,7 +34,7 @@ pub fn routes(service: Mount) -> Mount {
                 .delete(p::delete_worker_pool),
         )
         .route("/worker-pools", get(p::list_worker_pools))
-        .route("/worker-pools/", get(p::list_worker_pools))
+        .route("/worker-pools/stats", get(p::list_worker_pools_stats))
         .route(
             "/worker-pool-errors/{*workerPoolId}",
             get(p::list_worker_pool_errors).post(p::report_worker_error),
@@ -83,10 +83,11 @@ impl<'a> Fields<'a> {
         ApiError::validation(self.schema, &[error])
     }
 
-    /// A string of at most `max` bytes (required: checked by `check_keys`).
+    /// A string of at most `max` characters, as JSON schema counts them (required: checked
+    /// by `check_keys`).
     fn text(&self, key: &str, max: usize) -> Result<String, ApiError> {
         match self.obj.get(key).and_then(Value::as_str) {
-            Some(v) if v.len() <= max => Ok(v.to_string()),
+            Some(v) if v.len() <= max || v.chars().count() <= max => Ok(v.to_string()),
             _ => Err(self.invalid(format!(
                 "data/{key} must be a string of at most {max} characters"
             ))),

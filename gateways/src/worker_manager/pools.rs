@@ -1,6 +1,6 @@
 //! Providers, worker pools and worker-pool errors.
 
-use super::json::{error_json, pool_json};
+use super::json::{error_json, launch_config_stats, pool_json, pool_stats_json};
 use super::{fields, pool_param, scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::hawk::{actor, Auth};
@@ -9,12 +9,15 @@ use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use taskledger_core::ids::Slug;
 use taskledger_core::scopes::ScopeExpr;
-use taskledger_core::worker_manager::{PoolInput, WorkerCommand, WorkerPoolId};
+use taskledger_core::time::{Millis, DAY, HOUR};
+use taskledger_core::worker_manager::{
+    PoolInput, WorkerCommand, WorkerManagerState, WorkerPool, WorkerPoolId,
+};
 
 type St = State<Arc<AppState>>;
 
@@ -41,9 +44,9 @@ fn decimal(
         Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
             Ok(Some(v.parse().unwrap_or(usize::MAX)))
         }
-        Some(_) => Err(ApiError::new(
+        Some(v) => Err(ApiError::new(
             ErrorCode::InvalidRequestArguments,
-            format!("Query-string parameter: {key} must match ^[0-9]+$"),
+            format!("Query-string parameter: {key}=\"{v}\" does not match expression: /^[0-9]+$/"),
         )),
     }
 }
@@ -114,6 +117,35 @@ fn pool_input(
     })
 }
 
+/// The fields an update body may carry and the service ignores (a pool as read, sent back):
+/// still checked against their schema.
+fn ignored_pool_fields(body: &Value) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if let Some(v) = body.get("workerPoolId") {
+        if v.as_str()
+            .is_none_or(|p| p.parse::<WorkerPoolId>().is_err())
+        {
+            errors.push(format!(
+                "data/workerPoolId must match pattern \"{TASK_QUEUE_RE}\""
+            ));
+        }
+    }
+    for key in ["created", "lastModified"] {
+        if let Some(v) = body.get(key) {
+            if v.as_str()
+                .is_none_or(|t| Millis::parse_rfc3339(t).is_none())
+            {
+                errors.push(format!("data/{key} must match format \"date-time\""));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(UPDATE_POOL_SCHEMA, &errors))
+    }
+}
+
 /// `AllOf[manage-worker-pool:<pool>, provider:<providerId>]`.
 fn manage_expr(input: &PoolInput) -> ScopeExpr {
     ScopeExpr::all(vec![
@@ -177,7 +209,12 @@ pub async fn update_worker_pool(
             let body = body.input()?;
             let extra = ["workerPoolId", "created", "lastModified"];
             let input = pool_input(&body, pool, UPDATE_POOL_SCHEMA, &extra)?;
+            ignored_pool_fields(&body)?;
             caller.require(&manage_expr(&input))?;
+            // upstream's order: the provider and its config, then the body's pool id
+            st.worker_manager
+                .view()
+                .read(|s| s.check_definition(&input))?;
             if body
                 .get("workerPoolId")
                 .is_some_and(|v| v.as_str() != Some(input.worker_pool_id.as_str()))
@@ -214,9 +251,11 @@ pub async fn delete_worker_pool(
         .await
 }
 
-/// `<pool>/stats` and `<pool>/launch-configs` (not implemented) rather than a pool id.
-fn is_unimplemented_suffix(id: &str) -> bool {
-    id.split('/').count() > 2 && (id.ends_with("/stats") || id.ends_with("/launch-configs"))
+/// A `/worker-pool/<rest>` path's sub-resource: `<pool>/stats` or `<pool>/launch-configs`
+/// (a pool id has one `/`, so a third segment names one).
+fn sub_resource(id: &str) -> Option<(&str, &str)> {
+    let (pool, last) = id.rsplit_once('/')?;
+    (pool.contains('/') && (last == "stats" || last == "launch-configs")).then_some((pool, last))
 }
 
 pub async fn worker_pool(
@@ -225,8 +264,10 @@ pub async fn worker_pool(
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
 ) -> Response {
-    if is_unimplemented_suffix(&id) {
-        return crate::not_found().await.into_response();
+    match sub_resource(&id) {
+        Some((pool, "stats")) => return worker_pool_stats(&st, &auth, &uri, pool).await,
+        Some((pool, _)) => return launch_configs(&st, &auth, &uri, pool).await,
+        None => {}
     }
     Call::new("workerPool", json!({ "workerPoolId": id }))
         .run(async {
@@ -239,6 +280,80 @@ pub async fn worker_pool(
         .await
 }
 
+/// workerPoolStats: the pool's counts per launch configuration (`json::launch_config_stats`).
+async fn worker_pool_stats(st: &AppState, auth: &Auth, uri: &Uri, id: &str) -> Response {
+    Call::new("workerPoolStats", json!({ "workerPoolId": id }))
+        .run(async {
+            auth.caller()?
+                .require(&scope(format!("worker-manager:get-worker-pool:{id}")))?;
+            let pool = pool_param(id)?;
+            no_query(uri)?;
+            st.worker_manager
+                .view()
+                .read(|s| {
+                    s.pools
+                        .get(&pool)
+                        .map(|p| json!({ "launchConfigStats": launch_config_stats(s, p) }))
+                })
+                .map(ok)
+                .ok_or_else(|| ApiError::not_found("Worker pool does not exist"))
+        })
+        .await
+}
+
+/// listWorkerPoolLaunchConfigs: a pool's launch configurations. Only cloud providers have
+/// them, so a static pool's list is empty, archived ones included.
+async fn launch_configs(st: &AppState, auth: &Auth, uri: &Uri, id: &str) -> Response {
+    Call::new("listWorkerPoolLaunchConfigs", json!({ "workerPoolId": id }))
+        .run(async {
+            auth.caller()?
+                .require(&scope(format!("worker-manager:get-worker-pool:{id}")))?;
+            let pool = pool_param(id)?;
+            let q = query(uri, &["continuationToken", "limit", "includeArchived"])?;
+            if let Some(bad) = q
+                .get("includeArchived")
+                .filter(|v| *v != "true" && *v != "false")
+            {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequestArguments,
+                    format!("Query-string parameter: includeArchived=\"{bad}\" does not match expression: /^(true|false)$/"),
+                ));
+            }
+            if !st.worker_manager.view().read(|s| s.pools.contains_key(&pool)) {
+                return Err(ApiError::not_found("Worker pool does not exist"));
+            }
+            Ok(ok(json!({ "workerPoolLaunchConfigs": [] })))
+        })
+        .await
+}
+
+/// The pools in id order after the token's id, `render`ed, under `key`: listWorkerPools and
+/// listWorkerPoolsStats.
+fn pool_page(
+    st: &AppState,
+    uri: &Uri,
+    key: &str,
+    render: fn(&WorkerManagerState, &WorkerPool) -> Value,
+) -> Result<Response, ApiError> {
+    let q = query(uri, &["continuationToken", "limit"])?;
+    let after = decode_token(&q)?.map(|t| String::from_utf8_lossy(&t).into_owned());
+    let limit = limit(&q);
+    let (page, more): (Vec<(String, Value)>, bool) = st.worker_manager.view().read(|s| {
+        let mut rows = s
+            .pools
+            .iter()
+            .filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a))
+            .map(|(id, p)| (id.to_string(), render(s, p)));
+        let page: Vec<_> = rows.by_ref().take(limit).collect();
+        (page, rows.next().is_some())
+    });
+    let mut out = json!({ key: page.iter().map(|(_, v)| v).collect::<Vec<_>>() });
+    if let (true, Some((last, _))) = (more, page.last()) {
+        out["continuationToken"] = json!(encode_token(last.as_bytes()));
+    }
+    Ok(ok(out))
+}
+
 pub async fn list_worker_pools(
     State(st): St,
     Extension(auth): Extension<Auth>,
@@ -248,23 +363,22 @@ pub async fn list_worker_pools(
         .run(async {
             auth.caller()?
                 .require(&scope("worker-manager:list-worker-pools".into()))?;
-            let q = query(&uri, &["continuationToken", "limit"])?;
-            let after = decode_token(&q)?.map(|t| String::from_utf8_lossy(&t).into_owned());
-            let limit = limit(&q);
-            let (page, more): (Vec<(String, Value)>, bool) = st.worker_manager.view().read(|s| {
-                let mut rows = s
-                    .pools
-                    .iter()
-                    .filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a))
-                    .map(|(id, p)| (id.to_string(), pool_json(s, p)));
-                let page: Vec<_> = rows.by_ref().take(limit).collect();
-                (page, rows.next().is_some())
-            });
-            let mut out = json!({ "workerPools": page.iter().map(|(_, v)| v).collect::<Vec<_>>() });
-            if let (true, Some((last, _))) = (more, page.last()) {
-                out["continuationToken"] = json!(encode_token(last.as_bytes()));
-            }
-            Ok(ok(out))
+            pool_page(&st, &uri, "workerPools", pool_json)
+        })
+        .await
+}
+
+/// listWorkerPoolsStats: every pool's counts, paged as listWorkerPools.
+pub async fn list_worker_pools_stats(
+    State(st): St,
+    Extension(auth): Extension<Auth>,
+    uri: Uri,
+) -> Response {
+    Call::new("listWorkerPoolsStats", json!({}))
+        .run(async {
+            auth.caller()?
+                .require(&scope("worker-manager:list-worker-pools".into()))?;
+            pool_page(&st, &uri, "workerPoolsStats", pool_stats_json)
         })
         .await
 }
@@ -359,6 +473,9 @@ pub async fn list_worker_pool_errors(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Response {
+    if id == "stats" {
+        return worker_pool_error_stats(&st, &auth, &uri).await;
+    }
     Call::new("listWorkerPoolErrors", json!({ "workerPoolId": id }))
         .run(async {
             auth.caller()?.require(&scope(format!(
@@ -393,4 +510,94 @@ pub async fn list_worker_pool_errors(
             Ok(ok(out))
         })
         .await
+}
+
+/// workerPoolErrorStats: the last 7 days' errors of one pool (query `workerPoolId`) or of
+/// all, counted in total, per day (the 7 UTC days up to today), per hour (the 24 hours up to
+/// this one), per title, per `extra.code` (`other` without one), per launch configuration
+/// (where the error has one) and per pool. The day and hour keys are the buckets' starts in
+/// ISO form; upstream's keys are not documented (its clients read only the values, in order).
+async fn worker_pool_error_stats(st: &AppState, auth: &Auth, uri: &Uri) -> Response {
+    Call::new("workerPoolErrorStats", json!({}))
+        .run(async {
+            let caller = auth.caller()?;
+            let q = query(uri, &["workerPoolId"])?;
+            let pool = q.get("workerPoolId").cloned().unwrap_or_default();
+            if !pool
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'-')
+            {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequestArguments,
+                    format!("Query-string parameter: workerPoolId=\"{pool}\" does not match expression: /^([a-zA-Z0-9/-]+)?$/"),
+                ));
+            }
+            let target = if pool.is_empty() { "*" } else { pool.as_str() };
+            caller.require(&scope(format!(
+                "worker-manager:list-worker-pool-errors:{target}"
+            )))?;
+            let now = Millis::now();
+            let errors = st
+                .worker_manager
+                .view()
+                .errors_since((!pool.is_empty()).then_some(pool.as_str()), now.plus(-7 * DAY))?;
+            Ok(ok(json!({
+                "workerPoolId": pool,
+                "totals": error_totals(&errors, now),
+            })))
+        })
+        .await
+}
+
+/// The `totals` of workerPoolErrorStats over `errors` (see there).
+fn error_totals(errors: &[taskledger_core::worker_manager::PoolError], now: Millis) -> Value {
+    let truncate = |t: Millis, unit: i64| Millis(t.0 - t.0.rem_euclid(unit));
+    let buckets = |unit: i64, n: i64| -> serde_json::Map<String, Value> {
+        let last = truncate(now, unit);
+        (0..n)
+            .rev()
+            .map(|i| {
+                let start = last.plus(-i * unit);
+                let count = errors
+                    .iter()
+                    .filter(|e| truncate(e.reported, unit) == start)
+                    .count();
+                (start.to_rfc3339(), json!(count))
+            })
+            .collect()
+    };
+    let mut title = serde_json::Map::new();
+    let mut code = serde_json::Map::new();
+    let mut launch_config = serde_json::Map::new();
+    let mut worker_pool = serde_json::Map::new();
+    let bump = |m: &mut serde_json::Map<String, Value>, k: String| {
+        let n = m.get(&k).and_then(Value::as_u64).unwrap_or(0);
+        m.insert(k, json!(n + 1));
+    };
+    for e in errors {
+        bump(&mut title, e.title.clone());
+        let extra_code = serde_json::from_str::<Value>(&e.extra)
+            .ok()
+            .and_then(|x| x.get("code").cloned())
+            .filter(|c| !c.is_null());
+        let c = match extra_code {
+            Some(Value::String(c)) => c,
+            Some(other) => other.to_string(),
+            None => "other".into(),
+        };
+        bump(&mut code, c);
+        if let Some(l) = &e.launch_config_id {
+            bump(&mut launch_config, l.clone());
+        }
+        bump(&mut worker_pool, e.worker_pool_id.as_str().to_string());
+    }
+    json!({
+        "total": errors.len(),
+        "daily": buckets(DAY, 7),
+        "hourly": buckets(HOUR, 24),
+        "title": title,
+        "code": code,
+        "launchConfig": launch_config,
+        "workerPool": worker_pool,
+    })
 }

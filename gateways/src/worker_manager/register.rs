@@ -172,7 +172,16 @@ fn reregister_input(body: &Value) -> Result<(WorkerKey, String), ApiError> {
         worker_group: f.ident("workerGroup")?,
         worker_id: f.ident("workerId")?,
     };
-    Ok((worker, f.text("secret", 1024)?))
+    // a secret this service handed out: 44 URL-safe base64 characters (the schema's pattern)
+    let secret = f.text("secret", 44)?;
+    if secret.len() != 44
+        || !secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(f.invalid("data/secret must match pattern \"^[a-zA-Z0-9_-]{44}$\"".into()));
+    }
+    Ok((worker, secret))
 }
 
 /// reregisterWorker: the latest registration's secret buys new credentials and a new secret.

@@ -121,11 +121,13 @@ async fn list_for_pool(st: &AppState, auth: &Auth, uri: &Uri, pool: String) -> R
                 &["continuationToken", "limit", "launchConfigId", "state"],
             )?;
             let state = q.get("state").map(String::as_str);
-            if state.is_some_and(|s| !WORKER_STATES.contains(&s)) {
+            if let Some(bad) = state.filter(|s| !WORKER_STATES.contains(s)) {
                 return Err(ApiError::new(
                     crate::error::ErrorCode::InvalidRequestArguments,
-                    "Query-string parameter: state must match \
-                     ^(requested|running|stopping|stopped|standalone)$",
+                    format!(
+                        "Query-string parameter: state=\"{bad}\" does not match expression: \
+                         /^(requested|running|stopping|stopped|standalone)$/"
+                    ),
                 ));
             }
             // static workers have no launch config
