@@ -137,6 +137,19 @@ async fn worker_runs_tasks_to_each_resolution() {
         .cloned()
         .unwrap();
     assert_eq!(live["storageType"], "link", "{live}");
+    // uploads say their length, as generic-worker's createArtifact does
+    let result = listed["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "public/result.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(result["contentLength"], 5, "{result}");
+    assert_eq!(
+        result["contentType"], "text/plain; charset=utf-8",
+        "{result}"
+    );
 
     let s = resolved(&server, &fail).await;
     assert_eq!(s["state"], "failed", "{s}");

@@ -107,6 +107,12 @@ fn plan(dir: &Path, specs: &[ArtifactSpec], reserved: &[&str], log: &TaskLog) ->
                 "invalid-resource-on-worker",
                 format!("{} is not a directory", spec.path),
             ),
+            // a file that is there but cannot be opened (its mode, say) is an error artifact
+            // too, planned like the others so that `optional` applies
+            (ArtifactKind::File, Ok(_)) if std::fs::File::open(&path).is_err() => error(
+                "file-not-readable-on-worker",
+                format!("Could not read file {}", spec.path),
+            ),
             (ArtifactKind::File, Ok(_)) => Item::File {
                 name: spec.name.clone(),
                 content_type: spec
@@ -246,9 +252,11 @@ pub(crate) async fn upload_file(
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|_| Problem::Missing)?;
+    let length = file.metadata().await.map_err(|_| Problem::Missing)?.len();
     let body = json!({
         "storageType": "object",
         "contentType": content_type,
+        "contentLength": length,
         "expires": expires.to_rfc3339(),
     });
     let q = queue.get();

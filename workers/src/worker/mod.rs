@@ -35,6 +35,10 @@ pub use process::Abort;
 
 /// How often a registered worker asks worker-manager whether to stop.
 const ASK_TERMINATE: Duration = Duration::from_secs(5);
+/// claimWork is issued at most this often, unless a task finished meanwhile (generic-worker's
+/// main loop, worker-protocol.md §3): a queue answering at once with nothing is not polled
+/// in a tight loop.
+const CLAIM_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Aborts a background task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -383,6 +387,8 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
     let mut claimed: u64 = 0;
     let mut last_asked = tokio::time::Instant::now() - ASK_TERMINATE;
     let mut idle_since = tokio::time::Instant::now();
+    // no claimWork before this
+    let mut claim_not_before = tokio::time::Instant::now();
     let limit = ctx.config.number_of_tasks_to_run;
     loop {
         while running.try_join_next().is_some() {}
@@ -456,12 +462,16 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
             tracing::info!("idle timeout reached");
             return Ok(exit::IDLE_TIMEOUT);
         }
+        let mut waiting_to_claim = false;
         if in_flight.is_none() {
             let mut free = (ctx.config.capacity as u64).saturating_sub(running.len() as u64);
             if limit > 0 {
                 free = free.min(limit - claimed);
             }
-            if free > 0 {
+            let now = tokio::time::Instant::now();
+            waiting_to_claim = free > 0 && now < claim_not_before;
+            if free > 0 && !waiting_to_claim {
+                claim_not_before = now + CLAIM_INTERVAL;
                 let body = json!({
                     "tasks": free,
                     "workerGroup": ctx.config.worker_group,
@@ -477,7 +487,12 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                 in_flight = None;
                 r
             }
-            Some(_) = running.join_next(), if !running.is_empty() => continue,
+            Some(_) = running.join_next(), if !running.is_empty() => {
+                // a finished task frees a slot to claim for at once
+                claim_not_before = tokio::time::Instant::now();
+                continue;
+            }
+            _ = tokio::time::sleep_until(claim_not_before), if waiting_to_claim => continue,
             _ = stop.changed() => continue,
         };
         match claim {
