@@ -3,11 +3,11 @@
 //! worker or a browser needs no Taskcluster credentials to move the bytes.
 
 use crate::AppState;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use object_store::ObjectStoreExt;
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use taskledger_core::ids::Slug;
 use taskledger_core::time::Millis;
 
@@ -148,24 +148,82 @@ pub fn written(result: anyhow::Result<()>) -> Response {
     }
 }
 
-/// The stored bytes under `key` with `content_type`, or 404. The bytes are streamed from the
-/// store as the client reads them: an artifact may be gigabytes, and a signed URL may be
-/// fetched by many clients at once, so a download never holds the whole file in memory.
+/// The one range of a `Range: bytes=...` header, as the store takes it. None without one,
+/// and for what is served whole instead (several ranges, other units, a malformed header),
+/// as RFC 9110 lets a server do.
+pub fn byte_range(headers: &HeaderMap) -> Option<GetRange> {
+    let spec = headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .strip_prefix("bytes=")?
+        .trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    match (first.trim(), last.trim()) {
+        ("", n) => Some(GetRange::Suffix(n.parse().ok()?)),
+        (a, "") => Some(GetRange::Offset(a.parse().ok()?)),
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+            if a > b {
+                return None;
+            }
+            Some(GetRange::Bounded(a..b.checked_add(1)?))
+        }
+    }
+}
+
+/// The stored bytes under `key` with `content_type`, or 404; with a `range`, those bytes
+/// (206), or 416 when none of them exist. The bytes are streamed from the store as the client
+/// reads them: an artifact may be gigabytes, and a signed URL may be fetched by many clients
+/// at once, so a download never holds the whole file in memory.
 pub async fn serve(
     st: &AppState,
     key: &object_store::path::Path,
     content_type: String,
+    range: Option<GetRange>,
 ) -> Response {
-    match st.blobs.as_ref().get(key).await {
+    let ranged = range.is_some();
+    let options = GetOptions {
+        range,
+        ..GetOptions::default()
+    };
+    match st.blobs.as_ref().get_opts(key, options).await {
         Ok(r) => {
-            let length = r.meta.size.to_string();
-            let headers = [
-                (header::CONTENT_TYPE, content_type),
-                (header::CONTENT_LENGTH, length),
-            ];
-            (headers, axum::body::Body::from_stream(r.into_stream())).into_response()
+            let size = r.meta.size;
+            let part = r.range.clone();
+            let length = (part.end - part.start).to_string();
+            let mut response = (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CONTENT_LENGTH, length),
+                    (header::ACCEPT_RANGES, "bytes".into()),
+                ],
+                axum::body::Body::from_stream(r.into_stream()),
+            )
+                .into_response();
+            if ranged {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let shown = format!("bytes {}-{}/{size}", part.start, part.end.saturating_sub(1));
+                if let Ok(v) = header::HeaderValue::from_str(&shown) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            response
         }
         Err(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
+        // a range past the end: 416, naming the size
+        Err(_) if ranged => match st.blobs.as_ref().head(key).await {
+            Ok(meta) => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{}", meta.size))],
+            )
+                .into_response(),
+            Err(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -173,6 +231,29 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One byte range is served as asked; several, other units or nonsense are served whole.
+    #[test]
+    fn byte_ranges_are_read_as_rfc_9110_writes_them() {
+        let range = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::RANGE, v.parse().unwrap());
+            byte_range(&h)
+        };
+        assert_eq!(range("bytes=0-4"), Some(GetRange::Bounded(0..5)));
+        assert_eq!(range("bytes=10-"), Some(GetRange::Offset(10)));
+        assert_eq!(range("bytes=-3"), Some(GetRange::Suffix(3)));
+        for whole in [
+            "bytes=0-1,4-5",
+            "items=0-4",
+            "bytes=5-2",
+            "bytes=a-b",
+            "bytes=0-18446744073709551615",
+        ] {
+            assert_eq!(range(whole), None, "{whole}");
+        }
+        assert_eq!(byte_range(&HeaderMap::new()), None);
+    }
 
     /// A derived upload id is a valid "nice" slugid, the same for the same artifact and key,
     /// and another for another task, run, name or key.

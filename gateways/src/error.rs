@@ -92,21 +92,25 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::RequestConflict, message)
     }
+    /// Taskcluster's schema failure text: the errors joined by `\n  * `, nothing after the last.
     pub fn validation(schema: &str, errors: &[String]) -> ApiError {
-        let mut m = format!("\nSchema Validation Failed!\nRejecting Schema: {schema}\nErrors:\n");
+        let mut m = format!("\nSchema Validation Failed!\nRejecting Schema: {schema}\nErrors:");
         for e in errors.iter().take(MAX_LISTED_ERRORS) {
-            m.push_str(&format!("  * {e}\n"));
+            m.push_str("\n  * ");
+            m.push_str(e);
         }
         if errors.len() > MAX_LISTED_ERRORS {
             let more = errors.len() - MAX_LISTED_ERRORS;
-            m.push_str(&format!("  * ... and {more} more\n"));
+            m.push_str(&format!("\n  * ... and {more} more"));
         }
         ApiError::new(ErrorCode::InputValidationError, m)
     }
+    /// A URL parameter off its pattern; upstream shows the pattern as a JavaScript regex
+    /// literal (`/^...$/`).
     pub fn bad_param(name: &str, value: &str, re: &str) -> ApiError {
         ApiError::new(
             ErrorCode::InvalidRequestArguments,
-            format!("Invalid URL patterns:\nURL parameter '{name}' given as '{value}' must match regular expression: '{re}'"),
+            format!("Invalid URL patterns:\nURL parameter '{name}' given as '{value}' must match regular expression: '/{re}/'"),
         )
     }
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {

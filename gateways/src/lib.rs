@@ -226,10 +226,22 @@ impl Mount {
         .route("/__version__", get(api_version))
     }
 
-    /// `route` at `path` under the prefix.
+    /// `route` at `path` under the prefix, with and without a trailing `/`, as upstream's
+    /// (non-strict) router matches both. A path ending in a wildcard takes a trailing `/` into
+    /// its parameter instead, as upstream's does.
     pub fn route(self, path: &str, route: MethodRouter<Arc<AppState>>) -> Mount {
+        let full = format!("{}{path}", self.prefix);
+        let router = if full.contains("{*") {
+            self.router.route(&full, route)
+        } else {
+            let other = match full.strip_suffix('/') {
+                Some(bare) => bare.to_string(),
+                None => format!("{full}/"),
+            };
+            self.router.route(&full, route.clone()).route(&other, route)
+        };
         Mount {
-            router: self.router.route(&format!("{}{path}", self.prefix), route),
+            router,
             prefix: self.prefix,
         }
     }
@@ -238,6 +250,11 @@ impl Mount {
 /// Taskcluster's response headers on every answer, built at compile time. (`from_static`
 /// called at run time checks its text byte by byte on every answer, unless the optimiser
 /// happens to fold it: about 2,800 instructions a request in a build where it did not.)
+/// The CORS headers among `API_HEADERS`, which blob downloads carry too (a browser page may
+/// fetch an artifact); the others (no caching, a CSP that forbids every subresource, no
+/// sniffing) are the API's, and would break an HTML artifact opened in a browser.
+const CORS: std::ops::Range<usize> = 1..6;
+
 const API_HEADERS: [(HeaderName, HeaderValue); 8] = [
     (
         HeaderName::from_static("cache-control"),
@@ -294,18 +311,27 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        // upstream tests the header for truth: an empty one gets a new id too
         let trace = request
             .headers()
             .get(TRACE_ID)
+            .filter(|t| !t.is_empty())
             .cloned()
             .unwrap_or_else(new_id);
+        let preflight = request.method() == axum::http::Method::OPTIONS;
+        let path = request.uri().path();
+        let blob = path.starts_with("/blobs/") || path.starts_with("/objects/");
         WithApiHeaders {
             inner: self.0.call(request),
             trace: Some(trace),
+            preflight,
+            blob,
         }
     }
 }
 
+const CONTENT_TYPE: HeaderName = axum::http::header::CONTENT_TYPE;
+const JSON_UTF8: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
 const TRACE_ID: HeaderName = HeaderName::from_static("x-taskcluster-trace-id");
 const FOR_TRACE_ID: HeaderName = HeaderName::from_static("x-for-trace-id");
 const FOR_REQUEST_ID: HeaderName = HeaderName::from_static("x-for-request-id");
@@ -323,6 +349,11 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         trace: Option<HeaderValue>,
+        // an OPTIONS request
+        preflight: bool,
+        // bytes of an artifact or object, which a storage service would send: CORS headers
+        // only, the content type as stored
+        blob: bool,
     }
 }
 
@@ -332,9 +363,22 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for WithApiHeaders
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let Ok(mut response) = ready!(this.inner.poll(cx));
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            response = method_not_routed(response, *this.preflight);
+        }
         let h = response.headers_mut();
-        for (k, v) in API_HEADERS {
-            h.insert(k, v);
+        if *this.blob {
+            for (k, v) in &API_HEADERS[CORS] {
+                h.insert(k, v.clone());
+            }
+        } else {
+            // Express's `res.json` names the charset
+            if h.get(CONTENT_TYPE).is_some_and(|c| c == "application/json") {
+                h.insert(CONTENT_TYPE, JSON_UTF8);
+            }
+            for (k, v) in API_HEADERS {
+                h.insert(k, v);
+            }
         }
         if let Some(trace) = this.trace.take() {
             h.insert(FOR_TRACE_ID, trace);
@@ -342,6 +386,26 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for WithApiHeaders
         h.insert(FOR_REQUEST_ID, new_id());
         Poll::Ready(Ok(response))
     }
+}
+
+/// A route that exists, asked with a method it does not take (the router's 405): the answer
+/// upstream's framework gives. OPTIONS, a CORS preflight, gets 200 naming the methods in
+/// `Allow` (the CORS headers are added with the others); any other method gets the unknown
+/// route's 404, as upstream has no 405.
+fn method_not_routed(response: Response, preflight: bool) -> Response {
+    if !preflight {
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" }))).into_response();
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let body = allow
+        .as_ref()
+        .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let mut ok = (StatusCode::OK, body).into_response();
+    if let Some(allow) = allow {
+        ok.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    ok
 }
 
 /// The whole HTTP application: every route, behind Taskcluster's response headers and Hawk.

@@ -83,7 +83,10 @@ fn member<'a>(
         if !allowed.contains(&k.as_str()) {
             return Err(invalid(
                 schema,
-                format!("data/{key} must NOT have additional properties: {k}"),
+                format!(
+                    "data/{key} must NOT have additional properties: {}",
+                    Value::from(k.as_str())
+                ),
             ));
         }
     }
@@ -359,6 +362,8 @@ pub async fn create_upload(
                         "headers": {
                             "Content-Type": content_type,
                             "Content-Length": length.to_string(),
+                            // the upload method's rule: the bytes are sent as they are
+                            "Content-Encoding": "identity",
                         },
                     }
                 }),
@@ -430,13 +435,13 @@ fn may_download(auth: &Auth, uri: &Uri, name: &str) -> Result<(), ApiError> {
     no_query(uri)
 }
 
-/// `name`, once its upload is finished, or 404.
+/// `name`, once its upload is finished, or 404 (upstream's words).
 fn downloadable(st: &AppState, name: &str) -> Result<Object, ApiError> {
     st.object
         .view()
         .get(name)?
         .filter(|o| o.finished.is_some())
-        .ok_or_else(|| ApiError::not_found("Object not found"))
+        .ok_or_else(|| ApiError::not_found(format!("Object \"{name}\" not found")))
 }
 
 pub async fn start_download(
@@ -574,7 +579,7 @@ pub async fn put_object(State(st): St, uri: Uri, body: axum::body::Body) -> Resp
 }
 
 /// GET of a download URL: the bytes with the content type given at upload.
-pub async fn get_object(State(st): St, uri: Uri) -> Response {
+pub async fn get_object(State(st): St, uri: Uri, headers: HeaderMap) -> Response {
     let Some(name) = object_target(&uri) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -590,5 +595,6 @@ pub async fn get_object(State(st): St, uri: Uri) -> Response {
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    blobs::serve(&st, &object_key(&name, &digest), content_type).await
+    let range = blobs::byte_range(&headers);
+    blobs::serve(&st, &object_key(&name, &digest), content_type, range).await
 }

@@ -146,6 +146,21 @@ async fn whole_task_life_with_task_credentials(backend: Backend) {
     assert_eq!(task["retries"], 5);
     assert_eq!(task["priority"], "lowest");
 
+    // claim bodies the schema refuses claim nothing: every error is listed
+    let mut extra = worker_body(1);
+    extra["x"] = json!(1);
+    extra["tasks"] = json!(33);
+    extra["workerId"] = json!("no spaces");
+    let err = q.claimWork(&queue, &extra).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(400), "{err:#}");
+    let text = format!("{err:#}");
+    for says in [
+        "additional properties: \"x\"",
+        "data.tasks should be <= 32",
+        "data.workerId should match pattern",
+    ] {
+        assert!(text.contains(says), "{says}: {text}");
+    }
     let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
     let item = &claim["tasks"][0];
     assert_eq!(item["status"]["taskId"], task_id.as_str());
@@ -224,6 +239,41 @@ async fn whole_task_life_with_task_credentials(backend: Backend) {
             .unwrap_err();
         assert_eq!(status_of(&bad_type), Some(400), "{bad_type:#}");
     }
+    // an upload with a Content-Encoding (generic-worker gzips its logs) is served with it,
+    // as S3 keeps it
+    let gz = worker
+        .createArtifact(
+            &task_id,
+            "0",
+            "public/logs/live_backing.log",
+            &json!({ "storageType": "s3", "contentType": "text/plain", "expires": expires }),
+        )
+        .await
+        .unwrap();
+    let gzipped: &[u8] = b"\x1f\x8b\x08\x00 pretend gzip";
+    let put = http
+        .put(gz["putUrl"].as_str().unwrap())
+        .header("content-type", "text/plain")
+        .header("content-encoding", "gzip")
+        .body(gzipped)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let content = q
+        .artifact(&task_id, "0", "public/logs/live_backing.log")
+        .await
+        .unwrap();
+    // (a client that leaves the encoding alone: the workspace's reqwest decodes gzip)
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let got = raw
+        .get(content["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.headers()["content-encoding"], "gzip");
+    assert_eq!(got.headers()["content-type"], "text/plain");
+    assert_eq!(&got.bytes().await.unwrap()[..], gzipped);
     // the task credentials cannot touch another task's run
     let other = slugid::nice();
     let denied = worker.reportCompleted(&other, "0").await.unwrap_err();
@@ -239,11 +289,43 @@ async fn whole_task_life_with_task_credentials(backend: Backend) {
         .await
         .unwrap();
     let url = content["url"].as_str().unwrap();
-    let body = http.get(url).send().await.unwrap().text().await.unwrap();
-    assert_eq!(body, "hello from the task");
+    let got = http.get(url).send().await.unwrap();
+    // the bytes as a storage service sends them: no encoding was given, and none of the API's
+    // CSP or caching headers, which would break an HTML artifact in a browser
+    assert!(got.headers().get("content-encoding").is_none());
+    assert!(got.headers().get("content-security-policy").is_none());
+    assert_eq!(got.headers()["access-control-allow-origin"], "*");
+    assert_eq!(got.text().await.unwrap(), "hello from the task");
+    // a byte range, as S3 serves one: 206 and those bytes; past the end, 416
+    let part = http
+        .get(url)
+        .header("range", "bytes=0-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 0-4/19");
+    assert_eq!(part.text().await.unwrap(), "hello");
+    let beyond = http
+        .get(url)
+        .header("range", "bytes=100-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status().as_u16(), 416);
+    assert_eq!(beyond.headers()["content-range"], "bytes */19");
     let listed = q.listArtifacts(&task_id, "0", None, None).await.unwrap();
-    assert_eq!(listed["artifacts"][0]["name"], "public/logs/live.log");
-    assert_eq!(listed["artifacts"].as_array().unwrap().len(), 1, "{listed}");
+    let names: Vec<&str> = listed["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["public/logs/live.log", "public/logs/live_backing.log"],
+        "{listed}"
+    );
     // a tampered signature is refused
     let bad = http.get(format!("{url}x")).send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 403);
@@ -806,6 +888,48 @@ async fn error_statuses_and_bodies(backend: Backend) {
         r.json::<Value>().await.unwrap(),
         json!({ "error": "Not found" })
     );
+    // a route asked with a method it does not take is unknown too: upstream has no 405
+    let r = http.delete(format!("{base}/ping")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({ "error": "Not found" })
+    );
+    // but OPTIONS, a browser's CORS preflight, is answered: 200, the route's methods, and
+    // the CORS headers
+    let r = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/task/{}/status", slugid::nice()),
+        )
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let allow = r.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET"), "{allow}");
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Authorization"));
+    // a trailing slash is optional on every route, as upstream's router has it
+    for path in [
+        format!("{base}/ping/"),
+        format!("{base}/provisioners/"),
+        format!("{base}/task-queues/"),
+        format!(
+            "{}/api/auth/v1/clients/static%2Ftaskcluster%2Froot/",
+            server.root_url
+        ),
+    ] {
+        let (status, body) = server
+            .root_call("GET", &path[server.root_url.len()..], &json!({}))
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
 
     // a body with hundreds of bad items: the message lists the first hundred
     let mut bad = task_def(&fresh_queue(), 600);
@@ -1016,6 +1140,29 @@ async fn error_statuses_and_bodies(backend: Backend) {
         );
         assert_eq!(body["requestInfo"]["method"], name, "{body}");
     }
+    // every problem of a query string is listed, a line each, in the order the keys came
+    let (status, body) = server
+        .root_call(
+            "GET",
+            &format!(
+                "/api/queue/v1/task-group/{}/list?limit=1&foo=1&limit=2&continuationToken=",
+                slugid::nice()
+            ),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    let lines: Vec<&str> = message.split("\n\n---").next().unwrap().lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "Query-string parameter: limit must be a string!",
+            "Query-string parameter: foo is not supported!",
+            "Query-string parameter: continuationToken=\"\" does not match expression: /./",
+        ],
+        "{body}"
+    );
     let status = q.status(&t).await.unwrap();
     assert_eq!(status["status"]["state"], "pending", "{status}");
     // refused credentials still answer 401 first, as upstream authenticates before it looks
@@ -1172,7 +1319,7 @@ async fn error_statuses_and_bodies(backend: Backend) {
             "\"a string\"",
             400,
             "MalformedPayload",
-            "Payload must be a JSON object or array",
+            "Failed to parse JSON: Must be an object or array",
         ),
         // even on a route that reads no body
         (
@@ -1224,7 +1371,7 @@ async fn error_statuses_and_bodies(backend: Backend) {
             def_text.as_str(),
             400,
             "MalformedPayload",
-            "Payload must be JSON with content-type: application/json",
+            "Payload must be JSON with content-type: application/json got content-type: text/plain",
         ),
         (
             root,
@@ -1234,7 +1381,7 @@ async fn error_statuses_and_bodies(backend: Backend) {
             "{}",
             400,
             "MalformedPayload",
-            "Payload must be JSON with content-type: application/json",
+            "Payload must be JSON with content-type: application/json got content-type: null",
         ),
         // an empty JSON body is `{}`, which the schema then refuses
         (
@@ -1260,6 +1407,15 @@ async fn error_statuses_and_bodies(backend: Backend) {
             reply["message"].as_str().unwrap().starts_with(start),
             "{reply}"
         );
+    }
+    // the body is echoed as upstream's parser left it: the text that did not parse, or the
+    // value that is not an object
+    for (sent, echoed) in [("{not json", json!("{not json")), ("42", json!(42))] {
+        let (got, reply) = server
+            .call_raw(root, "PUT", &fresh_task, json, sent.as_bytes())
+            .await;
+        assert_eq!(got, 400, "{reply}");
+        assert_eq!(reply["requestInfo"]["payload"], echoed, "{reply}");
     }
     // none of them created the task; the same definition as JSON does
     let err = q
@@ -1414,21 +1570,47 @@ async fn restart_keeps_acknowledged_tasks_and_claims_still_expire(backend: Backe
     assert_eq!(status["runs"][0]["reasonResolved"], "claim-expired");
     let counts = q.taskQueueCounts(&queue).await.unwrap();
     assert_eq!(counts["pendingTasks"], 20);
-    // the batch form: a queue named twice is answered twice, alike
-    let (status, body) = server
-        .root_call(
-            "POST",
-            "/api/queue/v1/task-queues/counts",
-            &json!({ "taskQueueIds": [queue, queue, "none/empty"] }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let rows = body["counts"].as_array().expect("counts");
-    assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0], rows[1]);
+    // the batch form, through the official client, under the key upstream's clients read
+    let body = q
+        .taskQueueCountsBatch(&json!({ "taskQueueIds": [queue, "none/empty"] }))
+        .await
+        .unwrap();
+    let rows = body["taskQueueCounts"].as_array().expect("taskQueueCounts");
+    assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["taskQueueId"], queue.as_str());
+    assert_eq!(rows[0]["provisionerId"], queue.split_once('/').unwrap().0);
+    assert_eq!(rows[0]["workerType"], queue.split_once('/').unwrap().1);
     assert_eq!(rows[0]["pendingTasks"], 20);
-    assert_eq!(rows[2]["pendingTasks"], 0);
+    assert_eq!(rows[0]["claimedTasks"], 0);
+    assert_eq!(rows[1]["pendingTasks"], 0);
+    // its schema: distinct, well-formed ids, and no other key
+    for (bad, says) in [
+        (
+            json!({ "taskQueueIds": [queue, queue] }),
+            "items ## 1 and 0 are identical",
+        ),
+        (
+            json!({ "taskQueueIds": ["no-slash"] }),
+            "data.taskQueueIds[0] should match pattern",
+        ),
+        (
+            json!({ "taskQueueIds": [7] }),
+            "data.taskQueueIds[0] should be string",
+        ),
+        (
+            json!({ "taskQueueIds": [], "x": 1 }),
+            "additional properties",
+        ),
+        (json!({}), "required property 'taskQueueIds'"),
+    ] {
+        let (status, body) = server
+            .root_call("POST", "/api/queue/v1/task-queues/counts", &bad)
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["code"], "InputValidationError", "{bad}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(says), "{bad}: {message}");
+    }
 }
 
 async fn declare_worker_creates_and_extends_but_never_shortens(backend: Backend) {
@@ -1630,6 +1812,8 @@ async fn every_answer_carries_taskclusters_headers() {
             None,
         ),
         ("/api/auth/v1/ping", 200, Some("other-trace")),
+        // an empty trace id is none: a new one is made
+        ("/api/auth/v1/ping", 200, Some("")),
     ] {
         let response = get(path, trace).await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{path}");
@@ -1651,7 +1835,7 @@ async fn every_answer_carries_taskclusters_headers() {
             "{path}"
         );
         let echoed = header("x-for-trace-id").unwrap();
-        match trace {
+        match trace.filter(|t| !t.is_empty()) {
             Some(trace) => assert_eq!(echoed, trace, "{path}"),
             None => assert!(is_uuid(&echoed), "{path}: {echoed}"),
         }
@@ -1661,7 +1845,7 @@ async fn every_answer_carries_taskclusters_headers() {
     }
     request_ids.sort();
     request_ids.dedup();
-    assert_eq!(request_ids.len(), 4, "a new request id each time");
+    assert_eq!(request_ids.len(), 5, "a new request id each time");
 
     // /metrics is outside the API: plain text, none of the API's headers, and timed
     let before = sample(
@@ -1804,6 +1988,27 @@ async fn worker_views_claim_task_and_latest_artifacts() {
     assert_eq!(listed, q.listArtifacts(id, "0", None, None).await.unwrap());
     let err = q.getLatestArtifact(id, "public/broken").await.unwrap_err();
     assert_eq!(status_of(&err), Some(424), "{err}");
+    // URL parameters are checked before the handler's scope check and before the task is
+    // loaded: a bad taskId is 400 even without credentials, a bad runId 400 on any task
+    let r = reqwest::get(format!(
+        "{}/api/queue/v1/task/not-a-slug/artifacts/private/x",
+        server.root_url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let (status, body) = server
+        .root_call(
+            "GET",
+            &format!("/api/queue/v1/task/{}/runs/abc/artifacts", slugid::nice()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("InvalidRequestArguments")),
+        "{body}"
+    );
     let err = q.latestArtifactInfo(id, "public/none").await.unwrap_err();
     assert_eq!(status_of(&err), Some(404), "{err}");
     // its content response (200), also through a link to it
@@ -1839,6 +2044,15 @@ async fn worker_views_claim_task_and_latest_artifacts() {
     assert_eq!(listed[0]["taskQueueId"], queue.as_str());
     let got = q.getTaskQueue(&queue).await.unwrap();
     assert_eq!(got["taskQueueId"], queue.as_str(), "{got}");
+    // a worker type named like a sub-resource is a task queue of its own: clients send the
+    // id as one encoded segment
+    let named = format!("{p}/pending");
+    q.createTask(&slugid::nice(), &task_def(&named, 600))
+        .await
+        .unwrap();
+    q.claimWork(&named, &worker_body(1)).await.unwrap();
+    let got = q.getTaskQueue(&named).await.unwrap();
+    assert_eq!(got["taskQueueId"], named.as_str(), "{got}");
     let queues = q.listTaskQueues(None, None).await.unwrap();
     assert!(
         queues["taskQueues"]
@@ -1879,6 +2093,23 @@ async fn worker_views_claim_task_and_latest_artifacts() {
         .await
         .unwrap();
     assert!(quarantined["quarantineUntil"].is_string(), "{quarantined}");
+    // the request schema: no other key, the date required, the note a string
+    for bad in [
+        json!({ "quarantineUntil": until, "extra": 1 }),
+        json!({ "quarantineInfo": "no date" }),
+        json!({ "quarantineUntil": until, "quarantineInfo": 5 }),
+    ] {
+        let err = q
+            .quarantineWorker(p, w, "g1", "w1", &bad)
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&err), Some(400), "{bad}: {err:#}");
+    }
+    let err = q
+        .listWorkers(p, w, None, None, Some("yes"))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err), Some(400), "{err:#}");
     for (filter, count) in [("true", 1), ("false", 0)] {
         let listed = q.listWorkers(p, w, None, None, Some(filter)).await.unwrap();
         assert_eq!(

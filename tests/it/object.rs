@@ -108,6 +108,34 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
             .await
             .unwrap_err();
         assert_eq!(status_of(&early), Some(400));
+        assert!(
+            format!("{early:#}").contains("Object storing artifact data does not exist"),
+            "{early:#}"
+        );
+        // a wrong upload id is refused first, before the object is looked for
+        let wrong = worker
+            .finishArtifact(&task_id, "0", name, &json!({ "uploadId": slugid::nice() }))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{wrong:#}").contains("given uploadId does not match that for the artifact"),
+            "{wrong:#}"
+        );
+        // and an artifact that does not exist is named in the 404
+        let none = worker
+            .finishArtifact(
+                &task_id,
+                "0",
+                "public/none",
+                &json!({ "uploadId": art["uploadId"] }),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&none), Some(404));
+        assert!(
+            format!("{none:#}").contains("name `public/none` not found"),
+            "{none:#}"
+        );
 
         upload(&server, &art, "application/x-test", &expires, data).await;
         // a repeated createArtifact answers the same upload id

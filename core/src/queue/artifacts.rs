@@ -163,7 +163,9 @@ pub fn finish_artifact(
         ));
     }
     if super::model::object_upload_id(*expected, || derived) != upload_id {
-        return Err(QueueError::Input("uploadId does not match".into()));
+        return Err(QueueError::Input(
+            "given uploadId does not match that for the artifact".into(),
+        ));
     }
     Ok(vec![QueueEvent::ArtifactFinished {
         task_id,

@@ -38,7 +38,7 @@ impl Payload {
         match self {
             Payload::Given(v) => v,
             Payload::Body { json, body, scrub } => {
-                let v = json_or_empty(json, &body);
+                let v = echoed(json, &body);
                 match scrub {
                     Some(f) => f(&v),
                     None => v,
@@ -155,7 +155,7 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
         Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
         Ok(_) => Err(ApiError::new(
             ErrorCode::MalformedPayload,
-            "Payload must be a JSON object or array",
+            "Failed to parse JSON: Must be an object or array",
         )),
         Err(e) => Err(ApiError::new(
             ErrorCode::MalformedPayload,
@@ -170,40 +170,59 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
 /// checked; any other body is ignored. Whether an endpoint wanted JSON is asked later
 /// (`input`), after authentication, URL parameters and the query string.
 #[derive(Debug, Default)]
-pub struct Body(Option<Value>);
+pub struct Body {
+    json: Option<Value>,
+    /// The request's `Content-Type`, which the wrong-type message quotes.
+    content_type: Option<String>,
+}
 
 /// Step 1, taken by the authentication layer for every request; handlers get the outcome
 /// from `Auth::body`.
 pub fn read_body(headers: &HeaderMap, body: &Bytes) -> Result<Body, ApiError> {
-    Ok(Body(if is_json(headers) {
-        Some(parse_json(body)?)
-    } else {
-        None
-    }))
+    if is_json(headers) {
+        return Ok(Body {
+            json: Some(parse_json(body)?),
+            content_type: None,
+        });
+    }
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned());
+    Ok(Body {
+        json: None,
+        content_type,
+    })
 }
 
 impl Body {
     /// Step 5 for an endpoint with an input schema: the body must have been sent as JSON.
     pub fn input(self) -> Result<Value, ApiError> {
-        self.0.ok_or_else(|| {
+        let content_type = self.content_type;
+        self.json.ok_or_else(|| {
+            // upstream fills `{{contentType}}` with the header, or `null` without one
+            let got = content_type.as_deref().unwrap_or("null");
             ApiError::new(
                 ErrorCode::MalformedPayload,
-                "Payload must be JSON with content-type: application/json",
+                format!("Payload must be JSON with content-type: application/json got content-type: {got}"),
             )
         })
     }
 
     /// For an endpoint without an input schema: the JSON body, or `{}`.
     pub fn or_empty(self) -> Value {
-        self.0.unwrap_or_else(|| json!({}))
+        self.json.unwrap_or_else(|| json!({}))
     }
 }
 
-/// The body when it is said to be JSON and is a JSON object or array, else `{}`.
-fn json_or_empty(json: bool, body: &Bytes) -> Value {
-    json.then(|| parse_json(body).ok())
-        .flatten()
-        .unwrap_or_else(|| json!({}))
+/// The body an error echoes, as upstream's body parser left it: `{}` unless it was sent as
+/// JSON and is not empty; then the parsed value, whatever it is, or the raw text that did
+/// not parse.
+fn echoed(json: bool, body: &Bytes) -> Value {
+    if !json || body.is_empty() {
+        return json!({});
+    }
+    serde_json::from_slice::<Value>(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
 pub const SLUGID_RE: &str =
@@ -258,7 +277,8 @@ pub fn object_with_only<'b>(
         return Err(ApiError::validation(
             schema,
             &[format!(
-                "data should NOT have additional properties ({extra})"
+                "data should NOT have additional properties: {}",
+                Value::from(extra.as_str())
             )],
         ));
     }
@@ -269,46 +289,54 @@ pub fn no_query(uri: &Uri) -> Result<(), ApiError> {
     query(uri, &[]).map(drop)
 }
 
-/// Query-string parameters, only those the endpoint declares (plus `bewit`).
+/// Query-string parameters, only those the endpoint declares (plus `bewit`). Every problem
+/// is reported, one line each, in the order the keys first appear, as upstream's query
+/// validator does.
 pub fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
+    // keys in order of first appearance, with how often each came
+    let mut keys: Vec<(String, usize)> = Vec::new();
     for (k, v) in url_pairs(uri.query().unwrap_or("")) {
+        match keys.iter_mut().find(|(seen, _)| *seen == k) {
+            Some((_, n)) => *n += 1,
+            None => keys.push((k.clone(), 1)),
+        }
+        out.entry(k).or_insert(v);
+    }
+    // upstream's patterns, in its words: a limit of digits, and on a listing paged by
+    // `limit`, a token of one character or more (/./; the Azure listings, which take no
+    // limit, accept any token, /^.*$/)
+    let paged = allowed.contains(&"limit");
+    let mut errors = Vec::new();
+    for (k, n) in &keys {
         if k == "bewit" {
             continue;
         }
         if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequestArguments,
-                format!("Query-string parameter: {k} is not supported!"),
-            ));
-        }
-        if out.insert(k.clone(), v).is_some() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequestArguments,
-                format!("Query-string parameter: {k} was given more than once"),
-            ));
-        }
-    }
-    // upstream's query checks, in its words: a limit of digits, and on a listing paged by
-    // `limit`, a token of one character or more (/./; the Azure listings, which take no
-    // limit, accept any token, /^.*$/)
-    if let Some(l) = out.get("limit") {
-        if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequestArguments,
-                format!(
+            errors.push(format!("Query-string parameter: {k} is not supported!"));
+        } else if *n > 1 {
+            errors.push(format!("Query-string parameter: {k} must be a string!"));
+        } else if k == "limit" {
+            let l = &out[k];
+            if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
+                errors.push(format!(
                     "Query-string parameter: limit=\"{l}\" does not match expression: /^[0-9]+$/"
-                ),
-            ));
+                ));
+            }
+        } else if k == "continuationToken" && paged && out[k].is_empty() {
+            errors.push(
+                "Query-string parameter: continuationToken=\"\" does not match expression: /./"
+                    .into(),
+            );
         }
     }
-    let paged = allowed.contains(&"limit");
-    if paged && out.get("continuationToken").is_some_and(String::is_empty) {
+    if !errors.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequestArguments,
-            "Query-string parameter: continuationToken=\"\" does not match expression: /./",
+            errors.join("\n"),
         ));
     }
+    out.remove("bewit");
     Ok(out)
 }
 

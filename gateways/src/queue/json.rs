@@ -212,7 +212,8 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
     for key in obj.keys() {
         if !CREATE_TASK_KEYS.contains(&key.as_str()) {
             c.fail(format!(
-                "data should NOT have additional properties: '{key}'"
+                "data should NOT have additional properties: {}",
+                Value::from(key.as_str())
             ));
         }
     }
@@ -333,7 +334,8 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
             for key in m.keys() {
                 if !["name", "description", "owner", "source"].contains(&key.as_str()) {
                     c.fail(format!(
-                        "data.metadata should NOT have additional properties: '{key}'"
+                        "data.metadata should NOT have additional properties: {}",
+                        Value::from(key.as_str())
                     ));
                 }
             }

@@ -4,6 +4,7 @@ pub mod artifacts;
 pub mod call;
 pub mod groups;
 pub mod json;
+pub mod queues;
 pub mod runs;
 pub mod tasks;
 pub mod workers;
@@ -15,6 +16,7 @@ use axum::routing::{get, post, put};
 pub fn routes(service: Mount) -> Mount {
     use artifacts as a;
     use groups as g;
+    use queues as q;
     use runs as r;
     use tasks as t;
     use workers as w;
@@ -52,10 +54,10 @@ pub fn routes(service: Mount) -> Mount {
         .route("/task/{taskId}/artifact-content/{*name}", get(a::latest_artifact))
         .route("/provisioners", get(w::list_provisioners))
         .route("/provisioners/{provisionerId}", get(w::get_provisioner))
-        .route("/pending/{*taskQueueId}", get(w::pending_tasks))
-        .route("/task-queues", get(w::list_task_queues))
-        .route("/task-queues/counts", post(w::task_queue_counts_batch))
-        .route("/task-queues/{*rest}", get(w::task_queue_routes))
+        .route("/pending/{*taskQueueId}", get(q::pending_tasks))
+        .route("/task-queues", get(q::list_task_queues))
+        .route("/task-queues/counts", post(q::task_queue_counts_batch))
+        .route("/task-queues/{*rest}", get(q::task_queue_routes))
         .route("/provisioners/{provisionerId}/worker-types", get(w::list_worker_types))
         .route("/provisioners/{provisionerId}/worker-types/{workerType}", get(w::get_worker_type))
         .route("/provisioners/{provisionerId}/worker-types/{workerType}/workers", get(w::list_workers))

@@ -1,7 +1,7 @@
 //! Run endpoints: claimWork, claimTask, reclaimTask and the three reports.
 
 use super::call::*;
-use super::json::TaskJson;
+use super::json::{Checks, TaskJson};
 use super::tasks::*;
 use crate::error::ApiError;
 use crate::hawk::{actor, Auth};
@@ -60,22 +60,70 @@ fn claim_json<'a>(st: &AppState, task: &'a Task, run_id: u32, with_task: bool) -
     }
 }
 
-fn worker_fields(body: &Value, schema: &str) -> Result<(String, String), ApiError> {
-    let get = |k: &str| {
-        body.get(k)
-            .and_then(|v| v.as_str())
-            .filter(|v| taskledger_core::ids::is_ident38(v))
-            .map(str::to_string)
+/// The worker of a claimWork or claimTask body, checked as their schemas do (an object of
+/// `workerGroup` and `workerId`, identifiers, and for claimWork `tasks`, 1 to 32, by default
+/// 1; nothing else), every error listed. The number of tasks is 1 for claimTask.
+fn claim_request(
+    body: &Value,
+    schema: &str,
+    with_tasks: bool,
+) -> Result<(String, String, usize), ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::validation(schema, &["data should be object".into()]))?;
+    let mut c = Checks::default();
+    for k in obj.keys() {
+        if k != "workerGroup" && k != "workerId" && !(with_tasks && k == "tasks") {
+            c.fail(format!(
+                "data should NOT have additional properties: {}",
+                Value::from(k.as_str())
+            ));
+        }
+    }
+    let ident = |c: &mut Checks, key: &str| -> Option<String> {
+        let v = c.string(obj, key, true)?;
+        let chars = v.chars().count();
+        if chars < 1 {
+            c.fail(format!(
+                "data.{key} should NOT be shorter than 1 characters"
+            ));
+        }
+        if chars > 38 {
+            c.fail(format!(
+                "data.{key} should NOT be longer than 38 characters"
+            ));
+        }
+        if !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            c.fail(format!(
+                "data.{key} should match pattern \"^([a-zA-Z0-9-_]*)$\""
+            ));
+        }
+        Some(v.to_string())
     };
-    match (get("workerGroup"), get("workerId")) {
-        (Some(g), Some(w)) => Ok((g, w)),
-        _ => Err(ApiError::validation(
-            schema,
-            &[
-                "data.workerGroup and data.workerId should match pattern \"^([a-zA-Z0-9-_]*)$\""
-                    .into(),
-            ],
-        )),
+    let group = ident(&mut c, "workerGroup");
+    let id = ident(&mut c, "workerId");
+    let mut tasks = 1;
+    if let Some(v) = obj.get("tasks").filter(|_| with_tasks) {
+        match v.as_f64() {
+            Some(n) if v.is_i64() || v.is_u64() || n.fract() == 0.0 => {
+                if n < 1.0 {
+                    c.fail("data.tasks should be >= 1".into());
+                } else if n > 32.0 {
+                    c.fail("data.tasks should be <= 32".into());
+                } else {
+                    tasks = n as usize;
+                }
+            }
+            _ => c.fail("data.tasks should be integer".into()),
+        }
+    }
+    c.finish(schema)?;
+    match (group, id) {
+        (Some(g), Some(w)) => Ok((g, w, tasks)),
+        _ => Err(ApiError::internal("checked worker fields are missing")),
     }
 }
 
@@ -96,19 +144,7 @@ pub async fn claim_work(
             no_query(&uri)?;
             let body = body.input()?;
             let schema = "/schemas/queue/v1/claim-work-request.json#";
-            let (wg, wi) = worker_fields(&body, schema)?;
-            let max = match body.get("tasks") {
-                None => 1,
-                Some(v) => match v.as_u64() {
-                    Some(n @ 1..=32) => n as usize,
-                    _ => {
-                        return Err(ApiError::validation(
-                            schema,
-                            &["data.tasks should be an integer from 1 to 32".into()],
-                        ))
-                    }
-                },
-            };
+            let (wg, wi, max) = claim_request(&body, schema, true)?;
             caller.require(&ScopeExpr::all(vec![
                 s(format!("queue:claim-work:{queue}")),
                 s(format!("queue:worker-id:{wg}/{wi}")),
@@ -170,8 +206,8 @@ pub async fn claim_task(
             let id = slug_param("taskId", &task_id)?;
             let run = run_param(&run_id)?;
             no_query(&uri)?;
-            let (wg, wi) =
-                worker_fields(&body.input()?, "/schemas/queue/v1/task-claim-request.json#")?;
+            let schema = "/schemas/queue/v1/task-claim-request.json#";
+            let (wg, wi, _) = claim_request(&body.input()?, schema, false)?;
             let t = load(&st, "claimTask", &id)?;
             caller.require(&ScopeExpr::all(vec![
                 s(format!("queue:claim-task:{}", t.definition.task_queue_id)),

@@ -1,8 +1,10 @@
-//! Task queues, provisioners, worker types, workers, counts and pending/claimed listings.
+//! Provisioners, worker types and workers: their listings and records, quarantine and
+//! declareWorker.
 
 use super::call::*;
-use super::json::task_json;
-use crate::error::ApiError;
+use super::json::Checks;
+use super::queues::{all_queues, offset_page, paged, s};
+use crate::error::{ApiError, ErrorCode};
 use crate::hawk::actor;
 use crate::hawk::Auth;
 use crate::AppState;
@@ -16,287 +18,10 @@ use std::sync::Arc;
 use taskledger_core::ids::TaskQueueId;
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::Millis;
-use taskledger_projections::queue_view::{ClaimRecord, TaskQueueRecord, WorkerRecord};
+use taskledger_projections::queue_view::{TaskQueueRecord, WorkerRecord};
 use taskledger_projections::{keys, QueueCommand, QueueView};
 
 type St = State<Arc<AppState>>;
-
-fn s(scope: String) -> ScopeExpr {
-    ScopeExpr::scope(scope)
-}
-
-fn counts(st: &AppState, q: &TaskQueueId) -> Result<(usize, usize), ApiError> {
-    let view = st.engine.view();
-    Ok((
-        view.count(keys::CF_PENDING, q.as_str())?,
-        view.count(keys::CF_CLAIMS, q.as_str())?,
-    ))
-}
-
-pub async fn pending_tasks(
-    uri: Uri,
-    State(st): St,
-    Extension(auth): Extension<Auth>,
-    Path(queue): Path<String>,
-) -> Response {
-    Call::new("pendingTasks", json!({ "taskQueueId": queue }))
-        .run(async {
-            auth.caller()?
-                .require(&s(format!("queue:pending-count:{queue}")))?;
-            let q = queue_param(&queue)?;
-            no_query(&uri)?;
-            let (pending, _) = counts(&st, &q)?;
-            Ok(ok(json!({
-                "provisionerId": q.provisioner_id(), "workerType": q.worker_type(),
-                "taskQueueId": q.as_str(), "pendingTasks": pending,
-            })))
-        })
-        .await
-}
-
-fn all_queues(st: &AppState) -> Result<Vec<(String, TaskQueueRecord)>, ApiError> {
-    let rows = st
-        .engine
-        .view()
-        .scan(keys::CF_TASK_QUEUES, b"", None, usize::MAX)?;
-    let now = Millis::now();
-    let mut out = Vec::new();
-    for (k, v) in rows {
-        let r: TaskQueueRecord = QueueView::decode(&v)?;
-        if r.expires > now {
-            out.push((String::from_utf8_lossy(&k).into_owned(), r));
-        }
-    }
-    Ok(out)
-}
-
-fn queue_json(id: &str, r: &TaskQueueRecord) -> Value {
-    json!({
-        "taskQueueId": id, "expires": r.expires.to_rfc3339(), "lastDateActive": r.last_date_active.to_rfc3339(),
-        "description": "", "stability": "experimental",
-    })
-}
-
-/// An offset page over an in-memory list; the token is the offset.
-fn offset_page<T: Clone>(
-    items: &[T],
-    q: &std::collections::HashMap<String, String>,
-) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let start = match decode_token(q)? {
-        Some(t) => String::from_utf8(t)
-            .ok()
-            .and_then(|t| t.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::input("Invalid continuation token"))?,
-        None => 0,
-    };
-    let lim = limit(q);
-    let page: Vec<T> = items.iter().skip(start).take(lim).cloned().collect();
-    // a client's token may be any number: the next page's start saturates
-    let next = start.saturating_add(lim);
-    let token = (next < items.len()).then(|| encode_token(next.to_string().as_bytes()));
-    Ok((page, token))
-}
-
-fn paged(mut v: Value, token: Option<String>) -> Response {
-    if let Some(t) = token {
-        v["continuationToken"] = json!(t);
-    }
-    ok(v)
-}
-
-pub async fn list_task_queues(
-    State(st): St,
-    Extension(auth): Extension<Auth>,
-    uri: Uri,
-) -> Response {
-    Call::new("listTaskQueues", json!({}))
-        .run(async {
-            auth.caller()?
-                .require(&s("queue:list-task-queues".into()))?;
-            let q = query(&uri, &["continuationToken", "limit"])?;
-            let queues: Vec<Value> = all_queues(&st)?
-                .iter()
-                .map(|(id, r)| queue_json(id, r))
-                .collect();
-            let (page, token) = offset_page(&queues, &q)?;
-            Ok(paged(json!({ "taskQueues": page }), token))
-        })
-        .await
-}
-
-/// `/task-queues/<rest>`: getTaskQueue, or the counts, pending and claimed sub-resources.
-pub async fn task_queue_routes(
-    State(st): St,
-    Extension(auth): Extension<Auth>,
-    Path(rest): Path<String>,
-    uri: Uri,
-) -> Response {
-    if let Some(queue) = rest.strip_suffix("/counts") {
-        let call = Call::new("taskQueueCounts", json!({ "taskQueueId": queue }));
-        return call.run(async {
-            auth.caller()?.require(&ScopeExpr::all(vec![
-                s(format!("queue:pending-count:{queue}")),
-                s(format!("queue:claimed-count:{queue}")),
-            ]))?;
-            let q = queue_param(queue)?;
-            no_query(&uri)?;
-            let (pending, claimed) = counts(&st, &q)?;
-            Ok(ok(json!({
-                "provisionerId": q.provisioner_id(), "workerType": q.worker_type(), "taskQueueId": q.as_str(),
-                "pendingTasks": pending, "claimedTasks": claimed,
-            })))
-        }).await;
-    }
-    if let Some(queue) = rest.strip_suffix("/pending") {
-        let list = QueueList {
-            name: "listPendingTasks",
-            scope: "pending-list",
-            cf: keys::CF_PENDING,
-            render: |t, run_id, _| {
-                let inserted = t
-                    .runs
-                    .get(run_id as usize)
-                    .map(|r| r.scheduled)
-                    .unwrap_or_default();
-                Ok(json!({
-                    "taskId": t.task_id.to_string(), "runId": run_id,
-                    "task": task_json(&t.definition), "inserted": inserted.to_rfc3339(),
-                }))
-            },
-        };
-        return list.answer(&st, &auth, &uri, queue).await;
-    }
-    if let Some(queue) = rest.strip_suffix("/claimed") {
-        let list = QueueList {
-            name: "listClaimedTasks",
-            scope: "claimed-list",
-            cf: keys::CF_CLAIMS,
-            render: |t, run_id, value| {
-                let c: ClaimRecord = QueueView::decode(value)?;
-                Ok(json!({
-                    "taskId": t.task_id.to_string(), "runId": run_id,
-                    "workerGroup": c.worker_group, "workerId": c.worker_id,
-                    "claimed": c.claimed.to_rfc3339(), "task": task_json(&t.definition),
-                }))
-            },
-        };
-        return list.answer(&st, &auth, &uri, queue).await;
-    }
-    Call::new("getTaskQueue", json!({ "taskQueueId": rest }))
-        .run(async {
-            auth.caller()?
-                .require(&s(format!("queue:get-task-queue:{rest}")))?;
-            let q = queue_param(&rest)?;
-            no_query(&uri)?;
-            let found = all_queues(&st)?
-                .into_iter()
-                .find(|(id, _)| id == q.as_str());
-            let (id, r) = found.ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "Task queue with `{q}` not found. Are you sure it was created?"
-                ))
-            })?;
-            Ok(ok(queue_json(&id, &r)))
-        })
-        .await
-}
-
-/// listPendingTasks and listClaimedTasks: a task queue's entries in one of the run index's
-/// column families, in key order, paged by key, each rendered with its task.
-struct QueueList {
-    name: &'static str,
-    /// `queue:<scope>:<taskQueueId>`
-    scope: &'static str,
-    cf: &'static str,
-    /// The entry of a task's run, from the task and the index entry's value.
-    render: fn(&taskledger_core::queue::Task, u32, &[u8]) -> Result<Value, ApiError>,
-}
-
-impl QueueList {
-    async fn answer(self, st: &AppState, auth: &Auth, uri: &Uri, queue: &str) -> Response {
-        let params = json!({ "taskQueueId": queue });
-        Call::new(self.name, params)
-            .run(async {
-                auth.caller()?
-                    .require(&s(format!("queue:{}:{queue}", self.scope)))?;
-                let q = queue_param(queue)?;
-                let qs = query(uri, &["continuationToken", "limit"])?;
-                let prefix = keys::queue_prefix(q.as_str());
-                // a token from elsewhere starts again too
-                let after = keyset_token(&qs).filter(|k| k.starts_with(&prefix));
-                let lim = limit(&qs);
-                let view = st.engine.view();
-                let rows = view.scan(self.cf, &prefix, after.as_deref(), lim + 1)?;
-                let mut out = Vec::new();
-                for (k, v) in rows.iter().take(lim) {
-                    let Some((task_id, run_id)) = keys::task_run_suffix(k) else {
-                        continue;
-                    };
-                    if let Some(t) = view.task(&task_id)? {
-                        out.push((self.render)(&t, run_id, v)?);
-                    }
-                }
-                let token = (rows.len() > lim).then(|| encode_token(&rows[lim - 1].0));
-                Ok(paged(json!({ "tasks": out }), token))
-            })
-            .await
-    }
-}
-
-pub async fn task_queue_counts_batch(
-    uri: Uri,
-    State(st): St,
-    Extension(auth): Extension<Auth>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    Call::new("taskQueueCountsBatch", json!({}))
-        .with_body(&headers, &body)
-        .run(async {
-            let body = auth.body()?;
-            let caller = auth.caller()?;
-            no_query(&uri)?;
-            let body = body.input()?;
-            let ids: Vec<String> = body
-                .get("taskQueueIds")
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .ok_or_else(|| {
-                    ApiError::validation(
-                        "/schemas/queue/v1/task-queue-counts-request.json#",
-                        &["data should have required property 'taskQueueIds'".into()],
-                    )
-                })?;
-            let mut required = Vec::new();
-            for id in &ids {
-                required.push(s(format!("queue:pending-count:{id}")));
-                required.push(s(format!("queue:claimed-count:{id}")));
-            }
-            caller.require(&ScopeExpr::all(required))?;
-            let mut out = Vec::new();
-            // a queue named twice is counted once
-            let mut counted: std::collections::HashMap<&str, (usize, usize)> =
-                std::collections::HashMap::new();
-            for id in &ids {
-                let (pending, claimed) = match counted.get(id.as_str()) {
-                    Some(c) => *c,
-                    None => {
-                        let c = counts(&st, &queue_param(id)?)?;
-                        *counted.entry(id.as_str()).or_insert(c)
-                    }
-                };
-                out.push(
-                    json!({ "taskQueueId": id, "pendingTasks": pending, "claimedTasks": claimed }),
-                );
-            }
-            Ok(ok(json!({ "counts": out })))
-        })
-        .await
-}
 
 /// Provisioners: the distinct first halves of live task queues.
 fn provisioners(st: &AppState) -> Result<BTreeMap<String, (Millis, Millis)>, ApiError> {
@@ -475,7 +200,17 @@ pub async fn list_workers(
         ident_param("workerType", &w)?;
         let q = query(&uri, &["continuationToken", "limit", "quarantined"])?;
         let now = Millis::now();
-        let want = q.get("quarantined").map(|v| v == "true");
+        let want = match q.get("quarantined").map(String::as_str) {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequestArguments,
+                    format!("Query-string parameter: quarantined=\"{other}\" does not match expression: /^(true|false)$/"),
+                ))
+            }
+        };
         let all: Vec<Value> = workers_of(&st, &format!("{p}/{w}"))?
             .iter()
             .filter(|(_, _, r)| want.is_none_or(|want| want == r.quarantined(now)) && r.live(now))
@@ -573,28 +308,7 @@ pub async fn quarantine_worker(
         worker_params(&p, &w, &g, &id)?;
         no_query(&uri)?;
         let body = body.input()?;
-        let schema = "/schemas/queue/v1/quarantine-worker-request.json#";
-        let until = body
-            .get("quarantineUntil")
-            .and_then(|v| v.as_str())
-            .and_then(Millis::parse_rfc3339)
-            .ok_or_else(|| {
-                ApiError::validation(
-                    schema,
-                    &["data.quarantineUntil should match format \"date-time\"".into()],
-                )
-            })?;
-        let info = body
-            .get("quarantineInfo")
-            .and_then(|v| v.as_str())
-            .unwrap_or("[unspecified]")
-            .to_string();
-        if info.chars().count() > 4000 {
-            return Err(ApiError::validation(
-                schema,
-                &["data.quarantineInfo should NOT be longer than 4000 characters".into()],
-            ));
-        }
+        let (until, info) = quarantine_request(&body)?;
         let not_found = || ApiError::not_found(worker_not_found(&p, &w, &g, &id));
         let queue = TaskQueueId::new(&p, &w).map_err(|_| not_found())?;
         if st.engine.view().worker(queue.as_str(), &g, &id)?.is_none() {
@@ -693,4 +407,37 @@ pub async fn declare_worker(
         Ok(ok(worker_full(&p, &w, &g, &id, &r)))
     })
     .await
+}
+
+/// quarantineWorker's body, checked as its schema does: an object of `quarantineUntil` (a
+/// date-time, required) and `quarantineInfo` (a string of at most 4,000 characters; upstream
+/// stores `[unspecified]` without one), every error listed.
+fn quarantine_request(body: &Value) -> Result<(Millis, String), ApiError> {
+    const SCHEMA: &str = "/schemas/queue/v1/quarantine-worker-request.json#";
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::validation(SCHEMA, &["data should be object".into()]))?;
+    let mut c = Checks::default();
+    for k in obj.keys() {
+        if k != "quarantineUntil" && k != "quarantineInfo" {
+            c.fail(format!(
+                "data should NOT have additional properties: {}",
+                Value::from(k.as_str())
+            ));
+        }
+    }
+    let until = c.string(obj, "quarantineUntil", true).and_then(|u| {
+        let t = Millis::parse_rfc3339(u);
+        if t.is_none() {
+            c.fail("data.quarantineUntil should match format \"date-time\"".into());
+        }
+        t
+    });
+    let info = c.string(obj, "quarantineInfo", false).map(str::to_string);
+    if info.as_ref().is_some_and(|i| i.chars().count() > 4000) {
+        c.fail("data.quarantineInfo should NOT be longer than 4000 characters".into());
+    }
+    c.finish(SCHEMA)?;
+    let until = until.ok_or_else(|| ApiError::internal("a checked date is missing"))?;
+    Ok((until, info.unwrap_or_else(|| "[unspecified]".into())))
 }

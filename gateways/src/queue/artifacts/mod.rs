@@ -20,12 +20,14 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use taskledger_core::ids::{Slug, TaskId};
 use taskledger_core::object::{ObjectCommand, OBJECT_TOPIC};
-use taskledger_core::queue::{object_upload_id, Artifact, ArtifactStorage, ErrorReason};
+use taskledger_core::queue::{
+    object_upload_id, Artifact, ArtifactStorage, ErrorReason, QueueError,
+};
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::{Millis, MINUTE};
 use taskledger_projections::keys::{self, Expiring};
 use taskledger_projections::object_view::OBJECT_PARTITION;
-use taskledger_projections::{ObjectEngineError, Outcome, QueueCommand};
+use taskledger_projections::{EngineError, ObjectEngineError, Outcome, QueueCommand};
 
 type St = State<Arc<AppState>>;
 
@@ -118,8 +120,10 @@ fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
     };
     for k in obj.keys() {
         if !allowed.is_empty() && !allowed.contains(&k.as_str()) {
-            c.errors
-                .push(format!("data should NOT have additional properties: '{k}'"));
+            c.errors.push(format!(
+                "data should NOT have additional properties: {}",
+                Value::from(k.as_str())
+            ));
         }
     }
     let content_length = match obj.get("contentLength") {
@@ -220,7 +224,10 @@ pub async fn delete_expired_bytes(blobs: &dyn object_store::ObjectStore, what: &
                 .collect()
                 .await
         }
-        Expiring::Artifact(task, run, name) => vec![Ok(blob_key(task, *run, name))],
+        Expiring::Artifact(task, run, name) => vec![
+            Ok(blob_key(task, *run, name)),
+            Ok(encoding_key(task, *run, name)),
+        ],
         Expiring::TaskGroup(_) => vec![],
     };
     for location in locations {
@@ -372,6 +379,7 @@ pub async fn finish_artifact(
         )))?;
         let id = slug_param("taskId", &task_id)?;
         let run = run_param(&run_id)?;
+        name_param(&name)?;
         no_query(&uri)?;
         let body = body.input()?;
         let upload_id = body
@@ -384,18 +392,30 @@ pub async fn finish_artifact(
                     &["data.uploadId should match the slugid pattern".into()],
                 )
             })?;
-        // an object artifact becomes present only once its upload finished
-        let awaiting_upload = st
-            .engine
-            .view()
-            .artifact(&id, run, &name)?
-            .is_some_and(|a| matches!(a.storage, ArtifactStorage::Object { .. }) && !a.present);
-        if awaiting_upload && !upload_finished(&st, &object_name(&id, run, &name)).await? {
-            return Err(ApiError::input(
-                "Object storing artifact data does not exist",
-            ));
-        }
         let derived_upload_id = blobs::derived_upload_id(&st, &id, run, &name);
+        // an object artifact becomes present only once its upload finished; as upstream, the
+        // upload id is compared before the object is looked for
+        if let Some(Artifact {
+            storage:
+                ArtifactStorage::Object {
+                    upload_id: expected,
+                    ..
+                },
+            present: false,
+            ..
+        }) = st.engine.view().artifact(&id, run, &name)?
+        {
+            if object_upload_id(expected, || derived_upload_id) != upload_id {
+                return Err(ApiError::input(UPLOAD_ID_MISMATCH));
+            }
+            if !upload_finished(&st, &object_name(&id, run, &name)).await? {
+                return Err(ApiError::input(
+                    "Object storing artifact data does not exist",
+                ));
+            }
+        }
+        let not_found =
+            format!("Artifact with taskId `{id}`, runId {run}, name `{name}` not found");
         st.engine
             .execute(
                 actor(caller),
@@ -407,11 +427,30 @@ pub async fn finish_artifact(
                     derived_upload_id,
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                // upstream looks up the artifact alone: no task, run or artifact is one 404
+                let missing = matches!(
+                    e,
+                    EngineError::Domain(
+                        QueueError::ArtifactNotFound
+                            | QueueError::TaskNotFound(_)
+                            | QueueError::RunNotFound { .. },
+                    )
+                );
+                if missing {
+                    ApiError::not_found(not_found)
+                } else {
+                    e.into()
+                }
+            })?;
         Ok(no_content())
     })
     .await
 }
+
+/// finishArtifact's answer to an upload id that is not the artifact's (upstream's words).
+pub const UPLOAD_ID_MISMATCH: &str = "given uploadId does not match that for the artifact";
 
 /// How long finishArtifact waits for this node's object projection to catch up with the
 /// object log before it calls an upload missing.
@@ -452,19 +491,50 @@ fn blob_target(uri: &Uri) -> Option<(String, TaskId, u32, String)> {
     Some((blob_canonical(&task, run, &name), task, run, name))
 }
 
+/// Where an `s3` artifact's `Content-Encoding` is kept, beside its bytes: under
+/// `<taskId>/<runId>.encoding/`, which no run's directory can be, and which goes with the
+/// task's bytes when the task expires.
+fn encoding_key(task: &TaskId, run: u32, name: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!(
+        "{task}/{run}.encoding/{}",
+        blobs::store_segment(name)
+    ))
+}
+
 /// Streams the request body into the blob store (no size cap beyond the disk: artifacts and
-/// task logs can be large).
-pub async fn put_blob(State(st): St, uri: Uri, body: axum::body::Body) -> Response {
+/// task logs can be large). A `Content-Encoding` the uploader sent (generic-worker gzips its
+/// logs) is kept and sent back with the bytes, as S3 does.
+pub async fn put_blob(
+    State(st): St,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let Some((path, task, run, name)) = blob_target(&uri) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if let Err(code) = blobs::check_signature(&st, "PUT", &path, &uri) {
         return code.into_response();
     }
-    blobs::written(blobs::write(&st, &blob_key(&task, run, &name), body).await)
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|e| Bytes::copy_from_slice(e.as_bytes()));
+    if let Err(e) = blobs::write(&st, &blob_key(&task, run, &name), body).await {
+        return blobs::written(Err(e));
+    }
+    let key = encoding_key(&task, run, &name);
+    let kept = match encoding {
+        Some(e) => st.blobs.as_ref().put(&key, e.into()).await.map(drop),
+        // a second upload without one leaves none
+        None => match st.blobs.as_ref().delete(&key).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            other => other,
+        },
+    };
+    blobs::written(kept.map_err(anyhow::Error::from))
 }
 
-pub async fn get_blob(State(st): St, uri: Uri) -> Response {
+pub async fn get_blob(State(st): St, uri: Uri, headers: HeaderMap) -> Response {
     let Some((path, task, run, name)) = blob_target(&uri) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -479,7 +549,28 @@ pub async fn get_blob(State(st): St, uri: Uri) -> Response {
         .flatten()
         .map(|a| a.content_type)
         .unwrap_or_else(|| "application/octet-stream".into());
-    blobs::serve(&st, &blob_key(&task, run, &name), content_type).await
+    let encoding = match st
+        .blobs
+        .as_ref()
+        .get(&encoding_key(&task, run, &name))
+        .await
+    {
+        Ok(stored) => stored
+            .bytes()
+            .await
+            .ok()
+            .and_then(|e| HeaderValue::from_bytes(&e).ok()),
+        Err(_) => None,
+    };
+    let range = blobs::byte_range(&headers);
+    let key = blob_key(&task, run, &name);
+    let mut response = blobs::serve(&st, &key, content_type, range).await;
+    if let Some(encoding) = encoding.filter(|_| response.status().is_success()) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, encoding);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -130,13 +130,14 @@ async fn get_artifact_inner(
     content: bool,
 ) -> Result<Response, ApiError> {
     let caller = auth.caller()?;
-    if run.is_none() {
-        caller.require(&ScopeExpr::scope(format!("queue:get-artifact:{name}")))?;
-    }
     name_param(name)?;
     let id = slug_param("taskId", task_id)?;
     let run = run.map(run_param).transpose()?;
     no_query(uri)?;
+    // the latest-run variant asks for the scope in its handler, before it looks up the task
+    if run.is_none() {
+        caller.require(&ScopeExpr::scope(format!("queue:get-artifact:{name}")))?;
+    }
     let run = match run {
         Some(r) => r,
         None => latest_run(st, &id)?,
@@ -236,6 +237,7 @@ async fn list_inner(
     };
     caller.require(&ScopeExpr::scope(scope))?;
     let id = slug_param("taskId", task_id)?;
+    let run = run.map(run_param).transpose()?;
     let q = query(uri, &["continuationToken", "limit"])?;
     let task = st
         .engine
@@ -243,7 +245,7 @@ async fn list_inner(
         .task(&id)?
         .ok_or_else(|| ApiError::not_found("Task not found"))?;
     let run = match run {
-        Some(r) => run_param(r)?,
+        Some(r) => r,
         None => latest_run(st, &id)?,
     };
     if task.runs.is_empty() {
