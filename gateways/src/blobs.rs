@@ -175,22 +175,54 @@ pub fn byte_range(headers: &HeaderMap) -> Option<GetRange> {
     }
 }
 
+/// The bytes of `range` in an object of `size` bytes, or None when it holds none of them
+/// (RFC 9110's unsatisfiable range: a start past the end, an empty suffix, an empty object).
+pub fn satisfiable(range: &GetRange, size: u64) -> Option<std::ops::Range<u64>> {
+    let r = match range {
+        GetRange::Bounded(r) => r.start..r.end.min(size),
+        GetRange::Offset(start) => *start..size,
+        GetRange::Suffix(n) => size - (*n).min(size)..size,
+    };
+    (r.start < r.end).then_some(r)
+}
+
 /// The stored bytes under `key` with `content_type`, or 404; with a `range`, those bytes
-/// (206), or 416 when none of them exist. The bytes are streamed from the store as the client
-/// reads them: an artifact may be gigabytes, and a signed URL may be fetched by many clients
-/// at once, so a download never holds the whole file in memory.
+/// (206), or 416 when the object holds none of them. The bytes are streamed from the store
+/// as the client reads them: an artifact may be gigabytes, and a signed URL may be fetched by
+/// many clients at once, so a download never holds the whole file in memory.
 pub async fn serve(
     st: &AppState,
     key: &object_store::path::Path,
     content_type: String,
     range: Option<GetRange>,
 ) -> Response {
-    let ranged = range.is_some();
+    let store = st.blobs.as_ref();
+    // a range is resolved against the size first, so that only a range the object cannot
+    // satisfy is a 416 and the store is asked for bytes it has
+    let range = match range {
+        None => None,
+        Some(asked) => match store.head(key).await {
+            Ok(meta) => match satisfiable(&asked, meta.size) {
+                Some(r) => Some(r),
+                None => {
+                    return (
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        [(header::CONTENT_RANGE, format!("bytes */{}", meta.size))],
+                    )
+                        .into_response()
+                }
+            },
+            Err(object_store::Error::NotFound { .. }) => {
+                return StatusCode::NOT_FOUND.into_response()
+            }
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
+    };
     let options = GetOptions {
-        range,
+        range: range.clone().map(GetRange::Bounded),
         ..GetOptions::default()
     };
-    match st.blobs.as_ref().get_opts(key, options).await {
+    match store.get_opts(key, options).await {
         Ok(r) => {
             let size = r.meta.size;
             let part = r.range.clone();
@@ -204,9 +236,9 @@ pub async fn serve(
                 axum::body::Body::from_stream(r.into_stream()),
             )
                 .into_response();
-            if ranged {
+            if range.is_some() {
                 *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-                let shown = format!("bytes {}-{}/{size}", part.start, part.end.saturating_sub(1));
+                let shown = format!("bytes {}-{}/{size}", part.start, part.end - 1);
                 if let Ok(v) = header::HeaderValue::from_str(&shown) {
                     response.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
@@ -214,16 +246,6 @@ pub async fn serve(
             response
         }
         Err(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
-        // a range past the end: 416, naming the size
-        Err(_) if ranged => match st.blobs.as_ref().head(key).await {
-            Ok(meta) => (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{}", meta.size))],
-            )
-                .into_response(),
-            Err(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND.into_response(),
-            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        },
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -253,6 +275,20 @@ mod tests {
             assert_eq!(range(whole), None, "{whole}");
         }
         assert_eq!(byte_range(&HeaderMap::new()), None);
+    }
+
+    /// A range is cut to the object; one holding none of its bytes is unsatisfiable.
+    #[test]
+    fn ranges_are_cut_to_the_object_or_unsatisfiable() {
+        assert_eq!(satisfiable(&GetRange::Bounded(0..5), 19), Some(0..5));
+        assert_eq!(satisfiable(&GetRange::Bounded(10..100), 19), Some(10..19));
+        assert_eq!(satisfiable(&GetRange::Offset(18), 19), Some(18..19));
+        assert_eq!(satisfiable(&GetRange::Suffix(3), 19), Some(16..19));
+        assert_eq!(satisfiable(&GetRange::Suffix(100), 19), Some(0..19));
+        assert_eq!(satisfiable(&GetRange::Bounded(19..20), 19), None);
+        assert_eq!(satisfiable(&GetRange::Offset(19), 19), None);
+        assert_eq!(satisfiable(&GetRange::Suffix(0), 19), None);
+        assert_eq!(satisfiable(&GetRange::Suffix(5), 0), None);
     }
 
     /// A derived upload id is a valid "nice" slugid, the same for the same artifact and key,

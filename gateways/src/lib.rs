@@ -247,14 +247,28 @@ impl Mount {
     }
 }
 
-/// Taskcluster's response headers on every answer, built at compile time. (`from_static`
-/// called at run time checks its text byte by byte on every answer, unless the optimiser
-/// happens to fold it: about 2,800 instructions a request in a build where it did not.)
 /// The CORS headers among `API_HEADERS`, which blob downloads carry too (a browser page may
-/// fetch an artifact); the others (no caching, a CSP that forbids every subresource, no
-/// sniffing) are the API's, and would break an HTML artifact opened in a browser.
+/// fetch an artifact). The API's others (no caching, a CSP that forbids every subresource)
+/// would break an HTML artifact opened in a browser; blobs get `BLOB_HEADERS` instead.
 const CORS: std::ops::Range<usize> = 1..6;
 
+/// What artifact and object bytes carry besides the CORS headers: they come from the API's
+/// origin (upstream serves them from a storage service's own), so a task's HTML runs in a
+/// sandbox, an origin of its own, and no type is sniffed.
+const BLOB_HEADERS: [(HeaderName, HeaderValue); 2] = [
+    (
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static("sandbox"),
+    ),
+    (
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    ),
+];
+
+/// Taskcluster's response headers on every API answer, built at compile time. (`from_static`
+/// called at run time checks its text byte by byte on every answer, unless the optimiser
+/// happens to fold it: about 2,800 instructions a request in a build where it did not.)
 const API_HEADERS: [(HeaderName, HeaderValue); 8] = [
     (
         HeaderName::from_static("cache-control"),
@@ -290,8 +304,10 @@ const API_HEADERS: [(HeaderName, HeaderValue); 8] = [
     ),
 ];
 
-/// Taskcluster's response headers on every answer (`API_HEADERS`, the trace id the request
-/// brought or a new one, a new request id), as a service around the application.
+/// Taskcluster's response headers on every answer (`API_HEADERS`, or for blob bytes the CORS
+/// ones and `BLOB_HEADERS`; the trace id the request brought or a new one, a new request id),
+/// as a service around the application. It also gives a route's missing method upstream's
+/// answer (`method_not_routed`).
 ///
 /// Written by hand, its future named rather than boxed: `axum::middleware::from_fn` would
 /// box a clone of the service below and two futures for each request.
@@ -370,6 +386,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for WithApiHeaders
         if *this.blob {
             for (k, v) in &API_HEADERS[CORS] {
                 h.insert(k, v.clone());
+            }
+            for (k, v) in BLOB_HEADERS {
+                h.insert(k, v);
             }
         } else {
             // Express's `res.json` names the charset

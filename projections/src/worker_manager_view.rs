@@ -194,50 +194,34 @@ impl WorkerManagerView {
 }
 
 impl WorkerManagerView {
-    /// The errors reported at or after `since`, of one pool (newest first: the scan stops
-    /// at the first older one) or of every pool (in key order).
-    pub fn errors_since(
+    /// The errors of `pools` reported at or after `since`, each pool's newest first. Each
+    /// pool's rows are read backwards from its newest and the scan stops at the first older
+    /// one (rows are in log order, which is the order of their times), so older errors are
+    /// never read.
+    pub fn errors_since<'p>(
         &self,
-        pool: Option<&str>,
+        pools: impl IntoIterator<Item = &'p str>,
         since: Millis,
     ) -> Result<Vec<PoolError>, StoreError> {
         let wm = cf(&self.db, keys::CF_WORKER_MANAGER)?;
         let mut out = Vec::new();
-        match pool {
-            Some(pool) => {
-                let prefix = keys::wm_error_prefix(pool);
-                let mut end = prefix.clone();
-                end.extend_from_slice(&[0xFF; 9]);
-                for item in self
-                    .db
-                    .iterator_cf(wm, IteratorMode::From(&end, Direction::Reverse))
-                {
-                    let (k, v) = item?;
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    let row: PoolError = codec::decode(&v)?;
-                    if row.reported < since {
-                        break;
-                    }
-                    out.push(row);
+        for pool in pools {
+            let prefix = keys::wm_error_prefix(pool);
+            let mut end = prefix.clone();
+            end.extend_from_slice(&[0xFF; 9]);
+            for item in self
+                .db
+                .iterator_cf(wm, IteratorMode::From(&end, Direction::Reverse))
+            {
+                let (k, v) = item?;
+                if !k.starts_with(&prefix) {
+                    break;
                 }
-            }
-            None => {
-                let prefix = keys::WM_ERROR_PREFIX;
-                for item in self
-                    .db
-                    .iterator_cf(wm, IteratorMode::From(prefix, Direction::Forward))
-                {
-                    let (k, v) = item?;
-                    if !k.starts_with(prefix) {
-                        break;
-                    }
-                    let row: PoolError = codec::decode(&v)?;
-                    if row.reported >= since {
-                        out.push(row);
-                    }
+                let row: PoolError = codec::decode(&v)?;
+                if row.reported < since {
+                    break;
                 }
+                out.push(row);
             }
         }
         Ok(out)
@@ -389,27 +373,19 @@ mod tests {
             let (rest, more) = view.errors("prov/wt", next, 1, |_| true).unwrap();
             assert_eq!(rest[0].error_id, Slug([0; 16]));
             assert!(more.is_none());
-            // the recent ones: of the pool newest first, of every pool in key order
+            // the recent ones, newest first; none of another pool, nor of a prefix of the id
             let ids = |errors: Vec<PoolError>| -> Vec<Slug> {
                 errors.into_iter().map(|e| e.error_id).collect()
             };
             let long_ago = Millis(0);
             assert_eq!(
-                ids(view.errors_since(Some("prov/wt"), long_ago).unwrap()),
+                ids(view.errors_since(["prov/wt"], long_ago).unwrap()),
                 [Slug([1; 16]), Slug([0; 16])]
             );
-            assert_eq!(
-                ids(view.errors_since(None, long_ago).unwrap()),
-                [Slug([0; 16]), Slug([1; 16])]
-            );
             let future = Millis::now().plus(taskledger_core::time::HOUR);
+            assert!(view.errors_since(["prov/wt"], future).unwrap().is_empty());
             assert!(view
-                .errors_since(Some("prov/wt"), future)
-                .unwrap()
-                .is_empty());
-            assert!(view.errors_since(None, future).unwrap().is_empty());
-            assert!(view
-                .errors_since(Some("other/pool"), long_ago)
+                .errors_since(["other/pool", "prov"], long_ago)
                 .unwrap()
                 .is_empty());
         }

@@ -290,10 +290,11 @@ async fn whole_task_life_with_task_credentials(backend: Backend) {
         .unwrap();
     let url = content["url"].as_str().unwrap();
     let got = http.get(url).send().await.unwrap();
-    // the bytes as a storage service sends them: no encoding was given, and none of the API's
-    // CSP or caching headers, which would break an HTML artifact in a browser
+    // the bytes as a storage service sends them: no encoding was given, and not the API's CSP
+    // (which forbids every subresource) but a sandbox, as they come from the API's origin
     assert!(got.headers().get("content-encoding").is_none());
-    assert!(got.headers().get("content-security-policy").is_none());
+    assert_eq!(got.headers()["content-security-policy"], "sandbox");
+    assert_eq!(got.headers()["x-content-type-options"], "nosniff");
     assert_eq!(got.headers()["access-control-allow-origin"], "*");
     assert_eq!(got.text().await.unwrap(), "hello from the task");
     // a byte range, as S3 serves one: 206 and those bytes; past the end, 416
@@ -930,6 +931,15 @@ async fn error_statuses_and_bodies(backend: Backend) {
             .await;
         assert_eq!(status, 200, "{path}: {body}");
     }
+    // getTaskQueue's id is one segment, so a slash after it is the optional one too
+    let (status, body) = server
+        .root_call("GET", "/api/queue/v1/task-queues/none%2Fempty/", &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("ResourceNotFound")),
+        "{body}"
+    );
 
     // a body with hundreds of bad items: the message lists the first hundred
     let mut bad = task_def(&fresh_queue(), 600);
@@ -1140,6 +1150,19 @@ async fn error_statuses_and_bodies(backend: Backend) {
         );
         assert_eq!(body["requestInfo"]["method"], name, "{body}");
     }
+    // a query string of very many bad keys gets a bounded message
+    let many: Vec<String> = (0..150).map(|i| format!("k{i}=1")).collect();
+    let (status, body) = server
+        .root_call(
+            "GET",
+            &format!("/api/queue/v1/ping?{}", many.join("&")),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("... and 50 more"), "{message}");
+    assert!(!message.contains("k149 "), "{message}");
     // every problem of a query string is listed, a line each, in the order the keys came
     let (status, body) = server
         .root_call(
@@ -1417,6 +1440,19 @@ async fn error_statuses_and_bodies(backend: Backend) {
         assert_eq!(got, 400, "{reply}");
         assert_eq!(reply["requestInfo"]["payload"], echoed, "{reply}");
     }
+    // a body that did not parse is not echoed where the call scrubs secrets from its body:
+    // the scrub cannot reach into text
+    let (got, reply) = server
+        .call_raw(
+            root,
+            "POST",
+            "/api/auth/v1/authenticate-hawk",
+            json,
+            b"{\"authorization\": \"Hawk id=x, mac=secret",
+        )
+        .await;
+    assert_eq!(got, 400, "{reply}");
+    assert_eq!(reply["requestInfo"]["payload"], json!({}), "{reply}");
     // none of them created the task; the same definition as JSON does
     let err = q
         .task(&fresh_task["/api/queue/v1/task/".len()..])

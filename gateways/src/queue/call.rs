@@ -40,7 +40,10 @@ impl Payload {
             Payload::Body { json, body, scrub } => {
                 let v = echoed(json, &body);
                 match scrub {
-                    Some(f) => f(&v),
+                    // what a scrub cannot reach into (text that did not parse, say) is not
+                    // echoed: it may hold the secret the scrub is for
+                    Some(f) if v.is_object() => f(&v),
+                    Some(_) => json!({}),
                     None => v,
                 }
             }
@@ -294,12 +297,16 @@ pub fn no_query(uri: &Uri) -> Result<(), ApiError> {
 /// validator does.
 pub fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
-    // keys in order of first appearance, with how often each came
+    // keys in order of first appearance, with how often each came (`seen`: where in `keys`)
     let mut keys: Vec<(String, usize)> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     for (k, v) in url_pairs(uri.query().unwrap_or("")) {
-        match keys.iter_mut().find(|(seen, _)| *seen == k) {
-            Some((_, n)) => *n += 1,
-            None => keys.push((k.clone(), 1)),
+        match seen.get(&k) {
+            Some(&i) => keys[i].1 += 1,
+            None => {
+                seen.insert(k.clone(), keys.len());
+                keys.push((k.clone(), 1));
+            }
         }
         out.entry(k).or_insert(v);
     }
@@ -331,6 +338,12 @@ pub fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, Api
         }
     }
     if !errors.is_empty() {
+        // a query string of thousands of bad keys gets a message of bounded size
+        let more = errors.len().saturating_sub(MAX_QUERY_ERRORS);
+        errors.truncate(MAX_QUERY_ERRORS);
+        if more > 0 {
+            errors.push(format!("... and {more} more"));
+        }
         return Err(ApiError::new(
             ErrorCode::InvalidRequestArguments,
             errors.join("\n"),
@@ -339,6 +352,9 @@ pub fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, Api
     out.remove("bewit");
     Ok(out)
 }
+
+/// Query-string problems a message lists.
+const MAX_QUERY_ERRORS: usize = 100;
 
 fn url_pairs(q: &str) -> Vec<(String, String)> {
     q.split('&')

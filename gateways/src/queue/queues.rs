@@ -128,6 +128,7 @@ pub async fn list_task_queues(
 /// `p/pending`, and only a raw `/counts`, `/pending` or `/claimed` after it is a sub-resource.
 fn sub_resource<'r>(uri: &Uri, rest: &'r str) -> Option<(&'r str, &'static str)> {
     let raw = uri.path().split_once("/task-queues/")?.1;
+    let raw = raw.strip_suffix('/').unwrap_or(raw);
     let (_, last) = raw.rsplit_once('/')?;
     let name = ["counts", "pending", "claimed"]
         .into_iter()
@@ -142,6 +143,8 @@ pub async fn task_queue_routes(
     Path(rest): Path<String>,
     uri: Uri,
 ) -> Response {
+    // one trailing `/` is optional, as on every route (the wildcard would keep it)
+    let rest = rest.strip_suffix('/').unwrap_or(&rest).to_string();
     let sub = sub_resource(&uri, &rest);
     if let Some((queue, "counts")) = sub {
         let call = Call::new("taskQueueCounts", json!({ "taskQueueId": queue }));

@@ -254,6 +254,7 @@ pub async fn delete_worker_pool(
 /// A `/worker-pool/<rest>` path's sub-resource: `<pool>/stats` or `<pool>/launch-configs`
 /// (a pool id has one `/`, so a third segment names one).
 fn sub_resource(id: &str) -> Option<(&str, &str)> {
+    let id = id.strip_suffix('/').unwrap_or(id);
     let (pool, last) = id.rsplit_once('/')?;
     (pool.contains('/') && (last == "stats" || last == "launch-configs")).then_some((pool, last))
 }
@@ -512,8 +513,8 @@ pub async fn list_worker_pool_errors(
         .await
 }
 
-/// workerPoolErrorStats: the last 7 days' errors of one pool (query `workerPoolId`) or of
-/// all, counted in total, per day (the 7 UTC days up to today), per hour (the 24 hours up to
+/// workerPoolErrorStats: the errors of the 7 UTC days up to today, of one pool (query
+/// `workerPoolId`) or of all, counted in total, per day, per hour (the 24 hours up to
 /// this one), per title, per `extra.code` (`other` without one), per launch configuration
 /// (where the error has one) and per pool. The day and hour keys are the buckets' starts in
 /// ISO form; upstream's keys are not documented (its clients read only the values, in order).
@@ -537,10 +538,15 @@ async fn worker_pool_error_stats(st: &AppState, auth: &Auth, uri: &Uri) -> Respo
                 "worker-manager:list-worker-pool-errors:{target}"
             )))?;
             let now = Millis::now();
-            let errors = st
-                .worker_manager
-                .view()
-                .errors_since((!pool.is_empty()).then_some(pool.as_str()), now.plus(-7 * DAY))?;
+            // the 7 UTC days up to today, so that the total is the days' sum
+            let since = Millis(now.0 - now.0.rem_euclid(DAY)).plus(-6 * DAY);
+            let view = st.worker_manager.view();
+            let pools: Vec<String> = if pool.is_empty() {
+                view.read(|s| s.pools.keys().map(|p| p.as_str().to_string()).collect())
+            } else {
+                vec![pool.clone()]
+            };
+            let errors = view.errors_since(pools.iter().map(String::as_str), since)?;
             Ok(ok(json!({
                 "workerPoolId": pool,
                 "totals": error_totals(&errors, now),

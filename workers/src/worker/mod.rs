@@ -391,7 +391,10 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
     let mut claim_not_before = tokio::time::Instant::now();
     let limit = ctx.config.number_of_tasks_to_run;
     loop {
-        while running.try_join_next().is_some() {}
+        while running.try_join_next().is_some() {
+            // a finished task frees a slot to claim for at once
+            claim_not_before = tokio::time::Instant::now();
+        }
         let requested = *stop.borrow();
         match requested {
             Stop::Now => {
@@ -493,7 +496,8 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                 continue;
             }
             _ = tokio::time::sleep_until(claim_not_before), if waiting_to_claim => continue,
-            _ = stop.changed() => continue,
+            // (a closed channel, no signal handler, disables this arm rather than spinning)
+            Ok(()) = stop.changed() => continue,
         };
         match claim {
             Ok(Ok(reply)) => {

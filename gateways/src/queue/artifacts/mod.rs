@@ -549,18 +549,20 @@ pub async fn get_blob(State(st): St, uri: Uri, headers: HeaderMap) -> Response {
         .flatten()
         .map(|a| a.content_type)
         .unwrap_or_else(|| "application/octet-stream".into());
-    let encoding = match st
+    // the stored encoding, or none; bytes whose encoding cannot be read are not served
+    // unlabelled
+    let stored = st
         .blobs
         .as_ref()
         .get(&encoding_key(&task, run, &name))
-        .await
-    {
-        Ok(stored) => stored
-            .bytes()
-            .await
-            .ok()
-            .and_then(|e| HeaderValue::from_bytes(&e).ok()),
-        Err(_) => None,
+        .await;
+    let encoding = match stored {
+        Ok(stored) => match stored.bytes().await {
+            Ok(e) => HeaderValue::from_bytes(&e).ok(),
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     let range = blobs::byte_range(&headers);
     let key = blob_key(&task, run, &name);
