@@ -406,6 +406,85 @@ async fn static_worker_registers_claims_work_and_is_removed() {
         .cloned()
         .unwrap();
     assert_eq!(mine["runningCount"], 1, "{mine}");
+    // listWorkers and getWorker: the queue's workers, joined with the worker-manager's; one
+    // that claimed work without being a worker of the pool is standalone
+    let (provisioner, worker_type) = pool.split_once('/').unwrap();
+    let root_queue = s.queue();
+    root_queue
+        .createTask(&slugid::nice(), &task_def(&pool, 600))
+        .await
+        .unwrap();
+    let lone = json!({ "workerGroup": "lone-group", "workerId": "lone", "tasks": 1 });
+    root_queue.claimWork(&pool, &lone).await.unwrap();
+    let workers = m
+        .listWorkers(provisioner, worker_type, None, None, None, None, None)
+        .await
+        .unwrap();
+    let find = |id: &str| {
+        workers["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["workerId"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {workers}"))
+    };
+    let managed = find(WORKER);
+    assert_eq!(managed["state"], "running", "{managed}");
+    assert_eq!(managed["providerId"], "static", "{managed}");
+    assert_eq!(managed["workerPoolId"], pool.as_str(), "{managed}");
+    assert!(managed["firstClaim"].is_string(), "{managed}");
+    let standalone = find("lone");
+    assert_eq!(standalone["state"], "standalone", "{standalone}");
+    assert_eq!(standalone["providerId"], "none", "{standalone}");
+    assert_eq!(standalone["capacity"], 0, "{standalone}");
+    let running = m
+        .listWorkers(
+            provisioner,
+            worker_type,
+            None,
+            None,
+            None,
+            None,
+            Some("running"),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&Value> = running["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["workerId"])
+        .collect();
+    assert_eq!(ids, [&json!(WORKER)], "{running}");
+    for (quarantined, state) in [(Some("maybe"), None), (None, Some("gone"))] {
+        let err = m
+            .listWorkers(
+                provisioner,
+                worker_type,
+                None,
+                None,
+                None,
+                quarantined,
+                state,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&err), Some(400), "{err:#}");
+    }
+    let one = m
+        .getWorker(provisioner, worker_type, GROUP, WORKER)
+        .await
+        .unwrap();
+    assert_eq!(one["state"], "running", "{one}");
+    assert_eq!(one["provisionerId"], provisioner, "{one}");
+    assert!(one["recentTasks"].is_array(), "{one}");
+    assert!(one.get("taskQueueId").is_none(), "{one}");
+    let missing = m
+        .getWorker(provisioner, worker_type, GROUP, "nobody")
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&missing), Some(404));
     assert_eq!(listed[0]["kind"], "disk-full");
     assert_eq!(
         listed[0]["extra"],

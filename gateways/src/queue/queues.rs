@@ -77,7 +77,7 @@ fn queue_json(id: &str, r: &TaskQueueRecord) -> Value {
 }
 
 /// An offset page over an in-memory list; the token is the offset.
-pub(super) fn offset_page<T: Clone>(
+pub(crate) fn offset_page<T: Clone>(
     items: &[T],
     q: &std::collections::HashMap<String, String>,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {

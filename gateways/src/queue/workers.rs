@@ -168,7 +168,7 @@ fn workers_of(st: &AppState, queue: &str) -> Result<Vec<(String, String, WorkerR
     Ok(out)
 }
 
-fn worker_summary(g: &str, id: &str, w: &WorkerRecord, now: Millis) -> Value {
+pub(crate) fn worker_summary(g: &str, id: &str, w: &WorkerRecord, now: Millis) -> Value {
     let mut v =
         json!({ "workerGroup": g, "workerId": id, "firstClaim": w.first_claim.to_rfc3339() });
     if let Some(l) = w.last_date_active {
@@ -200,26 +200,62 @@ pub async fn list_workers(
         ident_param("workerType", &w)?;
         let q = query(&uri, &["continuationToken", "limit", "quarantined"])?;
         let now = Millis::now();
-        let want = match q.get("quarantined").map(String::as_str) {
-            None => None,
-            Some("true") => Some(true),
-            Some("false") => Some(false),
-            Some(other) => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidRequestArguments,
-                    format!("Query-string parameter: quarantined=\"{other}\" does not match expression: /^(true|false)$/"),
-                ))
-            }
-        };
-        let all: Vec<Value> = workers_of(&st, &format!("{p}/{w}"))?
+        let want = quarantined_filter(&q)?;
+        let all: Vec<Value> = live_workers(&st, &p, &w, want, now)?
             .iter()
-            .filter(|(_, _, r)| want.is_none_or(|want| want == r.quarantined(now)) && r.live(now))
             .map(|(g, id, r)| worker_summary(g, id, r, now))
             .collect();
         let (page, token) = offset_page(&all, &q)?;
         Ok(paged(json!({ "workers": page }), token))
     })
     .await
+}
+
+/// The `quarantined` query value: `true`, `false` or absent.
+pub(crate) fn quarantined_filter(
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Option<bool>, ApiError> {
+    match q.get("quarantined").map(String::as_str) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(ApiError::new(
+            ErrorCode::InvalidRequestArguments,
+            format!("Query-string parameter: quarantined=\"{other}\" does not match expression: /^(true|false)$/"),
+        )),
+    }
+}
+
+/// The live workers of task queue `p/w` (quarantined or not, as `want` says), in (group, id)
+/// order: what listWorkers lists, in the queue and in the worker-manager.
+pub(crate) fn live_workers(
+    st: &AppState,
+    p: &str,
+    w: &str,
+    want: Option<bool>,
+    now: Millis,
+) -> Result<Vec<(String, String, WorkerRecord)>, ApiError> {
+    Ok(workers_of(st, &format!("{p}/{w}"))?
+        .into_iter()
+        .filter(|(_, _, r)| want.is_none_or(|want| want == r.quarantined(now)) && r.live(now))
+        .collect())
+}
+
+/// The worker getWorker shows, or None: a worker outlives its expiry while quarantined, but
+/// not its task queue's (as upstream).
+pub(crate) fn live_worker(
+    st: &AppState,
+    queue: &str,
+    g: &str,
+    id: &str,
+    now: Millis,
+) -> Result<Option<WorkerRecord>, ApiError> {
+    let view = st.engine.view();
+    let Some(r) = view.worker(queue, g, id)?.filter(|r| r.live(now)) else {
+        return Ok(None);
+    };
+    let queue_live = view.task_queue(queue)?.is_some_and(|q| q.expires > now);
+    Ok(queue_live.then_some(r))
 }
 
 /// A never-quarantined worker's `quarantineUntil`: upstream creates every worker with one ten
@@ -232,7 +268,7 @@ fn never_quarantined(first_claim: Millis) -> Millis {
         .map_or(first_claim, Millis::from)
 }
 
-fn worker_full(p: &str, w: &str, g: &str, id: &str, r: &WorkerRecord) -> Value {
+pub(crate) fn worker_full(p: &str, w: &str, g: &str, id: &str, r: &WorkerRecord) -> Value {
     let quarantine_until = r
         .quarantine_until
         .unwrap_or_else(|| never_quarantined(r.first_claim));
@@ -264,20 +300,8 @@ pub async fn get_worker(
             .require(&s(format!("queue:get-worker:{p}/{w}/{g}/{id}")))?;
         worker_params(&p, &w, &g, &id)?;
         no_query(&uri)?;
-        let now = Millis::now();
-        let queue = format!("{p}/{w}");
-        let view = st.engine.view();
-        // as upstream: a worker outlives its expiry while quarantined, but not its task queue's
-        let queue_live = || -> Result<bool, ApiError> {
-            Ok(view.task_queue(&queue)?.is_some_and(|r| r.expires > now))
-        };
-        let r = view
-            .worker(&queue, &g, &id)?
-            .filter(|r| r.live(now))
-            .map(|r| queue_live().map(|live| live.then_some(r)))
-            .transpose()?
-            .flatten()
-            .ok_or_else(|| {
+        let r =
+            live_worker(&st, &format!("{p}/{w}"), &g, &id, Millis::now())?.ok_or_else(|| {
                 ApiError::not_found(format!(
                     "{} Are you sure it was created?",
                     worker_not_found(&p, &w, &g, &id)
@@ -333,14 +357,14 @@ pub async fn quarantine_worker(
 }
 
 /// Upstream's 404 text for a worker (getWorker adds a question).
-fn worker_not_found(p: &str, w: &str, g: &str, id: &str) -> String {
+pub(crate) fn worker_not_found(p: &str, w: &str, g: &str, id: &str) -> String {
     format!(
         "Worker with workerId `{id}`, workerGroup `{g}`,worker-type `{w}` and provisionerId `{p}` not found."
     )
 }
 
 /// The four identifiers of a worker route, each 1 to 38 of `[a-zA-Z0-9-_]`.
-fn worker_params(p: &str, w: &str, g: &str, id: &str) -> Result<(), ApiError> {
+pub(crate) fn worker_params(p: &str, w: &str, g: &str, id: &str) -> Result<(), ApiError> {
     for (n, v) in [
         ("provisionerId", p),
         ("workerType", w),

@@ -3,12 +3,13 @@
 //! worker-pool errors (`pools`). Bodies and answers in `json`.
 //!
 //! Static pools have no launch configurations: their list is empty and their workers count
-//! under `unknown` in workerPoolStats. Left out: `listWorkers`/`getWorker` (the views merged
-//! with the queue's worker records), cloud providers and the expiry crons. (The Pulse
-//! messages are the bridge's.)
+//! under `unknown` in workerPoolStats. `listWorkers`/`getWorker` join the queue's worker
+//! records with these workers (`queue_workers`). Left out: cloud providers and the expiry
+//! crons. (The Pulse messages are the bridge's.)
 
 mod json;
 mod pools;
+mod queue_workers;
 mod register;
 mod workers;
 
@@ -45,6 +46,14 @@ pub fn routes(service: Mount) -> Mount {
                 .put(w::create_worker)
                 .post(w::update_worker)
                 .delete(w::remove_worker),
+        )
+        .route(
+            "/provisioners/{provisionerId}/worker-types/{workerType}/workers",
+            get(queue_workers::list_workers),
+        )
+        .route(
+            "/provisioners/{provisionerId}/worker-types/{workerType}/workers/{workerGroup}/{workerId}",
+            get(queue_workers::get_worker),
         )
         .route("/worker/register", post(register::register_worker))
         .route("/worker/reregister", post(register::reregister_worker))
