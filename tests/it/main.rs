@@ -513,6 +513,11 @@ async fn rerun_retry_and_cancel(backend: Backend) {
         "{running}"
     );
     assert_eq!(q.task(&t).await.unwrap()["priority"], "lowest");
+    // the task's one priority moves, in its definition too, as upstream's one row does
+    q.changeTaskPriority(&t, &json!({ "newPriority": "high" }))
+        .await
+        .unwrap();
+    assert_eq!(q.task(&t).await.unwrap()["priority"], "high");
     let s = q
         .reportException(&t, "0", &json!({ "reason": "worker-shutdown" }))
         .await

@@ -143,7 +143,14 @@ pub fn create_task(
         }
     }
     if let Some(task) = existing {
-        return if task.definition == def {
+        // as upstream compares its row: the definition with the task's current priority
+        let same = task.definition.priority == task.priority && task.definition == def
+            || task.definition.priority != task.priority && {
+                let mut now_reads = task.definition.clone();
+                now_reads.priority = task.priority;
+                now_reads == def
+            };
+        return if same {
             Ok(repeated_definition(task, now))
         } else {
             Err(QueueError::Conflict(format!(
@@ -170,7 +177,13 @@ pub fn create_task(
         }),
     }
 
-    let mut missing = Vec::new();
+    // as upstream's dependency tracker: missing tasks first; only when none is missing, the
+    // ones that expire before this task's deadline (in the order given)
+    let missing: Vec<String> = dependencies
+        .iter()
+        .filter(|d| d.task_id != task_id && d.found.is_none())
+        .map(|d| d.task_id.to_string())
+        .collect();
     let mut expiring = Vec::new();
     let mut unsatisfied = Vec::new();
     for dep in dependencies {
@@ -179,28 +192,29 @@ pub fn create_task(
             continue;
         }
         match dep.found {
-            None => missing.push(dep.task_id.to_string()),
             Some(state) if state.expires < def.deadline => expiring.push(dep.task_id.to_string()),
-            Some(state) => {
-                if !state.resolution.is_some_and(|r| satisfies(def.requires, r)) {
-                    unsatisfied.push(dep.task_id);
-                }
+            Some(state) if !state.resolution.is_some_and(|r| satisfies(def.requires, r)) => {
+                unsatisfied.push(dep.task_id)
             }
+            None | Some(_) => {}
         }
     }
+    if !missing.is_empty() {
+        expiring.clear();
+    }
     if !missing.is_empty() || !expiring.is_empty() {
-        let mut msg = String::from("Task could not be created due to dependency problems.\n");
+        let mut msg = String::new();
         if !missing.is_empty() {
-            msg.push_str(&format!(
-                "The following tasks do not exist (missingTaskDependencies): {}\n",
-                missing.join(", ")
-            ));
+            msg.push_str("`task.dependencies` references non-existing tasks: \n");
+            let items: Vec<String> = missing.iter().map(|t| format!(" * {t}")).collect();
+            msg.push_str(&items.join("\n"));
+            msg.push_str("\nAll taskIds in `task.dependencies` **must** exist\nbefore the task is created.\n");
         }
         if !expiring.is_empty() {
-            msg.push_str(&format!(
-                "The following tasks expire before this task's deadline (expiringTaskDependencies): {}\n",
-                expiring.join(", ")
-            ));
+            msg.push_str("`task.dependencies` references tasks that expires\nbefore `task.deadline` this is not allowed, see tasks: \n");
+            let items: Vec<String> = expiring.iter().map(|t| format!(" * {t},")).collect();
+            msg.push_str(&items.join("\n"));
+            msg.push_str("\nAll taskIds in `task.dependencies` **must** have\n`task.expires` greater than the `deadline` for this task.\n");
         }
         return Err(QueueError::Input(msg));
     }

@@ -135,6 +135,34 @@ fn create_is_idempotent_and_conflicts_on_other_definition() {
     other.retries = 3;
     let err = create_task(Some(&t), None, &[], tid(1), other, NOW, &Limits::default());
     assert!(matches!(err, Err(QueueError::Conflict(_))));
+    // after a priority change the task reads with its new priority, as upstream's one row
+    // does: the original body conflicts, the body with the new priority is the same task
+    let mut moved = t.clone();
+    moved.apply(&change_priority(&t, Priority::High, false, NOW).unwrap()[0]);
+    let original = create_task(
+        Some(&moved),
+        None,
+        &[],
+        tid(1),
+        definition(tid(1)),
+        NOW,
+        &Limits::default(),
+    );
+    assert!(matches!(original, Err(QueueError::Conflict(_))));
+    let mut now_reads = definition(tid(1));
+    now_reads.priority = Priority::High;
+    check(
+        create_task(
+            Some(&moved),
+            None,
+            &[],
+            tid(1),
+            now_reads,
+            NOW,
+            &Limits::default(),
+        ),
+        &["Repeated", "Repeated"],
+    );
 }
 
 #[test]
@@ -328,9 +356,36 @@ fn missing_and_expiring_dependencies_are_input_errors() {
             }),
         },
     ];
-    let r = create_task(None, None, &views, tid(2), d, NOW, &Limits::default());
-    assert!(matches!(r, Err(QueueError::Input(m))
-        if m.contains("missingTaskDependencies") && m.contains("expiringTaskDependencies")));
+    // upstream's text; with a task missing, the expiring one is not named
+    let r = create_task(
+        None,
+        None,
+        &views,
+        tid(2),
+        d.clone(),
+        NOW,
+        &Limits::default(),
+    );
+    let Err(QueueError::Input(m)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        m,
+        format!(
+            "`task.dependencies` references non-existing tasks: \n * {}\nAll taskIds in `task.dependencies` **must** exist\nbefore the task is created.\n",
+            tid(1)
+        )
+    );
+    // without one missing, the expiring ones
+    let r = create_task(None, None, &views[1..], tid(2), d, NOW, &Limits::default());
+    let Err(QueueError::Input(m)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(
+        m.starts_with("`task.dependencies` references tasks that expires\n"),
+        "{m}"
+    );
+    assert!(m.contains(&format!(" * {},\n", tid(3))), "{m}");
 }
 
 #[test]

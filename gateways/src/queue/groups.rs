@@ -122,7 +122,7 @@ fn task_page(
     let mut out = Vec::new();
     for (_, id) in ids.iter().take(lim) {
         if let Some(t) = st.engine.view().task(id)? {
-            out.push(json!({ "status": status_json(&t), "task": task_json(&t.definition) }));
+            out.push(json!({ "status": status_json(&t), "task": task_json(&t) }));
         }
     }
     let token = if more {

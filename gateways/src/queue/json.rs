@@ -6,12 +6,23 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use taskledger_core::ids::{is_ident38, is_worker_type, Slug, TaskId, TaskQueueId};
-use taskledger_core::queue::{JsonText, Metadata, Priority, Requires, TaskDefinition};
+use taskledger_core::queue::{JsonText, Metadata, Priority, Requires, Task, TaskDefinition};
 use taskledger_core::time::Millis;
 
+use super::call::SLUGID_RE;
+
 /// A task definition as the API returns it (getTask, claimWork, ...), written straight from
-/// the definition. Keys come in sorted order, as a `serde_json::Value` object writes them.
-pub struct TaskJson<'a>(pub &'a TaskDefinition);
+/// the definition, with the task's current priority (upstream keeps one priority, which
+/// changeTaskPriority moves). Keys come in sorted order, as a `serde_json::Value` object
+/// writes them.
+pub struct TaskJson<'a>(pub &'a TaskDefinition, pub Priority);
+
+impl<'a> TaskJson<'a> {
+    /// A task's definition as it reads now.
+    pub fn of(task: &'a Task) -> TaskJson<'a> {
+        TaskJson(&task.definition, task.priority)
+    }
+}
 
 impl Serialize for TaskJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -36,7 +47,7 @@ impl Serialize for TaskJson<'_> {
             ]),
         )?;
         m.serialize_entry("payload", &Raw(&def.payload))?;
-        m.serialize_entry("priority", def.priority.as_str())?;
+        m.serialize_entry("priority", self.1.as_str())?;
         m.serialize_entry("projectId", &def.project_id)?;
         m.serialize_entry("provisionerId", def.task_queue_id.provisioner_id())?;
         m.serialize_entry("requires", def.requires.as_str())?;
@@ -84,8 +95,8 @@ impl<const N: usize> Serialize for Fields<'_, N> {
 }
 
 /// The same, as a `Value`, to embed in a reply built with `json!`.
-pub fn task_json(def: &TaskDefinition) -> Value {
-    serde_json::to_value(TaskJson(def)).unwrap_or(Value::Null)
+pub fn task_json(task: &Task) -> Value {
+    serde_json::to_value(TaskJson::of(task)).unwrap_or(Value::Null)
 }
 
 pub use taskledger_core::queue::json::{artifact_info, run_json, status_json};
@@ -106,17 +117,39 @@ impl Checks {
         key: &str,
         required: bool,
     ) -> Option<&'a str> {
+        self.string_in(obj, "data", key, required)
+    }
+    /// `string` of an object nested at `path` (`data.metadata`, say), named by that path.
+    pub fn string_in<'a>(
+        &mut self,
+        obj: &'a Map<String, Value>,
+        path: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<&'a str> {
         match obj.get(key) {
             None if required => {
-                self.fail(format!("data should have required property '{key}'"));
+                self.fail(format!("{path} should have required property '{key}'"));
                 None
             }
             None => None,
             Some(Value::String(s)) => Some(s),
             Some(_) => {
-                self.fail(format!("data.{key} should be string"));
+                self.fail(format!("{path}.{key} should be string"));
                 None
             }
+        }
+    }
+    /// JSON schema's `minLength`/`maxLength` (in characters) of the string at `path`.
+    pub fn length(&mut self, path: &str, v: &str, min: usize, max: usize) {
+        let n = v.chars().count();
+        if n < min {
+            self.fail(format!(
+                "{path} should NOT be shorter than {min} characters"
+            ));
+        }
+        if n > max {
+            self.fail(format!("{path} should NOT be longer than {max} characters"));
         }
     }
     pub fn finish(self, schema: &str) -> Result<(), ApiError> {
@@ -152,34 +185,41 @@ const CREATE_TASK_KEYS: &[&str] = &[
 
 pub const CREATE_TASK_SCHEMA: &str = "/schemas/queue/v1/create-task-request.json#";
 
+/// The strings of an array property, each with its index (items that are no string are
+/// errors), checked for `maxItems` and, if `unique`, `uniqueItems` (the validator scans from
+/// the end and names the later item first).
 fn string_list(
     c: &mut Checks,
     obj: &Map<String, Value>,
     key: &str,
     max_items: usize,
     unique: bool,
-) -> Vec<String> {
+) -> Vec<(usize, String)> {
     match obj.get(key) {
         None => vec![],
         Some(Value::Array(items)) => {
             let mut out = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 match item.as_str() {
-                    Some(s) => out.push(s.to_string()),
+                    Some(s) => out.push((i, s.to_string())),
                     None => c.fail(format!("data.{key}[{i}] should be string")),
                 }
             }
-            if out.len() > max_items {
+            if items.len() > max_items {
                 c.fail(format!(
                     "data.{key} should NOT have more than {max_items} items"
                 ));
             }
             if unique {
-                let mut sorted = out.clone();
-                sorted.sort();
-                sorted.dedup();
-                if sorted.len() != out.len() {
-                    c.fail(format!("data.{key} should NOT have duplicate items"));
+                let mut seen: std::collections::HashMap<&str, usize> =
+                    std::collections::HashMap::with_capacity(out.len());
+                for (i, item) in out.iter().rev() {
+                    if let Some(later) = seen.insert(item.as_str(), *i) {
+                        c.fail(format!(
+                            "data.{key} should NOT have duplicate items (items ## {later} and {i} are identical)"
+                        ));
+                        break;
+                    }
                 }
             }
             out
@@ -241,18 +281,21 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         .string(obj, "schedulerId", false)
         .unwrap_or("-")
         .to_string();
-    if !is_ident38(&scheduler_id) {
+    c.length("data.schedulerId", &scheduler_id, 1, 38);
+    if !scheduler_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         c.fail("data.schedulerId should match pattern \"^([a-zA-Z0-9-_]*)$\"".into());
     }
     let project_id = c
         .string(obj, "projectId", false)
         .unwrap_or("none")
         .to_string();
-    if project_id.is_empty()
-        || project_id.len() > 500
-        || !project_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
+    c.length("data.projectId", &project_id, 1, 500);
+    if !project_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
     {
         c.fail("data.projectId should match pattern \"^([a-zA-Z0-9._/-]*)$\"".into());
     }
@@ -261,18 +304,20 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         Some(g) => match g.parse::<Slug>() {
             Ok(g) => Some(g),
             Err(_) => {
-                c.fail("data.taskGroupId should match the slugid pattern".into());
+                c.fail(format!(
+                    "data.taskGroupId should match pattern \"{SLUGID_RE}\""
+                ));
                 None
             }
         },
     };
     let deps_text = string_list(&mut c, obj, "dependencies", 10000, true);
     let mut dependencies = Vec::new();
-    for d in &deps_text {
+    for (i, d) in &deps_text {
         match d.parse::<Slug>() {
             Ok(d) => dependencies.push(d),
             Err(_) => c.fail(format!(
-                "data.dependencies item `{d}` should match the slugid pattern"
+                "data.dependencies[{i}] should match pattern \"{SLUGID_RE}\""
             )),
         }
     }
@@ -284,12 +329,10 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         }),
     };
     let routes = string_list(&mut c, obj, "routes", 64, true);
-    if routes
-        .iter()
-        .any(|r| r.is_empty() || r.chars().count() > 249)
-    {
-        c.fail("data.routes items should be 1 to 249 characters".into());
+    for (i, r) in &routes {
+        c.length(&format!("data.routes[{i}]"), r, 1, 249);
     }
+    let routes: Vec<String> = routes.into_iter().map(|(_, r)| r).collect();
     let priority = match c.string(obj, "priority", false) {
         // upstream still accepts the old default, `normal`, and stores it as `lowest`
         None | Some("normal") => Priority::Lowest,
@@ -298,12 +341,21 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
             Priority::Lowest
         }),
     };
+    // an integer as JSON schema reads one: `3.0` is 3
     let retries = match obj.get("retries") {
         None => 5,
-        Some(v) => match v.as_u64() {
-            Some(n) if n <= 49 => n as u32,
-            _ => {
-                c.fail("data.retries should be an integer from 0 to 49".into());
+        Some(v) => match v.as_f64().filter(|n| n.fract() == 0.0) {
+            Some(n) if n < 0.0 => {
+                c.fail("data.retries should be >= 0".into());
+                0
+            }
+            Some(n) if n > 49.0 => {
+                c.fail("data.retries should be <= 49".into());
+                0
+            }
+            Some(n) => n as u32,
+            None => {
+                c.fail("data.retries should be integer".into());
                 0
             }
         },
@@ -312,12 +364,14 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
     let deadline = date(&mut c, obj, "deadline", true);
     let expires = date(&mut c, obj, "expires", false);
     let scopes = string_list(&mut c, obj, "scopes", usize::MAX, false);
-    if scopes
-        .iter()
-        .any(|s| !taskledger_core::scopes::is_valid_scope(s))
-    {
-        c.fail("data.scopes items should be printable ASCII".into());
+    for (i, scope) in &scopes {
+        if !taskledger_core::scopes::is_valid_scope(scope) {
+            c.fail(format!(
+                "data.scopes[{i}] should match pattern \"^[\\x20-\\x7e]*$\""
+            ));
+        }
     }
+    let scopes: Vec<String> = scopes.into_iter().map(|(_, s)| s).collect();
     let payload = match obj.get("payload") {
         Some(v @ Value::Object(_)) => JsonText(js_text(v)),
         Some(_) => {
@@ -340,25 +394,32 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
                 }
             }
             let mut field = |k: &str, max: usize| {
-                let v = c.string(m, k, true).unwrap_or("").to_string();
+                let v = c.string_in(m, "data.metadata", k, true);
                 // JSON Schema counts characters, not bytes
-                if v.chars().count() > max {
-                    c.fail(format!(
-                        "data.metadata.{k} should NOT be longer than {max} characters"
-                    ));
+                if let Some(v) = v {
+                    c.length(&format!("data.metadata.{k}"), v, 0, max);
                 }
-                v
+                v.map(str::to_string)
             };
+            let (name, description, owner, source) = (
+                field("name", 255),
+                field("description", 32768),
+                field("owner", 255),
+                field("source", 4096),
+            );
+            // a pattern applies to strings only: a source of another type has its type error
+            let src_ok = source.as_deref().is_none_or(|src| {
+                ["http://", "https://", "ssh://", "git@"]
+                    .iter()
+                    .any(|p| src.starts_with(p))
+            });
             let md = Metadata {
-                name: field("name", 255),
-                description: field("description", 32768),
-                owner: field("owner", 255),
-                source: field("source", 4096),
+                name: name.unwrap_or_default(),
+                description: description.unwrap_or_default(),
+                owner: owner.unwrap_or_default(),
+                source: source.unwrap_or_default(),
             };
-            let src_ok = ["http://", "https://", "ssh://", "git@"]
-                .iter()
-                .any(|p| md.source.starts_with(p));
-            if m.contains_key("source") && !src_ok {
+            if !src_ok {
                 c.fail(
                     "data.metadata.source should match pattern \"^(https?|ssh)://|^git@\"".into(),
                 );
@@ -377,10 +438,16 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
     let tags = match obj.get("tags") {
         None => JsonText("{}".into()),
         Some(Value::Object(t)) => {
-            if t.values()
-                .any(|v| v.as_str().is_none_or(|s| s.chars().count() > 4096))
-            {
-                c.fail("data.tags values should be strings of at most 4096 characters".into());
+            for (k, v) in t {
+                // a property chosen at run time is named in brackets
+                let path = format!(
+                    "data.tags['{}']",
+                    k.replace('\\', "\\\\").replace('\'', "\\'")
+                );
+                match v.as_str() {
+                    Some(v) => c.length(&path, v, 0, 4096),
+                    None => c.fail(format!("{path} should be string")),
+                }
             }
             JsonText(Value::Object(t.clone()).to_string())
         }
@@ -493,6 +560,7 @@ fn integral_floats_to_integers(v: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn integral_floats_read_back_as_javascript_prints_them() {
@@ -502,7 +570,7 @@ mod tests {
         floats["payload"]["n"] = serde_json::from_str("[1.0, -0.0, 2.5, 1e3, 1e300]").unwrap();
         floats["extra"]["n"] = serde_json::from_str("4.0").unwrap();
         let def = parse_task_definition(&floats, task_id).unwrap();
-        let back = task_json(&def);
+        let back = serde_json::to_value(TaskJson(&def, def.priority)).unwrap();
         assert_eq!(back["payload"]["n"].to_string(), "[1,0,2.5,1000,1e+300]");
         assert_eq!(back["extra"]["n"].to_string(), "4");
         // the same definition as the one written with integers
@@ -523,6 +591,73 @@ mod tests {
         assert!(parse_task_definition(&body, task_id).is_err());
     }
 
+    /// The validator's texts, paths and indices for what the create-task schema refuses.
+    #[test]
+    fn schema_errors_read_as_the_validator_writes_them() {
+        let task_id: TaskId = "dF0sBQCkRCKB1n4EJM2kpw".parse().unwrap();
+        let refused = |change: Value| -> String {
+            let mut body: Value = serde_json::from_str(FULL).unwrap();
+            for (k, v) in change.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            match parse_task_definition(&body, task_id) {
+                Ok(_) => panic!("{change} was taken"),
+                Err(e) => e.message,
+            }
+        };
+        for (change, says) in [
+            (json!({ "retries": 50 }), "data.retries should be <= 49"),
+            (json!({ "retries": 1.5 }), "data.retries should be integer"),
+            (
+                json!({ "schedulerId": "" }),
+                "data.schedulerId should NOT be shorter than 1 characters",
+            ),
+            (
+                json!({ "projectId": "p".repeat(501) }),
+                "data.projectId should NOT be longer than 500 characters",
+            ),
+            (
+                json!({ "taskGroupId": "x" }),
+                "data.taskGroupId should match pattern \"^[A-Za-z0-9_-]{8}",
+            ),
+            (
+                json!({ "dependencies": ["fN1SbArXTPSVFNUvaOlinQ", "x"] }),
+                "data.dependencies[1] should match pattern",
+            ),
+            (
+                json!({ "routes": ["a", "b", "a"] }),
+                "data.routes should NOT have duplicate items (items ## 2 and 0 are identical)",
+            ),
+            (
+                json!({ "routes": ["ok", ""] }),
+                "data.routes[1] should NOT be shorter than 1 characters",
+            ),
+            (
+                json!({ "scopes": ["ok", "tab\t"] }),
+                "data.scopes[1] should match pattern \"^[\\x20-\\x7e]*$\"",
+            ),
+            (
+                json!({ "tags": { "it's": 5 } }),
+                "data.tags['it\\'s'] should be string",
+            ),
+            (
+                json!({ "metadata": { "name": 5 } }),
+                "data.metadata.name should be string",
+            ),
+            (
+                json!({ "metadata": { "name": "n" } }),
+                "data.metadata should have required property 'owner'",
+            ),
+        ] {
+            let message = refused(change.clone());
+            assert!(message.contains(says), "{change}: {message}");
+        }
+        // an integral float is an integer
+        let mut body: Value = serde_json::from_str(FULL).unwrap();
+        body["retries"] = json!(3.0);
+        assert_eq!(parse_task_definition(&body, task_id).unwrap().retries, 3);
+    }
+
     /// A definition with every field set, as the API writes it: compact, keys sorted.
     const FULL: &str = concat!(
         r#"{"created":"2026-12-06T10:00:00.000Z","deadline":"2026-12-07T10:00:00.000Z","#,
@@ -541,9 +676,15 @@ mod tests {
         let body: Value = serde_json::from_str(FULL).unwrap();
         let task_id: TaskId = "dF0sBQCkRCKB1n4EJM2kpw".parse().unwrap();
         let def = parse_task_definition(&body, task_id).unwrap();
-        assert_eq!(serde_json::to_string(&TaskJson(&def)).unwrap(), FULL);
+        assert_eq!(
+            serde_json::to_string(&TaskJson(&def, def.priority)).unwrap(),
+            FULL
+        );
         // the `Value` form, for replies built with `json!`, holds the same
-        assert_eq!(task_json(&def), body);
+        assert_eq!(
+            serde_json::to_value(TaskJson(&def, def.priority)).unwrap(),
+            body
+        );
     }
 
     #[test]
@@ -553,8 +694,12 @@ mod tests {
         let mut def = parse_task_definition(&body, task_id).unwrap();
         def.payload = JsonText("{\"cut".into());
         let v: Value =
-            serde_json::from_str(&serde_json::to_string(&TaskJson(&def)).unwrap()).unwrap();
+            serde_json::from_str(&serde_json::to_string(&TaskJson(&def, def.priority)).unwrap())
+                .unwrap();
         assert_eq!(v["payload"], Value::Null);
-        assert_eq!(task_json(&def)["payload"], Value::Null);
+        assert_eq!(
+            serde_json::to_value(TaskJson(&def, def.priority)).unwrap()["payload"],
+            Value::Null
+        );
     }
 }

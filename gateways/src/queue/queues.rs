@@ -175,7 +175,7 @@ pub async fn task_queue_routes(
                     .unwrap_or_default();
                 Ok(json!({
                     "taskId": t.task_id.to_string(), "runId": run_id,
-                    "task": task_json(&t.definition), "inserted": inserted.to_rfc3339(),
+                    "task": task_json(t), "inserted": inserted.to_rfc3339(),
                 }))
             },
         };
@@ -191,7 +191,7 @@ pub async fn task_queue_routes(
                 Ok(json!({
                     "taskId": t.task_id.to_string(), "runId": run_id,
                     "workerGroup": c.worker_group, "workerId": c.worker_id,
-                    "claimed": c.claimed.to_rfc3339(), "task": task_json(&t.definition),
+                    "claimed": c.claimed.to_rfc3339(), "task": task_json(t),
                 }))
             },
         };

@@ -54,7 +54,7 @@ fn claim_json<'a>(st: &AppState, task: &'a Task, run_id: u32, with_task: bool) -
         run_id,
         status: StatusJson(task),
         taken_until: taken_until.rfc3339(),
-        task: with_task.then_some(TaskJson(&task.definition)),
+        task: with_task.then_some(TaskJson::of(task)),
         worker_group: wg,
         worker_id: wi,
     }

@@ -110,7 +110,7 @@ pub async fn task(
             caller.require(&s(format!("queue:get-task:{task_id}")))?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
-            Ok(ok_json(&TaskJson(&load(&st, "task", &id)?.definition)))
+            Ok(ok_json(&TaskJson::of(&load(&st, "task", &id)?)))
         })
         .await
 }
@@ -242,7 +242,7 @@ pub async fn tasks(
             &uri,
             "queue:get-task",
             ("tasks", "task"),
-            |st, id| Ok(st.engine.view().task(id)?.map(|t| task_json(&t.definition))),
+            |st, id| Ok(st.engine.view().task(id)?.map(|t| task_json(&t))),
         ))
         .await
 }
