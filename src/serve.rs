@@ -51,6 +51,8 @@ struct StaticClientConfig {
     access_token: String,
     #[serde(default)]
     scopes: Vec<String>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
@@ -304,7 +306,11 @@ async fn run_services<L: EventLog + 'static>(
                 c.client_id
             );
             let scopes: Vec<&str> = c.scopes.iter().map(String::as_str).collect();
-            clients.insert(static_client(&c.client_id, &c.access_token, &scopes));
+            let client = static_client(&c.client_id, &c.access_token, &scopes);
+            match c.description {
+                Some(d) => clients.insert_described(client, d),
+                None => clients.insert(client),
+            }
         }
     }
     if args.test_clients {

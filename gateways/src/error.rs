@@ -159,9 +159,13 @@ impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match err {
             AuthError::ClientNotFound(_) => ApiError::not_found("Client not found"),
-            AuthError::RoleNotFound(_) => ApiError::not_found("Role not found"),
+            AuthError::RoleNotFound(id) => {
+                ApiError::not_found(format!("Role with roleId '{id}' not found"))
+            }
             AuthError::ClientExists(_) => ApiError::conflict("Client already exists"),
-            AuthError::RoleExists(_) => ApiError::conflict("Role already exists"),
+            AuthError::RoleExists(id) => {
+                ApiError::conflict(format!("Role with roleId '{id}' already exists"))
+            }
             AuthError::InvalidRole(e) => ApiError::input(e.0),
             AuthError::Input(m) => ApiError::input(m),
         }

@@ -34,6 +34,8 @@ pub const MAX_BODY: usize = 10 * 1024 * 1024;
 /// projection's clients, with scopes expanded through the projection's roles.
 pub struct Clients {
     statics: HashMap<String, ClientRecord>,
+    /// Static clients' descriptions as configured (none: upstream's default).
+    descriptions: HashMap<String, String>,
     view: Option<Arc<AuthView>>,
     key: SealKey,
 }
@@ -42,6 +44,7 @@ impl Default for Clients {
     fn default() -> Self {
         Clients {
             statics: HashMap::new(),
+            descriptions: HashMap::new(),
             view: None,
             key: SealKey::new([0; 32]),
         }
@@ -53,6 +56,7 @@ impl Clients {
     pub fn new(view: Arc<AuthView>, key: SealKey) -> Clients {
         Clients {
             statics: HashMap::new(),
+            descriptions: HashMap::new(),
             view: Some(view),
             key,
         }
@@ -61,6 +65,18 @@ impl Clients {
     /// Adds a static client (scopes unexpanded, as configured).
     pub fn insert(&mut self, client: ClientRecord) {
         self.statics.insert(client.client_id.clone(), client);
+    }
+
+    /// A static client with the description its configuration gives.
+    pub fn insert_described(&mut self, client: ClientRecord, description: String) {
+        self.descriptions
+            .insert(client.client_id.clone(), description);
+        self.insert(client);
+    }
+
+    /// A static client's configured description, if it has one.
+    pub fn static_description(&self, id: &str) -> Option<&str> {
+        self.descriptions.get(id).map(String::as_str)
     }
 
     /// The static clients, by id.

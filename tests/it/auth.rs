@@ -107,6 +107,36 @@ async fn client_scopes_and_roles_decide_create_task() {
         .unwrap();
     assert_eq!(try_create(&s, &via_role, &other).await, Err(403));
 
+    // an update keeps the scopes in the order given (upstream sorts on creation only), and
+    // upstream's texts name the role
+    let updated = root_auth(&s)
+        .updateRole(
+            "it-queue:*",
+            &json!({ "description": "d", "scopes": ["it:b", "it:a"] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated["scopes"], json!(["it:b", "it:a"]));
+    let err = root_auth(&s)
+        .updateRole("it-none", &json!({ "description": "d", "scopes": [] }))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("Role with roleId 'it-none' not found"),
+        "{err:#}"
+    );
+    let err = root_auth(&s)
+        .createRole(
+            "it-queue:*",
+            &json!({ "description": "other", "scopes": [] }),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("Role with roleId 'it-queue:*' already exists"),
+        "{err:#}"
+    );
+
     // a role that would assume itself is refused
     let err = root_auth(&s)
         .createRole(
@@ -426,6 +456,36 @@ async fn listing_expansion_bewit_and_conformance_endpoints() {
         .unwrap();
     assert_eq!(res["status"], "auth-failed", "{res}");
     assert_eq!(res["message"], "Unauthorized: Empty bewit", "{res}");
+    // its request schema: a lower-case method of its enum, a host name, an IP address
+    for (bad, says) in [
+        (
+            json!({ "method": "GET", "resource": "/x", "host": "example.com", "port": 443 }),
+            "data/method",
+        ),
+        (
+            json!({ "method": "get", "resource": "/x", "host": "not a host", "port": 443 }),
+            "data/host",
+        ),
+        (
+            json!({ "method": "get", "resource": "/x", "host": "example.com", "port": 443,
+                    "sourceIp": "999.1.1.1" }),
+            "data/sourceIp",
+        ),
+    ] {
+        let (status, body) = s
+            .root_call("POST", "/api/auth/v1/authenticate-hawk", &bad)
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(says), "{body}");
+    }
+    let res = root
+        .authenticateHawk(&json!({
+            "method": "get", "resource": "/x", "host": "10.0.0.1", "port": 443,
+            "sourceIp": "::1"
+        }))
+        .await
+        .unwrap();
+    assert_eq!(res["status"], "no-auth", "{res}");
     // a request it refuses is echoed without the caller's header or bewit
     let (status, body) = s
         .root_call(
@@ -589,4 +649,43 @@ async fn update_client_roles_and_audit_history() {
             "{entity} {action}: {actions:?}"
         );
     }
+}
+
+/// A configured static client reads as upstream's: its description with the static suffix,
+/// scopes in the configured order; the deployment's own are "Internal client". A change is
+/// refused with upstream's words, and listClients checks its prefix's pattern.
+#[tokio::test]
+async fn static_clients_read_as_configured() {
+    let config = json!([{
+        "clientId": "static/it-bot", "accessToken": "it-bot-token-0123456789abcdef",
+        "description": "CI bot", "scopes": ["it:b", "it:a"]
+    }])
+    .to_string();
+    let s = Server::start(&[("TASKLEDGER_STATIC_CLIENTS", config.as_str())]).await;
+    let root = root_auth(&s);
+    let bot = root.client("static/it-bot").await.unwrap();
+    let description = bot["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("CI bot\n---\n\nThis is a **static client**"),
+        "{description}"
+    );
+    assert_eq!(bot["scopes"], json!(["it:b", "it:a"]));
+    let own = root.client("static/taskcluster/root").await.unwrap();
+    assert!(
+        own["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Internal client\n---\n"),
+        "{own}"
+    );
+    let err = root.deleteClient("static/it-bot").await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("Contact your administrator to change static clients."),
+        "{err:#}"
+    );
+    let (status, body) = s
+        .root_call("GET", "/api/auth/v1/clients/?prefix=a%20b", &json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "InvalidRequestArguments", "{body}");
 }

@@ -436,7 +436,8 @@ impl AuthState {
                 if !self.roles.contains_key(&role_id) {
                     return Err(AuthError::RoleNotFound(role_id));
                 }
-                let scopes = sorted(scopes);
+                // as given: upstream sorts a role's scopes on creation only
+                let scopes = as_given(scopes);
                 self.role_set.with_role(&role_id, scopes.clone())?;
                 vec![AuthEvent::RoleUpdated {
                     role_id,

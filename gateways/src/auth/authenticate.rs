@@ -51,6 +51,25 @@ pub(super) async fn authenticate_hawk(
                     &["data/method, resource and host must be strings".into()],
                 ));
             };
+            // the schema's enum (lower case), `hostname` and ip formats
+            let mut errors = Vec::new();
+            if !HAWK_METHODS.contains(&method.as_str()) {
+                errors.push("data/method must be equal to one of the allowed values".to_string());
+            }
+            if !is_hostname(&host) {
+                errors.push("data/host must match format \"hostname\"".to_string());
+            }
+            if let Some(ip) = obj.get("sourceIp") {
+                if ip
+                    .as_str()
+                    .is_none_or(|ip| ip.parse::<std::net::IpAddr>().is_err())
+                {
+                    errors.push("data/sourceIp must match exactly one schema in oneOf".to_string());
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::validation(schema, &errors));
+            }
             let port = obj
                 .get("port")
                 .and_then(Value::as_u64)
@@ -187,4 +206,50 @@ pub(super) async fn test_authenticate_get(
             ))
         })
         .await
+}
+
+/// The methods authenticateHawk's request schema allows (lower case, as Node names them).
+const HAWK_METHODS: [&str; 26] = [
+    "get",
+    "post",
+    "put",
+    "head",
+    "delete",
+    "options",
+    "trace",
+    "copy",
+    "lock",
+    "mkcol",
+    "move",
+    "purge",
+    "propfind",
+    "proppatch",
+    "unlock",
+    "report",
+    "mkactivity",
+    "checkout",
+    "merge",
+    "m-search",
+    "notify",
+    "subscribe",
+    "unsubscribe",
+    "patch",
+    "search",
+    "connect",
+];
+
+/// JSON schema's `hostname` format (RFC 1123 labels, 253 characters at most; an IPv4 address
+/// is one too).
+fn is_hostname(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && host.len() <= 253
+        && name.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        })
 }

@@ -12,6 +12,18 @@ pub(super) async fn list_clients(
             auth.caller()?.require(&s("auth:list-clients".into()))?;
             let q = query(&uri, &["prefix", "continuationToken", "limit"])?;
             let prefix = q.get("prefix").cloned().unwrap_or_default();
+            // the query's pattern, as upstream declares it
+            if q.contains_key("prefix")
+                && (prefix.is_empty()
+                    || !prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!@/:.+|_-".contains(&b)))
+            {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequestArguments,
+                    format!("Query-string parameter: prefix=\"{prefix}\" does not match expression: /^[A-Za-z0-9!@/:.+|_-]+$/"),
+                ));
+            }
             let after = decode_token(&q)?.map(|t| String::from_utf8_lossy(&t).into_owned());
             let limit = limit(&q);
             let mut rows: Vec<(String, Value)> = st

@@ -37,8 +37,11 @@ type St = State<Arc<AppState>>;
 
 const CLIENT_ID_RE: &str = "^[A-Za-z0-9!@/:.+|_-]+$";
 const ROLE_ID_RE: &str = "^[\\x20-\\x7e]+$";
-const STATIC_SUFFIX: &str = "\n---\nThis is a static client, configured for the deployment; \
-it cannot be changed through the API.";
+/// What upstream appends to every static client's description.
+const STATIC_SUFFIX: &str =
+    "\n---\n\nThis is a **static client** inserted into this taskcluster deployment\n\
+through static configuration. To modify this client you must contact the\n\
+administrator who deploys this taskcluster instance.";
 
 /// Routes under `/api/auth/v1`.
 pub fn routes(service: Mount) -> Mount {
@@ -129,7 +132,7 @@ fn not_static(id: &str) -> Result<(), ApiError> {
     if id.starts_with(STATIC_PREFIX) {
         return Err(ApiError::input(format!(
             "clientId \"{id}\" starts with \"{STATIC_PREFIX}\" which is reserved for statically \
-             configured clients; such clients cannot be changed through the API"
+             configured clients. Contact your administrator to change static clients."
         )));
     }
     Ok(())
@@ -248,7 +251,7 @@ fn client_input(body: &Value, schema: &str) -> Result<ClientInput, ApiError> {
     )?;
     let description = obj["description"]
         .as_str()
-        .filter(|d| d.len() <= 10240)
+        .filter(|d| d.len() <= 10240 || d.chars().count() <= 10240)
         .ok_or_else(|| {
             ApiError::validation(
                 schema,
@@ -293,7 +296,7 @@ fn role_input(body: &Value, schema: &str) -> Result<(String, Vec<String>), ApiEr
     )?;
     let description = obj["description"]
         .as_str()
-        .filter(|d| d.len() <= 10240)
+        .filter(|d| d.len() <= 10240 || d.chars().count() <= 10240)
         .ok_or_else(|| ApiError::validation(schema, &["data/description must be a string".into()]))?
         .to_string();
     let scopes_ = string_list(obj.get("scopes"), schema, "scopes")?.unwrap_or_default();
@@ -321,18 +324,23 @@ fn client_json(st: &AppState, c: &Client) -> Value {
 fn static_client_json(st: &AppState, c: &ClientRecord) -> Value {
     let started = Millis::from(st.started_at);
     let expires = started.plus(1000 * 365 * 86_400_000);
-    let mut stored = c.scopes.to_vec();
-    stored.sort();
+    // as upstream: the deployment's own clients are "Internal client", the others say what
+    // their configuration says; every one gets the static suffix; scopes as configured
+    let description = match st.clients.static_description(&c.client_id) {
+        Some(d) => d,
+        None if c.client_id.starts_with("static/taskcluster/") => "Internal client",
+        None => "",
+    };
     json!({
         "clientId": c.client_id,
-        "description": format!("static client{STATIC_SUFFIX}"),
+        "description": format!("{description}{STATIC_SUFFIX}"),
         "expires": expires.to_rfc3339(),
         "created": started.to_rfc3339(),
         "lastModified": started.to_rfc3339(),
         "lastDateUsed": started.to_rfc3339(),
         "lastRotated": started.to_rfc3339(),
         "deleteOnExpiration": false,
-        "scopes": stored,
+        "scopes": *c.scopes,
         "expandedScopes": st.clients.expand(c.scopes.to_vec()).as_slice(),
         "disabled": false,
     })

@@ -167,11 +167,10 @@ pub(super) async fn update_role(
             no_query(&uri)?;
             let (description, scopes_) = role_input(&body.input()?, "v1/create-role-request.json")?;
             no_double_star(&scopes_)?;
-            let current = st
-                .auth
-                .view()
-                .role(&id)
-                .ok_or_else(|| ApiError::not_found("Role not found"))?;
+            let current =
+                st.auth.view().role(&id).ok_or_else(|| {
+                    ApiError::not_found(format!("Role with roleId '{id}' not found"))
+                })?;
             let held = st.auth.view().expand(current.scopes.clone());
             let mut required = vec![s(format!("auth:update-role:{id}"))];
             required.extend(
