@@ -248,43 +248,13 @@ impl AuthView {
         self
     }
 
-    /// Audit rows under `prefix`, after the row key `after`, at most `limit`; and the key
-    /// to continue from when more remain.
     fn audit_rows(
         &self,
         prefix: Vec<u8>,
         after: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), StoreError> {
-        let auth = cf(&self.db, keys::CF_AUTH)?;
-        let start = match &after {
-            Some(k) if k.starts_with(&prefix) => {
-                let mut k = k.clone();
-                k.push(0);
-                k
-            }
-            _ => prefix.clone(),
-        };
-        let mut out = Vec::new();
-        let mut last = None;
-        for item in self
-            .db
-            .iterator_cf(auth, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
-                if k.starts_with(&prefix) {
-                    continue;
-                }
-                break;
-            }
-            if out.len() == limit {
-                return Ok((out, last));
-            }
-            out.push(codec::decode(&v)?);
-            last = Some(k.to_vec());
-        }
-        Ok((out, None))
+        audit_rows(&self.db, keys::CF_AUTH, &prefix, after, limit)
     }
 
     /// getEntityHistory: what happened to one entity, oldest first.
@@ -307,6 +277,44 @@ impl AuthView {
     ) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), StoreError> {
         self.audit_rows(keys::audit_actor_prefix(client_id), after, limit)
     }
+}
+
+/// Audit rows of column family `cf_name` under `prefix` (each the prefix and an 8-byte
+/// offset), after the row key `after`, at most `limit`; and the key to continue from when
+/// more remain. The auth and worker-manager projections keep their audit rows so.
+pub(crate) fn audit_rows(
+    db: &DB,
+    cf_name: &'static str,
+    prefix: &[u8],
+    after: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), StoreError> {
+    let handle = cf(db, cf_name)?;
+    let start = match &after {
+        Some(k) if k.starts_with(prefix) => {
+            let mut k = k.clone();
+            k.push(0);
+            k
+        }
+        _ => prefix.to_vec(),
+    };
+    let mut out = Vec::new();
+    let mut last = None;
+    for item in db.iterator_cf(handle, IteratorMode::From(&start, Direction::Forward)) {
+        let (k, v) = item?;
+        if !k.starts_with(prefix) || k.len() != prefix.len() + 8 {
+            if k.starts_with(prefix) {
+                continue;
+            }
+            break;
+        }
+        if out.len() == limit {
+            return Ok((out, last));
+        }
+        out.push(codec::decode(&v)?);
+        last = Some(k.to_vec());
+    }
+    Ok((out, None))
 }
 
 pub type AuthEngineError = ServiceError<AuthError>;

@@ -378,8 +378,32 @@ pub fn wm_error_prefix(pool: &str) -> Vec<u8> {
     with_str(WM_ERROR_PREFIX.to_vec(), pool)
 }
 
+/// `worker_manager`: an audit entry of a worker pool, in log order.
+pub fn wm_audit(pool: &str, offset: u64) -> Vec<u8> {
+    let mut k = wm_audit_prefix(pool);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn wm_audit_prefix(pool: &str) -> Vec<u8> {
+    with_str(WM_AUDIT_PREFIX.to_vec(), pool)
+}
+
+/// `worker_manager`: a worker-pool audit entry by the client that acted, in log order.
+pub fn wm_audit_actor(client_id: &str, offset: u64) -> Vec<u8> {
+    let mut k = wm_audit_actor_prefix(client_id);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn wm_audit_actor_prefix(client_id: &str) -> Vec<u8> {
+    with_str(WM_AUDIT_ACTOR_PREFIX.to_vec(), client_id)
+}
+
 /// Prefixes of the `worker_manager` CF's kinds of rows.
 pub const WM_POOL_PREFIX: &[u8] = b"p";
+pub const WM_AUDIT_PREFIX: &[u8] = b"A";
+pub const WM_AUDIT_ACTOR_PREFIX: &[u8] = b"C";
 pub const WM_WORKER_PREFIX: &[u8] = b"w";
 pub const WM_STREAM_PREFIX: &[u8] = b"s";
 pub const WM_ERROR_PREFIX: &[u8] = b"e";

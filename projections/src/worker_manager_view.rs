@@ -10,6 +10,7 @@
 //!
 //! **Invariant:** state, sequences, error rows and the consumed offset go in one batch.
 
+use crate::auth_view::{audit_rows, AuditEntry};
 use crate::keys;
 use crate::single::{Decision, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, StoreError};
@@ -21,7 +22,7 @@ use taskledger_core::envelope::Envelope;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{
     PoolError, Subject, Worker, WorkerCommand, WorkerEvent, WorkerManagerError, WorkerManagerState,
-    WorkerPool, WORKER_MANAGER_TOPIC,
+    WorkerPool, NULL_PROVIDER, WORKER_MANAGER_TOPIC,
 };
 
 /// The worker-manager's single partition.
@@ -122,10 +123,25 @@ impl WorkerManagerView {
             env.sequence.to_be_bytes(),
         );
         match env.payload.subject() {
-            Subject::Pool(id) => match state.pools.get(id) {
-                Some(p) => batch.put_cf(wm, keys::wm_pool(id.as_str()), codec::encode(p)?),
-                None => batch.delete_cf(wm, keys::wm_pool(id.as_str())),
-            },
+            Subject::Pool(id) => {
+                match state.pools.get(id) {
+                    Some(p) => batch.put_cf(wm, keys::wm_pool(id.as_str()), codec::encode(p)?),
+                    None => batch.delete_cf(wm, keys::wm_pool(id.as_str())),
+                }
+                if let Some(action_type) = audited(&env.payload) {
+                    let entry = AuditEntry {
+                        client_id: env.actor.client_id.clone(),
+                        action_type: action_type.into(),
+                        created: env.time,
+                        entity_id: id.as_str().to_string(),
+                        entity_type: "worker-pool".into(),
+                        offset,
+                    };
+                    let bytes = codec::encode(&entry)?;
+                    batch.put_cf(wm, keys::wm_audit(id.as_str(), offset), &bytes);
+                    batch.put_cf(wm, keys::wm_audit_actor(&entry.client_id, offset), &bytes);
+                }
+            }
             Subject::Worker(k) => {
                 let key = keys::wm_worker(k.worker_pool_id.as_str(), &k.worker_group, &k.worker_id);
                 match state.workers.get(k) {
@@ -193,7 +209,47 @@ impl WorkerManagerView {
     }
 }
 
+/// The audit action a worker-pool event records (auth.md §9, entity type `worker-pool`):
+/// created, updated, or deleted (a switch to `null-provider`).
+fn audited(event: &WorkerEvent) -> Option<&'static str> {
+    match event {
+        WorkerEvent::WorkerPoolCreated { .. } => Some("created"),
+        WorkerEvent::WorkerPoolUpdated { provider_id, .. } if provider_id == NULL_PROVIDER => {
+            Some("deleted")
+        }
+        WorkerEvent::WorkerPoolUpdated { .. } => Some("updated"),
+        WorkerEvent::WorkerCreated { .. }
+        | WorkerEvent::WorkerUpdated { .. }
+        | WorkerEvent::WorkerRemoved { .. }
+        | WorkerEvent::WorkerRegistered { .. }
+        | WorkerEvent::WorkerErrorReported { .. } => None,
+    }
+}
+
 impl WorkerManagerView {
+    /// getEntityHistory of a worker pool: what happened to it, oldest first.
+    pub fn pool_history(
+        &self,
+        pool: &str,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), StoreError> {
+        audit_rows(
+            &self.db,
+            keys::CF_WORKER_MANAGER,
+            &keys::wm_audit_prefix(pool),
+            after,
+            limit,
+        )
+    }
+
+    /// What one client did to worker pools, oldest first (all of it).
+    pub fn actor_history(&self, client_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let prefix = keys::wm_audit_actor_prefix(client_id);
+        let (rows, _) = audit_rows(&self.db, keys::CF_WORKER_MANAGER, &prefix, None, usize::MAX)?;
+        Ok(rows)
+    }
+
     /// The errors of `pools` reported at or after `since`, each pool's newest first. Each
     /// pool's rows are read backwards from its newest and the scan stops at the first older
     /// one (rows are in log order, which is the order of their times), so older errors are
@@ -367,6 +423,12 @@ mod tests {
             let view = Arc::new(WorkerManagerView::open(db).unwrap());
             let engine = WorkerManagerEngine::start(view.clone(), log).await.unwrap();
             scenario(&engine, &seal, secret).await;
+            // the pool's audit history, also under the client that acted
+            let (history, _) = view.pool_history("prov/wt", None, 10).unwrap();
+            assert_eq!(history[0].action_type, "created");
+            assert_eq!(history[0].entity_type, "worker-pool");
+            let actor = history[0].client_id.clone();
+            assert_eq!(view.actor_history(&actor).unwrap(), history);
             // newest first, page by page
             let (page, next) = view.errors("prov/wt", None, 1, |_| true).unwrap();
             assert_eq!(page[0].error_id, Slug([1; 16]));

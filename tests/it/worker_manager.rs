@@ -171,6 +171,58 @@ async fn pools_providers_and_bad_input() {
     // deleting switches to the null provider; the pool stays listed
     let deleted = m.deleteWorkerPool(&b).await.unwrap();
     assert_eq!(deleted["providerId"], "null-provider");
+    // who did what to a pool: the audit history of the worker pool entity, and of the client
+    // that acted, in order and paged together with its client and role changes
+    let auth = crate::auth::root_auth(&s);
+    let history = auth
+        .getEntityHistory("worker-pool", &b, None, None)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = history["auditHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actionType"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "deleted"], "{history}");
+    assert_eq!(history["auditHistory"][0]["entityType"], "worker-pool");
+    assert_eq!(
+        history["auditHistory"][0]["clientId"],
+        "static/taskcluster/root"
+    );
+    let history = auth
+        .getEntityHistory("worker-pool", &a, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        history["auditHistory"][1]["actionType"], "updated",
+        "{history}"
+    );
+    let mut by_root = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = auth
+            .listAuditHistory("static/taskcluster/root", token.as_deref(), Some("1"))
+            .await
+            .unwrap();
+        for e in page["auditHistory"].as_array().unwrap() {
+            by_root.push((
+                e["entityId"].as_str().unwrap().to_string(),
+                e["actionType"].as_str().unwrap().to_string(),
+            ));
+        }
+        match page["continuationToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    let b_created = by_root
+        .iter()
+        .position(|e| *e == (b.clone(), "created".to_string()));
+    let b_deleted = by_root
+        .iter()
+        .position(|e| *e == (b.clone(), "deleted".to_string()));
+    assert!(b_created.is_some() && b_created < b_deleted, "{by_root:?}");
     // a worker in a deleted pool cannot be created; a badly shaped secret is refused
     let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
     let body = json!({ "expires": expires, "providerInfo": { "staticSecret": secret() } });
