@@ -115,6 +115,7 @@ impl WorkerManagerView {
         state: &WorkerManagerState,
         env: &Envelope<WorkerEvent>,
         offset: u64,
+        action: Option<&'static str>,
     ) -> Result<(), StoreError> {
         let wm = cf(&self.db, keys::CF_WORKER_MANAGER)?;
         batch.put_cf(
@@ -128,7 +129,7 @@ impl WorkerManagerView {
                     Some(p) => batch.put_cf(wm, keys::wm_pool(id.as_str()), codec::encode(p)?),
                     None => batch.delete_cf(wm, keys::wm_pool(id.as_str())),
                 }
-                if let Some(action_type) = audited(&env.payload) {
+                if let Some(action_type) = action {
                     let entry = AuditEntry {
                         client_id: env.actor.client_id.clone(),
                         action_type: action_type.into(),
@@ -209,15 +210,27 @@ impl WorkerManagerView {
     }
 }
 
-/// The audit action a worker-pool event records (auth.md §9, entity type `worker-pool`):
-/// created, updated, or deleted (a switch to `null-provider`).
-fn audited(event: &WorkerEvent) -> Option<&'static str> {
+/// The audit action a worker-pool event records (auth.md §9, entity type `worker-pool`),
+/// judged against the state before it: created; deleted, when it switches a pool of another
+/// provider to `null-provider`; otherwise updated.
+fn audited(before: &WorkerManagerState, event: &WorkerEvent) -> Option<&'static str> {
     match event {
         WorkerEvent::WorkerPoolCreated { .. } => Some("created"),
-        WorkerEvent::WorkerPoolUpdated { provider_id, .. } if provider_id == NULL_PROVIDER => {
-            Some("deleted")
+        WorkerEvent::WorkerPoolUpdated {
+            worker_pool_id,
+            provider_id,
+            ..
+        } => {
+            let was_live = before
+                .pools
+                .get(worker_pool_id)
+                .is_some_and(|p| p.provider_id != NULL_PROVIDER);
+            Some(if provider_id == NULL_PROVIDER && was_live {
+                "deleted"
+            } else {
+                "updated"
+            })
         }
-        WorkerEvent::WorkerPoolUpdated { .. } => Some("updated"),
         WorkerEvent::WorkerCreated { .. }
         | WorkerEvent::WorkerUpdated { .. }
         | WorkerEvent::WorkerRemoved { .. }
@@ -243,11 +256,21 @@ impl WorkerManagerView {
         )
     }
 
-    /// What one client did to worker pools, oldest first (all of it).
-    pub fn actor_history(&self, client_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let prefix = keys::wm_audit_actor_prefix(client_id);
-        let (rows, _) = audit_rows(&self.db, keys::CF_WORKER_MANAGER, &prefix, None, usize::MAX)?;
-        Ok(rows)
+    /// What one client did to worker pools, oldest first, after the row key `after`, at most
+    /// `limit`; and the key to continue from when more remain.
+    pub fn actor_history(
+        &self,
+        client_id: &str,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), StoreError> {
+        audit_rows(
+            &self.db,
+            keys::CF_WORKER_MANAGER,
+            &keys::wm_audit_actor_prefix(client_id),
+            after,
+            limit,
+        )
     }
 
     /// The errors of `pools` reported at or after `since`, each pool's newest first. Each
@@ -329,9 +352,10 @@ impl Service for WorkerManagerView {
             if env.sequence <= seen {
                 continue;
             }
+            let action = audited(&inner.state, &env.payload);
             inner.state.apply(&env.payload, env.time);
             inner.sequences.insert(env.stream_id.clone(), env.sequence);
-            self.write_rows(&mut batch, &inner.state, env, offset)?;
+            self.write_rows(&mut batch, &inner.state, env, offset, action)?;
         }
         batch.put_cf(
             cf(&self.db, keys::CF_META)?,
@@ -428,7 +452,7 @@ mod tests {
             assert_eq!(history[0].action_type, "created");
             assert_eq!(history[0].entity_type, "worker-pool");
             let actor = history[0].client_id.clone();
-            assert_eq!(view.actor_history(&actor).unwrap(), history);
+            assert_eq!(view.actor_history(&actor, None, 10).unwrap().0, history);
             // newest first, page by page
             let (page, next) = view.errors("prov/wt", None, 1, |_| true).unwrap();
             assert_eq!(page[0].error_id, Slug([1; 16]));

@@ -223,6 +223,41 @@ async fn pools_providers_and_bad_input() {
         .iter()
         .position(|e| *e == (b.clone(), "deleted".to_string()));
     assert!(b_created.is_some() && b_created < b_deleted, "{by_root:?}");
+    // page by page, the same rows as in one page, and in time order
+    let whole = auth
+        .listAuditHistory("static/taskcluster/root", None, None)
+        .await
+        .unwrap();
+    let entries = whole["auditHistory"].as_array().unwrap();
+    let all: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["entityId"].as_str().unwrap().to_string(),
+                e["actionType"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(by_root, all);
+    let times: Vec<&str> = entries
+        .iter()
+        .map(|e| e["created"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+    // a later update of the deleted pool is an update, not another deletion
+    let mut revive = pool_body(json!({}));
+    revive["providerId"] = json!("null-provider");
+    m.updateWorkerPool(&b, &revive).await.unwrap();
+    let history = auth
+        .getEntityHistory("worker-pool", &b, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        history["auditHistory"][2]["actionType"], "updated",
+        "{history}"
+    );
     // a worker in a deleted pool cannot be created; a badly shaped secret is refused
     let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
     let body = json!({ "expires": expires, "providerInfo": { "staticSecret": secret() } });
@@ -532,6 +567,8 @@ async fn static_worker_registers_claims_work_and_is_removed() {
     assert_eq!(one["provisionerId"], provisioner, "{one}");
     assert!(one["recentTasks"].is_array(), "{one}");
     assert!(one.get("taskQueueId").is_none(), "{one}");
+    assert!(one.get("actions").is_none(), "{one}");
+    assert_eq!(one["quarantineDetails"], json!([]), "{one}");
     let missing = m
         .getWorker(provisioner, worker_type, GROUP, "nobody")
         .await

@@ -353,16 +353,25 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
     // an integer as JSON schema reads one: `3.0` is 3
     let retries = match obj.get("retries") {
         None => 5,
-        Some(v) => match v.as_f64().filter(|n| n.fract() == 0.0) {
-            Some(n) if n < 0.0 => {
-                c.fail("data.retries should be >= 0".into());
-                0
+        // every rule it breaks is listed: 50.5 is no integer and above 49
+        Some(v) => match v.as_f64() {
+            Some(n) => {
+                let whole = n.fract() == 0.0;
+                if !whole {
+                    c.fail("data.retries should be integer".into());
+                }
+                if n > 49.0 {
+                    c.fail("data.retries should be <= 49".into());
+                }
+                if n < 0.0 {
+                    c.fail("data.retries should be >= 0".into());
+                }
+                if whole && (0.0..=49.0).contains(&n) {
+                    n as u32
+                } else {
+                    0
+                }
             }
-            Some(n) if n > 49.0 => {
-                c.fail("data.retries should be <= 49".into());
-                0
-            }
-            Some(n) => n as u32,
             None => {
                 c.fail("data.retries should be integer".into());
                 0
@@ -448,13 +457,8 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         None => JsonText("{}".into()),
         Some(Value::Object(t)) => {
             for (k, v) in t {
-                // a property chosen at run time is named in brackets
-                let path = || {
-                    format!(
-                        "data.tags['{}']",
-                        k.replace('\\', "\\\\").replace('\'', "\\'")
-                    )
-                };
+                // a property chosen at run time is named in brackets, as it is
+                let path = || format!("data.tags['{k}']");
                 match v.as_str() {
                     Some(v) => c.length(path, v, 0, 4096),
                     None => c.fail(format!("{} should be string", path())),
@@ -649,7 +653,7 @@ mod tests {
             ),
             (
                 json!({ "tags": { "it's": 5 } }),
-                "data.tags['it\\'s'] should be string",
+                "data.tags['it's'] should be string",
             ),
             (
                 json!({ "metadata": { "name": 5 } }),

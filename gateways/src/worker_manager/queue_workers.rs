@@ -101,11 +101,16 @@ pub async fn list_workers(
         let by_launch_config = q.contains_key("launchConfigId");
         let now = Millis::now();
         let mut all = Vec::new();
-        for (g, id, r) in live_workers(&st, &p, &w, quarantined, now)? {
+        let listed = if by_launch_config {
+            vec![]
+        } else {
+            live_workers(&st, &p, &w, quarantined, now)?
+        };
+        for (g, id, r) in listed {
             let m = managed(&st, &p, &w, &g, &id);
             let state_matches =
                 state.is_none_or(|s| m.as_ref().is_some_and(|m| m.state.as_str() == s));
-            if state_matches && !by_launch_config {
+            if state_matches {
                 all.push(joined(worker_summary(&g, &id, &r, now), &p, &w, m.as_ref()));
             }
         }
@@ -143,9 +148,12 @@ pub async fn get_worker(
                 ))
             })?;
         let mut v = worker_full(&p, &w, &g, &id, &r);
-        // the worker-manager's answer names the pool, not the task queue
+        // worker-response (worker-manager.md §5): the pool, not the task queue, no queue
+        // actions, and the quarantine history, which the queue does not keep
         if let Some(o) = v.as_object_mut() {
             o.remove("taskQueueId");
+            o.remove("actions");
+            o.insert("quarantineDetails".into(), json!([]));
         }
         let m = managed(&st, &p, &w, &g, &id);
         Ok(ok(joined(v, &p, &w, m.as_ref())))
