@@ -342,6 +342,13 @@ async fn run_services<L: EventLog + 'static>(
         "client expiry",
         taskledger_workers::run_client_expiry(auth.clone()),
     );
+    spawn_service(
+        "worker expiry",
+        taskledger_workers::run_worker_expiry(
+            worker_manager.clone(),
+            Duration::from_secs(args.expiry_scan_secs.max(1)),
+        ),
+    );
     {
         let blobs = blobs.clone();
         spawn_service(

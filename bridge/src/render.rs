@@ -312,6 +312,11 @@ fn worker_manager_batch(
                 })
             }
             WorkerEvent::WorkerRegistered { .. } => None,
+            // upstream's expiry job deletes the row and publishes nothing
+            WorkerEvent::WorkerExpired { worker } => {
+                overlay.changes.workers.insert(worker_key(worker), None);
+                None
+            }
             e @ WorkerEvent::WorkerErrorReported { worker_pool_id, .. } => {
                 let provider = overlay
                     .pool_provider(worker_pool_id.as_str())?

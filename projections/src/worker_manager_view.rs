@@ -235,7 +235,8 @@ fn audited(before: &WorkerManagerState, event: &WorkerEvent) -> Option<&'static 
         | WorkerEvent::WorkerUpdated { .. }
         | WorkerEvent::WorkerRemoved { .. }
         | WorkerEvent::WorkerRegistered { .. }
-        | WorkerEvent::WorkerErrorReported { .. } => None,
+        | WorkerEvent::WorkerErrorReported { .. }
+        | WorkerEvent::WorkerExpired { .. } => None,
     }
 }
 

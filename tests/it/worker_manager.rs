@@ -705,3 +705,29 @@ async fn update_worker_changes_capacity_and_secret() {
         .unwrap_err();
     assert_eq!(status_of(&missing), Some(404));
 }
+
+/// A worker past its `expires` is removed by the expiry job (upstream's `expireWorkers`),
+/// whatever its state: it answers 404 and no longer counts in its pool.
+#[tokio::test]
+async fn expired_workers_are_removed() {
+    let s = Server::start(&[("TASKLEDGER_EXPIRY_SCAN_SECS", "1")]).await;
+    let m = root(&s);
+    let pool = static_pool(&m).await;
+    let expires = |hours: i64| (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339();
+    for (id, hours) in [("stays", 24), ("goes", 24)] {
+        let body =
+            json!({ "expires": expires(hours), "providerInfo": { "staticSecret": secret() } });
+        m.createWorker(&pool, GROUP, id, &body).await.unwrap();
+    }
+    // updateWorker takes an expiry in the past
+    let past = json!({ "expires": expires(-1), "providerInfo": { "staticSecret": secret() } });
+    m.updateWorker(&pool, GROUP, "goes", &past).await.unwrap();
+    eventually(std::time::Duration::from_secs(10), || async {
+        let gone = m.worker(&pool, GROUP, "goes").await.err();
+        gone.filter(|e| status_of(e) == Some(404))
+    })
+    .await;
+    m.worker(&pool, GROUP, "stays").await.unwrap();
+    let counted = m.workerPool(&pool).await.unwrap();
+    assert_eq!(counted["runningCount"], 1, "{counted}");
+}

@@ -351,6 +351,34 @@ pub async fn run_client_expiry(auth: taskledger_projections::AuthEngine) {
     }
 }
 
+/// Removes workers past their `expires` (any state), as `WorkerExpired` events: upstream's
+/// daily `expireWorkers`, every `every` here.
+pub async fn run_worker_expiry(
+    worker_manager: taskledger_projections::WorkerManagerEngine,
+    every: Duration,
+) {
+    loop {
+        if !writing(worker_manager.role()).await {
+            continue;
+        }
+        let expired = worker_manager
+            .view()
+            .read(|s| s.expired_workers(Millis::now()));
+        for worker in expired {
+            let path = worker.path();
+            let cmd = taskledger_core::worker_manager::WorkerCommand::ExpireWorker { worker };
+            match worker_manager
+                .execute(Actor::system("worker-expiry"), cmd)
+                .await
+            {
+                Ok(_) => tracing::info!(worker = %path, "expired worker removed"),
+                Err(e) => tracing::warn!(worker = %path, error = %e, "worker expiry failed"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// How far before the present every expiry scan starts, at the least.
 const EXPIRY_LOOKBACK: i64 = 60 * 60 * 1000;
 

@@ -34,6 +34,15 @@ impl WorkerManagerState {
                 static_secret,
             } => self.update_worker(worker, *expires, *capacity, static_secret.as_ref()),
             WorkerCommand::RemoveWorker { worker } => self.remove_worker(worker),
+            WorkerCommand::ExpireWorker { worker } => Ok(self
+                .workers
+                .get(worker)
+                .filter(|w| w.expires < now)
+                .map(|_| WorkerEvent::WorkerExpired {
+                    worker: worker.clone(),
+                })
+                .into_iter()
+                .collect()),
             WorkerCommand::RegisterWorker {
                 worker,
                 provider_id,
@@ -83,6 +92,15 @@ impl WorkerManagerState {
             .range(first..)
             .map(|(_, w)| w)
             .take_while(move |w| &w.key.worker_pool_id == pool)
+    }
+
+    /// The workers that have passed their `expires` at `now` (what the expiry job removes).
+    pub fn expired_workers(&self, now: Millis) -> Vec<WorkerKey> {
+        self.workers
+            .values()
+            .filter(|w| w.expires < now)
+            .map(|w| w.key.clone())
+            .collect()
     }
 
     /// Counts and capacities of the pool's workers by state.
@@ -461,6 +479,9 @@ impl WorkerManagerState {
             }
             // errors are rows of the projection, not state
             WorkerEvent::WorkerErrorReported { .. } => {}
+            WorkerEvent::WorkerExpired { worker } => {
+                self.workers.remove(&worker);
+            }
         }
     }
 }

@@ -171,6 +171,8 @@ pub enum WorkerEvent {
         extra: String,
         launch_config_id: Option<String>,
     },
+    /// The worker passed its `expires`: it is gone (upstream's daily `expireWorkers`).
+    WorkerExpired { worker: WorkerKey },
 }
 
 impl WorkerEvent {
@@ -183,6 +185,7 @@ impl WorkerEvent {
             WorkerEvent::WorkerRemoved { .. } => "WorkerRemoved",
             WorkerEvent::WorkerRegistered { .. } => "WorkerRegistered",
             WorkerEvent::WorkerErrorReported { .. } => "WorkerErrorReported",
+            WorkerEvent::WorkerExpired { .. } => "WorkerExpired",
         }
     }
 
@@ -196,7 +199,8 @@ impl WorkerEvent {
             WorkerEvent::WorkerCreated { worker, .. }
             | WorkerEvent::WorkerUpdated { worker, .. }
             | WorkerEvent::WorkerRemoved { worker }
-            | WorkerEvent::WorkerRegistered { worker, .. } => Subject::Worker(worker),
+            | WorkerEvent::WorkerRegistered { worker, .. }
+            | WorkerEvent::WorkerExpired { worker } => Subject::Worker(worker),
             WorkerEvent::WorkerErrorReported { worker_pool_id, .. } => {
                 Subject::PoolError(worker_pool_id)
             }
@@ -328,7 +332,8 @@ impl PoolError {
             | WorkerEvent::WorkerCreated { .. }
             | WorkerEvent::WorkerUpdated { .. }
             | WorkerEvent::WorkerRemoved { .. }
-            | WorkerEvent::WorkerRegistered { .. } => None,
+            | WorkerEvent::WorkerRegistered { .. }
+            | WorkerEvent::WorkerExpired { .. } => None,
         }
     }
 }
@@ -428,6 +433,10 @@ pub enum WorkerCommand {
     RemoveWorker {
         worker: WorkerKey,
     },
+    /// The expiry job's: the worker goes if it has passed its `expires`.
+    ExpireWorker {
+        worker: WorkerKey,
+    },
     /// `proof`: the `staticSecret` of the identity proof, if it has one; `secret`: the new
     /// registration secret, sealed for `worker.registration_secret_owner()`.
     RegisterWorker {
@@ -467,6 +476,7 @@ impl WorkerCommand {
             WorkerCommand::CreateWorker { worker, .. }
             | WorkerCommand::UpdateWorker { worker, .. }
             | WorkerCommand::RemoveWorker { worker }
+            | WorkerCommand::ExpireWorker { worker }
             | WorkerCommand::RegisterWorker { worker, .. }
             | WorkerCommand::ReregisterWorker { worker, .. } => worker.stream_id(),
         }

@@ -532,6 +532,7 @@ fn golden_worker_manager_events_v1() {
             extra: "{}".into(),
             launch_config_id: None,
         },
+        WorkerEvent::WorkerExpired { worker: key() },
     ];
     crate::codec::assert_golden_events(
         "worker-pool/prov/wt",
@@ -541,4 +542,24 @@ fn golden_worker_manager_events_v1() {
             "/tests/golden/worker_manager/events_v1.hex"
         ),
     );
+}
+
+/// The expiry job removes a worker once it has passed its `expires`, whatever its state,
+/// and nothing before.
+#[test]
+fn workers_expire_after_their_expires() {
+    let events = [pool_created("{}"), worker_created()];
+    let s = given(&events);
+    let expires = s.workers[&key()].expires;
+    let expire = || WorkerCommand::ExpireWorker { worker: key() };
+    assert_eq!(s.decide(&expire(), expires), Ok(vec![]));
+    assert!(s.expired_workers(expires).is_empty());
+    let later = Millis(expires.0 + 1);
+    assert_eq!(s.expired_workers(later), [key()]);
+    let decided = s.decide(&expire(), later).unwrap();
+    assert_eq!(decided, [WorkerEvent::WorkerExpired { worker: key() }]);
+    let mut gone = s.clone();
+    gone.apply(&decided[0], later);
+    assert!(!gone.workers.contains_key(&key()));
+    assert_eq!(gone.decide(&expire(), later), Ok(vec![]));
 }
