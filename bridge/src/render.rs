@@ -312,11 +312,12 @@ fn worker_manager_batch(
                 })
             }
             WorkerEvent::WorkerRegistered { .. } => None,
-            // upstream's expiry job deletes the row and publishes nothing
+            // upstream's expiry jobs delete rows and publish nothing
             WorkerEvent::WorkerExpired { worker } => {
                 overlay.changes.workers.insert(worker_key(worker), None);
                 None
             }
+            WorkerEvent::PoolErrorsExpired { .. } => None,
             e @ WorkerEvent::WorkerErrorReported { worker_pool_id, .. } => {
                 let provider = overlay
                     .pool_provider(worker_pool_id.as_str())?

@@ -158,6 +158,25 @@ impl WorkerManagerView {
                         codec::encode(&row)?,
                     );
                 }
+                if let WorkerEvent::PoolErrorsExpired { before, .. } = &env.payload {
+                    // rows are in log order, which is the order of their times: the old ones
+                    // come first
+                    let prefix = keys::wm_error_prefix(pool.as_str());
+                    for item in self
+                        .db
+                        .iterator_cf(wm, IteratorMode::From(&prefix, Direction::Forward))
+                    {
+                        let (k, v) = item?;
+                        if !k.starts_with(&prefix) {
+                            break;
+                        }
+                        let row: PoolError = codec::decode(&v)?;
+                        if row.reported >= *before {
+                            break;
+                        }
+                        batch.delete_cf(wm, k);
+                    }
+                }
             }
         }
         Ok(())
@@ -236,11 +255,29 @@ fn audited(before: &WorkerManagerState, event: &WorkerEvent) -> Option<&'static 
         | WorkerEvent::WorkerRemoved { .. }
         | WorkerEvent::WorkerRegistered { .. }
         | WorkerEvent::WorkerErrorReported { .. }
-        | WorkerEvent::WorkerExpired { .. } => None,
+        | WorkerEvent::WorkerExpired { .. }
+        | WorkerEvent::PoolErrorsExpired { .. } => None,
     }
 }
 
 impl WorkerManagerView {
+    /// When the pool's oldest kept error was reported, if it has one.
+    pub fn oldest_error(&self, pool: &str) -> Result<Option<Millis>, StoreError> {
+        let wm = cf(&self.db, keys::CF_WORKER_MANAGER)?;
+        let prefix = keys::wm_error_prefix(pool);
+        let first = self
+            .db
+            .iterator_cf(wm, IteratorMode::From(&prefix, Direction::Forward))
+            .next()
+            .transpose()?;
+        match first {
+            Some((k, v)) if k.starts_with(&prefix) => {
+                Ok(Some(codec::decode::<PoolError>(&v)?.reported))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// getEntityHistory of a worker pool: what happened to it, oldest first.
     pub fn pool_history(
         &self,
@@ -475,6 +512,34 @@ mod tests {
                 .errors_since(["other/pool", "prov"], long_ago)
                 .unwrap()
                 .is_empty());
+            // the retention job drops the errors reported before its bound, and only those
+            assert!(view.oldest_error("prov/wt").unwrap().is_some());
+            run(
+                &engine,
+                WorkerCommand::ExpirePoolErrors {
+                    worker_pool_id: key().worker_pool_id,
+                    before: long_ago,
+                },
+            )
+            .await;
+            assert_eq!(
+                view.errors("prov/wt", None, 10, |_| true).unwrap().0.len(),
+                2
+            );
+            run(
+                &engine,
+                WorkerCommand::ExpirePoolErrors {
+                    worker_pool_id: key().worker_pool_id,
+                    before: future,
+                },
+            )
+            .await;
+            assert!(view
+                .errors("prov/wt", None, 10, |_| true)
+                .unwrap()
+                .0
+                .is_empty());
+            assert_eq!(view.oldest_error("prov/wt").unwrap(), None);
         }
         // reopen once the writer task has dropped the database
         let mut opened = store::open(dir.path());
@@ -496,7 +561,7 @@ mod tests {
         let records = log
             .read_sync(WORKER_MANAGER_TOPIC, WORKER_MANAGER_PARTITION, 0, 100)
             .unwrap();
-        assert_eq!(records.len(), 6);
+        assert_eq!(records.len(), 8);
         for r in &records {
             assert!(!r
                 .value
@@ -509,10 +574,12 @@ mod tests {
             .collect();
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
         view.apply(&offsets, offsets.len() as u64, &envs).unwrap();
-        assert_eq!(
-            view.errors("prov/wt", None, 10, |_| true).unwrap().0.len(),
-            2
-        );
+        // (the retention job had dropped both errors; re-applying brings none back)
+        assert!(view
+            .errors("prov/wt", None, 10, |_| true)
+            .unwrap()
+            .0
+            .is_empty());
         assert_eq!(view.read(|s| s.workers[&key()].clone()), worker);
     }
 }

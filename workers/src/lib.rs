@@ -351,8 +351,12 @@ pub async fn run_client_expiry(auth: taskledger_projections::AuthEngine) {
     }
 }
 
-/// Removes workers past their `expires` (any state), as `WorkerExpired` events: upstream's
-/// daily `expireWorkers`, every `every` here.
+/// How long worker-pool errors are kept (upstream: 7 days).
+const POOL_ERROR_RETENTION: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Removes workers past their `expires` (any state), as `WorkerExpired` events, and pool errors
+/// older than 7 days, as `PoolErrorsExpired`: upstream's daily `expireWorkers` and
+/// `expireErrors`, every `every` here.
 pub async fn run_worker_expiry(
     worker_manager: taskledger_projections::WorkerManagerEngine,
     every: Duration,
@@ -373,6 +377,31 @@ pub async fn run_worker_expiry(
             {
                 Ok(_) => tracing::info!(worker = %path, "expired worker removed"),
                 Err(e) => tracing::warn!(worker = %path, error = %e, "worker expiry failed"),
+            }
+        }
+        let before = Millis::now().minus(POOL_ERROR_RETENTION);
+        let pools: Vec<_> = worker_manager
+            .view()
+            .read(|s| s.pools.keys().cloned().collect());
+        for worker_pool_id in pools {
+            let old = worker_manager
+                .view()
+                .oldest_error(worker_pool_id.as_str())
+                .ok()
+                .flatten()
+                .is_some_and(|t| t < before);
+            if !old {
+                continue;
+            }
+            let cmd = taskledger_core::worker_manager::WorkerCommand::ExpirePoolErrors {
+                worker_pool_id,
+                before,
+            };
+            if let Err(e) = worker_manager
+                .execute(Actor::system("worker-expiry"), cmd)
+                .await
+            {
+                tracing::warn!(error = %e, "pool error expiry failed");
             }
         }
         tokio::time::sleep(every).await;

@@ -34,6 +34,18 @@ impl WorkerManagerState {
                 static_secret,
             } => self.update_worker(worker, *expires, *capacity, static_secret.as_ref()),
             WorkerCommand::RemoveWorker { worker } => self.remove_worker(worker),
+            WorkerCommand::ExpirePoolErrors {
+                worker_pool_id,
+                before,
+            } => Ok(self
+                .pools
+                .get(worker_pool_id)
+                .map(|_| WorkerEvent::PoolErrorsExpired {
+                    worker_pool_id: worker_pool_id.clone(),
+                    before: *before,
+                })
+                .into_iter()
+                .collect()),
             WorkerCommand::ExpireWorker { worker } => Ok(self
                 .workers
                 .get(worker)
@@ -478,7 +490,7 @@ impl WorkerManagerState {
                 }
             }
             // errors are rows of the projection, not state
-            WorkerEvent::WorkerErrorReported { .. } => {}
+            WorkerEvent::WorkerErrorReported { .. } | WorkerEvent::PoolErrorsExpired { .. } => {}
             WorkerEvent::WorkerExpired { worker } => {
                 self.workers.remove(&worker);
             }

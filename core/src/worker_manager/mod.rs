@@ -173,6 +173,11 @@ pub enum WorkerEvent {
     },
     /// The worker passed its `expires`: it is gone (upstream's daily `expireWorkers`).
     WorkerExpired { worker: WorkerKey },
+    /// The pool's errors reported before `before` are dropped (upstream keeps them 7 days).
+    PoolErrorsExpired {
+        worker_pool_id: WorkerPoolId,
+        before: Millis,
+    },
 }
 
 impl WorkerEvent {
@@ -186,6 +191,7 @@ impl WorkerEvent {
             WorkerEvent::WorkerRegistered { .. } => "WorkerRegistered",
             WorkerEvent::WorkerErrorReported { .. } => "WorkerErrorReported",
             WorkerEvent::WorkerExpired { .. } => "WorkerExpired",
+            WorkerEvent::PoolErrorsExpired { .. } => "PoolErrorsExpired",
         }
     }
 
@@ -201,7 +207,8 @@ impl WorkerEvent {
             | WorkerEvent::WorkerRemoved { worker }
             | WorkerEvent::WorkerRegistered { worker, .. }
             | WorkerEvent::WorkerExpired { worker } => Subject::Worker(worker),
-            WorkerEvent::WorkerErrorReported { worker_pool_id, .. } => {
+            WorkerEvent::WorkerErrorReported { worker_pool_id, .. }
+            | WorkerEvent::PoolErrorsExpired { worker_pool_id, .. } => {
                 Subject::PoolError(worker_pool_id)
             }
         }
@@ -221,7 +228,7 @@ impl WorkerEvent {
 pub enum Subject<'a> {
     Pool(&'a WorkerPoolId),
     Worker(&'a WorkerKey),
-    /// A new error row of the pool.
+    /// The pool's error rows: a new one, or old ones dropped.
     PoolError(&'a WorkerPoolId),
 }
 
@@ -333,7 +340,8 @@ impl PoolError {
             | WorkerEvent::WorkerUpdated { .. }
             | WorkerEvent::WorkerRemoved { .. }
             | WorkerEvent::WorkerRegistered { .. }
-            | WorkerEvent::WorkerExpired { .. } => None,
+            | WorkerEvent::WorkerExpired { .. }
+            | WorkerEvent::PoolErrorsExpired { .. } => None,
         }
     }
 }
@@ -437,6 +445,11 @@ pub enum WorkerCommand {
     ExpireWorker {
         worker: WorkerKey,
     },
+    /// The expiry job's: the pool's errors reported before `before` go.
+    ExpirePoolErrors {
+        worker_pool_id: WorkerPoolId,
+        before: Millis,
+    },
     /// `proof`: the `staticSecret` of the identity proof, if it has one; `secret`: the new
     /// registration secret, sealed for `worker.registration_secret_owner()`.
     RegisterWorker {
@@ -470,7 +483,8 @@ impl WorkerCommand {
                 pool_stream_id(&p.worker_pool_id)
             }
             WorkerCommand::DeleteWorkerPool { worker_pool_id }
-            | WorkerCommand::ReportWorkerError { worker_pool_id, .. } => {
+            | WorkerCommand::ReportWorkerError { worker_pool_id, .. }
+            | WorkerCommand::ExpirePoolErrors { worker_pool_id, .. } => {
                 pool_stream_id(worker_pool_id)
             }
             WorkerCommand::CreateWorker { worker, .. }

@@ -533,6 +533,10 @@ fn golden_worker_manager_events_v1() {
             launch_config_id: None,
         },
         WorkerEvent::WorkerExpired { worker: key() },
+        WorkerEvent::PoolErrorsExpired {
+            worker_pool_id: pool_id(),
+            before: NOW,
+        },
     ];
     crate::codec::assert_golden_events(
         "worker-pool/prov/wt",
@@ -562,4 +566,25 @@ fn workers_expire_after_their_expires() {
     gone.apply(&decided[0], later);
     assert!(!gone.workers.contains_key(&key()));
     assert_eq!(gone.decide(&expire(), later), Ok(vec![]));
+}
+
+/// The expiry job's error retention: one event for an existing pool, none for another.
+#[test]
+fn pool_errors_expire_by_pool() {
+    let s = given(&[pool_created("{}")]);
+    let expire = |worker_pool_id| WorkerCommand::ExpirePoolErrors {
+        worker_pool_id,
+        before: NOW,
+    };
+    assert_eq!(
+        s.decide(&expire(pool_id()), NOW),
+        Ok(vec![WorkerEvent::PoolErrorsExpired {
+            worker_pool_id: pool_id(),
+            before: NOW,
+        }])
+    );
+    assert_eq!(
+        s.decide(&expire("other/pool".parse().unwrap()), NOW),
+        Ok(vec![])
+    );
 }

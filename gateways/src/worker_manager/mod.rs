@@ -4,9 +4,9 @@
 //!
 //! Static pools have no launch configurations: their list is empty and their workers count
 //! under `unknown` in workerPoolStats. `listWorkers`/`getWorker` join the queue's worker
-//! records with these workers (`queue_workers`). Workers past their `expires` are removed by
-//! the workers crate's `run_worker_expiry`. Left out: cloud providers, the retention of pool
-//! errors and the deletion of `null-provider` pools. (The Pulse messages are the bridge's.)
+//! records with these workers (`queue_workers`). Workers past their `expires` and errors older
+//! than 7 days are removed by the workers crate's `run_worker_expiry`. Left out: cloud
+//! providers and the deletion of `null-provider` pools. (The Pulse messages are the bridge's.)
 
 mod json;
 mod pools;
