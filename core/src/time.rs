@@ -64,11 +64,20 @@ impl Millis {
         }
         text
     }
-    /// Parse an RFC 3339 date-time (timezone required).
+    /// Parse an RFC 3339 date-time (timezone required). An offset without its colon
+    /// (`+0100`), which JSON schema's `date-time` and JavaScript's `Date` take, is read too.
     pub fn parse_rfc3339(s: &str) -> Option<Millis> {
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|d| Millis(d.timestamp_millis()))
+        let parse = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|d| Millis(d.timestamp_millis()))
+        };
+        parse(s).or_else(|| {
+            let (head, tail) = s.split_at_checked(s.len().checked_sub(5)?)?;
+            let b = tail.as_bytes();
+            let compact = (b[0] == b'+' || b[0] == b'-') && b[1..].iter().all(u8::is_ascii_digit);
+            compact.then(|| parse(&format!("{head}{}:{}", &tail[..3], &tail[3..])))?
+        })
     }
     /// Adds one calendar year as JavaScript's `setFullYear(getFullYear() + 1)` does in UTC:
     /// Feb 29 rolls over to Mar 1 of a year without one.
@@ -197,6 +206,10 @@ mod tests {
             assert_eq!(t.plus_one_year().to_rfc3339(), to);
         }
         assert!(Millis::parse_rfc3339("2024-02-29T10:00:00").is_none());
+        // an offset without its colon, as JSON schema's date-time takes it
+        assert_eq!(Millis::parse_rfc3339("2024-02-29T10:00:00.5+0100"), Some(t));
+        assert!(Millis::parse_rfc3339("2024-02-29T10:00:00+01x0").is_none());
+        assert!(Millis::parse_rfc3339("+0100").is_none());
     }
 
     #[test]
