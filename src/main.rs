@@ -320,8 +320,8 @@ struct ServeArgs {
     /// How long claimWork waits for a task (Taskcluster: 20 s).
     #[arg(long, env = "TASKLEDGER_CLAIM_WORK_POLL_SECS", default_value_t = 20)]
     claim_work_poll_secs: u64,
-    /// How often expired tasks, task groups, objects and worker-manager workers are looked
-    /// for and removed (Taskcluster's expiry crons run daily).
+    /// How often expired tasks, task groups, objects, worker-manager workers and worker-pool
+    /// errors are looked for and removed (Taskcluster's expiry crons run daily).
     #[arg(long, env = "TASKLEDGER_EXPIRY_SCAN_SECS", default_value_t = 60)]
     expiry_scan_secs: u64,
     /// How often the log's hash chain is verified and each partition's head signed into

@@ -64,8 +64,9 @@ impl Millis {
         }
         text
     }
-    /// Parse an RFC 3339 date-time (timezone required). An offset without its colon
-    /// (`+0100`), which JSON schema's `date-time` and JavaScript's `Date` take, is read too.
+    /// Parse an RFC 3339 date-time (timezone required). An offset of hours and minutes without
+    /// its colon (`+0100`), which JSON schema's `date-time` and JavaScript's `Date` take, is
+    /// read too; an offset of hours alone is not.
     pub fn parse_rfc3339(s: &str) -> Option<Millis> {
         let parse = |s: &str| {
             DateTime::parse_from_rfc3339(s)

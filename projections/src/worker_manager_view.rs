@@ -22,7 +22,7 @@ use taskledger_core::envelope::Envelope;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{
     PoolError, Subject, Worker, WorkerCommand, WorkerEvent, WorkerManagerError, WorkerManagerState,
-    WorkerPool, NULL_PROVIDER, WORKER_MANAGER_TOPIC,
+    WorkerPool, WorkerPoolId, NULL_PROVIDER, WORKER_MANAGER_TOPIC,
 };
 
 /// The worker-manager's single partition.
@@ -112,6 +112,7 @@ impl WorkerManagerView {
     fn write_rows(
         &self,
         batch: &mut WriteBatch,
+        batch_errors: &mut Vec<(WorkerPoolId, Millis, Vec<u8>)>,
         state: &WorkerManagerState,
         env: &Envelope<WorkerEvent>,
         offset: u64,
@@ -152,11 +153,9 @@ impl WorkerManagerView {
             }
             Subject::PoolError(pool) => {
                 if let Some(row) = PoolError::from_event(&env.payload, env.time) {
-                    batch.put_cf(
-                        wm,
-                        keys::wm_error(pool.as_str(), offset),
-                        codec::encode(&row)?,
-                    );
+                    let key = keys::wm_error(pool.as_str(), offset);
+                    batch.put_cf(wm, &key, codec::encode(&row)?);
+                    batch_errors.push((pool.clone(), row.reported, key));
                 }
                 if let WorkerEvent::PoolErrorsExpired { before, .. } = &env.payload {
                     // rows are in log order, which is the order of their times: the old ones
@@ -175,6 +174,11 @@ impl WorkerManagerView {
                             break;
                         }
                         batch.delete_cf(wm, k);
+                    }
+                    for (of, reported, key) in batch_errors.iter() {
+                        if of == pool && reported < before {
+                            batch.delete_cf(wm, key);
+                        }
                     }
                 }
             }
@@ -385,6 +389,9 @@ impl Service for WorkerManagerView {
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         let mut inner = self.inner.write().expect("worker-manager state lock");
+        // error rows this batch put, which a later expiry in it must see: the database does
+        // not hold them yet (a rebuild folds a whole log in one batch)
+        let mut batch_errors = Vec::new();
         for (&offset, env) in offsets.iter().zip(envelopes) {
             let seen = inner.sequences.get(&env.stream_id).copied().unwrap_or(0);
             if env.sequence <= seen {
@@ -393,7 +400,14 @@ impl Service for WorkerManagerView {
             let action = audited(&inner.state, &env.payload);
             inner.state.apply(&env.payload, env.time);
             inner.sequences.insert(env.stream_id.clone(), env.sequence);
-            self.write_rows(&mut batch, &inner.state, env, offset, action)?;
+            self.write_rows(
+                &mut batch,
+                &mut batch_errors,
+                &inner.state,
+                env,
+                offset,
+                action,
+            )?;
         }
         batch.put_cf(
             cf(&self.db, keys::CF_META)?,
@@ -574,12 +588,19 @@ mod tests {
             .collect();
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
         view.apply(&offsets, offsets.len() as u64, &envs).unwrap();
-        // (the retention job had dropped both errors; re-applying brings none back)
-        assert!(view
+        // a rebuild folds the whole log in one batch, errors and their expiry alike: the
+        // errors are gone there too
+        let fresh = tempfile::tempdir().unwrap();
+        let rebuilt = WorkerManagerView::open(store::open(fresh.path()).unwrap()).unwrap();
+        rebuilt
+            .apply(&offsets, offsets.len() as u64, &envs)
+            .unwrap();
+        assert!(rebuilt
             .errors("prov/wt", None, 10, |_| true)
             .unwrap()
             .0
             .is_empty());
+        assert_eq!(rebuilt.read(|s| s.workers[&key()].clone()), worker);
         assert_eq!(view.read(|s| s.workers[&key()].clone()), worker);
     }
 }

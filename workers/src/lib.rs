@@ -19,7 +19,7 @@ use taskledger_core::codec;
 use taskledger_core::envelope::{Actor, Envelope};
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::queue::{QueueEvent, ReasonResolved, RunResolution};
-use taskledger_core::time::Millis;
+use taskledger_core::time::{Millis, DAY};
 use taskledger_projections::engine::QUEUE_PARTITION;
 use taskledger_projections::keys::Expiring;
 use taskledger_projections::keys::TimerKind;
@@ -352,7 +352,7 @@ pub async fn run_client_expiry(auth: taskledger_projections::AuthEngine) {
 }
 
 /// How long worker-pool errors are kept (upstream: 7 days).
-const POOL_ERROR_RETENTION: i64 = 7 * 24 * 60 * 60 * 1000;
+const POOL_ERROR_RETENTION: i64 = 7 * DAY;
 
 /// Removes workers past their `expires` (any state), as `WorkerExpired` events, and pool errors
 /// older than 7 days, as `PoolErrorsExpired`: upstream's daily `expireWorkers` and
@@ -375,21 +375,29 @@ pub async fn run_worker_expiry(
                 .execute(Actor::system("worker-expiry"), cmd)
                 .await
             {
-                Ok(_) => tracing::info!(worker = %path, "expired worker removed"),
+                Ok(events) if !events.is_empty() => {
+                    tracing::info!(worker = %path, "expired worker removed")
+                }
+                // its expiry was extended meanwhile, or it is gone already
+                Ok(_) => {}
                 Err(e) => tracing::warn!(worker = %path, error = %e, "worker expiry failed"),
             }
         }
-        let before = Millis::now().minus(POOL_ERROR_RETENTION);
+        // the bound moves a day at a time, so a pool that keeps reporting errors has its old
+        // ones dropped once a day, as upstream's daily job does, not on every scan
+        let now = Millis::now();
+        let before = Millis(now.0 - now.0.rem_euclid(DAY)).minus(POOL_ERROR_RETENTION);
         let pools: Vec<_> = worker_manager
             .view()
             .read(|s| s.pools.keys().cloned().collect());
         for worker_pool_id in pools {
-            let old = worker_manager
-                .view()
-                .oldest_error(worker_pool_id.as_str())
-                .ok()
-                .flatten()
-                .is_some_and(|t| t < before);
+            let old = match worker_manager.view().oldest_error(worker_pool_id.as_str()) {
+                Ok(oldest) => oldest.is_some_and(|t| t < before),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pool error scan failed");
+                    false
+                }
+            };
             if !old {
                 continue;
             }
