@@ -293,6 +293,23 @@ fn worker_manager_renders_through_an_unstored_batch() {
             expires: now.plus(HOUR),
             static_secret: sealed,
         },
+        WorkerEvent::WorkerRemoved {
+            worker: worker.clone(),
+        },
+        // expired: gone without a message; a worker made again under its key is a new one
+        WorkerEvent::WorkerExpired {
+            worker: worker.clone(),
+        },
+        WorkerEvent::WorkerRemoved {
+            worker: worker.clone(),
+        },
+        WorkerEvent::WorkerCreated {
+            worker: worker.clone(),
+            provider_id: "static-b".into(),
+            capacity: 1,
+            expires: now.plus(HOUR),
+            static_secret: SealKey::new([7; 32]).seal("o@example.com", "secret", [2; 12]),
+        },
         WorkerEvent::WorkerRemoved { worker },
     ];
     let records = stored(events, 0, |i| Millis(now.0 + i as i64), |e| e.stream_id());
@@ -306,12 +323,15 @@ fn worker_manager_renders_through_an_unstored_batch() {
         .iter()
         .map(|o| o.message.json())
         .collect();
-    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    // nothing for the expiry, nor for removing the expired worker (it is unknown then)
+    assert_eq!(bodies.len(), 6, "{bodies:?}");
     // the update names the provider before it; the removal the worker's provider and
     // capacity
     assert_eq!(bodies[1]["previousProviderId"], "static-a", "{}", bodies[1]);
     assert_eq!(bodies[3]["providerId"], "static-b", "{}", bodies[3]);
     assert_eq!(bodies[3]["capacity"], 3, "{}", bodies[3]);
+    // the worker made again: its own capacity, not the expired one's
+    assert_eq!(bodies[5]["capacity"], 1, "{}", bodies[5]);
     drop(state);
     let _ = std::fs::remove_dir_all(&dir);
 }
