@@ -256,27 +256,34 @@ pub fn decide(
             hashes,
         } => {
             check_hashes(hashes)?;
-            let object = current.ok_or_else(|| ObjectError::NotFound("Object not found".into()))?;
+            // upstream's texts, which name the object
+            let object = current
+                .ok_or_else(|| ObjectError::NotFound(format!("Object \"{name}\" not found")))?;
             if object.project_id != *project_id {
-                return Err(ObjectError::Input(
-                    "Object exists with a different projectId".into(),
-                ));
+                return Err(ObjectError::Input(format!(
+                    "Object \"{name}\" does not have projectId {project_id}"
+                )));
             }
-            let added = added_hashes(&object.hashes, hashes)?;
             if object.finished.is_some() {
                 // idempotent (whatever the upload id), but hashes are fixed once finished
-                return if added.is_empty() {
-                    Ok(vec![])
-                } else {
-                    Err(ObjectError::Conflict(
-                        "Upload already finished; its hashes cannot change".into(),
-                    ))
-                };
+                for (algorithm, value) in hashes {
+                    match object.hashes.get(algorithm) {
+                        Some(v) if v == value => {}
+                        Some(_) => return Err(ObjectError::Conflict(format!(
+                            "Object \"{name}\" is already finished, but with a different hash for algorithm {algorithm}"
+                        ))),
+                        None => return Err(ObjectError::Conflict(format!(
+                            "Object \"{name}\" is already finished, but without hash algorithm {algorithm}"
+                        ))),
+                    }
+                }
+                return Ok(vec![]);
             }
+            let added = added_hashes(&object.hashes, hashes)?;
             if object.upload_digest != upload_digest(upload_id) {
-                return Err(ObjectError::Conflict(
-                    "Object exists with a different uploadId".into(),
-                ));
+                return Err(ObjectError::Conflict(format!(
+                    "Object \"{name}\" does not have uploadId {upload_id}"
+                )));
             }
             let mut events = Vec::new();
             if !added.is_empty() {

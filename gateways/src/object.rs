@@ -65,10 +65,11 @@ fn invalid(schema: &str, error: impl Into<String>) -> ApiError {
     ApiError::validation(schema, &[error.into()])
 }
 
-/// An object's `{..}` member with only `allowed` keys, all of `required` present.
+/// An object's `{..}` member with only `allowed` keys, all of `required` present; `parent`
+/// is the object's own path (`data`, `data/proposedUploadMethods`).
 fn member<'a>(
     obj: &'a Map<String, Value>,
-    key: &str,
+    (parent, key): (&str, &str),
     schema: &str,
     allowed: &[&str],
     required: &[&str],
@@ -76,15 +77,16 @@ fn member<'a>(
     let Some(v) = obj.get(key) else {
         return Ok(None);
     };
+    let path = format!("{parent}/{key}");
     let inner = v
         .as_object()
-        .ok_or_else(|| invalid(schema, format!("data/{key} must be object")))?;
+        .ok_or_else(|| invalid(schema, format!("{path} must be object")))?;
     for k in inner.keys() {
         if !allowed.contains(&k.as_str()) {
             return Err(invalid(
                 schema,
                 format!(
-                    "data/{key} must NOT have additional properties: {}",
+                    "{path} must NOT have additional properties: {}",
                     Value::from(k.as_str())
                 ),
             ));
@@ -94,7 +96,7 @@ fn member<'a>(
         if !inner.contains_key(*k) {
             return Err(invalid(
                 schema,
-                format!("data/{key} must have required property '{k}'"),
+                format!("{path} must have required property '{k}'"),
             ));
         }
     }
@@ -135,15 +137,35 @@ fn hashes(obj: &Map<String, Value>, schema: &str) -> Result<BTreeMap<String, Str
         .as_object()
         .ok_or_else(|| invalid(schema, "data/hashes must be object"))?;
     map.iter()
-        .map(|(k, v)| match v.as_str() {
-            Some(s) => Ok((k.clone(), s.to_string())),
-            None => Err(invalid(schema, format!("data/hashes/{k} must be string"))),
+        .map(|(k, v)| {
+            let s = v
+                .as_str()
+                .ok_or_else(|| invalid(schema, format!("data/hashes/{k} must be string")))?;
+            // the schema's patterns for the algorithms it names (checked before any scope)
+            let len = match k.as_str() {
+                "sha256" => Some(64),
+                "sha512" => Some(128),
+                _ => None,
+            };
+            if let Some(len) = len {
+                let ok = s.len() == len
+                    && s.bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+                if !ok {
+                    return Err(invalid(
+                        schema,
+                        format!("data/hashes/{k} must match pattern \"^[a-z0-9]{{{len}}}$\""),
+                    ));
+                }
+            }
+            Ok((k.clone(), s.to_string()))
         })
         .collect()
 }
 
 fn content_type(m: &Map<String, Value>, key: &str, schema: &str) -> Result<String, ApiError> {
-    m.get("contentType")
+    let content_type = m
+        .get("contentType")
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| {
@@ -151,7 +173,16 @@ fn content_type(m: &Map<String, Value>, key: &str, schema: &str) -> Result<Strin
                 schema,
                 format!("data/proposedUploadMethods/{key}/contentType must be string"),
             )
-        })
+        })?;
+    // it becomes a Content-Type header of every download: upstream's backend parses it and
+    // refuses what no header can carry
+    if !content_type.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(ApiError::input(format!(
+            "Invalid contentType {}",
+            Value::from(content_type.as_str())
+        )));
+    }
+    Ok(content_type)
 }
 
 /// Where the bytes of one upload of an object live in the store: per upload (its id's
@@ -195,7 +226,7 @@ fn proposed_method(body: &Map<String, Value>) -> Result<Method, ApiError> {
     let schema = CREATE_UPLOAD_SCHEMA;
     let Some(proposed) = member(
         body,
-        "proposedUploadMethods",
+        ("data", "proposedUploadMethods"),
         schema,
         &["dataInline", "putUrl"],
         &[],
@@ -205,18 +236,33 @@ fn proposed_method(body: &Map<String, Value>) -> Result<Method, ApiError> {
     };
     let inline = member(
         proposed,
-        "dataInline",
+        ("data/proposedUploadMethods", "dataInline"),
         schema,
         &["contentType", "objectData"],
         &["contentType", "objectData"],
     )?;
     let put = member(
         proposed,
-        "putUrl",
+        ("data/proposedUploadMethods", "putUrl"),
         schema,
         &["contentType", "contentLength"],
         &["contentType", "contentLength"],
     )?;
+    // the schema checks both when both are proposed, though only one is used
+    let put_method = match put {
+        Some(m) => Some((
+            content_type(m, "putUrl", schema)?,
+            m.get("contentLength")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    invalid(
+                        schema,
+                        "data/proposedUploadMethods/putUrl/contentLength must be a non-negative integer",
+                    )
+                })?,
+        )),
+        None => None,
+    };
     if let Some(m) = inline {
         let content_type = content_type(m, "dataInline", schema)?;
         let encoded = m
@@ -234,17 +280,7 @@ fn proposed_method(body: &Map<String, Value>) -> Result<Method, ApiError> {
             .map_err(|_| ApiError::input("objectData is not valid base64"))?;
         return Ok(Method::Inline { content_type, data });
     }
-    if let Some(m) = put {
-        let content_type = content_type(m, "putUrl", schema)?;
-        let length = m
-            .get("contentLength")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| {
-                invalid(
-                schema,
-                "data/proposedUploadMethods/putUrl/contentLength must be a non-negative integer",
-            )
-            })?;
+    if let Some((content_type, length)) = put_method {
         return Ok(Method::Put {
             content_type,
             length,
@@ -467,7 +503,7 @@ pub async fn start_download(
             )?;
             let accept = member(
                 &obj,
-                "acceptDownloadMethods",
+                ("data", "acceptDownloadMethods"),
                 schema,
                 &["simple", "getUrl"],
                 &[],
@@ -496,7 +532,7 @@ pub async fn start_download(
             } else {
                 Err(ApiError::new(
                     ErrorCode::NoMatchingMethod,
-                    "Object supports methods getUrl, simple",
+                    "Object supports methods simple, getUrl",
                 ))
             }
         })

@@ -244,9 +244,31 @@ async fn the_object_service_keeps_its_rules_and_refuses_bad_input() {
     );
     let mut bad_hash = start(&upload_id);
     bad_hash["hashes"] = json!({ "sha256": "NOT-HEX" });
-    assert_eq!(
-        status_of(&root.createUpload(&name, &bad_hash).await.unwrap_err()),
-        Some(400)
+    // the hash's pattern is the schema's: checked with the body, before any scope
+    let err = root.createUpload(&name, &bad_hash).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(400));
+    assert!(
+        format!("{err:#}").contains("data/hashes/sha256 must match pattern"),
+        "{err:#}"
+    );
+    // a content type no header can carry is refused, as upstream's backend refuses it
+    let mut bad_type = start(&upload_id);
+    bad_type["proposedUploadMethods"] =
+        json!({ "dataInline": { "contentType": "text/plain\n", "objectData": "aGk=" } });
+    let err = root.createUpload(&name, &bad_type).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(400), "{err:#}");
+    // with both methods proposed, both are checked, and the errors name their place
+    let mut both = start(&upload_id);
+    both["proposedUploadMethods"] = json!({
+        "dataInline": { "contentType": "text/plain", "objectData": "aGk=" },
+        "putUrl": { "contentType": "text/plain" }
+    });
+    let err = root.createUpload(&name, &both).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains(
+            "data/proposedUploadMethods/putUrl must have required property 'contentLength'"
+        ),
+        "{err:#}"
     );
     // an error echoes the request, but never the upload id (a capability) or inline data
     let mut refused = start(&upload_id);
@@ -271,6 +293,13 @@ async fn the_object_service_keeps_its_rules_and_refuses_bad_input() {
     assert_eq!(
         status_of(&root.finishUpload(&name, &finish).await.unwrap_err()),
         Some(400)
+    );
+    // finishing an object that does not exist names it, as upstream does
+    let err = root.finishUpload("demo/none", &finish).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(404));
+    assert!(
+        format!("{err:#}").contains("Object \"demo/none\" not found"),
+        "{err:#}"
     );
 
     // inline data, then finish; finishing again is idempotent
@@ -301,6 +330,19 @@ async fn the_object_service_keeps_its_rules_and_refuses_bad_input() {
         .await
         .unwrap_err();
     assert_eq!(status_of(&none), Some(406));
+    assert!(
+        format!("{none:#}").contains("Object supports methods simple, getUrl"),
+        "{none:#}"
+    );
+    // finished: a hash it lacks, or another value of one it has, conflicts, named
+    let mut late_hash = finish.clone();
+    late_hash["hashes"] = json!({ "sha512": "a".repeat(128) });
+    let err = root.finishUpload(&name, &late_hash).await.unwrap_err();
+    assert_eq!(status_of(&err), Some(409));
+    assert!(
+        format!("{err:#}").contains("is already finished, but without hash algorithm sha512"),
+        "{err:#}"
+    );
     // the upload id never reaches the event stream
     let tail = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
         .args(["events", "tail", "--service", "object", "--data-dir"])
