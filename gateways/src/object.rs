@@ -18,8 +18,8 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::{alphabet, Engine as _};
 use object_store::ObjectStoreExt;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -275,9 +275,7 @@ fn proposed_method(body: &Map<String, Value>) -> Result<Method, ApiError> {
                     format!("data/proposedUploadMethods/dataInline/objectData must be a string of at most {INLINE_MAX} characters"),
                 )
             })?;
-        let data = STANDARD
-            .decode(encoded)
-            .map_err(|_| ApiError::input("objectData is not valid base64"))?;
+        let data = node_base64(encoded);
         return Ok(Method::Inline { content_type, data });
     }
     if let Some((content_type, length)) = put_method {
@@ -633,4 +631,55 @@ pub async fn get_object(State(st): St, uri: Uri, headers: HeaderMap) -> Response
     };
     let range = blobs::byte_range(&headers);
     blobs::serve(&st, &object_key(&name, &digest), content_type, range).await
+}
+
+/// Base64 as upstream's backend reads `objectData` (Node's `Buffer.from(text, 'base64')`):
+/// either alphabet, any other character skipped, decoding ending at the first `=`, trailing
+/// bits ignored and a last lone character dropped. It never fails.
+fn node_base64(text: &str) -> Vec<u8> {
+    let digits: String = text
+        .bytes()
+        .take_while(|b| *b != b'=')
+        .filter_map(|b| match b {
+            b'-' => Some('+'),
+            b'_' => Some('/'),
+            b'+' | b'/' => Some(b as char),
+            b if b.is_ascii_alphanumeric() => Some(b as char),
+            _ => None,
+        })
+        .collect();
+    let usable = match digits.len() % 4 {
+        1 => &digits[..digits.len() - 1],
+        _ => &digits[..],
+    };
+    let engine = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    engine.decode(usable).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_base64;
+
+    /// Padded, unpadded, URL-safe, wrapped or with stray characters: as Node reads them.
+    #[test]
+    fn object_data_decodes_as_node_reads_base64() {
+        for (text, bytes) in [
+            ("aGk=", &b"hi"[..]),
+            ("aGk", b"hi"),
+            ("aG\nk=", b"hi"),
+            ("-_8=", &[0xfb, 0xff]),
+            ("+/8=", &[0xfb, 0xff]),
+            ("aGk=aGk=", b"hi"),
+            ("aGVsbG8", b"hello"),
+            ("a", b""),
+            ("", b""),
+        ] {
+            assert_eq!(node_base64(text), bytes, "{text:?}");
+        }
+    }
 }
