@@ -218,19 +218,14 @@ fn string_list(
                 .ok_or_else(bad)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // every scope list of the auth schemas has `uniqueItems: true`; the validator scans from
-    // the end and names the later item first
-    let mut seen: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(list.len());
-    for (i, scope) in list.iter().enumerate().rev() {
-        if let Some(later) = seen.insert(scope, i) {
-            return Err(ApiError::validation(
-                schema,
-                &[format!(
-                    "data/{field} must NOT have duplicate items (items ## {later} and {i} are identical)"
-                )],
-            ));
-        }
+    // every scope list of the auth schemas has `uniqueItems: true`
+    if let Some((later, i)) = repeated_item(list.iter().map(String::as_str).enumerate()) {
+        return Err(ApiError::validation(
+            schema,
+            &[format!(
+                "data/{field} must NOT have duplicate items (items ## {later} and {i} are identical)"
+            )],
+        ));
     }
     Ok(Some(list))
 }

@@ -393,6 +393,17 @@ pub fn decode_token(q: &HashMap<String, String>) -> Result<Option<Vec<u8>>, ApiE
     }
 }
 
+/// JSON schema's `uniqueItems` as the validator reports a failure: scanning `items` (index,
+/// text) from the end, the first text met again, as (its later index, its earlier index).
+pub fn repeated_item<'a>(
+    items: impl DoubleEndedIterator<Item = (usize, &'a str)>,
+) -> Option<(usize, usize)> {
+    let mut seen = HashMap::new();
+    items
+        .rev()
+        .find_map(|(i, item)| seen.insert(item, i).map(|later| (later, i)))
+}
+
 /// What an error body echoes in place of a secret.
 pub const OMITTED: &str = "(OMITTED)";
 

@@ -9,7 +9,7 @@ use taskledger_core::ids::{is_ident38, is_worker_type, Slug, TaskId, TaskQueueId
 use taskledger_core::queue::{JsonText, Metadata, Priority, Requires, Task, TaskDefinition};
 use taskledger_core::time::Millis;
 
-use super::call::SLUGID_RE;
+use super::call::{repeated_item, SLUGID_RE};
 
 /// A task definition as the API returns it (getTask, claimWork, ...), written straight from
 /// the definition, with the task's current priority (upstream keeps one priority, which
@@ -161,6 +161,20 @@ impl Checks {
             ));
         }
     }
+    /// An identifier as the schemas declare one: 1 to 38 characters of `^([a-zA-Z0-9-_]*)$`,
+    /// each rule its own error (the path made only for one).
+    pub fn identifier(&mut self, path: impl Fn() -> String, v: &str) {
+        self.length(&path, v, 1, 38);
+        if !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            self.fail(format!(
+                "{} should match pattern \"^([a-zA-Z0-9-_]*)$\"",
+                path()
+            ));
+        }
+    }
     pub fn finish(self, schema: &str) -> Result<(), ApiError> {
         if self.errors.is_empty() {
             Ok(())
@@ -219,17 +233,13 @@ fn string_list(
                     "data.{key} should NOT have more than {max_items} items"
                 ));
             }
-            if unique {
-                let mut seen: std::collections::HashMap<&str, usize> =
-                    std::collections::HashMap::with_capacity(out.len());
-                for (i, item) in out.iter().rev() {
-                    if let Some(later) = seen.insert(item.as_str(), *i) {
-                        c.fail(format!(
-                            "data.{key} should NOT have duplicate items (items ## {later} and {i} are identical)"
-                        ));
-                        break;
-                    }
-                }
+            let repeated = unique
+                .then(|| repeated_item(out.iter().map(|(i, s)| (*i, s.as_str()))))
+                .flatten();
+            if let Some((later, i)) = repeated {
+                c.fail(format!(
+                    "data.{key} should NOT have duplicate items (items ## {later} and {i} are identical)"
+                ));
             }
             out
         }
@@ -290,13 +300,7 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
         .string(obj, "schedulerId", false)
         .unwrap_or("-")
         .to_string();
-    c.length(|| "data.schedulerId".into(), &scheduler_id, 1, 38);
-    if !scheduler_id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        c.fail("data.schedulerId should match pattern \"^([a-zA-Z0-9-_]*)$\"".into());
-    }
+    c.identifier(|| "data.schedulerId".into(), &scheduler_id);
     let project_id = c
         .string(obj, "projectId", false)
         .unwrap_or("none")

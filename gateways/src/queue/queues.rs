@@ -324,14 +324,10 @@ fn counts_request(body: &Value) -> Result<Vec<TaskQueueId>, ApiError> {
         })?;
         ids.push(q);
     }
-    // `uniqueItems`: the validator scans from the end and names the later item first
-    let mut seen = std::collections::HashMap::with_capacity(ids.len());
-    for (i, q) in ids.iter().enumerate().rev() {
-        if let Some(later) = seen.insert(q.as_str(), i) {
-            return Err(fail(format!(
-                "data.taskQueueIds should NOT have duplicate items (items ## {later} and {i} are identical)"
-            )));
-        }
+    if let Some((later, i)) = repeated_item(ids.iter().map(TaskQueueId::as_str).enumerate()) {
+        return Err(fail(format!(
+            "data.taskQueueIds should NOT have duplicate items (items ## {later} and {i} are identical)"
+        )));
     }
     Ok(ids)
 }

@@ -82,25 +82,7 @@ fn claim_request(
     }
     let ident = |c: &mut Checks, key: &str| -> Option<String> {
         let v = c.string(obj, key, true)?;
-        let chars = v.chars().count();
-        if chars < 1 {
-            c.fail(format!(
-                "data.{key} should NOT be shorter than 1 characters"
-            ));
-        }
-        if chars > 38 {
-            c.fail(format!(
-                "data.{key} should NOT be longer than 38 characters"
-            ));
-        }
-        if !v
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            c.fail(format!(
-                "data.{key} should match pattern \"^([a-zA-Z0-9-_]*)$\""
-            ));
-        }
+        c.identifier(|| format!("data.{key}"), v);
         Some(v.to_string())
     };
     let group = ident(&mut c, "workerGroup");
