@@ -6,6 +6,7 @@ pub mod decide;
 pub mod events;
 pub mod json;
 pub mod model;
+mod upkeep;
 
 #[cfg(test)]
 #[allow(clippy::wildcard_enum_match_arm)] // tests pick out the events they look for
@@ -15,3 +16,4 @@ pub use artifacts::*;
 pub use decide::*;
 pub use events::*;
 pub use model::*;
+pub use upkeep::*;

@@ -1,6 +1,6 @@
 //! The worker-manager's HTTP API (reference/worker-manager.md §5) for the `static` provider:
 //! providers, worker pools (`pools`), workers (`workers`), registration (`register`) and
-//! worker-pool errors (`pools`). Bodies and answers in `json`.
+//! worker-pool errors (`pool_errors`). Bodies and answers in `json`.
 //!
 //! Static pools have no launch configurations: their list is empty and their workers count
 //! under `unknown` in workerPoolStats. `listWorkers`/`getWorker` join the queue's worker
@@ -9,6 +9,7 @@
 //! providers and the deletion of `null-provider` pools. (The Pulse messages are the bridge's.)
 
 mod json;
+mod pool_errors;
 mod pools;
 mod queue_workers;
 mod register;
@@ -39,7 +40,7 @@ pub fn routes(service: Mount) -> Mount {
         .route("/worker-pools/stats", get(p::list_worker_pools_stats))
         .route(
             "/worker-pool-errors/{*workerPoolId}",
-            get(p::list_worker_pool_errors).post(p::report_worker_error),
+            get(pool_errors::list_worker_pool_errors).post(pool_errors::report_worker_error),
         )
         .route(
             "/workers/{*rest}",

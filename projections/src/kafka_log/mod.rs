@@ -38,6 +38,7 @@ mod chain;
 mod epochs;
 mod group;
 mod inner;
+mod readers;
 #[cfg(test)]
 mod tests;
 
