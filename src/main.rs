@@ -10,6 +10,7 @@ mod commands;
 mod metrics;
 mod secrets;
 mod serve;
+mod static_clients;
 mod worker_cli;
 
 use anyhow::{Context, Result};

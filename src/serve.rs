@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_core::access::AUTH_TOPIC;
-use taskledger_core::auth::ClientRecord;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::queue::Limits;
@@ -23,37 +22,9 @@ use crate::checks::{
     checkpoint_key, embedded_chain_walk, kafka_chain_walk, run_checkpoints, run_projection_checks,
     ChainWalk,
 };
-use crate::secrets::{access_token, far_future, seal_key, shared_secret, stored_secret, Secrets};
+use crate::secrets::{access_token, seal_key, shared_secret, stored_secret, Secrets};
+use crate::static_clients::{insert_static_clients, StaticTokens, WORKER_MANAGER_CLIENT};
 use crate::{cluster, metrics, ServeArgs, ALL_TOPICS};
-
-/// The worker-manager's own client: the issuer of worker credentials.
-const WORKER_MANAGER_CLIENT: &str = "static/taskcluster/worker-manager";
-
-/// What worker credentials may hold (worker-manager.md §2), plus naming them `worker/...`.
-const WORKER_MANAGER_SCOPES: &[&str] = &[
-    "assume:worker-type:*",
-    "assume:worker-pool:*",
-    "assume:worker-id:*",
-    "queue:worker-id:*",
-    "secrets:get:worker-type:*",
-    "secrets:get:worker-pool:*",
-    "queue:claim-work:*",
-    "worker-manager:remove-worker:*",
-    "worker-manager:reregister-worker:*",
-    "worker-manager:should-worker-terminate:*",
-    "auth:create-client:worker/*",
-];
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StaticClientConfig {
-    client_id: String,
-    access_token: String,
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    description: Option<String>,
-}
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -273,49 +244,16 @@ async fn run_services<L: EventLog + 'static>(
         .await
         .context("starting the object engine")?;
     let mut clients = Clients::new(auth_view, seal_key(&args.data_dir)?);
-    let static_client = |id: &str, token: &str, scopes: &[&str]| ClientRecord {
-        client_id: id.to_string(),
-        access_token: token.to_string(),
-        scopes: Arc::new(scopes.iter().map(|s| s.to_string()).collect()),
-        final_scopes: false,
-        expires: far_future(),
-        disabled: false,
-    };
-    clients.insert(static_client(
-        "static/taskcluster/root",
-        &root_token,
-        &["*"],
-    ));
-    clients.insert(static_client(
-        "static/taskcluster/queue",
-        &queue_token,
-        &["*"],
-    ));
-    clients.insert(static_client(
-        WORKER_MANAGER_CLIENT,
-        &worker_manager_token,
-        WORKER_MANAGER_SCOPES,
-    ));
-    if let Some(json) = &args.static_clients {
-        let list: Vec<StaticClientConfig> =
-            serde_json::from_str(json).context("TASKLEDGER_STATIC_CLIENTS must be a JSON array")?;
-        for c in list {
-            anyhow::ensure!(
-                c.client_id.starts_with("static/"),
-                "static client ids start with `static/`: {}",
-                c.client_id
-            );
-            let scopes: Vec<&str> = c.scopes.iter().map(String::as_str).collect();
-            let client = static_client(&c.client_id, &c.access_token, &scopes);
-            match c.description {
-                Some(d) => clients.insert_described(client, d),
-                None => clients.insert(client),
-            }
-        }
-    }
-    if args.test_clients {
-        clients.insert(static_client("tester", "no-secret", &["test:*"]));
-    }
+    insert_static_clients(
+        &mut clients,
+        StaticTokens {
+            root: &root_token,
+            queue: &queue_token,
+            worker_manager: &worker_manager_token,
+        },
+        args.static_clients.as_deref(),
+        args.test_clients,
+    )?;
 
     let limits = Limits {
         claim_timeout_ms: args.claim_timeout_secs as i64 * 1000,
@@ -404,7 +342,6 @@ async fn run_services<L: EventLog + 'static>(
                 stats,
             ),
         );
-        println!("  republishing events to Pulse (AMQP)");
     }
 
     let state = Arc::new(AppState {
@@ -445,6 +382,9 @@ async fn run_services<L: EventLog + 'static>(
             "  TASKCLUSTER_ACCESS_TOKEN=$(cat {})",
             args.data_dir.join("root-access-token").display()
         );
+    }
+    if args.pulse_url.is_some() {
+        println!("  republishing events to Pulse (AMQP)");
     }
     tracing::info!(listen = %args.listen, "ready");
     let audit_stats = Arc::new(metrics::AuditStats::default());
