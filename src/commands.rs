@@ -121,8 +121,9 @@ pub(crate) async fn bridge_command(cmd: BridgeCmd) -> Result<()> {
         BridgeCmd::Run {
             pulse_url,
             pulse_channels,
+            skip_history,
             data,
-        } => bridge_run(pulse_url, pulse_channels, data).await,
+        } => bridge_run(pulse_url, pulse_channels, skip_history, data).await,
         BridgeCmd::Replay {
             exchange,
             routing_key,
@@ -165,6 +166,7 @@ async fn bridge_replay(
              {AUTH_EXCHANGES:?}, worker-manager's {WORKER_MANAGER_EXCHANGES:?}"
         );
     };
+    taskledger_bridge::check_url(&pulse_url)?;
     let since = match since {
         Some(t) => taskledger_core::time::Millis::parse_rfc3339(&t)
             .with_context(|| format!("--since {t} is not an RFC 3339 time"))?,
@@ -188,13 +190,28 @@ async fn bridge_replay(
 /// `taskledger bridge run`: the bridge on a secondary instance of the data directory's
 /// database, its position in `<data-dir>/bridge` (so it cannot run twice, nor beside
 /// `serve --pulse-url`), until SIGTERM or Ctrl-C.
-async fn bridge_run(pulse_url: String, channels: u8, data: DataDir) -> Result<()> {
+async fn bridge_run(
+    pulse_url: String,
+    channels: u8,
+    skip_history: bool,
+    data: DataDir,
+) -> Result<()> {
+    taskledger_bridge::check_url(&pulse_url)?;
     let (db, _secondary) = open_read_only(&data)?;
     let log = Arc::new(EmbeddedLog::new(db));
     let follower = log.clone();
     let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || follower.follow_primary());
     let state = taskledger_bridge::BridgeState::open(&data.data_dir.join("bridge"))
         .context("opening the bridge's state (is another bridge running on this data dir?)")?;
+    if skip_history {
+        log.follow_primary();
+        let folded = taskledger_bridge::skip_history(&*log, &state)
+            .await
+            .context("folding the history without publishing it")?;
+        if folded > 0 {
+            eprintln!("taskledger bridge: {folded} events of history folded, not published");
+        }
+    }
     eprintln!(
         "taskledger bridge: republishing {} to Pulse",
         data.data_dir.display()

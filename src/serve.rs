@@ -27,6 +27,9 @@ use crate::static_clients::{insert_static_clients, StaticTokens, WORKER_MANAGER_
 use crate::{cluster, metrics, ServeArgs, ALL_TOPICS};
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
+    if let Some(url) = &args.pulse_url {
+        taskledger_bridge::check_url(url)?;
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let panic_exits = Arc::new(panic_exits(&args.data_dir));
@@ -328,6 +331,14 @@ async fn run_services<L: EventLog + 'static>(
     if let Some(url) = &args.pulse_url {
         let state = taskledger_bridge::BridgeState::open(&args.data_dir.join("bridge"))
             .context("opening the bridge's state")?;
+        if args.pulse_skip_history {
+            let folded = taskledger_bridge::skip_history(&*log, &state)
+                .await
+                .context("folding the history without publishing it")?;
+            if folded > 0 {
+                tracing::info!(folded, "pulse bridge: history folded, not published");
+            }
+        }
         let stats = Arc::new(taskledger_bridge::BridgeStats::default());
         bridge_stats = Some(stats.clone());
         spawn_service(

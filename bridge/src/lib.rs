@@ -33,12 +33,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::codec;
-use taskledger_core::log::{EventLog, QUEUE_TOPIC};
+use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use tokio::sync::watch;
 
 /// Records read (and published) per confirmed batch.
 pub(crate) const BATCH: usize = 512;
+/// The topics the bridge publishes, in the order it reads them.
+pub(crate) const TOPICS: [&str; 3] = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC];
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -54,6 +56,17 @@ pub enum BridgeError {
     Codec(#[from] codec::CodecError),
     #[error("log: {0}")]
     Log(#[from] taskledger_core::log::LogError),
+    #[error("the Pulse URL is not a valid AMQP URL (amqp://user:password@host:port/vhost)")]
+    BadUrl,
+}
+
+/// Checks a Pulse URL before any connection: a malformed one is refused with a text that
+/// never quotes it (the parser's own error would, password included, in every reconnect's
+/// log line).
+pub fn check_url(url: &str) -> Result<(), BridgeError> {
+    url.parse::<lapin::uri::AMQPUri>()
+        .map(drop)
+        .map_err(|_| BridgeError::BadUrl)
 }
 
 /// Counters for operators (and the tests).
@@ -246,29 +259,22 @@ async fn session<L: EventLog>(
         if let Some(refresh) = refresh {
             refresh();
         }
-        for topic in [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC] {
+        for topic in TOPICS {
             let offset = match &in_flight {
                 Some(f) if f.topic == topic => f.next,
                 _ => state.offset(topic)?,
             };
-            let read = log.read(topic, 0, offset, BATCH).await?;
-            if read.next <= offset {
+            let Some(WholeRead { records, next, end }) = read_whole(log, topic, offset).await?
+            else {
                 continue;
-            }
-            progressed = true;
-            let end = log.end_offset(topic, 0).await?;
-            // a read may stop inside a command: its last events wait for the next read
-            let keep = whole_commands(topic, &read.records, read.next < end)?;
-            let (records, next) = match read.records.get(keep) {
-                Some(first_left) if keep > 0 => (&read.records[..keep], first_left.offset),
-                _ => (&read.records[..], read.next),
             };
+            progressed = true;
             // a batch renders only through a batch of its own topic
             if let Some(f) = in_flight.take_if(|f| f.topic != topic) {
                 f.store(state, stats).await?;
             }
             let parent = in_flight.as_ref().map(|f| f.changes.clone());
-            let (changes, outgoing) = render(state, parent, topic, records)?;
+            let (changes, outgoing) = render(state, parent, topic, &records)?;
             let items = outgoing.iter().map(|o| {
                 (
                     o.message.exchange.as_str(),
@@ -320,6 +326,79 @@ async fn session<L: EventLog>(
     }
 }
 
+/// One read of a topic, cut after its last whole command.
+pub(crate) struct WholeRead {
+    pub records: Vec<Stored>,
+    /// The offset after `records`: where the next read starts.
+    pub next: u64,
+    /// The log's end when it was read.
+    pub end: u64,
+}
+
+/// Reads `topic` from `offset` (at most `BATCH` records); when the log goes on after the
+/// read, the events at its end that belong to one command are left for the next read
+/// (`whole_commands`: a command's messages render from the state after all its events).
+/// `None` when nothing follows `offset`.
+pub(crate) async fn read_whole<L: EventLog>(
+    log: &L,
+    topic: &str,
+    offset: u64,
+) -> Result<Option<WholeRead>, BridgeError> {
+    let read = log.read(topic, 0, offset, BATCH).await?;
+    if read.next <= offset {
+        return Ok(None);
+    }
+    let end = log.end_offset(topic, 0).await?;
+    let keep = whole_commands(topic, &read.records, read.next < end)?;
+    let mut records = read.records;
+    let next = match records.get(keep) {
+        Some(first_left) if keep > 0 => {
+            let next = first_left.offset;
+            records.truncate(keep);
+            next
+        }
+        _ => read.next,
+    };
+    Ok(Some(WholeRead { records, next, end }))
+}
+
+/// Starts a bridge that has never stored a position at the log's present end: folds every
+/// topic's history up to its end now into `state`, publishing nothing, so that only events
+/// from now on reach Pulse (for a bridge added to a server with history, or a bridge database
+/// rebuilt, whose consumers must not see old events as new; `bridge replay` still serves
+/// history on request). A bridge with a position is left as it is: what it has not
+/// published yet, it still publishes. A fold cut short by a crash resumes at the next call.
+/// Returns the events folded.
+pub async fn skip_history<L: EventLog>(log: &L, state: &BridgeState) -> Result<u64, BridgeError> {
+    let mut fresh = true;
+    for topic in TOPICS {
+        fresh &= state.offset(topic)? == 0;
+    }
+    if !fresh && !state.skipping()? {
+        return Ok(0);
+    }
+    state.set_skipping(true)?;
+    let mut folded = 0;
+    for topic in TOPICS {
+        let until = log.end_offset(topic, 0).await?;
+        let mut offset = state.offset(topic)?;
+        while offset < until {
+            let Some(read) = read_whole(log, topic, offset).await? else {
+                break;
+            };
+            let (changes, _) = render(state, None, topic, &read.records)?;
+            let mut batch = WriteBatch::default();
+            changes.commit(&mut batch)?;
+            batch.put(offset_key(topic), read.next.to_be_bytes());
+            state.db.write(batch)?;
+            folded += read.next - offset;
+            offset = read.next;
+        }
+    }
+    state.set_skipping(false)?;
+    Ok(folded)
+}
+
 /// A published batch awaiting its confirms.
 struct InFlight {
     topic: &'static str,
@@ -344,6 +423,9 @@ impl InFlight {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(test)]
 mod testing {

@@ -4,17 +4,14 @@
 use crate::publish::publish_confirmed;
 use crate::render::{properties, render};
 use crate::state::BridgeState;
-use crate::{BridgeError, BATCH};
+use crate::{read_whole, BridgeError, TOPICS};
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
 use rocksdb::WriteBatch;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use taskledger_core::access::AUTH_TOPIC;
-use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::time::Millis;
-use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_projections::EmbeddedLog;
 
 /// AMQP topic matching (what a binding does): words split on `.`, `*` is one word, `#` zero
@@ -73,15 +70,12 @@ pub async fn replay(
         )
         .await?;
     let mut published = 0;
-    for topic in [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC] {
+    for topic in TOPICS {
         let mut offset = 0;
-        loop {
-            let records = log.read_sync(topic, 0, offset, BATCH)?;
-            let Some(last) = records.last() else {
-                break;
-            };
-            offset = last.offset + 1;
-            let (changes, outgoing) = render(&state, None, topic, &records)?;
+        // never a read that cuts a command: its messages render from the state after it
+        while let Some(read) = read_whole(log, topic, offset).await? {
+            offset = read.next;
+            let (changes, outgoing) = render(&state, None, topic, &read.records)?;
             let mut batch = WriteBatch::default();
             changes.commit(&mut batch)?;
             state.db.write(batch)?;

@@ -25,6 +25,9 @@ pub struct BridgeState {
 
 /// Marks a bridge database whose group counts start at offset 0.
 const GROUP_COUNTS_MARKER: &[u8] = b"v:group-counts";
+/// Marks a bridge database folding history without publishing it (`skip_history`), until
+/// that fold reached the log's end.
+const SKIPPING_MARKER: &[u8] = b"v:skipping-history";
 
 pub(crate) fn offset_key(topic: &str) -> Vec<u8> {
     [b"o".as_slice(), topic.as_bytes()].concat()
@@ -85,10 +88,27 @@ impl BridgeState {
         if !state.group_counts {
             tracing::warn!(
                 "this bridge database predates task-group-resolved bookkeeping; \
-                 task-group-resolved is not published (delete <data-dir>/bridge to rebuild it)"
+                 task-group-resolved is not published (to rebuild it once the bridge has \
+                 caught up: stop it, delete <data-dir>/bridge and start it again with \
+                 `bridge run --skip-history` or `serve --pulse-skip-history`, which fold \
+                 the history without publishing it again)"
             );
         }
         Ok(state)
+    }
+
+    /// Whether a `skip_history` fold began and has not reached the log's end yet.
+    pub(crate) fn skipping(&self) -> Result<bool, BridgeError> {
+        Ok(self.db.get(SKIPPING_MARKER)?.is_some())
+    }
+
+    pub(crate) fn set_skipping(&self, on: bool) -> Result<(), BridgeError> {
+        if on {
+            self.db.put(SKIPPING_MARKER, b"1")?;
+        } else {
+            self.db.delete(SKIPPING_MARKER)?;
+        }
+        Ok(())
     }
 
     pub fn offset(&self, topic: &str) -> Result<u64, BridgeError> {

@@ -809,6 +809,70 @@ async fn a_standalone_bridge_publishes_beside_a_running_server() {
     );
 }
 
+/// A standalone bridge told to skip the history, on a data directory that already holds some,
+/// publishes what happens after it started and none of what came before.
+#[tokio::test]
+async fn a_bridge_skipping_history_publishes_only_what_follows() {
+    use tokio::io::AsyncBufReadExt;
+    let _rabbit = RABBIT.read().await;
+    let s = Server::start(&[]).await;
+    let (_conn, ch) = channel().await;
+    declare_queue_exchanges(&ch).await;
+    let tq = fresh_queue();
+    let wt = tq.split('/').nth(1).unwrap().to_string();
+    let mut defined = listen(
+        &ch,
+        &[(
+            format!("{Q}task-defined"),
+            format!("primary.*.*.*.*.*.{wt}.#"),
+        )],
+    )
+    .await;
+    let (old, new) = (slugid::nice(), slugid::nice());
+    s.queue()
+        .createTask(&old, &task_def(&tq, 600))
+        .await
+        .unwrap();
+
+    let mut bridge = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .args(["bridge", "run", "--skip-history", "--data-dir"])
+        .arg(&s.data_dir)
+        .env("TASKLEDGER_PULSE_URL", AMQP)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // the history is folded before the bridge connects: create the new task only after
+    let mut stderr = tokio::io::BufReader::new(bridge.stderr.take().unwrap()).lines();
+    let folded = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if line.contains("folded, not published") {
+                return line;
+            }
+        }
+        panic!("the bridge ended without folding");
+    })
+    .await
+    .expect("the bridge folded the history");
+    assert!(folded.contains("events of history"), "{folded}");
+    s.queue()
+        .createTask(&new, &task_def(&tq, 600))
+        .await
+        .unwrap();
+    let got = collect(&mut defined, Duration::from_secs(20), |g| {
+        g.iter().any(|m| task_of(m) == new)
+    })
+    .await;
+    let tasks: Vec<String> = got.iter().map(task_of).collect();
+    assert_eq!(
+        tasks,
+        std::slice::from_ref(&new),
+        "only the task created after the start"
+    );
+    let _ = bridge.kill().await;
+}
+
 /// Declares the queue exchanges as the bridge does (idempotent), so a consumer can bind before
 /// any bridge ran.
 async fn declare_queue_exchanges(ch: &Channel) {
