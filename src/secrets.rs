@@ -14,18 +14,27 @@ pub(crate) fn shared_secret(var: &str, path: &Path) -> Result<String> {
     }
 }
 
-/// Reads a secret from `path`, or makes one and stores it there (mode 0600).
+/// Reads a secret from `path`, or makes one and stores it there, in a file created with mode
+/// 0600 (never readable by others, not even for a moment) and never over an existing one.
 pub(crate) fn stored_secret(path: &Path, make: impl FnOnce() -> String) -> Result<(String, bool)> {
+    use std::io::Write as _;
     if let Ok(s) = std::fs::read_to_string(path) {
         return Ok((s.trim().to_string(), false));
     }
     let s = make();
-    std::fs::write(path, &s).with_context(|| format!("writing {}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(s.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok((s, true))
 }
 

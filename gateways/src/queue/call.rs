@@ -172,11 +172,21 @@ fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
 /// so, which refuses JSON that does not parse to an object or array before anything else is
 /// checked; any other body is ignored. Whether an endpoint wanted JSON is asked later
 /// (`input`), after authentication, URL parameters and the query string.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Body {
     json: Option<Value>,
     /// The request's `Content-Type`, which the wrong-type message quotes.
     content_type: Option<String>,
+}
+
+/// Never the body's content: it may hold secrets (a worker's static secret, an upload id).
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("json", &self.json.as_ref().map(|_| "[redacted]"))
+            .field("content_type", &self.content_type)
+            .finish()
+    }
 }
 
 /// Step 1, taken by the authentication layer for every request; handlers get the outcome

@@ -212,9 +212,10 @@ pub async fn seal_task_group(
                 other @ (Outcome::Task(_)
                 | Outcome::Claims(_)
                 | Outcome::Artifact(_)
-                | Outcome::Done) => {
-                    Err(ApiError::internal(format!("unexpected outcome {other:?}")))
-                }
+                | Outcome::Done) => Err(ApiError::internal(format!(
+                    "unexpected outcome: {}",
+                    other.kind()
+                ))),
             }
         })
         .await

@@ -150,7 +150,10 @@ pub async fn claim_work(
                     | Outcome::Group(_)
                     | Outcome::Artifact(_)
                     | Outcome::Done) => {
-                        return Err(ApiError::internal(format!("unexpected outcome {other:?}")))
+                        return Err(ApiError::internal(format!(
+                            "unexpected outcome: {}",
+                            other.kind()
+                        )))
                     }
                 };
                 if !claims.is_empty() {
@@ -208,9 +211,10 @@ pub async fn claim_task(
                 other @ (Outcome::Claims(_)
                 | Outcome::Group(_)
                 | Outcome::Artifact(_)
-                | Outcome::Done) => {
-                    Err(ApiError::internal(format!("unexpected outcome {other:?}")))
-                }
+                | Outcome::Done) => Err(ApiError::internal(format!(
+                    "unexpected outcome: {}",
+                    other.kind()
+                ))),
             }
         })
         .await

@@ -57,7 +57,10 @@ pub(super) async fn exec_named(
     match outcome {
         Outcome::Task(t) => Ok(t),
         other @ (Outcome::Claims(_) | Outcome::Group(_) | Outcome::Artifact(_) | Outcome::Done) => {
-            Err(ApiError::internal(format!("unexpected outcome {other:?}")))
+            Err(ApiError::internal(format!(
+                "unexpected outcome: {}",
+                other.kind()
+            )))
         }
     }
 }

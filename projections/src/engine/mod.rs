@@ -163,6 +163,20 @@ pub enum Outcome {
     Done,
 }
 
+impl Outcome {
+    /// Which answer this is, for an error that names an unexpected one without printing a
+    /// task's definition.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Task(_) => "task",
+            Outcome::Claims(_) => "claims",
+            Outcome::Group(_) => "task group",
+            Outcome::Artifact(_) => "artifact",
+            Outcome::Done => "done",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]

@@ -246,7 +246,7 @@ pub async fn create_artifact(
             | Outcome::Claims(_)
             | Outcome::Group(_)
             | Outcome::Done) => {
-                return Err(ApiError::internal(format!("unexpected outcome {other:?}")))
+                return Err(ApiError::internal(format!("unexpected outcome: {}", other.kind())))
             }
         };
         Ok(ok(match &stored.storage {
