@@ -380,6 +380,9 @@ impl Service for AuthView {
                 keys::auth_stream(&env.stream_id),
                 env.sequence.to_be_bytes(),
             );
+            if !event.changes_state() {
+                continue;
+            }
             let (kind, id) = event.entity();
             match kind {
                 taskledger_core::access::EntityType::Client => match inner.state.clients.get(id) {

@@ -392,6 +392,43 @@ async fn a_running_task_is_published(backend: Backend) {
     for g in got.iter().chain(&msgs) {
         assert!(!g.body.to_string().contains(token));
     }
+
+    // calls repeated to the same effect publish again, as upstream's do: enabling an enabled
+    // client, deleting it twice
+    let mut again = listen(
+        &ch,
+        &[
+            (
+                "exchange/taskcluster-auth/v1/client-updated".into(),
+                "#".into(),
+            ),
+            (
+                "exchange/taskcluster-auth/v1/client-deleted".into(),
+                "#".into(),
+            ),
+        ],
+    )
+    .await;
+    let root = Auth::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap();
+    root.enableClient("it/pulse").await.unwrap();
+    root.deleteClient("it/pulse").await.unwrap();
+    root.deleteClient("it/pulse").await.unwrap();
+    let msgs = collect(&mut again, Duration::from_secs(10), |g| g.len() >= 3).await;
+    let exchanges: Vec<&str> = msgs
+        .iter()
+        .map(|m| m.exchange.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        exchanges,
+        ["client-updated", "client-deleted", "client-deleted"]
+    );
+    assert!(msgs
+        .iter()
+        .all(|m| m.body == json!({ "version": 1, "clientId": "it/pulse" })));
 }
 
 #[tokio::test]

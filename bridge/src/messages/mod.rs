@@ -7,7 +7,7 @@
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
-use taskledger_core::access::AuthEvent;
+use taskledger_core::access::{AuthEvent, AuthRepeat};
 use taskledger_core::queue::json::{artifact_info, StatusJson};
 use taskledger_core::queue::{
     Artifact, ArtifactStorage, QueueEvent, ReasonResolved, Repeat, RunState, Task, TaskGroup,
@@ -423,6 +423,17 @@ pub fn auth_message(event: &AuthEvent) -> Option<Message> {
         AuthEvent::RoleUpdated { role_id, .. } => ("role-updated", json!({ "roleId": role_id })),
         AuthEvent::RoleDeleted { role_id } => ("role-deleted", json!({ "roleId": role_id })),
         AuthEvent::ClientUsed { .. } => return None,
+        // the call's message again, as upstream publishes on every call
+        AuthEvent::Repeated { repeat } => match repeat {
+            AuthRepeat::ClientEnabled { client_id } | AuthRepeat::ClientDisabled { client_id } => {
+                ("client-updated", json!({ "clientId": client_id }))
+            }
+            AuthRepeat::ClientDeleted { client_id } => {
+                ("client-deleted", json!({ "clientId": client_id }))
+            }
+            AuthRepeat::RoleCreated { role_id } => ("role-created", json!({ "roleId": role_id })),
+            AuthRepeat::RoleDeleted { role_id } => ("role-deleted", json!({ "roleId": role_id })),
+        },
     };
     let mut body = body;
     body["version"] = json!(1);

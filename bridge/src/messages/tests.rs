@@ -137,6 +137,57 @@ fn an_expired_clients_removal_publishes_nothing() {
     assert!(auth_message(&deleted(true)).is_none());
 }
 
+/// A call repeated to the same effect publishes that call's message again (pulse.md §6:
+/// enableClient and disableClient announce client-updated, deleteClient and deleteRole their
+/// deletion, createRole the role, changed or not).
+#[test]
+fn a_repeated_auth_call_publishes_its_message_again() {
+    use taskledger_core::access::AuthRepeat;
+    let cases = [
+        (
+            AuthRepeat::ClientEnabled {
+                client_id: "c".into(),
+            },
+            "client-updated",
+            json!({ "version": 1, "clientId": "c" }),
+        ),
+        (
+            AuthRepeat::ClientDisabled {
+                client_id: "c".into(),
+            },
+            "client-updated",
+            json!({ "version": 1, "clientId": "c" }),
+        ),
+        (
+            AuthRepeat::ClientDeleted {
+                client_id: "c".into(),
+            },
+            "client-deleted",
+            json!({ "version": 1, "clientId": "c" }),
+        ),
+        (
+            AuthRepeat::RoleCreated {
+                role_id: "r*".into(),
+            },
+            "role-created",
+            json!({ "version": 1, "roleId": "r*" }),
+        ),
+        (
+            AuthRepeat::RoleDeleted {
+                role_id: "r*".into(),
+            },
+            "role-deleted",
+            json!({ "version": 1, "roleId": "r*" }),
+        ),
+    ];
+    for (repeat, exchange, body) in cases {
+        let m = auth_message(&AuthEvent::Repeated { repeat }).expect("published");
+        assert_eq!(m.exchange, format!("{AUTH_EXCHANGE_PREFIX}{exchange}"));
+        assert_eq!(m.json(), body);
+        assert_eq!(m.routing_key, "_");
+    }
+}
+
 /// A running run resolved by its deadline: task-exception names no worker, neither in the
 /// body nor in the routing key (queue.md §6.3); a worker's own exception report does.
 #[test]

@@ -73,6 +73,29 @@ pub enum AuthEvent {
     ClientUsed {
         client_id: String,
     },
+    /// A call repeated to the same effect: enabling an enabled client, disabling a disabled
+    /// one, deleting an absent client or role, creating a role exactly as it is. Nothing
+    /// changes (and no audit action is recorded), but the call's Pulse message goes out again,
+    /// as upstream publishes on every such call (pulse.md §6).
+    Repeated {
+        repeat: AuthRepeat,
+    },
+}
+
+/// What a repeated auth call would have done (`AuthEvent::Repeated`). Wire format V1:
+/// variants are only ever appended.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum AuthRepeat {
+    ClientEnabled { client_id: String },
+    ClientDisabled { client_id: String },
+    ClientDeleted { client_id: String },
+    RoleCreated { role_id: String },
+    RoleDeleted { role_id: String },
+}
+
+/// The one event of a call repeated to the same effect.
+fn repeated(repeat: AuthRepeat) -> Vec<AuthEvent> {
+    vec![AuthEvent::Repeated { repeat }]
 }
 
 /// How stale `lastDateUsed` may get before a request refreshes it.
@@ -112,6 +135,7 @@ impl AuthEvent {
             AuthEvent::RoleUpdated { .. } => "RoleUpdated",
             AuthEvent::RoleDeleted { .. } => "RoleDeleted",
             AuthEvent::ClientUsed { .. } => "ClientUsed",
+            AuthEvent::Repeated { .. } => "Repeated",
         }
     }
 
@@ -128,6 +152,14 @@ impl AuthEvent {
             AuthEvent::RoleCreated { role_id, .. }
             | AuthEvent::RoleUpdated { role_id, .. }
             | AuthEvent::RoleDeleted { role_id } => (EntityType::Role, role_id),
+            AuthEvent::Repeated { repeat } => match repeat {
+                AuthRepeat::ClientEnabled { client_id }
+                | AuthRepeat::ClientDisabled { client_id }
+                | AuthRepeat::ClientDeleted { client_id } => (EntityType::Client, client_id),
+                AuthRepeat::RoleCreated { role_id } | AuthRepeat::RoleDeleted { role_id } => {
+                    (EntityType::Role, role_id)
+                }
+            },
         }
     }
 
@@ -140,9 +172,18 @@ impl AuthEvent {
         format!("{}/{id}", kind.as_str())
     }
 
-    /// Whether the event is an action in the audit history (a client's use is not).
+    /// Whether the event is an action in the audit history (a client's use and a repeated
+    /// call are not).
     pub fn is_audited(&self) -> bool {
-        !matches!(self, AuthEvent::ClientUsed { .. })
+        !matches!(
+            self,
+            AuthEvent::ClientUsed { .. } | AuthEvent::Repeated { .. }
+        )
+    }
+
+    /// Whether the event may change its entity's stored state (a repeated call does not).
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, AuthEvent::Repeated { .. })
     }
 
     /// Taskcluster's audit `actionType` (auth.md §9).
@@ -158,6 +199,7 @@ impl AuthEvent {
                 "deleted"
             }
             AuthEvent::ClientUsed { .. } => "used",
+            AuthEvent::Repeated { .. } => "repeated",
         }
     }
 }
@@ -374,12 +416,12 @@ impl AuthState {
                 if client(&client_id)?.disabled {
                     vec![AuthEvent::ClientEnabled { client_id }]
                 } else {
-                    vec![]
+                    repeated(AuthRepeat::ClientEnabled { client_id })
                 }
             }
             AuthCommand::DisableClient { client_id } => {
                 if client(&client_id)?.disabled {
-                    vec![]
+                    repeated(AuthRepeat::ClientDisabled { client_id })
                 } else {
                     vec![AuthEvent::ClientDisabled { client_id }]
                 }
@@ -389,7 +431,7 @@ impl AuthState {
                     client_id,
                     expired: false,
                 }],
-                None => vec![],
+                None => repeated(AuthRepeat::ClientDeleted { client_id }),
             },
             AuthCommand::ExpireClient { client_id } => match self.clients.get(&client_id) {
                 Some(c) if c.delete_on_expiration && c.expires < now => {
@@ -417,7 +459,7 @@ impl AuthState {
                     if existing.description == description
                         && sorted(existing.scopes.clone()) == scopes
                     {
-                        return Ok(vec![]);
+                        return Ok(repeated(AuthRepeat::RoleCreated { role_id }));
                     }
                     return Err(AuthError::RoleExists(role_id));
                 }
@@ -447,7 +489,7 @@ impl AuthState {
             }
             AuthCommand::DeleteRole { role_id } => match self.roles.get(&role_id) {
                 Some(_) => vec![AuthEvent::RoleDeleted { role_id }],
-                None => vec![],
+                None => repeated(AuthRepeat::RoleDeleted { role_id }),
             },
         })
     }
@@ -555,6 +597,7 @@ impl AuthState {
                 self.roles.remove(&role_id);
                 self.rebuild_roles();
             }
+            AuthEvent::Repeated { .. } => {}
         }
     }
 

@@ -82,8 +82,13 @@ fn client_lifecycle() {
             },
             3
         ),
-        Ok(vec![])
+        Ok(vec![AuthEvent::Repeated {
+            repeat: AuthRepeat::ClientEnabled {
+                client_id: "c".into()
+            }
+        }])
     );
+    assert_eq!(s.clients["c"].last_modified, Millis(1), "nothing changed");
     assert_eq!(
         run(
             &mut s,
@@ -136,8 +141,13 @@ fn client_lifecycle() {
             },
             6
         ),
-        Ok(vec![])
+        Ok(vec![AuthEvent::Repeated {
+            repeat: AuthRepeat::ClientDeleted {
+                client_id: "c".into()
+            }
+        }])
     );
+    assert!(s.clients.is_empty(), "an absent client stays absent");
     assert_eq!(
         run(
             &mut s,
@@ -161,7 +171,18 @@ fn roles_are_idempotent_and_acyclic() {
         scopes: scopes_.iter().map(|x| x.to_string()).collect(),
     };
     run(&mut s, mk("r", &["b", "assume:q"]), 1).unwrap();
-    assert_eq!(run(&mut s, mk("r", &["assume:q", "b"]), 2), Ok(vec![]));
+    let role = s.roles["r"].clone();
+    let again = run(&mut s, mk("r", &["assume:q", "b"]), 2).unwrap();
+    assert_eq!(
+        again,
+        [AuthEvent::Repeated {
+            repeat: AuthRepeat::RoleCreated {
+                role_id: "r".into()
+            }
+        }]
+    );
+    assert!(!again[0].is_audited() && !again[0].changes_state());
+    assert_eq!(s.roles["r"], role, "a repeated creation changes nothing");
     assert_eq!(
         run(&mut s, mk("r", &["c"]), 2),
         Err(AuthError::RoleExists("r".into()))
@@ -218,6 +239,11 @@ fn golden_auth_events_v1() {
         },
         AuthEvent::ClientUsed {
             client_id: "c".into(),
+        },
+        AuthEvent::Repeated {
+            repeat: AuthRepeat::RoleDeleted {
+                role_id: "r*".into(),
+            },
         },
     ];
     crate::codec::assert_golden_events(
