@@ -103,6 +103,7 @@ async fn bridge_phase(
         channels,
         None,
         stats.clone(),
+        false,
     ));
     while state.offset(QUEUE_TOPIC).unwrap() < written {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -190,6 +191,7 @@ async fn live_latency(conn: &Connection, root: &std::path::Path) {
         1,
         Some(wake_rx),
         Arc::new(BridgeStats::default()),
+        false,
     ));
     let writer = {
         let log = log.clone();

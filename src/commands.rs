@@ -218,7 +218,7 @@ async fn bridge_run(
     );
     let stats = Arc::new(taskledger_bridge::BridgeStats::default());
     tokio::select! {
-        _ = taskledger_bridge::run(log, Some(refresh), Arc::new(state), pulse_url, usize::from(channels), None, stats) => {}
+        _ = taskledger_bridge::run(log, Some(refresh), Arc::new(state), pulse_url, usize::from(channels), None, stats, false) => {}
         _ = shutdown_signal() => {}
     }
     Ok(())

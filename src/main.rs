@@ -71,9 +71,9 @@ enum BridgeCmd {
         #[arg(long, env = "TASKLEDGER_PULSE_CHANNELS", default_value_t = 1,
               value_parser = clap::value_parser!(u8).range(1..=16))]
         pulse_channels: u8,
-        /// A bridge without a position yet (a new or deleted `<data-dir>/bridge`) starts at
-        /// the log's present end: the history is folded, not published. By default it
-        /// publishes the whole log.
+        /// A new bridge (its `<data-dir>/bridge` made by this start) starts at the log's
+        /// present end: the history is folded, not published. By default it publishes the
+        /// whole log.
         #[arg(long)]
         skip_history: bool,
         #[command(flatten)]
@@ -358,10 +358,10 @@ struct ServeArgs {
     #[arg(long, env = "TASKLEDGER_PULSE_CHANNELS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     pulse_channels: u8,
-    /// A bridge without a position yet (a new or deleted `<data-dir>/bridge`) starts at the
-    /// log's present end: the history is folded, not published. By default a new bridge
-    /// publishes the whole log.
-    #[arg(long, env = "TASKLEDGER_PULSE_SKIP_HISTORY")]
+    /// A new bridge (its `<data-dir>/bridge` made by this start) starts at the log's present
+    /// end: the history is folded, not published. By default a new bridge publishes the
+    /// whole log.
+    #[arg(long, env = "TASKLEDGER_PULSE_SKIP_HISTORY", requires = "pulse_url")]
     pulse_skip_history: bool,
     /// More static clients: a JSON array of {clientId, accessToken, scopes?, description?}
     /// (upstream's STATIC_CLIENTS). Ids must start with `static/`.

@@ -18,8 +18,15 @@ pub(crate) fn shared_secret(var: &str, path: &Path) -> Result<String> {
 /// 0600 (never readable by others, not even for a moment) and never over an existing one.
 pub(crate) fn stored_secret(path: &Path, make: impl FnOnce() -> String) -> Result<(String, bool)> {
     use std::io::Write as _;
-    if let Ok(s) = std::fs::read_to_string(path) {
-        return Ok((s.trim().to_string(), false));
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => anyhow::bail!(
+            "{} is empty (a start interrupted while writing it?): delete it to have a new one \
+             made, or restore it",
+            path.display()
+        ),
+        Ok(s) => return Ok((s.trim().to_string(), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let s = make();
     let mut options = std::fs::OpenOptions::new();

@@ -331,14 +331,6 @@ async fn run_services<L: EventLog + 'static>(
     if let Some(url) = &args.pulse_url {
         let state = taskledger_bridge::BridgeState::open(&args.data_dir.join("bridge"))
             .context("opening the bridge's state")?;
-        if args.pulse_skip_history {
-            let folded = taskledger_bridge::skip_history(&*log, &state)
-                .await
-                .context("folding the history without publishing it")?;
-            if folded > 0 {
-                tracing::info!(folded, "pulse bridge: history folded, not published");
-            }
-        }
         let stats = Arc::new(taskledger_bridge::BridgeStats::default());
         bridge_stats = Some(stats.clone());
         spawn_service(
@@ -351,6 +343,7 @@ async fn run_services<L: EventLog + 'static>(
                 usize::from(args.pulse_channels),
                 Some(engine.committed()),
                 stats,
+                args.pulse_skip_history,
             ),
         );
     }

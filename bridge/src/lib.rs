@@ -153,6 +153,8 @@ impl BridgeStats {
 /// each stream's messages keep their order, messages of different streams (a task and its
 /// group, a pool and its workers) may overtake each other, and the broker works on the
 /// channels in parallel.
+// the bridge's wiring, handed over once by `serve` or `bridge run`
+#[allow(clippy::too_many_arguments)]
 pub async fn run<L: EventLog>(
     log: Arc<L>,
     refresh: Option<Arc<dyn Fn() + Send + Sync>>,
@@ -161,8 +163,29 @@ pub async fn run<L: EventLog>(
     channels: usize,
     mut wake: Option<watch::Receiver<u64>>,
     stats: Arc<BridgeStats>,
+    skip: bool,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // `skip`: a new bridge starts at the log's end; a fold cut short is finished regardless
+    while skip || state.skipping().unwrap_or(false) {
+        if let Some(refresh) = &refresh {
+            refresh();
+        }
+        match skip_history(&*log, &state).await {
+            Ok(folded) => {
+                if folded > 0 {
+                    tracing::info!(folded, "pulse bridge: history folded, not published");
+                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "pulse bridge: folding the history failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    backoff = Duration::from_millis(100);
     loop {
         let r = session(
             &*log,
@@ -344,7 +367,17 @@ pub(crate) async fn read_whole<L: EventLog>(
     topic: &str,
     offset: u64,
 ) -> Result<Option<WholeRead>, BridgeError> {
-    let read = log.read(topic, 0, offset, BATCH).await?;
+    read_whole_upto(log, topic, offset, BATCH).await
+}
+
+/// `read_whole` of at most `max` records.
+async fn read_whole_upto<L: EventLog>(
+    log: &L,
+    topic: &str,
+    offset: u64,
+    max: usize,
+) -> Result<Option<WholeRead>, BridgeError> {
+    let read = log.read(topic, 0, offset, max).await?;
     if read.next <= offset {
         return Ok(None);
     }
@@ -362,15 +395,16 @@ pub(crate) async fn read_whole<L: EventLog>(
     Ok(Some(WholeRead { records, next, end }))
 }
 
-/// Starts a bridge that has never stored a position at the log's present end: folds every
-/// topic's history up to its end now into `state`, publishing nothing, so that only events
-/// from now on reach Pulse (for a bridge added to a server with history, or a bridge database
-/// rebuilt, whose consumers must not see old events as new; `bridge replay` still serves
-/// history on request). A bridge with a position is left as it is: what it has not
-/// published yet, it still publishes. A fold cut short by a crash resumes at the next call.
-/// Returns the events folded.
+/// Starts a new bridge at the log's present end: folds every topic's history, up to the ends
+/// the log has when this starts, into `state`, publishing nothing, so that only events from
+/// then on reach Pulse (for a bridge added to a server with history, whose consumers must
+/// not see old events as new; `bridge replay` still serves history on request). Only a bridge
+/// database created by this process's open that has stored no position is skipped: one that
+/// has a position, or that an earlier run created (it may owe the broker everything it could
+/// not publish yet), publishes what it has not published. A fold cut short (a crash) is
+/// finished by the next `run`, with or without the flag. Returns the events folded.
 pub async fn skip_history<L: EventLog>(log: &L, state: &BridgeState) -> Result<u64, BridgeError> {
-    let mut fresh = true;
+    let mut fresh = state.created_now;
     for topic in TOPICS {
         fresh &= state.offset(topic)? == 0;
     }
@@ -378,12 +412,17 @@ pub async fn skip_history<L: EventLog>(log: &L, state: &BridgeState) -> Result<u
         return Ok(0);
     }
     state.set_skipping(true)?;
-    let mut folded = 0;
+    // every topic's end first: what is written while the fold runs is published
+    let mut ends = Vec::with_capacity(TOPICS.len());
     for topic in TOPICS {
-        let until = log.end_offset(topic, 0).await?;
+        ends.push(log.end_offset(topic, 0).await?);
+    }
+    let mut folded = 0;
+    for (topic, until) in TOPICS.into_iter().zip(ends) {
         let mut offset = state.offset(topic)?;
         while offset < until {
-            let Some(read) = read_whole(log, topic, offset).await? else {
+            let max = usize::try_from(until - offset).map_or(BATCH, |n| n.min(BATCH));
+            let Some(read) = read_whole_upto(log, topic, offset, max).await? else {
                 break;
             };
             let (changes, _) = render(state, None, topic, &read.records)?;

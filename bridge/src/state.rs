@@ -21,6 +21,9 @@ pub struct BridgeState {
     /// (false for a bridge database older than them: task-group-resolved stays off rather
     /// than fire early).
     pub(crate) group_counts: bool,
+    /// Whether this open created the database (a database an earlier run created and that
+    /// never stored a position may still owe the broker everything: it is never skipped).
+    pub(crate) created_now: bool,
 }
 
 /// Marks a bridge database whose group counts start at offset 0.
@@ -28,6 +31,8 @@ const GROUP_COUNTS_MARKER: &[u8] = b"v:group-counts";
 /// Marks a bridge database folding history without publishing it (`skip_history`), until
 /// that fold reached the log's end.
 const SKIPPING_MARKER: &[u8] = b"v:skipping-history";
+/// Marks a bridge database opened before (see `BridgeState::created_now`).
+const CREATED_MARKER: &[u8] = b"v:created";
 
 pub(crate) fn offset_key(topic: &str) -> Vec<u8> {
     [b"o".as_slice(), topic.as_bytes()].concat()
@@ -79,7 +84,12 @@ impl BridgeState {
         let mut state = BridgeState {
             db,
             group_counts: false,
+            created_now: false,
         };
+        if state.db.get(CREATED_MARKER)?.is_none() {
+            state.db.put(CREATED_MARKER, b"1")?;
+            state.created_now = true;
+        }
         state.group_counts = state.db.get(GROUP_COUNTS_MARKER)?.is_some();
         if !state.group_counts && state.offset(QUEUE_TOPIC)? == 0 {
             state.db.put(GROUP_COUNTS_MARKER, b"1")?;
@@ -88,10 +98,8 @@ impl BridgeState {
         if !state.group_counts {
             tracing::warn!(
                 "this bridge database predates task-group-resolved bookkeeping; \
-                 task-group-resolved is not published (to rebuild it once the bridge has \
-                 caught up: stop it, delete <data-dir>/bridge and start it again with \
-                 `bridge run --skip-history` or `serve --pulse-skip-history`, which fold \
-                 the history without publishing it again)"
+                 task-group-resolved is not published (a bridge database made by this \
+                 version keeps the counts)"
             );
         }
         Ok(state)

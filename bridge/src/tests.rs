@@ -142,8 +142,8 @@ async fn a_skipped_history_is_folded_not_published() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A bridge that has a position publishes what it has not yet, whatever it is asked; one
-/// whose fold was cut short (a crash) finishes it.
+/// A bridge that has a position publishes what it has not yet, whatever it is asked, and so
+/// does one an earlier run created; one whose fold was cut short (a crash) finishes it.
 #[tokio::test]
 async fn only_a_new_or_unfinished_skip_folds() {
     let dir = temp_dir("skip-kept");
@@ -172,5 +172,32 @@ async fn only_a_new_or_unfinished_skip_folds() {
     assert_eq!(skip_history(&log, &interrupted).await.unwrap(), 3);
     assert_eq!(interrupted.offset(QUEUE_TOPIC).unwrap(), 5);
     assert!(!interrupted.skipping().unwrap());
+
+    // made by an earlier run, which could not publish anything yet: it owes the broker the
+    // whole log, and keeps it
+    drop(BridgeState::open(&dir.join("earlier")).unwrap());
+    let earlier = BridgeState::open(&dir.join("earlier")).unwrap();
+    assert_eq!(skip_history(&log, &earlier).await.unwrap(), 0);
+    assert_eq!(earlier.offset(QUEUE_TOPIC).unwrap(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A history longer than a read is folded read after read, each bounded by the end the
+/// topic had when the fold began, and stops exactly there.
+#[tokio::test]
+async fn a_long_history_is_folded_to_the_end_it_began_with() {
+    let dir = temp_dir("skip-ends");
+    let log = embedded_log(&dir);
+    let now = Millis::now();
+    let task = TaskId::nice();
+    append(
+        &log,
+        (0..1000).map(|_| vec![scheduled(task, now)]).collect(),
+        now,
+    );
+    let state = BridgeState::open(&dir.join("bridge")).unwrap();
+    let folded = skip_history(&log, &state).await.unwrap();
+    assert_eq!(folded, 1000);
+    assert_eq!(state.offset(QUEUE_TOPIC).unwrap(), 1000);
     let _ = std::fs::remove_dir_all(&dir);
 }

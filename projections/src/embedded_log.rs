@@ -212,9 +212,12 @@ impl EmbeddedLog {
     }
 
     /// For a log opened as a secondary instance (`store::open_secondary`): see what the
-    /// primary wrote since. A no-op error on a primary, which is ignored.
+    /// primary wrote since, ends included (a secondary never appends, so the ends it knew
+    /// are forgotten and read again). A no-op error on a primary, which is ignored.
     pub fn follow_primary(&self) {
-        let _ = self.db.try_catch_up_with_primary();
+        if self.db.try_catch_up_with_primary().is_ok() {
+            self.ends.lock().expect("log offsets lock").clear();
+        }
     }
 
     pub fn read_sync(
@@ -292,6 +295,34 @@ mod tests {
         key: String,
         event_type: String,
         value: Vec<u8>,
+    }
+
+    /// A log followed as a secondary instance learns the primary's new end at each
+    /// `follow_primary`, not only its records (a reader deciding whether more follows a read
+    /// relies on it).
+    #[test]
+    fn a_secondary_sees_the_primarys_end_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = EmbeddedLog::new(crate::store::open(&dir.path().join("db")).unwrap());
+        let record = |i: u32| Record {
+            key: format!("s/{i}"),
+            event_type: "T",
+            event_id: i.to_string(),
+            value: vec![i as u8],
+        };
+        primary
+            .append_sync("t", 0, (0..3).map(record).collect())
+            .unwrap();
+        let secondary = EmbeddedLog::new(
+            crate::store::open_secondary(&dir.path().join("db"), &dir.path().join("sec")).unwrap(),
+        );
+        assert_eq!(secondary.end("t", 0).unwrap(), 3);
+        primary
+            .append_sync("t", 0, (3..5).map(record).collect())
+            .unwrap();
+        secondary.follow_primary();
+        assert_eq!(secondary.end("t", 0).unwrap(), 5);
+        assert_eq!(secondary.read_sync("t", 0, 3, 10).unwrap().len(), 2);
     }
 
     /// Entries written before and after the borrowed layout are the same bytes, so logs
