@@ -507,3 +507,157 @@ async fn a_static_pool_worker_registers_runs_tasks_and_stops_when_removed() {
         "shouldWorkerTerminate said stop: generic-worker's exit code 70"
     );
 }
+
+/// Payload mounts: files from inline text, base64 and a dependency's artifact are in place
+/// before the commands; a writable cache keeps what one task left for the next, is deleted
+/// when the last command's exit code is listed in `purgeCaches`, and needs its scope; bytes
+/// that are not the pinned SHA-256 fail the task.
+#[tokio::test]
+async fn mounts_write_files_and_caches_outlive_their_task() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let _worker = server.start_worker(&queue, "w-mounts", &[]);
+    let q = server.queue();
+    let with = |payload: Value, dependencies: &[&str], scopes: &[&str]| {
+        let mut def = process_task(&queue, payload);
+        def["dependencies"] = json!(dependencies);
+        def["scopes"] = json!(scopes);
+        def
+    };
+    let cache_scope = ["generic-worker:cache:it-cache"];
+    // as a deployment grants it: anyone may read public artifacts (the task credentials that
+    // fetch a dependency's artifact hold no queue:get-artifact scope of their own)
+    taskcluster::Auth::new(
+        taskcluster::ClientBuilder::new(&server.root_url).credentials(
+            taskcluster::Credentials::new("static/taskcluster/root", ROOT_TOKEN),
+        ),
+    )
+    .unwrap()
+    .createRole(
+        "anonymous",
+        &json!({"description": "public reads", "scopes": ["queue:get-artifact:public/*"]}),
+    )
+    .await
+    .unwrap();
+
+    let source = slugid::nice();
+    q.createTask(
+        &source,
+        &with(
+            json!({"command": [["sh", "-c", "echo from-dependency > dep.txt"]], "maxRunTime": 60,
+                   "artifacts": [{"type": "file", "path": "dep.txt", "name": "public/dep.txt"}]}),
+            &[],
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    let first = slugid::nice();
+    q.createTask(
+        &first,
+        &with(
+            json!({"command": [["sh", "-c", "cat in/raw.txt in/dep.txt in/b64.txt; echo kept > cache/marker"]],
+                   "maxRunTime": 60,
+                   "mounts": [
+                       {"directory": "cache", "cacheName": "it-cache"},
+                       {"file": "in/raw.txt", "content": {"raw": "raw-content\n"}},
+                       {"file": "in/dep.txt", "content": {"taskId": source, "artifact": "public/dep.txt"}},
+                       {"file": "in/b64.txt", "content": {"base64": "YjY0LWNvbnRlbnQK"}}
+                   ]}),
+            &[&source],
+            &cache_scope,
+        ),
+    )
+    .await
+    .unwrap();
+    let s = resolved(&server, &first).await;
+    let log = server
+        .artifact_text(&first, 0, "public/logs/live_backing.log")
+        .await;
+    assert_eq!(s["state"], "completed", "{s}\n{log}");
+    for line in ["raw-content\n", "from-dependency\n", "b64-content\n"] {
+        assert!(log.contains(line), "{line:?} missing from {log}");
+    }
+
+    // the next task finds what the first left, then exits with a purging code
+    let second = slugid::nice();
+    q.createTask(
+        &second,
+        &with(
+            json!({"command": [["sh", "-c", "cat elsewhere/marker; exit 3"]], "maxRunTime": 60,
+                   "mounts": [{"directory": "elsewhere", "cacheName": "it-cache"}],
+                   "onExitStatus": {"purgeCaches": [3]}}),
+            &[],
+            &cache_scope,
+        ),
+    )
+    .await
+    .unwrap();
+    let s = resolved(&server, &second).await;
+    assert_eq!(s["state"], "failed", "{s}");
+    let log = server
+        .artifact_text(&second, 0, "public/logs/live_backing.log")
+        .await;
+    assert!(log.contains("kept\n"), "the cache came back: {log}");
+    assert!(log.contains("Purging cache"), "{log}");
+
+    let third = slugid::nice();
+    q.createTask(
+        &third,
+        &with(
+            json!({"command": [["sh", "-c", "test ! -e c/marker && echo purged-cache-is-empty"]],
+                   "maxRunTime": 60,
+                   "mounts": [{"directory": "c", "cacheName": "it-cache"}]}),
+            &[],
+            &cache_scope,
+        ),
+    )
+    .await
+    .unwrap();
+    let s = resolved(&server, &third).await;
+    assert_eq!(s["state"], "completed", "{s}");
+
+    // no scope for the cache: malformed-payload, and nothing ran
+    let unscoped = slugid::nice();
+    q.createTask(
+        &unscoped,
+        &with(
+            json!({"command": [["sh", "-c", "echo should-not-run"]], "maxRunTime": 60,
+                   "mounts": [{"directory": "c", "cacheName": "it-cache"}]}),
+            &[],
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    let s = resolved(&server, &unscoped).await;
+    assert_eq!(s["state"], "exception", "{s}");
+    assert_eq!(s["runs"][0]["reasonResolved"], "malformed-payload", "{s}");
+    let log = server
+        .artifact_text(&unscoped, 0, "public/logs/live_backing.log")
+        .await;
+    assert!(log.contains("generic-worker:cache:it-cache"), "{log}");
+    assert!(!log.contains("should-not-run\n"), "{log}");
+
+    // the dependency's artifact pinned to other bytes: the task fails before its commands
+    let pinned = slugid::nice();
+    q.createTask(
+        &pinned,
+        &with(
+            json!({"command": [["sh", "-c", "echo should-not-run"]], "maxRunTime": 60,
+                   "mounts": [{"file": "x", "content": {"taskId": source, "artifact": "public/dep.txt",
+                                                        "sha256": "0".repeat(64)}}]}),
+            &[&source],
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    let s = resolved(&server, &pinned).await;
+    assert_eq!(s["state"], "failed", "{s}");
+    let log = server
+        .artifact_text(&pinned, 0, "public/logs/live_backing.log")
+        .await;
+    assert!(log.contains("not the"), "{log}");
+    assert!(!log.contains("should-not-run\n"), "{log}");
+}

@@ -14,6 +14,7 @@
 
 mod artifacts;
 pub mod livelog;
+mod mounts;
 pub mod payload;
 pub mod process;
 mod registration;
@@ -296,6 +297,8 @@ pub(crate) struct Ctx {
     worker_queue: SharedQueue,
     /// The worker's environment minus its secrets: the base of every command's environment.
     base_env: BTreeMap<String, String>,
+    /// Writable caches kept between tasks, under `<tasksDir>/caches`.
+    caches: mounts::Caches,
 }
 
 fn task_base_env() -> BTreeMap<String, String> {
@@ -364,10 +367,14 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
             queue.clone(),
         )))
     });
+    let caches_dir = config.tasks_dir.join("caches");
+    let caches = mounts::Caches::open(caches_dir.clone())
+        .with_context(|| format!("opening the caches in {}", caches_dir.display()))?;
     let ctx = Arc::new(Ctx {
         worker_queue: queue.clone(),
         base_env: task_base_env(),
         live,
+        caches,
         config,
     });
     let task_queue_id = ctx.config.task_queue_id();

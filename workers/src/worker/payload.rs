@@ -140,6 +140,39 @@ pub struct ArtifactSpec {
     pub optional: bool,
 }
 
+/// A mount this worker honours (worker-protocol.md §8).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mount {
+    /// A writable cache: the directory kept under `cache_name` between tasks, moved to
+    /// `directory` (relative to the task directory) for the task's commands.
+    Cache {
+        directory: String,
+        cache_name: String,
+    },
+    /// A file written from `content` (relative to the task directory) before the commands.
+    File { file: String, content: Content },
+}
+
+/// Where a file mount's bytes come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    /// `raw` text or `base64` bytes, decoded.
+    Bytes(Vec<u8>),
+    Url {
+        url: String,
+        sha256: Option<String>,
+    },
+    /// The latest run's artifact of a task the task depends on, fetched with its credentials.
+    Artifact {
+        task_id: String,
+        artifact: String,
+        sha256: Option<String>,
+    },
+}
+
+/// The most `raw` or `base64` content a mount may carry.
+const INLINE_CONTENT_MAX: usize = 64 * 1024;
+
 /// A payload that passed every check.
 #[derive(Debug, Clone)]
 pub struct Payload {
@@ -147,6 +180,7 @@ pub struct Payload {
     pub env: BTreeMap<String, String>,
     pub max_run_time_secs: u64,
     pub artifacts: Vec<ArtifactSpec>,
+    pub mounts: Vec<Mount>,
     pub on_exit_status: OnExitStatus,
     pub features: Features,
     pub logs: Logs,
@@ -189,8 +223,12 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
             raw.max_run_time, limits.max_task_run_time_secs
         ));
     }
-    if !raw.mounts.is_empty() {
-        errors.push("`mounts` are not supported by this worker (no caches or mounts yet)".into());
+    let mut mounts = Vec::new();
+    for (i, m) in raw.mounts.iter().enumerate() {
+        match mount(m) {
+            Ok(m) => mounts.push(m),
+            Err(why) => errors.push(format!("`mounts[{i}]`: {why}")),
+        }
     }
     if !raw.os_groups.is_empty() {
         errors.push("`osGroups` are not supported by this worker".into());
@@ -275,10 +313,149 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
         env: raw.env,
         max_run_time_secs: raw.max_run_time as u64,
         artifacts,
+        mounts,
         on_exit_status: raw.on_exit_status,
         features: raw.features,
         logs: raw.logs,
     })
+}
+
+/// A path inside the task directory: relative, not empty, never through `..`.
+fn inside(path: &str) -> bool {
+    let p = std::path::Path::new(path);
+    !path.is_empty()
+        && p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}
+
+/// One `payload.mounts[]` entry: a writable cache without preloaded content, or a file;
+/// read-only directory mounts (archives), compressed files and index content are refused.
+fn mount(m: &serde_json::Value) -> Result<Mount, String> {
+    let Some(obj) = m.as_object() else {
+        return Err("must be an object".into());
+    };
+    let text = |key: &str| obj.get(key).and_then(serde_json::Value::as_str);
+    let only = |allowed: &[&str]| match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(format!("unexpected property `{k}`")),
+        None => Ok(()),
+    };
+    if obj.contains_key("file") {
+        only(&["file", "content", "format"])?;
+        let file = text("file").ok_or("`file` must be a string")?;
+        if !inside(file) {
+            return Err(format!(
+                "`file` {file:?} must be a relative path inside the task directory"
+            ));
+        }
+        if obj.contains_key("format") {
+            return Err(
+                "compressed file mounts (`format`) are not supported by this worker".into(),
+            );
+        }
+        let content = content(obj.get("content").ok_or("a file mount needs `content`")?)?;
+        return Ok(Mount::File {
+            file: file.into(),
+            content,
+        });
+    }
+    if obj.contains_key("cacheName") {
+        only(&["directory", "cacheName", "content", "format"])?;
+        let cache_name = text("cacheName").ok_or("`cacheName` must be a string")?;
+        let directory = text("directory").ok_or("a cache needs a `directory` string")?;
+        if cache_name.is_empty() {
+            return Err("`cacheName` must not be empty".into());
+        }
+        if !inside(directory) {
+            return Err(format!(
+                "`directory` {directory:?} must be a relative path inside the task directory"
+            ));
+        }
+        if obj.contains_key("content") || obj.contains_key("format") {
+            return Err("caches preloaded with `content` are not supported by this worker".into());
+        }
+        return Ok(Mount::Cache {
+            directory: directory.into(),
+            cache_name: cache_name.into(),
+        });
+    }
+    if obj.contains_key("directory") {
+        return Err(
+            "read-only directory mounts (archives) are not supported by this worker".into(),
+        );
+    }
+    Err("must be a file mount, a writable cache or a read-only directory mount".into())
+}
+
+/// A mount's `content`: `raw`, `base64`, `url` or `taskId` + `artifact` (`sha256` optional
+/// for the last two).
+fn content(c: &serde_json::Value) -> Result<Content, String> {
+    let Some(obj) = c.as_object() else {
+        return Err("`content` must be an object".into());
+    };
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match obj.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("`content.{key}` must be a string")),
+        }
+    };
+    let sha256 = text("sha256")?;
+    if let Some(h) = &sha256 {
+        if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err("`content.sha256` must be 64 lower-case hex digits".into());
+        }
+    }
+    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    let only = |allowed: &[&str]| match keys.iter().find(|k| !allowed.contains(k)) {
+        Some(k) => Err(format!("unexpected property `content.{k}`")),
+        None => Ok(()),
+    };
+    if let Some(raw) = text("raw")? {
+        only(&["raw"])?;
+        if raw.len() > INLINE_CONTENT_MAX {
+            return Err(format!(
+                "`content.raw` is longer than {INLINE_CONTENT_MAX} bytes"
+            ));
+        }
+        return Ok(Content::Bytes(raw.into_bytes()));
+    }
+    if let Some(b64) = text("base64")? {
+        only(&["base64"])?;
+        if b64.len() > INLINE_CONTENT_MAX {
+            return Err(format!(
+                "`content.base64` is longer than {INLINE_CONTENT_MAX} bytes"
+            ));
+        }
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| format!("`content.base64` is not base64: {e}"))?;
+        return Ok(Content::Bytes(bytes));
+    }
+    if let Some(url) = text("url")? {
+        only(&["url", "sha256"])?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("`content.url` {url:?} must be an http(s) URL"));
+        }
+        return Ok(Content::Url { url, sha256 });
+    }
+    if let Some(task_id) = text("taskId")? {
+        only(&["taskId", "artifact", "sha256"])?;
+        let artifact = text("artifact")?.ok_or("`content.taskId` needs `content.artifact`")?;
+        return Ok(Content::Artifact {
+            task_id,
+            artifact,
+            sha256,
+        });
+    }
+    if obj.contains_key("namespace") {
+        return Err("content from the index (`namespace`) is not supported: taskledger has no index service".into());
+    }
+    Err("`content` needs one of raw, base64, url or taskId and artifact".into())
 }
 
 /// Content type of an uploaded file: `.log` → text/plain, `.jsonl` → application/jsonl, then
@@ -355,7 +532,7 @@ mod tests {
         let early = (l.task_deadline - chrono::Duration::minutes(5)).to_rfc3339();
         let errs = parse(
             &json!({"command": [[]], "maxRunTime": 7200,
-                    "mounts": [{"file": "x", "content": {"raw": "y"}}],
+                    "mounts": [{"file": "x", "content": {"raw": "y"}, "format": "gz"}],
                     "features": {"taskclusterProxy": true},
                     "artifacts": [{"type": "socket", "path": "a"},
                                   {"type": "file", "path": "b", "expires": early}]}),
@@ -372,6 +549,117 @@ mod tests {
             "artifacts[1].expires",
         ] {
             assert!(all.contains(needle), "{needle} missing from {all}");
+        }
+    }
+
+    #[test]
+    fn caches_and_file_mounts_are_read_and_the_rest_refused_by_name() {
+        let l = limits();
+        let p = parse(
+            &json!({"command": [["true"]], "maxRunTime": 10, "mounts": [
+                {"directory": "cache/cargo", "cacheName": "cargo"},
+                {"file": "in/a.txt", "content": {"raw": "hello"}},
+                {"file": "b.bin", "content": {"base64": "AAEC"}},
+                {"file": "c", "content": {"url": "https://example.com/c", "sha256": "0".repeat(64)}},
+                {"file": "d", "content": {"taskId": "fF8FHWmuRVqX6Rk2yGbWBQ", "artifact": "public/d"}}
+            ]}),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            p.mounts,
+            [
+                Mount::Cache {
+                    directory: "cache/cargo".into(),
+                    cache_name: "cargo".into()
+                },
+                Mount::File {
+                    file: "in/a.txt".into(),
+                    content: Content::Bytes(b"hello".to_vec())
+                },
+                Mount::File {
+                    file: "b.bin".into(),
+                    content: Content::Bytes(vec![0, 1, 2])
+                },
+                Mount::File {
+                    file: "c".into(),
+                    content: Content::Url {
+                        url: "https://example.com/c".into(),
+                        sha256: Some("0".repeat(64))
+                    }
+                },
+                Mount::File {
+                    file: "d".into(),
+                    content: Content::Artifact {
+                        task_id: "fF8FHWmuRVqX6Rk2yGbWBQ".into(),
+                        artifact: "public/d".into(),
+                        sha256: None
+                    }
+                },
+            ]
+        );
+        let refused = |mount: serde_json::Value| {
+            parse(
+                &json!({"command": [["true"]], "maxRunTime": 10, "mounts": [mount]}),
+                &l,
+            )
+            .unwrap_err()
+            .join("\n")
+        };
+        for (mount, needle) in [
+            (
+                json!({"directory": "d", "content": {"url": "https://x/a.zip"}, "format": "zip"}),
+                "read-only directory",
+            ),
+            (
+                json!({"file": "f", "content": {"raw": "x"}, "format": "gz"}),
+                "compressed",
+            ),
+            (
+                json!({"directory": "c", "cacheName": "c", "content": {"raw": "x"}, "format": "zip"}),
+                "preloaded",
+            ),
+            (
+                json!({"file": "../escape", "content": {"raw": "x"}}),
+                "inside the task directory",
+            ),
+            (
+                json!({"directory": "/abs", "cacheName": "c"}),
+                "inside the task directory",
+            ),
+            (
+                json!({"file": "f", "content": {"namespace": "a.b", "artifact": "x"}}),
+                "index",
+            ),
+            (
+                json!({"file": "f", "content": {"raw": "x".repeat(64 * 1024 + 1)}}),
+                "longer than",
+            ),
+            (
+                json!({"file": "f", "content": {"base64": "not base64!"}}),
+                "not base64",
+            ),
+            (
+                json!({"file": "f", "content": {"url": "https://x", "sha256": "XYZ"}}),
+                "sha256",
+            ),
+            (
+                json!({"file": "f", "content": {"url": "ftp://x"}}),
+                "http(s)",
+            ),
+            (
+                json!({"file": "f", "content": {"taskId": "x"}}),
+                "needs `content.artifact`",
+            ),
+            (json!({"file": "f"}), "needs `content`"),
+            (json!({"cacheName": "c"}), "`directory`"),
+            (json!({"what": 1}), "must be a file mount"),
+        ] {
+            let all = refused(mount.clone());
+            assert!(
+                all.contains("mounts[0]") && all.contains(needle),
+                "{mount}: {all}"
+            );
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::artifacts::{self, Problem};
 use super::livelog::TaskLog;
+use super::mounts::{self, MountError};
 use super::payload::{self, Limits, Payload};
 use super::process::{self, Abort, CommandEnd};
 use super::{Ctx, SharedQueue};
@@ -263,10 +264,31 @@ impl<'a> Run<'a> {
             set
         };
 
-        match &payload {
-            None => outcome = Outcome::Exception("malformed-payload"),
-            Some(p) => {
-                outcome = self.run_commands(p, &mut abort_rx).await;
+        let cx = mounts::MountContext {
+            caches: &self.ctx.caches,
+            dir: &self.dir,
+            queue: self.queue,
+            worker: &self.ctx.worker_queue,
+            task: &self.claim.task,
+            log,
+        };
+        let mounted = match &payload {
+            Some(p) if !p.mounts.is_empty() => Some(mounts::mount(&cx, &p.mounts).await),
+            _ => None,
+        };
+        let mut last_exit = None;
+        match (&payload, mounted.as_ref()) {
+            (None, _) => outcome = Outcome::Exception("malformed-payload"),
+            (Some(_), Some(Err(e))) => {
+                log.error(format!("TASK FAIL since a mount could not be made: {e}"));
+                outcome = match e {
+                    MountError::Malformed(_) => Outcome::Exception("malformed-payload"),
+                    MountError::Unavailable(_) => Outcome::Exception("resource-unavailable"),
+                    MountError::Mismatch(_) => Outcome::Failed,
+                };
+            }
+            (Some(p), _) => {
+                (outcome, last_exit) = self.run_commands(p, &mut abort_rx).await;
                 tracing::debug!(
                     task_id = self.claim.task_id,
                     us = t0.elapsed().as_micros() as u64,
@@ -299,6 +321,14 @@ impl<'a> Run<'a> {
                     }
                 }
             }
+        }
+        if let (Some(p), Some(Ok(mounted))) = (&payload, mounted) {
+            // caches go back to the pool, or are deleted when the last command's exit code
+            // is listed in purgeCaches or the task was aborted
+            let aborted = abort_rx.borrow().is_some();
+            let purge = aborted
+                || last_exit.is_some_and(|code| p.on_exit_status.purge_caches.contains(&code));
+            mounted.release(purge, log);
         }
         if let Some(a) = *abort_rx.borrow() {
             if outcome == Outcome::Completed {
@@ -424,11 +454,13 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Runs the commands in order until one fails; the outcome, and the exit code of the
+    /// last command that exited (for `onExitStatus.purgeCaches`).
     async fn run_commands(
         &self,
         p: &Payload,
         abort: &mut watch::Receiver<Option<Abort>>,
-    ) -> Outcome {
+    ) -> (Outcome, Option<i64>) {
         let mut env = self.ctx.base_env.clone();
         env.extend(p.env.clone());
         let c = &self.ctx.config;
@@ -444,10 +476,14 @@ impl<'a> Run<'a> {
         );
         env.insert("TASKCLUSTER_ROOT_URL".into(), c.root_url.clone());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(p.max_run_time_secs);
+        let mut last_exit = None;
         for (i, argv) in p.command.iter().enumerate() {
             self.log
                 .info(format!("Executing command {i}: {}", shell_words(argv)));
             let end = process::run(argv, &self.dir, &env, &self.log, deadline, abort).await;
+            if let CommandEnd::Exited(code) = end {
+                last_exit = Some(code as i64);
+            }
             match end {
                 CommandEnd::Exited(0) => self.log.info("Exit Code: 0"),
                 CommandEnd::Exited(code) => {
@@ -456,35 +492,35 @@ impl<'a> Run<'a> {
                         self.log.info(format!(
                             "Exit code {code} is listed in onExitStatus.retry: the task will be retried"
                         ));
-                        return Outcome::Exception("intermittent-task");
+                        return (Outcome::Exception("intermittent-task"), last_exit);
                     }
                     self.log
                         .error(format!("Command {i} exited with code {code}"));
-                    return Outcome::Failed;
+                    return (Outcome::Failed, last_exit);
                 }
                 CommandEnd::SpawnFailed(why) => {
                     self.log
                         .error(format!("Command {i} could not be started: {why}"));
-                    return Outcome::Failed;
+                    return (Outcome::Failed, last_exit);
                 }
                 CommandEnd::TimedOut => {
                     self.log.error(format!(
                         "task aborted - max run time exceeded ({} s)",
                         p.max_run_time_secs
                     ));
-                    return Outcome::Failed;
+                    return (Outcome::Failed, last_exit);
                 }
                 CommandEnd::Aborted(Abort::RunLost) => {
                     self.log.error("task aborted - the run was resolved elsewhere (cancelled, deadline or claim lost)");
-                    return Outcome::Lost;
+                    return (Outcome::Lost, last_exit);
                 }
                 CommandEnd::Aborted(Abort::WorkerShutdown) => {
                     self.log.error("task aborted - the worker is shutting down");
-                    return Outcome::Exception("worker-shutdown");
+                    return (Outcome::Exception("worker-shutdown"), last_exit);
                 }
             }
         }
-        Outcome::Completed
+        (Outcome::Completed, last_exit)
     }
 }
 

@@ -1,0 +1,399 @@
+//! Payload mounts (worker-protocol.md §8): writable caches kept between tasks, and files
+//! written from inline content, a URL or a dependency's artifact before the commands run.
+//!
+//! Caches live under `<tasksDir>/caches`, one directory per cache instance, named
+//! `<hex of the cache name>.<n>`, so a restarted worker finds them again. A task takes a free
+//! instance of its cache name (or a new, empty one when every instance is in use, as with
+//! capacity above 1), has it moved to its mount point, and after its commands and artifacts
+//! gives it back, or has it deleted when `onExitStatus.purgeCaches` lists the last command's
+//! exit code or the task was aborted. A writable cache needs `generic-worker:cache:<name>` in
+//! the task's scopes (expanded through `auth.expandScopes` with the worker's credentials when
+//! the scopes as given do not hold it).
+
+use super::livelog::TaskLog;
+use super::payload::{Content, Mount};
+use super::SharedQueue;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Why mounting failed, as the task resolves.
+#[derive(Debug)]
+pub(crate) enum MountError {
+    /// The task asked for something it may not have or that does not exist:
+    /// `malformed-payload`.
+    Malformed(String),
+    /// A service or the disk failed: `resource-unavailable`.
+    Unavailable(String),
+    /// The fetched bytes are not the ones the task pinned: the task fails.
+    Mismatch(String),
+}
+
+impl std::fmt::Display for MountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountError::Malformed(why)
+            | MountError::Unavailable(why)
+            | MountError::Mismatch(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The caches of one worker.
+pub(crate) struct Caches {
+    root: PathBuf,
+    /// Per cache name, the instances no task holds.
+    free: Mutex<HashMap<String, Vec<PathBuf>>>,
+    next: AtomicU64,
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+impl Caches {
+    /// The caches under `root`, with those a previous run of the worker left there.
+    pub(crate) fn open(root: PathBuf) -> std::io::Result<Caches> {
+        std::fs::create_dir_all(&root)?;
+        let mut free: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        let mut next = 0;
+        for entry in std::fs::read_dir(&root)? {
+            let path = entry?.path();
+            let Some((name, n)) = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .and_then(|f| f.rsplit_once('.'))
+                .and_then(|(h, n)| Some((unhex(h)?, n.parse::<u64>().ok()?)))
+            else {
+                continue;
+            };
+            if path.is_dir() {
+                next = next.max(n + 1);
+                free.entry(name).or_default().push(path);
+            }
+        }
+        Ok(Caches {
+            root,
+            free: Mutex::new(free),
+            next: AtomicU64::new(next),
+        })
+    }
+
+    /// A free instance of `name`, or a new empty one.
+    fn take(&self, name: &str) -> std::io::Result<PathBuf> {
+        if let Some(dir) = self
+            .free
+            .lock()
+            .expect("caches lock")
+            .get_mut(name)
+            .and_then(Vec::pop)
+        {
+            return Ok(dir);
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join(format!("{}.{n}", hex(name)));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn give_back(&self, name: &str, dir: PathBuf) {
+        self.free
+            .lock()
+            .expect("caches lock")
+            .entry(name.to_string())
+            .or_default()
+            .push(dir);
+    }
+}
+
+/// Caches a task holds, to give back (or purge) after it.
+pub(crate) struct Mounted<'a> {
+    caches: &'a Caches,
+    /// (cache name, its home under the caches root, where the task has it)
+    held: Vec<(String, PathBuf, PathBuf)>,
+}
+
+impl Mounted<'_> {
+    /// Moves every cache back home, or deletes it when `purge`; logs what it did.
+    pub(crate) fn release(self, purge: bool, log: &TaskLog) {
+        for (name, home, at) in self.held {
+            if purge {
+                log.info(format!("Purging cache {name:?}"));
+                let _ = std::fs::remove_dir_all(&at);
+                continue;
+            }
+            match std::fs::rename(&at, &home) {
+                Ok(()) => self.caches.give_back(&name, home),
+                Err(e) => log.warn(format!("cache {name:?} not kept: {e}")),
+            }
+        }
+    }
+}
+
+/// What mounting needs from the run.
+pub(crate) struct MountContext<'a> {
+    pub caches: &'a Caches,
+    pub dir: &'a Path,
+    /// The task's credentials: artifacts of its dependencies.
+    pub queue: &'a SharedQueue,
+    /// The worker's own: expanding the task's scopes.
+    pub worker: &'a SharedQueue,
+    pub task: &'a serde_json::Value,
+    pub log: &'a TaskLog,
+}
+
+/// Mounts `mounts` in order: files written, caches moved into place. On an error the caches
+/// already taken are given back.
+pub(crate) async fn mount<'a>(
+    cx: &MountContext<'a>,
+    mounts: &[Mount],
+) -> Result<Mounted<'a>, MountError> {
+    let mut mounted = Mounted {
+        caches: cx.caches,
+        held: Vec::new(),
+    };
+    let names: Vec<&str> = mounts
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Cache { cache_name, .. } => Some(cache_name.as_str()),
+            Mount::File { .. } => None,
+        })
+        .collect();
+    check_cache_scopes(cx, &names).await?;
+    for m in mounts {
+        let step = match m {
+            Mount::File { file, content } => write_file(cx, file, content).await,
+            Mount::Cache {
+                directory,
+                cache_name,
+            } => mount_cache(cx, &mut mounted, directory, cache_name),
+        };
+        if let Err(e) = step {
+            mounted.release(false, cx.log);
+            return Err(e);
+        }
+    }
+    Ok(mounted)
+}
+
+/// Every cache name needs `generic-worker:cache:<name>` in the task's scopes, expanded when
+/// the scopes as given do not hold it.
+async fn check_cache_scopes(cx: &MountContext<'_>, names: &[&str]) -> Result<(), MountError> {
+    use taskledger_core::scopes::any_satisfies;
+    let given: Vec<String> = cx.task["scopes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let required: Vec<String> = names
+        .iter()
+        .map(|n| format!("generic-worker:cache:{n}"))
+        .collect();
+    if required.iter().all(|r| any_satisfies(&given, r)) {
+        return Ok(());
+    }
+    let auth = taskcluster::Auth::new(
+        taskcluster::ClientBuilder::new(cx.worker.root_url())
+            .credentials(cx.worker.credentials())
+            .timeout(Duration::from_secs(60)),
+    )
+    .map_err(|e| MountError::Unavailable(format!("no auth client: {e}")))?;
+    let expanded = auth
+        .expandScopes(&serde_json::json!({ "scopes": given }))
+        .await
+        .map_err(|e| MountError::Unavailable(format!("expanding the task's scopes failed: {e}")))?;
+    let expanded: Vec<String> = expanded["scopes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    match required.iter().find(|r| !any_satisfies(&expanded, r)) {
+        Some(missing) => Err(MountError::Malformed(format!(
+            "the task's scopes do not include {missing}, which its writable cache needs"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn mount_cache(
+    cx: &MountContext<'_>,
+    mounted: &mut Mounted<'_>,
+    directory: &str,
+    name: &str,
+) -> Result<(), MountError> {
+    let at = cx.dir.join(directory);
+    if at.exists() {
+        return Err(MountError::Malformed(format!(
+            "cache {name:?} cannot be mounted at {directory}: something is already there"
+        )));
+    }
+    let unavailable = |e: std::io::Error| MountError::Unavailable(format!("cache {name:?}: {e}"));
+    if let Some(parent) = at.parent() {
+        std::fs::create_dir_all(parent).map_err(unavailable)?;
+    }
+    let home = cx.caches.take(name).map_err(unavailable)?;
+    if let Err(e) = std::fs::rename(&home, &at) {
+        cx.caches.give_back(name, home);
+        return Err(unavailable(e));
+    }
+    cx.log
+        .info(format!("Mounted cache {name:?} at {directory}"));
+    mounted.held.push((name.to_string(), home, at));
+    Ok(())
+}
+
+async fn write_file(
+    cx: &MountContext<'_>,
+    file: &str,
+    content: &Content,
+) -> Result<(), MountError> {
+    let path = cx.dir.join(file);
+    let unavailable = |e: std::io::Error| MountError::Unavailable(format!("file {file}: {e}"));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(unavailable)?;
+    }
+    let (url, sha256) = match content {
+        Content::Bytes(bytes) => {
+            std::fs::write(&path, bytes).map_err(unavailable)?;
+            cx.log.info(format!("Mounted file {file}"));
+            return Ok(());
+        }
+        Content::Url { url, sha256 } => (url.clone(), sha256),
+        Content::Artifact {
+            task_id,
+            artifact,
+            sha256,
+        } => {
+            let depends = cx.task["dependencies"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|t| t.as_str() == Some(task_id)));
+            if !depends {
+                return Err(MountError::Malformed(format!(
+                    "file {file} names an artifact of task {task_id}, which is not among the task's dependencies"
+                )));
+            }
+            let url = cx
+                .queue
+                .get()
+                .getLatestArtifact_signed_url(task_id, artifact, Duration::from_secs(15 * 60))
+                .map_err(|e| MountError::Unavailable(format!("file {file}: {e}")))?;
+            (url, sha256)
+        }
+    };
+    let digest = download(&url, &path).await.map_err(|e| match e {
+        Download::Refused(status) => MountError::Malformed(format!(
+            "file {file}: its content could not be fetched ({status}{})",
+            if status == reqwest::StatusCode::FORBIDDEN {
+                ": the task's scopes do not allow reading it"
+            } else {
+                ""
+            }
+        )),
+        Download::Failed(why) => MountError::Unavailable(format!("file {file}: {why}")),
+    })?;
+    if let Some(expected) = sha256 {
+        if &digest != expected {
+            return Err(MountError::Mismatch(format!(
+                "file {file}: its content has SHA-256 {digest}, not the {expected} the task pinned"
+            )));
+        }
+    }
+    cx.log
+        .info(format!("Mounted file {file} (SHA-256 {digest})"));
+    Ok(())
+}
+
+enum Download {
+    /// The server answered 4xx.
+    Refused(reqwest::StatusCode),
+    Failed(String),
+}
+
+/// Streams `url` into `path`; the content's SHA-256, in hex.
+async fn download(url: &str, path: &Path) -> Result<String, Download> {
+    let failed = |e: &dyn std::fmt::Display| Download::Failed(e.to_string());
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| failed(&e))?;
+    let status = response.status();
+    if status.is_client_error() {
+        return Err(Download::Refused(status));
+    }
+    if !status.is_success() {
+        return Err(Download::Failed(format!("answered {status}")));
+    }
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| failed(&e))?;
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| failed(&e))?;
+        hash.update(&chunk);
+        file.write_all(&chunk).await.map_err(|e| failed(&e))?;
+    }
+    file.flush().await.map_err(|e| failed(&e))?;
+    Ok(hash
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_instances_are_found_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("caches");
+        let caches = Caches::open(root.clone()).unwrap();
+        let a = caches.take("cargo/registry").unwrap();
+        let b = caches.take("cargo/registry").unwrap();
+        assert_ne!(a, b, "a taken instance is not handed out twice");
+        std::fs::write(a.join("kept"), "x").unwrap();
+        caches.give_back("cargo/registry", a.clone());
+        assert_eq!(caches.take("cargo/registry").unwrap(), a);
+        caches.give_back("cargo/registry", a.clone());
+        caches.give_back("cargo/registry", b);
+        drop(caches);
+
+        let again = Caches::open(root).unwrap();
+        let mut found = [
+            again.take("cargo/registry").unwrap(),
+            again.take("cargo/registry").unwrap(),
+        ];
+        found.sort();
+        assert!(found.contains(&a));
+        assert!(found[0].join("kept").exists() || found[1].join("kept").exists());
+        let fresh = again.take("cargo/registry").unwrap();
+        assert!(!found.contains(&fresh), "a third instance is new");
+        assert_eq!(unhex(&hex("a.b/c")).as_deref(), Some("a.b/c"));
+    }
+}
