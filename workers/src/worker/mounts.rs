@@ -27,18 +27,19 @@ pub(crate) enum MountError {
     /// The task asked for something it may not have or that does not exist:
     /// `malformed-payload`.
     Malformed(String),
-    /// A service or the disk failed: `resource-unavailable`.
+    /// The task's scopes could not be expanded: `resource-unavailable`.
     Unavailable(String),
-    /// The fetched bytes are not the ones the task pinned: the task fails.
-    Mismatch(String),
+    /// The mount could not be made (a download refused or failed, bytes that are not the
+    /// ones the task pinned, the disk): the task fails, as generic-worker fails it.
+    Failed(String),
 }
 
 impl std::fmt::Display for MountError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MountError::Malformed(why)
-            | MountError::Unavailable(why)
-            | MountError::Mismatch(why) => f.write_str(why),
+            MountError::Malformed(why) | MountError::Unavailable(why) | MountError::Failed(why) => {
+                f.write_str(why)
+            }
         }
     }
 }
@@ -49,6 +50,11 @@ pub(crate) struct Caches {
     /// Per cache name, the instances no task holds.
     free: Mutex<HashMap<String, Vec<PathBuf>>>,
     next: AtomicU64,
+}
+
+/// A directory itself, not a symlink to one.
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir())
 }
 
 fn hex(s: &str) -> String {
@@ -82,9 +88,11 @@ impl Caches {
             else {
                 continue;
             };
-            if path.is_dir() {
-                next = next.max(n + 1);
+            next = next.max(n + 1);
+            if is_real_dir(&path) {
                 free.entry(name).or_default().push(path);
+            } else {
+                let _ = std::fs::remove_file(&path);
             }
         }
         Ok(Caches {
@@ -94,16 +102,21 @@ impl Caches {
         })
     }
 
-    /// A free instance of `name`, or a new empty one.
+    /// A free instance of `name` (one whose directory vanished meanwhile is forgotten), or a
+    /// new empty one.
     fn take(&self, name: &str) -> std::io::Result<PathBuf> {
-        if let Some(dir) = self
-            .free
-            .lock()
-            .expect("caches lock")
-            .get_mut(name)
-            .and_then(Vec::pop)
-        {
-            return Ok(dir);
+        loop {
+            let popped = self
+                .free
+                .lock()
+                .expect("caches lock")
+                .get_mut(name)
+                .and_then(Vec::pop);
+            match popped {
+                Some(dir) if is_real_dir(&dir) => return Ok(dir),
+                Some(_) => continue,
+                None => break,
+            }
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let dir = self.root.join(format!("{}.{n}", hex(name)));
@@ -129,12 +142,19 @@ pub(crate) struct Mounted<'a> {
 }
 
 impl Mounted<'_> {
-    /// Moves every cache back home, or deletes it when `purge`; logs what it did.
+    /// Moves every cache back home (the last mounted first), or, when `purge`, leaves it in
+    /// the task directory, which is deleted after the run off the task's path; logs what it
+    /// did. A cache the task replaced by something other than a directory is not kept.
     pub(crate) fn release(self, purge: bool, log: &TaskLog) {
-        for (name, home, at) in self.held {
+        for (name, home, at) in self.held.into_iter().rev() {
             if purge {
                 log.info(format!("Purging cache {name:?}"));
-                let _ = std::fs::remove_dir_all(&at);
+                continue;
+            }
+            if !is_real_dir(&at) {
+                log.warn(format!(
+                    "cache {name:?} not kept: the task left no directory at its mount point"
+                ));
                 continue;
             }
             match std::fs::rename(&at, &home) {
@@ -248,14 +268,16 @@ fn mount_cache(
             "cache {name:?} cannot be mounted at {directory}: something is already there"
         )));
     }
-    let unavailable = |e: std::io::Error| MountError::Unavailable(format!("cache {name:?}: {e}"));
+    let failed = |e: std::io::Error| MountError::Failed(format!("cache {name:?}: {e}"));
     if let Some(parent) = at.parent() {
-        std::fs::create_dir_all(parent).map_err(unavailable)?;
+        std::fs::create_dir_all(parent).map_err(failed)?;
     }
-    let home = cx.caches.take(name).map_err(unavailable)?;
+    let home = cx.caches.take(name).map_err(failed)?;
     if let Err(e) = std::fs::rename(&home, &at) {
-        cx.caches.give_back(name, home);
-        return Err(unavailable(e));
+        if is_real_dir(&home) {
+            cx.caches.give_back(name, home);
+        }
+        return Err(failed(e));
     }
     cx.log
         .info(format!("Mounted cache {name:?} at {directory}"));
@@ -269,13 +291,13 @@ async fn write_file(
     content: &Content,
 ) -> Result<(), MountError> {
     let path = cx.dir.join(file);
-    let unavailable = |e: std::io::Error| MountError::Unavailable(format!("file {file}: {e}"));
+    let failed = |e: std::io::Error| MountError::Failed(format!("file {file}: {e}"));
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(unavailable)?;
+        std::fs::create_dir_all(parent).map_err(failed)?;
     }
     let (url, sha256) = match content {
         Content::Bytes(bytes) => {
-            std::fs::write(&path, bytes).map_err(unavailable)?;
+            std::fs::write(&path, bytes).map_err(failed)?;
             cx.log.info(format!("Mounted file {file}"));
             return Ok(());
         }
@@ -297,12 +319,12 @@ async fn write_file(
                 .queue
                 .get()
                 .getLatestArtifact_signed_url(task_id, artifact, Duration::from_secs(15 * 60))
-                .map_err(|e| MountError::Unavailable(format!("file {file}: {e}")))?;
+                .map_err(|e| MountError::Failed(format!("file {file}: {e}")))?;
             (url, sha256)
         }
     };
     let digest = download(&url, &path).await.map_err(|e| match e {
-        Download::Refused(status) => MountError::Malformed(format!(
+        Download::Refused(status) => MountError::Failed(format!(
             "file {file}: its content could not be fetched ({status}{})",
             if status == reqwest::StatusCode::FORBIDDEN {
                 ": the task's scopes do not allow reading it"
@@ -310,11 +332,11 @@ async fn write_file(
                 ""
             }
         )),
-        Download::Failed(why) => MountError::Unavailable(format!("file {file}: {why}")),
+        Download::Failed(why) => MountError::Failed(format!("file {file}: {why}")),
     })?;
     if let Some(expected) = sha256 {
         if &digest != expected {
-            return Err(MountError::Mismatch(format!(
+            return Err(MountError::Failed(format!(
                 "file {file}: its content has SHA-256 {digest}, not the {expected} the task pinned"
             )));
         }
@@ -331,6 +353,7 @@ enum Download {
 }
 
 /// Streams `url` into `path`; the content's SHA-256, in hex.
+/// Errors never quote the URL: a signed one carries a bewit or a signature.
 async fn download(url: &str, path: &Path) -> Result<String, Download> {
     let failed = |e: &dyn std::fmt::Display| Download::Failed(e.to_string());
     let response = reqwest::Client::new()
@@ -338,7 +361,7 @@ async fn download(url: &str, path: &Path) -> Result<String, Download> {
         .timeout(Duration::from_secs(600))
         .send()
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| failed(&e.without_url()))?;
     let status = response.status();
     if status.is_client_error() {
         return Err(Download::Refused(status));
@@ -352,7 +375,7 @@ async fn download(url: &str, path: &Path) -> Result<String, Download> {
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| failed(&e))?;
+        let chunk = chunk.map_err(|e| failed(&e.without_url()))?;
         hash.update(&chunk);
         file.write_all(&chunk).await.map_err(|e| failed(&e))?;
     }
@@ -395,5 +418,27 @@ mod tests {
         let fresh = again.take("cargo/registry").unwrap();
         assert!(!found.contains(&fresh), "a third instance is new");
         assert_eq!(unhex(&hex("a.b/c")).as_deref(), Some("a.b/c"));
+    }
+
+    /// An instance whose directory vanished (cleared by hand) is forgotten, not handed out
+    /// again and again; a file where an instance was is not taken for one after a restart.
+    #[test]
+    fn vanished_or_replaced_instances_are_not_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("caches");
+        let caches = Caches::open(root.clone()).unwrap();
+        let a = caches.take("c").unwrap();
+        caches.give_back("c", a.clone());
+        std::fs::remove_dir(&a).unwrap();
+        let b = caches.take("c").unwrap();
+        assert_ne!(a, b);
+        assert!(is_real_dir(&b));
+        std::fs::remove_dir(&b).unwrap();
+        std::fs::write(&b, "not a directory").unwrap();
+        drop(caches);
+        let again = Caches::open(root).unwrap();
+        let c = again.take("c").unwrap();
+        assert!(c != a && c != b && is_real_dir(&c), "{c:?}");
+        assert!(!b.exists(), "the stray file is removed");
     }
 }

@@ -153,6 +153,22 @@ pub enum Mount {
     File { file: String, content: Content },
 }
 
+impl Mount {
+    /// Where the mount is, relative to the task directory.
+    pub fn at(&self) -> &str {
+        match self {
+            Mount::Cache { directory, .. } => directory,
+            Mount::File { file, .. } => file,
+        }
+    }
+}
+
+/// Whether two mount points are the same or one lies inside the other.
+fn overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (std::path::Path::new(a), std::path::Path::new(b));
+    a.starts_with(b) || b.starts_with(a)
+}
+
 /// Where a file mount's bytes come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Content {
@@ -223,10 +239,19 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
             raw.max_run_time, limits.max_task_run_time_secs
         ));
     }
-    let mut mounts = Vec::new();
+    let mut mounts: Vec<Mount> = Vec::new();
     for (i, m) in raw.mounts.iter().enumerate() {
         match mount(m) {
-            Ok(m) => mounts.push(m),
+            Ok(m) => {
+                if let Some(other) = mounts.iter().find(|o| overlap(o.at(), m.at())) {
+                    errors.push(format!(
+                        "`mounts[{i}]`: {} overlaps the earlier mount at {}",
+                        m.at(),
+                        other.at()
+                    ));
+                }
+                mounts.push(m);
+            }
             Err(why) => errors.push(format!("`mounts[{i}]`: {why}")),
         }
     }
@@ -351,6 +376,11 @@ fn mount(m: &serde_json::Value) -> Result<Mount, String> {
                 "`file` {file:?} must be a relative path inside the task directory"
             ));
         }
+        if std::path::Path::new(file).starts_with("generic-worker") {
+            return Err(format!(
+                "`file` {file:?} is inside generic-worker/, where the worker keeps the task's log"
+            ));
+        }
         if obj.contains_key("format") {
             return Err(
                 "compressed file mounts (`format`) are not supported by this worker".into(),
@@ -431,8 +461,10 @@ fn content(c: &serde_json::Value) -> Result<Content, String> {
             ));
         }
         use base64::Engine as _;
+        // wrapped lines (as the base64 tool writes them) are read as one
+        let b64: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
+            .decode(&b64)
             .map_err(|e| format!("`content.base64` is not base64: {e}"))?;
         return Ok(Content::Bytes(bytes));
     }
@@ -654,6 +686,10 @@ mod tests {
             (json!({"file": "f"}), "needs `content`"),
             (json!({"cacheName": "c"}), "`directory`"),
             (json!({"what": 1}), "must be a file mount"),
+            (
+                json!({"file": "generic-worker/live_backing.log", "content": {"raw": "x"}}),
+                "task's log",
+            ),
         ] {
             let all = refused(mount.clone());
             assert!(
@@ -661,6 +697,38 @@ mod tests {
                 "{mount}: {all}"
             );
         }
+    }
+
+    #[test]
+    fn mount_points_may_not_overlap_and_wrapped_base64_is_read() {
+        let l = limits();
+        let errs = parse(
+            &json!({"command": [["true"]], "maxRunTime": 10, "mounts": [
+                {"directory": "a", "cacheName": "x"},
+                {"directory": "a/b", "cacheName": "y"},
+                {"file": "a", "content": {"raw": "z"}},
+                {"file": "ab", "content": {"raw": "fine: not inside a"}}
+            ]}),
+            &l,
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("mounts[1]") && errs[0].contains("overlaps"));
+        assert!(errs[1].contains("mounts[2]") && errs[1].contains("overlaps"));
+        let p = parse(
+            &json!({"command": [["true"]], "maxRunTime": 10, "mounts": [
+                {"file": "w", "content": {"base64": "aGVs\nbG8=\n"}}
+            ]}),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            p.mounts[0],
+            Mount::File {
+                file: "w".into(),
+                content: Content::Bytes(b"hello".to_vec())
+            }
+        );
     }
 
     #[test]

@@ -272,8 +272,14 @@ impl<'a> Run<'a> {
             task: &self.claim.task,
             log,
         };
+        // an abort (worker shutdown, the run lost) does not wait for the mounts' downloads
         let mounted = match &payload {
-            Some(p) if !p.mounts.is_empty() => Some(mounts::mount(&cx, &p.mounts).await),
+            Some(p) if !p.mounts.is_empty() => tokio::select! {
+                m = mounts::mount(&cx, &p.mounts) => Some(m),
+                _ = abort_rx.wait_for(|a| a.is_some()) => {
+                    Some(Err(MountError::Failed("aborted while mounting".into())))
+                }
+            },
             _ => None,
         };
         let mut last_exit = None;
@@ -284,7 +290,7 @@ impl<'a> Run<'a> {
                 outcome = match e {
                     MountError::Malformed(_) => Outcome::Exception("malformed-payload"),
                     MountError::Unavailable(_) => Outcome::Exception("resource-unavailable"),
-                    MountError::Mismatch(_) => Outcome::Failed,
+                    MountError::Failed(_) => Outcome::Failed,
                 };
             }
             (Some(p), _) => {
@@ -481,9 +487,11 @@ impl<'a> Run<'a> {
             self.log
                 .info(format!("Executing command {i}: {}", shell_words(argv)));
             let end = process::run(argv, &self.dir, &env, &self.log, deadline, abort).await;
-            if let CommandEnd::Exited(code) = end {
-                last_exit = Some(code as i64);
-            }
+            // a command that did not exit (timed out, never started, aborted) has no code
+            last_exit = match end {
+                CommandEnd::Exited(code) => Some(code as i64),
+                CommandEnd::SpawnFailed(_) | CommandEnd::TimedOut | CommandEnd::Aborted(_) => None,
+            };
             match end {
                 CommandEnd::Exited(0) => self.log.info("Exit Code: 0"),
                 CommandEnd::Exited(code) => {
