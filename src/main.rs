@@ -35,8 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the queue, auth, worker-manager and object APIs, their reactors and the event log
-    /// (embedded, or in Kafka) in one process.
+    /// Run the queue, auth, worker-manager, object and purge-cache APIs, their reactors and
+    /// the event log (embedded, or in Kafka) in one process.
     Serve(ServeArgs),
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
     #[command(subcommand)]

@@ -369,7 +369,7 @@ async fn run_services<L: EventLog + 'static>(
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!(
-        "taskledger is serving Taskcluster's queue, auth, worker-manager and object APIs at {public_url}/api/"
+        "taskledger is serving Taskcluster's queue, auth, worker-manager, object and purge-cache APIs at {public_url}/api/"
     );
     println!("  TASKCLUSTER_ROOT_URL={public_url}");
     println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");

@@ -317,7 +317,8 @@ fn worker_manager_batch(
                 overlay.changes.workers.insert(worker_key(worker), None);
                 None
             }
-            WorkerEvent::PoolErrorsExpired { .. } => None,
+            // purge-cache has no Pulse exchanges (purge-cache.md)
+            WorkerEvent::PoolErrorsExpired { .. } | WorkerEvent::CachePurgeRequested { .. } => None,
             e @ WorkerEvent::WorkerErrorReported { worker_pool_id, .. } => {
                 let provider = overlay
                     .pool_provider(worker_pool_id.as_str())?

@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod error;
 pub mod hawk;
 pub mod object;
+pub mod purge_cache;
 pub mod queue;
 pub mod worker_manager;
 
@@ -451,6 +452,7 @@ pub fn app(
         auth::routes(Mount::at("/api/auth/v1")),
         audit::routes(Mount::at("/api/audit/v1")),
         worker_manager::routes(Mount::at("/api/worker-manager/v1")),
+        purge_cache::routes(Mount::at("/api/purge-cache/v1")),
     ]
     .into_iter()
     .fold(Router::new(), |all, service| all.merge(service.router))

@@ -407,6 +407,12 @@ pub const WM_AUDIT_ACTOR_PREFIX: &[u8] = b"C";
 pub const WM_WORKER_PREFIX: &[u8] = b"w";
 pub const WM_STREAM_PREFIX: &[u8] = b"s";
 pub const WM_ERROR_PREFIX: &[u8] = b"e";
+pub const WM_PURGE_PREFIX: &[u8] = b"u";
+
+/// A purge-cache request: `u<pool>\0<cache name>\0`.
+pub fn wm_purge(pool: &str, cache_name: &str) -> Vec<u8> {
+    with_str(with_str(WM_PURGE_PREFIX.to_vec(), pool), cache_name)
+}
 
 /// `objects`: an object by name.
 pub fn object(name: &str) -> Vec<u8> {

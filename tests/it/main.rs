@@ -13,6 +13,7 @@ mod kafka_log;
 mod layout;
 mod object;
 mod pulse;
+mod purge_cache;
 mod random_requests;
 mod worker;
 mod worker_manager;

@@ -1,5 +1,6 @@
 //! Random requests against every route the reference documents (queue, auth,
-//! worker-manager): random parameters, query strings, bodies, content types and callers.
+//! worker-manager, purge-cache): random parameters, query strings, bodies, content types and
+//! callers.
 //! Each answer is below 500, every refusal is Taskcluster's error body (or its unknown-route
 //! 404 for a path no route matches), and the server keeps serving.
 
@@ -113,6 +114,10 @@ worker-manager POST /worker-pool/<workerPoolId>
 worker-manager POST /worker/register
 worker-manager POST /worker/reregister
 worker-manager PUT /worker-pool/<workerPoolId>
+purge-cache GET /purge-cache/<workerPoolId>
+purge-cache GET /purge-cache/list
+purge-cache POST /purge-cache/<workerPoolId>
+purge-cache GET /ping
 ";
 
 /// URL parameters: valid, invalid, encoded and hostile.

@@ -617,6 +617,48 @@ async fn mounts_write_files_and_caches_outlive_their_task() {
     let s = resolved(&server, &third).await;
     assert_eq!(s["state"], "completed", "{s}");
 
+    // a purge-cache request: the next task of the pool finds the cache empty
+    let fourth = slugid::nice();
+    q.createTask(
+        &fourth,
+        &with(
+            json!({"command": [["sh", "-c", "echo kept-again > c/marker"]], "maxRunTime": 60,
+                   "mounts": [{"directory": "c", "cacheName": "it-cache"}]}),
+            &[],
+            &cache_scope,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resolved(&server, &fourth).await["state"], "completed");
+    taskcluster::PurgeCache::new(
+        taskcluster::ClientBuilder::new(&server.root_url).credentials(
+            taskcluster::Credentials::new("static/taskcluster/root", ROOT_TOKEN),
+        ),
+    )
+    .unwrap()
+    .purgeCache(&queue, &json!({"cacheName": "it-cache"}))
+    .await
+    .unwrap();
+    let fifth = slugid::nice();
+    q.createTask(
+        &fifth,
+        &with(
+            json!({"command": [["sh", "-c", "test ! -e c/marker"]], "maxRunTime": 60,
+                   "mounts": [{"directory": "c", "cacheName": "it-cache"}]}),
+            &[],
+            &cache_scope,
+        ),
+    )
+    .await
+    .unwrap();
+    let s = resolved(&server, &fifth).await;
+    let log = server
+        .artifact_text(&fifth, 0, "public/logs/live_backing.log")
+        .await;
+    assert_eq!(s["state"], "completed", "{s}\n{log}");
+    assert!(log.contains("as purge-cache asked"), "{log}");
+
     // no scope for the cache: malformed-payload, and nothing ran
     let unscoped = slugid::nice();
     q.createTask(

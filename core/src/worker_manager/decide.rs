@@ -3,8 +3,8 @@
 
 use super::config;
 use super::{
-    PoolCounts, PoolInput, Proof, ProviderType, Worker, WorkerCommand, WorkerEvent, WorkerKey,
-    WorkerManagerError as E, WorkerManagerState, WorkerPool, WorkerPoolId, WorkerState,
+    PoolCounts, PoolInput, Proof, ProviderType, PurgeRequest, Worker, WorkerCommand, WorkerEvent,
+    WorkerKey, WorkerManagerError as E, WorkerManagerState, WorkerPool, WorkerPoolId, WorkerState,
     NULL_PROVIDER,
 };
 use crate::access::seal::Sealed;
@@ -18,6 +18,16 @@ impl WorkerManagerState {
     /// The pure decision: events for `cmd`, or why not. An empty list means "already so".
     pub fn decide(&self, cmd: &WorkerCommand, now: Millis) -> Decided {
         match cmd {
+            // a repeat moves `before` forward (purge-cache.md §1)
+            WorkerCommand::PurgeCache {
+                worker_pool_id,
+                cache_name,
+            } => Ok(vec![WorkerEvent::CachePurgeRequested {
+                worker_pool_id: worker_pool_id.clone(),
+                cache_name: cache_name.clone(),
+                before: now,
+                expires: now.plus(crate::time::DAY),
+            }]),
             WorkerCommand::CreateWorkerPool(input) => self.create_pool(input),
             WorkerCommand::UpdateWorkerPool(input) => self.update_pool(input),
             WorkerCommand::DeleteWorkerPool { worker_pool_id } => self.delete_pool(worker_pool_id),
@@ -398,6 +408,22 @@ impl WorkerManagerState {
     /// Moves state; no rules. `at` is the event's time.
     pub fn apply(&mut self, event: &WorkerEvent, at: Millis) {
         match event.clone() {
+            WorkerEvent::CachePurgeRequested {
+                worker_pool_id,
+                cache_name,
+                before,
+                expires,
+            } => {
+                self.purges.insert(
+                    (worker_pool_id.clone(), cache_name.clone()),
+                    PurgeRequest {
+                        worker_pool_id,
+                        cache_name,
+                        before,
+                        expires,
+                    },
+                );
+            }
             WorkerEvent::WorkerPoolCreated {
                 worker_pool_id,
                 provider_id,

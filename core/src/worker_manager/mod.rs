@@ -178,6 +178,25 @@ pub enum WorkerEvent {
         worker_pool_id: WorkerPoolId,
         before: Millis,
     },
+    /// The purge-cache service's purgeCache: workers of the pool drop caches named
+    /// `cache_name` made before `before`; the request is listed until `expires`. (Kept in the
+    /// worker-manager's partition: it is about a pool's workers.) The pool id is purge-cache's
+    /// own pattern, not a worker-manager pool's.
+    CachePurgeRequested {
+        worker_pool_id: String,
+        cache_name: String,
+        before: Millis,
+        expires: Millis,
+    },
+}
+
+/// An open purge request of one cache name in one pool (purge-cache.md §1).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PurgeRequest {
+    pub worker_pool_id: String,
+    pub cache_name: String,
+    pub before: Millis,
+    pub expires: Millis,
 }
 
 impl WorkerEvent {
@@ -192,6 +211,7 @@ impl WorkerEvent {
             WorkerEvent::WorkerErrorReported { .. } => "WorkerErrorReported",
             WorkerEvent::WorkerExpired { .. } => "WorkerExpired",
             WorkerEvent::PoolErrorsExpired { .. } => "PoolErrorsExpired",
+            WorkerEvent::CachePurgeRequested { .. } => "CachePurgeRequested",
         }
     }
 
@@ -211,6 +231,14 @@ impl WorkerEvent {
             | WorkerEvent::PoolErrorsExpired { worker_pool_id, .. } => {
                 Subject::PoolError(worker_pool_id)
             }
+            WorkerEvent::CachePurgeRequested {
+                worker_pool_id,
+                cache_name,
+                ..
+            } => Subject::Purge {
+                worker_pool_id,
+                cache_name,
+            },
         }
     }
 
@@ -219,6 +247,10 @@ impl WorkerEvent {
         match self.subject() {
             Subject::Pool(p) | Subject::PoolError(p) => pool_stream_id(p),
             Subject::Worker(w) => w.stream_id(),
+            Subject::Purge {
+                worker_pool_id,
+                cache_name,
+            } => format!("purge-cache/{worker_pool_id}/{cache_name}"),
         }
     }
 }
@@ -230,6 +262,11 @@ pub enum Subject<'a> {
     Worker(&'a WorkerKey),
     /// The pool's error rows: a new one, or old ones dropped.
     PoolError(&'a WorkerPoolId),
+    /// A purge request of one cache name in one pool.
+    Purge {
+        worker_pool_id: &'a str,
+        cache_name: &'a str,
+    },
 }
 
 /// A worker pool as the projection holds it.
@@ -341,7 +378,8 @@ impl PoolError {
             | WorkerEvent::WorkerRemoved { .. }
             | WorkerEvent::WorkerRegistered { .. }
             | WorkerEvent::WorkerExpired { .. }
-            | WorkerEvent::PoolErrorsExpired { .. } => None,
+            | WorkerEvent::PoolErrorsExpired { .. }
+            | WorkerEvent::CachePurgeRequested { .. } => None,
         }
     }
 }
@@ -364,6 +402,8 @@ pub struct WorkerManagerState {
     pub providers: BTreeMap<String, ProviderType>,
     pub pools: BTreeMap<WorkerPoolId, WorkerPool>,
     pub workers: BTreeMap<WorkerKey, Worker>,
+    /// Purge requests by (pool, cache name): the latest of each.
+    pub purges: BTreeMap<(String, String), PurgeRequest>,
 }
 
 impl Default for WorkerManagerState {
@@ -372,6 +412,7 @@ impl Default for WorkerManagerState {
             providers: default_providers(),
             pools: BTreeMap::new(),
             workers: BTreeMap::new(),
+            purges: BTreeMap::new(),
         }
     }
 }
@@ -420,6 +461,11 @@ pub struct PoolInput {
 /// has already checked the caller's scopes and input shapes.
 #[derive(Clone, Debug)]
 pub enum WorkerCommand {
+    /// purge-cache's purgeCache (the pool id already checked against its pattern).
+    PurgeCache {
+        worker_pool_id: String,
+        cache_name: String,
+    },
     CreateWorkerPool(PoolInput),
     UpdateWorkerPool(PoolInput),
     DeleteWorkerPool {
@@ -493,6 +539,10 @@ impl WorkerCommand {
             | WorkerCommand::ExpireWorker { worker }
             | WorkerCommand::RegisterWorker { worker, .. }
             | WorkerCommand::ReregisterWorker { worker, .. } => worker.stream_id(),
+            WorkerCommand::PurgeCache {
+                worker_pool_id,
+                cache_name,
+            } => format!("purge-cache/{worker_pool_id}/{cache_name}"),
         }
     }
 }

@@ -537,6 +537,12 @@ fn golden_worker_manager_events_v1() {
             worker_pool_id: pool_id(),
             before: NOW,
         },
+        WorkerEvent::CachePurgeRequested {
+            worker_pool_id: "prov/wt".into(),
+            cache_name: "cargo".into(),
+            before: NOW,
+            expires: NOW.plus(crate::time::DAY),
+        },
     ];
     crate::codec::assert_golden_events(
         "worker-pool/prov/wt",
@@ -587,4 +593,31 @@ fn pool_errors_expire_by_pool() {
         s.decide(&expire("other/pool".parse().unwrap()), NOW),
         Ok(vec![])
     );
+}
+
+/// purgeCache records a request per (pool, cache name); a repeat moves `before` forward and
+/// keeps one request.
+#[test]
+fn a_purge_request_is_kept_per_pool_and_cache_and_moves_forward() {
+    let mut s = WorkerManagerState::default();
+    let purge = || WorkerCommand::PurgeCache {
+        worker_pool_id: "prov/wt".into(),
+        cache_name: "cargo".into(),
+    };
+    for at in [NOW, NOW.plus(1000)] {
+        let events = s.decide(&purge(), at).unwrap();
+        assert_eq!(
+            events,
+            [WorkerEvent::CachePurgeRequested {
+                worker_pool_id: "prov/wt".into(),
+                cache_name: "cargo".into(),
+                before: at,
+                expires: at.plus(crate::time::DAY),
+            }]
+        );
+        events.iter().for_each(|e| s.apply(e, at));
+    }
+    assert_eq!(s.purges.len(), 1);
+    let r = &s.purges[&("prov/wt".to_string(), "cargo".to_string())];
+    assert_eq!(r.before, NOW.plus(1000));
 }

@@ -21,8 +21,8 @@ use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{
-    PoolError, Subject, Worker, WorkerCommand, WorkerEvent, WorkerManagerError, WorkerManagerState,
-    WorkerPool, WorkerPoolId, NULL_PROVIDER, WORKER_MANAGER_TOPIC,
+    PoolError, PurgeRequest, Subject, Worker, WorkerCommand, WorkerEvent, WorkerManagerError,
+    WorkerManagerState, WorkerPool, WorkerPoolId, NULL_PROVIDER, WORKER_MANAGER_TOPIC,
 };
 
 /// The worker-manager's single partition.
@@ -71,6 +71,13 @@ impl WorkerManagerView {
         scan_prefix(&db, keys::WM_WORKER_PREFIX, |_, v| {
             let w: Worker = codec::decode(v)?;
             state.workers.insert(w.key.clone(), w);
+            Ok(())
+        })?;
+        scan_prefix(&db, keys::WM_PURGE_PREFIX, |_, v| {
+            let r: PurgeRequest = codec::decode(v)?;
+            state
+                .purges
+                .insert((r.worker_pool_id.clone(), r.cache_name.clone()), r);
             Ok(())
         })?;
         scan_prefix(&db, keys::WM_STREAM_PREFIX, |k, v| {
@@ -149,6 +156,19 @@ impl WorkerManagerView {
                 match state.workers.get(k) {
                     Some(w) => batch.put_cf(wm, key, codec::encode(w)?),
                     None => batch.delete_cf(wm, key),
+                }
+            }
+            Subject::Purge {
+                worker_pool_id,
+                cache_name,
+            } => {
+                let key = (worker_pool_id.to_string(), cache_name.to_string());
+                if let Some(r) = state.purges.get(&key) {
+                    batch.put_cf(
+                        wm,
+                        keys::wm_purge(worker_pool_id, cache_name),
+                        codec::encode(r)?,
+                    );
                 }
             }
             Subject::PoolError(pool) => {
@@ -260,7 +280,8 @@ fn audited(before: &WorkerManagerState, event: &WorkerEvent) -> Option<&'static 
         | WorkerEvent::WorkerRegistered { .. }
         | WorkerEvent::WorkerErrorReported { .. }
         | WorkerEvent::WorkerExpired { .. }
-        | WorkerEvent::PoolErrorsExpired { .. } => None,
+        | WorkerEvent::PoolErrorsExpired { .. }
+        | WorkerEvent::CachePurgeRequested { .. } => None,
     }
 }
 

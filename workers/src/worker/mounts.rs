@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use taskledger_core::time::{Millis, MINUTE};
 use tokio::io::AsyncWriteExt;
 
 /// Why mounting failed, as the task resolves.
@@ -50,6 +51,8 @@ pub(crate) struct Caches {
     /// Per cache name, the instances no task holds.
     free: Mutex<HashMap<String, Vec<PathBuf>>>,
     next: AtomicU64,
+    /// When purge-cache was last asked (the next question asks from 5 minutes before).
+    purges_asked: Mutex<Option<Millis>>,
 }
 
 /// A directory itself, not a symlink to one.
@@ -99,6 +102,7 @@ impl Caches {
             root,
             free: Mutex::new(free),
             next: AtomicU64::new(next),
+            purges_asked: Mutex::new(None),
         })
     }
 
@@ -122,6 +126,31 @@ impl Caches {
         let dir = self.root.join(format!("{}.{n}", hex(name)));
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
+    }
+
+    /// Deletes the free instances of `name` made before `before`; how many went.
+    fn purge_free(&self, name: &str, before: Millis) -> usize {
+        let made_before = |dir: &PathBuf| {
+            std::fs::metadata(dir)
+                .and_then(|m| m.created().or_else(|_| m.modified()))
+                .map(|t| {
+                    Millis(chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis()) < before
+                })
+                .unwrap_or(true)
+        };
+        let gone: Vec<PathBuf> = {
+            let mut free = self.free.lock().expect("caches lock");
+            let Some(list) = free.get_mut(name) else {
+                return 0;
+            };
+            let (gone, kept) = list.drain(..).partition(made_before);
+            *list = kept;
+            gone
+        };
+        for dir in &gone {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        gone.len()
     }
 
     fn give_back(&self, name: &str, dir: PathBuf) {
@@ -171,8 +200,10 @@ pub(crate) struct MountContext<'a> {
     pub dir: &'a Path,
     /// The task's credentials: artifacts of its dependencies.
     pub queue: &'a SharedQueue,
-    /// The worker's own: expanding the task's scopes.
+    /// The worker's own: expanding the task's scopes, asking purge-cache.
     pub worker: &'a SharedQueue,
+    /// The worker's pool (its task queue): whose purge requests apply.
+    pub pool: &'a str,
     pub task: &'a serde_json::Value,
     pub log: &'a TaskLog,
 }
@@ -195,6 +226,9 @@ pub(crate) async fn mount<'a>(
         })
         .collect();
     check_cache_scopes(cx, &names).await?;
+    if !names.is_empty() {
+        apply_purges(cx).await;
+    }
     for m in mounts {
         let step = match m {
             Mount::File { file, content } => write_file(cx, file, content).await,
@@ -209,6 +243,51 @@ pub(crate) async fn mount<'a>(
         }
     }
     Ok(mounted)
+}
+
+/// Asks purge-cache (with the worker's credentials) which caches of this pool must go, and
+/// deletes the free instances of each such name made before its request; instances in use
+/// are left to their task. A failure is only a warning (worker-protocol.md §8).
+async fn apply_purges(cx: &MountContext<'_>) {
+    let asked = Millis::now();
+    let since = cx
+        .caches
+        .purges_asked
+        .lock()
+        .expect("caches lock")
+        .map(|t| t.minus(5 * MINUTE).to_rfc3339());
+    let answer = match taskcluster::PurgeCache::new(
+        taskcluster::ClientBuilder::new(cx.worker.root_url())
+            .credentials(cx.worker.credentials())
+            .timeout(Duration::from_secs(30)),
+    ) {
+        Ok(client) => client.purgeRequests(cx.pool, since.as_deref()).await,
+        Err(e) => Err(e),
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            cx.log.warn(format!(
+                "could not ask purge-cache for this pool's purges: {e}"
+            ));
+            return;
+        }
+    };
+    *cx.caches.purges_asked.lock().expect("caches lock") = Some(asked);
+    for r in answer["requests"].as_array().into_iter().flatten() {
+        let (Some(name), Some(before)) = (
+            r["cacheName"].as_str(),
+            r["before"].as_str().and_then(Millis::parse_rfc3339),
+        ) else {
+            continue;
+        };
+        let gone = cx.caches.purge_free(name, before);
+        if gone > 0 {
+            cx.log.info(format!(
+                "Purged {gone} instance(s) of cache {name:?}, as purge-cache asked"
+            ));
+        }
+    }
 }
 
 /// Every cache name needs `generic-worker:cache:<name>` in the task's scopes, expanded when

@@ -264,11 +264,13 @@ impl<'a> Run<'a> {
             set
         };
 
+        let pool = c.task_queue_id();
         let cx = mounts::MountContext {
             caches: &self.ctx.caches,
             dir: &self.dir,
             queue: self.queue,
             worker: &self.ctx.worker_queue,
+            pool: &pool,
             task: &self.claim.task,
             log,
         };
