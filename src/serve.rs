@@ -461,6 +461,12 @@ async fn run_services<L: EventLog + 'static>(
                     topic,
                     role: role.clone(),
                 })
+                // purge-cache's requests are the worker-manager partition's commands
+                .chain(std::iter::once(cluster::Service {
+                    prefix: "/api/purge-cache/v1/",
+                    topic: WORKER_MANAGER_TOPIC,
+                    role: state.worker_manager.role().clone(),
+                }))
                 .collect(),
             writer: Arc::new(move |topic: &str| log.writer_address(topic, 0)),
             http: reqwest::Client::builder()

@@ -6,7 +6,8 @@
 //!
 //! Left out: upstream's 10 s cache of `purgeRequests` answers (a request is visible at once
 //! here), and the daily deletion of expired requests (they are no longer listed once expired;
-//! the projection keeps the latest per pool and cache name).
+//! the projection keeps the latest per pool and cache name); `since` takes the forms clients
+//! send, not every one `Date.parse` accepts.
 
 use crate::error::{ApiError, ErrorCode};
 use crate::hawk::{actor, Auth};
@@ -18,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{json, Value};
+use std::ops::Bound;
 use std::sync::Arc;
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::Millis;
@@ -32,11 +34,26 @@ const POOL_RE: &str = "^[A-Za-z0-9_-]{1,38}/[A-Za-z0-9_-]{1,38}$";
 /// Routes under `/api/purge-cache/v1` (`/purge-cache/list` before the pool's wildcard).
 pub fn routes(service: Mount) -> Mount {
     service
-        .route("/purge-cache/list", get(all_purge_requests))
+        .route(
+            "/purge-cache/list",
+            get(all_purge_requests).post(purge_cache_list),
+        )
         .route(
             "/purge-cache/{*workerPoolId}",
             get(purge_requests).post(purge_cache),
         )
+}
+
+/// POST to `/purge-cache/list`: purgeCache with the pool `list`, refused as upstream's
+/// router refuses it (its pattern), not an unknown route.
+async fn purge_cache_list(
+    uri: Uri,
+    st: St,
+    auth: Extension<Auth>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    purge_cache(uri, st, auth, Path("list".into()), headers, body).await
 }
 
 fn pool_param(pool: &str) -> Result<(), ApiError> {
@@ -53,6 +70,28 @@ fn pool_param(pool: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::bad_param("workerPoolId", pool, POOL_RE))
     }
+}
+
+/// `since` as upstream reads it (`Date.parse`, for the forms a client sends): RFC 3339, a
+/// date alone (midnight UTC), or a date and time without an offset (taken as UTC, the
+/// server's zone upstream). The epoch itself is refused, as `Date.parse` gives 0 there,
+/// which upstream's check takes for a failure.
+fn js_date(text: &str) -> Option<Millis> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    let t = Millis::parse_rfc3339(text)
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| Millis(d.and_utc().timestamp_millis()))
+        })
+        .or_else(|| {
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+                .map(|d| Millis(d.and_utc().timestamp_millis()))
+        })?;
+    (t.0 != 0).then_some(t)
 }
 
 /// A request as the listings show it.
@@ -123,10 +162,12 @@ pub async fn purge_requests(
             let q = query(&uri, &["since"])?;
             let since = match q.get("since") {
                 None => None,
-                Some(t) => Some(Millis::parse_rfc3339(t).ok_or_else(|| {
+                Some(t) => Some(js_date(t).ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::InvalidRequestArguments,
-                        format!("Query-string parameter: since=\"{t}\" is not a date"),
+                        format!(
+                            "Query-string parameter: since=\"{t}\" is not valid, error: Invalid Date"
+                        ),
                     )
                 })?),
             };
@@ -163,22 +204,20 @@ pub async fn all_purge_requests(
                     let key = text.as_deref().and_then(|t| t.split_once('\0'));
                     match key {
                         Some((p, c)) => Some((p.to_string(), c.to_string())),
-                        None => {
-                            return Err(ApiError::new(
-                                ErrorCode::InvalidRequestArguments,
-                                "Invalid continuationToken",
-                            ))
-                        }
+                        None => return Err(ApiError::input("Invalid continuation token")),
                     }
                 }
             };
             let limit = limit(&q);
             let now = Millis::now();
             let (page, more) = st.worker_manager.view().read(|s| {
+                let start = match after {
+                    Some(a) => Bound::Excluded(a),
+                    None => Bound::Unbounded,
+                };
                 let mut open = s
                     .purges
-                    .iter()
-                    .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
+                    .range((start, Bound::Unbounded))
                     .filter(|(_, r)| r.expires > now);
                 let page: Vec<(&(String, String), &PurgeRequest)> =
                     open.by_ref().take(limit).collect();

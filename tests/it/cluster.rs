@@ -134,6 +134,21 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
     other["priority"] = json!("high");
     let conflict = q.createTask(&task_id, &other).await.unwrap_err();
     assert_eq!(status_of(&conflict), Some(409));
+    // purge-cache's requests are the worker-manager partition's commands: forwarded to its
+    // writer, read back at once on the node that took them
+    let wm_follower = (writers["taskledger.worker-manager"] + 1) % 3;
+    let purges = taskcluster::PurgeCache::new(
+        taskcluster::ClientBuilder::new(&nodes[wm_follower].root_url).credentials(
+            taskcluster::Credentials::new("static/taskcluster/root", ROOT_TOKEN),
+        ),
+    )
+    .unwrap();
+    purges
+        .purgeCache("it-prov/wt", &json!({"cacheName": "c"}))
+        .await
+        .unwrap();
+    let listed = purges.purgeRequests("it-prov/wt", None).await.unwrap();
+    assert_eq!(listed["requests"][0]["cacheName"], "c", "{listed}");
 
     // load through every node: create, read back on the same node, claim, complete
     let clients: Arc<Vec<Queue>> = Arc::new(nodes.iter().map(no_retry_queue).collect());

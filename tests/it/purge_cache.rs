@@ -112,6 +112,37 @@ async fn purge_requests_are_recorded_listed_and_checked() {
         (400, Some("InvalidRequestArguments")),
         "{answer}"
     );
+    // `since` as clients send it: a date alone reads as midnight UTC
+    let dated = p
+        .purgeRequests("it-prov/wt-a", Some("2000-01-01"))
+        .await
+        .unwrap();
+    assert_eq!(dated["requests"].as_array().unwrap().len(), 2, "{dated}");
+    let (status, answer) = s
+        .root_call(
+            "GET",
+            "/api/purge-cache/v1/purge-cache/list?continuationToken=bm90aGluZw",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("InputError")),
+        "{answer}"
+    );
+    // `list` is no pool: a POST there is refused by the pool's pattern, not an unknown route
+    let (status, answer) = s
+        .root_call(
+            "POST",
+            "/api/purge-cache/v1/purge-cache/list",
+            &json!({ "cacheName": "x" }),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("InvalidRequestArguments")),
+        "{answer}"
+    );
     let all = p.allPurgeRequests(None, None).await.unwrap();
     assert_eq!(all["requests"].as_array().unwrap().len(), 3, "{all}");
 

@@ -53,6 +53,28 @@ pub(crate) struct Caches {
     next: AtomicU64,
     /// When purge-cache was last asked (the next question asks from 5 minutes before).
     purges_asked: Mutex<Option<Millis>>,
+    /// Per cache name, the latest purge request's `before`: an instance made before it is
+    /// deleted whenever it comes back or would be handed out (one in use when the request
+    /// was seen included).
+    purged_before: Mutex<HashMap<String, Millis>>,
+    /// When each instance was made (this process's own, or the directory's time for those
+    /// found at start).
+    created: Mutex<HashMap<PathBuf, Millis>>,
+}
+
+/// The time a directory found at start was made (its birth time, else its last change).
+fn made_at(dir: &Path) -> Millis {
+    std::fs::metadata(dir)
+        .and_then(|m| m.created().or_else(|_| m.modified()))
+        .map(|t| Millis(chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis()))
+        .unwrap_or(Millis(0))
+}
+
+/// Deletes a directory on a thread of its own: a large cache must not hold up the runtime.
+fn delete_apart(dir: PathBuf) {
+    std::thread::spawn(move || {
+        let _ = std::fs::remove_dir_all(dir);
+    });
 }
 
 /// A directory itself, not a symlink to one.
@@ -80,6 +102,7 @@ impl Caches {
     pub(crate) fn open(root: PathBuf) -> std::io::Result<Caches> {
         std::fs::create_dir_all(&root)?;
         let mut free: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        let mut created = HashMap::new();
         let mut next = 0;
         for entry in std::fs::read_dir(&root)? {
             let path = entry?.path();
@@ -93,6 +116,7 @@ impl Caches {
             };
             next = next.max(n + 1);
             if is_real_dir(&path) {
+                created.insert(path.clone(), made_at(&path));
                 free.entry(name).or_default().push(path);
             } else {
                 let _ = std::fs::remove_file(&path);
@@ -103,6 +127,8 @@ impl Caches {
             free: Mutex::new(free),
             next: AtomicU64::new(next),
             purges_asked: Mutex::new(None),
+            purged_before: Mutex::new(HashMap::new()),
+            created: Mutex::new(created),
         })
     }
 
@@ -117,43 +143,77 @@ impl Caches {
                 .get_mut(name)
                 .and_then(Vec::pop);
             match popped {
+                Some(dir) if self.purged(name, &dir) => {
+                    self.forget(&dir);
+                    delete_apart(dir);
+                }
                 Some(dir) if is_real_dir(&dir) => return Ok(dir),
-                Some(_) => continue,
+                Some(dir) => self.forget(&dir),
                 None => break,
             }
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let dir = self.root.join(format!("{}.{n}", hex(name)));
         std::fs::create_dir_all(&dir)?;
+        self.created
+            .lock()
+            .expect("caches lock")
+            .insert(dir.clone(), Millis::now());
         Ok(dir)
     }
 
-    /// Deletes the free instances of `name` made before `before`; how many went.
-    fn purge_free(&self, name: &str, before: Millis) -> usize {
-        let made_before = |dir: &PathBuf| {
-            std::fs::metadata(dir)
-                .and_then(|m| m.created().or_else(|_| m.modified()))
-                .map(|t| {
-                    Millis(chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis()) < before
-                })
-                .unwrap_or(true)
+    /// Whether a purge request of `name` came after `dir` was made.
+    fn purged(&self, name: &str, dir: &Path) -> bool {
+        let Some(before) = self
+            .purged_before
+            .lock()
+            .expect("caches lock")
+            .get(name)
+            .copied()
+        else {
+            return false;
         };
+        let made = self.created.lock().expect("caches lock").get(dir).copied();
+        made.unwrap_or_else(|| made_at(dir)) < before
+    }
+
+    fn forget(&self, dir: &Path) {
+        self.created.lock().expect("caches lock").remove(dir);
+    }
+
+    /// Records a purge request of `name` made at `before`, and deletes the free instances
+    /// made before it; how many went (those in use go when they come back).
+    fn purge(&self, name: &str, before: Millis) -> usize {
+        {
+            let mut purged = self.purged_before.lock().expect("caches lock");
+            let latest = purged.entry(name.to_string()).or_insert(before);
+            *latest = (*latest).max(before);
+        }
         let gone: Vec<PathBuf> = {
             let mut free = self.free.lock().expect("caches lock");
             let Some(list) = free.get_mut(name) else {
                 return 0;
             };
-            let (gone, kept) = list.drain(..).partition(made_before);
+            let (gone, kept) = std::mem::take(list)
+                .into_iter()
+                .partition(|dir| self.purged(name, dir));
             *list = kept;
             gone
         };
-        for dir in &gone {
-            let _ = std::fs::remove_dir_all(dir);
+        let n = gone.len();
+        for dir in gone {
+            self.forget(&dir);
+            delete_apart(dir);
         }
-        gone.len()
+        n
     }
 
     fn give_back(&self, name: &str, dir: PathBuf) {
+        if self.purged(name, &dir) {
+            self.forget(&dir);
+            delete_apart(dir);
+            return;
+        }
         self.free
             .lock()
             .expect("caches lock")
@@ -281,7 +341,7 @@ async fn apply_purges(cx: &MountContext<'_>) {
         ) else {
             continue;
         };
-        let gone = cx.caches.purge_free(name, before);
+        let gone = cx.caches.purge(name, before);
         if gone > 0 {
             cx.log.info(format!(
                 "Purged {gone} instance(s) of cache {name:?}, as purge-cache asked"
@@ -497,6 +557,23 @@ mod tests {
         let fresh = again.take("cargo/registry").unwrap();
         assert!(!found.contains(&fresh), "a third instance is new");
         assert_eq!(unhex(&hex("a.b/c")).as_deref(), Some("a.b/c"));
+    }
+
+    /// A purge request deletes the free instances made before it, and an instance in use
+    /// when it came is deleted when it comes back, not handed out again.
+    #[test]
+    fn a_purge_reaches_instances_in_use_when_they_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let caches = Caches::open(dir.path().join("caches")).unwrap();
+        let free = caches.take("c").unwrap();
+        let in_use = caches.take("c").unwrap();
+        caches.give_back("c", free.clone());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(caches.purge("c", Millis::now()), 1);
+        caches.give_back("c", in_use.clone());
+        let next = caches.take("c").unwrap();
+        assert!(next != free && next != in_use, "{next:?}");
+        assert_eq!(caches.purge("other", Millis::now()), 0);
     }
 
     /// An instance whose directory vanished (cleared by hand) is forgotten, not handed out
