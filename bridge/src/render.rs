@@ -318,7 +318,9 @@ fn worker_manager_batch(
                 None
             }
             // purge-cache has no Pulse exchanges (purge-cache.md)
-            WorkerEvent::PoolErrorsExpired { .. } | WorkerEvent::CachePurgeRequested { .. } => None,
+            WorkerEvent::PoolErrorsExpired { .. }
+            | WorkerEvent::CachePurgeRequested { .. }
+            | WorkerEvent::PurgeRequestsExpired { .. } => None,
             e @ WorkerEvent::WorkerErrorReported { worker_pool_id, .. } => {
                 let provider = overlay
                     .pool_provider(worker_pool_id.as_str())?

@@ -4,10 +4,10 @@
 //! partition holds what concerns a pool's workers) and read from its projection, so they are
 //! events like every other change, replayed and verified with the worker-manager's state.
 //!
-//! Left out: upstream's 10 s cache of `purgeRequests` answers (a request is visible at once
-//! here), and the daily deletion of expired requests (they are no longer listed once expired;
-//! the projection keeps the latest per pool and cache name); `since` takes the forms clients
-//! send, not every one `Date.parse` accepts.
+//! Expired requests are not listed, and the worker expiry reactor removes them (upstream's
+//! daily cleanup). Left out: upstream's 10 s cache of `purgeRequests` answers (a request is
+//! visible at once here); `since` takes the forms clients send, not every one `Date.parse`
+//! accepts.
 
 use crate::error::{ApiError, ErrorCode};
 use crate::hawk::{actor, Auth};

@@ -103,6 +103,25 @@ pub async fn run_worker_expiry(
                 tracing::warn!(error = %e, "pool error expiry failed");
             }
         }
+        // purge requests past their expiry (upstream's daily cleanup), a thousand at a time
+        let now = Millis::now();
+        while worker_manager
+            .view()
+            .read(|s| s.purges.values().any(|r| r.expires <= now))
+        {
+            let cmd = taskledger_core::worker_manager::WorkerCommand::ExpirePurgeRequests { now };
+            match worker_manager
+                .execute(Actor::system("worker-expiry"), cmd)
+                .await
+            {
+                Ok(events) if !events.is_empty() => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purge request expiry failed");
+                    break;
+                }
+            }
+        }
         tokio::time::sleep(every).await;
     }
 }

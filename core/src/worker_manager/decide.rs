@@ -28,6 +28,20 @@ impl WorkerManagerState {
                 before: now,
                 expires: now.plus(crate::time::DAY),
             }]),
+            WorkerCommand::ExpirePurgeRequests { now } => {
+                let requests: Vec<(String, String)> = self
+                    .purges
+                    .iter()
+                    .filter(|(_, r)| r.expires <= *now)
+                    .map(|(k, _)| k.clone())
+                    .take(1000)
+                    .collect();
+                Ok(if requests.is_empty() {
+                    vec![]
+                } else {
+                    vec![WorkerEvent::PurgeRequestsExpired { requests }]
+                })
+            }
             WorkerCommand::CreateWorkerPool(input) => self.create_pool(input),
             WorkerCommand::UpdateWorkerPool(input) => self.update_pool(input),
             WorkerCommand::DeleteWorkerPool { worker_pool_id } => self.delete_pool(worker_pool_id),
@@ -408,6 +422,11 @@ impl WorkerManagerState {
     /// Moves state; no rules. `at` is the event's time.
     pub fn apply(&mut self, event: &WorkerEvent, at: Millis) {
         match event.clone() {
+            WorkerEvent::PurgeRequestsExpired { requests } => {
+                for key in &requests {
+                    self.purges.remove(key);
+                }
+            }
             WorkerEvent::CachePurgeRequested {
                 worker_pool_id,
                 cache_name,

@@ -188,6 +188,8 @@ pub enum WorkerEvent {
         before: Millis,
         expires: Millis,
     },
+    /// These purge requests passed their `expires` and go (upstream's daily cleanup).
+    PurgeRequestsExpired { requests: Vec<(String, String)> },
 }
 
 /// An open purge request of one cache name in one pool (purge-cache.md §1).
@@ -212,6 +214,7 @@ impl WorkerEvent {
             WorkerEvent::WorkerExpired { .. } => "WorkerExpired",
             WorkerEvent::PoolErrorsExpired { .. } => "PoolErrorsExpired",
             WorkerEvent::CachePurgeRequested { .. } => "CachePurgeRequested",
+            WorkerEvent::PurgeRequestsExpired { .. } => "PurgeRequestsExpired",
         }
     }
 
@@ -239,6 +242,7 @@ impl WorkerEvent {
                 worker_pool_id,
                 cache_name,
             },
+            WorkerEvent::PurgeRequestsExpired { requests } => Subject::PurgesExpired(requests),
         }
     }
 
@@ -251,9 +255,13 @@ impl WorkerEvent {
                 worker_pool_id,
                 cache_name,
             } => format!("purge-cache/{worker_pool_id}/{cache_name}"),
+            Subject::PurgesExpired(_) => PURGE_EXPIRY_STREAM.to_string(),
         }
     }
 }
+
+/// The stream of the purge requests' expiry.
+pub const PURGE_EXPIRY_STREAM: &str = "purge-cache-expiry";
 
 /// The entity an event changes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -267,6 +275,8 @@ pub enum Subject<'a> {
         worker_pool_id: &'a str,
         cache_name: &'a str,
     },
+    /// Expired purge requests, by (pool, cache name).
+    PurgesExpired(&'a [(String, String)]),
 }
 
 /// A worker pool as the projection holds it.
@@ -379,7 +389,8 @@ impl PoolError {
             | WorkerEvent::WorkerRegistered { .. }
             | WorkerEvent::WorkerExpired { .. }
             | WorkerEvent::PoolErrorsExpired { .. }
-            | WorkerEvent::CachePurgeRequested { .. } => None,
+            | WorkerEvent::CachePurgeRequested { .. }
+            | WorkerEvent::PurgeRequestsExpired { .. } => None,
         }
     }
 }
@@ -466,6 +477,11 @@ pub enum WorkerCommand {
         worker_pool_id: String,
         cache_name: String,
     },
+    /// The expiry reactor's: purge requests whose `expires` is at or before `now` go, at most
+    /// 1000 at a time.
+    ExpirePurgeRequests {
+        now: Millis,
+    },
     CreateWorkerPool(PoolInput),
     UpdateWorkerPool(PoolInput),
     DeleteWorkerPool {
@@ -543,6 +559,7 @@ impl WorkerCommand {
                 worker_pool_id,
                 cache_name,
             } => format!("purge-cache/{worker_pool_id}/{cache_name}"),
+            WorkerCommand::ExpirePurgeRequests { .. } => PURGE_EXPIRY_STREAM.to_string(),
         }
     }
 }

@@ -543,6 +543,9 @@ fn golden_worker_manager_events_v1() {
             before: NOW,
             expires: NOW.plus(crate::time::DAY),
         },
+        WorkerEvent::PurgeRequestsExpired {
+            requests: vec![("prov/wt".into(), "cargo".into())],
+        },
     ];
     crate::codec::assert_golden_events(
         "worker-pool/prov/wt",
@@ -620,4 +623,18 @@ fn a_purge_request_is_kept_per_pool_and_cache_and_moves_forward() {
     assert_eq!(s.purges.len(), 1);
     let r = &s.purges[&("prov/wt".to_string(), "cargo".to_string())];
     assert_eq!(r.before, NOW.plus(1000));
+
+    // it goes once past its expiry, a day after the last request
+    let expire = |now| WorkerCommand::ExpirePurgeRequests { now };
+    let expires = NOW.plus(1000 + crate::time::DAY);
+    assert_eq!(s.decide(&expire(expires.plus(-1)), expires).unwrap(), []);
+    let gone = s.decide(&expire(expires), expires).unwrap();
+    assert_eq!(
+        gone,
+        [WorkerEvent::PurgeRequestsExpired {
+            requests: vec![("prov/wt".into(), "cargo".into())]
+        }]
+    );
+    gone.iter().for_each(|e| s.apply(e, expires));
+    assert!(s.purges.is_empty());
 }

@@ -171,6 +171,12 @@ impl WorkerManagerView {
                     );
                 }
             }
+            // by key: a request put earlier in the same batch (a rebuild) goes too
+            Subject::PurgesExpired(requests) => {
+                for (pool, cache_name) in requests {
+                    batch.delete_cf(wm, keys::wm_purge(pool, cache_name));
+                }
+            }
             Subject::PoolError(pool) => {
                 if let Some(row) = PoolError::from_event(&env.payload, env.time) {
                     let key = keys::wm_error(pool.as_str(), offset);
@@ -281,7 +287,8 @@ fn audited(before: &WorkerManagerState, event: &WorkerEvent) -> Option<&'static 
         | WorkerEvent::WorkerErrorReported { .. }
         | WorkerEvent::WorkerExpired { .. }
         | WorkerEvent::PoolErrorsExpired { .. }
-        | WorkerEvent::CachePurgeRequested { .. } => None,
+        | WorkerEvent::CachePurgeRequested { .. }
+        | WorkerEvent::PurgeRequestsExpired { .. } => None,
     }
 }
 

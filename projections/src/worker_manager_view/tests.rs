@@ -173,3 +173,41 @@ async fn commands_fold_persist_and_replay() {
     assert_eq!(rebuilt.read(|s| s.workers[&key()].clone()), worker);
     assert_eq!(view.read(|s| s.workers[&key()].clone()), worker);
 }
+
+/// A purge request is stored and found again on reopening; once expired it goes from the
+/// state and from the disk.
+#[tokio::test]
+async fn purge_requests_persist_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store::open(dir.path()).unwrap();
+    let log = Arc::new(EmbeddedLog::new(db.clone()));
+    let view = Arc::new(WorkerManagerView::open(db.clone()).unwrap());
+    let engine = WorkerManagerEngine::start(view.clone(), log).await.unwrap();
+    for cache_name in ["a", "b"] {
+        let purge = WorkerCommand::PurgeCache {
+            worker_pool_id: "prov/wt".into(),
+            cache_name: cache_name.into(),
+        };
+        run(&engine, purge).await;
+    }
+    assert_eq!(
+        WorkerManagerView::open(db.clone())
+            .unwrap()
+            .read(|s| s.purges.len()),
+        2
+    );
+    let later = Millis::now().plus(2 * taskledger_core::time::DAY);
+    let gone = run(&engine, WorkerCommand::ExpirePurgeRequests { now: later }).await;
+    assert_eq!(gone.len(), 1);
+    assert!(view.read(|s| s.purges.is_empty()));
+    let mut rows = 0;
+    scan_prefix(&db, keys::WM_PURGE_PREFIX, |_, _| {
+        rows += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(rows, 0, "the expired requests' rows are deleted");
+    assert!(WorkerManagerView::open(db)
+        .unwrap()
+        .read(|s| s.purges.is_empty()));
+}
