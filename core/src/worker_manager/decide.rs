@@ -29,12 +29,20 @@ impl WorkerManagerState {
                 expires: now.plus(crate::time::DAY),
             }]),
             WorkerCommand::ExpirePurgeRequests { now } => {
+                // at most 1000 keys and about 256 KiB of them (cache names are unbounded, and
+                // a log may refuse a large event), at least one
+                let mut bytes = 0;
                 let requests: Vec<(String, String)> = self
                     .purges
                     .iter()
                     .filter(|(_, r)| r.expires <= *now)
                     .map(|(k, _)| k.clone())
                     .take(1000)
+                    .take_while(|(pool, cache)| {
+                        let first = bytes == 0;
+                        bytes += pool.len() + cache.len() + 16;
+                        first || bytes <= 256 * 1024
+                    })
                     .collect();
                 Ok(if requests.is_empty() {
                     vec![]

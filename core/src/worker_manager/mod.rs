@@ -478,7 +478,7 @@ pub enum WorkerCommand {
         cache_name: String,
     },
     /// The expiry reactor's: purge requests whose `expires` is at or before `now` go, at most
-    /// 1000 at a time.
+    /// 1000 (and about 256 KiB of keys) at a time.
     ExpirePurgeRequests {
         now: Millis,
     },

@@ -637,4 +637,26 @@ fn a_purge_request_is_kept_per_pool_and_cache_and_moves_forward() {
     );
     gone.iter().for_each(|e| s.apply(e, expires));
     assert!(s.purges.is_empty());
+
+    // long cache names: an event holds about 256 KiB of keys, and always one
+    for n in 0..5 {
+        let long = WorkerCommand::PurgeCache {
+            worker_pool_id: "prov/wt".into(),
+            cache_name: format!("{n}{}", "x".repeat(100_000)),
+        };
+        let events = s.decide(&long, NOW).unwrap();
+        events.iter().for_each(|e| s.apply(e, NOW));
+    }
+    let mut sizes = vec![];
+    while let [WorkerEvent::PurgeRequestsExpired { requests }] =
+        &s.decide(&expire(expires), expires).unwrap()[..]
+    {
+        sizes.push(requests.len());
+        let event = WorkerEvent::PurgeRequestsExpired {
+            requests: requests.clone(),
+        };
+        s.apply(&event, expires);
+    }
+    assert_eq!(sizes, [2, 2, 1]);
+    assert!(s.purges.is_empty());
 }
