@@ -426,10 +426,7 @@ pub async fn skip_history<L: EventLog>(log: &L, state: &BridgeState) -> Result<u
                 break;
             };
             let (changes, _) = render(state, None, topic, &read.records)?;
-            let mut batch = WriteBatch::default();
-            changes.commit(&mut batch)?;
-            batch.put(offset_key(topic), read.next.to_be_bytes());
-            state.db.write(batch)?;
+            store(state, &changes, topic, read.next)?;
             folded += read.next - offset;
             offset = read.next;
         }
@@ -454,13 +451,24 @@ impl InFlight {
     /// write.
     async fn store(self, state: &BridgeState, stats: &BridgeStats) -> Result<(), BridgeError> {
         confirmed(self.confirms, &stats.confirms_pending).await?;
-        let mut batch = WriteBatch::default();
-        self.changes.commit(&mut batch)?;
-        batch.put(offset_key(self.topic), self.next.to_be_bytes());
-        state.db.write(batch)?;
+        store(state, &self.changes, self.topic, self.next)?;
         stats.published.fetch_add(self.messages, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Stores a rendered batch's changes and its topic's new offset in one write.
+fn store(
+    state: &BridgeState,
+    changes: &Changes,
+    topic: &str,
+    next: u64,
+) -> Result<(), BridgeError> {
+    let mut batch = WriteBatch::default();
+    changes.commit(&mut batch)?;
+    batch.put(offset_key(topic), next.to_be_bytes());
+    state.db.write(batch)?;
+    Ok(())
 }
 
 #[cfg(test)]

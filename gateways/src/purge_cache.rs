@@ -21,6 +21,7 @@ use axum::routing::get;
 use serde_json::{json, Value};
 use std::ops::Bound;
 use std::sync::Arc;
+use taskledger_core::ids::is_ident38;
 use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{PurgeRequest, WorkerCommand};
@@ -57,14 +58,9 @@ async fn purge_cache_list(
 }
 
 fn pool_param(pool: &str) -> Result<(), ApiError> {
-    let ok = pool.split_once('/').is_some_and(|(p, w)| {
-        [p, w].iter().all(|part| {
-            (1..=38).contains(&part.len())
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        })
-    });
+    let ok = pool
+        .split_once('/')
+        .is_some_and(|(p, w)| is_ident38(p) && is_ident38(w));
     if ok {
         Ok(())
     } else {

@@ -64,16 +64,6 @@ impl Checkpoint {
     }
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Carries each topic's chain walk (partition 0) on from `walked` (one per topic) to the
 /// topic's end, and reports them as `verify_chain` reports the embedded log's partitions.
 /// Walking on from an earlier result reads only what came since.

@@ -60,6 +60,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hex digits (either case) as bytes; `None` for an odd length or a non-digit.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Walks every partition of the log, recomputing the hash chain, and compares each link with
 /// the stored one. Stops at the first mismatch, gap or missing link.
 pub fn verify_chain(db: &DB) -> Result<ChainReport, StoreError> {

@@ -261,6 +261,13 @@ impl SharedQueue {
         self.inner.read().expect("queue lock").1.clone()
     }
 
+    /// A client builder for another service, with these credentials as they are now.
+    pub(crate) fn builder(&self, timeout: Duration) -> ClientBuilder {
+        ClientBuilder::new(&*self.root_url)
+            .credentials(self.credentials())
+            .timeout(timeout)
+    }
+
     /// Later calls use `creds`.
     pub(crate) fn renew(&self, creds: Credentials) -> Result<()> {
         let q = queue_client(&self.root_url, creds.clone())?;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use taskledger_core::time::{Millis, MINUTE};
+use taskledger_projections::audit::{hex, unhex};
 use tokio::io::AsyncWriteExt;
 
 /// Why mounting failed, as the task resolves.
@@ -82,21 +83,6 @@ fn is_real_dir(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir())
 }
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
-}
-
 impl Caches {
     /// The caches under `root`, with those a previous run of the worker left there.
     pub(crate) fn open(root: PathBuf) -> std::io::Result<Caches> {
@@ -110,7 +96,9 @@ impl Caches {
                 .file_name()
                 .and_then(|f| f.to_str())
                 .and_then(|f| f.rsplit_once('.'))
-                .and_then(|(h, n)| Some((unhex(h)?, n.parse::<u64>().ok()?)))
+                .and_then(|(h, n)| {
+                    Some((String::from_utf8(unhex(h)?).ok()?, n.parse::<u64>().ok()?))
+                })
             else {
                 continue;
             };
@@ -153,7 +141,7 @@ impl Caches {
             }
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let dir = self.root.join(format!("{}.{n}", hex(name)));
+        let dir = self.root.join(format!("{}.{n}", hex(name.as_bytes())));
         std::fs::create_dir_all(&dir)?;
         self.created
             .lock()
@@ -316,11 +304,7 @@ async fn apply_purges(cx: &MountContext<'_>) {
         .lock()
         .expect("caches lock")
         .map(|t| t.minus(5 * MINUTE).to_rfc3339());
-    let answer = match taskcluster::PurgeCache::new(
-        taskcluster::ClientBuilder::new(cx.worker.root_url())
-            .credentials(cx.worker.credentials())
-            .timeout(Duration::from_secs(30)),
-    ) {
+    let answer = match taskcluster::PurgeCache::new(cx.worker.builder(Duration::from_secs(30))) {
         Ok(client) => client.purgeRequests(cx.pool, since.as_deref()).await,
         Err(e) => Err(e),
     };
@@ -369,12 +353,8 @@ async fn check_cache_scopes(cx: &MountContext<'_>, names: &[&str]) -> Result<(),
     if required.iter().all(|r| any_satisfies(&given, r)) {
         return Ok(());
     }
-    let auth = taskcluster::Auth::new(
-        taskcluster::ClientBuilder::new(cx.worker.root_url())
-            .credentials(cx.worker.credentials())
-            .timeout(Duration::from_secs(60)),
-    )
-    .map_err(|e| MountError::Unavailable(format!("no auth client: {e}")))?;
+    let auth = taskcluster::Auth::new(cx.worker.builder(Duration::from_secs(60)))
+        .map_err(|e| MountError::Unavailable(format!("no auth client: {e}")))?;
     let expanded = auth
         .expandScopes(&serde_json::json!({ "scopes": given }))
         .await
@@ -519,12 +499,7 @@ async fn download(url: &str, path: &Path) -> Result<String, Download> {
         file.write_all(&chunk).await.map_err(|e| failed(&e))?;
     }
     file.flush().await.map_err(|e| failed(&e))?;
-    Ok(hash
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(hash.finish().as_ref()))
 }
 
 #[cfg(test)]
@@ -556,7 +531,7 @@ mod tests {
         assert!(found[0].join("kept").exists() || found[1].join("kept").exists());
         let fresh = again.take("cargo/registry").unwrap();
         assert!(!found.contains(&fresh), "a third instance is new");
-        assert_eq!(unhex(&hex("a.b/c")).as_deref(), Some("a.b/c"));
+        assert_eq!(unhex(&hex(b"a.b/c")).as_deref(), Some(&b"a.b/c"[..]));
     }
 
     /// A purge request deletes the free instances made before it, and an instance in use
