@@ -1082,6 +1082,35 @@ async fn error_statuses_and_bodies(backend: Backend) {
         assert_eq!(got, status, "{chars} characters: {body}");
     }
 
+    // metadata.source must start as the pattern says and be a URI as well (upstream's
+    // schema has both): a space, or the scp-like `git@host:path`, is not one; nothing is
+    // created
+    for (source, status) in [
+        ("https://example.com/a%20b", 200),
+        ("https://example.com/a b", 400),
+        ("git@github.com:org/repo.git", 400),
+    ] {
+        let mut def = task_def(&fresh_queue(), 600);
+        def["metadata"]["source"] = json!(source);
+        let task_id = slugid::nice();
+        let (got, body) = server
+            .root_call("PUT", &format!("/api/queue/v1/task/{task_id}"), &def)
+            .await;
+        assert_eq!(got, status, "{source}: {body}");
+        if status == 400 {
+            assert_eq!(body["code"], "InputValidationError", "{body}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("data.metadata.source should match format \"uri\""),
+                "{body}"
+            );
+            let missing = q.task(&task_id).await.unwrap_err();
+            assert_eq!(status_of(&missing), Some(404));
+        }
+    }
+
     // the lists paged by key start again from the beginning on a token they cannot read or
     // one from another list, as upstream; the lists paged by position answer 400
     let pending_queue = fresh_queue();

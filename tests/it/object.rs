@@ -121,6 +121,21 @@ async fn object_artifacts_upload_and_download_with_the_official_helpers() {
             format!("{wrong:#}").contains("given uploadId does not match that for the artifact"),
             "{wrong:#}"
         );
+        // the request takes uploadId and nothing else
+        let extra = worker
+            .finishArtifact(
+                &task_id,
+                "0",
+                name,
+                &json!({ "uploadId": art["uploadId"], "size": 3 }),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&extra), Some(400));
+        assert!(
+            format!("{extra:#}").contains("should NOT have additional properties"),
+            "{extra:#}"
+        );
         // and an artifact that does not exist is named in the 404
         let none = worker
             .finishArtifact(

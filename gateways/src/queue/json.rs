@@ -429,12 +429,14 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
                 field("owner", 255),
                 field("source", 4096),
             );
-            // a pattern applies to strings only: a source of another type has its type error
+            // a pattern and a format apply to strings only: a source of another type has its
+            // type error
             let src_ok = source.as_deref().is_none_or(|src| {
                 ["http://", "https://", "ssh://", "git@"]
                     .iter()
                     .any(|p| src.starts_with(p))
             });
+            let src_uri = source.as_deref().is_none_or(is_uri);
             let md = Metadata {
                 name: name.unwrap_or_default(),
                 description: description.unwrap_or_default(),
@@ -445,6 +447,9 @@ pub fn parse_task_definition(body: &Value, task_id: TaskId) -> Result<TaskDefini
                 c.fail(
                     "data.metadata.source should match pattern \"^(https?|ssh)://|^git@\"".into(),
                 );
+            }
+            if !src_uri {
+                c.fail("data.metadata.source should match format \"uri\"".into());
             }
             Some(md)
         }
@@ -578,3 +583,34 @@ fn integral_floats_to_integers(v: &mut Value) {
 
 #[cfg(test)]
 mod tests;
+
+/// JSON schema's `uri` format (RFC 3986): a scheme (a letter, then letters, digits, `+`, `-`
+/// or `.`) and a colon, then only the characters a URI may hold, with `%` starting a
+/// two-digit hex escape. No spaces, quotes, angle brackets, braces or non-ASCII text.
+pub(super) fn is_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return false;
+    }
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let escaped = bytes.get(i + 1..i + 3);
+                if !escaped.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}

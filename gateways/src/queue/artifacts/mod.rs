@@ -10,7 +10,7 @@ pub use read::*;
 use blob_urls::signed_blob_url;
 
 use super::call::*;
-use super::json::{artifact_info, Checks};
+use super::json::{artifact_info, is_uri, Checks};
 use crate::error::{ApiError, ErrorCode};
 use crate::hawk::actor;
 use crate::hawk::Auth;
@@ -49,37 +49,6 @@ const MAX_NAME: usize = 1024;
 
 /// An error artifact's message: at most this many characters (the request schema's limit).
 const MAX_ERROR_MESSAGE: usize = 4096;
-
-/// JSON schema's `uri` format (RFC 3986): a scheme (a letter, then letters, digits, `+`, `-`
-/// or `.`) and a colon, then only the characters a URI may hold, with `%` starting a
-/// two-digit hex escape. No spaces, quotes, angle brackets, braces or non-ASCII text.
-fn is_uri(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once(':') else {
-        return false;
-    };
-    let mut chars = scheme.chars();
-    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !scheme_ok {
-        return false;
-    }
-    let bytes = rest.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let escaped = bytes.get(i + 1..i + 3);
-                if !escaped.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                    return false;
-                }
-                i += 3;
-            }
-            b if b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b) => i += 1,
-            _ => return false,
-        }
-    }
-    true
-}
 
 fn parse_artifact(body: &Value, name: &str) -> Result<Artifact, ApiError> {
     let mut c = Checks::default();
@@ -324,16 +293,20 @@ pub async fn finish_artifact(
         name_param(&name)?;
         no_query(&uri)?;
         let body = body.input()?;
-        let upload_id = body
-            .get("uploadId")
-            .and_then(|u| u.as_str())
-            .and_then(|u| u.parse::<Slug>().ok())
-            .ok_or_else(|| {
-                ApiError::validation(
-                    "/schemas/queue/v1/finish-artifact-request.json#",
-                    &["data.uploadId should match the slugid pattern".into()],
-                )
-            })?;
+        let upload_id = object_with_only(
+            &body,
+            "/schemas/queue/v1/finish-artifact-request.json#",
+            "uploadId",
+        )?
+        .get("uploadId")
+        .and_then(|u| u.as_str())
+        .and_then(|u| u.parse::<Slug>().ok())
+        .ok_or_else(|| {
+            ApiError::validation(
+                "/schemas/queue/v1/finish-artifact-request.json#",
+                &["data.uploadId should match the slugid pattern".into()],
+            )
+        })?;
         let derived_upload_id = blobs::derived_upload_id(&st, &id, run, &name);
         // an object artifact becomes present only once its upload finished; as upstream, the
         // upload id is compared before the object is looked for
