@@ -93,15 +93,20 @@ fn host_name() -> String {
     }
 }
 
-fn build_config(a: WorkerArgs) -> Result<WorkerConfig> {
-    let mut c: WorkerConfig = match &a.config {
+/// The config file, when one is named (else the defaults).
+fn load_config(a: &WorkerArgs) -> Result<WorkerConfig> {
+    match &a.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
         }
-        None => WorkerConfig::default(),
-    };
+        None => Ok(WorkerConfig::default()),
+    }
+}
+
+/// The flags over the config file.
+fn build_config(mut c: WorkerConfig, a: WorkerArgs) -> Result<WorkerConfig> {
     if let Some(v) = a.root_url {
         c.root_url = v;
     }
@@ -174,7 +179,21 @@ fn build_config(a: WorkerArgs) -> Result<WorkerConfig> {
 
 /// Runs the worker; returns its exit code (generic-worker's codes).
 pub async fn worker_command(args: WorkerArgs) -> Result<i32> {
-    let config = build_config(args)?;
+    // generic-worker's codes: a config that cannot be read 64, one that is wrong 73
+    let loaded = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("taskledger worker: cannot load the config: {e:#}");
+            return Ok(worker::exit::CANNOT_LOAD_CONFIG);
+        }
+    };
+    let config = match build_config(loaded, args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("taskledger worker: invalid config: {e:#}");
+            return Ok(worker::exit::INVALID_CONFIG);
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::Running);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};

@@ -371,6 +371,45 @@ async fn sigterm_resolves_worker_shutdown_and_another_worker_retries() {
     assert!(log.contains("finished elsewhere"), "{log}");
 }
 
+/// A worker stopped while a task's mount is still downloading resolves the run as it resolves
+/// one stopped in its commands: `worker-shutdown`, which the queue retries.
+#[tokio::test]
+async fn sigterm_while_mounting_resolves_worker_shutdown() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    // accepts the mount's download and never answers it
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/never", stalled.local_addr().unwrap());
+    let mut worker = server.start_worker(&queue, "w-mounting", &[]);
+    let task_id = slugid::nice();
+    server
+        .queue()
+        .createTask(
+            &task_id,
+            &process_task(
+                &queue,
+                json!({"command": [["sh", "-c", "echo should-not-run"]], "maxRunTime": 60,
+                       "mounts": [{"file": "x", "content": {"url": url}}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    running(&server, &task_id).await;
+    // the download has started once the worker's connection is accepted
+    stalled.set_nonblocking(true).unwrap();
+    let stalled = tokio::net::TcpListener::from_std(stalled).unwrap();
+    let (_held, _) = tokio::time::timeout(LONG, stalled.accept())
+        .await
+        .expect("the worker never fetched the mount")
+        .unwrap();
+    worker.signal("TERM");
+    assert_eq!(worker.exit_code(LONG).await, Some(72));
+    let s = state_of(&server.queue(), &task_id).await;
+    assert_eq!(s["runs"][0]["state"], "exception", "{s}");
+    assert_eq!(s["runs"][0]["reasonResolved"], "worker-shutdown", "{s}");
+    assert_eq!(s["runs"][1]["state"], "pending", "{s}");
+}
+
 #[tokio::test]
 async fn a_killed_workers_task_is_retried_after_its_claim_expires() {
     let server = Server::start(&[("TASKLEDGER_CLAIM_TIMEOUT_SECS", "3")]).await;

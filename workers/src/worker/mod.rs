@@ -59,6 +59,7 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 71;
     pub const SHUTDOWN: i32 = 72;
     pub const INVALID_CONFIG: i32 = 73;
+    pub const CANNOT_LOAD_CONFIG: i32 = 64;
 }
 
 /// The worker's configuration; field names follow generic-worker's config file where one
@@ -100,6 +101,15 @@ pub struct WorkerConfig {
     pub static_secret: Option<String>,
     /// The worker-manager provider of the pool (default `static`).
     pub provider_id: String,
+    /// Where the worker runs (generic-worker's JSON text), given to tasks as
+    /// `TASKCLUSTER_WORKER_LOCATION`.
+    pub worker_location: Option<String>,
+    /// The machine's instance type, given to tasks as `TASKCLUSTER_INSTANCE_TYPE`.
+    pub instance_type: Option<String>,
+    /// Keys of the config file this worker does not read (a generic-worker config has many):
+    /// named in a warning at start, so a setting that does nothing here is not silent.
+    #[serde(flatten)]
+    pub unread: BTreeMap<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -127,6 +137,9 @@ impl std::fmt::Debug for WorkerConfig {
             .field("worker_pool_id", &self.worker_pool_id)
             .field("static_secret", &secret(&self.static_secret))
             .field("provider_id", &self.provider_id)
+            .field("worker_location", &self.worker_location)
+            .field("instance_type", &self.instance_type)
+            .field("unread", &self.unread.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -155,6 +168,9 @@ impl Default for WorkerConfig {
             worker_pool_id: None,
             static_secret: None,
             provider_id: "static".into(),
+            worker_location: None,
+            instance_type: None,
+            unread: BTreeMap::new(),
         }
     }
 }
@@ -306,16 +322,30 @@ pub(crate) struct Ctx {
     base_env: BTreeMap<String, String>,
     /// Writable caches kept between tasks, under `<tasksDir>/caches`.
     caches: mounts::Caches,
+    /// The groups the worker's user is in, which a payload's `osGroups` may name.
+    worker_groups: Vec<String>,
 }
 
-fn task_base_env() -> BTreeMap<String, String> {
-    std::env::vars()
+/// The worker's environment without its secrets, plus the machine's description when the
+/// config gives one (`TASKCLUSTER_WORKER_LOCATION`, `TASKCLUSTER_INSTANCE_TYPE`).
+fn task_base_env(config: &WorkerConfig) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| {
             k != "TASKCLUSTER_ACCESS_TOKEN"
                 && k != "TASKCLUSTER_CERTIFICATE"
                 && !k.starts_with("TASKLEDGER_")
         })
-        .collect()
+        .collect();
+    let described = [
+        ("TASKCLUSTER_WORKER_LOCATION", &config.worker_location),
+        ("TASKCLUSTER_INSTANCE_TYPE", &config.instance_type),
+    ];
+    for (name, value) in described {
+        if let Some(v) = value {
+            env.insert(name.into(), v.clone());
+        }
+    }
+    env
 }
 
 /// Runs the worker until it is told to stop (or has run its number of tasks); returns
@@ -329,6 +359,13 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
             tracing::error!("invalid worker config: {e}");
         }
         return Ok(exit::INVALID_CONFIG);
+    }
+    if !config.unread.is_empty() {
+        let keys: Vec<&str> = config.unread.keys().map(String::as_str).collect();
+        tracing::warn!(
+            keys = %keys.join(", "),
+            "config keys this worker does not use are ignored"
+        );
     }
     std::fs::create_dir_all(&config.tasks_dir)
         .with_context(|| format!("creating {}", config.tasks_dir.display()))?;
@@ -379,7 +416,8 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
         .with_context(|| format!("opening the caches in {}", caches_dir.display()))?;
     let ctx = Arc::new(Ctx {
         worker_queue: queue.clone(),
-        base_env: task_base_env(),
+        base_env: task_base_env(&config),
+        worker_groups: process::own_groups(),
         live,
         caches,
         config,

@@ -85,6 +85,48 @@ pub async fn run(
     end
 }
 
+/// The names of the groups this process runs in: its effective group and its supplementary
+/// groups (through the system's group database, so network groups count too).
+pub fn own_groups() -> Vec<String> {
+    // SAFETY: getgroups with a zero size only counts; the second call writes at most
+    // `gids.len()` entries into the buffer it is given.
+    let mut gids = unsafe {
+        let n = libc::getgroups(0, std::ptr::null_mut());
+        let mut gids: Vec<libc::gid_t> = vec![0; n.max(0) as usize];
+        let n = libc::getgroups(gids.len() as libc::c_int, gids.as_mut_ptr());
+        gids.truncate(n.max(0) as usize);
+        gids.push(libc::getegid());
+        gids
+    };
+    gids.sort_unstable();
+    gids.dedup();
+    gids.into_iter().filter_map(group_name).collect()
+}
+
+fn group_name(gid: libc::gid_t) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: getgrgid_r fills `group` with pointers into `buf`, which outlives their
+        // use below; `found` is null or points at `group`.
+        unsafe {
+            let mut group: libc::group = std::mem::zeroed();
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut found);
+            if rc == libc::ERANGE && buf.len() < (1 << 20) {
+                buf.resize(buf.len() * 2, 0);
+                continue;
+            }
+            if rc != 0 || found.is_null() || group.gr_name.is_null() {
+                return None;
+            }
+            return std::ffi::CStr::from_ptr(group.gr_name)
+                .to_str()
+                .ok()
+                .map(str::to_owned);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +234,24 @@ mod tests {
             }
         }
         false
+    }
+
+    /// The same groups `id -Gn` names for this process's user.
+    #[test]
+    fn own_groups_are_the_ones_id_reports() {
+        let out = std::process::Command::new("id")
+            .arg("-Gn")
+            .output()
+            .unwrap();
+        let mut expected: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        expected.sort();
+        expected.dedup();
+        let mut got = own_groups();
+        got.sort();
+        assert_eq!(got, expected);
     }
 }

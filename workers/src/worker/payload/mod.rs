@@ -207,6 +207,9 @@ pub struct Limits {
     pub task_deadline: DateTime<Utc>,
     pub task_expires: DateTime<Utc>,
     pub max_task_run_time_secs: u64,
+    /// The groups the worker's user is in (names): `osGroups` may only name these, as on
+    /// generic-worker's insecure engine, which adds the task to no group.
+    pub worker_groups: Vec<String>,
 }
 
 /// Parses and validates `payload`; on refusal, every reason found (for the task log).
@@ -255,8 +258,13 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
             Err(why) => errors.push(format!("`mounts[{i}]`: {why}")),
         }
     }
-    if !raw.os_groups.is_empty() {
-        errors.push("`osGroups` are not supported by this worker".into());
+    for group in &raw.os_groups {
+        if !limits.worker_groups.contains(group) {
+            errors.push(format!(
+                "`osGroups`: the worker's user is not in group {group:?}, and this worker \
+                 (as generic-worker's insecure engine) adds tasks to no group"
+            ));
+        }
     }
     for (flag, name) in [
         (raw.features.taskcluster_proxy, "taskclusterProxy"),

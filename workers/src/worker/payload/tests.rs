@@ -7,6 +7,7 @@ fn limits() -> Limits {
         task_deadline: now + chrono::Duration::hours(1),
         task_expires: now + chrono::Duration::days(7),
         max_task_run_time_secs: 3600,
+        worker_groups: vec!["staff".into(), "docker".into()],
     }
 }
 
@@ -234,4 +235,21 @@ fn content_types_by_extension() {
     assert_eq!(content_type_for("a.jsonl"), "application/jsonl");
     assert_eq!(content_type_for("a.TAR"), "application/x-tar");
     assert_eq!(content_type_for("noext"), "application/octet-stream");
+}
+
+#[test]
+fn os_groups_must_be_the_workers_own() {
+    let l = limits();
+    let p = parse(
+        &json!({"command": [["true"]], "maxRunTime": 10, "osGroups": ["docker"]}),
+        &l,
+    );
+    assert!(p.is_ok(), "{p:?}");
+    let errors = parse(
+        &json!({"command": [["true"]], "maxRunTime": 10, "osGroups": ["docker", "wheel"]}),
+        &l,
+    )
+    .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("\"wheel\""), "{errors:?}");
 }

@@ -30,6 +30,17 @@ pub(crate) enum Outcome {
     Lost,
 }
 
+impl Abort {
+    /// How an aborted run ends: shut down (`worker-shutdown`, which the queue retries), or
+    /// lost (not resolved by this worker).
+    fn outcome(self) -> Outcome {
+        match self {
+            Abort::RunLost => Outcome::Lost,
+            Abort::WorkerShutdown => Outcome::Exception("worker-shutdown"),
+        }
+    }
+}
+
 impl Outcome {
     fn worsen(&mut self, to: Outcome) {
         if *self == Outcome::Completed {
@@ -211,6 +222,7 @@ impl<'a> Run<'a> {
             task_deadline: self.deadline,
             task_expires: self.expires,
             max_task_run_time_secs: c.max_task_run_time,
+            worker_groups: self.ctx.worker_groups.clone(),
         };
         let payload = match payload::parse(&self.claim.task["payload"], &limits) {
             Ok(p) => Some(p),
@@ -292,10 +304,16 @@ impl<'a> Run<'a> {
             (None, _) => outcome = Outcome::Exception("malformed-payload"),
             (Some(_), Some(Err(e))) => {
                 log.error(format!("TASK FAIL since a mount could not be made: {e}"));
-                outcome = match e {
-                    MountError::Malformed(_) => Outcome::Exception("malformed-payload"),
-                    MountError::Unavailable(_) => Outcome::Exception("resource-unavailable"),
-                    MountError::Failed(_) => Outcome::Failed,
+                // an abort that stopped the mounts decides the outcome: a worker shutdown is
+                // `worker-shutdown` (retried), a lost run is not resolved here
+                let aborted = *abort_rx.borrow();
+                outcome = match (aborted, e) {
+                    (Some(a), _) => a.outcome(),
+                    (None, MountError::Malformed(_)) => Outcome::Exception("malformed-payload"),
+                    (None, MountError::Unavailable(_)) => {
+                        Outcome::Exception("resource-unavailable")
+                    }
+                    (None, MountError::Failed(_)) => Outcome::Failed,
                 };
             }
             (Some(p), _) => {
@@ -343,10 +361,7 @@ impl<'a> Run<'a> {
         }
         if let Some(a) = *abort_rx.borrow() {
             if outcome == Outcome::Completed {
-                outcome = match a {
-                    Abort::RunLost => Outcome::Lost,
-                    Abort::WorkerShutdown => Outcome::Exception("worker-shutdown"),
-                };
+                outcome = a.outcome();
             }
         }
 

@@ -12,7 +12,8 @@ use taskcluster::Credentials;
 use tokio::sync::watch;
 
 /// Reclaims before `takenUntil` (3 minutes before, or a third of the claim when claims are
-/// shorter) and swaps in the new credentials; a refused reclaim means the run is lost.
+/// shorter) and swaps in the new credentials; a refused reclaim means the run is lost. A claim
+/// already over by this machine's clock is not reclaimed.
 pub(super) async fn reclaimer(
     queue: SharedQueue,
     task_id: String,
@@ -23,6 +24,15 @@ pub(super) async fn reclaimer(
 ) {
     loop {
         let left = (taken_until - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            // the claim has run out by this machine's clock (a clock ahead of the queue's, or
+            // a reply that came too late): reclaiming now would only repeat at once, so none
+            // is scheduled, as generic-worker schedules none that close
+            log.warn(format!(
+                "the claim ran until {taken_until}, already past here: not reclaiming"
+            ));
+            return;
+        }
         let margin = Duration::from_secs(180).min(left / 3);
         tokio::time::sleep(left - margin).await;
         match queue.get().reclaimTask(&task_id, &run_id).await {
