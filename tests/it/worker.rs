@@ -371,6 +371,92 @@ async fn sigterm_resolves_worker_shutdown_and_another_worker_retries() {
     assert!(log.contains("finished elsewhere"), "{log}");
 }
 
+/// `features.taskclusterProxy`: the task calls the deployment through `TASKCLUSTER_PROXY_URL`
+/// holding no credentials; the proxy signs with the task's credentials limited to the task's
+/// scopes plus the run's artifact scope, in both URL forms, passes refusals through, and
+/// signs URLs of the deployment at `/bewit`.
+#[tokio::test]
+async fn the_taskcluster_proxy_signs_the_tasks_calls_with_its_scopes() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let _worker = server.start_worker(&queue, "w-proxy", &[]);
+    let script = r#"set -e
+mkdir -p out
+P="$TASKCLUSTER_PROXY_URL"
+env | grep -c TASKCLUSTER_ACCESS_TOKEN > out/tokens.txt || true
+curl -sf "$P/api/auth/v1/scopes/current" > out/current.json
+curl -sf "$P/auth/v1/scopes/current" > out/short.json
+exp=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%S.000Z)
+curl -sf -X POST -H 'content-type: application/json' \
+  --data "{\"storageType\":\"reference\",\"url\":\"https://example.com/x\",\"contentType\":\"text/plain\",\"expires\":\"$exp\"}" \
+  "$P/api/queue/v1/task/$TASK_ID/runs/$RUN_ID/artifacts/public%2Fvia-proxy" > out/created.json
+curl -s -o out/denied.json -w '%{http_code}' -X DELETE "$P/api/auth/v1/clients/nobody" > out/denied.txt
+url=$(curl -s --data "$TASKCLUSTER_ROOT_URL/api/auth/v1/scopes/current" "$P/bewit")
+curl -sf "$url" > out/bewit.json
+curl -s -o /dev/null -w '%{http_code}' --data "https://elsewhere.example.com/x" "$P/bewit" > out/elsewhere.txt
+"#;
+    let mut def = process_task(
+        &queue,
+        json!({
+            "command": [["sh", "-c", script]],
+            "maxRunTime": 60,
+            "features": {"taskclusterProxy": true},
+            "artifacts": [{"type": "directory", "path": "out", "name": "public/out"}]
+        }),
+    );
+    def["scopes"] = json!(["auth:current-scopes", "auth:proxy-probe"]);
+    let task_id = slugid::nice();
+    server.queue().createTask(&task_id, &def).await.unwrap();
+    let s = resolved(&server, &task_id).await;
+    let log = server
+        .artifact_text(&task_id, 0, "public/logs/live_backing.log")
+        .await;
+    assert_eq!(s["state"], "completed", "{s}\n{log}");
+    assert!(log.contains("taskcluster-proxy listening at"), "{log}");
+    let text = |name: &'static str| {
+        let server = &server;
+        let task_id = task_id.clone();
+        async move {
+            server
+                .artifact_text(&task_id, 0, &format!("public/out/{name}"))
+                .await
+        }
+    };
+    assert_eq!(
+        text("tokens.txt").await.trim(),
+        "0",
+        "no credentials in the task's env"
+    );
+    let current: Value = serde_json::from_str(&text("current.json").await).unwrap();
+    let scopes: Vec<&str> = current["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(scopes.contains(&"auth:proxy-probe"), "{current}");
+    let artifact_scope = format!("queue:create-artifact:{task_id}/0");
+    assert!(scopes.contains(&artifact_scope.as_str()), "{current}");
+    // the task credentials also hold the run's reclaim scope; the proxy's calls do not
+    assert!(
+        !scopes.iter().any(|s| s.starts_with("queue:reclaim-task")),
+        "{current}"
+    );
+    let short: Value = serde_json::from_str(&text("short.json").await).unwrap();
+    assert_eq!(short, current);
+    let bewit: Value = serde_json::from_str(&text("bewit.json").await).unwrap();
+    assert_eq!(bewit, current);
+    assert_eq!(text("denied.txt").await.trim(), "403");
+    let denied: Value = serde_json::from_str(&text("denied.json").await).unwrap();
+    assert_eq!(denied["code"], "InsufficientScopes", "{denied}");
+    assert_eq!(text("elsewhere.txt").await.trim(), "400");
+    let artifact = server
+        .queue()
+        .artifact(&task_id, "0", "public/via-proxy")
+        .await;
+    assert!(artifact.is_ok(), "{artifact:?}");
+}
+
 /// A worker stopped while a task's mount is still downloading resolves the run as it resolves
 /// one stopped in its commands: `worker-shutdown`, which the queue retries.
 #[tokio::test]

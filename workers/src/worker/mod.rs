@@ -17,6 +17,7 @@ pub mod livelog;
 mod mounts;
 pub mod payload;
 pub mod process;
+mod proxy;
 mod registration;
 mod task;
 

@@ -29,7 +29,6 @@ struct Raw {
     #[serde(default)]
     logs: Logs,
     #[serde(default)]
-    #[allow(dead_code)]
     taskcluster_proxy_interface: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -266,8 +265,18 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
             ));
         }
     }
+    match raw.taskcluster_proxy_interface.as_deref() {
+        None | Some("localhost") => {}
+        Some("docker-bridge") => errors.push(
+            "`taskclusterProxyInterface` docker-bridge: this worker runs no docker, its proxy \
+             listens on localhost"
+                .into(),
+        ),
+        Some(other) => errors.push(format!(
+            "`taskclusterProxyInterface` must be localhost or docker-bridge, got {other:?}"
+        )),
+    }
     for (flag, name) in [
-        (raw.features.taskcluster_proxy, "taskclusterProxy"),
         (raw.features.interactive, "interactive"),
         (raw.features.loopback_audio, "loopbackAudio"),
         (raw.features.loopback_video, "loopbackVideo"),

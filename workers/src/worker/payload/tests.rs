@@ -46,7 +46,8 @@ fn refusals_name_every_problem() {
     let errs = parse(
         &json!({"command": [[]], "maxRunTime": 7200,
                 "mounts": [{"file": "x", "content": {"raw": "y"}, "format": "gz"}],
-                "features": {"taskclusterProxy": true},
+                "features": {"interactive": true},
+                "taskclusterProxyInterface": "docker-bridge",
                 "artifacts": [{"type": "socket", "path": "a"},
                               {"type": "file", "path": "b", "expires": early}]}),
         &l,
@@ -57,7 +58,8 @@ fn refusals_name_every_problem() {
         "command[0]",
         "maxRunTime",
         "mounts",
-        "taskclusterProxy",
+        "interactive",
+        "taskclusterProxyInterface",
         "artifacts[0].type",
         "artifacts[1].expires",
     ] {

@@ -7,6 +7,7 @@ use super::livelog::TaskLog;
 use super::mounts::{self, MountError};
 use super::payload::{self, Limits, Payload};
 use super::process::{self, Abort, CommandEnd};
+use super::proxy::TaskProxy;
 use super::{Ctx, SharedQueue};
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
@@ -501,6 +502,39 @@ impl<'a> Run<'a> {
                 .into(),
         );
         env.insert("TASKCLUSTER_ROOT_URL".into(), c.root_url.clone());
+        // the proxy lives as long as the commands (dropped, and so stopped, when they end)
+        let _proxy = if p.features.taskcluster_proxy {
+            let scopes: Vec<String> = self.claim.task["scopes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match TaskProxy::start(
+                self.queue.clone(),
+                &self.claim.task_id,
+                &self.claim.run_id,
+                &scopes,
+            )
+            .await
+            {
+                Ok(proxy) => {
+                    self.log
+                        .info(format!("taskcluster-proxy listening at {}", proxy.url()));
+                    env.insert("TASKCLUSTER_PROXY_URL".into(), proxy.url().to_string());
+                    Some(proxy)
+                }
+                Err(e) => {
+                    self.log
+                        .error(format!("the taskcluster-proxy could not start: {e:#}"));
+                    return (Outcome::Exception("internal-error"), None);
+                }
+            }
+        } else {
+            None
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(p.max_run_time_secs);
         let mut last_exit = None;
         for (i, argv) in p.command.iter().enumerate() {
