@@ -379,12 +379,23 @@ async fn sigterm_resolves_worker_shutdown_and_another_worker_retries() {
 async fn the_taskcluster_proxy_signs_the_tasks_calls_with_its_scopes() {
     let server = Server::start(&[]).await;
     let queue = fresh_queue();
-    let _worker = server.start_worker(&queue, "w-proxy", &[]);
+    // a generic-worker style config: the machine's description reaches the task, and a key
+    // this worker does not read is only warned about
+    let config = server.data_dir.join("proxy-worker.json");
+    std::fs::write(
+        &config,
+        r#"{"workerLocation": "{\"cloud\":\"it\"}", "instanceType": "it-large", "shutdownMachineOnIdle": false}"#,
+    )
+    .unwrap();
+    let _worker = server.start_worker(&queue, "w-proxy", &["--config", config.to_str().unwrap()]);
     let script = r#"set -e
 mkdir -p out
 P="$TASKCLUSTER_PROXY_URL"
 env | grep -c TASKCLUSTER_ACCESS_TOKEN > out/tokens.txt || true
+echo "$TASKCLUSTER_WORKER_LOCATION $TASKCLUSTER_INSTANCE_TYPE" > out/machine.txt
 curl -sf "$P/api/auth/v1/scopes/current" > out/current.json
+curl -sf "$P/api/queue/v1/task/$TASK_ID/runs/$RUN_ID/artifacts?limit=1" > out/listed.json
+curl -s -o /dev/null -w '%{http_code}' --path-as-is "$P/queue/v1/../../../api/auth/v1/scopes/current" > out/dotted.txt
 curl -sf "$P/auth/v1/scopes/current" > out/short.json
 exp=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%S.000Z)
 curl -sf -X POST -H 'content-type: application/json' \
@@ -404,7 +415,11 @@ curl -s -o /dev/null -w '%{http_code}' --data "https://elsewhere.example.com/x" 
             "artifacts": [{"type": "directory", "path": "out", "name": "public/out"}]
         }),
     );
-    def["scopes"] = json!(["auth:current-scopes", "auth:proxy-probe"]);
+    def["scopes"] = json!([
+        "auth:current-scopes",
+        "auth:proxy-probe",
+        "queue:list-artifacts:*"
+    ]);
     let task_id = slugid::nice();
     server.queue().createTask(&task_id, &def).await.unwrap();
     let s = resolved(&server, &task_id).await;
@@ -427,6 +442,15 @@ curl -s -o /dev/null -w '%{http_code}' --data "https://elsewhere.example.com/x" 
         "0",
         "no credentials in the task's env"
     );
+    assert_eq!(
+        text("machine.txt").await.trim(),
+        r#"{"cloud":"it"} it-large"#
+    );
+    // a query string is part of what is signed
+    let listed: Value = serde_json::from_str(&text("listed.json").await).unwrap();
+    assert!(listed["artifacts"].is_array(), "{listed}");
+    // a path that dot segments would take out of the service's is not forwarded
+    assert_eq!(text("dotted.txt").await.trim(), "404");
     let current: Value = serde_json::from_str(&text("current.json").await).unwrap();
     let scopes: Vec<&str> = current["scopes"]
         .as_array()
@@ -455,6 +479,82 @@ curl -s -o /dev/null -w '%{http_code}' --data "https://elsewhere.example.com/x" 
         .artifact(&task_id, "0", "public/via-proxy")
         .await;
     assert!(artifact.is_ok(), "{artifact:?}");
+}
+
+/// `osGroups`: a group the worker's user is in, with its scope, runs; without the scope, or a
+/// group the user is not in, is `malformed-payload`.
+#[tokio::test]
+async fn os_groups_need_membership_and_their_scope() {
+    let server = Server::start(&[]).await;
+    let queue = fresh_queue();
+    let _worker = server.start_worker(&queue, "w-groups", &[]);
+    let out = std::process::Command::new("id")
+        .arg("-gn")
+        .output()
+        .unwrap();
+    let group = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let q = server.queue();
+    let mut outcomes = Vec::new();
+    for (groups, scopes) in [
+        (
+            vec![group.clone()],
+            vec![format!("generic-worker:os-group:{queue}/{group}")],
+        ),
+        (vec![group.clone()], vec![]),
+        (
+            vec!["no-such-group-it".to_string()],
+            vec!["generic-worker:os-group:*".to_string()],
+        ),
+    ] {
+        let mut def = process_task(
+            &queue,
+            json!({"command": [["true"]], "maxRunTime": 30, "osGroups": groups}),
+        );
+        def["scopes"] = json!(scopes);
+        let task_id = slugid::nice();
+        q.createTask(&task_id, &def).await.unwrap();
+        let s = resolved(&server, &task_id).await;
+        outcomes.push((
+            s["state"].as_str().unwrap_or_default().to_string(),
+            s["runs"][0]["reasonResolved"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+    }
+    let expected = [
+        ("completed", "completed"),
+        ("exception", "malformed-payload"),
+        ("exception", "malformed-payload"),
+    ];
+    let got: Vec<(&str, &str)> = outcomes
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+/// generic-worker's exit codes for a config: 64 when the file cannot be read, 73 when a
+/// value is wrong; neither starts claiming.
+#[tokio::test]
+async fn worker_config_problems_exit_with_generic_workers_codes() {
+    let bad_json = std::env::temp_dir().join(format!("taskledger-it-{}.json", slugid::nice()));
+    std::fs::write(&bad_json, "{ not json").unwrap();
+    for (args, code) in [
+        (vec!["--config", "/nonexistent/worker.json"], 64),
+        (vec!["--config", bad_json.to_str().unwrap()], 64),
+        (vec!["--task-queue-id", "no-slash"], 73),
+    ] {
+        let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+            .arg("worker")
+            .args(&args)
+            .output()
+            .await
+            .unwrap()
+            .status;
+        assert_eq!(status.code(), Some(code), "{args:?}");
+    }
+    let _ = std::fs::remove_file(&bad_json);
 }
 
 /// A worker stopped while a task's mount is still downloading resolves the run as it resolves

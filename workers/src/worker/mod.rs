@@ -249,6 +249,49 @@ impl WorkerConfig {
     }
 }
 
+/// Why a task's scopes do not cover what it asks for.
+pub(crate) enum Shortfall {
+    /// This scope is held neither as given nor once expanded: `malformed-payload`.
+    Missing(String),
+    /// The scopes could not be expanded: `resource-unavailable`.
+    Unavailable(String),
+}
+
+/// Every scope of `required` in the task's scopes, expanded (with the worker's credentials,
+/// `auth.expandScopes`) when the scopes as given do not hold them all, as generic-worker
+/// checks a feature's scopes.
+pub(crate) async fn task_holds(
+    worker: &SharedQueue,
+    task: &serde_json::Value,
+    required: &[String],
+) -> Result<(), Shortfall> {
+    use taskledger_core::scopes::any_satisfies;
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let given = strings(&task["scopes"]);
+    if required.iter().all(|r| any_satisfies(&given, r)) {
+        return Ok(());
+    }
+    let auth = taskcluster::Auth::new(worker.builder(Duration::from_secs(60)))
+        .map_err(|e| Shortfall::Unavailable(format!("no auth client: {e}")))?;
+    let expanded = auth
+        .expandScopes(&json!({ "scopes": given }))
+        .await
+        .map_err(|e| Shortfall::Unavailable(format!("expanding the task's scopes failed: {e}")))?;
+    let expanded = strings(&expanded["scopes"]);
+    match required.iter().find(|r| !any_satisfies(&expanded, r)) {
+        Some(missing) => Err(Shortfall::Missing(missing.clone())),
+        None => Ok(()),
+    }
+}
+
 /// A queue client whose credentials can change under it (task credentials at each reclaim,
 /// worker credentials at each reregistration).
 #[derive(Clone)]
@@ -355,18 +398,19 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
     if let Some(pool) = config.worker_pool_id.clone() {
         config.set_task_queue_id(&pool)?;
     }
-    if let Err(errors) = config.validate() {
-        for e in &errors {
-            tracing::error!("invalid worker config: {e}");
-        }
-        return Ok(exit::INVALID_CONFIG);
-    }
+    // named first: a misspelt key is often why the config is invalid
     if !config.unread.is_empty() {
         let keys: Vec<&str> = config.unread.keys().map(String::as_str).collect();
         tracing::warn!(
             keys = %keys.join(", "),
             "config keys this worker does not use are ignored"
         );
+    }
+    if let Err(errors) = config.validate() {
+        for e in &errors {
+            tracing::error!("invalid worker config: {e}");
+        }
+        return Ok(exit::INVALID_CONFIG);
     }
     std::fs::create_dir_all(&config.tasks_dir)
         .with_context(|| format!("creating {}", config.tasks_dir.display()))?;

@@ -13,6 +13,7 @@
 use super::livelog::TaskLog;
 use super::payload::{Content, Mount};
 use super::SharedQueue;
+use super::Shortfall;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -334,44 +335,18 @@ async fn apply_purges(cx: &MountContext<'_>) {
     }
 }
 
-/// Every cache name needs `generic-worker:cache:<name>` in the task's scopes, expanded when
-/// the scopes as given do not hold it.
+/// Every cache name needs `generic-worker:cache:<name>` in the task's scopes.
 async fn check_cache_scopes(cx: &MountContext<'_>, names: &[&str]) -> Result<(), MountError> {
-    use taskledger_core::scopes::any_satisfies;
-    let given: Vec<String> = cx.task["scopes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
     let required: Vec<String> = names
         .iter()
         .map(|n| format!("generic-worker:cache:{n}"))
         .collect();
-    if required.iter().all(|r| any_satisfies(&given, r)) {
-        return Ok(());
-    }
-    let auth = taskcluster::Auth::new(cx.worker.builder(Duration::from_secs(60)))
-        .map_err(|e| MountError::Unavailable(format!("no auth client: {e}")))?;
-    let expanded = auth
-        .expandScopes(&serde_json::json!({ "scopes": given }))
-        .await
-        .map_err(|e| MountError::Unavailable(format!("expanding the task's scopes failed: {e}")))?;
-    let expanded: Vec<String> = expanded["scopes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    match required.iter().find(|r| !any_satisfies(&expanded, r)) {
-        Some(missing) => Err(MountError::Malformed(format!(
+    match super::task_holds(cx.worker, cx.task, &required).await {
+        Ok(()) => Ok(()),
+        Err(Shortfall::Unavailable(why)) => Err(MountError::Unavailable(why)),
+        Err(Shortfall::Missing(missing)) => Err(MountError::Malformed(format!(
             "the task's scopes do not include {missing}, which its writable cache needs"
         ))),
-        None => Ok(()),
     }
 }
 

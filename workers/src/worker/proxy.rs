@@ -12,7 +12,8 @@
 
 use super::SharedQueue;
 use anyhow::{anyhow, Context, Result};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -20,20 +21,24 @@ use axum::Router;
 use base64::Engine;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a URL signed at `/bewit` is valid, as upstream's.
 const BEWIT_TTL: Duration = Duration::from_secs(3600);
 
-/// A running proxy; stopped when dropped.
+/// A running proxy; stopped when dropped: it accepts no more connections, and a connection
+/// kept open (by a process that outlived the commands) gets 503 for every later request.
 pub(crate) struct TaskProxy {
     url: String,
     server: tokio::task::JoinHandle<()>,
+    state: Arc<Proxy>,
 }
 
 impl Drop for TaskProxy {
     fn drop(&mut self) {
+        self.state.closed.store(true, Ordering::SeqCst);
         self.server.abort();
     }
 }
@@ -51,24 +56,33 @@ impl TaskProxy {
         scopes.push(format!("queue:create-artifact:{task_id}/{run_id}"));
         let root = reqwest::Url::parse(queue.root_url())
             .with_context(|| format!("root URL {}", queue.root_url()))?;
+        // answers pass through as sent: no redirect followed, nothing decompressed
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
             .build()?;
         let state = Arc::new(Proxy {
             queue,
             scopes,
             root,
             http,
+            closed: AtomicBool::new(false),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let app = Router::new().fallback(forward).with_state(state);
+        // bodies of any size are streamed on, as upstream's proxy takes them
+        let app = Router::new()
+            .fallback(forward)
+            .layer(DefaultBodyLimit::disable())
+            .with_state(state.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "taskcluster-proxy stopped");
             }
         });
-        Ok(TaskProxy { url, server })
+        Ok(TaskProxy { url, server, state })
     }
 
     pub(crate) fn url(&self) -> &str {
@@ -81,6 +95,8 @@ struct Proxy {
     scopes: Vec<String>,
     root: reqwest::Url,
     http: reqwest::Client,
+    /// Set when the task's commands ended.
+    closed: AtomicBool,
 }
 
 impl Proxy {
@@ -114,9 +130,12 @@ impl Proxy {
         }
         let mut url = self.root.clone();
         let base = self.root.path().trim_end_matches('/');
-        url.set_path(&format!("{base}/api/{service}/{version}/{tail}"));
+        let prefix = format!("{base}/api/{service}/{version}/");
+        url.set_path(&format!("{prefix}{tail}"));
         url.set_query(uri.query());
-        Some(url)
+        // `set_path` resolves dot segments (`..`, `%2e%2e`): what it made must still be
+        // under the service's own path, never elsewhere on the host
+        url.path().starts_with(&prefix).then_some(url)
     }
 
     fn hawk_credentials(&self) -> Result<(hawk::Credentials, Option<String>)> {
@@ -192,13 +211,31 @@ fn problem(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
+/// Headers that belong to one hop, the proxy's own concern on each side.
+const HOP_BY_HOP: [header::HeaderName; 8] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HeaderName::from_static("keep-alive"),
+];
+
 async fn forward(
     State(proxy): State<Arc<Proxy>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    if proxy.closed.load(Ordering::SeqCst) {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the task's commands have ended: its proxy signs nothing more".into(),
+        );
+    }
     if uri.path() == "/bewit" {
         if method != Method::POST {
             return problem(
@@ -206,6 +243,9 @@ async fn forward(
                 "POST a URL to /bewit".into(),
             );
         }
+        let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
+            return problem(StatusCode::BAD_REQUEST, "a URL of at most 64 KiB".into());
+        };
         let text = String::from_utf8_lossy(&body);
         return match proxy.signed_url(&text) {
             Ok(url) => (
@@ -236,15 +276,26 @@ async fn forward(
         Ok(a) => a,
         Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };
+    // every header of the task's request but its hop's own, the host (the deployment's)
+    // and any authorization (the proxy's); the body streams on
+    let mut sent = HeaderMap::new();
+    for (name, value) in &headers {
+        let own =
+            HOP_BY_HOP.contains(name) || *name == header::HOST || *name == header::AUTHORIZATION;
+        if !own {
+            sent.append(name.clone(), value.clone());
+        }
+    }
     let mut request = proxy
         .http
         .request(method, target.clone())
-        .header(header::AUTHORIZATION, authorization)
-        .body(body);
-    for name in [header::CONTENT_TYPE, header::ACCEPT, header::RANGE] {
-        if let Some(v) = headers.get(&name) {
-            request = request.header(name, v);
-        }
+        .headers(sent)
+        .header(header::AUTHORIZATION, authorization);
+    // a request without a body (no length, not chunked) is sent without one
+    let has_body = headers.contains_key(header::CONTENT_LENGTH)
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    if has_body {
+        request = request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }
     let answer = match request.send().await {
         Ok(a) => a,
@@ -255,15 +306,9 @@ async fn forward(
             )
         }
     };
-    // the connection's own headers are this hop's; the body is streamed again
-    let hop = [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::CONTENT_LENGTH,
-    ];
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
-        if !hop.contains(name) {
+        if !HOP_BY_HOP.contains(name) {
             response = response.header(name, value);
         }
     }

@@ -199,6 +199,9 @@ pub struct Payload {
     pub on_exit_status: OnExitStatus,
     pub features: Features,
     pub logs: Logs,
+    /// Groups the task asks to run in (the worker's user is in each; their scopes are checked
+    /// when the run starts).
+    pub os_groups: Vec<String>,
 }
 
 /// What the payload is checked against: the task's own times and this worker's limits.
@@ -258,7 +261,11 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
         }
     }
     for group in &raw.os_groups {
-        if !limits.worker_groups.contains(group) {
+        if !limits
+            .worker_groups
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(group))
+        {
             errors.push(format!(
                 "`osGroups`: the worker's user is not in group {group:?}, and this worker \
                  (as generic-worker's insecure engine) adds tasks to no group"
@@ -351,6 +358,7 @@ pub fn parse(payload: &serde_json::Value, limits: &Limits) -> Result<Payload, Ve
         return Err(errors);
     }
     Ok(Payload {
+        os_groups: raw.os_groups,
         command: raw.command,
         env: raw.env,
         max_run_time_secs: raw.max_run_time as u64,

@@ -243,7 +243,7 @@ fn content_types_by_extension() {
 fn os_groups_must_be_the_workers_own() {
     let l = limits();
     let p = parse(
-        &json!({"command": [["true"]], "maxRunTime": 10, "osGroups": ["docker"]}),
+        &json!({"command": [["true"]], "maxRunTime": 10, "osGroups": ["docker", "Staff"]}),
         &l,
     );
     assert!(p.is_ok(), "{p:?}");

@@ -8,7 +8,7 @@ use super::mounts::{self, MountError};
 use super::payload::{self, Limits, Payload};
 use super::process::{self, Abort, CommandEnd};
 use super::proxy::TaskProxy;
-use super::{Ctx, SharedQueue};
+use super::{Ctx, SharedQueue, Shortfall};
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -237,6 +237,31 @@ impl<'a> Run<'a> {
         };
         let mut outcome;
         let t0 = std::time::Instant::now();
+        // osGroups need `generic-worker:os-group:<pool>/<group>` each, as generic-worker's
+        let refused = match &payload {
+            Some(p) if !p.os_groups.is_empty() => {
+                let pool = c.task_queue_id();
+                let required: Vec<String> = p
+                    .os_groups
+                    .iter()
+                    .map(|g| format!("generic-worker:os-group:{pool}/{g}"))
+                    .collect();
+                match super::task_holds(&self.ctx.worker_queue, &self.claim.task, &required).await {
+                    Ok(()) => None,
+                    Err(Shortfall::Missing(missing)) => {
+                        log.error(format!(
+                            "TASK FAIL since the task's scopes do not include {missing}, which its osGroups need"
+                        ));
+                        Some(Outcome::Exception("malformed-payload"))
+                    }
+                    Err(Shortfall::Unavailable(why)) => {
+                        log.error(format!("TASK FAIL since {why}"));
+                        Some(Outcome::Exception("resource-unavailable"))
+                    }
+                }
+            }
+            _ => None,
+        };
         let live = match &payload {
             Some(p) if p.features.live_log => self.start_live_log(p).await,
             _ => None,
@@ -292,7 +317,7 @@ impl<'a> Run<'a> {
         };
         // an abort (worker shutdown, the run lost) does not wait for the mounts' downloads
         let mounted = match &payload {
-            Some(p) if !p.mounts.is_empty() => tokio::select! {
+            Some(p) if !p.mounts.is_empty() && refused.is_none() => tokio::select! {
                 m = mounts::mount(&cx, &p.mounts) => Some(m),
                 _ = abort_rx.wait_for(|a| a.is_some()) => {
                     Some(Err(MountError::Failed("aborted while mounting".into())))
@@ -303,11 +328,22 @@ impl<'a> Run<'a> {
         let mut last_exit = None;
         match (&payload, mounted.as_ref()) {
             (None, _) => outcome = Outcome::Exception("malformed-payload"),
+            (Some(_), _) if refused.is_some() => {
+                outcome = refused.clone().unwrap_or(Outcome::Failed);
+            }
             (Some(_), Some(Err(e))) => {
-                log.error(format!("TASK FAIL since a mount could not be made: {e}"));
                 // an abort that stopped the mounts decides the outcome: a worker shutdown is
                 // `worker-shutdown` (retried), a lost run is not resolved here
                 let aborted = *abort_rx.borrow();
+                match aborted {
+                    Some(Abort::WorkerShutdown) => {
+                        log.error("task aborted while mounting - the worker is shutting down")
+                    }
+                    Some(Abort::RunLost) => {
+                        log.error("task aborted while mounting - the run was resolved elsewhere")
+                    }
+                    None => log.error(format!("TASK FAIL since a mount could not be made: {e}")),
+                }
                 outcome = match (aborted, e) {
                     (Some(a), _) => a.outcome(),
                     (None, MountError::Malformed(_)) => Outcome::Exception("malformed-payload"),

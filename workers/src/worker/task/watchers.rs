@@ -11,9 +11,12 @@ use std::time::Duration;
 use taskcluster::Credentials;
 use tokio::sync::watch;
 
+/// How often a claim that this machine's clock already sees as over is reclaimed.
+const SKEWED_RECLAIM: Duration = Duration::from_secs(60);
+
 /// Reclaims before `takenUntil` (3 minutes before, or a third of the claim when claims are
 /// shorter) and swaps in the new credentials; a refused reclaim means the run is lost. A claim
-/// already over by this machine's clock is not reclaimed.
+/// already over by this machine's clock is reclaimed at once, then once a minute.
 pub(super) async fn reclaimer(
     queue: SharedQueue,
     task_id: String,
@@ -22,19 +25,27 @@ pub(super) async fn reclaimer(
     abort: Arc<watch::Sender<Option<Abort>>>,
     log: Arc<TaskLog>,
 ) {
+    // when the last reclaim ran, if the claim was already over by this clock then
+    let mut behind: Option<tokio::time::Instant> = None;
     loop {
         let left = (taken_until - Utc::now()).to_std().unwrap_or_default();
         if left.is_zero() {
-            // the claim has run out by this machine's clock (a clock ahead of the queue's, or
-            // a reply that came too late): reclaiming now would only repeat at once, so none
-            // is scheduled, as generic-worker schedules none that close
-            log.warn(format!(
-                "the claim ran until {taken_until}, already past here: not reclaiming"
-            ));
-            return;
+            // the claim is over by this machine's clock though the queue may still hold it (a
+            // late wake-up, or a clock ahead of the queue's): reclaim at once, and when the
+            // reclaimed claim is over here too, once a minute: never in a tight loop
+            if let Some(last) = behind {
+                log.warn(format!(
+                    "the claim runs until {taken_until}, already past on this machine's clock \
+                     (is it ahead of the queue's?); reclaiming in a minute"
+                ));
+                tokio::time::sleep_until(last + SKEWED_RECLAIM).await;
+            }
+            behind = Some(tokio::time::Instant::now());
+        } else {
+            behind = None;
+            let margin = Duration::from_secs(180).min(left / 3);
+            tokio::time::sleep(left - margin).await;
         }
-        let margin = Duration::from_secs(180).min(left / 3);
-        tokio::time::sleep(left - margin).await;
         match queue.get().reclaimTask(&task_id, &run_id).await {
             Ok(reply) => {
                 let next = reply["takenUntil"]
