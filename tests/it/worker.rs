@@ -20,6 +20,26 @@ async fn resolved(server: &Server, task_id: &str) -> Value {
     .await
 }
 
+/// Creates a task of `payload` on `queue` for a worker; its id.
+async fn create_process_task(server: &Server, queue: &str, payload: Value) -> String {
+    let task_id = slugid::nice();
+    server
+        .queue()
+        .createTask(&task_id, &process_task(queue, payload))
+        .await
+        .unwrap();
+    task_id
+}
+
+/// The resolved status, and the run's backing log (run 0).
+async fn resolved_with_log(server: &Server, task_id: &str) -> (Value, String) {
+    let s = resolved(server, task_id).await;
+    let log = server
+        .artifact_text(task_id, 0, "public/logs/live_backing.log")
+        .await;
+    (s, log)
+}
+
 async fn running(server: &Server, task_id: &str) {
     let q = server.queue();
     eventually(LONG, || async {
@@ -422,10 +442,7 @@ curl -s -o /dev/null -w '%{http_code}' --data "https://elsewhere.example.com/x" 
     ]);
     let task_id = slugid::nice();
     server.queue().createTask(&task_id, &def).await.unwrap();
-    let s = resolved(&server, &task_id).await;
-    let log = server
-        .artifact_text(&task_id, 0, "public/logs/live_backing.log")
-        .await;
+    let (s, log) = resolved_with_log(&server, &task_id).await;
     assert_eq!(s["state"], "completed", "{s}\n{log}");
     assert!(log.contains("taskcluster-proxy listening at"), "{log}");
     let text = |name: &'static str| {
@@ -567,19 +584,13 @@ async fn sigterm_while_mounting_resolves_worker_shutdown() {
     let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/never", stalled.local_addr().unwrap());
     let mut worker = server.start_worker(&queue, "w-mounting", &[]);
-    let task_id = slugid::nice();
-    server
-        .queue()
-        .createTask(
-            &task_id,
-            &process_task(
-                &queue,
-                json!({"command": [["sh", "-c", "echo should-not-run"]], "maxRunTime": 60,
+    let task_id = create_process_task(
+        &server,
+        &queue,
+        json!({"command": [["sh", "-c", "echo should-not-run"]], "maxRunTime": 60,
                        "mounts": [{"file": "x", "content": {"url": url}}]}),
-            ),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     running(&server, &task_id).await;
     // the download has started once the worker's connection is accepted
     stalled.set_nonblocking(true).unwrap();
@@ -795,10 +806,7 @@ async fn mounts_write_files_and_caches_outlive_their_task() {
     )
     .await
     .unwrap();
-    let s = resolved(&server, &first).await;
-    let log = server
-        .artifact_text(&first, 0, "public/logs/live_backing.log")
-        .await;
+    let (s, log) = resolved_with_log(&server, &first).await;
     assert_eq!(s["state"], "completed", "{s}\n{log}");
     for line in ["raw-content\n", "from-dependency\n", "b64-content\n"] {
         assert!(log.contains(line), "{line:?} missing from {log}");
@@ -877,10 +885,7 @@ async fn mounts_write_files_and_caches_outlive_their_task() {
     )
     .await
     .unwrap();
-    let s = resolved(&server, &fifth).await;
-    let log = server
-        .artifact_text(&fifth, 0, "public/logs/live_backing.log")
-        .await;
+    let (s, log) = resolved_with_log(&server, &fifth).await;
     assert_eq!(s["state"], "completed", "{s}\n{log}");
     assert!(log.contains("as purge-cache asked"), "{log}");
 
