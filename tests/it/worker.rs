@@ -574,6 +574,40 @@ async fn worker_config_problems_exit_with_generic_workers_codes() {
     let _ = std::fs::remove_file(&bad_json);
 }
 
+/// A worker stopped while its claimWork is being answered hands the task it was just given
+/// back (`worker-shutdown`, retried at once) instead of leaving it claimed by nobody until the
+/// claim expires. The queue's writer is slowed (a fail point sleeps 400 ms after each append)
+/// so that the stop lands between the claim and its answer.
+#[tokio::test]
+async fn a_claim_answered_during_shutdown_is_handed_back() {
+    let server = Server::start(&[("FAILPOINTS", "queue-after-append=sleep(400)")]).await;
+    let queue = fresh_queue();
+    let mut worker = server.start_worker(&queue, "w-late-claim", &[]);
+    // the worker's claimWork is waiting for work
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let task_id = create_process_task(
+        &server,
+        &queue,
+        json!({"command": [["sh", "-c", "sleep 30"]], "maxRunTime": 60}),
+    )
+    .await;
+    // createTask's answer came after its own append's sleep; the claim it woke is appended
+    // now and answered 400 ms later
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    worker.signal("TERM");
+    assert_eq!(worker.exit_code(LONG).await, Some(72));
+    let q = server.queue();
+    // left unread, the claim would keep the run `running` for the claim's 20 minutes
+    let s = eventually(Duration::from_secs(20), || async {
+        let s = state_of(&q, &task_id).await;
+        (s["runs"][0]["state"] == "exception").then_some(s)
+    })
+    .await;
+    assert_eq!(s["runs"][0]["reasonResolved"], "worker-shutdown", "{s}");
+    assert_eq!(s["runs"][0]["workerId"], "w-late-claim", "{s}");
+    assert_eq!(s["runs"][1]["state"], "pending", "{s}");
+}
+
 /// A worker stopped while a task's mount is still downloading resolves the run as it resolves
 /// one stopped in its commands: `worker-shutdown`, which the queue retries.
 #[tokio::test]

@@ -292,6 +292,34 @@ pub(crate) async fn task_holds(
     }
 }
 
+/// How long a stopping worker waits for the claimWork it has in flight. A reply that carries
+/// tasks comes back at once (the queue claims and answers together), so a short wait catches
+/// the claims a stop would otherwise leave held by nobody until they expire; a long-poll still
+/// waiting for work is then dropped, which claims nothing.
+const CLAIM_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits up to `CLAIM_GRACE` for the claimWork in flight and hands back whatever it claimed.
+async fn settle_claim(in_flight: Option<InFlightClaim>, root_url: &str) {
+    let Some((request, _)) = in_flight else {
+        return;
+    };
+    let abort = request.abort_handle();
+    let reply = match tokio::time::timeout(CLAIM_GRACE, request).await {
+        Ok(Ok(Ok(reply))) => reply,
+        // failed, or still waiting for work: nothing was claimed for it
+        Ok(_) => return,
+        Err(_) => {
+            abort.abort();
+            return;
+        }
+    };
+    for claim in reply["tasks"].as_array().into_iter().flatten() {
+        task::hand_back(claim, root_url).await;
+    }
+}
+
+type InFlightClaim = (tokio::task::JoinHandle<Result<serde_json::Value>>, u64);
+
 /// A queue client whose credentials can change under it (task credentials at each reclaim,
 /// worker credentials at each reregistration).
 #[derive(Clone)]
@@ -478,9 +506,10 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
 
     let (abort_all, _) = watch::channel::<Option<Abort>>(None);
     let mut running: JoinSet<()> = JoinSet::new();
-    // at most one claimWork in flight; it is never dropped while the worker runs, because a
-    // reply dropped unread would leave its tasks claimed by nobody until their claims expire
-    let mut in_flight: Option<(tokio::task::JoinHandle<Result<serde_json::Value>>, u64)> = None;
+    // at most one claimWork in flight; it is never dropped unread while the worker runs, and
+    // a stop waits a moment for it (`settle_claim`), because a reply dropped unread would
+    // leave its tasks claimed by nobody until their claims expire
+    let mut in_flight: Option<InFlightClaim> = None;
     let mut claimed: u64 = 0;
     let mut last_asked = tokio::time::Instant::now() - ASK_TERMINATE;
     let mut idle_since = tokio::time::Instant::now();
@@ -499,10 +528,8 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                     running = running.len(),
                     "shutting down: aborting running tasks"
                 );
-                if let Some((h, _)) = in_flight.take() {
-                    h.abort();
-                }
                 abort_all.send_replace(Some(Abort::WorkerShutdown));
+                settle_claim(in_flight.take(), &ctx.config.root_url).await;
                 while running.join_next().await.is_some() {}
                 return Ok(exit::SHUTDOWN);
             }
@@ -511,9 +538,7 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                     running = running.len(),
                     "interrupted: finishing running tasks"
                 );
-                if let Some((h, _)) = in_flight.take() {
-                    h.abort();
-                }
+                settle_claim(in_flight.take(), &ctx.config.root_url).await;
                 // a second signal (SIGTERM) still aborts them
                 loop {
                     tokio::select! {

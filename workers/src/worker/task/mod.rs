@@ -84,6 +84,43 @@ fn parse_claim(v: &Value) -> Result<Claim> {
     })
 }
 
+/// A claim the worker will not run (it is stopping): resolved `worker-shutdown` with the
+/// task's credentials, so the queue retries it at once instead of when its claim expires.
+pub(super) async fn hand_back(claim: &Value, root_url: &str) {
+    let claim = match parse_claim(claim) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "unusable claimWork reply entry");
+            return;
+        }
+    };
+    let queue = match SharedQueue::new(root_url, claim.credentials.clone()) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(task_id = %claim.task_id, error = %e, "cannot build a client with the task credentials");
+            return;
+        }
+    };
+    let reason = json!({ "reason": "worker-shutdown" });
+    match queue
+        .get()
+        .reportException(&claim.task_id, &claim.run_id, &reason)
+        .await
+    {
+        Ok(_) => tracing::warn!(
+            task_id = %claim.task_id,
+            run_id = %claim.run_id,
+            "claimed while shutting down: handed back as worker-shutdown"
+        ),
+        Err(e) => tracing::warn!(
+            task_id = %claim.task_id,
+            run_id = %claim.run_id,
+            error = %e,
+            "claimed while shutting down, and could not be handed back"
+        ),
+    }
+}
+
 fn time_of(task: &Value, field: &str) -> Result<DateTime<Utc>> {
     task[field]
         .as_str()
