@@ -569,6 +569,33 @@ async fn static_worker_registers_claims_work_and_is_removed() {
     assert!(one.get("taskQueueId").is_none(), "{one}");
     assert!(one.get("actions").is_none(), "{one}");
     assert_eq!(one["quarantineDetails"], json!([]), "{one}");
+    // each quarantineWorker call is kept: who, when, until and why (a date in the past
+    // lifts the quarantine, so the worker goes on claiming)
+    let lifted = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    s.queue()
+        .quarantineWorker(
+            provisioner,
+            worker_type,
+            GROUP,
+            WORKER,
+            &json!({ "quarantineUntil": lifted, "quarantineInfo": "checked the disk" }),
+        )
+        .await
+        .unwrap();
+    let one = m
+        .getWorker(provisioner, worker_type, GROUP, WORKER)
+        .await
+        .unwrap();
+    let details = one["quarantineDetails"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{one}");
+    assert_eq!(details[0]["clientId"], "static/taskcluster/root", "{one}");
+    assert_eq!(details[0]["quarantineInfo"], "checked the disk", "{one}");
+    let until =
+        chrono::DateTime::parse_from_rfc3339(details[0]["quarantineUntil"].as_str().unwrap())
+            .unwrap();
+    let asked = chrono::DateTime::parse_from_rfc3339(&lifted).unwrap();
+    assert!((until - asked).num_milliseconds().abs() < 1, "{one}");
+    assert!(details[0]["updatedAt"].is_string(), "{one}");
     let missing = m
         .getWorker(provisioner, worker_type, GROUP, "nobody")
         .await

@@ -344,6 +344,7 @@ pub async fn quarantine_worker(
             worker_id: id.clone(),
             until,
             info,
+            by: caller.actor_id(),
         };
         st.engine.execute(actor(caller), cmd).await?;
         let r = st

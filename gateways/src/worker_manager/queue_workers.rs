@@ -149,11 +149,23 @@ pub async fn get_worker(
             })?;
         let mut v = worker_full(&p, &w, &g, &id, &r);
         // worker-response (worker-manager.md §5): the pool, not the task queue, no queue
-        // actions, and the quarantine history, which the queue does not keep
+        // actions, and the quarantine history (queue.md §9: who, when, until and why)
+        let details: Vec<Value> = r
+            .quarantine_details
+            .iter()
+            .map(|d| {
+                json!({
+                    "clientId": d.client_id,
+                    "updatedAt": d.updated_at.to_rfc3339(),
+                    "quarantineUntil": d.until.to_rfc3339(),
+                    "quarantineInfo": d.info,
+                })
+            })
+            .collect();
         if let Some(o) = v.as_object_mut() {
             o.remove("taskQueueId");
             o.remove("actions");
-            o.insert("quarantineDetails".into(), json!([]));
+            o.insert("quarantineDetails".into(), Value::Array(details));
         }
         let m = managed(&st, &p, &w, &g, &id);
         Ok(ok(joined(v, &p, &w, m.as_ref())))

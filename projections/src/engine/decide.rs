@@ -492,6 +492,7 @@ pub(super) fn decide(
             worker_id,
             until,
             info,
+            by,
         } => {
             // a worker declared earlier in the batch counts
             let key = queue::worker_key(task_queue_id, worker_group, worker_id);
@@ -509,7 +510,7 @@ pub(super) fn decide(
                 worker_id: worker_id.clone(),
                 until: *until,
                 info: info.clone(),
-                by: String::new(),
+                by: by.clone(),
                 at: now,
             }];
             done(overlay, events)

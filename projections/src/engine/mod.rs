@@ -126,6 +126,8 @@ pub enum QueueCommand {
         worker_id: String,
         until: Millis,
         info: String,
+        /// The caller's clientId, kept in the worker's quarantine history.
+        by: String,
     },
     /// declareWorker: creates or extends the worker and task queue records.
     /// `expires` as the caller gave it, if at all.

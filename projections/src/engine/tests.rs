@@ -292,6 +292,7 @@ async fn a_quarantine_counts_for_the_commands_after_it_in_the_same_batch() {
         worker_id,
         until: now.plus(HOUR),
         info: "test".into(),
+        by: "tester".into(),
     };
     decide(&mut batch, &quarantine, now, &limits)
         .expect("the worker declared earlier in the batch is found");

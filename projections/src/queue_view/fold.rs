@@ -435,12 +435,23 @@ impl QueueView {
                 worker_id,
                 until,
                 info,
-                ..
+                by,
+                at,
             } => {
                 let key = keys::worker(task_queue_id.as_str(), worker_group, worker_id);
                 if let Some(mut w) = fold.worker(&key)? {
                     w.quarantine_until = Some(*until);
                     w.quarantine_info = Some(info.clone());
+                    // events recorded before the caller was kept (an empty `by`) add none,
+                    // in a rebuild as when they were first folded
+                    if !by.is_empty() {
+                        w.record_quarantine(QuarantineDetail {
+                            client_id: by.clone(),
+                            updated_at: *at,
+                            until: *until,
+                            info: info.clone(),
+                        });
+                    }
                     fold.workers.insert(key, Some(w));
                 }
             }

@@ -17,7 +17,7 @@ use taskledger_core::queue::{
 use taskledger_core::time::{Millis, DAY};
 
 /// A worker as the queue knows it (derived from claims, sightings and quarantines).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct WorkerRecord {
     pub first_claim: Millis,
     pub last_date_active: Option<Millis>,
@@ -26,9 +26,81 @@ pub struct WorkerRecord {
     pub quarantine_info: Option<String>,
     /// The last 20 claims, oldest first.
     pub recent_tasks: Vec<(TaskId, u32)>,
+    /// quarantineWorker calls, oldest first, the last `QUARANTINE_HISTORY` of them (calls
+    /// recorded before the caller was kept have none). Last in the row: rows written
+    /// before it existed end before it, and read as an empty history.
+    pub quarantine_details: Vec<QuarantineDetail>,
+}
+
+/// One quarantineWorker call, as worker-manager's getWorker shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineDetail {
+    pub client_id: String,
+    pub updated_at: Millis,
+    pub until: Millis,
+    pub info: String,
+}
+
+/// How many quarantineWorker calls a worker's row keeps (each up to 4,000 characters of
+/// reason): a bound on the row, which every claim by the worker rewrites.
+pub const QUARANTINE_HISTORY: usize = 100;
+
+/// Field by field, in the order `Serialize` writes them (the codec is postcard, which reads a
+/// struct as a sequence), so that a row that ends before `quarantine_details` reads with an
+/// empty history.
+impl<'de> Deserialize<'de> for WorkerRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = WorkerRecord;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a worker record")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<WorkerRecord, A::Error> {
+                let short = |i| serde::de::Error::invalid_length(i, &"a worker record");
+                Ok(WorkerRecord {
+                    first_claim: seq.next_element()?.ok_or_else(|| short(0))?,
+                    last_date_active: seq.next_element()?.ok_or_else(|| short(1))?,
+                    expires: seq.next_element()?.ok_or_else(|| short(2))?,
+                    quarantine_until: seq.next_element()?.ok_or_else(|| short(3))?,
+                    quarantine_info: seq.next_element()?.ok_or_else(|| short(4))?,
+                    recent_tasks: seq.next_element()?.ok_or_else(|| short(5))?,
+                    // an older row ends here: reading on fails at its end (RocksDB's
+                    // checksums stand between a row and a cut inside its history)
+                    quarantine_details: seq.next_element().ok().flatten().unwrap_or_default(),
+                })
+            }
+        }
+        const FIELDS: &[&str] = &[
+            "first_claim",
+            "last_date_active",
+            "expires",
+            "quarantine_until",
+            "quarantine_info",
+            "recent_tasks",
+            "quarantine_details",
+        ];
+        d.deserialize_struct("WorkerRecord", FIELDS, Fields)
+    }
 }
 
 impl WorkerRecord {
+    /// Adds a quarantineWorker call to the history, dropping the oldest past
+    /// `QUARANTINE_HISTORY`.
+    pub fn record_quarantine(&mut self, detail: QuarantineDetail) {
+        self.quarantine_details.push(detail);
+        let over = self
+            .quarantine_details
+            .len()
+            .saturating_sub(QUARANTINE_HISTORY);
+        self.quarantine_details.drain(..over);
+    }
+
     pub fn quarantined(&self, now: Millis) -> bool {
         self.quarantine_until.is_some_and(|q| q > now)
     }

@@ -467,3 +467,57 @@ fn folding_through_an_unwritten_batch_equals_a_fold_per_event() {
         assert_eq!(mirror[keys::CF_CLAIMS].len(), 10, "batches of {size}");
     }
 }
+
+/// A worker row written before the quarantine history existed (its six fields) reads with an
+/// empty history; a row with a history reads back whole; the history keeps the last
+/// `QUARANTINE_HISTORY` calls.
+#[test]
+fn worker_rows_without_a_quarantine_history_still_read() {
+    #[derive(Serialize)]
+    struct Before {
+        first_claim: Millis,
+        last_date_active: Option<Millis>,
+        expires: Millis,
+        quarantine_until: Option<Millis>,
+        quarantine_info: Option<String>,
+        recent_tasks: Vec<(TaskId, u32)>,
+    }
+    let now = Millis::now();
+    let task = Slug::nice();
+    let old = codec::encode(&Before {
+        first_claim: now,
+        last_date_active: Some(now),
+        expires: now.plus(HOUR),
+        quarantine_until: Some(now.plus(HOUR)),
+        quarantine_info: Some("bad disk".into()),
+        recent_tasks: vec![(task, 2)],
+    })
+    .unwrap();
+    let read: WorkerRecord = codec::decode(&old).unwrap();
+    assert_eq!(
+        read,
+        WorkerRecord {
+            first_claim: now,
+            last_date_active: Some(now),
+            expires: now.plus(HOUR),
+            quarantine_until: Some(now.plus(HOUR)),
+            quarantine_info: Some("bad disk".into()),
+            recent_tasks: vec![(task, 2)],
+            quarantine_details: vec![],
+        }
+    );
+
+    let mut w = read;
+    for i in 0..QUARANTINE_HISTORY + 3 {
+        w.record_quarantine(QuarantineDetail {
+            client_id: format!("client-{i}"),
+            updated_at: now,
+            until: now.plus(HOUR),
+            info: "why".into(),
+        });
+    }
+    assert_eq!(w.quarantine_details.len(), QUARANTINE_HISTORY);
+    assert_eq!(w.quarantine_details[0].client_id, "client-3");
+    let again: WorkerRecord = codec::decode(&codec::encode(&w).unwrap()).unwrap();
+    assert_eq!(again, w);
+}
