@@ -227,6 +227,8 @@ async fn run_services<L: EventLog + 'static>(
     let mut view = QueueView::new(db.clone()).context("loading the queue projection")?;
     view.index_expiries()
         .context("indexing the expiry of tasks written before the index")?;
+    view.rewrite_worker_rows()
+        .context("rewriting worker rows written before their quarantine history")?;
     if !embedded {
         auth_view = auth_view.with_stream_index();
         view = view.with_stream_index();

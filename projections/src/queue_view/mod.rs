@@ -268,6 +268,35 @@ impl QueueView {
         Ok(())
     }
 
+    /// Rewrites every `workers` row written before rows ended with their quarantine history
+    /// (once; a marker in `meta` says it was done), so the stored bytes are the ones a
+    /// rebuild from the log writes and digests compare equal.
+    pub fn rewrite_worker_rows(&self) -> Result<(), StoreError> {
+        const MARKER: &[u8] = b"worker-rows-with-quarantine-history";
+        let db = &*self.db;
+        let meta = cf(db, keys::CF_META)?;
+        if db.get_pinned_cf(meta, MARKER)?.is_some() {
+            return Ok(());
+        }
+        let _folding = self.folding.lock().expect("fold lock");
+        let workers = cf(db, keys::CF_WORKERS)?;
+        let mut wb = WriteBatch::default();
+        for item in db.iterator_cf(workers, IteratorMode::Start) {
+            let (k, v) = item?;
+            let w: WorkerRecord = codec::decode(&v)?;
+            let now = codec::encode(&w)?;
+            if now[..] != v[..] {
+                wb.put_cf(workers, k, now);
+            }
+            if wb.len() >= 10_000 {
+                db.write(std::mem::take(&mut wb))?;
+            }
+        }
+        wb.put_cf(meta, MARKER, []);
+        db.write(wb)?;
+        Ok(())
+    }
+
     /// Tasks, task groups and artifacts whose expiry is in `from..=now`, earliest first, at
     /// most `limit`, each with its expiry. Starting at `from` (the earliest expiry a previous
     /// scan left) skips the deletions of everything expired before.

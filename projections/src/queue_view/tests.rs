@@ -493,7 +493,19 @@ fn worker_rows_without_a_quarantine_history_still_read() {
         recent_tasks: vec![(task, 2)],
     })
     .unwrap();
+    // a database from before: its row is rewritten once, in the bytes a rebuild writes
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::store::open(dir.path()).unwrap();
+    let workers = crate::store::cf(&db, keys::CF_WORKERS).unwrap();
+    db.put_cf(workers, b"a-worker", &old).unwrap();
+    let view = QueueView::new(db.clone()).unwrap();
+    view.rewrite_worker_rows().unwrap();
+    let stored = db.get_cf(workers, b"a-worker").unwrap().unwrap();
     let read: WorkerRecord = codec::decode(&old).unwrap();
+    assert_eq!(stored, codec::encode(&read).unwrap());
+    assert_ne!(stored, old);
+    view.rewrite_worker_rows().unwrap();
+    let _again: WorkerRecord = codec::decode(&stored).unwrap();
     assert_eq!(
         read,
         WorkerRecord {
