@@ -578,13 +578,19 @@ async fn worker_config_problems_exit_with_generic_workers_codes() {
 /// back (`worker-shutdown`, retried at once) instead of leaving it claimed by nobody until the
 /// claim expires. The queue's writer is slowed (a fail point sleeps 400 ms after each append)
 /// so that the stop lands between the claim and its answer.
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_claim_answered_during_shutdown_is_handed_back() {
     let server = Server::start(&[("FAILPOINTS", "queue-after-append=sleep(400)")]).await;
     let queue = fresh_queue();
     let mut worker = server.start_worker(&queue, "w-late-claim", &[]);
-    // the worker's claimWork is waiting for work
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let q = server.queue();
+    // the worker's claimWork is waiting for work once the queue has seen the worker
+    let (p, w) = queue.split_once('/').unwrap();
+    eventually(LONG, || async {
+        q.getWorker(p, w, "it-group", "w-late-claim").await.ok()
+    })
+    .await;
     let task_id = create_process_task(
         &server,
         &queue,
@@ -596,7 +602,6 @@ async fn a_claim_answered_during_shutdown_is_handed_back() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     worker.signal("TERM");
     assert_eq!(worker.exit_code(LONG).await, Some(72));
-    let q = server.queue();
     // left unread, the claim would keep the run `running` for the claim's 20 minutes
     let s = eventually(Duration::from_secs(20), || async {
         let s = state_of(&q, &task_id).await;
@@ -606,6 +611,9 @@ async fn a_claim_answered_during_shutdown_is_handed_back() {
     assert_eq!(s["runs"][0]["reasonResolved"], "worker-shutdown", "{s}");
     assert_eq!(s["runs"][0]["workerId"], "w-late-claim", "{s}");
     assert_eq!(s["runs"][1]["state"], "pending", "{s}");
+    // handed back, not started and aborted: a started run would have uploaded its log
+    let artifacts = q.listArtifacts(&task_id, "0", None, None).await.unwrap();
+    assert_eq!(artifacts["artifacts"], json!([]), "{artifacts}");
 }
 
 /// A worker stopped while a task's mount is still downloading resolves the run as it resolves

@@ -17,7 +17,7 @@ use taskledger_core::queue::{
 use taskledger_core::time::{Millis, DAY};
 
 /// A worker as the queue knows it (derived from claims, sightings and quarantines).
-#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct WorkerRecord {
     pub first_claim: Millis,
     pub last_date_active: Option<Millis>,
@@ -27,8 +27,8 @@ pub struct WorkerRecord {
     /// The last 20 claims, oldest first.
     pub recent_tasks: Vec<(TaskId, u32)>,
     /// quarantineWorker calls, oldest first, the last `QUARANTINE_HISTORY` of them (calls
-    /// recorded before the caller was kept have none). Last in the row: rows written
-    /// before it existed end before it, and read as an empty history.
+    /// recorded before the caller was kept have none). Rows written before it existed are
+    /// rewritten at start (`QueueView::rewrite_worker_rows`).
     pub quarantine_details: Vec<QuarantineDetail>,
 }
 
@@ -42,50 +42,33 @@ pub struct QuarantineDetail {
 }
 
 /// How many quarantineWorker calls a worker's row keeps (each up to 4,000 characters of
-/// reason): a bound on the row, which every claim by the worker rewrites.
-pub const QUARANTINE_HISTORY: usize = 100;
+/// reason, so at most about 80 KB): a bound on the row, which every claim by the worker
+/// rewrites and reads.
+pub const QUARANTINE_HISTORY: usize = 20;
 
-/// Field by field, in the order `Serialize` writes them (the codec is postcard, which reads a
-/// struct as a sequence), so that a row that ends before `quarantine_details` reads with an
-/// empty history.
-impl<'de> Deserialize<'de> for WorkerRecord {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = WorkerRecord;
+/// A `workers` row as written before rows ended with their quarantine history: read only by
+/// `QueueView::rewrite_worker_rows`, which rewrites such rows once at start.
+#[derive(Serialize, Deserialize)]
+struct WorkerRecordBefore {
+    first_claim: Millis,
+    last_date_active: Option<Millis>,
+    expires: Millis,
+    quarantine_until: Option<Millis>,
+    quarantine_info: Option<String>,
+    recent_tasks: Vec<(TaskId, u32)>,
+}
 
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a worker record")
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<WorkerRecord, A::Error> {
-                let short = |i| serde::de::Error::invalid_length(i, &"a worker record");
-                Ok(WorkerRecord {
-                    first_claim: seq.next_element()?.ok_or_else(|| short(0))?,
-                    last_date_active: seq.next_element()?.ok_or_else(|| short(1))?,
-                    expires: seq.next_element()?.ok_or_else(|| short(2))?,
-                    quarantine_until: seq.next_element()?.ok_or_else(|| short(3))?,
-                    quarantine_info: seq.next_element()?.ok_or_else(|| short(4))?,
-                    recent_tasks: seq.next_element()?.ok_or_else(|| short(5))?,
-                    // an older row ends here: reading on fails at its end (RocksDB's
-                    // checksums stand between a row and a cut inside its history)
-                    quarantine_details: seq.next_element().ok().flatten().unwrap_or_default(),
-                })
-            }
+impl From<WorkerRecordBefore> for WorkerRecord {
+    fn from(w: WorkerRecordBefore) -> WorkerRecord {
+        WorkerRecord {
+            first_claim: w.first_claim,
+            last_date_active: w.last_date_active,
+            expires: w.expires,
+            quarantine_until: w.quarantine_until,
+            quarantine_info: w.quarantine_info,
+            recent_tasks: w.recent_tasks,
+            quarantine_details: Vec::new(),
         }
-        const FIELDS: &[&str] = &[
-            "first_claim",
-            "last_date_active",
-            "expires",
-            "quarantine_until",
-            "quarantine_info",
-            "recent_tasks",
-            "quarantine_details",
-        ];
-        d.deserialize_struct("WorkerRecord", FIELDS, Fields)
     }
 }
 
@@ -283,11 +266,15 @@ impl QueueView {
         let mut wb = WriteBatch::default();
         for item in db.iterator_cf(workers, IteratorMode::Start) {
             let (k, v) = item?;
-            let w: WorkerRecord = codec::decode(&v)?;
-            let now = codec::encode(&w)?;
-            if now[..] != v[..] {
-                wb.put_cf(workers, k, now);
+            if codec::decode::<WorkerRecord>(&v).is_ok() {
+                continue;
             }
+            // a row of the layout before, byte for byte; anything else is an error
+            let before: WorkerRecordBefore = codec::decode(&v)?;
+            if codec::encode(&before)?[..] != v[..] {
+                codec::decode::<WorkerRecord>(&v)?;
+            }
+            wb.put_cf(workers, k, codec::encode(&WorkerRecord::from(before))?);
             if wb.len() >= 10_000 {
                 db.write(std::mem::take(&mut wb))?;
             }

@@ -468,11 +468,12 @@ fn folding_through_an_unwritten_batch_equals_a_fold_per_event() {
     }
 }
 
-/// A worker row written before the quarantine history existed (its six fields) reads with an
-/// empty history; a row with a history reads back whole; the history keeps the last
+/// A worker row written before the quarantine history existed (its six fields) does not read
+/// as a row of today; `rewrite_worker_rows` rewrites it once, in the bytes a rebuild writes,
+/// and a row that is neither layout is an error. The history keeps the last
 /// `QUARANTINE_HISTORY` calls.
 #[test]
-fn worker_rows_without_a_quarantine_history_still_read() {
+fn worker_rows_from_before_the_quarantine_history_are_rewritten() {
     #[derive(Serialize)]
     struct Before {
         first_claim: Millis,
@@ -493,33 +494,39 @@ fn worker_rows_without_a_quarantine_history_still_read() {
         recent_tasks: vec![(task, 2)],
     })
     .unwrap();
-    // a database from before: its row is rewritten once, in the bytes a rebuild writes
+    assert!(codec::decode::<WorkerRecord>(&old).is_err());
+    let expected = WorkerRecord {
+        first_claim: now,
+        last_date_active: Some(now),
+        expires: now.plus(HOUR),
+        quarantine_until: Some(now.plus(HOUR)),
+        quarantine_info: Some("bad disk".into()),
+        recent_tasks: vec![(task, 2)],
+        quarantine_details: vec![],
+    };
+
     let dir = tempfile::tempdir().unwrap();
-    let db = crate::store::open(dir.path()).unwrap();
+    let db = crate::store::open(&dir.path().join("before")).unwrap();
     let workers = crate::store::cf(&db, keys::CF_WORKERS).unwrap();
     db.put_cf(workers, b"a-worker", &old).unwrap();
     let view = QueueView::new(db.clone()).unwrap();
     view.rewrite_worker_rows().unwrap();
     let stored = db.get_cf(workers, b"a-worker").unwrap().unwrap();
-    let read: WorkerRecord = codec::decode(&old).unwrap();
-    assert_eq!(stored, codec::encode(&read).unwrap());
-    assert_ne!(stored, old);
+    assert_eq!(stored, codec::encode(&expected).unwrap());
+    // once: a later start leaves the rows alone
+    db.put_cf(workers, b"a-worker", &old).unwrap();
     view.rewrite_worker_rows().unwrap();
-    let _again: WorkerRecord = codec::decode(&stored).unwrap();
-    assert_eq!(
-        read,
-        WorkerRecord {
-            first_claim: now,
-            last_date_active: Some(now),
-            expires: now.plus(HOUR),
-            quarantine_until: Some(now.plus(HOUR)),
-            quarantine_info: Some("bad disk".into()),
-            recent_tasks: vec![(task, 2)],
-            quarantine_details: vec![],
-        }
-    );
+    assert_eq!(db.get_cf(workers, b"a-worker").unwrap().unwrap(), old);
 
-    let mut w = read;
+    // a row that is neither layout stops the rewrite instead of being guessed at
+    let db = crate::store::open(&dir.path().join("broken")).unwrap();
+    let workers = crate::store::cf(&db, keys::CF_WORKERS).unwrap();
+    db.put_cf(workers, b"a-worker", &old[..old.len() - 3])
+        .unwrap();
+    let view = QueueView::new(db.clone()).unwrap();
+    assert!(view.rewrite_worker_rows().is_err());
+
+    let mut w = expected;
     for i in 0..QUARANTINE_HISTORY + 3 {
         w.record_quarantine(QuarantineDetail {
             client_id: format!("client-{i}"),

@@ -296,25 +296,44 @@ pub(crate) async fn task_holds(
 /// tasks comes back at once (the queue claims and answers together), so a short wait catches
 /// the claims a stop would otherwise leave held by nobody until they expire; a long-poll still
 /// waiting for work is then dropped, which claims nothing.
-const CLAIM_GRACE: Duration = Duration::from_secs(1);
+const CLAIM_GRACE: Duration = Duration::from_secs(2);
 
-/// Waits up to `CLAIM_GRACE` for the claimWork in flight and hands back whatever it claimed.
-async fn settle_claim(in_flight: Option<InFlightClaim>, root_url: &str) {
+/// How long a stopping worker spends handing claims back, all at once: a stop is usually
+/// followed by a kill, and a claim not handed back only waits for its expiry.
+const HAND_BACK_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits up to `CLAIM_GRACE` for the claimWork in flight; the claims it brought, if any.
+async fn settle_claim(in_flight: Option<InFlightClaim>) -> Vec<serde_json::Value> {
     let Some((request, _)) = in_flight else {
-        return;
+        return Vec::new();
     };
     let abort = request.abort_handle();
-    let reply = match tokio::time::timeout(CLAIM_GRACE, request).await {
-        Ok(Ok(Ok(reply))) => reply,
-        // failed, or still waiting for work: nothing was claimed for it
-        Ok(_) => return,
+    match tokio::time::timeout(CLAIM_GRACE, request).await {
+        Ok(Ok(Ok(reply))) => reply["tasks"].as_array().cloned().unwrap_or_default(),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "claimWork failed while stopping");
+            Vec::new()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "claimWork task failed while stopping");
+            Vec::new()
+        }
+        // still waiting for work: dropping the request claims nothing
         Err(_) => {
             abort.abort();
-            return;
+            Vec::new()
         }
-    };
-    for claim in reply["tasks"].as_array().into_iter().flatten() {
-        task::hand_back(claim, root_url).await;
+    }
+}
+
+/// Hands `claims` back (`worker-shutdown`), all at once, within `HAND_BACK_LIMIT`.
+async fn hand_back_all(claims: Vec<serde_json::Value>, root_url: &str) {
+    if claims.is_empty() {
+        return;
+    }
+    let all = futures::future::join_all(claims.iter().map(|c| task::hand_back(c, root_url)));
+    if tokio::time::timeout(HAND_BACK_LIMIT, all).await.is_err() {
+        tracing::warn!("handing claims back took too long; their claims will expire instead");
     }
 }
 
@@ -529,7 +548,8 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                     "shutting down: aborting running tasks"
                 );
                 abort_all.send_replace(Some(Abort::WorkerShutdown));
-                settle_claim(in_flight.take(), &ctx.config.root_url).await;
+                let late = settle_claim(in_flight.take()).await;
+                hand_back_all(late, &ctx.config.root_url).await;
                 while running.join_next().await.is_some() {}
                 return Ok(exit::SHUTDOWN);
             }
@@ -538,7 +558,11 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                     running = running.len(),
                     "interrupted: finishing running tasks"
                 );
-                settle_claim(in_flight.take(), &ctx.config.root_url).await;
+                // claims that arrive now are run like the others: finishing is what was asked
+                for t in settle_claim(in_flight.take()).await {
+                    let aborts = abort_all.subscribe();
+                    running.spawn(task::run_claimed(ctx.clone(), t, aborts));
+                }
                 // a second signal (SIGTERM) still aborts them
                 loop {
                     tokio::select! {

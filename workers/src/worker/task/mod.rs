@@ -84,7 +84,7 @@ fn parse_claim(v: &Value) -> Result<Claim> {
     })
 }
 
-/// A claim the worker will not run (it is stopping): resolved `worker-shutdown` with the
+/// A claim the worker will not run (it is shutting down): resolved `worker-shutdown` with the
 /// task's credentials, so the queue retries it at once instead of when its claim expires.
 pub(super) async fn hand_back(claim: &Value, root_url: &str) {
     let claim = match parse_claim(claim) {
