@@ -266,15 +266,6 @@ pub(crate) async fn task_holds(
     required: &[String],
 ) -> Result<(), Shortfall> {
     use taskledger_core::scopes::any_satisfies;
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let given = strings(&task["scopes"]);
     if required.iter().all(|r| any_satisfies(&given, r)) {
         return Ok(());
@@ -290,6 +281,17 @@ pub(crate) async fn task_holds(
         Some(missing) => Err(Shortfall::Missing(missing.clone())),
         None => Ok(()),
     }
+}
+
+/// The strings of a JSON array (a task's `scopes`, say); anything else gives none.
+pub(crate) fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How long a stopping worker waits for the claimWork it has in flight. A reply that carries
@@ -327,11 +329,11 @@ async fn settle_claim(in_flight: Option<InFlightClaim>) -> Vec<serde_json::Value
 }
 
 /// Hands `claims` back (`worker-shutdown`), all at once, within `HAND_BACK_LIMIT`.
-async fn hand_back_all(claims: Vec<serde_json::Value>, root_url: &str) {
+async fn hand_back_all(claims: Vec<serde_json::Value>, ctx: &Ctx) {
     if claims.is_empty() {
         return;
     }
-    let all = futures::future::join_all(claims.iter().map(|c| task::hand_back(c, root_url)));
+    let all = futures::future::join_all(claims.iter().map(|c| task::hand_back(ctx, c)));
     if tokio::time::timeout(HAND_BACK_LIMIT, all).await.is_err() {
         tracing::warn!("handing claims back took too long; their claims will expire instead");
     }
@@ -549,7 +551,7 @@ pub async fn run(mut config: WorkerConfig, mut stop: watch::Receiver<Stop>) -> R
                 );
                 abort_all.send_replace(Some(Abort::WorkerShutdown));
                 let late = settle_claim(in_flight.take()).await;
-                hand_back_all(late, &ctx.config.root_url).await;
+                hand_back_all(late, &ctx).await;
                 while running.join_next().await.is_some() {}
                 return Ok(exit::SHUTDOWN);
             }

@@ -138,21 +138,23 @@ impl Proxy {
         url.path().starts_with(&prefix).then_some(url)
     }
 
-    fn hawk_credentials(&self) -> Result<(hawk::Credentials, Option<String>)> {
+    /// The Hawk request for `method` on `url` with the task's current credentials and the
+    /// proxy's `ext`, handed to `make` with those credentials (a header, or a bewit, is made
+    /// from the two).
+    fn hawk<T>(
+        &self,
+        method: &str,
+        url: &reqwest::Url,
+        make: impl for<'r> FnOnce(&hawk::Request<'r>, &'r hawk::Credentials) -> hawk::Result<T>,
+    ) -> Result<T> {
         let creds = self.queue.credentials();
+        let ext = self.ext(creds.certificate.as_deref())?;
         let key = hawk::Key::new(creds.access_token.as_bytes(), hawk::SHA256)
             .map_err(|e| anyhow!("the task's access token: {e}"))?;
         let hawk_creds = hawk::Credentials {
             id: creds.client_id,
             key,
         };
-        Ok((hawk_creds, creds.certificate))
-    }
-
-    /// The `Authorization` header for `method` on `url`.
-    fn sign(&self, method: &str, url: &reqwest::Url) -> Result<String> {
-        let (creds, certificate) = self.hawk_credentials()?;
-        let ext = self.ext(certificate.as_deref())?;
         let resource = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
@@ -161,11 +163,15 @@ impl Proxy {
         let port = url
             .port_or_known_default()
             .ok_or_else(|| anyhow!("no port for {url}"))?;
-        let header = hawk::RequestBuilder::new(method, host, port, &resource)
+        let request = hawk::RequestBuilder::new(method, host, port, &resource)
             .ext(Some(ext.as_str()))
-            .request()
-            .make_header(&creds)
-            .map_err(|e| anyhow!("signing: {e}"))?;
+            .request();
+        make(&request, &hawk_creds).map_err(|e| anyhow!("signing: {e}"))
+    }
+
+    /// The `Authorization` header for `method` on `url`.
+    fn sign(&self, method: &str, url: &reqwest::Url) -> Result<String> {
+        let header = self.hawk(method, url, |request, creds| request.make_header(creds))?;
         Ok(format!("Hawk {header}"))
     }
 
@@ -181,23 +187,13 @@ impl Proxy {
                 self.root.as_str().trim_end_matches('/')
             ));
         }
-        let inner = || -> Result<String> {
-            let (creds, certificate) = self.hawk_credentials()?;
-            let ext = self.ext(certificate.as_deref())?;
-            let resource = match url.query() {
-                Some(q) => format!("{}?{q}", url.path()),
-                None => url.path().to_owned(),
-            };
-            let host = url.host_str().unwrap_or_default();
-            let port = url.port_or_known_default().unwrap_or(80);
-            let bewit = hawk::RequestBuilder::new("GET", host, port, &resource)
-                .ext(Some(ext.as_str()))
-                .request()
-                .make_bewit_with_ttl(&creds, BEWIT_TTL)
-                .map_err(|e| anyhow!("signing: {e}"))?;
-            Ok(bewit.to_str())
-        };
-        let bewit = inner().map_err(|e| e.to_string())?;
+        let bewit = self
+            .hawk("GET", &url, |request, creds| {
+                request
+                    .make_bewit_with_ttl(creds, BEWIT_TTL)
+                    .map(|b| b.to_str())
+            })
+            .map_err(|e| e.to_string())?;
         url.query_pairs_mut().append_pair("bewit", &bewit);
         Ok(url)
     }

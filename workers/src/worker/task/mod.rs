@@ -84,41 +84,38 @@ fn parse_claim(v: &Value) -> Result<Claim> {
     })
 }
 
-/// A claim the worker will not run (it is shutting down): resolved `worker-shutdown` with the
-/// task's credentials, so the queue retries it at once instead of when its claim expires.
-pub(super) async fn hand_back(claim: &Value, root_url: &str) {
-    let claim = match parse_claim(claim) {
+/// A claimWork reply entry and a queue client with its task's credentials; None (logged)
+/// when the entry cannot be used.
+fn open_claim(v: &Value, root_url: &str) -> Option<(Claim, SharedQueue)> {
+    let claim = match parse_claim(v) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "unusable claimWork reply entry");
-            return;
+            return None;
         }
     };
-    let queue = match SharedQueue::new(root_url, claim.credentials.clone()) {
-        Ok(q) => q,
+    match SharedQueue::new(root_url, claim.credentials.clone()) {
+        Ok(q) => Some((claim, q)),
         Err(e) => {
             tracing::error!(task_id = %claim.task_id, error = %e, "cannot build a client with the task credentials");
-            return;
+            None
         }
-    };
-    let reason = json!({ "reason": "worker-shutdown" });
-    match queue
-        .get()
-        .reportException(&claim.task_id, &claim.run_id, &reason)
-        .await
-    {
-        Ok(_) => tracing::warn!(
-            task_id = %claim.task_id,
-            run_id = %claim.run_id,
-            "claimed while shutting down: handed back as worker-shutdown"
-        ),
-        Err(e) => tracing::warn!(
-            task_id = %claim.task_id,
-            run_id = %claim.run_id,
-            error = %e,
-            "claimed while shutting down, and could not be handed back"
-        ),
     }
+}
+
+/// A claim the worker will not run (it is shutting down): resolved `worker-shutdown` with the
+/// task's credentials, so the queue retries it at once instead of when its claim expires.
+pub(super) async fn hand_back(ctx: &Ctx, claim: &Value) {
+    let Some((claim, queue)) = open_claim(claim, &ctx.config.root_url) else {
+        return;
+    };
+    tracing::warn!(
+        task_id = %claim.task_id,
+        run_id = %claim.run_id,
+        "claimed while shutting down: handed back as worker-shutdown"
+    );
+    let outcome = Outcome::Exception("worker-shutdown");
+    resolve(ctx, &queue, &claim.task_id, &claim.run_id, &outcome).await;
 }
 
 fn time_of(task: &Value, field: &str) -> Result<DateTime<Utc>> {
@@ -136,21 +133,10 @@ pub(crate) async fn run_claimed(
     claim: Value,
     aborts: watch::Receiver<Option<Abort>>,
 ) {
-    let claim = match parse_claim(&claim) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "unusable claimWork reply entry");
-            return;
-        }
+    let Some((claim, queue)) = open_claim(&claim, &ctx.config.root_url) else {
+        return;
     };
     let (task_id, run_id) = (claim.task_id.clone(), claim.run_id.clone());
-    let queue = match SharedQueue::new(&ctx.config.root_url, claim.credentials.clone()) {
-        Ok(q) => q,
-        Err(e) => {
-            tracing::error!(%task_id, error = %e, "cannot build a client with the task credentials");
-            return;
-        }
-    };
     let dir = ctx
         .config
         .tasks_dir
@@ -363,12 +349,10 @@ impl<'a> Run<'a> {
             _ => None,
         };
         let mut last_exit = None;
-        match (&payload, mounted.as_ref()) {
-            (None, _) => outcome = Outcome::Exception("malformed-payload"),
-            (Some(_), _) if refused.is_some() => {
-                outcome = refused.clone().unwrap_or(Outcome::Failed);
-            }
-            (Some(_), Some(Err(e))) => {
+        match (&payload, refused, mounted.as_ref()) {
+            (None, _, _) => outcome = Outcome::Exception("malformed-payload"),
+            (Some(_), Some(refusal), _) => outcome = refusal,
+            (Some(_), None, Some(Err(e))) => {
                 // an abort that stopped the mounts decides the outcome: a worker shutdown is
                 // `worker-shutdown` (retried), a lost run is not resolved here
                 let aborted = *abort_rx.borrow();
@@ -390,7 +374,7 @@ impl<'a> Run<'a> {
                     (None, MountError::Failed(_)) => Outcome::Failed,
                 };
             }
-            (Some(p), _) => {
+            (Some(p), None, _) => {
                 (outcome, last_exit) = self.run_commands(p, &mut abort_rx).await;
                 tracing::debug!(
                     task_id = self.claim.task_id,
@@ -577,14 +561,7 @@ impl<'a> Run<'a> {
         env.insert("TASKCLUSTER_ROOT_URL".into(), c.root_url.clone());
         // the proxy lives as long as the commands (dropped, and so stopped, when they end)
         let _proxy = if p.features.taskcluster_proxy {
-            let scopes: Vec<String> = self.claim.task["scopes"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let scopes = super::strings(&self.claim.task["scopes"]);
             match TaskProxy::start(
                 self.queue.clone(),
                 &self.claim.task_id,
