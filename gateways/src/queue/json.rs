@@ -581,9 +581,6 @@ fn integral_floats_to_integers(v: &mut Value) {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 /// JSON schema's `uri` format (RFC 3986): a scheme (a letter, then letters, digits, `+`, `-`
 /// or `.`) and a colon, then only the characters a URI may hold, with `%` starting a
 /// two-digit hex escape. No spaces, quotes, angle brackets, braces or non-ASCII text.
@@ -614,3 +611,6 @@ pub(super) fn is_uri(s: &str) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests;

@@ -163,6 +163,15 @@ fn decode_count(bytes: &[u8]) -> Result<u64, StoreError> {
 
 /// A row read by `read`: from `recent` when it holds the row's column family and key, else
 /// from the database.
+/// Writes `wb` once it holds 10,000 writes, so that a migration of a large database goes in
+/// parts of bounded size.
+fn flush_large(db: &DB, wb: &mut WriteBatch) -> Result<(), StoreError> {
+    if wb.len() >= 10_000 {
+        db.write(std::mem::take(wb))?;
+    }
+    Ok(())
+}
+
 fn read_row<R>(
     db: &DB,
     recent: Option<&Mutex<Recent>>,
@@ -207,79 +216,76 @@ impl QueueView {
     /// existed (once; a marker in `meta` says it was done), so they expire too and a rebuild
     /// from the log compares equal.
     pub fn index_expiries(&self) -> Result<(), StoreError> {
-        const MARKER: &[u8] = b"expiries-indexed-2";
-        let db = &*self.db;
-        let meta = cf(db, keys::CF_META)?;
-        if db.get_pinned_cf(meta, MARKER)?.is_some() {
-            return Ok(());
-        }
-        let _folding = self.folding.lock().expect("fold lock");
-        let expiries = cf(db, keys::CF_EXPIRIES)?;
-        let mut wb = WriteBatch::default();
-        // in batches of bounded size: the database may be large
-        let flush = |wb: &mut WriteBatch| -> Result<(), StoreError> {
-            if wb.len() >= 10_000 {
-                db.write(std::mem::take(wb))?;
+        self.migrate_once(b"expiries-indexed-2", |db, wb| {
+            let expiries = cf(db, keys::CF_EXPIRIES)?;
+            for item in db.iterator_cf(cf(db, keys::CF_TASKS)?, IteratorMode::Start) {
+                let (_, v) = item?;
+                let t: Task = codec::decode(&v)?;
+                let key = keys::expiry(t.definition.expires, &Expiring::Task(t.task_id));
+                wb.put_cf(expiries, key, []);
+                flush_large(db, wb)?;
+            }
+            for item in db.iterator_cf(cf(db, keys::CF_GROUPS)?, IteratorMode::Start) {
+                let (_, v) = item?;
+                let g: TaskGroup = codec::decode(&v)?;
+                let key = keys::expiry(g.expires, &Expiring::TaskGroup(g.task_group_id));
+                wb.put_cf(expiries, key, []);
+                flush_large(db, wb)?;
+            }
+            for item in db.iterator_cf(cf(db, keys::CF_ARTIFACTS)?, IteratorMode::Start) {
+                let (k, v) = item?;
+                let a: Artifact = codec::decode(&v)?;
+                if let Some((task, run)) = keys::task_run_of_artifact(&k) {
+                    let what = Expiring::Artifact(task, run, a.name);
+                    wb.put_cf(expiries, keys::expiry(a.expires, &what), []);
+                    flush_large(db, wb)?;
+                }
             }
             Ok(())
-        };
-        for item in db.iterator_cf(cf(db, keys::CF_TASKS)?, IteratorMode::Start) {
-            let (_, v) = item?;
-            let t: Task = codec::decode(&v)?;
-            let key = keys::expiry(t.definition.expires, &Expiring::Task(t.task_id));
-            wb.put_cf(expiries, key, []);
-            flush(&mut wb)?;
-        }
-        for item in db.iterator_cf(cf(db, keys::CF_GROUPS)?, IteratorMode::Start) {
-            let (_, v) = item?;
-            let g: TaskGroup = codec::decode(&v)?;
-            let key = keys::expiry(g.expires, &Expiring::TaskGroup(g.task_group_id));
-            wb.put_cf(expiries, key, []);
-            flush(&mut wb)?;
-        }
-        for item in db.iterator_cf(cf(db, keys::CF_ARTIFACTS)?, IteratorMode::Start) {
-            let (k, v) = item?;
-            let a: Artifact = codec::decode(&v)?;
-            if let Some((task, run)) = keys::task_run_of_artifact(&k) {
-                let what = Expiring::Artifact(task, run, a.name);
-                wb.put_cf(expiries, keys::expiry(a.expires, &what), []);
-                flush(&mut wb)?;
-            }
-        }
-        wb.put_cf(meta, MARKER, []);
-        db.write(wb)?;
-        Ok(())
+        })
     }
 
     /// Rewrites every `workers` row written before rows ended with their quarantine history
     /// (once; a marker in `meta` says it was done), so the stored bytes are the ones a
     /// rebuild from the log writes and digests compare equal.
     pub fn rewrite_worker_rows(&self) -> Result<(), StoreError> {
-        const MARKER: &[u8] = b"worker-rows-with-quarantine-history";
+        self.migrate_once(b"worker-rows-with-quarantine-history", |db, wb| {
+            let workers = cf(db, keys::CF_WORKERS)?;
+            for item in db.iterator_cf(workers, IteratorMode::Start) {
+                let (k, v) = item?;
+                let today = match codec::decode::<WorkerRecord>(&v) {
+                    Ok(_) => continue,
+                    Err(e) => e,
+                };
+                // a row of the layout before, byte for byte; anything else is an error
+                let before: WorkerRecordBefore = codec::decode(&v)?;
+                if codec::encode(&before)?[..] != v[..] {
+                    return Err(today.into());
+                }
+                wb.put_cf(workers, k, codec::encode(&WorkerRecord::from(before))?);
+                flush_large(db, wb)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `migrate` once per database, under the fold lock: unless `meta` holds `marker`,
+    /// it fills a batch (written in parts as it grows, `flush_large`), and the marker is
+    /// written with the batch's last part.
+    fn migrate_once(
+        &self,
+        marker: &[u8],
+        migrate: impl FnOnce(&DB, &mut WriteBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let db = &*self.db;
         let meta = cf(db, keys::CF_META)?;
-        if db.get_pinned_cf(meta, MARKER)?.is_some() {
+        if db.get_pinned_cf(meta, marker)?.is_some() {
             return Ok(());
         }
         let _folding = self.folding.lock().expect("fold lock");
-        let workers = cf(db, keys::CF_WORKERS)?;
         let mut wb = WriteBatch::default();
-        for item in db.iterator_cf(workers, IteratorMode::Start) {
-            let (k, v) = item?;
-            if codec::decode::<WorkerRecord>(&v).is_ok() {
-                continue;
-            }
-            // a row of the layout before, byte for byte; anything else is an error
-            let before: WorkerRecordBefore = codec::decode(&v)?;
-            if codec::encode(&before)?[..] != v[..] {
-                codec::decode::<WorkerRecord>(&v)?;
-            }
-            wb.put_cf(workers, k, codec::encode(&WorkerRecord::from(before))?);
-            if wb.len() >= 10_000 {
-                db.write(std::mem::take(&mut wb))?;
-            }
-        }
-        wb.put_cf(meta, MARKER, []);
+        migrate(db, &mut wb)?;
+        wb.put_cf(meta, marker, []);
         db.write(wb)?;
         Ok(())
     }
