@@ -371,17 +371,18 @@ async fn a_running_task_is_published(backend: Backend) {
         )],
     )
     .await;
-    let created = Auth::new(
+    let root = Auth::new(
         ClientBuilder::new(&s.root_url)
             .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
     )
-    .unwrap()
-    .createClient(
-        "it/pulse",
-        &json!({ "description": "d", "expires": expires, "scopes": [] }),
-    )
-    .await
     .unwrap();
+    let created = root
+        .createClient(
+            "it/pulse",
+            &json!({ "description": "d", "expires": expires, "scopes": [] }),
+        )
+        .await
+        .unwrap();
     let token = created["accessToken"].as_str().unwrap();
     let msgs = collect(&mut auth_q, Duration::from_secs(10), |g| !g.is_empty()).await;
     assert_eq!(
@@ -409,11 +410,6 @@ async fn a_running_task_is_published(backend: Backend) {
         ],
     )
     .await;
-    let root = Auth::new(
-        ClientBuilder::new(&s.root_url)
-            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
-    )
-    .unwrap();
     root.enableClient("it/pulse").await.unwrap();
     root.deleteClient("it/pulse").await.unwrap();
     root.deleteClient("it/pulse").await.unwrap();
