@@ -61,6 +61,9 @@ fi
 cargo clippy --release --workspace --all-targets --features failpoints -- -D warnings
 
 echo "== cargo test (release profile: the binary and the tests share one build)"
+# Short panics: the crash tests' servers panic on purpose, and their backtraces would bury a
+# failing test's message in the output (TASKLEDGER_TEST_BACKTRACE=1 brings them back)
+export RUST_BACKTRACE="${TASKLEDGER_TEST_BACKTRACE:-0}"
 # `failpoints`: the crash tests arm fail points in the binary they start
 cargo test --release --workspace --features failpoints
 

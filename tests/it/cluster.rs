@@ -113,6 +113,9 @@ async fn three_nodes_with(extra: &[(&str, &str)]) -> (Vec<Server>, HashMap<Strin
     (nodes, writers)
 }
 
+/// An acknowledged task its node did not show at once: when, which node, the task, its answer.
+type Unseen = (Instant, usize, String, String);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
     let (mut nodes, writers) = three_nodes().await;
@@ -154,13 +157,17 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
     let clients: Arc<Vec<Queue>> = Arc::new(nodes.iter().map(no_retry_queue).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool, Instant)>();
+    // read-your-writes broken: (when, which node, task, what its status said); reported at the
+    // end with the kill's time, so a failure says what happened rather than that a loader died
+    let unseen: Arc<std::sync::Mutex<Vec<Unseen>>> = Arc::default();
     let mut loaders = Vec::new();
     for n in 0..6usize {
-        let (clients, stop, tx, task_queue) = (
+        let (clients, stop, tx, task_queue, unseen) = (
             clients.clone(),
             stop.clone(),
             tx.clone(),
             task_queue.clone(),
+            unseen.clone(),
         );
         loaders.push(tokio::spawn(async move {
             let mut at = n % 3;
@@ -179,7 +186,13 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
                 let _ = tx.send((task_id.clone(), false, Instant::now()));
                 // read-your-writes on the node that answered, whoever wrote
                 if let Err(e) = q.status(&task_id).await {
-                    assert_ne!(status_of(&e), Some(404), "{task_id} unseen after its ack");
+                    if status_of(&e) == Some(404) {
+                        let seen = format!("{e:#}");
+                        unseen
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), at, task_id.clone(), seen));
+                    }
                 }
                 let body = json!({"workerGroup": "g", "workerId": format!("w{n}"), "tasks": 1});
                 let Ok(claimed) = q.claimWork(&task_queue, &body).await else {
@@ -187,10 +200,13 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
                     continue;
                 };
                 for claim in claimed["tasks"].as_array().cloned().unwrap_or_default() {
-                    let id = claim["status"]["taskId"].as_str().unwrap().to_string();
-                    let run = claim["runId"].as_u64().unwrap().to_string();
-                    if q.reportCompleted(&id, &run).await.is_ok() {
-                        let _ = tx.send((id, true, Instant::now()));
+                    let (Some(id), Some(run)) =
+                        (claim["status"]["taskId"].as_str(), claim["runId"].as_u64())
+                    else {
+                        panic!("a claim without a taskId or runId: {claim}");
+                    };
+                    if q.reportCompleted(id, &run.to_string()).await.is_ok() {
+                        let _ = tx.send((id.to_string(), true, Instant::now()));
                     }
                 }
             }
@@ -205,6 +221,23 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
     for l in loaders {
         l.await.expect("a loader failed");
     }
+    let unseen: Vec<String> = unseen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(at, node, id, seen)| {
+            let since = if *at >= killed_at {
+                format!("{:?} after", *at - killed_at)
+            } else {
+                format!("{:?} before", killed_at - *at)
+            };
+            format!("{id} on node {node}, {since} the kill of node {queue_writer}: {seen}")
+        })
+        .collect();
+    assert!(
+        unseen.is_empty(),
+        "acknowledged tasks unseen at once on the node that acknowledged them: {unseen:#?}"
+    );
     let mut created = HashSet::new();
     let mut completed_after_kill = 0;
     let mut completed_before_kill = 0;
