@@ -116,7 +116,7 @@ fn main() {
         .await
         .unwrap();
         let started = Instant::now();
-        engine::catch_up(&view, &reader).await.unwrap();
+        engine::catch_up(&view, &reader, None).await.unwrap();
         let catch_up = all.len() as f64 / started.elapsed().as_secs_f64();
         drop(view);
         drop(db);

@@ -134,6 +134,11 @@ where
         }
         Err(e) => {
             tracing::warn!(topic, error = %e, "cannot take the partition; retrying");
+            // meanwhile this node still shows what the log holds: commands it forwarded wait
+            // for their positions, and reads here should not fall behind while the broker is slow
+            if let Ok(position) = catch_up().await {
+                role.set_applied(position);
+            }
             tokio::time::sleep(RETAKE_BACKOFF).await;
             None
         }
@@ -146,8 +151,9 @@ pub trait Writes: Send + Sync + 'static {
     type Log: EventLog + 'static;
     fn log(&self) -> &Self::Log;
     fn topic(&self) -> (&'static str, u32);
-    /// Folds the log into the projection; the position reached.
-    fn catch_up(&self) -> impl Future<Output = Result<u64, String>> + Send;
+    /// Folds the log into the projection, publishing on `role` the position after each
+    /// batch it folds; the position reached.
+    fn catch_up(&self, role: &WriterRole) -> impl Future<Output = Result<u64, String>> + Send;
     /// Decides, appends and applies one job, publishes the position its projection then
     /// stands at on `role` and only then answers it (a forwarded command's caller reads that
     /// position); false when the log failed (this process may no longer write).
@@ -172,7 +178,10 @@ fn follow_poll(topic: &str) -> Duration {
 pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receiver<W::Job>) {
     let (topic, partition) = writer.topic();
     loop {
-        tend(&role, writer.log(), topic, partition, || writer.catch_up()).await;
+        tend(&role, writer.log(), topic, partition, || {
+            writer.catch_up(&role)
+        })
+        .await;
         let wait = if role.is_writer() {
             WRITER_CHECK
         } else {
@@ -190,5 +199,44 @@ pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receive
         if !writer.run(job, &role).await {
             role.lost();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskledger_core::log::{Appended, Batch, LogError, Record};
+
+    /// A log that assigns this process the partition but cannot give it (a slow or lost
+    /// broker refusing the acquisition).
+    struct CannotTake;
+
+    impl EventLog for CannotTake {
+        async fn append(&self, _: &str, _: u32, _: Vec<Record>) -> Result<Appended, LogError> {
+            Err(LogError::NotWriter)
+        }
+        async fn read(&self, _: &str, _: u32, offset: u64, _: usize) -> Result<Batch, LogError> {
+            Ok(Batch {
+                records: vec![],
+                next: offset,
+            })
+        }
+        async fn end_offset(&self, _: &str, _: u32) -> Result<u64, LogError> {
+            Ok(0)
+        }
+        async fn acquire(&self, _: &str, _: u32) -> Result<(), LogError> {
+            Err(LogError::Unavailable("the broker timed out".into()))
+        }
+    }
+
+    /// While the partition cannot be taken, the node still folds what the log holds and
+    /// publishes how far it got, and it does not write.
+    #[tokio::test]
+    async fn a_partition_that_cannot_be_taken_is_still_followed() {
+        let role = WriterRole::new("queue", 3);
+        let took = tend(&role, &CannotTake, "queue", 0, || async { Ok(42) }).await;
+        assert_eq!(took, None);
+        assert!(!role.is_writer());
+        assert_eq!(role.position(), 42);
     }
 }

@@ -100,10 +100,15 @@ impl<S: Service> Clone for ServiceEngine<S> {
 pub async fn catch_up<S: Service, L: EventLog>(
     view: &S,
     log: &L,
+    progress: Option<&WriterRole>,
 ) -> Result<u64, ServiceError<S::Refusal>> {
     let from = view.consumer_offset()?;
     fold_log(log, S::TOPIC, S::PARTITION, from, |offsets, next, envs| {
-        view.apply(offsets, next, envs)
+        view.apply(offsets, next, envs)?;
+        if let Some(role) = progress {
+            role.set_applied(next);
+        }
+        Ok(())
     })
     .await
     .map_err(|e| match e {
@@ -127,8 +132,8 @@ impl<S: Service, L: EventLog + 'static> Writes for Writer<S, L> {
     fn topic(&self) -> (&'static str, u32) {
         (S::TOPIC, S::PARTITION)
     }
-    async fn catch_up(&self) -> Result<u64, String> {
-        catch_up(&*self.view, &*self.log)
+    async fn catch_up(&self, role: &WriterRole) -> Result<u64, String> {
+        catch_up(&*self.view, &*self.log, Some(role))
             .await
             .map_err(|e| e.to_string())
     }
@@ -153,7 +158,7 @@ impl<S: Service> ServiceEngine<S> {
         view: Arc<S>,
         log: Arc<L>,
     ) -> Result<ServiceEngine<S>, ServiceError<S::Refusal>> {
-        let end = catch_up(&*view, &*log).await?;
+        let end = catch_up(&*view, &*log, None).await?;
         let (tx, rx) = mpsc::channel::<Job<S>>(256);
         let role = WriterRole::new(S::NAME, end);
         let writer = Writer {
@@ -250,7 +255,7 @@ async fn write<S: Service, L: EventLog>(
         view.apply(&appended.offsets, appended.next, &envelopes)?;
     } else {
         // records this writer had not seen came first (or markers it skips): fold from the log
-        catch_up(view, log).await?;
+        catch_up(view, log, None).await?;
     }
     Ok(envelopes)
 }

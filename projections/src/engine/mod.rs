@@ -234,7 +234,7 @@ impl Engine {
         limits: Limits,
     ) -> Result<Engine, EngineError> {
         let handle = tokio::runtime::Handle::current();
-        let end = catch_up(&view, &*log).await?;
+        let end = catch_up(&view, &*log, None).await?;
         let (tx, rx) = mpsc::channel(8192);
         let pending = Arc::new(Notify::new());
         let role = WriterRole::new("queue", end);
@@ -414,14 +414,26 @@ pub(crate) fn apply_queue(
 }
 
 /// Applies every log record the projection has not seen yet; returns the log's end offset.
-pub async fn catch_up<L: EventLog>(view: &QueueView, log: &L) -> Result<u64, EngineError> {
+/// With `progress`, each folded batch's position is published on that role at once (see
+/// `WriterRole::set_applied`: a forwarded command waiting for its position need not wait for the end of a long catch-up).
+pub async fn catch_up<L: EventLog>(
+    view: &QueueView,
+    log: &L,
+    progress: Option<&WriterRole>,
+) -> Result<u64, EngineError> {
     let from = view.consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)?;
     Ok(fold_log(
         log,
         QUEUE_TOPIC,
         QUEUE_PARTITION,
         from,
-        |offsets, next, envs| apply_queue(view, offsets, next, envs),
+        |offsets, next, envs| {
+            apply_queue(view, offsets, next, envs)?;
+            if let Some(role) = progress {
+                role.set_applied(next);
+            }
+            Ok(())
+        },
     )
     .await?)
 }

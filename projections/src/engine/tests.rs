@@ -348,3 +348,70 @@ async fn a_reclaim_counts_as_the_worker_seen() {
     assert_eq!(worker_id, "busy");
     assert_eq!((*at, *expires), (later, later.plus(DAY)));
 }
+
+/// The embedded log, answering its first `.1` reads and failing every one after (a broker
+/// lost in the middle of a catch-up).
+struct FailsAfter(Arc<EmbeddedLog>, std::sync::atomic::AtomicUsize);
+
+impl EventLog for FailsAfter {
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<taskledger_core::log::Appended, LogError> {
+        self.0.append(topic, partition, records).await
+    }
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<taskledger_core::log::Batch, LogError> {
+        let left = self.1.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return Err(LogError::Unavailable("the broker went away".into()));
+        }
+        self.1.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        self.0.read(topic, partition, offset, max).await
+    }
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.0.end_offset(topic, partition).await
+    }
+}
+
+/// A follower publishes the position of every batch it folds as it goes, not once it reaches
+/// the log's end: a node waiting to show a forwarded command's effect sees it as soon as it
+/// is folded, however long the writer keeps appending (or, here, if the catch-up then fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_publishes_each_folded_batch() {
+    let writer_dir = tempfile::tempdir().unwrap();
+    let (_db, log, engine) = start(writer_dir.path()).await;
+    // more events than one read returns (4,096)
+    for _ in 0..2100 {
+        let create = QueueCommand::CreateTask {
+            task_id: Slug::nice(),
+            definition: definition(Millis::now(), Slug::nice()),
+        };
+        engine.execute(Actor::system("test"), create).await.unwrap();
+    }
+    let end = log.end_offset(QUEUE_TOPIC, QUEUE_PARTITION).await.unwrap();
+    assert!(end > 4096, "only {end} events");
+
+    let follower_dir = tempfile::tempdir().unwrap();
+    let view = QueueView::new(store::open(follower_dir.path()).unwrap()).unwrap();
+    let role = WriterRole::new("queue", 0);
+    let reads = FailsAfter(log.clone(), 1.into());
+    let failed = catch_up(&view, &reads, Some(&role)).await;
+    assert!(failed.is_err(), "the second read should have failed");
+    let folded = view
+        .consumer_offset(VIEW_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)
+        .unwrap();
+    assert!(folded > 0 && folded < end, "folded up to {folded} of {end}");
+    assert_eq!(role.position(), folded);
+
+    // the broker back, the next catch-up goes on from there to the end
+    assert_eq!(catch_up(&view, &*log, Some(&role)).await.unwrap(), end);
+    assert_eq!(role.position(), end);
+}

@@ -18,13 +18,17 @@ pub(super) struct Writer<L> {
 impl<L: EventLog + 'static> Writer<L> {
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         loop {
-            let (view, log) = (&self.view, &*self.log);
+            let (view, log, role) = (&self.view, &*self.log, &self.role);
             let took = self.handle.block_on(tend(
-                &self.role,
+                role,
                 log,
                 QUEUE_TOPIC,
                 QUEUE_PARTITION,
-                || async move { catch_up(view, log).await.map_err(|e| e.to_string()) },
+                || async move {
+                    catch_up(view, log, Some(role))
+                        .await
+                        .map_err(|e| e.to_string())
+                },
             ));
             if let Some(position) = took {
                 self.next_offset = position;
@@ -195,7 +199,8 @@ impl<L: EventLog + 'static> Writer<L> {
         if appended.prior != self.next_offset {
             // records this writer had not seen came first (or markers it skips): fold from the
             // log, which brings our own events along
-            self.handle.block_on(catch_up(&self.view, &*self.log))?;
+            self.handle
+                .block_on(catch_up(&self.view, &*self.log, None))?;
         } else {
             apply_queue(&self.view, &appended.offsets, appended.next, envelopes)?;
         }
