@@ -156,18 +156,20 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
     // load through every node: create, read back on the same node, claim, complete
     let clients: Arc<Vec<Queue>> = Arc::new(nodes.iter().map(no_retry_queue).collect());
     let stop = Arc::new(AtomicBool::new(false));
+    let completions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool, Instant)>();
     // read-your-writes broken: (when, which node, task, what its status said); reported at the
     // end with the kill's time, so a failure says what happened rather than that a loader died
     let unseen: Arc<std::sync::Mutex<Vec<Unseen>>> = Arc::default();
     let mut loaders = Vec::new();
     for n in 0..6usize {
-        let (clients, stop, tx, task_queue, unseen) = (
+        let (clients, stop, tx, task_queue, unseen, completions) = (
             clients.clone(),
             stop.clone(),
             tx.clone(),
             task_queue.clone(),
             unseen.clone(),
+            completions.clone(),
         );
         loaders.push(tokio::spawn(async move {
             let mut at = n % 3;
@@ -206,6 +208,7 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
                         panic!("a claim without a taskId or runId: {claim}");
                     };
                     if q.reportCompleted(id, &run.to_string()).await.is_ok() {
+                        completions.fetch_add(1, Ordering::Relaxed);
                         let _ = tx.send((id.to_string(), true, Instant::now()));
                     }
                 }
@@ -216,7 +219,17 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     nodes[queue_writer].kill();
     let killed_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // the load goes on for 12 s after the kill, or, on a machine slow enough that the
+    // survivors have not yet completed 20 tasks by then, until they have (60 s at most)
+    let before = completions.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = completions.load(Ordering::Relaxed) - before;
+        let waited = killed_at.elapsed();
+        if (waited >= Duration::from_secs(12) && after >= 20) || waited >= Duration::from_secs(60) {
+            break;
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     for l in loaders {
         l.await.expect("a loader failed");
