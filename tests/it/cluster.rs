@@ -420,7 +420,7 @@ async fn a_client_created_at_the_writer_authenticates_at_once_on_another_node() 
                     break;
                 }
                 Ok(_) => {
-                    assert!(start.elapsed() < Duration::from_secs(5), "never refused");
+                    assert!(start.elapsed() < Duration::from_secs(30), "never refused");
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }

@@ -430,7 +430,7 @@ async fn dependencies_schedule_when_satisfied(backend: Backend) {
     let claim = q.claimWork(&queue, &worker_body(1)).await.unwrap();
     assert_eq!(claim["tasks"][0]["status"]["taskId"], a.as_str());
     q.reportCompleted(&a, "0").await.unwrap();
-    eventually(Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(30), || async {
         (state_of(&q, &b).await["state"] == "pending").then_some(())
     })
     .await;
@@ -481,7 +481,7 @@ async fn claim_work_serves_higher_priority_first_and_long_polls(backend: Backend
     );
     let late = slugid::nice();
     q.createTask(&late, &task_def(&queue, 600)).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+    let got = tokio::time::timeout(Duration::from_secs(15), waiting)
         .await
         .expect("woken by the new task")
         .unwrap();
@@ -734,7 +734,7 @@ async fn claims_expire_and_retry(backend: Backend) {
     let t = slugid::nice();
     q.createTask(&t, &task_def(&queue, 600)).await.unwrap();
     q.claimWork(&queue, &worker_body(1)).await.unwrap();
-    let status = eventually(Duration::from_secs(5), || async {
+    let status = eventually(Duration::from_secs(30), || async {
         let s = state_of(&q, &t).await;
         (s["runs"].as_array().unwrap().len() == 2).then_some(s)
     })
@@ -751,7 +751,7 @@ async fn deadline_exceeded_resolves_the_task(backend: Backend) {
     let queue = fresh_queue();
     let t = slugid::nice();
     q.createTask(&t, &task_def(&queue, 1)).await.unwrap();
-    let status = eventually(Duration::from_secs(5), || async {
+    let status = eventually(Duration::from_secs(30), || async {
         let s = state_of(&q, &t).await;
         (s["state"] == "exception").then_some(s)
     })
@@ -771,7 +771,7 @@ async fn builtin_workers_resolve_their_tasks(backend: Backend) {
     q.createTask(&fail_task, &task_def("built-in/fail", 600))
         .await
         .unwrap();
-    eventually(Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(30), || async {
         let a = state_of(&q, &ok_task).await;
         let b = state_of(&q, &fail_task).await;
         (a["state"] == "completed" && b["state"] == "failed").then_some(())
@@ -1633,7 +1633,7 @@ async fn restart_keeps_acknowledged_tasks_and_claims_still_expire(backend: Backe
         let s = state_of(&q, t).await;
         assert_eq!(s["taskId"], t.as_str());
     }
-    let status = eventually(Duration::from_secs(8), || async {
+    let status = eventually(Duration::from_secs(30), || async {
         let s = state_of(&q, &claimed).await;
         (s["runs"].as_array().unwrap().len() == 2).then_some(s)
     })

@@ -381,7 +381,8 @@ async fn expired_tasks_artifacts_and_objects_go_with_their_bytes_and_stay_in_the
     let queue = fresh_queue();
     let task_id = slugid::nice();
     let mut def = task_def(&queue, 600);
-    let soon = chrono::Utc::now() + chrono::Duration::seconds(3);
+    // time for the setup below (a dozen calls) before the deadline, on a slow machine too
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(8);
     def["deadline"] = json!(soon.to_rfc3339());
     def["expires"] = json!(soon.to_rfc3339());
     q.createTask(&task_id, &def).await.unwrap();
@@ -454,7 +455,7 @@ async fn expired_tasks_artifacts_and_objects_go_with_their_bytes_and_stay_in_the
 
     // past `expires` (plus a scan) the task, its artifacts, the object and the bytes are gone
     // (the bytes go just after the events that remove what named them)
-    eventually(std::time::Duration::from_secs(20), || async {
+    eventually(std::time::Duration::from_secs(40), || async {
         let gone = status_of(&q.task(&task_id).await.err()?) == Some(404);
         let object_gone = count_files(blobs.join("objects")) == 0;
         let bytes_gone = count_files(blobs.join(&task_id).join("0")) == 0;

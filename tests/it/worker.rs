@@ -290,12 +290,18 @@ async fn live_log_is_readable_while_the_task_runs() {
     let _worker = server.start_worker(&queue, "w-live", &[]);
     let task_id = slugid::nice();
     let q = server.queue();
+    // the second line waits for the test to have read the first (however slow the machine)
+    let go = std::env::temp_dir().join(format!("taskledger-it-live-{task_id}"));
+    let script = format!(
+        "echo first-$((1+1)); while [ ! -e '{}' ]; do sleep 0.1; done; echo second-$((2+1))",
+        go.display()
+    );
     q.createTask(
         &task_id,
         &process_task(
             &queue,
             // the printed words never appear in the echoed command line itself
-            json!({"command": [["sh", "-c", "echo first-$((1+1)); sleep 4; echo second-$((2+1))"]], "maxRunTime": 60}),
+            json!({"command": [["sh", "-c", script]], "maxRunTime": 60}),
         ),
     )
     .await
@@ -326,6 +332,7 @@ async fn live_log_is_readable_while_the_task_runs() {
         "running",
         "first line read while the task still runs"
     );
+    std::fs::write(&go, b"").unwrap();
     while let Some(chunk) = tokio::time::timeout(LONG, stream.next()).await.unwrap() {
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
     }
@@ -334,6 +341,7 @@ async fn live_log_is_readable_while_the_task_runs() {
         "{text}"
     );
     assert_eq!(resolved(&server, &task_id).await["state"], "completed");
+    let _ = std::fs::remove_file(&go);
 }
 
 /// Creates a task whose run 0 hangs (its child's pid written to a file) and whose later runs
@@ -576,12 +584,13 @@ async fn worker_config_problems_exit_with_generic_workers_codes() {
 
 /// A worker stopped while its claimWork is being answered hands the task it was just given
 /// back (`worker-shutdown`, retried at once) instead of leaving it claimed by nobody until the
-/// claim expires. The queue's writer is slowed (a fail point sleeps 400 ms after each append)
-/// so that the stop lands between the claim and its answer.
+/// claim expires. The queue's writer is slowed (a fail point sleeps 900 ms after each append)
+/// so that the stop lands between the claim and its answer: the answer comes about 900 ms
+/// after createTask's, well inside the worker's 2 s wait for a claim in flight.
 #[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_claim_answered_during_shutdown_is_handed_back() {
-    let server = Server::start(&[("FAILPOINTS", "queue-after-append=sleep(400)")]).await;
+    let server = Server::start(&[("FAILPOINTS", "queue-after-append=sleep(900)")]).await;
     let queue = fresh_queue();
     let mut worker = server.start_worker(&queue, "w-late-claim", &[]);
     let q = server.queue();
@@ -598,8 +607,7 @@ async fn a_claim_answered_during_shutdown_is_handed_back() {
     )
     .await;
     // createTask's answer came after its own append's sleep; the claim it woke is appended
-    // now and answered 400 ms later
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // now and answered 900 ms later
     worker.signal("TERM");
     assert_eq!(worker.exit_code(LONG).await, Some(72));
     // left unread, the claim would keep the run `running` for the claim's 20 minutes
