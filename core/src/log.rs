@@ -158,13 +158,15 @@ pub trait EventLog: Send + Sync {
 
     /// Makes this process the partition's writer before it decides anything: afterwards no
     /// earlier writer can append, so a projection caught up from here on is the whole truth.
-    /// A log with a single writer has nothing to take.
+    /// Returns the position a projection must have folded before this writer decides (past
+    /// its ownership marker, or its own last append). A log with a single writer has nothing
+    /// to take, and its reads always reach the end: 0.
     fn acquire(
         &self,
         _topic: &str,
         _partition: u32,
-    ) -> impl Future<Output = Result<(), LogError>> + Send {
-        async { Ok(()) }
+    ) -> impl Future<Output = Result<u64, LogError>> + Send {
+        async { Ok(0) }
     }
 
     /// Where the partition's writer can be reached (the address its ownership announcement

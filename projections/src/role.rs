@@ -22,6 +22,9 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(10);
 pub const WRITER_CHECK: Duration = Duration::from_millis(200);
 /// Pause after a failed attempt to take the partition (broker away, say).
 const RETAKE_BACKOFF: Duration = Duration::from_millis(500);
+/// Most a writer keeps folding to reach a position it knows the log holds (its own marker, its
+/// own append) before it gives up and answers unavailable.
+pub const REACH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A partition's writer role in this process, shared by its engine and everyone who asks.
 /// Cheap to clone.
@@ -123,7 +126,18 @@ where
         return None;
     }
     let taken = match log.acquire(topic, partition).await {
-        Ok(()) => catch_up().await,
+        // a read may come back short (a slow broker); deciding before the projection holds
+        // everything up to this writer's own marker would decide on a stale state
+        Ok(target) => match fold_until(target, &catch_up).await {
+            Ok(Reached::At(position)) => Ok(position),
+            Ok(Reached::Short(position)) => {
+                role.set_applied(position);
+                Err(format!(
+                    "the projection folded up to {position}, short of the acquisition at {target}"
+                ))
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e.to_string()),
     };
     match taken {
@@ -142,6 +156,36 @@ where
             tokio::time::sleep(RETAKE_BACKOFF).await;
             None
         }
+    }
+}
+
+/// How far [`fold_until`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reached {
+    /// The target, or past it.
+    At(u64),
+    /// Short of the target when patience ran out.
+    Short(u64),
+}
+
+/// Folds with `catch_up` until the projection stands at `target` or beyond: a position the log
+/// is known to hold (this writer's marker or append), which a single read may still come
+/// back short of, when the broker is slow to return it. Gives up after [`REACH_PATIENCE`].
+pub async fn fold_until<F, Fut, E>(target: u64, catch_up: F) -> Result<Reached, E>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<u64, E>>,
+{
+    let deadline = tokio::time::Instant::now() + REACH_PATIENCE;
+    loop {
+        let position = catch_up().await?;
+        if position >= target {
+            return Ok(Reached::At(position));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Reached::Short(position));
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
     }
 }
 
@@ -224,9 +268,60 @@ mod tests {
         async fn end_offset(&self, _: &str, _: u32) -> Result<u64, LogError> {
             Ok(0)
         }
-        async fn acquire(&self, _: &str, _: u32) -> Result<(), LogError> {
+        async fn acquire(&self, _: &str, _: u32) -> Result<u64, LogError> {
             Err(LogError::Unavailable("the broker timed out".into()))
         }
+    }
+
+    /// A log that gives the partition, with the position its projection must reach first.
+    struct TakesAt(u64);
+
+    impl EventLog for TakesAt {
+        async fn append(&self, _: &str, _: u32, _: Vec<Record>) -> Result<Appended, LogError> {
+            Err(LogError::NotWriter)
+        }
+        async fn read(&self, _: &str, _: u32, offset: u64, _: usize) -> Result<Batch, LogError> {
+            Ok(Batch {
+                records: vec![],
+                next: offset,
+            })
+        }
+        async fn end_offset(&self, _: &str, _: u32) -> Result<u64, LogError> {
+            Ok(self.0)
+        }
+        async fn acquire(&self, _: &str, _: u32) -> Result<u64, LogError> {
+            Ok(self.0)
+        }
+    }
+
+    /// A node that took the partition writes only once its projection has folded up to its
+    /// acquisition: reads that come back short (a slow broker) are repeated until then.
+    #[tokio::test]
+    async fn a_writer_decides_only_after_folding_up_to_its_acquisition() {
+        let role = WriterRole::new("queue", 0);
+        // each catch-up gets 4 records further, as reads of a slow broker might
+        let folded = std::sync::atomic::AtomicU64::new(0);
+        let catch_up = || async {
+            Ok::<_, String>(folded.fetch_add(4, std::sync::atomic::Ordering::SeqCst) + 4)
+        };
+        let took = tend(&role, &TakesAt(10), "queue", 0, catch_up).await;
+        assert_eq!(took, Some(12));
+        assert!(role.is_writer());
+        assert_eq!(role.position(), 12);
+    }
+
+    /// When the projection cannot reach its acquisition in time (`REACH_PATIENCE`, 10 s), the
+    /// node does not write, and publishes how far it got.
+    #[tokio::test]
+    async fn a_writer_that_cannot_fold_up_to_its_acquisition_does_not_write() {
+        let role = WriterRole::new("queue", 0);
+        let took = tend(&role, &TakesAt(10), "queue", 0, || async {
+            Ok::<_, String>(7)
+        })
+        .await;
+        assert_eq!(took, None);
+        assert!(!role.is_writer());
+        assert_eq!(role.position(), 7);
     }
 
     /// While the partition cannot be taken, the node still folds what the log holds and

@@ -6,7 +6,7 @@
 //! **Invariant:** a caller is answered only after its events are durable and applied.
 
 use crate::engine::{fold_log, FoldError};
-use crate::role::{drive, WriterRole, Writes};
+use crate::role::{drive, fold_until, Reached, WriterRole, Writes};
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -254,8 +254,15 @@ async fn write<S: Service, L: EventLog>(
     if appended.prior == view.consumer_offset()? {
         view.apply(&appended.offsets, appended.next, &envelopes)?;
     } else {
-        // records this writer had not seen came first (or markers it skips): fold from the log
-        catch_up(view, log, None).await?;
+        // records this writer had not seen came first (or markers it skips): fold from the
+        // log until it holds our own events too (a read may come back short)
+        let reached = fold_until(appended.next, || catch_up(view, log, None)).await?;
+        if let Reached::Short(position) = reached {
+            return Err(unavailable(format!(
+                "the log returned this writer's own append (up to {}) only up to {position}",
+                appended.next
+            )));
+        }
     }
     Ok(envelopes)
 }

@@ -7,7 +7,7 @@
 
 use crate::latency::CommitStats;
 use crate::queue_view::QueueView;
-use crate::role::{tend, WriterRole, FOLLOW_POLL, WRITER_CHECK};
+use crate::role::{fold_until, tend, Reached, WriterRole, FOLLOW_POLL, WRITER_CHECK};
 use crate::store::StoreError;
 use rustc_hash::FxHashMap as HashMap;
 use serde::de::DeserializeOwned;

@@ -415,3 +415,98 @@ async fn a_follower_publishes_each_folded_batch() {
     assert_eq!(catch_up(&view, &*log, Some(&role)).await.unwrap(), end);
     assert_eq!(role.position(), end);
 }
+
+/// The embedded log, whose reads come back empty while `.1` is above zero (counting down
+/// with each read): a broker slow to return what was just appended.
+struct Stutters(Arc<EmbeddedLog>, std::sync::atomic::AtomicUsize);
+
+impl EventLog for Stutters {
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<taskledger_core::log::Appended, LogError> {
+        self.0.append(topic, partition, records).await
+    }
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<taskledger_core::log::Batch, LogError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .1
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Ok(taskledger_core::log::Batch {
+                records: vec![],
+                next: offset,
+            });
+        }
+        self.0.read(topic, partition, offset, max).await
+    }
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.0.end_offset(topic, partition).await
+    }
+}
+
+/// A writer whose append came after records it had not seen folds them from the log, and a
+/// read that comes back short (a slow broker) does not make it answer before its own events
+/// are in its projection: the caller reads its task there at once.
+#[test]
+fn a_writer_answers_only_once_its_own_events_are_folded() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = store::open(dir.path()).unwrap();
+    let log = Arc::new(EmbeddedLog::new(db.clone()));
+    let view = QueueView::new(db.clone()).unwrap();
+    let stutters = Arc::new(Stutters(log.clone(), 0.into()));
+    let mut writer = Writer {
+        view: view.clone(),
+        log: stutters.clone(),
+        handle: rt.handle().clone(),
+        limits: Limits::default(),
+        pending: Arc::new(Notify::new()),
+        role: WriterRole::new("queue", 0),
+        next_offset: 0,
+        stats: Arc::new(CommitStats::default()),
+    };
+    let create = |task_id: TaskId| {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            arrived: std::time::Instant::now(),
+            actor: Actor::system("test"),
+            causation: None,
+            command: QueueCommand::CreateTask {
+                task_id,
+                definition: definition(Millis::now(), Slug::nice()),
+            },
+            reply,
+        };
+        (job, rx)
+    };
+    let first = Slug::nice();
+    let (job, rx) = create(first);
+    assert!(writer.commit(vec![job]));
+    assert!(rx.blocking_recv().unwrap().result.is_ok());
+    // the writer forgets where the log stands, as after records another writer appended
+    writer.next_offset = 0;
+    stutters.1.store(3, std::sync::atomic::Ordering::SeqCst);
+    let second = Slug::nice();
+    let (job, rx) = create(second);
+    assert!(writer.commit(vec![job]));
+    assert!(rx.blocking_recv().unwrap().result.is_ok());
+    assert!(
+        view.task(&second).unwrap().is_some(),
+        "answered before its task was in the projection"
+    );
+    let end = rt
+        .block_on(log.end_offset(QUEUE_TOPIC, QUEUE_PARTITION))
+        .unwrap();
+    assert_eq!(writer.next_offset, end);
+    assert_eq!(writer.role.position(), end);
+}

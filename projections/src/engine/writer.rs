@@ -198,9 +198,18 @@ impl<L: EventLog + 'static> Writer<L> {
         fail::fail_point!("queue-after-append");
         if appended.prior != self.next_offset {
             // records this writer had not seen came first (or markers it skips): fold from the
-            // log, which brings our own events along
-            self.handle
-                .block_on(catch_up(&self.view, &*self.log, None))?;
+            // log, which brings our own events along, until it has (a read may come back
+            // short); answering before would show callers a projection without their events
+            let (view, log) = (&self.view, &*self.log);
+            let reached = self
+                .handle
+                .block_on(fold_until(appended.next, || catch_up(view, log, None)))?;
+            if let Reached::Short(position) = reached {
+                return Err(EngineError::Unavailable(format!(
+                    "the log returned this writer's own append (up to {}) only up to {position}",
+                    appended.next
+                )));
+            }
         } else {
             apply_queue(&self.view, &appended.offsets, appended.next, envelopes)?;
         }

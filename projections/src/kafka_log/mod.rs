@@ -332,6 +332,14 @@ impl KafkaLog {
     /// Takes ownership of a partition now rather than at its first append, so projections
     /// that catch up afterwards have already seen the marker.
     pub async fn acquire(&self, topic: &str, partition: u32) -> Result<Owner, LogError> {
+        self.acquire_at(topic, partition)
+            .await
+            .map(|(owner, _)| owner)
+    }
+
+    /// `acquire`, and the position a projection must reach before this writer decides: past
+    /// its marker, or past its own last append when it already held the partition.
+    async fn acquire_at(&self, topic: &str, partition: u32) -> Result<(Owner, u64), LogError> {
         let inner = self.inner.clone();
         let topic = topic.to_string();
         blocking(move || {
@@ -354,7 +362,8 @@ impl KafkaLog {
             if slot.is_none() {
                 *slot = Some(inner.acquire(&topic, partition)?);
             }
-            Ok(slot.as_ref().expect("just set").owner.clone())
+            let held = slot.as_ref().expect("just set");
+            Ok((held.owner.clone(), held.known_end))
         })
         .await
     }
@@ -547,8 +556,10 @@ impl EventLog for KafkaLog {
         held
     }
 
-    async fn acquire(&self, topic: &str, partition: u32) -> Result<(), LogError> {
-        KafkaLog::acquire(self, topic, partition).await.map(|_| ())
+    async fn acquire(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.acquire_at(topic, partition)
+            .await
+            .map(|(_, known_end)| known_end)
     }
 
     fn writer_address(&self, topic: &str, partition: u32) -> Option<String> {
