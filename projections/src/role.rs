@@ -251,11 +251,12 @@ mod tests {
     use super::*;
     use taskledger_core::log::{Appended, Batch, LogError, Record};
 
-    /// A log that assigns this process the partition but cannot give it (a slow or lost
-    /// broker refusing the acquisition).
-    struct CannotTake;
+    /// A log that assigns this process the partition and gives it with the position its
+    /// projection must reach first, or (`None`) cannot give it (a slow or lost broker
+    /// refusing the acquisition).
+    struct Takes(Option<u64>);
 
-    impl EventLog for CannotTake {
+    impl EventLog for Takes {
         async fn append(&self, _: &str, _: u32, _: Vec<Record>) -> Result<Appended, LogError> {
             Err(LogError::NotWriter)
         }
@@ -266,31 +267,11 @@ mod tests {
             })
         }
         async fn end_offset(&self, _: &str, _: u32) -> Result<u64, LogError> {
-            Ok(0)
+            Ok(self.0.unwrap_or(0))
         }
         async fn acquire(&self, _: &str, _: u32) -> Result<u64, LogError> {
-            Err(LogError::Unavailable("the broker timed out".into()))
-        }
-    }
-
-    /// A log that gives the partition, with the position its projection must reach first.
-    struct TakesAt(u64);
-
-    impl EventLog for TakesAt {
-        async fn append(&self, _: &str, _: u32, _: Vec<Record>) -> Result<Appended, LogError> {
-            Err(LogError::NotWriter)
-        }
-        async fn read(&self, _: &str, _: u32, offset: u64, _: usize) -> Result<Batch, LogError> {
-            Ok(Batch {
-                records: vec![],
-                next: offset,
-            })
-        }
-        async fn end_offset(&self, _: &str, _: u32) -> Result<u64, LogError> {
-            Ok(self.0)
-        }
-        async fn acquire(&self, _: &str, _: u32) -> Result<u64, LogError> {
-            Ok(self.0)
+            self.0
+                .ok_or_else(|| LogError::Unavailable("the broker timed out".into()))
         }
     }
 
@@ -304,7 +285,7 @@ mod tests {
         let catch_up = || async {
             Ok::<_, String>(folded.fetch_add(4, std::sync::atomic::Ordering::SeqCst) + 4)
         };
-        let took = tend(&role, &TakesAt(10), "queue", 0, catch_up).await;
+        let took = tend(&role, &Takes(Some(10)), "queue", 0, catch_up).await;
         assert_eq!(took, Some(12));
         assert!(role.is_writer());
         assert_eq!(role.position(), 12);
@@ -315,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn a_writer_that_cannot_fold_up_to_its_acquisition_does_not_write() {
         let role = WriterRole::new("queue", 0);
-        let took = tend(&role, &TakesAt(10), "queue", 0, || async {
+        let took = tend(&role, &Takes(Some(10)), "queue", 0, || async {
             Ok::<_, String>(7)
         })
         .await;
@@ -329,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn a_partition_that_cannot_be_taken_is_still_followed() {
         let role = WriterRole::new("queue", 3);
-        let took = tend(&role, &CannotTake, "queue", 0, || async { Ok(42) }).await;
+        let took = tend(&role, &Takes(None), "queue", 0, || async { Ok(42) }).await;
         assert_eq!(took, None);
         assert!(!role.is_writer());
         assert_eq!(role.position(), 42);

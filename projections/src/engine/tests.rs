@@ -18,12 +18,31 @@ async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<EmbeddedLog>, En
     (db, log, engine)
 }
 
-/// The embedded log, taking records of at most `.1` bytes (as a Kafka log takes ~1 MB).
-struct Limited(Arc<EmbeddedLog>, usize);
+/// The embedded log, as a Kafka log may behave: taking records of at most `max` bytes (as a
+/// Kafka log takes ~1 MB), its next `empty` reads coming back empty (a broker slow to return
+/// what was just appended), and its reads failing once `reads` have been answered (a broker
+/// lost in the middle of a catch-up).
+struct Shaped {
+    log: Arc<EmbeddedLog>,
+    max: Option<usize>,
+    empty: std::sync::atomic::AtomicUsize,
+    reads: std::sync::atomic::AtomicUsize,
+}
 
-impl EventLog for Limited {
+impl Shaped {
+    fn new(log: Arc<EmbeddedLog>) -> Shaped {
+        Shaped {
+            log,
+            max: None,
+            empty: 0.into(),
+            reads: usize::MAX.into(),
+        }
+    }
+}
+
+impl EventLog for Shaped {
     fn max_record_bytes(&self) -> Option<usize> {
-        Some(self.1)
+        self.max
     }
     async fn append(
         &self,
@@ -31,7 +50,7 @@ impl EventLog for Limited {
         partition: u32,
         records: Vec<Record>,
     ) -> Result<taskledger_core::log::Appended, LogError> {
-        self.0.append(topic, partition, records).await
+        self.log.append(topic, partition, records).await
     }
     async fn read(
         &self,
@@ -40,10 +59,56 @@ impl EventLog for Limited {
         offset: u64,
         max: usize,
     ) -> Result<taskledger_core::log::Batch, LogError> {
-        self.0.read(topic, partition, offset, max).await
+        use std::sync::atomic::Ordering::SeqCst;
+        let count_down = |n: usize| n.checked_sub(1);
+        if self.reads.fetch_update(SeqCst, SeqCst, count_down).is_err() {
+            return Err(LogError::Unavailable("the broker went away".into()));
+        }
+        if self.empty.fetch_update(SeqCst, SeqCst, count_down).is_ok() {
+            return Ok(taskledger_core::log::Batch {
+                records: vec![],
+                next: offset,
+            });
+        }
+        self.log.read(topic, partition, offset, max).await
     }
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        self.0.end_offset(topic, partition).await
+        self.log.end_offset(topic, partition).await
+    }
+}
+
+/// A queue writer on a fresh embedded log seen through a `Shaped` log, not started (a test
+/// calls `commit`), with its runtime, the log itself and the projection.
+struct Bare {
+    rt: tokio::runtime::Runtime,
+    log: Arc<EmbeddedLog>,
+    view: QueueView,
+    shaped: Arc<Shaped>,
+    writer: Writer<Shaped>,
+}
+
+fn bare_writer(dir: &std::path::Path, shape: impl FnOnce(Arc<EmbeddedLog>) -> Shaped) -> Bare {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = store::open(dir).unwrap();
+    let log = Arc::new(EmbeddedLog::new(db.clone()));
+    let view = QueueView::new(db).unwrap();
+    let shaped = Arc::new(shape(log.clone()));
+    let writer = Writer {
+        view: view.clone(),
+        log: shaped.clone(),
+        handle: rt.handle().clone(),
+        limits: Limits::default(),
+        pending: Arc::new(Notify::new()),
+        role: WriterRole::new("queue", 0),
+        next_offset: 0,
+        stats: Arc::new(CommitStats::default()),
+    };
+    Bare {
+        rt,
+        log,
+        view,
+        shaped,
+        writer,
     }
 }
 
@@ -52,22 +117,18 @@ impl EventLog for Limited {
 /// log holds no event of a refused task.
 #[test]
 fn oversized_commands_are_refused_alone_in_their_group_commit() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let db = store::open(dir.path()).unwrap();
-    let log = Arc::new(EmbeddedLog::new(db.clone()));
-    let view = QueueView::new(db.clone()).unwrap();
+    let Bare {
+        rt,
+        log,
+        view,
+        mut writer,
+        ..
+    } = bare_writer(dir.path(), |log| Shaped {
+        max: Some(4096),
+        ..Shaped::new(log)
+    });
     let now = Millis::now();
-    let mut writer = Writer {
-        view: view.clone(),
-        log: Arc::new(Limited(log.clone(), 4096)),
-        handle: rt.handle().clone(),
-        limits: Limits::default(),
-        pending: Arc::new(Notify::new()),
-        role: WriterRole::new("queue", 0),
-        next_offset: 0,
-        stats: Arc::new(CommitStats::default()),
-    };
     // small, oversized, small, oversized, small: the small ones share one group
     let group = Slug::nice();
     let mut jobs = Vec::new();
@@ -349,38 +410,6 @@ async fn a_reclaim_counts_as_the_worker_seen() {
     assert_eq!((*at, *expires), (later, later.plus(DAY)));
 }
 
-/// The embedded log, answering its first `.1` reads and failing every one after (a broker
-/// lost in the middle of a catch-up).
-struct FailsAfter(Arc<EmbeddedLog>, std::sync::atomic::AtomicUsize);
-
-impl EventLog for FailsAfter {
-    async fn append(
-        &self,
-        topic: &str,
-        partition: u32,
-        records: Vec<Record>,
-    ) -> Result<taskledger_core::log::Appended, LogError> {
-        self.0.append(topic, partition, records).await
-    }
-    async fn read(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max: usize,
-    ) -> Result<taskledger_core::log::Batch, LogError> {
-        let left = self.1.load(std::sync::atomic::Ordering::SeqCst);
-        if left == 0 {
-            return Err(LogError::Unavailable("the broker went away".into()));
-        }
-        self.1.store(left - 1, std::sync::atomic::Ordering::SeqCst);
-        self.0.read(topic, partition, offset, max).await
-    }
-    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        self.0.end_offset(topic, partition).await
-    }
-}
-
 /// A follower publishes the position of every batch it folds as it goes, not once it reaches
 /// the log's end: a node waiting to show a forwarded command's effect sees it as soon as it
 /// is folded, however long the writer keeps appending (or, here, if the catch-up then fails).
@@ -402,7 +431,10 @@ async fn a_follower_publishes_each_folded_batch() {
     let follower_dir = tempfile::tempdir().unwrap();
     let view = QueueView::new(store::open(follower_dir.path()).unwrap()).unwrap();
     let role = WriterRole::new("queue", 0);
-    let reads = FailsAfter(log.clone(), 1.into());
+    let reads = Shaped {
+        reads: 1.into(),
+        ..Shaped::new(log.clone())
+    };
     let failed = catch_up(&view, &reads, Some(&role)).await;
     assert!(failed.is_err(), "the second read should have failed");
     let folded = view
@@ -416,65 +448,19 @@ async fn a_follower_publishes_each_folded_batch() {
     assert_eq!(role.position(), end);
 }
 
-/// The embedded log, whose reads come back empty while `.1` is above zero (counting down
-/// with each read): a broker slow to return what was just appended.
-struct Stutters(Arc<EmbeddedLog>, std::sync::atomic::AtomicUsize);
-
-impl EventLog for Stutters {
-    async fn append(
-        &self,
-        topic: &str,
-        partition: u32,
-        records: Vec<Record>,
-    ) -> Result<taskledger_core::log::Appended, LogError> {
-        self.0.append(topic, partition, records).await
-    }
-    async fn read(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max: usize,
-    ) -> Result<taskledger_core::log::Batch, LogError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self
-            .1
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Ok(taskledger_core::log::Batch {
-                records: vec![],
-                next: offset,
-            });
-        }
-        self.0.read(topic, partition, offset, max).await
-    }
-    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        self.0.end_offset(topic, partition).await
-    }
-}
-
 /// A writer whose append came after records it had not seen folds them from the log, and a
 /// read that comes back short (a slow broker) does not make it answer before its own events
 /// are in its projection: the caller reads its task there at once.
 #[test]
 fn a_writer_answers_only_once_its_own_events_are_folded() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let db = store::open(dir.path()).unwrap();
-    let log = Arc::new(EmbeddedLog::new(db.clone()));
-    let view = QueueView::new(db.clone()).unwrap();
-    let stutters = Arc::new(Stutters(log.clone(), 0.into()));
-    let mut writer = Writer {
-        view: view.clone(),
-        log: stutters.clone(),
-        handle: rt.handle().clone(),
-        limits: Limits::default(),
-        pending: Arc::new(Notify::new()),
-        role: WriterRole::new("queue", 0),
-        next_offset: 0,
-        stats: Arc::new(CommitStats::default()),
-    };
+    let Bare {
+        rt,
+        log,
+        view,
+        shaped,
+        mut writer,
+    } = bare_writer(dir.path(), Shaped::new);
     let create = |task_id: TaskId| {
         let (reply, rx) = oneshot::channel();
         let job = Job {
@@ -495,7 +481,7 @@ fn a_writer_answers_only_once_its_own_events_are_folded() {
     assert!(rx.blocking_recv().unwrap().result.is_ok());
     // the writer forgets where the log stands, as after records another writer appended
     writer.next_offset = 0;
-    stutters.1.store(3, std::sync::atomic::Ordering::SeqCst);
+    shaped.empty.store(3, std::sync::atomic::Ordering::SeqCst);
     let second = Slug::nice();
     let (job, rx) = create(second);
     assert!(writer.commit(vec![job]));
