@@ -125,38 +125,48 @@ where
         }
         return None;
     }
-    let taken = match log.acquire(topic, partition).await {
-        // a read may come back short (a slow broker); deciding before the projection holds
-        // everything up to this writer's own marker would decide on a stale state
-        Ok(target) => match fold_until(target, &catch_up).await {
-            Ok(Reached::At(position)) => Ok(position),
-            Ok(Reached::Short(position)) => {
-                role.set_applied(position);
-                Err(format!(
-                    "the projection folded up to {position}, short of the acquisition at {target}"
-                ))
-            }
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e.to_string()),
-    };
-    match taken {
-        Ok(position) => {
-            role.set_applied(position);
-            role.set_writing(true);
-            Some(position)
-        }
+    let target = match log.acquire(topic, partition).await {
+        Ok(target) => target,
         Err(e) => {
             tracing::warn!(topic, error = %e, "cannot take the partition; retrying");
             // meanwhile this node still shows what the log holds: commands it forwarded wait
             // for their positions, and reads here should not fall behind while the broker is slow
-            if let Ok(position) = catch_up().await {
-                role.set_applied(position);
+            match catch_up().await {
+                Ok(position) => role.set_applied(position),
+                Err(e) => tracing::debug!(topic, error = %e, "following the writer failed"),
             }
             tokio::time::sleep(RETAKE_BACKOFF).await;
-            None
+            return None;
         }
+    };
+    // a read may come back short (a slow broker); deciding before the projection holds
+    // everything up to this writer's own marker would decide on a stale state
+    let position = match fold_until(target, &catch_up).await {
+        Ok(Reached::At(position)) => position,
+        Ok(Reached::Short(position)) => {
+            role.set_applied(position);
+            tracing::warn!(
+                topic,
+                position,
+                target,
+                "the projection did not fold up to this writer's acquisition in time; retrying"
+            );
+            tokio::time::sleep(RETAKE_BACKOFF).await;
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "cannot fold the log after taking the partition; retrying");
+            tokio::time::sleep(RETAKE_BACKOFF).await;
+            return None;
+        }
+    };
+    role.set_applied(position);
+    // the fold may have taken a while: the group may have moved the partition meanwhile
+    if !(log.assigned(topic, partition) && log.holds(topic, partition)) {
+        return None;
     }
+    role.set_writing(true);
+    Some(position)
 }
 
 /// How far [`fold_until`] got.
@@ -253,8 +263,9 @@ mod tests {
 
     /// A log that assigns this process the partition and gives it with the position its
     /// projection must reach first, or (`None`) cannot give it (a slow or lost broker
-    /// refusing the acquisition).
-    struct Takes(Option<u64>);
+    /// refusing the acquisition); with `.1`, the group takes the partition back as soon as it
+    /// is given.
+    struct Takes(Option<u64>, std::sync::atomic::AtomicBool);
 
     impl EventLog for Takes {
         async fn append(&self, _: &str, _: u32, _: Vec<Record>) -> Result<Appended, LogError> {
@@ -269,10 +280,33 @@ mod tests {
         async fn end_offset(&self, _: &str, _: u32) -> Result<u64, LogError> {
             Ok(self.0.unwrap_or(0))
         }
+        fn assigned(&self, _: &str, _: u32) -> bool {
+            !self.1.load(std::sync::atomic::Ordering::SeqCst)
+        }
         async fn acquire(&self, _: &str, _: u32) -> Result<u64, LogError> {
             self.0
                 .ok_or_else(|| LogError::Unavailable("the broker timed out".into()))
         }
+    }
+
+    fn takes(at: Option<u64>) -> Takes {
+        Takes(at, false.into())
+    }
+
+    /// A partition the group moved elsewhere while the node folded up to its acquisition is
+    /// not written: the node publishes how far it folded and stays a follower.
+    #[tokio::test]
+    async fn a_partition_revoked_during_the_fold_is_not_written() {
+        let role = WriterRole::new("queue", 0);
+        let log = takes(Some(10));
+        let took = tend(&role, &log, "queue", 0, || async {
+            log.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, String>(12)
+        })
+        .await;
+        assert_eq!(took, None);
+        assert!(!role.is_writer());
+        assert_eq!(role.position(), 12);
     }
 
     /// A node that took the partition writes only once its projection has folded up to its
@@ -285,7 +319,7 @@ mod tests {
         let catch_up = || async {
             Ok::<_, String>(folded.fetch_add(4, std::sync::atomic::Ordering::SeqCst) + 4)
         };
-        let took = tend(&role, &Takes(Some(10)), "queue", 0, catch_up).await;
+        let took = tend(&role, &takes(Some(10)), "queue", 0, catch_up).await;
         assert_eq!(took, Some(12));
         assert!(role.is_writer());
         assert_eq!(role.position(), 12);
@@ -296,7 +330,7 @@ mod tests {
     #[tokio::test]
     async fn a_writer_that_cannot_fold_up_to_its_acquisition_does_not_write() {
         let role = WriterRole::new("queue", 0);
-        let took = tend(&role, &Takes(Some(10)), "queue", 0, || async {
+        let took = tend(&role, &takes(Some(10)), "queue", 0, || async {
             Ok::<_, String>(7)
         })
         .await;
@@ -310,7 +344,7 @@ mod tests {
     #[tokio::test]
     async fn a_partition_that_cannot_be_taken_is_still_followed() {
         let role = WriterRole::new("queue", 3);
-        let took = tend(&role, &Takes(None), "queue", 0, || async { Ok(42) }).await;
+        let took = tend(&role, &takes(None), "queue", 0, || async { Ok(42) }).await;
         assert_eq!(took, None);
         assert!(!role.is_writer());
         assert_eq!(role.position(), 42);

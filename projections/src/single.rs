@@ -95,8 +95,9 @@ impl<S: Service> Clone for ServiceEngine<S> {
     }
 }
 
-/// Applies every record of the service's partition its projection has not seen; returns the
-/// log's end.
+/// Applies the records of the service's partition its projection has not seen; returns the
+/// position reached (a Kafka read may come back short of the end: see `role::fold_until`).
+/// With `progress`, each folded batch's position is published on that role at once.
 pub async fn catch_up<S: Service, L: EventLog>(
     view: &S,
     log: &L,
@@ -259,7 +260,8 @@ async fn write<S: Service, L: EventLog>(
         let reached = fold_until(appended.next, || catch_up(view, log, None)).await?;
         if let Reached::Short(position) = reached {
             return Err(unavailable(format!(
-                "the log returned this writer's own append (up to {}) only up to {position}",
+                "appended, but not yet visible: the log returned this writer's own append \
+                 (up to {}) only up to {position}",
                 appended.next
             )));
         }

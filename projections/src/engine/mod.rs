@@ -413,7 +413,8 @@ pub(crate) fn apply_queue(
     )
 }
 
-/// Applies every log record the projection has not seen yet; returns the log's end offset.
+/// Applies the log records the projection has not seen yet; returns the position reached (a
+/// Kafka read may come back short of the end: see `role::fold_until`).
 /// With `progress`, each folded batch's position is published on that role at once (see
 /// `WriterRole::set_applied`: a forwarded command waiting for its position need not wait for the end of a long catch-up).
 pub async fn catch_up<L: EventLog>(
