@@ -169,6 +169,15 @@ where
     Some(position)
 }
 
+/// Why a writer answers unavailable after an append the log did not return to its fold in
+/// time: the command happened, its effect is not visible yet.
+pub fn unseen_append(next: u64, position: u64) -> String {
+    format!(
+        "appended, but not yet visible: the log returned this writer's own append (up to \
+         {next}) only up to {position}"
+    )
+}
+
 /// How far [`fold_until`] got.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reached {

@@ -6,7 +6,7 @@
 //! **Invariant:** a caller is answered only after its events are durable and applied.
 
 use crate::engine::{fold_log, FoldError};
-use crate::role::{drive, fold_until, Reached, WriterRole, Writes};
+use crate::role::{drive, fold_until, unseen_append, Reached, WriterRole, Writes};
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -95,22 +95,22 @@ impl<S: Service> Clone for ServiceEngine<S> {
     }
 }
 
-/// Applies the records of the service's partition its projection has not seen; returns the
-/// position reached (a Kafka read may come back short of the end: see `role::fold_until`).
-/// With `progress`, each folded batch's position is published on that role at once.
+/// Applies the records of the service's partition its projection has not seen (`fold_log`,
+/// publishing on `progress`); returns the position reached.
 pub async fn catch_up<S: Service, L: EventLog>(
     view: &S,
     log: &L,
     progress: Option<&WriterRole>,
 ) -> Result<u64, ServiceError<S::Refusal>> {
     let from = view.consumer_offset()?;
-    fold_log(log, S::TOPIC, S::PARTITION, from, |offsets, next, envs| {
-        view.apply(offsets, next, envs)?;
-        if let Some(role) = progress {
-            role.set_applied(next);
-        }
-        Ok(())
-    })
+    fold_log(
+        log,
+        S::TOPIC,
+        S::PARTITION,
+        from,
+        progress,
+        |offsets, next, envs| view.apply(offsets, next, envs),
+    )
     .await
     .map_err(|e| match e {
         FoldError::Log(e) => unavailable(e),
@@ -259,11 +259,7 @@ async fn write<S: Service, L: EventLog>(
         // log until it holds our own events too (a read may come back short)
         let reached = fold_until(appended.next, || catch_up(view, log, None)).await?;
         if let Reached::Short(position) = reached {
-            return Err(unavailable(format!(
-                "appended, but not yet visible: the log returned this writer's own append \
-                 (up to {}) only up to {position}",
-                appended.next
-            )));
+            return Err(unavailable(unseen_append(appended.next, position)));
         }
     }
     Ok(envelopes)

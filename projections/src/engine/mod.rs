@@ -7,7 +7,9 @@
 
 use crate::latency::CommitStats;
 use crate::queue_view::QueueView;
-use crate::role::{fold_until, tend, Reached, WriterRole, FOLLOW_POLL, WRITER_CHECK};
+use crate::role::{
+    fold_until, tend, unseen_append, Reached, WriterRole, FOLLOW_POLL, WRITER_CHECK,
+};
 use crate::store::StoreError;
 use rustc_hash::FxHashMap as HashMap;
 use serde::de::DeserializeOwned;
@@ -358,12 +360,16 @@ pub enum FoldError {
 
 /// Reads a partition from `offset` to its end in batches, decodes each record's envelope and
 /// hands each batch, with the records' offsets and the position after the batch, to `apply`;
-/// returns the end position. Every projection's catch-up is this loop.
+/// returns the position reached (a Kafka read may come back short of the end: see
+/// `role::fold_until`). With `progress`, each applied batch's position is published on that
+/// role at once, so a forwarded command waiting for its position need not wait for the end of
+/// a long catch-up. Every projection's catch-up is this loop.
 pub async fn fold_log<L: EventLog, E: DeserializeOwned>(
     log: &L,
     topic: &str,
     partition: u32,
     mut offset: u64,
+    progress: Option<&WriterRole>,
     mut apply: impl FnMut(&[u64], u64, &[Envelope<E>]) -> Result<(), StoreError>,
 ) -> Result<u64, FoldError> {
     loop {
@@ -382,6 +388,9 @@ pub async fn fold_log<L: EventLog, E: DeserializeOwned>(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| FoldError::Store(e.into()))?;
         apply(&offsets, batch.next, &envelopes).map_err(FoldError::Store)?;
+        if let Some(role) = progress {
+            role.set_applied(batch.next);
+        }
         offset = batch.next;
     }
 }
@@ -413,10 +422,8 @@ pub(crate) fn apply_queue(
     )
 }
 
-/// Applies the log records the projection has not seen yet; returns the position reached (a
-/// Kafka read may come back short of the end: see `role::fold_until`).
-/// With `progress`, each folded batch's position is published on that role at once (see
-/// `WriterRole::set_applied`: a forwarded command waiting for its position need not wait for the end of a long catch-up).
+/// Applies the log records the projection has not seen yet (`fold_log`, publishing on
+/// `progress`); returns the position reached.
 pub async fn catch_up<L: EventLog>(
     view: &QueueView,
     log: &L,
@@ -428,13 +435,8 @@ pub async fn catch_up<L: EventLog>(
         QUEUE_TOPIC,
         QUEUE_PARTITION,
         from,
-        |offsets, next, envs| {
-            apply_queue(view, offsets, next, envs)?;
-            if let Some(role) = progress {
-                role.set_applied(next);
-            }
-            Ok(())
-        },
+        progress,
+        |offsets, next, envs| apply_queue(view, offsets, next, envs),
     )
     .await?)
 }

@@ -112,6 +112,19 @@ fn bare_writer(dir: &std::path::Path, shape: impl FnOnce(Arc<EmbeddedLog>) -> Sh
     }
 }
 
+/// A job for a writer driven by hand, and where its answer arrives.
+fn job(command: QueueCommand) -> (Job, oneshot::Receiver<Answer>) {
+    let (reply, rx) = oneshot::channel();
+    let job = Job {
+        arrived: std::time::Instant::now(),
+        actor: Actor::system("test"),
+        causation: None,
+        command,
+        reply,
+    };
+    (job, rx)
+}
+
 /// One group commit holding small and oversized createTasks: each oversized one is
 /// refused with `TooLarge`, every other is answered in its own order and written, and the
 /// log holds no event of a refused task.
@@ -140,17 +153,11 @@ fn oversized_commands_are_refused_alone_in_their_group_commit() {
             def.payload = queue::JsonText(format!(r#"{{"blob":"{}"}}"#, "x".repeat(8000)));
         }
         let task_id = Slug::nice();
-        let (reply, rx) = oneshot::channel();
-        jobs.push(Job {
-            arrived: std::time::Instant::now(),
-            actor: Actor::system("test"),
-            causation: None,
-            command: QueueCommand::CreateTask {
-                task_id,
-                definition: def,
-            },
-            reply,
+        let (job, rx) = job(QueueCommand::CreateTask {
+            task_id,
+            definition: def,
         });
+        jobs.push(job);
         replies.push(rx);
         ids.push(task_id);
     }
@@ -462,18 +469,10 @@ fn a_writer_answers_only_once_its_own_events_are_folded() {
         mut writer,
     } = bare_writer(dir.path(), Shaped::new);
     let create = |task_id: TaskId| {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            arrived: std::time::Instant::now(),
-            actor: Actor::system("test"),
-            causation: None,
-            command: QueueCommand::CreateTask {
-                task_id,
-                definition: definition(Millis::now(), Slug::nice()),
-            },
-            reply,
-        };
-        (job, rx)
+        job(QueueCommand::CreateTask {
+            task_id,
+            definition: definition(Millis::now(), Slug::nice()),
+        })
     };
     let first = Slug::nice();
     let (job, rx) = create(first);

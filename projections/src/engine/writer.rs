@@ -206,10 +206,9 @@ impl<L: EventLog + 'static> Writer<L> {
                 .block_on(fold_until(appended.next, || catch_up(view, log, None)))?;
             if let Reached::Short(position) = reached {
                 self.role.set_applied(position);
-                return Err(EngineError::Unavailable(format!(
-                    "appended, but not yet visible: the log returned this writer's own append \
-                     (up to {}) only up to {position}",
-                    appended.next
+                return Err(EngineError::Unavailable(unseen_append(
+                    appended.next,
+                    position,
                 )));
             }
         } else {
