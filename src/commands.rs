@@ -9,7 +9,7 @@ use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
-use taskledger_projections::{store, EmbeddedLog};
+use taskledger_projections::{audit, store, EmbeddedLog};
 
 use crate::serve::shutdown_signal;
 use crate::{
@@ -229,7 +229,7 @@ async fn bridge_run(
 fn verify_checkpoints(
     path: &Path,
     public_key: Option<&str>,
-    mut check: impl FnMut(&taskledger_projections::audit::Checkpoint) -> Result<(), String>,
+    mut check: impl FnMut(&audit::Checkpoint) -> Result<(), String>,
 ) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -244,7 +244,7 @@ fn verify_checkpoints(
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let cp: taskledger_projections::audit::Checkpoint = serde_json::from_str(line)
+        let cp: audit::Checkpoint = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a checkpoint", path.display(), i + 1))?;
         let verdict = match public_key {
             Some(k) if !k.eq_ignore_ascii_case(&cp.public_key) => {
@@ -325,14 +325,27 @@ impl Tail<'_> {
         loop {
             let mut any = false;
             for (topic, offset) in self.topics.iter().zip(offsets.iter_mut()) {
+                // without --follow: everything up to where the log ends now, which a slow read
+                // (a Kafka broker's) must not cut short
+                let end = match self.follow {
+                    true => None,
+                    false => Some(log.end_offset(topic, 0).await?),
+                };
                 loop {
-                    let batch = log.read(topic, 0, *offset, 1024).await?;
+                    let batch = match end {
+                        None => log.read(topic, 0, *offset, 1024).await?,
+                        Some(end) if *offset < end => {
+                            let patience = audit::READ_PATIENCE;
+                            audit::read_onward(log, topic, 0, *offset, 1024, end, patience).await?
+                        }
+                        Some(_) => break,
+                    };
                     if batch.next <= *offset {
                         break;
                     }
                     any = true;
                     for r in &batch.records {
-                        let line = taskledger_projections::audit::record_json(topic, r)?;
+                        let line = audit::record_json(topic, r)?;
                         let at = line["envelope"]["time"].as_i64().unwrap_or(i64::MAX);
                         if self.since.is_none_or(|s| at >= s.0) {
                             writeln!(out, "{line}")?;
@@ -355,7 +368,7 @@ impl Tail<'_> {
 
 /// `audit verify`'s report: each partition's events and head, then `ok` with the rate, or
 /// exit 1 naming the first broken link.
-fn print_chain_report(report: taskledger_projections::audit::ChainReport, started: Instant) {
+fn print_chain_report(report: audit::ChainReport, started: Instant) {
     let total: u64 = report.partitions.iter().map(|p| p.2).sum();
     for ((topic, partition, n), head) in report.partitions.iter().zip(&report.heads) {
         println!("{topic}/{partition}: {n} events, head {head}");
@@ -375,7 +388,6 @@ fn print_chain_report(report: taskledger_projections::audit::ChainReport, starte
 }
 
 pub(crate) fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Result<()> {
-    use taskledger_projections::audit;
     match cmd {
         AuditCmd::Verify {
             checkpoints,
@@ -470,7 +482,6 @@ fn entity_records(
     data: &DataDir,
     rt: &tokio::runtime::Runtime,
 ) -> Result<(&'static str, Vec<taskledger_core::log::Stored>)> {
-    use taskledger_projections::audit;
     let (topic, stream) = audit::stream_of(kind, id).context("unknown entity kind")?;
     if let Some(log) = rt.block_on(kafka.connect(&[topic]))? {
         return Ok((
@@ -487,7 +498,6 @@ fn entity_records(
 }
 
 pub(crate) fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
-    use taskledger_projections::audit;
     let names: Vec<&str> = match args.projection.as_str() {
         "all" => audit::PROJECTIONS.to_vec(),
         p if audit::PROJECTIONS.contains(&p) => vec![p],

@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use taskledger_core::access::AuthError;
+use taskledger_core::log::LogError;
 use taskledger_core::object::ObjectError;
 use taskledger_core::queue::QueueError;
 use taskledger_core::time::Millis;
@@ -213,7 +214,14 @@ impl<R: std::error::Error + Into<ApiError>> From<ServiceError<R>> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        ApiError::internal(err)
+        match err {
+            // a broker that is down or slow to answer a history's reads: try again later
+            StoreError::Log(LogError::Unavailable(m)) => unavailable(&m),
+            err @ (StoreError::Log(_)
+            | StoreError::Rocks(_)
+            | StoreError::Codec(_)
+            | StoreError::MissingCf(_)) => ApiError::internal(err),
+        }
     }
 }
 

@@ -56,11 +56,17 @@ pub fn kafka_bootstrap() -> String {
 
 /// Runs a `taskledger` log tool on the Kafka topics under `prefix`.
 pub fn kafka_tool(prefix: &str, args: &[&str]) -> std::process::Output {
+    kafka_tool_with(prefix, args, &[])
+}
+
+/// The same with `env` set (e.g. a fail point).
+pub fn kafka_tool_with(prefix: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
         .args(args)
         .args(["--kafka-brokers", &kafka_bootstrap()])
         .args(["--kafka-topic-prefix", prefix])
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -171,6 +177,15 @@ impl Server {
         let r = r.body(body.to_vec()).send().await?;
         let status = r.status().as_u16();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// The value the server was started with for the environment variable `name`, if any
+    /// (e.g. its Kafka topic prefix).
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.extra_env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A server with default settings plus `env` (e.g. a short claim timeout).

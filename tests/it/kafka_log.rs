@@ -524,6 +524,7 @@ async fn short_reads_never_hide_an_acknowledged_command_from_its_writer() {
         &[("FAILPOINTS", "kafka-read-short=50%return")],
     )
     .await;
+    let mut created = Vec::new();
     for round in 0..3 {
         let q = server.queue();
         let queue = fresh_queue();
@@ -532,6 +533,7 @@ async fn short_reads_never_hide_an_acknowledged_command_from_its_writer() {
             q.createTask(&task_id, &task_def(&queue, 600))
                 .await
                 .unwrap();
+            created.push(task_id.clone());
             assert_eq!(
                 state_of(&q, &task_id).await["state"],
                 "pending",
@@ -552,5 +554,67 @@ async fn short_reads_never_hide_an_acknowledged_command_from_its_writer() {
             "round {round}: {scopes}"
         );
         server.restart().await;
+    }
+
+    // a history read through the same short reads is whole, not an error nor cut short
+    for task_id in &created {
+        let path = format!("/api/audit/v1/history/task/{task_id}");
+        let (status, body) = crate::audit::get_json(&crate::audit::signed(&server, &path)).await;
+        assert_eq!(status, 200, "{task_id}: {body}");
+        let types: Vec<&str> = body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["eventType"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["TaskDefined", "RunScheduled"], "{task_id}");
+    }
+
+    // so is everything the tools read from the topics themselves: each says the same with
+    // half its reads short as with none
+    let prefix = server
+        .env("TASKLEDGER_KAFKA_TOPIC_PREFIX")
+        .unwrap()
+        .to_string();
+    let data_dir = server.data_dir.to_str().unwrap().to_string();
+    server.kill();
+    let short = [("FAILPOINTS", "kafka-read-short=50%return")];
+    let task = created[0].as_str();
+    let runs: [&[&str]; 4] = [
+        &["events", "tail"],
+        &["audit", "history", "--task", task, "--json"],
+        &["audit", "verify"],
+        &["replay", "--verify", "--data-dir", &data_dir],
+    ];
+    for args in runs {
+        let says = |env: &[(&str, &str)]| {
+            let out = kafka_tool_with(&prefix, args, env);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{args:?}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout.lines().map(untimed).collect::<Vec<_>>()
+        };
+        let plain = says(&[]);
+        assert!(!plain.is_empty(), "{args:?} printed nothing");
+        let slow = says(&short);
+        // (the lines themselves only when they differ: a tail's are long)
+        assert_eq!(
+            slow.len(),
+            plain.len(),
+            "{args:?}: lines with short reads, without"
+        );
+        assert_eq!(slow, plain, "{args:?}");
+    }
+}
+
+/// A tool's line without how long its run took (`... in 0.12 s (4000 events/s)`).
+fn untimed(line: &str) -> String {
+    const RATE_END: &str = " events/s)";
+    match (line.find(" in "), line.find(RATE_END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &line[..a], &line[b + RATE_END.len()..]),
+        _ => line.to_string(),
     }
 }

@@ -7,6 +7,8 @@
 
 mod checkpoint;
 mod replay;
+#[cfg(test)]
+mod tests;
 
 pub use checkpoint::*;
 pub use replay::*;
@@ -28,10 +30,11 @@ use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
-use taskledger_core::log::{EventLog, LogError, Stored, QUEUE_TOPIC};
+use taskledger_core::log::{Batch, EventLog, LogError, Stored, QUEUE_TOPIC};
 use taskledger_core::object::{ObjectEvent, OBJECT_TOPIC};
 use taskledger_core::queue::QueueEvent;
 use taskledger_core::worker_manager::{WorkerEvent, WORKER_MANAGER_TOPIC};
@@ -170,6 +173,49 @@ pub fn stream_offsets(db: &DB, topic: &str, stream: &str) -> Result<Vec<u64>, St
     Ok(out)
 }
 
+/// How long reading waits for a log that keeps coming back with nothing short of a position
+/// it is known to hold: a Kafka consumer returns empty when the broker is slow, which must end
+/// neither a history nor a rebuild early. As long as a writer waits to reach its own append.
+pub const READ_PATIENCE: Duration = crate::role::REACH_PATIENCE;
+
+/// Reads at most `max` records from `offset` of a partition known to hold records (or
+/// transaction markers) up to `end`. A read that comes back without moving (a slow broker) is
+/// tried again until `patience` runs out, and then is an error, so no scan ever mistakes a
+/// slow read for the end of the partition.
+pub async fn read_onward<L: EventLog + ?Sized>(
+    log: &L,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    max: usize,
+    end: u64,
+    patience: Duration,
+) -> Result<Batch, LogError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let batch = log.read(topic, partition, offset, max).await?;
+        if batch.next > offset || offset >= end {
+            return Ok(batch);
+        }
+        if started.elapsed() >= patience {
+            return Err(LogError::Unavailable(format!(
+                "{topic}: the log returned nothing at offset {offset} within {:?}, though it \
+                 holds records up to offset {end}",
+                patience
+            )));
+        }
+        // an embedded log never comes back short, so only a Kafka log (which runs on tokio)
+        // waits here; a caller outside tokio (an embedded rebuild) sleeps the thread
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::time::sleep(pause).await;
+        } else {
+            std::thread::sleep(pause);
+        }
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
 /// How far apart two wanted records may lie and still be fetched by one read.
 const NEARBY: u64 = 64;
 
@@ -188,8 +234,17 @@ pub async fn records_at<L: EventLog + ?Sized>(
         while last + 1 < offsets.len() && offsets[last + 1] - from < NEARBY {
             last += 1;
         }
-        let span = (offsets[last] - from + 1) as usize;
-        let batch = log.read(topic, 0, from, span).await?;
+        let end = offsets[last] + 1;
+        let batch = read_onward(
+            log,
+            topic,
+            0,
+            from,
+            (end - from) as usize,
+            end,
+            READ_PATIENCE,
+        )
+        .await?;
         let before = i;
         for r in batch.records {
             while i <= last && offsets[i] < r.offset {
@@ -270,10 +325,7 @@ pub async fn scan_stream<L: EventLog>(
     let mut offset = 0;
     let mut out = Vec::new();
     while offset < end {
-        let batch = log.read(topic, 0, offset, 8192).await?;
-        if batch.next <= offset {
-            break;
-        }
+        let batch = read_onward(log, topic, 0, offset, 8192, end, READ_PATIENCE).await?;
         out.extend(batch.records.into_iter().filter(|r| r.key == stream));
         offset = batch.next;
     }

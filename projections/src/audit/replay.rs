@@ -251,16 +251,22 @@ pub async fn replay_from<L: EventLog>(
     let mut read_error = None;
     while offset < live_offset {
         let max = (live_offset - offset).min(REBUILD_BATCH as u64) as usize;
-        let batch = match log.read(topic, partition, offset, max).await {
+        let read = read_onward(
+            log,
+            topic,
+            partition,
+            offset,
+            max,
+            live_offset,
+            READ_PATIENCE,
+        );
+        let batch = match read.await {
             Ok(b) => b,
             Err(e) => {
                 read_error = Some(StoreError::from(e));
                 break;
             }
         };
-        if batch.next <= offset {
-            break;
-        }
         // only what the live projection has consumed
         let next = batch.next.min(live_offset);
         let records: Vec<_> = batch

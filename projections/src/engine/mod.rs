@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 mod decide;
 #[cfg(test)]
 #[allow(clippy::wildcard_enum_match_arm)] // tests pick out the events they look for
-mod tests;
+pub(crate) mod tests;
 mod writer;
 
 use writer::Writer;

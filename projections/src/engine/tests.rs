@@ -8,7 +8,7 @@ use taskledger_core::ids::Slug;
 use taskledger_core::queue::RunState;
 use taskledger_core::time::{DAY, HOUR, MINUTE};
 
-async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<EmbeddedLog>, Engine) {
+pub(crate) async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<EmbeddedLog>, Engine) {
     let db = store::open(dir).unwrap();
     let log = Arc::new(EmbeddedLog::new(db.clone()));
     let view = QueueView::new(db.clone()).unwrap();
@@ -22,15 +22,15 @@ async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<EmbeddedLog>, En
 /// Kafka log takes ~1 MB), its next `empty` reads coming back empty (a broker slow to return
 /// what was just appended), and its reads failing once `reads` have been answered (a broker
 /// lost in the middle of a catch-up).
-struct Shaped {
-    log: Arc<EmbeddedLog>,
-    max: Option<usize>,
-    empty: std::sync::atomic::AtomicUsize,
-    reads: std::sync::atomic::AtomicUsize,
+pub(crate) struct Shaped {
+    pub(crate) log: Arc<EmbeddedLog>,
+    pub(crate) max: Option<usize>,
+    pub(crate) empty: std::sync::atomic::AtomicUsize,
+    pub(crate) reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Shaped {
-    fn new(log: Arc<EmbeddedLog>) -> Shaped {
+    pub(crate) fn new(log: Arc<EmbeddedLog>) -> Shaped {
         Shaped {
             log,
             max: None,

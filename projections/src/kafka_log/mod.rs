@@ -302,12 +302,30 @@ impl KafkaLog {
         blocking(move || {
             let end = inner.end(&topic, partition)?;
             let mut check = from;
+            // since when reads have come back without moving (a slow broker): a walk that
+            // stopped there would report a shorter chain than the topic holds
+            let mut stalled: Option<Instant> = None;
             while check.broken_at.is_none() && check.events < limit && check.next < end {
                 let want = (limit - check.events).min(4096) as usize;
-                let fetched = inner.fetch(&topic, partition, check.next, want, end)?;
-                if fetched.batch.next <= check.next {
-                    break;
-                }
+                let fetched = if read_comes_back_short() {
+                    None
+                } else {
+                    Some(inner.fetch(&topic, partition, check.next, want, end)?)
+                };
+                let Some(fetched) = fetched.filter(|f| f.batch.next > check.next) else {
+                    let since = *stalled.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= crate::audit::READ_PATIENCE {
+                        return Err(unavailable(format!(
+                            "{topic}/{partition}: nothing came back at offset {} within {:?}, \
+                             though the partition ends at {end}",
+                            check.next,
+                            crate::audit::READ_PATIENCE
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                stalled = None;
                 let mut next = fetched.batch.next;
                 for (r, claimed) in fetched.batch.records.iter().zip(&fetched.links) {
                     if check.events == limit {
@@ -486,6 +504,14 @@ impl KafkaLog {
     }
 }
 
+/// A test's slow broker (fail point `kafka-read-short`): a read comes back with nothing, as
+/// when the records it should return have not reached this consumer within its patience.
+fn read_comes_back_short() -> bool {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("kafka-read-short", |_| true);
+    false
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
 ) -> Result<T, LogError> {
@@ -517,13 +543,12 @@ impl EventLog for KafkaLog {
         offset: u64,
         max: usize,
     ) -> Result<Batch, LogError> {
-        // a test's slow broker: the read comes back with nothing, as when the records it
-        // should return have not reached this consumer within its patience
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("kafka-read-short", |_| Ok(Batch {
-            records: vec![],
-            next: offset,
-        }));
+        if read_comes_back_short() {
+            return Ok(Batch {
+                records: vec![],
+                next: offset,
+            });
+        }
         let inner = self.inner.clone();
         let topic = topic.to_string();
         blocking(move || {

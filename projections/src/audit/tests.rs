@@ -1,0 +1,152 @@
+//! Reading the whole log through a slow one: a Kafka consumer's read may come back empty
+//! before the partition's end, and no history, tail or rebuild may take that for the end.
+
+use super::*;
+use crate::engine::tests::{start, Shaped};
+use crate::engine::QueueCommand;
+use crate::queue_view::tests::definition;
+use crate::store;
+use std::sync::atomic::Ordering::SeqCst;
+use taskledger_core::envelope::Actor;
+use taskledger_core::ids::Slug;
+use taskledger_core::log::Record;
+use taskledger_core::time::Millis;
+
+/// Ten records, alternately of streams `a` and `b`, in five appends.
+async fn ten_records(log: &EmbeddedLog) {
+    for pair in 0..5u8 {
+        let records = ["a", "b"]
+            .iter()
+            .map(|stream| Record {
+                key: stream.to_string(),
+                event_type: "T",
+                event_id: format!("{stream}{pair}"),
+                value: vec![pair],
+            })
+            .collect();
+        log.append(QUEUE_TOPIC, 0, records).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_history_read_through_a_slow_log_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EmbeddedLog::new(store::open(dir.path()).unwrap()));
+    ten_records(&log).await;
+    let slow = Shaped::new(log.clone());
+
+    slow.empty.store(3, SeqCst);
+    let a = scan_stream(&slow, QUEUE_TOPIC, "a").await.unwrap();
+    assert_eq!(slow.empty.load(SeqCst), 0, "the short reads were all taken");
+    let offsets: Vec<u64> = a.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [0, 2, 4, 6, 8]);
+    let values: Vec<&[u8]> = a.iter().map(|r| r.value.as_slice()).collect();
+    assert_eq!(values, [[0], [1], [2], [3], [4]]);
+
+    // records far apart take one read each, and each read may come back short
+    let far = [1, 9];
+    slow.empty.store(2, SeqCst);
+    let b = records_at(&slow, QUEUE_TOPIC, &far).await.unwrap();
+    assert_eq!(slow.empty.load(SeqCst), 0);
+    assert_eq!(b.iter().map(|r| r.offset).collect::<Vec<_>>(), far);
+    assert!(b.iter().all(|r| r.key == "b"));
+}
+
+#[tokio::test]
+async fn a_log_that_never_moves_is_an_error_not_an_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EmbeddedLog::new(store::open(dir.path()).unwrap()));
+    ten_records(&log).await;
+    let stuck = Shaped::new(log.clone());
+    stuck.empty.store(usize::MAX, SeqCst);
+    let patience = Duration::from_millis(150);
+
+    let started = Instant::now();
+    let read = read_onward(&stuck, QUEUE_TOPIC, 0, 4, 100, 10, patience).await;
+    assert!(started.elapsed() >= patience, "it waited its patience");
+    match read {
+        Err(LogError::Unavailable(m)) => assert!(m.contains("offset 4"), "{m}"),
+        other => panic!("a stuck read is an error, got {other:?}"),
+    }
+    // at the end there is nothing to wait for: an empty batch at once
+    let at_end = read_onward(&stuck, QUEUE_TOPIC, 0, 10, 100, 10, patience)
+        .await
+        .unwrap();
+    assert!(at_end.records.is_empty());
+    assert_eq!(at_end.next, 10);
+
+    // one read that moves is enough: what it brought
+    stuck.empty.store(1, SeqCst);
+    let moved = read_onward(&stuck, QUEUE_TOPIC, 0, 4, 3, 10, patience)
+        .await
+        .unwrap();
+    assert_eq!(moved.records.len(), 3);
+    assert_eq!(moved.next, 7);
+}
+
+/// A rebuild through reads that often come back empty folds every event the live projection
+/// consumed and ends equal to it (not short of it, which `verify` would report as a
+/// difference).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_through_a_slow_log_equals_the_live_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, log, engine) = start(&dir.path().join("live")).await;
+    for _ in 0..20 {
+        let create = QueueCommand::CreateTask {
+            task_id: Slug::nice(),
+            definition: definition(Millis::now(), Slug::nice()),
+        };
+        engine.execute(Actor::system("test"), create).await.unwrap();
+    }
+    let end = EventLog::end_offset(&*log, QUEUE_TOPIC, 0).await.unwrap();
+    let slow = EveryOther {
+        log: log.clone(),
+        calls: 0.into(),
+    };
+    let scratch = store::open(&dir.path().join("scratch")).unwrap();
+    let report = replay_from(&slow, &db, &scratch, "queue", true, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert!(
+        slow.calls.load(SeqCst) > 2 * end as usize / 7,
+        "reads came back short"
+    );
+    assert_eq!(report.events, end, "every event folded");
+    assert!(report.difference.is_none(), "{:?}", report.difference);
+    assert_eq!(report.live_digest.as_ref(), Some(&report.rebuilt_digest));
+}
+
+/// Every other read comes back empty; the others bring at most seven records.
+struct EveryOther {
+    log: Arc<EmbeddedLog>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl EventLog for EveryOther {
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<taskledger_core::log::Appended, LogError> {
+        self.log.append(topic, partition, records).await
+    }
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<Batch, LogError> {
+        if self.calls.fetch_add(1, SeqCst).is_multiple_of(2) {
+            return Ok(Batch {
+                records: vec![],
+                next: offset,
+            });
+        }
+        self.log.read(topic, partition, offset, max.min(7)).await
+    }
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        EventLog::end_offset(&*self.log, topic, partition).await
+    }
+}
