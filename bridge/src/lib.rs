@@ -35,6 +35,7 @@ use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::codec;
 use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
+use taskledger_projections::audit;
 use tokio::sync::watch;
 
 /// Records read (and published) per confirmed batch.
@@ -367,17 +368,26 @@ pub(crate) async fn read_whole<L: EventLog>(
     topic: &str,
     offset: u64,
 ) -> Result<Option<WholeRead>, BridgeError> {
-    read_whole_upto(log, topic, offset, BATCH).await
+    read_whole_upto(log, topic, offset, BATCH, None).await
 }
 
-/// `read_whole` of at most `max` records.
+/// `read_whole` of at most `max` records. With `known_end`, a position the log is known to
+/// hold, a read short of it that comes back empty (a slow Kafka broker) is tried again
+/// (`audit::read_onward`) rather than taken for the end.
 async fn read_whole_upto<L: EventLog>(
     log: &L,
     topic: &str,
     offset: u64,
     max: usize,
+    known_end: Option<u64>,
 ) -> Result<Option<WholeRead>, BridgeError> {
-    let read = log.read(topic, 0, offset, max).await?;
+    let read = match known_end {
+        Some(end) => {
+            let patience = audit::READ_PATIENCE;
+            audit::read_onward(log, topic, 0, offset, max, end, patience).await?
+        }
+        None => log.read(topic, 0, offset, max).await?,
+    };
     if read.next <= offset {
         return Ok(None);
     }
@@ -422,7 +432,7 @@ pub async fn skip_history<L: EventLog>(log: &L, state: &BridgeState) -> Result<u
         let mut offset = state.offset(topic)?;
         while offset < until {
             let max = usize::try_from(until - offset).map_or(BATCH, |n| n.min(BATCH));
-            let Some(read) = read_whole_upto(log, topic, offset, max).await? else {
+            let Some(read) = read_whole_upto(log, topic, offset, max, Some(until)).await? else {
                 break;
             };
             let (changes, _) = render(state, None, topic, &read.records)?;

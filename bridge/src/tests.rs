@@ -5,7 +5,7 @@ use super::*;
 use crate::testing::definition;
 use taskledger_core::envelope::{Actor, Envelope, EventId};
 use taskledger_core::ids::{Slug, TaskId};
-use taskledger_core::log::Record;
+use taskledger_core::log::{LogError, Record};
 use taskledger_core::queue::{self, Limits, QueueEvent, ReasonCreated, ReasonResolved};
 use taskledger_core::time::Millis;
 use taskledger_projections::{store, EmbeddedLog};
@@ -199,5 +199,70 @@ async fn a_long_history_is_folded_to_the_end_it_began_with() {
     let folded = skip_history(&log, &state).await.unwrap();
     assert_eq!(folded, 1000);
     assert_eq!(state.offset(QUEUE_TOPIC).unwrap(), 1000);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The embedded log with every other read coming back empty, as a slow Kafka broker's may.
+struct EveryOtherEmpty {
+    log: EmbeddedLog,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl EventLog for EveryOtherEmpty {
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<taskledger_core::log::Appended, LogError> {
+        self.log.append(topic, partition, records).await
+    }
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<taskledger_core::log::Batch, LogError> {
+        let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n.is_multiple_of(2) {
+            return Ok(taskledger_core::log::Batch {
+                records: vec![],
+                next: offset,
+            });
+        }
+        self.log.read(topic, partition, offset, max).await
+    }
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.log.end_offset(topic, partition).await
+    }
+}
+
+/// A skipped history is folded to its end through reads that come back empty: an empty read
+/// short of the end the fold began with is no end (before, it ended the fold there and the
+/// rest of the history went out to Pulse as new messages).
+#[tokio::test]
+async fn a_history_is_skipped_whole_through_a_slow_log() {
+    let dir = temp_dir("skip-slow");
+    let log = EveryOtherEmpty {
+        log: embedded_log(&dir),
+        reads: 0.into(),
+    };
+    let now = Millis::now();
+    let task = TaskId::nice();
+    append(
+        &log.log,
+        (0..1000).map(|_| vec![scheduled(task, now)]).collect(),
+        now,
+    );
+    let state = BridgeState::open(&dir.join("bridge")).unwrap();
+    let folded = skip_history(&log, &state).await.unwrap();
+    assert_eq!(folded, 1000);
+    assert_eq!(state.offset(QUEUE_TOPIC).unwrap(), 1000);
+    assert!(!state.skipping().unwrap());
+    assert!(
+        log.reads.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "reads came back empty"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

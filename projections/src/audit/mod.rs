@@ -181,7 +181,9 @@ pub const READ_PATIENCE: Duration = crate::role::REACH_PATIENCE;
 /// Reads at most `max` records from `offset` of a partition known to hold records (or
 /// transaction markers) up to `end`. A read that comes back without moving (a slow broker) is
 /// tried again until `patience` runs out, and then is an error, so no scan ever mistakes a
-/// slow read for the end of the partition.
+/// slow read for the end of the partition. On Kafka `end` is the last stable offset, so the
+/// last thing before it is a transaction marker, which a read moves past by the consumer's
+/// position (`kafka_log::Inner::poll`): reaching `end` never waits for a record that cannot come.
 pub async fn read_onward<L: EventLog + ?Sized>(
     log: &L,
     topic: &str,

@@ -323,7 +323,10 @@ impl Inner {
         f(epochs.entry((topic.to_string(), partition)).or_default())
     }
 
-    /// The partition's high watermark.
+    /// Where the partition ends for a read-committed reader: librdkafka (since 1.7.1) asks
+    /// with the consumer's isolation level, so this is the last stable offset, short of a
+    /// transaction still open. Every position before it holds a committed record, an aborted
+    /// one or a transaction marker, all of which a reader moves past.
     pub(super) fn end(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
         self.meta
             .fetch_watermarks(
