@@ -106,6 +106,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             let log = KafkaLog::connect(config, &topics)
                 .await
                 .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+            // ownership as far as an earlier start observed it: no re-reading from offset 0
+            log.keep_indexes_in(db.clone());
             if let Some(group) = &args.kafka_group {
                 // the engines take what the group assigns and follow the rest
                 log.join_group(

@@ -271,6 +271,14 @@ impl Server {
         self.restart().await;
     }
 
+    /// Starts the binary again on the same data directory and port with the environment
+    /// variable `name` set to `value` (e.g. a fail point for the next start).
+    pub async fn restart_with(&mut self, name: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != name);
+        self.extra_env.push((name.to_string(), value.to_string()));
+        self.restart().await;
+    }
+
     /// Starts the binary again on the same data directory and port.
     pub async fn restart(&mut self) {
         self.kill();

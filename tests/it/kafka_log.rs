@@ -610,6 +610,50 @@ async fn short_reads_never_hide_an_acknowledged_command_from_its_writer() {
     }
 }
 
+/// A restart on Kafka resumes each partition's ownership history from the copy the server
+/// kept in its database instead of reading the partition from offset 0 (armed after the first
+/// start, the fail point `kafka-index-from-start` panics, and the start fails, if any index
+/// starts empty), and the writer's hash chain goes on from the kept link: after the restarts
+/// every task is there, new ones are taken, and `audit verify`, which trusts no copy and walks
+/// the topics from their start, finds every chain whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_the_kept_epoch_indexes() {
+    let mut server = Server::start_on(Backend::Kafka, &[]).await;
+    let queue = fresh_queue();
+    let mut created = Vec::new();
+    for round in 0..3 {
+        let q = server.queue();
+        for _ in 0..3 {
+            let task_id = slugid::nice();
+            q.createTask(&task_id, &task_def(&queue, 600))
+                .await
+                .unwrap();
+            created.push(task_id);
+        }
+        let id = format!("it/kept-index-{round}-{}", slugid::nice());
+        crate::auth::create_client(&server, &id, &["auth:current-scopes"]).await;
+        server
+            .restart_with("FAILPOINTS", "kafka-index-from-start=panic")
+            .await;
+    }
+    let q = server.queue();
+    for task_id in &created {
+        assert_eq!(state_of(&q, task_id).await["state"], "pending", "{task_id}");
+    }
+    let prefix = server
+        .env("TASKLEDGER_KAFKA_TOPIC_PREFIX")
+        .unwrap()
+        .to_string();
+    server.kill();
+    let out = kafka_tool(&prefix, &["audit", "verify"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("ok: "), "{text}");
+}
+
 /// A tool's line without how long its run took (`... in 0.12 s (4000 events/s)`).
 fn untimed(line: &str) -> String {
     const RATE_END: &str = " events/s)";

@@ -1,10 +1,11 @@
 //! Partition ownership as readers see it: markers, stamps and the rule that makes an event
 //! valid.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The writer a record was stamped by: its epoch and its unique id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     pub epoch: u64,
     pub writer: String,
@@ -23,11 +24,21 @@ pub enum Seen {
 /// markers took effect (an epoch above every earlier effective one) and how far it has been
 /// observed. An event is valid exactly when its stamp is the owner of the last effective
 /// marker before it — a deterministic rule every reader applies alike.
-#[derive(Debug, Default)]
+///
+/// It also holds what a process learns only by reading the partition from its start: the
+/// chain link of the last valid event (where a new owner's chain goes on) and the node each
+/// marker announced (where followers forward commands). Everything in it describes the
+/// positions below `scanned` and nothing beyond, so a copy kept between starts (see
+/// `KafkaLog::keep_indexes_in`) lets observation resume at `scanned` instead of offset 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochIndex {
     markers: BTreeMap<u64, Owner>,
     /// Every position below this has been observed.
     scanned: u64,
+    /// The offset and claimed chain link of the last valid event observed.
+    last_link: Option<(u64, [u8; 32])>,
+    /// The `node` each marker announced, by epoch.
+    nodes: BTreeMap<u64, String>,
 }
 
 impl EpochIndex {
@@ -45,22 +56,42 @@ impl EpochIndex {
         self.markers.values().next_back().map_or(0, |o| o.epoch)
     }
 
-    /// Records what is at `offset` and says whether it is a valid event. Positions must be
-    /// observed in increasing order the first time; observing one again is harmless.
-    pub fn observe(&mut self, offset: u64, seen: &Seen) -> bool {
-        if offset >= self.scanned {
+    /// The offset and claimed chain link of the last valid event observed.
+    pub fn last_link(&self) -> Option<(u64, [u8; 32])> {
+        self.last_link
+    }
+
+    /// The node the marker of `epoch` announced, if it named one.
+    pub fn node(&self, epoch: u64) -> Option<&str> {
+        self.nodes.get(&epoch).map(String::as_str)
+    }
+
+    /// Notes the node the marker of `epoch` announced.
+    pub fn note_node(&mut self, epoch: u64, node: String) {
+        self.nodes.insert(epoch, node);
+    }
+
+    /// Records what is at `offset` (for an event, the chain link it claims) and says whether
+    /// it is a valid event. Positions must be observed in increasing order the first time;
+    /// observing one again is harmless.
+    pub fn observe(&mut self, offset: u64, seen: &Seen, link: Option<[u8; 32]>) -> bool {
+        let first = offset >= self.scanned;
+        if first {
             self.scanned = offset + 1;
             if let Seen::Marker(owner) = seen {
                 if owner.epoch > self.max_epoch() {
                     self.markers.insert(offset, owner.clone());
                 }
-                return false;
             }
         }
-        match seen {
+        let valid = match seen {
             Seen::Marker(_) => false,
             Seen::Event(stamp) => stamp.is_some() && stamp.as_ref() == self.owner_before(offset),
+        };
+        if let (true, true, Some(link)) = (first, valid, link) {
+            self.last_link = Some((offset, link));
         }
+        valid
     }
 
     /// Notes that positions below `next` hold nothing a reader can see (transaction markers).

@@ -198,12 +198,9 @@ impl Inner {
             });
             if took {
                 tracing::info!(topic, partition, epoch, "took ownership of the partition");
-                let link = self
-                    .links
-                    .lock()
-                    .expect("links lock")
-                    .get(&(topic.to_string(), partition))
-                    .map_or(CHAIN_START, |l| l.1);
+                let link = self.with_index(topic, partition, |ix| {
+                    ix.last_link().map_or(CHAIN_START, |(_, link)| link)
+                });
                 return Ok(PartitionWriter {
                     producer,
                     owner,
@@ -299,20 +296,8 @@ impl Inner {
         })
     }
 
-    /// Records the address an ownership marker announced for its epoch.
-    pub(super) fn note_node(&self, topic: &str, partition: u32, epoch: u64, marker: &impl Message) {
-        let node = marker
-            .payload()
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-            .and_then(|v| v.get("node").and_then(|n| n.as_str()).map(str::to_string));
-        if let Some(node) = node {
-            self.nodes
-                .lock()
-                .expect("nodes lock")
-                .insert((topic.to_string(), partition, epoch), node);
-        }
-    }
-
+    /// Runs `f` on the partition's epoch index: the one in memory, else the copy kept in the
+    /// store (see `KafkaLog::keep_indexes_in`), else an empty one, observed from offset 0.
     pub(super) fn with_index<T>(
         &self,
         topic: &str,
@@ -320,7 +305,81 @@ impl Inner {
         f: impl FnOnce(&mut EpochIndex) -> T,
     ) -> T {
         let mut epochs = self.epochs.lock().expect("epochs lock");
-        f(epochs.entry((topic.to_string(), partition)).or_default())
+        let ix = epochs
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| self.kept_index(topic, partition));
+        f(ix)
+    }
+
+    /// The index kept in the store for a partition, or an empty one.
+    fn kept_index(&self, topic: &str, partition: u32) -> EpochIndex {
+        let key = keys::kafka_epochs(&self.kafka_topic(topic), partition);
+        let kept = self.store.get().and_then(|db| {
+            let meta = crate::store::cf(db, keys::CF_META).ok()?;
+            db.get_cf(meta, &key).ok().flatten()
+        });
+        let index = kept.and_then(|bytes| match bytes.split_first() {
+            Some((&INDEX_FORMAT, body)) => postcard::from_bytes::<EpochIndex>(body).ok(),
+            _ => None,
+        });
+        match index {
+            Some(ix) => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    from = ix.scanned(),
+                    "resuming the kept epoch index"
+                );
+                ix
+            }
+            None => {
+                // a test's proof that a restart did not read the partition from its start
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("kafka-index-from-start");
+                EpochIndex::default()
+            }
+        }
+    }
+
+    /// Keeps a copy of the partition's index in the store, if there is one, when it has moved
+    /// on since the last copy by `KEEP_EVERY` positions or for `KEEP_AFTER`. A copy is taken
+    /// under the index's lock, so it is whole for the positions it covers; one that is lost or
+    /// stale (a crash) only means observing again from an earlier position.
+    pub(super) fn keep_index(&self, topic: &str, partition: u32) {
+        let Some(db) = self.store.get() else {
+            return;
+        };
+        let partition_key = (topic.to_string(), partition);
+        let copy = {
+            let epochs = self.epochs.lock().expect("epochs lock");
+            let Some(ix) = epochs.get(&partition_key) else {
+                return;
+            };
+            let mut kept = self.kept.lock().expect("kept lock");
+            let due = match kept.get(&partition_key) {
+                None => true,
+                Some(&(at, when)) => {
+                    ix.scanned() > at
+                        && (ix.scanned() - at >= KEEP_EVERY || when.elapsed() >= KEEP_AFTER)
+                }
+            };
+            if !due {
+                return;
+            }
+            kept.insert(partition_key, (ix.scanned(), Instant::now()));
+            postcard::to_stdvec(ix)
+        };
+        let written = copy.map_err(|e| e.to_string()).and_then(|body| {
+            let mut bytes = Vec::with_capacity(body.len() + 1);
+            bytes.push(INDEX_FORMAT);
+            bytes.extend_from_slice(&body);
+            let meta = crate::store::cf(db, keys::CF_META).map_err(|e| e.to_string())?;
+            let key = keys::kafka_epochs(&self.kafka_topic(topic), partition);
+            db.put_cf(meta, key, bytes).map_err(|e| e.to_string())
+        });
+        if let Err(error) = written {
+            tracing::warn!(topic, partition, %error, "cannot keep the epoch index");
+        }
     }
 
     /// Where the partition ends for a read-committed reader: librdkafka (since 1.7.1) asks
@@ -384,6 +443,12 @@ pub(super) fn header<'a>(msg: &'a impl Message, name: &str) -> Option<&'a str> {
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The address an ownership marker's body announces (`node`), if any.
+pub(super) fn announced_node(marker: &impl Message) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(marker.payload()?).ok()?;
+    body.get("node")?.as_str().map(str::to_string)
 }
 
 pub(super) fn classify(msg: &impl Message) -> Seen {

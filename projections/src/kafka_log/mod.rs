@@ -20,6 +20,7 @@
 //! methods run it on tokio's blocking pool.
 
 use crate::audit::hex;
+use crate::keys;
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -30,7 +31,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use taskledger_core::log::{oversized, Appended, Batch, EventLog, LogError, Record, Stored};
 
@@ -161,13 +162,14 @@ struct Inner {
     /// Asks for watermarks; never assigned.
     meta: BaseConsumer,
     epochs: Mutex<HashMap<Partition, EpochIndex>>,
-    /// The offset and claimed chain link of each partition's last valid event seen.
-    links: Mutex<HashMap<Partition, (u64, [u8; 32])>>,
+    /// Where copies of the epoch indexes are kept between starts (the server's database), if
+    /// anywhere: a restart resumes observing each partition where its copy ends.
+    store: OnceLock<Arc<rocksdb::DB>>,
+    /// Where and when each partition's index was last copied to the store.
+    kept: Mutex<HashMap<Partition, (u64, Instant)>>,
     /// In a group of writers, the partitions the group assigned this process (`None`: a
     /// single writer, which writes every partition).
     assigned: Mutex<Option<HashSet<Partition>>>,
-    /// The `node` each ownership marker announced, by partition and epoch.
-    nodes: Mutex<HashMap<(String, u32, u64), String>>,
     /// The writer group this process joined, if any.
     group: Mutex<Option<String>>,
 }
@@ -186,6 +188,12 @@ const READER_POOL: usize = 8;
 pub const MAX_RECORD_BYTES: usize = 1_000_000 - 16 * 1024;
 /// How long a read waits for records it knows exist before returning what it has.
 const READ_PATIENCE: Duration = Duration::from_millis(300);
+/// The first byte of a kept epoch index: the layout of what follows (postcard).
+const INDEX_FORMAT: u8 = 1;
+/// A partition's index is copied to the store once it has moved on by this many positions...
+const KEEP_EVERY: u64 = 50_000;
+/// ...or by any, this long after the last copy.
+const KEEP_AFTER: Duration = Duration::from_secs(1);
 
 impl KafkaLog {
     fn new(config: KafkaConfig) -> Result<KafkaLog, LogError> {
@@ -199,12 +207,20 @@ impl KafkaLog {
                 writers: Mutex::new(HashMap::new()),
                 readers: Mutex::new(Vec::new()),
                 epochs: Mutex::new(HashMap::new()),
-                links: Mutex::new(HashMap::new()),
+                store: OnceLock::new(),
+                kept: Mutex::new(HashMap::new()),
                 assigned: Mutex::new(None),
-                nodes: Mutex::new(HashMap::new()),
                 group: Mutex::new(None),
             }),
         })
+    }
+
+    /// Keeps copies of the partitions' epoch indexes in `db` (the server's database, beside
+    /// the projections' positions), and starts from the copies kept there: a restart then
+    /// observes each partition from where its copy ends, not from offset 0. Call it before
+    /// anything reads; the read-only tools, which trust no copy, never do.
+    pub fn keep_indexes_in(&self, db: Arc<rocksdb::DB>) {
+        let _ = self.inner.store.set(db);
     }
 
     /// Connects to topics that must exist already (the read-only tools: a wrong prefix is an
@@ -302,9 +318,9 @@ impl KafkaLog {
         blocking(move || {
             let end = inner.end(&topic, partition)?;
             let mut check = from;
-            // since when reads have come back without moving (a slow broker): a walk that
-            // stopped there would report a shorter chain than the topic holds
-            let mut stalled: Option<Instant> = None;
+            // a walk that stopped at a slow read would report a shorter chain than the topic
+            // holds
+            let mut stall = readers::Stall::new();
             while check.broken_at.is_none() && check.events < limit && check.next < end {
                 let want = (limit - check.events).min(4096) as usize;
                 let fetched = if read_comes_back_short() {
@@ -313,8 +329,7 @@ impl KafkaLog {
                     Some(inner.fetch(&topic, partition, check.next, want, end)?)
                 };
                 let Some(fetched) = fetched.filter(|f| f.batch.next > check.next) else {
-                    let since = *stalled.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= crate::audit::READ_PATIENCE {
+                    if !stall.wait() {
                         return Err(unavailable(format!(
                             "{topic}/{partition}: nothing came back at offset {} within {:?}, \
                              though the partition ends at {end}",
@@ -322,10 +337,9 @@ impl KafkaLog {
                             crate::audit::READ_PATIENCE
                         )));
                     }
-                    std::thread::sleep(Duration::from_millis(50));
                     continue;
                 };
-                stalled = None;
+                stall.moved();
                 let mut next = fetched.batch.next;
                 for (r, claimed) in fetched.batch.records.iter().zip(&fetched.links) {
                     if check.events == limit {
@@ -595,14 +609,9 @@ impl EventLog for KafkaLog {
     }
 
     fn writer_address(&self, topic: &str, partition: u32) -> Option<String> {
-        let epoch = self.inner.with_index(topic, partition, |ix| {
-            ix.owner_before(u64::MAX).map(|o| o.epoch)
-        })?;
-        self.inner
-            .nodes
-            .lock()
-            .expect("nodes lock")
-            .get(&(topic.to_string(), partition, epoch))
-            .cloned()
+        self.inner.with_index(topic, partition, |ix| {
+            let epoch = ix.owner_before(u64::MAX)?.epoch;
+            ix.node(epoch).map(str::to_string)
+        })
     }
 }

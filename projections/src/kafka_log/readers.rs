@@ -1,8 +1,35 @@
 //! The readers' side of `Inner`: pooled consumers positioned on a partition, fetching and
 //! polling records (blocking calls, run on tokio's blocking pool by the `EventLog` methods).
 
-use super::inner::{classify, close_apart, header};
+use super::inner::{announced_node, classify, close_apart, header};
 use super::*;
+
+/// Patience with a partition whose reads come back without moving (a slow broker: a read
+/// gives up after `READ_PATIENCE`, 300 ms, with what it has), for the readers that know the
+/// partition goes on: a long observation or chain walk is not cut short by one slow read.
+pub(super) struct Stall(Option<Instant>);
+
+impl Stall {
+    pub(super) fn new() -> Stall {
+        Stall(None)
+    }
+
+    /// After a read that moved on.
+    pub(super) fn moved(&mut self) {
+        self.0 = None;
+    }
+
+    /// After a read that did not move: waits a moment and says to try again, or false once
+    /// reads have not moved for `audit::READ_PATIENCE` (10 s).
+    pub(super) fn wait(&mut self) -> bool {
+        let since = *self.0.get_or_insert_with(Instant::now);
+        if since.elapsed() >= crate::audit::READ_PATIENCE {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        true
+    }
+}
 
 impl Inner {
     pub(super) fn new_reader(
@@ -82,16 +109,23 @@ impl Inner {
         until: u64,
     ) -> Result<Option<u64>, LogError> {
         let mut last_seen = None;
+        let mut stall = Stall::new();
         loop {
             let from = self.with_index(topic, partition, |ix| ix.scanned());
             if from >= until {
                 return Ok(last_seen);
             }
-            let fetched = self.fetch(topic, partition, from, 4096, until)?;
-            last_seen = fetched.last_seen.or(last_seen);
-            if self.with_index(topic, partition, |ix| ix.scanned()) <= from {
+            if !read_comes_back_short() {
+                let fetched = self.fetch(topic, partition, from, 4096, until)?;
+                last_seen = fetched.last_seen.or(last_seen);
+            }
+            if self.with_index(topic, partition, |ix| ix.scanned()) > from {
+                stall.moved();
+            } else if !stall.wait() {
                 return Err(unavailable(format!(
-                    "{topic}/{partition}: cannot read up to offset {until}"
+                    "{topic}/{partition}: cannot read up to offset {until}: nothing came back \
+                     at offset {from} within {:?}",
+                    crate::audit::READ_PATIENCE
                 )));
             }
         }
@@ -132,8 +166,6 @@ impl Inner {
         let mut records = Vec::new();
         let mut last_seen = None;
         let mut links = Vec::new();
-        // the last valid event's claimed chain link, recorded for a writer taking over
-        let mut last_link = None;
         let mut next = from;
         let mut last_progress = Instant::now();
         let mut overshot = false;
@@ -154,18 +186,23 @@ impl Inner {
                         break;
                     }
                     let seen = classify(&msg);
-                    if let Seen::Marker(owner) = &seen {
-                        self.note_node(&topic, partition, owner.epoch, &msg);
-                    }
-                    let valid = self.with_index(&topic, partition, |ix| ix.observe(offset, &seen));
+                    let (link, node) = match &seen {
+                        Seen::Event(_) => (header(&msg, H_CHAIN).and_then(unhex), None),
+                        Seen::Marker(owner) => {
+                            (None, announced_node(&msg).map(|n| (owner.epoch, n)))
+                        }
+                    };
+                    // the last valid event's claimed link is kept for a writer taking over
+                    let valid = self.with_index(&topic, partition, |ix| {
+                        if let Some((epoch, node)) = node {
+                            ix.note_node(epoch, node);
+                        }
+                        ix.observe(offset, &seen, link)
+                    });
                     last_seen = Some(offset);
                     next = offset + 1;
                     last_progress = Instant::now();
                     if valid {
-                        let link = header(&msg, H_CHAIN).and_then(unhex);
-                        if let Some(link) = link {
-                            last_link = Some((offset, link));
-                        }
                         links.push(link);
                         records.push(Stored {
                             partition,
@@ -204,13 +241,7 @@ impl Inner {
                 }
             }
         }
-        if let Some((offset, link)) = last_link {
-            let mut known = self.links.lock().expect("links lock");
-            let last = known.entry((topic, partition)).or_insert((0, CHAIN_START));
-            if offset >= last.0 {
-                *last = (offset, link);
-            }
-        }
+        self.keep_index(&topic, partition);
         reader.next = if overshot { u64::MAX } else { next };
         Ok(Fetched {
             batch: Batch { records, next },

@@ -13,27 +13,41 @@ fn events_count_only_under_the_owner_announced_before_them() {
     let a = owner(1, "a");
     let b = owner(2, "b");
     assert!(
-        !ix.observe(0, &Seen::Event(Some(a.clone()))),
+        !ix.observe(0, &Seen::Event(Some(a.clone())), None),
         "no owner yet"
     );
-    assert!(!ix.observe(1, &Seen::Marker(a.clone())));
-    assert!(ix.observe(2, &Seen::Event(Some(a.clone()))));
-    assert!(!ix.observe(3, &Seen::Event(None)), "unstamped");
-    assert!(!ix.observe(4, &Seen::Marker(b.clone())));
+    assert!(!ix.observe(1, &Seen::Marker(a.clone()), None));
+    assert!(ix.observe(2, &Seen::Event(Some(a.clone())), None));
+    assert!(!ix.observe(3, &Seen::Event(None), None), "unstamped");
+    assert!(!ix.observe(4, &Seen::Marker(b.clone()), None));
     assert!(
-        !ix.observe(5, &Seen::Event(Some(a.clone()))),
+        !ix.observe(5, &Seen::Event(Some(a.clone())), None),
         "a was superseded"
     );
-    assert!(ix.observe(6, &Seen::Event(Some(b.clone()))));
+    assert!(ix.observe(6, &Seen::Event(Some(b.clone())), None));
     // a marker that does not raise the epoch takes no effect
-    assert!(!ix.observe(7, &Seen::Marker(owner(2, "c"))));
-    assert!(!ix.observe(8, &Seen::Event(Some(owner(2, "c")))));
-    assert!(ix.observe(9, &Seen::Event(Some(b.clone()))));
+    assert!(!ix.observe(7, &Seen::Marker(owner(2, "c")), None));
+    assert!(!ix.observe(8, &Seen::Event(Some(owner(2, "c"))), None));
+    assert!(ix.observe(9, &Seen::Event(Some(b.clone())), None));
     // re-observing earlier positions gives the same verdicts
-    assert!(ix.observe(2, &Seen::Event(Some(a.clone()))));
-    assert!(!ix.observe(5, &Seen::Event(Some(a))));
+    assert!(ix.observe(2, &Seen::Event(Some(a.clone())), None));
+    assert!(!ix.observe(5, &Seen::Event(Some(a)), None));
     assert_eq!(ix.max_epoch(), 2);
     assert_eq!(ix.scanned(), 10);
+}
+
+/// The node a marker announced is found by its epoch, also in a kept copy of the index.
+#[test]
+fn announced_nodes_are_kept_with_the_index() {
+    let mut ix = EpochIndex::default();
+    ix.observe(0, &Seen::Marker(owner(1, "a")), None);
+    ix.note_node(1, "http://a:8080".into());
+    ix.observe(1, &Seen::Event(Some(owner(1, "a"))), Some([7; 32]));
+    let kept: EpochIndex = postcard::from_bytes(&postcard::to_stdvec(&ix).unwrap()).unwrap();
+    assert_eq!(kept.node(1), Some("http://a:8080"));
+    assert_eq!(kept.node(2), None);
+    assert_eq!(kept.last_link(), Some((1, [7; 32])));
+    assert_eq!(kept.scanned(), 2);
 }
 
 /// What lands in a partition: writers take it over (announcing the epoch they believe
@@ -82,17 +96,38 @@ proptest::proptest! {
     fn epochs_fence_superseded_writers(steps in proptest::collection::vec(step(), 1..60), restart in 0usize..60) {
         let log = build(&steps);
         let mut one = EpochIndex::default();
-        let verdicts: Vec<bool> = log.iter().enumerate().map(|(i, s)| one.observe(i as u64, s)).collect();
+        let verdicts: Vec<bool> = log.iter().enumerate().map(|(i, s)| one.observe(i as u64, s, None)).collect();
 
         // a second reader that re-reads from an earlier point gives the same verdicts
         let restart = restart.min(log.len());
         let mut two = EpochIndex::default();
         for (i, s) in log.iter().enumerate() {
-            two.observe(i as u64, s);
+            two.observe(i as u64, s, None);
         }
         for (i, s) in log.iter().enumerate().skip(restart) {
-            proptest::prop_assert_eq!(two.observe(i as u64, s), verdicts[i]);
+            proptest::prop_assert_eq!(two.observe(i as u64, s, None), verdicts[i]);
         }
+
+        // a reader resuming from a copy of its index kept at any point (as a restart does)
+        // gives the same verdicts and ends equal to one that observed everything, its last
+        // chain link the last valid event's
+        let link_of = |i: usize| Some([i as u8; 32]);
+        let mut before = EpochIndex::default();
+        for (i, s) in log.iter().enumerate().take(restart) {
+            before.observe(i as u64, s, link_of(i));
+        }
+        let kept = postcard::to_stdvec(&before).unwrap();
+        let mut resumed: EpochIndex = postcard::from_bytes(&kept).unwrap();
+        for (i, s) in log.iter().enumerate().skip(restart) {
+            proptest::prop_assert_eq!(resumed.observe(i as u64, s, link_of(i)), verdicts[i]);
+        }
+        let mut whole = EpochIndex::default();
+        for (i, s) in log.iter().enumerate() {
+            whole.observe(i as u64, s, link_of(i));
+        }
+        proptest::prop_assert_eq!(&resumed, &whole);
+        let last_valid = verdicts.iter().rposition(|v| *v);
+        proptest::prop_assert_eq!(whole.last_link(), last_valid.map(|i| (i as u64, [i as u8; 32])));
 
         let mut owner_now: Option<Owner> = None;
         let mut max = 0;
