@@ -37,7 +37,7 @@ pub struct EpochIndex {
     scanned: u64,
     /// The offset and claimed chain link of the last valid event observed.
     last_link: Option<(u64, [u8; 32])>,
-    /// The `node` each marker announced, by epoch.
+    /// The `node` each effective marker announced, by epoch.
     nodes: BTreeMap<u64, String>,
 }
 
@@ -66,9 +66,13 @@ impl EpochIndex {
         self.nodes.get(&epoch).map(String::as_str)
     }
 
-    /// Notes the node the marker of `epoch` announced.
-    pub fn note_node(&mut self, epoch: u64, node: String) {
-        self.nodes.insert(epoch, node);
+    /// Notes the node the marker at `offset`, of `epoch`, announced, once `observe` found that
+    /// the marker took effect (a marker that did not, such as the loser of two announcing the
+    /// same epoch, names no writer).
+    pub fn note_node(&mut self, offset: u64, epoch: u64, node: String) {
+        if self.markers.get(&offset).is_some_and(|o| o.epoch == epoch) {
+            self.nodes.insert(epoch, node);
+        }
     }
 
     /// Records what is at `offset` (for an event, the chain link it claims) and says whether

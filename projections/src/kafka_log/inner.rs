@@ -304,11 +304,18 @@ impl Inner {
         partition: u32,
         f: impl FnOnce(&mut EpochIndex) -> T,
     ) -> T {
+        let key = (topic.to_string(), partition);
+        {
+            let mut epochs = self.epochs.lock().expect("epochs lock");
+            if let Some(ix) = epochs.get_mut(&key) {
+                return f(ix);
+            }
+        }
+        // the first use in this process: the kept copy, loaded (and checked against the
+        // broker) outside the lock
+        let kept = self.kept_index(topic, partition);
         let mut epochs = self.epochs.lock().expect("epochs lock");
-        let ix = epochs
-            .entry((topic.to_string(), partition))
-            .or_insert_with(|| self.kept_index(topic, partition));
-        f(ix)
+        f(epochs.entry(key).or_insert(kept))
     }
 
     /// The index kept in the store for a partition, or an empty one.
@@ -318,9 +325,28 @@ impl Inner {
             let meta = crate::store::cf(db, keys::CF_META).ok()?;
             db.get_cf(meta, &key).ok().flatten()
         });
-        let index = kept.and_then(|bytes| match bytes.split_first() {
-            Some((&INDEX_FORMAT, body)) => postcard::from_bytes::<EpochIndex>(body).ok(),
-            _ => None,
+        let index = kept.and_then(|bytes| {
+            let decoded = match bytes.split_first() {
+                Some((&INDEX_FORMAT, body)) => postcard::from_bytes::<EpochIndex>(body).ok(),
+                _ => None,
+            };
+            if decoded.is_none() {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    "a kept epoch index cannot be read: reading the partition from offset 0"
+                );
+            }
+            decoded
+        });
+        // a copy reaching past the partition's end belongs to an earlier topic of that name
+        // (deleted and created again): its markers say nothing about this one
+        let index = index.filter(|ix| match self.end(topic, partition) {
+            Ok(end) if ix.scanned() > end => {
+                tracing::warn!(topic, partition, kept = ix.scanned(), end, "the kept epoch index reaches past the partition's end: reading the partition from offset 0");
+                false
+            }
+            Ok(_) | Err(_) => true,
         });
         match index {
             Some(ix) => {
@@ -350,12 +376,13 @@ impl Inner {
             return;
         };
         let partition_key = (topic.to_string(), partition);
+        // held until the copy is written, so copies are written in the order they were taken
+        let mut kept = self.kept.lock().expect("kept lock");
         let copy = {
             let epochs = self.epochs.lock().expect("epochs lock");
             let Some(ix) = epochs.get(&partition_key) else {
                 return;
             };
-            let mut kept = self.kept.lock().expect("kept lock");
             let due = match kept.get(&partition_key) {
                 None => true,
                 Some(&(at, when)) => {

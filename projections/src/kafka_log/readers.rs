@@ -194,10 +194,11 @@ impl Inner {
                     };
                     // the last valid event's claimed link is kept for a writer taking over
                     let valid = self.with_index(&topic, partition, |ix| {
+                        let valid = ix.observe(offset, &seen, link);
                         if let Some((epoch, node)) = node {
-                            ix.note_node(epoch, node);
+                            ix.note_node(offset, epoch, node);
                         }
-                        ix.observe(offset, &seen, link)
+                        valid
                     });
                     last_seen = Some(offset);
                     next = offset + 1;

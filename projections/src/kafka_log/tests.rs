@@ -41,13 +41,16 @@ fn events_count_only_under_the_owner_announced_before_them() {
 fn announced_nodes_are_kept_with_the_index() {
     let mut ix = EpochIndex::default();
     ix.observe(0, &Seen::Marker(owner(1, "a")), None);
-    ix.note_node(1, "http://a:8080".into());
-    ix.observe(1, &Seen::Event(Some(owner(1, "a"))), Some([7; 32]));
+    ix.note_node(0, 1, "http://a:8080".into());
+    // a second announcement of the same epoch takes no effect, nor does its node
+    ix.observe(1, &Seen::Marker(owner(1, "b")), None);
+    ix.note_node(1, 1, "http://b:8080".into());
+    ix.observe(2, &Seen::Event(Some(owner(1, "a"))), Some([7; 32]));
     let kept: EpochIndex = postcard::from_bytes(&postcard::to_stdvec(&ix).unwrap()).unwrap();
     assert_eq!(kept.node(1), Some("http://a:8080"));
     assert_eq!(kept.node(2), None);
-    assert_eq!(kept.last_link(), Some((1, [7; 32])));
-    assert_eq!(kept.scanned(), 2);
+    assert_eq!(kept.last_link(), Some((2, [7; 32])));
+    assert_eq!(kept.scanned(), 3);
 }
 
 /// What lands in a partition: writers take it over (announcing the epoch they believe
@@ -93,7 +96,7 @@ proptest::proptest! {
     /// that point (no other writer's marker took effect since its own); and an owner's
     /// appends count until someone takes over.
     #[test]
-    fn epochs_fence_superseded_writers(steps in proptest::collection::vec(step(), 1..60), restart in 0usize..60) {
+    fn epochs_fence_superseded_writers(steps in proptest::collection::vec(step(), 1..60), restart in 0usize..60, reread in 0usize..60) {
         let log = build(&steps);
         let mut one = EpochIndex::default();
         let verdicts: Vec<bool> = log.iter().enumerate().map(|(i, s)| one.observe(i as u64, s, None)).collect();
@@ -111,21 +114,43 @@ proptest::proptest! {
         // a reader resuming from a copy of its index kept at any point (as a restart does)
         // gives the same verdicts and ends equal to one that observed everything, its last
         // chain link the last valid event's
+        // (markers announce a node each, events claim a link; re-reading an earlier stretch
+        // changes nothing)
         let link_of = |i: usize| Some([i as u8; 32]);
+        let see = |ix: &mut EpochIndex, i: usize, s: &Seen| {
+            let valid = ix.observe(i as u64, s, link_of(i));
+            if let Seen::Marker(o) = s {
+                ix.note_node(i as u64, o.epoch, format!("node-{i}"));
+            }
+            valid
+        };
         let mut before = EpochIndex::default();
         for (i, s) in log.iter().enumerate().take(restart) {
-            before.observe(i as u64, s, link_of(i));
+            see(&mut before, i, s);
         }
         let kept = postcard::to_stdvec(&before).unwrap();
         let mut resumed: EpochIndex = postcard::from_bytes(&kept).unwrap();
         for (i, s) in log.iter().enumerate().skip(restart) {
-            proptest::prop_assert_eq!(resumed.observe(i as u64, s, link_of(i)), verdicts[i]);
+            proptest::prop_assert_eq!(see(&mut resumed, i, s), verdicts[i]);
+        }
+        for (i, s) in log.iter().enumerate().skip(reread.min(log.len())) {
+            proptest::prop_assert_eq!(see(&mut resumed, i, s), verdicts[i]);
         }
         let mut whole = EpochIndex::default();
         for (i, s) in log.iter().enumerate() {
-            whole.observe(i as u64, s, link_of(i));
+            see(&mut whole, i, s);
         }
         proptest::prop_assert_eq!(&resumed, &whole);
+        // the node in force is the one the last effective marker announced
+        let last_effective = (0..log.len()).rev().find(|&i| {
+            matches!(&log[i], Seen::Marker(o) if whole.owner_before(i as u64 + 1) == Some(o))
+                && whole.owner_before(i as u64).is_none_or(|p| p.epoch < whole.owner_before(i as u64 + 1).unwrap().epoch)
+        });
+        let owner_now = whole.owner_before(u64::MAX).map(|o| o.epoch);
+        proptest::prop_assert_eq!(
+            owner_now.and_then(|e| whole.node(e)).map(str::to_string),
+            last_effective.map(|i| format!("node-{i}"))
+        );
         let last_valid = verdicts.iter().rposition(|v| *v);
         proptest::prop_assert_eq!(whole.last_link(), last_valid.map(|i| (i as u64, [i as u8; 32])));
 
