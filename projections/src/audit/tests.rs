@@ -101,9 +101,11 @@ async fn a_rebuild_through_a_slow_log_equals_the_live_projection() {
         engine.execute(Actor::system("test"), create).await.unwrap();
     }
     let end = EventLog::end_offset(&*log, QUEUE_TOPIC, 0).await.unwrap();
-    let slow = EveryOther {
-        log: log.clone(),
-        calls: 0.into(),
+    // every other read comes back empty; the others bring at most seven records
+    let slow = Shaped {
+        alternate: true,
+        per_read: 7,
+        ..Shaped::new(log.clone())
     };
     let scratch = store::open(&dir.path().join("scratch")).unwrap();
     let report = replay_from(&slow, &db, &scratch, "queue", true, &mut |_, _| {})
@@ -114,39 +116,4 @@ async fn a_rebuild_through_a_slow_log_equals_the_live_projection() {
     assert_eq!(report.events, end, "every event folded");
     assert!(report.difference.is_none(), "{:?}", report.difference);
     assert_eq!(report.live_digest.as_ref(), Some(&report.rebuilt_digest));
-}
-
-/// Every other read comes back empty; the others bring at most seven records.
-struct EveryOther {
-    log: Arc<EmbeddedLog>,
-    calls: std::sync::atomic::AtomicUsize,
-}
-
-impl EventLog for EveryOther {
-    async fn append(
-        &self,
-        topic: &str,
-        partition: u32,
-        records: Vec<Record>,
-    ) -> Result<taskledger_core::log::Appended, LogError> {
-        self.log.append(topic, partition, records).await
-    }
-    async fn read(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max: usize,
-    ) -> Result<Batch, LogError> {
-        if self.calls.fetch_add(1, SeqCst).is_multiple_of(2) {
-            return Ok(Batch {
-                records: vec![],
-                next: offset,
-            });
-        }
-        self.log.read(topic, partition, offset, max.min(7)).await
-    }
-    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        EventLog::end_offset(&*self.log, topic, partition).await
-    }
 }

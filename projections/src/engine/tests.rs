@@ -20,13 +20,17 @@ pub(crate) async fn start(dir: &std::path::Path) -> (Arc<rocksdb::DB>, Arc<Embed
 
 /// The embedded log, as a Kafka log may behave: taking records of at most `max` bytes (as a
 /// Kafka log takes ~1 MB), its next `empty` reads coming back empty (a broker slow to return
-/// what was just appended), and its reads failing once `reads` have been answered (a broker
-/// lost in the middle of a catch-up).
+/// what was just appended), with `alternate` every other read too, each read bringing at most
+/// `per_read` records, and its reads failing once `reads` have been answered (a broker lost
+/// in the middle of a catch-up). `calls` counts the reads.
 pub(crate) struct Shaped {
     pub(crate) log: Arc<EmbeddedLog>,
     pub(crate) max: Option<usize>,
     pub(crate) empty: std::sync::atomic::AtomicUsize,
+    pub(crate) alternate: bool,
+    pub(crate) per_read: usize,
     pub(crate) reads: std::sync::atomic::AtomicUsize,
+    pub(crate) calls: std::sync::atomic::AtomicUsize,
 }
 
 impl Shaped {
@@ -35,7 +39,10 @@ impl Shaped {
             log,
             max: None,
             empty: 0.into(),
+            alternate: false,
+            per_read: usize::MAX,
             reads: usize::MAX.into(),
+            calls: 0.into(),
         }
     }
 }
@@ -64,12 +71,15 @@ impl EventLog for Shaped {
         if self.reads.fetch_update(SeqCst, SeqCst, count_down).is_err() {
             return Err(LogError::Unavailable("the broker went away".into()));
         }
-        if self.empty.fetch_update(SeqCst, SeqCst, count_down).is_ok() {
+        let call = self.calls.fetch_add(1, SeqCst);
+        let skipped = self.alternate && call.is_multiple_of(2);
+        if skipped || self.empty.fetch_update(SeqCst, SeqCst, count_down).is_ok() {
             return Ok(taskledger_core::log::Batch {
                 records: vec![],
                 next: offset,
             });
         }
+        let max = max.min(self.per_read);
         self.log.read(topic, partition, offset, max).await
     }
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
