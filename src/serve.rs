@@ -145,7 +145,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 }) as cluster::Expel
             });
             let walk = kafka_chain_walk(log.clone());
-            run_services(
+            let stopping = log.clone();
+            let served = run_services(
                 args,
                 public_url,
                 secrets,
@@ -156,7 +157,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 walk,
                 expel,
             )
-            .await
+            .await;
+            // a graceful stop: the next start reads nothing of the topics again
+            stopping.keep_all_indexes().await;
+            served
         }
     }
 }

@@ -368,10 +368,11 @@ impl Inner {
     }
 
     /// Keeps a copy of the partition's index in the store, if there is one, when it has moved
-    /// on since the last copy by `KEEP_EVERY` positions or for `KEEP_AFTER`. A copy is taken
-    /// under the index's lock, so it is whole for the positions it covers; one that is lost or
-    /// stale (a crash) only means observing again from an earlier position.
-    pub(super) fn keep_index(&self, topic: &str, partition: u32) {
+    /// on since the last copy by `KEEP_EVERY` positions or for `KEEP_AFTER` (or, with `now`,
+    /// whenever it moved on). A copy is taken under the index's lock, so it is whole for the
+    /// positions it covers; one that is lost or stale (a crash) only means observing again
+    /// from an earlier position.
+    pub(super) fn keep_index(&self, topic: &str, partition: u32, now: bool) {
         let Some(db) = self.store.get() else {
             return;
         };
@@ -387,7 +388,7 @@ impl Inner {
                 None => true,
                 Some(&(at, when)) => {
                     ix.scanned() > at
-                        && (ix.scanned() - at >= KEEP_EVERY || when.elapsed() >= KEEP_AFTER)
+                        && (now || ix.scanned() - at >= KEEP_EVERY || when.elapsed() >= KEEP_AFTER)
                 }
             };
             if !due {

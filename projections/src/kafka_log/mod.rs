@@ -223,6 +223,28 @@ impl KafkaLog {
         let _ = self.inner.store.set(db);
     }
 
+    /// Writes the copy of every partition's index that moved on since its last copy, now (a
+    /// graceful stop: the next start then reads nothing again).
+    pub async fn keep_all_indexes(&self) {
+        let inner = self.inner.clone();
+        let kept = blocking(move || {
+            let partitions: Vec<Partition> = inner
+                .epochs
+                .lock()
+                .expect("epochs lock")
+                .keys()
+                .cloned()
+                .collect();
+            for (topic, partition) in partitions {
+                inner.keep_index(&topic, partition, true);
+            }
+            Ok(())
+        });
+        if let Err(error) = kept.await {
+            tracing::warn!(%error, "cannot keep the epoch indexes");
+        }
+    }
+
     /// Connects to topics that must exist already (the read-only tools: a wrong prefix is an
     /// error, not a set of new empty topics).
     pub async fn open_existing(config: KafkaConfig, topics: &[&str]) -> Result<KafkaLog, LogError> {

@@ -242,7 +242,7 @@ impl Inner {
                 }
             }
         }
-        self.keep_index(&topic, partition);
+        self.keep_index(&topic, partition, false);
         reader.next = if overshot { u64::MAX } else { next };
         Ok(Fetched {
             batch: Batch { records, next },

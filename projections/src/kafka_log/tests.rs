@@ -172,3 +172,63 @@ proptest::proptest! {
         }
     }
 }
+
+/// The copy of a partition's index `serve` keeps: written after a read only once a second
+/// (or every `KEEP_EVERY` positions), at once on a graceful stop, and what a later process
+/// starts from. No broker is needed: nothing here reads a partition (the end check on loading
+/// finds no broker and keeps the copy).
+#[tokio::test]
+async fn index_copies_are_kept_throttled_forced_on_stop_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::store::open(dir.path()).unwrap();
+    let config = KafkaConfig {
+        timeout: Duration::from_millis(100),
+        ..KafkaConfig::new("127.0.0.1:1")
+    };
+    let kept = |db: &rocksdb::DB| -> Option<EpochIndex> {
+        let meta = crate::store::cf(db, keys::CF_META).unwrap();
+        let bytes = db
+            .get_cf(meta, keys::kafka_epochs("taskledger.queue", 0))
+            .unwrap()?;
+        assert_eq!(bytes[0], INDEX_FORMAT);
+        Some(postcard::from_bytes(&bytes[1..]).unwrap())
+    };
+    let log = KafkaLog::new(config.clone()).unwrap();
+    log.keep_indexes_in(db.clone());
+    let inner = &log.inner;
+    let see = |from: u64, to: u64| {
+        inner.with_index("taskledger.queue", 0, |ix| {
+            for offset in from..to {
+                ix.observe(offset, &Seen::Event(None), None);
+            }
+        })
+    };
+    see(0, 10);
+    inner.keep_index("taskledger.queue", 0, false);
+    assert_eq!(
+        kept(&db).map(|ix| ix.scanned()),
+        Some(10),
+        "the first copy at once"
+    );
+    see(10, 20);
+    inner.keep_index("taskledger.queue", 0, false);
+    assert_eq!(
+        kept(&db).map(|ix| ix.scanned()),
+        Some(10),
+        "not again within a second"
+    );
+    log.keep_all_indexes().await;
+    assert_eq!(
+        kept(&db).map(|ix| ix.scanned()),
+        Some(20),
+        "at once on a stop"
+    );
+
+    // a later process starts from the copy, not from offset 0
+    let later = KafkaLog::new(config).unwrap();
+    later.keep_indexes_in(db.clone());
+    let resumed = later
+        .inner
+        .with_index("taskledger.queue", 0, |ix| ix.scanned());
+    assert_eq!(resumed, 20);
+}
