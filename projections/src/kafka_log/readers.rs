@@ -115,10 +115,8 @@ impl Inner {
             if from >= until {
                 return Ok(last_seen);
             }
-            if !read_comes_back_short() {
-                let fetched = self.fetch(topic, partition, from, 4096, until)?;
-                last_seen = fetched.last_seen.or(last_seen);
-            }
+            let fetched = self.fetch(topic, partition, from, 4096, until)?;
+            last_seen = fetched.last_seen.or(last_seen);
             if self.with_index(topic, partition, |ix| ix.scanned()) > from {
                 stall.moved();
             } else if !stall.wait() {
@@ -141,6 +139,16 @@ impl Inner {
         max: usize,
         until: u64,
     ) -> Result<Fetched, LogError> {
+        if read_comes_back_short() {
+            return Ok(Fetched {
+                batch: Batch {
+                    records: vec![],
+                    next: from,
+                },
+                last_seen: None,
+                links: vec![],
+            });
+        }
         // markers before `from` must be known to judge what follows
         let scanned = self.with_index(topic, partition, |ix| ix.scanned());
         if scanned < from {
