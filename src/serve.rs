@@ -108,6 +108,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 .with_context(|| format!("connecting to Kafka at {brokers}"))?;
             // ownership as far as an earlier start observed it: no re-reading from offset 0
             log.keep_indexes_in(db.clone());
+            log.check_kept_indexes(&topics)
+                .await
+                .context("checking the Kafka topics against this data directory")?;
             if let Some(group) = &args.kafka_group {
                 // the engines take what the group assigns and follow the rest
                 log.join_group(

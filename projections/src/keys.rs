@@ -141,9 +141,14 @@ pub fn consumer_offset(consumer: &str, topic: &str, partition: u32) -> Vec<u8> {
 /// `meta`: the kept epoch index of a Kafka topic's partition (by the topic's Kafka name: a
 /// server started with another topic prefix does not find it).
 pub fn kafka_epochs(kafka_topic: &str, partition: u32) -> Vec<u8> {
-    let mut k = with_str(b"kafka-epochs/".to_vec(), kafka_topic);
+    let mut k = kafka_epochs_of(kafka_topic);
     k.extend_from_slice(&partition.to_be_bytes());
     k
+}
+
+/// The prefix of every `kafka_epochs` key of one topic.
+pub fn kafka_epochs_of(kafka_topic: &str) -> Vec<u8> {
+    with_str(b"kafka-epochs/".to_vec(), kafka_topic)
 }
 
 pub fn task(id: &TaskId) -> Vec<u8> {

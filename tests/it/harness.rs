@@ -264,6 +264,56 @@ impl Server {
         exit_code(&mut self.child, limit).await
     }
 
+    /// SIGTERM, then waits for the server to drain and exit: a graceful stop.
+    pub async fn stop(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        assert!(
+            self.exited(Duration::from_secs(30)).await.is_some(),
+            "the server did not stop on SIGTERM"
+        );
+    }
+
+    /// Runs `serve` on this server's data directory (not running) with `env` added to its
+    /// own, expecting it to refuse to start: its exit code and what it wrote on stderr.
+    pub async fn refused_start(&self, env: &[(String, String)]) -> (Option<i32>, String) {
+        let stderr_file =
+            std::env::temp_dir().join(format!("taskledger-it-stderr-{}", slugid::nice()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_taskledger"));
+        cmd.arg("serve")
+            .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("TASKLEDGER_DATA_DIR", &self.data_dir)
+            .env("TASKLEDGER_ROOT_ACCESS_TOKEN", ROOT_TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(&stderr_file).expect("stderr file"),
+            ));
+        for (k, v) in self.extra_env.iter().chain(env) {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start taskledger");
+        let started = Instant::now();
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&stderr_file);
+                return (None, "(still running after 60 s: it did not refuse)".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&stderr_file);
+        (code, stderr)
+    }
+
     /// Starts the binary again on the same data directory and port without the environment
     /// variable `name` (e.g. a fail point the first start armed).
     pub async fn restart_without(&mut self, name: &str) {

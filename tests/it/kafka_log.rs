@@ -654,6 +654,53 @@ async fn a_restart_resumes_the_kept_epoch_indexes() {
     assert!(out.status.success() && text.contains("ok: "), "{text}");
 }
 
+/// A data directory remembers the log it was built from. Against topics of the same names
+/// that hold something else (a topic deleted and created again, another broker behind the
+/// address), `serve` refuses to start instead of folding a second history onto the
+/// projections of the first: whether that log has grown past what the directory read or is
+/// shorter. Against its own log it starts as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_refuses_a_log_it_was_not_built_from() {
+    let prefix = fresh_topic_prefix();
+    let on = |broker: &Broker| {
+        vec![
+            (
+                "TASKLEDGER_KAFKA_BROKERS".to_string(),
+                format!("127.0.0.1:{}", broker.port),
+            ),
+            ("TASKLEDGER_KAFKA_TOPIC_PREFIX".to_string(), prefix.clone()),
+        ]
+    };
+    let brokers: Vec<Broker> = (0..3)
+        .map(|_| {
+            let dir = std::env::temp_dir().join(format!("taskledger-it-broker-{}", slugid::nice()));
+            Broker::start(free_port(), &dir)
+        })
+        .collect();
+    let queue = fresh_queue();
+    let mut first = Server::start_with(on(&brokers[0])).await;
+    let ours = create_tasks(&first.queue(), &queue, 3).await;
+    first.stop().await;
+    // the same topic names on another broker, written further by another server
+    let mut other = Server::start_with(on(&brokers[1])).await;
+    create_tasks(&other.queue(), &queue, 30).await;
+    other.stop().await;
+
+    for (broker, what) in [(&brokers[1], "a longer log"), (&brokers[2], "an empty log")] {
+        let (code, stderr) = first.refused_start(&on(broker)).await;
+        assert_eq!(code, Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains("is not the log this data directory was built from"),
+            "{what}: {stderr}"
+        );
+    }
+    first.restart().await;
+    let q = first.queue();
+    for task_id in &ours {
+        assert_eq!(state_of(&q, task_id).await["state"], "pending", "{task_id}");
+    }
+}
+
 /// A tool's line without how long its run took (`... in 0.12 s (4000 events/s)`).
 fn untimed(line: &str) -> String {
     const RATE_END: &str = " events/s)";

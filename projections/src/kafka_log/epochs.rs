@@ -61,6 +61,11 @@ impl EpochIndex {
         self.last_link
     }
 
+    /// The offset and owner of the last marker that took effect.
+    pub fn last_marker(&self) -> Option<(u64, &Owner)> {
+        self.markers.iter().next_back().map(|(&at, o)| (at, o))
+    }
+
     /// The node the marker of `epoch` announced, if it named one.
     pub fn node(&self, epoch: u64) -> Option<&str> {
         self.nodes.get(&epoch).map(String::as_str)

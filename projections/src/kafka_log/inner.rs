@@ -318,37 +318,10 @@ impl Inner {
         f(epochs.entry(key).or_insert(kept))
     }
 
-    /// The index kept in the store for a partition, or an empty one.
+    /// The index kept in the store for a partition, or an empty one. `serve` checked every
+    /// copy against the broker when it started (`check_kept`).
     fn kept_index(&self, topic: &str, partition: u32) -> EpochIndex {
-        let key = keys::kafka_epochs(&self.kafka_topic(topic), partition);
-        let kept = self.store.get().and_then(|db| {
-            let meta = crate::store::cf(db, keys::CF_META).ok()?;
-            db.get_cf(meta, &key).ok().flatten()
-        });
-        let index = kept.and_then(|bytes| {
-            let decoded = match bytes.split_first() {
-                Some((&INDEX_FORMAT, body)) => postcard::from_bytes::<EpochIndex>(body).ok(),
-                _ => None,
-            };
-            if decoded.is_none() {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    "a kept epoch index cannot be read: reading the partition from offset 0"
-                );
-            }
-            decoded
-        });
-        // a copy reaching past the partition's end belongs to an earlier topic of that name
-        // (deleted and created again): its markers say nothing about this one
-        let index = index.filter(|ix| match self.end(topic, partition) {
-            Ok(end) if ix.scanned() > end => {
-                tracing::warn!(topic, partition, kept = ix.scanned(), end, "the kept epoch index reaches past the partition's end: reading the partition from offset 0");
-                false
-            }
-            Ok(_) | Err(_) => true,
-        });
-        match index {
+        match self.kept_copy(topic, partition) {
             Some(ix) => {
                 tracing::info!(
                     topic,
@@ -365,6 +338,88 @@ impl Inner {
                 EpochIndex::default()
             }
         }
+    }
+
+    /// The copy of a partition's index kept in the store, if there is one that can be read.
+    fn kept_copy(&self, topic: &str, partition: u32) -> Option<EpochIndex> {
+        let key = keys::kafka_epochs(&self.kafka_topic(topic), partition);
+        let bytes = self.store.get().and_then(|db| {
+            let meta = crate::store::cf(db, keys::CF_META).ok()?;
+            db.get_cf(meta, &key).ok().flatten()
+        })?;
+        let decoded = match bytes.split_first() {
+            Some((&INDEX_FORMAT, body)) => postcard::from_bytes::<EpochIndex>(body).ok(),
+            _ => None,
+        };
+        if decoded.is_none() {
+            tracing::warn!(
+                topic,
+                partition,
+                "a kept epoch index cannot be read: reading the partition from offset 0"
+            );
+        }
+        decoded
+    }
+
+    /// Checks that the partition still holds what the kept copy of its index says was read
+    /// there: no fewer positions, and the same record at the copy's last valid event and at
+    /// its last effective marker (a chain link and a writer's id, which another log holds at
+    /// that offset only by copying this one). A topic deleted and created again, or another
+    /// broker behind the same address, fails it: folding that log on top of the projections
+    /// built from the first would mix two histories, so the caller refuses to start.
+    pub(super) fn check_kept(&self, topic: &str, partition: u32) -> Result<(), LogError> {
+        let Some(ix) = self.kept_copy(topic, partition) else {
+            return Ok(());
+        };
+        let (low, end) = self
+            .meta
+            .fetch_watermarks(
+                &self.kafka_topic(topic),
+                partition as i32,
+                self.config.timeout,
+            )
+            .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
+            .map_err(unavailable)?;
+        let differs = |why: String| {
+            Err(LogError::Corrupt(format!(
+                "Kafka topic {} partition {partition} is not the log this data directory was \
+                 built from: {why} (if the topic was deleted and created again, start on an \
+                 empty data directory, which is rebuilt from the log)",
+                self.kafka_topic(topic)
+            )))
+        };
+        if ix.scanned() > end {
+            return differs(format!(
+                "it ends at offset {end}, but {} positions of it were read",
+                ix.scanned()
+            ));
+        }
+        let mut expected = Vec::new();
+        if let Some((at, link)) = ix.last_link() {
+            let stamp = ix.owner_before(at).cloned();
+            expected.push((at, (Seen::Event(stamp), Some(link))));
+        }
+        if let Some((at, owner)) = ix.last_marker() {
+            expected.push((at, (Seen::Marker(owner.clone()), None)));
+        }
+        for (at, record) in expected {
+            if at < low {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    offset = at,
+                    low,
+                    "cannot check the kept epoch index: the record it ends with is gone (retention)"
+                );
+                continue;
+            }
+            if self.record_at(topic, partition, at)?.as_ref() != Some(&record) {
+                return differs(format!(
+                    "the record at offset {at} is not the one read there before"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Keeps a copy of the partition's index in the store, if there is one, when it has moved

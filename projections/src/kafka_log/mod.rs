@@ -223,6 +223,41 @@ impl KafkaLog {
         let _ = self.inner.store.set(db);
     }
 
+    /// Checks every kept copy of the given topics' indexes against the broker (see
+    /// `Inner::check_kept`): an error means the topics are not the log the store was built
+    /// from. Call it after `keep_indexes_in` and before anything reads.
+    pub async fn check_kept_indexes(&self, topics: &[&str]) -> Result<(), LogError> {
+        let inner = self.inner.clone();
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        blocking(move || {
+            let Some(db) = inner.store.get() else {
+                return Ok(());
+            };
+            for topic in topics {
+                let prefix = keys::kafka_epochs_of(&inner.kafka_topic(&topic));
+                let meta = crate::store::cf(db, keys::CF_META)
+                    .map_err(|e| LogError::Corrupt(e.to_string()))?;
+                let partitions: Vec<u32> = db
+                    .iterator_cf(
+                        meta,
+                        rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+                    )
+                    .map_while(Result::ok)
+                    .take_while(|(key, _)| key.starts_with(&prefix))
+                    .filter_map(|(key, _)| {
+                        let tail: [u8; 4] = key[prefix.len()..].try_into().ok()?;
+                        Some(u32::from_be_bytes(tail))
+                    })
+                    .collect();
+                for partition in partitions {
+                    inner.check_kept(&topic, partition)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Writes the copy of every partition's index that moved on since its last copy, now (a
     /// graceful stop: the next start then reads nothing again).
     pub async fn keep_all_indexes(&self) {

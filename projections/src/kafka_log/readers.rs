@@ -31,6 +31,9 @@ impl Stall {
     }
 }
 
+/// A record as `Inner::record_at` finds it: its kind and, for an event, its claimed link.
+pub(super) type Found = (Seen, Option<[u8; 32]>);
+
 impl Inner {
     pub(super) fn new_reader(
         &self,
@@ -127,6 +130,44 @@ impl Inner {
                 )));
             }
         }
+    }
+
+    /// What a reader finds at `offset`, judged apart from the epoch index (which this leaves
+    /// untouched): the record's kind and, for an event, the chain link it claims; `None` when
+    /// a reader passes nothing there (an aborted record or a transaction marker). The offset
+    /// must lie between the partition's low watermark and its end.
+    pub(super) fn record_at(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Option<Found>, LogError> {
+        let reader = self.new_reader(topic, partition, offset)?;
+        let mut stall = Stall::new();
+        let found = loop {
+            match reader.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) if (msg.offset() as u64) < offset => continue,
+                Some(Ok(msg)) if msg.offset() as u64 > offset => break Ok(None),
+                Some(Ok(msg)) => {
+                    let seen = classify(&msg);
+                    let link = match seen {
+                        Seen::Event(_) => header(&msg, H_CHAIN).and_then(unhex),
+                        Seen::Marker(_) => None,
+                    };
+                    break Ok(Some((seen, link)));
+                }
+                Some(Err(e)) => break Err(unavailable(e)),
+                None if stall.wait() => continue,
+                None => {
+                    break Err(unavailable(format!(
+                        "{topic}/{partition}: nothing came back at offset {offset} within {:?}",
+                        crate::audit::READ_PATIENCE
+                    )))
+                }
+            }
+        };
+        close_apart(reader, "kafka-check-reader");
+        found
     }
 
     /// Reads from `from`: at most `max` valid events, not past `until`. Classifies everything

@@ -175,8 +175,8 @@ proptest::proptest! {
 
 /// The copy of a partition's index `serve` keeps: written after a read only once a second
 /// (or every `KEEP_EVERY` positions), at once on a graceful stop, and what a later process
-/// starts from. No broker is needed: nothing here reads a partition (the end check on loading
-/// finds no broker and keeps the copy).
+/// starts from. No broker is needed: nothing here reads a partition (the check of the copies
+/// against the broker, `check_kept_indexes`, is the e2e tests').
 #[tokio::test]
 async fn index_copies_are_kept_throttled_forced_on_stop_and_resumed() {
     let dir = tempfile::tempdir().unwrap();
