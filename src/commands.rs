@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::object::OBJECT_TOPIC;
+use taskledger_core::secrets::SECRETS_TOPIC;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_projections::{audit, store, EmbeddedLog};
 
@@ -108,9 +109,12 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
         "auth" => vec![AUTH_TOPIC],
         "worker-manager" => vec![WORKER_MANAGER_TOPIC],
         "object" => vec![OBJECT_TOPIC],
+        "secrets" => vec![SECRETS_TOPIC],
         "all" => ALL_TOPICS.to_vec(),
         other => {
-            anyhow::bail!("unknown service {other}: queue, auth, worker-manager, object or all")
+            anyhow::bail!(
+                "unknown service {other}: queue, auth, worker-manager, object, secrets or all"
+            )
         }
     })
 }
@@ -510,6 +514,12 @@ pub(crate) fn replay_command(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> 
     let kafka = rt.block_on(args.kafka.connect(&ALL_TOPICS))?;
     let mut failed = false;
     for name in names {
+        if !audit::projection_present(&live, name) {
+            println!(
+                "{name}: not in this data directory (written before taskledger had it); skipped"
+            );
+            continue;
+        }
         let temp = TempDir::new("replay");
         let dir = match &args.into {
             Some(d) => d.join(name),

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::object::OBJECT_TOPIC;
+use taskledger_core::secrets::SECRETS_TOPIC;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_projections::{KafkaConfig, KafkaLog};
 
@@ -35,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the queue, auth, worker-manager, object and purge-cache APIs, their reactors and
+    /// Run the queue, auth, worker-manager, object, secrets and purge-cache APIs, their reactors and
     /// the event log (embedded, or in Kafka) in one process.
     Serve(ServeArgs),
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
@@ -112,7 +113,7 @@ struct DataDir {
 enum EventsCmd {
     /// Decoded events as JSON lines (secrets shown as [redacted]).
     Tail {
-        /// queue, auth, worker-manager, object or all.
+        /// queue, auth, worker-manager, object, secrets or all.
         #[arg(long, default_value = "all")]
         service: String,
         #[arg(long, default_value_t = 0)]
@@ -208,7 +209,7 @@ enum AuditCmd {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// queue, auth, worker-manager, object or all.
+    /// queue, auth, worker-manager, object, secrets or all.
     #[arg(long, default_value = "all")]
     projection: String,
     /// Compare the rebuilt projection with the live one; fail naming the first differing key.
@@ -326,8 +327,8 @@ struct ServeArgs {
     /// How long claimWork waits for a task (Taskcluster: 20 s).
     #[arg(long, env = "TASKLEDGER_CLAIM_WORK_POLL_SECS", default_value_t = 20)]
     claim_work_poll_secs: u64,
-    /// How often expired tasks, task groups, objects, worker-manager workers and worker-pool
-    /// errors are looked for and removed (Taskcluster's expiry crons run daily).
+    /// How often expired tasks, task groups, objects, secrets, worker-manager workers and
+    /// worker-pool errors are looked for and removed (Taskcluster's expiry crons run daily).
     #[arg(long, env = "TASKLEDGER_EXPIRY_SCAN_SECS", default_value_t = 60)]
     expiry_scan_secs: u64,
     /// How often the log's hash chain is verified and each partition's head signed into
@@ -426,7 +427,13 @@ impl ServeArgs {
 }
 
 /// Every topic of the log, one per service.
-const ALL_TOPICS: [&str; 4] = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC, OBJECT_TOPIC];
+const ALL_TOPICS: [&str; 5] = [
+    QUEUE_TOPIC,
+    AUTH_TOPIC,
+    WORKER_MANAGER_TOPIC,
+    OBJECT_TOPIC,
+    SECRETS_TOPIC,
+];
 
 /// No transparent huge pages for this process. mimalloc asks for them on its large regions, and
 /// the first touch of each then zeroes 2 MB at once inside whatever allocated: on the queue's

@@ -9,13 +9,14 @@ use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::queue::Limits;
+use taskledger_core::secrets::SECRETS_TOPIC;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
 use taskledger_projections::exits::{self, PanicExits};
 use taskledger_projections::{
     store, AuthEngine, AuthView, EmbeddedLog, Engine, KafkaConfig, KafkaLog, ObjectEngine,
-    ObjectView, QueueView, WorkerManagerEngine, WorkerManagerView,
+    ObjectView, QueueView, SecretsEngine, SecretsView, WorkerManagerEngine, WorkerManagerView,
 };
 
 use crate::checks::{
@@ -257,6 +258,11 @@ async fn run_services<L: EventLog + 'static>(
     let object = ObjectEngine::start(object_view, log.clone())
         .await
         .context("starting the object engine")?;
+    let secrets_view =
+        Arc::new(SecretsView::open(db.clone()).context("loading the secrets projection")?);
+    let secrets = SecretsEngine::start(secrets_view, log.clone())
+        .await
+        .context("starting the secrets engine")?;
     let mut clients = Clients::new(auth_view, seal_key(&args.data_dir)?);
     insert_static_clients(
         &mut clients,
@@ -298,6 +304,13 @@ async fn run_services<L: EventLog + 'static>(
         "worker expiry",
         taskledger_workers::run_worker_expiry(
             worker_manager.clone(),
+            Duration::from_secs(args.expiry_scan_secs.max(1)),
+        ),
+    );
+    spawn_service(
+        "secret expiry",
+        taskledger_workers::run_secret_expiry(
+            secrets.clone(),
             Duration::from_secs(args.expiry_scan_secs.max(1)),
         ),
     );
@@ -368,6 +381,7 @@ async fn run_services<L: EventLog + 'static>(
         worker_manager,
         worker_manager_client: (WORKER_MANAGER_CLIENT.into(), worker_manager_token),
         object,
+        secrets,
         public_url: public_url.clone(),
         blobs,
         url_key: url_key.into_bytes(),
@@ -380,7 +394,7 @@ async fn run_services<L: EventLog + 'static>(
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!(
-        "taskledger is serving Taskcluster's queue, auth, worker-manager, object and purge-cache APIs at {public_url}/api/"
+        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets and purge-cache APIs at {public_url}/api/"
     );
     println!("  TASKCLUSTER_ROOT_URL={public_url}");
     println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
@@ -452,6 +466,7 @@ async fn run_services<L: EventLog + 'static>(
         (AUTH_TOPIC, state.auth.role().clone()),
         (WORKER_MANAGER_TOPIC, state.worker_manager.role().clone()),
         (OBJECT_TOPIC, state.object.role().clone()),
+        (SECRETS_TOPIC, state.secrets.role().clone()),
     ]);
     let cluster = if args.kafka_group.is_some() {
         // the same order as `roles`
@@ -460,6 +475,7 @@ async fn run_services<L: EventLog + 'static>(
             "/api/auth/v1/",
             "/api/worker-manager/v1/",
             "/api/object/v1/",
+            "/api/secrets/v1/",
         ];
         let log = log.clone();
         Some(Arc::new(cluster::Cluster {

@@ -1,7 +1,8 @@
 //! taskledger-core: the pure domain. Ids, the event envelope and codec, the queue's state
 //! machine (`decide`/`apply`), scopes and scope expressions, Hawk and temporary-credential math,
 //! the worker-manager's domain (`worker_manager`: pools, static workers, registration), the object
-//! service's domain (`object`: uploads, hashes, expiry), and the `EventLog` trait.
+//! service's domain (`object`: uploads, hashes, expiry), the secrets service's (`secrets`), and
+//! the `EventLog` trait.
 //!
 //! Invariant: no I/O and no clock. Time and randomness are arguments.
 
@@ -14,5 +15,6 @@ pub mod log;
 pub mod object;
 pub mod queue;
 pub mod scopes;
+pub mod secrets;
 pub mod time;
 pub mod worker_manager;

@@ -7,6 +7,7 @@ use taskledger_core::access::AuthError;
 use taskledger_core::log::LogError;
 use taskledger_core::object::ObjectError;
 use taskledger_core::queue::QueueError;
+use taskledger_core::secrets::SecretError;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::WorkerManagerError;
 use taskledger_projections::single::ServiceError;
@@ -200,7 +201,15 @@ impl From<ObjectError> for ApiError {
     }
 }
 
-/// The auth, worker-manager and object engines' errors.
+impl From<SecretError> for ApiError {
+    fn from(err: SecretError) -> Self {
+        match err {
+            SecretError::Input(m) => ApiError::input(m),
+        }
+    }
+}
+
+/// The auth, worker-manager, object and secrets engines' errors.
 impl<R: std::error::Error + Into<ApiError>> From<ServiceError<R>> for ApiError {
     fn from(err: ServiceError<R>) -> Self {
         match err {

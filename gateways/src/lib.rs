@@ -12,6 +12,7 @@ pub mod hawk;
 pub mod object;
 pub mod purge_cache;
 pub mod queue;
+pub mod secrets;
 pub mod worker_manager;
 
 use axum::extract::Request;
@@ -26,7 +27,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use taskledger_projections::{AuthEngine, Engine, ObjectEngine, WorkerManagerEngine};
+use taskledger_projections::{
+    AuthEngine, Engine, ObjectEngine, SecretsEngine, WorkerManagerEngine,
+};
 
 /// Everything handlers share.
 pub struct AppState {
@@ -46,6 +49,8 @@ pub struct AppState {
     pub worker_manager_client: (String, String),
     /// The object service's writer (and, through it, its projection).
     pub object: ObjectEngine,
+    /// The secrets service's writer (and, through it, its projection).
+    pub secrets: SecretsEngine,
     /// The externally visible root URL, without a trailing slash.
     pub public_url: String,
     /// Blob storage for artifact bytes.
@@ -453,6 +458,7 @@ pub fn app(
         audit::routes(Mount::at("/api/audit/v1")),
         worker_manager::routes(Mount::at("/api/worker-manager/v1")),
         purge_cache::routes(Mount::at("/api/purge-cache/v1")),
+        secrets::routes(Mount::at("/api/secrets/v1")),
     ]
     .into_iter()
     .fold(Router::new(), |all, service| all.merge(service.router))

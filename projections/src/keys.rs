@@ -29,6 +29,9 @@ pub const CF_WORKER_MANAGER: &str = "worker_manager";
 pub const CF_EXPIRIES: &str = "expiries";
 /// The object projection: objects, stream sequences and the expiry index.
 pub const CF_OBJECTS: &str = "objects";
+/// The secrets projection: secrets (values sealed), stream sequences, the expiry index and
+/// the audit rows.
+pub const CF_SECRETS: &str = "secrets";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
@@ -50,6 +53,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_AUTH,
     CF_WORKER_MANAGER,
     CF_OBJECTS,
+    CF_SECRETS,
 ];
 
 /// The projection column families (everything but the log), for digests and rebuilds.
@@ -69,6 +73,7 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_AUTH,
     CF_WORKER_MANAGER,
     CF_OBJECTS,
+    CF_SECRETS,
 ];
 
 /// An empty key with room for `len` bytes: keys are built on every fold and append, and
@@ -451,6 +456,66 @@ pub fn parse_object_expiry(key: &[u8]) -> Option<(Millis, &str)> {
     let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as i64;
     Some((Millis(at), std::str::from_utf8(&rest[8..]).ok()?))
 }
+
+/// `secrets`: a secret by name (names sort as their bytes: `list` walks these in order).
+pub fn secret(name: &str) -> Vec<u8> {
+    with_str(SECRET_PREFIX.to_vec(), name)
+}
+
+/// The name of a `secret` key.
+pub fn secret_name(key: &[u8]) -> Option<&str> {
+    let rest = key.strip_prefix(SECRET_PREFIX)?.strip_suffix(&[0])?;
+    std::str::from_utf8(rest).ok()
+}
+
+/// `secrets`: the last applied sequence of a stream.
+pub fn secret_stream(stream: &str) -> Vec<u8> {
+    with_str(SECRET_STREAM_PREFIX.to_vec(), stream)
+}
+
+/// `secrets`: expiry index, time then name (the earliest first).
+pub fn secret_expiry(at: Millis, name: &str) -> Vec<u8> {
+    let mut k = SECRET_EXPIRY_PREFIX.to_vec();
+    k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Time and name of a `secret_expiry` key.
+pub fn parse_secret_expiry(key: &[u8]) -> Option<(Millis, &str)> {
+    let rest = key.strip_prefix(SECRET_EXPIRY_PREFIX)?;
+    let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as i64;
+    Some((Millis(at), std::str::from_utf8(&rest[8..]).ok()?))
+}
+
+/// `secrets`: an audit entry of a secret, in log order.
+pub fn secret_audit(name: &str, offset: u64) -> Vec<u8> {
+    let mut k = secret_audit_prefix(name);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn secret_audit_prefix(name: &str) -> Vec<u8> {
+    with_str(SECRET_AUDIT_PREFIX.to_vec(), name)
+}
+
+/// `secrets`: a secret's audit entry by the client that acted, in log order.
+pub fn secret_audit_actor(client_id: &str, offset: u64) -> Vec<u8> {
+    let mut k = secret_audit_actor_prefix(client_id);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn secret_audit_actor_prefix(client_id: &str) -> Vec<u8> {
+    with_str(SECRET_AUDIT_ACTOR_PREFIX.to_vec(), client_id)
+}
+
+/// Prefixes of the `secrets` CF's kinds of rows.
+pub const SECRET_PREFIX: &[u8] = b"n";
+pub const SECRET_STREAM_PREFIX: &[u8] = b"s";
+pub const SECRET_EXPIRY_PREFIX: &[u8] = b"e";
+pub const SECRET_AUDIT_PREFIX: &[u8] = b"A";
+pub const SECRET_AUDIT_ACTOR_PREFIX: &[u8] = b"C";
 
 /// Prefixes of the `objects` CF's kinds of rows.
 pub const OBJECT_PREFIX: &[u8] = b"o";

@@ -1,5 +1,5 @@
 //! taskledger-projections: the event logs (embedded RocksDB, Kafka), the queue,
-//! auth, worker-manager and object projections in RocksDB column families, and the command engines
+//! auth, worker-manager, object and secrets projections in RocksDB column families, and the command engines
 //! that turn commands into durable events (the queue's with group commit).
 //!
 //! Invariant: a projection's state and the offset it has consumed are written in one batch.
@@ -16,6 +16,7 @@ pub mod latency;
 pub mod object_view;
 pub mod queue_view;
 pub mod role;
+pub mod secrets_view;
 pub mod single;
 pub mod store;
 pub mod worker_manager_view;
@@ -26,4 +27,5 @@ pub use engine::{Engine, EngineError, Outcome, QueueCommand};
 pub use kafka_log::{KafkaConfig, KafkaLog};
 pub use object_view::{ObjectEngine, ObjectEngineError, ObjectView};
 pub use queue_view::QueueView;
+pub use secrets_view::{SecretsEngine, SecretsEngineError, SecretsView};
 pub use worker_manager_view::{WorkerManagerEngine, WorkerManagerEngineError, WorkerManagerView};

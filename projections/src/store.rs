@@ -90,11 +90,18 @@ fn write_buffer_size(cf_name: &str) -> usize {
 const SMALL_MEMTABLE: usize = 4 << 20;
 
 /// Opens the database under `primary` read-only as a secondary instance (its own state in
-/// `secondary`), so tools can read beside a running server; works on a stopped one too.
+/// `secondary`), so tools can read beside a running server; works on a stopped one too. Opens
+/// the column families the database has: one written by an older taskledger lacks those of
+/// later projections (a secondary cannot create them), which readers then find missing.
 pub fn open_secondary(primary: &Path, secondary: &Path) -> Result<Arc<DB>, StoreError> {
     let mut opts = Options::default();
     opts.set_max_open_files(-1);
-    let db = DB::open_cf_as_secondary(&opts, primary, secondary, keys::ALL_CFS.iter().copied())?;
+    let present = DB::list_cf(&opts, primary)?;
+    let cfs = keys::ALL_CFS
+        .iter()
+        .copied()
+        .filter(|name| present.iter().any(|p| p == name));
+    let db = DB::open_cf_as_secondary(&opts, primary, secondary, cfs)?;
     db.try_catch_up_with_primary()?;
     Ok(Arc::new(db))
 }
@@ -104,4 +111,29 @@ pub(crate) fn cf<'a>(
     name: &'static str,
 ) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
     db.cf_handle(name).ok_or(StoreError::MissingCf(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database from before a projection existed (no `secrets` column family): the tools'
+    /// secondary instance still opens it, and tells the projection is not there.
+    #[test]
+    fn a_secondary_opens_a_database_without_a_later_projection() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = dir.path().join("db");
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let older = keys::ALL_CFS.iter().filter(|c| **c != keys::CF_SECRETS);
+            DB::open_cf(&opts, &primary, older).unwrap();
+        }
+        let db = open_secondary(&primary, &dir.path().join("secondary")).unwrap();
+        assert!(db.cf_handle(keys::CF_LOG).is_some());
+        assert!(db.cf_handle(keys::CF_SECRETS).is_none());
+        assert!(crate::audit::projection_present(&db, "queue"));
+        assert!(!crate::audit::projection_present(&db, "secrets"));
+    }
 }

@@ -47,7 +47,7 @@ async fn try_create(s: &Server, creds: &Credentials, queue: &str) -> Result<(), 
         .map_err(|e| status_of(&e).unwrap_or(0))
 }
 
-fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+pub(crate) fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };

@@ -15,6 +15,7 @@ mod object;
 mod pulse;
 mod purge_cache;
 mod random_requests;
+mod secrets;
 mod worker;
 mod worker_manager;
 

@@ -1,5 +1,5 @@
 //! Random requests against every route the reference documents (queue, auth,
-//! worker-manager, purge-cache): random parameters, query strings, bodies, content types and
+//! worker-manager, purge-cache, secrets): random parameters, query strings, bodies, content types and
 //! callers.
 //! Each answer is below 500, every refusal is Taskcluster's error body (or its unknown-route
 //! 404 for a path no route matches), and the server keeps serving.
@@ -118,6 +118,11 @@ purge-cache GET /purge-cache/<workerPoolId>
 purge-cache GET /purge-cache/list
 purge-cache POST /purge-cache/<workerPoolId>
 purge-cache GET /ping
+secrets DELETE /secret/<name>
+secrets GET /secret/<name>
+secrets PUT /secret/<name>
+secrets GET /secrets
+secrets GET /ping
 ";
 
 /// URL parameters: valid, invalid, encoded and hostile.
@@ -193,6 +198,7 @@ const KEYS: &[&str] = &[
     "method",
     "resource",
     "authorization",
+    "secret",
 ];
 
 /// xorshift64*: the same requests on every run.

@@ -1,5 +1,5 @@
 //! The expiry reactors: clients, worker-manager workers and pool errors, tasks, task groups,
-//! artifacts and objects past their `expires` go as events, while this process writes their
+//! artifacts, objects and secrets past their `expires` go as events, while this process writes their
 //! partition; stored bytes are deleted only after the event is durable.
 
 use super::writing;
@@ -188,6 +188,22 @@ pub async fn run_object_expiry<F, Fut>(
             Ok(events) if !events.is_empty() => forget(name, stored.upload_digest).await,
             Ok(_) => {}
             Err(e) => tracing::warn!(%name, error = %e, "object expiry failed"),
+        }
+    })
+    .await
+}
+
+/// Removes secrets whose `expires` passed, as `SecretExpired` events (upstream: an hourly
+/// cron; `get` and `list` stop showing a secret at its expiry either way). Every scan starts
+/// at the index's beginning: `set` takes an expiry as far in the past as a caller likes, and
+/// the index holds only secrets that still exist.
+pub async fn run_secret_expiry(secrets: taskledger_projections::SecretsEngine, every: Duration) {
+    let scan = |_floor, now| secrets.view().due(Millis(0), now, 1000);
+    let secrets = &secrets;
+    expire_every(secrets.role(), every, scan, |name: String| async move {
+        let cmd = taskledger_core::secrets::SecretCommand::Expire { name: name.clone() };
+        if let Err(e) = secrets.execute(Actor::system("secret-expiry"), cmd).await {
+            tracing::warn!(%name, error = %e, "secret expiry failed");
         }
     })
     .await

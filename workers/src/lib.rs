@@ -15,7 +15,9 @@
 mod expiry;
 pub mod worker;
 
-pub use expiry::{run_client_expiry, run_object_expiry, run_task_expiry, run_worker_expiry};
+pub use expiry::{
+    run_client_expiry, run_object_expiry, run_secret_expiry, run_task_expiry, run_worker_expiry,
+};
 
 use std::collections::HashSet;
 use std::sync::Arc;

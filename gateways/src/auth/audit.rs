@@ -32,11 +32,16 @@ pub(super) async fn get_entity_history(
             ));
         }
         let q = query(&uri, &["continuationToken", "limit"])?;
-        // a worker pool's history is the worker-manager's, the others the auth service's
+        // a worker pool's history is the worker-manager's, a secret's the secrets service's,
+        // the others the auth service's
         let (rows, next) = if kind == "worker-pool" {
             st.worker_manager
                 .view()
                 .pool_history(&id, decode_token(&q)?, limit(&q))?
+        } else if kind == "secret" {
+            st.secrets
+                .view()
+                .secret_history(&id, decode_token(&q)?, limit(&q))?
         } else {
             st.auth
                 .view()
@@ -59,48 +64,56 @@ pub(super) async fn list_audit_history(
                 .require(&s(format!("auth:client-audit-history:{id}")))?;
             client_param(&id)?;
             let q = query(&uri, &["continuationToken", "limit"])?;
-            // what the client did to clients and roles and to worker pools, in time order
-            // (two logs: ties go to the auth log, then by offset); the token holds where each
-            // log's rows were left, so a page reads at most `limit + 1` rows of each
-            let (auth_after, pool_after) = history_position(&q)?;
+            // what the client did to clients and roles, to worker pools and to secrets, in
+            // time order (three logs: ties go by log, then by offset); the token holds where
+            // each log's rows were left, so a page reads at most `limit + 1` rows of each
+            let after = history_position(&q)?;
             let limit = limit(&q);
-            let (auth_rows, auth_more) = st.auth.view().actor_history(
-                &id,
-                auth_after.map(|o| keys::audit_actor(&id, o)),
-                limit + 1,
-            )?;
-            let (pool_rows, pool_more) = st.worker_manager.view().actor_history(
-                &id,
-                pool_after.map(|o| keys::wm_audit_actor(&id, o)),
-                limit + 1,
-            )?;
-            let available = auth_rows.len() + pool_rows.len();
-            let mut rows: Vec<(u8, AuditEntry)> = auth_rows
+            let logs = [
+                st.auth.view().actor_history(
+                    &id,
+                    after[0].map(|o| keys::audit_actor(&id, o)),
+                    limit + 1,
+                )?,
+                st.worker_manager.view().actor_history(
+                    &id,
+                    after[1].map(|o| keys::wm_audit_actor(&id, o)),
+                    limit + 1,
+                )?,
+                st.secrets.view().actor_history(
+                    &id,
+                    after[2].map(|o| keys::secret_audit_actor(&id, o)),
+                    limit + 1,
+                )?,
+            ];
+            let partial = logs.iter().any(|(_, more)| more.is_some());
+            let mut rows: Vec<(usize, AuditEntry)> = logs
                 .into_iter()
-                .map(|r| (0, r))
-                .chain(pool_rows.into_iter().map(|r| (1, r)))
+                .enumerate()
+                .flat_map(|(log, (rows, _))| rows.into_iter().map(move |r| (log, r)))
                 .collect();
+            let available = rows.len();
             rows.sort_by_key(|(log, r)| (r.created, *log, r.offset));
             rows.truncate(limit);
-            let (mut auth_at, mut pool_at) = (auth_after, pool_after);
+            let mut at = after;
             for (log, r) in &rows {
-                match log {
-                    0 => auth_at = Some(r.offset),
-                    _ => pool_at = Some(r.offset),
-                }
+                at[*log] = Some(r.offset);
             }
-            let more = available > rows.len() || auth_more.is_some() || pool_more.is_some();
-            let next = more.then(|| position_token(auth_at, pool_at));
+            let more = available > rows.len() || partial;
+            let next = more.then(|| position_token(&at));
             Ok(audit_page(rows.into_iter().map(|(_, r)| r).collect(), next))
         })
         .await
 }
 
-/// A merged history's token: for each log (auth, worker-manager), a flag and the offset of
-/// the last row a page took from it.
-fn position_token(auth: Option<u64>, pools: Option<u64>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(18);
-    for at in [auth, pools] {
+/// How many logs a client's audit history merges: auth, worker-manager, secrets.
+const HISTORY_LOGS: usize = 3;
+
+/// A merged history's token: for each log, a flag and the offset of the last row a page took
+/// from it.
+fn position_token(at: &[Option<u64>; HISTORY_LOGS]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 * HISTORY_LOGS);
+    for at in at {
         k.push(u8::from(at.is_some()));
         k.extend_from_slice(&at.unwrap_or(0).to_be_bytes());
     }
@@ -110,21 +123,23 @@ fn position_token(auth: Option<u64>, pools: Option<u64>) -> Vec<u8> {
 /// The positions a token holds (none without one); 400 for a token that holds none.
 fn history_position(
     q: &std::collections::HashMap<String, String>,
-) -> Result<(Option<u64>, Option<u64>), ApiError> {
+) -> Result<[Option<u64>; HISTORY_LOGS], ApiError> {
+    let mut at = [None; HISTORY_LOGS];
     let Some(token) = decode_token(q)? else {
-        return Ok((None, None));
+        return Ok(at);
     };
     let bad = || ApiError::input("Invalid continuation token");
-    if token.len() != 18 {
+    // a token of two positions (auth, worker-manager) comes from a server without secrets
+    if token.len() != 9 * HISTORY_LOGS && token.len() != 18 {
         return Err(bad());
     }
-    let read = |part: &[u8]| -> Result<Option<u64>, ApiError> {
+    for (slot, part) in at.iter_mut().zip(token.chunks(9)) {
         let offset = u64::from_be_bytes(part[1..9].try_into().map_err(|_| bad())?);
-        match part[0] {
-            0 => Ok(None),
-            1 => Ok(Some(offset)),
-            _ => Err(bad()),
-        }
-    };
-    Ok((read(&token[..9])?, read(&token[9..])?))
+        *slot = match part[0] {
+            0 => None,
+            1 => Some(offset),
+            _ => return Err(bad()),
+        };
+    }
+    Ok(at)
 }

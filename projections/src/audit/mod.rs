@@ -20,6 +20,7 @@ use crate::kafka_log::{ChainCheck, KafkaLog};
 use crate::keys;
 use crate::object_view::{ObjectView, OBJECT_CONSUMER, OBJECT_PARTITION};
 use crate::queue_view::{Folded, QueueView};
+use crate::secrets_view::{SecretsView, SECRETS_CONSUMER, SECRETS_PARTITION};
 use crate::single::Service;
 use crate::store::{cf, StoreError};
 use crate::worker_manager_view::{
@@ -37,6 +38,7 @@ use taskledger_core::envelope::Envelope;
 use taskledger_core::log::{Batch, EventLog, LogError, Stored, QUEUE_TOPIC};
 use taskledger_core::object::{ObjectEvent, OBJECT_TOPIC};
 use taskledger_core::queue::QueueEvent;
+use taskledger_core::secrets::{SecretEvent, SECRETS_TOPIC};
 use taskledger_core::worker_manager::{WorkerEvent, WORKER_MANAGER_TOPIC};
 
 /// The first place the chain does not hold.
@@ -375,6 +377,11 @@ pub fn record_json(topic: &str, record: &Stored) -> Result<Value, StoreError> {
         }
         t if t == OBJECT_TOPIC => {
             let env: Envelope<ObjectEvent> = codec::decode(&record.value)?;
+            (env.payload.type_name(), serde_json::to_value(&env))
+        }
+        // values are sealed, and a sealed value renders as "[redacted]"
+        t if t == SECRETS_TOPIC => {
+            let env: Envelope<SecretEvent> = codec::decode(&record.value)?;
             (env.payload.type_name(), serde_json::to_value(&env))
         }
         _ => ("unknown", Ok(Value::Null)),

@@ -31,7 +31,15 @@ impl ReplayReport {
 }
 
 /// Projections `replay` knows.
-pub const PROJECTIONS: &[&str] = &["queue", "auth", "worker-manager", "object"];
+pub const PROJECTIONS: &[&str] = &["queue", "auth", "worker-manager", "object", "secrets"];
+
+/// Whether `db` holds the projection `name` at all (a database written by an older taskledger
+/// lacks the column families of later projections).
+pub fn projection_present(db: &DB, name: &str) -> bool {
+    projection_cfs(name)
+        .iter()
+        .all(|cf_name| db.cf_handle(cf_name).is_some())
+}
 
 /// The column families a projection owns.
 fn projection_cfs(name: &str) -> Vec<&'static str> {
@@ -39,10 +47,19 @@ fn projection_cfs(name: &str) -> Vec<&'static str> {
         "auth" => vec![keys::CF_AUTH],
         "worker-manager" => vec![keys::CF_WORKER_MANAGER],
         "object" => vec![keys::CF_OBJECTS],
+        "secrets" => vec![keys::CF_SECRETS],
         _ => keys::PROJECTION_CFS
             .iter()
             .copied()
-            .filter(|c| ![keys::CF_AUTH, keys::CF_WORKER_MANAGER, keys::CF_OBJECTS].contains(c))
+            .filter(|c| {
+                ![
+                    keys::CF_AUTH,
+                    keys::CF_WORKER_MANAGER,
+                    keys::CF_OBJECTS,
+                    keys::CF_SECRETS,
+                ]
+                .contains(c)
+            })
             .collect(),
     }
 }
@@ -143,6 +160,7 @@ enum Decoded {
     Auth(Vec<Envelope<AuthEvent>>),
     WorkerManager(Vec<Envelope<WorkerEvent>>),
     Object(Vec<Envelope<ObjectEvent>>),
+    Secrets(Vec<Envelope<SecretEvent>>),
 }
 
 /// The rebuilt projection, folding on a thread of its own.
@@ -151,6 +169,7 @@ enum Rebuilt {
     Auth(AuthView),
     WorkerManager(WorkerManagerView),
     Object(ObjectView),
+    Secrets(SecretsView),
 }
 
 impl Rebuilt {
@@ -162,6 +181,7 @@ impl Rebuilt {
                 w.apply(offsets, next, envs)
             }
             (Rebuilt::Object(o), Decoded::Object(envs)) => o.apply(offsets, next, envs),
+            (Rebuilt::Secrets(s), Decoded::Secrets(envs)) => s.apply(offsets, next, envs),
             _ => unreachable!("events are decoded for the projection being rebuilt"),
         }
     }
@@ -184,6 +204,7 @@ impl Rebuilt {
             Rebuilt::Auth(_) => Decoded::Auth(all(records)?),
             Rebuilt::WorkerManager(_) => Decoded::WorkerManager(all(records)?),
             Rebuilt::Object(_) => Decoded::Object(all(records)?),
+            Rebuilt::Secrets(_) => Decoded::Secrets(all(records)?),
         })
     }
 }
@@ -207,6 +228,7 @@ pub async fn replay_from<L: EventLog>(
             WORKER_MANAGER_CONSUMER,
         ),
         "object" => (OBJECT_TOPIC, OBJECT_PARTITION, OBJECT_CONSUMER),
+        "secrets" => (SECRETS_TOPIC, SECRETS_PARTITION, SECRETS_CONSUMER),
         _ => (QUEUE_TOPIC, QUEUE_PARTITION, VIEW_CONSUMER),
     };
     let live_offset = match live.get_cf(
@@ -220,6 +242,7 @@ pub async fn replay_from<L: EventLog>(
         "auth" => Rebuilt::Auth(AuthView::open(scratch.clone())?),
         "worker-manager" => Rebuilt::WorkerManager(WorkerManagerView::open(scratch.clone())?),
         "object" => Rebuilt::Object(ObjectView::open(scratch.clone())?),
+        "secrets" => Rebuilt::Secrets(SecretsView::open(scratch.clone())?),
         _ => Rebuilt::Queue(QueueView::new(scratch.clone())?.for_rebuild()),
     };
     let rebuilt = Arc::new(rebuilt);
