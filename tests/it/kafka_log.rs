@@ -632,6 +632,14 @@ async fn a_restart_resumes_the_kept_epoch_indexes() {
         }
         let id = format!("it/kept-index-{round}-{}", slugid::nice());
         crate::auth::create_client(&server, &id, &["auth:current-scopes"]).await;
+        let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        secrets_of(&server)
+            .set(
+                &format!("project/kept/{round}"),
+                &json!({ "secret": { "round": round }, "expires": expires }),
+            )
+            .await
+            .unwrap();
         server
             .restart_with("FAILPOINTS", "kafka-index-from-start=panic")
             .await;
@@ -639,6 +647,13 @@ async fn a_restart_resumes_the_kept_epoch_indexes() {
     let q = server.queue();
     for task_id in &created {
         assert_eq!(state_of(&q, task_id).await["state"], "pending", "{task_id}");
+    }
+    for round in 0..3 {
+        let got = secrets_of(&server)
+            .get(&format!("project/kept/{round}"))
+            .await
+            .unwrap();
+        assert_eq!(got["secret"], json!({ "round": round }));
     }
     let prefix = server
         .env("TASKLEDGER_KAFKA_TOPIC_PREFIX")
@@ -699,6 +714,14 @@ async fn a_data_directory_refuses_a_log_it_was_not_built_from() {
     for task_id in &ours {
         assert_eq!(state_of(&q, task_id).await["state"], "pending", "{task_id}");
     }
+}
+
+fn secrets_of(server: &Server) -> taskcluster::Secrets {
+    taskcluster::Secrets::new(
+        ClientBuilder::new(&server.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap()
 }
 
 /// A tool's line without how long its run took (`... in 0.12 s (4000 events/s)`).
