@@ -606,12 +606,18 @@ async fn run(secs: u64, clients: usize) {
     let api = Api::connect(port, clients).await;
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
     // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS / LOADGEN_ONLY_CREATE / LOADGEN_ONLY_LIFE /
-    // LOADGEN_ONLY_PACED=<rate>: one phase alone (e.g. under a profiler)
+    // LOADGEN_ONLY_SECRETS / LOADGEN_ONLY_PACED=<rate>: one phase alone (e.g. under a profiler)
     let only = |name: &str| std::env::var(format!("LOADGEN_ONLY_{name}")).is_ok();
     let only_paced: Option<f64> = std::env::var("LOADGEN_ONLY_PACED")
         .ok()
         .and_then(|r| r.parse().ok());
-    if only("AUTH") || only("STATUS") || only("CREATE") || only("LIFE") || only_paced.is_some() {
+    if only("AUTH")
+        || only("STATUS")
+        || only("CREATE")
+        || only("LIFE")
+        || only("SECRETS")
+        || only_paced.is_some()
+    {
         if let Some(rate) = only_paced {
             let (achieved, lat, late, cpu) = paced_phase(&api, clients, secs, rate).await;
             println!(
@@ -621,6 +627,8 @@ async fn run(secs: u64, clients: usize) {
                 percentile(&late, 0.5),
                 percentile(&late, 0.99)
             );
+        } else if only("SECRETS") {
+            secrets_phases(&api, clients, secs).await;
         } else if only("STATUS") {
             let (rate, lat, cpu) = status_phase(&api, clients, secs).await;
             println!(
@@ -728,6 +736,55 @@ async fn run(secs: u64, clients: usize) {
 
 /// The auth issue's benchmark: currentScopes by a client holding 50 roles that expand to
 /// ~1,000 scopes, against the unauthenticated ping, in one run.
+/// The secrets service: `get` of 256 secrets (each opened with AES-256-GCM and parsed), `set`
+/// (one durable command each: the secrets engine decides one at a time), and getTaskStatus in
+/// the same run for the ratio.
+async fn secrets_phases(api: &Api, clients: usize, secs: u64) {
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let value = json!({ "token": "x".repeat(64), "user": "loadgen", "hosts": ["a", "b", "c"] });
+    let body = json!({ "secret": value, "expires": expires });
+    for n in 0..256 {
+        let path = format!("/api/secrets/v1/secret/project/load/{n}");
+        api.call_on(0, "PUT", &path, json_body(&body)).await;
+    }
+    let a = api.clone();
+    let (get_rate, get_lat, get_cpu) = phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            let path = format!("/api/secrets/v1/secret/project/load/{}", i % 256);
+            a.call_on(i, "GET", &path, None).await;
+            1
+        }
+    })
+    .await;
+    let a = api.clone();
+    let (set_rate, set_lat, set_cpu) = phase(clients, secs, move |i| {
+        let (a, body) = (a.clone(), body.clone());
+        async move {
+            let path = format!("/api/secrets/v1/secret/project/load/{}", i % 256);
+            a.call_on(i, "PUT", &path, json_body(&body)).await;
+            1
+        }
+    })
+    .await;
+    let (status_rate, _, status_cpu) = status_phase(api, clients, secs).await;
+    println!(
+        "secrets get/s {get_rate:.0} (p50 {:.2} ms); CPU per call: {get_cpu}",
+        percentile(&get_lat, 0.5)
+    );
+    println!(
+        "secrets set/s {set_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {set_cpu}",
+        percentile(&set_lat, 0.5),
+        percentile(&set_lat, 0.99)
+    );
+    println!("getTaskStatus/s {status_rate:.0}; CPU per call: {status_cpu}");
+    println!(
+        "ratios (this run): secrets get / getTaskStatus = {:.2}; secrets set / get = {:.3}",
+        get_rate / status_rate,
+        set_rate / get_rate
+    );
+}
+
 async fn auth_phases(api: &Api, clients: usize, secs: u64) {
     for r in 0..50 {
         let scopes: Vec<String> = (0..20).map(|i| format!("project:p{r}:scope-{i}")).collect();
