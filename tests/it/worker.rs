@@ -433,6 +433,8 @@ curl -s -o out/denied.json -w '%{http_code}' -X DELETE "$P/api/auth/v1/clients/n
 url=$(curl -s --data "$TASKCLUSTER_ROOT_URL/api/auth/v1/scopes/current" "$P/bewit")
 curl -sf "$url" > out/bewit.json
 curl -s -o /dev/null -w '%{http_code}' --data "https://elsewhere.example.com/x" "$P/bewit" > out/elsewhere.txt
+curl -sf "$P/secrets/v1/secret/project/proxy/deploy" > out/secret.json
+curl -s -o /dev/null -w '%{http_code}' "$P/api/secrets/v1/secret/project/other/x" > out/secret-denied.txt
 "#;
     let mut def = process_task(
         &queue,
@@ -446,8 +448,19 @@ curl -s -o /dev/null -w '%{http_code}' --data "https://elsewhere.example.com/x" 
     def["scopes"] = json!([
         "auth:current-scopes",
         "auth:proxy-probe",
-        "queue:list-artifacts:*"
+        "queue:list-artifacts:*",
+        "secrets:get:project/proxy/*"
     ]);
+    // a secret the task reads through the proxy, as CI tasks fetch their deploy keys
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (status, answer) = server
+        .root_call(
+            "PUT",
+            "/api/secrets/v1/secret/project/proxy/deploy",
+            &json!({ "secret": { "key": "from-the-proxy" }, "expires": expires }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
     let task_id = slugid::nice();
     server.queue().createTask(&task_id, &def).await.unwrap();
     let (s, log) = resolved_with_log(&server, &task_id).await;
@@ -499,6 +512,13 @@ curl -s -o /dev/null -w '%{http_code}' --data "https://elsewhere.example.com/x" 
     let denied: Value = serde_json::from_str(&text("denied.json").await).unwrap();
     assert_eq!(denied["code"], "InsufficientScopes", "{denied}");
     assert_eq!(text("elsewhere.txt").await.trim(), "400");
+    let secret: Value = serde_json::from_str(&text("secret.json").await).unwrap();
+    assert_eq!(
+        secret["secret"],
+        json!({ "key": "from-the-proxy" }),
+        "{secret}"
+    );
+    assert_eq!(text("secret-denied.txt").await.trim(), "403");
     let artifact = server
         .queue()
         .artifact(&task_id, "0", "public/via-proxy")
