@@ -12,8 +12,8 @@
 
 use crate::keys;
 use crate::single::{Decision, Service, ServiceEngine, ServiceError};
-use crate::store::{cf, StoreError};
-use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
+use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use taskledger_core::codec;
@@ -32,10 +32,6 @@ pub struct ObjectView {
     db: Arc<DB>,
     /// Serializes folds: each reads the rows the previous one wrote.
     folding: Mutex<()>,
-}
-
-fn decode_u64(bytes: &[u8]) -> u64 {
-    u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))
 }
 
 impl ObjectView {
@@ -57,12 +53,7 @@ impl ObjectView {
     }
 
     fn sequence(&self, stream: &str) -> Result<u64, StoreError> {
-        let objects = cf(&self.db, keys::CF_OBJECTS)?;
-        Ok(self
-            .db
-            .get_pinned_cf(objects, keys::object_stream(stream))?
-            .map(|b| decode_u64(&b))
-            .unwrap_or(0))
+        read_u64(&self.db, keys::CF_OBJECTS, &keys::object_stream(stream))
     }
 
     fn offset_key() -> Vec<u8> {
@@ -78,23 +69,15 @@ impl ObjectView {
         now: Millis,
         limit: usize,
     ) -> Result<Vec<(Millis, String)>, StoreError> {
-        let objects = cf(&self.db, keys::CF_OBJECTS)?;
-        let mut out = Vec::new();
         let start = keys::object_expiry(from, "");
-        for item in self
-            .db
-            .iterator_cf(objects, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, _) = item?;
-            let Some((at, name)) = keys::parse_object_expiry(&k) else {
-                break;
-            };
-            if at > now || out.len() == limit {
-                break;
-            }
-            out.push((at, name.to_string()));
-        }
-        Ok(out)
+        scan_expiry_index(
+            &self.db,
+            keys::CF_OBJECTS,
+            &start,
+            keys::parse_object_expiry,
+            |at| at <= now,
+            limit,
+        )
     }
 }
 
@@ -181,12 +164,7 @@ impl Service for ObjectView {
         Ok(())
     }
     fn consumer_offset(&self) -> Result<u64, StoreError> {
-        let meta = cf(&self.db, keys::CF_META)?;
-        Ok(self
-            .db
-            .get_pinned_cf(meta, Self::offset_key())?
-            .map(|b| decode_u64(&b))
-            .unwrap_or(0))
+        read_u64(&self.db, keys::CF_META, &Self::offset_key())
     }
 }
 

@@ -13,7 +13,7 @@
 use crate::auth_view::{audit_rows, AuditEntry};
 use crate::keys;
 use crate::single::{Decision, Service, ServiceEngine, ServiceError};
-use crate::store::{cf, StoreError};
+use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,10 +33,6 @@ pub struct SecretsView {
     db: Arc<DB>,
     /// Serializes folds: each reads the rows the previous one wrote.
     folding: Mutex<()>,
-}
-
-fn decode_u64(bytes: &[u8]) -> u64 {
-    u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))
 }
 
 impl SecretsView {
@@ -107,23 +103,15 @@ impl SecretsView {
         now: Millis,
         limit: usize,
     ) -> Result<Vec<(Millis, String)>, StoreError> {
-        let secrets = cf(&self.db, keys::CF_SECRETS)?;
-        let mut out = Vec::new();
         let start = keys::secret_expiry(from, "");
-        for item in self
-            .db
-            .iterator_cf(secrets, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, _) = item?;
-            let Some((at, name)) = keys::parse_secret_expiry(&k) else {
-                break;
-            };
-            if at >= now || out.len() == limit {
-                break;
-            }
-            out.push((at, name.to_string()));
-        }
-        Ok(out)
+        scan_expiry_index(
+            &self.db,
+            keys::CF_SECRETS,
+            &start,
+            keys::parse_secret_expiry,
+            |at| at < now,
+            limit,
+        )
     }
 
     /// getEntityHistory of a secret: what happened to it, oldest first.
@@ -160,12 +148,7 @@ impl SecretsView {
     }
 
     fn sequence(&self, stream: &str) -> Result<u64, StoreError> {
-        let secrets = cf(&self.db, keys::CF_SECRETS)?;
-        Ok(self
-            .db
-            .get_pinned_cf(secrets, keys::secret_stream(stream))?
-            .map(|b| decode_u64(&b))
-            .unwrap_or(0))
+        read_u64(&self.db, keys::CF_SECRETS, &keys::secret_stream(stream))
     }
 
     fn offset_key() -> Vec<u8> {
@@ -271,12 +254,7 @@ impl Service for SecretsView {
         Ok(())
     }
     fn consumer_offset(&self) -> Result<u64, StoreError> {
-        let meta = cf(&self.db, keys::CF_META)?;
-        Ok(self
-            .db
-            .get_pinned_cf(meta, Self::offset_key())?
-            .map(|b| decode_u64(&b))
-            .unwrap_or(0))
+        read_u64(&self.db, keys::CF_META, &Self::offset_key())
     }
 }
 

@@ -4,6 +4,7 @@ use crate::keys;
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 use std::path::Path;
 use std::sync::Arc;
+use taskledger_core::time::Millis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,6 +105,43 @@ pub fn open_secondary(primary: &Path, secondary: &Path) -> Result<Arc<DB>, Store
     let db = DB::open_cf_as_secondary(&opts, primary, secondary, cfs)?;
     db.try_catch_up_with_primary()?;
     Ok(Arc::new(db))
+}
+
+/// The big-endian u64 at `key` of `cf_name` (a stream's last sequence, a consumed offset), 0
+/// when there is none.
+pub(crate) fn read_u64(db: &DB, cf_name: &'static str, key: &[u8]) -> Result<u64, StoreError> {
+    Ok(db
+        .get_pinned_cf(cf(db, cf_name)?, key)?
+        .map(|b| u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])))
+        .unwrap_or(0))
+}
+
+/// An expiry index's entries from the key `start` on, in key order (time, then name), while
+/// `due` says yes to their time and at most `limit`. `parse` reads an entry's key and says
+/// `None` past the index.
+pub(crate) fn scan_expiry_index(
+    db: &DB,
+    cf_name: &'static str,
+    start: &[u8],
+    parse: fn(&[u8]) -> Option<(Millis, &str)>,
+    due: impl Fn(Millis) -> bool,
+    limit: usize,
+) -> Result<Vec<(Millis, String)>, StoreError> {
+    let mut out = Vec::new();
+    for item in db.iterator_cf(
+        cf(db, cf_name)?,
+        rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+    ) {
+        let (k, _) = item?;
+        let Some((at, name)) = parse(&k) else {
+            break;
+        };
+        if !due(at) || out.len() == limit {
+            break;
+        }
+        out.push((at, name.to_string()));
+    }
+    Ok(out)
 }
 
 pub(crate) fn cf<'a>(
