@@ -287,6 +287,7 @@ impl Server {
             .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("TASKLEDGER_DATA_DIR", &self.data_dir)
             .env("TASKLEDGER_ROOT_ACCESS_TOKEN", ROOT_TOKEN)
+            .env("TASKLEDGER_TEST_CLIENTS", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(

@@ -704,10 +704,12 @@ async fn a_data_directory_refuses_a_log_it_was_not_built_from() {
     for (broker, what) in [(&brokers[1], "a longer log"), (&brokers[2], "an empty log")] {
         let (code, stderr) = first.refused_start(&on(broker)).await;
         assert_eq!(code, Some(1), "{what}: {stderr}");
-        assert!(
-            stderr.contains("is not the log this data directory was built from"),
-            "{what}: {stderr}"
+        // naming the first partition checked, the queue's, and where it differs
+        let named = format!(
+            "Kafka topic {prefix}queue partition 0 is not the log this data directory was built from"
         );
+        assert!(stderr.contains(&named), "{what}: {stderr}");
+        assert!(stderr.contains("offset"), "{what}: {stderr}");
     }
     first.restart().await;
     let q = first.queue();

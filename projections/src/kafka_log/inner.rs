@@ -311,8 +311,8 @@ impl Inner {
                 return f(ix);
             }
         }
-        // the first use in this process: the kept copy, loaded (and checked against the
-        // broker) outside the lock
+        // the first use in this process: the kept copy (which `serve` checked against the
+        // broker on start, `check_kept`), loaded outside the lock
         let kept = self.kept_index(topic, partition);
         let mut epochs = self.epochs.lock().expect("epochs lock");
         f(epochs.entry(key).or_insert(kept))
@@ -371,15 +371,17 @@ impl Inner {
         let Some(ix) = self.kept_copy(topic, partition) else {
             return Ok(());
         };
-        let (low, end) = self
-            .meta
-            .fetch_watermarks(
-                &self.kafka_topic(topic),
-                partition as i32,
-                self.config.timeout,
-            )
-            .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
-            .map_err(unavailable)?;
+        let watermarks = || {
+            self.meta
+                .fetch_watermarks(
+                    &self.kafka_topic(topic),
+                    partition as i32,
+                    self.config.timeout,
+                )
+                .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
+                .map_err(unavailable)
+        };
+        let (low, end) = watermarks()?;
         let differs = |why: String| {
             Err(LogError::Corrupt(format!(
                 "Kafka topic {} partition {partition} is not the log this data directory was \
@@ -402,21 +404,37 @@ impl Inner {
         if let Some((at, owner)) = ix.last_marker() {
             expected.push((at, (Seen::Marker(owner.clone()), None)));
         }
+        let gone = |at: u64, low: u64| {
+            tracing::warn!(
+                topic,
+                partition,
+                offset = at,
+                low,
+                "cannot check the kept epoch index: the record it ends with is gone (retention)"
+            );
+        };
         for (at, record) in expected {
             if at < low {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    offset = at,
-                    low,
-                    "cannot check the kept epoch index: the record it ends with is gone (retention)"
-                );
+                gone(at, low);
                 continue;
             }
-            if self.record_at(topic, partition, at)?.as_ref() != Some(&record) {
-                return differs(format!(
-                    "the record at offset {at} is not the one read there before"
-                ));
+            match self.record_at(topic, partition, at)? {
+                Some(found) if found == record => {}
+                Some(_) => {
+                    return differs(format!(
+                        "the record at offset {at} is not the one read there before"
+                    ))
+                }
+                // nothing a reader sees there: retention may have removed it meanwhile (the
+                // reader then starts at the new low watermark), else it is not our record
+                None => match watermarks()? {
+                    (low, _) if low > at => gone(at, low),
+                    _ => {
+                        return differs(format!(
+                            "no record at offset {at}, where one was read before"
+                        ))
+                    }
+                },
             }
         }
         Ok(())
