@@ -65,6 +65,18 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     });
     let db = store::open_limited(&args.data_dir.join("db"), background_writes)
         .context("opening the database")?;
+    // the log the projections are folded from: another one's offsets mean other events
+    let identity = match &args.kafka_brokers {
+        None => "the embedded log".to_string(),
+        Some(_) => format!("Kafka topics {}*", args.kafka_topic_prefix),
+    };
+    if let Some(before) = store::log_identity(&db, &identity).context("reading the database")? {
+        anyhow::bail!(
+            "{} was served from {before}, not {identity}: its projections cannot follow \
+             another log (start on an empty --data-dir to fold {identity} from its start)",
+            args.data_dir.display()
+        );
+    }
     let secrets = Secrets {
         root_token,
         generated,

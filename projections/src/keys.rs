@@ -145,6 +145,9 @@ pub fn consumer_offset(consumer: &str, topic: &str, partition: u32) -> Vec<u8> {
 
 /// `meta`: the kept epoch index of a Kafka topic's partition (by the topic's Kafka name: a
 /// server started with another topic prefix does not find it).
+/// `meta`: the log the projections are folded from (see `store::log_identity`).
+pub const LOG_IDENTITY: &[u8] = b"log-identity";
+
 pub fn kafka_epochs(kafka_topic: &str, partition: u32) -> Vec<u8> {
     let mut k = kafka_epochs_of(kafka_topic);
     k.extend_from_slice(&partition.to_be_bytes());

@@ -107,6 +107,23 @@ pub fn open_secondary(primary: &Path, secondary: &Path) -> Result<Arc<DB>, Store
     Ok(Arc::new(db))
 }
 
+/// Records `identity`, the log this process folds (the embedded one, or Kafka topics under a
+/// prefix), the first time a database is served, and compares it afterwards: the log the
+/// database was served from before, when it is another. An offset into one log names other
+/// events in another, so projections folded from one must not go on from the other. A
+/// database served before this record existed takes the identity it is served with now.
+pub fn log_identity(db: &DB, identity: &str) -> Result<Option<String>, StoreError> {
+    let meta = cf(db, keys::CF_META)?;
+    match db.get_cf(meta, keys::LOG_IDENTITY)? {
+        Some(stored) if stored == identity.as_bytes() => Ok(None),
+        Some(stored) => Ok(Some(String::from_utf8_lossy(&stored).into_owned())),
+        None => {
+            db.put_cf(meta, keys::LOG_IDENTITY, identity.as_bytes())?;
+            Ok(None)
+        }
+    }
+}
+
 /// The big-endian u64 at `key` of `cf_name` (a stream's last sequence, a consumed offset), 0
 /// when there is none.
 pub(crate) fn read_u64(db: &DB, cf_name: &'static str, key: &[u8]) -> Result<u64, StoreError> {
@@ -154,6 +171,24 @@ pub(crate) fn cf<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_keeps_the_identity_of_the_log_it_was_first_served_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        assert_eq!(log_identity(&db, "embedded").unwrap(), None);
+        assert_eq!(log_identity(&db, "embedded").unwrap(), None);
+        assert_eq!(
+            log_identity(&db, "Kafka topics taskledger.*").unwrap(),
+            Some("embedded".to_string())
+        );
+        drop(db);
+        let db = open(dir.path()).unwrap();
+        assert_eq!(
+            log_identity(&db, "Kafka topics other.*").unwrap(),
+            Some("embedded".to_string())
+        );
+    }
 
     /// A database from before a projection existed (no `secrets` column family): the tools'
     /// secondary instance still opens it, and tells the projection is not there.

@@ -711,6 +711,29 @@ async fn a_data_directory_refuses_a_log_it_was_not_built_from() {
         assert!(stderr.contains(&named), "{what}: {stderr}");
         assert!(stderr.contains("offset"), "{what}: {stderr}");
     }
+    // the same broker under another prefix is another log: refused before any read
+    let (code, stderr) = first
+        .refused_start(&[(
+            "TASKLEDGER_KAFKA_TOPIC_PREFIX".to_string(),
+            fresh_topic_prefix(),
+        )])
+        .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "was served from Kafka topics {prefix}*, not Kafka topics"
+        )),
+        "{stderr}"
+    );
+    // and so is Kafka for a data directory served from the embedded log
+    let mut embedded = Server::start(&[]).await;
+    embedded.stop().await;
+    let (code, stderr) = embedded.refused_start(&on(&brokers[0])).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was served from the embedded log, not Kafka topics"),
+        "{stderr}"
+    );
     first.restart().await;
     let q = first.queue();
     for task_id in &ours {
