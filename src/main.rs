@@ -469,6 +469,14 @@ fn main() -> Result<()> {
             // threads finish and close the database before the process exits
             drop(rt);
             taskledger_projections::engine::join_writers();
+            if let Some(refused) = served
+                .as_ref()
+                .err()
+                .and_then(|e| e.downcast_ref::<serve::Refusal>())
+            {
+                eprintln!("Error: {refused}");
+                std::process::exit(serve::EXIT_REFUSED);
+            }
             served
         }
         Command::Auth(cmd) => rt.block_on(commands::auth_command(cmd)),

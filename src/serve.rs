@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_core::access::AUTH_TOPIC;
-use taskledger_core::log::{EventLog, QUEUE_TOPIC};
+use taskledger_core::log::{EventLog, LogError, QUEUE_TOPIC};
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::queue::Limits;
 use taskledger_core::secrets::SECRETS_TOPIC;
@@ -26,6 +26,22 @@ use crate::checks::{
 use crate::secrets::{access_token, seal_key, shared_secret, stored_secret, Secrets};
 use crate::static_clients::{insert_static_clients, StaticTokens, WORKER_MANAGER_CLIENT};
 use crate::{cluster, metrics, ServeArgs, ALL_TOPICS};
+
+/// A start refused because the data directory and the log do not belong together. `main`
+/// exits with `EXIT_REFUSED` (78, EX_CONFIG) for it, which a supervisor should not restart
+/// into (systemd: `RestartPreventExitStatus=78`), unlike a broker that is down (exit 1).
+#[derive(Debug)]
+pub(crate) struct Refusal(pub(crate) String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+pub(crate) const EXIT_REFUSED: i32 = 78;
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(url) = &args.pulse_url {
@@ -71,11 +87,12 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         Some(_) => format!("Kafka topics {}*", args.kafka_topic_prefix),
     };
     if let Some(before) = store::log_identity(&db, &identity).context("reading the database")? {
-        anyhow::bail!(
+        return Err(Refusal(format!(
             "{} was served from {before}, not {identity}: its projections cannot follow \
              another log (start on an empty --data-dir to fold {identity} from its start)",
             args.data_dir.display()
-        );
+        ))
+        .into());
     }
     let secrets = Secrets {
         root_token,
@@ -121,9 +138,14 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
                 .with_context(|| format!("connecting to Kafka at {brokers}"))?;
             // ownership as far as an earlier start observed it: no re-reading from offset 0
             log.keep_indexes_in(db.clone());
-            log.check_kept_indexes(&topics)
-                .await
-                .context("checking the Kafka topics against this data directory")?;
+            match log.check_kept_indexes(&topics).await {
+                Ok(()) => {}
+                Err(LogError::Corrupt(mismatch)) => return Err(Refusal(mismatch).into()),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("checking the Kafka topics against this data directory"))
+                }
+            }
             if let Some(group) = &args.kafka_group {
                 // the engines take what the group assigns and follow the rest
                 log.join_group(

@@ -669,6 +669,9 @@ async fn a_restart_resumes_the_kept_epoch_indexes() {
     assert!(out.status.success() && text.contains("ok: "), "{text}");
 }
 
+/// `serve`'s exit code when a data directory and a log do not belong together (EX_CONFIG).
+const REFUSED: i32 = 78;
+
 /// A data directory remembers the log it was built from. Against topics of the same names
 /// that hold something else (a topic deleted and created again, another broker behind the
 /// address), `serve` refuses to start instead of folding a second history onto the
@@ -703,7 +706,7 @@ async fn a_data_directory_refuses_a_log_it_was_not_built_from() {
 
     for (broker, what) in [(&brokers[1], "a longer log"), (&brokers[2], "an empty log")] {
         let (code, stderr) = first.refused_start(&on(broker)).await;
-        assert_eq!(code, Some(1), "{what}: {stderr}");
+        assert_eq!(code, Some(REFUSED), "{what}: {stderr}");
         // naming the first partition checked, the queue's, and where it differs
         let named = format!(
             "Kafka topic {prefix}queue partition 0 is not the log this data directory was built from"
@@ -718,7 +721,7 @@ async fn a_data_directory_refuses_a_log_it_was_not_built_from() {
             fresh_topic_prefix(),
         )])
         .await;
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(REFUSED), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "was served from Kafka topics {prefix}*, not Kafka topics"
@@ -729,7 +732,7 @@ async fn a_data_directory_refuses_a_log_it_was_not_built_from() {
     let mut embedded = Server::start(&[]).await;
     embedded.stop().await;
     let (code, stderr) = embedded.refused_start(&on(&brokers[0])).await;
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(REFUSED), "{stderr}");
     assert!(
         stderr.contains("was served from the embedded log, not Kafka topics"),
         "{stderr}"
