@@ -431,14 +431,10 @@ impl Service for AuthView {
         Ok(())
     }
     fn consumer_offset(&self) -> Result<u64, StoreError> {
-        Ok(
-            match self.db.get_pinned_cf(
-                cf(&self.db, keys::CF_META)?,
-                keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
-            )? {
-                Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-                None => 0,
-            },
+        crate::store::read_u64(
+            &self.db,
+            keys::CF_META,
+            &keys::consumer_offset(AUTH_CONSUMER, AUTH_TOPIC, AUTH_PARTITION),
         )
     }
 }

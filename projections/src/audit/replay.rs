@@ -41,25 +41,22 @@ pub fn projection_present(db: &DB, name: &str) -> bool {
         .all(|cf_name| db.cf_handle(cf_name).is_some())
 }
 
+/// The projections that own one column family each; the queue's are all the others.
+const OWN_CF: &[(&str, &str)] = &[
+    ("auth", keys::CF_AUTH),
+    ("worker-manager", keys::CF_WORKER_MANAGER),
+    ("object", keys::CF_OBJECTS),
+    ("secrets", keys::CF_SECRETS),
+];
+
 /// The column families a projection owns.
 fn projection_cfs(name: &str) -> Vec<&'static str> {
-    match name {
-        "auth" => vec![keys::CF_AUTH],
-        "worker-manager" => vec![keys::CF_WORKER_MANAGER],
-        "object" => vec![keys::CF_OBJECTS],
-        "secrets" => vec![keys::CF_SECRETS],
-        _ => keys::PROJECTION_CFS
+    match OWN_CF.iter().find(|(projection, _)| *projection == name) {
+        Some(&(_, own)) => vec![own],
+        None => keys::PROJECTION_CFS
             .iter()
             .copied()
-            .filter(|c| {
-                ![
-                    keys::CF_AUTH,
-                    keys::CF_WORKER_MANAGER,
-                    keys::CF_OBJECTS,
-                    keys::CF_SECRETS,
-                ]
-                .contains(c)
-            })
+            .filter(|c| OWN_CF.iter().all(|(_, own)| own != c))
             .collect(),
     }
 }
@@ -231,13 +228,11 @@ pub async fn replay_from<L: EventLog>(
         "secrets" => (SECRETS_TOPIC, SECRETS_PARTITION, SECRETS_CONSUMER),
         _ => (QUEUE_TOPIC, QUEUE_PARTITION, VIEW_CONSUMER),
     };
-    let live_offset = match live.get_cf(
-        cf(live, keys::CF_META)?,
-        keys::consumer_offset(consumer, topic, partition),
-    )? {
-        Some(b) => u64::from_be_bytes(b.as_slice().try_into().unwrap_or([0; 8])),
-        None => 0,
-    };
+    let live_offset = crate::store::read_u64(
+        live,
+        keys::CF_META,
+        &keys::consumer_offset(consumer, topic, partition),
+    )?;
     let rebuilt = match projection {
         "auth" => Rebuilt::Auth(AuthView::open(scratch.clone())?),
         "worker-manager" => Rebuilt::WorkerManager(WorkerManagerView::open(scratch.clone())?),

@@ -446,11 +446,7 @@ impl Service for WorkerManagerView {
         Ok(())
     }
     fn consumer_offset(&self) -> Result<u64, StoreError> {
-        let meta = cf(&self.db, keys::CF_META)?;
-        Ok(match self.db.get_pinned_cf(meta, Self::offset_key())? {
-            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        })
+        crate::store::read_u64(&self.db, keys::CF_META, &Self::offset_key())
     }
 }
 
