@@ -347,18 +347,7 @@ impl Inner {
             let meta = crate::store::cf(db, keys::CF_META).ok()?;
             db.get_cf(meta, &key).ok().flatten()
         })?;
-        let decoded = match bytes.split_first() {
-            Some((&INDEX_FORMAT, body)) => postcard::from_bytes::<EpochIndex>(body).ok(),
-            _ => None,
-        };
-        if decoded.is_none() {
-            tracing::warn!(
-                topic,
-                partition,
-                "a kept epoch index cannot be read: reading the partition from offset 0"
-            );
-        }
-        decoded
+        decode_kept(topic, partition, &bytes)
     }
 
     /// Checks that the partition still holds what the kept copy of its index says was read
@@ -367,21 +356,13 @@ impl Inner {
     /// that offset only by copying this one). A topic deleted and created again, or another
     /// broker behind the same address, fails it: folding that log on top of the projections
     /// built from the first would mix two histories, so the caller refuses to start.
-    pub(super) fn check_kept(&self, topic: &str, partition: u32) -> Result<(), LogError> {
-        let Some(ix) = self.kept_copy(topic, partition) else {
-            return Ok(());
-        };
-        let watermarks = || {
-            self.meta
-                .fetch_watermarks(
-                    &self.kafka_topic(topic),
-                    partition as i32,
-                    self.config.timeout,
-                )
-                .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
-                .map_err(unavailable)
-        };
-        let (low, end) = watermarks()?;
+    pub(super) fn check_kept(
+        &self,
+        topic: &str,
+        partition: u32,
+        ix: &EpochIndex,
+    ) -> Result<(), LogError> {
+        let (low, end) = self.watermarks(topic, partition)?;
         let differs = |why: String| {
             Err(LogError::Corrupt(format!(
                 "Kafka topic {} partition {partition} is not the log this data directory was \
@@ -427,7 +408,7 @@ impl Inner {
                 }
                 // nothing a reader sees there: retention may have removed it meanwhile (the
                 // reader then starts at the new low watermark), else it is not our record
-                None => match watermarks()? {
+                None => match self.watermarks(topic, partition)? {
                     (low, _) if low > at => gone(at, low),
                     _ => {
                         return differs(format!(
@@ -488,15 +469,38 @@ impl Inner {
     /// transaction still open. Every position before it holds a committed record, an aborted
     /// one or a transaction marker, all of which a reader moves past.
     pub(super) fn end(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.watermarks(topic, partition).map(|(_, end)| end)
+    }
+
+    /// Where the partition starts (its low watermark: retention removed what lies before) and
+    /// where it ends (see `end`).
+    fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
         self.meta
             .fetch_watermarks(
                 &self.kafka_topic(topic),
                 partition as i32,
                 self.config.timeout,
             )
-            .map(|(_, high)| high.max(0) as u64)
+            .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
             .map_err(unavailable)
     }
+}
+
+/// A kept copy of a partition's index as stored (`INDEX_FORMAT`, then postcard), if it can be
+/// read.
+pub(super) fn decode_kept(topic: &str, partition: u32, bytes: &[u8]) -> Option<EpochIndex> {
+    let decoded = match bytes.split_first() {
+        Some((&INDEX_FORMAT, body)) => postcard::from_bytes::<EpochIndex>(body).ok(),
+        _ => None,
+    };
+    if decoded.is_none() {
+        tracing::warn!(
+            topic,
+            partition,
+            "a kept epoch index cannot be read: reading the partition from offset 0"
+        );
+    }
+    decoded
 }
 
 /// Destroys a producer on a thread of its own: librdkafka's destroy waits for its broker

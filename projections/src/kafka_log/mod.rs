@@ -47,7 +47,7 @@ use chain::unhex;
 pub use chain::{chain_link, ChainCheck, CHAIN_START};
 pub use epochs::{EpochIndex, Owner, Seen};
 use group::{left_out, GroupContext};
-use inner::{consumer, retire_writer};
+use inner::{consumer, decode_kept, retire_writer};
 
 /// Header names. Values are UTF-8 text so any Kafka tool can show them.
 pub const H_EVENT_TYPE: &str = "taskledger-event-type";
@@ -233,24 +233,25 @@ impl KafkaLog {
             let Some(db) = inner.store.get() else {
                 return Ok(());
             };
+            let meta = crate::store::cf(db, keys::CF_META)
+                .map_err(|e| LogError::Corrupt(e.to_string()))?;
             for topic in topics {
                 let prefix = keys::kafka_epochs_of(&inner.kafka_topic(&topic));
-                let meta = crate::store::cf(db, keys::CF_META)
-                    .map_err(|e| LogError::Corrupt(e.to_string()))?;
-                let partitions: Vec<u32> = db
+                let copies = db
                     .iterator_cf(
                         meta,
                         rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
                     )
                     .map_while(Result::ok)
-                    .take_while(|(key, _)| key.starts_with(&prefix))
-                    .filter_map(|(key, _)| {
-                        let tail: [u8; 4] = key[prefix.len()..].try_into().ok()?;
-                        Some(u32::from_be_bytes(tail))
-                    })
-                    .collect();
-                for partition in partitions {
-                    inner.check_kept(&topic, partition)?;
+                    .take_while(|(key, _)| key.starts_with(&prefix));
+                for (key, copy) in copies {
+                    let Ok(tail) = <[u8; 4]>::try_from(&key[prefix.len()..]) else {
+                        continue;
+                    };
+                    let partition = u32::from_be_bytes(tail);
+                    if let Some(ix) = decode_kept(&topic, partition, &copy) {
+                        inner.check_kept(&topic, partition, &ix)?;
+                    }
                 }
             }
             Ok(())
