@@ -22,18 +22,12 @@ fn in_an_hour() -> String {
 
 /// Every name `list` gives, page by page (`limit` per page).
 async fn all_names(secrets: &Secrets, limit: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = secrets.list(token.as_deref(), Some(limit)).await.unwrap();
-        for n in page["secrets"].as_array().unwrap() {
-            names.push(n.as_str().unwrap().to_string());
-        }
-        match page["continuationToken"].as_str() {
-            Some(t) => token = Some(t.to_string()),
-            None => return names,
-        }
-    }
+    let pages = all_pages(|t| async move { secrets.list(t.as_deref(), Some(limit)).await }).await;
+    pages
+        .iter()
+        .flat_map(|p| p["secrets"].as_array().unwrap())
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -320,25 +314,24 @@ async fn scopes_bad_bodies_and_the_audit_history() {
             (json!("it/secret-writer"), json!("deleted"))
         ]
     );
-    let mut seen = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = auth
-            .listAuditHistory("static/taskcluster/root", token.as_deref(), Some("1"))
+    let auth_ref = &auth;
+    let pages = all_pages(|t| async move {
+        auth_ref
+            .listAuditHistory("static/taskcluster/root", t.as_deref(), Some("1"))
             .await
-            .unwrap();
-        for e in page["auditHistory"].as_array().unwrap() {
-            seen.push((
+    })
+    .await;
+    let seen: Vec<(Value, Value, Value)> = pages
+        .iter()
+        .flat_map(|p| p["auditHistory"].as_array().unwrap())
+        .map(|e| {
+            (
                 e["entityType"].clone(),
                 e["entityId"].clone(),
                 e["actionType"].clone(),
-            ));
-        }
-        match page["continuationToken"].as_str() {
-            Some(t) => token = Some(t.to_string()),
-            None => break,
-        }
-    }
+            )
+        })
+        .collect();
     // the root's actions from the auth and secrets logs, in time order, one per page (the
     // token carries a position in each log); its refused sets left nothing
     assert_eq!(

@@ -198,24 +198,23 @@ async fn pools_providers_and_bad_input() {
         history["auditHistory"][1]["actionType"], "updated",
         "{history}"
     );
-    let mut by_root = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = auth
-            .listAuditHistory("static/taskcluster/root", token.as_deref(), Some("1"))
+    let auth_ref = &auth;
+    let pages = all_pages(|t| async move {
+        auth_ref
+            .listAuditHistory("static/taskcluster/root", t.as_deref(), Some("1"))
             .await
-            .unwrap();
-        for e in page["auditHistory"].as_array().unwrap() {
-            by_root.push((
+    })
+    .await;
+    let by_root: Vec<(String, String)> = pages
+        .iter()
+        .flat_map(|p| p["auditHistory"].as_array().unwrap())
+        .map(|e| {
+            (
                 e["entityId"].as_str().unwrap().to_string(),
                 e["actionType"].as_str().unwrap().to_string(),
-            ));
-        }
-        match page["continuationToken"].as_str() {
-            Some(t) => token = Some(t.to_string()),
-            None => break,
-        }
-    }
+            )
+        })
+        .collect();
     let b_created = by_root
         .iter()
         .position(|e| *e == (b.clone(), "created".to_string()));
