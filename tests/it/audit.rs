@@ -10,7 +10,8 @@ use std::time::Duration;
 use taskcluster::{Auth, ClientBuilder, Credentials};
 use taskledger_projections::{keys, store};
 
-fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
+/// Runs the binary with `args` on the server's data directory: success, stdout, stderr.
+pub(crate) fn cli(s: &Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_taskledger"))
         .args(args)
         .env("TASKLEDGER_DATA_DIR", &s.data_dir)

@@ -359,17 +359,8 @@ async fn the_object_service_keeps_its_rules_and_refuses_bad_input() {
         "{err:#}"
     );
     // the upload id never reaches the event stream
-    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(["events", "tail", "--service", "object", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&tail.stdout);
-    assert!(
-        tail.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tail.stderr)
-    );
+    let (ok, text, err) = crate::audit::cli(&server, &["events", "tail", "--service", "object"]);
+    assert!(ok, "{err}");
     assert!(text.contains("UploadFinished"), "{text}");
     assert!(!text.contains(&upload_id));
 }

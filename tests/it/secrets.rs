@@ -96,17 +96,8 @@ async fn secrets_are_set_read_listed_replaced_and_removed() {
         "the scan must see the name"
     );
     assert!(!files_contain(&s.data_dir.join("db"), marker.as_bytes()));
-    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(["events", "tail", "--service", "secrets", "--data-dir"])
-        .arg(&s.data_dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&tail.stdout);
-    assert!(
-        tail.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tail.stderr)
-    );
+    let (ok, text, err) = crate::audit::cli(&s, &["events", "tail", "--service", "secrets"]);
+    assert!(ok, "{err}");
     assert_eq!(
         text.matches("\"eventType\":\"SecretWritten\"").count(),
         4,
