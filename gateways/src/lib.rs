@@ -176,9 +176,13 @@ async fn version() -> Response {
     .into_response()
 }
 
+/// How long `follow_to_end` waits for this node's projection to reach the log's end before
+/// the handler answers from the projection as it stands.
+const FOLLOW_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Lets this node's projection of `topic` catch up with the log's end, waiting at most
-/// `patience`, where another node writes that partition (a cluster); whether the projection
-/// advanced. A projection that follows a writer elsewhere is a moment behind it, so what was
+/// `FOLLOW_PATIENCE`, where another node writes that partition (a cluster); whether the
+/// projection advanced. A projection that follows a writer elsewhere is a moment behind it, so what was
 /// written there just now (an upload finished, a client created) may not be here yet: a
 /// handler about to answer "not there" asks this first, and looks again when it says yes.
 /// When the log's end cannot be read, the local projection answers as it stands.
@@ -187,7 +191,6 @@ pub(crate) async fn follow_to_end(
     topic: &str,
     partition: u32,
     role: &taskledger_projections::role::WriterRole,
-    patience: Duration,
 ) -> bool {
     if role.is_writer() {
         return false;
@@ -195,7 +198,7 @@ pub(crate) async fn follow_to_end(
     let before = role.position();
     match st.ends.end(&st.records, topic, partition).await {
         Ok(end) if end > before => {
-            role.wait_applied(end, patience).await;
+            role.wait_applied(end, FOLLOW_PATIENCE).await;
         }
         Ok(_) => return false,
         Err(e) => {

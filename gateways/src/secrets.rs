@@ -26,9 +26,6 @@ use taskledger_projections::secrets_view::SECRETS_PARTITION;
 type St = State<Arc<AppState>>;
 
 const SECRET_SCHEMA: &str = "/schemas/secrets/v1/secret.json#";
-/// How long `get` waits for this node's projection to catch up with the log before it calls a
-/// secret missing (where another node writes the secrets).
-const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Routes under `/api/secrets/v1`.
 pub fn routes(service: Mount) -> Mount {
@@ -150,14 +147,8 @@ async fn get_secret(
             let mut secret = visible()?;
             // a follower's projection is a moment behind the writer, which may have just set it
             if secret.is_none()
-                && crate::follow_to_end(
-                    &st,
-                    SECRETS_TOPIC,
-                    SECRETS_PARTITION,
-                    st.secrets.role(),
-                    CATCH_UP,
-                )
-                .await
+                && crate::follow_to_end(&st, SECRETS_TOPIC, SECRETS_PARTITION, st.secrets.role())
+                    .await
             {
                 secret = visible()?;
             }

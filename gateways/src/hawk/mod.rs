@@ -399,14 +399,7 @@ where
     // client catches up with the auth log and looks again (nothing to do on the writer)
     if result.is_err()
         && asked
-        && crate::follow_to_end(
-            &state,
-            AUTH_TOPIC,
-            AUTH_PARTITION,
-            state.auth.role(),
-            AUTH_CATCH_UP,
-        )
-        .await
+        && crate::follow_to_end(&state, AUTH_TOPIC, AUTH_PARTITION, state.auth.role()).await
     {
         result = authenticated(&state.clients);
     }
@@ -438,10 +431,6 @@ fn answer(result: Result<Response, Infallible>) -> Response {
         Err(never) => match never {},
     }
 }
-
-/// How long authentication waits for this node's auth projection to catch up with the auth
-/// log before it calls a client unknown.
-const AUTH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The clients, remembering whether authentication asked for one.
 struct Noting<'a> {

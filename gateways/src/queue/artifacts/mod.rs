@@ -367,10 +367,6 @@ pub async fn finish_artifact(
 /// finishArtifact's answer to an upload id that is not the artifact's (upstream's words).
 pub const UPLOAD_ID_MISMATCH: &str = "given uploadId does not match that for the artifact";
 
-/// How long finishArtifact waits for this node's object projection to catch up with the
-/// object log before it calls an upload missing.
-const OBJECT_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Whether the object's upload finished. Where another node writes the object service (a
 /// cluster), this node's object projection follows the log a moment behind the writer, which
 /// may have finished the upload just before the worker asked here: an upload not seen
@@ -387,7 +383,7 @@ async fn upload_finished(st: &AppState, object_name: &str) -> Result<bool, ApiEr
     if finished()? {
         return Ok(true);
     }
-    if crate::follow_to_end(st, OBJECT_TOPIC, OBJECT_PARTITION, role, OBJECT_CATCH_UP).await {
+    if crate::follow_to_end(st, OBJECT_TOPIC, OBJECT_PARTITION, role).await {
         return finished();
     }
     Ok(false)
