@@ -8,7 +8,7 @@
 //! could not store one either); the scopes use the decoded name.
 
 use crate::error::ApiError;
-use crate::hawk::{actor, Auth};
+use crate::hawk::{actor, Auth, Caller};
 use crate::queue::call::*;
 use crate::{AppState, Mount};
 use axum::body::Bytes;
@@ -35,8 +35,8 @@ pub fn routes(service: Mount) -> Mount {
 }
 
 /// The caller must hold `scope`; a name with a NUL byte is refused after that.
-fn authorize(auth: &Auth, scope: String, name: &str) -> Result<crate::hawk::Caller, ApiError> {
-    let caller = auth.caller()?.clone();
+fn authorize<'a>(auth: &'a Auth, scope: String, name: &str) -> Result<&'a Caller, ApiError> {
+    let caller = auth.caller()?;
     caller.require(&ScopeExpr::scope(scope))?;
     if name.contains('\0') {
         return Err(ApiError::bad_param("name", name, "^[^\\x00]+$"));
@@ -104,7 +104,7 @@ async fn set(
                 value,
                 expires,
             };
-            st.secrets.execute(actor(&caller), cmd).await?;
+            st.secrets.execute(actor(caller), cmd).await?;
             Ok(ok(json!({})))
         })
         .await
@@ -121,7 +121,7 @@ async fn remove(
             let caller = authorize(&auth, format!("secrets:set:{name}"), &name)?;
             no_query(&uri)?;
             let cmd = SecretCommand::Remove { name: name.clone() };
-            st.secrets.execute(actor(&caller), cmd).await?;
+            st.secrets.execute(actor(caller), cmd).await?;
             Ok(ok(json!({})))
         })
         .await
