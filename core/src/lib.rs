@@ -1,8 +1,8 @@
 //! taskledger-core: the pure domain. Ids, the event envelope and codec, the queue's state
 //! machine (`decide`/`apply`), scopes and scope expressions, Hawk and temporary-credential math,
 //! the worker-manager's domain (`worker_manager`: pools, static workers, registration), the object
-//! service's domain (`object`: uploads, hashes, expiry), the secrets service's (`secrets`), and
-//! the `EventLog` trait.
+//! service's domain (`object`: uploads, hashes, expiry), the secrets service's (`secrets`), the index service's (`index`:
+//! paths, the rank rule, route indexing), and the `EventLog` trait.
 //!
 //! Invariant: no I/O and no clock. Time and randomness are arguments.
 
@@ -11,6 +11,7 @@ pub mod auth;
 pub mod codec;
 pub mod envelope;
 pub mod ids;
+pub mod index;
 pub mod log;
 pub mod object;
 pub mod queue;
