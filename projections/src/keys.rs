@@ -32,6 +32,9 @@ pub const CF_OBJECTS: &str = "objects";
 /// The secrets projection: secrets (values sealed), stream sequences, the expiry index and
 /// the audit rows.
 pub const CF_SECRETS: &str = "secrets";
+/// The index projection: entries, namespaces, stream sequences, the expiry indexes and the
+/// last completion indexed.
+pub const CF_INDEX: &str = "index";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
@@ -54,6 +57,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_WORKER_MANAGER,
     CF_OBJECTS,
     CF_SECRETS,
+    CF_INDEX,
 ];
 
 /// The projection column families (everything but the log), for digests and rebuilds.
@@ -74,6 +78,7 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_WORKER_MANAGER,
     CF_OBJECTS,
     CF_SECRETS,
+    CF_INDEX,
 ];
 
 /// An empty key with room for `len` bytes: keys are built on every fold and append, and
@@ -519,6 +524,81 @@ pub const SECRET_STREAM_PREFIX: &[u8] = b"s";
 pub const SECRET_EXPIRY_PREFIX: &[u8] = b"e";
 pub const SECRET_AUDIT_PREFIX: &[u8] = b"A";
 pub const SECRET_AUDIT_ACTOR_PREFIX: &[u8] = b"C";
+
+/// `index`: the entry at `path`, under its namespace then its name (`listTasks` walks one
+/// namespace's entries in name order).
+pub fn index_entry(path: &str) -> Vec<u8> {
+    let (namespace, name) = taskledger_core::index::split(path);
+    with_str(index_entries_of(namespace), name)
+}
+
+/// `index`: the prefix of the entries directly in `namespace`.
+pub fn index_entries_of(namespace: &str) -> Vec<u8> {
+    with_str(INDEX_ENTRY_PREFIX.to_vec(), namespace)
+}
+
+/// `index`: a namespace, under its parent then its last part.
+pub fn index_namespace(namespace: &str) -> Vec<u8> {
+    let (parent, name) = taskledger_core::index::split(namespace);
+    with_str(index_namespaces_of(parent), name)
+}
+
+/// `index`: the prefix of the namespaces directly in `parent`.
+pub fn index_namespaces_of(parent: &str) -> Vec<u8> {
+    with_str(INDEX_NAMESPACE_PREFIX.to_vec(), parent)
+}
+
+/// The last part of a key under `index_entries_of` or `index_namespaces_of` (`prefix`).
+pub fn index_last_part<'k>(key: &'k [u8], prefix: &[u8]) -> Option<&'k str> {
+    let rest = key.strip_prefix(prefix)?.strip_suffix(&[0])?;
+    std::str::from_utf8(rest).ok()
+}
+
+/// `index`: the last applied sequence of a stream.
+pub fn index_stream(stream: &str) -> Vec<u8> {
+    with_str(INDEX_STREAM_PREFIX.to_vec(), stream)
+}
+
+/// `index`: the entries' expiry index, time then path.
+pub fn index_entry_expiry(at: Millis, path: &str) -> Vec<u8> {
+    timed(INDEX_ENTRY_EXPIRY_PREFIX, at, path)
+}
+
+/// `index`: the namespaces' expiry index, time then namespace.
+pub fn index_namespace_expiry(at: Millis, namespace: &str) -> Vec<u8> {
+    timed(INDEX_NAMESPACE_EXPIRY_PREFIX, at, namespace)
+}
+
+fn timed(prefix: &[u8], at: Millis, name: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Time and path of an `index_entry_expiry` key.
+pub fn parse_index_entry_expiry(key: &[u8]) -> Option<(Millis, &str)> {
+    parse_timed(INDEX_ENTRY_EXPIRY_PREFIX, key)
+}
+
+/// Time and namespace of an `index_namespace_expiry` key.
+pub fn parse_index_namespace_expiry(key: &[u8]) -> Option<(Millis, &str)> {
+    parse_timed(INDEX_NAMESPACE_EXPIRY_PREFIX, key)
+}
+
+fn parse_timed<'k>(prefix: &[u8], key: &'k [u8]) -> Option<(Millis, &'k str)> {
+    let rest = key.strip_prefix(prefix)?;
+    let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as i64;
+    Some((Millis(at), std::str::from_utf8(&rest[8..]).ok()?))
+}
+
+/// Prefixes of the `index` CF's kinds of rows, and the key of the last completion indexed.
+pub const INDEX_ENTRY_PREFIX: &[u8] = b"t";
+pub const INDEX_NAMESPACE_PREFIX: &[u8] = b"n";
+pub const INDEX_STREAM_PREFIX: &[u8] = b"s";
+pub const INDEX_ENTRY_EXPIRY_PREFIX: &[u8] = b"e";
+pub const INDEX_NAMESPACE_EXPIRY_PREFIX: &[u8] = b"x";
+pub const INDEX_LAST_COMPLETION: &[u8] = b"c";
 
 /// Prefixes of the `objects` CF's kinds of rows.
 pub const OBJECT_PREFIX: &[u8] = b"o";

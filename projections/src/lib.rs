@@ -1,5 +1,5 @@
 //! taskledger-projections: the event logs (embedded RocksDB, Kafka), the queue,
-//! auth, worker-manager, object and secrets projections in RocksDB column families, and the command engines
+//! auth, worker-manager, object, secrets and index projections in RocksDB column families, and the command engines
 //! that turn commands into durable events (the queue's with group commit).
 //!
 //! Invariant: a projection's state and the offset it has consumed are written in one batch.
@@ -9,6 +9,7 @@ pub mod auth_view;
 pub mod embedded_log;
 pub mod engine;
 pub mod exits;
+pub mod index_view;
 pub mod kafka_group;
 pub mod kafka_log;
 pub mod keys;
@@ -24,6 +25,7 @@ pub mod worker_manager_view;
 pub use auth_view::{AuditEntry, AuthEngine, AuthEngineError, AuthView};
 pub use embedded_log::EmbeddedLog;
 pub use engine::{Engine, EngineError, Outcome, QueueCommand};
+pub use index_view::{IndexEngine, IndexEngineError, IndexView};
 pub use kafka_log::{KafkaConfig, KafkaLog};
 pub use object_view::{ObjectEngine, ObjectEngineError, ObjectView};
 pub use queue_view::QueueView;

@@ -16,6 +16,7 @@ pub use replay::*;
 use crate::auth_view::{AuthView, AUTH_CONSUMER, AUTH_PARTITION};
 use crate::embedded_log::{chain_link, EmbeddedLog, CHAIN_START};
 use crate::engine::{apply_queue, QUEUE_PARTITION, VIEW_CONSUMER};
+use crate::index_view::{IndexView, INDEX_CONSUMER, INDEX_PARTITION};
 use crate::kafka_log::{ChainCheck, KafkaLog};
 use crate::keys;
 use crate::object_view::{ObjectView, OBJECT_CONSUMER, OBJECT_PARTITION};
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
+use taskledger_core::index::{IndexEvent, INDEX_TOPIC};
 use taskledger_core::log::{Batch, EventLog, LogError, Stored, QUEUE_TOPIC};
 use taskledger_core::object::{ObjectEvent, OBJECT_TOPIC};
 use taskledger_core::queue::QueueEvent;
@@ -382,6 +384,10 @@ pub fn record_json(topic: &str, record: &Stored) -> Result<Value, StoreError> {
         // values are sealed, and a sealed value renders as "[redacted]"
         t if t == SECRETS_TOPIC => {
             let env: Envelope<SecretEvent> = codec::decode(&record.value)?;
+            (env.payload.type_name(), serde_json::to_value(&env))
+        }
+        t if t == INDEX_TOPIC => {
+            let env: Envelope<IndexEvent> = codec::decode(&record.value)?;
             (env.payload.type_name(), serde_json::to_value(&env))
         }
         _ => ("unknown", Ok(Value::Null)),

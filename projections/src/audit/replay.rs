@@ -31,7 +31,14 @@ impl ReplayReport {
 }
 
 /// Projections `replay` knows.
-pub const PROJECTIONS: &[&str] = &["queue", "auth", "worker-manager", "object", "secrets"];
+pub const PROJECTIONS: &[&str] = &[
+    "queue",
+    "auth",
+    "worker-manager",
+    "object",
+    "secrets",
+    "index",
+];
 
 /// Whether `db` holds the projection `name` at all (a database written by an older taskledger
 /// lacks the column families of later projections).
@@ -47,6 +54,7 @@ const OWN_CF: &[(&str, &str)] = &[
     ("worker-manager", keys::CF_WORKER_MANAGER),
     ("object", keys::CF_OBJECTS),
     ("secrets", keys::CF_SECRETS),
+    ("index", keys::CF_INDEX),
 ];
 
 /// The column families a projection owns.
@@ -158,6 +166,7 @@ enum Decoded {
     WorkerManager(Vec<Envelope<WorkerEvent>>),
     Object(Vec<Envelope<ObjectEvent>>),
     Secrets(Vec<Envelope<SecretEvent>>),
+    Index(Vec<Envelope<IndexEvent>>),
 }
 
 /// The rebuilt projection, folding on a thread of its own.
@@ -167,6 +176,7 @@ enum Rebuilt {
     WorkerManager(WorkerManagerView),
     Object(ObjectView),
     Secrets(SecretsView),
+    Index(IndexView),
 }
 
 impl Rebuilt {
@@ -179,6 +189,7 @@ impl Rebuilt {
             }
             (Rebuilt::Object(o), Decoded::Object(envs)) => o.apply(offsets, next, envs),
             (Rebuilt::Secrets(s), Decoded::Secrets(envs)) => s.apply(offsets, next, envs),
+            (Rebuilt::Index(i), Decoded::Index(envs)) => i.apply(offsets, next, envs),
             _ => unreachable!("events are decoded for the projection being rebuilt"),
         }
     }
@@ -202,6 +213,7 @@ impl Rebuilt {
             Rebuilt::WorkerManager(_) => Decoded::WorkerManager(all(records)?),
             Rebuilt::Object(_) => Decoded::Object(all(records)?),
             Rebuilt::Secrets(_) => Decoded::Secrets(all(records)?),
+            Rebuilt::Index(_) => Decoded::Index(all(records)?),
         })
     }
 }
@@ -226,6 +238,7 @@ pub async fn replay_from<L: EventLog>(
         ),
         "object" => (OBJECT_TOPIC, OBJECT_PARTITION, OBJECT_CONSUMER),
         "secrets" => (SECRETS_TOPIC, SECRETS_PARTITION, SECRETS_CONSUMER),
+        "index" => (INDEX_TOPIC, INDEX_PARTITION, INDEX_CONSUMER),
         _ => (QUEUE_TOPIC, QUEUE_PARTITION, VIEW_CONSUMER),
     };
     let live_offset = crate::store::read_u64(
@@ -238,6 +251,7 @@ pub async fn replay_from<L: EventLog>(
         "worker-manager" => Rebuilt::WorkerManager(WorkerManagerView::open(scratch.clone())?),
         "object" => Rebuilt::Object(ObjectView::open(scratch.clone())?),
         "secrets" => Rebuilt::Secrets(SecretsView::open(scratch.clone())?),
+        "index" => Rebuilt::Index(IndexView::open(scratch.clone())?),
         _ => Rebuilt::Queue(QueueView::new(scratch.clone())?.for_rebuild()),
     };
     let rebuilt = Arc::new(rebuilt);
