@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::secrets::SECRETS_TOPIC;
@@ -36,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the queue, auth, worker-manager, object, secrets and purge-cache APIs, their reactors and
+    /// Run the queue, auth, worker-manager, object, secrets, index and purge-cache APIs, their reactors and
     /// the event log (embedded, or in Kafka) in one process.
     Serve(ServeArgs),
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
@@ -113,7 +114,7 @@ struct DataDir {
 enum EventsCmd {
     /// Decoded events as JSON lines (secrets shown as [redacted]).
     Tail {
-        /// queue, auth, worker-manager, object, secrets or all.
+        /// queue, auth, worker-manager, object, secrets, index or all.
         #[arg(long, default_value = "all")]
         service: String,
         #[arg(long, default_value_t = 0)]
@@ -209,7 +210,7 @@ enum AuditCmd {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// queue, auth, worker-manager, object, secrets or all.
+    /// queue, auth, worker-manager, object, secrets, index or all.
     #[arg(long, default_value = "all")]
     projection: String,
     /// Compare the rebuilt projection with the live one; fail naming the first differing key.
@@ -427,12 +428,13 @@ impl ServeArgs {
 }
 
 /// Every topic of the log, one per service.
-const ALL_TOPICS: [&str; 5] = [
+const ALL_TOPICS: [&str; 6] = [
     QUEUE_TOPIC,
     AUTH_TOPIC,
     WORKER_MANAGER_TOPIC,
     OBJECT_TOPIC,
     SECRETS_TOPIC,
+    INDEX_TOPIC,
 ];
 
 /// No transparent huge pages for this process. mimalloc asks for them on its large regions, and

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::{EventLog, LogError, QUEUE_TOPIC};
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::queue::Limits;
@@ -15,8 +16,9 @@ use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
 use taskledger_projections::exits::{self, PanicExits};
 use taskledger_projections::{
-    store, AuthEngine, AuthView, EmbeddedLog, Engine, KafkaConfig, KafkaLog, ObjectEngine,
-    ObjectView, QueueView, SecretsEngine, SecretsView, WorkerManagerEngine, WorkerManagerView,
+    store, AuthEngine, AuthView, EmbeddedLog, Engine, IndexEngine, IndexView, KafkaConfig,
+    KafkaLog, ObjectEngine, ObjectView, QueueView, SecretsEngine, SecretsView, WorkerManagerEngine,
+    WorkerManagerView,
 };
 
 use crate::checks::{
@@ -297,6 +299,10 @@ async fn run_services<L: EventLog + 'static>(
     let secrets = SecretsEngine::start(secrets_view, log.clone())
         .await
         .context("starting the secrets engine")?;
+    let index_view = Arc::new(IndexView::open(db.clone()).context("loading the index projection")?);
+    let index = IndexEngine::start(index_view, log.clone())
+        .await
+        .context("starting the index engine")?;
     let mut clients = Clients::new(auth_view, seal_key(&args.data_dir)?);
     insert_static_clients(
         &mut clients,
@@ -338,6 +344,17 @@ async fn run_services<L: EventLog + 'static>(
         "worker expiry",
         taskledger_workers::run_worker_expiry(
             worker_manager.clone(),
+            Duration::from_secs(args.expiry_scan_secs.max(1)),
+        ),
+    );
+    spawn_service(
+        "route indexer",
+        taskledger_workers::run_indexing(engine.clone(), index.clone(), log.clone()),
+    );
+    spawn_service(
+        "index expiry",
+        taskledger_workers::run_index_expiry(
+            index.clone(),
             Duration::from_secs(args.expiry_scan_secs.max(1)),
         ),
     );
@@ -416,6 +433,7 @@ async fn run_services<L: EventLog + 'static>(
         worker_manager_client: (WORKER_MANAGER_CLIENT.into(), worker_manager_token),
         object,
         secrets,
+        index,
         public_url: public_url.clone(),
         blobs,
         url_key: url_key.into_bytes(),
@@ -428,7 +446,7 @@ async fn run_services<L: EventLog + 'static>(
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!(
-        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets and purge-cache APIs at {public_url}/api/"
+        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets, index and purge-cache APIs at {public_url}/api/"
     );
     println!("  TASKCLUSTER_ROOT_URL={public_url}");
     println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
@@ -501,6 +519,7 @@ async fn run_services<L: EventLog + 'static>(
         (WORKER_MANAGER_TOPIC, state.worker_manager.role().clone()),
         (OBJECT_TOPIC, state.object.role().clone()),
         (SECRETS_TOPIC, state.secrets.role().clone()),
+        (INDEX_TOPIC, state.index.role().clone()),
     ]);
     let cluster = if args.kafka_group.is_some() {
         // the same order as `roles`
@@ -510,6 +529,7 @@ async fn run_services<L: EventLog + 'static>(
             "/api/worker-manager/v1/",
             "/api/object/v1/",
             "/api/secrets/v1/",
+            "/api/index/v1/",
         ];
         let log = log.clone();
         Some(Arc::new(cluster::Cluster {

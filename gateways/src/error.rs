@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use taskledger_core::access::AuthError;
+use taskledger_core::index::IndexError;
 use taskledger_core::log::LogError;
 use taskledger_core::object::ObjectError;
 use taskledger_core::queue::QueueError;
@@ -209,7 +210,15 @@ impl From<SecretError> for ApiError {
     }
 }
 
-/// The auth, worker-manager, object and secrets engines' errors.
+impl From<IndexError> for ApiError {
+    fn from(err: IndexError) -> Self {
+        match err {
+            IndexError::Input(m) => ApiError::input(m),
+        }
+    }
+}
+
+/// The auth, worker-manager, object, secrets and index engines' errors.
 impl<R: std::error::Error + Into<ApiError>> From<ServiceError<R>> for ApiError {
     fn from(err: ServiceError<R>) -> Self {
         match err {

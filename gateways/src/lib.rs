@@ -9,6 +9,7 @@ pub mod auth;
 pub mod blobs;
 pub mod error;
 pub mod hawk;
+pub mod index;
 pub mod object;
 pub mod purge_cache;
 pub mod queue;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use taskledger_projections::{
-    AuthEngine, Engine, ObjectEngine, SecretsEngine, WorkerManagerEngine,
+    AuthEngine, Engine, IndexEngine, ObjectEngine, SecretsEngine, WorkerManagerEngine,
 };
 
 /// Everything handlers share.
@@ -51,6 +52,8 @@ pub struct AppState {
     pub object: ObjectEngine,
     /// The secrets service's writer (and, through it, its projection).
     pub secrets: SecretsEngine,
+    /// The index service's writer (and, through it, its projection).
+    pub index: IndexEngine,
     /// The externally visible root URL, without a trailing slash.
     pub public_url: String,
     /// Blob storage for artifact bytes.
@@ -462,6 +465,7 @@ pub fn app(
         worker_manager::routes(Mount::at("/api/worker-manager/v1")),
         purge_cache::routes(Mount::at("/api/purge-cache/v1")),
         secrets::routes(Mount::at("/api/secrets/v1")),
+        index::routes(Mount::at("/api/index/v1")),
     ]
     .into_iter()
     .fold(Router::new(), |all, service| all.merge(service.router))

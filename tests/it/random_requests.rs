@@ -1,5 +1,5 @@
 //! Random requests against every route the reference documents (queue, auth,
-//! worker-manager, purge-cache, secrets): random parameters, query strings, bodies, content types and
+//! worker-manager, purge-cache, secrets, index): random parameters, query strings, bodies, content types and
 //! callers.
 //! Each answer is below 500, every refusal is Taskcluster's error body (or its unknown-route
 //! 404 for a path no route matches), and the server keeps serving.
@@ -123,6 +123,17 @@ secrets GET /secret/<name>
 secrets PUT /secret/<name>
 secrets GET /secrets
 secrets GET /ping
+index GET /task/<indexPath>
+index PUT /task/<namespace>
+index DELETE /task/<namespace>
+index GET /task/<indexPath>/artifacts/<name>
+index POST /tasks/indexes
+index GET /tasks/<namespace>
+index POST /tasks/<namespace>
+index GET /namespaces/<namespace>
+index POST /namespaces/<namespace>
+index GET /namespaces
+index GET /ping
 ";
 
 /// URL parameters: valid, invalid, encoded and hostile.
@@ -170,6 +181,10 @@ const KEYS: &[&str] = &[
     "routes",
     "dependencies",
     "priority",
+    "rank",
+    "data",
+    "indexes",
+    "taskId",
     "retries",
     "taskGroupId",
     "schedulerId",

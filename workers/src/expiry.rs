@@ -1,5 +1,5 @@
 //! The expiry reactors: clients, worker-manager workers and pool errors, tasks, task groups,
-//! artifacts, objects and secrets past their `expires` go as events, while this process writes their
+//! artifacts, objects, secrets and index entries and namespaces past their `expires` go as events, while this process writes their
 //! partition; stored bytes are deleted only after the event is durable.
 
 use super::writing;
@@ -204,6 +204,33 @@ pub async fn run_secret_expiry(secrets: taskledger_projections::SecretsEngine, e
         let cmd = taskledger_core::secrets::SecretCommand::Expire { name: name.clone() };
         if let Err(e) = secrets.execute(Actor::system("secret-expiry"), cmd).await {
             tracing::warn!(%name, error = %e, "secret expiry failed");
+        }
+    })
+    .await
+}
+
+/// Removes index entries and namespaces past their `expires`, as `IndexedTaskExpired` and
+/// `NamespaceExpired` events (upstream: a daily cron; reads stop showing them at their expiry
+/// either way). Every scan starts at the earliest expiry, as the index holds only what exists.
+pub async fn run_index_expiry(index: taskledger_projections::IndexEngine, every: Duration) {
+    use taskledger_core::index::IndexCommand;
+    let scan = |_floor, now| {
+        let view = index.view();
+        let entries = view.entries_due(now, 1000)?.into_iter();
+        let namespaces = view.namespaces_due(now, 1000)?.into_iter();
+        let mut due: Vec<(Millis, IndexCommand)> = entries
+            .map(|(at, path)| (at, IndexCommand::Expire { path }))
+            .chain(
+                namespaces.map(|(at, namespace)| (at, IndexCommand::ExpireNamespace { namespace })),
+            )
+            .collect();
+        due.sort_by_key(|(at, _)| *at);
+        Ok(due)
+    };
+    let index = &index;
+    expire_every(index.role(), every, scan, |cmd: IndexCommand| async move {
+        if let Err(e) = index.execute(Actor::system("index-expiry"), cmd).await {
+            tracing::warn!(error = %e, "index expiry failed");
         }
     })
     .await

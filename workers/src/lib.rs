@@ -5,19 +5,24 @@
 //! - `dependencies`: tails the queue log from its own checkpoint; when a task resolves, tells
 //!   each dependent.
 //! - `builtin`: Taskcluster's built-in workers, `built-in/succeed` and `built-in/fail`.
-//! - `expiry`: clients, workers, pool errors, tasks, artifacts, groups and objects past their
-//!   `expires`, removed by events.
+//! - `expiry`: clients, workers, pool errors, tasks, artifacts, groups, objects, secrets and
+//!   index entries and namespaces past their `expires`, removed by events.
+//! - `index`: tails the queue log from its own checkpoint; when a run completes, indexes its
+//!   task under its `index.` routes.
 //! - `worker`: `taskledger worker`, generic-worker's protocol and process engine, which talks
 //!   to any Taskcluster-compatible queue over HTTP.
 //!
 //! Boundary: reactors only send commands to the engine; every rule stays in `core`.
 
 mod expiry;
+mod index;
 pub mod worker;
 
 pub use expiry::{
-    run_client_expiry, run_object_expiry, run_secret_expiry, run_task_expiry, run_worker_expiry,
+    run_client_expiry, run_index_expiry, run_object_expiry, run_secret_expiry, run_task_expiry,
+    run_worker_expiry,
 };
+pub use index::{run_indexing, INDEXER_CONSUMER};
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -41,9 +41,13 @@ pub(super) fn verify_mac(
     Err(AuthError::bad_mac())
 }
 
-/// POST calls that only read: their body is a list of task ids, their query string the page
-/// (queue `tasks` and `statuses`).
-const READING_POSTS: [&str; 2] = ["/api/queue/v1/tasks", "/api/queue/v1/tasks/status"];
+/// POST calls that only read: their body is a list of task ids or index paths, their query
+/// string the page (queue `tasks` and `statuses`, index `findTasksAtIndex`).
+const READING_POSTS: [&str; 3] = [
+    "/api/queue/v1/tasks",
+    "/api/queue/v1/tasks/status",
+    "/api/index/v1/tasks/indexes",
+];
 
 /// Whether a request to `path` may carry a query its signature leaves out (auth.md §3.3):
 /// only one that changes no state, GET and HEAD and the POST calls that only read, whose

@@ -985,6 +985,8 @@ fn rust_client_path_only_retry() {
         ("/api/queue/v1/tasks/", true),
         ("/api/queue/v1/task/abc/cancel", false),
         ("/api/queue/v1/tasks/status/x", false),
+        ("/api/index/v1/tasks/indexes", true),
+        ("/api/index/v1/tasks/some.namespace", false),
     ] {
         let resource = format!("{reading}?limit=2&continuationToken=x");
         let post = get(

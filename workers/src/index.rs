@@ -1,0 +1,167 @@
+//! The route indexer: indexes a task under each of its `index.<path>` routes when a run of it
+//! completes (upstream's index service listens on `task-completed` for the same).
+
+use super::{writing, CHECKPOINT_EVERY, IDLE};
+use std::sync::Arc;
+use std::time::Instant;
+use taskledger_core::codec;
+use taskledger_core::envelope::{Actor, Envelope};
+use taskledger_core::index::{completion_fields, route_paths, IndexCommand};
+use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
+use taskledger_core::queue::{QueueEvent, ReasonResolved, RunResolution};
+use taskledger_projections::engine::QUEUE_PARTITION;
+use taskledger_projections::single::ServiceError;
+use taskledger_projections::{Engine, IndexEngine};
+
+/// The route indexer's checkpoint name (a position in the queue log).
+pub const INDEXER_CONSUMER: &str = "index-routes";
+
+/// Tails the queue log while this process writes the index partition; for every run that
+/// completes, indexes its task under each valid `index.` route with the rank, data and expiry
+/// of its `extra.index` (reference/index.md §2). A task whose `extra.index` has a field of the
+/// wrong type is not indexed, as upstream.
+///
+/// It reads only as far as the queue projection has applied, so the task of a completion is
+/// always there to read (unless it expired since, and then there is nothing to index). Its
+/// checkpoint follows at most once a second; after a crash it reads again from the later of
+/// the checkpoint and the last completion the index holds, and `decide` writes nothing for a
+/// completion already indexed.
+pub async fn run_indexing<L: EventLog + 'static>(engine: Engine, index: IndexEngine, log: Arc<L>) {
+    let mut committed = engine.committed();
+    let view = engine.view().clone();
+    // (position, checkpointed position, when last checkpointed); None until read again
+    let mut cursor: Option<(u64, u64, Instant)> = None;
+    let checkpoint = |next: u64, stored: u64, stored_at: Instant| {
+        if next <= stored || stored_at.elapsed() < CHECKPOINT_EVERY {
+            return (next, stored, stored_at);
+        }
+        match view.store_consumer_offset(INDEXER_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION, next) {
+            Ok(()) => (next, next, Instant::now()),
+            Err(e) => {
+                tracing::error!(error = %e, "route indexer checkpoint write failed");
+                (next, stored, stored_at)
+            }
+        }
+    };
+    loop {
+        if !writing(index.role()).await {
+            cursor = None;
+            continue;
+        }
+        let (offset, stored, stored_at) = match cursor {
+            Some(c) => c,
+            None => {
+                let start = view
+                    .consumer_offset(INDEXER_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION)
+                    .and_then(|o| {
+                        let indexed = index.view().last_completion()?;
+                        Ok(o.max(indexed.map_or(0, |c| c + 1)))
+                    });
+                match start {
+                    Ok(o) => (o, o, Instant::now()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "route indexer checkpoint unreadable");
+                        tokio::time::sleep(IDLE).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        cursor = Some((offset, stored, stored_at));
+        let applied = engine.role().position();
+        if applied <= offset {
+            let wait = match cursor {
+                Some((next, s, at)) if s < next => CHECKPOINT_EVERY.saturating_sub(at.elapsed()),
+                _ => IDLE,
+            };
+            let _ = tokio::time::timeout(wait, committed.changed()).await;
+            cursor = Some(checkpoint(offset, stored, stored_at));
+            continue;
+        }
+        let max = (applied - offset).min(1024) as usize;
+        let batch = match log.read(QUEUE_TOPIC, QUEUE_PARTITION, offset, max).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "route indexer cannot read the log");
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+        };
+        if batch.records.is_empty() {
+            // only markers the log skips (the position moves past them), or a short read
+            let next = batch.next.max(offset);
+            if next == offset {
+                let _ = tokio::time::timeout(IDLE, committed.changed()).await;
+            }
+            cursor = Some(checkpoint(next, stored, stored_at));
+            continue;
+        }
+        // past the last record and any marker after it, unless a record failed
+        let mut handled = batch.next;
+        for r in &batch.records {
+            if let Err(e) = on_record(&engine, &index, r).await {
+                tracing::warn!(error = %e, "route indexing failed; will retry");
+                tokio::time::sleep(IDLE).await;
+                handled = r.offset;
+                break;
+            }
+        }
+        cursor = Some(checkpoint(handled.max(offset), stored, stored_at));
+    }
+}
+
+/// Indexes the task of a completion at `record`, if it has index routes.
+async fn on_record(engine: &Engine, index: &IndexEngine, record: &Stored) -> Result<(), String> {
+    // most events resolve no run: learn that from the variant index alone
+    let resolves =
+        codec::decode::<Envelope<RunResolution>>(&record.value).is_ok_and(|head| head.payload.0);
+    if !resolves {
+        return Ok(());
+    }
+    let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&record.value) else {
+        return Ok(());
+    };
+    let QueueEvent::RunResolved {
+        task_id,
+        run_id,
+        reason: ReasonResolved::Completed,
+        ..
+    } = env.payload
+    else {
+        return Ok(());
+    };
+    let Some(task) = engine.view().task(&task_id).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let definition = &task.definition;
+    let paths = route_paths(&definition.routes);
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let extra: serde_json::Value =
+        serde_json::from_str(&definition.extra.0).unwrap_or(serde_json::Value::Null);
+    let Some((rank, data, expires)) = completion_fields(&extra, definition.expires) else {
+        tracing::info!(task_id = %task_id, "task.extra.index is malformed; not indexed");
+        return Ok(());
+    };
+    let cmd = IndexCommand::IndexCompletion {
+        completion: record.offset,
+        task_id,
+        run_id,
+        paths,
+        rank,
+        data,
+        expires,
+    };
+    match index.execute(Actor::system("index-routes"), cmd).await {
+        Ok(_) => Ok(()),
+        // the log is down or another node writes now: the record is read again
+        Err(e @ ServiceError::Unavailable(_)) => Err(e.to_string()),
+        // nothing a retry would change (entries too large for the log, a store fault): the
+        // completion is passed over rather than stall every later one behind it
+        Err(e) => {
+            tracing::error!(task_id = %task_id, error = %e, "route indexing refused; not indexed");
+            Ok(())
+        }
+    }
+}
