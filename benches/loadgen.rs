@@ -606,7 +606,8 @@ async fn run(secs: u64, clients: usize) {
     let api = Api::connect(port, clients).await;
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
     // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS / LOADGEN_ONLY_CREATE / LOADGEN_ONLY_LIFE /
-    // LOADGEN_ONLY_SECRETS / LOADGEN_ONLY_PACED=<rate>: one phase alone (e.g. under a profiler)
+    // LOADGEN_ONLY_SECRETS / LOADGEN_ONLY_INDEX / LOADGEN_ONLY_PACED=<rate>: one phase alone
+    // (e.g. under a profiler)
     let only = |name: &str| std::env::var(format!("LOADGEN_ONLY_{name}")).is_ok();
     let only_paced: Option<f64> = std::env::var("LOADGEN_ONLY_PACED")
         .ok()
@@ -616,6 +617,7 @@ async fn run(secs: u64, clients: usize) {
         || only("CREATE")
         || only("LIFE")
         || only("SECRETS")
+        || only("INDEX")
         || only_paced.is_some()
     {
         if let Some(rate) = only_paced {
@@ -629,6 +631,8 @@ async fn run(secs: u64, clients: usize) {
             );
         } else if only("SECRETS") {
             secrets_phases(&api, clients, secs).await;
+        } else if only("INDEX") {
+            index_phases(&api, clients, secs).await;
         } else if only("STATUS") {
             let (rate, lat, cpu) = status_phase(&api, clients, secs).await;
             println!(
@@ -782,6 +786,71 @@ async fn secrets_phases(api: &Api, clients: usize, secs: u64) {
         "ratios (this run): secrets get / getTaskStatus = {:.2}; secrets set / get = {:.3}",
         get_rate / status_rate,
         set_rate / get_rate
+    );
+}
+
+/// The index service: findTask over 256 entries, insertTask (one durable command each, with
+/// its namespaces' check), listTasks of a namespace of 256 entries (a page of 100), and
+/// getTaskStatus in the same run for the ratios.
+async fn index_phases(api: &Api, clients: usize, secs: u64) {
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let entry = |rank: usize| json!({ "taskId": slugid::nice(), "rank": rank, "data": { "rev": "abc123" }, "expires": expires });
+    for n in 0..256 {
+        let path = format!("/api/index/v1/task/load.proj.v1.build{n}");
+        api.call_on(0, "PUT", &path, json_body(&entry(0))).await;
+    }
+    let a = api.clone();
+    let (find_rate, find_lat, find_cpu) = phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            let path = format!("/api/index/v1/task/load.proj.v1.build{}", i % 256);
+            a.call_on(i, "GET", &path, None).await;
+            1
+        }
+    })
+    .await;
+    let a = api.clone();
+    let bodies: Arc<Vec<Value>> = Arc::new((0..256).map(entry).collect());
+    let (insert_rate, insert_lat, insert_cpu) = phase(clients, secs, move |i| {
+        let (a, bodies) = (a.clone(), bodies.clone());
+        async move {
+            let path = format!("/api/index/v1/task/load.proj.v1.build{}", i % 256);
+            a.call_on(i, "PUT", &path, json_body(&bodies[i % 256]))
+                .await;
+            1
+        }
+    })
+    .await;
+    let a = api.clone();
+    let (list_rate, list_lat, list_cpu) = phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            a.call_on(i, "GET", "/api/index/v1/tasks/load.proj.v1?limit=100", None)
+                .await;
+            1
+        }
+    })
+    .await;
+    let (status_rate, _, status_cpu) = status_phase(api, clients, secs).await;
+    println!(
+        "index findTask/s {find_rate:.0} (p50 {:.2} ms); CPU per call: {find_cpu}",
+        percentile(&find_lat, 0.5)
+    );
+    println!(
+        "index insertTask/s {insert_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {insert_cpu}",
+        percentile(&insert_lat, 0.5),
+        percentile(&insert_lat, 0.99)
+    );
+    println!(
+        "index listTasks (100 entries)/s {list_rate:.0} (p50 {:.2} ms); CPU per call: {list_cpu}",
+        percentile(&list_lat, 0.5)
+    );
+    println!("getTaskStatus/s {status_rate:.0}; CPU per call: {status_cpu}");
+    println!(
+        "ratios (this run): findTask / getTaskStatus = {:.2}; insertTask / findTask = {:.3}; listTasks / findTask = {:.2}",
+        find_rate / status_rate,
+        insert_rate / find_rate,
+        list_rate / find_rate
     );
 }
 
