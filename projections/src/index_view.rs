@@ -12,7 +12,7 @@
 //! go in one batch; a fold reads the rows earlier events of its own batch wrote.
 
 use crate::keys;
-use crate::single::{Decision, Service, ServiceEngine, ServiceError};
+use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use std::collections::BTreeMap;
@@ -337,6 +337,37 @@ impl Service for IndexView {
     fn type_name(event: &IndexEvent) -> &'static str {
         event.type_name()
     }
+    /// A command reads and writes the entries at its paths; writing one extends the
+    /// namespaces above it, which only a namespace's expiry reads; a completion reads the
+    /// last completion indexed.
+    fn footprint(command: &IndexCommand) -> Footprint {
+        let entry = |path: &str| format!("entry {path}");
+        let namespaces = |paths: &[&str]| -> Vec<String> {
+            paths
+                .iter()
+                .flat_map(|p| index::namespaces_above(p))
+                .map(|n| format!("namespace {n}"))
+                .collect()
+        };
+        let paths = command.paths();
+        let (exclusive, shared) = match command {
+            IndexCommand::Insert(_) => {
+                (paths.iter().map(|p| entry(p)).collect(), namespaces(&paths))
+            }
+            IndexCommand::Delete { .. } | IndexCommand::Expire { .. } => {
+                (paths.iter().map(|p| entry(p)).collect(), vec![])
+            }
+            IndexCommand::IndexCompletion { .. } => {
+                let mut exclusive: Vec<String> = paths.iter().map(|p| entry(p)).collect();
+                exclusive.push("last completion".into());
+                (exclusive, namespaces(&paths))
+            }
+            IndexCommand::ExpireNamespace { namespace } => {
+                (vec![format!("namespace {namespace}")], vec![])
+            }
+        };
+        Footprint::Keys { exclusive, shared }
+    }
     /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
     fn apply(
         &self,
@@ -394,6 +425,84 @@ mod tests {
             data: format!(r#"{{"path":"{path}"}}"#),
             expires,
         }
+    }
+
+    /// The embedded log, counting its appends.
+    struct Counting(EmbeddedLog, std::sync::atomic::AtomicUsize);
+
+    impl taskledger_core::log::EventLog for Counting {
+        async fn append(
+            &self,
+            topic: &str,
+            partition: u32,
+            records: Vec<taskledger_core::log::Record>,
+        ) -> Result<taskledger_core::log::Appended, taskledger_core::log::LogError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.append(topic, partition, records).await
+        }
+        async fn read(
+            &self,
+            topic: &str,
+            partition: u32,
+            offset: u64,
+            max: usize,
+        ) -> Result<taskledger_core::log::Batch, taskledger_core::log::LogError> {
+            self.0.read(topic, partition, offset, max).await
+        }
+        async fn end_offset(
+            &self,
+            topic: &str,
+            partition: u32,
+        ) -> Result<u64, taskledger_core::log::LogError> {
+            self.0.end_offset(topic, partition).await
+        }
+    }
+
+    /// Commands sent at once are written in far fewer appends than commands, and give the
+    /// state they give one at a time: of many inserts at one path in any order, the highest
+    /// rank stays (two of them decided together against the same entry would both be
+    /// written, and the later one would stay whatever its rank).
+    #[tokio::test]
+    async fn commands_waiting_together_are_written_together_as_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        let log = Arc::new(Counting(EmbeddedLog::new(db.clone()), 0.into()));
+        let view = Arc::new(IndexView::open(db.clone()).unwrap());
+        let engine = IndexEngine::start(view.clone(), log.clone()).await.unwrap();
+        let later = Millis::now().plus(DAY);
+        let (paths, n) = (10, 300);
+        // ranks 0..300 in a scrambled order, spread over the paths
+        let commands: Vec<IndexCommand> = (0..n)
+            .map(|i| {
+                let rank = (i * 7919 % n) as i64;
+                IndexCommand::Insert(entry(&format!("load.ns.p{}", i % paths), rank, later))
+            })
+            .collect();
+        let answers = futures::future::join_all(
+            commands
+                .iter()
+                .map(|c| engine.execute(Actor::system("tester"), c.clone())),
+        )
+        .await;
+        assert!(answers.iter().all(|a| a.is_ok()));
+        let appends = log.1.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(appends < n / 3, "{appends} appends for {n} commands");
+        for p in 0..paths {
+            let best = (0..n)
+                .filter(|i| i % paths == p)
+                .map(|i| (i * 7919 % n) as i64)
+                .max()
+                .unwrap();
+            let stored = view.entry(&format!("load.ns.p{p}")).unwrap().unwrap();
+            assert_eq!(stored.rank, best, "load.ns.p{p}");
+        }
+        assert_eq!(
+            view.list_tasks("load.ns", None, 100, Millis::now())
+                .unwrap()
+                .0
+                .len(),
+            paths
+        );
     }
 
     #[tokio::test]

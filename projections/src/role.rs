@@ -208,7 +208,7 @@ where
     }
 }
 
-/// An engine that decides one command at a time (auth, worker-manager).
+/// A single-writer engine (auth, worker-manager, object, secrets, index).
 pub trait Writes: Send + Sync + 'static {
     type Job: Send + 'static;
     type Log: EventLog + 'static;
@@ -217,10 +217,11 @@ pub trait Writes: Send + Sync + 'static {
     /// Folds the log into the projection, publishing on `role` the position after each
     /// batch it folds; the position reached.
     fn catch_up(&self, role: &WriterRole) -> impl Future<Output = Result<u64, String>> + Send;
-    /// Decides, appends and applies one job, publishes the position its projection then
-    /// stands at on `role` and only then answers it (a forwarded command's caller reads that
-    /// position); false when the log failed (this process may no longer write).
-    fn run(&self, job: Self::Job, role: &WriterRole) -> impl Future<Output = bool> + Send;
+    /// Decides, appends and applies the jobs (in their order), publishes the position its
+    /// projection then stands at on `role` and only then answers them (a forwarded command's
+    /// caller reads that position); false when the log failed (this process may no longer
+    /// write).
+    fn run(&self, jobs: Vec<Self::Job>, role: &WriterRole) -> impl Future<Output = bool> + Send;
     /// Answers a job that arrived while this process does not write the partition.
     fn refuse(&self, job: Self::Job);
 }
@@ -237,7 +238,11 @@ fn follow_poll(topic: &str) -> Duration {
     FOLLOW_POLL
 }
 
-/// The loop of a one-command-at-a-time engine: tends the role between commands.
+/// The most jobs `drive` hands the writer at once.
+pub const MAX_JOBS: usize = 64;
+
+/// The loop of a single-writer engine: tends the role between commands, and hands the writer
+/// each command with those already waiting behind it (up to `MAX_JOBS`).
 pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receiver<W::Job>) {
     let (topic, partition) = writer.topic();
     loop {
@@ -255,11 +260,18 @@ pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receive
             Ok(None) => return,
             Ok(Some(job)) => job,
         };
+        let mut jobs = vec![job];
+        while jobs.len() < MAX_JOBS {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
         if !role.is_writer() {
-            writer.refuse(job);
+            jobs.into_iter().for_each(|job| writer.refuse(job));
             continue;
         }
-        if !writer.run(job, &role).await {
+        if !writer.run(jobs, &role).await {
             role.lost();
         }
     }

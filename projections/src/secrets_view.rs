@@ -12,7 +12,7 @@
 
 use crate::auth_view::{audit_rows, AuditEntry};
 use crate::keys;
-use crate::single::{Decision, Service, ServiceEngine, ServiceError};
+use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use std::collections::HashMap;
@@ -186,6 +186,13 @@ impl Service for SecretsView {
     }
     fn type_name(event: &SecretEvent) -> &'static str {
         event.type_name()
+    }
+    /// A command reads and writes its secret alone.
+    fn footprint(command: &SecretCommand) -> Footprint {
+        Footprint::Keys {
+            exclusive: vec![command.name().to_string()],
+            shared: vec![],
+        }
     }
     /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
     fn apply(

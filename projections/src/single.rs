@@ -1,7 +1,14 @@
-//! The engine of the services whose writes are few (worker-manager, object): one command at a
-//! time, load -> decide -> append -> apply -> answer. A service brings its projection
+//! The engine of the services other than the queue (auth, worker-manager, object, secrets,
+//! index): load -> decide -> append -> apply -> answer. A service brings its projection
 //! (`Service`: how it decides and folds); `ServiceEngine` brings the writer loop, the catch-up
 //! and the answers.
+//!
+//! Commands waiting together are written together when their `Footprint`s allow: each is
+//! decided against the projection as it stands, so a group holds only commands none of which
+//! reads or writes what another writes (a service that says nothing has each command run
+//! alone). The group's events go to the log in one append (one durable write) and to the
+//! projection in one fold, in the commands' order, which gives the state the commands would
+//! have given one at a time.
 //!
 //! **Invariant:** a caller is answered only after its events are durable and applied.
 
@@ -10,6 +17,7 @@ use crate::role::{drive, fold_until, unseen_append, Reached, WriterRole, Writes}
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::sync::Arc;
 use taskledger_core::envelope::EventId;
 use taskledger_core::envelope::{Actor, Envelope};
@@ -42,6 +50,12 @@ pub trait Service: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Decision<Self::Event>, ServiceError<Self::Refusal>>;
     fn type_name(event: &Self::Event) -> &'static str;
+    /// What `command` touches, for writing it in one append with others (see the module's
+    /// comment). By default, everything: the command is written alone.
+    fn footprint(command: &Self::Command) -> Footprint {
+        let _ = command;
+        Footprint::Everything
+    }
     /// Folds envelopes stored at `offsets`, with `next` (where to read on) in the same batch.
     fn apply(
         &self,
@@ -50,6 +64,56 @@ pub trait Service: Send + Sync + 'static {
         envelopes: &[Envelope<Self::Event>],
     ) -> Result<(), StoreError>;
     fn consumer_offset(&self) -> Result<u64, StoreError>;
+}
+
+/// What a command's decision reads and its events change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Footprint {
+    /// Anything: the command is decided and written alone.
+    Everything,
+    /// `exclusive`: keys the decision reads or the events change in a way whose order matters;
+    /// `shared`: keys the events only change in a way that gives the same state in any order
+    /// (a namespace's expiry, only ever extended), which another command may share but no
+    /// command may read.
+    Keys {
+        exclusive: Vec<String>,
+        shared: Vec<String>,
+    },
+}
+
+/// The footprints of a group being formed.
+#[derive(Default)]
+struct Claimed {
+    everything: bool,
+    exclusive: HashSet<String>,
+    shared: HashSet<String>,
+}
+
+impl Claimed {
+    /// Takes `footprint` into the group unless it conflicts with what the group holds;
+    /// whether it did.
+    fn claim(&mut self, footprint: &Footprint) -> bool {
+        let empty = self.exclusive.is_empty() && self.shared.is_empty();
+        match footprint {
+            Footprint::Everything if empty && !self.everything => {
+                self.everything = true;
+                true
+            }
+            Footprint::Everything => false,
+            Footprint::Keys { exclusive, shared } => {
+                let conflicts = self.everything
+                    || exclusive
+                        .iter()
+                        .any(|k| self.exclusive.contains(k) || self.shared.contains(k))
+                    || shared.iter().any(|k| self.exclusive.contains(k));
+                if !conflicts {
+                    self.exclusive.extend(exclusive.iter().cloned());
+                    self.shared.extend(shared.iter().cloned());
+                }
+                !conflicts
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,14 +202,37 @@ impl<S: Service, L: EventLog + 'static> Writes for Writer<S, L> {
             .await
             .map_err(|e| e.to_string())
     }
-    async fn run(&self, job: Job<S>, role: &WriterRole) -> bool {
-        let result = write(&*self.view, &*self.log, job.actor, job.command).await;
-        let failed = matches!(result, Err(ServiceError::Unavailable(_)));
-        if let Ok(position) = self.view.consumer_offset() {
-            role.set_applied(position);
+    async fn run(&self, jobs: Vec<Job<S>>, role: &WriterRole) -> bool {
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            // the longest run of waiting jobs that can be written together
+            let mut claimed = Claimed::default();
+            let mut group = Vec::new();
+            while let Some(job) = jobs.next_if(|j| claimed.claim(&S::footprint(&j.command))) {
+                group.push(job);
+            }
+            let (commands, replies): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .map(|j| ((j.actor, j.command), j.reply))
+                .unzip();
+            let answers = write(&*self.view, &*self.log, commands).await;
+            let failed = answers
+                .iter()
+                .any(|a| matches!(a, Err(ServiceError::Unavailable(_))));
+            if let Ok(position) = self.view.consumer_offset() {
+                role.set_applied(position);
+            }
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+            if failed {
+                // the log failed: this process may no longer write, so the rest wait for
+                // the role to be settled again, as later commands do
+                jobs.for_each(|job| self.refuse(job));
+                return false;
+            }
         }
-        let _ = job.reply.send(result);
-        !failed
+        true
     }
     fn refuse(&self, job: Job<S>) {
         let _ = job.reply.send(Err(unavailable(LogError::NotWriter)));
@@ -229,22 +316,86 @@ fn stamp<S: Service>(
     Ok((envelopes, records))
 }
 
-/// Decides against the projection, appends the events (one durable write), applies them.
+/// The same failure for each of a group's commands: `e` for the first, a copy for the rest.
+fn for_each_of<R: std::error::Error>(e: ServiceError<R>, n: usize) -> Vec<ServiceError<R>> {
+    let copy = || match &e {
+        ServiceError::Unavailable(m) => ServiceError::Unavailable(m.clone()),
+        ServiceError::TooLarge(m) => ServiceError::TooLarge(m.clone()),
+        // after the append: the events are durable, the projection did not take them
+        ServiceError::Store(fault) => {
+            ServiceError::Store(StoreError::Log(LogError::Corrupt(fault.to_string())))
+        }
+        ServiceError::Domain(refusal) => ServiceError::Unavailable(refusal.to_string()),
+    };
+    let mut out: Vec<ServiceError<R>> = (1..n).map(|_| copy()).collect();
+    out.insert(0, e);
+    out
+}
+
+/// Decides each command against the projection, appends all their events (one durable
+/// write), applies them (one fold); each command's answer, in order.
 async fn write<S: Service, L: EventLog>(
     view: &S,
     log: &L,
-    actor: Actor,
-    command: S::Command,
-) -> Answer<S> {
+    commands: Vec<(Actor, S::Command)>,
+) -> Vec<Answer<S>> {
     let now = Millis::now();
-    let decision = view.decide(&command, now)?;
-    if decision.events.is_empty() {
-        return Ok(vec![]);
+    let mut answers: Vec<Option<Answer<S>>> = Vec::with_capacity(commands.len());
+    // the commands with events: where their answers go, and their envelopes
+    let mut written: Vec<(usize, Vec<Envelope<S::Event>>)> = Vec::new();
+    let mut records = Vec::new();
+    for (i, (actor, command)) in commands.iter().enumerate() {
+        let decided = view.decide(command, now).and_then(|decision| {
+            if decision.events.is_empty() {
+                return Ok(None);
+            }
+            let (envelopes, stamped) = stamp::<S>(&decision, actor, now)?;
+            if let Some(refused) = oversized(&stamped, log.max_record_bytes()) {
+                return Err(ServiceError::TooLarge(refused.to_string()));
+            }
+            Ok(Some((envelopes, stamped)))
+        });
+        answers.push(match decided {
+            Err(e) => Some(Err(e)),
+            Ok(None) => Some(Ok(vec![])),
+            Ok(Some((envelopes, stamped))) => {
+                records.extend(stamped);
+                written.push((i, envelopes));
+                None
+            }
+        });
     }
-    let (envelopes, records) = stamp::<S>(&decision, &actor, now)?;
-    if let Some(refused) = oversized(&records, log.max_record_bytes()) {
-        return Err(ServiceError::TooLarge(refused.to_string()));
+    if !written.is_empty() {
+        let envelopes: Vec<Envelope<S::Event>> = written
+            .iter()
+            .flat_map(|(_, envs)| envs.iter().cloned())
+            .collect();
+        match append_and_apply(view, log, records, &envelopes).await {
+            Ok(()) => {
+                for (i, envs) in written {
+                    answers[i] = Some(Ok(envs));
+                }
+            }
+            Err(e) => {
+                for ((i, _), e) in written.iter().zip(for_each_of(e, written.len())) {
+                    answers[*i] = Some(Err(e));
+                }
+            }
+        }
     }
+    answers
+        .into_iter()
+        .map(|a| a.expect("every command answered"))
+        .collect()
+}
+
+/// Appends `records` (one durable write) and applies their `envelopes`.
+async fn append_and_apply<S: Service, L: EventLog>(
+    view: &S,
+    log: &L,
+    records: Vec<Record>,
+    envelopes: &[Envelope<S::Event>],
+) -> Result<(), ServiceError<S::Refusal>> {
     let appended = log
         .append(S::TOPIC, S::PARTITION, records)
         .await
@@ -253,7 +404,7 @@ async fn write<S: Service, L: EventLog>(
     #[cfg(feature = "failpoints")]
     fail::fail_point!(&format!("{}-after-append", S::NAME));
     if appended.prior == view.consumer_offset()? {
-        view.apply(&appended.offsets, appended.next, &envelopes)?;
+        view.apply(&appended.offsets, appended.next, envelopes)?;
     } else {
         // records this writer had not seen came first (or markers it skips): fold from the
         // log until it holds our own events too (a read may come back short)
@@ -262,5 +413,5 @@ async fn write<S: Service, L: EventLog>(
             return Err(unavailable(unseen_append(appended.next, position)));
         }
     }
-    Ok(envelopes)
+    Ok(())
 }
