@@ -152,6 +152,38 @@ async fn three_nodes_share_the_log_and_survive_losing_the_queue_writer() {
         .unwrap();
     let listed = purges.purgeRequests("it-prov/wt", None).await.unwrap();
     assert_eq!(listed["requests"][0]["cacheName"], "c", "{listed}");
+    // the index: an insert at a node that does not write it is forwarded and read back there
+    // at once; a completed task's route is indexed by the index's writer, which reads the
+    // queue's log (and, for the task, its own follower's projection when another node writes
+    // the queue), and every node finds it
+    let index_at = |n: usize| {
+        taskcluster::Index::new(
+            taskcluster::ClientBuilder::new(&nodes[n].root_url).credentials(
+                taskcluster::Credentials::new("static/taskcluster/root", ROOT_TOKEN),
+            ),
+        )
+        .unwrap()
+    };
+    let ix_follower = (writers["taskledger.index"] + 1) % 3;
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let entry = json!({ "taskId": task_id, "rank": 1, "data": {}, "expires": expires });
+    index_at(ix_follower)
+        .insertTask("it.cluster.manual", &entry)
+        .await
+        .unwrap();
+    let found = index_at(ix_follower).findTask("it.cluster.manual").await;
+    assert_eq!(found.unwrap()["taskId"], task_id.as_str());
+    let routed = slugid::nice();
+    let mut def = task_def("built-in/succeed", 600);
+    def["routes"] = json!(["index.it.cluster.routed"]);
+    q.createTask(&routed, &def).await.unwrap();
+    for n in 0..3 {
+        let found = eventually(Duration::from_secs(30), || async {
+            index_at(n).findTask("it.cluster.routed").await.ok()
+        })
+        .await;
+        assert_eq!(found["taskId"], routed.as_str(), "node {n}");
+    }
 
     // load through every node: create, read back on the same node, claim, complete
     let clients: Arc<Vec<Queue>> = Arc::new(nodes.iter().map(no_retry_queue).collect());

@@ -614,13 +614,18 @@ async fn short_reads_never_hide_an_acknowledged_command_from_its_writer() {
 /// kept in its database instead of reading the partition from offset 0 (armed after the first
 /// start, the fail point `kafka-index-from-start` panics, and the start fails, if any index
 /// starts empty), and the writer's hash chain goes on from the kept link: after the restarts
-/// every task is there, new ones are taken, and `audit verify`, which trusts no copy and walks
-/// the topics from their start, finds every chain whole.
+/// every task is there, new ones are taken, every secret and index entry is there (one of them
+/// written by the route indexer, reading the queue's topic, when a task completed), and `audit
+/// verify`, which trusts no copy and walks the topics from their start, finds every chain whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_the_kept_epoch_indexes() {
     let mut server = Server::start_on(Backend::Kafka, &[]).await;
     let queue = fresh_queue();
     let mut created = Vec::new();
+    let indexed = slugid::nice();
+    let mut def = task_def("built-in/succeed", 600);
+    def["routes"] = json!(["index.it.kept.done"]);
+    server.queue().createTask(&indexed, &def).await.unwrap();
     for round in 0..3 {
         let q = server.queue();
         for _ in 0..3 {
@@ -640,6 +645,11 @@ async fn a_restart_resumes_the_kept_epoch_indexes() {
             )
             .await
             .unwrap();
+        let entry = json!({ "taskId": indexed, "rank": round, "data": {}, "expires": expires });
+        index_of(&server)
+            .insertTask(&format!("it.kept.r{round}"), &entry)
+            .await
+            .unwrap();
         server
             .restart_with("FAILPOINTS", "kafka-index-from-start=panic")
             .await;
@@ -654,7 +664,17 @@ async fn a_restart_resumes_the_kept_epoch_indexes() {
             .await
             .unwrap();
         assert_eq!(got["secret"], json!({ "round": round }));
+        let found = index_of(&server)
+            .findTask(&format!("it.kept.r{round}"))
+            .await
+            .unwrap();
+        assert_eq!(found["rank"], round);
     }
+    let done = eventually(Duration::from_secs(30), || async {
+        index_of(&server).findTask("it.kept.done").await.ok()
+    })
+    .await;
+    assert_eq!(done["taskId"], indexed.as_str());
     let prefix = server
         .env("TASKLEDGER_KAFKA_TOPIC_PREFIX")
         .unwrap()
@@ -742,6 +762,14 @@ async fn a_data_directory_refuses_a_log_it_was_not_built_from() {
     for task_id in &ours {
         assert_eq!(state_of(&q, task_id).await["state"], "pending", "{task_id}");
     }
+}
+
+fn index_of(server: &Server) -> taskcluster::Index {
+    taskcluster::Index::new(
+        ClientBuilder::new(&server.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap()
 }
 
 fn secrets_of(server: &Server) -> taskcluster::Secrets {
