@@ -161,19 +161,7 @@ fn insert_body(path: &str, body: &Value) -> Result<IndexedTask, ApiError> {
     if data.is_none() {
         errors.push("data/data must be object".into());
     }
-    let expires = match obj.get("expires") {
-        Some(Value::String(text)) => {
-            let parsed = Millis::parse_rfc3339(text);
-            if parsed.is_none() {
-                errors.push("data/expires must match format \"date-time\"".into());
-            }
-            parsed
-        }
-        _ => {
-            errors.push("data/expires must be string".into());
-            None
-        }
-    };
+    let expires = date_time(&obj, "expires", &mut errors);
     match (task_id, rank, data, expires) {
         (Some(task_id), Some(rank), Some(data), Some(expires)) if errors.is_empty() => {
             Ok(IndexedTask {
@@ -282,31 +270,82 @@ fn with_token(mut out: Value, more: Option<String>) -> Value {
     out
 }
 
-async fn namespaces_in(
+/// The two browsing calls, which differ only in what they list.
+#[derive(Clone, Copy)]
+enum Listing {
+    Namespaces,
+    Tasks,
+}
+
+impl Listing {
+    fn call(self) -> &'static str {
+        match self {
+            Listing::Namespaces => "listNamespaces",
+            Listing::Tasks => "listTasks",
+        }
+    }
+
+    fn scope(self, namespace: &str) -> String {
+        match self {
+            Listing::Namespaces => format!("index:list-namespaces:{namespace}"),
+            Listing::Tasks => format!("index:list-tasks:{namespace}"),
+        }
+    }
+
+    /// A page of what is directly in `namespace`, as the API shows it.
+    fn page(
+        self,
+        st: &AppState,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Value, ApiError> {
+        let (view, now) = (st.index.view(), Millis::now());
+        let (key, rows, more) = match self {
+            Listing::Namespaces => {
+                let (rows, more) = view.list_namespaces(namespace, after, limit, now)?;
+                (
+                    "namespaces",
+                    rows.iter().map(namespace_json).collect(),
+                    more,
+                )
+            }
+            Listing::Tasks => {
+                let (rows, more) = view.list_tasks(namespace, after, limit, now)?;
+                (
+                    "tasks",
+                    rows.iter().map(entry_json).collect::<Vec<_>>(),
+                    more,
+                )
+            }
+        };
+        Ok(with_token(json!({ key: rows }), more))
+    }
+}
+
+async fn list_in(
+    listing: Listing,
     (method, uri): (&Method, &Uri),
     st: &AppState,
     auth: &Auth,
     namespace: &str,
 ) -> Response {
-    Call::new("listNamespaces", json!({ "namespace": namespace }))
+    Call::new(listing.call(), json!({ "namespace": namespace }))
         .run(async {
-            auth.caller()?.require(&ScopeExpr::scope(format!(
-                "index:list-namespaces:{namespace}"
-            )))?;
+            auth.caller()?
+                .require(&ScopeExpr::scope(listing.scope(namespace)))?;
             if !namespace.is_empty() && !valid_path(namespace) {
                 return Err(ApiError::bad_param("namespace", namespace, PATH_RE));
             }
             let q = query(uri, &["continuationToken", "limit"])?;
             ignored_list_body(method, auth)?;
             let after = after_token(&q)?;
-            let (rows, more) = st.index.view().list_namespaces(
+            Ok(ok(listing.page(
+                st,
                 namespace,
                 after.as_deref(),
                 limit(&q),
-                Millis::now(),
-            )?;
-            let rows: Vec<Value> = rows.iter().map(namespace_json).collect();
-            Ok(ok(with_token(json!({ "namespaces": rows }), more)))
+            )?))
         })
         .await
 }
@@ -317,7 +356,7 @@ async fn list_root_namespaces(
     State(st): St,
     Extension(auth): Extension<Auth>,
 ) -> Response {
-    namespaces_in((&method, &uri), &st, &auth, "").await
+    list_in(Listing::Namespaces, (&method, &uri), &st, &auth, "").await
 }
 
 async fn list_namespaces(
@@ -327,35 +366,7 @@ async fn list_namespaces(
     Extension(auth): Extension<Auth>,
     Path(namespace): Path<String>,
 ) -> Response {
-    namespaces_in((&method, &uri), &st, &auth, &namespace).await
-}
-
-async fn tasks_in(
-    (method, uri): (&Method, &Uri),
-    st: &AppState,
-    auth: &Auth,
-    namespace: &str,
-) -> Response {
-    Call::new("listTasks", json!({ "namespace": namespace }))
-        .run(async {
-            auth.caller()?
-                .require(&ScopeExpr::scope(format!("index:list-tasks:{namespace}")))?;
-            if !namespace.is_empty() && !valid_path(namespace) {
-                return Err(ApiError::bad_param("namespace", namespace, PATH_RE));
-            }
-            let q = query(uri, &["continuationToken", "limit"])?;
-            ignored_list_body(method, auth)?;
-            let after = after_token(&q)?;
-            let (rows, more) = st.index.view().list_tasks(
-                namespace,
-                after.as_deref(),
-                limit(&q),
-                Millis::now(),
-            )?;
-            let rows: Vec<Value> = rows.iter().map(entry_json).collect();
-            Ok(ok(with_token(json!({ "tasks": rows }), more)))
-        })
-        .await
+    list_in(Listing::Namespaces, (&method, &uri), &st, &auth, &namespace).await
 }
 
 async fn list_root_tasks(
@@ -364,7 +375,7 @@ async fn list_root_tasks(
     State(st): St,
     Extension(auth): Extension<Auth>,
 ) -> Response {
-    tasks_in((&method, &uri), &st, &auth, "").await
+    list_in(Listing::Tasks, (&method, &uri), &st, &auth, "").await
 }
 
 async fn list_tasks(
@@ -374,7 +385,7 @@ async fn list_tasks(
     Extension(auth): Extension<Auth>,
     Path(namespace): Path<String>,
 ) -> Response {
-    tasks_in((&method, &uri), &st, &auth, &namespace).await
+    list_in(Listing::Tasks, (&method, &uri), &st, &auth, &namespace).await
 }
 
 /// `GET /tasks/indexes` is `listTasks` of the namespace `indexes` (the POST is another call).
@@ -383,7 +394,7 @@ async fn list_tasks_named_indexes(
     State(st): St,
     Extension(auth): Extension<Auth>,
 ) -> Response {
-    tasks_in((&Method::GET, &uri), &st, &auth, "indexes").await
+    list_in(Listing::Tasks, (&Method::GET, &uri), &st, &auth, "indexes").await
 }
 
 /// `findTasksAtIndex`'s body: `{indexes: [string]}` (default `[]`).

@@ -64,19 +64,7 @@ fn secret_body(body: &Value) -> Result<(String, Millis), ApiError> {
     if value.is_none() {
         errors.push("data/secret must be object".to_string());
     }
-    let expires = match obj.get("expires") {
-        Some(Value::String(text)) => {
-            let parsed = Millis::parse_rfc3339(text);
-            if parsed.is_none() {
-                errors.push("data/expires must match format \"date-time\"".to_string());
-            }
-            parsed
-        }
-        _ => {
-            errors.push("data/expires must be string".to_string());
-            None
-        }
-    };
+    let expires = date_time(&obj, "expires", &mut errors);
     match (value, expires) {
         (Some(v), Some(e)) if errors.is_empty() => Ok((v.to_string(), e)),
         _ => Err(ApiError::validation(SECRET_SCHEMA, &errors)),

@@ -298,6 +298,28 @@ pub fn object_with_only<'b>(
     Ok(obj)
 }
 
+/// A required `date-time` property of a body being checked: its instant, or `None` with the
+/// validator's words for what is wrong added to `errors`.
+pub fn date_time(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> Option<Millis> {
+    match obj.get(key) {
+        Some(Value::String(text)) => {
+            let parsed = Millis::parse_rfc3339(text);
+            if parsed.is_none() {
+                errors.push(format!("data/{key} must match format \"date-time\""));
+            }
+            parsed
+        }
+        _ => {
+            errors.push(format!("data/{key} must be string"));
+            None
+        }
+    }
+}
+
 pub fn no_query(uri: &Uri) -> Result<(), ApiError> {
     query(uri, &[]).map(drop)
 }
