@@ -11,7 +11,7 @@
 //! **Invariant:** rows, sequences, the expiry index and the consumed offset go in one batch.
 
 use crate::keys;
-use crate::single::{Decision, Service, ServiceEngine, ServiceError};
+use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
 use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
@@ -111,6 +111,13 @@ impl Service for ObjectView {
     }
     fn type_name(event: &ObjectEvent) -> &'static str {
         event.type_name()
+    }
+    /// A command reads and writes its object alone.
+    fn footprint(command: &ObjectCommand) -> Footprint {
+        Footprint::Keys {
+            exclusive: vec![command.name().to_string()],
+            shared: vec![],
+        }
     }
     /// Folds envelopes stored at `offsets`; one batch with the position to read from next.
     fn apply(
