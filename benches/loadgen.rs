@@ -832,6 +832,7 @@ async fn index_phases(api: &Api, clients: usize, secs: u64) {
     })
     .await;
     let (status_rate, _, status_cpu) = status_phase(api, clients, secs).await;
+    let (routed_rate, lag, indexed_rate) = routed_lifecycle_phase(api, clients, secs).await;
     println!(
         "index findTask/s {find_rate:.0} (p50 {:.2} ms); CPU per call: {find_cpu}",
         percentile(&find_lat, 0.5)
@@ -847,11 +848,80 @@ async fn index_phases(api: &Api, clients: usize, secs: u64) {
     );
     println!("getTaskStatus/s {status_rate:.0}; CPU per call: {status_cpu}");
     println!(
+        "lifecycle of tasks with two index routes each: {routed_rate:.0} tasks/s; the route indexer caught up {lag:.2} s after the phase ended, {indexed_rate:.0} completions indexed/s"
+    );
+    println!(
         "ratios (this run): findTask / getTaskStatus = {:.2}; insertTask / findTask = {:.3}; listTasks / findTask = {:.2}",
         find_rate / status_rate,
         insert_rate / find_rate,
         list_rate / find_rate
     );
+}
+
+/// The lifecycle (create, claimWork, reportCompleted) of tasks that each carry two `index.`
+/// routes (one of their own, one all share), then how long the route indexer takes to index
+/// the last completions: the lifecycle's rate, the indexer's lag after the phase, and the
+/// completions it indexed per second over the phase and the lag.
+async fn routed_lifecycle_phase(api: &Api, clients: usize, secs: u64) -> (f64, f64, f64) {
+    let last: Arc<Vec<std::sync::Mutex<Option<String>>>> =
+        Arc::new((0..clients).map(|_| Default::default()).collect());
+    let a = api.clone();
+    let mine = last.clone();
+    let started = Instant::now();
+    let (rate, _, _) = phase(clients, secs, move |i| {
+        let (a, mine) = (a.clone(), mine.clone());
+        async move {
+            let queue = format!("load/routes-{i}");
+            let task_id = slugid::nice();
+            let mut def: Value = serde_json::from_slice(&task_def(&queue)).unwrap();
+            def["routes"] = json!([
+                format!("index.load.routes.{task_id}"),
+                "index.load.routes.latest"
+            ]);
+            let path = format!("/api/queue/v1/task/{task_id}");
+            a.call_on(i, "PUT", &path, json_body(&def)).await;
+            let claim = a
+                .call_on(
+                    i,
+                    "POST",
+                    &format!("/api/queue/v1/claim-work/{}", queue.replace('/', "%2F")),
+                    json_body(
+                        &json!({"workerGroup": "g", "workerId": format!("r{i}"), "tasks": 1}),
+                    ),
+                )
+                .await;
+            let claim: Claim = serde_json::from_slice(&claim).expect("claimWork response");
+            let t = &claim.tasks[0];
+            let done = format!(
+                "/api/queue/v1/task/{}/runs/{}/completed",
+                t.status.task_id, t.run_id
+            );
+            a.call_on(i, "POST", &done, None).await;
+            *mine[i].lock().unwrap() = Some(t.status.task_id.clone());
+            1
+        }
+    })
+    .await;
+    let ended = Instant::now();
+    let completions = rate * ended.duration_since(started).as_secs_f64();
+    // every client's last completion indexed: the indexer has caught up (it indexes in order)
+    let lasts: Vec<String> = last
+        .iter()
+        .filter_map(|l| l.lock().unwrap().clone())
+        .collect();
+    for task_id in lasts {
+        let path = format!("/api/index/v1/task/load.routes.{task_id}");
+        while !api
+            .send(0, "GET", &path, None, true)
+            .await
+            .is_ok_and(|(status, _)| status.is_success())
+        {
+            assert!(ended.elapsed() < Duration::from_secs(600), "never indexed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let lag = ended.elapsed().as_secs_f64();
+    (rate, lag, completions / started.elapsed().as_secs_f64())
 }
 
 async fn auth_phases(api: &Api, clients: usize, secs: u64) {
