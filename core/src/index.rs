@@ -72,9 +72,21 @@ pub fn namespace_stream_id(namespace: &str) -> String {
     format!("index-namespace/{namespace}")
 }
 
-/// The stream of the entries one completed run wrote.
-pub fn completion_stream_id(task_id: &TaskId, run_id: u32) -> String {
-    format!("index-completion/{}/{run_id}", task_id.text().as_str())
+/// The stream of the entries the route indexer writes.
+pub const ROUTES_STREAM: &str = "index-routes";
+
+/// A completed run, as the route indexer indexes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The queue log offset of its `RunResolved`.
+    pub offset: u64,
+    pub task_id: TaskId,
+    /// Its task's `index.` routes as paths (`route_paths`).
+    pub paths: Vec<String>,
+    /// The rank, data and expiry of its task's `extra.index` (`completion_fields`).
+    pub rank: i64,
+    pub data: String,
+    pub expires: Millis,
 }
 
 /// An entry as the projection keeps it and the API shows it.
@@ -143,18 +155,8 @@ pub enum IndexCommand {
     Insert(IndexedTask),
     /// `deleteTask`.
     Delete { path: String },
-    /// The route indexer: a run that completed at queue log offset `completion`, its task's
-    /// `index.` routes as paths (each once), and the rank, data and expiry of its
-    /// `extra.index`.
-    IndexCompletion {
-        completion: u64,
-        task_id: TaskId,
-        run_id: u32,
-        paths: Vec<String>,
-        rank: i64,
-        data: String,
-        expires: Millis,
-    },
+    /// The route indexer: runs that completed, in the queue log's order.
+    IndexCompletions(Vec<Completion>),
     /// The expiry reactor: removes the entry if its `expires` has passed.
     Expire { path: String },
     /// The expiry reactor: removes the namespace if its `expires` has passed.
@@ -167,9 +169,10 @@ impl IndexCommand {
         match self {
             IndexCommand::Insert(entry) => vec![entry.path.as_str()],
             IndexCommand::Delete { path } | IndexCommand::Expire { path } => vec![path.as_str()],
-            IndexCommand::IndexCompletion { paths, .. } => {
-                paths.iter().map(String::as_str).collect()
-            }
+            IndexCommand::IndexCompletions(completions) => completions
+                .iter()
+                .flat_map(|c| c.paths.iter().map(String::as_str))
+                .collect(),
             IndexCommand::ExpireNamespace { .. } => vec![],
         }
     }
@@ -179,9 +182,7 @@ impl IndexCommand {
         match self {
             IndexCommand::Insert(entry) => stream_id(&entry.path),
             IndexCommand::Delete { path } | IndexCommand::Expire { path } => stream_id(path),
-            IndexCommand::IndexCompletion {
-                task_id, run_id, ..
-            } => completion_stream_id(task_id, *run_id),
+            IndexCommand::IndexCompletions(_) => ROUTES_STREAM.to_string(),
             IndexCommand::ExpireNamespace { namespace } => namespace_stream_id(namespace),
         }
     }
@@ -204,12 +205,51 @@ pub enum IndexError {
     Input(String),
 }
 
-/// Whether `new` may replace what `state` holds at its path at `now` (the rank rule).
-fn replaces(state: &impl IndexState, new: &IndexedTask, now: Millis) -> bool {
-    match state.entry(&new.path) {
+/// Whether `new` may replace `old`, the entry at its path, at `now` (the rank rule).
+fn replaces(old: Option<&IndexedTask>, new: &IndexedTask, now: Millis) -> bool {
+    match old {
         Some(old) if old.visible(now) => old.rank <= new.rank,
         _ => true,
     }
+}
+
+/// The entries `completions` write, each path of each completion (once) in order, against
+/// `state` and the entries written before it in the same command.
+fn index_completions(
+    state: &impl IndexState,
+    completions: &[Completion],
+    now: Millis,
+) -> Vec<IndexEvent> {
+    let last = state.last_completion();
+    let mut written: std::collections::HashMap<&str, IndexedTask> = Default::default();
+    let mut events = Vec::new();
+    for c in completions
+        .iter()
+        .filter(|c| last.is_none_or(|l| l < c.offset))
+    {
+        let mut seen = std::collections::HashSet::new();
+        for path in c.paths.iter().filter(|p| seen.insert(p.as_str())) {
+            let entry = IndexedTask {
+                path: path.clone(),
+                task_id: c.task_id,
+                rank: c.rank,
+                data: c.data.clone(),
+                expires: c.expires,
+            };
+            let old = written
+                .get(path.as_str())
+                .cloned()
+                .or_else(|| state.entry(path));
+            if replaces(old.as_ref(), &entry, now) {
+                written.insert(path.as_str(), entry.clone());
+                events.push(IndexEvent::TaskIndexed {
+                    entry,
+                    completion: Some(c.offset),
+                });
+            }
+        }
+    }
+    events
 }
 
 /// `command`'s events against `state` at `now`.
@@ -220,7 +260,7 @@ pub fn decide(
 ) -> Result<Vec<IndexEvent>, IndexError> {
     Ok(match command {
         IndexCommand::Insert(entry) => {
-            if replaces(state, entry, now) {
+            if replaces(state.entry(&entry.path).as_ref(), entry, now) {
                 vec![IndexEvent::TaskIndexed {
                     entry: entry.clone(),
                     completion: None,
@@ -233,39 +273,7 @@ pub fn decide(
             Some(_) => vec![IndexEvent::IndexedTaskDeleted { path: path.clone() }],
             None => vec![],
         },
-        IndexCommand::IndexCompletion {
-            completion,
-            task_id,
-            paths,
-            rank,
-            data,
-            expires,
-            ..
-        } => {
-            if state
-                .last_completion()
-                .is_some_and(|last| last >= *completion)
-            {
-                return Ok(vec![]);
-            }
-            let mut seen = std::collections::HashSet::new();
-            paths
-                .iter()
-                .filter(|p| seen.insert(p.as_str()))
-                .map(|path| IndexedTask {
-                    path: path.clone(),
-                    task_id: *task_id,
-                    rank: *rank,
-                    data: data.clone(),
-                    expires: *expires,
-                })
-                .filter(|entry| replaces(state, entry, now))
-                .map(|entry| IndexEvent::TaskIndexed {
-                    entry,
-                    completion: Some(*completion),
-                })
-                .collect()
-        }
+        IndexCommand::IndexCompletions(completions) => index_completions(state, completions, now),
         IndexCommand::Expire { path } => match state.entry(path) {
             Some(e) if e.expires < now => {
                 vec![IndexEvent::IndexedTaskExpired { path: path.clone() }]
@@ -477,31 +485,49 @@ mod tests {
         let later = now.plus(DAY);
         let mut m = Mem::default();
         m.run(&IndexCommand::Insert(entry("p.high", 100, later)), now);
-        let completion = |offset| IndexCommand::IndexCompletion {
-            completion: offset,
-            task_id: Slug([7; 16]),
-            run_id: 0,
-            paths: vec!["p.latest".into(), "p.high".into(), "p.latest".into()],
-            rank: 10,
+        let completion = |offset, rank, paths: &[&str]| Completion {
+            offset,
+            task_id: Slug([offset as u8; 16]),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            rank,
             data: "{}".into(),
             expires: later,
         };
-        let events = m.run(&completion(40), now);
-        let paths: Vec<&str> = events
-            .iter()
-            .map(|e| {
-                let IndexEvent::TaskIndexed { entry, .. } = e else {
-                    panic!("{e:?}")
-                };
-                entry.path.as_str()
-            })
-            .collect();
-        assert_eq!(paths, ["p.latest"]);
+        let indexed = |events: &[IndexEvent]| -> Vec<(String, u64)> {
+            events
+                .iter()
+                .map(|e| {
+                    let IndexEvent::TaskIndexed { entry, completion } = e else {
+                        panic!("{e:?}")
+                    };
+                    (entry.path.clone(), completion.unwrap())
+                })
+                .collect()
+        };
+        let first = completion(40, 10, &["p.latest", "p.high", "p.latest"]);
+        let events = m.run(&IndexCommand::IndexCompletions(vec![first.clone()]), now);
+        assert_eq!(indexed(&events), [("p.latest".to_string(), 40)]);
         assert_eq!(m.last_completion(), Some(40));
         // read again after a crash: nothing more
-        assert!(m.run(&completion(40), now).is_empty());
-        assert!(m.run(&completion(12), now).is_empty());
-        assert_eq!(m.run(&completion(41), now).len(), 1);
+        let again = IndexCommand::IndexCompletions(vec![first, completion(12, 50, &["p.x"])]);
+        assert!(m.run(&again, now).is_empty());
+        // several in one command: each sees what the ones before it wrote
+        let batch = IndexCommand::IndexCompletions(vec![
+            completion(41, 10, &["p.latest", "p.y"]),
+            completion(42, 3, &["p.latest", "p.y"]),
+            completion(43, 10, &["p.y"]),
+        ]);
+        assert_eq!(
+            indexed(&m.run(&batch, now)),
+            [
+                ("p.latest".to_string(), 41),
+                ("p.y".to_string(), 41),
+                ("p.y".to_string(), 43)
+            ]
+        );
+        assert_eq!(m.entry("p.latest").unwrap().task_id, Slug([41; 16]));
+        assert_eq!(m.entry("p.y").unwrap().task_id, Slug([43; 16]));
+        assert_eq!(m.last_completion(), Some(43));
     }
 
     #[test]

@@ -318,7 +318,7 @@ impl Service for IndexView {
             IndexCommand::ExpireNamespace { namespace } => self.namespace(namespace)?,
             IndexCommand::Insert(_)
             | IndexCommand::Delete { .. }
-            | IndexCommand::IndexCompletion { .. }
+            | IndexCommand::IndexCompletions(_)
             | IndexCommand::Expire { .. } => None,
         };
         let loaded = Loaded {
@@ -357,7 +357,7 @@ impl Service for IndexView {
             IndexCommand::Delete { .. } | IndexCommand::Expire { .. } => {
                 (paths.iter().map(|p| entry(p)).collect(), vec![])
             }
-            IndexCommand::IndexCompletion { .. } => {
+            IndexCommand::IndexCompletions(_) => {
                 let mut exclusive: Vec<String> = paths.iter().map(|p| entry(p)).collect();
                 exclusive.push("last completion".into());
                 (exclusive, namespaces(&paths))
@@ -594,15 +594,14 @@ mod tests {
         assert!(run(delete).await.unwrap().is_empty());
 
         // completion indexing, once
-        let completion = IndexCommand::IndexCompletion {
-            completion: 77,
+        let completion = IndexCommand::IndexCompletions(vec![index::Completion {
+            offset: 77,
             task_id: Slug::nice(),
-            run_id: 0,
             paths: vec!["proj.v3.latest".into()],
             rank: 0,
             data: "{}".into(),
             expires: later,
-        };
+        }]);
         assert_eq!(run(completion.clone()).await.unwrap().len(), 1);
         assert!(run(completion).await.unwrap().is_empty());
         assert_eq!(view.last_completion().unwrap(), Some(77));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use taskledger_core::codec;
 use taskledger_core::envelope::{Actor, Envelope};
-use taskledger_core::index::{completion_fields, route_paths, IndexCommand};
+use taskledger_core::index::{completion_fields, route_paths, Completion, IndexCommand};
 use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
 use taskledger_core::queue::{QueueEvent, ReasonResolved, RunResolution};
 use taskledger_projections::engine::QUEUE_PARTITION;
@@ -96,72 +96,100 @@ pub async fn run_indexing<L: EventLog + 'static>(engine: Engine, index: IndexEng
             cursor = Some(checkpoint(next, stored, stored_at));
             continue;
         }
-        // past the last record and any marker after it, unless a record failed
-        let mut handled = batch.next;
-        for r in &batch.records {
-            if let Err(e) = on_record(&engine, &index, r).await {
-                tracing::warn!(error = %e, "route indexing failed; will retry");
+        // the batch's completions go to the index in one command (one append); if anything
+        // fails that a retry may mend, the batch is read again from its start
+        let completions: Result<Vec<Completion>, String> = batch
+            .records
+            .iter()
+            .filter_map(|r| completion_at(&engine, r).transpose())
+            .collect();
+        let handled = match completions {
+            Ok(c) if c.is_empty() => batch.next,
+            Ok(c) => match index_all(&index, c).await {
+                Ok(()) => batch.next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "route indexing failed; will retry");
+                    tokio::time::sleep(IDLE).await;
+                    offset
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "route indexing cannot read a task; will retry");
                 tokio::time::sleep(IDLE).await;
-                handled = r.offset;
-                break;
+                offset
             }
-        }
+        };
         cursor = Some(checkpoint(handled.max(offset), stored, stored_at));
     }
 }
 
-/// Indexes the task of a completion at `record`, if it has index routes.
-async fn on_record(engine: &Engine, index: &IndexEngine, record: &Stored) -> Result<(), String> {
+/// Indexes `completions` in one command. A refusal no retry would change (an entry too large
+/// for the log, a store fault) sends them again one at a time, so only the one that causes it
+/// is passed over rather than stall every later one; an unavailable log is an error (the
+/// batch is read again).
+async fn index_all(index: &IndexEngine, completions: Vec<Completion>) -> Result<(), String> {
+    let actor = || Actor::system("index-routes");
+    let cmd = IndexCommand::IndexCompletions(completions.clone());
+    match index.execute(actor(), cmd).await {
+        Ok(_) => return Ok(()),
+        Err(e @ ServiceError::Unavailable(_)) => return Err(e.to_string()),
+        Err(e) => tracing::warn!(error = %e, "route indexing refused a batch; one at a time"),
+    }
+    for c in completions {
+        let task_id = c.task_id;
+        match index
+            .execute(actor(), IndexCommand::IndexCompletions(vec![c]))
+            .await
+        {
+            Ok(_) => {}
+            Err(e @ ServiceError::Unavailable(_)) => return Err(e.to_string()),
+            Err(e) => {
+                tracing::error!(task_id = %task_id, error = %e, "route indexing refused; not indexed")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The completion at `record`, if it completes a run whose task has index routes.
+fn completion_at(engine: &Engine, record: &Stored) -> Result<Option<Completion>, String> {
     // most events resolve no run: learn that from the variant index alone
     let resolves =
         codec::decode::<Envelope<RunResolution>>(&record.value).is_ok_and(|head| head.payload.0);
     if !resolves {
-        return Ok(());
+        return Ok(None);
     }
     let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&record.value) else {
-        return Ok(());
+        return Ok(None);
     };
     let QueueEvent::RunResolved {
         task_id,
-        run_id,
         reason: ReasonResolved::Completed,
         ..
     } = env.payload
     else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(task) = engine.view().task(&task_id).map_err(|e| e.to_string())? else {
-        return Ok(());
+        return Ok(None);
     };
     let definition = &task.definition;
     let paths = route_paths(&definition.routes);
     if paths.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let extra: serde_json::Value =
         serde_json::from_str(&definition.extra.0).unwrap_or(serde_json::Value::Null);
     let Some((rank, data, expires)) = completion_fields(&extra, definition.expires) else {
         tracing::info!(task_id = %task_id, "task.extra.index is malformed; not indexed");
-        return Ok(());
+        return Ok(None);
     };
-    let cmd = IndexCommand::IndexCompletion {
-        completion: record.offset,
+    Ok(Some(Completion {
+        offset: record.offset,
         task_id,
-        run_id,
         paths,
         rank,
         data,
         expires,
-    };
-    match index.execute(Actor::system("index-routes"), cmd).await {
-        Ok(_) => Ok(()),
-        // the log is down or another node writes now: the record is read again
-        Err(e @ ServiceError::Unavailable(_)) => Err(e.to_string()),
-        // nothing a retry would change (entries too large for the log, a store fault): the
-        // completion is passed over rather than stall every later one behind it
-        Err(e) => {
-            tracing::error!(task_id = %task_id, error = %e, "route indexing refused; not indexed");
-            Ok(())
-        }
-    }
+    }))
 }
