@@ -220,6 +220,10 @@ fn index_completions(
     completions: &[Completion],
     now: Millis,
 ) -> Vec<IndexEvent> {
+    debug_assert!(
+        completions.windows(2).all(|w| w[0].offset < w[1].offset),
+        "completions come in the queue log's order"
+    );
     let last = state.last_completion();
     let mut written: std::collections::HashMap<&str, IndexedTask> = Default::default();
     let mut events = Vec::new();

@@ -15,7 +15,7 @@ use crate::keys;
 use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
@@ -181,17 +181,14 @@ impl IndexView {
 
 /// What `decide` reads, loaded before it runs (rules read no store).
 struct Loaded {
-    entries: Vec<(String, Option<IndexedTask>)>,
+    entries: HashMap<String, Option<IndexedTask>>,
     namespace: Option<Namespace>,
     last_completion: Option<u64>,
 }
 
 impl IndexState for Loaded {
     fn entry(&self, path: &str) -> Option<IndexedTask> {
-        self.entries
-            .iter()
-            .find(|(p, _)| p == path)
-            .and_then(|(_, e)| e.clone())
+        self.entries.get(path).cloned().flatten()
     }
     fn namespace(&self, namespace: &str) -> Option<Namespace> {
         self.namespace.clone().filter(|n| n.namespace == namespace)
@@ -309,11 +306,12 @@ impl Service for IndexView {
         command: &IndexCommand,
         now: Millis,
     ) -> Result<Decision<IndexEvent>, IndexEngineError> {
-        let entries = command
-            .paths()
-            .into_iter()
-            .map(|p| Ok((p.to_string(), self.entry(p)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut entries = HashMap::new();
+        for path in command.paths() {
+            if !entries.contains_key(path) {
+                entries.insert(path.to_string(), self.entry(path)?);
+            }
+        }
         let namespace = match command {
             IndexCommand::ExpireNamespace { namespace } => self.namespace(namespace)?,
             IndexCommand::Insert(_)

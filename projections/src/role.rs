@@ -219,9 +219,13 @@ pub trait Writes: Send + Sync + 'static {
     fn catch_up(&self, role: &WriterRole) -> impl Future<Output = Result<u64, String>> + Send;
     /// Decides, appends and applies the jobs (in their order), publishes the position its
     /// projection then stands at on `role` and only then answers them (a forwarded command's
-    /// caller reads that position); false when the log failed (this process may no longer
-    /// write).
-    fn run(&self, jobs: Vec<Self::Job>, role: &WriterRole) -> impl Future<Output = bool> + Send;
+    /// caller reads that position). False when the log or the projection failed (this process
+    /// may no longer write, or must fold the log again), with the jobs it did not run.
+    fn run(
+        &self,
+        jobs: Vec<Self::Job>,
+        role: &WriterRole,
+    ) -> impl Future<Output = (bool, Vec<Self::Job>)> + Send;
     /// Answers a job that arrived while this process does not write the partition.
     fn refuse(&self, job: Self::Job);
 }
@@ -245,6 +249,9 @@ pub const MAX_JOBS: usize = 64;
 /// each command with those already waiting behind it (up to `MAX_JOBS`).
 pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receiver<W::Job>) {
     let (topic, partition) = writer.topic();
+    // jobs a failed run left: run (or refused) first once the role is settled again; every
+    // failed run answers at least the jobs of the group that failed, so none waits forever
+    let mut held: Vec<W::Job> = Vec::new();
     loop {
         tend(&role, writer.log(), topic, partition, || {
             writer.catch_up(&role)
@@ -255,12 +262,14 @@ pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receive
         } else {
             follow_poll(topic)
         };
-        let job = match tokio::time::timeout(wait, rx.recv()).await {
-            Err(_) => continue,
-            Ok(None) => return,
-            Ok(Some(job)) => job,
-        };
-        let mut jobs = vec![job];
+        let mut jobs = std::mem::take(&mut held);
+        if jobs.is_empty() {
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Err(_) => continue,
+                Ok(None) => return,
+                Ok(Some(job)) => jobs.push(job),
+            }
+        }
         while jobs.len() < MAX_JOBS {
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
@@ -271,9 +280,11 @@ pub async fn drive<W: Writes>(writer: W, role: WriterRole, mut rx: mpsc::Receive
             jobs.into_iter().for_each(|job| writer.refuse(job));
             continue;
         }
-        if !writer.run(jobs, &role).await {
+        let (ran, left) = writer.run(jobs, &role).await;
+        if !ran {
             role.lost();
         }
+        held = left;
     }
 }
 

@@ -84,6 +84,8 @@ pub enum Footprint {
 /// The footprints of a group being formed.
 #[derive(Default)]
 struct Claimed {
+    /// Commands taken.
+    taken: usize,
     everything: bool,
     exclusive: HashSet<String>,
     shared: HashSet<String>,
@@ -93,9 +95,14 @@ impl Claimed {
     /// Takes `footprint` into the group unless it conflicts with what the group holds;
     /// whether it did.
     fn claim(&mut self, footprint: &Footprint) -> bool {
-        let empty = self.exclusive.is_empty() && self.shared.is_empty();
+        let taken = self.claim_keys(footprint);
+        self.taken += usize::from(taken);
+        taken
+    }
+
+    fn claim_keys(&mut self, footprint: &Footprint) -> bool {
         match footprint {
-            Footprint::Everything if empty && !self.everything => {
+            Footprint::Everything if self.taken == 0 => {
                 self.everything = true;
                 true
             }
@@ -202,7 +209,7 @@ impl<S: Service, L: EventLog + 'static> Writes for Writer<S, L> {
             .await
             .map_err(|e| e.to_string())
     }
-    async fn run(&self, jobs: Vec<Job<S>>, role: &WriterRole) -> bool {
+    async fn run(&self, jobs: Vec<Job<S>>, role: &WriterRole) -> (bool, Vec<Job<S>>) {
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             // the longest run of waiting jobs that can be written together
@@ -216,9 +223,15 @@ impl<S: Service, L: EventLog + 'static> Writes for Writer<S, L> {
                 .map(|j| ((j.actor, j.command), j.reply))
                 .unzip();
             let answers = write(&*self.view, &*self.log, commands).await;
-            let failed = answers
-                .iter()
-                .any(|a| matches!(a, Err(ServiceError::Unavailable(_))));
+            // the log failed (this process may no longer write), or the projection did not
+            // take what the log now holds: nothing more is decided before the role is
+            // settled again, which folds the log first
+            let failed = answers.iter().any(|a| {
+                matches!(
+                    a,
+                    Err(ServiceError::Unavailable(_)) | Err(ServiceError::Store(_))
+                )
+            });
             if let Ok(position) = self.view.consumer_offset() {
                 role.set_applied(position);
             }
@@ -226,13 +239,11 @@ impl<S: Service, L: EventLog + 'static> Writes for Writer<S, L> {
                 let _ = reply.send(answer);
             }
             if failed {
-                // the log failed: this process may no longer write, so the rest wait for
-                // the role to be settled again, as later commands do
-                jobs.for_each(|job| self.refuse(job));
-                return false;
+                // the rest wait for the role to be settled again (`drive` runs them next)
+                return (false, jobs.collect());
             }
         }
-        true
+        (true, vec![])
     }
     fn refuse(&self, job: Job<S>) {
         let _ = job.reply.send(Err(unavailable(LogError::NotWriter)));

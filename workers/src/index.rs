@@ -124,15 +124,17 @@ pub async fn run_indexing<L: EventLog + 'static>(engine: Engine, index: IndexEng
 }
 
 /// Indexes `completions` in one command. A refusal no retry would change (an entry too large
-/// for the log, a store fault) sends them again one at a time, so only the one that causes it
-/// is passed over rather than stall every later one; an unavailable log is an error (the
-/// batch is read again).
+/// for the log) sends them again one at a time, so only the one that causes it is passed over
+/// rather than stall every later one; an unavailable log or a store fault is an error (the
+/// batch is read again, and what was written of it is not written twice).
 async fn index_all(index: &IndexEngine, completions: Vec<Completion>) -> Result<(), String> {
     let actor = || Actor::system("index-routes");
     let cmd = IndexCommand::IndexCompletions(completions.clone());
     match index.execute(actor(), cmd).await {
         Ok(_) => return Ok(()),
-        Err(e @ ServiceError::Unavailable(_)) => return Err(e.to_string()),
+        Err(e @ (ServiceError::Unavailable(_) | ServiceError::Store(_))) => {
+            return Err(e.to_string())
+        }
         Err(e) => tracing::warn!(error = %e, "route indexing refused a batch; one at a time"),
     }
     for c in completions {
@@ -142,7 +144,9 @@ async fn index_all(index: &IndexEngine, completions: Vec<Completion>) -> Result<
             .await
         {
             Ok(_) => {}
-            Err(e @ ServiceError::Unavailable(_)) => return Err(e.to_string()),
+            Err(e @ (ServiceError::Unavailable(_) | ServiceError::Store(_))) => {
+                return Err(e.to_string())
+            }
             Err(e) => {
                 tracing::error!(task_id = %task_id, error = %e, "route indexing refused; not indexed")
             }
