@@ -285,6 +285,56 @@ impl EventLog for EmbeddedLog {
     }
 }
 
+/// Test support: the embedded log, counting its appends, and failing the first one as a
+/// broker that went away would when `fail_first` is set.
+#[cfg(test)]
+pub(crate) struct Watched {
+    pub log: EmbeddedLog,
+    pub appends: std::sync::atomic::AtomicUsize,
+    pub fail_first: bool,
+}
+
+#[cfg(test)]
+impl Watched {
+    pub fn new(db: Arc<DB>, fail_first: bool) -> Watched {
+        Watched {
+            log: EmbeddedLog::new(db),
+            appends: 0.into(),
+            fail_first,
+        }
+    }
+}
+
+#[cfg(test)]
+impl EventLog for Watched {
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<Appended, LogError> {
+        let before = self
+            .appends
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail_first && before == 0 {
+            return Err(LogError::Unavailable("gone".into()));
+        }
+        self.log.append(topic, partition, records).await
+    }
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<Batch, LogError> {
+        self.log.read(topic, partition, offset, max).await
+    }
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.log.end_offset(topic, partition).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -425,37 +425,6 @@ mod tests {
         }
     }
 
-    /// The embedded log, counting its appends.
-    struct Counting(EmbeddedLog, std::sync::atomic::AtomicUsize);
-
-    impl taskledger_core::log::EventLog for Counting {
-        async fn append(
-            &self,
-            topic: &str,
-            partition: u32,
-            records: Vec<taskledger_core::log::Record>,
-        ) -> Result<taskledger_core::log::Appended, taskledger_core::log::LogError> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.0.append(topic, partition, records).await
-        }
-        async fn read(
-            &self,
-            topic: &str,
-            partition: u32,
-            offset: u64,
-            max: usize,
-        ) -> Result<taskledger_core::log::Batch, taskledger_core::log::LogError> {
-            self.0.read(topic, partition, offset, max).await
-        }
-        async fn end_offset(
-            &self,
-            topic: &str,
-            partition: u32,
-        ) -> Result<u64, taskledger_core::log::LogError> {
-            self.0.end_offset(topic, partition).await
-        }
-    }
-
     /// Commands sent at once are written in far fewer appends than commands, and give the
     /// state they give one at a time: of many inserts at one path in any order, the highest
     /// rank stays (two of them decided together against the same entry would both be
@@ -464,7 +433,7 @@ mod tests {
     async fn commands_waiting_together_are_written_together_as_one_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let db = store::open(dir.path()).unwrap();
-        let log = Arc::new(Counting(EmbeddedLog::new(db.clone()), 0.into()));
+        let log = Arc::new(crate::embedded_log::Watched::new(db.clone(), false));
         let view = Arc::new(IndexView::open(db.clone()).unwrap());
         let engine = IndexEngine::start(view.clone(), log.clone()).await.unwrap();
         let later = Millis::now().plus(DAY);
@@ -483,7 +452,7 @@ mod tests {
         )
         .await;
         assert!(answers.iter().all(|a| a.is_ok()));
-        let appends = log.1.load(std::sync::atomic::Ordering::SeqCst);
+        let appends = log.appends.load(std::sync::atomic::Ordering::SeqCst);
         assert!(appends < n / 3, "{appends} appends for {n} commands");
         for p in 0..paths {
             let best = (0..n)

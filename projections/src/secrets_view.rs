@@ -283,39 +283,6 @@ mod tests {
         }
     }
 
-    /// The embedded log, whose first append fails as a broker that went away would.
-    struct FailsFirst(EmbeddedLog, std::sync::atomic::AtomicBool);
-
-    impl taskledger_core::log::EventLog for FailsFirst {
-        async fn append(
-            &self,
-            topic: &str,
-            partition: u32,
-            records: Vec<taskledger_core::log::Record>,
-        ) -> Result<taskledger_core::log::Appended, taskledger_core::log::LogError> {
-            if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                return Err(taskledger_core::log::LogError::Unavailable("gone".into()));
-            }
-            self.0.append(topic, partition, records).await
-        }
-        async fn read(
-            &self,
-            topic: &str,
-            partition: u32,
-            offset: u64,
-            max: usize,
-        ) -> Result<taskledger_core::log::Batch, taskledger_core::log::LogError> {
-            self.0.read(topic, partition, offset, max).await
-        }
-        async fn end_offset(
-            &self,
-            topic: &str,
-            partition: u32,
-        ) -> Result<u64, taskledger_core::log::LogError> {
-            self.0.end_offset(topic, partition).await
-        }
-    }
-
     /// Commands on one secret wait together but go in groups of one (they conflict). When the
     /// first group's append fails, its caller hears so, and the others are written once the
     /// writer has settled its role again, not refused with it.
@@ -323,7 +290,7 @@ mod tests {
     async fn commands_behind_a_failed_append_are_written_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = store::open(dir.path()).unwrap();
-        let log = Arc::new(FailsFirst(EmbeddedLog::new(db.clone()), false.into()));
+        let log = Arc::new(crate::embedded_log::Watched::new(db.clone(), true));
         let view = Arc::new(SecretsView::open(db.clone()).unwrap());
         let engine = SecretsEngine::start(view.clone(), log.clone())
             .await
@@ -349,7 +316,7 @@ mod tests {
         assert!(answers[1].is_ok() && answers[2].is_ok(), "{answers:?}");
         assert_eq!(view.get("s").unwrap().unwrap().expires, later.plus(2));
         let records = log
-            .0
+            .log
             .read_sync(SECRETS_TOPIC, SECRETS_PARTITION, 0, 10)
             .unwrap();
         assert_eq!(records.len(), 2);
