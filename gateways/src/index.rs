@@ -255,21 +255,6 @@ fn ignored_list_body(method: &Method, auth: &Auth) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The last part a listing's continuation token names.
-fn after_token(q: &std::collections::HashMap<String, String>) -> Result<Option<String>, ApiError> {
-    decode_token(q)?
-        .map(String::from_utf8)
-        .transpose()
-        .map_err(|_| ApiError::input("Invalid continuation token"))
-}
-
-fn with_token(mut out: Value, more: Option<String>) -> Value {
-    if let Some(last) = more {
-        out["continuationToken"] = json!(encode_token(last.as_bytes()));
-    }
-    out
-}
-
 /// The two browsing calls, which differ only in what they list.
 #[derive(Clone, Copy)]
 enum Listing {
@@ -319,7 +304,7 @@ impl Listing {
                 )
             }
         };
-        Ok(with_token(json!({ key: rows }), more))
+        Ok(with_name_token(json!({ key: rows }), more))
     }
 }
 
@@ -339,7 +324,7 @@ async fn list_in(
             }
             let q = query(uri, &["continuationToken", "limit"])?;
             ignored_list_body(method, auth)?;
-            let after = after_token(&q)?;
+            let after = name_token(&q)?;
             Ok(ok(listing.page(
                 st,
                 namespace,
@@ -441,7 +426,7 @@ async fn find_tasks_at_index(
                 .collect();
             caller.require(&ScopeExpr::all_of_scopes(&scopes))?;
             // the token is the position in `indexes` to go on from
-            let start = match after_token(&q)? {
+            let start = match name_token(&q)? {
                 Some(t) => t
                     .parse::<usize>()
                     .map_err(|_| ApiError::input("Invalid continuation token"))?,
@@ -462,7 +447,7 @@ async fn find_tasks_at_index(
                     tasks.push(entry_json(&e));
                 }
             }
-            Ok(ok(with_token(json!({ "tasks": tasks }), more)))
+            Ok(ok(with_name_token(json!({ "tasks": tasks }), more)))
         })
         .await
 }

@@ -165,19 +165,12 @@ async fn list(uri: Uri, State(st): St, Extension(auth): Extension<Auth>) -> Resp
             auth.caller()?
                 .require(&ScopeExpr::scope("secrets:list-secrets".to_string()))?;
             let q = query(&uri, &["continuationToken", "limit"])?;
-            let after = decode_token(&q)?
-                .map(String::from_utf8)
-                .transpose()
-                .map_err(|_| ApiError::input("Invalid continuation token"))?;
+            let after = name_token(&q)?;
             let (names, more) =
                 st.secrets
                     .view()
                     .list(after.as_deref(), limit(&q), Millis::now())?;
-            let mut out = json!({ "secrets": names });
-            if let Some(last) = more {
-                out["continuationToken"] = json!(encode_token(last.as_bytes()));
-            }
-            Ok(ok(out))
+            Ok(ok(with_name_token(json!({ "secrets": names }), more)))
         })
         .await
 }

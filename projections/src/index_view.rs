@@ -13,8 +13,8 @@
 
 use crate::keys;
 use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
-use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
-use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use crate::store::{cf, keyset_page, read_u64, scan_expiry_index, Page, StoreError};
+use rocksdb::{WriteBatch, DB};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use taskledger_core::codec;
@@ -34,9 +34,6 @@ pub struct IndexView {
     /// Serializes folds: each reads the rows the previous one wrote.
     folding: Mutex<()>,
 }
-
-/// One page of a listing: the rows, and the last part taken when more rows remain.
-pub type Page<T> = (Vec<T>, Option<String>);
 
 impl IndexView {
     pub fn open(db: Arc<DB>) -> Result<IndexView, StoreError> {
@@ -63,47 +60,6 @@ impl IndexView {
         self.get(&keys::index_namespace(namespace))
     }
 
-    /// The rows under `prefix` visible at `now`, in key order, after the last part `after`,
-    /// at most `limit`; and the last part taken when more rows remain.
-    fn page<T: serde::de::DeserializeOwned>(
-        &self,
-        prefix: &[u8],
-        after: Option<&str>,
-        limit: usize,
-        visible: impl Fn(&T) -> bool,
-    ) -> Result<Page<(String, T)>, StoreError> {
-        let start = match after {
-            // the key just past `after`'s
-            Some(last) => {
-                let mut k = prefix.to_vec();
-                k.extend_from_slice(last.as_bytes());
-                k.extend_from_slice(&[0, 0]);
-                k
-            }
-            None => prefix.to_vec(),
-        };
-        let mut rows: Vec<(String, T)> = Vec::new();
-        let iter = self.db.iterator_cf(
-            cf(&self.db, keys::CF_INDEX)?,
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for item in iter {
-            let (k, v) = item?;
-            let Some(name) = keys::index_last_part(&k, prefix) else {
-                break;
-            };
-            if rows.len() == limit {
-                let last = rows.last().map(|(n, _)| n.clone());
-                return Ok((rows, last));
-            }
-            let row: T = codec::decode(&v)?;
-            if visible(&row) {
-                rows.push((name.to_string(), row));
-            }
-        }
-        Ok((rows, None))
-    }
-
     /// `listTasks`: the entries directly in `namespace` visible at `now`, by name.
     pub fn list_tasks(
         &self,
@@ -113,7 +69,8 @@ impl IndexView {
         now: Millis,
     ) -> Result<Page<IndexedTask>, StoreError> {
         let prefix = keys::index_entries_of(namespace);
-        let (rows, more) = self.page(&prefix, after, limit, |e: &IndexedTask| e.visible(now))?;
+        let visible = |e: &IndexedTask| e.visible(now);
+        let (rows, more) = keyset_page(&self.db, keys::CF_INDEX, &prefix, after, limit, visible)?;
         Ok((rows.into_iter().map(|(_, e)| e).collect(), more))
     }
 
@@ -126,7 +83,8 @@ impl IndexView {
         now: Millis,
     ) -> Result<Page<Namespace>, StoreError> {
         let prefix = keys::index_namespaces_of(parent);
-        let (rows, more) = self.page(&prefix, after, limit, |n: &Namespace| n.visible(now))?;
+        let visible = |n: &Namespace| n.visible(now);
+        let (rows, more) = keyset_page(&self.db, keys::CF_INDEX, &prefix, after, limit, visible)?;
         Ok((rows.into_iter().map(|(_, n)| n).collect(), more))
     }
 
@@ -411,6 +369,7 @@ impl Service for IndexView {
 mod tests {
     use super::*;
     use crate::{store, EmbeddedLog};
+    use rocksdb::IteratorMode;
     use taskledger_core::envelope::Actor;
     use taskledger_core::ids::Slug;
     use taskledger_core::time::DAY;

@@ -452,28 +452,17 @@ pub fn object_stream(stream: &str) -> Vec<u8> {
 
 /// `objects`: expiry index, time then name (the earliest first).
 pub fn object_expiry(at: Millis, name: &str) -> Vec<u8> {
-    let mut k = OBJECT_EXPIRY_PREFIX.to_vec();
-    k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
-    k.extend_from_slice(name.as_bytes());
-    k
+    timed(OBJECT_EXPIRY_PREFIX, at, name)
 }
 
 /// Time and name of an `object_expiry` key.
 pub fn parse_object_expiry(key: &[u8]) -> Option<(Millis, &str)> {
-    let rest = key.strip_prefix(OBJECT_EXPIRY_PREFIX)?;
-    let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as i64;
-    Some((Millis(at), std::str::from_utf8(&rest[8..]).ok()?))
+    parse_timed(OBJECT_EXPIRY_PREFIX, key)
 }
 
 /// `secrets`: a secret by name (names sort as their bytes: `list` walks these in order).
 pub fn secret(name: &str) -> Vec<u8> {
     with_str(SECRET_PREFIX.to_vec(), name)
-}
-
-/// The name of a `secret` key.
-pub fn secret_name(key: &[u8]) -> Option<&str> {
-    let rest = key.strip_prefix(SECRET_PREFIX)?.strip_suffix(&[0])?;
-    std::str::from_utf8(rest).ok()
 }
 
 /// `secrets`: the last applied sequence of a stream.
@@ -483,17 +472,12 @@ pub fn secret_stream(stream: &str) -> Vec<u8> {
 
 /// `secrets`: expiry index, time then name (the earliest first).
 pub fn secret_expiry(at: Millis, name: &str) -> Vec<u8> {
-    let mut k = SECRET_EXPIRY_PREFIX.to_vec();
-    k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
-    k.extend_from_slice(name.as_bytes());
-    k
+    timed(SECRET_EXPIRY_PREFIX, at, name)
 }
 
 /// Time and name of a `secret_expiry` key.
 pub fn parse_secret_expiry(key: &[u8]) -> Option<(Millis, &str)> {
-    let rest = key.strip_prefix(SECRET_EXPIRY_PREFIX)?;
-    let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as i64;
-    Some((Millis(at), std::str::from_utf8(&rest[8..]).ok()?))
+    parse_timed(SECRET_EXPIRY_PREFIX, key)
 }
 
 /// `secrets`: an audit entry of a secret, in log order.
@@ -548,8 +532,9 @@ pub fn index_namespaces_of(parent: &str) -> Vec<u8> {
     with_str(INDEX_NAMESPACE_PREFIX.to_vec(), parent)
 }
 
-/// The last part of a key under `index_entries_of` or `index_namespaces_of` (`prefix`).
-pub fn index_last_part<'k>(key: &'k [u8], prefix: &[u8]) -> Option<&'k str> {
+/// The name in a key that is `prefix`, the name and a 0 byte (a `secret` key, or one under
+/// `index_entries_of` or `index_namespaces_of`); `None` for a key of another shape.
+pub fn name_after<'k>(key: &'k [u8], prefix: &[u8]) -> Option<&'k str> {
     let rest = key.strip_prefix(prefix)?.strip_suffix(&[0])?;
     std::str::from_utf8(rest).ok()
 }
@@ -569,6 +554,7 @@ pub fn index_namespace_expiry(at: Millis, namespace: &str) -> Vec<u8> {
     timed(INDEX_NAMESPACE_EXPIRY_PREFIX, at, namespace)
 }
 
+/// An expiry index key: `prefix`, the time (big-endian, so the earliest sorts first), the name.
 fn timed(prefix: &[u8], at: Millis, name: &str) -> Vec<u8> {
     let mut k = prefix.to_vec();
     k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
@@ -586,6 +572,7 @@ pub fn parse_index_namespace_expiry(key: &[u8]) -> Option<(Millis, &str)> {
     parse_timed(INDEX_NAMESPACE_EXPIRY_PREFIX, key)
 }
 
+/// Time and name of a `timed` key under `prefix`.
 fn parse_timed<'k>(prefix: &[u8], key: &'k [u8]) -> Option<(Millis, &'k str)> {
     let rest = key.strip_prefix(prefix)?;
     let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as i64;

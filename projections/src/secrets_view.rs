@@ -13,8 +13,8 @@
 use crate::auth_view::{audit_rows, AuditEntry};
 use crate::keys;
 use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
-use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
-use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use crate::store::{cf, keyset_page, read_u64, scan_expiry_index, StoreError};
+use rocksdb::{WriteBatch, DB};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use taskledger_core::codec;
@@ -63,35 +63,16 @@ impl SecretsView {
         limit: usize,
         now: Millis,
     ) -> Result<(Vec<String>, Option<String>), StoreError> {
-        let secrets = cf(&self.db, keys::CF_SECRETS)?;
-        let start = match after {
-            // the key just past `after`'s
-            Some(name) => {
-                let mut k = keys::secret(name);
-                k.push(0);
-                k
-            }
-            None => keys::SECRET_PREFIX.to_vec(),
-        };
-        let mut names = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(secrets, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item?;
-            let Some(name) = keys::secret_name(&k) else {
-                break;
-            };
-            if names.len() == limit {
-                let last = names.last().cloned();
-                return Ok((names, last));
-            }
-            let secret: Secret = codec::decode(&v)?;
-            if secret.visible(now) {
-                names.push(name.to_string());
-            }
-        }
-        Ok((names, None))
+        let visible = |s: &Secret| s.visible(now);
+        let (rows, more) = keyset_page(
+            &self.db,
+            keys::CF_SECRETS,
+            keys::SECRET_PREFIX,
+            after,
+            limit,
+            visible,
+        )?;
+        Ok((rows.into_iter().map(|(name, _)| name).collect(), more))
     }
 
     /// Secrets whose `expires` lies in `from..now` (expired: `expires < now`), earliest

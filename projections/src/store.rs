@@ -4,6 +4,7 @@ use crate::keys;
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 use std::path::Path;
 use std::sync::Arc;
+use taskledger_core::codec;
 use taskledger_core::time::Millis;
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +160,53 @@ pub(crate) fn scan_expiry_index(
         out.push((at, name.to_string()));
     }
     Ok(out)
+}
+
+/// One page of a listing: the rows, and the last name taken when more rows remain (a next
+/// page may then be empty, as upstream's).
+pub type Page<T> = (Vec<T>, Option<String>);
+
+/// The rows of `cf_name` whose keys are `prefix`, a name and a 0 byte (`keys::name_after`),
+/// in key order, after the name `after`, that `visible` keeps, at most `limit`, each with its
+/// name; and the last name taken when more rows remain.
+pub(crate) fn keyset_page<T: serde::de::DeserializeOwned>(
+    db: &DB,
+    cf_name: &'static str,
+    prefix: &[u8],
+    after: Option<&str>,
+    limit: usize,
+    visible: impl Fn(&T) -> bool,
+) -> Result<Page<(String, T)>, StoreError> {
+    let start = match after {
+        // the key just past `after`'s
+        Some(last) => {
+            let mut k = prefix.to_vec();
+            k.extend_from_slice(last.as_bytes());
+            k.extend_from_slice(&[0, 0]);
+            k
+        }
+        None => prefix.to_vec(),
+    };
+    let mut rows: Vec<(String, T)> = Vec::new();
+    let iter = db.iterator_cf(
+        cf(db, cf_name)?,
+        rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+    );
+    for item in iter {
+        let (k, v) = item?;
+        let Some(name) = keys::name_after(&k, prefix) else {
+            break;
+        };
+        if rows.len() == limit {
+            let last = rows.last().map(|(n, _)| n.clone());
+            return Ok((rows, last));
+        }
+        let row: T = codec::decode(&v)?;
+        if visible(&row) {
+            rows.push((name.to_string(), row));
+        }
+    }
+    Ok((rows, None))
 }
 
 pub(crate) fn cf<'a>(

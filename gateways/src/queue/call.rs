@@ -425,6 +425,23 @@ pub fn decode_token(q: &HashMap<String, String>) -> Result<Option<Vec<u8>>, ApiE
     }
 }
 
+/// A continuation token that names the last row of the page before (a keyset listing by
+/// name: secrets, the index's namespaces and entries).
+pub fn name_token(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    decode_token(q)?
+        .map(String::from_utf8)
+        .transpose()
+        .map_err(|_| ApiError::input("Invalid continuation token"))
+}
+
+/// `out` with the `continuationToken` that names `more`, the last row taken, if more remain.
+pub fn with_name_token(mut out: Value, more: Option<String>) -> Value {
+    if let Some(last) = more {
+        out["continuationToken"] = json!(encode_token(last.as_bytes()));
+    }
+    out
+}
+
 /// JSON schema's `uniqueItems` as the validator reports a failure: scanning `items` (index,
 /// text) from the end, the first text met again, as (its later index, its earlier index).
 pub fn repeated_item<'a>(
