@@ -1,14 +1,12 @@
 //! The route indexer: indexes a task under each of its `index.<path>` routes when a run of it
 //! completes (upstream's index service listens on `task-completed` for the same).
 
-use super::{writing, CHECKPOINT_EVERY, IDLE};
+use super::{resolution, writing, QueueCursor, IDLE};
 use std::sync::Arc;
-use std::time::Instant;
-use taskledger_core::codec;
-use taskledger_core::envelope::{Actor, Envelope};
+use taskledger_core::envelope::Actor;
 use taskledger_core::index::{completion_fields, route_paths, Completion, IndexCommand};
 use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
-use taskledger_core::queue::{QueueEvent, ReasonResolved, RunResolution};
+use taskledger_core::queue::{QueueEvent, ReasonResolved};
 use taskledger_projections::engine::QUEUE_PARTITION;
 use taskledger_projections::single::ServiceError;
 use taskledger_projections::{Engine, IndexEngine};
@@ -29,26 +27,14 @@ pub const INDEXER_CONSUMER: &str = "index-routes";
 pub async fn run_indexing<L: EventLog + 'static>(engine: Engine, index: IndexEngine, log: Arc<L>) {
     let mut committed = engine.committed();
     let view = engine.view().clone();
-    // (position, checkpointed position, when last checkpointed); None until read again
-    let mut cursor: Option<(u64, u64, Instant)> = None;
-    let checkpoint = |next: u64, stored: u64, stored_at: Instant| {
-        if next <= stored || stored_at.elapsed() < CHECKPOINT_EVERY {
-            return (next, stored, stored_at);
-        }
-        match view.store_consumer_offset(INDEXER_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION, next) {
-            Ok(()) => (next, next, Instant::now()),
-            Err(e) => {
-                tracing::error!(error = %e, "route indexer checkpoint write failed");
-                (next, stored, stored_at)
-            }
-        }
-    };
+    // None until read again (at the start, and whenever the role was lost)
+    let mut cursor: Option<QueueCursor> = None;
     loop {
         if !writing(index.role()).await {
             cursor = None;
             continue;
         }
-        let (offset, stored, stored_at) = match cursor {
+        let cursor = match &mut cursor {
             Some(c) => c,
             None => {
                 let start = view
@@ -58,7 +44,7 @@ pub async fn run_indexing<L: EventLog + 'static>(engine: Engine, index: IndexEng
                         Ok(o.max(indexed.map_or(0, |c| c + 1)))
                     });
                 match start {
-                    Ok(o) => (o, o, Instant::now()),
+                    Ok(o) => cursor.insert(QueueCursor::new(&view, INDEXER_CONSUMER, o)),
                     Err(e) => {
                         tracing::error!(error = %e, "route indexer checkpoint unreadable");
                         tokio::time::sleep(IDLE).await;
@@ -67,15 +53,11 @@ pub async fn run_indexing<L: EventLog + 'static>(engine: Engine, index: IndexEng
                 }
             }
         };
-        cursor = Some((offset, stored, stored_at));
+        let offset = cursor.at;
         let applied = engine.role().position();
         if applied <= offset {
-            let wait = match cursor {
-                Some((next, s, at)) if s < next => CHECKPOINT_EVERY.saturating_sub(at.elapsed()),
-                _ => IDLE,
-            };
-            let _ = tokio::time::timeout(wait, committed.changed()).await;
-            cursor = Some(checkpoint(offset, stored, stored_at));
+            cursor.advance(offset);
+            let _ = tokio::time::timeout(cursor.idle_wait(), committed.changed()).await;
             continue;
         }
         let max = (applied - offset).min(1024) as usize;
@@ -89,11 +71,10 @@ pub async fn run_indexing<L: EventLog + 'static>(engine: Engine, index: IndexEng
         };
         if batch.records.is_empty() {
             // only markers the log skips (the position moves past them), or a short read
-            let next = batch.next.max(offset);
-            if next == offset {
+            cursor.advance(batch.next);
+            if cursor.at == offset {
                 let _ = tokio::time::timeout(IDLE, committed.changed()).await;
             }
-            cursor = Some(checkpoint(next, stored, stored_at));
             continue;
         }
         // the batch's completions go to the index in one command (one append); if anything
@@ -119,7 +100,7 @@ pub async fn run_indexing<L: EventLog + 'static>(engine: Engine, index: IndexEng
                 offset
             }
         };
-        cursor = Some(checkpoint(handled.max(offset), stored, stored_at));
+        cursor.advance(handled);
     }
 }
 
@@ -157,13 +138,7 @@ async fn index_all(index: &IndexEngine, completions: Vec<Completion>) -> Result<
 
 /// The completion at `record`, if it completes a run whose task has index routes.
 fn completion_at(engine: &Engine, record: &Stored) -> Result<Option<Completion>, String> {
-    // most events resolve no run: learn that from the variant index alone
-    let resolves =
-        codec::decode::<Envelope<RunResolution>>(&record.value).is_ok_and(|head| head.payload.0);
-    if !resolves {
-        return Ok(None);
-    }
-    let Ok(env) = codec::decode::<Envelope<QueueEvent>>(&record.value) else {
+    let Some(env) = resolution(record) else {
         return Ok(None);
     };
     let QueueEvent::RunResolved {

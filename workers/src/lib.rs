@@ -114,45 +114,31 @@ pub async fn run_timers(engine: Engine) {
 /// The dependency reactor's checkpoint name.
 pub const DEPENDENCY_CONSUMER: &str = "dependency-reactor";
 
-/// How often at most the dependency reactor writes its checkpoint while events keep coming.
+/// How often at most a reactor tailing the queue log (dependencies, route indexer) writes its
+/// checkpoint while events keep coming.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Tells dependents when a task resolves. Resumes from its stored offset after a restart;
 /// commands are idempotent, so replaying a few events twice is harmless.
 ///
-/// The cursor lives in memory; the checkpoint follows it at most once a second, and within a
-/// second of the last event handled. Writing it after every group commit cost a RocksDB write
-/// per commit beside the writer's own; a crash now replays at most a second of events, which
-/// the idempotent commands absorb.
+/// The cursor lives in memory (`QueueCursor`); the checkpoint follows it within a second of
+/// the last event handled, so a crash replays at most a second of events, which the
+/// idempotent commands absorb.
 pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>) {
     let mut committed = engine.committed();
     let view = engine.view().clone();
-    // (position, checkpointed position, when last checkpointed); None until read from the
-    // checkpoint, and again whenever the role was lost, so a regained partition starts from it
-    let mut cursor: Option<(u64, u64, std::time::Instant)> = None;
-    // the cursor after reaching `next`: checkpointed when there is progress and the last
-    // checkpoint is a second old
-    let checkpoint = |next: u64, stored: u64, stored_at: std::time::Instant| {
-        if next <= stored || stored_at.elapsed() < CHECKPOINT_EVERY {
-            return (next, stored, stored_at);
-        }
-        match view.store_consumer_offset(DEPENDENCY_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION, next) {
-            Ok(()) => (next, next, std::time::Instant::now()),
-            Err(e) => {
-                tracing::error!(error = %e, "dependency checkpoint write failed");
-                (next, stored, stored_at)
-            }
-        }
-    };
+    // None until read from the checkpoint, and again whenever the role was lost, so a
+    // regained partition starts from it
+    let mut cursor: Option<QueueCursor> = None;
     loop {
         if !writing(engine.role()).await {
             cursor = None;
             continue;
         }
-        let (offset, stored, stored_at) = match cursor {
+        let cursor = match &mut cursor {
             Some(c) => c,
             None => match view.consumer_offset(DEPENDENCY_CONSUMER, QUEUE_TOPIC, QUEUE_PARTITION) {
-                Ok(o) => (o, o, std::time::Instant::now()),
+                Ok(o) => cursor.insert(QueueCursor::new(&view, DEPENDENCY_CONSUMER, o)),
                 Err(e) => {
                     tracing::error!(error = %e, "dependency checkpoint unreadable");
                     tokio::time::sleep(IDLE).await;
@@ -160,7 +146,7 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
                 }
             },
         };
-        cursor = Some((offset, stored, stored_at));
+        let offset = cursor.at;
         let batch = match log.read(QUEUE_TOPIC, QUEUE_PARTITION, offset, 1024).await {
             Ok(b) => b,
             Err(e) => {
@@ -171,28 +157,15 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
         };
         if batch.records.is_empty() {
             // caught up (or only markers the log skips, which move the position past them)
-            let next = batch.next.max(offset);
-            cursor = Some(checkpoint(next, stored, stored_at));
-            if next == offset {
-                // wait for the next commit, or until unstored progress is due to be stored
-                let wait = match cursor {
-                    Some((_, s, at)) if s < next => CHECKPOINT_EVERY.saturating_sub(at.elapsed()),
-                    _ => IDLE,
-                };
-                let _ = tokio::time::timeout(wait, committed.changed()).await;
+            cursor.advance(batch.next);
+            if cursor.at == offset {
+                let _ = tokio::time::timeout(cursor.idle_wait(), committed.changed()).await;
             }
             continue;
         }
         let mut handled = offset;
         for r in &batch.records {
-            // most events resolve no run: learn that from the variant index alone, without
-            // decoding the event (a task definition is most of the log's bytes)
-            let resolves =
-                codec::decode::<Envelope<RunResolution>>(&r.value).is_ok_and(|head| head.payload.0);
-            let event = resolves
-                .then(|| codec::decode::<Envelope<QueueEvent>>(&r.value).ok())
-                .flatten();
-            if let Some(env) = event {
+            if let Some(env) = resolution(r) {
                 if let Err(e) = on_event(&engine, &env).await {
                     tracing::warn!(error = %e, "dependency resolution failed; will retry");
                     tokio::time::sleep(IDLE).await;
@@ -201,8 +174,72 @@ pub async fn run_dependencies<L: EventLog + 'static>(engine: Engine, log: Arc<L>
             }
             handled = r.offset + 1;
         }
-        cursor = Some(checkpoint(handled, stored, stored_at));
+        cursor.advance(handled);
     }
+}
+
+/// A reactor's position in the queue log, and the checkpoint that follows it under the
+/// reactor's consumer name: written when there is progress and the last write is a second
+/// old (`CHECKPOINT_EVERY`). Writing it after every group commit cost a RocksDB write per
+/// commit beside the writer's own.
+struct QueueCursor {
+    view: taskledger_projections::QueueView,
+    consumer: &'static str,
+    /// Where the reactor reads next.
+    at: u64,
+    /// The checkpoint as last written, and when.
+    stored: u64,
+    stored_at: std::time::Instant,
+}
+
+impl QueueCursor {
+    fn new(
+        view: &taskledger_projections::QueueView,
+        consumer: &'static str,
+        at: u64,
+    ) -> QueueCursor {
+        QueueCursor {
+            view: view.clone(),
+            consumer,
+            at,
+            stored: at,
+            stored_at: std::time::Instant::now(),
+        }
+    }
+
+    /// Moves on to `next` (never back), writing the checkpoint if it is due.
+    fn advance(&mut self, next: u64) {
+        self.at = self.at.max(next);
+        if self.at <= self.stored || self.stored_at.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        let (view, consumer) = (&self.view, self.consumer);
+        match view.store_consumer_offset(consumer, QUEUE_TOPIC, QUEUE_PARTITION, self.at) {
+            Ok(()) => (self.stored, self.stored_at) = (self.at, std::time::Instant::now()),
+            Err(e) => tracing::error!(consumer, error = %e, "reactor checkpoint write failed"),
+        }
+    }
+
+    /// How long a reactor that caught up waits for the next commit: until progress not
+    /// written yet is due to be, or `IDLE`.
+    fn idle_wait(&self) -> Duration {
+        if self.stored < self.at {
+            CHECKPOINT_EVERY.saturating_sub(self.stored_at.elapsed())
+        } else {
+            IDLE
+        }
+    }
+}
+
+/// The event of `record` if it resolves a run (`RunResolved`, `RunExceptionRecorded`). Most
+/// events resolve none: that is learnt from the variant index alone, without decoding the
+/// event (a task definition is most of the log's bytes).
+fn resolution(record: &taskledger_core::log::Stored) -> Option<Envelope<QueueEvent>> {
+    let resolves =
+        codec::decode::<Envelope<RunResolution>>(&record.value).is_ok_and(|head| head.payload.0);
+    resolves
+        .then(|| codec::decode::<Envelope<QueueEvent>>(&record.value).ok())
+        .flatten()
 }
 
 async fn on_event(
