@@ -606,7 +606,8 @@ async fn run(secs: u64, clients: usize) {
     let api = Api::connect(port, clients).await;
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
     // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS / LOADGEN_ONLY_CREATE / LOADGEN_ONLY_LIFE /
-    // LOADGEN_ONLY_SECRETS / LOADGEN_ONLY_INDEX / LOADGEN_ONLY_PACED=<rate>: one phase alone
+    // LOADGEN_ONLY_SECRETS / LOADGEN_ONLY_INDEX / LOADGEN_ONLY_HOOKS / LOADGEN_ONLY_PACED=<rate>:
+    // one phase alone
     // (e.g. under a profiler)
     let only = |name: &str| std::env::var(format!("LOADGEN_ONLY_{name}")).is_ok();
     let only_paced: Option<f64> = std::env::var("LOADGEN_ONLY_PACED")
@@ -618,6 +619,7 @@ async fn run(secs: u64, clients: usize) {
         || only("LIFE")
         || only("SECRETS")
         || only("INDEX")
+        || only("HOOKS")
         || only_paced.is_some()
     {
         if let Some(rate) = only_paced {
@@ -633,6 +635,8 @@ async fn run(secs: u64, clients: usize) {
             secrets_phases(&api, clients, secs).await;
         } else if only("INDEX") {
             index_phases(&api, clients, secs).await;
+        } else if only("HOOKS") {
+            hooks_phases(&api, clients, secs).await;
         } else if only("STATUS") {
             let (rate, lat, cpu) = status_phase(&api, clients, secs).await;
             println!(
@@ -786,6 +790,63 @@ async fn secrets_phases(api: &Api, clients: usize, secs: u64) {
         "ratios (this run): secrets get / getTaskStatus = {:.2}; secrets set / get = {:.3}",
         get_rate / status_rate,
         set_rate / get_rate
+    );
+}
+
+/// The hooks service: triggerHook at full speed (the payload checked against a trigger schema,
+/// a JSON-e render, createTask as the hook's role, the fire recorded: two durable commands),
+/// beside createTask at full speed in the same run for the ratio.
+async fn hooks_phases(api: &Api, clients: usize, secs: u64) {
+    let role = json!({
+        "description": "loadgen hook",
+        "scopes": ["queue:create-task:lowest:load/hooks", "queue:create-task:project:none",
+                   "queue:scheduler-id:-"],
+    });
+    api.call_on(
+        0,
+        "PUT",
+        "/api/auth/v1/roles/hook-id:load%2Fh",
+        json_body(&role),
+    )
+    .await;
+    let hook = json!({
+        "metadata": {"name": "load", "description": "loadgen", "owner": "load@example.com"},
+        "task": {
+            "taskQueueId": "load/hooks",
+            "payload": {"command": ["echo", "${payload.n}"], "maxRunTime": 600},
+            "metadata": {"name": "load ${payload.n}", "description": "loadgen",
+                         "owner": "load@example.com", "source": "https://example.com/load"},
+        },
+        "triggerSchema": {"type": "object", "properties": {"n": {"type": "integer"}},
+                          "required": ["n"], "additionalProperties": false},
+    });
+    api.call_on(0, "PUT", "/api/hooks/v1/hooks/load/h", json_body(&hook))
+        .await;
+    let a = api.clone();
+    let (trigger_rate, trigger_lat, trigger_cpu) = phase(clients, secs, move |i| {
+        let a = a.clone();
+        async move {
+            let body = json_body(&json!({ "n": i }));
+            a.call_on(i, "POST", "/api/hooks/v1/hooks/load/h/trigger", body)
+                .await;
+            1
+        }
+    })
+    .await;
+    let (create_rate, create_lat, create_cpu) = create_phase(api, clients, secs).await;
+    println!(
+        "triggerHook/s {trigger_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {trigger_cpu}",
+        percentile(&trigger_lat, 0.5),
+        percentile(&trigger_lat, 0.99)
+    );
+    println!(
+        "createTask/s {create_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {create_cpu}",
+        percentile(&create_lat, 0.5),
+        percentile(&create_lat, 0.99)
+    );
+    println!(
+        "ratio (this run): triggerHook / createTask = {:.2}",
+        trigger_rate / create_rate
     );
 }
 

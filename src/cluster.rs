@@ -96,7 +96,10 @@ pub async fn forward(State(cluster): State<Arc<Cluster>>, req: Request, next: Ne
                 }
                 return resp;
             }
-            Err(e) => tracing::warn!(%writer, error = %e, "cannot forward a command to the writer"),
+            // without the URL: a path may carry a capability (a hook's trigger token)
+            Err(e) => {
+                tracing::warn!(%writer, error = %e.without_url(), "cannot forward a command to the writer")
+            }
         }
     }
     // no writer known or reachable: locally, the engine refuses with 503

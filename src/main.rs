@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::object::OBJECT_TOPIC;
@@ -37,7 +38,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the queue, auth, worker-manager, object, secrets, index and purge-cache APIs, their reactors and
+    /// Run the queue, auth, worker-manager, object, secrets, index, hooks and purge-cache APIs, their reactors and
     /// the event log (embedded, or in Kafka) in one process.
     Serve(ServeArgs),
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
@@ -114,7 +115,7 @@ struct DataDir {
 enum EventsCmd {
     /// Decoded events as JSON lines (secrets shown as [redacted]).
     Tail {
-        /// queue, auth, worker-manager, object, secrets, index or all.
+        /// queue, auth, worker-manager, object, secrets, index, hooks or all.
         #[arg(long, default_value = "all")]
         service: String,
         #[arg(long, default_value_t = 0)]
@@ -210,7 +211,7 @@ enum AuditCmd {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// queue, auth, worker-manager, object, secrets, index or all.
+    /// queue, auth, worker-manager, object, secrets, index, hooks or all.
     #[arg(long, default_value = "all")]
     projection: String,
     /// Compare the rebuilt projection with the live one; fail naming the first differing key.
@@ -428,13 +429,14 @@ impl ServeArgs {
 }
 
 /// Every topic of the log, one per service.
-const ALL_TOPICS: [&str; 6] = [
+const ALL_TOPICS: [&str; 7] = [
     QUEUE_TOPIC,
     AUTH_TOPIC,
     WORKER_MANAGER_TOPIC,
     OBJECT_TOPIC,
     SECRETS_TOPIC,
     INDEX_TOPIC,
+    HOOKS_TOPIC,
 ];
 
 /// No transparent huge pages for this process. mimalloc asks for them on its large regions, and

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::{EventLog, LogError, QUEUE_TOPIC};
 use taskledger_core::object::OBJECT_TOPIC;
@@ -16,9 +17,9 @@ use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
 use taskledger_projections::exits::{self, PanicExits};
 use taskledger_projections::{
-    store, AuthEngine, AuthView, EmbeddedLog, Engine, IndexEngine, IndexView, KafkaConfig,
-    KafkaLog, ObjectEngine, ObjectView, QueueView, SecretsEngine, SecretsView, WorkerManagerEngine,
-    WorkerManagerView,
+    store, AuthEngine, AuthView, EmbeddedLog, Engine, HooksEngine, HooksView, IndexEngine,
+    IndexView, KafkaConfig, KafkaLog, ObjectEngine, ObjectView, QueueView, SecretsEngine,
+    SecretsView, WorkerManagerEngine, WorkerManagerView,
 };
 
 use crate::checks::{
@@ -303,6 +304,10 @@ async fn run_services<L: EventLog + 'static>(
     let index = IndexEngine::start(index_view, log.clone())
         .await
         .context("starting the index engine")?;
+    let hooks_view = Arc::new(HooksView::open(db.clone()).context("loading the hooks projection")?);
+    let hooks = HooksEngine::start(hooks_view, log.clone())
+        .await
+        .context("starting the hooks engine")?;
     let mut clients = Clients::new(auth_view, seal_key(&args.data_dir)?);
     insert_static_clients(
         &mut clients,
@@ -434,6 +439,7 @@ async fn run_services<L: EventLog + 'static>(
         object,
         secrets,
         index,
+        hooks,
         public_url: public_url.clone(),
         blobs,
         url_key: url_key.into_bytes(),
@@ -442,11 +448,15 @@ async fn run_services<L: EventLog + 'static>(
         started_at: chrono::Utc::now(),
         ends: Default::default(),
     });
+    spawn_service(
+        "hook scheduler",
+        taskledger_gateways::hooks::run_schedule(state.clone()),
+    );
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!(
-        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets, index and purge-cache APIs at {public_url}/api/"
+        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets, index, hooks and purge-cache APIs at {public_url}/api/"
     );
     println!("  TASKCLUSTER_ROOT_URL={public_url}");
     println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
@@ -520,6 +530,7 @@ async fn run_services<L: EventLog + 'static>(
         (OBJECT_TOPIC, state.object.role().clone()),
         (SECRETS_TOPIC, state.secrets.role().clone()),
         (INDEX_TOPIC, state.index.role().clone()),
+        (HOOKS_TOPIC, state.hooks.role().clone()),
     ]);
     let cluster = if args.kafka_group.is_some() {
         // the same order as `roles`
@@ -530,6 +541,7 @@ async fn run_services<L: EventLog + 'static>(
             "/api/object/v1/",
             "/api/secrets/v1/",
             "/api/index/v1/",
+            "/api/hooks/v1/",
         ];
         let log = log.clone();
         Some(Arc::new(cluster::Cluster {

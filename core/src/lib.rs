@@ -2,7 +2,8 @@
 //! machine (`decide`/`apply`), scopes and scope expressions, Hawk and temporary-credential math,
 //! the worker-manager's domain (`worker_manager`: pools, static workers, registration), the object
 //! service's domain (`object`: uploads, hashes, expiry), the secrets service's (`secrets`), the index service's (`index`:
-//! paths, the rank rule, route indexing), and the `EventLog` trait.
+//! paths, the rank rule, route indexing), the hooks service's (`hooks`: definitions, cron
+//! schedules, fires), and the `EventLog` trait.
 //!
 //! Invariant: no I/O and no clock. Time and randomness are arguments.
 
@@ -10,6 +11,7 @@ pub mod access;
 pub mod auth;
 pub mod codec;
 pub mod envelope;
+pub mod hooks;
 pub mod ids;
 pub mod index;
 pub mod log;

@@ -116,6 +116,13 @@ impl ApiError {
             format!("Invalid URL patterns:\nURL parameter '{name}' given as '{value}' must match regular expression: '/{re}/'"),
         )
     }
+    /// The error code's name (`InputError`, ...).
+    pub fn code_str(&self) -> &'static str {
+        self.code.as_str()
+    }
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         let incident = uuid::Uuid::new_v4();
         tracing::error!(%incident, error = %cause, "internal error");
@@ -218,7 +225,7 @@ impl From<IndexError> for ApiError {
     }
 }
 
-/// The auth, worker-manager, object, secrets and index engines' errors.
+/// The auth, worker-manager, object, secrets, index and hooks engines' errors.
 impl<R: std::error::Error + Into<ApiError>> From<ServiceError<R>> for ApiError {
     fn from(err: ServiceError<R>) -> Self {
         match err {

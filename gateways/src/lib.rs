@@ -9,6 +9,7 @@ pub mod auth;
 pub mod blobs;
 pub mod error;
 pub mod hawk;
+pub mod hooks;
 pub mod index;
 pub mod object;
 pub mod purge_cache;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use taskledger_projections::{
-    AuthEngine, Engine, IndexEngine, ObjectEngine, SecretsEngine, WorkerManagerEngine,
+    AuthEngine, Engine, HooksEngine, IndexEngine, ObjectEngine, SecretsEngine, WorkerManagerEngine,
 };
 
 /// Everything handlers share.
@@ -54,6 +55,8 @@ pub struct AppState {
     pub secrets: SecretsEngine,
     /// The index service's writer (and, through it, its projection).
     pub index: IndexEngine,
+    /// The hooks service's writer (and, through it, its projection).
+    pub hooks: HooksEngine,
     /// The externally visible root URL, without a trailing slash.
     pub public_url: String,
     /// Blob storage for artifact bytes.
@@ -466,6 +469,7 @@ pub fn app(
         purge_cache::routes(Mount::at("/api/purge-cache/v1")),
         secrets::routes(Mount::at("/api/secrets/v1")),
         index::routes(Mount::at("/api/index/v1")),
+        hooks::routes(Mount::at("/api/hooks/v1")),
     ]
     .into_iter()
     .fold(Router::new(), |all, service| all.merge(service.router))

@@ -35,6 +35,8 @@ pub const CF_SECRETS: &str = "secrets";
 /// The index projection: entries, namespaces, stream sequences, the expiry indexes and the
 /// last completion indexed.
 pub const CF_INDEX: &str = "index";
+/// The hooks projection: hooks, their last fires, stream sequences and the schedule index.
+pub const CF_HOOKS: &str = "hooks";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
@@ -58,6 +60,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_OBJECTS,
     CF_SECRETS,
     CF_INDEX,
+    CF_HOOKS,
 ];
 
 /// The projection column families (everything but the log), for digests and rebuilds.
@@ -79,6 +82,7 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_OBJECTS,
     CF_SECRETS,
     CF_INDEX,
+    CF_HOOKS,
 ];
 
 /// An empty key with room for `len` bytes: keys are built on every fold and append, and
@@ -586,6 +590,61 @@ pub const INDEX_STREAM_PREFIX: &[u8] = b"s";
 pub const INDEX_ENTRY_EXPIRY_PREFIX: &[u8] = b"e";
 pub const INDEX_NAMESPACE_EXPIRY_PREFIX: &[u8] = b"x";
 pub const INDEX_LAST_COMPLETION: &[u8] = b"c";
+
+/// `hooks`: a hook, under its group then its id.
+pub fn hook(group: &str, id: &str) -> Vec<u8> {
+    with_str(hooks_of(group), id)
+}
+
+/// `hooks`: the prefix of the hooks of `group`.
+pub fn hooks_of(group: &str) -> Vec<u8> {
+    with_str(HOOK_PREFIX.to_vec(), group)
+}
+
+/// The group of a `hook` key; `None` past the hooks.
+pub fn hook_group(key: &[u8]) -> Option<&str> {
+    let rest = key.strip_prefix(HOOK_PREFIX)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// `hooks`: a last fire of a hook, newest first (`u64::MAX - offset`).
+pub fn hook_fire(group: &str, id: &str, offset: u64) -> Vec<u8> {
+    let mut k = hook_fires_of(group, id);
+    k.extend_from_slice(&(u64::MAX - offset).to_be_bytes());
+    k
+}
+
+/// `hooks`: the prefix of a hook's last fires.
+pub fn hook_fires_of(group: &str, id: &str) -> Vec<u8> {
+    with_str(with_str(HOOK_FIRE_PREFIX.to_vec(), group), id)
+}
+
+/// `hooks`: the last applied sequence of a stream.
+pub fn hook_stream(stream: &str) -> Vec<u8> {
+    with_str(HOOK_STREAM_PREFIX.to_vec(), stream)
+}
+
+/// `hooks`: the schedule index, next fire time then hook (group, 0, id).
+pub fn hook_schedule(at: Millis, group: &str, id: &str) -> Vec<u8> {
+    let mut k = timed(HOOK_SCHEDULE_PREFIX, at, group);
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Time, group and id of a `hook_schedule` key.
+pub fn parse_hook_schedule(key: &[u8]) -> Option<(Millis, &str, &str)> {
+    let (at, hook) = parse_timed(HOOK_SCHEDULE_PREFIX, key)?;
+    let (group, id) = hook.split_once('\0')?;
+    Some((at, group, id))
+}
+
+/// Prefixes of the `hooks` CF's kinds of rows.
+pub const HOOK_PREFIX: &[u8] = b"h";
+pub const HOOK_FIRE_PREFIX: &[u8] = b"f";
+pub const HOOK_STREAM_PREFIX: &[u8] = b"s";
+pub const HOOK_SCHEDULE_PREFIX: &[u8] = b"d";
 
 /// Prefixes of the `objects` CF's kinds of rows.
 pub const OBJECT_PREFIX: &[u8] = b"o";

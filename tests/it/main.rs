@@ -9,6 +9,7 @@ mod cluster;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod harness;
+mod hooks;
 mod index;
 mod kafka_log;
 mod layout;

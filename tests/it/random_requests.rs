@@ -1,5 +1,5 @@
 //! Random requests against every route the reference documents (queue, auth,
-//! worker-manager, purge-cache, secrets, index): random parameters, query strings, bodies, content types and
+//! worker-manager, purge-cache, secrets, index, hooks): random parameters, query strings, bodies, content types and
 //! callers.
 //! Each answer is below 500, every refusal is Taskcluster's error body (or its unknown-route
 //! 404 for a path no route matches), and the server keeps serving.
@@ -134,6 +134,19 @@ index GET /namespaces/<namespace>
 index POST /namespaces/<namespace>
 index GET /namespaces
 index GET /ping
+hooks GET /hooks
+hooks GET /hooks/<hookGroupId>
+hooks GET /hooks/<hookGroupId>/<hookId>
+hooks PUT /hooks/<hookGroupId>/<hookId>
+hooks POST /hooks/<hookGroupId>/<hookId>
+hooks DELETE /hooks/<hookGroupId>/<hookId>
+hooks GET /hooks/<hookGroupId>/<hookId>/status
+hooks POST /hooks/<hookGroupId>/<hookId>/trigger
+hooks GET /hooks/<hookGroupId>/<hookId>/token
+hooks POST /hooks/<hookGroupId>/<hookId>/token
+hooks POST /hooks/<hookGroupId>/<hookId>/trigger/<token>
+hooks GET /hooks/<hookGroupId>/<hookId>/last-fires
+hooks GET /ping
 ";
 
 /// URL parameters: valid, invalid, encoded and hostile.
@@ -214,6 +227,12 @@ const KEYS: &[&str] = &[
     "resource",
     "authorization",
     "secret",
+    "schedule",
+    "task",
+    "triggerSchema",
+    "bindings",
+    "hookGroupId",
+    "hookId",
 ];
 
 /// xorshift64*: the same requests on every run.

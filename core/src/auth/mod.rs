@@ -485,6 +485,6 @@ fn hmac_sha256(key: &str, message: &[u8]) -> hmac::Tag {
 }
 
 /// Constant-time equality (the lengths are not secret).
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

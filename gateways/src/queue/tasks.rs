@@ -290,37 +290,48 @@ pub async fn create_task(
             let caller = auth.caller()?;
             let id = slug_param("taskId", &task_id)?;
             no_query(&uri)?;
-            let def = parse_task_definition(&body.input()?, id)?;
-            let mut required: Vec<ScopeExpr> =
-                def.scopes.iter().cloned().map(ScopeExpr::scope).collect();
-            required.extend(def.routes.iter().map(|r| s(format!("queue:route:{r}"))));
-            required.push(s(format!("queue:create-task:project:{}", def.project_id)));
-            required.push(s(format!("queue:scheduler-id:{}", def.scheduler_id)));
-            required.push(ScopeExpr::any(
-                def.priority
-                    .at_least()
-                    .map(|p| {
-                        s(format!(
-                            "queue:create-task:{}:{}",
-                            p.as_str(),
-                            def.task_queue_id
-                        ))
-                    })
-                    .collect(),
-            ));
-            caller.require(&ScopeExpr::all(required))?;
-            let task = exec_task(
-                &st,
-                caller,
-                QueueCommand::CreateTask {
-                    task_id: id,
-                    definition: def,
-                },
-            )
-            .await?;
+            let task = create(&st, caller, id, &body.input()?).await?;
             Ok(status_reply(&task))
         })
         .await
+}
+
+/// createTask once the request itself is checked: the definition read from `body`, the
+/// scopes it needs held by `caller`, the task created (or found, for the same definition).
+/// The hooks service creates its tasks through here, as its own caller.
+pub(crate) async fn create(
+    st: &AppState,
+    caller: &Caller,
+    id: TaskId,
+    body: &Value,
+) -> Result<Task, ApiError> {
+    let def = parse_task_definition(body, id)?;
+    let mut required: Vec<ScopeExpr> = def.scopes.iter().cloned().map(ScopeExpr::scope).collect();
+    required.extend(def.routes.iter().map(|r| s(format!("queue:route:{r}"))));
+    required.push(s(format!("queue:create-task:project:{}", def.project_id)));
+    required.push(s(format!("queue:scheduler-id:{}", def.scheduler_id)));
+    required.push(ScopeExpr::any(
+        def.priority
+            .at_least()
+            .map(|p| {
+                s(format!(
+                    "queue:create-task:{}:{}",
+                    p.as_str(),
+                    def.task_queue_id
+                ))
+            })
+            .collect(),
+    ));
+    caller.require(&ScopeExpr::all(required))?;
+    exec_task(
+        st,
+        caller,
+        QueueCommand::CreateTask {
+            task_id: id,
+            definition: def,
+        },
+    )
+    .await
 }
 
 /// The three alternatives of schedule/rerun/cancel (§12).

@@ -38,6 +38,7 @@ pub const PROJECTIONS: &[&str] = &[
     "object",
     "secrets",
     "index",
+    "hooks",
 ];
 
 /// Whether `db` holds the projection `name` at all (a database written by an older taskledger
@@ -55,6 +56,7 @@ const OWN_CF: &[(&str, &str)] = &[
     ("object", keys::CF_OBJECTS),
     ("secrets", keys::CF_SECRETS),
     ("index", keys::CF_INDEX),
+    ("hooks", keys::CF_HOOKS),
 ];
 
 /// The column families a projection owns.
@@ -167,6 +169,7 @@ enum Decoded {
     Object(Vec<Envelope<ObjectEvent>>),
     Secrets(Vec<Envelope<SecretEvent>>),
     Index(Vec<Envelope<IndexEvent>>),
+    Hooks(Vec<Envelope<HookEvent>>),
 }
 
 /// The rebuilt projection, folding on a thread of its own.
@@ -177,6 +180,7 @@ enum Rebuilt {
     Object(ObjectView),
     Secrets(SecretsView),
     Index(IndexView),
+    Hooks(HooksView),
 }
 
 impl Rebuilt {
@@ -190,6 +194,7 @@ impl Rebuilt {
             (Rebuilt::Object(o), Decoded::Object(envs)) => o.apply(offsets, next, envs),
             (Rebuilt::Secrets(s), Decoded::Secrets(envs)) => s.apply(offsets, next, envs),
             (Rebuilt::Index(i), Decoded::Index(envs)) => i.apply(offsets, next, envs),
+            (Rebuilt::Hooks(h), Decoded::Hooks(envs)) => h.apply(offsets, next, envs),
             _ => unreachable!("events are decoded for the projection being rebuilt"),
         }
     }
@@ -214,6 +219,7 @@ impl Rebuilt {
             Rebuilt::Object(_) => Decoded::Object(all(records)?),
             Rebuilt::Secrets(_) => Decoded::Secrets(all(records)?),
             Rebuilt::Index(_) => Decoded::Index(all(records)?),
+            Rebuilt::Hooks(_) => Decoded::Hooks(all(records)?),
         })
     }
 }
@@ -239,6 +245,7 @@ pub async fn replay_from<L: EventLog>(
         "object" => (OBJECT_TOPIC, OBJECT_PARTITION, OBJECT_CONSUMER),
         "secrets" => (SECRETS_TOPIC, SECRETS_PARTITION, SECRETS_CONSUMER),
         "index" => (INDEX_TOPIC, INDEX_PARTITION, INDEX_CONSUMER),
+        "hooks" => (HOOKS_TOPIC, HOOKS_PARTITION, HOOKS_CONSUMER),
         _ => (QUEUE_TOPIC, QUEUE_PARTITION, VIEW_CONSUMER),
     };
     let live_offset = crate::store::read_u64(
@@ -252,6 +259,7 @@ pub async fn replay_from<L: EventLog>(
         "object" => Rebuilt::Object(ObjectView::open(scratch.clone())?),
         "secrets" => Rebuilt::Secrets(SecretsView::open(scratch.clone())?),
         "index" => Rebuilt::Index(IndexView::open(scratch.clone())?),
+        "hooks" => Rebuilt::Hooks(HooksView::open(scratch.clone())?),
         _ => Rebuilt::Queue(QueueView::new(scratch.clone())?.for_rebuild()),
     };
     let rebuilt = Arc::new(rebuilt);

@@ -1,0 +1,456 @@
+//! Firing a hook (reference/hooks.md §2): the payload checked against the trigger schema,
+//! the template rendered with JSON-e, the task's defaults filled, the task created through the
+//! queue's createTask path as the hook's role, and the fire recorded; and the scheduler that
+//! fires hooks whose schedule comes due.
+
+use super::stored;
+use crate::error::{ApiError, ErrorCode};
+use crate::hawk::Caller;
+use crate::AppState;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use taskledger_core::auth::ClientSource;
+use taskledger_core::envelope::Actor;
+use taskledger_core::hooks::{FiredBy, Hook, HookCommand, LastFire};
+use taskledger_core::ids::Slug;
+use taskledger_core::time::{Millis, DAY};
+
+/// The client the hooks service creates tasks as (its scopes: the hook's role's).
+pub const HOOKS_CLIENT: &str = "static/taskcluster/hooks";
+
+/// How long the scheduler waits at most between looks at the schedule (a hook created or
+/// updated to fire sooner is seen within this).
+const SCHEDULE_POLL: Duration = Duration::from_secs(1);
+
+/// How long a scheduled fire that failed on the server's side waits before it is tried again.
+const RETRY_AFTER_MS: i64 = 30_000;
+
+/// Due hooks the scheduler reads at a time.
+const DUE_PAGE: usize = 100;
+
+/// The longest error text a fire's record keeps (upstream's).
+const MAX_ERROR_CHARS: usize = 131_072;
+
+/// A trigger schema compiled as upstream's validator reads one (draft 7, formats checked).
+/// No reference is fetched: a `$ref` to anything outside the schema fails.
+pub(super) fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
+/// What fired a hook, besides the schedule.
+pub(super) struct Trigger {
+    pub fired_by: FiredBy,
+    /// The trigger's payload (none for a scheduled fire).
+    pub payload: Option<Value>,
+    /// The caller, for triggerHook (`clientId` in the template's context).
+    pub client_id: Option<String>,
+    /// Who the fire's record names.
+    pub actor: Actor,
+}
+
+/// How a fire ended.
+enum Fired {
+    /// The task was created (or was there already, created by the same fire).
+    Created(Slug),
+    /// The template rendered to nothing: no task, no record.
+    Declined,
+    /// The fire failed: the record's error text, the caller's answer, and whether the failure
+    /// was the server's (a scheduled fire is then tried again, with the same task id).
+    Failed(Slug, String, ApiError, bool),
+}
+
+/// The errors of `payload` against the hook's trigger schema, joined as upstream joins them.
+fn check_payload(hook: &Hook, payload: &Value) -> Result<(), ApiError> {
+    let schema = compile_schema(&stored(&hook.definition.trigger_schema))
+        .map_err(|e| ApiError::internal(format!("a stored trigger schema: {e}")))?;
+    let errors: Vec<String> = schema
+        .iter_errors(payload)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            format!("data{path} {e}")
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::input(errors.join("; ")))
+    }
+}
+
+/// Renders the hook's template for a fire with task id `task_id` at `now` (`None`: it
+/// rendered to nothing), its task's defaults filled.
+fn render(
+    hook: &Hook,
+    fired_by: FiredBy,
+    task_id: Slug,
+    now: Millis,
+    payload: Option<&Value>,
+    client_id: Option<&str>,
+) -> Result<Option<Value>, String> {
+    let mut context = json!({
+        "firedBy": fired_by.as_str(),
+        "taskId": task_id.text().as_str(),
+        "now": now.to_rfc3339(),
+    });
+    if let Some(p) = payload {
+        context["payload"] = p.clone();
+    }
+    if let Some(c) = client_id {
+        context["clientId"] = json!(c);
+    }
+    // json-e sets `now` to the clock itself, under the context given: a `$let` around the
+    // template puts the fire's own time back (a scheduled fire's due time, so a retried fire
+    // renders the same task)
+    let template = json!({
+        "$let": { "now": now.to_rfc3339() },
+        "in": stored(&hook.definition.task),
+    });
+    let mut task = json_e::render(&template, &context).map_err(|e| e.to_string())?;
+    if task.is_null() {
+        return Ok(None);
+    }
+    if let Some(obj) = task.as_object_mut() {
+        // upstream's `fromNow('1 month')`: 30 days
+        for (key, value) in [
+            ("created", json!(now.to_rfc3339())),
+            ("deadline", json!(now.plus(DAY).to_rfc3339())),
+            ("expires", json!(now.plus(30 * DAY).to_rfc3339())),
+            ("taskGroupId", json!(task_id.text().as_str())),
+        ] {
+            obj.entry(key).or_insert(value);
+        }
+    }
+    Ok(Some(task))
+}
+
+/// The error text a failed createTask leaves in the fire's record (upstream keeps the
+/// client's error as pretty JSON), at most `MAX_ERROR_CHARS`.
+fn create_error_text(e: &ApiError) -> String {
+    let record = json!({
+        "name": e.code_str(),
+        "code": e.code_str(),
+        "statusCode": e.status().as_u16(),
+        "message": e.message,
+    });
+    truncated(serde_json::to_string_pretty(&record).unwrap_or_default())
+}
+
+fn truncated(text: String) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((end, _)) => text[..end].to_string(),
+        None => text,
+    }
+}
+
+/// Fires `hook` with `task_id` at `now`: renders and creates the task as the hook's role.
+async fn fire(st: &AppState, hook: &Hook, trigger: &Trigger, task_id: Slug, now: Millis) -> Fired {
+    let rendered = render(
+        hook,
+        trigger.fired_by,
+        task_id,
+        now,
+        trigger.payload.as_ref(),
+        trigger.client_id.as_deref(),
+    );
+    let task = match rendered {
+        Ok(Some(task)) => task,
+        Ok(None) => return Fired::Declined,
+        Err(e) => {
+            let answer = ApiError::input(format!("While firing hook: {e}"));
+            return Fired::Failed(task_id, truncated(e), answer, false);
+        }
+    };
+    let role = format!("hook-id:{}/{}", hook.group, hook.id);
+    let caller = Caller {
+        client_id: Some(HOOKS_CLIENT.to_string()),
+        scopes: st.clients.expand(vec![format!("assume:{role}")]),
+    };
+    match crate::queue::tasks::create(st, &caller, task_id, &task).await {
+        Ok(_) => Fired::Created(task_id),
+        Err(e) => {
+            let text = create_error_text(&e);
+            let server_side = e.status().is_server_error();
+            // upstream's answers: the role's missing scopes are a 403, any other createTask
+            // error a 400 that quotes it
+            let answer = if e.code == ErrorCode::InsufficientScopes {
+                ApiError::new(
+                    ErrorCode::InsufficientScopes,
+                    format!(
+                        "The role `{role}` does not have sufficient scopes to create the task: {}",
+                        e.message
+                    ),
+                )
+            } else {
+                ApiError::input(format!(
+                    "While calling createTask: {} {}",
+                    e.code_str(),
+                    e.message
+                ))
+            };
+            Fired::Failed(task_id, text, answer, server_side)
+        }
+    }
+}
+
+/// triggerHook and triggerHookWithToken: the payload checked, the hook fired now, the fire
+/// recorded; the answer (`{taskId, status: {taskId}}`, or `{}` when nothing was created).
+pub(super) async fn fire_from_api(
+    st: &AppState,
+    hook: &Hook,
+    trigger: Trigger,
+) -> Result<Value, ApiError> {
+    let payload = trigger.payload.as_ref().cloned().unwrap_or(json!({}));
+    check_payload(hook, &payload)?;
+    let task_id = match payload.get("taskId") {
+        Some(Value::String(t)) => t
+            .parse::<Slug>()
+            .map_err(|_| ApiError::input(format!("Invalid taskId format: {t}")))?,
+        Some(other) => return Err(ApiError::input(format!("Invalid taskId format: {other}"))),
+        None => Slug::nice(),
+    };
+    let now = Millis::now();
+    let fired = fire(st, hook, &trigger, task_id, now).await;
+    let (record, answer) = match fired {
+        Fired::Declined => return Ok(json!({})),
+        Fired::Created(id) => (
+            LastFire {
+                fired_by: trigger.fired_by,
+                task_id: id,
+                time: now,
+                error: None,
+            },
+            Ok(json!({
+                "taskId": id.text().as_str(),
+                "status": { "taskId": id.text().as_str() },
+            })),
+        ),
+        Fired::Failed(id, text, answer, _) => (
+            LastFire {
+                fired_by: trigger.fired_by,
+                task_id: id,
+                time: now,
+                error: Some(text),
+            },
+            Err(answer),
+        ),
+    };
+    let cmd = HookCommand::RecordFire {
+        group: hook.group.clone(),
+        id: hook.id.clone(),
+        fire: Some(record),
+        scheduled: None,
+    };
+    st.hooks.execute(trigger.actor, cmd).await?;
+    answer
+}
+
+/// One scheduled fire of `hook`, due at its `next.at`: created with the task id the hook
+/// kept for it and `created` = the due time, so a fire repeated after a crash creates the
+/// same task. A server-side failure leaves the schedule where it is, to be tried again;
+/// anything else (created, declined, refused) moves it on.
+async fn fire_scheduled(st: &AppState, hook: &Hook) -> Result<(), ApiError> {
+    let trigger = Trigger {
+        fired_by: FiredBy::Schedule,
+        payload: None,
+        client_id: None,
+        actor: Actor::system(HOOKS_CLIENT),
+    };
+    let due = hook.next;
+    let fire_record = |error: Option<String>| LastFire {
+        fired_by: FiredBy::Schedule,
+        task_id: due.task_id,
+        time: Millis::now(),
+        error,
+    };
+    let record = match fire(st, hook, &trigger, due.task_id, due.at).await {
+        Fired::Created(_) => Some(fire_record(None)),
+        Fired::Declined => None,
+        Fired::Failed(_, text, _, true) => {
+            return Err(ApiError::new(ErrorCode::ServiceUnavailable, text))
+        }
+        Fired::Failed(_, text, _, false) => {
+            tracing::warn!(hook = %format!("{}/{}", hook.group, hook.id), error = %text,
+                "a scheduled hook failed to create its task");
+            Some(fire_record(Some(text)))
+        }
+    };
+    let cmd = HookCommand::RecordFire {
+        group: hook.group.clone(),
+        id: hook.id.clone(),
+        fire: record,
+        scheduled: Some((due.task_id, Slug::nice())),
+    };
+    st.hooks.execute(trigger.actor, cmd).await?;
+    Ok(())
+}
+
+/// The scheduler: fires every hook whose next scheduled fire has come, then sleeps until the
+/// next one is due (at most `SCHEDULE_POLL`). Only the writer of the hooks partition fires (a
+/// follower's writes would be refused anyway). A fire that failed on the server's side is
+/// tried again after `RETRY_AFTER_MS`, with the same task id; meanwhile the others go on.
+pub async fn run_schedule(st: Arc<AppState>) {
+    let mut retry_after: HashMap<(String, String), Millis> = HashMap::new();
+    loop {
+        if !st.hooks.role().is_writer() {
+            tokio::time::sleep(SCHEDULE_POLL).await;
+            continue;
+        }
+        let now = Millis::now();
+        retry_after.retain(|_, at| *at > now);
+        let due = st.hooks.view().due(now, DUE_PAGE + retry_after.len());
+        let due = due.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the hooks' schedule");
+            vec![]
+        });
+        let mut fired = 0;
+        for key in due {
+            if retry_after.contains_key(&key) || fired == DUE_PAGE {
+                continue;
+            }
+            let hook = match st.hooks.view().hook(&key.0, &key.1) {
+                Ok(Some(h)) if h.next.at <= Millis::now() => h,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a scheduled hook");
+                    continue;
+                }
+            };
+            fired += 1;
+            if let Err(e) = fire_scheduled(&st, &hook).await {
+                tracing::warn!(hook = %format!("{}/{}", key.0, key.1), error = %e.message,
+                    "a scheduled fire failed; it will be tried again");
+                retry_after.insert(key, Millis::now().plus(RETRY_AFTER_MS));
+            }
+        }
+        if fired == DUE_PAGE {
+            // more may be due
+            continue;
+        }
+        let now = Millis::now();
+        let wait = match st.hooks.view().next_due() {
+            // due already: only hooks waiting to be tried again
+            Ok(Some(at)) if at > now => Duration::from_millis((at.0 - now.0).min(1_000) as u64),
+            Ok(_) | Err(_) => SCHEDULE_POLL,
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskledger_core::access::seal::Sealed;
+    use taskledger_core::hooks::{HookDefinition, NextFire};
+
+    fn hook(task: Value, trigger_schema: Value) -> Hook {
+        Hook {
+            group: "g".into(),
+            id: "h".into(),
+            definition: HookDefinition {
+                name: "n".into(),
+                description: "d".into(),
+                owner: "o@example.com".into(),
+                email_on_error: false,
+                task: task.to_string(),
+                bindings: vec![],
+                schedule: vec![],
+                trigger_schema: trigger_schema.to_string(),
+            },
+            token: Sealed {
+                nonce: [0; 12],
+                ciphertext: vec![],
+            },
+            next: NextFire {
+                task_id: Slug([1; 16]),
+                at: Millis(0),
+            },
+        }
+    }
+
+    #[test]
+    fn the_template_sees_the_fire_and_the_defaults_fill_only_what_is_missing() {
+        let h = hook(
+            json!({
+                "provisionerId": "p",
+                "metadata": {"name": "${firedBy} by ${clientId}: ${payload.n}"},
+                "deadline": "2030-01-01T00:00:00.000Z",
+                "extra": {"at": "${now}", "later": {"$fromNow": "1 hour"}},
+            }),
+            json!({}),
+        );
+        let now = Millis::parse_rfc3339("2026-01-31T12:00:00.000Z").unwrap();
+        let id = Slug([5; 16]);
+        let task = render(
+            &h,
+            FiredBy::TriggerHook,
+            id,
+            now,
+            Some(&json!({"n": 7})),
+            Some("me"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(task["metadata"]["name"], "triggerHook by me: 7");
+        assert_eq!(task["deadline"], "2030-01-01T00:00:00.000Z", "kept");
+        // the fire's time, not the clock's, is the template's `now`
+        assert_eq!(task["extra"]["at"], "2026-01-31T12:00:00.000Z");
+        assert_eq!(task["extra"]["later"], "2026-01-31T13:00:00.000Z");
+        assert_eq!(task["created"], "2026-01-31T12:00:00.000Z");
+        // 30 days on, as upstream's fromNow('1 month')
+        assert_eq!(task["expires"], "2026-03-02T12:00:00.000Z");
+        assert_eq!(task["taskGroupId"], id.text().as_str());
+    }
+
+    #[test]
+    fn a_template_may_decline_and_a_broken_one_says_why() {
+        let declining = hook(
+            json!({"$if": "firedBy == 'schedule'", "then": {}}),
+            json!({}),
+        );
+        let r = render(
+            &declining,
+            FiredBy::TriggerHook,
+            Slug([1; 16]),
+            Millis(0),
+            None,
+            None,
+        );
+        assert_eq!(r, Ok(None));
+        let broken = hook(json!({"x": {"$eval": "nosuchvar + 1"}}), json!({}));
+        let r = render(
+            &broken,
+            FiredBy::TriggerHook,
+            Slug([1; 16]),
+            Millis(0),
+            None,
+            None,
+        );
+        assert!(r.is_err(), "{r:?}");
+    }
+
+    #[test]
+    fn a_payload_is_checked_against_the_trigger_schema() {
+        let h = hook(
+            json!({}),
+            json!({"type": "object", "properties": {"n": {"type": "integer"}},
+                   "required": ["n"], "additionalProperties": false}),
+        );
+        assert!(check_payload(&h, &json!({"n": 1})).is_ok());
+        let e = check_payload(&h, &json!({"n": "x", "m": 2})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InputError);
+        assert!(
+            e.message.contains("; "),
+            "both errors, joined: {}",
+            e.message
+        );
+        assert!(compile_schema(&json!({"type": 5})).is_err());
+        // no remote reference is fetched
+        assert!(compile_schema(&json!({"$ref": "http://127.0.0.1:1/schema.json"})).is_err());
+    }
+}
