@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::codec;
+use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_projections::audit;
@@ -41,7 +42,7 @@ use tokio::sync::watch;
 /// Records read (and published) per confirmed batch.
 pub(crate) const BATCH: usize = 512;
 /// The topics the bridge publishes, in the order it reads them.
-pub(crate) const TOPICS: [&str; 3] = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC];
+pub(crate) const TOPICS: [&str; 4] = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC, HOOKS_TOPIC];
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -249,6 +250,11 @@ async fn session<L: EventLog>(
             messages::WORKER_MANAGER_EXCHANGES
                 .iter()
                 .map(|e| format!("{}{e}", messages::WORKER_MANAGER_EXCHANGE_PREFIX)),
+        )
+        .chain(
+            messages::HOOKS_EXCHANGES
+                .iter()
+                .map(|e| format!("{}{e}", messages::HOOKS_EXCHANGE_PREFIX)),
         );
     for exchange in exchanges {
         channel

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use taskledger_core::access::AuthEvent;
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
+use taskledger_core::hooks::{HookEvent, HOOKS_TOPIC};
 use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::queue::QueueEvent;
 use taskledger_core::time::Millis;
@@ -209,6 +210,18 @@ pub(crate) fn render(
             .map(|r| codec::decode::<Envelope<WorkerEvent>>(&r.value))
             .collect::<Result<Vec<_>, _>>()?;
         worker_manager_batch(&mut overlay, &envs)?
+    } else if topic == HOOKS_TOPIC {
+        records
+            .iter()
+            .filter_map(|r| {
+                let env = match codec::decode::<Envelope<HookEvent>>(&r.value) {
+                    Ok(env) => env,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let message = messages::hook_message(&env.payload)?;
+                Some(Ok(Outgoing::of(&env, message)))
+            })
+            .collect::<Result<Vec<_>, BridgeError>>()?
     } else {
         records
             .iter()

@@ -149,7 +149,7 @@ async fn wait_for_exchanges(conn: &Connection) {
         let probe = ch
             .exchange_declare(
                 // the last exchange the bridge declares
-                format!("{WM}launch-config-archived").into(),
+                "exchange/taskcluster-hooks/v1/hook-deleted".into(),
                 lapin::ExchangeKind::Topic,
                 lapin::options::ExchangeDeclareOptions {
                     passive: true,
@@ -1181,5 +1181,78 @@ async fn worker_manager_events_are_published_as_taskcluster_does() {
             "a static secret was published: {}",
             g.body
         );
+    }
+}
+
+#[tokio::test]
+async fn hook_changes_are_published_as_taskcluster_does() {
+    const HOOKS: &str = "exchange/taskcluster-hooks/v1/";
+    let _rabbit = RABBIT.read().await;
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (conn, _) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let (_c2, ch) = channel().await;
+    let mut consumer = listen(
+        &ch,
+        &[
+            (format!("{HOOKS}hook-created"), "#".into()),
+            (format!("{HOOKS}hook-updated"), "#".into()),
+            (format!("{HOOKS}hook-deleted"), "#".into()),
+        ],
+    )
+    .await;
+    let hooks = taskcluster::Hooks::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap();
+    let id = format!("pulse/{}", slugid::nice().replace('_', "-"));
+    let definition = json!({
+        "metadata": {"name": "n", "description": "d", "owner": "it@example.com"},
+        "task": {},
+    });
+    hooks
+        .createHook("it-pulse", &id, &definition)
+        .await
+        .unwrap();
+    // the same again publishes again, as upstream's createHook does on every call
+    hooks
+        .createHook("it-pulse", &id, &definition)
+        .await
+        .unwrap();
+    hooks
+        .updateHook("it-pulse", &id, &definition)
+        .await
+        .unwrap();
+    hooks
+        .triggerHook("it-pulse", &id, &json!({}))
+        .await
+        .unwrap_err();
+    hooks.resetTriggerToken("it-pulse", &id).await.unwrap();
+    hooks.removeHook("it-pulse", &id).await.unwrap();
+
+    let ours = |g: &Got| g.body["hookId"] == id.as_str();
+    let got = collect(&mut consumer, Duration::from_secs(20), |got| {
+        got.iter().filter(|g| ours(g)).count() >= 4
+    })
+    .await;
+    let got: Vec<&Got> = got.iter().filter(|g| ours(g)).collect();
+    let names: Vec<&str> = got
+        .iter()
+        .map(|g| g.exchange.strip_prefix(HOOKS).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "hook-created",
+            "hook-created",
+            "hook-updated",
+            "hook-deleted"
+        ],
+        "fires and token resets publish nothing"
+    );
+    for g in &got {
+        assert_eq!(g.routing_key, "_");
+        assert_eq!(g.body, json!({ "hookGroupId": "it-pulse", "hookId": id }));
     }
 }
