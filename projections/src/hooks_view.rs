@@ -208,12 +208,28 @@ impl Service for HooksView {
     fn type_name(event: &HookEvent) -> &'static str {
         event.type_name()
     }
-    /// A command reads and writes its hook alone (its group is listed from the hooks).
+    /// A command reads and writes its hook alone (its group is listed from the hooks); but
+    /// the record of a triggered fire only adds a row and reads only whether the hook exists,
+    /// which no command it may share a group with changes: fires of one hook are written
+    /// together (their events numbered on in the hook's stream).
     fn footprint(command: &HookCommand) -> Footprint {
         let (group, id) = command.hook();
-        Footprint::Keys {
-            exclusive: vec![hooks::stream_id(group, id)],
-            shared: vec![],
+        let key = hooks::stream_id(group, id);
+        match command {
+            HookCommand::RecordFire {
+                scheduled: None, ..
+            } => Footprint::Keys {
+                exclusive: vec![],
+                shared: vec![key],
+            },
+            HookCommand::Create { .. }
+            | HookCommand::Update { .. }
+            | HookCommand::Remove { .. }
+            | HookCommand::ResetToken { .. }
+            | HookCommand::RecordFire { .. } => Footprint::Keys {
+                exclusive: vec![key],
+                shared: vec![],
+            },
         }
     }
     fn apply(
@@ -347,6 +363,72 @@ mod tests {
             }),
             scheduled: None,
         }
+    }
+
+    /// Fires of one hook waiting together are written in few appends, their events numbered
+    /// on in the hook's stream; a removal waiting among them is written alone, in its place.
+    #[tokio::test]
+    async fn fires_of_one_hook_are_written_together_and_numbered_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        let log = Arc::new(crate::embedded_log::Watched::new(db.clone(), false));
+        let view = Arc::new(HooksView::open(db.clone()).unwrap());
+        let engine = HooksEngine::start(view.clone(), log.clone()).await.unwrap();
+        let actor = Actor::system("tester");
+        engine
+            .execute(actor.clone(), create("g", "h", &[]))
+            .await
+            .unwrap();
+        let before = log.appends.load(std::sync::atomic::Ordering::SeqCst);
+        let n = 200u8;
+        let mut commands: Vec<HookCommand> = (1..=n).map(|i| fire("g", "h", i)).collect();
+        // the hook is removed after the 150th fire: later ones record nothing
+        commands.insert(
+            150,
+            HookCommand::Remove {
+                group: "g".into(),
+                id: "h".into(),
+            },
+        );
+        // spawned in order, each sends its command before the writer (woken by the first,
+        // queued behind them on this one-thread runtime) runs
+        let sent: Vec<_> = commands
+            .into_iter()
+            .map(|c| {
+                let (engine, actor) = (engine.clone(), actor.clone());
+                tokio::spawn(async move { engine.execute(actor, c).await })
+            })
+            .collect();
+        for answer in sent {
+            assert!(answer.await.unwrap().is_ok());
+        }
+        let appends = log.appends.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert!(appends < 20, "{appends} appends for {n} fires");
+        let records = log
+            .log
+            .read_sync(HOOKS_TOPIC, HOOKS_PARTITION, 0, 1_000)
+            .unwrap();
+        let envelopes: Vec<Envelope<HookEvent>> = records
+            .iter()
+            .map(|r| codec::decode(&r.value).unwrap())
+            .collect();
+        let sequences: Vec<u64> = envelopes.iter().map(|e| e.sequence).collect();
+        assert_eq!(envelopes[151].payload.type_name(), "HookRemoved");
+        // created, 150 fires, removed: one stream numbered 1, 2, 3, ...
+        assert_eq!(sequences, (1..=152).collect::<Vec<u64>>());
+        assert!(view.hook("g", "h").unwrap().is_none());
+        assert!(view.last_fires("g", "h", None, 1_000).unwrap().0.is_empty());
+        // created again, its fires start afresh and keep numbering the stream
+        engine
+            .execute(actor.clone(), create("g", "h", &[]))
+            .await
+            .unwrap();
+        engine
+            .execute(actor.clone(), fire("g", "h", 1))
+            .await
+            .unwrap();
+        let (rows, _) = view.last_fires("g", "h", None, 1_000).unwrap();
+        assert_eq!(rows.len(), 1);
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@
 //! reads or writes what another writes (a service that says nothing has each command run
 //! alone). The group's events go to the log in one append (one durable write) and to the
 //! projection in one fold, in the commands' order, which gives the state the commands would
-//! have given one at a time.
+//! have given one at a time. Commands that only share a key may write to one stream (a hook's
+//! fires): their events are numbered on across the group, each after the one before.
 //!
 //! **Invariant:** a caller is answered only after its events are durable and applied.
 
@@ -17,7 +18,7 @@ use crate::role::{drive, fold_until, unseen_append, Reached, WriterRole, Writes}
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use taskledger_core::envelope::EventId;
 use taskledger_core::envelope::{Actor, Envelope};
@@ -355,14 +356,22 @@ async fn write<S: Service, L: EventLog>(
     // the commands with events: where their answers go, and their envelopes
     let mut written: Vec<(usize, Vec<Envelope<S::Event>>)> = Vec::new();
     let mut records = Vec::new();
+    // the last sequence numbered in this group, per stream
+    let mut numbered: HashMap<String, u64> = HashMap::new();
     for (i, (actor, command)) in commands.iter().enumerate() {
-        let decided = view.decide(command, now).and_then(|decision| {
+        let decided = view.decide(command, now).and_then(|mut decision| {
             if decision.events.is_empty() {
                 return Ok(None);
+            }
+            if let Some(&last) = numbered.get(&decision.stream) {
+                decision.last_sequence = decision.last_sequence.max(last);
             }
             let (envelopes, stamped) = stamp::<S>(&decision, actor, now)?;
             if let Some(refused) = oversized(&stamped, log.max_record_bytes()) {
                 return Err(ServiceError::TooLarge(refused.to_string()));
+            }
+            if let Some(last) = envelopes.last() {
+                numbered.insert(decision.stream.clone(), last.sequence);
             }
             Ok(Some((envelopes, stamped)))
         });

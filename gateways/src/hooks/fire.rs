@@ -9,7 +9,7 @@ use crate::hawk::Caller;
 use crate::AppState;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use taskledger_core::auth::ClientSource;
 use taskledger_core::envelope::Actor;
@@ -32,6 +32,28 @@ const DUE_PAGE: usize = 100;
 
 /// The longest error text a fire's record keeps (upstream's).
 const MAX_ERROR_CHARS: usize = 131_072;
+
+/// Compiled trigger schemas, by their text: compiling one costs far more than a fire's
+/// other work. Emptied when full.
+static SCHEMAS: Mutex<Option<HashMap<String, Arc<jsonschema::Validator>>>> = Mutex::new(None);
+const MAX_SCHEMAS: usize = 1024;
+
+/// The hook's trigger schema, compiled (once per distinct text).
+fn trigger_schema(hook: &Hook) -> Result<Arc<jsonschema::Validator>, String> {
+    let text = &hook.definition.trigger_schema;
+    let lock = || SCHEMAS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = lock().as_ref().and_then(|m| m.get(text).cloned()) {
+        return Ok(v);
+    }
+    let compiled = Arc::new(compile_schema(&stored(text))?);
+    let mut schemas = lock();
+    let map = schemas.get_or_insert_with(HashMap::new);
+    if map.len() >= MAX_SCHEMAS {
+        map.clear();
+    }
+    map.insert(text.clone(), compiled.clone());
+    Ok(compiled)
+}
 
 /// A trigger schema compiled as upstream's validator reads one (draft 7, formats checked).
 /// No reference is fetched: a `$ref` to anything outside the schema fails.
@@ -67,7 +89,7 @@ enum Fired {
 
 /// The errors of `payload` against the hook's trigger schema, joined as upstream joins them.
 fn check_payload(hook: &Hook, payload: &Value) -> Result<(), ApiError> {
-    let schema = compile_schema(&stored(&hook.definition.trigger_schema))
+    let schema = trigger_schema(hook)
         .map_err(|e| ApiError::internal(format!("a stored trigger schema: {e}")))?;
     let errors: Vec<String> = schema
         .iter_errors(payload)
