@@ -452,6 +452,12 @@ async fn run_services<L: EventLog + 'static>(
         "hook scheduler",
         taskledger_gateways::hooks::run_schedule(state.clone()),
     );
+    if let Some(url) = &args.pulse_url {
+        spawn_service(
+            "hook listener",
+            taskledger_gateways::hooks::run_listener(state.clone(), url.clone()),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -475,7 +481,7 @@ async fn run_services<L: EventLog + 'static>(
         );
     }
     if args.pulse_url.is_some() {
-        println!("  republishing events to Pulse (AMQP)");
+        println!("  republishing events to Pulse (AMQP); hooks with bindings fire on its messages");
     }
     tracing::info!(listen = %args.listen, "ready");
     let audit_stats = Arc::new(metrics::AuditStats::default());

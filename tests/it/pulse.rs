@@ -1256,3 +1256,117 @@ async fn hook_changes_are_published_as_taskcluster_does() {
         assert_eq!(g.body, json!({ "hookGroupId": "it-pulse", "hookId": id }));
     }
 }
+
+/// A hook bound to task-completed fires for a completed task: the bridge publishes the message,
+/// the hook's queue (made and bound by the server) receives it, the hook creates its task with
+/// the message as payload. Removing the hook deletes its queue.
+#[tokio::test]
+async fn a_bound_hook_fires_on_a_pulse_message() {
+    let _rabbit = RABBIT.read().await;
+    let s = Server::start(&[("TASKLEDGER_PULSE_URL", AMQP)]).await;
+    let (conn, _) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let q = s.queue();
+    let (watched, made) = (fresh_queue(), fresh_queue());
+    let (prov, wt) = watched.split_once('/').unwrap();
+    let id = format!("on-done-{}", slugid::nice().replace('_', "-"));
+    Auth::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap()
+    .createRole(
+        &format!("hook-id:it-pulse/{id}"),
+        &json!({"description": "d", "scopes": [
+            format!("queue:create-task:lowest:{made}"),
+            "queue:create-task:project:none", "queue:scheduler-id:-"]}),
+    )
+    .await
+    .unwrap();
+    let hooks = taskcluster::Hooks::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap();
+    let mut task = task_def(&made, 600);
+    task["metadata"]["name"] = json!("after ${payload.status.taskId}");
+    task.as_object_mut().unwrap().remove("created");
+    task.as_object_mut().unwrap().remove("deadline");
+    hooks
+        .createHook(
+            "it-pulse",
+            &id,
+            &json!({
+                "metadata": {"name": "n", "description": "d", "owner": "it@example.com"},
+                "bindings": [{
+                    "exchange": format!("{Q}task-completed"),
+                    "routingKeyPattern": format!("primary.*.*.*.*.{prov}.{wt}.#"),
+                }],
+                "triggerSchema": {"type": "object"},
+                "task": task,
+            }),
+        )
+        .await
+        .unwrap();
+    // the server binds the hook's queue within a second or two: complete tasks until one
+    // completion fires it
+    let start = Instant::now();
+    let mut completed = Vec::new();
+    let fire = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the hook never fired"
+        );
+        let task_id = create_tasks(&q, &watched, 1).await.remove(0);
+        q.claimWork(&watched, &worker_body(1)).await.unwrap();
+        q.reportCompleted(&task_id, "0").await.unwrap();
+        completed.push(task_id);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut fired = None;
+        while Instant::now() < deadline && fired.is_none() {
+            fired = hooks
+                .listLastFires("it-pulse", &id, None, None)
+                .await
+                .ok()
+                .and_then(|l| l["lastFires"].as_array().and_then(|f| f.last().cloned()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(f) = fired {
+            break f;
+        }
+    };
+    assert_eq!(fire["firedBy"], "pulseMessage");
+    assert_eq!(fire["result"], "success", "{fire}");
+    let made_task = q.task(fire["taskId"].as_str().unwrap()).await.unwrap();
+    assert_eq!(made_task["taskQueueId"], made.as_str());
+    // the message's body was the payload: the task names the completed task
+    let name = made_task["metadata"]["name"].as_str().unwrap();
+    let named = name.strip_prefix("after ").unwrap();
+    assert!(completed.iter().any(|c| c == named), "{name} {completed:?}");
+
+    // the hook's queue goes with the hook
+    let queue = format!("queue/taskledger-hooks/it-pulse/{id}");
+    assert!(queue_exists(&conn, &queue).await);
+    hooks.removeHook("it-pulse", &id).await.unwrap();
+    let (conn, queue) = (&conn, queue.as_str());
+    eventually(Duration::from_secs(10), || async move {
+        (!queue_exists(conn, queue).await).then_some(())
+    })
+    .await;
+}
+
+/// Whether the broker has the queue `name` (a passive declare, on a channel of its own: a
+/// failed one closes its channel).
+async fn queue_exists(conn: &Connection, name: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .is_ok()
+}

@@ -272,6 +272,42 @@ pub(super) async fn fire_from_api(
     answer
 }
 
+/// A fire for a bound Pulse message whose body is `payload`: refused (nothing recorded) when
+/// the body fails the trigger schema; otherwise fired now and recorded, whatever the outcome.
+pub(super) async fn fire_from_pulse(
+    st: &AppState,
+    hook: &Hook,
+    payload: Value,
+) -> Result<(), ApiError> {
+    check_payload(hook, &payload)?;
+    let trigger = Trigger {
+        fired_by: FiredBy::PulseMessage,
+        payload: Some(payload),
+        client_id: None,
+        actor: Actor::system(HOOKS_CLIENT),
+    };
+    let now = Millis::now();
+    let record = |task_id, error| LastFire {
+        fired_by: FiredBy::PulseMessage,
+        task_id,
+        time: now,
+        error,
+    };
+    let fire = match fire(st, hook, &trigger, Slug::nice(), now).await {
+        Fired::Declined => return Ok(()),
+        Fired::Created(id) => record(id, None),
+        Fired::Failed(id, text, _, _) => record(id, Some(text)),
+    };
+    let cmd = HookCommand::RecordFire {
+        group: hook.group.clone(),
+        id: hook.id.clone(),
+        fire: Some(fire),
+        scheduled: None,
+    };
+    st.hooks.execute(trigger.actor, cmd).await?;
+    Ok(())
+}
+
 /// One scheduled fire of `hook`, due at its `next.at`: created with the task id the hook
 /// kept for it and `created` = the due time, so a fire repeated after a crash creates the
 /// same task. A server-side failure leaves the schedule where it is, to be tried again;

@@ -4,12 +4,14 @@
 //! through the queue's own createTask path, as the hook's role (`assume:hook-id:<g>/<h>`);
 //! the scheduler (`fire::run_schedule`) fires hooks whose cron schedule comes due.
 //!
-//! Pulse bindings are stored and returned, but no Pulse listener fires hooks yet; and a
-//! failed scheduled fire sends no email (there is no notify service).
+//! With a Pulse broker (`serve --pulse-url`), a hook's bindings fire it for each message they
+//! match (`listen`). A failed scheduled fire sends no email (there is no notify service).
 
 mod fire;
+mod listen;
 
 pub use fire::{run_schedule, HOOKS_CLIENT};
+pub use listen::{queue_name, run_listener};
 
 use crate::error::ApiError;
 use crate::hawk::{actor, Auth};
