@@ -402,6 +402,20 @@ fn new_token(
     Ok((token, sealed))
 }
 
+/// The hook's trigger token in clear.
+fn open_token(st: &AppState, hook: &Hook) -> Result<String, ApiError> {
+    let owner = token_owner(&hook.group, &hook.id);
+    st.clients
+        .seal_key()
+        .open(&owner, &hook.token)
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "the trigger token of hook {}/{} does not open with this server's crypto key",
+                hook.group, hook.id
+            ))
+        })
+}
+
 fn modify_scopes(group: &str, id: &str) -> ScopeExpr {
     ScopeExpr::all(vec![
         s(format!("hooks:modify-hook:{group}/{id}")),
@@ -507,36 +521,30 @@ async fn hook_status(
 
 async fn create_hook(
     uri: Uri,
-    State(st): St,
-    Extension(auth): Extension<Auth>,
-    Path((group, id)): Path<(String, String)>,
+    st: St,
+    auth: Extension<Auth>,
+    path: Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    Call::new("createHook", params(&group, &id))
-        .with_body(&headers, &body)
-        .run(async {
-            let body = auth.body()?;
-            let caller = auth.caller()?;
-            caller.require(&modify_scopes(&group, &id))?;
-            check_params(&group, Some(&id))?;
-            no_query(&uri)?;
-            let (definition, _) = definition(&body.input()?, &group, &id)?;
-            let (_, token) = new_token(&st, &group, &id)?;
-            let cmd = HookCommand::Create {
-                group: group.clone(),
-                id: id.clone(),
-                definition,
-                token,
-                next_task_id: Slug::nice(),
-            };
-            st.hooks.execute(actor(caller), cmd).await?;
-            Ok(ok(hook_json(&load(&st, &group, &id).await?)))
-        })
-        .await
+    define(true, uri, st, auth, path, headers, body).await
 }
 
 async fn update_hook(
+    uri: Uri,
+    st: St,
+    auth: Extension<Auth>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    define(false, uri, st, auth, path, headers, body).await
+}
+
+/// createHook (`create`) or updateHook: the same scopes, checks and answer; a new hook gets a
+/// trigger token, an updated one keeps its own (and its bindings, unless the body gives some).
+async fn define(
+    create: bool,
     uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
@@ -544,7 +552,8 @@ async fn update_hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    Call::new("updateHook", params(&group, &id))
+    let name = if create { "createHook" } else { "updateHook" };
+    Call::new(name, params(&group, &id))
         .with_body(&headers, &body)
         .run(async {
             let body = auth.body()?;
@@ -553,12 +562,23 @@ async fn update_hook(
             check_params(&group, Some(&id))?;
             no_query(&uri)?;
             let (definition, given_bindings) = definition(&body.input()?, &group, &id)?;
-            let cmd = HookCommand::Update {
-                group: group.clone(),
-                id: id.clone(),
-                definition,
-                keep_bindings: !given_bindings,
-                next_task_id: Slug::nice(),
+            let (group_id, hook_id, next_task_id) = (group.clone(), id.clone(), Slug::nice());
+            let cmd = if create {
+                HookCommand::Create {
+                    token: new_token(&st, &group, &id)?.1,
+                    group: group_id,
+                    id: hook_id,
+                    definition,
+                    next_task_id,
+                }
+            } else {
+                HookCommand::Update {
+                    group: group_id,
+                    id: hook_id,
+                    definition,
+                    keep_bindings: !given_bindings,
+                    next_task_id,
+                }
             };
             st.hooks.execute(actor(caller), cmd).await?;
             Ok(ok(hook_json(&load(&st, &group, &id).await?)))
@@ -647,13 +667,8 @@ async fn trigger_hook_with_token(
         no_query(&uri)?;
         let payload = trigger_body(body.input()?)?;
         let hook = load(&st, &group, &id).await?;
-        let stored = st
-            .clients
-            .seal_key()
-            .open(&token_owner(&group, &id), &hook.token);
-        let matches = stored.is_some_and(|t| {
-            taskledger_core::auth::constant_time_eq(t.as_bytes(), token.as_bytes())
-        });
+        let matches = open_token(&st, &hook)
+            .is_ok_and(|t| taskledger_core::auth::constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !matches {
             return Err(ApiError::new(
                 crate::error::ErrorCode::AuthenticationFailed,
@@ -686,16 +701,7 @@ async fn get_trigger_token(
             pre(&auth, scope, &group, Some(&id))?;
             no_query(&uri)?;
             let hook = load(&st, &group, &id).await?;
-            let token = st
-                .clients
-                .seal_key()
-                .open(&token_owner(&group, &id), &hook.token)
-                .ok_or_else(|| {
-                    ApiError::internal(format!(
-                        "the trigger token of hook {group}/{id} does not open with this server's crypto key"
-                    ))
-                })?;
-            Ok(ok(json!({ "token": token })))
+            Ok(ok(json!({ "token": open_token(&st, &hook)? })))
         })
         .await
 }
