@@ -469,10 +469,12 @@ pub(crate) fn audit_command(cmd: AuditCmd, rt: &tokio::runtime::Runtime) -> Resu
                 audit::AsOf::TaskGroup(Some(g)) => serde_json::to_value(&g)?,
                 audit::AsOf::Client(Some(c)) => serde_json::to_value(&c)?,
                 audit::AsOf::Role(Some(r)) => serde_json::to_value(&r)?,
+                audit::AsOf::Hook(Some(h)) => taskledger_gateways::hooks::hook_json(&h),
                 audit::AsOf::Task(None)
                 | audit::AsOf::TaskGroup(None)
                 | audit::AsOf::Client(None)
-                | audit::AsOf::Role(None) => anyhow::bail!("{kind} {id} did not exist at {time}"),
+                | audit::AsOf::Role(None)
+                | audit::AsOf::Hook(None) => anyhow::bail!("{kind} {id} did not exist at {time}"),
             };
             println!("{}", serde_json::to_string_pretty(&value)?);
         }

@@ -148,6 +148,9 @@ struct Entity {
     client: Option<String>,
     #[arg(long)]
     role: Option<String>,
+    /// `<hookGroupId>/<hookId>`
+    #[arg(long)]
+    hook: Option<String>,
 }
 
 impl Entity {
@@ -157,6 +160,7 @@ impl Entity {
             ("task-group", &self.task_group),
             ("client", &self.client),
             ("role", &self.role),
+            ("hook", &self.hook),
         ];
         pairs
             .into_iter()

@@ -304,7 +304,11 @@ async fn run_services<L: EventLog + 'static>(
     let index = IndexEngine::start(index_view, log.clone())
         .await
         .context("starting the index engine")?;
-    let hooks_view = Arc::new(HooksView::open(db.clone()).context("loading the hooks projection")?);
+    let mut hooks_view = HooksView::open(db.clone()).context("loading the hooks projection")?;
+    if !embedded {
+        hooks_view = hooks_view.with_stream_index();
+    }
+    let hooks_view = Arc::new(hooks_view);
     let hooks = HooksEngine::start(hooks_view, log.clone())
         .await
         .context("starting the hooks engine")?;

@@ -28,6 +28,11 @@ pub fn stream_id(group: &str, id: &str) -> String {
     format!("hook/{group}/{id}")
 }
 
+/// The stream of the hook `<hookGroupId>/<hookId>` (as the audit tools name it).
+pub fn stream_id_of(hook: &str) -> String {
+    format!("hook/{hook}")
+}
+
 /// What a hook's trigger token is sealed for: the hook behind a NUL, which neither a clientId
 /// nor a secret's owner can hold, so no sealed token opens as another's.
 pub fn token_owner(group: &str, id: &str) -> String {

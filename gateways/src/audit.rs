@@ -18,7 +18,7 @@ use taskledger_projections::audit::{self, AsOf};
 
 type St = State<Arc<AppState>>;
 
-const KINDS_RE: &str = "^(task|task-group|worker|client|role)$";
+const KINDS_RE: &str = "^(task|task-group|worker|client|role|hook)$";
 
 pub fn routes(service: Mount) -> Mount {
     service
@@ -86,6 +86,7 @@ async fn as_of(
                 Some(AsOf::Role(Some(r))) => {
                     serde_json::to_value(&r).map_err(ApiError::internal)?
                 }
+                Some(AsOf::Hook(Some(h))) => crate::hooks::hook_json(&h),
                 _ => {
                     return Err(ApiError::not_found(format!(
                         "{kind} `{id}` did not exist then"

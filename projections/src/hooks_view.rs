@@ -41,6 +41,9 @@ pub struct HooksView {
     db: Arc<DB>,
     /// Serializes folds: each reads the rows the previous one wrote.
     folding: Mutex<()>,
+    /// Write the stream index (`log_index`) as events are folded, for a log that does not
+    /// keep one in this database (Kafka): the audit tools find a hook's history there.
+    index_streams: bool,
 }
 
 impl HooksView {
@@ -49,7 +52,14 @@ impl HooksView {
         Ok(HooksView {
             db,
             folding: Mutex::new(()),
+            index_streams: false,
         })
+    }
+
+    /// This view also records which stream each folded event belongs to.
+    pub fn with_stream_index(mut self) -> HooksView {
+        self.index_streams = true;
+        self
     }
 
     pub fn hook(&self, group: &str, id: &str) -> Result<Option<Hook>, StoreError> {
@@ -257,6 +267,13 @@ impl Service for HooksView {
                 continue;
             }
             *seen = env.sequence;
+            if self.index_streams {
+                batch.put_cf(
+                    cf(&self.db, keys::CF_LOG_INDEX)?,
+                    keys::log_index(HOOKS_TOPIC, HOOKS_PARTITION, &env.stream_id, offset),
+                    [],
+                );
+            }
             match &env.payload {
                 HookEvent::HookFired {
                     fire: Some(fire), ..

@@ -188,7 +188,7 @@ async fn check_history_over_http(s: &Server, life: &TaskLife) {
         "{types:?}"
     );
     // an unknown kind: 400, naming the kinds there are
-    let (status, body) = get_json(&signed(s, "/api/audit/v1/history/hook/x")).await;
+    let (status, body) = get_json(&signed(s, "/api/audit/v1/history/secret/x")).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("worker|client"),
@@ -492,6 +492,19 @@ async fn history_time_travel_and_checkpoints_on_kafka() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["events"][0]["eventType"], "ClientCreated");
     assert!(!body.to_string().contains(&token), "a token leaked: {body}");
+    // a hook's history too (the hooks projection indexes its streams on Kafka)
+    let hook = json!({
+        "metadata": {"name": "n", "description": "d", "owner": "it@example.com"},
+        "task": {},
+    });
+    let (status, _) = s
+        .root_call("PUT", "/api/hooks/v1/hooks/it-audit/on%2Fkafka", &hook)
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) =
+        get_json(&signed(&s, "/api/audit/v1/history/hook/it-audit/on/kafka")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"][0]["eventType"], "HookCreated");
 
     // the CLI reads the topic itself, no server needed
     let text = |out: &std::process::Output| {

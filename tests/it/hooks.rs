@@ -311,6 +311,51 @@ async fn hooks_are_defined_triggered_and_their_fires_listed() {
     let next = status["nextScheduledDate"].as_str().unwrap();
     assert!(next.ends_with("-01-01T00:00:00.000Z"), "{next}");
 
+    // who did what to the hook, and how it stood at an instant: the audit API
+    let path = format!("/api/audit/v1/history/hook/{GROUP}/{id}");
+    let (status, history) = s.root_call("GET", &path, &json!({})).await;
+    assert_eq!(status, 200, "{history}");
+    let events = history["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds[..2],
+        ["HookCreated", "HookCreateRepeated"],
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "HookFired").count(), 5);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "TriggerTokenReset").count(),
+        1
+    );
+    let fired_by = |e: &Value| {
+        e["envelope"]["actor"]["client_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(fired_by(&events[0]), "static/taskcluster/root");
+    let limited_fire = events
+        .iter()
+        .filter(|e| e["eventType"] == "HookFired")
+        .map(fired_by)
+        .collect::<Vec<_>>();
+    assert!(
+        limited_fire.contains(&"it-hooks-trigger".to_string()),
+        "{limited_fire:?}"
+    );
+    assert!(
+        limited_fire.contains(&format!("hook-token:{GROUP}/{id}")),
+        "{limited_fire:?}"
+    );
+    let created_at = events[0]["envelope"]["timeIso"].as_str().unwrap();
+    let path = format!("/api/audit/v1/as-of/hook/{GROUP}/{id}?time={created_at}");
+    let (status, then) = s.root_call("GET", &path, &json!({})).await;
+    assert_eq!(status, 200, "{then}");
+    assert_eq!(then["state"], created, "as created, before the updates");
+
     // after a restart, everything comes back from the log
     let before = hooks.hook(GROUP, id).await.unwrap();
     let fires_before = last_fires(&hooks, id).await;

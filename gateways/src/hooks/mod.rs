@@ -125,8 +125,8 @@ fn stored(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
-/// A hook as the API shows it (`hook-definition`).
-fn hook_json(h: &Hook) -> Value {
+/// A hook as the API shows it (`hook-definition`; also the audit tools' view of one).
+pub fn hook_json(h: &Hook) -> Value {
     let d = &h.definition;
     json!({
         "hookGroupId": h.group,

@@ -156,6 +156,8 @@ pub fn stream_of(kind: &str, id: &str) -> Option<(&'static str, String)> {
         "worker" => Some((QUEUE_TOPIC, format!("worker/{id}"))),
         "client" => Some((AUTH_TOPIC, format!("client/{id}"))),
         "role" => Some((AUTH_TOPIC, format!("role/{id}"))),
+        // `<hookGroupId>/<hookId>`
+        "hook" => Some((HOOKS_TOPIC, taskledger_core::hooks::stream_id_of(id))),
         _ => None,
     }
 }
@@ -421,6 +423,7 @@ pub enum AsOf {
     TaskGroup(Option<taskledger_core::queue::TaskGroup>),
     Client(Option<taskledger_core::access::Client>),
     Role(Option<taskledger_core::access::Role>),
+    Hook(Option<taskledger_core::hooks::Hook>),
 }
 
 /// The entity `kind`/`id` as of `at`, folded from its stream's `records` (oldest first): only
@@ -485,6 +488,17 @@ pub fn as_of(
             } else {
                 AsOf::Role(state.roles.remove(id))
             }
+        }
+        "hook" => {
+            let mut hook = None;
+            for r in records {
+                let env: Envelope<HookEvent> = codec::decode(&r.value)?;
+                if env.time > at {
+                    break;
+                }
+                hook = taskledger_core::hooks::apply(hook, &env.payload);
+            }
+            AsOf::Hook(hook)
         }
         _ => return Ok(None),
     }))
