@@ -1345,8 +1345,23 @@ async fn a_bound_hook_fires_on_a_pulse_message() {
     assert!(completed.iter().any(|c| c == named), "{name} {completed:?}");
 
     // the hook's queue goes with the hook
-    let queue = format!("queue/taskledger-hooks/it-pulse/{id}");
+    // in the broker user's namespace, as Pulse requires
+    let queue = format!("queue/guest/it-pulse/{id}");
     assert!(queue_exists(&conn, &queue).await);
+
+    // a hook whose queue name AMQP cannot carry (over 255 bytes) is passed over, and the
+    // server lives on
+    let long = "x".repeat(300);
+    let mut bound = hooks.hook("it-pulse", &id).await.unwrap();
+    bound.as_object_mut().unwrap().remove("hookId");
+    hooks.createHook("it-pulse", &long, &bound).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        hooks.hook("it-pulse", &long).await.unwrap()["hookId"],
+        long.as_str()
+    );
+    hooks.removeHook("it-pulse", &long).await.unwrap();
+
     hooks.removeHook("it-pulse", &id).await.unwrap();
     let (conn, queue) = (&conn, queue.as_str());
     eventually(Duration::from_secs(10), || async move {

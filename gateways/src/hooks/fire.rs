@@ -229,6 +229,14 @@ pub(super) async fn fire_from_api(
 ) -> Result<Value, ApiError> {
     let payload = trigger.payload.as_ref().cloned().unwrap_or(json!({}));
     check_payload(hook, &payload)?;
+    if !st.engine.role().is_writer() {
+        // nothing is fired, nor recorded: the caller may try again (another node may write
+        // both partitions then)
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "This node writes the hooks but not the queue's partition; try again shortly.",
+        ));
+    }
     let task_id = match payload.get("taskId") {
         Some(Value::String(t)) => t
             .parse::<Slug>()
@@ -349,13 +357,15 @@ async fn fire_scheduled(st: &AppState, hook: &Hook) -> Result<(), ApiError> {
 }
 
 /// The scheduler: fires every hook whose next scheduled fire has come, then sleeps until the
-/// next one is due (at most `SCHEDULE_POLL`). Only the writer of the hooks partition fires (a
-/// follower's writes would be refused anyway). A fire that failed on the server's side is
+/// next one is due (at most `SCHEDULE_POLL`). Only a node that writes both the hooks and the
+/// queue partitions fires. A fire that failed on the server's side is
 /// tried again after `RETRY_AFTER_MS`, with the same task id; meanwhile the others go on.
 pub async fn run_schedule(st: Arc<AppState>) {
     let mut retry_after: HashMap<(String, String), Millis> = HashMap::new();
     loop {
-        if !st.hooks.role().is_writer() {
+        // a fire writes to both partitions: where another node writes the queue's, the task
+        // could not be created here
+        if !st.hooks.role().is_writer() || !st.engine.role().is_writer() {
             tokio::time::sleep(SCHEDULE_POLL).await;
             continue;
         }
