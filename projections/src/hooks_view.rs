@@ -13,7 +13,7 @@
 
 use crate::keys;
 use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
-use crate::store::{cf, read_u64, StoreError};
+use crate::store::{cf, read_u64, scan_expiry_index, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,11 +89,10 @@ impl HooksView {
 
     /// The groups that hold at least one hook, in order: one seek per group.
     pub fn groups(&self) -> Result<Vec<String>, StoreError> {
-        let hooks = cf(&self.db, keys::CF_HOOKS)?;
+        let mut iter = self.db.raw_iterator_cf(cf(&self.db, keys::CF_HOOKS)?);
         let mut out = Vec::new();
         let mut from = keys::HOOK_PREFIX.to_vec();
         loop {
-            let mut iter = self.db.raw_iterator_cf(hooks);
             iter.seek(&from);
             let Some(k) = iter.key() else {
                 iter.status()?;
@@ -148,21 +147,21 @@ impl HooksView {
 
     /// Hooks whose next scheduled fire is at or before `now`, earliest first, at most `limit`.
     pub fn due(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            cf(&self.db, keys::CF_HOOKS)?,
-            IteratorMode::From(keys::HOOK_SCHEDULE_PREFIX, Direction::Forward),
-        ) {
-            let (k, _) = item?;
-            let Some((at, group, id)) = keys::parse_hook_schedule(&k) else {
-                break;
-            };
-            if at > now || out.len() == limit {
-                break;
-            }
-            out.push((group.to_string(), id.to_string()));
-        }
-        Ok(out)
+        let due = scan_expiry_index(
+            &self.db,
+            keys::CF_HOOKS,
+            keys::HOOK_SCHEDULE_PREFIX,
+            keys::parse_hook_schedule,
+            |at| at <= now,
+            limit,
+        )?;
+        Ok(due
+            .into_iter()
+            .filter_map(|(_, hook)| {
+                let (group, id) = hook.split_once('\0')?;
+                Some((group.to_string(), id.to_string()))
+            })
+            .collect())
     }
 
     /// The earliest next scheduled fire of any hook.
@@ -170,7 +169,7 @@ impl HooksView {
         let mut iter = self.db.raw_iterator_cf(cf(&self.db, keys::CF_HOOKS)?);
         iter.seek(keys::HOOK_SCHEDULE_PREFIX);
         match iter.key().and_then(keys::parse_hook_schedule) {
-            Some((at, _, _)) => Ok(Some(at)),
+            Some((at, _)) => Ok(Some(at)),
             None => {
                 iter.status()?;
                 Ok(None)

@@ -633,11 +633,9 @@ pub fn hook_schedule(at: Millis, group: &str, id: &str) -> Vec<u8> {
     k
 }
 
-/// Time, group and id of a `hook_schedule` key.
-pub fn parse_hook_schedule(key: &[u8]) -> Option<(Millis, &str, &str)> {
-    let (at, hook) = parse_timed(HOOK_SCHEDULE_PREFIX, key)?;
-    let (group, id) = hook.split_once('\0')?;
-    Some((at, group, id))
+/// Time and hook (`<group>\0<id>`) of a `hook_schedule` key.
+pub fn parse_hook_schedule(key: &[u8]) -> Option<(Millis, &str)> {
+    parse_timed(HOOK_SCHEDULE_PREFIX, key)
 }
 
 /// Prefixes of the `hooks` CF's kinds of rows.

@@ -87,6 +87,42 @@ enum Fired {
     Failed(Slug, String, ApiError, bool),
 }
 
+impl Fired {
+    /// The fire's last-fires row, recorded at `time` (none for a declined fire).
+    fn row(&self, fired_by: FiredBy, time: Millis) -> Option<LastFire> {
+        let (task_id, error) = match self {
+            Fired::Declined => return None,
+            Fired::Created(id) => (*id, None),
+            Fired::Failed(id, text, _, _) => (*id, Some(text.clone())),
+        };
+        Some(LastFire {
+            fired_by,
+            task_id,
+            time,
+            error,
+        })
+    }
+}
+
+/// Records a fire of `hook` (its row, if any; for a scheduled fire, the task id it fired
+/// with and the next one's) as `actor`.
+async fn record(
+    st: &AppState,
+    hook: &Hook,
+    actor: Actor,
+    fire: Option<LastFire>,
+    scheduled: Option<(Slug, Slug)>,
+) -> Result<(), ApiError> {
+    let cmd = HookCommand::RecordFire {
+        group: hook.group.clone(),
+        id: hook.id.clone(),
+        fire,
+        scheduled,
+    };
+    st.hooks.execute(actor, cmd).await?;
+    Ok(())
+}
+
 /// The errors of `payload` against the hook's trigger schema, joined as upstream joins them.
 fn check_payload(hook: &Hook, payload: &Value) -> Result<(), ApiError> {
     let schema = trigger_schema(hook)
@@ -246,37 +282,16 @@ pub(super) async fn fire_from_api(
     };
     let now = Millis::now();
     let fired = fire(st, hook, &trigger, task_id, now).await;
-    let (record, answer) = match fired {
+    let row = fired.row(trigger.fired_by, now);
+    let answer = match fired {
         Fired::Declined => return Ok(json!({})),
-        Fired::Created(id) => (
-            LastFire {
-                fired_by: trigger.fired_by,
-                task_id: id,
-                time: now,
-                error: None,
-            },
-            Ok(json!({
-                "taskId": id.text().as_str(),
-                "status": { "taskId": id.text().as_str() },
-            })),
-        ),
-        Fired::Failed(id, text, answer, _) => (
-            LastFire {
-                fired_by: trigger.fired_by,
-                task_id: id,
-                time: now,
-                error: Some(text),
-            },
-            Err(answer),
-        ),
+        Fired::Created(id) => Ok(json!({
+            "taskId": id.text().as_str(),
+            "status": { "taskId": id.text().as_str() },
+        })),
+        Fired::Failed(_, _, answer, _) => Err(answer),
     };
-    let cmd = HookCommand::RecordFire {
-        group: hook.group.clone(),
-        id: hook.id.clone(),
-        fire: Some(record),
-        scheduled: None,
-    };
-    st.hooks.execute(trigger.actor, cmd).await?;
+    record(st, hook, trigger.actor, row, None).await?;
     answer
 }
 
@@ -295,25 +310,11 @@ pub(super) async fn fire_from_pulse(
         actor: Actor::system(HOOKS_CLIENT),
     };
     let now = Millis::now();
-    let record = |task_id, error| LastFire {
-        fired_by: FiredBy::PulseMessage,
-        task_id,
-        time: now,
-        error,
-    };
-    let fire = match fire(st, hook, &trigger, Slug::nice(), now).await {
-        Fired::Declined => return Ok(()),
-        Fired::Created(id) => record(id, None),
-        Fired::Failed(id, text, _, _) => record(id, Some(text)),
-    };
-    let cmd = HookCommand::RecordFire {
-        group: hook.group.clone(),
-        id: hook.id.clone(),
-        fire: Some(fire),
-        scheduled: None,
-    };
-    st.hooks.execute(trigger.actor, cmd).await?;
-    Ok(())
+    let fired = fire(st, hook, &trigger, Slug::nice(), now).await;
+    match fired.row(FiredBy::PulseMessage, now) {
+        Some(row) => record(st, hook, trigger.actor, Some(row), None).await,
+        None => Ok(()),
+    }
 }
 
 /// One scheduled fire of `hook`, due at its `next.at`: created with the task id the hook
@@ -328,32 +329,20 @@ async fn fire_scheduled(st: &AppState, hook: &Hook) -> Result<(), ApiError> {
         actor: Actor::system(HOOKS_CLIENT),
     };
     let due = hook.next;
-    let fire_record = |error: Option<String>| LastFire {
-        fired_by: FiredBy::Schedule,
-        task_id: due.task_id,
-        time: Millis::now(),
-        error,
-    };
-    let record = match fire(st, hook, &trigger, due.task_id, due.at).await {
-        Fired::Created(_) => Some(fire_record(None)),
-        Fired::Declined => None,
+    let fired = fire(st, hook, &trigger, due.task_id, due.at).await;
+    match &fired {
         Fired::Failed(_, text, _, true) => {
-            return Err(ApiError::new(ErrorCode::ServiceUnavailable, text))
+            return Err(ApiError::new(ErrorCode::ServiceUnavailable, text.clone()))
         }
         Fired::Failed(_, text, _, false) => {
             tracing::warn!(hook = %format!("{}/{}", hook.group, hook.id), error = %text,
                 "a scheduled hook failed to create its task");
-            Some(fire_record(Some(text)))
         }
-    };
-    let cmd = HookCommand::RecordFire {
-        group: hook.group.clone(),
-        id: hook.id.clone(),
-        fire: record,
-        scheduled: Some((due.task_id, Slug::nice())),
-    };
-    st.hooks.execute(trigger.actor, cmd).await?;
-    Ok(())
+        Fired::Created(_) | Fired::Declined => {}
+    }
+    let row = fired.row(FiredBy::Schedule, Millis::now());
+    let next = Some((due.task_id, Slug::nice()));
+    record(st, hook, trigger.actor, row, next).await
 }
 
 /// The scheduler: fires every hook whose next scheduled fire has come, then sleeps until the
