@@ -606,7 +606,8 @@ async fn run(secs: u64, clients: usize) {
     let api = Api::connect(port, clients).await;
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
     // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS / LOADGEN_ONLY_CREATE / LOADGEN_ONLY_LIFE /
-    // LOADGEN_ONLY_SECRETS / LOADGEN_ONLY_INDEX / LOADGEN_ONLY_HOOKS / LOADGEN_ONLY_PACED=<rate>:
+    // LOADGEN_ONLY_SECRETS / LOADGEN_ONLY_INDEX / LOADGEN_ONLY_HOOKS / LOADGEN_ONLY_NOTIFY /
+    // LOADGEN_ONLY_PACED=<rate>:
     // one phase alone
     // (e.g. under a profiler)
     let only = |name: &str| std::env::var(format!("LOADGEN_ONLY_{name}")).is_ok();
@@ -620,6 +621,7 @@ async fn run(secs: u64, clients: usize) {
         || only("SECRETS")
         || only("INDEX")
         || only("HOOKS")
+        || only("NOTIFY")
         || only_paced.is_some()
     {
         if let Some(rate) = only_paced {
@@ -637,6 +639,8 @@ async fn run(secs: u64, clients: usize) {
             index_phases(&api, clients, secs).await;
         } else if only("HOOKS") {
             hooks_phases(&api, clients, secs).await;
+        } else if only("NOTIFY") {
+            notify_phases(&api, clients, secs).await;
         } else if only("STATUS") {
             let (rate, lat, cpu) = status_phase(&api, clients, secs).await;
             println!(
@@ -847,6 +851,64 @@ async fn hooks_phases(api: &Api, clients: usize, secs: u64) {
     println!(
         "ratio (this run): triggerHook / createTask = {:.2}",
         trigger_rate / create_rate
+    );
+}
+
+/// The notify service: `pulse` and `email` at full speed (every call a new notification, so
+/// none is dropped as a duplicate or over an address's rate; each one durable command, written
+/// one at a time, and each email then delivered into the mail directory and recorded by the
+/// delivery reactor), beside createTask at full speed in the same run for the ratios.
+async fn notify_phases(api: &Api, clients: usize, secs: u64) {
+    // every call's own number (the phase's argument is the client's)
+    let seq = Arc::new(AtomicU64::new(0));
+    let (a, s) = (api.clone(), seq.clone());
+    let (pulse_rate, pulse_lat, pulse_cpu) = phase(clients, secs, move |i| {
+        let a = a.clone();
+        let n = s.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let body = json_body(&json!({ "routingKey": "load.notify", "message": { "n": n } }));
+            a.call_on(i, "POST", "/api/notify/v1/pulse", body).await;
+            1
+        }
+    })
+    .await;
+    let (a, s) = (api.clone(), seq.clone());
+    let run = slugid::nice();
+    let (email_rate, email_lat, email_cpu) = phase(clients, secs, move |i| {
+        let (a, run) = (a.clone(), run.clone());
+        let n = s.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let body = json_body(&json!({
+                "address": format!("load{n}@example.com"),
+                "subject": format!("load {run} {n}"),
+                "content": "A **load** test's email.",
+                "link": { "text": "Inspect", "href": "https://example.com/load" },
+            }));
+            a.call_on(i, "POST", "/api/notify/v1/email", body).await;
+            1
+        }
+    })
+    .await;
+    let (create_rate, create_lat, create_cpu) = create_phase(api, clients, secs).await;
+    println!(
+        "notify pulse/s {pulse_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {pulse_cpu}",
+        percentile(&pulse_lat, 0.5),
+        percentile(&pulse_lat, 0.99)
+    );
+    println!(
+        "notify email/s {email_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {email_cpu}",
+        percentile(&email_lat, 0.5),
+        percentile(&email_lat, 0.99)
+    );
+    println!(
+        "createTask/s {create_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {create_cpu}",
+        percentile(&create_lat, 0.5),
+        percentile(&create_lat, 0.99)
+    );
+    println!(
+        "ratios (this run): pulse / createTask = {:.2}; email / createTask = {:.2}",
+        pulse_rate / create_rate,
+        email_rate / create_rate
     );
 }
 

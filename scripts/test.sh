@@ -68,10 +68,10 @@ export RUST_BACKTRACE="${TASKLEDGER_TEST_BACKTRACE:-0}"
 cargo test --release --workspace --features failpoints
 
 venv="$cache/venv"
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import taskcluster, pika" 2>/dev/null; then
-  echo "== creating the Python venv with the official client (and pika, a plain AMQP consumer)"
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import taskcluster, pika, aiosmtpd" 2>/dev/null; then
+  echo "== creating the Python venv with the official client (and pika, a plain AMQP consumer, and aiosmtpd, an SMTP server)"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "taskcluster>=90" pytest requests "pika>=1.3"
+  "$venv/bin/pip" install -q "taskcluster>=90" pytest requests "pika>=1.3" "aiosmtpd>=1.4"
 fi
 echo "== official Python client against the real binary"
 TASKLEDGER_BIN="$CARGO_TARGET_DIR/release/taskledger" "$venv/bin/pytest" -q tests/python

@@ -9,6 +9,7 @@ use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
+use taskledger_core::notify::NOTIFY_TOPIC;
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::secrets::SECRETS_TOPIC;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
@@ -114,10 +115,11 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
         "secrets" => vec![SECRETS_TOPIC],
         "index" => vec![INDEX_TOPIC],
         "hooks" => vec![HOOKS_TOPIC],
+        "notify" => vec![NOTIFY_TOPIC],
         "all" => ALL_TOPICS.to_vec(),
         other => {
             anyhow::bail!(
-                "unknown service {other}: queue, auth, worker-manager, object, secrets, index, hooks or all"
+                "unknown service {other}: queue, auth, worker-manager, object, secrets, index, hooks, notify or all"
             )
         }
     })

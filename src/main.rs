@@ -20,6 +20,7 @@ use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::QUEUE_TOPIC;
+use taskledger_core::notify::NOTIFY_TOPIC;
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::secrets::SECRETS_TOPIC;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
@@ -38,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the queue, auth, worker-manager, object, secrets, index, hooks and purge-cache APIs, their reactors and
+    /// Run the queue, auth, worker-manager, object, secrets, index, hooks, notify and purge-cache APIs, their reactors and
     /// the event log (embedded, or in Kafka) in one process.
     Serve(ServeArgs),
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
@@ -115,7 +116,7 @@ struct DataDir {
 enum EventsCmd {
     /// Decoded events as JSON lines (secrets shown as [redacted]).
     Tail {
-        /// queue, auth, worker-manager, object, secrets, index, hooks or all.
+        /// queue, auth, worker-manager, object, secrets, index, hooks, notify or all.
         #[arg(long, default_value = "all")]
         service: String,
         #[arg(long, default_value_t = 0)]
@@ -215,7 +216,7 @@ enum AuditCmd {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// queue, auth, worker-manager, object, secrets, index, hooks or all.
+    /// queue, auth, worker-manager, object, secrets, index, hooks, notify or all.
     #[arg(long, default_value = "all")]
     projection: String,
     /// Compare the rebuilt projection with the live one; fail naming the first differing key.
@@ -370,6 +371,27 @@ struct ServeArgs {
     /// whole log.
     #[arg(long, env = "TASKLEDGER_PULSE_SKIP_HISTORY", requires = "pulse_url")]
     pulse_skip_history: bool,
+    /// The durable queue, in the Pulse user's namespace (`queue/<user>/<name>`), through which
+    /// task routes `notify.*` reach the notify service. Every deployment sharing a broker
+    /// needs its own; the nodes of one deployment share it.
+    #[arg(
+        long,
+        env = "TASKLEDGER_NOTIFY_QUEUE",
+        default_value = "taskledger-notify"
+    )]
+    notify_queue: String,
+    /// Send notify's emails by SMTP: smtp://[user:password@]host[:port] (plain; add
+    /// ?tls=required for STARTTLS) or smtps://... (TLS). Without it, each email is written as
+    /// an .eml file into <data-dir>/mail.
+    #[arg(long, env = "TASKLEDGER_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// The sender of notify's emails (upstream's `sourceEmail`).
+    #[arg(
+        long,
+        env = "TASKLEDGER_EMAIL_FROM",
+        default_value = "Taskcluster Notify <notify@localhost>"
+    )]
+    email_from: String,
     /// More static clients: a JSON array of {clientId, accessToken, scopes?, description?}
     /// (upstream's STATIC_CLIENTS). Ids must start with `static/`.
     #[arg(long, env = "TASKLEDGER_STATIC_CLIENTS", hide_env_values = true)]
@@ -433,7 +455,7 @@ impl ServeArgs {
 }
 
 /// Every topic of the log, one per service.
-const ALL_TOPICS: [&str; 7] = [
+const ALL_TOPICS: [&str; 8] = [
     QUEUE_TOPIC,
     AUTH_TOPIC,
     WORKER_MANAGER_TOPIC,
@@ -441,6 +463,7 @@ const ALL_TOPICS: [&str; 7] = [
     SECRETS_TOPIC,
     INDEX_TOPIC,
     HOOKS_TOPIC,
+    NOTIFY_TOPIC,
 ];
 
 /// No transparent huge pages for this process. mimalloc asks for them on its large regions, and

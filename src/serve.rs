@@ -9,6 +9,7 @@ use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::{EventLog, LogError, QUEUE_TOPIC};
+use taskledger_core::notify::NOTIFY_TOPIC;
 use taskledger_core::object::OBJECT_TOPIC;
 use taskledger_core::queue::Limits;
 use taskledger_core::secrets::SECRETS_TOPIC;
@@ -18,8 +19,8 @@ use taskledger_gateways::AppState;
 use taskledger_projections::exits::{self, PanicExits};
 use taskledger_projections::{
     store, AuthEngine, AuthView, EmbeddedLog, Engine, HooksEngine, HooksView, IndexEngine,
-    IndexView, KafkaConfig, KafkaLog, ObjectEngine, ObjectView, QueueView, SecretsEngine,
-    SecretsView, WorkerManagerEngine, WorkerManagerView,
+    IndexView, KafkaConfig, KafkaLog, NotifyEngine, NotifyView, ObjectEngine, ObjectView,
+    QueueView, SecretsEngine, SecretsView, WorkerManagerEngine, WorkerManagerView,
 };
 
 use crate::checks::{
@@ -312,6 +313,24 @@ async fn run_services<L: EventLog + 'static>(
     let hooks = HooksEngine::start(hooks_view, log.clone())
         .await
         .context("starting the hooks engine")?;
+    let notify_view =
+        Arc::new(NotifyView::open(db.clone()).context("loading the notify projection")?);
+    let notify = NotifyEngine::start(notify_view, log.clone())
+        .await
+        .context("starting the notify engine")?;
+    let mailer = match &args.smtp_url {
+        Some(url) => taskledger_workers::mail::Mailer::smtp(url).map_err(anyhow::Error::msg)?,
+        None => taskledger_workers::mail::Mailer::directory(args.data_dir.join("mail"))
+            .context("creating the mail directory")?,
+    };
+    let email_from: taskledger_workers::mail::Mailbox = args
+        .email_from
+        .parse()
+        .with_context(|| format!("--email-from {:?} is not a mailbox", args.email_from))?;
+    spawn_service(
+        "mail delivery",
+        taskledger_workers::mail::run_mail_delivery(notify.clone(), mailer, email_from),
+    );
     let mut clients = Clients::new(auth_view, seal_key(&args.data_dir)?);
     insert_static_clients(
         &mut clients,
@@ -444,6 +463,7 @@ async fn run_services<L: EventLog + 'static>(
         secrets,
         index,
         hooks,
+        notify,
         public_url: public_url.clone(),
         blobs,
         url_key: url_key.into_bytes(),
@@ -461,12 +481,20 @@ async fn run_services<L: EventLog + 'static>(
             "hook listener",
             taskledger_gateways::hooks::run_listener(state.clone(), url.clone()),
         );
+        spawn_service(
+            "notify listener",
+            taskledger_gateways::notify::run_listener(
+                state.clone(),
+                url.clone(),
+                args.notify_queue.clone(),
+            ),
+        );
     }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!(
-        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets, index, hooks and purge-cache APIs at {public_url}/api/"
+        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets, index, hooks, notify and purge-cache APIs at {public_url}/api/"
     );
     println!("  TASKCLUSTER_ROOT_URL={public_url}");
     println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
@@ -485,7 +513,16 @@ async fn run_services<L: EventLog + 'static>(
         );
     }
     if args.pulse_url.is_some() {
-        println!("  republishing events to Pulse (AMQP); hooks with bindings fire on its messages");
+        println!("  republishing events to Pulse (AMQP); hooks with bindings fire on its messages, task routes notify.* notify");
+    } else {
+        println!("  no Pulse (--pulse-url): task routes notify.* send nothing, hooks' bindings never fire");
+    }
+    match &args.smtp_url {
+        Some(_) => println!("  notify's emails go out by SMTP (--smtp-url)"),
+        None => println!(
+            "  notify's emails are written to {} as .eml files (--smtp-url sends them)",
+            args.data_dir.join("mail").display()
+        ),
     }
     tracing::info!(listen = %args.listen, "ready");
     let audit_stats = Arc::new(metrics::AuditStats::default());
@@ -541,6 +578,7 @@ async fn run_services<L: EventLog + 'static>(
         (SECRETS_TOPIC, state.secrets.role().clone()),
         (INDEX_TOPIC, state.index.role().clone()),
         (HOOKS_TOPIC, state.hooks.role().clone()),
+        (NOTIFY_TOPIC, state.notify.role().clone()),
     ]);
     let cluster = if args.kafka_group.is_some() {
         // the same order as `roles`
@@ -552,6 +590,7 @@ async fn run_services<L: EventLog + 'static>(
             "/api/secrets/v1/",
             "/api/index/v1/",
             "/api/hooks/v1/",
+            "/api/notify/v1/",
         ];
         let log = log.clone();
         Some(Arc::new(cluster::Cluster {

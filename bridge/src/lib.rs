@@ -35,6 +35,7 @@ use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::codec;
 use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
+use taskledger_core::notify::NOTIFY_TOPIC;
 use taskledger_core::worker_manager::WORKER_MANAGER_TOPIC;
 use taskledger_projections::audit;
 use tokio::sync::watch;
@@ -42,7 +43,13 @@ use tokio::sync::watch;
 /// Records read (and published) per confirmed batch.
 pub(crate) const BATCH: usize = 512;
 /// The topics the bridge publishes, in the order it reads them.
-pub(crate) const TOPICS: [&str; 4] = [QUEUE_TOPIC, AUTH_TOPIC, WORKER_MANAGER_TOPIC, HOOKS_TOPIC];
+pub(crate) const TOPICS: [&str; 5] = [
+    QUEUE_TOPIC,
+    AUTH_TOPIC,
+    WORKER_MANAGER_TOPIC,
+    HOOKS_TOPIC,
+    NOTIFY_TOPIC,
+];
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -255,6 +262,11 @@ async fn session<L: EventLog>(
             messages::HOOKS_EXCHANGES
                 .iter()
                 .map(|e| format!("{}{e}", messages::HOOKS_EXCHANGE_PREFIX)),
+        )
+        .chain(
+            messages::NOTIFY_EXCHANGES
+                .iter()
+                .map(|e| format!("{}{e}", messages::NOTIFY_EXCHANGE_PREFIX)),
         );
     for exchange in exchanges {
         channel

@@ -12,6 +12,7 @@ use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::hooks::{HookEvent, HOOKS_TOPIC};
 use taskledger_core::log::QUEUE_TOPIC;
+use taskledger_core::notify::{NotifyEvent, NOTIFY_TOPIC};
 use taskledger_core::queue::QueueEvent;
 use taskledger_core::time::Millis;
 use taskledger_core::worker_manager::{WorkerEvent, WORKER_MANAGER_TOPIC};
@@ -219,6 +220,18 @@ pub(crate) fn render(
                     Err(e) => return Some(Err(e.into())),
                 };
                 let message = messages::hook_message(&env.payload)?;
+                Some(Ok(Outgoing::of(&env, message)))
+            })
+            .collect::<Result<Vec<_>, BridgeError>>()?
+    } else if topic == NOTIFY_TOPIC {
+        records
+            .iter()
+            .filter_map(|r| {
+                let env = match codec::decode::<Envelope<NotifyEvent>>(&r.value) {
+                    Ok(env) => env,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let message = messages::notify_message(&env.payload)?;
                 Some(Ok(Outgoing::of(&env, message)))
             })
             .collect::<Result<Vec<_>, BridgeError>>()?

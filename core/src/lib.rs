@@ -3,7 +3,8 @@
 //! the worker-manager's domain (`worker_manager`: pools, static workers, registration), the object
 //! service's domain (`object`: uploads, hashes, expiry), the secrets service's (`secrets`), the index service's (`index`:
 //! paths, the rank rule, route indexing), the hooks service's (`hooks`: definitions, cron
-//! schedules, fires), and the `EventLog` trait.
+//! schedules, fires), the notify service's (`notify`: the denylist, the email outbox, Pulse
+//! notifications, task routes), and the `EventLog` trait.
 //!
 //! Invariant: no I/O and no clock. Time and randomness are arguments.
 
@@ -15,6 +16,7 @@ pub mod hooks;
 pub mod ids;
 pub mod index;
 pub mod log;
+pub mod notify;
 pub mod object;
 pub mod queue;
 pub mod scopes;

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     InputValidationError,
     InputError,
     InputTooLarge,
+    /// notify: the destination is on the denylist (400).
+    DenylistedAddress,
     AuthenticationFailed,
     InsufficientScopes,
     ResourceNotFound,
@@ -38,7 +40,8 @@ impl ErrorCode {
             ErrorCode::MalformedPayload
             | ErrorCode::InvalidRequestArguments
             | ErrorCode::InputValidationError
-            | ErrorCode::InputError => StatusCode::BAD_REQUEST,
+            | ErrorCode::InputError
+            | ErrorCode::DenylistedAddress => StatusCode::BAD_REQUEST,
             ErrorCode::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::AuthenticationFailed => StatusCode::UNAUTHORIZED,
             ErrorCode::InsufficientScopes => StatusCode::FORBIDDEN,
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::InputValidationError => "InputValidationError",
             ErrorCode::InputError => "InputError",
             ErrorCode::InputTooLarge => "InputTooLarge",
+            ErrorCode::DenylistedAddress => "DenylistedAddress",
             ErrorCode::AuthenticationFailed => "AuthenticationFailed",
             ErrorCode::InsufficientScopes => "InsufficientScopes",
             ErrorCode::ResourceNotFound => "ResourceNotFound",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod hawk;
 pub mod hooks;
 pub mod index;
+pub mod notify;
 pub mod object;
 pub mod purge_cache;
 pub mod queue;
@@ -30,7 +31,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use taskledger_projections::{
-    AuthEngine, Engine, HooksEngine, IndexEngine, ObjectEngine, SecretsEngine, WorkerManagerEngine,
+    AuthEngine, Engine, HooksEngine, IndexEngine, NotifyEngine, ObjectEngine, SecretsEngine,
+    WorkerManagerEngine,
 };
 
 /// Everything handlers share.
@@ -57,6 +59,8 @@ pub struct AppState {
     pub index: IndexEngine,
     /// The hooks service's writer (and, through it, its projection).
     pub hooks: HooksEngine,
+    /// The notify service's writer (and, through it, its projection).
+    pub notify: NotifyEngine,
     /// The externally visible root URL, without a trailing slash.
     pub public_url: String,
     /// Blob storage for artifact bytes.
@@ -470,6 +474,7 @@ pub fn app(
         secrets::routes(Mount::at("/api/secrets/v1")),
         index::routes(Mount::at("/api/index/v1")),
         hooks::routes(Mount::at("/api/hooks/v1")),
+        notify::routes(Mount::at("/api/notify/v1")),
     ]
     .into_iter()
     .fold(Router::new(), |all, service| all.merge(service.router))

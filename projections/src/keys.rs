@@ -37,6 +37,9 @@ pub const CF_SECRETS: &str = "secrets";
 pub const CF_INDEX: &str = "index";
 /// The hooks projection: hooks, their last fires, stream sequences and the schedule index.
 pub const CF_HOOKS: &str = "hooks";
+/// The notify projection: the denylist, the email outbox, the duplicate check's window, the
+/// email rate rows and stream sequences.
+pub const CF_NOTIFY: &str = "notify";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
@@ -61,6 +64,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_SECRETS,
     CF_INDEX,
     CF_HOOKS,
+    CF_NOTIFY,
 ];
 
 /// The projection column families (everything but the log), for digests and rebuilds.
@@ -83,6 +87,7 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_SECRETS,
     CF_INDEX,
     CF_HOOKS,
+    CF_NOTIFY,
 ];
 
 /// An empty key with room for `len` bytes: keys are built on every fold and append, and
@@ -643,6 +648,55 @@ pub const HOOK_PREFIX: &[u8] = b"h";
 pub const HOOK_FIRE_PREFIX: &[u8] = b"f";
 pub const HOOK_STREAM_PREFIX: &[u8] = b"s";
 pub const HOOK_SCHEDULE_PREFIX: &[u8] = b"d";
+
+/// `notify`: a denylisted address, by kind then address.
+pub fn notify_denied(channel: u8, address: &str) -> Vec<u8> {
+    let mut k = key(2 + address.len());
+    k.extend_from_slice(NOTIFY_DENIED_PREFIX);
+    k.push(channel);
+    k.extend_from_slice(address.as_bytes());
+    k
+}
+
+/// `notify`: the email queued at log offset `offset`, waiting for delivery.
+pub fn notify_outbox(offset: u64) -> Vec<u8> {
+    let mut k = NOTIFY_OUTBOX_PREFIX.to_vec();
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// `notify`: the `n`th notification's digest (the duplicate check keeps the latest).
+pub fn notify_sent(n: u64) -> Vec<u8> {
+    let mut k = NOTIFY_SENT_PREFIX.to_vec();
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// `notify`: an email queued for `address` at `at` (log offset `offset`), for the rate limit.
+pub fn notify_rate(address: &str, at: Millis, offset: u64) -> Vec<u8> {
+    let mut k = notify_rate_of(address);
+    k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// `notify`: the prefix of `notify_rate` rows of `address`.
+pub fn notify_rate_of(address: &str) -> Vec<u8> {
+    with_str(NOTIFY_RATE_PREFIX.to_vec(), address)
+}
+
+/// `notify`: the last applied sequence of a stream.
+pub fn notify_stream(stream: &str) -> Vec<u8> {
+    with_str(NOTIFY_STREAM_PREFIX.to_vec(), stream)
+}
+
+/// Prefixes of the `notify` CF's kinds of rows, and the key of the notification count.
+pub const NOTIFY_DENIED_PREFIX: &[u8] = b"d";
+pub const NOTIFY_OUTBOX_PREFIX: &[u8] = b"o";
+pub const NOTIFY_SENT_PREFIX: &[u8] = b"h";
+pub const NOTIFY_RATE_PREFIX: &[u8] = b"r";
+pub const NOTIFY_STREAM_PREFIX: &[u8] = b"s";
+pub const NOTIFY_SENT_COUNT: &[u8] = b"c";
 
 /// Prefixes of the `objects` CF's kinds of rows.
 pub const OBJECT_PREFIX: &[u8] = b"o";

@@ -301,7 +301,7 @@ async fn history_time_travel_replay_and_tamper_evidence() {
     let (ok, out, err) = cli(&s, &["replay", "--verify"]);
     assert!(ok, "replay --verify beside the server: {out}{err}");
     // queue, auth, worker-manager, object, secrets, index and hooks
-    assert_eq!(out.matches("verified").count(), 7, "{out}");
+    assert_eq!(out.matches("verified").count(), 8, "{out}");
     let (ok, out, err) = cli(&s, &["audit", "verify"]);
     assert!(ok, "{out}{err}");
 

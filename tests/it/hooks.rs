@@ -436,3 +436,35 @@ async fn a_scheduled_hook_fires_on_its_schedule_until_the_schedule_is_emptied() 
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert_eq!(last_fires(&hooks, id).await.len(), after);
 }
+
+/// A scheduled fire that creates no task (the hook's role lacks the scopes) is recorded as an
+/// error and, with `emailOnError` (the default), mailed to the hook's owner through notify;
+/// a hook that turned it off sends nothing.
+#[tokio::test]
+async fn a_failed_scheduled_fire_emails_the_owner() {
+    let s = Server::start(&[]).await;
+    let hooks = root_hooks(&s);
+    let queue = fresh_queue();
+    let (told, silent) = ("fails-loudly", "fails-quietly");
+    hooks
+        .createHook(GROUP, told, &definition(&queue, &["* * * * * *"]))
+        .await
+        .unwrap();
+    let mut quiet = definition(&queue, &["* * * * * *"]);
+    quiet["metadata"]["emailOnError"] = json!(false);
+    hooks.createHook(GROUP, silent, &quiet).await.unwrap();
+    let subject = format!("[Taskcluster Hooks] Scheduled Hook failure: {GROUP}/{told}");
+    let mail =
+        crate::notify::mail_with(&s.data_dir, &["To: it@example.com", subject.as_str()]).await;
+    assert!(mail.contains("does not have sufficient scopes"), "{mail}");
+    let fires = last_fires(&hooks, silent).await;
+    assert!(fires.iter().any(|f| f["result"] == "error"), "{fires:?}");
+    // none for the quiet hook
+    hooks.removeHook(GROUP, told).await.unwrap();
+    hooks.removeHook(GROUP, silent).await.unwrap();
+    let all = crate::notify::mails(&s.data_dir);
+    assert!(
+        all.iter().all(|(_, text)| !text.contains(silent)),
+        "the quiet hook mailed"
+    );
+}

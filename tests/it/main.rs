@@ -13,6 +13,7 @@ mod hooks;
 mod index;
 mod kafka_log;
 mod layout;
+mod notify;
 mod object;
 mod pulse;
 mod purge_cache;

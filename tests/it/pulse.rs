@@ -149,7 +149,7 @@ async fn wait_for_exchanges(conn: &Connection) {
         let probe = ch
             .exchange_declare(
                 // the last exchange the bridge declares
-                "exchange/taskcluster-hooks/v1/hook-deleted".into(),
+                "exchange/taskcluster-notify/v1/notification".into(),
                 lapin::ExchangeKind::Topic,
                 lapin::options::ExchangeDeclareOptions {
                     passive: true,
@@ -1384,4 +1384,119 @@ async fn queue_exists(conn: &Connection, name: &str) -> bool {
     )
     .await
     .is_ok()
+}
+
+/// notify's Pulse side: a `pulse` call is published on the notify exchange as upstream's
+/// (`primary.<routingKey>`, CC `route.<routingKey>`, `{version: 1, message}`); a task's
+/// `notify.*` routes, reaching the server through its own listener queue, send an email (an
+/// `.eml` in the mail directory) and a Pulse message when the task fails, and nothing for a
+/// canceled task; Slack routes are passed over.
+#[tokio::test]
+async fn notify_publishes_pulse_messages_and_task_routes_notify() {
+    let _rabbit = RABBIT.read().await;
+    let listener = format!("it-notify-{}", slugid::nice());
+    let s = Server::start(&[
+        ("TASKLEDGER_PULSE_URL", AMQP),
+        ("TASKLEDGER_NOTIFY_QUEUE", listener.as_str()),
+    ])
+    .await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    let unique = slugid::nice().replace(['-', '_'], "x");
+    let (api_key, route_key) = (format!("it.{unique}.api"), format!("it.{unique}.route"));
+    let mut consumer = listen(
+        &ch,
+        &[(
+            "exchange/taskcluster-notify/v1/notification".to_string(),
+            format!("primary.it.{unique}.#"),
+        )],
+    )
+    .await;
+    let notify = taskcluster::Notify::new(
+        ClientBuilder::new(&s.root_url)
+            .credentials(Credentials::new("static/taskcluster/root", ROOT_TOKEN)),
+    )
+    .unwrap();
+    notify
+        .pulse(&json!({"routingKey": api_key, "message": {"hello": "world"}}))
+        .await
+        .unwrap();
+    let got = collect(&mut consumer, Duration::from_secs(15), |g| !g.is_empty()).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].routing_key, format!("primary.{api_key}"));
+    assert_eq!(got[0].cc, vec![format!("route.{api_key}")]);
+    assert_eq!(
+        got[0].body,
+        json!({"version": 1, "message": {"hello": "world"}})
+    );
+
+    // the server's listener queue is bound (it binds when it connects): fail tasks until one
+    // failure's notifications arrive, then check that one
+    let q = s.queue();
+    let queue = fresh_queue();
+    let address = format!("{unique}@example.com");
+    let routes = json!([
+        format!("notify.email.{address}.on-failed"),
+        format!("notify.pulse.{route_key}.on-resolved"),
+        "notify.slack-channel.C123.on-any",
+        format!("notify.email.{address}.on-completed"),
+    ]);
+    let start = Instant::now();
+    let message = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no task route ever notified"
+        );
+        let mut def = task_def(&queue, 600);
+        def["routes"] = routes.clone();
+        def["metadata"]["name"] = json!(format!("notified {unique}"));
+        let task_id = slugid::nice();
+        q.createTask(&task_id, &def).await.unwrap();
+        q.claimWork(&queue, &worker_body(1)).await.unwrap();
+        q.reportFailed(&task_id, "0").await.unwrap();
+        let got = collect(&mut consumer, Duration::from_secs(3), |g| !g.is_empty()).await;
+        if let Some(m) = got.into_iter().next() {
+            break m;
+        }
+    };
+    assert_eq!(message.routing_key, format!("primary.{route_key}"));
+    assert_eq!(message.body["version"], 1);
+    assert_eq!(message.body["message"]["state"], "failed");
+    let task_id = message.body["message"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (to, subject) = (
+        format!("To: {address}"),
+        format!("Subject: Task failed: notified {unique} - {task_id}"),
+    );
+    let mail = crate::notify::mail_with(&s.data_dir, &[to.as_str(), subject.as_str()]).await;
+    assert!(
+        mail.contains(&format!("{}/tasks/{task_id}", s.root_url)),
+        "{mail}"
+    );
+
+    // a canceled task notifies nobody (upstream's ignoreTaskReasonResolved)
+    let mut def = task_def(&queue, 600);
+    def["routes"] = routes.clone();
+    let canceled = slugid::nice();
+    q.createTask(&canceled, &def).await.unwrap();
+    q.cancelTask(&canceled).await.unwrap();
+    let got = collect(&mut consumer, Duration::from_secs(3), |g| !g.is_empty()).await;
+    assert!(got.is_empty(), "a canceled task notified");
+    assert!(
+        crate::notify::mails(&s.data_dir)
+            .iter()
+            .all(|(_, text)| !text.contains(&canceled)),
+        "a canceled task was mailed about"
+    );
+    // the listener's queue lives in the broker user's namespace
+    assert!(queue_exists(&conn, &format!("queue/guest/{listener}")).await);
+    let ch2 = conn.create_channel().await.unwrap();
+    let _ = ch2
+        .queue_delete(
+            format!("queue/guest/{listener}").as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
 }

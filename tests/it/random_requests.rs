@@ -1,5 +1,5 @@
 //! Random requests against every route the reference documents (queue, auth,
-//! worker-manager, purge-cache, secrets, index, hooks): random parameters, query strings, bodies, content types and
+//! worker-manager, purge-cache, secrets, index, hooks, notify): random parameters, query strings, bodies, content types and
 //! callers.
 //! Each answer is below 500, every refusal is Taskcluster's error body (or its unknown-route
 //! 404 for a path no route matches), and the server keeps serving.
@@ -147,6 +147,14 @@ hooks POST /hooks/<hookGroupId>/<hookId>/token
 hooks POST /hooks/<hookGroupId>/<hookId>/trigger/<token>
 hooks GET /hooks/<hookGroupId>/<hookId>/last-fires
 hooks GET /ping
+notify POST /email
+notify POST /pulse
+notify POST /matrix
+notify POST /slack
+notify POST /denylist/add
+notify DELETE /denylist/delete
+notify GET /denylist/list
+notify GET /ping
 ";
 
 /// URL parameters: valid, invalid, encoded and hostile.

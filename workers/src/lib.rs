@@ -16,6 +16,7 @@
 
 mod expiry;
 mod index;
+pub mod mail;
 pub mod worker;
 
 pub use expiry::{

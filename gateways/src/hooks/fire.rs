@@ -15,6 +15,7 @@ use taskledger_core::auth::ClientSource;
 use taskledger_core::envelope::Actor;
 use taskledger_core::hooks::{FiredBy, Hook, HookCommand, LastFire};
 use taskledger_core::ids::Slug;
+use taskledger_core::notify::{Email, Link, NotifyCommand, Template};
 use taskledger_core::time::{Millis, DAY};
 
 /// The client the hooks service creates tasks as (its scopes: the hook's role's).
@@ -337,12 +338,43 @@ async fn fire_scheduled(st: &AppState, hook: &Hook) -> Result<(), ApiError> {
         Fired::Failed(_, text, _, false) => {
             tracing::warn!(hook = %format!("{}/{}", hook.group, hook.id), error = %text,
                 "a scheduled hook failed to create its task");
+            if hook.definition.email_on_error {
+                email_owner(st, hook, due.at, text).await;
+            }
         }
         Fired::Created(_) | Fired::Declined => {}
     }
     let row = fired.row(FiredBy::Schedule, Millis::now());
     let next = Some((due.task_id, Slug::nice()));
     record(st, hook, trigger.actor, row, next).await
+}
+
+/// Tells a hook's owner that a scheduled fire created no task (upstream's `emailOnError`),
+/// through the notify service: a denylisted owner, or a notify writer elsewhere, only costs a
+/// warning. The same failure told twice (a fire retried after its record failed) is sent
+/// once: notify drops the duplicate.
+async fn email_owner(st: &AppState, hook: &Hook, due: Millis, error: &str) {
+    let name = format!("{}/{}", hook.group, hook.id);
+    let email = Email {
+        address: hook.definition.owner.clone(),
+        subject: format!("[Taskcluster Hooks] Scheduled Hook failure: {name}"),
+        content: format!(
+            "The scheduled fire of hook `{name}` due at {} created no task.\n\n\
+             The error:\n\n```\n{error}\n```\n\n\
+             Fix the hook, or set its `metadata.emailOnError` to `false` to stop these emails.",
+            due.to_rfc3339()
+        ),
+        link: Some(Link {
+            text: "The hook".into(),
+            href: format!("{}/hooks/{}/{}", st.public_url, hook.group, hook.id),
+        }),
+        reply_to: None,
+        template: Template::Simple,
+    };
+    let cmd = NotifyCommand::Email(email);
+    if let Err(e) = st.notify.execute(Actor::system(HOOKS_CLIENT), cmd).await {
+        tracing::warn!(hook = %name, error = %e, "the hook's owner could not be told of its failure");
+    }
 }
 
 /// The scheduler: fires every hook whose next scheduled fire has come, then sleeps until the

@@ -5,7 +5,8 @@
 //! the scheduler (`fire::run_schedule`) fires hooks whose cron schedule comes due.
 //!
 //! With a Pulse broker (`serve --pulse-url`), a hook's bindings fire it for each message they
-//! match (`listen`). A failed scheduled fire sends no email (there is no notify service).
+//! match (`listen`). A scheduled fire that creates no task emails the hook's owner through
+//! the notify service, unless `metadata.emailOnError` is false.
 
 mod fire;
 mod listen;
@@ -149,7 +150,7 @@ pub fn hook_json(h: &Hook) -> Value {
 
 /// Ajv's `email` format (its fast mode): a local part of the usual characters, `@`, and a
 /// domain of dot-separated labels.
-fn is_email(s: &str) -> bool {
+pub(crate) fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };

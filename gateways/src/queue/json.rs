@@ -584,7 +584,7 @@ fn integral_floats_to_integers(v: &mut Value) {
 /// JSON schema's `uri` format (RFC 3986): a scheme (a letter, then letters, digits, `+`, `-`
 /// or `.`) and a colon, then only the characters a URI may hold, with `%` starting a
 /// two-digit hex escape. No spaces, quotes, angle brackets, braces or non-ASCII text.
-pub(super) fn is_uri(s: &str) -> bool {
+pub(crate) fn is_uri(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once(':') else {
         return false;
     };

@@ -20,6 +20,7 @@ use crate::hooks_view::{HooksView, HOOKS_CONSUMER, HOOKS_PARTITION};
 use crate::index_view::{IndexView, INDEX_CONSUMER, INDEX_PARTITION};
 use crate::kafka_log::{ChainCheck, KafkaLog};
 use crate::keys;
+use crate::notify_view::{NotifyView, NOTIFY_CONSUMER, NOTIFY_PARTITION};
 use crate::object_view::{ObjectView, OBJECT_CONSUMER, OBJECT_PARTITION};
 use crate::queue_view::{Folded, QueueView};
 use crate::secrets_view::{SecretsView, SECRETS_CONSUMER, SECRETS_PARTITION};
@@ -40,6 +41,7 @@ use taskledger_core::envelope::Envelope;
 use taskledger_core::hooks::{HookEvent, HOOKS_TOPIC};
 use taskledger_core::index::{IndexEvent, INDEX_TOPIC};
 use taskledger_core::log::{Batch, EventLog, LogError, Stored, QUEUE_TOPIC};
+use taskledger_core::notify::{NotifyEvent, NOTIFY_TOPIC};
 use taskledger_core::object::{ObjectEvent, OBJECT_TOPIC};
 use taskledger_core::queue::QueueEvent;
 use taskledger_core::secrets::{SecretEvent, SECRETS_TOPIC};
@@ -397,6 +399,10 @@ pub fn record_json(topic: &str, record: &Stored) -> Result<Value, StoreError> {
         // trigger tokens are sealed, and render as "[redacted]"
         t if t == HOOKS_TOPIC => {
             let env: Envelope<HookEvent> = codec::decode(&record.value)?;
+            (env.payload.type_name(), serde_json::to_value(&env))
+        }
+        t if t == NOTIFY_TOPIC => {
+            let env: Envelope<NotifyEvent> = codec::decode(&record.value)?;
             (env.payload.type_name(), serde_json::to_value(&env))
         }
         _ => ("unknown", Ok(Value::Null)),

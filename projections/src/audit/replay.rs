@@ -39,6 +39,7 @@ pub const PROJECTIONS: &[&str] = &[
     "secrets",
     "index",
     "hooks",
+    "notify",
 ];
 
 /// Whether `db` holds the projection `name` at all (a database written by an older taskledger
@@ -57,6 +58,7 @@ const OWN_CF: &[(&str, &str)] = &[
     ("secrets", keys::CF_SECRETS),
     ("index", keys::CF_INDEX),
     ("hooks", keys::CF_HOOKS),
+    ("notify", keys::CF_NOTIFY),
 ];
 
 /// The column families a projection owns.
@@ -170,6 +172,7 @@ enum Decoded {
     Secrets(Vec<Envelope<SecretEvent>>),
     Index(Vec<Envelope<IndexEvent>>),
     Hooks(Vec<Envelope<HookEvent>>),
+    Notify(Vec<Envelope<NotifyEvent>>),
 }
 
 /// The rebuilt projection, folding on a thread of its own.
@@ -181,6 +184,7 @@ enum Rebuilt {
     Secrets(SecretsView),
     Index(IndexView),
     Hooks(HooksView),
+    Notify(NotifyView),
 }
 
 impl Rebuilt {
@@ -195,6 +199,7 @@ impl Rebuilt {
             (Rebuilt::Secrets(s), Decoded::Secrets(envs)) => s.apply(offsets, next, envs),
             (Rebuilt::Index(i), Decoded::Index(envs)) => i.apply(offsets, next, envs),
             (Rebuilt::Hooks(h), Decoded::Hooks(envs)) => h.apply(offsets, next, envs),
+            (Rebuilt::Notify(n), Decoded::Notify(envs)) => n.apply(offsets, next, envs),
             _ => unreachable!("events are decoded for the projection being rebuilt"),
         }
     }
@@ -220,6 +225,7 @@ impl Rebuilt {
             Rebuilt::Secrets(_) => Decoded::Secrets(all(records)?),
             Rebuilt::Index(_) => Decoded::Index(all(records)?),
             Rebuilt::Hooks(_) => Decoded::Hooks(all(records)?),
+            Rebuilt::Notify(_) => Decoded::Notify(all(records)?),
         })
     }
 }
@@ -246,6 +252,7 @@ pub async fn replay_from<L: EventLog>(
         "secrets" => (SECRETS_TOPIC, SECRETS_PARTITION, SECRETS_CONSUMER),
         "index" => (INDEX_TOPIC, INDEX_PARTITION, INDEX_CONSUMER),
         "hooks" => (HOOKS_TOPIC, HOOKS_PARTITION, HOOKS_CONSUMER),
+        "notify" => (NOTIFY_TOPIC, NOTIFY_PARTITION, NOTIFY_CONSUMER),
         _ => (QUEUE_TOPIC, QUEUE_PARTITION, VIEW_CONSUMER),
     };
     let live_offset = crate::store::read_u64(
@@ -260,6 +267,7 @@ pub async fn replay_from<L: EventLog>(
         "secrets" => Rebuilt::Secrets(SecretsView::open(scratch.clone())?),
         "index" => Rebuilt::Index(IndexView::open(scratch.clone())?),
         "hooks" => Rebuilt::Hooks(HooksView::open(scratch.clone())?),
+        "notify" => Rebuilt::Notify(NotifyView::open(scratch.clone())?),
         _ => Rebuilt::Queue(QueueView::new(scratch.clone())?.for_rebuild()),
     };
     let rebuilt = Arc::new(rebuilt);

@@ -1,0 +1,535 @@
+//! The notify projection and its writer.
+//!
+//! `NotifyView` folds `NotifyEvent`s (topic `taskledger.notify`) into the `notify` column
+//! family: the denylist (kind, address), the outbox (emails queued and not yet delivered, by
+//! log offset), the digests of the latest `DUPLICATE_WINDOW` notifications (by their number,
+//! with the count of all so far), one row per email queued for an address within the rate
+//! window (address, time, offset; older rows of an address go when its next email is folded),
+//! and each stream's last applied sequence.
+//!
+//! `NotifyEngine` is the partition's single writer (`single::ServiceEngine`); notifications to
+//! different addresses with different digests are written together (`footprint`).
+//!
+//! **Invariant:** every row and the consumed offset go in one batch, and what a fold writes
+//! depends only on the events and the rows before them (never on where a batch began), so a
+//! rebuild from the log gives the same rows.
+
+use crate::keys;
+use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
+use crate::store::{cf, read_u64, StoreError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use taskledger_core::codec;
+use taskledger_core::envelope::Envelope;
+use taskledger_core::notify::{
+    self, in_rate_window, Address, Channel, Digest, Email, Facts, NotifyCommand, NotifyError,
+    NotifyEvent, DUPLICATE_WINDOW, NOTIFY_TOPIC,
+};
+use taskledger_core::time::Millis;
+
+/// The notify service's single partition.
+pub const NOTIFY_PARTITION: u32 = 0;
+/// The projection's consumer name for its stored offset.
+pub const NOTIFY_CONSUMER: &str = "notify-view";
+
+/// The byte a kind of address is keyed by.
+fn channel_byte(c: Channel) -> u8 {
+    match c {
+        Channel::Email => b'e',
+        Channel::Pulse => b'p',
+        Channel::MatrixRoom => b'm',
+        Channel::SlackChannel => b's',
+    }
+}
+
+fn channel_of(b: u8) -> Option<Channel> {
+    Channel::ALL.into_iter().find(|c| channel_byte(*c) == b)
+}
+
+fn denied_key(a: &Address) -> Vec<u8> {
+    keys::notify_denied(channel_byte(a.channel), &a.address)
+}
+
+/// The time of a `notify_rate` key (after its address's prefix).
+fn rate_time(key: &[u8], prefix_len: usize) -> Option<Millis> {
+    let bytes = key.get(prefix_len..prefix_len + 8)?;
+    Some(Millis(u64::from_be_bytes(bytes.try_into().ok()?) as i64))
+}
+
+pub struct NotifyView {
+    db: Arc<DB>,
+    /// Serializes folds: each reads the rows the previous one wrote.
+    folding: Mutex<()>,
+}
+
+impl NotifyView {
+    pub fn open(db: Arc<DB>) -> Result<NotifyView, StoreError> {
+        cf(&db, keys::CF_NOTIFY)?;
+        Ok(NotifyView {
+            db,
+            folding: Mutex::new(()),
+        })
+    }
+
+    pub fn denied(&self, address: &Address) -> Result<bool, StoreError> {
+        let notify = cf(&self.db, keys::CF_NOTIFY)?;
+        Ok(self
+            .db
+            .get_pinned_cf(notify, denied_key(address))?
+            .is_some())
+    }
+
+    /// The denylist in key order (kind, then address) after the key `after`, at most
+    /// `limit`; and the key to continue from when more remain.
+    pub fn denylist(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Address>, Option<Vec<u8>>), StoreError> {
+        let prefix = keys::NOTIFY_DENIED_PREFIX;
+        let start = match after {
+            Some(k) => {
+                let mut k = k.to_vec();
+                k.push(0);
+                k
+            }
+            None => prefix.to_vec(),
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        let iter = self.db.iterator_cf(
+            cf(&self.db, keys::CF_NOTIFY)?,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            let Some(rest) = k.strip_prefix(prefix) else {
+                break;
+            };
+            if out.len() == limit {
+                return Ok((out, last));
+            }
+            let Some(channel) = rest.first().and_then(|b| channel_of(*b)) else {
+                continue;
+            };
+            out.push(Address {
+                channel,
+                address: String::from_utf8_lossy(&rest[1..]).into_owned(),
+            });
+            last = Some(k.to_vec());
+        }
+        Ok((out, None))
+    }
+
+    /// The emails waiting for delivery, oldest first, at most `limit`, each with the log
+    /// offset that queued it.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<(u64, Email)>, StoreError> {
+        let prefix = keys::NOTIFY_OUTBOX_PREFIX;
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            cf(&self.db, keys::CF_NOTIFY)?,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(prefix) else {
+                break;
+            };
+            if out.len() == limit {
+                break;
+            }
+            let offset = u64::from_be_bytes(rest.try_into().unwrap_or([0; 8]));
+            out.push((offset, codec::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Whether `digest` is among the latest `DUPLICATE_WINDOW` notifications.
+    pub fn is_duplicate(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let prefix = keys::NOTIFY_SENT_PREFIX;
+        let iter = self.db.iterator_cf(
+            cf(&self.db, keys::CF_NOTIFY)?,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if v.as_ref() == digest {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Emails queued for `address` in the rate window before `now`.
+    pub fn recent_emails(&self, address: &str, now: Millis) -> Result<u32, StoreError> {
+        let prefix = keys::notify_rate_of(address);
+        let mut n = 0;
+        let iter = self.db.iterator_cf(
+            cf(&self.db, keys::CF_NOTIFY)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if rate_time(&k, prefix.len()).is_some_and(|at| in_rate_window(at, now)) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn queued(&self, offset: u64) -> Result<bool, StoreError> {
+        let notify = cf(&self.db, keys::CF_NOTIFY)?;
+        Ok(self
+            .db
+            .get_pinned_cf(notify, keys::notify_outbox(offset))?
+            .is_some())
+    }
+
+    /// What `command`'s decision reads.
+    fn facts(&self, command: &NotifyCommand, now: Millis) -> Result<Facts, StoreError> {
+        let mut facts = Facts::default();
+        if let Some(a) = command.address() {
+            facts.denied = self.denied(&a)?;
+        }
+        if let Some(d) = command.digest() {
+            facts.duplicate = self.is_duplicate(&d)?;
+        }
+        match command {
+            NotifyCommand::Email(e) => facts.recent_emails = self.recent_emails(&e.address, now)?,
+            NotifyCommand::Delivered { queued, .. } => facts.queued = self.queued(*queued)?,
+            NotifyCommand::Deny(_)
+            | NotifyCommand::Allow(_)
+            | NotifyCommand::Pulse { .. }
+            | NotifyCommand::Undeliverable(_) => {}
+        }
+        Ok(facts)
+    }
+
+    fn sequence(&self, stream: &str) -> Result<u64, StoreError> {
+        read_u64(&self.db, keys::CF_NOTIFY, &keys::notify_stream(stream))
+    }
+
+    fn offset_key() -> Vec<u8> {
+        keys::consumer_offset(NOTIFY_CONSUMER, NOTIFY_TOPIC, NOTIFY_PARTITION)
+    }
+
+    /// The rate rows of `address` stored in the database that no longer count at `at`.
+    fn stale_rates(&self, address: &str, at: Millis) -> Result<Vec<Vec<u8>>, StoreError> {
+        let prefix = keys::notify_rate_of(address);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            cf(&self.db, keys::CF_NOTIFY)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            match rate_time(&k, prefix.len()) {
+                Some(t) if !in_rate_window(t, at) => out.push(k.to_vec()),
+                // keys are in time order: the rest still count
+                Some(_) | None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub type NotifyEngineError = ServiceError<NotifyError>;
+
+/// The notify service's writer (see `single`).
+pub type NotifyEngine = ServiceEngine<NotifyView>;
+
+impl Service for NotifyView {
+    type Event = NotifyEvent;
+    type Command = NotifyCommand;
+    type Refusal = NotifyError;
+    const TOPIC: &'static str = NOTIFY_TOPIC;
+    const PARTITION: u32 = NOTIFY_PARTITION;
+    const NAME: &'static str = "notify";
+
+    fn decide(
+        &self,
+        command: &NotifyCommand,
+        now: Millis,
+    ) -> Result<Decision<NotifyEvent>, NotifyEngineError> {
+        let events =
+            notify::decide(self.facts(command, now)?, command).map_err(ServiceError::Domain)?;
+        let stream = command.stream();
+        Ok(Decision {
+            last_sequence: self.sequence(&stream)?,
+            stream,
+            events,
+        })
+    }
+    fn type_name(event: &NotifyEvent) -> &'static str {
+        event.type_name()
+    }
+    /// What a command reads and writes: its address's denylist entry, its digest's place in
+    /// the duplicate window, an email's address's rate rows, a delivery's outbox row. The
+    /// window itself (the count and the ring) only grows by each notification, whatever their
+    /// order, so notifications share it: those to different addresses with different digests
+    /// are written together. One edge differs from one at a time: a digest that the group's
+    /// other notifications push out of the window is still found in it (the window is then a
+    /// few entries longer than 1,000).
+    fn footprint(command: &NotifyCommand) -> Footprint {
+        let mut exclusive = Vec::with_capacity(3);
+        if let Some(a) = command.address() {
+            exclusive.push(format!("deny/{}/{}", a.channel.as_str(), a.address));
+        }
+        if let Some(d) = command.digest() {
+            exclusive.push(format!("digest/{d:?}"));
+        }
+        let shared = match command {
+            NotifyCommand::Email(e) => {
+                exclusive.push(format!("rate/{}", e.address));
+                vec!["window".to_string()]
+            }
+            NotifyCommand::Pulse { .. } => vec!["window".to_string()],
+            NotifyCommand::Delivered { queued, .. } => {
+                exclusive.push(format!("outbox/{queued}"));
+                vec![]
+            }
+            NotifyCommand::Deny(_) | NotifyCommand::Allow(_) | NotifyCommand::Undeliverable(_) => {
+                vec![]
+            }
+        };
+        Footprint::Keys { exclusive, shared }
+    }
+    fn apply(
+        &self,
+        offsets: &[u64],
+        next: u64,
+        envelopes: &[Envelope<NotifyEvent>],
+    ) -> Result<(), StoreError> {
+        let _folding = self.folding.lock().expect("notify fold lock");
+        let notify_cf = cf(&self.db, keys::CF_NOTIFY)?;
+        let mut batch = WriteBatch::default();
+        let mut sequences: HashMap<String, u64> = HashMap::new();
+        let mut sent = read_u64(&self.db, keys::CF_NOTIFY, keys::NOTIFY_SENT_COUNT)?;
+        let sent_before = sent;
+        // rate rows this fold wrote, per address (a later event of the fold may retire them)
+        let mut rates: HashMap<String, Vec<(Millis, Vec<u8>)>> = HashMap::new();
+        for (env, &offset) in envelopes.iter().zip(offsets) {
+            let seen = match sequences.get(&env.stream_id) {
+                Some(&s) => s,
+                None => self.sequence(&env.stream_id)?,
+            };
+            if env.sequence <= seen {
+                continue;
+            }
+            sequences.insert(env.stream_id.clone(), env.sequence);
+            let mut remember = |batch: &mut WriteBatch, digest: &Digest| {
+                batch.put_cf(notify_cf, keys::notify_sent(sent), digest);
+                if sent >= DUPLICATE_WINDOW {
+                    batch.delete_cf(notify_cf, keys::notify_sent(sent - DUPLICATE_WINDOW));
+                }
+                sent += 1;
+            };
+            match &env.payload {
+                NotifyEvent::AddressDenied { address } => {
+                    batch.put_cf(notify_cf, denied_key(address), []);
+                }
+                NotifyEvent::AddressAllowed { address } => {
+                    batch.delete_cf(notify_cf, denied_key(address));
+                }
+                NotifyEvent::EmailQueued { email, digest } => {
+                    remember(&mut batch, digest);
+                    batch.put_cf(
+                        notify_cf,
+                        keys::notify_outbox(offset),
+                        codec::encode(email)?,
+                    );
+                    for k in self.stale_rates(&email.address, env.time)? {
+                        batch.delete_cf(notify_cf, k);
+                    }
+                    let ours = rates.entry(email.address.clone()).or_default();
+                    ours.retain(|(t, k)| {
+                        let keep = in_rate_window(*t, env.time);
+                        if !keep {
+                            batch.delete_cf(notify_cf, k);
+                        }
+                        keep
+                    });
+                    let key = keys::notify_rate(&email.address, env.time, offset);
+                    batch.put_cf(notify_cf, &key, []);
+                    ours.push((env.time, key));
+                }
+                NotifyEvent::PulseSent { digest, .. } => remember(&mut batch, digest),
+                NotifyEvent::EmailDelivered { queued, .. } => {
+                    batch.delete_cf(notify_cf, keys::notify_outbox(*queued));
+                }
+            }
+        }
+        for (stream, sequence) in &sequences {
+            batch.put_cf(
+                notify_cf,
+                keys::notify_stream(stream),
+                sequence.to_be_bytes(),
+            );
+        }
+        if sent != sent_before {
+            batch.put_cf(notify_cf, keys::NOTIFY_SENT_COUNT, sent.to_be_bytes());
+        }
+        batch.put_cf(
+            cf(&self.db, keys::CF_META)?,
+            Self::offset_key(),
+            next.to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        Ok(())
+    }
+    fn consumer_offset(&self) -> Result<u64, StoreError> {
+        read_u64(&self.db, keys::CF_META, &Self::offset_key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{store, EmbeddedLog};
+    use taskledger_core::envelope::Actor;
+    use taskledger_core::notify::{Template, RATE_MAX, RATE_WINDOW_MS};
+
+    fn email(address: &str, subject: &str) -> NotifyCommand {
+        NotifyCommand::Email(Email {
+            address: address.into(),
+            subject: subject.into(),
+            content: "body".into(),
+            link: None,
+            reply_to: None,
+            template: Template::Simple,
+        })
+    }
+
+    #[tokio::test]
+    async fn denylist_outbox_duplicates_and_rate_fold_and_rebuild_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        let log = Arc::new(EmbeddedLog::new(db.clone()));
+        let view = Arc::new(NotifyView::open(db.clone()).unwrap());
+        let engine = NotifyEngine::start(view.clone(), log.clone())
+            .await
+            .unwrap();
+        let root = Actor::system("root");
+        let run = |c: NotifyCommand| {
+            let engine = engine.clone();
+            let root = root.clone();
+            async move { engine.execute(root, c).await }
+        };
+        let bad = Address {
+            channel: Channel::Email,
+            address: "bad@example.com".into(),
+        };
+        assert_eq!(
+            run(NotifyCommand::Deny(bad.clone())).await.unwrap().len(),
+            1
+        );
+        assert_eq!(
+            run(NotifyCommand::Deny(bad.clone())).await.unwrap().len(),
+            0
+        );
+        let slack = Address {
+            channel: Channel::SlackChannel,
+            address: "C1".into(),
+        };
+        run(NotifyCommand::Deny(slack.clone())).await.unwrap();
+        let (page, more) = view.denylist(None, 1).unwrap();
+        assert_eq!(page, vec![bad.clone()]);
+        let (page, more) = view.denylist(more.as_deref(), 1).unwrap();
+        assert_eq!((page, more), (vec![slack.clone()], None));
+        assert!(matches!(
+            run(email("bad@example.com", "x")).await,
+            Err(ServiceError::Domain(NotifyError::Denylisted(_)))
+        ));
+
+        // queued once; the same email again is a duplicate
+        assert_eq!(run(email("a@example.com", "one")).await.unwrap().len(), 1);
+        assert_eq!(run(email("a@example.com", "one")).await.unwrap().len(), 0);
+        let outbox = view.outbox(10).unwrap();
+        assert_eq!(outbox.len(), 1);
+        let delivered = NotifyCommand::Delivered {
+            queued: outbox[0].0,
+            address: "a@example.com".into(),
+            error: None,
+        };
+        assert_eq!(run(delivered.clone()).await.unwrap().len(), 1);
+        assert_eq!(run(delivered).await.unwrap().len(), 0);
+        assert!(view.outbox(10).unwrap().is_empty());
+
+        // the rate: RATE_MAX emails to one address, then nothing more (another address goes)
+        for i in 1..RATE_MAX {
+            let s = format!("n{i}");
+            assert_eq!(run(email("a@example.com", &s)).await.unwrap().len(), 1);
+        }
+        assert_eq!(
+            view.recent_emails("a@example.com", Millis::now()).unwrap(),
+            RATE_MAX
+        );
+        assert_eq!(run(email("a@example.com", "over")).await.unwrap().len(), 0);
+        assert_eq!(run(email("b@example.com", "over")).await.unwrap().len(), 1);
+        assert_eq!(
+            view.recent_emails("a@example.com", Millis::now().plus(RATE_WINDOW_MS))
+                .unwrap(),
+            0
+        );
+        run(NotifyCommand::Allow(bad.clone())).await.unwrap();
+        assert!(!view.denied(&bad).unwrap());
+
+        // a rebuild in one fold gives the same rows
+        let records = log
+            .read_sync(NOTIFY_TOPIC, NOTIFY_PARTITION, 0, 10_000)
+            .unwrap();
+        let envs: Vec<Envelope<NotifyEvent>> = records
+            .iter()
+            .map(|r| codec::decode(&r.value).unwrap())
+            .collect();
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        let scratch_dir = tempfile::tempdir().unwrap();
+        let scratch = NotifyView::open(store::open(scratch_dir.path()).unwrap()).unwrap();
+        scratch
+            .apply(&offsets, offsets.last().unwrap() + 1, &envs)
+            .unwrap();
+        let rows = |db: &DB| -> Vec<(Vec<u8>, Vec<u8>)> {
+            db.iterator_cf(cf(db, keys::CF_NOTIFY).unwrap(), IteratorMode::Start)
+                .map(|i| {
+                    let (k, v) = i.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+                .collect()
+        };
+        assert_eq!(rows(&scratch.db), rows(&db));
+    }
+
+    #[tokio::test]
+    async fn the_duplicate_window_keeps_the_latest_thousand() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        let log = Arc::new(EmbeddedLog::new(db.clone()));
+        let view = Arc::new(NotifyView::open(db.clone()).unwrap());
+        let engine = NotifyEngine::start(view.clone(), log.clone())
+            .await
+            .unwrap();
+        let pulse = |i: u64| NotifyCommand::Pulse {
+            routing_key: "k".into(),
+            message: format!("{{\"i\":{i}}}"),
+        };
+        for i in 0..=DUPLICATE_WINDOW {
+            let written = engine.execute(Actor::system("t"), pulse(i)).await.unwrap();
+            assert_eq!(written.len(), 1);
+        }
+        // the first has left the window; the second has not
+        let again = engine.execute(Actor::system("t"), pulse(0)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        let again = engine.execute(Actor::system("t"), pulse(2)).await.unwrap();
+        assert_eq!(again.len(), 0);
+    }
+}
