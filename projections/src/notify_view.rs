@@ -509,6 +509,120 @@ mod tests {
         assert_eq!(rows(&scratch.db), rows(&db));
     }
 
+    /// Events with chosen times: two emails to one address, one delivered, 1,001 Pulse
+    /// messages (the window wraps), and an email past the rate window that retires the first
+    /// two's rate rows. Folded one event at a time and all in one batch, the rows are the same.
+    #[test]
+    fn a_fold_one_at_a_time_and_in_one_batch_write_the_same_rows() {
+        let t0 = Millis(1_700_000_000_000);
+        let mut stream_seq: HashMap<String, u64> = HashMap::new();
+        let mut envelope = |stream: String, time: Millis, payload: NotifyEvent| {
+            let seq = stream_seq.entry(stream.clone()).or_default();
+            *seq += 1;
+            Envelope {
+                event_id: taskledger_core::envelope::EventId::new(),
+                stream_id: stream,
+                sequence: *seq,
+                time,
+                actor: Actor::system("t"),
+                causation_id: None,
+                writer_epoch: 1,
+                payload,
+            }
+        };
+        let mail = |subject: &str| Email {
+            address: "a@example.com".into(),
+            subject: subject.into(),
+            content: "c".into(),
+            link: None,
+            reply_to: None,
+            template: Template::Simple,
+        };
+        let stream_a = notify::email_stream("a@example.com");
+        let mut envs = Vec::new();
+        for (i, at) in [(0u64, t0), (1, t0.plus(1_000))] {
+            let m = mail(&format!("m{i}"));
+            envs.push(envelope(
+                stream_a.clone(),
+                at,
+                NotifyEvent::EmailQueued {
+                    digest: m.digest(),
+                    email: m,
+                },
+            ));
+        }
+        envs.push(envelope(
+            stream_a.clone(),
+            t0.plus(2_000),
+            NotifyEvent::EmailDelivered {
+                queued: 1,
+                address: "a@example.com".into(),
+                error: None,
+            },
+        ));
+        for i in 0..=DUPLICATE_WINDOW {
+            let (routing_key, message) = (format!("k{i}"), "{}".to_string());
+            envs.push(envelope(
+                notify::pulse_stream(&routing_key),
+                t0.plus(3_000),
+                NotifyEvent::PulseSent {
+                    digest: notify::pulse_digest(&routing_key, &message),
+                    routing_key,
+                    message,
+                },
+            ));
+        }
+        let late = mail("late");
+        envs.push(envelope(
+            stream_a,
+            t0.plus(RATE_WINDOW_MS + 1_500),
+            NotifyEvent::EmailQueued {
+                digest: late.digest(),
+                email: late,
+            },
+        ));
+        let offsets: Vec<u64> = (1..=envs.len() as u64).collect();
+        let next = envs.len() as u64 + 1;
+
+        let (one_dir, batch_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let one = NotifyView::open(store::open(one_dir.path()).unwrap()).unwrap();
+        for (i, env) in envs.iter().enumerate() {
+            one.apply(&offsets[i..=i], offsets[i] + 1, std::slice::from_ref(env))
+                .unwrap();
+        }
+        let batch = NotifyView::open(store::open(batch_dir.path()).unwrap()).unwrap();
+        batch.apply(&offsets, next, &envs).unwrap();
+        let rows = |v: &NotifyView, prefix: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            v.db.iterator_cf(cf(&v.db, keys::CF_NOTIFY).unwrap(), IteratorMode::Start)
+                .map(|i| {
+                    let (k, v) = i.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+                .filter(|(k, _)| k.starts_with(prefix))
+                .collect()
+        };
+        assert_eq!(rows(&one, b""), rows(&batch, b""));
+        // what those rows say
+        assert_eq!(
+            rows(&batch, keys::NOTIFY_SENT_PREFIX).len() as u64,
+            DUPLICATE_WINDOW
+        );
+        assert_eq!(
+            rows(&batch, &keys::notify_rate_of("a@example.com")).len(),
+            1
+        );
+        let outbox: Vec<u64> = batch
+            .outbox(10)
+            .unwrap()
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(outbox, vec![2, next - 1]);
+        // the first email's digest has left the window, the late one's has not
+        assert!(!batch.is_duplicate(&mail("m0").digest()).unwrap());
+        assert!(batch.is_duplicate(&mail("late").digest()).unwrap());
+    }
+
     #[tokio::test]
     async fn the_duplicate_window_keeps_the_latest_thousand() {
         let dir = tempfile::tempdir().unwrap();

@@ -159,6 +159,27 @@ async fn emails_go_through_the_outbox_and_the_denylist_refuses() {
         (status, body["code"].as_str()),
         (400, Some("DenylistedAddress"))
     );
+    // a routing key AMQP could not carry as `primary.<key>` is refused, one that fits is sent
+    let (status, body) = s
+        .root_call(
+            "POST",
+            "/api/notify/v1/pulse",
+            &json!({"routingKey": "k".repeat(248), "message": {}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("InputError")),
+        "{body}"
+    );
+    let (status, _) = s
+        .root_call(
+            "POST",
+            "/api/notify/v1/pulse",
+            &json!({"routingKey": "k".repeat(247), "message": {}}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let page = notify.listDenylist(None, Some("1")).await.unwrap();
     assert_eq!(page["addresses"], json!([bad]));
     let token = page["continuationToken"].as_str().unwrap().to_string();
@@ -272,6 +293,13 @@ async fn emails_go_through_the_outbox_and_the_denylist_refuses() {
     );
 
     // after a restart: the denylist, the duplicate window and the delivered outbox stand
+    // (four emails went out: the first, "another", "now allowed" and the limited client's)
+    let data_dir = s.data_dir.clone();
+    eventually(Duration::from_secs(15), || {
+        let data_dir = data_dir.clone();
+        async move { (mails(&data_dir).len() == 4).then_some(()) }
+    })
+    .await;
     s.restart().await;
     let (status, _) = s.root_call("POST", "/api/notify/v1/email", &email).await;
     assert_eq!(status, 204);

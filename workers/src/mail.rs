@@ -2,11 +2,13 @@
 //! notify partition. Each email is sent by SMTP (`serve --smtp-url`) or written as an `.eml`
 //! file into a directory (the default, `<data-dir>/mail`), then recorded as `EmailDelivered`.
 //!
-//! A failure the server may get over (no connection, an SMTP 4xx) is tried again after 1, 2,
-//! 4, 8 and 16 s; after that, or at once for a refusal (an SMTP 5xx, an address that is not
-//! one), the email is recorded as given up, with the error. An email sent whose record failed
-//! is not sent again by this process (its record is retried); a restart between the two sends
-//! it again (at-least-once).
+//! A failure the server may get over (no connection, an SMTP 4xx, and the 5xx replies that
+//! say the server's own credentials are wrong, which an operator mends) is tried again after 1,
+//! 2, 4, ... s, at most a minute apart, for as long as it lasts; a refusal of the email itself
+//! (any other SMTP 5xx, an address that is not one) is recorded at once as given up, with the
+//! error. An email sent whose record failed is not sent again by this process (its record is
+//! retried); a restart, or another node taking the partition, between the two sends it again
+//! (at-least-once).
 //!
 //! The message is `multipart/alternative`: the markdown as sent, and HTML rendered from it
 //! (CommonMark with tables and strikethrough; raw HTML in the markdown is shown as text, never
@@ -35,6 +37,14 @@ impl Mailer {
     /// `smtps://` for TLS from the start). The error never quotes the URL, which may hold a
     /// password.
     pub fn smtp(url: &str) -> Result<Mailer, String> {
+        let authority = url
+            .strip_prefix("smtp://")
+            .map(|r| r.split(['/', '?']).next());
+        if authority.flatten().is_some_and(|a| a.contains('@')) && !url.contains("tls=required") {
+            tracing::warn!(
+                "--smtp-url gives credentials without TLS: they would cross the network in clear (add ?tls=required for STARTTLS, or use smtps://)"
+            );
+        }
         AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map(|b| Mailer::Smtp(b.timeout(Some(Duration::from_secs(30))).build()))
             .map_err(|_| {
@@ -52,11 +62,12 @@ impl Mailer {
     /// Sends `message`: `Err((permanent, text))` when it did not leave.
     async fn send(&self, message: Message) -> Result<(), (bool, String)> {
         match self {
-            Mailer::Smtp(t) => t
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(|e| (e.is_permanent(), e.to_string())),
+            Mailer::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| {
+                // authentication refused: the server's configuration, not the email
+                let code = e.status().map(|c| c.to_string());
+                let config = matches!(code.as_deref(), Some("530" | "534" | "535" | "538"));
+                (e.is_permanent() && !config, e.to_string())
+            }),
             Mailer::Directory(t) => t
                 .send(message)
                 .await
@@ -66,13 +77,15 @@ impl Mailer {
     }
 }
 
-/// Tries after the first, before an email is given up.
-const BACKOFF: [u64; 5] = [1, 2, 4, 8, 16];
+/// The wait before the next try after `failures` failures: 1, 2, 4, ... s, at most a minute.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
 
 /// An email's delivery so far, in this process.
 #[derive(Default)]
 struct Attempt {
-    failures: usize,
+    failures: u32,
     not_before: Option<Instant>,
     /// Sent, but not yet recorded (`None`), or given up with this error.
     outcome: Option<Option<String>>,
@@ -97,7 +110,8 @@ async fn deliver_once(
     attempts: &mut HashMap<u64, Attempt>,
 ) -> bool {
     if !notify.role().is_writer() {
-        attempts.clear();
+        // what was sent and not yet recorded is kept, never sent again by this process
+        attempts.retain(|_, a| a.outcome == Some(None));
         return true;
     }
     let outbox = match notify.view().outbox(64) {
@@ -120,17 +134,13 @@ async fn deliver_once(
                 Err(e) => attempt.outcome = Some(Some(e)),
                 Ok(m) => match mailer.send(m).await {
                     Ok(()) => attempt.outcome = Some(None),
-                    Err((permanent, e)) => {
+                    Err((true, e)) => attempt.outcome = Some(Some(e)),
+                    Err((false, e)) => {
                         attempt.failures += 1;
-                        match BACKOFF.get(attempt.failures - 1) {
-                            Some(secs) if !permanent => {
-                                tracing::warn!(error = %e, retry_in_s = secs, "mail: an email was not sent");
-                                attempt.not_before =
-                                    Some(Instant::now() + Duration::from_secs(*secs));
-                                continue;
-                            }
-                            Some(_) | None => attempt.outcome = Some(Some(e)),
-                        }
+                        let wait = backoff(attempt.failures);
+                        tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "mail: an email was not sent; trying again");
+                        attempt.not_before = Some(Instant::now() + wait);
+                        continue;
                     }
                 },
             }
@@ -203,17 +213,19 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// Whether an email may link to `url`: `http`, `https` and `mailto` only.
+fn safe_url(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    ["http://", "https://", "mailto:"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+}
+
 /// The markdown as HTML, raw HTML shown as text, with links and images only to `http`,
 /// `https` and `mailto` (anything else, say `javascript:`, loses its address).
 fn markdown_html(markdown: &str) -> String {
-    use pulldown_cmark::{Event, Options, Parser, Tag};
+    use pulldown_cmark::{Event, LinkType, Options, Parser, Tag};
     let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
-    let safe = |url: &str| {
-        let lower = url.trim().to_ascii_lowercase();
-        ["http://", "https://", "mailto:"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-    };
     let events = Parser::new_ext(markdown, options).map(|event| {
         if let Event::Html(raw) | Event::InlineHtml(raw) = event {
             return Event::Text(raw);
@@ -225,7 +237,9 @@ fn markdown_html(markdown: &str) -> String {
             id,
         }) = event
         {
-            let dest_url = if safe(&dest_url) { dest_url } else { "".into() };
+            // an email autolink (`<a@b.c>`) is its address alone; pulldown writes `mailto:`
+            let kept = link_type == LinkType::Email || safe_url(&dest_url);
+            let dest_url = if kept { dest_url } else { "".into() };
             return Event::Start(Tag::Link {
                 link_type,
                 dest_url,
@@ -240,7 +254,11 @@ fn markdown_html(markdown: &str) -> String {
             id,
         }) = event
         {
-            let dest_url = if safe(&dest_url) { dest_url } else { "".into() };
+            let dest_url = if safe_url(&dest_url) {
+                dest_url
+            } else {
+                "".into()
+            };
             return Event::Start(Tag::Image {
                 link_type,
                 dest_url,
@@ -261,7 +279,7 @@ fn html(email: &Email) -> String {
         Template::Simple => "max-width: 640px; margin: 0 auto;",
         Template::Fullscreen => "width: 100%;",
     };
-    let button = email.link.as_ref().map_or(String::new(), |l| {
+    let button = email.link.as_ref().filter(|l| safe_url(&l.href)).map_or(String::new(), |l| {
         format!(
             "<p><a href=\"{}\" style=\"display: inline-block; padding: 8px 16px; background: #1565c0; color: #ffffff; text-decoration: none; border-radius: 4px;\">{}</a></p>",
             escape(&l.href),
@@ -284,7 +302,7 @@ mod tests {
         Email {
             address: "dev@example.com".into(),
             subject: "Task failed: <build>".into(),
-            content: "**bold** <script>alert(1)</script> [x](javascript:alert(1)) [y](https://example.com/y)".into(),
+            content: "**bold** <script>alert(1)</script> [x](javascript:alert(1)) [y](https://example.com/y) <me@example.com>".into(),
             link: Some(Link {
                 text: "Inspect Task".into(),
                 href: "https://example.com/tasks/T".into(),
@@ -304,10 +322,28 @@ mod tests {
         );
         assert!(!h.contains("javascript:"), "{h}");
         assert!(h.contains("href=\"https://example.com/y\""), "{h}");
+        assert!(h.contains("href=\"mailto:me@example.com\""), "{h}");
+        // a button to anything but the web or mail is left out
+        let mut sneaky = email();
+        sneaky.link = Some(Link {
+            text: "Inspect Task".into(),
+            href: "javascript:alert(1)".into(),
+        });
+        let h2 = html(&sneaky);
+        assert!(
+            !h2.contains("javascript:") && !h2.contains("Inspect Task"),
+            "{h2}"
+        );
         assert!(
             h.contains("Inspect Task") && h.contains("<title>Task failed: &lt;build&gt;</title>"),
             "{h}"
         );
+    }
+
+    #[test]
+    fn retries_wait_longer_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 
     #[test]

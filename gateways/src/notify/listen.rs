@@ -131,11 +131,28 @@ async fn listen(st: &Arc<AppState>, url: &str, queue: &str) -> Result<(), lapin:
             return Ok(());
         }
         let routes = cc_routes(delivery.properties.headers().as_ref());
-        match serde_json::from_slice::<Value>(&delivery.data) {
+        let handled = match serde_json::from_slice::<Value>(&delivery.data) {
             Ok(body) => notify_routes(st, &body, &routes).await,
-            Err(e) => tracing::debug!(error = %e, "notify listener: a body that is not JSON"),
+            Err(e) => {
+                tracing::debug!(error = %e, "notify listener: a body that is not JSON");
+                Handled::Done
+            }
+        };
+        match handled {
+            Handled::Done => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Handled::Again => {
+                // the notify or queue projection could not answer now: the message goes back
+                // to the queue and this session ends (the next one starts a second later)
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                let _ = delivery.nack(requeue).await;
+                return Ok(());
+            }
         }
-        let _ = delivery.ack(BasicAckOptions::default()).await;
     }
     Ok(())
 }
@@ -177,17 +194,25 @@ pub(crate) fn fired_routes(status: &Value, routes: &[String]) -> Vec<Route> {
         .collect()
 }
 
-async fn notify_routes(st: &AppState, body: &Value, routes: &[String]) {
+/// What became of a message.
+enum Handled {
+    /// Notified, or nothing to notify: acknowledged.
+    Done,
+    /// A failure that may pass (the notify writer or a projection unavailable): handed back.
+    Again,
+}
+
+async fn notify_routes(st: &AppState, body: &Value, routes: &[String]) -> Handled {
     let status = &body["status"];
     let fired = fired_routes(status, routes);
     if fired.is_empty() {
-        return;
+        return Handled::Done;
     }
     let Some(task_id) = status["taskId"]
         .as_str()
         .and_then(|t| t.parse::<Slug>().ok())
     else {
-        return;
+        return Handled::Done;
     };
     let mut task = st.engine.view().task(&task_id);
     if matches!(task, Ok(None)) {
@@ -200,16 +225,20 @@ async fn notify_routes(st: &AppState, body: &Value, routes: &[String]) {
     let task = match task {
         Ok(Some(task)) => task,
         // expired since: nothing to tell about
-        Ok(None) => return,
+        Ok(None) => return Handled::Done,
         Err(e) => {
             tracing::warn!(error = %e, "notify listener: reading a task");
-            return;
+            return Handled::Again;
         }
     };
     let task = serde_json::to_value(TaskJson::of(&task)).unwrap_or(Value::Null);
     let task_id = task_id.text();
     for route in fired {
         let cmd = match route.channel {
+            Channel::Email if !crate::hooks::is_email(&route.address) => {
+                tracing::debug!("notify listener: a route's email address is none");
+                continue;
+            }
             Channel::Email => NotifyCommand::Email(task_email(
                 &st.public_url,
                 task_id.as_str(),
@@ -217,6 +246,10 @@ async fn notify_routes(st: &AppState, body: &Value, routes: &[String]) {
                 status,
                 route.address,
             )),
+            Channel::Pulse if route.address.len() > super::MAX_ROUTING_KEY_BYTES => {
+                tracing::debug!("notify listener: a route's Pulse routing key is too long");
+                continue;
+            }
             Channel::Pulse => NotifyCommand::Pulse {
                 routing_key: route.address,
                 message: status.to_string(),
@@ -235,9 +268,18 @@ async fn notify_routes(st: &AppState, body: &Value, routes: &[String]) {
         };
         match st.notify.execute(actor, cmd).await {
             Ok(_) | Err(ServiceError::Domain(NotifyError::Denylisted(_))) => {}
-            Err(e) => tracing::warn!(error = %e, "notify listener: a route's notification failed"),
+            // too large for the log: no retry mends it
+            Err(ServiceError::TooLarge(e)) => {
+                tracing::warn!(error = %e, "notify listener: a route's notification is too large");
+            }
+            // the routes before this one come again with the message: duplicates, dropped
+            Err(e @ (ServiceError::Unavailable(_) | ServiceError::Store(_))) => {
+                tracing::warn!(error = %e, "notify listener: a route's notification failed; the message is handed back");
+                return Handled::Again;
+            }
         }
     }
+    Handled::Done
 }
 
 /// A JSON-e override from `extra.notify.*`; an error becomes the text upstream sends.

@@ -39,6 +39,9 @@ const MATRIX_SCHEMA: &str = "/schemas/notify/v1/matrix-request.json#";
 const SLACK_SCHEMA: &str = "/schemas/notify/v1/slack-request.json#";
 const ADDRESS_SCHEMA: &str = "/schemas/notify/v1/notification-address.json#";
 
+/// The longest Pulse routing key a notification takes: AMQP's 255 bytes less `primary.`.
+pub(crate) const MAX_ROUTING_KEY_BYTES: usize = 255 - "primary.".len();
+
 impl From<NotifyError> for ApiError {
     fn from(err: NotifyError) -> Self {
         match err {
@@ -299,6 +302,11 @@ async fn pulse(
                 .map(Value::to_string);
             let (routing_key, message) = f.done(PULSE_SCHEMA, routing_key.zip(message))?;
             caller.require(&s(format!("notify:pulse:{routing_key}")))?;
+            if routing_key.len() > MAX_ROUTING_KEY_BYTES {
+                return Err(ApiError::input(format!(
+                    "routingKey may have at most {MAX_ROUTING_KEY_BYTES} bytes: it is published as `primary.<routingKey>`, and AMQP takes routing keys of at most 255"
+                )));
+            }
             let cmd = NotifyCommand::Pulse {
                 routing_key,
                 message,
