@@ -249,159 +249,150 @@ fn email_body(body: &Value) -> Result<Email, ApiError> {
     f.done(EMAIL_SCHEMA, email)
 }
 
-async fn email(
-    uri: Uri,
-    State(st): St,
-    Extension(auth): Extension<Auth>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    Call::new("email", json!({}))
-        .with_body(&headers, &body)
-        .run(async {
-            let body = auth.body()?;
-            let caller = auth.caller()?;
-            no_query(&uri)?;
-            let email = email_body(&body.input()?)?;
-            caller.require(&s(format!("notify:email:{}", email.address)))?;
-            let written = st
-                .notify
-                .execute(actor(caller), NotifyCommand::Email(email))
-                .await?;
-            Ok(sent_or_dropped(written.len()))
-        })
-        .await
-}
+/// What a send call asks for: the scope it needs and the command.
+type Asked = (String, NotifyCommand);
 
-async fn pulse(
+/// A send call (`email`, `pulse`, `matrix`, `slack`), as upstream orders its steps: the
+/// caller, the query, the body against its schema (`parse`), the scope the body names, then the
+/// command; 200 `OK` when it was written, 204 when dropped.
+async fn send(
+    name: &'static str,
+    parse: fn(&Value) -> Result<Asked, ApiError>,
     uri: Uri,
     State(st): St,
     Extension(auth): Extension<Auth>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    Call::new("pulse", json!({}))
+    Call::new(name, json!({}))
         .with_body(&headers, &body)
         .run(async {
             let body = auth.body()?;
             let caller = auth.caller()?;
             no_query(&uri)?;
-            let input = body.input()?;
-            let obj = crate::auth::check_keys(
-                &input,
-                PULSE_SCHEMA,
-                &["routingKey", "message"],
-                &["routingKey", "message"],
-            )?;
-            let mut f = Fields::new(&obj);
-            let routing_key = f.text("routingKey", 0, 255);
-            f.kind("message", Value::is_object, "object");
-            let message = obj
-                .get("message")
-                .filter(|m| m.is_object())
-                .map(Value::to_string);
-            let (routing_key, message) = f.done(PULSE_SCHEMA, routing_key.zip(message))?;
-            caller.require(&s(format!("notify:pulse:{routing_key}")))?;
-            if routing_key.len() > MAX_ROUTING_KEY_BYTES {
-                return Err(ApiError::input(format!(
-                    "routingKey may have at most {MAX_ROUTING_KEY_BYTES} bytes: it is published as `primary.<routingKey>`, and AMQP takes routing keys of at most 255"
-                )));
-            }
-            let cmd = NotifyCommand::Pulse {
-                routing_key,
-                message,
+            let (scope, cmd) = parse(&body.input()?)?;
+            caller.require(&s(scope))?;
+            let chat = match &cmd {
+                NotifyCommand::Undeliverable(a) if a.channel == Channel::MatrixRoom => {
+                    Some("Matrix")
+                }
+                NotifyCommand::Undeliverable(_) => Some("Slack"),
+                NotifyCommand::Email(_)
+                | NotifyCommand::Pulse { .. }
+                | NotifyCommand::Deny(_)
+                | NotifyCommand::Allow(_)
+                | NotifyCommand::Delivered { .. } => None,
             };
             let written = st.notify.execute(actor(caller), cmd).await?;
+            if let Some(client) = chat {
+                tracing::warn!(
+                    "notify: a {client} message was dropped (this server has no {client} client)"
+                );
+            }
             Ok(sent_or_dropped(written.len()))
         })
         .await
 }
 
-async fn matrix(
-    uri: Uri,
-    State(st): St,
-    Extension(auth): Extension<Auth>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    Call::new("matrix", json!({}))
-        .with_body(&headers, &body)
-        .run(async {
-            let body = auth.body()?;
-            let caller = auth.caller()?;
-            no_query(&uri)?;
-            let input = body.input()?;
-            let keys = ["roomId", "body", "format", "formattedBody", "msgtype"];
-            let obj = crate::auth::check_keys(&input, MATRIX_SCHEMA, &keys, &["roomId", "body"])?;
-            let mut f = Fields::new(&obj);
-            let room = f.text("roomId", 0, 0);
-            f.text("body", 0, 0);
-            f.text("format", 0, 0);
-            f.text("formattedBody", 0, 0);
-            if obj.contains_key("msgtype") {
-                f.one_of("msgtype", &["m.notice", "m.text", "m.emote"]);
-            }
-            let room = f.done(MATRIX_SCHEMA, room)?;
-            caller.require(&s(format!("notify:matrix-room:{room}")))?;
-            undeliverable(&st, caller, Channel::MatrixRoom, room).await
-        })
-        .await
+async fn email(uri: Uri, st: St, auth: Extension<Auth>, h: HeaderMap, b: Bytes) -> Response {
+    send("email", email_request, uri, st, auth, h, b).await
 }
 
-async fn slack(
-    uri: Uri,
-    State(st): St,
-    Extension(auth): Extension<Auth>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    Call::new("slack", json!({}))
-        .with_body(&headers, &body)
-        .run(async {
-            let body = auth.body()?;
-            let caller = auth.caller()?;
-            no_query(&uri)?;
-            let input = body.input()?;
-            let keys = [
-                "channelId",
-                "text",
-                "blocks",
-                "attachments",
-                "unfurlLinks",
-                "unfurlMedia",
-            ];
-            let obj = crate::auth::check_keys(&input, SLACK_SCHEMA, &keys, &["channelId", "text"])?;
-            let mut f = Fields::new(&obj);
-            let channel = f.text("channelId", 0, 0);
-            f.text("text", 0, 0);
-            f.kind("blocks", Value::is_array, "array");
-            f.kind("attachments", Value::is_array, "array");
-            f.kind("unfurlLinks", Value::is_boolean, "boolean");
-            f.kind("unfurlMedia", Value::is_boolean, "boolean");
-            let channel = f.done(SLACK_SCHEMA, channel)?;
-            caller.require(&s(format!("notify:slack-channel:{channel}")))?;
-            undeliverable(&st, caller, Channel::SlackChannel, channel).await
-        })
-        .await
+async fn pulse(uri: Uri, st: St, auth: Extension<Auth>, h: HeaderMap, b: Bytes) -> Response {
+    send("pulse", pulse_request, uri, st, auth, h, b).await
+}
+
+async fn matrix(uri: Uri, st: St, auth: Extension<Auth>, h: HeaderMap, b: Bytes) -> Response {
+    send("matrix", matrix_request, uri, st, auth, h, b).await
+}
+
+async fn slack(uri: Uri, st: St, auth: Extension<Auth>, h: HeaderMap, b: Bytes) -> Response {
+    send("slack", slack_request, uri, st, auth, h, b).await
+}
+
+fn email_request(input: &Value) -> Result<Asked, ApiError> {
+    let email = email_body(input)?;
+    Ok((
+        format!("notify:email:{}", email.address),
+        NotifyCommand::Email(email),
+    ))
+}
+
+/// `pulse-request`; a routing key AMQP could not carry as `primary.<routingKey>` is refused.
+fn pulse_request(input: &Value) -> Result<Asked, ApiError> {
+    let obj = crate::auth::check_keys(
+        input,
+        PULSE_SCHEMA,
+        &["routingKey", "message"],
+        &["routingKey", "message"],
+    )?;
+    let mut f = Fields::new(&obj);
+    let routing_key = f.text("routingKey", 0, 255);
+    f.kind("message", Value::is_object, "object");
+    let message = obj
+        .get("message")
+        .filter(|m| m.is_object())
+        .map(Value::to_string);
+    let (routing_key, message) = f.done(PULSE_SCHEMA, routing_key.zip(message))?;
+    if routing_key.len() > MAX_ROUTING_KEY_BYTES {
+        return Err(ApiError::input(format!(
+            "routingKey may have at most {MAX_ROUTING_KEY_BYTES} bytes: it is published as `primary.<routingKey>`, and AMQP takes routing keys of at most 255"
+        )));
+    }
+    Ok((
+        format!("notify:pulse:{routing_key}"),
+        NotifyCommand::Pulse {
+            routing_key,
+            message,
+        },
+    ))
+}
+
+/// `matrix-request`: checked, then undeliverable here.
+fn matrix_request(input: &Value) -> Result<Asked, ApiError> {
+    let keys = ["roomId", "body", "format", "formattedBody", "msgtype"];
+    let obj = crate::auth::check_keys(input, MATRIX_SCHEMA, &keys, &["roomId", "body"])?;
+    let mut f = Fields::new(&obj);
+    let room = f.text("roomId", 0, 0);
+    f.text("body", 0, 0);
+    f.text("format", 0, 0);
+    f.text("formattedBody", 0, 0);
+    if obj.contains_key("msgtype") {
+        f.one_of("msgtype", &["m.notice", "m.text", "m.emote"]);
+    }
+    let room = f.done(MATRIX_SCHEMA, room)?;
+    Ok(undeliverable(Channel::MatrixRoom, room))
+}
+
+/// `slack-request`: checked, then undeliverable here.
+fn slack_request(input: &Value) -> Result<Asked, ApiError> {
+    let keys = [
+        "channelId",
+        "text",
+        "blocks",
+        "attachments",
+        "unfurlLinks",
+        "unfurlMedia",
+    ];
+    let obj = crate::auth::check_keys(input, SLACK_SCHEMA, &keys, &["channelId", "text"])?;
+    let mut f = Fields::new(&obj);
+    let channel = f.text("channelId", 0, 0);
+    f.text("text", 0, 0);
+    f.kind("blocks", Value::is_array, "array");
+    f.kind("attachments", Value::is_array, "array");
+    f.kind("unfurlLinks", Value::is_boolean, "boolean");
+    f.kind("unfurlMedia", Value::is_boolean, "boolean");
+    let channel = f.done(SLACK_SCHEMA, channel)?;
+    Ok(undeliverable(Channel::SlackChannel, channel))
 }
 
 /// A Matrix or Slack message: refused when denylisted, otherwise dropped (204), since this
 /// server posts to neither.
-async fn undeliverable(
-    st: &AppState,
-    caller: &crate::hawk::Caller,
-    channel: Channel,
-    address: String,
-) -> Result<Response, ApiError> {
-    let cmd = NotifyCommand::Undeliverable(Address { channel, address });
-    st.notify.execute(actor(caller), cmd).await?;
-    let client = if channel == Channel::MatrixRoom {
-        "Matrix"
-    } else {
-        "Slack"
-    };
-    tracing::warn!("notify: a {client} message was dropped (this server has no {client} client)");
-    Ok(no_content())
+fn undeliverable(channel: Channel, address: String) -> Asked {
+    (
+        format!("notify:{}:{address}", channel.as_str()),
+        NotifyCommand::Undeliverable(Address { channel, address }),
+    )
 }
 
 /// `notification-address`.
