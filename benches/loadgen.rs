@@ -640,7 +640,7 @@ async fn run(secs: u64, clients: usize) {
         } else if only("HOOKS") {
             hooks_phases(&api, clients, secs).await;
         } else if only("NOTIFY") {
-            notify_phases(&api, clients, secs).await;
+            notify_phases(&api, clients, secs, existing.is_none().then_some(&data)).await;
         } else if only("STATUS") {
             let (rate, lat, cpu) = status_phase(&api, clients, secs).await;
             println!(
@@ -854,11 +854,12 @@ async fn hooks_phases(api: &Api, clients: usize, secs: u64) {
     );
 }
 
-/// The notify service: `pulse` and `email` at full speed (every call a new notification, so
-/// none is dropped as a duplicate or over an address's rate; each one durable command, written
-/// one at a time, and each email then delivered into the mail directory and recorded by the
-/// delivery reactor), beside createTask at full speed in the same run for the ratios.
-async fn notify_phases(api: &Api, clients: usize, secs: u64) {
+/// The notify service: `pulse` (all with one routing key, so one per group commit) and
+/// `email` (each to its own address, so written together) at full speed, every call a new
+/// notification, so none is dropped as a duplicate or over an address's rate; then how long
+/// the delivery reactor takes to write every accepted email into the mail directory; and
+/// createTask at full speed in the same run for the ratios.
+async fn notify_phases(api: &Api, clients: usize, secs: u64, data: Option<&std::path::Path>) {
     // every call's own number (the phase's argument is the client's)
     let seq = Arc::new(AtomicU64::new(0));
     let (a, s) = (api.clone(), seq.clone());
@@ -889,6 +890,23 @@ async fn notify_phases(api: &Api, clients: usize, secs: u64) {
         }
     })
     .await;
+    // the delivery reactor writes each email into the mail directory (the server's own, when
+    // this run started it): how long until every email accepted above is there
+    let accepted = email_lat.len();
+    if let Some(dir) = data.map(|d| d.join("mail")) {
+        let count = || std::fs::read_dir(&dir).map_or(0, |d| d.count());
+        let start = Instant::now();
+        while count() < accepted && start.elapsed() < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let delivered = count();
+        let elapsed = secs as f64 + start.elapsed().as_secs_f64();
+        println!(
+            "notify emails delivered: {delivered} of {accepted} accepted, {:.0}/s over the phase and the {:.1} s after it",
+            delivered as f64 / elapsed,
+            start.elapsed().as_secs_f64()
+        );
+    }
     let (create_rate, create_lat, create_cpu) = create_phase(api, clients, secs).await;
     println!(
         "notify pulse/s {pulse_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {pulse_cpu}",

@@ -18,7 +18,7 @@ use crate::keys;
 use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, read_u64, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
@@ -61,14 +61,59 @@ pub struct NotifyView {
     db: Arc<DB>,
     /// Serializes folds: each reads the rows the previous one wrote.
     folding: Mutex<()>,
+    /// The duplicate window's digests in memory, as the `notify_sent` rows hold them (a
+    /// decision asks it for every notification; the rows are its copy on disk). Only a fold
+    /// changes it, once its batch is written.
+    window: Mutex<Window>,
+}
+
+/// The latest `DUPLICATE_WINDOW` digests, oldest first, and how often each is among them.
+#[derive(Default)]
+struct Window {
+    ring: VecDeque<Digest>,
+    counts: HashMap<Digest, u32>,
+}
+
+impl Window {
+    fn push(&mut self, digest: Digest) {
+        self.ring.push_back(digest);
+        *self.counts.entry(digest).or_default() += 1;
+        while self.ring.len() as u64 > DUPLICATE_WINDOW {
+            let Some(old) = self.ring.pop_front() else {
+                break;
+            };
+            if let Some(n) = self.counts.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    self.counts.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 impl NotifyView {
     pub fn open(db: Arc<DB>) -> Result<NotifyView, StoreError> {
-        cf(&db, keys::CF_NOTIFY)?;
+        let mut window = Window::default();
+        let prefix = keys::NOTIFY_SENT_PREFIX;
+        let iter = db.iterator_cf(
+            cf(&db, keys::CF_NOTIFY)?,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        // in number order, oldest first
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if let Ok(digest) = Digest::try_from(v.as_ref()) {
+                window.push(digest);
+            }
+        }
         Ok(NotifyView {
             db,
             folding: Mutex::new(()),
+            window: Mutex::new(window),
         })
     }
 
@@ -147,21 +192,8 @@ impl NotifyView {
 
     /// Whether `digest` is among the latest `DUPLICATE_WINDOW` notifications.
     pub fn is_duplicate(&self, digest: &Digest) -> Result<bool, StoreError> {
-        let prefix = keys::NOTIFY_SENT_PREFIX;
-        let iter = self.db.iterator_cf(
-            cf(&self.db, keys::CF_NOTIFY)?,
-            IteratorMode::From(prefix, Direction::Forward),
-        );
-        for item in iter {
-            let (k, v) = item?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            if v.as_ref() == digest {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let window = self.window.lock().expect("notify window lock");
+        Ok(window.counts.contains_key(digest))
     }
 
     /// Emails queued for `address` in the rate window before `now`.
@@ -316,6 +348,8 @@ impl Service for NotifyView {
         let mut sequences: HashMap<String, u64> = HashMap::new();
         let mut sent = read_u64(&self.db, keys::CF_NOTIFY, keys::NOTIFY_SENT_COUNT)?;
         let sent_before = sent;
+        // the digests this fold adds to the window, in order
+        let mut added: Vec<Digest> = Vec::new();
         // rate rows this fold wrote, per address (a later event of the fold may retire them)
         let mut rates: HashMap<String, Vec<(Millis, Vec<u8>)>> = HashMap::new();
         for (env, &offset) in envelopes.iter().zip(offsets) {
@@ -328,6 +362,7 @@ impl Service for NotifyView {
             }
             sequences.insert(env.stream_id.clone(), env.sequence);
             let mut remember = |batch: &mut WriteBatch, digest: &Digest| {
+                added.push(*digest);
                 batch.put_cf(notify_cf, keys::notify_sent(sent), digest);
                 if sent >= DUPLICATE_WINDOW {
                     batch.delete_cf(notify_cf, keys::notify_sent(sent - DUPLICATE_WINDOW));
@@ -385,6 +420,10 @@ impl Service for NotifyView {
             next.to_be_bytes(),
         );
         self.db.write(batch)?;
+        let mut window = self.window.lock().expect("notify window lock");
+        for digest in added {
+            window.push(digest);
+        }
         Ok(())
     }
     fn consumer_offset(&self) -> Result<u64, StoreError> {
@@ -618,9 +657,16 @@ mod tests {
             .map(|(o, _)| o)
             .collect();
         assert_eq!(outbox, vec![2, next - 1]);
-        // the first email's digest has left the window, the late one's has not
-        assert!(!batch.is_duplicate(&mail("m0").digest()).unwrap());
-        assert!(batch.is_duplicate(&mail("late").digest()).unwrap());
+        // the first email's digest has left the window, the late one's has not; a view opened
+        // on the database again reads the window back from its rows
+        let reopened = NotifyView::open(batch.db.clone()).unwrap();
+        for view in [&batch, &one, &reopened] {
+            assert!(!view.is_duplicate(&mail("m0").digest()).unwrap());
+            assert!(!view.is_duplicate(&mail("m1").digest()).unwrap());
+            assert!(view.is_duplicate(&mail("late").digest()).unwrap());
+            let last = notify::pulse_digest(&format!("k{DUPLICATE_WINDOW}"), "{}");
+            assert!(view.is_duplicate(&last).unwrap());
+        }
     }
 
     #[tokio::test]

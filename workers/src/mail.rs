@@ -123,6 +123,7 @@ async fn deliver_once(
     };
     attempts.retain(|offset, _| outbox.iter().any(|(o, _)| o == offset));
     let mut idle = true;
+    let mut records = Vec::new();
     for (offset, email) in outbox {
         let attempt = attempts.entry(offset).or_default();
         if attempt.not_before.is_some_and(|t| Instant::now() < t) {
@@ -154,10 +155,23 @@ async fn deliver_once(
             address: email.address.clone(),
             error,
         };
-        if let Err(e) = notify.execute(Actor::system("mail"), cmd).await {
+        records.push((offset, cmd));
+    }
+    // recorded together: the engine writes them in one append
+    let (queued, commands): (Vec<u64>, Vec<NotifyCommand>) = records.into_iter().unzip();
+    let answers = futures::future::join_all(
+        commands
+            .into_iter()
+            .map(|cmd| notify.execute(Actor::system("mail"), cmd)),
+    )
+    .await;
+    for (offset, answer) in queued.into_iter().zip(answers) {
+        if let Err(e) = answer {
             // recorded at a later pass; never sent twice by this process
             tracing::warn!(error = %e, "mail: recording a delivery");
-            attempt.not_before = Some(Instant::now() + Duration::from_secs(1));
+            if let Some(attempt) = attempts.get_mut(&offset) {
+                attempt.not_before = Some(Instant::now() + Duration::from_secs(1));
+            }
         }
     }
     idle
