@@ -22,6 +22,10 @@ pub const NOTIFY_TOPIC: &str = "taskledger.notify";
 pub const RATE_MAX: u32 = 50;
 pub const RATE_WINDOW_MS: i64 = 600_000;
 
+/// The longest Pulse routing key a notification takes: AMQP's routing keys have at most 255
+/// bytes, and the key is published as `primary.<routingKey>`.
+pub const MAX_ROUTING_KEY_BYTES: usize = 255 - "primary.".len();
+
 /// How many of the latest notifications a new one is compared with (upstream: 1,000).
 pub const DUPLICATE_WINDOW: u64 = 1_000;
 

@@ -106,9 +106,13 @@ impl NotifyView {
             if !k.starts_with(prefix) {
                 break;
             }
-            if let Ok(digest) = Digest::try_from(v.as_ref()) {
-                window.push(digest);
-            }
+            let digest = Digest::try_from(v.as_ref()).map_err(|_| {
+                StoreError::Log(taskledger_core::log::LogError::Corrupt(format!(
+                    "a notify window row of {} bytes, not 16",
+                    v.len()
+                )))
+            })?;
+            window.push(digest);
         }
         Ok(NotifyView {
             db,

@@ -241,6 +241,19 @@ async fn emails_go_through_the_outbox_and_the_denylist_refuses() {
         )
         .await;
     assert_eq!(status, 200);
+    // the scope comes before the routing key's length, as upstream's `authorize` does
+    let (status, body) = s
+        .call_as(
+            (&id, &token),
+            "POST",
+            "/api/notify/v1/pulse",
+            &json!({"routingKey": "k".repeat(248), "message": {}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("InsufficientScopes"))
+    );
     let (status, body) = s
         .call_as(
             (&id, &token),

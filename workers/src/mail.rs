@@ -2,11 +2,12 @@
 //! notify partition. Each email is sent by SMTP (`serve --smtp-url`) or written as an `.eml`
 //! file into a directory (the default, `<data-dir>/mail`), then recorded as `EmailDelivered`.
 //!
-//! A failure the server may get over (no connection, an SMTP 4xx, and the 5xx replies that
-//! say the server's own credentials are wrong, which an operator mends) is tried again after 1,
-//! 2, 4, ... s, at most a minute apart, for as long as it lasts; a refusal of the email itself
-//! (any other SMTP 5xx, an address that is not one) is recorded at once as given up, with the
-//! error. An email sent whose record failed is not sent again by this process (its record is
+//! A failure that may pass is tried again after 1, 2, 4, ... s, at most a minute apart: no
+//! answer about the email (no connection, the 5xx replies that refuse the server's own
+//! credentials, which an operator mends) for as long as it lasts, a receiving server's 4xx for
+//! a day (then given up, as mail servers do); a refusal of the email itself (any other SMTP
+//! 5xx, an address that is not one) is recorded at once as given up, with the error. Emails
+//! waiting for their next try are read past, so they never hold up the others. An email sent whose record failed is not sent again by this process (its record is
 //! retried); a restart, or another node taking the partition, between the two sends it again
 //! (at-least-once).
 //!
@@ -59,23 +60,47 @@ impl Mailer {
         Ok(Mailer::Directory(AsyncFileTransport::new(dir)))
     }
 
-    /// Sends `message`: `Err((permanent, text))` when it did not leave.
-    async fn send(&self, message: Message) -> Result<(), (bool, String)> {
+    /// Sends `message`; when it did not leave, how it failed and why.
+    async fn send(&self, message: Message) -> Result<(), (Failure, String)> {
         match self {
             Mailer::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| {
-                // authentication refused: the server's configuration, not the email
                 let code = e.status().map(|c| c.to_string());
-                let config = matches!(code.as_deref(), Some("530" | "534" | "535" | "538"));
-                (e.is_permanent() && !config, e.to_string())
+                let kind = match code.as_deref() {
+                    // authentication refused: the server's configuration, not the email
+                    Some("530" | "534" | "535" | "538") => Failure::Unreachable,
+                    Some(_) if e.is_permanent() => Failure::Refused,
+                    Some(_) => Failure::Deferred,
+                    None => Failure::Unreachable,
+                };
+                (kind, e.to_string())
             }),
             Mailer::Directory(t) => t
                 .send(message)
                 .await
                 .map(|_| ())
-                .map_err(|e| (false, e.to_string())),
+                .map_err(|e| (Failure::Unreachable, e.to_string())),
         }
     }
 }
+
+/// How a send failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Failure {
+    /// The server refused the email for good (an SMTP 5xx about it): recorded at once.
+    Refused,
+    /// The server put it off (an SMTP 4xx: a full mailbox, greylisting): tried again for up to
+    /// `DEFERRED_FOR`, as mail servers do, then recorded as given up.
+    Deferred,
+    /// No answer about the email (no connection, our credentials refused, the directory not
+    /// writable): tried again for as long as it lasts.
+    Unreachable,
+}
+
+/// How long an email the receiving server keeps putting off is tried.
+const DEFERRED_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// Emails sent in one pass; those waiting for their next try are read past.
+const PASS: usize = 64;
 
 /// The wait before the next try after `failures` failures: 1, 2, 4, ... s, at most a minute.
 fn backoff(failures: u32) -> Duration {
@@ -86,6 +111,7 @@ fn backoff(failures: u32) -> Duration {
 #[derive(Default)]
 struct Attempt {
     failures: u32,
+    first_failure: Option<Instant>,
     not_before: Option<Instant>,
     /// Sent, but not yet recorded (`None`), or given up with this error.
     outcome: Option<Option<String>>,
@@ -102,7 +128,10 @@ pub async fn run_mail_delivery(notify: NotifyEngine, mailer: Mailer, from: Mailb
     }
 }
 
-/// One pass over the outbox; whether there was nothing to do now.
+/// One pass over the outbox; whether there was nothing to do now. Each email's record is
+/// sent to the engine as soon as the email left (records waiting together are written in one
+/// append), and the role is checked before each send, so a node that stops writing the
+/// partition stops sending at once.
 async fn deliver_once(
     notify: &NotifyEngine,
     mailer: &Mailer,
@@ -114,34 +143,51 @@ async fn deliver_once(
         attempts.retain(|_, a| a.outcome == Some(None));
         return true;
     }
-    let outbox = match notify.view().outbox(64) {
+    // past the emails waiting for their next try, so that they never hold up the others
+    let waiting = attempts
+        .values()
+        .filter(|a| a.not_before.is_some_and(|t| Instant::now() < t))
+        .count();
+    let outbox = match notify.view().outbox(PASS + waiting) {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(error = %e, "mail: reading the outbox");
             return true;
         }
     };
-    attempts.retain(|offset, _| outbox.iter().any(|(o, _)| o == offset));
-    let mut idle = true;
+    // forget what left the outbox (recorded); keep what lies past this read and was sent or
+    // given up but not yet recorded, so it is never sent again
+    let last = outbox.last().map(|(o, _)| *o);
+    attempts.retain(|offset, a| {
+        outbox.iter().any(|(o, _)| o == offset)
+            || (a.outcome.is_some() && last.is_some_and(|l| *offset > l))
+    });
     let mut records = Vec::new();
     for (offset, email) in outbox {
+        if records.len() == PASS || !notify.role().is_writer() {
+            break;
+        }
         let attempt = attempts.entry(offset).or_default();
         if attempt.not_before.is_some_and(|t| Instant::now() < t) {
             continue;
         }
-        idle = false;
         if attempt.outcome.is_none() {
             match message(from, &email) {
                 Err(e) => attempt.outcome = Some(Some(e)),
                 Ok(m) => match mailer.send(m).await {
                     Ok(()) => attempt.outcome = Some(None),
-                    Err((true, e)) => attempt.outcome = Some(Some(e)),
-                    Err((false, e)) => {
-                        attempt.failures += 1;
-                        let wait = backoff(attempt.failures);
-                        tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "mail: an email was not sent; trying again");
-                        attempt.not_before = Some(Instant::now() + wait);
-                        continue;
+                    Err((Failure::Refused, e)) => attempt.outcome = Some(Some(e)),
+                    Err((kind, e)) => {
+                        let first = *attempt.first_failure.get_or_insert_with(Instant::now);
+                        if kind == Failure::Deferred && first.elapsed() >= DEFERRED_FOR {
+                            attempt.outcome = Some(Some(e));
+                        } else {
+                            attempt.failures += 1;
+                            let wait = backoff(attempt.failures);
+                            tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "mail: an email was not sent; trying again");
+                            attempt.not_before = Some(Instant::now() + wait);
+                            continue;
+                        }
                     }
                 },
             }
@@ -155,18 +201,18 @@ async fn deliver_once(
             address: email.address.clone(),
             error,
         };
-        records.push((offset, cmd));
+        let engine = notify.clone();
+        let record = tokio::spawn(async move { engine.execute(Actor::system("mail"), cmd).await });
+        records.push((offset, record));
     }
-    // recorded together: the engine writes them in one append
-    let (queued, commands): (Vec<u64>, Vec<NotifyCommand>) = records.into_iter().unzip();
-    let answers = futures::future::join_all(
-        commands
-            .into_iter()
-            .map(|cmd| notify.execute(Actor::system("mail"), cmd)),
-    )
-    .await;
-    for (offset, answer) in queued.into_iter().zip(answers) {
-        if let Err(e) = answer {
+    let idle = records.is_empty();
+    for (offset, record) in records {
+        let failed = match record.await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
             // recorded at a later pass; never sent twice by this process
             tracing::warn!(error = %e, "mail: recording a delivery");
             if let Some(attempt) = attempts.get_mut(&offset) {

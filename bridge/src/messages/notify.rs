@@ -4,7 +4,7 @@
 //! `route.<routingKey>`, body `{version: 1, message}`.
 
 use serde_json::{json, Value};
-use taskledger_core::notify::NotifyEvent;
+use taskledger_core::notify::{NotifyEvent, MAX_ROUTING_KEY_BYTES};
 
 use super::{bytes, Message};
 
@@ -27,7 +27,7 @@ pub fn notify_message(event: &NotifyEvent) -> Option<Message> {
     };
     // the API and the listener refuse such a key; a log written before they did is passed
     // over rather than handed to AMQP, which takes routing keys of at most 255 bytes
-    if routing_key.len() > 255 - "primary.".len() {
+    if routing_key.len() > MAX_ROUTING_KEY_BYTES {
         return None;
     }
     // written by serde_json from an object, so it reads back

@@ -20,12 +20,15 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::envelope::Actor;
 use taskledger_core::ids::Slug;
 use taskledger_core::log::QUEUE_TOPIC;
-use taskledger_core::notify::{Channel, Email, Link, NotifyCommand, NotifyError, Route, Template};
+use taskledger_core::notify::{
+    Channel, Email, Link, NotifyCommand, NotifyError, Route, Template, MAX_ROUTING_KEY_BYTES,
+};
 use taskledger_projections::single::ServiceError;
 
 /// The routes' first segment (upstream's `routePrefix`).
@@ -60,19 +63,32 @@ pub async fn run_listener(st: Arc<AppState>, url: String, name: String) {
         .map(|u| u.authority.userinfo.username)
         .unwrap_or_else(|_| "guest".into());
     let queue = format!("queue/{user}/{name}");
+    let mut tries: HashMap<String, u32> = HashMap::new();
     loop {
+        let mut pause = Duration::from_secs(1);
         if st.notify.role().is_writer() {
-            if let Err(e) = listen(&st, &url, &queue).await {
-                tracing::warn!(error = %e, "notify listener: reconnecting to Pulse");
+            match listen(&st, &url, &queue, &mut tries).await {
+                Ok(again) => pause = again,
+                Err(e) => tracing::warn!(error = %e, "notify listener: reconnecting to Pulse"),
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
+/// How often a message that could not be handled is handed back before it is dropped.
+const MAX_TRIES: u32 = 5;
+
 /// One connection's life: bind, then consume until the connection fails or this node stops
 /// writing the notify partition.
-async fn listen(st: &Arc<AppState>, url: &str, queue: &str) -> Result<(), lapin::Error> {
+/// Ends with the pause before the next session: a second, or longer after a message was
+/// handed back (a second more for each time it was).
+async fn listen(
+    st: &Arc<AppState>,
+    url: &str,
+    queue: &str,
+    tries: &mut HashMap<String, u32>,
+) -> Result<Duration, lapin::Error> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     ch.queue_declare(
@@ -128,8 +144,15 @@ async fn listen(st: &Arc<AppState>, url: &str, queue: &str) -> Result<(), lapin:
                 ..Default::default()
             };
             let _ = delivery.nack(requeue).await;
-            return Ok(());
+            return Ok(Duration::from_secs(1));
         }
+        // the bridge's messages carry their event's id; a message without one is its bytes
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| String::from_utf8_lossy(&delivery.data).into_owned());
         let routes = cc_routes(delivery.properties.headers().as_ref());
         let handled = match serde_json::from_slice::<Value>(&delivery.data) {
             Ok(body) => notify_routes(st, &body, &routes).await,
@@ -138,23 +161,33 @@ async fn listen(st: &Arc<AppState>, url: &str, queue: &str) -> Result<(), lapin:
                 Handled::Done
             }
         };
-        match handled {
-            Handled::Done => {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
+        let n = match handled {
+            Handled::Done => 0,
+            Handled::Again => tries.get(&id).copied().unwrap_or(0) + 1,
+        };
+        if n == 0 || n >= MAX_TRIES {
+            if n > 0 {
+                tracing::error!(tries = n, "notify listener: a task message could not be handled; its notifications are dropped");
             }
-            Handled::Again => {
-                // the notify or queue projection could not answer now: the message goes back
-                // to the queue and this session ends (the next one starts a second later)
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                };
-                let _ = delivery.nack(requeue).await;
-                return Ok(());
-            }
+            tries.remove(&id);
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            continue;
         }
+        // the notify or queue projection could not answer now: the message goes back to the
+        // queue (its routes handled before are sent again: duplicates, dropped while still in
+        // the window) and this session ends; the next starts a little later each time
+        if tries.len() >= 1_000 {
+            tries.clear();
+        }
+        tries.insert(id, n);
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        let _ = delivery.nack(requeue).await;
+        return Ok(Duration::from_secs(u64::from(n)));
     }
-    Ok(())
+    Ok(Duration::from_secs(1))
 }
 
 /// The routes a message was CC'd to (`route.<route>`), without the `route.`.
@@ -246,7 +279,7 @@ async fn notify_routes(st: &AppState, body: &Value, routes: &[String]) -> Handle
                 status,
                 route.address,
             )),
-            Channel::Pulse if route.address.len() > super::MAX_ROUTING_KEY_BYTES => {
+            Channel::Pulse if route.address.len() > MAX_ROUTING_KEY_BYTES => {
                 tracing::debug!("notify listener: a route's Pulse routing key is too long");
                 continue;
             }

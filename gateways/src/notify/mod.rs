@@ -27,7 +27,7 @@ use axum::routing::{delete, get, post};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use taskledger_core::notify::{
-    Address, Channel, Email, Link, NotifyCommand, NotifyError, Template,
+    Address, Channel, Email, Link, NotifyCommand, NotifyError, Template, MAX_ROUTING_KEY_BYTES,
 };
 use taskledger_core::scopes::ScopeExpr;
 
@@ -38,9 +38,6 @@ const PULSE_SCHEMA: &str = "/schemas/notify/v1/pulse-request.json#";
 const MATRIX_SCHEMA: &str = "/schemas/notify/v1/matrix-request.json#";
 const SLACK_SCHEMA: &str = "/schemas/notify/v1/slack-request.json#";
 const ADDRESS_SCHEMA: &str = "/schemas/notify/v1/notification-address.json#";
-
-/// The longest Pulse routing key a notification takes: AMQP's 255 bytes less `primary.`.
-pub(crate) const MAX_ROUTING_KEY_BYTES: usize = 255 - "primary.".len();
 
 impl From<NotifyError> for ApiError {
     fn from(err: NotifyError) -> Self {
@@ -272,6 +269,15 @@ async fn send(
             no_query(&uri)?;
             let (scope, cmd) = parse(&body.input()?)?;
             caller.require(&s(scope))?;
+            // the handler's own check, after the scope, as upstream's handlers check after
+            // `authorize`
+            if let NotifyCommand::Pulse { routing_key, .. } = &cmd {
+                if routing_key.len() > MAX_ROUTING_KEY_BYTES {
+                    return Err(ApiError::input(format!(
+                        "routingKey may have at most {MAX_ROUTING_KEY_BYTES} bytes: it is published as `primary.<routingKey>`, and AMQP takes routing keys of at most 255"
+                    )));
+                }
+            }
             let chat = match &cmd {
                 NotifyCommand::Undeliverable(a) if a.channel == Channel::MatrixRoom => {
                     Some("Matrix")
@@ -318,7 +324,7 @@ fn email_request(input: &Value) -> Result<Asked, ApiError> {
     ))
 }
 
-/// `pulse-request`; a routing key AMQP could not carry as `primary.<routingKey>` is refused.
+/// `pulse-request`.
 fn pulse_request(input: &Value) -> Result<Asked, ApiError> {
     let obj = crate::auth::check_keys(
         input,
@@ -334,11 +340,6 @@ fn pulse_request(input: &Value) -> Result<Asked, ApiError> {
         .filter(|m| m.is_object())
         .map(Value::to_string);
     let (routing_key, message) = f.done(PULSE_SCHEMA, routing_key.zip(message))?;
-    if routing_key.len() > MAX_ROUTING_KEY_BYTES {
-        return Err(ApiError::input(format!(
-            "routingKey may have at most {MAX_ROUTING_KEY_BYTES} bytes: it is published as `primary.<routingKey>`, and AMQP takes routing keys of at most 255"
-        )));
-    }
     Ok((
         format!("notify:pulse:{routing_key}"),
         NotifyCommand::Pulse {
