@@ -685,6 +685,25 @@ pub fn notify_rate_of(address: &str) -> Vec<u8> {
     with_str(NOTIFY_RATE_PREFIX.to_vec(), address)
 }
 
+/// `notify`: the time index of the rate rows: time, log offset, then the address.
+pub fn notify_rate_time(at: Millis, offset: u64, address: &str) -> Vec<u8> {
+    let mut k = key(17 + address.len());
+    k.extend_from_slice(NOTIFY_RATE_TIME_PREFIX);
+    k.extend_from_slice(&(at.0.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(&offset.to_be_bytes());
+    k.extend_from_slice(address.as_bytes());
+    k
+}
+
+/// Time, offset and address of a `notify_rate_time` key; `None` past the index.
+pub fn parse_notify_rate_time(key: &[u8]) -> Option<(Millis, u64, &str)> {
+    let rest = key.strip_prefix(NOTIFY_RATE_TIME_PREFIX)?;
+    let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let offset = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+    let address = std::str::from_utf8(rest.get(16..)?).ok()?;
+    Some((Millis(at as i64), offset, address))
+}
+
 /// `notify`: the last applied sequence of a stream.
 pub fn notify_stream(stream: &str) -> Vec<u8> {
     with_str(NOTIFY_STREAM_PREFIX.to_vec(), stream)
@@ -695,6 +714,7 @@ pub const NOTIFY_DENIED_PREFIX: &[u8] = b"d";
 pub const NOTIFY_OUTBOX_PREFIX: &[u8] = b"o";
 pub const NOTIFY_SENT_PREFIX: &[u8] = b"h";
 pub const NOTIFY_RATE_PREFIX: &[u8] = b"r";
+pub const NOTIFY_RATE_TIME_PREFIX: &[u8] = b"t";
 pub const NOTIFY_STREAM_PREFIX: &[u8] = b"s";
 pub const NOTIFY_SENT_COUNT: &[u8] = b"c";
 

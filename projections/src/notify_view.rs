@@ -3,9 +3,9 @@
 //! `NotifyView` folds `NotifyEvent`s (topic `taskledger.notify`) into the `notify` column
 //! family: the denylist (kind, address), the outbox (emails queued and not yet delivered, by
 //! log offset), the digests of the latest `DUPLICATE_WINDOW` notifications (by their number,
-//! with the count of all so far), one row per email queued for an address within the rate
-//! window (address, time, offset; older rows of an address go when its next email is folded),
-//! and each stream's last applied sequence.
+//! with the count of all so far), one row per email queued within the rate window (address,
+//! time, offset; with a time index, through which each email's fold deletes every row past the
+//! window, whatever its address), and each stream's last applied sequence.
 //!
 //! `NotifyEngine` is the partition's single writer (`single::ServiceEngine`); notifications to
 //! different addresses with different digests are written together (`footprint`).
@@ -18,7 +18,7 @@ use crate::keys;
 use crate::single::{Decision, Footprint, Service, ServiceEngine, ServiceError};
 use crate::store::{cf, read_u64, StoreError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
@@ -256,26 +256,40 @@ impl NotifyView {
         keys::consumer_offset(NOTIFY_CONSUMER, NOTIFY_TOPIC, NOTIFY_PARTITION)
     }
 
-    /// The rate rows of `address` stored in the database that no longer count at `at`.
-    fn stale_rates(&self, address: &str, at: Millis) -> Result<Vec<Vec<u8>>, StoreError> {
-        let prefix = keys::notify_rate_of(address);
-        let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            cf(&self.db, keys::CF_NOTIFY)?,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
+    /// Deletes the stored rate rows (and their time index entries) that no longer count at
+    /// `now`, oldest first, from past `swept` (where this fold's previous sweep stopped), and
+    /// moves `swept` on.
+    fn sweep_rates(
+        &self,
+        batch: &mut WriteBatch,
+        swept: &mut Option<Vec<u8>>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let notify_cf = cf(&self.db, keys::CF_NOTIFY)?;
+        let start = match swept {
+            Some(k) => {
+                let mut k = k.clone();
+                k.push(0);
+                k
+            }
+            None => keys::NOTIFY_RATE_TIME_PREFIX.to_vec(),
+        };
+        let iter = self
+            .db
+            .iterator_cf(notify_cf, IteratorMode::From(&start, Direction::Forward));
         for item in iter {
             let (k, _) = item?;
-            if !k.starts_with(&prefix) {
+            let Some((at, offset, address)) = keys::parse_notify_rate_time(&k) else {
+                break;
+            };
+            if in_rate_window(at, now) {
                 break;
             }
-            match rate_time(&k, prefix.len()) {
-                Some(t) if !in_rate_window(t, at) => out.push(k.to_vec()),
-                // keys are in time order: the rest still count
-                Some(_) | None => break,
-            }
+            batch.delete_cf(notify_cf, keys::notify_rate(address, at, offset));
+            batch.delete_cf(notify_cf, &k);
+            *swept = Some(k.to_vec());
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -354,8 +368,10 @@ impl Service for NotifyView {
         let sent_before = sent;
         // the digests this fold adds to the window, in order
         let mut added: Vec<Digest> = Vec::new();
-        // rate rows this fold wrote, per address (a later event of the fold may retire them)
-        let mut rates: HashMap<String, Vec<(Millis, Vec<u8>)>> = HashMap::new();
+        // rate rows this fold wrote, in time order (a later email of the fold may retire them),
+        // and how far the stored ones were swept
+        let mut rates: BTreeMap<(i64, u64), String> = BTreeMap::new();
+        let mut swept: Option<Vec<u8>> = None;
         for (env, &offset) in envelopes.iter().zip(offsets) {
             let seen = match sequences.get(&env.stream_id) {
                 Some(&s) => s,
@@ -387,20 +403,27 @@ impl Service for NotifyView {
                         keys::notify_outbox(offset),
                         codec::encode(email)?,
                     );
-                    for k in self.stale_rates(&email.address, env.time)? {
-                        batch.delete_cf(notify_cf, k);
-                    }
-                    let ours = rates.entry(email.address.clone()).or_default();
-                    ours.retain(|(t, k)| {
-                        let keep = in_rate_window(*t, env.time);
-                        if !keep {
-                            batch.delete_cf(notify_cf, k);
+                    // every rate row past the window goes, whatever its address: stored
+                    // ones, then this fold's own
+                    self.sweep_rates(&mut batch, &mut swept, env.time)?;
+                    while let Some(entry) = rates.first_entry() {
+                        let (at, written) = *entry.key();
+                        if in_rate_window(Millis(at), env.time) {
+                            break;
                         }
-                        keep
-                    });
-                    let key = keys::notify_rate(&email.address, env.time, offset);
-                    batch.put_cf(notify_cf, &key, []);
-                    ours.push((env.time, key));
+                        let address = entry.remove();
+                        let at = Millis(at);
+                        batch.delete_cf(notify_cf, keys::notify_rate(&address, at, written));
+                        batch.delete_cf(notify_cf, keys::notify_rate_time(at, written, &address));
+                    }
+                    let address = &email.address;
+                    batch.put_cf(notify_cf, keys::notify_rate(address, env.time, offset), []);
+                    batch.put_cf(
+                        notify_cf,
+                        keys::notify_rate_time(env.time, offset, address),
+                        [],
+                    );
+                    rates.insert((env.time.0, offset), address.clone());
                 }
                 NotifyEvent::PulseSent { digest, .. } => remember(&mut batch, digest),
                 NotifyEvent::EmailDelivered { queued, .. } => {
@@ -594,6 +617,17 @@ mod tests {
                 },
             ));
         }
+        // another address's email, retired by the late email to the first address
+        let mut other = mail("b's");
+        other.address = "b@example.com".into();
+        envs.push(envelope(
+            notify::email_stream("b@example.com"),
+            t0.plus(500),
+            NotifyEvent::EmailQueued {
+                digest: other.digest(),
+                email: other,
+            },
+        ));
         envs.push(envelope(
             stream_a.clone(),
             t0.plus(2_000),
@@ -654,13 +688,15 @@ mod tests {
             rows(&batch, &keys::notify_rate_of("a@example.com")).len(),
             1
         );
+        assert!(rows(&batch, &keys::notify_rate_of("b@example.com")).is_empty());
+        assert_eq!(rows(&batch, keys::NOTIFY_RATE_TIME_PREFIX).len(), 1);
         let outbox: Vec<u64> = batch
             .outbox(10)
             .unwrap()
             .into_iter()
             .map(|(o, _)| o)
             .collect();
-        assert_eq!(outbox, vec![2, next - 1]);
+        assert_eq!(outbox, vec![2, 3, next - 1]);
         // the first email's digest has left the window, the late one's has not; a view opened
         // on the database again reads the window back from its rows
         let reopened = NotifyView::open(batch.db.clone()).unwrap();
