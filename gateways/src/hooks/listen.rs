@@ -39,6 +39,14 @@ pub fn queue_name(user: &str, group: &str, id: &str) -> String {
     format!("queue/{user}/{group}/{id}")
 }
 
+/// The user a Pulse URL logs in as (whose namespace, `queue/<user>/...`, Pulse requires a
+/// consumer's queues to be in); RabbitMQ's default, `guest`, when the URL names none.
+pub(crate) fn broker_user(url: &str) -> String {
+    url.parse::<lapin::uri::AMQPUri>()
+        .map(|u| u.authority.userinfo.username)
+        .unwrap_or_else(|_| "guest".into())
+}
+
 /// `s` as an AMQP short string, or `None` past 255 bytes (where lapin's conversion panics).
 fn short(s: &str) -> Option<ShortString> {
     ShortString::try_new(s).ok()
@@ -57,10 +65,7 @@ struct Listening {
 /// Listens for the hooks' bound messages on the broker at `url` (reconnecting after a
 /// failure) while this node writes the hooks and the queue partitions.
 pub async fn run_listener(st: Arc<AppState>, url: String) {
-    let user = url
-        .parse::<lapin::uri::AMQPUri>()
-        .map(|u| u.authority.userinfo.username)
-        .unwrap_or_else(|_| "guest".into());
+    let user = broker_user(&url);
     loop {
         if let Err(e) = listen(&st, &url, &user).await {
             tracing::warn!(error = %e, "hook listener: reconnecting to Pulse");

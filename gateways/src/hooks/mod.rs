@@ -12,6 +12,7 @@ mod fire;
 mod listen;
 
 pub use fire::{run_schedule, HOOKS_CLIENT};
+pub(crate) use listen::broker_user;
 pub use listen::{queue_name, run_listener};
 
 use crate::error::ApiError;
@@ -184,25 +185,7 @@ fn metadata(v: Option<&Value>, errors: &mut Vec<String>) -> Option<(String, Stri
             ));
         }
     }
-    let mut text = |key: &str, max: usize| -> Option<String> {
-        match obj.get(key) {
-            None => {
-                errors.push(format!("data/metadata must have required property '{key}'"));
-                None
-            }
-            Some(Value::String(t)) if t.chars().count() > max => {
-                errors.push(format!(
-                    "data/metadata/{key} must NOT have more than {max} characters"
-                ));
-                None
-            }
-            Some(Value::String(t)) => Some(t.clone()),
-            Some(_) => {
-                errors.push(format!("data/metadata/{key} must be string"));
-                None
-            }
-        }
-    };
+    let mut text = |key: &str, max: usize| text_field(obj, "metadata", key, 0, max, true, errors);
     let name = text("name", 255);
     let description = text("description", 32768);
     let owner = text("owner", 255);
@@ -252,25 +235,8 @@ fn bindings(v: Option<&Value>, errors: &mut Vec<String>) -> Option<Vec<Binding>>
                 ));
             }
         }
-        let mut text = |key: &str| match obj.get(key) {
-            Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
-            Some(Value::String(_)) => {
-                errors.push(format!(
-                    "data/bindings/{i}/{key} must NOT have fewer than 1 characters"
-                ));
-                None
-            }
-            Some(_) => {
-                errors.push(format!("data/bindings/{i}/{key} must be string"));
-                None
-            }
-            None => {
-                errors.push(format!(
-                    "data/bindings/{i} must have required property '{key}'"
-                ));
-                None
-            }
-        };
+        let path = format!("bindings/{i}");
+        let mut text = |key: &str| text_field(obj, &path, key, 1, 0, true, errors);
         if let (Some(exchange), Some(routing_key_pattern)) =
             (text("exchange"), text("routingKeyPattern"))
         {

@@ -58,11 +58,7 @@ const PREFETCH: u16 = 16;
 /// Listens on the broker at `url` (reconnecting after a failure) while this node writes the
 /// notify partition.
 pub async fn run_listener(st: Arc<AppState>, url: String, name: String) {
-    let user = url
-        .parse::<lapin::uri::AMQPUri>()
-        .map(|u| u.authority.userinfo.username)
-        .unwrap_or_else(|_| "guest".into());
-    let queue = format!("queue/{user}/{name}");
+    let queue = format!("queue/{}/{name}", crate::hooks::broker_user(&url));
     let mut tries: HashMap<String, u32> = HashMap::new();
     loop {
         let mut pause = Duration::from_secs(1);

@@ -96,7 +96,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A string at `path` (`data/<path>`) of `min..=max` characters (`max` 0: no bound).
+    /// A string at `data/<path>/<key>` of `min..=max` characters (`max` 0: no bound); a
+    /// missing one is `None` (the required ones are checked before).
     fn text_in(
         &mut self,
         obj: &Map<String, Value>,
@@ -105,27 +106,7 @@ impl<'a> Fields<'a> {
         min: usize,
         max: usize,
     ) -> Option<String> {
-        let at = if path.is_empty() {
-            format!("data/{key}")
-        } else {
-            format!("data/{path}/{key}")
-        };
-        let Some(t) = obj.get(key)?.as_str() else {
-            self.errors.push(format!("{at} must be string"));
-            return None;
-        };
-        let n = t.chars().count();
-        if n < min {
-            self.errors
-                .push(format!("{at} must NOT have fewer than {min} characters"));
-            None
-        } else if max > 0 && n > max {
-            self.errors
-                .push(format!("{at} must NOT have more than {max} characters"));
-            None
-        } else {
-            Some(t.to_string())
-        }
+        text_field(obj, path, key, min, max, false, &mut self.errors)
     }
 
     fn text(&mut self, key: &str, min: usize, max: usize) -> Option<String> {

@@ -298,6 +298,50 @@ pub fn object_with_only<'b>(
     Ok(obj)
 }
 
+/// A string property `key` of `obj`, found at `data/<path>/<key>` (`data/<key>` for an empty
+/// `path`), checked as Ajv words it: a string of `min..=max` characters (`max` 0: no bound).
+/// `None` with the words added to `errors` when it is not; a missing one is `None`, with the
+/// required-property error only when `required`.
+pub fn text_field(
+    obj: &serde_json::Map<String, Value>,
+    path: &str,
+    key: &str,
+    min: usize,
+    max: usize,
+    required: bool,
+    errors: &mut Vec<String>,
+) -> Option<String> {
+    let parent = if path.is_empty() {
+        "data".to_string()
+    } else {
+        format!("data/{path}")
+    };
+    let Some(v) = obj.get(key) else {
+        if required {
+            errors.push(format!("{parent} must have required property '{key}'"));
+        }
+        return None;
+    };
+    let Some(t) = v.as_str() else {
+        errors.push(format!("{parent}/{key} must be string"));
+        return None;
+    };
+    let n = t.chars().count();
+    if n < min {
+        errors.push(format!(
+            "{parent}/{key} must NOT have fewer than {min} characters"
+        ));
+        None
+    } else if max > 0 && n > max {
+        errors.push(format!(
+            "{parent}/{key} must NOT have more than {max} characters"
+        ));
+        None
+    } else {
+        Some(t.to_string())
+    }
+}
+
 /// A required `date-time` property of a body being checked: its instant, or `None` with the
 /// validator's words for what is wrong added to `errors`.
 pub fn date_time(
