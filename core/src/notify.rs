@@ -114,15 +114,6 @@ pub enum Template {
     Fullscreen,
 }
 
-impl Template {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Template::Simple => "simple",
-            Template::Fullscreen => "fullscreen",
-        }
-    }
-}
-
 /// An `email-request`, its defaults filled. `content` is markdown.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Email {
@@ -242,8 +233,7 @@ impl NotifyCommand {
         }
     }
 
-    /// The address the denylist is asked about, the duplicate check's digest, and whether
-    /// the email rate applies.
+    /// The address the denylist is asked about (none for a delivery's record).
     pub fn address(&self) -> Option<Address> {
         match self {
             NotifyCommand::Email(e) => Some(Address {
@@ -261,6 +251,7 @@ impl NotifyCommand {
         }
     }
 
+    /// The digest the duplicate check is asked about (a notification's only).
     pub fn digest(&self) -> Option<Digest> {
         match self {
             NotifyCommand::Email(e) => Some(e.digest()),
