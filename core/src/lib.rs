@@ -4,7 +4,8 @@
 //! service's domain (`object`: uploads, hashes, expiry), the secrets service's (`secrets`), the index service's (`index`:
 //! paths, the rank rule, route indexing), the hooks service's (`hooks`: definitions, cron
 //! schedules, fires), the notify service's (`notify`: the denylist, the email outbox, Pulse
-//! notifications, task routes), and the `EventLog` trait.
+//! notifications, task routes), the GitHub integration's (`github`: webhooks, builds,
+//! installations), and the `EventLog` trait.
 //!
 //! Invariant: no I/O and no clock. Time and randomness are arguments.
 
@@ -12,6 +13,7 @@ pub mod access;
 pub mod auth;
 pub mod codec;
 pub mod envelope;
+pub mod github;
 pub mod hooks;
 pub mod ids;
 pub mod index;
