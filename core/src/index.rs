@@ -513,7 +513,7 @@ mod tests {
         assert_eq!(indexed(&events), [("p.latest".to_string(), 40)]);
         assert_eq!(m.last_completion(), Some(40));
         // read again after a crash: nothing more
-        let again = IndexCommand::IndexCompletions(vec![first, completion(12, 50, &["p.x"])]);
+        let again = IndexCommand::IndexCompletions(vec![completion(12, 50, &["p.x"]), first]);
         assert!(m.run(&again, now).is_empty());
         // several in one command: each sees what the ones before it wrote
         let batch = IndexCommand::IndexCompletions(vec![
