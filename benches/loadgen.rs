@@ -20,6 +20,8 @@ use taskledger_core::codec;
 use taskledger_core::time::Millis;
 
 const TOKEN: &str = "loadgen-root-access-token-0123456789abcdefgh";
+/// What the server checks GitHub webhooks' signatures with.
+const WEBHOOK_SECRET: &str = "loadgen-webhook-secret";
 
 type Body = http_body_util::Full<bytes::Bytes>;
 
@@ -99,10 +101,26 @@ impl Api {
         body: Option<Bytes>,
         signed: bool,
     ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
+        self.send_with(slot, method, full, body, signed, &[]).await
+    }
+
+    /// `send` with more request headers.
+    async fn send_with(
+        &self,
+        slot: usize,
+        method: &str,
+        full: &str,
+        body: Option<Bytes>,
+        signed: bool,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(full)
             .header(hyper::header::HOST, format!("127.0.0.1:{}", self.port));
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
         if signed {
             let header = hawk::RequestBuilder::new(method, "127.0.0.1", self.port, full)
                 .request()
@@ -504,6 +522,7 @@ fn spawn_server(port: u16, data: &std::path::Path, kafka: Option<&str>) -> std::
         .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
         .env("TASKLEDGER_DATA_DIR", data)
         .env("TASKLEDGER_ROOT_ACCESS_TOKEN", TOKEN)
+        .env("TASKLEDGER_GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     if let Some(brokers) = kafka {
@@ -607,6 +626,7 @@ async fn run(secs: u64, clients: usize) {
     println!("loadgen: {clients} concurrent clients, {secs} s per phase, Hawk-signed HTTP/1.1 on loopback");
     // LOADGEN_ONLY_AUTH / LOADGEN_ONLY_STATUS / LOADGEN_ONLY_CREATE / LOADGEN_ONLY_LIFE /
     // LOADGEN_ONLY_SECRETS / LOADGEN_ONLY_INDEX / LOADGEN_ONLY_HOOKS / LOADGEN_ONLY_NOTIFY /
+    // LOADGEN_ONLY_GITHUB /
     // LOADGEN_ONLY_PACED=<rate>:
     // one phase alone
     // (e.g. under a profiler)
@@ -622,6 +642,7 @@ async fn run(secs: u64, clients: usize) {
         || only("INDEX")
         || only("HOOKS")
         || only("NOTIFY")
+        || only("GITHUB")
         || only_paced.is_some()
     {
         if let Some(rate) = only_paced {
@@ -639,6 +660,8 @@ async fn run(secs: u64, clients: usize) {
             index_phases(&api, clients, secs).await;
         } else if only("HOOKS") {
             hooks_phases(&api, clients, secs).await;
+        } else if only("GITHUB") {
+            github_phases(&api, clients, secs).await;
         } else if only("NOTIFY") {
             notify_phases(&api, clients, secs, existing.is_none().then_some(&data)).await;
         } else if only("STATUS") {
@@ -937,6 +960,65 @@ async fn notify_phases(api: &Api, clients: usize, secs: u64, data: Option<&std::
         "ratios (this run): pulse / createTask = {:.2}; email / createTask = {:.2}",
         pulse_rate / create_rate,
         email_rate / create_rate
+    );
+}
+
+/// The GitHub integration's webhook endpoint: signed `push` webhooks (each its own delivery,
+/// body of about 1.5 kB, as GitHub sends them), each checked, sorted and written to the log
+/// (the server has no GitHub App, so each job then records its failure: a second durable
+/// command per webhook, off the request path), against createTask in the same run.
+async fn github_phases(api: &Api, clients: usize, secs: u64) {
+    let seq = Arc::new(AtomicU64::new(0));
+    let run = slugid::nice();
+    let (a, s) = (api.clone(), seq.clone());
+    let (hook_rate, hook_lat, hook_cpu) = phase(clients, secs, move |i| {
+        let (a, run) = (a.clone(), run.clone());
+        let n = s.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let body = json!({
+                "ref": "refs/heads/main",
+                "before": "0000000000000000000000000000000000000000",
+                "after": format!("{n:040x}"),
+                "head_commit": { "id": format!("{n:040x}"), "message": format!("load {n}"),
+                                 "author": { "name": "Load", "email": "load@example.com" } },
+                "commits": [{ "id": format!("{n:040x}"), "message": format!("load {n}") }],
+                "repository": { "name": "app", "full_name": "acme/app", "owner": { "name": "acme", "login": "acme" },
+                                "clone_url": "https://github.com/acme/app.git", "html_url": "https://github.com/acme/app" },
+                "pusher": { "name": "load", "email": "load@example.com" },
+                "sender": { "login": "load", "id": 1, "type": "User" },
+                "installation": { "id": 7 },
+            })
+            .to_string();
+            let signature = taskledger_core::github::sign_sha256(WEBHOOK_SECRET, body.as_bytes());
+            let headers = [
+                ("content-type", "application/json".to_string()),
+                ("x-github-event", "push".to_string()),
+                ("x-github-delivery", format!("{run}-{n}")),
+                ("x-hub-signature-256", signature),
+            ];
+            let (status, text) = a
+                .send_with(i, "POST", "/api/github/v1/github", Some(body.into()), false, &headers)
+                .await
+                .expect("webhook");
+            assert_eq!(status, 204, "{}", String::from_utf8_lossy(&text));
+            1
+        }
+    })
+    .await;
+    let (create_rate, create_lat, create_cpu) = create_phase(api, clients, secs).await;
+    println!(
+        "github webhooks/s {hook_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {hook_cpu}",
+        percentile(&hook_lat, 0.5),
+        percentile(&hook_lat, 0.99)
+    );
+    println!(
+        "createTask/s {create_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {create_cpu}",
+        percentile(&create_lat, 0.5),
+        percentile(&create_lat, 0.99)
+    );
+    println!(
+        "ratio (this run): webhooks / createTask = {:.2}",
+        hook_rate / create_rate
     );
 }
 

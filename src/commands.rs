@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::github::GITHUB_TOPIC;
 use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::{EventLog, QUEUE_TOPIC};
@@ -116,10 +117,11 @@ fn topics(service: &str) -> Result<Vec<&'static str>> {
         "index" => vec![INDEX_TOPIC],
         "hooks" => vec![HOOKS_TOPIC],
         "notify" => vec![NOTIFY_TOPIC],
+        "github" => vec![GITHUB_TOPIC],
         "all" => ALL_TOPICS.to_vec(),
         other => {
             anyhow::bail!(
-                "unknown service {other}: queue, auth, worker-manager, object, secrets, index, hooks, notify or all"
+                "unknown service {other}: queue, auth, worker-manager, object, secrets, index, hooks, notify, github or all"
             )
         }
     })

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::github::GITHUB_TOPIC;
 use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::QUEUE_TOPIC;
@@ -39,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the queue, auth, worker-manager, object, secrets, index, hooks, notify and purge-cache APIs, their reactors and
+    /// Run the queue, auth, worker-manager, object, secrets, index, hooks, notify, github and purge-cache APIs, their reactors and
     /// the event log (embedded, or in Kafka) in one process.
     Serve(ServeArgs),
     /// Manage clients and roles of a running server (needs credentials with auth scopes).
@@ -116,7 +117,7 @@ struct DataDir {
 enum EventsCmd {
     /// Decoded events as JSON lines (secrets shown as [redacted]).
     Tail {
-        /// queue, auth, worker-manager, object, secrets, index, hooks, notify or all.
+        /// queue, auth, worker-manager, object, secrets, index, hooks, notify, github or all.
         #[arg(long, default_value = "all")]
         service: String,
         #[arg(long, default_value_t = 0)]
@@ -216,7 +217,7 @@ enum AuditCmd {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// queue, auth, worker-manager, object, secrets, index, hooks, notify or all.
+    /// queue, auth, worker-manager, object, secrets, index, hooks, notify, github or all.
     #[arg(long, default_value = "all")]
     projection: String,
     /// Compare the rebuilt projection with the live one; fail naming the first differing key.
@@ -392,6 +393,37 @@ struct ServeArgs {
         default_value = "Taskcluster Notify <notify@localhost>"
     )]
     email_from: String,
+    /// The GitHub App this server acts as: its id (with --github-private-key). Without one,
+    /// webhooks are still recorded and published, and create no task.
+    #[arg(
+        long,
+        env = "TASKLEDGER_GITHUB_APP_ID",
+        requires = "github_private_key"
+    )]
+    github_app_id: Option<String>,
+    /// The GitHub App's private key: a PEM file, as GitHub hands it out.
+    #[arg(
+        long,
+        env = "TASKLEDGER_GITHUB_PRIVATE_KEY",
+        requires = "github_app_id"
+    )]
+    github_private_key: Option<std::path::PathBuf>,
+    /// A secret GitHub signs webhooks with (repeat it, or separate with commas, while
+    /// rotating). Without one, unsigned webhooks are taken and signed ones refused.
+    #[arg(
+        long,
+        env = "TASKLEDGER_GITHUB_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    github_webhook_secret: Vec<String>,
+    /// GitHub's REST API (GitHub Enterprise: https://<host>/api/v3).
+    #[arg(
+        long,
+        env = "TASKLEDGER_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    github_api_url: String,
     /// More static clients: a JSON array of {clientId, accessToken, scopes?, description?}
     /// (upstream's STATIC_CLIENTS). Ids must start with `static/`.
     #[arg(long, env = "TASKLEDGER_STATIC_CLIENTS", hide_env_values = true)]
@@ -455,7 +487,7 @@ impl ServeArgs {
 }
 
 /// Every topic of the log, one per service.
-const ALL_TOPICS: [&str; 8] = [
+const ALL_TOPICS: [&str; 9] = [
     QUEUE_TOPIC,
     AUTH_TOPIC,
     WORKER_MANAGER_TOPIC,
@@ -464,6 +496,7 @@ const ALL_TOPICS: [&str; 8] = [
     INDEX_TOPIC,
     HOOKS_TOPIC,
     NOTIFY_TOPIC,
+    GITHUB_TOPIC,
 ];
 
 /// No transparent huge pages for this process. mimalloc asks for them on its large regions, and

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_core::access::AUTH_TOPIC;
+use taskledger_core::github::GITHUB_TOPIC;
 use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::index::INDEX_TOPIC;
 use taskledger_core::log::{EventLog, LogError, QUEUE_TOPIC};
@@ -18,9 +19,10 @@ use taskledger_gateways::hawk::Clients;
 use taskledger_gateways::AppState;
 use taskledger_projections::exits::{self, PanicExits};
 use taskledger_projections::{
-    store, AuthEngine, AuthView, EmbeddedLog, Engine, HooksEngine, HooksView, IndexEngine,
-    IndexView, KafkaConfig, KafkaLog, NotifyEngine, NotifyView, ObjectEngine, ObjectView,
-    QueueView, SecretsEngine, SecretsView, WorkerManagerEngine, WorkerManagerView,
+    store, AuthEngine, AuthView, EmbeddedLog, Engine, GithubEngine, GithubView, HooksEngine,
+    HooksView, IndexEngine, IndexView, KafkaConfig, KafkaLog, NotifyEngine, NotifyView,
+    ObjectEngine, ObjectView, QueueView, SecretsEngine, SecretsView, WorkerManagerEngine,
+    WorkerManagerView,
 };
 
 use crate::checks::{
@@ -327,6 +329,23 @@ async fn run_services<L: EventLog + 'static>(
         .email_from
         .parse()
         .with_context(|| format!("--email-from {:?} is not a mailbox", args.email_from))?;
+    let github_view =
+        Arc::new(GithubView::open(db.clone()).context("loading the github projection")?);
+    let github = GithubEngine::start(github_view, log.clone())
+        .await
+        .context("starting the github engine")?;
+    let github_app = match (&args.github_app_id, &args.github_private_key) {
+        (Some(id), Some(key)) => {
+            let pem = std::fs::read(key)
+                .with_context(|| format!("reading the GitHub App's key {}", key.display()))?;
+            Some(Arc::new(taskledger_gateways::github::api::GithubApp::new(
+                &args.github_api_url,
+                id,
+                &pem,
+            )?))
+        }
+        _ => None,
+    };
     spawn_service(
         "mail delivery",
         taskledger_workers::mail::run_mail_delivery(notify.clone(), mailer, email_from),
@@ -464,6 +483,9 @@ async fn run_services<L: EventLog + 'static>(
         index,
         hooks,
         notify,
+        github,
+        github_app,
+        github_webhook_secrets: args.github_webhook_secret.clone(),
         public_url: public_url.clone(),
         blobs,
         url_key: url_key.into_bytes(),
@@ -472,6 +494,14 @@ async fn run_services<L: EventLog + 'static>(
         started_at: chrono::Utc::now(),
         ends: Default::default(),
     });
+    spawn_service(
+        "github jobs",
+        taskledger_gateways::github::run_jobs(state.clone()),
+    );
+    spawn_service(
+        "github statuses",
+        taskledger_gateways::github::run_reporter(state.clone()),
+    );
     spawn_service(
         "hook scheduler",
         taskledger_gateways::hooks::run_schedule(state.clone()),
@@ -494,7 +524,7 @@ async fn run_services<L: EventLog + 'static>(
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!(
-        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets, index, hooks, notify and purge-cache APIs at {public_url}/api/"
+        "taskledger is serving Taskcluster's queue, auth, worker-manager, object, secrets, index, hooks, notify, github and purge-cache APIs at {public_url}/api/"
     );
     println!("  TASKCLUSTER_ROOT_URL={public_url}");
     println!("  TASKCLUSTER_CLIENT_ID=static/taskcluster/root");
@@ -523,6 +553,17 @@ async fn run_services<L: EventLog + 'static>(
             "  notify's emails are written to {} as .eml files (--smtp-url sends them)",
             args.data_dir.join("mail").display()
         ),
+    }
+    match &args.github_app_id {
+        Some(id) => println!(
+            "  GitHub App {id}: webhooks at {public_url}/api/github/v1/github become tasks from .taskcluster.yml"
+        ),
+        None => println!(
+            "  no GitHub App (--github-app-id): webhooks at {public_url}/api/github/v1/github are recorded and published, and create no task"
+        ),
+    }
+    if args.github_webhook_secret.is_empty() {
+        println!("  no --github-webhook-secret: unsigned webhooks are taken");
     }
     tracing::info!(listen = %args.listen, "ready");
     let audit_stats = Arc::new(metrics::AuditStats::default());
@@ -579,6 +620,7 @@ async fn run_services<L: EventLog + 'static>(
         (INDEX_TOPIC, state.index.role().clone()),
         (HOOKS_TOPIC, state.hooks.role().clone()),
         (NOTIFY_TOPIC, state.notify.role().clone()),
+        (GITHUB_TOPIC, state.github.role().clone()),
     ]);
     let cluster = if args.kafka_group.is_some() {
         // the same order as `roles`
@@ -591,6 +633,7 @@ async fn run_services<L: EventLog + 'static>(
             "/api/index/v1/",
             "/api/hooks/v1/",
             "/api/notify/v1/",
+            "/api/github/v1/",
         ];
         let log = log.clone();
         Some(Arc::new(cluster::Cluster {

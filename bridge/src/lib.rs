@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use taskledger_core::access::AUTH_TOPIC;
 use taskledger_core::codec;
+use taskledger_core::github::GITHUB_TOPIC;
 use taskledger_core::hooks::HOOKS_TOPIC;
 use taskledger_core::log::{EventLog, Stored, QUEUE_TOPIC};
 use taskledger_core::notify::NOTIFY_TOPIC;
@@ -43,12 +44,13 @@ use tokio::sync::watch;
 /// Records read (and published) per confirmed batch.
 pub(crate) const BATCH: usize = 512;
 /// The topics the bridge publishes, in the order it reads them.
-pub(crate) const TOPICS: [&str; 5] = [
+pub(crate) const TOPICS: [&str; 6] = [
     QUEUE_TOPIC,
     AUTH_TOPIC,
     WORKER_MANAGER_TOPIC,
     HOOKS_TOPIC,
     NOTIFY_TOPIC,
+    GITHUB_TOPIC,
 ];
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -267,6 +269,11 @@ async fn session<L: EventLog>(
             messages::NOTIFY_EXCHANGES
                 .iter()
                 .map(|e| format!("{}{e}", messages::NOTIFY_EXCHANGE_PREFIX)),
+        )
+        .chain(
+            messages::GITHUB_EXCHANGES
+                .iter()
+                .map(|e| format!("{}{e}", messages::GITHUB_EXCHANGE_PREFIX)),
         );
     for exchange in exchanges {
         channel

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use taskledger_core::access::AuthEvent;
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
+use taskledger_core::github::{GithubEvent, GITHUB_TOPIC};
 use taskledger_core::hooks::{HookEvent, HOOKS_TOPIC};
 use taskledger_core::log::QUEUE_TOPIC;
 use taskledger_core::notify::{NotifyEvent, NOTIFY_TOPIC};
@@ -232,6 +233,18 @@ pub(crate) fn render(
                     Err(e) => return Some(Err(e.into())),
                 };
                 let message = messages::notify_message(&env.payload)?;
+                Some(Ok(Outgoing::of(&env, message)))
+            })
+            .collect::<Result<Vec<_>, BridgeError>>()?
+    } else if topic == GITHUB_TOPIC {
+        records
+            .iter()
+            .filter_map(|r| {
+                let env = match codec::decode::<Envelope<GithubEvent>>(&r.value) {
+                    Ok(env) => env,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let message = messages::github_message(&env.payload)?;
                 Some(Ok(Outgoing::of(&env, message)))
             })
             .collect::<Result<Vec<_>, BridgeError>>()?

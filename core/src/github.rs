@@ -143,6 +143,9 @@ pub struct Build {
     pub owner: String,
     pub repo: String,
     pub sha: String,
+    /// The branch it built (a pull request's head, a push's branch or tag, a release's
+    /// target).
+    pub branch: Option<String>,
     pub task_group_id: Slug,
     pub state: BuildState,
     pub installation_id: u64,
@@ -164,6 +167,9 @@ pub enum JobOutcome {
         task_group_id: Slug,
         tasks: u32,
         routes: Vec<String>,
+        /// The repository, as GitHub spells it.
+        owner: String,
+        repo: String,
     },
     /// Nothing to do (no `.taskcluster.yml`, no tasks for this event, an untrusted pull
     /// request): why.
@@ -398,6 +404,9 @@ pub enum Sorted {
     Installation { owner: String, installation_id: u64 },
     /// Answered 200 with this text and nothing recorded.
     Ignored(String),
+    /// Answered 400 with this text (upstream's handler answers in plain text, not the API's
+    /// error body) and nothing recorded.
+    Refused(String),
     /// Published (204).
     Publish(Box<Webhook>),
 }
@@ -465,9 +474,7 @@ pub fn sort_webhook(
             text(parsed, "pull_request.head.sha")?;
             number(parsed, "number")?;
             if asks_to_skip_ci(title) {
-                return Ok(Sorted::Ignored(
-                    "Skipping jobs: the pull request's title asks for no CI".into(),
-                ));
+                return Ok(Sorted::Ignored("Skipping pull_request event".into()));
             }
             publish(webhook(
                 Exchange::PullRequest,
@@ -492,9 +499,7 @@ pub fn sort_webhook(
                 })
                 .unwrap_or("");
             if asks_to_skip_ci(message) {
-                return Ok(Sorted::Ignored(
-                    "Skipping jobs: the pushed commit's message asks for no CI".into(),
-                ));
+                return Ok(Sorted::Ignored("Skipping push event".into()));
             }
             let branch = pushed
                 .strip_prefix("refs/")
@@ -536,19 +541,21 @@ pub fn sort_webhook(
                     w.comment = Some(command);
                     publish(w)
                 }
-                _ => Ok(Sorted::Ignored(
-                    "Ignoring the comment: not a /taskcluster command on an open pull request"
-                        .into(),
-                )),
+                _ => Ok(Sorted::Ignored("Skipping issue_comment event".into())),
             }
         }
         "check_run" => {
             let action = text(parsed, "action")?;
             let bot = parsed.pointer("/sender/type").and_then(Value::as_str) == Some("Bot");
-            if action != "rerequested" || bot {
-                return Ok(Sorted::Ignored(format!(
-                    "Ignoring check_run {action}: only a person's rerequest reruns a task"
-                )));
+            if action != "rerequested" {
+                return Ok(Sorted::Refused(
+                    "Only rerequested for check runs is supported".into(),
+                ));
+            }
+            if bot {
+                return Ok(Sorted::Ignored(
+                    "Skipping rerequested event started by bot".into(),
+                ));
             }
             let mut w = webhook(Exchange::Rerun, Some(action), "github-push", None)?;
             w.check_run_id = Some(number(parsed, "check_run.id")?);
@@ -572,14 +579,7 @@ pub fn taskcluster_command(comment: &str) -> Option<String> {
 
 /// Upstream's flat `details` of a webhook (the messages' `details` and v0 templates' keys).
 pub fn details(webhook: &Webhook, body: &Value) -> Map<String, Value> {
-    let s = |path: &str| {
-        body.pointer(path)
-            .map(|v| match v {
-                Value::String(s) => Value::String(s.clone()),
-                other => other.clone(),
-            })
-            .unwrap_or(Value::Null)
-    };
+    let s = |path: &str| body.pointer(path).cloned().unwrap_or(Value::Null);
     let mut d = Map::new();
     let mut put = |k: &str, v: Value| {
         if !v.is_null() {
@@ -726,6 +726,7 @@ pub fn group_state<'a>(states: impl IntoIterator<Item = &'a str>) -> BuildState 
 }
 
 #[cfg(test)]
+#[allow(clippy::wildcard_enum_match_arm)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -918,7 +919,7 @@ mod tests {
         ));
         assert!(matches!(
             sorted("check_run", &body("completed", "User")),
-            Ok(Sorted::Ignored(_))
+            Ok(Sorted::Refused(_))
         ));
     }
 
@@ -1026,6 +1027,7 @@ mod tests {
             owner: "acme".into(),
             repo: "app".into(),
             sha: "abc".into(),
+            branch: Some("feature".into()),
             task_group_id: derived_slug("d-1", "\0taskGroupId"),
             state: BuildState::Pending,
             installation_id: 99,
@@ -1054,6 +1056,8 @@ mod tests {
                     task_group_id: build.task_group_id,
                     tasks: 2,
                     routes: vec!["statuses".into()],
+                    owner: "acme".into(),
+                    repo: "app".into(),
                 },
             },
             GithubEvent::JobDone {

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     InputTooLarge,
     /// notify: the destination is on the denylist (400).
     DenylistedAddress,
+    /// github: GitHub refused the App's call (403).
+    ForbiddenByGithub,
     AuthenticationFailed,
     InsufficientScopes,
     ResourceNotFound,
@@ -44,7 +46,7 @@ impl ErrorCode {
             | ErrorCode::DenylistedAddress => StatusCode::BAD_REQUEST,
             ErrorCode::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::AuthenticationFailed => StatusCode::UNAUTHORIZED,
-            ErrorCode::InsufficientScopes => StatusCode::FORBIDDEN,
+            ErrorCode::InsufficientScopes | ErrorCode::ForbiddenByGithub => StatusCode::FORBIDDEN,
             ErrorCode::ResourceNotFound => StatusCode::NOT_FOUND,
             ErrorCode::RequestConflict => StatusCode::CONFLICT,
             ErrorCode::ResourceExpired => StatusCode::GONE,
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::InputError => "InputError",
             ErrorCode::InputTooLarge => "InputTooLarge",
             ErrorCode::DenylistedAddress => "DenylistedAddress",
+            ErrorCode::ForbiddenByGithub => "ForbiddenByGithub",
             ErrorCode::AuthenticationFailed => "AuthenticationFailed",
             ErrorCode::InsufficientScopes => "InsufficientScopes",
             ErrorCode::ResourceNotFound => "ResourceNotFound",

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod blobs;
 pub mod error;
+pub mod github;
 pub mod hawk;
 pub mod hooks;
 pub mod index;
@@ -31,8 +32,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use taskledger_projections::{
-    AuthEngine, Engine, HooksEngine, IndexEngine, NotifyEngine, ObjectEngine, SecretsEngine,
-    WorkerManagerEngine,
+    AuthEngine, Engine, GithubEngine, HooksEngine, IndexEngine, NotifyEngine, ObjectEngine,
+    SecretsEngine, WorkerManagerEngine,
 };
 
 /// Everything handlers share.
@@ -61,6 +62,12 @@ pub struct AppState {
     pub hooks: HooksEngine,
     /// The notify service's writer (and, through it, its projection).
     pub notify: NotifyEngine,
+    /// The GitHub integration's writer (and, through it, its projection).
+    pub github: GithubEngine,
+    /// The GitHub App this server acts as (`--github-app-id`), if any.
+    pub github_app: Option<Arc<github::api::GithubApp>>,
+    /// The secrets webhooks are signed with (none: unsigned webhooks are taken).
+    pub github_webhook_secrets: Vec<String>,
     /// The externally visible root URL, without a trailing slash.
     pub public_url: String,
     /// Blob storage for artifact bytes.
@@ -475,6 +482,7 @@ pub fn app(
         index::routes(Mount::at("/api/index/v1")),
         hooks::routes(Mount::at("/api/hooks/v1")),
         notify::routes(Mount::at("/api/notify/v1")),
+        github::routes(Mount::at("/api/github/v1")),
     ]
     .into_iter()
     .fold(Router::new(), |all, service| all.merge(service.router))

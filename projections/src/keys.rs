@@ -40,6 +40,9 @@ pub const CF_HOOKS: &str = "hooks";
 /// The notify projection: the denylist, the email outbox, the duplicate check's window, the
 /// email rate rows and stream sequences.
 pub const CF_NOTIFY: &str = "notify";
+/// The GitHub projection: deliveries taken, webhooks waiting for their job, installations,
+/// builds and their listing index, stream sequences.
+pub const CF_GITHUB: &str = "github";
 
 pub const ALL_CFS: &[&str] = &[
     CF_LOG,
@@ -65,6 +68,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_INDEX,
     CF_HOOKS,
     CF_NOTIFY,
+    CF_GITHUB,
 ];
 
 /// The projection column families (everything but the log), for digests and rebuilds.
@@ -88,6 +92,7 @@ pub const PROJECTION_CFS: &[&str] = &[
     CF_INDEX,
     CF_HOOKS,
     CF_NOTIFY,
+    CF_GITHUB,
 ];
 
 /// An empty key with room for `len` bytes: keys are built on every fold and append, and
@@ -717,6 +722,83 @@ pub const NOTIFY_RATE_PREFIX: &[u8] = b"r";
 pub const NOTIFY_RATE_TIME_PREFIX: &[u8] = b"t";
 pub const NOTIFY_STREAM_PREFIX: &[u8] = b"s";
 pub const NOTIFY_SENT_COUNT: &[u8] = b"c";
+
+/// `github`: a delivery taken (its log offset).
+pub fn github_delivery(event_id: &str) -> Vec<u8> {
+    with_str(GITHUB_DELIVERY_PREFIX.to_vec(), event_id)
+}
+
+/// `github`: the webhook received at log offset `offset`, waiting for its job.
+pub fn github_queued(offset: u64) -> Vec<u8> {
+    let mut k = GITHUB_QUEUED_PREFIX.to_vec();
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// `github`: an account's installation (the login in lower case: GitHub's logins are
+/// case-insensitive).
+pub fn github_installation(owner: &str) -> Vec<u8> {
+    with_str(
+        GITHUB_INSTALLATION_PREFIX.to_vec(),
+        &owner.to_ascii_lowercase(),
+    )
+}
+
+/// `github`: a build by its task group.
+pub fn github_build(task_group_id: &[u8; 16]) -> Vec<u8> {
+    let mut k = GITHUB_BUILD_PREFIX.to_vec();
+    k.extend_from_slice(task_group_id);
+    k
+}
+
+/// `github`: a build whose state is `pending` (the reporter's work list).
+pub fn github_pending(task_group_id: &[u8; 16]) -> Vec<u8> {
+    let mut k = GITHUB_PENDING_PREFIX.to_vec();
+    k.extend_from_slice(task_group_id);
+    k
+}
+
+/// `github`: the prefix of the listing index's rows of an organization (and repository),
+/// both as routing keys spell them; everything with neither.
+pub fn github_listing_prefix(organization: Option<&str>, repository: Option<&str>) -> Vec<u8> {
+    let mut k = GITHUB_LISTING_PREFIX.to_vec();
+    if let Some(o) = organization {
+        k.extend_from_slice(o.as_bytes());
+        k.push(0);
+        if let Some(r) = repository {
+            k.extend_from_slice(r.as_bytes());
+            k.push(0);
+        }
+    }
+    k
+}
+
+/// `github`: the listing index: organization, repository, creation time, task group.
+pub fn github_listing(
+    organization: &str,
+    repository: &str,
+    created: Millis,
+    task_group_id: &[u8; 16],
+) -> Vec<u8> {
+    let mut k = github_listing_prefix(Some(organization), Some(repository));
+    k.extend_from_slice(&(created.0.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(task_group_id);
+    k
+}
+
+/// `github`: the last applied sequence of a stream.
+pub fn github_stream(stream: &str) -> Vec<u8> {
+    with_str(GITHUB_STREAM_PREFIX.to_vec(), stream)
+}
+
+/// Prefixes of the `github` CF's kinds of rows.
+pub const GITHUB_DELIVERY_PREFIX: &[u8] = b"d";
+pub const GITHUB_QUEUED_PREFIX: &[u8] = b"q";
+pub const GITHUB_INSTALLATION_PREFIX: &[u8] = b"i";
+pub const GITHUB_BUILD_PREFIX: &[u8] = b"b";
+pub const GITHUB_LISTING_PREFIX: &[u8] = b"l";
+pub const GITHUB_STREAM_PREFIX: &[u8] = b"s";
+pub const GITHUB_PENDING_PREFIX: &[u8] = b"p";
 
 /// Prefixes of the `objects` CF's kinds of rows.
 pub const OBJECT_PREFIX: &[u8] = b"o";

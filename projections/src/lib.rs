@@ -1,5 +1,5 @@
 //! taskledger-projections: the event logs (embedded RocksDB, Kafka), the queue,
-//! auth, worker-manager, object, secrets and index projections in RocksDB column families, and the command engines
+//! auth, worker-manager, object, secrets, index, hooks, notify and github projections in RocksDB column families, and the command engines
 //! that turn commands into durable events (the queue's with group commit).
 //!
 //! Invariant: a projection's state and the offset it has consumed are written in one batch.
@@ -9,6 +9,7 @@ pub mod auth_view;
 pub mod embedded_log;
 pub mod engine;
 pub mod exits;
+pub mod github_view;
 pub mod hooks_view;
 pub mod index_view;
 pub mod kafka_group;
@@ -27,6 +28,7 @@ pub mod worker_manager_view;
 pub use auth_view::{AuditEntry, AuthEngine, AuthEngineError, AuthView};
 pub use embedded_log::EmbeddedLog;
 pub use engine::{Engine, EngineError, Outcome, QueueCommand};
+pub use github_view::{GithubEngine, GithubEngineError, GithubView};
 pub use hooks_view::{HooksEngine, HooksEngineError, HooksView};
 pub use index_view::{IndexEngine, IndexEngineError, IndexView};
 pub use kafka_log::{KafkaConfig, KafkaLog};

@@ -300,8 +300,8 @@ async fn history_time_travel_replay_and_tamper_evidence() {
     }
     let (ok, out, err) = cli(&s, &["replay", "--verify"]);
     assert!(ok, "replay --verify beside the server: {out}{err}");
-    // queue, auth, worker-manager, object, secrets, index and hooks
-    assert_eq!(out.matches("verified").count(), 8, "{out}");
+    // queue, auth, worker-manager, object, secrets, index, hooks, notify and github
+    assert_eq!(out.matches("verified").count(), 9, "{out}");
     let (ok, out, err) = cli(&s, &["audit", "verify"]);
     assert!(ok, "{out}{err}");
 

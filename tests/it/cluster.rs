@@ -63,9 +63,9 @@ async fn written_by(server: &Server) -> HashSet<String> {
         .collect()
 }
 
-/// The service topics (queue, auth, worker-manager, object, secrets, index, hooks), one
-/// partition each.
-const TOPICS: usize = 8;
+/// The service topics (queue, auth, worker-manager, object, secrets, index, hooks, notify,
+/// github), one partition each.
+const TOPICS: usize = 9;
 
 /// Waits until each of the service topics has exactly one writer among `nodes` and every node
 /// writes at least one (round-robin over the partitions); the writer of each topic (index into

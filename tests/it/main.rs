@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 #[cfg(feature = "failpoints")]
 mod crash;
+mod github;
 mod harness;
 mod hooks;
 mod index;

@@ -149,7 +149,7 @@ async fn wait_for_exchanges(conn: &Connection) {
         let probe = ch
             .exchange_declare(
                 // the last exchange the bridge declares
-                "exchange/taskcluster-notify/v1/notification".into(),
+                "exchange/taskcluster-github/v1/task-group-creation-requested".into(),
                 lapin::ExchangeKind::Topic,
                 lapin::options::ExchangeDeclareOptions {
                     passive: true,
@@ -1510,4 +1510,94 @@ async fn notify_publishes_pulse_messages_and_task_routes_notify() {
             lapin::options::QueueDeleteOptions::default(),
         )
         .await;
+}
+
+/// A webhook is published on the integration's exchange, and the build its job created is
+/// announced on `task-group-creation-requested`, CC'd to its first task's routes.
+#[tokio::test]
+async fn github_webhooks_and_created_groups_are_published() {
+    use crate::github::*;
+    let _rabbit = RABBIT.read().await;
+    let dir = std::env::temp_dir().join(format!("taskledger-it-ghp-{}", slugid::nice()));
+    let (pem, public_key) = app_key(&dir);
+    let gh: Gh = std::sync::Arc::new(std::sync::Mutex::new(Github {
+        public_key,
+        ..Github::default()
+    }));
+    let api = start_github(gh.clone()).await;
+    let s = Server::start(&[
+        ("TASKLEDGER_PULSE_URL", AMQP),
+        ("TASKLEDGER_GITHUB_APP_ID", APP_ID),
+        ("TASKLEDGER_GITHUB_PRIVATE_KEY", pem.to_str().unwrap()),
+        ("TASKLEDGER_GITHUB_API_URL", api.as_str()),
+    ])
+    .await;
+    let (conn, ch) = channel().await;
+    wait_for_exchanges(&conn).await;
+    // a repository of this run's own, so other runs' messages are not seen
+    let repo = format!("app{}", slugid::nice().replace(['-', '_'], "x"));
+    let mut consumer = listen(
+        &ch,
+        &[
+            (
+                "exchange/taskcluster-github/v1/push".to_string(),
+                format!("primary.acme.{repo}"),
+            ),
+            (
+                "exchange/taskcluster-github/v1/task-group-creation-requested".to_string(),
+                format!("primary.acme.{repo}"),
+            ),
+        ],
+    )
+    .await;
+    let queue = fresh_queue();
+    let role = json!({"description": "acme", "scopes": [
+        format!("queue:create-task:highest:{queue}"), "queue:create-task:project:none"]});
+    let path = format!("/api/auth/v1/roles/repo:github.com%2Facme%2F{repo}:branch:main");
+    assert_eq!(s.root_call("PUT", &path, &role).await.0, 200);
+    let sha = "d".repeat(40);
+    gh.lock()
+        .unwrap()
+        .files
+        .insert(sha.clone(), taskcluster_yml(&queue));
+    let install =
+        json!({"action": "created", "installation": {"id": 77, "account": {"login": "acme"}}});
+    assert_eq!(
+        deliver(&s, Some("installation"), "d-i", &install, None)
+            .await
+            .0,
+        200
+    );
+    let mut body = push(&sha, "main");
+    body["repository"]["name"] = json!(repo);
+    assert_eq!(
+        deliver(&s, Some("push"), "d-push-1", &body, None).await.0,
+        204
+    );
+    let got = collect(&mut consumer, Duration::from_secs(30), |g| g.len() >= 2).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "{:?}",
+        got.iter().map(|g| &g.exchange).collect::<Vec<_>>()
+    );
+    let pushed = got.iter().find(|g| g.exchange.ends_with("/push")).unwrap();
+    assert_eq!(pushed.routing_key, format!("primary.acme.{repo}"));
+    assert_eq!(pushed.body["version"], 1);
+    assert_eq!(pushed.body["eventId"], "d-push-1");
+    assert_eq!(pushed.body["installationId"], 77);
+    assert_eq!(pushed.body["branch"], "main");
+    assert_eq!(pushed.body["tasks_for"], "github-push");
+    assert_eq!(pushed.body["body"]["after"], json!(sha));
+    assert_eq!(pushed.body["details"]["event.head.sha"], json!(sha));
+    let created = got
+        .iter()
+        .find(|g| g.exchange.ends_with("/task-group-creation-requested"))
+        .unwrap();
+    assert_eq!(created.cc, vec!["route.statuses".to_string()]);
+    let group = created.body["taskGroupId"].as_str().unwrap();
+    assert_eq!(created.body["organization"], "acme");
+    let tasks = s.queue().listTaskGroup(group, None, None).await.unwrap();
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,7 @@
 //!
 //! **Invariant:** pure; the caller folds the state and owns persistence. An event maps to at
 //! most one message, whose id is the event id. The worker-manager's messages are in
-//! `worker_manager.rs`, the hooks service's in `hooks.rs`, the notify service's in `notify.rs`.
+//! `worker_manager.rs`, the hooks service's in `hooks.rs`, the notify service's in `notify.rs`, the GitHub integration's in `github.rs`.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
@@ -13,12 +13,14 @@ use taskledger_core::queue::{
     Artifact, ArtifactStorage, QueueEvent, ReasonResolved, Repeat, RunState, Task, TaskGroup,
 };
 
+mod github;
 mod hooks;
 mod notify;
 #[cfg(test)]
 mod tests;
 mod worker_manager;
 
+pub use github::{github_message, GITHUB_EXCHANGES, GITHUB_EXCHANGE_PREFIX};
 pub use hooks::{hook_message, HOOKS_EXCHANGES, HOOKS_EXCHANGE_PREFIX};
 pub use notify::{notify_message, NOTIFY_EXCHANGES, NOTIFY_EXCHANGE_PREFIX};
 

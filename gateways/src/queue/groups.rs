@@ -5,7 +5,7 @@ use super::call::*;
 use super::json::{status_json, task_json};
 use super::tasks::*;
 use crate::error::ApiError;
-use crate::hawk::{actor, Auth};
+use crate::hawk::{actor, Auth, Caller};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
@@ -239,6 +239,47 @@ fn all_members(st: &AppState, id: &TaskId) -> Result<Vec<Task>, ApiError> {
     }
 }
 
+/// Cancels every member of a sealed group that is open and before its deadline; the group's
+/// size and the tasks whose state the cancel changed. The GitHub integration cancels the
+/// builds a newer push replaces through here.
+pub(crate) async fn cancel_members(
+    st: &AppState,
+    caller: &Caller,
+    id: &TaskId,
+) -> Result<(usize, Vec<String>), ApiError> {
+    let members = all_members(st, id)?;
+    let now = taskledger_core::time::Millis::now();
+    let mut canceled = Vec::new();
+    for t in &members {
+        let open = t.last_run().is_none_or(|r| !r.state.is_resolved());
+        if open && now < t.definition.deadline {
+            let after =
+                exec_task(st, caller, QueueCommand::CancelTask { task_id: t.task_id }).await?;
+            if after.runs.len() != t.runs.len() || after.last_run() != t.last_run() {
+                canceled.push(t.task_id.to_string());
+            }
+        }
+    }
+    Ok((members.len(), canceled))
+}
+
+/// Seals a group (if it exists and is not sealed yet); whether it exists.
+pub(crate) async fn seal(st: &AppState, caller: &Caller, id: &TaskId) -> Result<bool, ApiError> {
+    match st.engine.view().group(id)? {
+        None => Ok(false),
+        Some(g) if g.sealed.is_some() => Ok(true),
+        Some(_) => {
+            st.engine
+                .execute(
+                    actor(caller),
+                    QueueCommand::SealTaskGroup { task_group_id: *id },
+                )
+                .await?;
+            Ok(true)
+        }
+    }
+}
+
 pub async fn cancel_task_group(
     uri: Uri,
     State(st): St,
@@ -258,23 +299,10 @@ pub async fn cancel_task_group(
                 "queue:cancel-task-group:{}/{id}",
                 g.scheduler_id
             )))?;
-            let members = all_members(&st, &id)?;
-            let now = taskledger_core::time::Millis::now();
-            let mut canceled = Vec::new();
-            for t in &members {
-                let open = t.last_run().is_none_or(|r| !r.state.is_resolved());
-                if open && now < t.definition.deadline {
-                    let after =
-                        exec_task(&st, caller, QueueCommand::CancelTask { task_id: t.task_id })
-                            .await?;
-                    if after.runs.len() != t.runs.len() || after.last_run() != t.last_run() {
-                        canceled.push(t.task_id.to_string());
-                    }
-                }
-            }
+            let (members, canceled) = cancel_members(&st, caller, &id).await?;
             Ok(ok(json!({
                 "taskGroupId": group,
-                "taskGroupSize": members.len(),
+                "taskGroupSize": members,
                 "cancelledCount": canceled.len(),
                 "taskIds": canceled,
             })))

@@ -16,6 +16,7 @@ pub use replay::*;
 use crate::auth_view::{AuthView, AUTH_CONSUMER, AUTH_PARTITION};
 use crate::embedded_log::{chain_link, EmbeddedLog, CHAIN_START};
 use crate::engine::{apply_queue, QUEUE_PARTITION, VIEW_CONSUMER};
+use crate::github_view::{GithubView, GITHUB_CONSUMER, GITHUB_PARTITION};
 use crate::hooks_view::{HooksView, HOOKS_CONSUMER, HOOKS_PARTITION};
 use crate::index_view::{IndexView, INDEX_CONSUMER, INDEX_PARTITION};
 use crate::kafka_log::{ChainCheck, KafkaLog};
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use taskledger_core::access::{AuthEvent, AUTH_TOPIC};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
+use taskledger_core::github::{GithubEvent, GITHUB_TOPIC};
 use taskledger_core::hooks::{HookEvent, HOOKS_TOPIC};
 use taskledger_core::index::{IndexEvent, INDEX_TOPIC};
 use taskledger_core::log::{Batch, EventLog, LogError, Stored, QUEUE_TOPIC};
@@ -403,6 +405,10 @@ pub fn record_json(topic: &str, record: &Stored) -> Result<Value, StoreError> {
         }
         t if t == NOTIFY_TOPIC => {
             let env: Envelope<NotifyEvent> = codec::decode(&record.value)?;
+            (env.payload.type_name(), serde_json::to_value(&env))
+        }
+        t if t == GITHUB_TOPIC => {
+            let env: Envelope<GithubEvent> = codec::decode(&record.value)?;
             (env.payload.type_name(), serde_json::to_value(&env))
         }
         _ => ("unknown", Ok(Value::Null)),

@@ -40,6 +40,7 @@ pub const PROJECTIONS: &[&str] = &[
     "index",
     "hooks",
     "notify",
+    "github",
 ];
 
 /// Whether `db` holds the projection `name` at all (a database written by an older taskledger
@@ -59,6 +60,7 @@ const OWN_CF: &[(&str, &str)] = &[
     ("index", keys::CF_INDEX),
     ("hooks", keys::CF_HOOKS),
     ("notify", keys::CF_NOTIFY),
+    ("github", keys::CF_GITHUB),
 ];
 
 /// The column families a projection owns.
@@ -173,6 +175,7 @@ enum Decoded {
     Index(Vec<Envelope<IndexEvent>>),
     Hooks(Vec<Envelope<HookEvent>>),
     Notify(Vec<Envelope<NotifyEvent>>),
+    Github(Vec<Envelope<GithubEvent>>),
 }
 
 /// The rebuilt projection, folding on a thread of its own.
@@ -185,6 +188,7 @@ enum Rebuilt {
     Index(IndexView),
     Hooks(HooksView),
     Notify(NotifyView),
+    Github(GithubView),
 }
 
 impl Rebuilt {
@@ -200,6 +204,7 @@ impl Rebuilt {
             (Rebuilt::Index(i), Decoded::Index(envs)) => i.apply(offsets, next, envs),
             (Rebuilt::Hooks(h), Decoded::Hooks(envs)) => h.apply(offsets, next, envs),
             (Rebuilt::Notify(n), Decoded::Notify(envs)) => n.apply(offsets, next, envs),
+            (Rebuilt::Github(g), Decoded::Github(envs)) => g.apply(offsets, next, envs),
             _ => unreachable!("events are decoded for the projection being rebuilt"),
         }
     }
@@ -226,6 +231,7 @@ impl Rebuilt {
             Rebuilt::Index(_) => Decoded::Index(all(records)?),
             Rebuilt::Hooks(_) => Decoded::Hooks(all(records)?),
             Rebuilt::Notify(_) => Decoded::Notify(all(records)?),
+            Rebuilt::Github(_) => Decoded::Github(all(records)?),
         })
     }
 }
@@ -253,6 +259,7 @@ pub async fn replay_from<L: EventLog>(
         "index" => (INDEX_TOPIC, INDEX_PARTITION, INDEX_CONSUMER),
         "hooks" => (HOOKS_TOPIC, HOOKS_PARTITION, HOOKS_CONSUMER),
         "notify" => (NOTIFY_TOPIC, NOTIFY_PARTITION, NOTIFY_CONSUMER),
+        "github" => (GITHUB_TOPIC, GITHUB_PARTITION, GITHUB_CONSUMER),
         _ => (QUEUE_TOPIC, QUEUE_PARTITION, VIEW_CONSUMER),
     };
     let live_offset = crate::store::read_u64(
@@ -268,6 +275,7 @@ pub async fn replay_from<L: EventLog>(
         "index" => Rebuilt::Index(IndexView::open(scratch.clone())?),
         "hooks" => Rebuilt::Hooks(HooksView::open(scratch.clone())?),
         "notify" => Rebuilt::Notify(NotifyView::open(scratch.clone())?),
+        "github" => Rebuilt::Github(GithubView::open(scratch.clone())?),
         _ => Rebuilt::Queue(QueueView::new(scratch.clone())?.for_rebuild()),
     };
     let rebuilt = Arc::new(rebuilt);

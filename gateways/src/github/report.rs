@@ -1,0 +1,116 @@
+//! Commit statuses (reference/github.md §3, the default `statuses` reporting): the builds
+//! still pending are looked at every `POLL`; a build whose group now reads differently
+//! (`github::group_state` over its tasks' states: `failure` once any task failed, `success`
+//! once all completed) gets a commit status, and its new state is recorded once GitHub took
+//! the status, so a status GitHub did not take is posted again on the next look.
+//!
+//! Builds that report through check runs (`reporting: checks-v1`) are left alone: this server
+//! does not create check runs.
+
+use super::job::{APPLICATION_NAME, GITHUB_CLIENT};
+use crate::AppState;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use taskledger_core::envelope::Actor;
+use taskledger_core::github::{group_state, Build, BuildState, GithubCommand};
+
+const POLL: Duration = Duration::from_secs(1);
+
+/// Builds looked at per page.
+const PAGE: usize = 100;
+
+pub async fn run_reporter(st: Arc<AppState>) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        if !st.github.role().is_writer() {
+            continue;
+        }
+        let Some(app) = st.github_app.as_deref() else {
+            continue;
+        };
+        let mut after = None;
+        loop {
+            let page = match st.github.view().pending_builds(after.as_ref(), PAGE) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "github: reading pending builds");
+                    break;
+                }
+            };
+            let Some(last) = page.last().map(|b| b.task_group_id) else {
+                break;
+            };
+            for build in page.iter().filter(|b| !b.checks) {
+                if let Err(e) = report(&st, app, build).await {
+                    tracing::warn!(error = %e, group = %build.task_group_id, "github: reporting a build");
+                }
+            }
+            after = Some(last);
+        }
+    }
+}
+
+/// The state a build's group is in now, from its tasks.
+fn current_state(st: &AppState, build: &Build) -> anyhow::Result<BuildState> {
+    let view = st.engine.view();
+    let mut states = Vec::new();
+    let mut after = None;
+    loop {
+        let ids = view.group_members(&build.task_group_id, after.as_ref(), 1000)?;
+        let Some(last) = ids.last().copied() else {
+            break;
+        };
+        for id in &ids {
+            if let Some(t) = view.task(id)? {
+                states.push(t.state_str());
+            }
+        }
+        after = Some(last);
+    }
+    // the job writes the build before it creates the tasks: none yet is not success
+    if states.is_empty() {
+        return Ok(BuildState::Pending);
+    }
+    Ok(group_state(states))
+}
+
+async fn report(st: &AppState, app: &super::api::GithubApp, build: &Build) -> anyhow::Result<()> {
+    let state = current_state(st, build)?;
+    if state == build.state {
+        return Ok(());
+    }
+    let status = json!({
+        "state": state.as_str(),
+        "target_url": format!("{}/tasks/groups/{}", st.public_url, build.task_group_id),
+        "description": format!("TaskGroup: {}", match state {
+            BuildState::Success => "Success",
+            BuildState::Failure => "Failure",
+            BuildState::Pending => "Pending",
+            BuildState::Error => "Error",
+            BuildState::Cancelled => "Cancelled",
+        }),
+        "context": format!(
+            "{APPLICATION_NAME} ({})",
+            build.event_type.split('.').next().unwrap_or_default()
+        ),
+    });
+    app.create_status(
+        build.installation_id,
+        &build.owner,
+        &build.repo,
+        &build.sha,
+        &status,
+    )
+    .await?;
+    st.github
+        .execute(
+            Actor::system(GITHUB_CLIENT),
+            GithubCommand::SetBuildState {
+                task_group_id: build.task_group_id,
+                state,
+            },
+        )
+        .await?;
+    Ok(())
+}
