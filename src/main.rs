@@ -408,8 +408,10 @@ struct ServeArgs {
         requires = "github_app_id"
     )]
     github_private_key: Option<std::path::PathBuf>,
-    /// A secret GitHub signs webhooks with (repeat it, or separate with commas, while
-    /// rotating). Without one, unsigned webhooks are taken and signed ones refused.
+    /// A secret GitHub signs webhooks with (repeat the flag, or separate secrets with commas,
+    /// while rotating; prefer the environment variable, which `ps` does not show). Without
+    /// one, unsigned webhooks are taken and signed ones refused; with an App, a start without
+    /// one is refused unless --github-allow-unsigned-webhooks.
     #[arg(
         long,
         env = "TASKLEDGER_GITHUB_WEBHOOK_SECRET",
@@ -417,6 +419,9 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     github_webhook_secret: Vec<String>,
+    /// Run a GitHub App that takes unsigned webhooks (tests, a private network).
+    #[arg(long, env = "TASKLEDGER_GITHUB_ALLOW_UNSIGNED_WEBHOOKS")]
+    github_allow_unsigned_webhooks: bool,
     /// GitHub's REST API (GitHub Enterprise: https://<host>/api/v3).
     #[arg(
         long,
@@ -512,6 +517,12 @@ fn without_huge_pages() {
 }
 
 fn main() -> Result<()> {
+    // the bounded child that evaluates an unvetted JSON-e template for the GitHub integration
+    // (`sandbox`): no runtime, no logging, nothing else
+    let sandbox = taskledger_gateways::github::sandbox::SUBCOMMAND;
+    if std::env::args_os().nth(1).is_some_and(|a| a == sandbox) {
+        return Ok(taskledger_gateways::github::sandbox::serve_child()?);
+    }
     without_huge_pages();
     // crash tests arm fail points from FAILPOINTS (built with the `failpoints` feature only)
     #[cfg(feature = "failpoints")]

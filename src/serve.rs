@@ -49,9 +49,30 @@ impl std::error::Error for Refusal {}
 
 pub(crate) const EXIT_REFUSED: i32 = 78;
 
+/// The webhook secrets given, without empty ones (a trailing comma, an empty variable), which
+/// anyone could sign with.
+fn github_webhook_secrets(args: &ServeArgs) -> Vec<String> {
+    args.github_webhook_secret
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect()
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(url) = &args.pulse_url {
         taskledger_bridge::check_url(url)?;
+    }
+    let github_webhook_secrets = github_webhook_secrets(&args);
+    // an App that takes unsigned webhooks creates tasks for anyone who can reach the server
+    if args.github_app_id.is_some()
+        && github_webhook_secrets.is_empty()
+        && !args.github_allow_unsigned_webhooks
+    {
+        return Err(Refusal(
+            "--github-app-id needs --github-webhook-secret (the secret GitHub signs the App's webhooks with): without one, anyone who can reach this server could have tasks created as any repository's role; --github-allow-unsigned-webhooks takes that risk".into(),
+        )
+        .into());
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -485,7 +506,7 @@ async fn run_services<L: EventLog + 'static>(
         notify,
         github,
         github_app,
-        github_webhook_secrets: args.github_webhook_secret.clone(),
+        github_webhook_secrets: github_webhook_secrets(&args),
         public_url: public_url.clone(),
         blobs,
         url_key: url_key.into_bytes(),
@@ -562,7 +583,7 @@ async fn run_services<L: EventLog + 'static>(
             "  no GitHub App (--github-app-id): webhooks at {public_url}/api/github/v1/github are recorded and published, and create no task"
         ),
     }
-    if args.github_webhook_secret.is_empty() {
+    if state.github_webhook_secrets.is_empty() {
         println!("  no --github-webhook-secret: unsigned webhooks are taken");
     }
     tracing::info!(listen = %args.listen, "ready");

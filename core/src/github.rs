@@ -154,6 +154,9 @@ pub struct Build {
     pub pull_request: Option<u64>,
     /// Statuses or check runs.
     pub checks: bool,
+    /// How many tasks the job created, once it finished (`JobDone`): until then its group may
+    /// still grow, and the status reporter leaves it alone.
+    pub tasks: Option<u32>,
     pub created: Millis,
     pub updated: Millis,
 }
@@ -1035,6 +1038,7 @@ mod tests {
             event_id: "d-1".into(),
             pull_request: Some(7),
             checks: false,
+            tasks: None,
             created: Millis(1_700_000_000_000),
             updated: Millis(1_700_000_000_000),
         };

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use taskledger_core::codec;
 use taskledger_core::envelope::Envelope;
 use taskledger_core::github::{
-    self, sanitize, Build, BuildState, Facts, GithubCommand, GithubEvent, Webhook, GITHUB_TOPIC,
+    self, sanitize, Build, BuildState, Facts, GithubCommand, GithubEvent, JobOutcome, Webhook,
+    GITHUB_TOPIC,
 };
 use taskledger_core::ids::Slug;
 use taskledger_core::time::Millis;
@@ -312,8 +313,25 @@ impl Service for GithubView {
                         codec::encode(&(env.time, w))?,
                     );
                 }
-                GithubEvent::JobDone { queued, .. } => {
+                GithubEvent::JobDone {
+                    queued, outcome, ..
+                } => {
                     batch.delete_cf(github_cf, keys::github_queued(*queued));
+                    if let JobOutcome::Created {
+                        task_group_id,
+                        tasks,
+                        ..
+                    } = outcome
+                    {
+                        let stored = match builds.remove(task_group_id) {
+                            Some(b) => Some(b),
+                            None => self.build(task_group_id)?,
+                        };
+                        if let Some(mut b) = stored {
+                            b.tasks = Some(*tasks);
+                            builds.insert(*task_group_id, b);
+                        }
+                    }
                 }
                 GithubEvent::InstallationSet {
                     owner,
@@ -391,7 +409,7 @@ mod tests {
     use super::*;
     use crate::{store, EmbeddedLog};
     use taskledger_core::envelope::Actor;
-    use taskledger_core::github::{derived_slug, Exchange, JobOutcome};
+    use taskledger_core::github::{derived_slug, Exchange};
 
     fn webhook(event_id: &str, owner: &str) -> Webhook {
         Webhook {
@@ -424,6 +442,7 @@ mod tests {
             event_id: event_id.into(),
             pull_request: None,
             checks: false,
+            tasks: None,
             created: Millis(0),
             updated: Millis(0),
         }
@@ -543,5 +562,26 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(view.installation("acme").unwrap(), Some(7));
+
+        // the job's end says how many tasks its build has
+        let d2 = derived_slug("d-2", "\0taskGroupId");
+        assert_eq!(view.build(&d2).unwrap().unwrap().tasks, None);
+        let waiting = view.queued(10).unwrap();
+        assert_eq!(waiting[0].webhook.event_id, "d-2");
+        run(GithubCommand::Done {
+            queued: waiting[0].offset,
+            event_id: "d-2".into(),
+            outcome: JobOutcome::Created {
+                task_group_id: d2,
+                tasks: 2,
+                routes: vec![],
+                owner: "acme.co".into(),
+                repo: "app".into(),
+            },
+        })
+        .await
+        .unwrap();
+        assert_eq!(view.build(&d2).unwrap().unwrap().tasks, Some(2));
+        assert!(view.queued(10).unwrap().is_empty());
     }
 }

@@ -451,13 +451,20 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
         json!(format!("{}/tasks/groups/{group}", s.root_url))
     );
 
-    // GitHub delivers again (the same delivery id): nothing more is made
+    // GitHub delivers again (the same delivery id): taken once, nothing more is made
     assert_eq!(
         deliver(&s, Some("push"), delivery, &body, Some(SECRET))
             .await
             .0,
         204
     );
+    let (ok, text, err) = crate::audit::cli(&s, &["events", "tail", "--service", "github"]);
+    assert!(ok, "{err}");
+    let received = text
+        .lines()
+        .filter(|l| l.contains("WebhookReceived") && l.contains(delivery))
+        .count();
+    assert_eq!(received, 1, "{text}");
 
     // the tasks complete: the build succeeds, and GitHub hears so
     for expected in [&build_id, &test_id] {
@@ -686,6 +693,56 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
         )
         .await;
     assert_eq!(st, 403);
+
+    // a build still pending is cancelled: its group sealed, its open tasks cancelled
+    let waiting = "e".repeat(40);
+    gh.lock()
+        .unwrap()
+        .files
+        .insert(waiting.clone(), taskcluster_yml(&queue));
+    let (st, _) = deliver(
+        &s,
+        Some("push"),
+        "d-cancel",
+        &push(&waiting, "main"),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let pending = eventually(Duration::from_secs(20), || async {
+        let (_, b) = builds(
+            &s,
+            &format!("?organization=acme&repository=app&sha={waiting}"),
+        )
+        .await;
+        let build = b["builds"].as_array()?.first()?.clone();
+        let group = build["taskGroupId"].as_str()?.to_string();
+        let listed = s.queue().listTaskGroup(&group, None, None).await.ok()?;
+        (listed["tasks"].as_array()?.len() == 2).then_some(group)
+    })
+    .await;
+    let (st, r) = s
+        .root_call(
+            "POST",
+            &format!("/api/github/v1/builds/acme/app/cancel?sha={waiting}"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["builds"][0]["state"], "cancelled");
+    assert_eq!(r["builds"][0]["taskGroupId"], json!(pending));
+    let group = s.queue().getTaskGroup(&pending).await.unwrap();
+    assert!(group["sealed"].is_string(), "{group}");
+    let listed = s.queue().listTaskGroup(&pending, None, None).await.unwrap();
+    for t in listed["tasks"].as_array().unwrap() {
+        assert_eq!(t["status"]["state"], "exception", "{t}");
+    }
+    let (_, b) = builds(
+        &s,
+        &format!("?organization=acme&repository=app&sha={waiting}"),
+    )
+    .await;
+    assert_eq!(b["builds"][0]["state"], "cancelled");
     let (st, _) = s
         .root_call(
             "POST",
@@ -693,7 +750,44 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
             &Value::Null,
         )
         .await;
-    assert_eq!(st, 404, "nothing pending to cancel");
+    assert_eq!(st, 404, "nothing pending is left");
+    let (st, _) = builds(
+        &s,
+        "?organization=acme&repository=app&pullRequest=123456789012345678901234",
+    )
+    .await;
+    assert_eq!(st, 400);
+
+    // a template that asks for unbounded memory fails its own render, not the server
+    let (st, e) = s
+        .root_call(
+            "POST",
+            "/api/github/v1/taskcluster-yml",
+            &json!({"body": "version: 1\ntasks: {$eval: 'range(0, 100000000000)'}\n"}),
+        )
+        .await;
+    assert_eq!((st, e["code"].clone()), (400, json!("InputError")), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("more memory or time"),
+        "{e}"
+    );
+    let (st, _) = s
+        .root_call("GET", "/api/github/v1/ping", &Value::Null)
+        .await;
+    assert_eq!(st, 200);
+
+    // an App that takes unsigned webhooks is refused unless asked for
+    let (code, stderr) = s
+        .refused_start(&[(
+            "TASKLEDGER_GITHUB_WEBHOOK_SECRET".to_string(),
+            String::new(),
+        )])
+        .await;
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("--github-webhook-secret"), "{stderr}");
 
     // the projection rebuilds from the log to the same state, and the events read back
     let (ok, out, err) = crate::audit::cli(&s, &["replay", "--verify", "--projection", "github"]);

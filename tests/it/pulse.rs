@@ -1530,6 +1530,7 @@ async fn github_webhooks_and_created_groups_are_published() {
         ("TASKLEDGER_GITHUB_APP_ID", APP_ID),
         ("TASKLEDGER_GITHUB_PRIVATE_KEY", pem.to_str().unwrap()),
         ("TASKLEDGER_GITHUB_API_URL", api.as_str()),
+        ("TASKLEDGER_GITHUB_ALLOW_UNSIGNED_WEBHOOKS", "true"),
     ])
     .await;
     let (conn, ch) = channel().await;

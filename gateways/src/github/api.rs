@@ -14,6 +14,9 @@ use tokio::sync::Mutex;
 pub struct GithubError {
     pub status: Option<u16>,
     pub message: String,
+    /// Worth trying again later: a rate limit (429, or 403 with no requests left) or a token
+    /// GitHub no longer takes (401).
+    pub transient: bool,
 }
 
 impl std::fmt::Display for GithubError {
@@ -32,13 +35,22 @@ impl GithubError {
         GithubError {
             status: None,
             message: e.to_string(),
+            transient: false,
+        }
+    }
+
+    fn answered(status: u16, message: String) -> GithubError {
+        GithubError {
+            status: Some(status),
+            message,
+            transient: false,
         }
     }
 
     /// GitHub refused the call for lack of permission (403) or did not find what it names
-    /// (404): not worth retrying.
+    /// (404): not worth retrying (a rate limit or a stale token is).
     pub fn is_refusal(&self) -> bool {
-        matches!(self.status, Some(400..=499))
+        matches!(self.status, Some(400..=499)) && !self.transient
     }
 }
 
@@ -100,9 +112,8 @@ impl GithubApp {
             .post(url)
             .bearer_auth(self.jwt()?)
             .header("Accept", "application/vnd.github+json");
-        let answer = send(req).await?.ok_or_else(|| GithubError {
-            status: Some(404),
-            message: format!("installation {installation} not found"),
+        let answer = send(req).await?.ok_or_else(|| {
+            GithubError::answered(404, format!("installation {installation} not found"))
         })?;
         let token = answer["token"]
             .as_str()
@@ -124,20 +135,27 @@ impl GithubApp {
             .header("X-GitHub-Api-Version", "2022-11-28")
     }
 
+    /// A token GitHub refused is not used again.
+    async fn forget_on_401<T>(&self, installation: u64, answer: Answer<T>) -> Answer<T> {
+        if answer.as_ref().is_err_and(|e| e.status == Some(401)) {
+            self.tokens.lock().await.remove(&installation);
+        }
+        answer
+    }
+
     /// A GET as the installation; `None` for a 404.
     pub async fn get(&self, installation: u64, path: &str) -> Answer<Option<Value>> {
         let token = self.token(installation).await?;
-        send(self.on(reqwest::Method::GET, path, &token)).await
+        let answer = send(self.on(reqwest::Method::GET, path, &token)).await;
+        self.forget_on_401(installation, answer).await
     }
 
     async fn post(&self, installation: u64, path: &str, body: &Value) -> Answer<Value> {
         let token = self.token(installation).await?;
-        send(self.on(reqwest::Method::POST, path, &token).json(body))
+        let answer = send(self.on(reqwest::Method::POST, path, &token).json(body)).await;
+        self.forget_on_401(installation, answer)
             .await?
-            .ok_or_else(|| GithubError {
-                status: Some(404),
-                message: format!("{path} not found"),
-            })
+            .ok_or_else(|| GithubError::answered(404, format!("{path} not found")))
     }
 
     /// A file's text at `git_ref`; `None` when there is no such file.
@@ -170,6 +188,20 @@ impl GithubApp {
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| GithubError::unreachable(format!("{path} is not UTF-8 text")))
+    }
+
+    /// The repository as the installation sees it; `None` when it does not.
+    pub async fn repository(
+        &self,
+        installation: u64,
+        owner: &str,
+        repo: &str,
+    ) -> Answer<Option<Value>> {
+        self.get(
+            installation,
+            &format!("/repos/{}/{}", enc(owner), enc(repo)),
+        )
+        .await
     }
 
     pub async fn default_branch(
@@ -301,6 +333,11 @@ async fn send(req: reqwest::RequestBuilder) -> Answer<Option<Value>> {
     if status == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    let rate_limited = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || (status == reqwest::StatusCode::FORBIDDEN
+            && (header("x-ratelimit-remaining") == Some("0") || header("retry-after").is_some()));
+    let transient = rate_limited || status == reqwest::StatusCode::UNAUTHORIZED;
     let bytes = resp.bytes().await.map_err(GithubError::unreachable)?;
     if !status.is_success() {
         let said: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -311,6 +348,7 @@ async fn send(req: reqwest::RequestBuilder) -> Answer<Option<Value>> {
         return Err(GithubError {
             status: Some(status.as_u16()),
             message,
+            transient,
         });
     }
     if bytes.is_empty() {

@@ -68,6 +68,8 @@ fn skipped(reason: impl Into<String>) -> Stop {
 struct Tries {
     count: u32,
     not_before: Option<Instant>,
+    /// The build the job started, once it did.
+    started: Option<Slug>,
 }
 
 /// Runs jobs while this process writes the github partition.
@@ -82,7 +84,9 @@ pub async fn run_jobs(st: Arc<AppState>) {
 
 /// One pass over the waiting webhooks; whether it did anything.
 async fn jobs_once(st: &AppState, tries: &mut HashMap<u64, Tries>) -> bool {
-    if !st.github.role().is_writer() {
+    // a job creates its tasks through this node's queue engine: it runs where both
+    // partitions are written (as a hook's fire)
+    if !st.github.role().is_writer() || !st.engine.role().is_writer() {
         tries.clear();
         return false;
     }
@@ -105,7 +109,7 @@ async fn jobs_once(st: &AppState, tries: &mut HashMap<u64, Tries>) -> bool {
             continue;
         }
         worked = true;
-        let outcome = match job(st, &q).await {
+        let outcome = match job(st, &q, &mut t.started).await {
             Ok(outcome) => outcome,
             Err(Stop::Outcome(outcome)) => outcome,
             Err(Stop::Again(why)) => {
@@ -115,6 +119,17 @@ async fn jobs_once(st: &AppState, tries: &mut HashMap<u64, Tries>) -> bool {
                     tracing::warn!(delivery = %q.webhook.event_id, error = %why, "github: job failed, trying again in {pause:?}");
                     t.not_before = Some(Instant::now() + pause);
                     continue;
+                }
+                // the build it started (if it did) will not get the rest of its tasks
+                if let Some(group) = t.started {
+                    let set = GithubCommand::SetBuildState {
+                        task_group_id: group,
+                        state: BuildState::Error,
+                    };
+                    if let Err(e) = st.github.execute(Actor::system(GITHUB_CLIENT), set).await {
+                        tracing::warn!(error = %e, "github: recording a build's error");
+                        return false;
+                    }
                 }
                 JobOutcome::Failed {
                     message: format!("given up after {MAX_TRIES} tries: {why}"),
@@ -155,7 +170,7 @@ pub fn error_comment(error: &str) -> String {
 }
 
 /// One webhook's job.
-async fn job(st: &AppState, q: &Queued) -> Result<JobOutcome, Stop> {
+async fn job(st: &AppState, q: &Queued, started: &mut Option<Slug>) -> Result<JobOutcome, Stop> {
     let w = &q.webhook;
     let Some(app) = st.github_app.as_deref() else {
         return Err(Stop::Outcome(JobOutcome::Failed {
@@ -237,6 +252,7 @@ async fn job(st: &AppState, q: &Queued) -> Result<JobOutcome, Stop> {
         if tasks_for == "github-issue-comment" {
             let commenter = body_text(&body, "/comment/user/login").unwrap_or_default();
             let allowed = policy.as_ref().is_some_and(|p| p.allow_comments)
+                && !commenter.is_empty()
                 && app.is_collaborator(inst, owner, repo, commenter).await?;
             if !allowed {
                 let why = "Taskcluster does not run jobs for this comment: the default branch's `.taskcluster.yml` must set `policy.allowComments: collaborators`, and the commenter must be a collaborator.";
@@ -268,7 +284,7 @@ async fn job(st: &AppState, q: &Queued) -> Result<JobOutcome, Stop> {
         root_url: &st.public_url,
         now: q.received,
     };
-    let rendered = match tcyaml::render(&file, &ctx) {
+    let rendered = match tcyaml::render_sandboxed(&file, &ctx).await {
         Ok(r) => r,
         Err(e) => return Err(report(e).fail().await),
     };
@@ -307,6 +323,7 @@ async fn job(st: &AppState, q: &Queued) -> Result<JobOutcome, Stop> {
         event_id: w.event_id.clone(),
         pull_request: pull_number.filter(|_| w.event != "push" && w.event != "release"),
         checks: rendered.checks,
+        tasks: None,
         created: q.received,
         updated: q.received,
     };
@@ -320,6 +337,7 @@ async fn job(st: &AppState, q: &Queued) -> Result<JobOutcome, Stop> {
         )
         .await
         .map_err(|e| Stop::Again(e.to_string()))?;
+    *started = Some(group);
     let caller = Caller {
         client_id: Some(GITHUB_CLIENT.to_string()),
         scopes: st.clients.expand(job_scopes(
@@ -328,6 +346,17 @@ async fn job(st: &AppState, q: &Queued) -> Result<JobOutcome, Stop> {
         )),
     };
     for (id, task) in &rendered.tasks {
+        // cancelled meanwhile (cancelBuilds, or a newer push to the pull request): no more
+        let now = st
+            .github
+            .view()
+            .build(&group)
+            .map_err(|e| Stop::Again(e.to_string()))?;
+        if now.is_some_and(|b| b.state == BuildState::Cancelled) {
+            return Err(skipped(
+                "the build was cancelled while its tasks were being created",
+            ));
+        }
         if let Err(e) = crate::queue::tasks::create(st, &caller, *id, task).await {
             if e.status().is_server_error() {
                 return Err(Stop::Again(e.message));
@@ -380,10 +409,14 @@ async fn trusted_pull_request(
     let author = body_text(body, "/pull_request/user/login")
         .or_else(|| body_text(body, "/pull_request/head/user/login"))
         .unwrap_or_default();
-    if !app.is_collaborator(inst, owner, repo, author).await? {
+    // no login is nobody's (GitHub's collaborators/ without one lists them all)
+    if author.is_empty() || !app.is_collaborator(inst, owner, repo, author).await? {
         return Ok(false);
     }
     let head_owner = body_text(body, "/pull_request/head/user/login").unwrap_or_default();
+    if head_owner.is_empty() {
+        return Ok(false);
+    }
     let base_owner = body_text(body, "/pull_request/base/user/login").unwrap_or(owner);
     Ok(head_owner.eq_ignore_ascii_case(base_owner)
         || app.is_collaborator(inst, owner, repo, head_owner).await?)
@@ -438,9 +471,7 @@ pub(super) async fn cancel_build(st: &AppState, b: &Build) -> Result<(), ApiErro
             format!("queue:cancel-task-group:{SCHEDULER_ID}/*"),
         ]),
     };
-    if crate::queue::groups::seal(st, &caller, &b.task_group_id).await? {
-        crate::queue::groups::cancel_members(st, &caller, &b.task_group_id).await?;
-    }
+    // the build first, so the status reporter never reads the cancelled tasks as a failure
     st.github
         .execute(
             Actor::system(GITHUB_CLIENT),
@@ -450,6 +481,15 @@ pub(super) async fn cancel_build(st: &AppState, b: &Build) -> Result<(), ApiErro
             },
         )
         .await?;
+    // only a group of this integration's (a file may name any taskGroupId)
+    let ours = st
+        .engine
+        .view()
+        .group(&b.task_group_id)?
+        .is_some_and(|g| g.scheduler_id == SCHEDULER_ID);
+    if ours && crate::queue::groups::seal(st, &caller, &b.task_group_id).await? {
+        crate::queue::groups::cancel_members(st, &caller, &b.task_group_id).await?;
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@
 pub mod api;
 mod job;
 mod report;
+pub mod sandbox;
 pub mod tcyaml;
 
 pub use job::{run_jobs, GITHUB_CLIENT};
@@ -173,7 +174,12 @@ fn pull_request_param(v: &str) -> Result<Option<u64>, ApiError> {
     if !v.chars().all(|c| c.is_ascii_digit()) {
         return Err(ApiError::bad_param("pullRequest", v, "^([0-9]*)$"));
     }
-    Ok(v.parse().ok())
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_param("pullRequest", v, "^([0-9]*)$"))
 }
 
 /// The query's filter, with upstream's rules on which fields need which.
@@ -421,7 +427,7 @@ async fn repository(
                 (None, _) => false,
                 (Some(_), None) => true,
                 (Some(inst), Some(app)) => app
-                    .get(inst, &format!("/repos/{owner}/{repo}"))
+                    .repository(inst, &owner, &repo)
                     .await
                     .map_err(github_failure)?
                     .is_some(),
@@ -435,6 +441,8 @@ async fn repository(
 fn github_failure(e: api::GithubError) -> ApiError {
     match e.status {
         Some(403) => ApiError::new(ErrorCode::ForbiddenByGithub, e.message),
+        Some(404) => ApiError::not_found(e.message),
+        Some(400..=499) => ApiError::input(e.message),
         Some(_) | None => ApiError::internal(e),
     }
 }
@@ -591,9 +599,10 @@ fn fake_event(tasks_for: &str, owner: &str, repo: &str, action: &str, overrides:
     event
 }
 
-/// `over` merged into `base`, objects key by key.
+/// `over` merged into `base`, objects key by key (a missing `over`, null, changes nothing).
 fn merge(base: &mut Value, over: &Value) {
     match (base, over) {
+        (_, Value::Null) => {}
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
                 merge(b.entry(k.clone()).or_insert(Value::Null), v);
@@ -665,7 +674,9 @@ async fn render_taskcluster_yml(
                 root_url: &st.public_url,
                 now: Millis::now(),
             };
-            let rendered = tcyaml::render(&file, &ctx).map_err(ApiError::input)?;
+            let rendered = tcyaml::render_sandboxed(&file, &ctx)
+                .await
+                .map_err(ApiError::input)?;
             let tasks: Vec<Value> = rendered
                 .tasks
                 .into_iter()

@@ -2,10 +2,11 @@
 //! still pending are looked at every `POLL`; a build whose group now reads differently
 //! (`github::group_state` over its tasks' states: `failure` once any task failed, `success`
 //! once all completed) gets a commit status, and its new state is recorded once GitHub took
-//! the status, so a status GitHub did not take is posted again on the next look.
+//! the status, so a status GitHub could not be reached for is posted again on the next look.
 //!
-//! Builds that report through check runs (`reporting: checks-v1`) are left alone: this server
-//! does not create check runs.
+//! Builds that report through check runs (`reporting: checks-v1`) only have their state
+//! recorded: this server does not create check runs. A status GitHub refuses (4xx) is not
+//! posted again; the build's state is recorded all the same.
 
 use super::job::{APPLICATION_NAME, GITHUB_CLIENT};
 use crate::AppState;
@@ -41,7 +42,7 @@ pub async fn run_reporter(st: Arc<AppState>) {
             let Some(last) = page.last().map(|b| b.task_group_id) else {
                 break;
             };
-            for build in page.iter().filter(|b| !b.checks) {
+            for build in &page {
                 if let Err(e) = report(&st, app, build).await {
                     tracing::warn!(error = %e, group = %build.task_group_id, "github: reporting a build");
                 }
@@ -76,6 +77,10 @@ fn current_state(st: &AppState, build: &Build) -> anyhow::Result<BuildState> {
 }
 
 async fn report(st: &AppState, app: &super::api::GithubApp, build: &Build) -> anyhow::Result<()> {
+    // its job is still creating its tasks: the group is not whole yet
+    if build.tasks.is_none() {
+        return Ok(());
+    }
     let state = current_state(st, build)?;
     if state == build.state {
         return Ok(());
@@ -95,14 +100,27 @@ async fn report(st: &AppState, app: &super::api::GithubApp, build: &Build) -> an
             build.event_type.split('.').next().unwrap_or_default()
         ),
     });
-    app.create_status(
-        build.installation_id,
-        &build.owner,
-        &build.repo,
-        &build.sha,
-        &status,
-    )
-    .await?;
+    // a build that reports through check runs (not made here) only has its state recorded
+    if !build.checks {
+        let posted = app
+            .create_status(
+                build.installation_id,
+                &build.owner,
+                &build.repo,
+                &build.sha,
+                &status,
+            )
+            .await;
+        match posted {
+            Ok(()) => {}
+            // GitHub will not take it (no access, no such commit): recorded all the same, so
+            // the build is not asked about again every second
+            Err(e) if e.is_refusal() => {
+                tracing::warn!(error = %e, group = %build.task_group_id, "github: a commit status was refused");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     st.github
         .execute(
             Actor::system(GITHUB_CLIENT),

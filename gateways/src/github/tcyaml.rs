@@ -170,8 +170,15 @@ fn resolve_all(v: &mut Value, event_id: &str) {
     }
 }
 
-/// Renders a parsed file for `ctx`.
-pub fn render(file: &Map<String, Value>, ctx: &Context) -> Result<Rendered, String> {
+/// A file ready for JSON-e: the template, the context, and the file's `hooks:` entries.
+pub struct Prepared {
+    pub template: Value,
+    pub context: Value,
+    pub hooks: Vec<String>,
+}
+
+/// The template and context `ctx` renders the file with.
+pub fn prepare(file: &Map<String, Value>, ctx: &Context) -> Result<Prepared, String> {
     let hooks: Vec<String> = match file.get("hooks") {
         None => vec![],
         Some(Value::Array(hs)) => hs
@@ -200,8 +207,26 @@ pub fn render(file: &Map<String, Value>, ctx: &Context) -> Result<Rendered, Stri
         "event": ctx.event,
         "taskcluster_root_url": ctx.root_url,
     });
-    let rendered = json_e::render(&template, &context)
-        .map_err(|e| format!("rendering `.taskcluster.yml` failed: {e}"))?;
+    Ok(Prepared {
+        template,
+        context,
+        hooks,
+    })
+}
+
+/// JSON-e in this process: for tests and for the sandbox's child (`sandbox`), never on a
+/// server's own threads, since a template may ask for unbounded memory.
+pub fn evaluate(template: &Value, context: &Value) -> Result<Value, String> {
+    json_e::render(template, context).map_err(|e| e.to_string())
+}
+
+/// The rendered file (`evaluated`: JSON-e's output for `prepare`'s template) as tasks.
+pub fn finish(
+    evaluated: Result<Value, String>,
+    hooks: Vec<String>,
+    ctx: &Context,
+) -> Result<Rendered, String> {
+    let rendered = evaluated.map_err(|e| format!("rendering `.taskcluster.yml` failed: {e}"))?;
     let checks = match rendered.get("reporting") {
         None | Some(Value::Null) => false,
         Some(Value::String(s)) if s == "checks-v1" => true,
@@ -223,6 +248,24 @@ pub fn render(file: &Map<String, Value>, ctx: &Context) -> Result<Rendered, Stri
         auto_cancel,
         hooks,
     })
+}
+
+/// Renders a parsed file for `ctx` in this process (tests).
+pub fn render(file: &Map<String, Value>, ctx: &Context) -> Result<Rendered, String> {
+    let p = prepare(file, ctx)?;
+    finish(evaluate(&p.template, &p.context), p.hooks, ctx)
+}
+
+/// Renders a parsed file for `ctx` with JSON-e in a child process of its own
+/// (`sandbox::evaluate`): a template that asks for more memory or time than the child may
+/// have fails its render, never the server.
+pub async fn render_sandboxed(
+    file: &Map<String, Value>,
+    ctx: &Context<'_>,
+) -> Result<Rendered, String> {
+    let p = prepare(file, ctx)?;
+    let evaluated = super::sandbox::evaluate(&p.template, &p.context).await;
+    finish(evaluated, p.hooks, ctx)
 }
 
 /// The ids and defaults of the rendered tasks, and their creation order.
