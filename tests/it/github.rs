@@ -311,12 +311,8 @@ tasks:
 }
 
 async fn builds(s: &Server, query: &str) -> (u16, Value) {
-    s.root_call(
-        "GET",
-        &format!("/api/github/v1/builds{query}"),
-        &Value::Null,
-    )
-    .await
+    s.root_call("GET", &format!("/api/github/v1/builds{query}"), &json!({}))
+        .await
 }
 
 #[tokio::test]
@@ -573,13 +569,20 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
 
     // repository, badge, latest
     let (st, r) = s
-        .root_call("GET", "/api/github/v1/repository/acme/app", &Value::Null)
+        .root_call("GET", "/api/github/v1/repository/acme/app", &json!({}))
         .await;
     assert_eq!((st, r), (200, json!({"installed": true})));
     let (st, r) = s
-        .root_call("GET", "/api/github/v1/repository/nobody/app", &Value::Null)
+        .root_call("GET", "/api/github/v1/repository/nobody/app", &json!({}))
         .await;
     assert_eq!((st, r), (200, json!({"installed": false})));
+    // a README's badge is fetched by anyone: the anonymous role holds the badge scopes
+    let anonymous = json!({"description": "badges", "scopes": [
+        "github:get-badge:*", "github:latest-status:*"]});
+    let (st, _) = s
+        .root_call("PUT", "/api/auth/v1/roles/anonymous", &anonymous)
+        .await;
+    assert_eq!(st, 200);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -612,7 +615,7 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
         .root_call(
             "GET",
             "/api/github/v1/repository/acme/app/nope/latest",
-            &Value::Null,
+            &json!({}),
         )
         .await;
     assert_eq!(st, 404);
@@ -689,7 +692,7 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
             (&limited.client_id, &limited.access_token),
             "POST",
             "/api/github/v1/builds/acme/app/cancel",
-            &Value::Null,
+            &json!({}),
         )
         .await;
     assert_eq!(st, 403);
@@ -725,7 +728,7 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
         .root_call(
             "POST",
             &format!("/api/github/v1/builds/acme/app/cancel?sha={waiting}"),
-            &Value::Null,
+            &json!({}),
         )
         .await;
     assert_eq!(st, 200, "{r}");
@@ -744,11 +747,7 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
     .await;
     assert_eq!(b["builds"][0]["state"], "cancelled");
     let (st, _) = s
-        .root_call(
-            "POST",
-            "/api/github/v1/builds/acme/app/cancel",
-            &Value::Null,
-        )
+        .root_call("POST", "/api/github/v1/builds/acme/app/cancel", &json!({}))
         .await;
     assert_eq!(st, 404, "nothing pending is left");
     let (st, _) = builds(
@@ -774,9 +773,7 @@ async fn a_push_becomes_a_build_with_commit_statuses() {
             .contains("more memory or time"),
         "{e}"
     );
-    let (st, _) = s
-        .root_call("GET", "/api/github/v1/ping", &Value::Null)
-        .await;
+    let (st, _) = s.root_call("GET", "/api/github/v1/ping", &json!({})).await;
     assert_eq!(st, 200);
 
     // an App that takes unsigned webhooks is refused unless asked for
