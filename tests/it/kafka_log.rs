@@ -380,7 +380,7 @@ async fn events_tail_and_replay_read_the_kafka_log() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(text.matches("verified").count(), 8, "{text}");
+    assert_eq!(text.matches("verified").count(), 9, "{text}");
     let queue_events: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("queue: ")?.split(' ').next()?.parse().ok())
