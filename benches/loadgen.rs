@@ -963,11 +963,25 @@ async fn notify_phases(api: &Api, clients: usize, secs: u64, data: Option<&std::
     );
 }
 
+/// The github projection's applied log position, from the server's `/metrics`.
+async fn github_position(api: &Api) -> Option<u64> {
+    let (_, text) = api.send(0, "GET", "/metrics", None, false).await.ok()?;
+    String::from_utf8_lossy(&text).lines().find_map(|l| {
+        l.strip_prefix("taskledger_projection_position{topic=\"taskledger.github\"} ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The GitHub integration's webhook endpoint: signed `push` webhooks (each its own delivery,
-/// body of about 1.5 kB, as GitHub sends them), each checked, sorted and written to the log
-/// (the server has no GitHub App, so each job then records its failure: a second durable
-/// command per webhook, off the request path), against createTask in the same run.
+/// body of about 1.5 kB, as GitHub sends them), each checked, sorted and written to the log;
+/// the server has no GitHub App, so each job then records its failure, a second durable
+/// command per webhook, off the request path: how long after the phase the last is recorded.
+/// createTask first, on the idle server, for the ratio.
 async fn github_phases(api: &Api, clients: usize, secs: u64) {
+    let (create_rate, create_lat, create_cpu) = create_phase(api, clients, secs).await;
+    let before = github_position(api).await.unwrap_or(0);
     let seq = Arc::new(AtomicU64::new(0));
     let run = slugid::nice();
     let (a, s) = (api.clone(), seq.clone());
@@ -1005,11 +1019,25 @@ async fn github_phases(api: &Api, clients: usize, secs: u64) {
         }
     })
     .await;
-    let (create_rate, create_lat, create_cpu) = create_phase(api, clients, secs).await;
+    // every webhook's two events (received, its job's end) applied
+    let taken = hook_lat.len() as u64;
+    let drain = Instant::now();
+    while github_position(api).await.unwrap_or(0) < before + 2 * taken
+        && drain.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reached = github_position(api).await.unwrap_or(0) - before;
     println!(
         "github webhooks/s {hook_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {hook_cpu}",
         percentile(&hook_lat, 0.5),
         percentile(&hook_lat, 0.99)
+    );
+    println!(
+        "github jobs: {} of {taken} recorded {:.1} s after the phase ({:.0} jobs/s over the phase and after)",
+        reached.saturating_sub(taken).min(taken),
+        drain.elapsed().as_secs_f64(),
+        reached.saturating_sub(taken) as f64 / (secs as f64 + drain.elapsed().as_secs_f64())
     );
     println!(
         "createTask/s {create_rate:.0} (p50 {:.2} ms, p99 {:.2} ms); CPU per call: {create_cpu}",

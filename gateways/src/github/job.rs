@@ -36,7 +36,7 @@ pub const APPLICATION_NAME: &str = "Taskcluster";
 const MAX_TRIES: u32 = 8;
 
 /// Jobs read at a time.
-const PASS: usize = 16;
+const PASS: usize = 64;
 
 /// Why a job stopped short.
 enum Stop {
@@ -103,6 +103,7 @@ async fn jobs_once(st: &AppState, tries: &mut HashMap<u64, Tries>) -> bool {
     };
     tries.retain(|offset, _| queued.iter().any(|q| q.offset == *offset));
     let mut worked = false;
+    let mut recording = Vec::new();
     for q in queued {
         let t = tries.entry(q.offset).or_default();
         if t.not_before.is_some_and(|at| Instant::now() < at) {
@@ -146,13 +147,32 @@ async fn jobs_once(st: &AppState, tries: &mut HashMap<u64, Tries>) -> bool {
             event_id: q.webhook.event_id.clone(),
             outcome,
         };
-        if let Err(e) = st.github.execute(Actor::system(GITHUB_CLIENT), done).await {
-            tracing::warn!(error = %e, "github: recording a job's end");
-            return false;
-        }
-        tries.remove(&q.offset);
+        // recorded while the next job runs: the ends in flight together share a durable
+        // write (one at a time, each waited for, they held jobs to a few hundred a second)
+        let engine = st.github.clone();
+        recording.push((
+            q.offset,
+            tokio::spawn(async move { engine.execute(Actor::system(GITHUB_CLIENT), done).await }),
+        ));
     }
-    worked
+    // the next pass reads the waiting webhooks only after this one's ends are recorded
+    let mut recorded = true;
+    for (offset, handle) in recording {
+        match handle.await {
+            Ok(Ok(_)) => {
+                tries.remove(&offset);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "github: recording a job's end");
+                recorded = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "github: recording a job's end");
+                recorded = false;
+            }
+        }
+    }
+    worked && recorded
 }
 
 fn body_text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
