@@ -9,7 +9,9 @@
 //! event header are refused in upstream's plain words; a pull request from a stranger gets a
 //! comment and no task; a broken file gets an error comment on the commit; the builds list,
 //! cancelBuilds, badge, latest, repository, createStatus, createComment and
-//! renderTaskclusterYml answer; the projection rebuilds from the log.
+//! renderTaskclusterYml answer; the projection rebuilds from the log. A collaborator's
+//! `/taskcluster` comment builds the pull request's head, a stranger's is told why not, and a
+//! release builds the commit its target names.
 
 use crate::harness::*;
 use axum::extract::{Path, State};
@@ -35,6 +37,8 @@ pub(crate) struct Github {
     pub(crate) files: HashMap<String, String>,
     pub(crate) collaborators: HashSet<String>,
     pub(crate) pulls: HashMap<u64, Value>,
+    /// The commit a ref names.
+    pub(crate) commits: HashMap<String, String>,
     /// `(sha, status)` in the order they came.
     pub(crate) statuses: Vec<(String, Value)>,
     /// `(issue number or commit sha, body)`.
@@ -203,12 +207,26 @@ pub(crate) async fn start_github(gh: Gh) -> String {
         gh.lock().unwrap().comments.push((on, text));
         (StatusCode::CREATED, Json(json!({})))
     }
+    async fn commit(
+        State(gh): State<Gh>,
+        Path((_o, _r, at)): Path<(String, String, String)>,
+        headers: HeaderMap,
+    ) -> (StatusCode, Json<Value>) {
+        if !authorized(&headers) {
+            return (StatusCode::UNAUTHORIZED, Json(json!({})));
+        }
+        match gh.lock().unwrap().commits.get(&at) {
+            Some(sha) => (StatusCode::OK, Json(json!({ "sha": sha }))),
+            None => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))),
+        }
+    }
     let app = Router::new()
         .route("/app/installations/{id}/access_tokens", post(access_token))
         .route("/repos/{o}/{r}/contents/{*path}", get(contents))
         .route("/repos/{o}/{r}", get(repo))
         .route("/repos/{o}/{r}/collaborators/{u}", get(collaborator))
         .route("/repos/{o}/{r}/pulls/{n}", get(pull))
+        .route("/repos/{o}/{r}/commits/{at}", get(commit))
         .route("/repos/{o}/{r}/statuses/{sha}", post(status))
         .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
         .route("/repos/{o}/{r}/commits/{sha}/comments", post(comment))
@@ -895,4 +913,155 @@ async fn render_taskcluster_yml_and_webhooks_without_an_app() {
     assert!(text.contains("no GitHub App"), "{text}");
     let (_, b) = builds(&s, "").await;
     assert_eq!(b["builds"], json!([]));
+}
+
+#[tokio::test]
+async fn comments_and_releases_become_builds() {
+    let dir = std::env::temp_dir().join(format!("taskledger-it-gh2-{}", slugid::nice()));
+    let (pem, public_key) = app_key(&dir);
+    let gh: Gh = Arc::new(Mutex::new(Github {
+        public_key,
+        ..Github::default()
+    }));
+    let api = start_github(gh.clone()).await;
+    let s = Server::start(&[
+        ("TASKLEDGER_GITHUB_APP_ID", APP_ID),
+        ("TASKLEDGER_GITHUB_PRIVATE_KEY", pem.to_str().unwrap()),
+        ("TASKLEDGER_GITHUB_API_URL", api.as_str()),
+        ("TASKLEDGER_GITHUB_WEBHOOK_SECRET", SECRET),
+    ])
+    .await;
+    let queue = fresh_queue();
+    let file = format!(
+        r#"
+version: 1
+policy:
+  allowComments: collaborators
+tasks:
+  - taskQueueId: {queue}
+    deadline: {{$fromNow: '1 hour'}}
+    payload:
+      for: '${{tasks_for}}'
+      comment: {{$if: 'tasks_for == "github-issue-comment"', then: '${{event.taskcluster_comment}}', else: ''}}
+    metadata: {{name: '${{tasks_for}}', description: d, owner: 'dev@example.com', source: 'https://github.com/acme/app'}}
+"#
+    );
+    let (head, tagged) = ("1".repeat(40), "2".repeat(40));
+    {
+        let mut g = gh.lock().unwrap();
+        for at in ["main", head.as_str(), tagged.as_str()] {
+            g.files.insert(at.into(), file.clone());
+        }
+        g.collaborators.insert("dev".into());
+        g.commits.insert("main".into(), tagged.clone());
+        g.pulls.insert(
+            5,
+            json!({"number": 5, "head": {"ref": "topic", "sha": head}, "base": {"ref": "main"}}),
+        );
+    }
+    let scopes = json!([
+        format!("queue:create-task:highest:{queue}"),
+        "queue:create-task:project:none"
+    ]);
+    for role in ["pull-request", "release:published"] {
+        let path = format!("/api/auth/v1/roles/repo:github.com%2Facme%2Fapp:{role}");
+        let (st, _) = s
+            .root_call(
+                "PUT",
+                &path,
+                &json!({"description": role, "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(st, 200, "{role}");
+    }
+    let install = json!({"action": "created", "installation": {"id": INSTALLATION, "account": {"login": "acme"}}});
+    assert_eq!(
+        deliver(&s, Some("installation"), "d2-i", &install, Some(SECRET))
+            .await
+            .0,
+        200
+    );
+
+    // a collaborator's `/taskcluster` comment on the open pull request: a build of its head
+    let comment = |who: &str| {
+        json!({"action": "created", "comment": {"body": "looks good\n/taskcluster run it", "user": {"login": who}},
+               "issue": {"number": 5, "state": "open", "pull_request": {}},
+               "repository": repository(), "installation": {"id": INSTALLATION}, "sender": {"login": who}})
+    };
+    assert_eq!(
+        deliver(
+            &s,
+            Some("issue_comment"),
+            "d2-c",
+            &comment("dev"),
+            Some(SECRET)
+        )
+        .await
+        .0,
+        204
+    );
+    let build = eventually(Duration::from_secs(20), || async {
+        let (_, b) = builds(&s, "?organization=acme&repository=app&pullRequest=5").await;
+        b["builds"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(build["sha"], json!(head));
+    assert_eq!(build["eventType"], "issue_comment.created");
+    let group = build["taskGroupId"].as_str().unwrap().to_string();
+    let task = eventually(Duration::from_secs(20), || async {
+        let l = s.queue().listTaskGroup(&group, None, None).await.ok()?;
+        l["tasks"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(
+        task["task"]["payload"],
+        json!({"for": "github-issue-comment", "comment": "run it"})
+    );
+
+    // a stranger's comment: told why, and no build
+    assert_eq!(
+        deliver(
+            &s,
+            Some("issue_comment"),
+            "d2-s",
+            &comment("stranger"),
+            Some(SECRET)
+        )
+        .await
+        .0,
+        204
+    );
+    let told = eventually(Duration::from_secs(20), || async {
+        let g = gh.lock().unwrap();
+        g.comments
+            .iter()
+            .find(|(on, b)| on == "5" && b.contains("does not run jobs for this comment"))
+            .cloned()
+    })
+    .await;
+    assert!(told.1.contains("collaborator"), "{}", told.1);
+
+    // a release: a build of the commit its target names, as the release's role
+    let release = json!({"action": "published",
+        "release": {"tag_name": "v1.0", "target_commitish": "main", "name": "one", "draft": false, "prerelease": false},
+        "repository": repository(), "installation": {"id": INSTALLATION}, "sender": {"login": "dev"}});
+    assert_eq!(
+        deliver(&s, Some("release"), "d2-r", &release, Some(SECRET))
+            .await
+            .0,
+        204
+    );
+    let build = eventually(Duration::from_secs(20), || async {
+        let (_, b) = builds(
+            &s,
+            &format!("?organization=acme&repository=app&sha={tagged}"),
+        )
+        .await;
+        b["builds"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(build["eventType"], "release");
+    let (_, b) = builds(&s, "?organization=acme&repository=app&pullRequest=5").await;
+    assert_eq!(b["builds"].as_array().unwrap().len(), 1, "{b}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
