@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check taskledger has: clippy, Rust unit, property and end-to-end tests (official
 # `taskcluster` crate against the real binary), then the official Python client's scenario.
-# Installs what it needs on a fresh machine: libclang-dev (RocksDB's bindgen), noida-db (a
-# Kafka-protocol broker), a Python venv with the `taskcluster` package.
+# Installs what it needs on a fresh machine: libclang-dev (RocksDB's bindgen), openssl (the
+# GitHub tests' App key), noida-db (a Kafka-protocol broker), a Python venv with the
+# `taskcluster` package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,12 @@ if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so*
    && ! ldconfig -p | grep -qE 'libclang(-[0-9.]+)?\.so'; then
   echo "== installing libclang-dev (needed by librocksdb-sys)"
   apt-get update -qq && apt-get install -y -qq libclang-dev >/dev/null
+fi
+
+# The GitHub tests make their App's RSA key with the openssl command-line tool.
+if ! command -v openssl >/dev/null; then
+  echo "== installing openssl (the GitHub tests make a GitHub App key with it)"
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
 
 # The Pulse bridge's tests publish to and consume from the real RabbitMQ on 127.0.0.1:5672
