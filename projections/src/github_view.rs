@@ -204,6 +204,39 @@ impl GithubView {
         Ok((out, None))
     }
 
+    /// Every build `filter` keeps, in the listing's order (all its pages).
+    pub fn all_builds(&self, filter: &BuildFilter) -> Result<Vec<Build>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (rows, more) = self.builds(filter, after.as_deref(), 1000)?;
+            out.extend(rows);
+            match more {
+                Some(k) => after = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Applies `change` to a build as the fold leaves it so far (`builds`, else stored); a
+    /// build never recorded is left alone.
+    fn edit_build(
+        &self,
+        builds: &mut HashMap<Slug, Build>,
+        id: &Slug,
+        change: impl FnOnce(&mut Build),
+    ) -> Result<(), StoreError> {
+        let stored = match builds.remove(id) {
+            Some(b) => Some(b),
+            None => self.build(id)?,
+        };
+        if let Some(mut b) = stored {
+            change(&mut b);
+            builds.insert(*id, b);
+        }
+        Ok(())
+    }
+
     fn sequence(&self, stream: &str) -> Result<u64, StoreError> {
         read_u64(&self.db, keys::CF_GITHUB, &keys::github_stream(stream))
     }
@@ -323,14 +356,7 @@ impl Service for GithubView {
                         ..
                     } = outcome
                     {
-                        let stored = match builds.remove(task_group_id) {
-                            Some(b) => Some(b),
-                            None => self.build(task_group_id)?,
-                        };
-                        if let Some(mut b) = stored {
-                            b.tasks = Some(*tasks);
-                            builds.insert(*task_group_id, b);
-                        }
+                        self.edit_build(&mut builds, task_group_id, |b| b.tasks = Some(*tasks))?;
                     }
                 }
                 GithubEvent::InstallationSet {
@@ -360,15 +386,10 @@ impl Service for GithubView {
                     task_group_id,
                     state,
                 } => {
-                    let stored = match builds.remove(task_group_id) {
-                        Some(b) => Some(b),
-                        None => self.build(task_group_id)?,
-                    };
-                    if let Some(mut b) = stored {
+                    self.edit_build(&mut builds, task_group_id, |b| {
                         b.state = *state;
                         b.updated = env.time;
-                        builds.insert(*task_group_id, b);
-                    }
+                    })?;
                 }
             }
         }

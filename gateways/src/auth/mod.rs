@@ -104,10 +104,6 @@ pub fn routes(service: Mount) -> Mount {
         .route("/test-authenticate-get/", get(test_authenticate_get))
 }
 
-fn s(scope: String) -> ScopeExpr {
-    ScopeExpr::scope(scope)
-}
-
 fn client_param(id: &str) -> Result<(), ApiError> {
     let ok = !id.is_empty()
         && id

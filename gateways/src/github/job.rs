@@ -207,9 +207,12 @@ async fn job(st: &AppState, q: &Queued, started: &mut Option<Slug>) -> Result<Jo
     let (owner, repo) = (w.owner.as_str(), w.repo.as_str());
     let mut event = body.clone();
     let mut branch = w.branch.clone();
-    let pull_number = body["number"]
-        .as_u64()
-        .or_else(|| body.pointer("/issue/number").and_then(Value::as_u64));
+    // the pull request a build is of (a push's and a release's are of none)
+    let pull_number = match w.event.as_str() {
+        "pull_request" => body["number"].as_u64(),
+        "issue_comment" => body.pointer("/issue/number").and_then(Value::as_u64),
+        _ => None,
+    };
     let sha = match w.event.as_str() {
         "pull_request" => body_text(&body, "/pull_request/head/sha").map(str::to_string),
         "push" if body["deleted"] == json!(true) => {
@@ -240,7 +243,7 @@ async fn job(st: &AppState, q: &Queued, started: &mut Option<Slug>) -> Result<Jo
         app,
         w,
         sha: sha.clone(),
-        pull_number: pull_number.filter(|_| w.event != "push" && w.event != "release"),
+        pull_number,
         text,
     };
     let Some(text) = app
@@ -341,7 +344,7 @@ async fn job(st: &AppState, q: &Queued, started: &mut Option<Slug>) -> Result<Jo
         installation_id: inst,
         event_type: w.event_type(),
         event_id: w.event_id.clone(),
-        pull_request: pull_number.filter(|_| w.event != "push" && w.event != "release"),
+        pull_request: pull_number,
         checks: rendered.checks,
         tasks: None,
         created: q.received,
@@ -460,8 +463,8 @@ async fn cancel_earlier(st: &AppState, build: &Build) {
     if !family(&build.event_type) {
         return;
     }
-    let earlier = match st.github.view().builds(&filter, None, 1000) {
-        Ok((b, _)) => b,
+    let earlier = match st.github.view().all_builds(&filter) {
+        Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "github: reading earlier builds");
             return;

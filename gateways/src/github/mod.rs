@@ -36,7 +36,6 @@ use taskledger_core::github::{
     job_scopes, repo_role, sanitize, sort_webhook, verify_signature, Build, BuildState, Exchange,
     GithubCommand, SignatureError, Sorted, Webhook,
 };
-use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::Millis;
 use taskledger_projections::github_view::BuildFilter;
 
@@ -72,10 +71,6 @@ pub fn routes(service: Mount) -> Mount {
             post(create_comment),
         )
         .route("/taskcluster-yml", post(render_taskcluster_yml))
-}
-
-fn s(scope: String) -> ScopeExpr {
-    ScopeExpr::scope(scope)
 }
 
 /// A plain-text answer, as upstream's webhook handler gives.
@@ -284,16 +279,8 @@ async fn cancel_builds(
                 .require(&s(format!("github:cancel-builds:{owner}:{repo}")))?;
             let q = query(&uri, &["sha", "pullRequest"])?;
             let filter = filter_of(Some(sanitize(&owner)), Some(sanitize(&repo)), &q)?;
-            let mut pending = Vec::new();
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let (rows, more) = st.github.view().builds(&filter, after.as_deref(), 1000)?;
-                pending.extend(rows.into_iter().filter(|b| b.state == BuildState::Pending));
-                match more {
-                    Some(k) => after = Some(k),
-                    None => break,
-                }
-            }
+            let mut pending = st.github.view().all_builds(&filter)?;
+            pending.retain(|b| b.state == BuildState::Pending);
             if pending.is_empty() {
                 return Err(ApiError::not_found("No cancellable builds found"));
             }
@@ -326,21 +313,14 @@ fn latest_build(
         ..BuildFilter::default()
     };
     let mut newest: Option<Build> = None;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let (rows, more) = st.github.view().builds(&filter, after.as_deref(), 1000)?;
-        for b in rows {
-            if b.branch.as_deref() == Some(branch)
-                && newest.as_ref().is_none_or(|n| b.created >= n.created)
-            {
-                newest = Some(b);
-            }
-        }
-        match more {
-            Some(k) => after = Some(k),
-            None => return Ok(newest),
+    for b in st.github.view().all_builds(&filter)? {
+        if b.branch.as_deref() == Some(branch)
+            && newest.as_ref().is_none_or(|n| b.created >= n.created)
+        {
+            newest = Some(b);
         }
     }
+    Ok(newest)
 }
 
 /// badge: an SVG of the branch's newest build's state.

@@ -54,26 +54,13 @@ pub async fn run_reporter(st: Arc<AppState>) {
 
 /// The state a build's group is in now, from its tasks.
 fn current_state(st: &AppState, build: &Build) -> anyhow::Result<BuildState> {
-    let view = st.engine.view();
-    let mut states = Vec::new();
-    let mut after = None;
-    loop {
-        let ids = view.group_members(&build.task_group_id, after.as_ref(), 1000)?;
-        let Some(last) = ids.last().copied() else {
-            break;
-        };
-        for id in &ids {
-            if let Some(t) = view.task(id)? {
-                states.push(t.state_str());
-            }
-        }
-        after = Some(last);
-    }
+    let tasks = crate::queue::groups::all_members(st, &build.task_group_id)
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     // the job writes the build before it creates the tasks: none yet is not success
-    if states.is_empty() {
+    if tasks.is_empty() {
         return Ok(BuildState::Pending);
     }
-    Ok(group_state(states))
+    Ok(group_state(tasks.iter().map(|t| t.state_str())))
 }
 
 async fn report(st: &AppState, app: &super::api::GithubApp, build: &Build) -> anyhow::Result<()> {

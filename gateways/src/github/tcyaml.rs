@@ -250,8 +250,10 @@ pub fn finish(
     })
 }
 
-/// Renders a parsed file for `ctx` in this process (tests).
-pub fn render(file: &Map<String, Value>, ctx: &Context) -> Result<Rendered, String> {
+/// Renders a parsed file for `ctx` in this process (the unit tests; the server renders
+/// through `render_sandboxed`).
+#[cfg(test)]
+fn render(file: &Map<String, Value>, ctx: &Context) -> Result<Rendered, String> {
     let p = prepare(file, ctx)?;
     finish(evaluate(&p.template, &p.context), p.hooks, ctx)
 }

@@ -85,10 +85,6 @@ pub fn routes(service: Mount) -> Mount {
         .route("/hooks/{group}/{id}/last-fires", get(list_last_fires))
 }
 
-fn s(scope: String) -> ScopeExpr {
-    ScopeExpr::scope(scope)
-}
-
 /// The URL parameters' patterns (checked after a scope the URL fills).
 fn check_params(group: &str, id: Option<&str>) -> Result<(), ApiError> {
     if !valid_id(group, false) {

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use taskledger_core::notify::{
     Address, Channel, Email, Link, NotifyCommand, NotifyError, Template, MAX_ROUTING_KEY_BYTES,
 };
-use taskledger_core::scopes::ScopeExpr;
 
 type St = State<Arc<AppState>>;
 
@@ -76,10 +75,6 @@ fn sent_or_dropped(written: usize) -> Response {
     } else {
         ok_text()
     }
-}
-
-fn s(scope: String) -> ScopeExpr {
-    ScopeExpr::scope(scope)
 }
 
 /// Checks of one request body, gathering every problem as Ajv words it.

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use taskledger_core::auth::issue_temporary_credentials;
 use taskledger_core::ids::{is_ident38, Slug, TaskId, TaskQueueId};
+use taskledger_core::scopes::ScopeExpr;
 use taskledger_core::time::Millis;
 
 /// What a failing call echoes back in `requestInfo`.
@@ -445,6 +446,11 @@ fn url_pairs(q: &str) -> Vec<(String, String)> {
             (dec(k), dec(v))
         })
         .collect()
+}
+
+/// A scope as an expression requiring it (every service's handlers state their scopes so).
+pub fn s(scope: String) -> ScopeExpr {
+    ScopeExpr::scope(scope)
 }
 
 /// `limit`, 1000 at most and by default.

@@ -221,8 +221,9 @@ pub async fn seal_task_group(
         .await
 }
 
-/// Every member of a group, for cancel and priority changes.
-fn all_members(st: &AppState, id: &TaskId) -> Result<Vec<Task>, ApiError> {
+/// Every member of a group, for cancel and priority changes and the GitHub integration's
+/// commit statuses.
+pub(crate) fn all_members(st: &AppState, id: &TaskId) -> Result<Vec<Task>, ApiError> {
     let mut out = Vec::new();
     let mut after = None;
     loop {

@@ -20,10 +20,6 @@ use taskledger_projections::{keys, QueueView};
 
 type St = State<Arc<AppState>>;
 
-pub(super) fn s(scope: String) -> ScopeExpr {
-    ScopeExpr::scope(scope)
-}
-
 fn counts(st: &AppState, q: &TaskQueueId) -> Result<(usize, usize), ApiError> {
     let view = st.engine.view();
     Ok((

@@ -20,10 +20,6 @@ use taskledger_projections::{EngineError, Outcome, QueueCommand};
 
 pub(super) type St = State<Arc<AppState>>;
 
-pub(super) fn s(scope: String) -> ScopeExpr {
-    ScopeExpr::scope(scope)
-}
-
 /// The task `id`, which `method` reads (its 404 worded as upstream words that call's).
 pub(super) fn load(state: &AppState, method: &str, id: &TaskId) -> Result<Task, ApiError> {
     state

@@ -3,7 +3,7 @@
 
 use super::call::*;
 use super::json::Checks;
-use super::queues::{all_queues, offset_page, paged, s};
+use super::queues::{all_queues, offset_page, paged};
 use crate::error::{ApiError, ErrorCode};
 use crate::hawk::actor;
 use crate::hawk::Auth;
